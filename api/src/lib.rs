@@ -1,0 +1,48 @@
+//! adox-api: the data model shared by the data plane, the control plane and `adoxctl`.
+//!
+//! Today it holds the statistics snapshot the data plane produces; the REST model
+//! (policies, server state, explain) joins it with the control plane.
+
+use serde::{Deserialize, Serialize};
+
+/// Counters summed over all workers. Every field counts events since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Client queries received over UDP (including refused and malformed ones).
+    pub queries_udp: u64,
+    /// Client queries received over TCP.
+    pub queries_tcp: u64,
+    /// Responses with RCODE NOERROR.
+    pub rcode_noerror: u64,
+    /// Responses with RCODE NXDOMAIN.
+    pub rcode_nxdomain: u64,
+    /// Responses with RCODE SERVFAIL.
+    pub rcode_servfail: u64,
+    /// Responses with RCODE REFUSED.
+    pub rcode_refused: u64,
+    /// Responses with RCODE FORMERR.
+    pub rcode_formerr: u64,
+    /// Responses with another RCODE (NOTIMP, BADVERS).
+    pub rcode_other: u64,
+    /// Queries answered from the packet cache.
+    pub cache_hits: u64,
+    /// Queries that needed the resolver.
+    pub cache_misses: u64,
+    /// Client messages dropped without an answer (responses, runts).
+    pub dropped: u64,
+    /// Queries refused by the client ACL.
+    pub refused_acl: u64,
+    /// Answers sent truncated (TC) over UDP.
+    pub truncated: u64,
+    /// Upstream queries sent over UDP.
+    pub upstream_udp: u64,
+    /// Upstream queries sent over TCP.
+    pub upstream_tcp: u64,
+    /// Upstream queries that timed out.
+    pub upstream_timeouts: u64,
+    /// Client TCP connections accepted.
+    pub tcp_accepted: u64,
+    /// Client TCP connections closed at accept because the cap was reached.
+    pub tcp_rejected: u64,
+}

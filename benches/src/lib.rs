@@ -1,0 +1,1 @@
+//! Benchmarks and load tools for adox: see the binaries and `benches/`.

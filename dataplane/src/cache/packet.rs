@@ -1,0 +1,236 @@
+//! Per-worker packet cache: whole responses stored as wire bytes and served by copying and
+//! patching (ID, TTLs, the client's qname case). A hit parses nothing beyond the client's
+//! header and question and allocates nothing: the key is built in a stack buffer and the
+//! answer is written into the worker's reusable output buffer.
+//!
+//! The key holds everything that changes the answer: qname (lowercased), qtype, qclass,
+//! RD, CD, DO and EDNS presence. The client's UDP size is applied when serving: a stored
+//! answer larger than the client's limit is sent as a truncated (TC) header instead. No
+//! stored answer contains a DNS cookie, so cookies are never replayed.
+
+use crate::cache::clock::ClockCache;
+use crate::wire::{self, MAX_NAME_LEN, Query, ResponseEdns, flag};
+
+/// Largest key: 1 flags octet + 2 qtype + 2 qclass + 255 name.
+const MAX_KEY: usize = 5 + MAX_NAME_LEN;
+
+#[derive(Debug)]
+struct Entry {
+    wire: Box<[u8]>,
+    ttl_offsets: Box<[u16]>,
+    /// Worker-clock second when stored.
+    stored_s: u32,
+    /// Seconds the entry stays valid: the smallest TTL in it.
+    ttl_s: u32,
+}
+
+/// Builds the cache key for a query into `buf`; returns its length.
+fn key_of(q: &Query, msg: &[u8], buf: &mut [u8; MAX_KEY]) -> usize {
+    let mut bits = 0u8;
+    if q.rd() {
+        bits |= 1;
+    }
+    if q.cd() {
+        bits |= 2;
+    }
+    if q.dnssec_ok() {
+        bits |= 4;
+    }
+    if q.edns.is_some() {
+        bits |= 8;
+    }
+    buf[0] = bits;
+    buf[1..3].copy_from_slice(&q.qtype.to_be_bytes());
+    buf[3..5].copy_from_slice(&q.qclass.to_be_bytes());
+    let name = &msg[q.qname.clone()];
+    let mut lower = [0u8; MAX_NAME_LEN];
+    let n = wire::lowercase_name(name, &mut lower);
+    buf[5..5 + n].copy_from_slice(&lower[..n]);
+    5 + n
+}
+
+/// Outcome of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The answer is in the output buffer.
+    Hit,
+    /// The stored answer exceeded the client's UDP limit; a TC response is in the buffer.
+    HitTruncated,
+    /// Not cached (or expired).
+    Miss,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct PacketCache {
+    map: ClockCache<Box<[u8]>, Entry>,
+    enabled: bool,
+}
+
+impl PacketCache {
+    /// A cache of about `budget` bytes; 0 disables it.
+    pub fn new(budget: usize) -> Self {
+        Self { map: ClockCache::new(budget), enabled: budget > 0 }
+    }
+
+    /// Serves `q` (parsed from `msg`) into `out` if a live entry exists. `udp_limit` is the
+    /// client's UDP size limit, or `None` over TCP.
+    pub fn lookup(&mut self, q: &Query, msg: &[u8], now_s: u32, udp_limit: Option<usize>, out: &mut Vec<u8>) -> Lookup {
+        if !self.enabled {
+            return Lookup::Miss;
+        }
+        let mut kbuf = [0u8; MAX_KEY];
+        let klen = key_of(q, msg, &mut kbuf);
+        let key = &kbuf[..klen];
+        let Some(e) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        let age = now_s.saturating_sub(e.stored_s);
+        if age >= e.ttl_s {
+            self.map.remove(key);
+            return Lookup::Miss;
+        }
+        if udp_limit.is_some_and(|limit| e.wire.len() > limit) {
+            let edns =
+                q.edns.map(|c| ResponseEdns { udp_size: 1232, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
+            let rcode = e.wire[3] & 0x0F;
+            wire::header_only_response(out, msg, q.question_end, rcode, flag::TC, edns.as_ref());
+            return Lookup::HitTruncated;
+        }
+        out.clear();
+        out.extend_from_slice(&e.wire);
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        // Echo the client's qname case (stored wire holds the first asker's case).
+        out[q.qname.clone()].copy_from_slice(&msg[q.qname.clone()]);
+        for &off in e.ttl_offsets.iter() {
+            let o = usize::from(off);
+            let ttl = u32::from_be_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
+            out[o..o + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+        }
+        Lookup::Hit
+    }
+
+    /// Stores a complete response to `q`. `ttl_s` is how long it may be served (smallest
+    /// TTL in it, or the negative TTL); 0 stores nothing.
+    pub fn store(&mut self, q: &Query, msg: &[u8], response: &[u8], now_s: u32, ttl_s: u32) {
+        if !self.enabled || ttl_s == 0 {
+            return;
+        }
+        let Some(offsets) = wire::ttl_offsets(response) else {
+            return;
+        };
+        let mut kbuf = [0u8; MAX_KEY];
+        let klen = key_of(q, msg, &mut kbuf);
+        let cost = klen + response.len() + offsets.len() * 2;
+        let entry = Entry { wire: response.into(), ttl_offsets: offsets.into(), stored_s: now_s, ttl_s };
+        self.map.insert(kbuf[..klen].into(), entry, cost);
+    }
+
+    /// Drops every entry whose qname equals `name` or lies below it (wire form, lowercase);
+    /// `None` drops everything.
+    pub fn flush(&mut self, name: Option<&[u8]>) {
+        match name {
+            None => self.map.retain(|_, _| false),
+            Some(n) => self.map.retain(|k, _| !crate::names::wire_is_subdomain(&k[5..], n)),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Bytes charged.
+    pub fn used_bytes(&self) -> usize {
+        self.map.used_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::parse_query;
+
+    fn query(id: u16, name: &[u8], edns: bool) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        if edns {
+            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        }
+        q
+    }
+
+    fn response(q: &[u8], qend: usize, ttl: u32, records: usize) -> Vec<u8> {
+        let mut r = q[..qend].to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[6..8].copy_from_slice(&(records as u16).to_be_bytes());
+        r[10..12].fill(0);
+        for i in 0..records {
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            r.extend_from_slice(&ttl.to_be_bytes());
+            r.extend_from_slice(&[0, 4, 192, 0, 2, i as u8]);
+        }
+        r
+    }
+
+    #[test]
+    fn hit_patches_id_ttl_and_case() {
+        let mut c = PacketCache::new(1 << 20);
+        let q1 = query(1, b"\x03WwW\x03lab\x00", false);
+        let p1 = parse_query(&q1).unwrap();
+        let r = response(&q1, p1.question_end, 300, 1);
+        c.store(&p1, &q1, &r, 100, 300);
+
+        let q2 = query(0xBEEF, b"\x03www\x03LAB\x00", false);
+        let p2 = parse_query(&q2).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(c.lookup(&p2, &q2, 130, Some(512), &mut out), Lookup::Hit);
+        assert_eq!(&out[0..2], &[0xBE, 0xEF]);
+        assert_eq!(&out[12..21], b"\x03www\x03LAB\x00");
+        let ttl_at = out.len() - 10;
+        assert_eq!(u32::from_be_bytes(out[ttl_at..ttl_at + 4].try_into().unwrap()), 270);
+        // expired
+        assert_eq!(c.lookup(&p2, &q2, 400, Some(512), &mut out), Lookup::Miss);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn key_separates_edns_and_rd() {
+        let mut c = PacketCache::new(1 << 20);
+        let q1 = query(1, b"\x01a\x00", false);
+        let p1 = parse_query(&q1).unwrap();
+        c.store(&p1, &q1, &response(&q1, p1.question_end, 60, 1), 0, 60);
+        let q2 = query(1, b"\x01a\x00", true);
+        let p2 = parse_query(&q2).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(c.lookup(&p2, &q2, 0, Some(1232), &mut out), Lookup::Miss);
+        let mut q3 = q1.clone();
+        q3[2] = 0; // RD off
+        let p3 = parse_query(&q3).unwrap();
+        assert_eq!(c.lookup(&p3, &q3, 0, Some(512), &mut out), Lookup::Miss);
+    }
+
+    #[test]
+    fn oversized_answer_is_truncated_for_small_buffers() {
+        let mut c = PacketCache::new(1 << 20);
+        let q = query(7, b"\x03big\x00", false);
+        let p = parse_query(&q).unwrap();
+        let r = response(&q, p.question_end, 60, 40); // 40 * 16 bytes > 512
+        c.store(&p, &q, &r, 0, 60);
+        let mut out = Vec::new();
+        assert_eq!(c.lookup(&p, &q, 1, Some(512), &mut out), Lookup::HitTruncated);
+        assert!(u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0);
+        assert_eq!(out.len(), p.question_end);
+        // Over TCP the whole answer is served.
+        assert_eq!(c.lookup(&p, &q, 1, None, &mut out), Lookup::Hit);
+        assert_eq!(out.len(), r.len());
+    }
+}

@@ -1,0 +1,253 @@
+//! The shared record cache: RRsets (with the RRSIGs that cover them), negative answers
+//! (RFC 2308) and, through NS RRsets at zone cuts, the delegation cache. Shared by every
+//! worker behind shard locks; it is read only on the miss path (hits are served from the
+//! per-worker packet cache), so its locks never sit on the hot path.
+//!
+//! Every entry carries a trust rank (RFC 2181 section 5.4.1): data from an authoritative
+//! answer is never replaced by glue or referral data while it lives, and only answer data
+//! is served to clients.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{Name, Record};
+
+use crate::cache::clock::ClockCache;
+use crate::names::canonical;
+
+/// Type value used as the key of an NXDOMAIN entry (no real type is 0).
+pub const NXDOMAIN_KEY: u16 = 0;
+
+/// Shards of the cache; a power of two.
+const SHARDS: usize = 64;
+
+/// Trust in cached data, lowest first (RFC 2181 section 5.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// From the configured root hints.
+    Hint,
+    /// From the additional section (glue).
+    Glue,
+    /// From the authority section of a referral.
+    Referral,
+    /// From the answer section of a non-authoritative response.
+    NonAuthAnswer,
+    /// From the answer or authority section of an authoritative response.
+    AuthAnswer,
+}
+
+impl Rank {
+    /// Whether data of this rank may be served to a client as an answer.
+    pub fn answerable(self) -> bool {
+        self >= Rank::NonAuthAnswer
+    }
+}
+
+/// What a cache entry holds.
+#[derive(Debug, Clone)]
+pub enum CachedData {
+    /// An RRset, followed by the RRSIGs covering it.
+    RRset(Arc<[Record]>),
+    /// NODATA for the key's (name, type): the authority records (SOA, proofs).
+    NoData(Arc<[Record]>),
+    /// NXDOMAIN for the key's name: the authority records.
+    NxDomain(Arc<[Record]>),
+}
+
+/// A live cache entry as read.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The data.
+    pub data: CachedData,
+    /// Its trust rank.
+    pub rank: Rank,
+    /// Seconds of TTL left (at least 1).
+    pub ttl_left: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    data: CachedData,
+    rank: Rank,
+    expires: Instant,
+}
+
+type Key = (Name, u16);
+
+/// The cache.
+#[derive(Debug)]
+pub struct RecordCache {
+    shards: Box<[Mutex<ClockCache<Key, Entry>>]>,
+    max_ttl: u32,
+    max_negative_ttl: u32,
+}
+
+fn estimate(records: &[Record]) -> usize {
+    // Owner name, fixed fields and a typical rdata; good enough to bound memory.
+    records.iter().map(|r| 64 + r.name.len() + 32).sum::<usize>() + 64
+}
+
+/// Copies of `records` with every TTL set to `ttl`.
+pub fn with_ttl(records: &[Record], ttl: u32) -> Vec<Record> {
+    records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.ttl = ttl;
+            r
+        })
+        .collect()
+}
+
+impl RecordCache {
+    /// A cache of about `budget` bytes with the given TTL caps (seconds).
+    pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
+        let per = (budget / SHARDS).max(1);
+        let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
+        Self { shards, max_ttl, max_negative_ttl }
+    }
+
+    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, ClockCache<Key, Entry>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let idx = (h.finish() as usize) & (SHARDS - 1);
+        // A poisoned shard only means another worker panicked mid-update of a plain map;
+        // the map itself is still consistent, so keep serving.
+        self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads a live entry.
+    pub fn get(&self, name: &Name, rtype: u16, now: Instant) -> Option<Hit> {
+        let key = (canonical(name), rtype);
+        let mut shard = self.shard(&key);
+        let e = shard.get(&key)?;
+        if e.expires <= now {
+            shard.remove(&key);
+            return None;
+        }
+        let left = e.expires.duration_since(now).as_secs().max(1);
+        Some(Hit { data: e.data.clone(), rank: e.rank, ttl_left: u32::try_from(left).unwrap_or(u32::MAX) })
+    }
+
+    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, ttl: u32, cost: usize, now: Instant) {
+        if ttl == 0 {
+            return;
+        }
+        let key = (canonical(name), rtype);
+        let mut shard = self.shard(&key);
+        if let Some(old) = shard.get(&key)
+            && old.expires > now
+            && old.rank > rank
+        {
+            return;
+        }
+        let expires = now + Duration::from_secs(u64::from(ttl));
+        shard.insert(key, Entry { data, rank, expires }, cost);
+    }
+
+    /// Stores an RRset (plus covering RRSIGs); its TTL is the smallest in the set, capped.
+    pub fn put_rrset(&self, name: &Name, rtype: u16, records: Vec<Record>, rank: Rank, now: Instant) {
+        let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
+        let cost = estimate(&records);
+        self.put(name, rtype, CachedData::RRset(records.into()), rank, ttl, cost, now);
+    }
+
+    /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
+    /// [`NXDOMAIN_KEY`]. `ttl` is capped by the negative TTL cap.
+    pub fn put_negative(&self, name: &Name, rtype: u16, authority: Vec<Record>, ttl: u32, now: Instant) {
+        let ttl = ttl.min(self.max_negative_ttl);
+        let cost = estimate(&authority);
+        let data = if rtype == NXDOMAIN_KEY {
+            CachedData::NxDomain(authority.into())
+        } else {
+            CachedData::NoData(authority.into())
+        };
+        self.put(name, rtype, data, Rank::AuthAnswer, ttl, cost, now);
+    }
+
+    /// Drops everything at or below `zone`, or everything when `None`.
+    pub fn flush(&self, zone: Option<&Name>) {
+        for s in self.shards.iter() {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            match zone {
+                None => s.retain(|_, _| false),
+                Some(z) => s.retain(|(n, _), _| !z.zone_of(n)),
+            }
+        }
+    }
+
+    /// Entries held (all shards).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged (all shards).
+    pub fn used_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum()
+    }
+
+    /// The configured positive TTL cap.
+    pub fn max_ttl(&self) -> u32 {
+        self.max_ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::A;
+
+    fn a(name: &str, ttl: u32) -> Record {
+        Record::from_rdata(name.parse().unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    #[test]
+    fn ttl_counts_down_and_is_capped() {
+        let c = RecordCache::new(1 << 20, 100, 10);
+        let t0 = Instant::now();
+        let n: Name = "WWW.lab.".parse().unwrap();
+        c.put_rrset(&n, 1, vec![a("www.lab.", 3600)], Rank::AuthAnswer, t0);
+        let h = c.get(&"www.LAB.".parse().unwrap(), 1, t0 + Duration::from_secs(30)).unwrap();
+        assert_eq!(h.ttl_left, 70);
+        assert!(c.get(&n, 1, t0 + Duration::from_secs(100)).is_none());
+        c.put_negative(&n, 28, vec![], 3600, t0);
+        assert_eq!(c.get(&n, 28, t0).unwrap().ttl_left, 10);
+    }
+
+    #[test]
+    fn lower_rank_never_replaces_live_higher_rank() {
+        let c = RecordCache::new(1 << 20, 3600, 10);
+        let t0 = Instant::now();
+        let n: Name = "ns1.lab.".parse().unwrap();
+        c.put_rrset(&n, 1, vec![a("ns1.lab.", 300)], Rank::AuthAnswer, t0);
+        c.put_rrset(&n, 1, vec![a("ns1.lab.", 900)], Rank::Glue, t0);
+        let h = c.get(&n, 1, t0).unwrap();
+        assert_eq!(h.rank, Rank::AuthAnswer);
+        assert_eq!(h.ttl_left, 300);
+        // Higher rank replaces lower.
+        c.put_rrset(&n, 28, vec![a("ns1.lab.", 300)], Rank::Glue, t0);
+        c.put_rrset(&n, 28, vec![a("ns1.lab.", 60)], Rank::AuthAnswer, t0);
+        assert_eq!(c.get(&n, 28, t0).unwrap().rank, Rank::AuthAnswer);
+    }
+
+    #[test]
+    fn flush_by_zone() {
+        let c = RecordCache::new(1 << 20, 3600, 10);
+        let t0 = Instant::now();
+        for n in ["a.lab.", "b.a.lab.", "a.other."] {
+            c.put_rrset(&n.parse().unwrap(), 1, vec![a(n, 60)], Rank::AuthAnswer, t0);
+        }
+        c.flush(Some(&"a.lab.".parse().unwrap()));
+        assert_eq!(c.len(), 1);
+        c.flush(None);
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,509 @@
+//! Daemon configuration: a TOML file whose every field has an embedded default, so `adoxd`
+//! runs with no file at all. Every numeric knob has a default, a minimum and a maximum in
+//! [`bounds`]; [`Config::validate`] names the first bad field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::acl::{DEFAULT_CLIENT_PREFIXES, parse_prefix};
+
+/// A numeric knob: its TOML path, default and inclusive range.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Dotted TOML path, used in error messages.
+    pub field: &'static str,
+    /// Value when the field is absent.
+    pub default: u64,
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+}
+
+impl Bound {
+    fn check(&self, value: u64) -> Result<(), ConfigError> {
+        if value < self.min || value > self.max {
+            return Err(ConfigError::OutOfRange { field: self.field, value, min: self.min, max: self.max });
+        }
+        Ok(())
+    }
+}
+
+/// Every numeric knob in one table (unit in the name).
+pub mod bounds {
+    use super::Bound;
+    const fn b(field: &'static str, default: u64, min: u64, max: u64) -> Bound {
+        Bound { field, default, min, max }
+    }
+    /// Worker threads; 0 means one per available core.
+    pub const WORKERS: Bound = b("server.workers", 0, 0, 1024);
+    /// Idle time after which a client TCP connection is closed (RFC 7766 section 6.2.3).
+    pub const TCP_IDLE_TIMEOUT_MS: Bound = b("server.tcp_idle_timeout_ms", 10_000, 100, 600_000);
+    /// Client TCP connections per worker; further connections are refused at accept.
+    pub const TCP_MAX_CONNECTIONS: Bound = b("server.tcp_max_connections", 1024, 1, 1_000_000);
+    /// Queries in flight on one client TCP connection; more are read only as answers leave.
+    pub const TCP_MAX_PIPELINED: Bound = b("server.tcp_max_pipelined", 64, 1, 65_535);
+    /// Datagrams read per socket per wake-up before other work gets a turn.
+    pub const UDP_BATCH: Bound = b("server.udp_batch", 64, 1, 1024);
+    /// Per-worker packet cache size.
+    pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
+    /// Shared record cache size.
+    pub const RECORD_CACHE_BYTES: Bound = b("cache.record_cache_bytes", 256 << 20, 1 << 20, 256 << 30);
+    /// Longest TTL kept for positive data.
+    pub const MAX_TTL_S: Bound = b("cache.max_ttl_s", 86_400, 1, 604_800);
+    /// Longest TTL kept for negative answers (RFC 2308 section 5).
+    pub const MAX_NEGATIVE_TTL_S: Bound = b("cache.max_negative_ttl_s", 3_600, 0, 86_400);
+    /// EDNS(0) UDP payload size advertised upstream and to clients (DNS flag day 2020).
+    pub const EDNS_UDP_SIZE: Bound = b("resolver.edns_udp_size", 1232, 512, 4096);
+    /// Wall-clock budget for resolving one client query.
+    pub const REQUEST_TIMEOUT_MS: Bound = b("resolver.request_timeout_ms", 8_000, 100, 60_000);
+    /// Timeout of one upstream query to a server with no RTT history.
+    pub const INITIAL_RTO_MS: Bound = b("resolver.initial_rto_ms", 800, 10, 10_000);
+    /// Upstream queries (all servers, all steps) spent on one client query.
+    pub const MAX_QUERIES_PER_REQUEST: Bound = b("resolver.max_queries_per_request", 64, 1, 1024);
+    /// Nested resolutions (nameserver addresses, chains) below one client query.
+    pub const MAX_DEPTH: Bound = b("resolver.max_depth", 8, 1, 32);
+    /// CNAME and DNAME links followed for one client query.
+    pub const MAX_CHAIN: Bound = b("resolver.max_chain", 12, 1, 64);
+    /// Referrals followed in one resolution.
+    pub const MAX_REFERRALS: Bound = b("resolver.max_referrals", 32, 1, 128);
+    /// Nameserver names without addresses resolved per zone cut (NXNS defence).
+    pub const MAX_NS_LOOKUPS: Bound = b("resolver.max_ns_lookups", 4, 1, 32);
+    /// Servers tried for one step before giving up.
+    pub const MAX_SERVERS_PER_STEP: Bound = b("resolver.max_servers_per_step", 6, 1, 32);
+    /// Upstream queries outstanding to one server address, per worker.
+    pub const MAX_OUTSTANDING_PER_SERVER: Bound = b("resolver.max_outstanding_per_server", 256, 1, 100_000);
+    /// Upstream queries outstanding into one zone, per worker (random-subdomain defence).
+    pub const MAX_OUTSTANDING_PER_ZONE: Bound = b("resolver.max_outstanding_per_zone", 512, 1, 100_000);
+    /// Client queries being resolved at once, per worker; more get SERVFAIL at once.
+    pub const MAX_RESOLUTIONS: Bound = b("resolver.max_resolutions", 10_000, 1, 1_000_000);
+
+    /// All knobs, for documentation and `--help`.
+    pub const ALL: &[Bound] = &[
+        WORKERS,
+        TCP_IDLE_TIMEOUT_MS,
+        TCP_MAX_CONNECTIONS,
+        TCP_MAX_PIPELINED,
+        UDP_BATCH,
+        PACKET_CACHE_BYTES,
+        RECORD_CACHE_BYTES,
+        MAX_TTL_S,
+        MAX_NEGATIVE_TTL_S,
+        EDNS_UDP_SIZE,
+        REQUEST_TIMEOUT_MS,
+        INITIAL_RTO_MS,
+        MAX_QUERIES_PER_REQUEST,
+        MAX_DEPTH,
+        MAX_CHAIN,
+        MAX_REFERRALS,
+        MAX_NS_LOOKUPS,
+        MAX_SERVERS_PER_STEP,
+        MAX_OUTSTANDING_PER_SERVER,
+        MAX_OUTSTANDING_PER_ZONE,
+        MAX_RESOLUTIONS,
+    ];
+}
+
+/// A configuration error, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML did not parse or did not match the schema (unknown field, wrong type).
+    #[error("{0}")]
+    Syntax(String),
+    /// A numeric field outside its range.
+    #[error("{field} = {value} is out of range ({min}..={max})")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// A field whose value is not valid for another reason.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, with an index for list items (`access.allow_clients[2]`).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file named by the configuration could not be read.
+    #[error("{field}: cannot read {path}: {source}")]
+    File {
+        /// The field naming the file.
+        field: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn d<T: TryFrom<u64>>(b: Bound) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(b.default).unwrap_or_else(|_| unreachable!("default of {} fits its type", b.field))
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listeners, threads, client connections.
+    pub server: ServerConfig,
+    /// Who may query us, and which upstream addresses we may query.
+    pub access: AccessConfig,
+    /// Iterative resolution.
+    pub resolver: ResolverConfig,
+    /// Cache sizes and TTL caps.
+    pub cache: CacheConfig,
+    /// Special-use names answered locally.
+    pub local_zones: LocalZonesConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// UDP and TCP listen addresses. Default `["127.0.0.1:5300"]`.
+    pub listen: Vec<String>,
+    /// Worker threads; 0 = one per available core.
+    pub workers: usize,
+    /// Pin worker N to core N mod cores. Default true.
+    pub pin_workers: bool,
+    /// Directory for persistent state. Default `/var/lib/adox`.
+    pub state_dir: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter. Default `info`.
+    pub log_level: String,
+    /// See [`bounds::TCP_IDLE_TIMEOUT_MS`].
+    pub tcp_idle_timeout_ms: u64,
+    /// See [`bounds::TCP_MAX_CONNECTIONS`].
+    pub tcp_max_connections: usize,
+    /// See [`bounds::TCP_MAX_PIPELINED`].
+    pub tcp_max_pipelined: usize,
+    /// See [`bounds::UDP_BATCH`].
+    pub udp_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:5300".into()],
+            workers: d(bounds::WORKERS),
+            pin_workers: true,
+            state_dir: PathBuf::from("/var/lib/adox"),
+            log_level: "info".into(),
+            tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
+            tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
+            tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),
+            udp_batch: d(bounds::UDP_BATCH),
+        }
+    }
+}
+
+/// `[access]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AccessConfig {
+    /// Client prefixes allowed to query; others get REFUSED with EDE 18. Default: loopback,
+    /// RFC 1918 and RFC 4193 ranges.
+    pub allow_clients: Vec<String>,
+    /// Upstream prefixes opened inside the default deny list (loopback, private, reserved).
+    /// Default empty.
+    pub allow_upstream: Vec<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            allow_clients: DEFAULT_CLIENT_PREFIXES.iter().map(|s| (*s).to_string()).collect(),
+            allow_upstream: Vec::new(),
+        }
+    }
+}
+
+/// `[resolver]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ResolverConfig {
+    /// Root hints file in zone-file format (like named.root). Empty = the built-in IANA hints.
+    pub root_hints: Option<PathBuf>,
+    /// QNAME minimisation (RFC 9156), relaxed: falls back to the full name on odd answers.
+    pub qname_minimisation: bool,
+    /// See [`bounds::EDNS_UDP_SIZE`].
+    pub edns_udp_size: u16,
+    /// See [`bounds::REQUEST_TIMEOUT_MS`].
+    pub request_timeout_ms: u64,
+    /// See [`bounds::INITIAL_RTO_MS`].
+    pub initial_rto_ms: u64,
+    /// See [`bounds::MAX_QUERIES_PER_REQUEST`].
+    pub max_queries_per_request: u32,
+    /// See [`bounds::MAX_DEPTH`].
+    pub max_depth: u32,
+    /// See [`bounds::MAX_CHAIN`].
+    pub max_chain: u32,
+    /// See [`bounds::MAX_REFERRALS`].
+    pub max_referrals: u32,
+    /// See [`bounds::MAX_NS_LOOKUPS`].
+    pub max_ns_lookups: u32,
+    /// See [`bounds::MAX_SERVERS_PER_STEP`].
+    pub max_servers_per_step: u32,
+    /// See [`bounds::MAX_OUTSTANDING_PER_SERVER`].
+    pub max_outstanding_per_server: u32,
+    /// See [`bounds::MAX_OUTSTANDING_PER_ZONE`].
+    pub max_outstanding_per_zone: u32,
+    /// See [`bounds::MAX_RESOLUTIONS`].
+    pub max_resolutions: u32,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            root_hints: None,
+            qname_minimisation: true,
+            edns_udp_size: d(bounds::EDNS_UDP_SIZE),
+            request_timeout_ms: d(bounds::REQUEST_TIMEOUT_MS),
+            initial_rto_ms: d(bounds::INITIAL_RTO_MS),
+            max_queries_per_request: d(bounds::MAX_QUERIES_PER_REQUEST),
+            max_depth: d(bounds::MAX_DEPTH),
+            max_chain: d(bounds::MAX_CHAIN),
+            max_referrals: d(bounds::MAX_REFERRALS),
+            max_ns_lookups: d(bounds::MAX_NS_LOOKUPS),
+            max_servers_per_step: d(bounds::MAX_SERVERS_PER_STEP),
+            max_outstanding_per_server: d(bounds::MAX_OUTSTANDING_PER_SERVER),
+            max_outstanding_per_zone: d(bounds::MAX_OUTSTANDING_PER_ZONE),
+            max_resolutions: d(bounds::MAX_RESOLUTIONS),
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// See [`bounds::PACKET_CACHE_BYTES`]; 0 turns the packet cache off.
+    pub packet_cache_bytes: u64,
+    /// See [`bounds::RECORD_CACHE_BYTES`].
+    pub record_cache_bytes: u64,
+    /// See [`bounds::MAX_TTL_S`].
+    pub max_ttl_s: u32,
+    /// See [`bounds::MAX_NEGATIVE_TTL_S`].
+    pub max_negative_ttl_s: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            packet_cache_bytes: d(bounds::PACKET_CACHE_BYTES),
+            record_cache_bytes: d(bounds::RECORD_CACHE_BYTES),
+            max_ttl_s: d(bounds::MAX_TTL_S),
+            max_negative_ttl_s: d(bounds::MAX_NEGATIVE_TTL_S),
+        }
+    }
+}
+
+/// `[local_zones]`: special-use names answered without asking anyone. All default to true.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LocalZonesConfig {
+    /// `localhost.` (RFC 6761 section 6.3): loopback addresses.
+    pub localhost: bool,
+    /// `invalid.` (RFC 6761 section 6.4): NXDOMAIN.
+    pub invalid: bool,
+    /// `test.` (RFC 6761 section 6.2): NXDOMAIN.
+    pub test: bool,
+    /// `onion.` (RFC 7686): NXDOMAIN.
+    pub onion: bool,
+    /// `home.arpa.` (RFC 8375): NXDOMAIN.
+    pub home_arpa: bool,
+    /// The locally served reverse zones of RFC 6303 (private and special addresses).
+    pub rfc6303: bool,
+}
+
+impl Default for LocalZonesConfig {
+    fn default() -> Self {
+        Self { localhost: true, invalid: true, test: true, onion: true, home_arpa: true, rfc6303: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            access: AccessConfig::default(),
+            resolver: ResolverConfig::default(),
+            cache: CacheConfig::default(),
+            local_zones: LocalZonesConfig::default(),
+        }
+    }
+}
+
+/// Parses a listen address: `ADDR:PORT`, IPv6 as `[::1]:5300`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| format!("`{s}` is not ADDR:PORT (IPv6 as [::1]:5300)"))
+}
+
+impl Config {
+    /// Parses a TOML document; unknown fields are errors.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Reads and parses a file, then validates it.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            field: "--config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg = Self::from_toml(&text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let r = &self.resolver;
+        let c = &self.cache;
+        let checks: [(Bound, u64); 21] = [
+            (bounds::WORKERS, s.workers as u64),
+            (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
+            (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
+            (bounds::TCP_MAX_PIPELINED, s.tcp_max_pipelined as u64),
+            (bounds::UDP_BATCH, s.udp_batch as u64),
+            (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
+            (bounds::RECORD_CACHE_BYTES, c.record_cache_bytes),
+            (bounds::MAX_TTL_S, u64::from(c.max_ttl_s)),
+            (bounds::MAX_NEGATIVE_TTL_S, u64::from(c.max_negative_ttl_s)),
+            (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
+            (bounds::REQUEST_TIMEOUT_MS, r.request_timeout_ms),
+            (bounds::INITIAL_RTO_MS, r.initial_rto_ms),
+            (bounds::MAX_QUERIES_PER_REQUEST, u64::from(r.max_queries_per_request)),
+            (bounds::MAX_DEPTH, u64::from(r.max_depth)),
+            (bounds::MAX_CHAIN, u64::from(r.max_chain)),
+            (bounds::MAX_REFERRALS, u64::from(r.max_referrals)),
+            (bounds::MAX_NS_LOOKUPS, u64::from(r.max_ns_lookups)),
+            (bounds::MAX_SERVERS_PER_STEP, u64::from(r.max_servers_per_step)),
+            (bounds::MAX_OUTSTANDING_PER_SERVER, u64::from(r.max_outstanding_per_server)),
+            (bounds::MAX_OUTSTANDING_PER_ZONE, u64::from(r.max_outstanding_per_zone)),
+            (bounds::MAX_RESOLUTIONS, u64::from(r.max_resolutions)),
+        ];
+        for (b, v) in checks {
+            b.check(v)?;
+        }
+        if s.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "server.listen".into(),
+                reason: "needs at least one address".into(),
+            });
+        }
+        for (i, l) in s.listen.iter().enumerate() {
+            parse_listen(l).map_err(|reason| ConfigError::Invalid { field: format!("server.listen[{i}]"), reason })?;
+        }
+        crate::log_filter_is_valid(&s.log_level)
+            .map_err(|reason| ConfigError::Invalid { field: "server.log_level".into(), reason })?;
+        self.client_prefixes()?;
+        self.upstream_prefixes()?;
+        Ok(())
+    }
+
+    /// The listen addresses, parsed.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.server
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                parse_listen(l).map_err(|reason| ConfigError::Invalid { field: format!("server.listen[{i}]"), reason })
+            })
+            .collect()
+    }
+
+    /// The allowed client prefixes, parsed.
+    pub fn client_prefixes(&self) -> Result<Vec<IpNet>, ConfigError> {
+        parse_list("access.allow_clients", &self.access.allow_clients)
+    }
+
+    /// The opened upstream prefixes, parsed.
+    pub fn upstream_prefixes(&self) -> Result<Vec<IpNet>, ConfigError> {
+        parse_list("access.allow_upstream", &self.access.allow_upstream)
+    }
+
+    /// Worker count with 0 resolved to the number of available cores.
+    pub fn worker_count(&self) -> usize {
+        if self.server.workers > 0 {
+            self.server.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+fn parse_list(field: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_prefix(s).map_err(|reason| ConfigError::Invalid { field: format!("{field}[{i}]"), reason }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+        let empty = Config::from_toml("").unwrap();
+        assert_eq!(empty.server.listen, vec!["127.0.0.1:5300".to_string()]);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_naming_it() {
+        let e = Config::from_toml("[server]\nlisten_on = []\n").unwrap_err().to_string();
+        assert!(e.contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_names_the_field() {
+        let c = Config::from_toml("[resolver]\nmax_depth = 0\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("resolver.max_depth = 0"), "{e}");
+    }
+
+    #[test]
+    fn bad_prefix_names_the_item() {
+        let c = Config::from_toml("[access]\nallow_clients = [\"10.0.0.0/8\", \"nonsense\"]\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("access.allow_clients[1]"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_names_the_item() {
+        let c = Config::from_toml("[server]\nlisten = [\"::1:53\"]\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn every_default_is_within_its_bounds() {
+        for b in bounds::ALL {
+            assert!(b.min <= b.default && b.default <= b.max, "{}", b.field);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting the data plane: build the shared state, bind every worker's sockets (in the
+//! calling thread, so that a busy port is an error before any thread starts), then run
+//! one pinned thread per worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::acl::AccessPolicy;
+use crate::cache::records::RecordCache;
+use crate::config::Config;
+use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
+use crate::stats::WorkerStats;
+use crate::worker::{StopHandle, Worker, WorkerSettings};
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The root hints could not be loaded.
+    #[error("{0}")]
+    Hints(#[from] crate::resolver::hints::HintsError),
+    /// A socket could not be opened or bound.
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// udp or tcp.
+        proto: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A worker could not be created.
+    #[error("worker {index}: {source}")]
+    Worker {
+        /// Worker index.
+        index: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The running data plane.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// State shared by the workers (caches, server table).
+    pub shared: Arc<Shared>,
+    /// Each worker's counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Addresses actually bound (with the real port when 0 was asked).
+    pub local_addrs: Vec<SocketAddr>,
+    stops: Vec<StopHandle>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    if ty == Type::DGRAM {
+        // Larger buffers ride out bursts; the kernel caps them at rmem_max/wmem_max.
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+    }
+    s.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        s.listen(1024)?;
+    }
+    Ok(s)
+}
+
+/// Builds the shared state from a validated configuration.
+pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
+    let hints = match &cfg.resolver.root_hints {
+        Some(p) => RootHints::load(p)?,
+        None => RootHints::builtin(),
+    };
+    Ok(Shared {
+        records: RecordCache::new(
+            cfg.cache.record_cache_bytes as usize,
+            cfg.cache.max_ttl_s,
+            cfg.cache.max_negative_ttl_s,
+        ),
+        servers: ServerTable::default(),
+        hints,
+        local: LocalZones::new(&cfg.local_zones),
+        access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
+        settings: Settings::from_config(cfg),
+    })
+}
+
+impl DataPlane {
+    /// Validates the configuration, binds every socket and starts the workers.
+    pub fn start(cfg: &Config) -> Result<Self, StartError> {
+        cfg.validate()?;
+        let shared = Arc::new(shared_state(cfg)?);
+        let workers = cfg.worker_count();
+        let mut listen = cfg.listen_addrs()?;
+        // Port 0 means "any": the first bind picks it and every other worker reuses it.
+        let mut sockets = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let mut udp = Vec::new();
+            let mut tcp = Vec::new();
+            for addr in listen.iter_mut() {
+                let u = bind(*addr, Type::DGRAM, Protocol::UDP).map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    proto: "udp",
+                    source,
+                })?;
+                if addr.port() == 0 {
+                    if let Some(a) = u.local_addr().ok().and_then(|a| a.as_socket()) {
+                        addr.set_port(a.port());
+                    }
+                }
+                let t = bind(*addr, Type::STREAM, Protocol::TCP).map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    proto: "tcp",
+                    source,
+                })?;
+                udp.push(std::net::UdpSocket::from(u));
+                tcp.push(std::net::TcpListener::from(t));
+            }
+            sockets.push((udp, tcp));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut stats = Vec::new();
+        let mut stops = Vec::new();
+        let mut threads = Vec::new();
+        for (index, (udp, tcp)) in sockets.into_iter().enumerate() {
+            let ws = Arc::new(WorkerStats::default());
+            let settings = WorkerSettings {
+                index,
+                edns_udp_size: cfg.resolver.edns_udp_size,
+                udp_batch: cfg.server.udp_batch,
+                packet_cache_bytes: cfg.cache.packet_cache_bytes as usize,
+                max_resolutions: cfg.resolver.max_resolutions,
+                tcp_max_connections: cfg.server.tcp_max_connections,
+                tcp_max_pipelined: cfg.server.tcp_max_pipelined,
+                tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
+            };
+            let pin = cfg.server.pin_workers;
+            let shared = shared.clone();
+            let ws2 = ws.clone();
+            // The worker is built on its own thread (it holds Rc state); a channel reports
+            // whether construction worked.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("adox-worker-{index}"))
+                .spawn(move || {
+                    if pin && let Err(e) = crate::sys::pin_current_thread(index % cores) {
+                        tracing::warn!(worker = index, error = %e, "could not pin worker to a core");
+                    }
+                    match Worker::new(settings, shared, ws2, udp, tcp) {
+                        Ok((worker, stop)) => {
+                            let _ = tx.send(Ok(stop));
+                            if let Err(e) = worker.run() {
+                                tracing::error!(worker = index, error = %e, "worker stopped on an I/O error");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })
+                .map_err(|source| StartError::Worker { index, source })?;
+            let stop = rx
+                .recv()
+                .map_err(|_| StartError::Worker {
+                    index,
+                    source: std::io::Error::other("worker thread died at start"),
+                })?
+                .map_err(|source| StartError::Worker { index, source })?;
+            stats.push(ws);
+            stops.push(stop);
+            threads.push(handle);
+        }
+        Ok(Self { shared, stats, local_addrs: listen, stops, threads })
+    }
+
+    /// Counters summed over workers.
+    pub fn stats(&self) -> adox_api::StatsSnapshot {
+        crate::stats::snapshot(&self.stats)
+    }
+
+    /// Stops every worker and waits for them.
+    pub fn stop(self) {
+        for s in &self.stops {
+            s.stop();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

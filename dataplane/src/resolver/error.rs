@@ -1,0 +1,143 @@
+//! Resolution errors, named after what tripped, and the one place that maps them to an
+//! RCODE and an Extended DNS Error (RFC 8914).
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::Name;
+
+/// Extended DNS Error INFO-CODEs used by adox (RFC 8914 section 4).
+pub mod ede {
+    /// Other.
+    pub const OTHER: u16 = 0;
+    /// Prohibited: the client is not allowed.
+    pub const PROHIBITED: u16 = 18;
+    /// Not Authoritative / no upstream could be used.
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// Network Error.
+    pub const NETWORK_ERROR: u16 = 23;
+    /// Invalid Data.
+    pub const INVALID_DATA: u16 = 24;
+}
+
+/// A named limit of the resolver (see `config::bounds` for their values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// `resolver.max_queries_per_request`.
+    QueriesPerRequest,
+    /// `resolver.max_depth`.
+    Depth,
+    /// `resolver.max_chain`.
+    Chain,
+    /// `resolver.max_referrals`.
+    Referrals,
+    /// `resolver.max_outstanding_per_server`.
+    OutstandingPerServer,
+    /// `resolver.max_outstanding_per_zone`.
+    OutstandingPerZone,
+    /// `resolver.max_resolutions`.
+    Resolutions,
+    /// `resolver.request_timeout_ms`.
+    RequestTimeout,
+}
+
+impl Limit {
+    /// The configuration field that sets this limit.
+    pub fn field(self) -> &'static str {
+        match self {
+            Limit::QueriesPerRequest => "max_queries_per_request",
+            Limit::Depth => "max_depth",
+            Limit::Chain => "max_chain",
+            Limit::Referrals => "max_referrals",
+            Limit::OutstandingPerServer => "max_outstanding_per_server",
+            Limit::OutstandingPerZone => "max_outstanding_per_zone",
+            Limit::Resolutions => "max_resolutions",
+            Limit::RequestTimeout => "request_timeout_ms",
+        }
+    }
+}
+
+/// Why one exchange with one upstream server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// No answer within the timeout.
+    #[error("timeout")]
+    Timeout,
+    /// The server's port is closed (ICMP port unreachable / TCP reset).
+    #[error("connection refused")]
+    Refused,
+    /// A local or network I/O error.
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The reply did not parse or did not match the question.
+    #[error("bad response: {0}")]
+    BadResponse(&'static str),
+    /// The server answered with an error RCODE.
+    #[error("rcode {0}")]
+    Rcode(u8),
+    /// The server is not authoritative for the zone (lame or upward referral).
+    #[error("lame delegation")]
+    Lame,
+}
+
+/// Why a client query could not be answered from the DNS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// Every usable nameserver of a zone failed.
+    #[error("no reachable authority for {zone}: {last}")]
+    NoReachableAuthority {
+        /// The zone.
+        zone: Name,
+        /// The last server tried, if any.
+        server: Option<IpAddr>,
+        /// What happened with it.
+        last: String,
+    },
+    /// Every nameserver address of a zone is outside the upstream ACL.
+    #[error("no allowed nameserver address for {zone}")]
+    NoAllowedAddress {
+        /// The zone.
+        zone: Name,
+    },
+    /// A named limit tripped.
+    #[error("limit {} exceeded", .0.field())]
+    LimitExceeded(Limit),
+    /// A CNAME or DNAME chain came back to a name already seen.
+    #[error("CNAME/DNAME loop at {0}")]
+    ChainLoop(Name),
+    /// A response could not be used (for example a DNAME that cannot be applied).
+    #[error("invalid data from upstream: {0}")]
+    InvalidData(String),
+}
+
+impl ResolveError {
+    /// The Extended DNS Error for this failure: INFO-CODE and EXTRA-TEXT.
+    pub fn ede(&self) -> (u16, String) {
+        let code = match self {
+            ResolveError::NoReachableAuthority { .. } | ResolveError::NoAllowedAddress { .. } => {
+                ede::NO_REACHABLE_AUTHORITY
+            }
+            ResolveError::LimitExceeded(Limit::RequestTimeout) => ede::NO_REACHABLE_AUTHORITY,
+            ResolveError::LimitExceeded(_) | ResolveError::ChainLoop(_) => ede::OTHER,
+            ResolveError::InvalidData(_) => ede::INVALID_DATA,
+        };
+        (code, self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ede_mapping() {
+        let z: Name = "lab.".parse().unwrap();
+        let e = ResolveError::NoReachableAuthority { zone: z.clone(), server: None, last: "timeout".into() };
+        assert_eq!(e.ede(), (22, "no reachable authority for lab.: timeout".into()));
+        assert_eq!(ResolveError::LimitExceeded(Limit::Depth).ede().0, 0);
+        assert!(ResolveError::LimitExceeded(Limit::Depth).ede().1.contains("max_depth"));
+        assert_eq!(ResolveError::NoAllowedAddress { zone: z }.ede().0, 22);
+    }
+}

@@ -1,0 +1,588 @@
+//! Iterative resolution: from the closest cached zone cut (or the root, primed lazily),
+//! follow referrals down, minimising the QNAME (RFC 9156, relaxed), chase CNAME/DNAME
+//! chains, cache what is learnt by trust rank, and answer negatives per RFC 2308/8020.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use rand::RngExt;
+
+use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
+use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
+use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
+use crate::names::{canonical, parent};
+use crate::wire::rcode;
+
+/// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
+const MAX_MINIMISE: u32 = 10;
+
+/// One step of a resolution: records for the answer section, and either a terminal
+/// disposition (`next` empty) or the name the chain continues at.
+#[derive(Debug, Default)]
+pub(crate) struct Step {
+    rcode: u8,
+    records: Vec<Record>,
+    authority: Vec<Record>,
+    next: Option<Name>,
+}
+
+/// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
+enum ExchangeError {
+    Server(UpstreamError),
+    Fatal(ResolveError),
+}
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Step, ResolveError>> + 'a>>;
+
+fn rrset_records(hit: &CachedData) -> Option<&[Record]> {
+    match hit {
+        CachedData::RRset(r) => Some(r),
+        _ => None,
+    }
+}
+
+fn ns_names(records: &[Record]) -> Vec<Name> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NS(n) => Some(canonical(&n.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Splits records into RRsets keyed by (owner, type), RRSIGs attached to what they cover.
+fn group_rrsets(records: &[Record]) -> Vec<(Name, RecordType, Vec<Record>)> {
+    let mut sets: Vec<(Name, RecordType, Vec<Record>)> = Vec::new();
+    for r in records {
+        let rtype = match rrsig_covers(r) {
+            Some(covered) => RecordType::from(covered),
+            None => r.record_type(),
+        };
+        match sets.iter_mut().find(|(n, t, _)| *n == r.name && *t == rtype) {
+            Some((_, _, v)) => v.push(r.clone()),
+            None => sets.push((r.name.clone(), rtype, vec![r.clone()])),
+        }
+    }
+    sets
+}
+
+fn min_ttl(records: &[Record]) -> Option<u32> {
+    records.iter().map(|r| r.ttl).min()
+}
+
+impl<U: Upstream> Resolver<U> {
+    /// Resolves a client question. Local zones first, then cache and upstream.
+    pub async fn resolve(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
+        let qname = canonical(qname);
+        if let Some(a) = self.shared.local.answer(&qname, qtype) {
+            return Ok(a);
+        }
+        let settings = &self.shared.settings;
+        let budget = Budget::new(settings, self.upstream.now());
+        let mut answers: Vec<Record> = Vec::new();
+        let mut seen = vec![qname.clone()];
+        let mut name = qname;
+        for _ in 0..=settings.max_chain {
+            let step = self.lookup(&name, qtype, &budget, 0).await?;
+            answers.extend(step.records);
+            match step.next {
+                None => {
+                    let cache_ttl = min_ttl(&answers).into_iter().chain(min_ttl(&step.authority)).min().unwrap_or(0);
+                    return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl });
+                }
+                Some(next) => {
+                    let next = canonical(&next);
+                    if seen.contains(&next) {
+                        return Err(ResolveError::ChainLoop(next));
+                    }
+                    seen.push(next.clone());
+                    name = next;
+                }
+            }
+        }
+        Err(ResolveError::LimitExceeded(Limit::Chain))
+    }
+
+    /// One name: from the cache, else by iteration. Boxed because nameserver address
+    /// lookups recurse into it.
+    fn lookup<'a>(&'a self, name: &'a Name, qtype: RecordType, budget: &'a Budget, depth: u32) -> StepFuture<'a> {
+        Box::pin(async move {
+            if let Some(step) = self.from_cache(name, qtype) {
+                return Ok(step);
+            }
+            self.iterate(name, qtype, budget, depth).await
+        })
+    }
+
+    /// Answers from the record cache: the RRset, a CNAME, a negative entry, an NXDOMAIN at
+    /// the name or above it (RFC 8020), or a DNAME above it.
+    fn from_cache(&self, name: &Name, qtype: RecordType) -> Option<Step> {
+        let cache = &self.shared.records;
+        let now = self.upstream.now();
+        if let Some(hit) = cache.get(name, u16::from(qtype), now)
+            && hit.rank.answerable()
+        {
+            return Some(match hit.data {
+                CachedData::RRset(r) => Step { records: with_ttl(&r, hit.ttl_left), ..Step::default() },
+                CachedData::NoData(a) => Step { authority: with_ttl(&a, hit.ttl_left), ..Step::default() },
+                CachedData::NxDomain(a) => {
+                    Step { rcode: rcode::NXDOMAIN, authority: with_ttl(&a, hit.ttl_left), ..Step::default() }
+                }
+            });
+        }
+        if qtype != RecordType::CNAME
+            && let Some(hit) = cache.get(name, u16::from(RecordType::CNAME), now)
+            && hit.rank.answerable()
+            && let Some(recs) = rrset_records(&hit.data)
+        {
+            let target = recs.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(t)) => Some(t.clone()),
+                _ => None,
+            })?;
+            return Some(Step { records: with_ttl(recs, hit.ttl_left), next: Some(target), ..Step::default() });
+        }
+        let mut anc = name.clone();
+        loop {
+            if let Some(hit) = cache.get(&anc, NXDOMAIN_KEY, now)
+                && let CachedData::NxDomain(a) = &hit.data
+            {
+                return Some(Step { rcode: rcode::NXDOMAIN, authority: with_ttl(a, hit.ttl_left), ..Step::default() });
+            }
+            if anc != *name
+                && let Some(hit) = cache.get(&anc, u16::from(RecordType::DNAME), now)
+                && hit.rank.answerable()
+                && let Some(recs) = rrset_records(&hit.data)
+                && let Some(target) = recs.iter().find_map(dname_target)
+                && let Some(new) = apply_dname(name, &anc, &target)
+            {
+                let mut records = with_ttl(recs, hit.ttl_left);
+                records.push(Record::from_rdata(name.clone(), hit.ttl_left, RData::CNAME(CNAME(new.clone()))));
+                return Some(Step { records, next: Some(new), ..Step::default() });
+            }
+            if anc.is_root() {
+                return None;
+            }
+            anc = parent(&anc);
+        }
+    }
+
+    /// Walks down from the closest known zone cut.
+    async fn iterate(&self, name: &Name, qtype: RecordType, budget: &Budget, depth: u32) -> Result<Step, ResolveError> {
+        let settings = &self.shared.settings;
+        let (mut zone, mut ns) = self.closest_delegation(name, qtype, budget, depth).await?;
+        let target_labels = name.num_labels();
+        let mut minimise = settings.qname_minimisation;
+        let mut minimised_sent = 0u32;
+        let mut cursor = zone.num_labels();
+        let mut referrals = 0u32;
+        loop {
+            let next_labels = cursor.max(zone.num_labels()) + 1;
+            let minimised = minimise && minimised_sent < MAX_MINIMISE && next_labels < target_labels;
+            let (sname, stype) = if minimised {
+                minimised_sent += 1;
+                cursor = next_labels;
+                (name.trim_to(usize::from(next_labels)), RecordType::A)
+            } else {
+                (name.clone(), qtype)
+            };
+            let (reply, aa) = self.query_zone(&zone, &ns, &sname, stype, budget, depth).await?;
+            let rank = if aa { Rank::AuthAnswer } else { Rank::NonAuthAnswer };
+            let now = self.upstream.now();
+            let cache = &self.shared.records;
+            match reply {
+                Reply::Referral { child, ns: ns_records, glue } => {
+                    referrals += 1;
+                    if referrals > settings.max_referrals {
+                        return Err(ResolveError::LimitExceeded(Limit::Referrals));
+                    }
+                    ns = ns_names(&ns_records);
+                    cache.put_rrset(&child, u16::from(RecordType::NS), ns_records, Rank::Referral, now);
+                    for (owner, rtype, set) in group_rrsets(&glue) {
+                        cache.put_rrset(&owner, u16::from(rtype), set, Rank::Glue, now);
+                    }
+                    zone = canonical(&child);
+                }
+                Reply::Lame => unreachable!("query_zone never returns a lame reply"),
+                Reply::Answer { chain, data, .. } if minimised && chain.is_empty() => {
+                    // The intermediate name has data of its own: keep it, go one label deeper.
+                    self.cache_rrsets(&data, rank, now);
+                }
+                Reply::NoData { .. } if minimised => {
+                    // An empty non-terminal or a name without A records: go one label deeper.
+                }
+                Reply::Answer { .. } | Reply::NxDomain { .. } if minimised => {
+                    // RFC 9156 section 3 fallback: a chain or an NXDOMAIN on a minimised
+                    // name; ask the full name of the same servers instead.
+                    minimise = false;
+                }
+                Reply::Answer { chain, data, next } => {
+                    self.cache_rrsets(&chain, rank, now);
+                    self.cache_rrsets(&data, rank, now);
+                    let mut records = chain;
+                    records.extend(data);
+                    return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next });
+                }
+                Reply::NoData { authority, neg_ttl } => {
+                    cache.put_negative(name, u16::from(qtype), authority.clone(), neg_ttl, now);
+                    return Ok(Step { rcode: rcode::NOERROR, authority, ..Step::default() });
+                }
+                Reply::NxDomain { authority, neg_ttl } => {
+                    cache.put_negative(name, NXDOMAIN_KEY, authority.clone(), neg_ttl, now);
+                    return Ok(Step { rcode: rcode::NXDOMAIN, authority, ..Step::default() });
+                }
+            }
+        }
+    }
+
+    fn cache_rrsets(&self, records: &[Record], rank: Rank, now: std::time::Instant) {
+        for (owner, rtype, set) in group_rrsets(records) {
+            self.shared.records.put_rrset(&owner, u16::from(rtype), set, rank, now);
+        }
+    }
+
+    /// The deepest zone cut with a cached NS RRset at or above `name` (above it, for DS);
+    /// falls back to the root hints, priming them first.
+    async fn closest_delegation(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        budget: &Budget,
+        depth: u32,
+    ) -> Result<(Name, Vec<Name>), ResolveError> {
+        let now = self.upstream.now();
+        let mut cur = if qtype == RecordType::DS && !name.is_root() { parent(name) } else { name.clone() };
+        loop {
+            if let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
+                && let Some(recs) = rrset_records(&hit.data)
+            {
+                let names = ns_names(recs);
+                if !names.is_empty() {
+                    if cur.is_root() && hit.rank == Rank::Hint {
+                        return self.prime(budget, depth, names).await;
+                    }
+                    return Ok((cur, names));
+                }
+            }
+            if cur.is_root() {
+                break;
+            }
+            cur = parent(&cur);
+        }
+        // Nothing cached for the root: load the hints, then prime (RFC 8109).
+        let (ns, addrs) = self.shared.hints.records(self.shared.records.max_ttl());
+        let names = ns_names(&ns);
+        self.shared.records.put_rrset(&Name::root(), u16::from(RecordType::NS), ns, Rank::Hint, now);
+        for (owner, rtype, set) in addrs {
+            self.shared.records.put_rrset(&owner, u16::from(rtype), set, Rank::Hint, now);
+        }
+        self.prime(budget, depth, names).await
+    }
+
+    /// Asks the hinted root servers for the root NS RRset; on failure keeps the hints.
+    async fn prime(
+        &self,
+        budget: &Budget,
+        depth: u32,
+        hint_names: Vec<Name>,
+    ) -> Result<(Name, Vec<Name>), ResolveError> {
+        let root = Name::root();
+        match self.query_zone(&root, &hint_names, &root, RecordType::NS, budget, depth).await {
+            Ok((Reply::Answer { data, .. }, _)) => {
+                let names = ns_names(&data);
+                if names.is_empty() {
+                    return Ok((root, hint_names));
+                }
+                self.cache_rrsets(&data, Rank::AuthAnswer, self.upstream.now());
+                Ok((root, names))
+            }
+            Ok(_) => Ok((root, hint_names)),
+            Err(e @ ResolveError::LimitExceeded(_)) => Err(e),
+            Err(_) => Ok((root, hint_names)),
+        }
+    }
+
+    /// Addresses of the nameservers already known (any rank), allowed by the upstream ACL.
+    fn known_addresses(&self, ns: &[Name], blocked: &mut bool) -> (Vec<IpAddr>, Vec<Name>) {
+        let now = self.upstream.now();
+        let mut addrs = Vec::new();
+        let mut unknown = Vec::new();
+        for n in ns {
+            let mut found = false;
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                if let Some(hit) = self.shared.records.get(n, u16::from(rtype), now)
+                    && let Some(recs) = rrset_records(&hit.data)
+                {
+                    for r in recs.iter() {
+                        let ip = match &r.data {
+                            RData::A(a) => IpAddr::V4(a.0),
+                            RData::AAAA(a) => IpAddr::V6(a.0),
+                            _ => continue,
+                        };
+                        found = true;
+                        if !self.shared.access.upstream_allowed(ip) {
+                            *blocked = true;
+                        } else if !addrs.contains(&ip) {
+                            addrs.push(ip);
+                        }
+                    }
+                }
+            }
+            if !found {
+                unknown.push(n.clone());
+            }
+        }
+        (addrs, unknown)
+    }
+
+    fn order_by_rtt(&self, addrs: &mut [IpAddr]) {
+        let now = self.upstream.now();
+        let mut rng = rand::rng();
+        let servers = &self.shared.servers;
+        addrs.sort_by_cached_key(|a| servers.score(*a, now, rng.random_range(0..5_000)));
+    }
+
+    /// Sends (`sname`, `stype`) to the servers of `zone` until one gives a usable reply,
+    /// resolving nameserver addresses (bounded) when the known ones are exhausted.
+    async fn query_zone(
+        &self,
+        zone: &Name,
+        ns: &[Name],
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+        depth: u32,
+    ) -> Result<(Reply, bool), ResolveError> {
+        let settings = &self.shared.settings;
+        let mut blocked = false;
+        let (mut candidates, unknown) = self.known_addresses(ns, &mut blocked);
+        self.order_by_rtt(&mut candidates);
+        // Names inside the zone without glue can only be found through the zone itself.
+        let mut to_resolve: Vec<Name> = unknown.into_iter().filter(|n| !zone.zone_of(n)).collect();
+        to_resolve.reverse();
+        let mut tried: Vec<IpAddr> = Vec::new();
+        let mut last: Option<(IpAddr, UpstreamError)> = None;
+        let mut lookups = 0u32;
+        let mut queue: std::collections::VecDeque<IpAddr> = candidates.into();
+        loop {
+            while let Some(addr) = queue.pop_front() {
+                if tried.len() >= settings.max_servers_per_step as usize {
+                    return Err(self.unreachable(zone, last));
+                }
+                tried.push(addr);
+                match self.exchange(zone, addr, sname, stype, budget).await {
+                    Ok(msg) => match classify(&msg, zone, sname, stype) {
+                        Reply::Lame => {
+                            self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), settings.initial_rto));
+                            last = Some((addr, UpstreamError::Lame));
+                        }
+                        reply => {
+                            if stype == RecordType::NS
+                                && let Reply::Answer { data, .. } = &reply
+                            {
+                                self.take_ns_answer_glue(&msg, zone, data);
+                            }
+                            return Ok((reply, msg.metadata.authoritative));
+                        }
+                    },
+                    Err(ExchangeError::Fatal(e)) => return Err(e),
+                    Err(ExchangeError::Server(e)) => last = Some((addr, e)),
+                }
+            }
+            let Some(name) = to_resolve.pop() else { break };
+            if lookups >= settings.max_ns_lookups {
+                break;
+            }
+            lookups += 1;
+            if depth + 1 > settings.max_depth {
+                return Err(ResolveError::LimitExceeded(Limit::Depth));
+            }
+            for ip in self.ns_addresses(&name, budget, depth + 1).await? {
+                if !self.shared.access.upstream_allowed(ip) {
+                    blocked = true;
+                } else if !tried.contains(&ip) && !queue.contains(&ip) {
+                    queue.push_back(ip);
+                }
+            }
+        }
+        if tried.is_empty() && blocked {
+            return Err(ResolveError::NoAllowedAddress { zone: zone.clone() });
+        }
+        Err(self.unreachable(zone, last))
+    }
+
+    fn unreachable(&self, zone: &Name, last: Option<(IpAddr, UpstreamError)>) -> ResolveError {
+        let (server, last) = match last {
+            Some((a, e)) => (Some(a), format!("{a}: {e}")),
+            None => (None, "no nameserver address".to_string()),
+        };
+        ResolveError::NoReachableAuthority { zone: zone.clone(), server, last }
+    }
+
+    /// Caches the addresses of the NS targets found in the additional section of an NS
+    /// answer (inside the zone's bailiwick) as glue.
+    fn take_ns_answer_glue(&self, msg: &Message, zone: &Name, data: &[Record]) {
+        let targets = ns_names(data);
+        let glue: Vec<Record> = msg
+            .additionals
+            .iter()
+            .filter(|r| {
+                matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                    && zone.zone_of(&r.name)
+                    && targets.contains(&canonical(&r.name))
+            })
+            .cloned()
+            .collect();
+        let now = self.upstream.now();
+        for (owner, rtype, set) in group_rrsets(&glue) {
+            self.shared.records.put_rrset(&owner, u16::from(rtype), set, Rank::Glue, now);
+        }
+    }
+
+    /// Addresses of a nameserver name, resolved as a nested lookup (A, then AAAA).
+    async fn ns_addresses(&self, name: &Name, budget: &Budget, depth: u32) -> Result<Vec<IpAddr>, ResolveError> {
+        let mut out = Vec::new();
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            match self.lookup(name, rtype, budget, depth).await {
+                Ok(step) => out.extend(step.records.iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+                Err(_) => {}
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One query to one server over UDP, retried over TCP when truncated; checks the reply
+    /// against the question and updates the server's RTT state.
+    async fn exchange(
+        &self,
+        zone: &Name,
+        addr: IpAddr,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let settings = &self.shared.settings;
+        let start = self.upstream.now();
+        budget.spend(start).map_err(ExchangeError::Fatal)?;
+        let _guard = match self.reserve(addr, zone) {
+            Ok(g) => g,
+            Err(Limit::OutstandingPerServer) => {
+                return Err(ExchangeError::Server(UpstreamError::Io(
+                    "outstanding limit for this server reached".into(),
+                )));
+            }
+            Err(l) => return Err(ExchangeError::Fatal(ResolveError::LimitExceeded(l))),
+        };
+        let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
+        let id: u16 = rand::rng().random();
+        let query = build_query(id, sname, stype, settings.edns_udp_size);
+        let server = SocketAddr::new(addr, 53);
+        self.stats.upstream_udp.bump();
+        let fail = |e: UpstreamError| {
+            self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), rto));
+            if e == UpstreamError::Timeout {
+                self.stats.upstream_timeouts.bump();
+            }
+            ExchangeError::Server(e)
+        };
+        let bytes = self.upstream.exchange(server, &query, false, rto).await.map_err(fail)?;
+        let mut msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+        let rtt = self.upstream.now().saturating_duration_since(start);
+        self.shared.servers.update(addr, |s| s.sample(rtt));
+        if msg.metadata.truncation {
+            // RFC 7766: retry the same server over TCP. TCP needs a handshake: allow more time.
+            self.stats.upstream_tcp.bump();
+            let now = self.upstream.now();
+            let tcp_timeout = (rto * 3).max(settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
+            let bytes = self.upstream.exchange(server, &query, true, tcp_timeout).await.map_err(fail)?;
+            msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+        }
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            other => Err(fail(UpstreamError::Rcode(u16::from(other) as u8))),
+        }
+    }
+}
+
+/// An iterative query: RD clear, EDNS(0) with our buffer size and DO set (so RRSIGs are
+/// there for clients that ask and for validation).
+pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    let mut q = Query::query(name.clone(), rtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    let mut edns = Edns::new();
+    edns.set_max_payload(udp_size);
+    edns.set_dnssec_ok(true);
+    m.set_edns(edns);
+    m.to_vec().unwrap_or_default()
+}
+
+/// Parses a reply and checks that it answers our query: QR, ID, opcode and question.
+pub(crate) fn check_reply(bytes: &[u8], id: u16, sname: &Name, stype: RecordType) -> Result<Message, UpstreamError> {
+    let msg = Message::from_vec(bytes).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
+    if msg.metadata.message_type != MessageType::Response || msg.metadata.op_code != OpCode::Query {
+        return Err(UpstreamError::BadResponse("not a query response"));
+    }
+    if msg.metadata.id != id {
+        return Err(UpstreamError::BadResponse("id mismatch"));
+    }
+    match msg.queries.as_slice() {
+        [q] if q.name() == sname && q.query_type() == stype && q.query_class() == DNSClass::IN => Ok(msg),
+        _ => Err(UpstreamError::BadResponse("question mismatch")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_has_no_rd_and_edns_do() {
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232);
+        let m = Message::from_vec(&q).unwrap();
+        assert!(!m.metadata.recursion_desired);
+        let e = m.edns.unwrap();
+        assert_eq!(e.max_payload(), 1232);
+        assert!(e.flags().dnssec_ok);
+    }
+
+    #[test]
+    fn reply_checks() {
+        let name: Name = "www.lab.".parse().unwrap();
+        let q = build_query(7, &name, RecordType::A, 1232);
+        assert_eq!(
+            check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("not a query response")
+        );
+        let mut r = Message::from_vec(&q).unwrap();
+        r.metadata.message_type = MessageType::Response;
+        let bytes = r.to_vec().unwrap();
+        assert!(check_reply(&bytes, 7, &"WWW.Lab.".parse().unwrap(), RecordType::A).is_ok());
+        assert_eq!(
+            check_reply(&bytes, 8, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("id mismatch")
+        );
+        assert_eq!(
+            check_reply(&bytes, 7, &name, RecordType::AAAA).unwrap_err(),
+            UpstreamError::BadResponse("question mismatch")
+        );
+        assert_eq!(
+            check_reply(&bytes[..5], 7, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("unparsable")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The iterative resolver. It is written against the [`Upstream`] trait (send bytes to a
+//! server, get bytes back or an error, with `now` from the same source), so the same code
+//! runs on a worker's mio loop and, in tests, against a fake authority with a fake clock.
+//!
+//! Shared state ([`Shared`]: record cache, server RTT table, hints, local zones, ACL) is
+//! behind `Arc` and used by every worker; per-worker state (outstanding-query counters)
+//! lives in the [`Resolver`] value each worker owns.
+
+pub mod error;
+pub mod hints;
+mod iterate;
+pub mod local;
+mod response;
+pub mod servers;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{Name, Record};
+
+use crate::acl::AccessPolicy;
+use crate::cache::records::RecordCache;
+use crate::config::Config;
+use crate::stats::WorkerStats;
+pub use error::{Limit, ResolveError, UpstreamError};
+pub use hints::RootHints;
+pub use local::LocalZones;
+pub use servers::ServerTable;
+
+/// How the resolver reaches authoritative servers.
+pub trait Upstream {
+    /// Sends one query to `server` (over TCP when `tcp`) and returns the first reply that
+    /// came from that address and port, or an error; it never takes longer than `timeout`.
+    fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        tcp: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, UpstreamError>>;
+
+    /// The current time, from the same clock that runs the timeouts.
+    fn now(&self) -> Instant;
+}
+
+/// Resolver knobs, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// RFC 9156 QNAME minimisation.
+    pub qname_minimisation: bool,
+    /// EDNS(0) UDP payload size we advertise.
+    pub edns_udp_size: u16,
+    /// Budget for one client query.
+    pub request_timeout: Duration,
+    /// Timeout for a server without RTT history.
+    pub initial_rto: Duration,
+    /// See `config::bounds`.
+    pub max_queries_per_request: u32,
+    /// See `config::bounds`.
+    pub max_depth: u32,
+    /// See `config::bounds`.
+    pub max_chain: u32,
+    /// See `config::bounds`.
+    pub max_referrals: u32,
+    /// See `config::bounds`.
+    pub max_ns_lookups: u32,
+    /// See `config::bounds`.
+    pub max_servers_per_step: u32,
+    /// See `config::bounds`.
+    pub max_outstanding_per_server: u32,
+    /// See `config::bounds`.
+    pub max_outstanding_per_zone: u32,
+}
+
+impl Settings {
+    /// Reads the resolver section of a validated configuration.
+    pub fn from_config(cfg: &Config) -> Self {
+        let r = &cfg.resolver;
+        Self {
+            qname_minimisation: r.qname_minimisation,
+            edns_udp_size: r.edns_udp_size,
+            request_timeout: Duration::from_millis(r.request_timeout_ms),
+            initial_rto: Duration::from_millis(r.initial_rto_ms),
+            max_queries_per_request: r.max_queries_per_request,
+            max_depth: r.max_depth,
+            max_chain: r.max_chain,
+            max_referrals: r.max_referrals,
+            max_ns_lookups: r.max_ns_lookups,
+            max_servers_per_step: r.max_servers_per_step,
+            max_outstanding_per_server: r.max_outstanding_per_server,
+            max_outstanding_per_zone: r.max_outstanding_per_zone,
+        }
+    }
+}
+
+/// State shared by all workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// RRsets, negative answers and delegations.
+    pub records: RecordCache,
+    /// RTT and failure state per server address.
+    pub servers: ServerTable,
+    /// Root hints.
+    pub hints: RootHints,
+    /// Locally answered special-use names.
+    pub local: LocalZones,
+    /// Client and upstream address policy.
+    pub access: AccessPolicy,
+    /// Knobs.
+    pub settings: Settings,
+}
+
+/// The outcome of resolving one question: what goes into the response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// NOERROR or NXDOMAIN.
+    pub rcode: u8,
+    /// Answer section: the CNAME/DNAME chain, then the data (with RRSIGs).
+    pub answers: Vec<Record>,
+    /// Authority section: SOA (and proofs) of a negative answer.
+    pub authority: Vec<Record>,
+    /// How long the whole response may be served from the packet cache.
+    pub cache_ttl: u32,
+}
+
+/// Work allowed for one client query; shared by every nested step.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    queries_left: Cell<u32>,
+    deadline: Instant,
+}
+
+impl Budget {
+    fn new(settings: &Settings, now: Instant) -> Self {
+        Self { queries_left: Cell::new(settings.max_queries_per_request), deadline: now + settings.request_timeout }
+    }
+
+    fn spend(&self, now: Instant) -> Result<(), ResolveError> {
+        if now >= self.deadline {
+            return Err(ResolveError::LimitExceeded(Limit::RequestTimeout));
+        }
+        let left = self.queries_left.get();
+        if left == 0 {
+            return Err(ResolveError::LimitExceeded(Limit::QueriesPerRequest));
+        }
+        self.queries_left.set(left - 1);
+        Ok(())
+    }
+}
+
+/// Outstanding upstream queries of one worker, per server and per zone.
+#[derive(Debug, Default)]
+struct Outstanding {
+    per_server: HashMap<IpAddr, u32>,
+    per_zone: HashMap<Name, u32>,
+}
+
+/// Releases the outstanding counts of one upstream query when dropped (also when the
+/// resolution is cancelled mid-flight).
+struct OutstandingGuard<'a> {
+    table: &'a RefCell<Outstanding>,
+    server: IpAddr,
+    zone: Name,
+}
+
+impl Drop for OutstandingGuard<'_> {
+    fn drop(&mut self) {
+        let mut t = self.table.borrow_mut();
+        if let Some(n) = t.per_server.get_mut(&self.server) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_server.remove(&self.server);
+            }
+        }
+        if let Some(n) = t.per_zone.get_mut(&self.zone) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_zone.remove(&self.zone);
+            }
+        }
+    }
+}
+
+/// One worker's resolver.
+#[derive(Debug)]
+pub struct Resolver<U> {
+    shared: Arc<Shared>,
+    upstream: U,
+    outstanding: RefCell<Outstanding>,
+    stats: Arc<WorkerStats>,
+}
+
+impl<U: Upstream> Resolver<U> {
+    /// A resolver over `upstream`, counting into `stats`.
+    pub fn new(shared: Arc<Shared>, upstream: U, stats: Arc<WorkerStats>) -> Self {
+        Self { shared, upstream, outstanding: RefCell::new(Outstanding::default()), stats }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The upstream.
+    pub fn upstream(&self) -> &U {
+        &self.upstream
+    }
+
+    fn reserve(&self, server: IpAddr, zone: &Name) -> Result<OutstandingGuard<'_>, Limit> {
+        let s = &self.shared.settings;
+        let mut t = self.outstanding.borrow_mut();
+        let on_server = t.per_server.get(&server).copied().unwrap_or(0);
+        if on_server >= s.max_outstanding_per_server {
+            return Err(Limit::OutstandingPerServer);
+        }
+        let in_zone = t.per_zone.get(zone).copied().unwrap_or(0);
+        if in_zone >= s.max_outstanding_per_zone {
+            return Err(Limit::OutstandingPerZone);
+        }
+        *t.per_server.entry(server).or_insert(0) += 1;
+        *t.per_zone.entry(zone.clone()).or_insert(0) += 1;
+        Ok(OutstandingGuard { table: &self.outstanding, server, zone: zone.clone() })
+    }
+}

@@ -1,0 +1,332 @@
+//! Reading an upstream response: is it an answer (possibly through a CNAME/DNAME chain), a
+//! referral, a negative answer, or lame? Only records inside the bailiwick of the zone that
+//! was asked are ever taken from it. Pure functions: no I/O, no cache.
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::names::{is_at_or_below, is_below};
+
+/// RRSIG type code.
+const RRSIG: u16 = 46;
+
+/// What a response means for the question we sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Reply {
+    /// Data for the name (or for the end of a chain that started at it).
+    Answer {
+        /// CNAME/DNAME records (and synthesized CNAMEs) leading from the asked name.
+        chain: Vec<Record>,
+        /// The RRset at the end of the chain, with its RRSIGs; empty when the chain leaves
+        /// the zone or ends without data.
+        data: Vec<Record>,
+        /// Where to continue when `data` is empty: the end of the chain.
+        next: Option<Name>,
+    },
+    /// A delegation to a child zone.
+    Referral {
+        /// The child zone.
+        child: Name,
+        /// Its NS RRset.
+        ns: Vec<Record>,
+        /// Addresses for those NS names found in the additional section, inside bailiwick.
+        glue: Vec<Record>,
+    },
+    /// The name exists, the type does not.
+    NoData {
+        /// SOA and proofs, with TTLs set to the negative TTL.
+        authority: Vec<Record>,
+        /// Negative TTL (0 when no SOA came: not cached).
+        neg_ttl: u32,
+    },
+    /// The name does not exist.
+    NxDomain {
+        /// SOA and proofs, with TTLs set to the negative TTL.
+        authority: Vec<Record>,
+        /// Negative TTL.
+        neg_ttl: u32,
+    },
+    /// Not authoritative for the zone: try another server.
+    Lame,
+}
+
+/// The type an RRSIG covers, read from its raw RDATA.
+pub(crate) fn rrsig_covers(r: &Record) -> Option<u16> {
+    if u16::from(r.record_type()) != RRSIG {
+        return None;
+    }
+    match &r.data {
+        RData::Unknown { rdata, .. } => rdata.anything.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])),
+        _ => None,
+    }
+}
+
+/// The records of the RRset (`owner`, `rtype`) in `section`, followed by their RRSIGs.
+pub(crate) fn rrset_with_sigs(section: &[Record], owner: &Name, rtype: RecordType) -> Vec<Record> {
+    let code = u16::from(rtype);
+    let mut out: Vec<Record> = section
+        .iter()
+        .filter(|r| r.name == *owner && (r.record_type() == rtype || rtype == RecordType::ANY))
+        .cloned()
+        .collect();
+    if out.is_empty() {
+        return out;
+    }
+    out.extend(section.iter().filter(|r| r.name == *owner && rrsig_covers(r) == Some(code)).cloned());
+    out
+}
+
+/// The target of a DNAME record (RFC 6672), whose RDATA hickory keeps raw.
+pub(crate) fn dname_target(r: &Record) -> Option<Name> {
+    use hickory_proto::serialize::binary::BinDecodable;
+    match &r.data {
+        RData::Unknown { code: RecordType::DNAME, rdata } => Name::from_bytes(&rdata.anything).ok(),
+        _ => None,
+    }
+}
+
+/// Applies a DNAME: `qname` below `owner` becomes the same prefix below `target`.
+pub(crate) fn apply_dname(qname: &Name, owner: &Name, target: &Name) -> Option<Name> {
+    let keep = usize::from(qname.num_labels().checked_sub(owner.num_labels())?);
+    let prefix = Name::from_labels(qname.iter().take(keep)).ok()?;
+    let mut out = prefix.append_name(target).ok()?;
+    out.set_fqdn(true);
+    Some(out)
+}
+
+/// Follows CNAMEs and DNAMEs from `sname` through the answer section, inside `zone` only.
+fn follow_chain(answers: &[Record], zone: &Name, sname: &Name, stype: RecordType) -> (Vec<Record>, Name, Vec<Record>) {
+    let mut chain = Vec::new();
+    let mut cur = sname.clone();
+    // Bounded by the section size: each link consumes a distinct RRset.
+    for _ in 0..=answers.len() {
+        if !is_at_or_below(&cur, zone) {
+            break;
+        }
+        let data = rrset_with_sigs(answers, &cur, stype);
+        if !data.is_empty() {
+            return (chain, cur, data);
+        }
+        // A DNAME above the name wins over the CNAME a server synthesized from it: we apply
+        // the DNAME ourselves (RFC 6672 section 3.4) and keep it in the chain.
+        let dname = answers
+            .iter()
+            .find(|r| r.record_type() == RecordType::DNAME && is_below(&cur, &r.name) && is_at_or_below(&r.name, zone));
+        if let Some(d) = dname
+            && let Some(target) = dname_target(d)
+            && let Some(new) = apply_dname(&cur, &d.name, &target)
+        {
+            chain.extend(rrset_with_sigs(answers, &d.name.clone(), RecordType::DNAME));
+            chain.push(Record::from_rdata(cur.clone(), d.ttl, RData::CNAME(CNAME(new.clone()))));
+            cur = new;
+            continue;
+        }
+        if stype != RecordType::CNAME {
+            let cname = rrset_with_sigs(answers, &cur, RecordType::CNAME);
+            if let Some(target) = cname.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(t)) => Some(t.clone()),
+                _ => None,
+            }) {
+                chain.extend(cname);
+                cur = target;
+                continue;
+            }
+        }
+        break;
+    }
+    (chain, cur, Vec::new())
+}
+
+/// SOA and DNSSEC proof records from the authority section of a negative answer, inside
+/// `zone`, with TTLs lowered to the negative TTL (RFC 2308 section 3); and that TTL.
+fn negative_authority(msg: &Message, zone: &Name, sname: &Name) -> (Vec<Record>, u32) {
+    let soa = msg.authorities.iter().find(|r| {
+        r.record_type() == RecordType::SOA && is_at_or_below(&r.name, zone) && is_at_or_below(sname, &r.name)
+    });
+    let Some(soa) = soa else { return (Vec::new(), 0) };
+    let minimum = match &soa.data {
+        RData::SOA(s) => s.minimum,
+        _ => 0,
+    };
+    let ttl = soa.ttl.min(minimum);
+    let keep = |r: &&Record| {
+        let t = u16::from(r.record_type());
+        is_at_or_below(&r.name, zone) && (t == 6 || t == 46 || t == 47 || t == 50)
+    };
+    let out = msg
+        .authorities
+        .iter()
+        .filter(keep)
+        .map(|r| {
+            let mut r = r.clone();
+            r.ttl = r.ttl.min(ttl);
+            r
+        })
+        .collect();
+    (out, ttl)
+}
+
+/// Classifies a response (already checked to match our question and to carry NOERROR or
+/// NXDOMAIN) from a server of `zone` to the question (`sname`, `stype`).
+pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordType) -> Reply {
+    let rcode = msg.metadata.response_code;
+    let aa = msg.metadata.authoritative;
+    let (chain, cur, data) = follow_chain(&msg.answers, zone, sname, stype);
+    if !data.is_empty() {
+        return Reply::Answer { chain, data, next: None };
+    }
+    if !chain.is_empty() {
+        // The chain ends without data here: continue at its end (from the cache or from
+        // that name's own servers), which also yields the right negative answer.
+        return Reply::Answer { chain, data, next: Some(cur) };
+    }
+    if rcode == ResponseCode::NXDomain {
+        let (authority, neg_ttl) = negative_authority(msg, zone, sname);
+        return Reply::NxDomain { authority, neg_ttl };
+    }
+    // A referral: NS records for a zone strictly below ours, at or above the asked name.
+    let child = msg
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::NS && is_below(&r.name, zone) && is_at_or_below(sname, &r.name))
+        .map(|r| r.name.clone());
+    if let Some(child) = child {
+        if stype == RecordType::DS && child == *sname {
+            // The parent holds the DS; a referral to the child itself means this server
+            // does not serve the parent side.
+            return Reply::Lame;
+        }
+        let ns: Vec<Record> =
+            msg.authorities.iter().filter(|r| r.record_type() == RecordType::NS && r.name == child).cloned().collect();
+        let targets: Vec<Name> = ns
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(n) => Some(n.0.clone()),
+                _ => None,
+            })
+            .collect();
+        let glue = msg
+            .additionals
+            .iter()
+            .filter(|r| {
+                matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                    && targets.contains(&r.name)
+                    && is_at_or_below(&r.name, zone)
+            })
+            .cloned()
+            .collect();
+        return Reply::Referral { child, ns, glue };
+    }
+    let (authority, neg_ttl) = negative_authority(msg, zone, sname);
+    if !aa && authority.is_empty() {
+        // Neither authoritative nor a referral down: lame, or an upward referral.
+        return Reply::Lame;
+    }
+    Reply::NoData { authority, neg_ttl }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::rdata::{A, NS, NULL, SOA};
+
+    fn n(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+    fn a(name: &str, last: u8) -> Record {
+        Record::from_rdata(n(name), 300, RData::A(A::new(192, 0, 2, last)))
+    }
+    fn msg(aa: bool, rcode: ResponseCode) -> Message {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.metadata.authoritative = aa;
+        m.metadata.response_code = rcode;
+        m
+    }
+    fn soa(zone: &str, ttl: u32, min: u32) -> Record {
+        Record::from_rdata(n(zone), ttl, RData::SOA(SOA::new(n("ns."), n("h."), 1, 2, 3, 4, min)))
+    }
+
+    #[test]
+    fn answer_with_in_zone_cname_chain() {
+        let mut m = msg(true, ResponseCode::NoError);
+        m.answers.push(Record::from_rdata(n("a.lab."), 300, RData::CNAME(CNAME(n("b.lab.")))));
+        m.answers.push(a("b.lab.", 1));
+        let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
+        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        assert_eq!((chain.len(), data.len(), next), (1, 1, None));
+    }
+
+    #[test]
+    fn out_of_bailiwick_chain_target_is_not_trusted() {
+        let mut m = msg(true, ResponseCode::NoError);
+        m.answers.push(Record::from_rdata(n("a.lab."), 300, RData::CNAME(CNAME(n("x.other.")))));
+        m.answers.push(a("x.other.", 66)); // a poisoning attempt
+        let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
+        assert_eq!(r, Reply::Answer { chain: vec![m.answers[0].clone()], data: vec![], next: Some(n("x.other.")) });
+    }
+
+    #[test]
+    fn dname_is_applied_and_synthesizes_a_cname() {
+        let mut m = msg(true, ResponseCode::NoError);
+        let raw = NULL::with(b"\x04beta\x03lab\x00".to_vec());
+        m.answers.push(Record::from_rdata(
+            n("legacy.alpha.lab."),
+            300,
+            RData::Unknown { code: RecordType::DNAME, rdata: raw },
+        ));
+        let r = classify(&m, &n("alpha.lab."), &n("www.legacy.alpha.lab."), RecordType::A);
+        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        assert!(data.is_empty());
+        assert_eq!(next, Some(n("www.beta.lab.")));
+        assert_eq!(chain[1].data, RData::CNAME(CNAME(n("www.beta.lab."))));
+        assert_eq!(chain[1].name, n("www.legacy.alpha.lab."));
+    }
+
+    #[test]
+    fn referral_takes_only_in_bailiwick_glue() {
+        let mut m = msg(false, ResponseCode::NoError);
+        m.authorities.push(Record::from_rdata(n("alpha.lab."), 300, RData::NS(NS(n("ns1.alpha.lab.")))));
+        m.authorities.push(Record::from_rdata(n("alpha.lab."), 300, RData::NS(NS(n("ns.evil.")))));
+        m.additionals.push(a("ns1.alpha.lab.", 1));
+        m.additionals.push(a("ns.evil.", 2));
+        let r = classify(&m, &n("lab."), &n("www.alpha.lab."), RecordType::A);
+        let Reply::Referral { child, ns, glue } = r else { panic!("{r:?}") };
+        assert_eq!(child, n("alpha.lab."));
+        assert_eq!(ns.len(), 2);
+        assert_eq!(glue, vec![a("ns1.alpha.lab.", 1)]);
+    }
+
+    #[test]
+    fn upward_referral_is_lame() {
+        let mut m = msg(false, ResponseCode::NoError);
+        m.authorities.push(Record::from_rdata(Name::root(), 300, RData::NS(NS(n("a.root.")))));
+        assert_eq!(classify(&m, &n("lab."), &n("www.lab."), RecordType::A), Reply::Lame);
+    }
+
+    #[test]
+    fn negative_answers_use_soa_minimum() {
+        let mut m = msg(true, ResponseCode::NXDomain);
+        m.authorities.push(soa("lab.", 3600, 300));
+        let r = classify(&m, &n("lab."), &n("nope.lab."), RecordType::A);
+        let Reply::NxDomain { authority, neg_ttl } = r else { panic!("{r:?}") };
+        assert_eq!(neg_ttl, 300);
+        assert_eq!(authority[0].ttl, 300);
+        let mut m = msg(true, ResponseCode::NoError);
+        m.authorities.push(soa("lab.", 60, 300));
+        let r = classify(&m, &n("lab."), &n("www.lab."), RecordType::AAAA);
+        assert!(matches!(r, Reply::NoData { neg_ttl: 60, .. }));
+        // An SOA of some other zone is not used.
+        let mut m = msg(true, ResponseCode::NoError);
+        m.authorities.push(soa("other.", 60, 300));
+        assert!(matches!(classify(&m, &n("lab."), &n("www.lab."), RecordType::AAAA), Reply::NoData { neg_ttl: 0, .. }));
+    }
+
+    #[test]
+    fn ds_referral_to_itself_is_lame() {
+        let mut m = msg(false, ResponseCode::NoError);
+        m.authorities.push(Record::from_rdata(n("alpha.lab."), 300, RData::NS(NS(n("ns1.alpha.lab.")))));
+        assert_eq!(classify(&m, &n("lab."), &n("alpha.lab."), RecordType::DS), Reply::Lame);
+    }
+}

@@ -1,0 +1,164 @@
+//! Building the response to a client: from a resolver answer, or from an error (SERVFAIL
+//! with its Extended DNS Error), and fitting it to the client's UDP size.
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use crate::resolver::{Answer, ResolveError};
+use crate::wire::{self, Query, ResponseEdns, flag, rcode};
+
+/// DNSSEC record types a client that did not set DO never sees (RFC 4035 section 3.2.1),
+/// unless it asked for them.
+const DNSSEC_TYPES: [u16; 4] = [46, 47, 50, 48];
+
+/// The question of a parsed query as hickory types (the name keeps the client's case).
+pub fn question(msg: &[u8], q: &Query) -> Option<(Name, RecordType)> {
+    let mut d = BinDecoder::new(msg.get(q.qname.start..q.question_end)?);
+    let hq = HQuery::read(&mut d).ok()?;
+    Some((hq.name().clone(), hq.query_type()))
+}
+
+fn keep_for_client(rtype: u16, qtype: u16, dnssec_ok: bool) -> bool {
+    dnssec_ok || rtype == qtype || !DNSSEC_TYPES.contains(&rtype)
+}
+
+/// The Extended DNS Error of a failure, if the client can receive one (it sent EDNS).
+fn edns_for<'a>(q: &Query, udp_size: u16, ede: Option<(u16, &'a str)>) -> Option<ResponseEdns<'a>> {
+    q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede })
+}
+
+/// Writes the response for `result` into `out`; returns how long it may be cached (0:
+/// not at all). `udp_size` is our advertised EDNS size.
+pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, ResolveError>, udp_size: u16) -> u32 {
+    let answer = match result {
+        Ok(a) => a,
+        Err(e) => {
+            let (code, text) = e.ede();
+            let edns = edns_for(q, udp_size, Some((code, &text)));
+            wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
+            return 0;
+        }
+    };
+    let Some((name, qtype)) = question(msg, q) else {
+        wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
+        return 0;
+    };
+    let dnssec_ok = q.dnssec_ok();
+    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = q.rd();
+    m.metadata.recursion_available = true;
+    m.metadata.checking_disabled = q.cd();
+    m.metadata.response_code = ResponseCode::from(0, answer.rcode);
+    let mut hq = HQuery::query(name, qtype);
+    hq.set_query_class(hickory_proto::rr::DNSClass::from(q.qclass));
+    m.add_query(hq);
+    let qt = u16::from(qtype);
+    m.answers =
+        answer.answers.iter().filter(|r| keep_for_client(u16::from(r.record_type()), qt, dnssec_ok)).cloned().collect();
+    m.authorities = answer
+        .authority
+        .iter()
+        .filter(|r| keep_for_client(u16::from(r.record_type()), qt, dnssec_ok))
+        .cloned()
+        .collect();
+    match m.to_vec() {
+        Ok(bytes) => {
+            *out = bytes;
+            if let Some(e) = edns_for(q, udp_size, None) {
+                wire::append_opt(out, &e);
+            }
+            if answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN { answer.cache_ttl } else { 0 }
+        }
+        Err(_) => {
+            let edns = edns_for(q, udp_size, Some((0, "response could not be encoded")));
+            wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
+            0
+        }
+    }
+}
+
+/// If `out` is larger than the client's UDP limit, replaces it with a truncated response
+/// (header, question, OPT; TC set) and returns true.
+pub fn fit_udp(out: &mut Vec<u8>, msg: &[u8], q: &Query, limit: usize, udp_size: u16) -> bool {
+    if out.len() <= limit {
+        return false;
+    }
+    let rc = out.get(3).map_or(rcode::SERVFAIL, |b| b & 0x0F);
+    let edns = edns_for(q, udp_size, None);
+    wire::header_only_response(out, msg, q.question_end, rc, flag::TC, edns.as_ref());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolver::Limit;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+
+    fn query(edns: bool) -> Vec<u8> {
+        let mut q = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        q.extend_from_slice(b"\x03WwW\x03lab\x00\x00\x01\x00\x01");
+        if edns {
+            q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        q
+    }
+
+    #[test]
+    fn answer_keeps_case_sets_ra_and_filters_dnssec() {
+        let msg = query(true);
+        let q = wire::parse_query(&msg).unwrap();
+        let rrsig = Record::from_rdata(
+            "www.lab.".parse().unwrap(),
+            60,
+            RData::Unknown { code: RecordType::RRSIG, rdata: hickory_proto::rr::rdata::NULL::with(vec![0, 1, 2]) },
+        );
+        let a = Answer {
+            rcode: 0,
+            answers: vec![Record::from_rdata("www.lab.".parse().unwrap(), 60, RData::A(A::new(192, 0, 2, 1))), rrsig],
+            authority: vec![],
+            cache_ttl: 60,
+        };
+        let mut out = Vec::new();
+        assert_eq!(build(&mut out, &msg, &q, &Ok(a), 1232), 60);
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 0xABCD);
+        assert!(m.metadata.recursion_available && m.metadata.recursion_desired);
+        assert_eq!(m.answers.len(), 1, "RRSIG stripped for a client without DO");
+        assert_eq!(m.queries[0].name().to_ascii(), "WwW.lab.");
+        assert_eq!(m.edns.unwrap().max_payload(), 1232);
+    }
+
+    #[test]
+    fn error_is_servfail_with_ede_only_when_client_has_edns() {
+        let err: Result<Answer, ResolveError> = Err(ResolveError::LimitExceeded(Limit::Depth));
+        for edns in [true, false] {
+            let msg = query(edns);
+            let q = wire::parse_query(&msg).unwrap();
+            let mut out = Vec::new();
+            assert_eq!(build(&mut out, &msg, &q, &err, 1232), 0);
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+            assert_eq!(m.edns.is_some(), edns);
+            if edns {
+                let text = String::from_utf8_lossy(&out);
+                assert!(text.contains("max_depth"), "EXTRA-TEXT names the limit");
+            }
+        }
+    }
+
+    #[test]
+    fn fit_udp_truncates() {
+        let msg = query(false);
+        let q = wire::parse_query(&msg).unwrap();
+        let mut out = vec![0u8; 600];
+        out[3] = 0x80;
+        assert!(fit_udp(&mut out, &msg, &q, 512, 1232));
+        assert_eq!(out.len(), q.question_end);
+        assert!(u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0);
+        let mut small = vec![0u8; 100];
+        assert!(!fit_udp(&mut small, &msg, &q, 512, 1232));
+    }
+}

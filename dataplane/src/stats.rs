@@ -1,0 +1,102 @@
+//! Per-worker counters. Each worker writes only its own (no shared cache line is written
+//! on the hot path); readers sum them. A counter is a relaxed atomic with one writer, so
+//! an increment is a plain load and store, not a locked read-modify-write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use adox_api::StatsSnapshot;
+
+/// One counter with a single writer thread.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one. Only the owning worker calls this.
+    #[inline]
+    pub fn bump(&self) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! worker_stats {
+    ($($field:ident),* $(,)?) => {
+        /// The counters of one worker; field meanings as in [`StatsSnapshot`].
+        #[derive(Debug, Default)]
+        #[allow(missing_docs, reason = "documented on StatsSnapshot, field for field")]
+        pub struct WorkerStats { $(pub $field: Counter,)* }
+
+        impl WorkerStats {
+            /// Adds this worker's values into `into`.
+            pub fn add_to(&self, into: &mut StatsSnapshot) {
+                $(into.$field += self.$field.get();)*
+            }
+        }
+    };
+}
+
+worker_stats!(
+    queries_udp,
+    queries_tcp,
+    rcode_noerror,
+    rcode_nxdomain,
+    rcode_servfail,
+    rcode_refused,
+    rcode_formerr,
+    rcode_other,
+    cache_hits,
+    cache_misses,
+    dropped,
+    refused_acl,
+    truncated,
+    upstream_udp,
+    upstream_tcp,
+    upstream_timeouts,
+    tcp_accepted,
+    tcp_rejected,
+);
+
+impl WorkerStats {
+    /// Counts a response by its RCODE (low four bits of the header's fourth octet).
+    pub fn count_rcode(&self, response: &[u8]) {
+        match response.get(3).map(|b| b & 0x0F) {
+            Some(0) => self.rcode_noerror.bump(),
+            Some(1) => self.rcode_formerr.bump(),
+            Some(2) => self.rcode_servfail.bump(),
+            Some(3) => self.rcode_nxdomain.bump(),
+            Some(5) => self.rcode_refused.bump(),
+            _ => self.rcode_other.bump(),
+        }
+    }
+}
+
+/// Sums the counters of all workers.
+pub fn snapshot(workers: &[std::sync::Arc<WorkerStats>]) -> StatsSnapshot {
+    let mut s = StatsSnapshot::default();
+    for w in workers {
+        w.add_to(&mut s);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_sum_over_workers() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        a.cache_hits.bump();
+        b.cache_hits.bump();
+        b.count_rcode(&[0, 0, 0x81, 0x83]);
+        let s = snapshot(&[a, b]);
+        assert_eq!(s.cache_hits, 2);
+        assert_eq!(s.rcode_nxdomain, 1);
+    }
+}

@@ -1,0 +1,365 @@
+//! A single-threaded task executor and I/O reactor for one worker, built on the worker's
+//! own `mio::Poll`. Resolutions are `async` code (so the iterative logic reads top to
+//! bottom); they run as tasks on this executor, never on another thread, and never block.
+//!
+//! Readiness model: a future first tries its I/O; on `WouldBlock` it stores its waker under
+//! its token and returns `Pending`. The worker loop wakes that waker when mio reports an
+//! event for the token. Because events are only handled between polls on this one thread,
+//! no readiness can be lost between the attempt and the registration.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::resolver::{Upstream, UpstreamError};
+
+/// First token handed to upstream sockets; lower tokens belong to listeners and clients.
+pub(crate) const IO_TOKEN_BASE: usize = 1 << 40;
+
+/// Largest UDP reply accepted from upstream (our EDNS size is smaller; some servers send
+/// more anyway).
+const UDP_RECV_MAX: usize = 4096;
+
+/// Timers and I/O wakers of one worker.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    registry: Registry,
+    wakers: RefCell<HashMap<usize, Waker>>,
+    next_token: Cell<usize>,
+    timers: RefCell<BinaryHeap<Reverse<(Instant, u64)>>>,
+    timer_wakers: RefCell<HashMap<u64, Waker>>,
+    next_timer: Cell<u64>,
+    now: Cell<Instant>,
+}
+
+impl Reactor {
+    pub(crate) fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            wakers: RefCell::new(HashMap::new()),
+            next_token: Cell::new(IO_TOKEN_BASE),
+            timers: RefCell::new(BinaryHeap::new()),
+            timer_wakers: RefCell::new(HashMap::new()),
+            next_timer: Cell::new(0),
+            now: Cell::new(Instant::now()),
+        }
+    }
+
+    /// The loop's notion of now, refreshed after every poll.
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    pub(crate) fn set_now(&self, now: Instant) {
+        self.now.set(now);
+    }
+
+    /// Wakes the task waiting on an I/O token, if any.
+    pub(crate) fn wake_io(&self, token: usize) {
+        if let Some(w) = self.wakers.borrow_mut().remove(&token) {
+            w.wake();
+        }
+    }
+
+    /// Wakes every timer that is due.
+    pub(crate) fn fire_timers(&self) {
+        let now = self.now();
+        loop {
+            let due = {
+                let mut heap = self.timers.borrow_mut();
+                match heap.peek() {
+                    Some(Reverse((t, id))) if *t <= now => {
+                        let id = *id;
+                        heap.pop();
+                        Some(id)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(id) = due else { break };
+            if let Some(w) = self.timer_wakers.borrow_mut().remove(&id) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Time until the next live timer, for the poll timeout.
+    pub(crate) fn next_timeout(&self) -> Option<Duration> {
+        let mut heap = self.timers.borrow_mut();
+        let live = self.timer_wakers.borrow();
+        while let Some(Reverse((t, id))) = heap.peek() {
+            if live.contains_key(id) {
+                return Some(t.saturating_duration_since(self.now()));
+            }
+            heap.pop();
+        }
+        None
+    }
+
+    fn add_timer(&self, at: Instant, waker: Waker) -> u64 {
+        let id = self.next_timer.get();
+        self.next_timer.set(id.wrapping_add(1));
+        self.timers.borrow_mut().push(Reverse((at, id)));
+        self.timer_wakers.borrow_mut().insert(id, waker);
+        id
+    }
+
+    fn register<S: Source>(&self, source: &mut S, interest: Interest) -> io::Result<usize> {
+        let token = self.next_token.get();
+        self.next_token.set(token.wrapping_add(1).max(IO_TOKEN_BASE));
+        self.registry.register(source, Token(token), interest)?;
+        Ok(token)
+    }
+}
+
+/// A deadline as a future.
+struct Sleep<'a> {
+    reactor: &'a Reactor,
+    at: Instant,
+    timer: Option<u64>,
+}
+
+impl Future for Sleep<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reactor.now() >= self.at {
+            return Poll::Ready(());
+        }
+        match self.timer {
+            Some(id) => {
+                self.reactor.timer_wakers.borrow_mut().insert(id, cx.waker().clone());
+            }
+            None => {
+                let id = self.reactor.add_timer(self.at, cx.waker().clone());
+                self.timer = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.timer {
+            self.reactor.timer_wakers.borrow_mut().remove(&id);
+        }
+    }
+}
+
+/// A socket registered with the reactor; deregistered when dropped.
+struct Registered<'a, S: Source> {
+    reactor: &'a Reactor,
+    source: S,
+    token: usize,
+}
+
+impl<'a, S: Source> Registered<'a, S> {
+    fn new(reactor: &'a Reactor, mut source: S, interest: Interest) -> io::Result<Self> {
+        let token = reactor.register(&mut source, interest)?;
+        Ok(Self { reactor, source, token })
+    }
+
+    fn wait(&self, cx: &Context<'_>) {
+        self.reactor.wakers.borrow_mut().insert(self.token, cx.waker().clone());
+    }
+}
+
+impl<S: Source> Drop for Registered<'_, S> {
+    fn drop(&mut self) {
+        self.reactor.wakers.borrow_mut().remove(&self.token);
+        let _ = self.reactor.registry.deregister(&mut self.source);
+    }
+}
+
+fn io_error(e: &io::Error) -> UpstreamError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => UpstreamError::Refused,
+        _ => UpstreamError::Io(e.kind().to_string()),
+    }
+}
+
+/// Runs `fut` until `at`; `None` when the deadline passed first.
+async fn until<F: Future>(reactor: &Reactor, at: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sleep = std::pin::pin!(Sleep { reactor, at, timer: None });
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One UDP exchange on a fresh socket: a kernel-chosen random source port, connected to
+/// the server so that the kernel drops datagrams from any other address or port.
+async fn udp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let sock = mio::net::UdpSocket::bind(bind).map_err(|e| io_error(&e))?;
+    sock.connect(server).map_err(|e| io_error(&e))?;
+    let reg = Registered::new(reactor, sock, Interest::READABLE).map_err(|e| io_error(&e))?;
+    reg.source.send(query).map_err(|e| io_error(&e))?;
+    let mut buf = vec![0u8; UDP_RECV_MAX];
+    std::future::poll_fn(|cx| {
+        loop {
+            match reg.source.recv(&mut buf) {
+                // A datagram with another ID is not ours (late reply to an earlier query on a
+                // reused port, or a spoofing attempt): ignore it and keep waiting.
+                Ok(n) if n >= 2 && buf[..2] == query[..2] => return Poll::Ready(Ok(buf[..n].to_vec())),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Poll::Ready(Err(io_error(&e))),
+            }
+        }
+        reg.wait(cx);
+        Poll::Pending
+    })
+    .await
+}
+
+/// One TCP exchange on a fresh connection (RFC 7766 framing).
+async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    use std::io::{Read, Write};
+    let stream = mio::net::TcpStream::connect(server).map_err(|e| io_error(&e))?;
+    let mut reg =
+        Registered::new(reactor, stream, Interest::READABLE | Interest::WRITABLE).map_err(|e| io_error(&e))?;
+    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Io("query too long".into()))?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(query);
+    let mut written = 0;
+    let mut rbuf: Vec<u8> = Vec::with_capacity(1500);
+    std::future::poll_fn(|cx| {
+        while written < frame.len() {
+            match reg.source.write(&frame[written..]) {
+                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed".into()))),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::NotConnected => {
+                    reg.wait(cx);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(io_error(&e))),
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            if rbuf.len() >= 2 {
+                let need = 2 + usize::from(u16::from_be_bytes([rbuf[0], rbuf[1]]));
+                if rbuf.len() >= need {
+                    return Poll::Ready(Ok(rbuf[2..need].to_vec()));
+                }
+            }
+            match reg.source.read(&mut chunk) {
+                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed before the reply".into()))),
+                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    reg.wait(cx);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(io_error(&e))),
+            }
+        }
+    })
+    .await
+}
+
+/// The worker's upstream: Do53 over UDP and TCP through this worker's reactor.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerUpstream {
+    pub(crate) reactor: std::rc::Rc<Reactor>,
+}
+
+impl Upstream for WorkerUpstream {
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        tcp: bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let at = self.reactor.now() + timeout;
+        let fut = async {
+            if tcp {
+                tcp_exchange(&self.reactor, server, query).await
+            } else {
+                udp_exchange(&self.reactor, server, query).await
+            }
+        };
+        until(&self.reactor, at, fut).await.unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    fn now(&self) -> Instant {
+        self.reactor.now()
+    }
+}
+
+type Task = Pin<Box<dyn Future<Output = ()>>>;
+
+struct TaskWaker {
+    id: usize,
+    ready: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(self.id);
+    }
+}
+
+/// Runs this worker's tasks.
+#[derive(Default)]
+pub(crate) struct Executor {
+    tasks: RefCell<HashMap<usize, (Task, Waker)>>,
+    ready: Arc<Mutex<Vec<usize>>>,
+    next_id: Cell<usize>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("tasks", &self.tasks.borrow().len()).finish()
+    }
+}
+
+impl Executor {
+    /// Queues a task; it first runs at the next `run_ready`.
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + 'static) {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let waker = Waker::from(Arc::new(TaskWaker { id, ready: self.ready.clone() }));
+        self.tasks.borrow_mut().insert(id, (Box::pin(fut), waker));
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+
+    /// Polls every woken task until none is left ready.
+    pub(crate) fn run_ready(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                return;
+            }
+            for id in batch {
+                // Take the task out while it runs, so that it may spawn others.
+                let Some((mut task, waker)) = self.tasks.borrow_mut().remove(&id) else { continue };
+                let mut cx = Context::from_waker(&waker);
+                if task.as_mut().poll(&mut cx).is_pending() {
+                    self.tasks.borrow_mut().insert(id, (task, waker));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! One data-plane worker: a pinned thread with its own `mio::Poll`, its own SO_REUSEPORT
+//! UDP socket and TCP listener per listen address, its packet cache, its in-flight
+//! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
+//! a client packet in to a cached answer out takes a lock another worker holds.
+
+mod exec;
+mod tcp;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::cache::packet::{Lookup, PacketCache};
+use crate::resolver::{Limit, ResolveError, Resolver, Shared};
+use crate::stats::WorkerStats;
+use crate::wire::{self, QueryError, ResponseEdns, rcode};
+use crate::{resolver, respond};
+use exec::{Executor, IO_TOKEN_BASE, Reactor, WorkerUpstream};
+use tcp::TcpClients;
+
+/// Token of the cross-thread waker that asks the worker to stop.
+const STOP_TOKEN: Token = Token(usize::MAX - 1);
+/// First token of client TCP connections; listeners use 0..2*listeners.
+const CONN_TOKEN_BASE: usize = 1 << 30;
+/// Largest client message we read over UDP.
+const UDP_BUF: usize = 65_535;
+/// How often idle TCP connections are swept.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Per-worker settings that are not the resolver's.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Worker index (also the core it is pinned to, modulo cores).
+    pub index: usize,
+    /// Our EDNS UDP size.
+    pub edns_udp_size: u16,
+    /// Datagrams read per socket per wake-up.
+    pub udp_batch: usize,
+    /// Packet cache size in bytes.
+    pub packet_cache_bytes: usize,
+    /// Client resolutions in flight at most.
+    pub max_resolutions: u32,
+    /// TCP connection cap.
+    pub tcp_max_connections: usize,
+    /// Queries in flight per TCP connection.
+    pub tcp_max_pipelined: usize,
+    /// Idle TCP timeout.
+    pub tcp_idle_timeout: Duration,
+}
+
+/// Where the answer to a client query goes.
+#[derive(Debug, Clone, Copy)]
+enum ReplyTo {
+    Udp { listener: usize, peer: SocketAddr },
+    Tcp { conn: usize },
+}
+
+/// What became of a client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// The response is in the output buffer: send it now.
+    Reply,
+    /// A resolution task will answer later.
+    Spawned,
+    /// Not answered at all.
+    Dropped,
+}
+
+/// State shared by the worker loop and its tasks (single thread, so `Rc` and `RefCell`).
+struct WorkerCtx {
+    reactor: Rc<Reactor>,
+    executor: Executor,
+    resolver: Resolver<WorkerUpstream>,
+    packet_cache: RefCell<PacketCache>,
+    stats: Arc<WorkerStats>,
+    settings: WorkerSettings,
+    udp: Vec<UdpSocket>,
+    clients: RefCell<TcpClients>,
+    resolutions: Cell<u32>,
+    epoch: Instant,
+}
+
+impl WorkerCtx {
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.reactor.now().duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn shared(&self) -> &Shared {
+        self.resolver.shared()
+    }
+
+    /// Handles one client message: answers it into `out`, spawns its resolution, or drops it.
+    fn handle(self: &Rc<Self>, msg: &[u8], peer: SocketAddr, reply_to: ReplyTo, out: &mut Vec<u8>) -> Handled {
+        let udp_size = self.settings.edns_udp_size;
+        let allowed = self.shared().access.client_allowed(peer.ip());
+        let q = match wire::parse_query(msg) {
+            Ok(q) => q,
+            Err(QueryError::Drop) => {
+                self.stats.dropped.bump();
+                return Handled::Dropped;
+            }
+            Err(e) => {
+                // Malformed queries from refused clients get REFUSED too: nothing but REFUSED.
+                let (rc, hi) = match (allowed, e) {
+                    (false, _) => (rcode::REFUSED, 0),
+                    (true, QueryError::NotImp) => (rcode::NOTIMP, 0),
+                    (true, QueryError::BadVers) => {
+                        ((wire::rcode::BADVERS & 0xF) as u8, (wire::rcode::BADVERS >> 4) as u8)
+                    }
+                    (true, _) => (rcode::FORMERR, 0),
+                };
+                let edns = (e == QueryError::BadVers && allowed).then_some(ResponseEdns {
+                    udp_size,
+                    dnssec_ok: false,
+                    rcode_high: hi,
+                    ede: None,
+                });
+                wire::header_only_response(out, msg, wire::HEADER_LEN, rc, 0, edns.as_ref());
+                if !allowed {
+                    self.stats.refused_acl.bump();
+                }
+                return Handled::Reply;
+            }
+        };
+        if !allowed {
+            self.stats.refused_acl.bump();
+            let edns = q.edns.map(|c| ResponseEdns {
+                udp_size,
+                dnssec_ok: c.dnssec_ok,
+                rcode_high: 0,
+                ede: Some((resolver::error::ede::PROHIBITED, "client address not allowed")),
+            });
+            wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
+            return Handled::Reply;
+        }
+        // Zone transfers and meta queries are not a recursive resolver's business; only
+        // class IN is resolved.
+        if q.qclass != 1 || matches!(q.qtype, 251 | 252 | 253 | 254) {
+            let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
+            wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
+            return Handled::Reply;
+        }
+        let limit = match reply_to {
+            ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size)),
+            ReplyTo::Tcp { .. } => None,
+        };
+        match self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, out) {
+            Lookup::Hit => {
+                self.stats.cache_hits.bump();
+                return Handled::Reply;
+            }
+            Lookup::HitTruncated => {
+                self.stats.cache_hits.bump();
+                self.stats.truncated.bump();
+                return Handled::Reply;
+            }
+            Lookup::Miss => self.stats.cache_misses.bump(),
+        }
+        if self.resolutions.get() >= self.settings.max_resolutions {
+            let err = Err(ResolveError::LimitExceeded(Limit::Resolutions));
+            respond::build(out, msg, &q, &err, udp_size);
+            return Handled::Reply;
+        }
+        let Some((name, qtype)) = respond::question(msg, &q) else {
+            wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
+            return Handled::Reply;
+        };
+        self.resolutions.set(self.resolutions.get() + 1);
+        let ctx = Rc::clone(self);
+        let msg = msg.to_vec();
+        self.executor.spawn(async move {
+            let result = ctx.resolver.resolve(&name, qtype).await;
+            ctx.resolutions.set(ctx.resolutions.get() - 1);
+            let mut out = Vec::new();
+            let ttl = respond::build(&mut out, &msg, &q, &result, udp_size);
+            if let Err(e) = &result {
+                tracing::debug!(%name, ?qtype, error = %e, "resolution failed");
+            }
+            ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
+            ctx.send(reply_to, &msg, &q, &mut out);
+        });
+        Handled::Spawned
+    }
+
+    /// Sends a finished response to where the query came from.
+    fn send(&self, reply_to: ReplyTo, msg: &[u8], q: &wire::Query, out: &mut Vec<u8>) {
+        match reply_to {
+            ReplyTo::Udp { listener, peer } => {
+                if respond::fit_udp(out, msg, q, q.udp_limit(self.settings.edns_udp_size), self.settings.edns_udp_size)
+                {
+                    self.stats.truncated.bump();
+                }
+                self.stats.count_rcode(out);
+                // UDP is best effort: a full socket buffer drops the answer, as it would the query.
+                let _ = self.udp[listener].send_to(out, peer);
+            }
+            ReplyTo::Tcp { conn } => {
+                self.stats.count_rcode(out);
+                self.clients.borrow_mut().deliver(conn, out, true);
+            }
+        }
+    }
+}
+
+/// A worker, ready to run on its own thread.
+pub struct Worker {
+    poll: Poll,
+    ctx: Rc<WorkerCtx>,
+    tcp_listeners: Vec<TcpListener>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("index", &self.ctx.settings.index).finish()
+    }
+}
+
+/// The handle another thread uses to stop a worker.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+}
+
+impl StopHandle {
+    /// Asks the worker to finish its loop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Worker {
+    /// Builds a worker over already bound, non-blocking sockets (one UDP socket and one TCP
+    /// listener per listen address, each with SO_REUSEPORT).
+    pub fn new(
+        settings: WorkerSettings,
+        shared: Arc<Shared>,
+        stats: Arc<WorkerStats>,
+        udp: Vec<std::net::UdpSocket>,
+        tcp: Vec<std::net::TcpListener>,
+    ) -> io::Result<(Self, StopHandle)> {
+        let poll = Poll::new()?;
+        let mut udp: Vec<UdpSocket> = udp.into_iter().map(UdpSocket::from_std).collect();
+        let mut tcp_listeners: Vec<TcpListener> = tcp.into_iter().map(TcpListener::from_std).collect();
+        for (i, s) in udp.iter_mut().enumerate() {
+            poll.registry().register(s, Token(i), Interest::READABLE)?;
+        }
+        let base = udp.len();
+        for (i, l) in tcp_listeners.iter_mut().enumerate() {
+            poll.registry().register(l, Token(base + i), Interest::READABLE)?;
+        }
+        let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
+        let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
+        let upstream = WorkerUpstream { reactor: reactor.clone() };
+        let clients = TcpClients::new(
+            poll.registry().try_clone()?,
+            CONN_TOKEN_BASE,
+            settings.tcp_max_connections,
+            settings.tcp_max_pipelined,
+            settings.tcp_idle_timeout,
+        );
+        let ctx = Rc::new(WorkerCtx {
+            reactor,
+            executor: Executor::default(),
+            resolver: Resolver::new(shared, upstream, stats.clone()),
+            packet_cache: RefCell::new(PacketCache::new(settings.packet_cache_bytes)),
+            stats,
+            udp,
+            clients: RefCell::new(clients),
+            resolutions: Cell::new(0),
+            epoch: Instant::now(),
+            settings,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = StopHandle { stop: stop.clone(), waker };
+        Ok((Self { poll, ctx, tcp_listeners, stop }, handle))
+    }
+
+    /// Runs the event loop until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; UDP_BUF];
+        let mut out = Vec::with_capacity(4096);
+        let ctx = self.ctx.clone();
+        let n_udp = ctx.udp.len();
+        // Sockets whose batch budget ran out before WouldBlock: with edge-triggered
+        // readiness no new event will come for them, so they are read again next turn.
+        let mut unfinished: Vec<usize> = Vec::new();
+        let mut last_sweep = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = if unfinished.is_empty() {
+                Some(ctx.reactor.next_timeout().unwrap_or(SWEEP_EVERY).min(SWEEP_EVERY))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            ctx.reactor.set_now(Instant::now());
+            let pending = std::mem::take(&mut unfinished);
+            for idx in pending {
+                if self.read_udp(idx, &mut buf, &mut out) {
+                    unfinished.push(idx);
+                }
+            }
+            for ev in events.iter() {
+                let t = ev.token().0;
+                if ev.token() == STOP_TOKEN {
+                    continue;
+                } else if t < n_udp {
+                    if !unfinished.contains(&t) && self.read_udp(t, &mut buf, &mut out) {
+                        unfinished.push(t);
+                    }
+                } else if t < n_udp + self.tcp_listeners.len() {
+                    self.accept(t - n_udp);
+                } else if t >= IO_TOKEN_BASE {
+                    ctx.reactor.wake_io(t);
+                } else if t >= CONN_TOKEN_BASE {
+                    self.tcp_event(t - CONN_TOKEN_BASE, ev.is_readable(), ev.is_writable(), &mut out);
+                }
+            }
+            ctx.reactor.fire_timers();
+            ctx.executor.run_ready();
+            // Connections paused by the pipelining cap read again once answers left; what
+            // they start runs in the same turn.
+            let resume = std::mem::take(&mut ctx.clients.borrow_mut().resume);
+            if !resume.is_empty() {
+                for conn in resume {
+                    self.tcp_event(conn, true, false, &mut out);
+                }
+                ctx.executor.run_ready();
+            }
+            let now = ctx.reactor.now();
+            if now.duration_since(last_sweep) >= SWEEP_EVERY {
+                last_sweep = now;
+                ctx.clients.borrow_mut().sweep_idle(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to a batch of datagrams; true when the batch ran out before WouldBlock.
+    fn read_udp(&self, idx: usize, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
+        let ctx = &self.ctx;
+        for _ in 0..ctx.settings.udp_batch {
+            match ctx.udp[idx].recv_from(buf) {
+                Ok((n, peer)) => {
+                    ctx.stats.queries_udp.bump();
+                    let msg = &buf[..n];
+                    if ctx.handle(msg, peer, ReplyTo::Udp { listener: idx, peer }, out) == Handled::Reply {
+                        ctx.stats.count_rcode(out);
+                        let _ = ctx.udp[idx].send_to(out, peer);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends surface here; they concern no query.
+                Err(_) => continue,
+            }
+        }
+        true
+    }
+
+    fn accept(&mut self, idx: usize) {
+        let ctx = &self.ctx;
+        loop {
+            match self.tcp_listeners[idx].accept() {
+                Ok((stream, peer)) => {
+                    if ctx.clients.borrow_mut().add(stream, peer, ctx.reactor.now()) {
+                        ctx.stats.tcp_accepted.bump();
+                    } else {
+                        ctx.stats.tcp_rejected.bump();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or a connection reset before accept: try later.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn tcp_event(&self, conn: usize, readable: bool, writable: bool, out: &mut Vec<u8>) {
+        let ctx = &self.ctx;
+        if writable {
+            ctx.clients.borrow_mut().flush(conn);
+        }
+        if !readable {
+            return;
+        }
+        let now = ctx.reactor.now();
+        // Read what the connection allows, then handle each complete message.
+        let (peer, messages) = match ctx.clients.borrow_mut().read(conn, now) {
+            Some(r) => r,
+            None => return,
+        };
+        for msg in messages {
+            ctx.stats.queries_tcp.bump();
+            match ctx.handle(&msg, peer, ReplyTo::Tcp { conn }, out) {
+                Handled::Reply => {
+                    ctx.stats.count_rcode(out);
+                    ctx.clients.borrow_mut().deliver(conn, out, false);
+                }
+                Handled::Spawned => ctx.clients.borrow_mut().note_pending(conn),
+                Handled::Dropped => {}
+            }
+        }
+        ctx.clients.borrow_mut().after_read(conn);
+    }
+}
