@@ -154,7 +154,7 @@ where
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Config {
@@ -337,18 +337,6 @@ pub struct LocalZonesConfig {
 impl Default for LocalZonesConfig {
     fn default() -> Self {
         Self { localhost: true, invalid: true, test: true, onion: true, home_arpa: true, rfc6303: true }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            access: AccessConfig::default(),
-            resolver: ResolverConfig::default(),
-            cache: CacheConfig::default(),
-            local_zones: LocalZonesConfig::default(),
-        }
     }
 }
 

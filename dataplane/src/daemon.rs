@@ -78,6 +78,30 @@ fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> 
     Ok(s)
 }
 
+/// Binds the UDP socket and TCP listener of one listen address. Port 0 means "any free
+/// port": the UDP bind picks one, the TCP bind must get the same, so a port whose TCP side
+/// is taken is given up and another tried; `addr` then holds the port for later workers.
+fn bind_pair(addr: &mut SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), StartError> {
+    let any_port = addr.port() == 0;
+    let mut tries = 0;
+    loop {
+        let mut a = *addr;
+        let u =
+            bind(a, Type::DGRAM, Protocol::UDP).map_err(|source| StartError::Bind { addr: a, proto: "udp", source })?;
+        if any_port && let Some(local) = u.local_addr().ok().and_then(|l| l.as_socket()) {
+            a.set_port(local.port());
+        }
+        match bind(a, Type::STREAM, Protocol::TCP) {
+            Ok(t) => {
+                *addr = a;
+                return Ok((u.into(), t.into()));
+            }
+            Err(e) if any_port && e.kind() == std::io::ErrorKind::AddrInUse && tries < 32 => tries += 1,
+            Err(source) => return Err(StartError::Bind { addr: a, proto: "tcp", source }),
+        }
+    }
+}
+
 /// Builds the shared state from a validated configuration.
 pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
     let hints = match &cfg.resolver.root_hints {
@@ -105,29 +129,14 @@ impl DataPlane {
         let shared = Arc::new(shared_state(cfg)?);
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
-        // Port 0 means "any": the first bind picks it and every other worker reuses it.
         let mut sockets = Vec::with_capacity(workers);
         for _ in 0..workers {
             let mut udp = Vec::new();
             let mut tcp = Vec::new();
             for addr in listen.iter_mut() {
-                let u = bind(*addr, Type::DGRAM, Protocol::UDP).map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    proto: "udp",
-                    source,
-                })?;
-                if addr.port() == 0 {
-                    if let Some(a) = u.local_addr().ok().and_then(|a| a.as_socket()) {
-                        addr.set_port(a.port());
-                    }
-                }
-                let t = bind(*addr, Type::STREAM, Protocol::TCP).map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    proto: "tcp",
-                    source,
-                })?;
-                udp.push(std::net::UdpSocket::from(u));
-                tcp.push(std::net::TcpListener::from(t));
+                let (u, t) = bind_pair(addr)?;
+                udp.push(u);
+                tcp.push(t);
             }
             sockets.push((udp, tcp));
         }

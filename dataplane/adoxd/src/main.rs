@@ -127,6 +127,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.server.log_level))
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let stop = adox_dataplane::stop_on_signals().context("installing signal handlers")?;
     let hints = match &cfg.resolver.root_hints {

@@ -131,10 +131,13 @@ impl RecordCache {
         Some(Hit { data: e.data.clone(), rank: e.rank, ttl_left: u32::try_from(left).unwrap_or(u32::MAX) })
     }
 
-    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, ttl: u32, cost: usize, now: Instant) {
+    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, ttl: u32, now: Instant) {
         if ttl == 0 {
             return;
         }
+        let cost = match &data {
+            CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => estimate(r),
+        };
         let key = (canonical(name), rtype);
         let mut shard = self.shard(&key);
         if let Some(old) = shard.get(&key)
@@ -150,21 +153,19 @@ impl RecordCache {
     /// Stores an RRset (plus covering RRSIGs); its TTL is the smallest in the set, capped.
     pub fn put_rrset(&self, name: &Name, rtype: u16, records: Vec<Record>, rank: Rank, now: Instant) {
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
-        let cost = estimate(&records);
-        self.put(name, rtype, CachedData::RRset(records.into()), rank, ttl, cost, now);
+        self.put(name, rtype, CachedData::RRset(records.into()), rank, ttl, now);
     }
 
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
     /// [`NXDOMAIN_KEY`]. `ttl` is capped by the negative TTL cap.
     pub fn put_negative(&self, name: &Name, rtype: u16, authority: Vec<Record>, ttl: u32, now: Instant) {
         let ttl = ttl.min(self.max_negative_ttl);
-        let cost = estimate(&authority);
         let data = if rtype == NXDOMAIN_KEY {
             CachedData::NxDomain(authority.into())
         } else {
             CachedData::NoData(authority.into())
         };
-        self.put(name, rtype, data, Rank::AuthAnswer, ttl, cost, now);
+        self.put(name, rtype, data, Rank::AuthAnswer, ttl, now);
     }
 
     /// Drops everything at or below `zone`, or everything when `None`.

@@ -11,6 +11,9 @@ use crate::names::canonical;
 /// The IANA root hints embedded in the binary.
 pub const BUILTIN: &str = include_str!("named.root");
 
+/// Address RRsets of the root servers: (owner, A or AAAA, records).
+pub type AddressSets = Vec<(Name, RecordType, Vec<Record>)>;
+
 /// Parsed root hints.
 #[derive(Debug, Clone)]
 pub struct RootHints {
@@ -106,9 +109,9 @@ impl RootHints {
     }
 
     /// The hints as records: the root NS RRset and the address RRsets, with `ttl`.
-    pub fn records(&self, ttl: u32) -> (Vec<Record>, Vec<(Name, RecordType, Vec<Record>)>) {
+    pub fn records(&self, ttl: u32) -> (Vec<Record>, AddressSets) {
         let ns = self.names.iter().map(|n| Record::from_rdata(Name::root(), ttl, RData::NS(NS(n.clone())))).collect();
-        let mut addrs: Vec<(Name, RecordType, Vec<Record>)> = Vec::new();
+        let mut addrs: AddressSets = Vec::new();
         for (name, ip) in &self.addresses {
             let (rtype, rdata) = match ip {
                 IpAddr::V4(a) => (RecordType::A, RData::A(A(*a))),

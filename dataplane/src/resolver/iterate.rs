@@ -14,7 +14,7 @@ use rand::RngExt;
 use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
 use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
 use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
-use crate::names::{canonical, parent};
+use crate::names::{canonical, is_below, parent};
 use crate::wire::rcode;
 
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
@@ -112,7 +112,7 @@ impl<U: Upstream> Resolver<U> {
     /// lookups recurse into it.
     fn lookup<'a>(&'a self, name: &'a Name, qtype: RecordType, budget: &'a Budget, depth: u32) -> StepFuture<'a> {
         Box::pin(async move {
-            if let Some(step) = self.from_cache(name, qtype) {
+            if let Some(step) = self.cached_step(name, qtype) {
                 return Ok(step);
             }
             self.iterate(name, qtype, budget, depth).await
@@ -121,7 +121,7 @@ impl<U: Upstream> Resolver<U> {
 
     /// Answers from the record cache: the RRset, a CNAME, a negative entry, an NXDOMAIN at
     /// the name or above it (RFC 8020), or a DNAME above it.
-    fn from_cache(&self, name: &Name, qtype: RecordType) -> Option<Step> {
+    fn cached_step(&self, name: &Name, qtype: RecordType) -> Option<Step> {
         let cache = &self.shared.records;
         let now = self.upstream.now();
         if let Some(hit) = cache.get(name, u16::from(qtype), now)
@@ -221,7 +221,18 @@ impl<U: Upstream> Resolver<U> {
                     minimise = false;
                 }
                 Reply::Answer { chain, data, next } => {
-                    self.cache_rrsets(&chain, rank, now);
+                    // CNAMEs synthesized from a DNAME are not cached: the DNAME is, and a
+                    // cache hit applies it again (so the answer keeps the DNAME record).
+                    let dnames: Vec<&Name> =
+                        chain.iter().filter(|r| r.record_type() == RecordType::DNAME).map(|r| &r.name).collect();
+                    let cacheable: Vec<Record> = chain
+                        .iter()
+                        .filter(|r| {
+                            r.record_type() != RecordType::CNAME || !dnames.iter().any(|d| is_below(&r.name, d))
+                        })
+                        .cloned()
+                        .collect();
+                    self.cache_rrsets(&cacheable, rank, now);
                     self.cache_rrsets(&data, rank, now);
                     let mut records = chain;
                     records.extend(data);

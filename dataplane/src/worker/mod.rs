@@ -142,7 +142,7 @@ impl WorkerCtx {
         }
         // Zone transfers and meta queries are not a recursive resolver's business; only
         // class IN is resolved.
-        if q.qclass != 1 || matches!(q.qtype, 251 | 252 | 253 | 254) {
+        if q.qclass != 1 || matches!(q.qtype, 251..=254) {
             let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
             wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
             return Handled::Reply;

@@ -1,0 +1,87 @@
+//! The command line: embedded defaults, `check-config`, and clear errors for bad flags.
+
+use std::process::Command;
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Adoxd, temp_config};
+
+fn adoxd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_adoxd")).args(args).output().unwrap()
+}
+
+#[test]
+fn embedded_defaults_start_and_answer_a_local_name() {
+    // The built-in IANA hints: only a local name is asked, so nothing leaves the machine.
+    let d = Adoxd::start(&["--workers", "1"]);
+    assert!(d.log().contains("built-in IANA root hints"));
+    assert_eq!(d.query("localhost.", RecordType::A).rdata(RecordType::A), ["127.0.0.1"]);
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = adoxd(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--listen",
+        "--workers",
+        "--root-hints",
+        "--state-dir",
+        "--log-level",
+        "--allow-upstream",
+        "--allow-client",
+        "check-config",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn check_config_accepts_good_and_names_the_bad_field() {
+    let (_d1, good) = temp_config("[server]\nworkers = 2\n[access]\nallow_clients = [\"10.0.0.0/8\"]\n");
+    let out = adoxd(&["check-config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (text, field) in [
+        ("[server]\nworkerz = 2\n", "workerz"),
+        ("[resolver]\nmax_depth = 0\n", "resolver.max_depth"),
+        ("[access]\nallow_clients = [\"10.0.0.1/8\"]\n", "access.allow_clients[0]"),
+        ("[server]\nlisten = [\"nowhere\"]\n", "server.listen[0]"),
+        ("not toml at all [", "TOML"),
+    ] {
+        let (_d, bad) = temp_config(text);
+        let out = adoxd(&["check-config", bad.to_str().unwrap()]);
+        assert!(!out.status.success(), "{text} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field) || (field == "TOML" && !err.is_empty()), "{text}: {err}");
+    }
+    let out = adoxd(&["check-config", "/nonexistent/adox.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    for (args, needle) in [
+        (vec!["--listen", "::1:53"], "--listen"),
+        (vec!["--allow-upstream", "10.1.2.3/8"], "host bits"),
+        (vec!["--workers", "many"], "--workers"),
+        (vec!["--log-level", "loud"], "log_level"),
+        (vec!["--root-hints", "/nonexistent/root.hints", "--listen", "127.0.0.1:0"], "root hints"),
+    ] {
+        let out = adoxd(&args);
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn busy_port_is_a_clear_error() {
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let out = adoxd(&["--listen", &addr, "--workers", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+}

@@ -1,0 +1,14 @@
+//! Integration tests of `adoxd` against real authoritative servers: the lab of
+//! `deploy/lab` (NSD and BIND 9 on 127.53.x.y), brought up once per run by the README's
+//! test command. Each test starts its own adoxd on a free port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, reason = "test code")]
+
+mod acl;
+mod cli;
+mod concurrency;
+mod malformed;
+mod oracle;
+mod resolution;
+mod special_use;
+mod support;

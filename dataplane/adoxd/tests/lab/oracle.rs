@@ -1,0 +1,80 @@
+//! The same data as Unbound: for every query of `deploy/lab/names.txt`, adoxd's RCODE and
+//! answer RRsets (as sets; TTLs, order, RRSIGs, authority and additional aside) equal those
+//! of Unbound 1.17 iterating over the same lab.
+
+use std::process::Command;
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Adoxd, Ask, Response, lab_dir, udp_exchange};
+
+/// Unbound run by the lab's peer script on its own port, stopped when dropped.
+struct Unbound {
+    port: u16,
+}
+
+impl Unbound {
+    fn start(port: u16) -> Self {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/peer"))
+            .args(["unbound", "up", lab_dir().to_str().unwrap(), &port.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "unbound did not start: {}", String::from_utf8_lossy(&out.stderr));
+        Self { port }
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/peer"))
+            .args(["unbound", "down", lab_dir().to_str().unwrap(), &self.port.to_string()])
+            .output();
+    }
+}
+
+fn ask(addr: std::net::SocketAddr, name: &str, rtype: RecordType) -> Response {
+    let a = Ask::new(name, rtype);
+    for _ in 0..3 {
+        if let Some(r) = udp_exchange(addr, &a.wire(), std::time::Duration::from_secs(8)) {
+            let r = Response::parse(r);
+            if !r.tc() {
+                return r;
+            }
+            // Same for both: compare the full answer over TCP.
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
+            crate::support::write_frame(&mut s, &a.wire());
+            return Response::parse(crate::support::read_frame(&mut s).expect("TCP answer"));
+        }
+    }
+    panic!("no answer from {addr} for {name} {rtype:?}");
+}
+
+#[test]
+fn same_rcode_and_answer_rrsets_as_unbound_for_every_lab_name() {
+    let names = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/names.txt")).unwrap();
+    let unbound = Unbound::start(5391);
+    let adox = Adoxd::lab(&[]);
+    let ub: std::net::SocketAddr = format!("127.0.0.1:{}", unbound.port).parse().unwrap();
+    let mut compared = 0;
+    let mut diffs = Vec::new();
+    for line in names.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let mut parts = line.split_whitespace();
+        let (name, rtype) = (parts.next().unwrap(), parts.next().unwrap());
+        let rtype: RecordType = rtype.parse().unwrap();
+        let a = ask(adox.addr, name, rtype);
+        let u = ask(ub, name, rtype);
+        if a.rcode() != u.rcode() || a.answer_set() != u.answer_set() {
+            diffs.push(format!(
+                "{name} {rtype}: adox {:?} {:?} / unbound {:?} {:?}",
+                a.rcode(),
+                a.answer_set(),
+                u.rcode(),
+                u.answer_set()
+            ));
+        }
+        compared += 1;
+    }
+    assert!(compared >= 50, "only {compared} names compared");
+    assert!(diffs.is_empty(), "{} of {compared} differ:\n{}", diffs.len(), diffs.join("\n"));
+}

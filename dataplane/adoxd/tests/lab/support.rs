@@ -1,0 +1,315 @@
+//! Shared test support: the lab's location, an `adoxd` child process per test, and a
+//! small DNS client (UDP and TCP) with helpers to read RCODE, answers and EDE.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+/// The lab brought up by the test command (`deploy/test`), found through `ADOX_LAB_DIR`
+/// (default `/tmp/adox-lab`). A missing lab is a failure, never a skip.
+pub fn lab_dir() -> PathBuf {
+    let dir = PathBuf::from(std::env::var("ADOX_LAB_DIR").unwrap_or_else(|_| "/tmp/adox-lab".into()));
+    assert!(
+        dir.join("lab.env").exists() && dir.join("root.hints").exists(),
+        "the lab is not up in {} (run the README's test command, or deploy/lab/lab up)",
+        dir.display()
+    );
+    dir
+}
+
+/// An `adoxd` child process listening on a free loopback port.
+pub struct Adoxd {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Adoxd {
+    /// Starts adoxd on the lab's root with upstream 127.0.0.0/8 opened, plus `extra` args.
+    pub fn lab(extra: &[&str]) -> Self {
+        let hints = lab_dir().join("root.hints");
+        let mut args =
+            vec!["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8", "--workers", "2"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
+    /// Starts adoxd with exactly `args` plus `--listen 127.0.0.1:0` (unless given).
+    pub fn start(args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_adoxd"));
+        cmd.args(args);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--log-level") {
+            cmd.args(["--log-level", "info"]);
+        }
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn adoxd");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("adoxd ready")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line.clone());
+                }
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("adoxd did not become ready; log:\n{}", log.lock().unwrap());
+            }
+        };
+        let listen = ready
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("listen="))
+            .and_then(|l| l.split(',').next())
+            .expect("listen= in ready line")
+            .parse()
+            .expect("listen address");
+        Self { child, addr: listen, log }
+    }
+
+    /// Everything adoxd logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// A query with RD and EDNS (1232, no DO) over UDP, retried up to 3 times on loss.
+    pub fn query(&self, name: &str, rtype: RecordType) -> Response {
+        self.ask(&Ask::new(name, rtype))
+    }
+
+    /// A query over UDP with the given options.
+    pub fn ask(&self, ask: &Ask) -> Response {
+        let bytes = ask.wire();
+        for _ in 0..3 {
+            if let Some(r) = udp_exchange(self.addr, &bytes, Duration::from_secs(10)) {
+                return Response::parse(r);
+            }
+        }
+        panic!("no UDP answer from adoxd for {} {:?}; log:\n{}", ask.name, ask.rtype, self.log());
+    }
+
+    /// A query over TCP.
+    pub fn ask_tcp(&self, ask: &Ask) -> Response {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let bytes = ask.wire();
+        write_frame(&mut s, &bytes);
+        Response::parse(read_frame(&mut s).expect("TCP answer"))
+    }
+}
+
+impl Drop for Adoxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes over UDP and waits for one datagram.
+pub fn udp_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.send_to(bytes, addr).unwrap();
+    let mut buf = vec![0u8; 65535];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) if from == addr => return Some(buf[..n].to_vec()),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+pub fn write_frame(s: &mut TcpStream, bytes: &[u8]) {
+    let mut f = (bytes.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(bytes);
+    s.write_all(&f).unwrap();
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// A query to build.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    pub name: String,
+    pub rtype: RecordType,
+    pub id: u16,
+    pub edns: Option<u16>,
+    pub dnssec_ok: bool,
+    pub rd: bool,
+}
+
+impl Ask {
+    pub fn new(name: &str, rtype: RecordType) -> Self {
+        Self { name: name.into(), rtype, id: rand_id(), edns: Some(1232), dnssec_ok: false, rd: true }
+    }
+    pub fn no_edns(mut self) -> Self {
+        self.edns = None;
+        self
+    }
+    pub fn wire(&self) -> Vec<u8> {
+        let mut m = Message::new(self.id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = self.rd;
+        m.add_query(Query::query(Name::from_ascii(&self.name).unwrap(), self.rtype));
+        if let Some(size) = self.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            e.set_dnssec_ok(self.dnssec_ok);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+}
+
+pub fn rand_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u16
+}
+
+/// A parsed response plus its raw bytes.
+#[derive(Debug)]
+pub struct Response {
+    pub raw: Vec<u8>,
+    pub msg: Message,
+}
+
+impl Response {
+    pub fn parse(raw: Vec<u8>) -> Self {
+        let msg = Message::from_vec(&raw).unwrap_or_else(|e| panic!("unparsable response {raw:?}: {e}"));
+        Self { raw, msg }
+    }
+    pub fn rcode(&self) -> ResponseCode {
+        self.msg.metadata.response_code
+    }
+    /// Answer records as normalised "owner type rdata" strings, sorted (a set).
+    pub fn answer_set(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .msg
+            .answers
+            .iter()
+            .filter(|r| r.record_type() != RecordType::RRSIG)
+            .map(|r| format!("{} {} {}", r.name.to_ascii(), r.record_type(), rdata_text(r)).to_ascii_lowercase())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    /// Answer rdata for one type, as strings.
+    pub fn rdata(&self, rtype: RecordType) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.msg.answers.iter().filter(|r| r.record_type() == rtype).map(|r| r.data.to_string()).collect();
+        v.sort();
+        v
+    }
+    /// The Extended DNS Error (INFO-CODE, EXTRA-TEXT), read from the raw OPT record.
+    pub fn ede(&self) -> Option<(u16, String)> {
+        find_ede(&self.raw)
+    }
+    pub fn tc(&self) -> bool {
+        self.msg.metadata.truncation
+    }
+}
+
+/// RDATA as text; hickory keeps DNAME raw, so its target is decoded here.
+fn rdata_text(r: &hickory_proto::rr::Record) -> String {
+    use hickory_proto::serialize::binary::BinDecodable;
+    match &r.data {
+        hickory_proto::rr::RData::Unknown { code: RecordType::DNAME, rdata } => {
+            Name::from_bytes(&rdata.anything).map(|n| n.to_ascii()).unwrap_or_else(|e| format!("bad DNAME: {e}"))
+        }
+        d => d.to_string(),
+    }
+}
+
+fn find_ede(msg: &[u8]) -> Option<(u16, String)> {
+    use adox_dataplane::wire::skip_name;
+    let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    for i in 0..an + ns + ar {
+        at = skip_name(msg, at)?;
+        let rtype = u16::from_be_bytes([msg[at], msg[at + 1]]);
+        let rdlen = u16::from_be_bytes([msg[at + 8], msg[at + 9]]) as usize;
+        let rdata = &msg[at + 10..at + 10 + rdlen];
+        at += 10 + rdlen;
+        if i >= an + ns && rtype == 41 {
+            let mut o = 0;
+            while o + 4 <= rdata.len() {
+                let code = u16::from_be_bytes([rdata[o], rdata[o + 1]]);
+                let len = u16::from_be_bytes([rdata[o + 2], rdata[o + 3]]) as usize;
+                let body = &rdata[o + 4..o + 4 + len];
+                if code == 15 {
+                    let info = u16::from_be_bytes([body[0], body[1]]);
+                    return Some((info, String::from_utf8_lossy(&body[2..]).into_owned()));
+                }
+                o += 4 + len;
+            }
+        }
+    }
+    None
+}
+
+/// Writes a config file into a fresh temporary directory and returns its path.
+pub fn temp_config(text: &str) -> (tempdir::Dir, PathBuf) {
+    let dir = tempdir::Dir::new();
+    let path = dir.path().join("adox.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+pub mod tempdir {
+    use super::*;
+    /// A directory removed when dropped.
+    pub struct Dir(PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("adox-test-{}-{}", std::process::id(), super::rand_id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
