@@ -41,3 +41,194 @@ pub(crate) fn install_stop_signals() -> std::io::Result<&'static std::sync::atom
     }
     Ok(&STOP)
 }
+
+/// Datagrams moved per recvmmsg/sendmmsg call.
+pub(crate) const MMSG_BATCH: usize = 32;
+/// Largest client datagram read whole; longer ones are flagged truncated and dropped.
+pub(crate) const MMSG_MSG_MAX: usize = 4096;
+
+fn to_storage(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn from_storage(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in when the family is AF_INET.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 when the family is AF_INET6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Buffers for one recvmmsg call: up to [`MMSG_BATCH`] datagrams with their senders.
+pub(crate) struct RecvBatch {
+    data: Box<[u8]>,
+    lens: [usize; MMSG_BATCH],
+    truncated: [bool; MMSG_BATCH],
+    addrs: [Option<std::net::SocketAddr>; MMSG_BATCH],
+    n: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("n", &self.n).finish()
+    }
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            data: vec![0u8; MMSG_BATCH * MMSG_MSG_MAX].into_boxed_slice(),
+            lens: [0; MMSG_BATCH],
+            truncated: [false; MMSG_BATCH],
+            addrs: [None; MMSG_BATCH],
+            n: 0,
+        }
+    }
+
+    /// Datagram `i`: its bytes (None when it was longer than the buffer) and sender.
+    pub(crate) fn get(&self, i: usize) -> (Option<&[u8]>, Option<std::net::SocketAddr>) {
+        let msg = (!self.truncated[i]).then(|| &self.data[i * MMSG_MSG_MAX..i * MMSG_MSG_MAX + self.lens[i]]);
+        (msg, self.addrs[i])
+    }
+
+    /// Reads as many datagrams as are queued, up to the batch size, without blocking.
+    /// Returns how many; `WouldBlock` when none was queued.
+    pub(crate) fn recv(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+        // SAFETY: all-zero is valid for these C structs; every pointer set below refers to
+        // storage owned by `self` or by locals that outlive the recvmmsg call.
+        let mut names: [libc::sockaddr_storage; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        let base = self.data.as_mut_ptr();
+        for i in 0..MMSG_BATCH {
+            // SAFETY: i * MMSG_MSG_MAX + MMSG_MSG_MAX <= data.len().
+            iovs[i] = libc::iovec { iov_base: unsafe { base.add(i * MMSG_MSG_MAX) }.cast(), iov_len: MMSG_MSG_MAX };
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: hdrs holds MMSG_BATCH initialised headers pointing at live buffers.
+        let rc = unsafe {
+            libc::recvmmsg(fd, hdrs.as_mut_ptr(), MMSG_BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            self.n = 0;
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = rc as usize;
+        for i in 0..n {
+            self.lens[i] = (hdrs[i].msg_len as usize).min(MMSG_MSG_MAX);
+            self.truncated[i] = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.addrs[i] = from_storage(&names[i]);
+        }
+        self.n = n;
+        Ok(n)
+    }
+}
+
+/// Responses collected for one sendmmsg call.
+pub(crate) struct SendBatch {
+    data: Vec<u8>,
+    spans: Vec<(usize, usize, std::net::SocketAddr)>,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").field("n", &self.spans.len()).finish()
+    }
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> Self {
+        Self { data: Vec::with_capacity(MMSG_BATCH * 1500), spans: Vec::with_capacity(MMSG_BATCH) }
+    }
+
+    /// Queues a datagram; the caller flushes when [`Self::is_full`].
+    pub(crate) fn push(&mut self, msg: &[u8], to: std::net::SocketAddr) {
+        let start = self.data.len();
+        self.data.extend_from_slice(msg);
+        self.spans.push((start, msg.len(), to));
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.spans.len() >= MMSG_BATCH
+    }
+
+    /// Sends everything queued (best effort, as UDP is) and empties the batch.
+    pub(crate) fn flush(&mut self, fd: std::os::fd::RawFd) {
+        let mut sent = 0;
+        while sent < self.spans.len() {
+            let chunk = &self.spans[sent..(sent + MMSG_BATCH).min(self.spans.len())];
+            // SAFETY: all-zero is valid for these C structs; the pointers set below refer to
+            // these stack arrays and to `data`, all alive until after the call.
+            let mut names: [libc::sockaddr_storage; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+            let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+            let base = self.data.as_mut_ptr();
+            for (i, &(start, len, to)) in chunk.iter().enumerate() {
+                let (ss, slen) = to_storage(&to);
+                names[i] = ss;
+                // SAFETY: every span lies inside `data` (pushed by `push`).
+                iovs[i] = libc::iovec { iov_base: unsafe { base.add(start) }.cast(), iov_len: len };
+                hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                hdrs[i].msg_hdr.msg_namelen = slen;
+                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: hdrs holds chunk.len() initialised headers pointing at live data.
+            let rc = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), chunk.len() as libc::c_uint, libc::MSG_DONTWAIT) };
+            if rc <= 0 {
+                // A full socket buffer or an error for the first datagram: skip it and go on,
+                // as a lost UDP answer would be.
+                sent += 1;
+            } else {
+                sent += rc as usize;
+            }
+        }
+        self.data.clear();
+        self.spans.clear();
+    }
+}

@@ -29,8 +29,6 @@ use tcp::TcpClients;
 const STOP_TOKEN: Token = Token(usize::MAX - 1);
 /// First token of client TCP connections; listeners use 0..2*listeners.
 const CONN_TOKEN_BASE: usize = 1 << 30;
-/// Largest client message we read over UDP.
-const UDP_BUF: usize = 65_535;
 /// How often idle TCP connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -212,6 +210,8 @@ impl WorkerCtx {
 /// A worker, ready to run on its own thread.
 pub struct Worker {
     poll: Poll,
+    recv: crate::sys::RecvBatch,
+    send: crate::sys::SendBatch,
     ctx: Rc<WorkerCtx>,
     tcp_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
@@ -282,13 +282,22 @@ impl Worker {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let handle = StopHandle { stop: stop.clone(), waker };
-        Ok((Self { poll, ctx, tcp_listeners, stop }, handle))
+        Ok((
+            Self {
+                poll,
+                recv: crate::sys::RecvBatch::new(),
+                send: crate::sys::SendBatch::new(),
+                ctx,
+                tcp_listeners,
+                stop,
+            },
+            handle,
+        ))
     }
 
     /// Runs the event loop until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut buf = vec![0u8; UDP_BUF];
         let mut out = Vec::with_capacity(4096);
         let ctx = self.ctx.clone();
         let n_udp = ctx.udp.len();
@@ -310,7 +319,7 @@ impl Worker {
             ctx.reactor.set_now(Instant::now());
             let pending = std::mem::take(&mut unfinished);
             for idx in pending {
-                if self.read_udp(idx, &mut buf, &mut out) {
+                if self.read_udp(idx, &mut out) {
                     unfinished.push(idx);
                 }
             }
@@ -319,7 +328,7 @@ impl Worker {
                 if ev.token() == STOP_TOKEN {
                     continue;
                 } else if t < n_udp {
-                    if !unfinished.contains(&t) && self.read_udp(t, &mut buf, &mut out) {
+                    if !unfinished.contains(&t) && self.read_udp(t, &mut out) {
                         unfinished.push(t);
                     }
                 } else if t < n_udp + self.tcp_listeners.len() {
@@ -350,26 +359,50 @@ impl Worker {
         Ok(())
     }
 
-    /// Reads up to a batch of datagrams; true when the batch ran out before WouldBlock.
-    fn read_udp(&self, idx: usize, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
-        let ctx = &self.ctx;
-        for _ in 0..ctx.settings.udp_batch {
-            match ctx.udp[idx].recv_from(buf) {
-                Ok((n, peer)) => {
-                    ctx.stats.queries_udp.bump();
-                    let msg = &buf[..n];
-                    if ctx.handle(msg, peer, ReplyTo::Udp { listener: idx, peer }, out) == Handled::Reply {
-                        ctx.stats.count_rcode(out);
-                        let _ = ctx.udp[idx].send_to(out, peer);
+    /// Reads datagrams with recvmmsg and answers the ones it can at once with sendmmsg,
+    /// up to `server.udp_batch` per turn; true when that budget ran out before the socket
+    /// was drained.
+    fn read_udp(&mut self, idx: usize, out: &mut Vec<u8>) -> bool {
+        use std::os::fd::AsRawFd;
+        let ctx = self.ctx.clone();
+        let fd = ctx.udp[idx].as_raw_fd();
+        let mut handled = 0;
+        let mut more = true;
+        while handled < ctx.settings.udp_batch {
+            let n = match self.recv.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock: drained. Other errors concern no query: try again next event.
+                Err(_) => {
+                    more = false;
+                    break;
+                }
+            };
+            for i in 0..n {
+                let (msg, peer) = self.recv.get(i);
+                let Some(peer) = peer else { continue };
+                ctx.stats.queries_udp.bump();
+                let Some(msg) = msg else {
+                    // Longer than any query we read: not a DNS query worth an answer.
+                    ctx.stats.dropped.bump();
+                    continue;
+                };
+                if ctx.handle(msg, peer, ReplyTo::Udp { listener: idx, peer }, out) == Handled::Reply {
+                    ctx.stats.count_rcode(out);
+                    self.send.push(out, peer);
+                    if self.send.is_full() {
+                        self.send.flush(fd);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors from earlier sends surface here; they concern no query.
-                Err(_) => continue,
+            }
+            handled += n;
+            if n < crate::sys::MMSG_BATCH {
+                more = false;
+                break;
             }
         }
-        true
+        self.send.flush(fd);
+        more
     }
 
     fn accept(&mut self, idx: usize) {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# benches/compare.sh: cache-hit cost of adoxd beside Unbound, PowerDNS Recursor and the
+# bare UDP echo floor, side by side in one run, on the lab's root.
+#
+# Each server runs with one thread pinned to core 0; the load generator (adox-load) runs
+# pinned to core 1. After a warm-up pass over the query list, each server gets:
+#   1. a fixed offered load (RATE qps for DURATION s): the main figure is the server's CPU
+#      time (utime + stime from /proc/PID/stat) per answered query, with loss and latency;
+#   2. a flat-out run (FLAT_DURATION s, MAX_OUTSTANDING in flight): throughput, which on a
+#      2-core machine measures the load generator about as much as the server.
+# Prints a table with ratios to adoxd. Needs root (the lab) and the lab's packages.
+#
+#   benches/compare.sh                       # RATE=60000 DURATION=8 FLAT_DURATION=5
+#   RATE=40000 DURATION=10 benches/compare.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RATE=${RATE:-60000}
+DURATION=${DURATION:-8}
+FLAT_DURATION=${FLAT_DURATION:-5}
+MAX_OUTSTANDING=${MAX_OUTSTANDING:-500}
+LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+QUERIES=${QUERIES:-deploy/lab/names.txt}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+TCK=$(getconf CLK_TCK)
+
+cargo build --release -q -p adoxd -p adox-benches
+LOAD=target/release/adox-load
+
+started_lab=0
+if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
+    deploy/lab/lab up "$LAB" >/dev/null
+    started_lab=1
+fi
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    deploy/lab/peer unbound down "$LAB" >/dev/null 2>&1 || true
+    deploy/lab/peer pdns down "$LAB" >/dev/null 2>&1 || true
+    if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
+
+# measure NAME PORT PID: warm, fixed rate, flat out; appends a row to $rows.
+rows=()
+measure() {
+    local name=$1 port=$2 pid=$3 c0 c1 fixed flat recv cpu
+    taskset -a -cp "$SERVER_CPU" "$pid" >/dev/null
+    # Warm-up: every name a few times, slowly, until all are cached.
+    taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --rate 500 --duration 2 --timeout-ms 3000 >/dev/null
+    taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --rate 2000 --duration 1 >/dev/null
+    c0=$(cpu_ticks "$pid")
+    fixed=$(taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --rate "$RATE" --duration "$DURATION" --json)
+    c1=$(cpu_ticks "$pid")
+    flat=$(taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --max-outstanding "$MAX_OUTSTANDING" --duration "$FLAT_DURATION" --json)
+    recv=$(json "$fixed" received)
+    cpu=$(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="$recv" 'BEGIN { printf "%.2f", t * 1e6 / k / n }')
+    rows+=("$name $cpu $(json "$fixed" sent) $recv $(json "$fixed" lost) $(json "$fixed" p50_us) $(json "$fixed" p99_us) $(json "$fixed" p999_us) $(json "$fixed" servfail) $(json "$flat" qps)")
+}
+
+# adoxd: one worker (pinned to core 0 by adoxd itself, and by taskset).
+taskset -c "$SERVER_CPU" target/release/adoxd --root-hints "$LAB/root.hints" --allow-upstream 127.0.0.0/8 \
+    --listen 127.0.0.1:5340 --workers 1 --log-level warn &
+pids+=($!)
+sleep 0.5
+measure adoxd 5340 "${pids[-1]}"
+kill "${pids[-1]}"
+
+deploy/lab/peer unbound up "$LAB" 5341 >/dev/null
+measure unbound 5341 "$(<"$LAB/run/peer-unbound.pid")"
+deploy/lab/peer unbound down "$LAB" >/dev/null
+
+deploy/lab/peer pdns up "$LAB" 5342 >/dev/null
+measure pdns-recursor 5342 "$(<"$LAB/run/peer-pdns.pid")"
+deploy/lab/peer pdns down "$LAB" >/dev/null
+
+taskset -c "$SERVER_CPU" target/release/echo-floor 127.0.0.1:5343 &
+pids+=($!)
+sleep 0.2
+measure echo-floor 5343 "${pids[-1]}"
+
+echo
+echo "cache-hit cost, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, adox-load on cpu $LOAD_CPU"
+echo "fixed load: $RATE qps for $DURATION s; flat out: $MAX_OUTSTANDING in flight for $FLAT_DURATION s; queries: $QUERIES"
+printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' server "cpu_us/q" "x adox" sent answered lost p50_us p99_us p999_us servfail "flat_qps" "x adox"
+base_cpu=$(cut -d' ' -f2 <<<"${rows[0]}")
+base_qps=$(cut -d' ' -f10 <<<"${rows[0]}")
+for r in "${rows[@]}"; do
+    read -r name cpu sent recv lost p50 p99 p999 sf qps <<<"$r"
+    printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' "$name" "$cpu" \
+        "$(awk -v a="$cpu" -v b="$base_cpu" 'BEGIN { printf "%.2f", a / b }')" "$sent" "$recv" "$lost" "$p50" "$p99" "$p999" "$sf" "$qps" \
+        "$(awk -v a="$qps" -v b="$base_qps" 'BEGIN { printf "%.2f", a / b }')"
+done
