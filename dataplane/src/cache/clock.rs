@@ -8,10 +8,6 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
-/// Fixed bookkeeping charged per entry on top of the caller's estimate: the slot, the map
-/// entry and allocator overhead.
-pub const ENTRY_OVERHEAD: usize = 96;
-
 #[derive(Debug)]
 struct Slot<K, V> {
     key: K,
@@ -33,6 +29,12 @@ pub struct ClockCache<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
+    /// Bytes charged per entry on top of the caller's cost: the slot, the map entry (key
+    /// and index) and the hash table's control byte and spare capacity (load factor 7/8).
+    pub fn overhead() -> usize {
+        std::mem::size_of::<Option<Slot<K, V>>>() + (std::mem::size_of::<(K, usize)>() + 1) * 8 / 7
+    }
+
     /// A cache holding at most `budget` bytes (as estimated by the callers' costs).
     pub fn new(budget: usize) -> Self {
         Self { map: HashMap::new(), slots: Vec::new(), free: Vec::new(), hand: 0, used: 0, budget, evictions: 0 }
@@ -50,10 +52,11 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         Some(&mut slot.value)
     }
 
-    /// Inserts or replaces; evicts until the new entry fits. An entry larger than the whole
+    /// Inserts or replaces; evicts until the new entry fits. `cost` is the heap memory the
+    /// key and value own (the fixed part is added here). An entry larger than the whole
     /// budget is not stored.
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
-        let cost = cost + ENTRY_OVERHEAD;
+        let cost = cost + Self::overhead();
         self.remove(&key);
         if cost > self.budget {
             return;
@@ -146,7 +149,8 @@ mod tests {
 
     #[test]
     fn stays_within_budget_and_prefers_referenced_entries() {
-        let mut c: ClockCache<u32, u32> = ClockCache::new(10 * (ENTRY_OVERHEAD + 4));
+        let per = ClockCache::<u32, u32>::overhead() + 4;
+        let mut c: ClockCache<u32, u32> = ClockCache::new(10 * per);
         for i in 0..10 {
             c.insert(i, i, 4);
         }
@@ -158,7 +162,7 @@ mod tests {
         for i in 10..15 {
             c.insert(i, i, 4);
         }
-        assert!(c.used_bytes() <= 10 * (ENTRY_OVERHEAD + 4));
+        assert!(c.used_bytes() <= 10 * per);
         for i in (0..10).step_by(2) {
             assert!(c.get(&i).is_some(), "referenced key {i} was evicted");
         }
@@ -170,7 +174,7 @@ mod tests {
         let mut c: ClockCache<String, Vec<u8>> = ClockCache::new(1 << 20);
         c.insert("a".into(), vec![1], 100);
         c.insert("a".into(), vec![2], 50);
-        assert_eq!(c.used_bytes(), 50 + ENTRY_OVERHEAD);
+        assert_eq!(c.used_bytes(), 50 + ClockCache::<String, Vec<u8>>::overhead());
         assert_eq!(c.get("a").map(|v| v[0]), Some(2));
         assert_eq!(c.remove("a"), Some(vec![2]));
         assert_eq!(c.used_bytes(), 0);

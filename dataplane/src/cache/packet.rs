@@ -121,7 +121,8 @@ impl PacketCache {
         };
         let mut kbuf = [0u8; MAX_KEY];
         let klen = key_of(q, msg, &mut kbuf);
-        let cost = klen + response.len() + offsets.len() * 2;
+        // Heap owned: the key twice (map and slot), the wire and the TTL offsets.
+        let cost = 2 * klen + response.len() + offsets.len() * 2;
         let entry = Entry { wire: response.into(), ttl_offsets: offsets.into(), stored_s: now_s, ttl_s };
         self.map.insert(kbuf[..klen].into(), entry, cost);
     }

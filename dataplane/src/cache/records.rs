@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::{Name, RData, Record};
 
 use crate::cache::clock::ClockCache;
 use crate::names::canonical;
@@ -84,9 +84,27 @@ pub struct RecordCache {
     max_negative_ttl: u32,
 }
 
+/// Heap memory an entry owns beyond the cache's own slot: the shared record slice, and
+/// the heap parts of names and RDATA (names longer than their inline storage, text and
+/// key material), estimated from their wire length.
 fn estimate(records: &[Record]) -> usize {
-    // Owner name, fixed fields and a typical rdata; good enough to bound memory.
-    records.iter().map(|r| 64 + r.name.len() + 32).sum::<usize>() + 64
+    const ARC_HEADER: usize = 16;
+    let inline = std::mem::size_of_val(records);
+    let heap: usize = records.iter().map(|r| r.name.len() + rdata_heap(&r.data)).sum();
+    ARC_HEADER + inline + heap
+}
+
+fn rdata_heap(d: &RData) -> usize {
+    match d {
+        RData::TXT(t) => t.txt_data.iter().map(|s| s.len() + 16).sum(),
+        RData::Unknown { rdata, .. } => rdata.anything.len(),
+        RData::CNAME(n) => n.0.len(),
+        RData::NS(n) => n.0.len(),
+        RData::PTR(n) => n.0.len(),
+        RData::MX(m) => m.exchange.len(),
+        RData::SOA(s) => s.mname.len() + s.rname.len(),
+        _ => 0,
+    }
 }
 
 /// Copies of `records` with every TTL set to `ttl`.

@@ -83,7 +83,7 @@ pub struct ServerTable {
 
 impl Default for ServerTable {
     fn default() -> Self {
-        let per = CAPACITY / SHARDS * (crate::cache::clock::ENTRY_OVERHEAD + 1);
+        let per = CAPACITY / SHARDS * (ClockCache::<IpAddr, ServerInfo>::overhead() + 1);
         Self { shards: (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect() }
     }
 }
