@@ -23,6 +23,8 @@ pub mod cache {
 }
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 pub mod resolver;
 pub mod respond;

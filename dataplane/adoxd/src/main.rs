@@ -122,6 +122,32 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// How often the counters are logged.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+fn log_stats(plane: &DataPlane) {
+    let s = plane.stats();
+    tracing::info!(
+        queries_udp = s.queries_udp,
+        queries_tcp = s.queries_tcp,
+        cache_hits = s.cache_hits,
+        cache_misses = s.cache_misses,
+        noerror = s.rcode_noerror,
+        nxdomain = s.rcode_nxdomain,
+        servfail = s.rcode_servfail,
+        refused = s.rcode_refused,
+        formerr = s.rcode_formerr,
+        refused_acl = s.refused_acl,
+        dropped = s.dropped,
+        truncated = s.truncated,
+        upstream_udp = s.upstream_udp,
+        upstream_tcp = s.upstream_tcp,
+        upstream_timeouts = s.upstream_timeouts,
+        record_cache_entries = plane.shared.records.len(),
+        "stats"
+    );
+}
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let cfg = build_config(cli)?;
     tracing_subscriber::fmt()
@@ -144,10 +170,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         allow_upstream = %cfg.access.allow_upstream.join(","),
         "adoxd ready"
     );
+    // Until the control plane exposes them, the counters are logged once a minute.
+    let mut last_report = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if last_report.elapsed() >= STATS_EVERY {
+            last_report = std::time::Instant::now();
+            log_stats(&plane);
+        }
     }
     tracing::info!("stopping");
+    log_stats(&plane);
     plane.stop();
     Ok(())
 }

@@ -8,10 +8,12 @@
 
 pub mod error;
 pub mod hints;
-mod iterate;
+pub(crate) mod iterate;
 pub mod local;
-mod response;
+pub(crate) mod response;
 pub mod servers;
+#[cfg(test)]
+mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

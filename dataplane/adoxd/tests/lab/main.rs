@@ -7,8 +7,10 @@
 mod acl;
 mod cli;
 mod concurrency;
+mod deploy_files;
 mod malformed;
 mod oracle;
 mod resolution;
 mod special_use;
 mod support;
+mod tcp;

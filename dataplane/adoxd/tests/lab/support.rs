@@ -34,8 +34,10 @@ impl Adoxd {
     /// Starts adoxd on the lab's root with upstream 127.0.0.0/8 opened, plus `extra` args.
     pub fn lab(extra: &[&str]) -> Self {
         let hints = lab_dir().join("root.hints");
-        let mut args =
-            vec!["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8", "--workers", "2"];
+        let mut args = vec!["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8"];
+        if !extra.contains(&"--workers") {
+            args.extend_from_slice(&["--workers", "2"]);
+        }
         args.extend_from_slice(extra);
         Self::start(&args)
     }
@@ -59,13 +61,14 @@ impl Adoxd {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Into the log first, so that whoever sees the ready line also sees it logged.
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
                 if line.contains("adoxd ready")
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(line.clone());
                 }
-                log2.lock().unwrap().push_str(&line);
-                log2.lock().unwrap().push('\n');
             }
         });
         let ready = match rx.recv_timeout(Duration::from_secs(20)) {

@@ -1,0 +1,93 @@
+//! Client TCP per RFC 7766: idle connections are closed after the idle timeout, the
+//! connection cap closes extra connections at once, and a client that half-closes after
+//! its queries still gets every answer.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Adoxd, Ask, Response, read_frame, temp_config, write_frame};
+
+/// Seconds until the server closes `s` (reads return 0), or None within `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => Some(start.elapsed()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(start.elapsed()),
+        _ => None,
+    }
+}
+
+#[test]
+fn rfc7766_idle_connection_is_closed_after_the_timeout() {
+    let (_dir, cfg) = temp_config("[server]\ntcp_idle_timeout_ms = 300\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    // An answered query keeps it open; then it idles.
+    write_frame(&mut s, &Ask::new("localhost.", RecordType::A).wire());
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(read_frame(&mut s).is_some());
+    let after = closed_within(&mut s, Duration::from_secs(5)).expect("closed by the server");
+    assert!(after >= Duration::from_millis(200), "closed too early: {after:?}");
+}
+
+#[test]
+fn connection_cap_closes_extra_connections() {
+    let (_dir, cfg) = temp_config("[server]\ntcp_max_connections = 2\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let keep: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(d.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(d.addr).unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(3)).is_some(), "a third connection was kept");
+    // The first two still work.
+    for mut s in keep {
+        write_frame(&mut s, &Ask::new("localhost.", RecordType::A).wire());
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(Response::parse(read_frame(&mut s).unwrap()).rdata(RecordType::A), ["127.0.0.1"]);
+    }
+}
+
+#[test]
+fn half_closed_client_still_gets_every_answer() {
+    let d = Adoxd::lab(&[]);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    let names = ["www.alpha.lab.", "www.beta.lab.", "www.noglue.lab."];
+    let mut bytes = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut ask = Ask::new(n, RecordType::A);
+        ask.id = i as u16;
+        let w = ask.wire();
+        bytes.extend_from_slice(&(w.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&w);
+    }
+    s.write_all(&bytes).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ids: Vec<u16> =
+        (0..names.len()).map(|_| Response::parse(read_frame(&mut s).unwrap()).msg.metadata.id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2]);
+    // Then the server closes its side.
+    assert!(closed_within(&mut s, Duration::from_secs(5)).is_some());
+}
+
+#[test]
+fn pipelining_cap_pauses_reading_but_answers_everything() {
+    let (_dir, cfg) = temp_config("[server]\ntcp_max_pipelined = 2\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    for i in 0..20u16 {
+        let mut ask = Ask::new(&format!("n{i}.alpha.lab."), RecordType::A);
+        ask.id = i;
+        write_frame(&mut s, &ask.wire());
+    }
+    let mut ids: Vec<u16> =
+        (0..20).map(|_| Response::parse(read_frame(&mut s).expect("answer")).msg.metadata.id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+}

@@ -1,0 +1,87 @@
+//! Entry points for fuzzing, also used to replay the fuzz corpora as ordinary tests. Each
+//! takes arbitrary bytes from the network side and must never panic; the fuzz targets in
+//! `dataplane/fuzz` call them, and `tests` below replays every corpus file.
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::cache::packet::{Lookup, PacketCache};
+use crate::resolver::{Limit, ResolveError, iterate, response};
+use crate::{respond, wire};
+
+/// A client message through everything the worker does with one before resolution:
+/// parsing, the packet cache (store and hit, truncation), and building responses.
+pub fn client_query(data: &[u8]) {
+    let mut out = Vec::new();
+    wire::header_only_response(&mut out, data, wire::HEADER_LEN, wire::rcode::FORMERR, 0, None);
+    let _ = wire::ttl_offsets(data);
+    let Ok(q) = wire::parse_query(data) else { return };
+    assert!(q.qname.end <= data.len() && q.question_end <= data.len());
+    let mut cache = PacketCache::new(1 << 16);
+    assert_eq!(cache.lookup(&q, data, 0, Some(q.udp_limit(1232)), &mut out), Lookup::Miss);
+    let err: Result<crate::resolver::Answer, ResolveError> = Err(ResolveError::LimitExceeded(Limit::Depth));
+    respond::build(&mut out, data, &q, &err, 1232);
+    let answer = Ok(crate::resolver::Answer { rcode: 0, answers: vec![], authority: vec![], cache_ttl: 60 });
+    let ttl = respond::build(&mut out, data, &q, &answer, 1232);
+    cache.store(&q, data, &out, 0, ttl);
+    // Stored only when cacheable (a question hickory cannot read gets FORMERR, TTL 0).
+    let stored_ok = ttl > 0 && wire::ttl_offsets(&out).is_some();
+    let stored = out.clone();
+    for limit in [Some(512), Some(q.udp_limit(1232)), None] {
+        let hit = cache.lookup(&q, data, 1, limit, &mut out);
+        assert_eq!(hit != Lookup::Miss, stored_ok, "a stored answer must be found again");
+        if hit == Lookup::Hit {
+            assert_eq!(out.len(), stored.len());
+        }
+    }
+    let mut small = stored;
+    respond::fit_udp(&mut small, data, &q, 512, 1232);
+}
+
+/// An upstream reply through the checks and the classification the resolver applies.
+pub fn upstream_response(data: &[u8]) {
+    let Ok(zone) = Name::from_ascii("lab.") else { return };
+    let Ok(sname) = Name::from_ascii("www.alpha.lab.") else { return };
+    let id = if data.len() >= 2 { u16::from_be_bytes([data[0], data[1]]) } else { 0 };
+    for stype in [RecordType::A, RecordType::NS, RecordType::DS, RecordType::CNAME] {
+        if let Ok(msg) = iterate::check_reply(data, id, &sname, stype) {
+            let _ = response::classify(&msg, &zone, &sname, stype);
+        }
+    }
+    // Classification must also hold up for messages that fail the question check.
+    if let Ok(msg) = Message::from_vec(data) {
+        for z in [Name::root(), zone] {
+            let _ = response::classify(&msg, &z, &sname, RecordType::A);
+        }
+        for r in msg.answers.iter() {
+            let _ = response::dname_target(r);
+            let _ = response::rrsig_covers(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn replay(target: &str, f: fn(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            f(&std::fs::read(&path).unwrap());
+            n += 1;
+        }
+        assert!(n > 0, "empty corpus {}", dir.display());
+    }
+
+    #[test]
+    fn replay_client_query_corpus() {
+        replay("client_query", super::client_query);
+    }
+
+    #[test]
+    fn replay_upstream_response_corpus() {
+        replay("upstream_response", super::upstream_response);
+    }
+}

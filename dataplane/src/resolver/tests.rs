@@ -1,0 +1,400 @@
+//! The resolver against a fake authority: a handful of in-memory zones behind fake server
+//! addresses, answering as an authoritative server would, with a fake clock and a log of
+//! every query. It shows what the lab cannot show exactly: which names each server was
+//! asked (QNAME minimisation), how much work a hostile delegation can cause, and what was
+//! cached. The lab tests cover the same code against real servers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::*;
+use crate::config::{Config, LocalZonesConfig};
+use crate::names::is_at_or_below;
+
+fn n(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One zone served by some addresses.
+struct Zone {
+    apex: Name,
+    servers: Vec<IpAddr>,
+    records: Vec<Record>,
+}
+
+/// The fake network: zones, dead servers, a clock, and the log of queries.
+struct FakeNet {
+    zones: Vec<Zone>,
+    dead: HashSet<IpAddr>,
+    now: Cell<Instant>,
+    log: RefCell<Vec<(IpAddr, Name, RecordType)>>,
+}
+
+impl FakeNet {
+    fn answer(&self, server: IpAddr, query: &Message) -> Message {
+        let q = &query.queries[0];
+        let (qname, qtype) = (q.name().clone(), q.query_type());
+        let mut m = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+        m.add_query(q.clone());
+        // The most specific zone this server serves for the name.
+        let Some(zone) = self
+            .zones
+            .iter()
+            .filter(|z| z.servers.contains(&server) && is_at_or_below(&qname, &z.apex))
+            .max_by_key(|z| z.apex.num_labels())
+        else {
+            m.metadata.response_code = ResponseCode::Refused;
+            return m;
+        };
+        let soa = zone.records.iter().find(|r| r.record_type() == RecordType::SOA).cloned();
+        // A delegation below the apex at or above the name (the parent answers DS itself).
+        let cut = zone
+            .records
+            .iter()
+            .filter(|r| {
+                r.record_type() == RecordType::NS
+                    && r.name != zone.apex
+                    && is_at_or_below(&qname, &r.name)
+                    && !(qtype == RecordType::DS && r.name == qname)
+            })
+            .map(|r| r.name.clone())
+            .max_by_key(|c| c.num_labels());
+        if let Some(cut) = cut {
+            let ns: Vec<Record> =
+                zone.records.iter().filter(|r| r.record_type() == RecordType::NS && r.name == cut).cloned().collect();
+            for r in &ns {
+                if let RData::NS(NS(target)) = &r.data {
+                    m.additionals.extend(
+                        zone.records.iter().filter(|g| g.name == *target && g.record_type() == RecordType::A).cloned(),
+                    );
+                }
+            }
+            m.authorities = ns;
+            return m;
+        }
+        m.metadata.authoritative = true;
+        let exact: Vec<Record> =
+            zone.records.iter().filter(|r| r.name == qname && r.record_type() == qtype).cloned().collect();
+        if !exact.is_empty() {
+            m.answers = exact;
+            return m;
+        }
+        if let Some(c) = zone.records.iter().find(|r| r.name == qname && r.record_type() == RecordType::CNAME) {
+            m.answers.push(c.clone());
+            return m;
+        }
+        let exists = zone.records.iter().any(|r| is_at_or_below(&r.name, &qname));
+        if !exists {
+            m.metadata.response_code = ResponseCode::NXDomain;
+        }
+        m.authorities.extend(soa);
+        m
+    }
+}
+
+/// A handle on the fake net: the resolver owns one, the test keeps another.
+#[derive(Clone)]
+struct Fake(std::rc::Rc<FakeNet>);
+
+impl std::ops::Deref for Fake {
+    type Target = FakeNet;
+    fn deref(&self) -> &FakeNet {
+        &self.0
+    }
+}
+
+impl Upstream for Fake {
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        _tcp: bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let msg = Message::from_vec(query).map_err(|_| UpstreamError::BadResponse("fake: bad query"))?;
+        let q = &msg.queries[0];
+        self.log.borrow_mut().push((server.ip(), q.name().clone(), q.query_type()));
+        if self.dead.contains(&server.ip()) {
+            self.now.set(self.now.get() + timeout);
+            return Err(UpstreamError::Timeout);
+        }
+        self.now.set(self.now.get() + Duration::from_millis(1));
+        Ok(self.answer(server.ip(), &msg).to_vec().unwrap())
+    }
+
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+}
+
+fn soa(zone: &str) -> Record {
+    Record::from_rdata(n(zone), 3600, RData::SOA(SOA::new(n("ns."), n("h."), 1, 2, 3, 4, 300)))
+}
+fn ns(owner: &str, target: &str) -> Record {
+    Record::from_rdata(n(owner), 3600, RData::NS(NS(n(target))))
+}
+fn a(owner: &str, addr: &str) -> Record {
+    let IpAddr::V4(v4) = ip(addr) else { unreachable!() };
+    Record::from_rdata(n(owner), 3600, RData::A(A(v4)))
+}
+fn cname(owner: &str, target: &str) -> Record {
+    Record::from_rdata(n(owner), 3600, RData::CNAME(CNAME(n(target))))
+}
+
+/// root (10.0.0.1) -> example. (10.0.1.1) -> sub.example. (10.0.2.1)
+fn base_zones() -> Vec<Zone> {
+    vec![
+        Zone {
+            apex: Name::root(),
+            servers: vec![ip("10.0.0.1")],
+            records: vec![
+                soa("."),
+                ns(".", "a.root."),
+                a("a.root.", "10.0.0.1"),
+                ns("example.", "ns.example."),
+                a("ns.example.", "10.0.1.1"),
+            ],
+        },
+        Zone {
+            apex: n("example."),
+            servers: vec![ip("10.0.1.1")],
+            records: vec![
+                soa("example."),
+                ns("example.", "ns.example."),
+                a("ns.example.", "10.0.1.1"),
+                a("www.example.", "192.0.2.1"),
+                a("x.ent.example.", "192.0.2.2"),
+                ns("sub.example.", "ns.sub.example."),
+                a("ns.sub.example.", "10.0.2.1"),
+                cname("loop1.example.", "loop2.example."),
+                cname("loop2.example.", "loop1.example."),
+            ],
+        },
+        Zone {
+            apex: n("sub.example."),
+            servers: vec![ip("10.0.2.1")],
+            records: vec![
+                soa("sub.example."),
+                ns("sub.example.", "ns.sub.example."),
+                a("a.b.c.sub.example.", "192.0.2.3"),
+            ],
+        },
+    ]
+}
+
+fn resolver(zones: Vec<Zone>, cfg: &Config) -> (Resolver<Fake>, Fake) {
+    resolver_with_dead(zones, HashSet::new(), cfg)
+}
+
+fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> (Resolver<Fake>, Fake) {
+    let net =
+        Fake(std::rc::Rc::new(FakeNet { zones, dead, now: Cell::new(Instant::now()), log: RefCell::new(Vec::new()) }));
+    let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
+    let shared = Arc::new(Shared {
+        records: crate::cache::records::RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s),
+        servers: ServerTable::default(),
+        hints,
+        local: LocalZones::new(&LocalZonesConfig::default()),
+        access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
+        settings: Settings::from_config(cfg),
+    });
+    (Resolver::new(shared, net.clone(), Arc::new(WorkerStats::default())), net)
+}
+
+/// Runs a future that never waits (the fake network answers at once).
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the fake network never leaves a future pending"),
+    }
+}
+
+fn asked(net: &Fake, server: &str) -> Vec<String> {
+    net.log
+        .borrow()
+        .iter()
+        .filter(|(s, _, _)| *s == ip(server))
+        .map(|(_, name, t)| format!("{} {t}", name.to_ascii()))
+        .collect()
+}
+
+#[test]
+fn rfc9156_each_server_sees_only_one_more_label() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    let ans = block_on(r.resolve(&n("a.b.c.sub.example."), RecordType::A)).unwrap();
+    assert_eq!(ans.answers.len(), 1);
+    // Priming, then the minimised name at the root.
+    assert_eq!(asked(&net, "10.0.0.1"), [". NS", "example. A"]);
+    assert_eq!(asked(&net, "10.0.1.1"), ["sub.example. A"]);
+    // Within sub.example. the remaining labels are added one at a time, then the full name.
+    assert_eq!(asked(&net, "10.0.2.1"), ["c.sub.example. A", "b.c.sub.example. A", "a.b.c.sub.example. A"]);
+}
+
+#[test]
+fn without_minimisation_every_server_sees_the_full_name() {
+    let mut cfg = Config::default();
+    cfg.resolver.qname_minimisation = false;
+    let (r, net) = resolver(base_zones(), &cfg);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert_eq!(asked(&net, "10.0.0.1"), [". NS", "www.example. A"]);
+}
+
+#[test]
+fn nxdomain_at_a_minimised_name_falls_back_to_the_full_name() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    let ans = block_on(r.resolve(&n("deep.nothing.example."), RecordType::TXT)).unwrap();
+    assert_eq!(ans.rcode, crate::wire::rcode::NXDOMAIN);
+    assert_eq!(asked(&net, "10.0.1.1"), ["nothing.example. A", "deep.nothing.example. TXT"]);
+}
+
+#[test]
+fn rfc8020_names_below_a_cached_nxdomain_need_no_query() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    block_on(r.resolve(&n("gone.example."), RecordType::A)).unwrap();
+    let before = net.log.borrow().len();
+    let ans = block_on(r.resolve(&n("a.b.gone.example."), RecordType::AAAA)).unwrap();
+    assert_eq!(ans.rcode, crate::wire::rcode::NXDOMAIN);
+    assert_eq!(net.log.borrow().len(), before, "answered from the cached NXDOMAIN");
+}
+
+#[test]
+fn empty_non_terminal_is_nodata_and_the_child_resolves() {
+    let (r, _net) = resolver(base_zones(), &Config::default());
+    let ent = block_on(r.resolve(&n("ent.example."), RecordType::A)).unwrap();
+    assert_eq!((ent.rcode, ent.answers.len()), (crate::wire::rcode::NOERROR, 0));
+    assert_eq!(ent.authority.len(), 1, "the SOA for negative caching");
+    let x = block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!(x.answers.len(), 1);
+}
+
+#[test]
+fn cname_loop_is_an_error_not_a_hang() {
+    let (r, _net) = resolver(base_zones(), &Config::default());
+    let e = block_on(r.resolve(&n("loop1.example."), RecordType::A)).unwrap_err();
+    assert!(matches!(e, ResolveError::ChainLoop(_)), "{e:?}");
+}
+
+#[test]
+fn second_query_is_answered_from_the_record_cache() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let before = net.log.borrow().len();
+    let again = block_on(r.resolve(&n("WWW.example."), RecordType::A)).unwrap();
+    assert_eq!(again.answers.len(), 1);
+    assert_eq!(net.log.borrow().len(), before);
+}
+
+#[test]
+fn ttl_caps_apply_to_positive_and_negative_answers() {
+    let mut cfg = Config::default();
+    cfg.cache.max_ttl_s = 60;
+    cfg.cache.max_negative_ttl_s = 5;
+    let (r, net) = resolver(base_zones(), &cfg);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let hit = block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert!(hit.answers[0].ttl <= 60, "{}", hit.answers[0].ttl);
+    block_on(r.resolve(&n("none.example."), RecordType::A)).unwrap();
+    let neg = block_on(r.resolve(&n("none.example."), RecordType::A)).unwrap();
+    assert!(neg.cache_ttl <= 5, "{}", neg.cache_ttl);
+    // After the negative TTL the name is asked again.
+    let before = net.log.borrow().len();
+    net.now.set(net.now.get() + Duration::from_secs(6));
+    block_on(r.resolve(&n("none.example."), RecordType::A)).unwrap();
+    assert_eq!(net.log.borrow().len(), before + 1);
+}
+
+#[test]
+fn out_of_bailiwick_glue_is_not_cached() {
+    let mut zones = base_zones();
+    // example.'s servers slip an address for a name outside their bailiwick into referrals.
+    zones[1].records.push(ns("sub.example.", "www.victim."));
+    zones[1].records.push(a("www.victim.", "10.6.6.6"));
+    let (r, _net) = resolver(zones, &Config::default());
+    block_on(r.resolve(&n("a.b.c.sub.example."), RecordType::A)).unwrap();
+    let now = r.upstream().now();
+    assert!(r.shared().records.get(&n("www.victim."), 1, now).is_none(), "poisoned by glue");
+}
+
+#[test]
+fn nxns_style_delegation_is_bounded() {
+    let mut zones = base_zones();
+    // A delegation to 30 nameserver names without glue, each in a zone that does not exist.
+    let mut evil = vec![soa("evil.example.")];
+    for i in 0..30 {
+        evil.push(ns("victim.example.", &format!("ns{i}.target.invalid-zone.example.")));
+    }
+    zones[1].records.extend(evil.into_iter().skip(1));
+    let (r, net) = resolver(zones, &Config::default());
+    let e = block_on(r.resolve(&n("www.victim.example."), RecordType::A)).unwrap_err();
+    assert!(matches!(e, ResolveError::NoReachableAuthority { .. }), "{e:?}");
+    let settings = &r.shared().settings;
+    let lookups =
+        net.log.borrow().iter().filter(|(_, name, _)| name.to_ascii().contains("target.invalid-zone")).count();
+    // Each nameserver name costs at most an A and an AAAA lookup, and only max_ns_lookups
+    // names are tried; the whole client query stays within its query budget.
+    assert!(lookups <= 2 * settings.max_ns_lookups as usize, "{lookups} lookups of nameserver names");
+    assert!(net.log.borrow().len() <= settings.max_queries_per_request as usize);
+}
+
+#[test]
+fn query_budget_stops_runaway_work() {
+    let mut cfg = Config::default();
+    cfg.resolver.max_queries_per_request = 2;
+    let (r, _net) = resolver(base_zones(), &cfg);
+    let e = block_on(r.resolve(&n("a.b.c.sub.example."), RecordType::A)).unwrap_err();
+    assert_eq!(e, ResolveError::LimitExceeded(Limit::QueriesPerRequest));
+}
+
+#[test]
+fn dead_server_is_held_back_after_repeated_timeouts() {
+    let dead = ip("10.0.1.2");
+    let mut zones = base_zones();
+    zones[1].servers.push(dead);
+    zones[0].records.push(ns("example.", "ns2.example."));
+    zones[0].records.push(a("ns2.example.", "10.0.1.2"));
+    let (r, net) = resolver_with_dead(zones, [dead].into_iter().collect(), &Config::default());
+    for i in 0..20 {
+        let ans = block_on(r.resolve(&n(&format!("n{i}.example.")), RecordType::A)).unwrap();
+        assert_eq!(ans.rcode, crate::wire::rcode::NXDOMAIN, "query {i} failed despite a live server");
+    }
+    let to_dead = net.log.borrow().iter().filter(|(s, _, _)| *s == dead).count();
+    // After a timeout its SRTT estimate is raised past the live server's, so it is not
+    // chosen again while the live one answers (three in a row would also put it on hold).
+    assert!(to_dead <= 3, "the dead server was asked {to_dead} times in 20 queries");
+    assert!(r.shared().servers.get(dead).failures >= 1);
+}
+
+#[test]
+fn outstanding_limits_per_server_and_per_zone() {
+    let mut cfg = Config::default();
+    cfg.resolver.max_outstanding_per_server = 2;
+    cfg.resolver.max_outstanding_per_zone = 3;
+    let (r, _net) = resolver(base_zones(), &cfg);
+    let zone = n("example.");
+    let (s1, s2) = (ip("10.0.1.1"), ip("10.0.1.2"));
+    let g1 = r.reserve(s1, &zone).unwrap();
+    let _g2 = r.reserve(s1, &zone).unwrap();
+    assert_eq!(r.reserve(s1, &zone).err(), Some(Limit::OutstandingPerServer));
+    let _g3 = r.reserve(s2, &zone).unwrap();
+    assert_eq!(r.reserve(s2, &zone).err(), Some(Limit::OutstandingPerZone));
+    // Another zone on another server is not affected, and a finished query frees its place.
+    assert!(r.reserve(ip("10.0.2.1"), &n("sub.example.")).is_ok());
+    drop(g1);
+    assert!(r.reserve(s1, &n("other.")).is_ok());
+    assert!(r.reserve(s2, &zone).is_ok());
+}
