@@ -180,6 +180,8 @@ impl<U: Upstream> Resolver<U> {
         let mut minimised_sent = 0u32;
         let mut cursor = zone.num_labels();
         let mut referrals = 0u32;
+        // The current referral's glue, used even if the cache could not keep it.
+        let mut glue: Vec<Record> = Vec::new();
         loop {
             let next_labels = cursor.max(zone.num_labels()) + 1;
             let minimised = minimise && minimised_sent < MAX_MINIMISE && next_labels < target_labels;
@@ -190,21 +192,22 @@ impl<U: Upstream> Resolver<U> {
             } else {
                 (name.clone(), qtype)
             };
-            let (reply, aa) = self.query_zone(&zone, &ns, &sname, stype, budget, depth).await?;
+            let (reply, aa) = self.query_zone(&zone, &ns, &glue, &sname, stype, budget, depth).await?;
             let rank = if aa { Rank::AuthAnswer } else { Rank::NonAuthAnswer };
             let now = self.upstream.now();
             let cache = &self.shared.records;
             match reply {
-                Reply::Referral { child, ns: ns_records, glue } => {
+                Reply::Referral { child, ns: ns_records, glue: referral_glue } => {
                     referrals += 1;
                     if referrals > settings.max_referrals {
                         return Err(ResolveError::LimitExceeded(Limit::Referrals));
                     }
                     ns = ns_names(&ns_records);
                     cache.put_rrset(&child, u16::from(RecordType::NS), ns_records, Rank::Referral, now);
-                    for (owner, rtype, set) in group_rrsets(&glue) {
+                    for (owner, rtype, set) in group_rrsets(&referral_glue) {
                         cache.put_rrset(&owner, u16::from(rtype), set, Rank::Glue, now);
                     }
+                    glue = referral_glue;
                     zone = canonical(&child);
                 }
                 Reply::Lame => unreachable!("query_zone never returns a lame reply"),
@@ -302,7 +305,7 @@ impl<U: Upstream> Resolver<U> {
         hint_names: Vec<Name>,
     ) -> Result<(Name, Vec<Name>), ResolveError> {
         let root = Name::root();
-        match self.query_zone(&root, &hint_names, &root, RecordType::NS, budget, depth).await {
+        match self.query_zone(&root, &hint_names, &[], &root, RecordType::NS, budget, depth).await {
             Ok((Reply::Answer { data, .. }, _)) => {
                 let names = ns_names(&data);
                 if names.is_empty() {
@@ -317,30 +320,34 @@ impl<U: Upstream> Resolver<U> {
         }
     }
 
-    /// Addresses of the nameservers already known (any rank), allowed by the upstream ACL.
-    fn known_addresses(&self, ns: &[Name], blocked: &mut bool) -> (Vec<IpAddr>, Vec<Name>) {
+    /// Addresses of the nameservers already known: from the referral's own glue (used even
+    /// when it could not be cached, e.g. TTL 0) and from the cache (any rank); only those
+    /// the upstream ACL allows.
+    fn known_addresses(&self, ns: &[Name], glue: &[Record], blocked: &mut bool) -> (Vec<IpAddr>, Vec<Name>) {
         let now = self.upstream.now();
         let mut addrs = Vec::new();
         let mut unknown = Vec::new();
         for n in ns {
             let mut found = false;
+            let mut consider = |r: &Record| {
+                let ip = match &r.data {
+                    RData::A(a) => IpAddr::V4(a.0),
+                    RData::AAAA(a) => IpAddr::V6(a.0),
+                    _ => return,
+                };
+                found = true;
+                if !self.shared.access.upstream_allowed(ip) {
+                    *blocked = true;
+                } else if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            };
+            glue.iter().filter(|g| canonical(&g.name) == *n).for_each(&mut consider);
             for rtype in [RecordType::A, RecordType::AAAA] {
                 if let Some(hit) = self.shared.records.get(n, u16::from(rtype), now)
                     && let Some(recs) = rrset_records(&hit.data)
                 {
-                    for r in recs.iter() {
-                        let ip = match &r.data {
-                            RData::A(a) => IpAddr::V4(a.0),
-                            RData::AAAA(a) => IpAddr::V6(a.0),
-                            _ => continue,
-                        };
-                        found = true;
-                        if !self.shared.access.upstream_allowed(ip) {
-                            *blocked = true;
-                        } else if !addrs.contains(&ip) {
-                            addrs.push(ip);
-                        }
-                    }
+                    recs.iter().for_each(&mut consider);
                 }
             }
             if !found {
@@ -359,10 +366,12 @@ impl<U: Upstream> Resolver<U> {
 
     /// Sends (`sname`, `stype`) to the servers of `zone` until one gives a usable reply,
     /// resolving nameserver addresses (bounded) when the known ones are exhausted.
+    #[allow(clippy::too_many_arguments, reason = "one step's full context; a struct would only rename it")]
     async fn query_zone(
         &self,
         zone: &Name,
         ns: &[Name],
+        glue: &[Record],
         sname: &Name,
         stype: RecordType,
         budget: &Budget,
@@ -370,21 +379,26 @@ impl<U: Upstream> Resolver<U> {
     ) -> Result<(Reply, bool), ResolveError> {
         let settings = &self.shared.settings;
         let mut blocked = false;
-        let (mut candidates, unknown) = self.known_addresses(ns, &mut blocked);
+        let (mut candidates, unknown) = self.known_addresses(ns, glue, &mut blocked);
         self.order_by_rtt(&mut candidates);
         // Names inside the zone without glue can only be found through the zone itself.
         let mut to_resolve: Vec<Name> = unknown.into_iter().filter(|n| !zone.zone_of(n)).collect();
         to_resolve.reverse();
         let mut tried: Vec<IpAddr> = Vec::new();
+        let mut attempts = 0u32;
         let mut last: Option<(IpAddr, UpstreamError)> = None;
         let mut lookups = 0u32;
         let mut queue: std::collections::VecDeque<IpAddr> = candidates.into();
         loop {
             while let Some(addr) = queue.pop_front() {
-                if tried.len() >= settings.max_servers_per_step as usize {
+                if attempts >= settings.max_servers_per_step {
                     return Err(self.unreachable(zone, last));
                 }
-                tried.push(addr);
+                attempts += 1;
+                let first_try = !tried.contains(&addr);
+                if first_try {
+                    tried.push(addr);
+                }
                 match self.exchange(zone, addr, sname, stype, budget).await {
                     Ok(msg) => match classify(&msg, zone, sname, stype) {
                         Reply::Lame => {
@@ -401,7 +415,14 @@ impl<U: Upstream> Resolver<U> {
                         }
                     },
                     Err(ExchangeError::Fatal(e)) => return Err(e),
-                    Err(ExchangeError::Server(e)) => last = Some((addr, e)),
+                    Err(ExchangeError::Server(e)) => {
+                        // A timeout may be a lost datagram: the server gets one more try, after
+                        // the others, with the longer timeout its failure just earned.
+                        if e == UpstreamError::Timeout && first_try {
+                            queue.push_back(addr);
+                        }
+                        last = Some((addr, e));
+                    }
                 }
             }
             let Some(name) = to_resolve.pop() else { break };

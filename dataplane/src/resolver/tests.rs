@@ -39,6 +39,8 @@ struct Zone {
 struct FakeNet {
     zones: Vec<Zone>,
     dead: HashSet<IpAddr>,
+    /// Queries still to be lost, per server (a timeout each).
+    drops: RefCell<std::collections::HashMap<IpAddr, u32>>,
     now: Cell<Instant>,
     log: RefCell<Vec<(IpAddr, Name, RecordType)>>,
 }
@@ -127,7 +129,14 @@ impl Upstream for Fake {
         let msg = Message::from_vec(query).map_err(|_| UpstreamError::BadResponse("fake: bad query"))?;
         let q = &msg.queries[0];
         self.log.borrow_mut().push((server.ip(), q.name().clone(), q.query_type()));
-        if self.dead.contains(&server.ip()) {
+        let dropped = match self.drops.borrow_mut().get_mut(&server.ip()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if dropped || self.dead.contains(&server.ip()) {
             self.now.set(self.now.get() + timeout);
             return Err(UpstreamError::Timeout);
         }
@@ -200,8 +209,13 @@ fn resolver(zones: Vec<Zone>, cfg: &Config) -> (Resolver<Fake>, Fake) {
 }
 
 fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> (Resolver<Fake>, Fake) {
-    let net =
-        Fake(std::rc::Rc::new(FakeNet { zones, dead, now: Cell::new(Instant::now()), log: RefCell::new(Vec::new()) }));
+    let net = Fake(std::rc::Rc::new(FakeNet {
+        zones,
+        dead,
+        drops: RefCell::new(Default::default()),
+        now: Cell::new(Instant::now()),
+        log: RefCell::new(Vec::new()),
+    }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
     let shared = Arc::new(Shared {
         records: crate::cache::records::RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s),
@@ -397,4 +411,27 @@ fn outstanding_limits_per_server_and_per_zone() {
     drop(g1);
     assert!(r.reserve(s1, &n("other.")).is_ok());
     assert!(r.reserve(s2, &zone).is_ok());
+}
+
+#[test]
+fn a_lost_datagram_is_retried_on_the_only_server() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    // Warm the delegation, then lose the next query to example.'s only server.
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    net.drops.borrow_mut().insert(ip("10.0.1.1"), 1);
+    let ans = block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!(ans.answers.len(), 1);
+    let to_example = asked(&net, "10.0.1.1");
+    assert_eq!(to_example.iter().filter(|q| q.as_str() == "ent.example. A").count(), 2, "{to_example:?}");
+}
+
+#[test]
+fn referral_glue_with_ttl_zero_is_still_used() {
+    let mut zones = base_zones();
+    for r in zones[1].records.iter_mut().filter(|r| r.name == n("ns.sub.example.")) {
+        r.ttl = 0;
+    }
+    let (r, _net) = resolver(zones, &Config::default());
+    let ans = block_on(r.resolve(&n("a.b.c.sub.example."), RecordType::A)).unwrap();
+    assert_eq!(ans.answers.len(), 1);
 }
