@@ -1,7 +1,7 @@
 //! adox-api: the data model shared by the data plane, the control plane and `adoxctl`.
 //!
-//! Today it holds the statistics snapshot the data plane produces; the REST model
-//! (policies, server state, explain) joins it with the control plane.
+//! It holds the statistics snapshot the data plane produces and the operator's transport
+//! policy model ([`policy`]); server state and explain join them with the control plane.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,3 +46,5 @@ pub struct StatsSnapshot {
     /// Client TCP connections closed at accept because the cap was reached.
     pub tcp_rejected: u64,
 }
+
+pub mod policy;

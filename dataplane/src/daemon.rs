@@ -171,8 +171,19 @@ impl DataPlane {
                     match Worker::new(settings, shared, ws2, udp, tcp) {
                         Ok((worker, stop)) => {
                             let _ = tx.send(Ok(stop));
-                            if let Err(e) = worker.run() {
-                                tracing::error!(worker = index, error = %e, "worker stopped on an I/O error");
+                            // A worker that dies would leave its SO_REUSEPORT socket open and
+                            // unread, silently dropping 1/N of clients: end the process
+                            // instead, so the supervisor restarts it whole.
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => {
+                                    tracing::error!(worker = index, error = %e, "worker failed; aborting");
+                                    std::process::abort();
+                                }
+                                Err(_) => {
+                                    tracing::error!(worker = index, "worker panicked; aborting");
+                                    std::process::abort();
+                                }
                             }
                         }
                         Err(e) => {

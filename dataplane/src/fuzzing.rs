@@ -18,7 +18,7 @@ pub fn client_query(data: &[u8]) {
     let Ok(q) = wire::parse_query(data) else { return };
     assert!(q.qname.end <= data.len() && q.question_end <= data.len());
     let mut cache = PacketCache::new(1 << 16);
-    assert_eq!(cache.lookup(&q, data, 0, Some(q.udp_limit(1232)), &mut out), Lookup::Miss);
+    assert_eq!(cache.lookup(&q, data, 0, Some(q.udp_limit(1232)), 1232, &mut out), Lookup::Miss);
     let err: Result<crate::resolver::Answer, ResolveError> = Err(ResolveError::LimitExceeded(Limit::Depth));
     respond::build(&mut out, data, &q, &err, 1232);
     let answer = Ok(crate::resolver::Answer { rcode: 0, answers: vec![], authority: vec![], cache_ttl: 60 });
@@ -28,7 +28,7 @@ pub fn client_query(data: &[u8]) {
     let stored_ok = ttl > 0 && wire::ttl_offsets(&out).is_some();
     let stored = out.clone();
     for limit in [Some(512), Some(q.udp_limit(1232)), None] {
-        let hit = cache.lookup(&q, data, 1, limit, &mut out);
+        let hit = cache.lookup(&q, data, 1, limit, 1232, &mut out);
         assert_eq!(hit != Lookup::Miss, stored_ok, "a stored answer must be found again");
         if hit == Lookup::Hit {
             assert_eq!(out.len(), stored.len());

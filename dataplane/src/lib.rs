@@ -26,6 +26,7 @@ pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;
+pub mod policy;
 pub mod resolver;
 pub mod respond;
 pub mod stats;

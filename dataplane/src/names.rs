@@ -36,9 +36,15 @@ pub fn is_at_or_below(name: &Name, zone: &Name) -> bool {
     zone.zone_of(name)
 }
 
+/// Labels of `name`, a leading `*` included (hickory's `num_labels` leaves it out, while
+/// `trim_to` and `iter` count it: all label arithmetic here uses this).
+pub fn labels(name: &Name) -> usize {
+    name.iter().count()
+}
+
 /// Whether `name` lies strictly below `zone`.
 pub fn is_below(name: &Name, zone: &Name) -> bool {
-    name.num_labels() > zone.num_labels() && zone.zone_of(name)
+    labels(name) > labels(zone) && zone.zone_of(name)
 }
 
 /// The parent of `name` (root stays root).
@@ -68,5 +74,8 @@ mod tests {
         assert!(is_at_or_below(&zone, &zone) && !is_below(&zone, &zone));
         assert_eq!(canonical(&zone).to_ascii(), "lab.");
         assert_eq!(parent(&www).to_ascii(), "lab.");
+        let star: Name = "*.x.lab.".parse().unwrap();
+        assert_eq!(labels(&star), 3);
+        assert!(is_below(&star, &"x.lab.".parse().unwrap()));
     }
 }

@@ -8,9 +8,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use crate::resolver::{Answer, ResolveError};
 use crate::wire::{self, Query, ResponseEdns, flag, rcode};
 
-/// DNSSEC record types a client that did not set DO never sees (RFC 4035 section 3.2.1),
-/// unless it asked for them.
-const DNSSEC_TYPES: [u16; 4] = [46, 47, 50, 48];
+/// DNSSEC record types a client that did not set DO never sees (RFC 4035 section 3.2.1:
+/// RRSIG, NSEC, NSEC3), unless it asked for them.
+const DNSSEC_TYPES: [u16; 3] = [46, 47, 50];
 
 /// The question of a parsed query as hickory types (the name keeps the client's case).
 pub fn question(msg: &[u8], q: &Query) -> Option<(Name, RecordType)> {
@@ -63,15 +63,15 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
         .cloned()
         .collect();
     match m.to_vec() {
-        Ok(bytes) => {
+        Ok(bytes) if bytes.len() + 11 <= usize::from(u16::MAX) => {
             *out = bytes;
             if let Some(e) = edns_for(q, udp_size, None) {
                 wire::append_opt(out, &e);
             }
             if answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN { answer.cache_ttl } else { 0 }
         }
-        Err(_) => {
-            let edns = edns_for(q, udp_size, Some((0, "response could not be encoded")));
+        _ => {
+            let edns = edns_for(q, udp_size, Some((0, "response could not be encoded in 65535 octets")));
             wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
             0
         }

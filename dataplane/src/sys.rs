@@ -1,5 +1,8 @@
 //! The data plane's only `unsafe`: thin calls into libc that std does not offer.
-#![allow(unsafe_code, reason = "FFI to sched_setaffinity; the one fenced place for unsafe")]
+#![allow(
+    unsafe_code,
+    reason = "FFI to sched_setaffinity, sigaction, recvmmsg and sendmmsg: the one fenced place for unsafe"
+)]
 
 /// Pins the calling thread to one CPU. Failure (for example a CPU outside the process's
 /// allowed set in a container) is reported, not fatal.
@@ -32,6 +35,8 @@ pub(crate) fn install_stop_signals() -> std::io::Result<&'static std::sync::atom
         let rc = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            // Restart interrupted system calls (sendmmsg, accept) instead of failing them.
+            sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut())
         };

@@ -75,7 +75,16 @@ impl PacketCache {
 
     /// Serves `q` (parsed from `msg`) into `out` if a live entry exists. `udp_limit` is the
     /// client's UDP size limit, or `None` over TCP.
-    pub fn lookup(&mut self, q: &Query, msg: &[u8], now_s: u32, udp_limit: Option<usize>, out: &mut Vec<u8>) -> Lookup {
+    /// `udp_size` is our advertised EDNS size, for the OPT record of a truncated answer.
+    pub fn lookup(
+        &mut self,
+        q: &Query,
+        msg: &[u8],
+        now_s: u32,
+        udp_limit: Option<usize>,
+        udp_size: u16,
+        out: &mut Vec<u8>,
+    ) -> Lookup {
         if !self.enabled {
             return Lookup::Miss;
         }
@@ -91,8 +100,7 @@ impl PacketCache {
             return Lookup::Miss;
         }
         if udp_limit.is_some_and(|limit| e.wire.len() > limit) {
-            let edns =
-                q.edns.map(|c| ResponseEdns { udp_size: 1232, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
+            let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
             let rcode = e.wire[3] & 0x0F;
             wire::header_only_response(out, msg, q.question_end, rcode, flag::TC, edns.as_ref());
             return Lookup::HitTruncated;
@@ -193,13 +201,13 @@ mod tests {
         let q2 = query(0xBEEF, b"\x03www\x03LAB\x00", false);
         let p2 = parse_query(&q2).unwrap();
         let mut out = Vec::new();
-        assert_eq!(c.lookup(&p2, &q2, 130, Some(512), &mut out), Lookup::Hit);
+        assert_eq!(c.lookup(&p2, &q2, 130, Some(512), 1232, &mut out), Lookup::Hit);
         assert_eq!(&out[0..2], &[0xBE, 0xEF]);
         assert_eq!(&out[12..21], b"\x03www\x03LAB\x00");
         let ttl_at = out.len() - 10;
         assert_eq!(u32::from_be_bytes(out[ttl_at..ttl_at + 4].try_into().unwrap()), 270);
         // expired
-        assert_eq!(c.lookup(&p2, &q2, 400, Some(512), &mut out), Lookup::Miss);
+        assert_eq!(c.lookup(&p2, &q2, 400, Some(512), 1232, &mut out), Lookup::Miss);
         assert!(c.is_empty());
     }
 
@@ -212,11 +220,11 @@ mod tests {
         let q2 = query(1, b"\x01a\x00", true);
         let p2 = parse_query(&q2).unwrap();
         let mut out = Vec::new();
-        assert_eq!(c.lookup(&p2, &q2, 0, Some(1232), &mut out), Lookup::Miss);
+        assert_eq!(c.lookup(&p2, &q2, 0, Some(1232), 1232, &mut out), Lookup::Miss);
         let mut q3 = q1.clone();
         q3[2] = 0; // RD off
         let p3 = parse_query(&q3).unwrap();
-        assert_eq!(c.lookup(&p3, &q3, 0, Some(512), &mut out), Lookup::Miss);
+        assert_eq!(c.lookup(&p3, &q3, 0, Some(512), 1232, &mut out), Lookup::Miss);
     }
 
     #[test]
@@ -227,11 +235,11 @@ mod tests {
         let r = response(&q, p.question_end, 60, 40); // 40 * 16 bytes > 512
         c.store(&p, &q, &r, 0, 60);
         let mut out = Vec::new();
-        assert_eq!(c.lookup(&p, &q, 1, Some(512), &mut out), Lookup::HitTruncated);
+        assert_eq!(c.lookup(&p, &q, 1, Some(512), 1232, &mut out), Lookup::HitTruncated);
         assert!(u16::from_be_bytes([out[2], out[3]]) & flag::TC != 0);
         assert_eq!(out.len(), p.question_end);
         // Over TCP the whole answer is served.
-        assert_eq!(c.lookup(&p, &q, 1, None, &mut out), Lookup::Hit);
+        assert_eq!(c.lookup(&p, &q, 1, None, 1232, &mut out), Lookup::Hit);
         assert_eq!(out.len(), r.len());
     }
 }

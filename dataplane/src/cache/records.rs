@@ -216,6 +216,11 @@ impl RecordCache {
     pub fn max_ttl(&self) -> u32 {
         self.max_ttl
     }
+
+    /// The configured negative TTL cap.
+    pub fn max_negative_ttl(&self) -> u32 {
+        self.max_negative_ttl
+    }
 }
 
 #[cfg(test)]

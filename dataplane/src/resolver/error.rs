@@ -64,6 +64,9 @@ pub enum UpstreamError {
     /// No answer within the timeout.
     #[error("timeout")]
     Timeout,
+    /// A UDP reply larger than the receive buffer: it may be cut, so TCP is used instead.
+    #[error("oversized datagram")]
+    Oversized,
     /// The server's port is closed (ICMP port unreachable / TCP reset).
     #[error("connection refused")]
     Refused,

@@ -14,7 +14,7 @@ use rand::RngExt;
 use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
 use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
 use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
-use crate::names::{canonical, is_below, parent};
+use crate::names::{canonical, is_below, labels, parent};
 use crate::wire::rcode;
 
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
@@ -71,6 +71,15 @@ fn group_rrsets(records: &[Record]) -> Vec<(Name, RecordType, Vec<Record>)> {
     sets
 }
 
+/// Caps every TTL at `max` (records fresh from upstream, before they reach a client or
+/// the packet cache; the record cache caps its own copies too).
+fn cap_ttls(mut records: Vec<Record>, max: u32) -> Vec<Record> {
+    for r in records.iter_mut() {
+        r.ttl = r.ttl.min(max);
+    }
+    records
+}
+
 fn min_ttl(records: &[Record]) -> Option<u32> {
     records.iter().map(|r| r.ttl).min()
 }
@@ -112,6 +121,7 @@ impl<U: Upstream> Resolver<U> {
     /// lookups recurse into it.
     fn lookup<'a>(&'a self, name: &'a Name, qtype: RecordType, budget: &'a Budget, depth: u32) -> StepFuture<'a> {
         Box::pin(async move {
+            budget.step(self.upstream.now())?;
             if let Some(step) = self.cached_step(name, qtype) {
                 return Ok(step);
             }
@@ -175,20 +185,21 @@ impl<U: Upstream> Resolver<U> {
     async fn iterate(&self, name: &Name, qtype: RecordType, budget: &Budget, depth: u32) -> Result<Step, ResolveError> {
         let settings = &self.shared.settings;
         let (mut zone, mut ns) = self.closest_delegation(name, qtype, budget, depth).await?;
-        let target_labels = name.num_labels();
+        let target_labels = labels(name);
         let mut minimise = settings.qname_minimisation;
         let mut minimised_sent = 0u32;
-        let mut cursor = zone.num_labels();
+        let mut cursor = labels(&zone);
         let mut referrals = 0u32;
+        let (max_ttl, max_neg_ttl) = (self.shared.records.max_ttl(), self.shared.records.max_negative_ttl());
         // The current referral's glue, used even if the cache could not keep it.
         let mut glue: Vec<Record> = Vec::new();
         loop {
-            let next_labels = cursor.max(zone.num_labels()) + 1;
+            let next_labels = cursor.max(labels(&zone)) + 1;
             let minimised = minimise && minimised_sent < MAX_MINIMISE && next_labels < target_labels;
             let (sname, stype) = if minimised {
                 minimised_sent += 1;
                 cursor = next_labels;
-                (name.trim_to(usize::from(next_labels)), RecordType::A)
+                (name.trim_to(next_labels), RecordType::A)
             } else {
                 (name.clone(), qtype)
             };
@@ -224,6 +235,7 @@ impl<U: Upstream> Resolver<U> {
                     minimise = false;
                 }
                 Reply::Answer { chain, data, next } => {
+                    let (chain, data) = (cap_ttls(chain, max_ttl), cap_ttls(data, max_ttl));
                     // CNAMEs synthesized from a DNAME are not cached: the DNAME is, and a
                     // cache hit applies it again (so the answer keeps the DNAME record).
                     let dnames: Vec<&Name> =
@@ -236,16 +248,20 @@ impl<U: Upstream> Resolver<U> {
                         .cloned()
                         .collect();
                     self.cache_rrsets(&cacheable, rank, now);
-                    self.cache_rrsets(&data, rank, now);
+                    if stype != RecordType::ANY {
+                        self.cache_rrsets(&data, rank, now);
+                    }
                     let mut records = chain;
                     records.extend(data);
                     return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next });
                 }
                 Reply::NoData { authority, neg_ttl } => {
+                    let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
                     cache.put_negative(name, u16::from(qtype), authority.clone(), neg_ttl, now);
                     return Ok(Step { rcode: rcode::NOERROR, authority, ..Step::default() });
                 }
                 Reply::NxDomain { authority, neg_ttl } => {
+                    let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
                     cache.put_negative(name, NXDOMAIN_KEY, authority.clone(), neg_ttl, now);
                     return Ok(Step { rcode: rcode::NXDOMAIN, authority, ..Step::default() });
                 }
@@ -253,9 +269,13 @@ impl<U: Upstream> Resolver<U> {
         }
     }
 
+    /// Caches the RRsets in `records`. A group made only of RRSIGs (from an RRSIG or ANY
+    /// question) is not an RRset and would hide the real one: it is never stored.
     fn cache_rrsets(&self, records: &[Record], rank: Rank, now: std::time::Instant) {
         for (owner, rtype, set) in group_rrsets(records) {
-            self.shared.records.put_rrset(&owner, u16::from(rtype), set, rank, now);
+            if set.iter().any(|r| r.record_type() == rtype) {
+                self.shared.records.put_rrset(&owner, u16::from(rtype), set, rank, now);
+            }
         }
     }
 
@@ -275,7 +295,13 @@ impl<U: Upstream> Resolver<U> {
                 && let Some(recs) = rrset_records(&hit.data)
             {
                 let names = ns_names(recs);
-                if !names.is_empty() {
+                // A cut is usable if some nameserver has an address, or can be looked up
+                // outside the zone. Otherwise (in-zone names whose glue expired or was
+                // evicted) start from the cut above and fetch the referral again.
+                let mut blocked = false;
+                let usable = !self.known_addresses(&names, &[], &mut blocked).0.is_empty()
+                    || names.iter().any(|n| !cur.zone_of(n));
+                if !names.is_empty() && (usable || cur.is_root()) {
                     if cur.is_root() && hit.rank == Rank::Hint {
                         return self.prime(budget, depth, names).await;
                     }
@@ -378,11 +404,14 @@ impl<U: Upstream> Resolver<U> {
         depth: u32,
     ) -> Result<(Reply, bool), ResolveError> {
         let settings = &self.shared.settings;
+        budget.step(self.upstream.now())?;
         let mut blocked = false;
         let (mut candidates, unknown) = self.known_addresses(ns, glue, &mut blocked);
         self.order_by_rtt(&mut candidates);
         // Names inside the zone without glue can only be found through the zone itself.
-        let mut to_resolve: Vec<Name> = unknown.into_iter().filter(|n| !zone.zone_of(n)).collect();
+        // Names that already failed in this client query are not tried again.
+        let mut to_resolve: Vec<Name> =
+            unknown.into_iter().filter(|n| !zone.zone_of(n) && !budget.failed_ns.borrow().contains(n)).collect();
         to_resolve.reverse();
         let mut tried: Vec<IpAddr> = Vec::new();
         let mut attempts = 0u32;
@@ -433,7 +462,11 @@ impl<U: Upstream> Resolver<U> {
             if depth + 1 > settings.max_depth {
                 return Err(ResolveError::LimitExceeded(Limit::Depth));
             }
-            for ip in self.ns_addresses(&name, budget, depth + 1).await? {
+            let found = self.ns_addresses(&name, budget, depth + 1).await?;
+            if found.is_empty() {
+                budget.failed_ns.borrow_mut().push(name.clone());
+            }
+            for ip in found {
                 if !self.shared.access.upstream_allowed(ip) {
                     blocked = true;
                 } else if !tried.contains(&ip) && !queue.contains(&ip) {
@@ -519,30 +552,48 @@ impl<U: Upstream> Resolver<U> {
         };
         let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
         let id: u16 = rand::rng().random();
-        let query = build_query(id, sname, stype, settings.edns_udp_size);
+        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+            ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
+        })?;
         let server = SocketAddr::new(addr, 53);
         self.stats.upstream_udp.bump();
         let fail = |e: UpstreamError| {
-            self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), rto));
+            // Local trouble (no descriptor, no route) says nothing about the server.
+            if !matches!(e, UpstreamError::Io(_)) {
+                self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), rto));
+            }
             if e == UpstreamError::Timeout {
                 self.stats.upstream_timeouts.bump();
             }
             ExchangeError::Server(e)
         };
-        let bytes = self.upstream.exchange(server, &query, false, rto).await.map_err(fail)?;
-        let mut msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+        let udp = self.upstream.exchange(server, &query, false, rto).await;
         let rtt = self.upstream.now().saturating_duration_since(start);
-        self.shared.servers.update(addr, |s| s.sample(rtt));
-        if msg.metadata.truncation {
+        // A datagram too large for our buffer counts as truncated: ask again over TCP.
+        let (mut msg, truncated) = match udp {
+            Ok(bytes) => {
+                let msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+                let tc = msg.metadata.truncation;
+                (Some(msg), tc)
+            }
+            Err(UpstreamError::Oversized) => (None, true),
+            Err(e) => return Err(fail(e)),
+        };
+        if truncated {
             // RFC 7766: retry the same server over TCP. TCP needs a handshake: allow more time.
             self.stats.upstream_tcp.bump();
             let now = self.upstream.now();
             let tcp_timeout = (rto * 3).max(settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
             let bytes = self.upstream.exchange(server, &query, true, tcp_timeout).await.map_err(fail)?;
-            msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+            msg = Some(check_reply(&bytes, id, sname, stype).map_err(fail)?);
         }
+        let Some(msg) = msg else { return Err(fail(UpstreamError::BadResponse("no reply"))) };
         match msg.metadata.response_code {
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                // Only a usable answer counts as a success for server selection.
+                self.shared.servers.update(addr, |s| s.sample(rtt));
+                Ok(msg)
+            }
             other => Err(fail(UpstreamError::Rcode(u16::from(other) as u8))),
         }
     }
@@ -550,7 +601,7 @@ impl<U: Upstream> Resolver<U> {
 
 /// An iterative query: RD clear, EDNS(0) with our buffer size and DO set (so RRSIGs are
 /// there for clients that ask and for validation).
-pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16) -> Vec<u8> {
+pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16) -> Result<Vec<u8>, UpstreamError> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = false;
     let mut q = Query::query(name.clone(), rtype);
@@ -560,12 +611,12 @@ pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16
     edns.set_max_payload(udp_size);
     edns.set_dnssec_ok(true);
     m.set_edns(edns);
-    m.to_vec().unwrap_or_default()
+    m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
 }
 
 /// Parses a reply and checks that it answers our query: QR, ID, opcode and question.
 pub(crate) fn check_reply(bytes: &[u8], id: u16, sname: &Name, stype: RecordType) -> Result<Message, UpstreamError> {
-    let msg = Message::from_vec(bytes).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
+    let mut msg = Message::from_vec(bytes).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
     if msg.metadata.message_type != MessageType::Response || msg.metadata.op_code != OpCode::Query {
         return Err(UpstreamError::BadResponse("not a query response"));
     }
@@ -573,9 +624,16 @@ pub(crate) fn check_reply(bytes: &[u8], id: u16, sname: &Name, stype: RecordType
         return Err(UpstreamError::BadResponse("id mismatch"));
     }
     match msg.queries.as_slice() {
-        [q] if q.name() == sname && q.query_type() == stype && q.query_class() == DNSClass::IN => Ok(msg),
-        _ => Err(UpstreamError::BadResponse("question mismatch")),
+        [q] if q.name() == sname && q.query_type() == stype && q.query_class() == DNSClass::IN => {}
+        _ => return Err(UpstreamError::BadResponse("question mismatch")),
     }
+    // RFC 2181 section 8: a TTL with the top bit set is read as zero.
+    for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+        if r.ttl >= 1 << 31 {
+            r.ttl = 0;
+        }
+    }
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -584,7 +642,7 @@ mod tests {
 
     #[test]
     fn query_has_no_rd_and_edns_do() {
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232);
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232).unwrap();
         let m = Message::from_vec(&q).unwrap();
         assert!(!m.metadata.recursion_desired);
         let e = m.edns.unwrap();
@@ -595,7 +653,7 @@ mod tests {
     #[test]
     fn reply_checks() {
         let name: Name = "www.lab.".parse().unwrap();
-        let q = build_query(7, &name, RecordType::A, 1232);
+        let q = build_query(7, &name, RecordType::A, 1232).unwrap();
         assert_eq!(
             check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
             UpstreamError::BadResponse("not a query response")

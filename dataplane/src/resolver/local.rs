@@ -96,7 +96,7 @@ impl LocalZones {
     /// The local answer for a question, if a local zone covers its name.
     pub fn answer(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
         let (apex, kind) = self.zones.iter().find(|(z, _)| z.zone_of(qname))?;
-        let at_apex = qname.num_labels() == apex.num_labels();
+        let at_apex = crate::names::labels(qname) == crate::names::labels(apex);
         let soa = Record::from_rdata(
             apex.clone(),
             LOCAL_TTL,

@@ -133,12 +133,38 @@ pub struct Answer {
 #[derive(Debug)]
 pub(crate) struct Budget {
     queries_left: Cell<u32>,
+    /// Steps (cache walks, server selections, nested lookups), whether or not they send
+    /// anything: bounds work that never reaches the network.
+    steps_left: Cell<u32>,
     deadline: Instant,
+    /// Nameserver names whose addresses could not be found during this client query.
+    failed_ns: RefCell<Vec<Name>>,
 }
+
+/// Steps allowed per upstream query of the budget.
+const STEPS_PER_QUERY: u32 = 4;
 
 impl Budget {
     fn new(settings: &Settings, now: Instant) -> Self {
-        Self { queries_left: Cell::new(settings.max_queries_per_request), deadline: now + settings.request_timeout }
+        Self {
+            queries_left: Cell::new(settings.max_queries_per_request),
+            steps_left: Cell::new(settings.max_queries_per_request.saturating_mul(STEPS_PER_QUERY)),
+            deadline: now + settings.request_timeout,
+            failed_ns: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Charges one step of work; fails once the work allowance or the deadline is spent.
+    fn step(&self, now: Instant) -> Result<(), ResolveError> {
+        if now >= self.deadline {
+            return Err(ResolveError::LimitExceeded(Limit::RequestTimeout));
+        }
+        let left = self.steps_left.get();
+        if left == 0 {
+            return Err(ResolveError::LimitExceeded(Limit::QueriesPerRequest));
+        }
+        self.steps_left.set(left - 1);
+        Ok(())
     }
 
     fn spend(&self, now: Instant) -> Result<(), ResolveError> {

@@ -4,7 +4,9 @@
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::CNAME;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::names::labels;
 
 use crate::names::{is_at_or_below, is_below};
 
@@ -51,6 +53,10 @@ pub(crate) enum Reply {
     Lame,
 }
 
+/// NS records taken from one referral (with an address or two each as glue): more than any
+/// real delegation has, few enough that a hostile one costs nothing.
+const MAX_REFERRAL_NS: usize = 20;
+
 /// The type an RRSIG covers, read from its raw RDATA.
 pub(crate) fn rrsig_covers(r: &Record) -> Option<u16> {
     if u16::from(r.record_type()) != RRSIG {
@@ -67,13 +73,20 @@ pub(crate) fn rrset_with_sigs(section: &[Record], owner: &Name, rtype: RecordTyp
     let code = u16::from(rtype);
     let mut out: Vec<Record> = section
         .iter()
-        .filter(|r| r.name == *owner && (r.record_type() == rtype || rtype == RecordType::ANY))
+        .filter(|r| {
+            r.dns_class == DNSClass::IN && r.name == *owner && (r.record_type() == rtype || rtype == RecordType::ANY)
+        })
         .cloned()
         .collect();
     if out.is_empty() {
         return out;
     }
-    out.extend(section.iter().filter(|r| r.name == *owner && rrsig_covers(r) == Some(code)).cloned());
+    out.extend(
+        section
+            .iter()
+            .filter(|r| r.dns_class == DNSClass::IN && r.name == *owner && rrsig_covers(r) == Some(code))
+            .cloned(),
+    );
     out
 }
 
@@ -88,47 +101,63 @@ pub(crate) fn dname_target(r: &Record) -> Option<Name> {
 
 /// Applies a DNAME: `qname` below `owner` becomes the same prefix below `target`.
 pub(crate) fn apply_dname(qname: &Name, owner: &Name, target: &Name) -> Option<Name> {
-    let keep = usize::from(qname.num_labels().checked_sub(owner.num_labels())?);
+    let keep = labels(qname).checked_sub(labels(owner))?;
     let prefix = Name::from_labels(qname.iter().take(keep)).ok()?;
     let mut out = prefix.append_name(target).ok()?;
     out.set_fqdn(true);
     Some(out)
 }
 
+/// Links followed within one response; a real chain inside one zone is short, and the
+/// resolver's `max_chain` bounds the whole resolution anyway.
+const MAX_LINKS_PER_RESPONSE: usize = 16;
+
 /// Follows CNAMEs and DNAMEs from `sname` through the answer section, inside `zone` only.
+/// Each name is visited once and each DNAME applied once, so a hostile answer section
+/// (loops, thousands of CNAMEs at one name) costs at most a few passes over it.
 fn follow_chain(answers: &[Record], zone: &Name, sname: &Name, stype: RecordType) -> (Vec<Record>, Name, Vec<Record>) {
     let mut chain = Vec::new();
     let mut cur = sname.clone();
-    // Bounded by the section size: each link consumes a distinct RRset.
-    for _ in 0..=answers.len() {
-        if !is_at_or_below(&cur, zone) {
+    let mut visited: Vec<Name> = Vec::new();
+    let mut dnames_used: Vec<Name> = Vec::new();
+    for _ in 0..MAX_LINKS_PER_RESPONSE {
+        if !is_at_or_below(&cur, zone) || visited.contains(&cur) {
             break;
         }
+        visited.push(cur.clone());
         let data = rrset_with_sigs(answers, &cur, stype);
         if !data.is_empty() {
             return (chain, cur, data);
         }
         // A DNAME above the name wins over the CNAME a server synthesized from it: we apply
         // the DNAME ourselves (RFC 6672 section 3.4) and keep it in the chain.
-        let dname = answers
-            .iter()
-            .find(|r| r.record_type() == RecordType::DNAME && is_below(&cur, &r.name) && is_at_or_below(&r.name, zone));
+        let dname = answers.iter().find(|r| {
+            r.record_type() == RecordType::DNAME
+                && r.dns_class == DNSClass::IN
+                && is_below(&cur, &r.name)
+                && is_at_or_below(&r.name, zone)
+                && !dnames_used.contains(&r.name)
+        });
         if let Some(d) = dname
             && let Some(target) = dname_target(d)
             && let Some(new) = apply_dname(&cur, &d.name, &target)
         {
-            chain.extend(rrset_with_sigs(answers, &d.name.clone(), RecordType::DNAME));
+            dnames_used.push(d.name.clone());
+            chain.extend(rrset_with_sigs(answers, &d.name.clone(), RecordType::DNAME).into_iter().take(2));
             chain.push(Record::from_rdata(cur.clone(), d.ttl, RData::CNAME(CNAME(new.clone()))));
             cur = new;
             continue;
         }
         if stype != RecordType::CNAME {
+            // Only one CNAME may exist at a name (RFC 2181 section 10.1): the first is used,
+            // with its signatures.
             let cname = rrset_with_sigs(answers, &cur, RecordType::CNAME);
-            if let Some(target) = cname.iter().find_map(|r| match &r.data {
-                RData::CNAME(CNAME(t)) => Some(t.clone()),
+            if let Some((first, target)) = cname.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(t)) => Some((r.clone(), t.clone())),
                 _ => None,
             }) {
-                chain.extend(cname);
+                chain.push(first);
+                chain.extend(cname.into_iter().filter(|r| r.record_type() == RecordType::RRSIG));
                 cur = target;
                 continue;
             }
@@ -183,6 +212,10 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
     }
     if rcode == ResponseCode::NXDomain {
         let (authority, neg_ttl) = negative_authority(msg, zone, sname);
+        if !aa && authority.is_empty() {
+            // Not authoritative and no SOA of the zone: not an answer we can trust.
+            return Reply::Lame;
+        }
         return Reply::NxDomain { authority, neg_ttl };
     }
     // A referral: NS records for a zone strictly below ours, at or above the asked name.
@@ -211,9 +244,11 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
             .iter()
             .filter(|r| {
                 matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                    && r.dns_class == DNSClass::IN
                     && targets.contains(&r.name)
                     && is_at_or_below(&r.name, zone)
             })
+            .take(2 * MAX_REFERRAL_NS)
             .cloned()
             .collect();
         return Reply::Referral { child, ns, glue };
@@ -321,6 +356,42 @@ mod tests {
         let mut m = msg(true, ResponseCode::NoError);
         m.authorities.push(soa("other.", 60, 300));
         assert!(matches!(classify(&m, &n("lab."), &n("www.lab."), RecordType::AAAA), Reply::NoData { neg_ttl: 0, .. }));
+    }
+
+    #[test]
+    fn hostile_cname_loops_and_floods_cost_little() {
+        let mut m = msg(true, ResponseCode::NoError);
+        for _ in 0..2000 {
+            m.answers.push(Record::from_rdata(n("a.lab."), 1, RData::CNAME(CNAME(n("b.lab.")))));
+            m.answers.push(Record::from_rdata(n("b.lab."), 1, RData::CNAME(CNAME(n("a.lab.")))));
+        }
+        let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
+        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        assert_eq!(chain.len(), 2, "one CNAME per visited name");
+        assert!(data.is_empty());
+        assert_eq!(next, Some(n("a.lab.")), "the loop is left to the resolver's loop check");
+    }
+
+    #[test]
+    fn nxdomain_without_aa_or_soa_is_lame() {
+        let m = msg(false, ResponseCode::NXDomain);
+        assert_eq!(classify(&m, &n("lab."), &n("x.lab."), RecordType::A), Reply::Lame);
+    }
+
+    #[test]
+    fn other_classes_are_ignored() {
+        let mut m = msg(true, ResponseCode::NoError);
+        let mut ch = a("www.lab.", 9);
+        ch.dns_class = DNSClass::CH;
+        m.answers.push(ch);
+        m.authorities.push(soa("lab.", 60, 60));
+        assert!(matches!(classify(&m, &n("lab."), &n("www.lab."), RecordType::A), Reply::NoData { .. }));
+    }
+
+    #[test]
+    fn dname_keeps_a_leading_wildcard_label() {
+        let out = apply_dname(&n("*.x.legacy.alpha.lab."), &n("legacy.alpha.lab."), &n("beta.lab.")).unwrap();
+        assert_eq!(out, n("*.x.beta.lab."));
     }
 
     #[test]

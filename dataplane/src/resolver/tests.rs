@@ -435,3 +435,56 @@ fn referral_glue_with_ttl_zero_is_still_used() {
     let ans = block_on(r.resolve(&n("a.b.c.sub.example."), RecordType::A)).unwrap();
     assert_eq!(ans.answers.len(), 1);
 }
+
+#[test]
+fn rfc2181_ttls_are_capped_on_the_first_answer_too() {
+    let mut zones = base_zones();
+    zones[1].records.push(Record::from_rdata(n("long.example."), 100_000, RData::A(A::new(192, 0, 2, 9))));
+    zones[1].records.push(Record::from_rdata(n("huge.example."), 0x8000_0001, RData::A(A::new(192, 0, 2, 10))));
+    let mut cfg = Config::default();
+    cfg.cache.max_ttl_s = 60;
+    let (r, _net) = resolver(zones, &cfg);
+    let first = block_on(r.resolve(&n("long.example."), RecordType::A)).unwrap();
+    assert_eq!(first.answers[0].ttl, 60);
+    assert!(first.cache_ttl <= 60);
+    // A TTL with the top bit set means zero (RFC 2181 section 8): not cached at all.
+    let huge = block_on(r.resolve(&n("huge.example."), RecordType::A)).unwrap();
+    assert_eq!((huge.answers[0].ttl, huge.cache_ttl), (0, 0));
+}
+
+#[test]
+fn expired_in_zone_glue_is_fetched_again_from_the_parent() {
+    let mut zones = base_zones();
+    // The child's own (authoritative) address record lives shorter than the delegation.
+    for r in zones[1].records.iter_mut().filter(|r| r.name == n("ns.example.") && r.record_type() == RecordType::A) {
+        r.ttl = 60;
+    }
+    let (r, net) = resolver(zones, &Config::default());
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    // Asking for the nameserver's address replaces the glue with the child's answer...
+    block_on(r.resolve(&n("ns.example."), RecordType::A)).unwrap();
+    // ... which expires long before the cached NS RRset of example.
+    net.now.set(net.now.get() + Duration::from_secs(120));
+    let ans = block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!(ans.answers.len(), 1);
+}
+
+#[test]
+fn glueless_delegation_chains_are_bounded_work() {
+    // z1 is served by names in z2, z2 by names in z3, ..., z6 by names inside itself
+    // (without glue): nothing can ever be reached, and finding that out must stay cheap.
+    let mut zones = base_zones();
+    for i in 1..=6 {
+        for k in 0..4 {
+            let next = if i == 6 { format!("ns{k}.z6.example.") } else { format!("ns{k}.z{}.example.", i + 1) };
+            zones[1].records.push(ns(&format!("z{i}.example."), &next));
+        }
+    }
+    let (r, net) = resolver(zones, &Config::default());
+    let e = block_on(r.resolve(&n("www.z1.example."), RecordType::A)).unwrap_err();
+    assert!(
+        matches!(e, ResolveError::NoReachableAuthority { .. } | ResolveError::LimitExceeded(_)),
+        "{e:?}"
+    );
+    assert!(net.log.borrow().len() <= r.shared().settings.max_queries_per_request as usize);
+}

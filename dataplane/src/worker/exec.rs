@@ -26,9 +26,9 @@ use crate::resolver::{Upstream, UpstreamError};
 /// First token handed to upstream sockets; lower tokens belong to listeners and clients.
 pub(crate) const IO_TOKEN_BASE: usize = 1 << 40;
 
-/// Largest UDP reply accepted from upstream (our EDNS size is smaller; some servers send
-/// more anyway).
-const UDP_RECV_MAX: usize = 4096;
+/// UDP receive buffer for upstream replies. Our EDNS size is 1232 (at most 4096); a reply
+/// that fills the buffer may have been cut and is fetched again over TCP.
+const UDP_RECV_MAX: usize = 4097;
 
 /// Timers and I/O wakers of one worker.
 #[derive(Debug)]
@@ -218,7 +218,12 @@ async fn udp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
             match reg.source.recv(&mut buf) {
                 // A datagram with another ID is not ours (late reply to an earlier query on a
                 // reused port, or a spoofing attempt): ignore it and keep waiting.
-                Ok(n) if n >= 2 && buf[..2] == query[..2] => return Poll::Ready(Ok(buf[..n].to_vec())),
+                Ok(n) if n >= buf.len() && query.len() >= 2 && buf[..2] == query[..2] => {
+                    return Poll::Ready(Err(UpstreamError::Oversized));
+                }
+                Ok(n) if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] => {
+                    return Poll::Ready(Ok(buf[..n].to_vec()));
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Poll::Ready(Err(io_error(&e))),

@@ -29,6 +29,8 @@ use tcp::TcpClients;
 const STOP_TOKEN: Token = Token(usize::MAX - 1);
 /// First token of client TCP connections; listeners use 0..2*listeners.
 const CONN_TOKEN_BASE: usize = 1 << 30;
+/// How soon a listener that ran out of descriptors is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How often idle TCP connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -149,7 +151,7 @@ impl WorkerCtx {
             ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size)),
             ReplyTo::Tcp { .. } => None,
         };
-        match self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, out) {
+        match self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, udp_size, out) {
             Lookup::Hit => {
                 self.stats.cache_hits.bump();
                 return Handled::Reply;
@@ -305,18 +307,26 @@ impl Worker {
         // readiness no new event will come for them, so they are read again next turn.
         let mut unfinished: Vec<usize> = Vec::new();
         let mut last_sweep = Instant::now();
+        // Listeners that hit a resource limit while accepting.
+        let mut accept_retry: Vec<usize> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if unfinished.is_empty() {
+            let timeout = if unfinished.is_empty() && ctx.clients.borrow().resume.is_empty() {
                 Some(ctx.reactor.next_timeout().unwrap_or(SWEEP_EVERY).min(SWEEP_EVERY))
             } else {
                 Some(Duration::ZERO)
             };
+            let timeout = if accept_retry.is_empty() { timeout } else { timeout.map(|t| t.min(ACCEPT_RETRY)) };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
             ctx.reactor.set_now(Instant::now());
+            for idx in std::mem::take(&mut accept_retry) {
+                if self.accept(idx) {
+                    accept_retry.push(idx);
+                }
+            }
             let pending = std::mem::take(&mut unfinished);
             for idx in pending {
                 if self.read_udp(idx, &mut out) {
@@ -332,7 +342,10 @@ impl Worker {
                         unfinished.push(t);
                     }
                 } else if t < n_udp + self.tcp_listeners.len() {
-                    self.accept(t - n_udp);
+                    let idx = t - n_udp;
+                    if self.accept(idx) && !accept_retry.contains(&idx) {
+                        accept_retry.push(idx);
+                    }
                 } else if t >= IO_TOKEN_BASE {
                     ctx.reactor.wake_io(t);
                 } else if t >= CONN_TOKEN_BASE {
@@ -405,7 +418,9 @@ impl Worker {
         more
     }
 
-    fn accept(&mut self, idx: usize) {
+    /// Accepts until the backlog is empty; true when it had to stop early (out of
+    /// descriptors) and must be tried again without waiting for a new event.
+    fn accept(&mut self, idx: usize) -> bool {
         let ctx = &self.ctx;
         loop {
             match self.tcp_listeners[idx].accept() {
@@ -416,10 +431,15 @@ impl Worker {
                         ctx.stats.tcp_rejected.bump();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors or a connection reset before accept: try later.
-                Err(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // A connection reset before accept, or a signal: the rest of the backlog waits.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EPROTO) => continue,
+                // Out of descriptors or memory: try again shortly.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    return true;
+                }
             }
         }
     }

@@ -1,6 +1,11 @@
 //! Client TCP connections of one worker (RFC 7766): length-prefixed messages, pipelining
-//! with answers sent in completion order, a cap on queries in flight per connection (read
-//! back-pressure), a cap on connections, and an idle timeout.
+//! with answers sent in completion order, a connection cap, and an idle timeout.
+//!
+//! Back-pressure: a connection is read only while it has fewer than `max_pipelined`
+//! queries in flight, less than [`MAX_WBUF`] of unsent output, and room in its input
+//! buffer. When reading stops for one of those reasons rather than because the socket ran
+//! dry, no new readiness edge will come, so the connection is queued on `resume` as soon as
+//! the reason clears (an answer leaves, output drains) and the worker reads it again.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -12,6 +17,10 @@ use mio::{Interest, Registry, Token};
 
 /// Unparsed input kept per connection at most: two maximal messages.
 const MAX_RBUF: usize = 2 * (2 + 65_535);
+/// Unsent output per connection above which no more queries are read from it.
+const MAX_WBUF: usize = 256 * 1024;
+/// Connection ids cycle below this (tokens are `token_base + id`).
+const MAX_ID: usize = 1 << 30;
 
 #[derive(Debug)]
 struct Conn {
@@ -22,8 +31,30 @@ struct Conn {
     wpos: usize,
     pending: usize,
     last_active: Instant,
+    /// The peer closed its sending side.
     read_closed: bool,
-    paused: bool,
+    /// The last read ran until the socket would block: only a new edge brings more.
+    drained: bool,
+    /// Already on the resume list.
+    resume_queued: bool,
+}
+
+impl Conn {
+    fn backlog(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    fn has_frame(&self) -> bool {
+        self.rbuf.len() >= 2 && self.rbuf.len() >= 2 + usize::from(u16::from_be_bytes([self.rbuf[0], self.rbuf[1]]))
+    }
+
+    fn may_take_more(&self, max_pipelined: usize) -> bool {
+        self.pending < max_pipelined && self.backlog() < MAX_WBUF
+    }
+
+    fn finished(&self) -> bool {
+        self.read_closed && self.pending == 0 && self.backlog() == 0 && !self.has_frame()
+    }
 }
 
 /// All client connections of a worker.
@@ -36,7 +67,7 @@ pub(super) struct TcpClients {
     idle: Duration,
     conns: HashMap<usize, Conn>,
     next_id: usize,
-    /// Connections paused by the pipelining cap that may read again.
+    /// Connections to read again without waiting for an event.
     pub(super) resume: Vec<usize>,
 }
 
@@ -65,8 +96,12 @@ impl TcpClients {
         if self.conns.len() >= self.max_conns {
             return false;
         }
-        let id = self.next_id;
-        self.next_id = (self.next_id + 1) % (1 << 30);
+        // Never reuse the id of a live connection (its pending answers would go astray).
+        let mut id = self.next_id;
+        while self.conns.contains_key(&id) {
+            id = (id + 1) % MAX_ID;
+        }
+        self.next_id = (id + 1) % MAX_ID;
         let _ = stream.set_nodelay(true);
         if self
             .registry
@@ -84,7 +119,8 @@ impl TcpClients {
             pending: 0,
             last_active: now,
             read_closed: false,
-            paused: false,
+            drained: true,
+            resume_queued: false,
         };
         self.conns.insert(id, conn);
         true
@@ -96,21 +132,26 @@ impl TcpClients {
         }
     }
 
-    /// Reads what is available and returns the complete messages that may start now
-    /// (pending + returned never exceeds the pipelining cap).
+    /// Reads what the back-pressure rules allow and returns the complete messages that may
+    /// start now (pending + returned never exceeds the pipelining cap).
     pub(super) fn read(&mut self, id: usize, now: Instant) -> Option<(SocketAddr, Vec<Vec<u8>>)> {
         let max_pipelined = self.max_pipelined;
         let c = self.conns.get_mut(&id)?;
+        c.resume_queued = false;
         let mut chunk = [0u8; 4096];
         let mut failed = false;
-        while !c.read_closed && c.rbuf.len() < MAX_RBUF {
+        c.drained = c.read_closed;
+        while !c.read_closed && c.rbuf.len() < MAX_RBUF && c.may_take_more(max_pipelined) {
             match c.stream.read(&mut chunk) {
                 Ok(0) => c.read_closed = true,
                 Ok(n) => {
                     c.rbuf.extend_from_slice(&chunk[..n]);
                     c.last_active = now;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     failed = true;
@@ -124,7 +165,7 @@ impl TcpClients {
         }
         let mut out = Vec::new();
         let mut at = 0;
-        while c.pending + out.len() < max_pipelined && c.rbuf.len() >= at + 2 {
+        while c.pending + out.len() < max_pipelined && c.backlog() < MAX_WBUF && c.rbuf.len() >= at + 2 {
             let len = usize::from(u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]));
             if c.rbuf.len() < at + 2 + len {
                 break;
@@ -133,9 +174,6 @@ impl TcpClients {
             at += 2 + len;
         }
         c.rbuf.drain(..at);
-        // Paused: either the cap is reached with a whole message waiting, or the buffer is
-        // full; more is read once answers leave.
-        c.paused = c.pending + out.len() >= max_pipelined || c.rbuf.len() >= MAX_RBUF;
         Some((c.peer, out))
     }
 
@@ -146,37 +184,36 @@ impl TcpClients {
         }
     }
 
-    /// Closes a connection whose peer finished sending once everything is answered.
+    /// After a read's messages were handled: close a finished connection, or queue it for
+    /// another read if input may be waiting and it can take more.
     pub(super) fn after_read(&mut self, id: usize) {
-        if let Some(c) = self.conns.get(&id)
-            && c.read_closed
-            && c.pending == 0
-            && c.wpos >= c.wbuf.len()
-            && c.rbuf.len() < 2
-        {
+        let max_pipelined = self.max_pipelined;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.finished() {
             self.close(id);
+            return;
+        }
+        let input_waiting = c.has_frame() || (!c.drained && !c.read_closed);
+        if input_waiting && c.may_take_more(max_pipelined) && !c.resume_queued {
+            c.resume_queued = true;
+            self.resume.push(id);
         }
     }
 
     /// Queues a response (`from_task`: it answers a pending query) and writes what it can.
     pub(super) fn deliver(&mut self, id: usize, msg: &[u8], from_task: bool) {
-        let max_pipelined = self.max_pipelined;
         let Some(c) = self.conns.get_mut(&id) else { return };
         if from_task {
             c.pending = c.pending.saturating_sub(1);
         }
+        // A response never exceeds 65535 octets (respond.rs caps it); guard anyway.
         let Ok(len) = u16::try_from(msg.len()) else { return };
         c.wbuf.extend_from_slice(&len.to_be_bytes());
         c.wbuf.extend_from_slice(msg);
-        if c.paused && c.pending < max_pipelined {
-            c.paused = false;
-            self.resume.push(id);
-        }
         self.flush(id);
-        self.after_read(id);
     }
 
-    /// Writes queued output until the socket would block.
+    /// Writes queued output until the socket would block, then re-checks back-pressure.
     pub(super) fn flush(&mut self, id: usize) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let mut failed = false;
@@ -186,7 +223,10 @@ impl TcpClients {
                     failed = true;
                     break;
                 }
-                Ok(n) => c.wpos += n,
+                Ok(n) => {
+                    c.wpos += n;
+                    c.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -203,9 +243,11 @@ impl TcpClients {
             c.wbuf.clear();
             c.wpos = 0;
         }
+        self.after_read(id);
     }
 
-    /// Closes connections idle longer than the timeout with nothing in flight.
+    /// Closes connections with nothing in flight that neither read nor wrote for longer
+    /// than the idle timeout (also those whose client stopped reading its answers).
     pub(super) fn sweep_idle(&mut self, now: Instant) {
         let idle = self.idle;
         let doomed: Vec<usize> = self

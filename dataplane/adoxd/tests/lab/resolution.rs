@@ -195,3 +195,15 @@ fn upstream_acl_blocks_loopback_unless_opened() {
     assert_eq!(code, 22);
     assert!(text.contains("no allowed nameserver address"), "{text}");
 }
+
+#[test]
+fn an_rrsig_query_does_not_hide_the_rrset_it_covers() {
+    let d = Adoxd::lab(&[]);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.10"]);
+    let sigs = d.query("www.alpha.lab.", RecordType::RRSIG);
+    assert!(!sigs.msg.answers.is_empty());
+    // DO makes another packet-cache key: this answer comes from the record cache.
+    let mut ask = Ask::new("www.alpha.lab.", RecordType::A);
+    ask.dnssec_ok = true;
+    assert_eq!(d.ask(&ask).rdata(RecordType::A), ["192.0.2.10"]);
+}

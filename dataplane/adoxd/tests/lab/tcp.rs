@@ -91,3 +91,29 @@ fn pipelining_cap_pauses_reading_but_answers_everything() {
     ids.sort();
     assert_eq!(ids, (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_client_that_never_reads_is_held_back() {
+    // Big answers requested over and over, never read: adox must stop reading the
+    // connection once its unsent output is large, so the client's writes block, instead of
+    // queueing answers without bound.
+    let d = Adoxd::lab(&[]);
+    d.ask_tcp(&Ask::new("big.alpha.lab.", RecordType::TXT));
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let q = Ask::new("big.alpha.lab.", RecordType::TXT).wire();
+    let mut frame = (q.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&q);
+    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
+    let mut written = 0usize;
+    let limit = 256 << 20;
+    while written < limit {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(written < limit, "adox kept reading {written} bytes of queries whose answers nobody read");
+    // Others are still served.
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.10"]);
+}
