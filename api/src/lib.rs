@@ -41,6 +41,8 @@ pub struct StatsSnapshot {
     pub upstream_tcp: u64,
     /// Upstream queries that timed out.
     pub upstream_timeouts: u64,
+    /// Client queries that joined an identical resolution already under way.
+    pub coalesced: u64,
     /// Client TCP connections accepted.
     pub tcp_accepted: u64,
     /// Client TCP connections closed at accept because the cap was reached.

@@ -56,6 +56,7 @@ worker_stats!(
     upstream_udp,
     upstream_tcp,
     upstream_timeouts,
+    coalesced,
     tcp_accepted,
     tcp_rejected,
 );

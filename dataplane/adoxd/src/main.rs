@@ -143,6 +143,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_udp = s.upstream_udp,
         upstream_tcp = s.upstream_tcp,
         upstream_timeouts = s.upstream_timeouts,
+        coalesced = s.coalesced,
         record_cache_entries = plane.shared.records.len(),
         "stats"
     );

@@ -73,6 +73,13 @@ enum Handled {
     Dropped,
 }
 
+/// A client query waiting for a resolution.
+struct Waiter {
+    msg: Vec<u8>,
+    q: wire::Query,
+    reply_to: ReplyTo,
+}
+
 /// State shared by the worker loop and its tasks (single thread, so `Rc` and `RefCell`).
 struct WorkerCtx {
     reactor: Rc<Reactor>,
@@ -84,6 +91,8 @@ struct WorkerCtx {
     udp: Vec<UdpSocket>,
     clients: RefCell<TcpClients>,
     resolutions: Cell<u32>,
+    /// Questions being resolved, with the client queries waiting for each.
+    inflight: RefCell<std::collections::HashMap<(hickory_proto::rr::Name, hickory_proto::rr::RecordType), Vec<Waiter>>>,
     epoch: Instant,
 }
 
@@ -173,18 +182,30 @@ impl WorkerCtx {
             return Handled::Reply;
         };
         self.resolutions.set(self.resolutions.get() + 1);
+        let key = (crate::names::canonical(&name), qtype);
+        let waiter = Waiter { msg: msg.to_vec(), q, reply_to };
+        // Identical questions already being resolved on this worker wait for that result
+        // instead of sending their own upstream queries.
+        if let Some(waiters) = self.inflight.borrow_mut().get_mut(&key) {
+            waiters.push(waiter);
+            self.stats.coalesced.bump();
+            return Handled::Spawned;
+        }
+        self.inflight.borrow_mut().insert(key.clone(), vec![waiter]);
         let ctx = Rc::clone(self);
-        let msg = msg.to_vec();
         self.executor.spawn(async move {
             let result = ctx.resolver.resolve(&name, qtype).await;
-            ctx.resolutions.set(ctx.resolutions.get() - 1);
-            let mut out = Vec::new();
-            let ttl = respond::build(&mut out, &msg, &q, &result, udp_size);
             if let Err(e) = &result {
                 tracing::debug!(%name, ?qtype, error = %e, "resolution failed");
             }
-            ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
-            ctx.send(reply_to, &msg, &q, &mut out);
+            let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
+            let mut out = Vec::new();
+            for w in waiters {
+                ctx.resolutions.set(ctx.resolutions.get() - 1);
+                let ttl = respond::build(&mut out, &w.msg, &w.q, &result, udp_size);
+                ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
+                ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
+            }
         });
         Handled::Spawned
     }
@@ -279,6 +300,7 @@ impl Worker {
             udp,
             clients: RefCell::new(clients),
             resolutions: Cell::new(0),
+            inflight: RefCell::new(std::collections::HashMap::new()),
             epoch: Instant::now(),
             settings,
         });

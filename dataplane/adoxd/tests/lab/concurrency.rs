@@ -60,3 +60,32 @@ fn rfc7766_pipelined_queries_on_one_connection() {
     }
     assert!(sent.is_empty());
 }
+
+#[test]
+fn identical_questions_in_flight_share_one_resolution() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    // A burst of the same uncached question: read in one batch, resolved once.
+    for i in 0..50u16 {
+        let mut ask = Ask::new("www.c.b.a.deep.lab.", RecordType::A);
+        ask.id = i;
+        sock.send_to(&ask.wire(), d.addr).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (n, _) = sock.recv_from(&mut buf).expect("every client answered");
+        let r = Response::parse(buf[..n].to_vec());
+        assert_eq!(r.rdata(RecordType::A), ["192.0.2.31"]);
+        ids.push(r.msg.metadata.id);
+    }
+    ids.sort();
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    let log = d.terminate();
+    let coalesced = Adoxd::stat(&log, "coalesced");
+    let upstream = Adoxd::stat(&log, "upstream_udp");
+    assert!(coalesced >= 40, "coalesced={coalesced}");
+    // Priming plus one walk down five zones: a handful of queries, not fifty walks.
+    assert!(upstream <= 12, "upstream_udp={upstream}");
+}

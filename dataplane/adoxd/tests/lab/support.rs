@@ -93,6 +93,26 @@ impl Adoxd {
         self.log.lock().unwrap().clone()
     }
 
+    /// Stops adoxd with SIGTERM (a clean shutdown), waits for it and returns its log.
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "adoxd exited with {status} after SIGTERM");
+        // The reader thread sees EOF once the process is gone.
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+
+    /// The value of `key=N` in the last `stats` log line.
+    pub fn stat(log: &str, key: &str) -> u64 {
+        let line = log.lines().rev().find(|l| l.contains(" stats")).expect("a stats line");
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
