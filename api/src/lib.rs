@@ -41,6 +41,16 @@ pub struct StatsSnapshot {
     pub upstream_tcp: u64,
     /// Upstream queries that timed out.
     pub upstream_timeouts: u64,
+    /// Upstream queries sent over DoT.
+    pub upstream_dot: u64,
+    /// Full TLS handshakes to upstream servers.
+    pub tls_full: u64,
+    /// Resumed TLS handshakes to upstream servers.
+    pub tls_resumed: u64,
+    /// Opportunistic plans that fell back to Do53.
+    pub downgrades: u64,
+    /// Upstream exchanges refused by strict mode (no cleartext sent).
+    pub strict_failures: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
     /// Client TCP connections accepted.

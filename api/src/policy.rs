@@ -27,11 +27,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// DNS over QUIC (RFC 9250), UDP 853.
+    /// DNS over QUIC (RFC 9250), UDP 853: not spoken yet.
     Doq,
     /// DNS over TLS (RFC 7858), TCP 853.
     Dot,
-    /// DNS over HTTPS (RFC 8484): named so policies can list it; not spoken yet.
+    /// DNS over HTTPS (RFC 8484): not spoken yet.
     Doh,
     /// Classic DNS over UDP, TCP on truncation.
     Do53,
@@ -43,9 +43,10 @@ impl Transport {
         !matches!(self, Transport::Do53)
     }
 
-    /// Whether adox can speak it today.
+    /// Whether adox can speak it today (DoQ and DoH are named so policies can be written
+    /// for them; policies that list them are refused until they are spoken).
     pub fn supported(self) -> bool {
-        !matches!(self, Transport::Doh)
+        matches!(self, Transport::Dot | Transport::Do53)
     }
 }
 
@@ -191,13 +192,13 @@ pub fn normalize_prefix(field: &'static str, s: &str) -> Result<String, PolicyEr
 impl PolicySpec {
     /// Validates and fills defaults:
     /// - `mode` is required;
-    /// - `transports` defaults to `[doq, dot]` (strict), `[doq, dot, do53]` (opportunistic),
-    ///   `[do53]` (cleartext);
+    /// - `transports` defaults to `[dot]` (strict), `[dot, do53]` (opportunistic), `[do53]`
+    ///   (cleartext) (DoQ joins the defaults when it is spoken);
     /// - `auth` defaults to `pkix` (strict) and `none` (otherwise).
     ///
     /// Contradictions are errors: strict with `do53` or without authentication, cleartext
     /// with an encrypted transport or with authentication, a transport adox cannot speak
-    /// yet (`doh`), duplicates or an empty list.
+    /// yet (`doq`, `doh`), duplicates or an empty list.
     pub fn normalize(&self, id: String, read_only: bool) -> Result<Policy, PolicyError> {
         let mode = self.mode.ok_or_else(|| err("mode", "required: strict, opportunistic or cleartext"))?;
         let zone = self.zone.as_deref().map(|z| normalize_name("zone", z)).transpose()?;
@@ -205,8 +206,8 @@ impl PolicySpec {
         let address = self.address.as_deref().map(|a| normalize_prefix("address", a)).transpose()?;
         let transports = match (&self.transports, mode) {
             (Some(t), _) => t.clone(),
-            (None, Mode::Strict) => vec![Transport::Doq, Transport::Dot],
-            (None, Mode::Opportunistic) => vec![Transport::Doq, Transport::Dot, Transport::Do53],
+            (None, Mode::Strict) => vec![Transport::Dot],
+            (None, Mode::Opportunistic) => vec![Transport::Dot, Transport::Do53],
             (None, Mode::Cleartext) => vec![Transport::Do53],
         };
         if transports.is_empty() {
@@ -217,7 +218,7 @@ impl PolicySpec {
                 return Err(err("transports", format!("{t:?} is listed twice").to_lowercase()));
             }
             if !t.supported() {
-                return Err(err("transports", "doh is not supported yet"));
+                return Err(err("transports", format!("{} is not supported yet", format!("{t:?}").to_lowercase())));
             }
         }
         let auth = self.auth.unwrap_or(if mode == Mode::Strict { Auth::Pkix } else { Auth::None });
@@ -259,7 +260,7 @@ mod tests {
     #[test]
     fn defaults_per_mode() {
         let s = spec(Mode::Strict).normalize("a".into(), false).unwrap();
-        assert_eq!((s.transports, s.auth), (vec![Transport::Doq, Transport::Dot], Auth::Pkix));
+        assert_eq!((s.transports, s.auth), (vec![Transport::Dot], Auth::Pkix));
         let o = spec(Mode::Opportunistic).normalize("b".into(), false).unwrap();
         assert_eq!(o.transports.last(), Some(&Transport::Do53));
         assert_eq!(o.auth, Auth::None);
@@ -297,9 +298,11 @@ mod tests {
         let mut p = spec(Mode::Cleartext);
         p.transports = Some(vec![Transport::Dot]);
         assert_eq!(field(p), "transports");
-        let mut p = spec(Mode::Opportunistic);
-        p.transports = Some(vec![Transport::Doh]);
-        assert_eq!(field(p), "transports");
+        for unspoken in [Transport::Doh, Transport::Doq] {
+            let mut p = spec(Mode::Opportunistic);
+            p.transports = Some(vec![unspoken, Transport::Dot]);
+            assert_eq!(field(p), "transports");
+        }
         let mut p = spec(Mode::Opportunistic);
         p.transports = Some(vec![Transport::Dot, Transport::Dot]);
         assert_eq!(field(p), "transports");

@@ -80,6 +80,14 @@ pub mod bounds {
     pub const MAX_OUTSTANDING_PER_ZONE: Bound = b("resolver.max_outstanding_per_zone", 512, 1, 100_000);
     /// Client queries being resolved at once, per worker; more get SERVFAIL at once.
     pub const MAX_RESOLUTIONS: Bound = b("resolver.max_resolutions", 10_000, 1, 1_000_000);
+    /// One DoT query, connection and TLS handshake included (RFC 9539 E-timeout: 4 s).
+    pub const DOT_TIMEOUT_MS: Bound = b("transport.dot_timeout_ms", 4_000, 100, 60_000);
+    /// A DoT connection with no query for this long is closed.
+    pub const DOT_IDLE_TIMEOUT_MS: Bound = b("transport.dot_idle_timeout_ms", 30_000, 100, 3_600_000);
+    /// Queries in flight on one DoT connection.
+    pub const DOT_MAX_OUTSTANDING: Bound = b("transport.dot_max_outstanding", 128, 1, 65_535);
+    /// Servers whose TLS session tickets are kept (shared by all workers).
+    pub const SESSION_CACHE_SERVERS: Bound = b("transport.session_cache_servers", 100_000, 16, 10_000_000);
 
     /// All knobs, for documentation and `--help`.
     pub const ALL: &[Bound] = &[
@@ -104,6 +112,10 @@ pub mod bounds {
         MAX_OUTSTANDING_PER_SERVER,
         MAX_OUTSTANDING_PER_ZONE,
         MAX_RESOLUTIONS,
+        DOT_TIMEOUT_MS,
+        DOT_IDLE_TIMEOUT_MS,
+        DOT_MAX_OUTSTANDING,
+        SESSION_CACHE_SERVERS,
     ];
 }
 
@@ -168,6 +180,41 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
+    /// Encrypted upstream transports.
+    pub transport: TransportConfig,
+    /// Operator transport overrides, as `[[policy]]` tables (the REST API's field names).
+    #[serde(rename = "policy")]
+    pub policies: Vec<adox_api::policy::PolicySpec>,
+}
+
+/// `[transport]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct TransportConfig {
+    /// PEM file of CA certificates for PKIX authentication of nameservers; absent: the
+    /// built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// See [`bounds::DOT_TIMEOUT_MS`].
+    pub dot_timeout_ms: u64,
+    /// See [`bounds::DOT_IDLE_TIMEOUT_MS`].
+    pub dot_idle_timeout_ms: u64,
+    /// See [`bounds::DOT_MAX_OUTSTANDING`].
+    pub dot_max_outstanding: usize,
+    /// See [`bounds::SESSION_CACHE_SERVERS`].
+    pub session_cache_servers: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            dot_timeout_ms: d(bounds::DOT_TIMEOUT_MS),
+            dot_idle_timeout_ms: d(bounds::DOT_IDLE_TIMEOUT_MS),
+            dot_max_outstanding: d(bounds::DOT_MAX_OUTSTANDING),
+            session_cache_servers: d(bounds::SESSION_CACHE_SERVERS),
+        }
+    }
 }
 
 /// `[server]`
@@ -368,7 +415,8 @@ impl Config {
         let s = &self.server;
         let r = &self.resolver;
         let c = &self.cache;
-        let checks: [(Bound, u64); 21] = [
+        let t = &self.transport;
+        let checks: [(Bound, u64); 25] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -390,6 +438,10 @@ impl Config {
             (bounds::MAX_OUTSTANDING_PER_SERVER, u64::from(r.max_outstanding_per_server)),
             (bounds::MAX_OUTSTANDING_PER_ZONE, u64::from(r.max_outstanding_per_zone)),
             (bounds::MAX_RESOLUTIONS, u64::from(r.max_resolutions)),
+            (bounds::DOT_TIMEOUT_MS, t.dot_timeout_ms),
+            (bounds::DOT_IDLE_TIMEOUT_MS, t.dot_idle_timeout_ms),
+            (bounds::DOT_MAX_OUTSTANDING, t.dot_max_outstanding as u64),
+            (bounds::SESSION_CACHE_SERVERS, t.session_cache_servers as u64),
         ];
         for (b, v) in checks {
             b.check(v)?;
@@ -407,7 +459,21 @@ impl Config {
             .map_err(|reason| ConfigError::Invalid { field: "server.log_level".into(), reason })?;
         self.client_prefixes()?;
         self.upstream_prefixes()?;
+        self.policies()?;
         Ok(())
+    }
+
+    /// The `[[policy]]` tables, validated and normalized; ids are `cfg-N` (N from 1, in
+    /// file order) and they are read-only for the API.
+    pub fn policies(&self) -> Result<Vec<adox_api::policy::Policy>, ConfigError> {
+        self.policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.normalize(format!("cfg-{}", i + 1), true)
+                    .map_err(|e| ConfigError::Invalid { field: format!("policy[{i}].{}", e.field), reason: e.reason })
+            })
+            .collect()
     }
 
     /// The listen addresses, parsed.
@@ -486,6 +552,23 @@ mod tests {
         let c = Config::from_toml("[server]\nlisten = [\"::1:53\"]\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("server.listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn policy_tables_are_validated_with_indexed_fields() {
+        let c = Config::from_toml(
+            "[[policy]]\nzone = \"alpha.lab\"\nmode = \"strict\"\n[[policy]]\nzone = \"beta.lab\"\nmode = \"cleartext\"\nauth = \"pkix\"\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("policy[1].auth"), "{e}");
+        let ok = Config::from_toml("[[policy]]\nzone = \"Alpha.Lab\"\nmode = \"opportunistic\"\n").unwrap();
+        let p = ok.policies().unwrap();
+        assert_eq!((p[0].id.as_str(), p[0].zone.as_deref(), p[0].read_only), ("cfg-1", Some("alpha.lab."), true));
+        let unknown = Config::from_toml("[[policy]]\nzone = \"x\"\nmode = \"strict\"\nsni = \"y\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("sni"));
+        let bad_mode = Config::from_toml("[[policy]]\nmode = \"paranoid\"\n").unwrap_err();
+        assert!(bad_mode.to_string().contains("paranoid"));
     }
 
     #[test]

@@ -11,8 +11,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::acl::AccessPolicy;
 use crate::cache::records::RecordCache;
 use crate::config::Config;
+use crate::policy::{PolicyStore, PolicyTable};
 use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
 use crate::stats::WorkerStats;
+use crate::transport::tls::{SessionStore, TlsConfigs};
 use crate::worker::{StopHandle, Worker, WorkerSettings};
 
 /// Why the data plane could not start.
@@ -25,6 +27,12 @@ pub enum StartError {
     /// The root hints could not be loaded.
     #[error("{0}")]
     Hints(#[from] crate::resolver::hints::HintsError),
+    /// The TLS settings (CA file) could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::transport::tls::TlsSetupError),
+    /// An operator policy could not be compiled.
+    #[error("policy: {0}")]
+    Policy(adox_api::policy::PolicyError),
     /// A socket could not be opened or bound.
     #[error("cannot listen on {addr} ({proto}): {source}")]
     Bind {
@@ -118,8 +126,20 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         hints,
         local: LocalZones::new(&cfg.local_zones),
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
+        policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
         settings: Settings::from_config(cfg),
     })
+}
+
+/// The DoT client configurations: PKIX roots from `transport.ca_file` (or the built-in
+/// web PKI set) and one session store shared by every worker.
+pub fn dot_configs(cfg: &Config) -> Result<TlsConfigs, StartError> {
+    let roots = match &cfg.transport.ca_file {
+        Some(p) => crate::transport::tls::roots_from_file(p)?,
+        None => crate::transport::tls::builtin_roots(),
+    };
+    let sessions = Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
+    Ok(TlsConfigs::new(b"dot", Arc::new(roots), sessions)?)
 }
 
 impl DataPlane {
@@ -127,6 +147,7 @@ impl DataPlane {
     pub fn start(cfg: &Config) -> Result<Self, StartError> {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
+        let dot = dot_configs(cfg)?;
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
         let mut sockets = Vec::with_capacity(workers);
@@ -155,6 +176,9 @@ impl DataPlane {
                 tcp_max_connections: cfg.server.tcp_max_connections,
                 tcp_max_pipelined: cfg.server.tcp_max_pipelined,
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
+                dot: dot.clone(),
+                dot_idle_timeout: std::time::Duration::from_millis(cfg.transport.dot_idle_timeout_ms),
+                dot_max_outstanding: cfg.transport.dot_max_outstanding,
             };
             let pin = cfg.server.pin_workers;
             let shared = shared.clone();

@@ -27,10 +27,12 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod names;
 pub mod policy;
+pub mod probe;
 pub mod resolver;
 pub mod respond;
 pub mod stats;
 mod sys;
+pub mod transport;
 pub mod wire;
 pub mod worker;
 

@@ -41,7 +41,108 @@ set_dirs() {
     KEYS="$DIR/keys"    # DNSSEC keys (fresh at every `lab up`)
     CONF="$DIR/conf"    # generated server configs
     WORK="$DIR/work"    # per-server working directories
+    TLS="$DIR/tls"      # lab CA, server keys and certificates (fresh at every `lab up`)
+    CAPTURES="$DIR/captures" # packet captures of deploy/lab/capture
     MARKER="$DIR/.adox-lab"
+}
+
+# The Python virtualenv with aioquic (DoQ front, doq-query.py): created once
+# by `lab up`, reused by every lab (it does not depend on DIR).
+LAB_VENV=${ADOX_LAB_VENV:-/var/cache/adox-lab/venv}
+LAB_PY="$LAB_VENV/bin/python"
+LAB_PY_REQUIREMENTS="$LAB_SRC/requirements-doq.txt"
+
+# venv_ready: the virtualenv exists and holds exactly requirements-doq.txt.
+venv_ready() {
+    [[ -x $LAB_PY && -f $LAB_VENV/.adox-lab-requirements ]] &&
+        cmp -s "$LAB_VENV/.adox-lab-requirements" "$LAB_PY_REQUIREMENTS"
+}
+
+# ensure_venv: create or update the virtualenv (needs PyPI the first time).
+ensure_venv() {
+    venv_ready && return 0
+    [[ $LAB_VENV =~ ^/[A-Za-z0-9_./+-]+$ && $LAB_VENV != / ]] ||
+        die "ADOX_LAB_VENV '$LAB_VENV' must be an absolute path made of [A-Za-z0-9_./+-]"
+    if [[ -e $LAB_VENV && ! -f $LAB_VENV/pyvenv.cfg && -n $(ls -A -- "$LAB_VENV" 2>/dev/null) ]]; then
+        die "$LAB_VENV exists and is not a Python virtualenv; refusing to use it (set ADOX_LAB_VENV)"
+    fi
+    local log
+    log=$(mktemp)
+    if [[ ! -x $LAB_PY ]]; then
+        note "creating the Python virtualenv $LAB_VENV (once; aioquic from PyPI)"
+        mkdir -p -- "$(dirname -- "$LAB_VENV")"
+        python3 -m venv "$LAB_VENV" >"$log" 2>&1 || {
+            cat -- "$log" >&2
+            rm -f -- "$log"
+            die "python3 -m venv $LAB_VENV failed (Debian package python3-venv)"
+        }
+    fi
+    note "installing $(grep -E '^aioquic==' "$LAB_PY_REQUIREMENTS") and the rest of $(basename -- "$LAB_PY_REQUIREMENTS") into $LAB_VENV"
+    if ! "$LAB_PY" -m pip install --disable-pip-version-check --no-input -q \
+        --timeout 20 --retries 2 -r "$LAB_PY_REQUIREMENTS" >"$log" 2>&1; then
+        tail -n 20 -- "$log" >&2
+        rm -f -- "$log"
+        die "pip could not install $LAB_PY_REQUIREMENTS into $LAB_VENV: is PyPI reachable (proxy, PIP_INDEX_URL)? The DoQ front needs aioquic."
+    fi
+    rm -f -- "$log"
+    "$LAB_PY" -c 'import aioquic, dns.message' ||
+        die "aioquic or dnspython does not import in $LAB_VENV"
+    cp -- "$LAB_PY_REQUIREMENTS" "$LAB_VENV/.adox-lab-requirements"
+}
+
+# need_venv: for the scripts that use the virtualenv without creating it.
+need_venv() {
+    venv_ready || die "the Python virtualenv $LAB_VENV is missing or out of date (run: deploy/lab/lab up)"
+}
+
+# servers: print "name impl addr zone" lines from servers.txt.
+servers() {
+    grep -vE '^[[:space:]]*(#|$)' "$LAB_SRC/servers.txt"
+}
+
+# transports: "server nameserver transports tls cert-name doq-source" lines
+# of transports.txt.
+transports() {
+    grep -vE '^[[:space:]]*(#|$)' "$LAB_SRC/transports.txt"
+}
+
+# transport_of SERVER: its transports.txt line ("server nameserver transports
+# tls cert-name doq-source"), or "SERVER - - - - -" for a Do53-only server.
+transport_of() {
+    local line
+    line=$(transports | awk -v s="$1" '$1 == s { print; exit }')
+    printf '%s\n' "${line:-$1 - - - - -}"
+}
+
+# has_transport LIST T: the comma-separated LIST contains T.
+has_transport() {
+    [[ ,$1, == *,"$2",* ]]
+}
+
+# encrypted_endpoints: "server process proto addr transport tls" per
+# encrypted endpoint (DoT: TCP on the server itself; DoQ: UDP on its front).
+encrypted_endpoints() {
+    local server nsname transports tls certname src addr
+    while read -r server nsname transports tls certname src; do
+        addr=$(servers | awk -v s="$server" '$1 == s { print $3; exit }')
+        if has_transport "$transports" dot; then
+            printf '%s %s tcp %s DoT %s\n' "$server" "$server" "$addr" "$tls"
+        fi
+        if has_transport "$transports" doq; then
+            printf '%s %s udp %s DoQ 1.3\n' "$server" "$server-front" "$addr"
+        fi
+    done < <(transports)
+}
+
+# listens PROTO ADDR PORT: a socket listens on ADDR:PORT (PROTO tcp or udp).
+listens() {
+    local proto=$1 addr=$2 port=$3 out
+    if [[ $proto == tcp ]]; then
+        out=$(ss -Hlnt "src $addr and sport = :$port" 2>/dev/null) || return 1
+    else
+        out=$(ss -Hlnu "src $addr and sport = :$port" 2>/dev/null) || return 1
+    fi
+    [[ -n $out ]]
 }
 
 need_root() {
@@ -117,35 +218,49 @@ spawn() {
     printf '%s\n' "$!" >"$RUN/$name.pid"
 }
 
-# stop_pidfile FILE: stop the process named in FILE and everything in its
-# process group (spawn made it a session leader): TERM, then KILL after
-# 10 s. Removes FILE. Quiet and safe if the process is already gone.
-stop_pidfile() {
-    local f=$1 pid group k i alive
-    [[ -f $f ]] || return 0
-    pid=$(<"$f")
-    if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" && pid_owned "$pid"; then
-        group=$(pgrep -g "$pid" || true)
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            alive=0
-            for k in $pid $group; do
-                if pid_alive "$k"; then
-                    alive=1
-                    break
-                fi
+# stop_pidfiles FILE...: stop the processes named in the FILEs and everything
+# in their process groups (spawn made each a session leader), all at once:
+# TERM to each, then KILL after 10 s. Removes the FILEs. Quiet and safe if
+# the processes are already gone.
+stop_pidfiles() {
+    local f pid k i alive leaders=() all=()
+    for f in "$@"; do
+        [[ -f $f ]] || continue
+        pid=$(<"$f")
+        if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" && pid_owned "$pid"; then
+            leaders+=("$pid")
+            all+=("$pid")
+            for k in $(pgrep -g "$pid" || true); do
+                all+=("$k")
             done
-            ((alive)) || break
-            sleep 0.1
-        done
-        for k in $pid $group; do
-            if pid_alive "$k" && pid_owned "$k"; then
-                note "process $k ($(tr '\0' ' ' <"/proc/$k/cmdline" 2>/dev/null)) did not stop on TERM, killing it"
-                kill -KILL "$k" 2>/dev/null || true
+        fi
+    done
+    for pid in "${leaders[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = 0; i < 100; i++)); do
+        alive=0
+        for k in "${all[@]}"; do
+            if pid_alive "$k"; then
+                alive=1
+                break
             fi
         done
-    fi
-    rm -f -- "$f"
+        ((alive)) || break
+        sleep 0.1
+    done
+    for k in "${all[@]}"; do
+        if pid_alive "$k" && pid_owned "$k"; then
+            note "process $k ($(tr '\0' ' ' <"/proc/$k/cmdline" 2>/dev/null)) did not stop on TERM, killing it"
+            kill -KILL "$k" 2>/dev/null || true
+        fi
+    done
+    rm -f -- "$@"
+}
+
+# stop_pidfile FILE: stop_pidfiles for one file.
+stop_pidfile() {
+    stop_pidfiles "$1"
 }
 
 # dns_answers ADDR PORT QNAME QTYPE [norec]: true if the server at ADDR#PORT

@@ -41,6 +41,11 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     root_hints: Option<PathBuf>,
 
+    /// PEM file of CA certificates for authenticating nameservers over DoT (PKIX);
+    /// default: the built-in web PKI roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
     /// Directory for persistent state.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -86,6 +91,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(p) = &cli.root_hints {
         cfg.resolver.root_hints = Some(p.clone());
+    }
+    if let Some(f) = &cli.ca_file {
+        cfg.transport.ca_file = Some(f.clone());
     }
     if let Some(d) = &cli.state_dir {
         cfg.server.state_dir = d.clone();
@@ -144,6 +152,11 @@ fn log_stats(plane: &DataPlane) {
         upstream_tcp = s.upstream_tcp,
         upstream_timeouts = s.upstream_timeouts,
         coalesced = s.coalesced,
+        upstream_dot = s.upstream_dot,
+        tls_full = s.tls_full,
+        tls_resumed = s.tls_resumed,
+        downgrades = s.downgrades,
+        strict_failures = s.strict_failures,
         record_cache_entries = plane.shared.records.len(),
         "stats"
     );

@@ -82,6 +82,14 @@ pub enum UpstreamError {
     /// The server is not authoritative for the zone (lame or upward referral).
     #[error("lame delegation")]
     Lame,
+    /// An encrypted transport failed: connection, TLS handshake or authentication; the
+    /// reason is a stable short name (`cert-name-mismatch`, `handshake-closed`, ...).
+    #[error("{0}")]
+    Tls(&'static str),
+    /// Strict mode allowed no transport that worked; the text follows the fixed grammar
+    /// `strict NS@ADDR TRANSPORT: REASON`.
+    #[error("{0}")]
+    Strict(String),
 }
 
 /// Why a client query could not be answered from the DNS.
@@ -107,6 +115,15 @@ pub enum ResolveError {
     /// A named limit tripped.
     #[error("limit {} exceeded", .0.field())]
     LimitExceeded(Limit),
+    /// Strict transport policy: no allowed nameserver could be reached encrypted and
+    /// authenticated; nothing was sent in cleartext.
+    #[error("{detail}")]
+    StrictUnreachable {
+        /// The zone.
+        zone: Name,
+        /// `strict NS@ADDR TRANSPORT: REASON` for the last server tried.
+        detail: String,
+    },
     /// A CNAME or DNAME chain came back to a name already seen.
     #[error("CNAME/DNAME loop at {0}")]
     ChainLoop(Name),
@@ -119,9 +136,9 @@ impl ResolveError {
     /// The Extended DNS Error for this failure: INFO-CODE and EXTRA-TEXT.
     pub fn ede(&self) -> (u16, String) {
         let code = match self {
-            ResolveError::NoReachableAuthority { .. } | ResolveError::NoAllowedAddress { .. } => {
-                ede::NO_REACHABLE_AUTHORITY
-            }
+            ResolveError::NoReachableAuthority { .. }
+            | ResolveError::NoAllowedAddress { .. }
+            | ResolveError::StrictUnreachable { .. } => ede::NO_REACHABLE_AUTHORITY,
             ResolveError::LimitExceeded(Limit::RequestTimeout) => ede::NO_REACHABLE_AUTHORITY,
             ResolveError::LimitExceeded(_) | ResolveError::ChainLoop(_) => ede::OTHER,
             ResolveError::InvalidData(_) => ede::INVALID_DATA,

@@ -12,13 +12,30 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::RngExt;
 
 use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
-use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
+use super::{Answer, Budget, Limit, PlanSource, ResolveError, Resolver, TransportPlan, Upstream, UpstreamError, Wire};
 use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
 use crate::names::{canonical, is_below, labels, parent};
 use crate::wire::rcode;
+use adox_api::policy::{Auth, Mode, Transport};
+
+/// DoT port (RFC 7858 section 3.1).
+const DOT_PORT: u16 = 853;
+
+/// The short reason of a transport failure, for EXTRA-TEXT.
+fn failure_text(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Tls(r) => (*r).to_string(),
+        UpstreamError::Timeout => "timeout".into(),
+        UpstreamError::Refused => "refused".into(),
+        other => other.to_string(),
+    }
+}
 
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
 const MAX_MINIMISE: u32 = 10;
+
+/// A nameserver address with the name it was found under (the policy key needs both).
+type Target = (IpAddr, Name);
 
 /// One step of a resolution: records for the answer section, and either a terminal
 /// disposition (`next` empty) or the name the chain continues at.
@@ -349,9 +366,9 @@ impl<U: Upstream> Resolver<U> {
     /// Addresses of the nameservers already known: from the referral's own glue (used even
     /// when it could not be cached, e.g. TTL 0) and from the cache (any rank); only those
     /// the upstream ACL allows.
-    fn known_addresses(&self, ns: &[Name], glue: &[Record], blocked: &mut bool) -> (Vec<IpAddr>, Vec<Name>) {
+    fn known_addresses(&self, ns: &[Name], glue: &[Record], blocked: &mut bool) -> (Vec<Target>, Vec<Name>) {
         let now = self.upstream.now();
-        let mut addrs = Vec::new();
+        let mut addrs: Vec<Target> = Vec::new();
         let mut unknown = Vec::new();
         for n in ns {
             let mut found = false;
@@ -364,8 +381,8 @@ impl<U: Upstream> Resolver<U> {
                 found = true;
                 if !self.shared.access.upstream_allowed(ip) {
                     *blocked = true;
-                } else if !addrs.contains(&ip) {
-                    addrs.push(ip);
+                } else if !addrs.iter().any(|(a, _)| *a == ip) {
+                    addrs.push((ip, n.clone()));
                 }
             };
             glue.iter().filter(|g| canonical(&g.name) == *n).for_each(&mut consider);
@@ -383,11 +400,11 @@ impl<U: Upstream> Resolver<U> {
         (addrs, unknown)
     }
 
-    fn order_by_rtt(&self, addrs: &mut [IpAddr]) {
+    fn order_by_rtt(&self, addrs: &mut [Target]) {
         let now = self.upstream.now();
         let mut rng = rand::rng();
         let servers = &self.shared.servers;
-        addrs.sort_by_cached_key(|a| servers.score(*a, now, rng.random_range(0..5_000)));
+        addrs.sort_by_cached_key(|(a, _)| servers.score(*a, now, rng.random_range(0..5_000)));
     }
 
     /// Sends (`sname`, `stype`) to the servers of `zone` until one gives a usable reply,
@@ -417,9 +434,9 @@ impl<U: Upstream> Resolver<U> {
         let mut attempts = 0u32;
         let mut last: Option<(IpAddr, UpstreamError)> = None;
         let mut lookups = 0u32;
-        let mut queue: std::collections::VecDeque<IpAddr> = candidates.into();
+        let mut queue: std::collections::VecDeque<Target> = candidates.into();
         loop {
-            while let Some(addr) = queue.pop_front() {
+            while let Some((addr, ns_name)) = queue.pop_front() {
                 if attempts >= settings.max_servers_per_step {
                     return Err(self.unreachable(zone, last));
                 }
@@ -428,7 +445,7 @@ impl<U: Upstream> Resolver<U> {
                 if first_try {
                     tried.push(addr);
                 }
-                match self.exchange(zone, addr, sname, stype, budget).await {
+                match self.exchange(zone, (addr, &ns_name), sname, stype, budget).await {
                     Ok(msg) => match classify(&msg, zone, sname, stype) {
                         Reply::Lame => {
                             self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), settings.initial_rto));
@@ -448,7 +465,7 @@ impl<U: Upstream> Resolver<U> {
                         // A timeout may be a lost datagram: the server gets one more try, after
                         // the others, with the longer timeout its failure just earned.
                         if e == UpstreamError::Timeout && first_try {
-                            queue.push_back(addr);
+                            queue.push_back((addr, ns_name));
                         }
                         last = Some((addr, e));
                     }
@@ -469,8 +486,8 @@ impl<U: Upstream> Resolver<U> {
             for ip in found {
                 if !self.shared.access.upstream_allowed(ip) {
                     blocked = true;
-                } else if !tried.contains(&ip) && !queue.contains(&ip) {
-                    queue.push_back(ip);
+                } else if !tried.contains(&ip) && !queue.iter().any(|(a, _)| *a == ip) {
+                    queue.push_back((ip, name.clone()));
                 }
             }
         }
@@ -482,6 +499,10 @@ impl<U: Upstream> Resolver<U> {
 
     fn unreachable(&self, zone: &Name, last: Option<(IpAddr, UpstreamError)>) -> ResolveError {
         let (server, last) = match last {
+            // Under strict mode the text is the fixed grammar operators parse.
+            Some((_, UpstreamError::Strict(detail))) => {
+                return ResolveError::StrictUnreachable { zone: zone.clone(), detail };
+            }
             Some((a, e)) => (Some(a), format!("{a}: {e}")),
             None => (None, "no nameserver address".to_string()),
         };
@@ -528,9 +549,117 @@ impl<U: Upstream> Resolver<U> {
         Ok(out)
     }
 
+    /// One query to one nameserver address, over the transports its plan allows: the
+    /// encrypted ones in order, then Do53 when the mode permits (opportunistic fallback is
+    /// counted as a downgrade; strict never falls back).
+    async fn exchange(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let (addr, ns_name) = target;
+        let plan = self.plan(zone, ns_name, addr);
+        if plan.mode == Mode::Cleartext {
+            return self.exchange_do53(zone, addr, sname, stype, budget).await;
+        }
+        let mut failure: Option<(Transport, String)> = None;
+        for t in plan.transports.iter().copied().filter(|t| t.encrypted()) {
+            let result = match t {
+                Transport::Dot => self.exchange_dot(zone, target, &plan, sname, stype, budget).await,
+                // Not spoken yet (policies listing them are refused when loaded).
+                Transport::Doq | Transport::Doh | Transport::Do53 => continue,
+            };
+            match result {
+                Ok(msg) => return Ok(msg),
+                Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
+                Err(ExchangeError::Server(e)) => {
+                    if failure.is_none() {
+                        failure = Some((t, failure_text(&e)));
+                    }
+                }
+            }
+        }
+        if plan.mode == Mode::Strict {
+            self.stats.strict_failures.bump();
+            let (t, reason) = failure.unwrap_or((Transport::Dot, "no-supported-transport".into()));
+            let t = format!("{t:?}").to_ascii_lowercase();
+            let detail = format!("strict {}@{addr} {t}: {reason}", ns_name.to_ascii());
+            return Err(ExchangeError::Server(UpstreamError::Strict(detail)));
+        }
+        self.stats.downgrades.bump();
+        self.exchange_do53(zone, addr, sname, stype, budget).await
+    }
+
+    /// One query over DoT to port 853 of the address, authenticated as the plan says.
+    async fn exchange_dot(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        plan: &TransportPlan,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let (addr, ns_name) = target;
+        let settings = &self.shared.settings;
+        let start = self.upstream.now();
+        budget.spend(start).map_err(ExchangeError::Fatal)?;
+        let name = match plan.auth {
+            Auth::None => None,
+            Auth::Pkix => Some(ns_name.clone()),
+            Auth::Dane => return Err(ExchangeError::Server(UpstreamError::Tls("dane-unavailable"))),
+        };
+        let _guard = match self.reserve(addr, zone) {
+            Ok(g) => g,
+            Err(Limit::OutstandingPerServer) => {
+                return Err(ExchangeError::Server(UpstreamError::Io(
+                    "outstanding limit for this server reached".into(),
+                )));
+            }
+            Err(l) => return Err(ExchangeError::Fatal(ResolveError::LimitExceeded(l))),
+        };
+        let id: u16 = rand::rng().random();
+        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+            ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
+        })?;
+        let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
+        let bytes = self
+            .upstream
+            .exchange(SocketAddr::new(addr, DOT_PORT), &query, Wire::Dot { name }, timeout)
+            .await
+            .map_err(ExchangeError::Server)?;
+        let msg = check_reply(&bytes, id, sname, stype).map_err(ExchangeError::Server)?;
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            other => Err(ExchangeError::Server(UpstreamError::Rcode(u16::from(other) as u8))),
+        }
+    }
+
+    /// The transport plan for one (zone, nameserver name, address). Today: the operator's
+    /// override when one matches, otherwise Do53 (probing and owner signals come next).
+    pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
+        match self.shared.policies.load().lookup(zone, ns_name, addr) {
+            Some(p) => TransportPlan {
+                mode: p.mode,
+                transports: p.transports.clone(),
+                auth: p.auth,
+                source: PlanSource::Override(p.id.clone()),
+            },
+            None => TransportPlan {
+                mode: Mode::Cleartext,
+                transports: vec![Transport::Do53],
+                auth: Auth::None,
+                source: PlanSource::Default,
+            },
+        }
+    }
+
     /// One query to one server over UDP, retried over TCP when truncated; checks the reply
     /// against the question and updates the server's RTT state.
-    async fn exchange(
+    async fn exchange_do53(
         &self,
         zone: &Name,
         addr: IpAddr,
@@ -567,7 +696,7 @@ impl<U: Upstream> Resolver<U> {
             }
             ExchangeError::Server(e)
         };
-        let udp = self.upstream.exchange(server, &query, false, rto).await;
+        let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
         let rtt = self.upstream.now().saturating_duration_since(start);
         // A datagram too large for our buffer counts as truncated: ask again over TCP.
         let (mut msg, truncated) = match udp {
@@ -584,7 +713,7 @@ impl<U: Upstream> Resolver<U> {
             self.stats.upstream_tcp.bump();
             let now = self.upstream.now();
             let tcp_timeout = (rto * 3).max(settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
-            let bytes = self.upstream.exchange(server, &query, true, tcp_timeout).await.map_err(fail)?;
+            let bytes = self.upstream.exchange(server, &query, Wire::Tcp, tcp_timeout).await.map_err(fail)?;
             msg = Some(check_reply(&bytes, id, sname, stype).map_err(fail)?);
         }
         let Some(msg) = msg else { return Err(fail(UpstreamError::BadResponse("no reply"))) };

@@ -33,15 +33,51 @@ pub use hints::RootHints;
 pub use local::LocalZones;
 pub use servers::ServerTable;
 
+/// The wire an upstream query travels on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    /// Do53 over UDP (a fresh, connected socket).
+    Udp,
+    /// Do53 over TCP (after truncation).
+    Tcp,
+    /// DNS over TLS: authenticate `name` with PKIX, or nothing when `None`.
+    Dot {
+        /// The nameserver name to authenticate (and send as SNI).
+        name: Option<Name>,
+    },
+}
+
+/// Where a transport decision came from (shown by explain later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanSource {
+    /// An operator override, by id.
+    Override(String),
+    /// Nothing matched: the configured default.
+    Default,
+}
+
+/// The policy engine's decision for one (zone, nameserver name, nameserver address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportPlan {
+    /// Strict, opportunistic or cleartext.
+    pub mode: adox_api::policy::Mode,
+    /// Transports in order.
+    pub transports: Vec<adox_api::policy::Transport>,
+    /// Authentication of encrypted transports.
+    pub auth: adox_api::policy::Auth,
+    /// Why.
+    pub source: PlanSource,
+}
+
 /// How the resolver reaches authoritative servers.
 pub trait Upstream {
-    /// Sends one query to `server` (over TCP when `tcp`) and returns the first reply that
-    /// came from that address and port, or an error; it never takes longer than `timeout`.
+    /// Sends one query to `server` over `wire` and returns the first reply that came from
+    /// that server, or an error; it never takes longer than `timeout`.
     fn exchange(
         &self,
         server: SocketAddr,
         query: &[u8],
-        tcp: bool,
+        wire: Wire,
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, UpstreamError>>;
 
@@ -76,6 +112,8 @@ pub struct Settings {
     pub max_outstanding_per_server: u32,
     /// See `config::bounds`.
     pub max_outstanding_per_zone: u32,
+    /// Timeout of one DoT query, connection set-up included (RFC 9539 E-timeout).
+    pub dot_timeout: Duration,
 }
 
 impl Settings {
@@ -95,6 +133,7 @@ impl Settings {
             max_servers_per_step: r.max_servers_per_step,
             max_outstanding_per_server: r.max_outstanding_per_server,
             max_outstanding_per_zone: r.max_outstanding_per_zone,
+            dot_timeout: Duration::from_millis(cfg.transport.dot_timeout_ms),
         }
     }
 }
@@ -112,6 +151,8 @@ pub struct Shared {
     pub local: LocalZones,
     /// Client and upstream address policy.
     pub access: AccessPolicy,
+    /// Operator transport overrides.
+    pub policies: crate::policy::PolicyStore,
     /// Knobs.
     pub settings: Settings,
 }

@@ -123,7 +123,7 @@ impl Upstream for Fake {
         &self,
         server: SocketAddr,
         query: &[u8],
-        _tcp: bool,
+        _wire: Wire,
         timeout: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
         let msg = Message::from_vec(query).map_err(|_| UpstreamError::BadResponse("fake: bad query"))?;
@@ -223,6 +223,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
+        policies: crate::policy::PolicyStore::default(),
         settings: Settings::from_config(cfg),
     });
     (Resolver::new(shared, net.clone(), Arc::new(WorkerStats::default())), net)

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use crate::resolver::{Upstream, UpstreamError};
+use crate::resolver::{Upstream, UpstreamError, Wire};
 
 /// First token handed to upstream sockets; lower tokens belong to listeners and clients.
 pub(crate) const IO_TOKEN_BASE: usize = 1 << 40;
@@ -114,6 +114,22 @@ impl Reactor {
         id
     }
 
+    /// Registers a long-lived source; the caller deregisters it with [`Self::deregister`].
+    pub(crate) fn register_source<S: Source>(&self, source: &mut S, interest: Interest) -> io::Result<usize> {
+        self.register(source, interest)
+    }
+
+    /// Deregisters a source registered with [`Self::register_source`].
+    pub(crate) fn deregister<S: Source>(&self, source: &mut S, token: usize) {
+        self.wakers.borrow_mut().remove(&token);
+        let _ = self.registry.deregister(source);
+    }
+
+    /// Makes the next event on `token` wake `waker`.
+    pub(crate) fn wait_on(&self, token: usize, waker: &Waker) {
+        self.wakers.borrow_mut().insert(token, waker.clone());
+    }
+
     fn register<S: Source>(&self, source: &mut S, interest: Interest) -> io::Result<usize> {
         let token = self.next_token.get();
         self.next_token.set(token.wrapping_add(1).max(IO_TOKEN_BASE));
@@ -189,7 +205,7 @@ fn io_error(e: &io::Error) -> UpstreamError {
 }
 
 /// Runs `fut` until `at`; `None` when the deadline passed first.
-async fn until<F: Future>(reactor: &Reactor, at: Instant, fut: F) -> Option<F::Output> {
+pub(crate) async fn until<F: Future>(reactor: &Reactor, at: Instant, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     let mut sleep = std::pin::pin!(Sleep { reactor, at, timer: None });
     std::future::poll_fn(move |cx| {
@@ -280,10 +296,12 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
     .await
 }
 
-/// The worker's upstream: Do53 over UDP and TCP through this worker's reactor.
+/// The worker's upstream: Do53 over UDP and TCP, and DoT through the worker's pool, all
+/// on this worker's reactor.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerUpstream {
     pub(crate) reactor: std::rc::Rc<Reactor>,
+    pub(crate) dot: std::rc::Rc<super::dot::DotPool>,
 }
 
 impl Upstream for WorkerUpstream {
@@ -291,18 +309,18 @@ impl Upstream for WorkerUpstream {
         &self,
         server: SocketAddr,
         query: &[u8],
-        tcp: bool,
+        wire: Wire,
         timeout: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
         let at = self.reactor.now() + timeout;
-        let fut = async {
-            if tcp {
-                tcp_exchange(&self.reactor, server, query).await
-            } else {
-                udp_exchange(&self.reactor, server, query).await
+        let done = match wire {
+            Wire::Udp => until(&self.reactor, at, udp_exchange(&self.reactor, server, query)).await,
+            Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, server, query)).await,
+            Wire::Dot { name } => {
+                return self.dot.exchange(super::dot::DotKey { server, name }, query, timeout).await;
             }
         };
-        until(&self.reactor, at, fut).await.unwrap_or(Err(UpstreamError::Timeout))
+        done.unwrap_or(Err(UpstreamError::Timeout))
     }
 
     fn now(&self) -> Instant {

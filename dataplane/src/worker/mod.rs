@@ -3,6 +3,7 @@
 //! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
 //! a client packet in to a cached answer out takes a lock another worker holds.
 
+mod dot;
 mod exec;
 mod tcp;
 
@@ -53,6 +54,12 @@ pub struct WorkerSettings {
     pub tcp_max_pipelined: usize,
     /// Idle TCP timeout.
     pub tcp_idle_timeout: Duration,
+    /// DoT client configurations (shared session store inside).
+    pub dot: crate::transport::tls::TlsConfigs,
+    /// Idle DoT connections are closed after this.
+    pub dot_idle_timeout: Duration,
+    /// Queries in flight per DoT connection.
+    pub dot_max_outstanding: usize,
 }
 
 /// Where the answer to a client query goes.
@@ -83,7 +90,8 @@ struct Waiter {
 /// State shared by the worker loop and its tasks (single thread, so `Rc` and `RefCell`).
 struct WorkerCtx {
     reactor: Rc<Reactor>,
-    executor: Executor,
+    executor: Rc<Executor>,
+    dot: Rc<dot::DotPool>,
     resolver: Resolver<WorkerUpstream>,
     packet_cache: RefCell<PacketCache>,
     stats: Arc<WorkerStats>,
@@ -283,7 +291,15 @@ impl Worker {
         }
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
         let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
-        let upstream = WorkerUpstream { reactor: reactor.clone() };
+        let executor = Rc::new(Executor::default());
+        let dot = dot::DotPool::new(
+            reactor.clone(),
+            executor.clone(),
+            settings.dot.clone(),
+            stats.clone(),
+            dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
+        );
+        let upstream = WorkerUpstream { reactor: reactor.clone(), dot: dot.clone() };
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
             CONN_TOKEN_BASE,
@@ -293,7 +309,8 @@ impl Worker {
         );
         let ctx = Rc::new(WorkerCtx {
             reactor,
-            executor: Executor::default(),
+            executor,
+            dot,
             resolver: Resolver::new(shared, upstream, stats.clone()),
             packet_cache: RefCell::new(PacketCache::new(settings.packet_cache_bytes)),
             stats,
@@ -389,6 +406,7 @@ impl Worker {
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
                 ctx.clients.borrow_mut().sweep_idle(now);
+                ctx.dot.sweep_idle(now);
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ mod acl;
 mod cli;
 mod concurrency;
 mod deploy_files;
+mod encrypted;
 mod malformed;
 mod oracle;
 mod resolution;

@@ -1,0 +1,142 @@
+//! Encrypted upstream transport with operator policies (requirements R5, R9, R11; RFC 7858,
+//! RFC 8310 profiles) against the lab's DoT servers: NSD with TLS 1.3 only, BIND with
+//! TLS 1.3, BIND limited to TLS 1.2, and a server whose certificate names another host.
+//! "No cleartext" is shown by a packet capture on the loopback interface, outside adox.
+
+use std::process::Command;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Adoxd, lab_dir, temp_config};
+
+const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/capture");
+
+/// A tcpdump capture on lo run by the lab's capture helper.
+struct Capture {
+    name: String,
+}
+
+impl Capture {
+    fn start(name: &str, filter: &str) -> Self {
+        let out = Command::new(CAPTURE).args(["start", name, filter, lab_dir().to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "capture start: {}", String::from_utf8_lossy(&out.stderr));
+        Self { name: name.into() }
+    }
+
+    /// Stops the capture and returns the packets it saw, one line each (`tcpdump -r -n`).
+    fn stop(self) -> Vec<String> {
+        let dir = lab_dir();
+        let out = Command::new(CAPTURE).args(["stop", &self.name, dir.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "capture stop: {}", String::from_utf8_lossy(&out.stderr));
+        let path = Command::new(CAPTURE).args(["path", &self.name, dir.to_str().unwrap()]).output().unwrap();
+        let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+        let read = Command::new("tcpdump").args(["-r", &path, "-n"]).output().unwrap();
+        String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+/// A config trusting the lab CA, with the given `[[policy]]` tables appended.
+fn config(policies: &str, extra_transport: &str) -> (crate::support::tempdir::Dir, std::path::PathBuf) {
+    let ca = lab_dir().join("tls/ca.pem");
+    temp_config(&format!("[transport]\nca_file = \"{}\"\n{extra_transport}\n{policies}", ca.display()))
+}
+
+fn strict(zone: &str) -> String {
+    format!("[[policy]]\nzone = \"{zone}\"\nmode = \"strict\"\ntransports = [\"dot\"]\nauth = \"pkix\"\n")
+}
+
+#[test]
+fn r5_strict_dot_with_pkix_resolves_and_sends_no_cleartext() {
+    let (_d, cfg) = config(&strict("dot.lab"), "");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let cap = Capture::start("r5-strict-ok", "host 127.53.6.1 and port 53");
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    assert_eq!(d.query("nonexistent.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let packets = cap.stop();
+    assert!(packets.is_empty(), "cleartext to the strict server: {packets:?}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 2);
+    assert_eq!(Adoxd::stat(&log, "tls_full"), 1, "one pooled connection for both queries");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
+
+#[test]
+fn r5_bad_certificate_under_strict_is_servfail_with_ede_and_no_cleartext() {
+    let (_d, cfg) = config(&strict("badcert.lab"), "");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let cap = Capture::start("r5-badcert", "host 127.53.10.1 and port 53");
+    let r = d.query("www.badcert.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::ServFail);
+    assert_eq!(
+        r.ede(),
+        Some((22, "strict ns1.badcert.lab.@127.53.10.1 dot: cert-name-mismatch".to_string())),
+        "EDE 22 with the fixed grammar"
+    );
+    let packets = cap.stop();
+    assert!(packets.is_empty(), "cleartext to the strict server: {packets:?}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "strict_failures") >= 1);
+    assert_eq!(Adoxd::stat(&log, "downgrades"), 0);
+}
+
+#[test]
+fn r11_tls12_only_server_is_never_used() {
+    // Strict: a hard failure, with the reason.
+    let (_d, cfg) = config(&strict("tls12.lab"), "");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let r = d.query("www.tls12.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::ServFail);
+    let (code, text) = r.ede().expect("EDE");
+    assert_eq!(code, 22);
+    assert!(text.starts_with("strict ns1.tls12.lab.@127.53.11.1 dot: "), "{text}");
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "tls_full") + Adoxd::stat(&log, "tls_resumed"), 0, "no TLS session came up");
+    // Opportunistic: falls back to Do53, and the fallback is counted.
+    let (_d2, cfg2) = config("[[policy]]\nzone = \"tls12.lab\"\nmode = \"opportunistic\"\n", "");
+    let d2 = Adoxd::lab(&["--config", cfg2.to_str().unwrap()]);
+    assert_eq!(d2.query("www.tls12.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.110"]);
+    let log = d2.terminate();
+    assert!(Adoxd::stat(&log, "downgrades") >= 1);
+    assert_eq!(Adoxd::stat(&log, "tls_full") + Adoxd::stat(&log, "tls_resumed"), 0);
+}
+
+#[test]
+fn r9_one_server_two_zones_two_policies() {
+    let policies = format!("{}[[policy]]\nzone = \"shared2.lab\"\nmode = \"cleartext\"\n", strict("shared1.lab"));
+    let (_d, cfg) = config(&policies, "");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let cap = Capture::start("r9-shared", "host 127.53.9.1 and port 53");
+    assert_eq!(d.query("www.shared1.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.91"]);
+    assert_eq!(d.query("www.shared2.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.92"]);
+    let packets = cap.stop();
+    assert!(!packets.iter().any(|p| p.contains("shared1")), "cleartext query for the strict zone: {packets:?}");
+    assert!(packets.iter().any(|p| p.contains("shared2")), "the cleartext zone went over Do53: {packets:?}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
+}
+
+#[test]
+fn dot_sessions_resume_after_idle_close() {
+    let (_d, cfg) = config(&strict("dot.lab"), "dot_idle_timeout_ms = 200");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    for i in 0..4 {
+        assert_eq!(d.query(&format!("n{i}.dot.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
+        // Longer than the idle timeout plus the sweep interval: the connection is closed.
+        std::thread::sleep(std::time::Duration::from_millis(900));
+    }
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "tls_full"), 1);
+    assert_eq!(Adoxd::stat(&log, "tls_resumed"), 3, "every reconnect resumed the session");
+}
+
+#[test]
+fn strict_policy_from_config_with_a_missing_ca_file_is_a_clear_error() {
+    let (_d, cfg) = temp_config("[transport]\nca_file = \"/nonexistent/ca.pem\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+}

@@ -1,0 +1,309 @@
+//! RFC 9539 unilateral probing: what adox remembers per (authoritative address, encrypted
+//! transport), shared by all workers, saved to the state directory and loaded at start.
+//!
+//! - A server never tried, or whose failure is older than the damping window, is
+//!   **probed**: the query still goes over Do53 (never delayed), and an encrypted
+//!   connection is tried beside it.
+//! - Within the persistence window of a success, queries to it go **encrypted only**; Do53
+//!   comes back only after an encrypted failure.
+//! - Within the damping window of a failure, it gets **Do53 only**: a server that does not
+//!   speak the transport sees one failed probe per window (R4).
+//! - At most `max_concurrent` probes run at once per worker.
+//!
+//! Operator overrides always win over this table (see the resolver's plan).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adox_api::policy::Transport;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::clock::ClockCache;
+
+const SHARDS: usize = 16;
+
+/// The state of one (address, transport), as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStatus {
+    /// Never tried.
+    Unknown,
+    /// A probe is under way.
+    Probing,
+    /// The last attempt worked.
+    Success,
+    /// The last attempt failed (refused, TLS failure).
+    Failed,
+    /// The last attempt timed out.
+    Timeout,
+}
+
+/// What is remembered per (address, transport). Times are Unix seconds, so that the state
+/// survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// The server address.
+    pub addr: IpAddr,
+    /// The encrypted transport.
+    pub transport: Transport,
+    /// Current status.
+    pub status: ProbeStatus,
+    /// Last success, Unix seconds.
+    pub last_success: Option<u64>,
+    /// Last failure, Unix seconds.
+    pub last_failure: Option<u64>,
+    /// Short reason of the last failure (`refused`, `handshake-closed`, ...).
+    pub last_failure_reason: Option<String>,
+}
+
+/// What the table says to do for one (address, transport) now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeDecision {
+    /// Known to work: use it, and only it.
+    Use,
+    /// Unknown or damping over: Do53 now, and probe beside it.
+    Probe,
+    /// Failed recently (or a probe is under way): Do53 only.
+    Skip,
+}
+
+/// RFC 9539 windows.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeWindows {
+    /// How long a success is trusted (E-persistence; default 3 days).
+    pub persistence: Duration,
+    /// How long a failure keeps the server on Do53 (E-damping; default 1 day).
+    pub damping: Duration,
+}
+
+/// Wall-clock seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+type Shard = ClockCache<(IpAddr, Transport), ProbeRecord>;
+
+/// The shared table.
+#[derive(Debug)]
+pub struct ProbeTable {
+    shards: Box<[Mutex<Shard>]>,
+    windows: ProbeWindows,
+}
+
+impl ProbeTable {
+    /// A table for about `servers` (address, transport) pairs.
+    pub fn new(servers: usize, windows: ProbeWindows) -> Self {
+        let per = servers.div_ceil(SHARDS).max(1) * (Shard::overhead() + 64);
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect(), windows }
+    }
+
+    fn shard(
+        &self,
+        key: &(IpAddr, Transport),
+    ) -> std::sync::MutexGuard<'_, ClockCache<(IpAddr, Transport), ProbeRecord>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        self.shards[(h.finish() as usize) % SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, addr: IpAddr, transport: Transport, f: impl FnOnce(&mut ProbeRecord)) {
+        let key = (addr, transport);
+        let mut shard = self.shard(&key);
+        if let Some(r) = shard.get(&key) {
+            f(r);
+            return;
+        }
+        let mut r = ProbeRecord {
+            addr,
+            transport,
+            status: ProbeStatus::Unknown,
+            last_success: None,
+            last_failure: None,
+            last_failure_reason: None,
+        };
+        f(&mut r);
+        shard.insert(key, r, 32);
+    }
+
+    /// The record of one (address, transport), if any.
+    pub fn get(&self, addr: IpAddr, transport: Transport) -> Option<ProbeRecord> {
+        let key = (addr, transport);
+        self.shard(&key).get(&key).cloned()
+    }
+
+    /// What to do now (`now`: Unix seconds).
+    pub fn decide(&self, addr: IpAddr, transport: Transport, now: u64) -> ProbeDecision {
+        let Some(r) = self.get(addr, transport) else { return ProbeDecision::Probe };
+        let within = |t: Option<u64>, w: Duration| t.is_some_and(|t| now.saturating_sub(t) < w.as_secs());
+        match r.status {
+            ProbeStatus::Success if within(r.last_success, self.windows.persistence) => ProbeDecision::Use,
+            ProbeStatus::Failed | ProbeStatus::Timeout if within(r.last_failure, self.windows.damping) => {
+                ProbeDecision::Skip
+            }
+            // A probe under way for longer than a minute was lost (worker restart): retry.
+            ProbeStatus::Probing if within(r.last_failure.max(r.last_success), Duration::from_secs(60)) => {
+                ProbeDecision::Skip
+            }
+            _ => ProbeDecision::Probe,
+        }
+    }
+
+    /// Marks a probe as started; false when one is already under way (only one at a time
+    /// per server and transport, across workers).
+    pub fn start_probe(&self, addr: IpAddr, transport: Transport, now: u64) -> bool {
+        let mut started = false;
+        self.update(addr, transport, |r| {
+            if r.status != ProbeStatus::Probing
+                || r.last_failure.max(r.last_success).is_none_or(|t| now.saturating_sub(t) >= 60)
+            {
+                r.status = ProbeStatus::Probing;
+                // The probe's start time rides in last_failure until it ends.
+                r.last_failure = Some(now);
+                started = true;
+            }
+        });
+        started
+    }
+
+    /// Records a working encrypted exchange (probe or query).
+    pub fn success(&self, addr: IpAddr, transport: Transport, now: u64) {
+        self.update(addr, transport, |r| {
+            if r.status == ProbeStatus::Probing {
+                r.last_failure = None;
+            }
+            r.status = ProbeStatus::Success;
+            r.last_success = Some(now);
+        });
+    }
+
+    /// Records a failed encrypted exchange.
+    pub fn failure(&self, addr: IpAddr, transport: Transport, now: u64, reason: &str) {
+        self.update(addr, transport, |r| {
+            r.status = if reason == "timeout" { ProbeStatus::Timeout } else { ProbeStatus::Failed };
+            r.last_failure = Some(now);
+            r.last_failure_reason = Some(reason.to_string());
+        });
+    }
+
+    /// Every record (for the API and for saving).
+    pub fn records(&self) -> Vec<ProbeRecord> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            s.retain(|_, r| {
+                out.push(r.clone());
+                true
+            });
+        }
+        out
+    }
+
+    /// Saves the table atomically: written to a temporary file, synced, renamed over
+    /// `path`, so a crash leaves either the old file or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut records = self.records();
+        // A probe under way is not a result: it is saved as the state before it.
+        records.retain(|r| r.status != ProbeStatus::Probing);
+        let text = serde_json::to_string(&records).map_err(std::io::Error::other)?;
+        let tmp = tmp_path(path);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Loads a saved table; a missing file is an empty table, a damaged one an error.
+    pub fn load(&self, path: &Path) -> std::io::Result<usize> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let records: Vec<ProbeRecord> = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        let n = records.len();
+        for r in records {
+            let key = (r.addr, r.transport);
+            self.shard(&key).insert(key, r, 32);
+        }
+        Ok(n)
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> ProbeTable {
+        ProbeTable::new(
+            1000,
+            ProbeWindows { persistence: Duration::from_secs(259_200), damping: Duration::from_secs(86_400) },
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rfc9539_windows() {
+        let t = table();
+        let a = ip("192.0.2.1");
+        assert_eq!(t.decide(a, Transport::Dot, 1000), ProbeDecision::Probe, "unknown: probe");
+        assert!(t.start_probe(a, Transport::Dot, 1000));
+        assert!(!t.start_probe(a, Transport::Dot, 1001), "one probe at a time");
+        assert_eq!(t.decide(a, Transport::Dot, 1001), ProbeDecision::Skip, "probe under way");
+        t.success(a, Transport::Dot, 1002);
+        assert_eq!(t.decide(a, Transport::Dot, 1002 + 259_199), ProbeDecision::Use, "within persistence");
+        assert_eq!(t.decide(a, Transport::Dot, 1002 + 259_200), ProbeDecision::Probe, "persistence over");
+        t.failure(a, Transport::Dot, 5000, "refused");
+        assert_eq!(t.decide(a, Transport::Dot, 5000 + 86_399), ProbeDecision::Skip, "within damping");
+        assert_eq!(t.decide(a, Transport::Dot, 5000 + 86_400), ProbeDecision::Probe, "damping over");
+        t.failure(a, Transport::Dot, 9000, "timeout");
+        assert_eq!(t.get(a, Transport::Dot).unwrap().status, ProbeStatus::Timeout);
+        assert_eq!(t.decide(ip("192.0.2.2"), Transport::Dot, 9000), ProbeDecision::Probe);
+    }
+
+    #[test]
+    fn save_and_load_round_trip_atomically() {
+        let dir = std::env::temp_dir().join(format!("adox-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probes.json");
+        let t = table();
+        t.success(ip("192.0.2.1"), Transport::Dot, 100);
+        t.failure(ip("2001:db8::1"), Transport::Dot, 200, "handshake-closed");
+        assert!(t.start_probe(ip("192.0.2.9"), Transport::Dot, 300));
+        t.save(&path).unwrap();
+        assert!(!dir.join("probes.json.tmp").exists());
+        let u = table();
+        assert_eq!(u.load(&path).unwrap(), 2, "a probe under way is not saved");
+        assert_eq!(u.get(ip("192.0.2.1"), Transport::Dot).unwrap().status, ProbeStatus::Success);
+        assert_eq!(
+            u.get(ip("2001:db8::1"), Transport::Dot).unwrap().last_failure_reason.as_deref(),
+            Some("handshake-closed")
+        );
+        std::fs::write(&path, "{not json").unwrap();
+        assert_eq!(u.load(&path).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(table().load(&dir.join("missing.json")).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

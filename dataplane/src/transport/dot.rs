@@ -1,0 +1,187 @@
+//! DNS over TLS (RFC 7858) as a sans-IO session: TLS 1.3 through rustls, RFC 7766 framing
+//! (2-octet length prefix), any number of queries in flight with answers in any order. The
+//! worker moves bytes between this and a TCP socket; the session never touches a socket
+//! or a clock, so it is tested with in-memory pipes.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, HandshakeKind};
+
+/// Why a session ended or could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DotFailure {
+    /// The TLS layer failed; the reason is a stable short name (see `tls::failure_reason`).
+    Tls(&'static str),
+    /// The server closed the connection (before the handshake: it spoke no TLS 1.3 to us).
+    Closed {
+        /// Whether the handshake had completed.
+        after_handshake: bool,
+    },
+    /// A frame was malformed.
+    Framing,
+}
+
+impl DotFailure {
+    /// The short reason used in EXTRA-TEXT and server state.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DotFailure::Tls(r) => r,
+            DotFailure::Closed { after_handshake: false } => "handshake-closed",
+            DotFailure::Closed { after_handshake: true } => "closed",
+            DotFailure::Framing => "framing",
+        }
+    }
+}
+
+/// One TLS connection's protocol state.
+#[derive(Debug)]
+pub struct DotSession {
+    tls: ClientConnection,
+    plain: Vec<u8>,
+    handshake_seen: bool,
+}
+
+impl DotSession {
+    /// Starts a session; `name` is the SNI and authentication name (an IP address for
+    /// opportunistic connections: no SNI is sent for it).
+    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, DotFailure> {
+        let tls = ClientConnection::new(config, name).map_err(|e| DotFailure::Tls(super::tls::failure_reason(&e)))?;
+        Ok(Self { tls, plain: Vec::new(), handshake_seen: false })
+    }
+
+    /// Queues one DNS message, framed. Written before the handshake completes, it is held
+    /// by rustls and sent as soon as the keys allow.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), DotFailure> {
+        let len = u16::try_from(msg.len()).map_err(|_| DotFailure::Framing)?;
+        let mut w = self.tls.writer();
+        w.write_all(&len.to_be_bytes()).and_then(|_| w.write_all(msg)).map_err(|_| DotFailure::Framing)
+    }
+
+    /// Whether TLS records wait to be written.
+    pub fn wants_write(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    /// Writes pending TLS records to `wr` until it would block.
+    pub fn write_to(&mut self, wr: &mut dyn Write) -> io::Result<()> {
+        while self.tls.wants_write() {
+            self.tls.write_tls(wr)?;
+        }
+        Ok(())
+    }
+
+    /// Reads TLS records from `rd` until it would block, and decrypts them. `Ok(false)`:
+    /// the peer closed the connection.
+    pub fn read_from(&mut self, rd: &mut dyn Read) -> Result<bool, io::Error> {
+        loop {
+            match self.tls.read_tls(rd) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    if let Err(e) = self.tls.process_new_packets() {
+                        // Whatever alert rustls queued goes out with the next write.
+                        return Err(io::Error::other(TlsError(super::tls::failure_reason(&e))));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the handshake has completed (once true, stays true).
+    pub fn handshake_done(&mut self) -> bool {
+        if !self.handshake_seen && !self.tls.is_handshaking() {
+            self.handshake_seen = true;
+        }
+        self.handshake_seen
+    }
+
+    /// Whether the completed handshake resumed a session.
+    pub fn resumed(&self) -> bool {
+        matches!(self.tls.handshake_kind(), Some(HandshakeKind::Resumed))
+    }
+
+    /// The next complete DNS message received, if any.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, DotFailure> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tls.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.plain.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // UnexpectedEof: the peer closed without close_notify; what came is usable.
+                Err(_) => break,
+            }
+        }
+        if self.plain.len() < 2 {
+            return Ok(None);
+        }
+        let len = usize::from(u16::from_be_bytes([self.plain[0], self.plain[1]]));
+        if len < 12 {
+            return Err(DotFailure::Framing);
+        }
+        if self.plain.len() < 2 + len {
+            return Ok(None);
+        }
+        let msg = self.plain[2..2 + len].to_vec();
+        self.plain.drain(..2 + len);
+        Ok(Some(msg))
+    }
+
+    /// Sends close_notify (written by the next `write_to`).
+    pub fn close(&mut self) {
+        self.tls.send_close_notify();
+    }
+}
+
+/// A TLS failure carried through `io::Error` from `read_from`.
+#[derive(Debug)]
+pub struct TlsError(pub &'static str);
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// Adds EDNS(0) padding (RFC 7830) to a query whose last record is an option-less OPT, so
+/// the message length is a multiple of 128 octets (RFC 8467 section 4.1).
+pub fn pad_query(msg: &mut Vec<u8>) {
+    const BLOCK: usize = 128;
+    let n = msg.len();
+    // An OPT with no options ends in RDLEN = 0; anything else is left alone.
+    if n < 13 || msg[n - 2..] != [0, 0] || msg[n - 11] != 0 || msg[n - 10..n - 8] != [0, 41] {
+        return;
+    }
+    let pad = (BLOCK - (n + 4) % BLOCK) % BLOCK;
+    msg.extend_from_slice(&crate::wire::OPT_PADDING.to_be_bytes());
+    msg.extend_from_slice(&(pad as u16).to_be_bytes());
+    msg.resize(msg.len() + pad, 0);
+    let rdlen = (4 + pad) as u16;
+    msg[n - 2..n].copy_from_slice(&rdlen.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_makes_a_multiple_of_128() {
+        let name = hickory_proto::rr::Name::from_ascii("www.example.").unwrap();
+        for t in [hickory_proto::rr::RecordType::A, hickory_proto::rr::RecordType::TXT] {
+            let mut q = crate::resolver::iterate::build_query(7, &name, t, 1232).unwrap();
+            let before = q.len();
+            pad_query(&mut q);
+            assert_eq!(q.len() % 128, 0, "{before} -> {}", q.len());
+            let m = hickory_proto::op::Message::from_vec(&q).unwrap();
+            assert!(m.edns.is_some());
+        }
+        let mut not_opt = vec![0u8; 20];
+        pad_query(&mut not_opt);
+        assert_eq!(not_opt.len(), 20);
+    }
+}

@@ -1,0 +1,271 @@
+//! TLS for upstream connections: TLS 1.3 only (rustls is built without TLS 1.2, so no
+//! downgrade is possible, R11), the ring provider, ALPN per transport, and two ways to
+//! treat the server's certificate: not at all (opportunistic, RFC 9539) or PKIX against
+//! the configured CA set for the nameserver name (RFC 8310 strict, RFC 9461).
+//!
+//! Sessions are resumed through [`SessionStore`]: sharded, sized for many thousands of
+//! servers, shared by every worker (rustls' default store keeps 256 tickets behind one
+//! mutex). Opportunistic connections carry no SNI and are keyed by the server's IP
+//! address, so tickets are scoped per (IP, transport) as RFC 9539 asks; authenticated
+//! connections are keyed by the name they authenticate (one store per transport).
+
+use std::collections::VecDeque;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+
+use crate::cache::clock::ClockCache;
+
+const SHARDS: usize = 32;
+/// Tickets kept per server (servers usually send two; RFC 8446 section C.4 asks for single
+/// use, so a few spares let parallel connections resume).
+const TICKETS_PER_SERVER: usize = 4;
+
+#[derive(Debug, Default)]
+struct Entry {
+    kx_hint: Option<NamedGroup>,
+    tickets: VecDeque<Tls13ClientSessionValue>,
+}
+
+/// The shared resumption store.
+#[derive(Debug)]
+pub struct SessionStore {
+    shards: Box<[Mutex<ClockCache<ServerName<'static>, Entry>>]>,
+}
+
+impl SessionStore {
+    /// A store for about `servers` servers.
+    pub fn new(servers: usize) -> Self {
+        let per_entry = ClockCache::<ServerName<'static>, Entry>::overhead() + 2048;
+        let per_shard = servers.div_ceil(SHARDS).max(1) * per_entry;
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per_shard))).collect() }
+    }
+
+    fn with<R>(&self, name: &ServerName<'_>, f: impl FnOnce(&mut ClockCache<ServerName<'static>, Entry>) -> R) -> R {
+        let mut h = DefaultHasher::new();
+        name.hash(&mut h);
+        let mut shard = self.shards[(h.finish() as usize) % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut shard)
+    }
+
+    fn update(&self, name: ServerName<'static>, f: impl FnOnce(&mut Entry)) {
+        let key = name.clone();
+        self.with(&key, |c| {
+            if let Some(e) = c.get(&name) {
+                f(e);
+                return;
+            }
+            let mut e = Entry::default();
+            f(&mut e);
+            // A ticket is a few hundred bytes; charge a fixed estimate per entry.
+            c.insert(name, e, 2048);
+        });
+    }
+
+    /// Servers with something stored.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ClientSessionStore for SessionStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.update(server_name, |e| e.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        let owned = server_name.to_owned();
+        self.with(server_name, |c| c.get(&owned).and_then(|e| e.kx_hint))
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.update(server_name, |e| {
+            if e.tickets.len() >= TICKETS_PER_SERVER {
+                e.tickets.pop_front();
+            }
+            e.tickets.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.with(server_name, |c| c.get(server_name).and_then(|e| e.tickets.pop_back()))
+    }
+}
+
+/// Accepts any certificate but still checks that the server holds the key it presents
+/// (the handshake signature): opportunistic encryption protects against passive
+/// observers, not against an active attacker (RFC 9539 section 4.6).
+#[derive(Debug)]
+struct Unauthenticated(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unauthenticated {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.2 is not built in; a TLS 1.2 handshake never gets this far.
+        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why the TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("--ca-file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+/// Reads PEM certificates from a file into a root store.
+pub fn roots_from_file(path: &std::path::Path) -> Result<RootCertStore, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |reason: String| TlsSetupError::CaFile { path: path.display().to_string(), reason };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        roots.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate found".into()));
+    }
+    Ok(roots)
+}
+
+/// The web PKI roots built into the binary (Mozilla's set, via webpki-roots).
+pub fn builtin_roots() -> RootCertStore {
+    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// The client configurations of one transport (one ALPN), sharing one session store.
+#[derive(Debug, Clone)]
+pub struct TlsConfigs {
+    /// No certificate checks: opportunistic.
+    pub unauthenticated: Arc<ClientConfig>,
+    /// PKIX against the configured roots, for the nameserver name.
+    pub pkix: Arc<ClientConfig>,
+}
+
+impl TlsConfigs {
+    /// Builds both configurations for `alpn` with `roots` and a shared `sessions` store.
+    pub fn new(alpn: &[u8], roots: Arc<RootCertStore>, sessions: Arc<SessionStore>) -> Result<Self, TlsSetupError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let build = |verifier: Option<Arc<dyn ServerCertVerifier>>| -> Result<Arc<ClientConfig>, TlsSetupError> {
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+            let mut cfg = match verifier {
+                Some(v) => builder.dangerous().with_custom_certificate_verifier(v).with_no_client_auth(),
+                None => builder.with_root_certificates(roots.clone()).with_no_client_auth(),
+            };
+            cfg.alpn_protocols = vec![alpn.to_vec()];
+            cfg.resumption = Resumption::store(sessions.clone());
+            cfg.enable_sni = true;
+            Ok(Arc::new(cfg))
+        };
+        Ok(Self { unauthenticated: build(Some(Arc::new(Unauthenticated(provider.clone()))))?, pkix: build(None)? })
+    }
+}
+
+/// A short, stable name for a TLS failure, used in EXTRA-TEXT and server state.
+pub fn failure_reason(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription, CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => "cert-name-mismatch",
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "cert-untrusted",
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "cert-expired",
+        Error::InvalidCertificate(_) => "cert-invalid",
+        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => "tls-version",
+        Error::NoApplicationProtocol | Error::AlertReceived(AlertDescription::NoApplicationProtocol) => "alpn",
+        Error::AlertReceived(_) => "tls-alert",
+        _ => "tls-error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_carry_the_alpn() {
+        let store = Arc::new(SessionStore::new(1000));
+        let c = TlsConfigs::new(b"dot", Arc::new(RootCertStore::empty()), store).unwrap();
+        for cfg in [&c.unauthenticated, &c.pkix] {
+            assert_eq!(cfg.alpn_protocols, vec![b"dot".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn session_store_bounds_tickets_and_separates_servers() {
+        let s = SessionStore::new(100);
+        let a = ServerName::IpAddress("192.0.2.1".parse::<std::net::IpAddr>().unwrap().into());
+        let b = ServerName::try_from("ns1.example.").unwrap().to_owned();
+        s.set_kx_hint(a.clone(), NamedGroup::X25519);
+        assert_eq!(s.kx_hint(&a), Some(NamedGroup::X25519));
+        assert_eq!(s.kx_hint(&b), None);
+        assert!(s.take_tls13_ticket(&b).is_none());
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let e = roots_from_file(std::path::Path::new("/nonexistent/ca.pem")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"));
+    }
+}

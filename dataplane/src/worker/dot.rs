@@ -1,0 +1,318 @@
+//! DoT connections of one worker: a pool of long-lived TLS connections, one per (server
+//! address and port, authentication), each driven by its own task on the worker's
+//! executor. Queries share a connection (pipelining, answers in any order, RFC 7766); the
+//! connection assigns its own message IDs so that the resolver's random IDs never collide
+//! on it, and restores them in the answers. Idle connections are closed with close_notify.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::Name;
+use mio::Interest;
+use rustls::pki_types::ServerName;
+
+use super::exec::{Executor, Reactor, until};
+use crate::resolver::UpstreamError;
+use crate::stats::WorkerStats;
+use crate::transport::dot::{DotFailure, DotSession, TlsError, pad_query};
+use crate::transport::tls::TlsConfigs;
+
+/// What identifies a pooled connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DotKey {
+    /// Server address and port.
+    pub(crate) server: SocketAddr,
+    /// The authenticated name (PKIX), or None for an unauthenticated connection.
+    pub(crate) name: Option<Name>,
+}
+
+/// DoT knobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DotSettings {
+    /// Close connections without queries for this long.
+    pub(crate) idle_timeout: Duration,
+    /// Queries in flight on one connection at most.
+    pub(crate) max_outstanding: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    client_id: u16,
+    result: Option<Result<Vec<u8>, UpstreamError>>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Open,
+    Closing,
+    Failed(DotFailure),
+}
+
+#[derive(Debug)]
+struct Conn {
+    session: RefCell<DotSession>,
+    sock: RefCell<mio::net::TcpStream>,
+    token: usize,
+    slots: RefCell<HashMap<u16, Slot>>,
+    next_id: Cell<u16>,
+    state: RefCell<State>,
+    driver: RefCell<Option<Waker>>,
+    last_active: Cell<Instant>,
+}
+
+impl Conn {
+    fn wake_driver(&self) {
+        if let Some(w) = self.driver.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    fn fail(&self, f: DotFailure) {
+        let reason = f.reason();
+        *self.state.borrow_mut() = State::Failed(f);
+        for slot in self.slots.borrow_mut().values_mut() {
+            if slot.result.is_none() {
+                slot.result = Some(Err(UpstreamError::Tls(reason)));
+                if let Some(w) = slot.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Moves bytes both ways and hands out answers. Ready when the connection is over.
+    fn drive(&self, stats: &WorkerStats) -> Poll<()> {
+        if matches!(*self.state.borrow(), State::Failed(_)) {
+            return Poll::Ready(());
+        }
+        let mut session = self.session.borrow_mut();
+        let mut sock = self.sock.borrow_mut();
+        for _ in 0..2 {
+            if let Err(e) = session.write_to(&mut *sock)
+                && !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected)
+            {
+                drop((session, sock));
+                self.fail(io_failure(&e, false));
+                return Poll::Ready(());
+            }
+            match session.read_from(&mut *sock) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let after = session.handshake_done();
+                    drop((session, sock));
+                    self.fail(DotFailure::Closed { after_handshake: after });
+                    return Poll::Ready(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => {
+                    let after = session.handshake_done();
+                    // Let an alert rustls queued reach the server before giving up.
+                    let _ = session.write_to(&mut *sock);
+                    drop((session, sock));
+                    self.fail(io_failure(&e, after));
+                    return Poll::Ready(());
+                }
+            }
+        }
+        if *self.state.borrow() == State::Handshaking && session.handshake_done() {
+            *self.state.borrow_mut() = State::Open;
+            if session.resumed() {
+                stats.tls_resumed.bump();
+            } else {
+                stats.tls_full.bump();
+            }
+        }
+        loop {
+            match session.next_message() {
+                Ok(Some(mut msg)) => {
+                    let id = u16::from_be_bytes([msg[0], msg[1]]);
+                    if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
+                        msg[0..2].copy_from_slice(&slot.client_id.to_be_bytes());
+                        slot.result = Some(Ok(msg));
+                        if let Some(w) = slot.waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(f) => {
+                    drop((session, sock));
+                    self.fail(f);
+                    return Poll::Ready(());
+                }
+            }
+        }
+        if *self.state.borrow() == State::Closing && !session.wants_write() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+fn io_failure(e: &io::Error, after_handshake: bool) -> DotFailure {
+    if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) {
+        return DotFailure::Tls(t.0);
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => DotFailure::Tls("refused"),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            DotFailure::Closed { after_handshake }
+        }
+        _ => DotFailure::Tls("io-error"),
+    }
+}
+
+/// The worker's DoT connections.
+#[derive(Debug)]
+pub(crate) struct DotPool {
+    reactor: Rc<Reactor>,
+    executor: Rc<Executor>,
+    configs: TlsConfigs,
+    stats: Arc<WorkerStats>,
+    settings: DotSettings,
+    conns: RefCell<HashMap<DotKey, Rc<Conn>>>,
+}
+
+/// Removes a query's slot when its future ends (answered, timed out or dropped).
+struct SlotGuard<'a> {
+    conn: &'a Conn,
+    id: u16,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.slots.borrow_mut().remove(&self.id);
+        self.conn.last_active.set(Instant::now());
+    }
+}
+
+impl DotPool {
+    pub(crate) fn new(
+        reactor: Rc<Reactor>,
+        executor: Rc<Executor>,
+        configs: TlsConfigs,
+        stats: Arc<WorkerStats>,
+        settings: DotSettings,
+    ) -> Rc<Self> {
+        Rc::new(Self { reactor, executor, configs, stats, settings, conns: RefCell::new(HashMap::new()) })
+    }
+
+    fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
+        let (config, server_name) = match &key.name {
+            Some(n) => {
+                let ascii = n.to_ascii();
+                let sni = ServerName::try_from(ascii.trim_end_matches('.').to_string())
+                    .map_err(|_| UpstreamError::Tls("bad-name"))?;
+                (self.configs.pkix.clone(), sni)
+            }
+            None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
+        };
+        let session = DotSession::new(config, server_name).map_err(|f| UpstreamError::Tls(f.reason()))?;
+        let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Io(e.kind().to_string()))?;
+        let _ = sock.set_nodelay(true);
+        let token = self
+            .reactor
+            .register_source(&mut sock, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| UpstreamError::Io(e.kind().to_string()))?;
+        let conn = Rc::new(Conn {
+            session: RefCell::new(session),
+            sock: RefCell::new(sock),
+            token,
+            slots: RefCell::new(HashMap::new()),
+            next_id: Cell::new(rand::random()),
+            state: RefCell::new(State::Handshaking),
+            driver: RefCell::new(None),
+            last_active: Cell::new(Instant::now()),
+        });
+        self.conns.borrow_mut().insert(key.clone(), conn.clone());
+        let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
+        self.executor.spawn(async move {
+            std::future::poll_fn(|cx| {
+                *driven.driver.borrow_mut() = Some(cx.waker().clone());
+                pool.reactor.wait_on(driven.token, cx.waker());
+                driven.drive(&pool.stats)
+            })
+            .await;
+            let mut conns = pool.conns.borrow_mut();
+            if conns.get(&key).is_some_and(|c| Rc::ptr_eq(c, &driven)) {
+                conns.remove(&key);
+            }
+            drop(conns);
+            pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
+        });
+        Ok(conn)
+    }
+
+    /// One query over DoT: the pooled connection to `key` (opened if needed), padded, with
+    /// the answer or an error within `timeout`.
+    pub(crate) async fn exchange(
+        self: &Rc<Self>,
+        key: DotKey,
+        query: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        if query.len() < 12 {
+            return Err(UpstreamError::BadResponse("short query"));
+        }
+        let existing = self.conns.borrow().get(&key).cloned();
+        let conn = match existing {
+            Some(c) if !matches!(*c.state.borrow(), State::Failed(_) | State::Closing) => c,
+            _ => self.connect(&key)?,
+        };
+        if conn.slots.borrow().len() >= self.settings.max_outstanding {
+            return Err(UpstreamError::Io("DoT connection at its outstanding limit".into()));
+        }
+        let mut id = conn.next_id.get();
+        while conn.slots.borrow().contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        conn.next_id.set(id.wrapping_add(1));
+        let mut msg = query.to_vec();
+        msg[0..2].copy_from_slice(&id.to_be_bytes());
+        pad_query(&mut msg);
+        let client_id = u16::from_be_bytes([query[0], query[1]]);
+        conn.slots.borrow_mut().insert(id, Slot { client_id, result: None, waker: None });
+        let _guard = SlotGuard { conn: &conn, id };
+        conn.session.borrow_mut().send(&msg).map_err(|f| UpstreamError::Tls(f.reason()))?;
+        self.stats.upstream_dot.bump();
+        conn.wake_driver();
+        let at = self.reactor.now() + timeout;
+        let answer = until(&self.reactor, at, async {
+            std::future::poll_fn(|cx| {
+                let mut slots = conn.slots.borrow_mut();
+                let Some(slot) = slots.get_mut(&id) else {
+                    return Poll::Ready(Err(UpstreamError::Tls("closed")));
+                };
+                if let Some(r) = slot.result.take() {
+                    return Poll::Ready(r);
+                }
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await
+        })
+        .await;
+        answer.unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    /// Closes connections idle longer than the idle timeout.
+    pub(crate) fn sweep_idle(&self, now: Instant) {
+        for conn in self.conns.borrow().values() {
+            let idle = conn.slots.borrow().is_empty()
+                && now.saturating_duration_since(conn.last_active.get()) > self.settings.idle_timeout;
+            if idle && *conn.state.borrow() == State::Open {
+                *conn.state.borrow_mut() = State::Closing;
+                conn.session.borrow_mut().close();
+                conn.wake_driver();
+            }
+        }
+    }
+}
