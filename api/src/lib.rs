@@ -51,6 +51,12 @@ pub struct StatsSnapshot {
     pub downgrades: u64,
     /// Upstream exchanges refused by strict mode (no cleartext sent).
     pub strict_failures: u64,
+    /// RFC 9539 probes started.
+    pub probes_started: u64,
+    /// Probes that found a working encrypted transport.
+    pub probe_successes: u64,
+    /// Probes that failed (refused, TLS failure, timeout).
+    pub probe_failures: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
     /// Client TCP connections accepted.

@@ -88,6 +88,12 @@ pub mod bounds {
     pub const DOT_MAX_OUTSTANDING: Bound = b("transport.dot_max_outstanding", 128, 1, 65_535);
     /// Servers whose TLS session tickets are kept (shared by all workers).
     pub const SESSION_CACHE_SERVERS: Bound = b("transport.session_cache_servers", 100_000, 16, 10_000_000);
+    /// RFC 9539 E-persistence: how long a working encrypted transport is trusted (3 days).
+    pub const PROBE_PERSISTENCE_S: Bound = b("transport.probe_persistence_s", 259_200, 60, 31_536_000);
+    /// RFC 9539 E-damping: how long a failed one is not tried again (1 day).
+    pub const PROBE_DAMPING_S: Bound = b("transport.probe_damping_s", 86_400, 10, 31_536_000);
+    /// Probes under way at once, per worker.
+    pub const MAX_CONCURRENT_PROBES: Bound = b("transport.max_concurrent_probes", 64, 1, 100_000);
 
     /// All knobs, for documentation and `--help`.
     pub const ALL: &[Bound] = &[
@@ -116,6 +122,9 @@ pub mod bounds {
         DOT_IDLE_TIMEOUT_MS,
         DOT_MAX_OUTSTANDING,
         SESSION_CACHE_SERVERS,
+        PROBE_PERSISTENCE_S,
+        PROBE_DAMPING_S,
+        MAX_CONCURRENT_PROBES,
     ];
 }
 
@@ -203,6 +212,14 @@ pub struct TransportConfig {
     pub dot_max_outstanding: usize,
     /// See [`bounds::SESSION_CACHE_SERVERS`].
     pub session_cache_servers: usize,
+    /// RFC 9539 opportunistic probing of servers that no policy covers. Default true.
+    pub probing: bool,
+    /// See [`bounds::PROBE_PERSISTENCE_S`].
+    pub probe_persistence_s: u64,
+    /// See [`bounds::PROBE_DAMPING_S`].
+    pub probe_damping_s: u64,
+    /// See [`bounds::MAX_CONCURRENT_PROBES`].
+    pub max_concurrent_probes: u32,
 }
 
 impl Default for TransportConfig {
@@ -213,6 +230,10 @@ impl Default for TransportConfig {
             dot_idle_timeout_ms: d(bounds::DOT_IDLE_TIMEOUT_MS),
             dot_max_outstanding: d(bounds::DOT_MAX_OUTSTANDING),
             session_cache_servers: d(bounds::SESSION_CACHE_SERVERS),
+            probing: true,
+            probe_persistence_s: d(bounds::PROBE_PERSISTENCE_S),
+            probe_damping_s: d(bounds::PROBE_DAMPING_S),
+            max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
         }
     }
 }
@@ -416,7 +437,7 @@ impl Config {
         let r = &self.resolver;
         let c = &self.cache;
         let t = &self.transport;
-        let checks: [(Bound, u64); 25] = [
+        let checks: [(Bound, u64); 28] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -442,6 +463,9 @@ impl Config {
             (bounds::DOT_IDLE_TIMEOUT_MS, t.dot_idle_timeout_ms),
             (bounds::DOT_MAX_OUTSTANDING, t.dot_max_outstanding as u64),
             (bounds::SESSION_CACHE_SERVERS, t.session_cache_servers as u64),
+            (bounds::PROBE_PERSISTENCE_S, t.probe_persistence_s),
+            (bounds::PROBE_DAMPING_S, t.probe_damping_s),
+            (bounds::MAX_CONCURRENT_PROBES, u64::from(t.max_concurrent_probes)),
         ];
         for (b, v) in checks {
             b.check(v)?;

@@ -12,6 +12,7 @@ use crate::acl::AccessPolicy;
 use crate::cache::records::RecordCache;
 use crate::config::Config;
 use crate::policy::{PolicyStore, PolicyTable};
+use crate::probe::{ProbeTable, ProbeWindows};
 use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
 use crate::stats::WorkerStats;
 use crate::transport::tls::{SessionStore, TlsConfigs};
@@ -64,7 +65,11 @@ pub struct DataPlane {
     pub local_addrs: Vec<SocketAddr>,
     stops: Vec<StopHandle>,
     threads: Vec<JoinHandle<()>>,
+    state_path: std::path::PathBuf,
 }
+
+/// File in the state directory holding the RFC 9539 probe table.
+pub const PROBE_STATE_FILE: &str = "probes.json";
 
 fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
@@ -127,6 +132,13 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         local: LocalZones::new(&cfg.local_zones),
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
         policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
+        probes: ProbeTable::new(
+            cfg.transport.session_cache_servers,
+            ProbeWindows {
+                persistence: std::time::Duration::from_secs(cfg.transport.probe_persistence_s),
+                damping: std::time::Duration::from_secs(cfg.transport.probe_damping_s),
+            },
+        ),
         settings: Settings::from_config(cfg),
     })
 }
@@ -148,6 +160,13 @@ impl DataPlane {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
         let dot = dot_configs(cfg)?;
+        let state_path = cfg.server.state_dir.join(PROBE_STATE_FILE);
+        match shared.probes.load(&state_path) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, path = %state_path.display(), "probe state loaded"),
+            // A damaged file loses only learned state: start afresh, and say so.
+            Err(e) => tracing::warn!(error = %e, "probe state not loaded"),
+        }
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
         let mut sockets = Vec::with_capacity(workers);
@@ -227,7 +246,7 @@ impl DataPlane {
             stops.push(stop);
             threads.push(handle);
         }
-        Ok(Self { shared, stats, local_addrs: listen, stops, threads })
+        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path })
     }
 
     /// Counters summed over workers.
@@ -235,12 +254,21 @@ impl DataPlane {
         crate::stats::snapshot(&self.stats)
     }
 
-    /// Stops every worker and waits for them.
-    pub fn stop(self) {
+    /// Saves learned state (the probe table) into the state directory, creating it if
+    /// needed; atomic, so a crash never leaves a half-written file.
+    pub fn save_state(&self) -> std::io::Result<()> {
+        if let Some(dir) = self.state_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.shared.probes.save(&self.state_path)
+    }
+
+    /// Stops every worker and waits for them (the state stays readable afterwards).
+    pub fn stop(&mut self) {
         for s in &self.stops {
             s.stop();
         }
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
     }

@@ -157,9 +157,18 @@ fn log_stats(plane: &DataPlane) {
         tls_resumed = s.tls_resumed,
         downgrades = s.downgrades,
         strict_failures = s.strict_failures,
+        probes_started = s.probes_started,
+        probe_successes = s.probe_successes,
+        probe_failures = s.probe_failures,
         record_cache_entries = plane.shared.records.len(),
         "stats"
     );
+}
+
+fn save_state(plane: &DataPlane) {
+    if let Err(e) = plane.save_state() {
+        tracing::warn!(error = %e, "could not save state (set --state-dir to a writable directory)");
+    }
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -175,7 +184,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(p) => format!("root hints from {}", p.display()),
         None => "built-in IANA root hints".to_string(),
     };
-    let plane = DataPlane::start(&cfg)?;
+    let mut plane = DataPlane::start(&cfg)?;
     let listen: Vec<String> = plane.local_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen.join(","),
@@ -191,10 +200,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();
             log_stats(&plane);
+            save_state(&plane);
         }
     }
     tracing::info!("stopping");
     log_stats(&plane);
     plane.stop();
+    save_state(&plane);
     Ok(())
 }

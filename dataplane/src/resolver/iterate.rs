@@ -15,6 +15,7 @@ use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
 use super::{Answer, Budget, Limit, PlanSource, ResolveError, Resolver, TransportPlan, Upstream, UpstreamError, Wire};
 use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
 use crate::names::{canonical, is_below, labels, parent};
+use crate::probe::{ProbeDecision, unix_now};
 use crate::wire::rcode;
 use adox_api::policy::{Auth, Mode, Transport};
 
@@ -101,7 +102,7 @@ fn min_ttl(records: &[Record]) -> Option<u32> {
     records.iter().map(|r| r.ttl).min()
 }
 
-impl<U: Upstream> Resolver<U> {
+impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Resolves a client question. Local zones first, then cache and upstream.
     pub async fn resolve(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
         let qname = canonical(qname);
@@ -563,19 +564,33 @@ impl<U: Upstream> Resolver<U> {
         let (addr, ns_name) = target;
         let plan = self.plan(zone, ns_name, addr);
         if plan.mode == Mode::Cleartext {
+            if plan.source == PlanSource::Probe(ProbeDecision::Probe) {
+                self.start_probe(addr, sname, stype);
+            }
             return self.exchange_do53(zone, addr, sname, stype, budget).await;
         }
+        // Failure state and damping apply to every opportunistic plan (strict ignores them:
+        // it never falls back anyway).
+        let damped = plan.mode == Mode::Opportunistic
+            && self.shared.probes.decide(addr, Transport::Dot, unix_now()) == ProbeDecision::Skip;
         let mut failure: Option<(Transport, String)> = None;
-        for t in plan.transports.iter().copied().filter(|t| t.encrypted()) {
+        for t in plan.transports.iter().copied().filter(|t| t.encrypted() && !damped) {
             let result = match t {
                 Transport::Dot => self.exchange_dot(zone, target, &plan, sname, stype, budget).await,
                 // Not spoken yet (policies listing them are refused when loaded).
                 Transport::Doq | Transport::Doh | Transport::Do53 => continue,
             };
             match result {
-                Ok(msg) => return Ok(msg),
+                Ok(msg) => {
+                    self.shared.probes.success(addr, t, unix_now());
+                    return Ok(msg);
+                }
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
+                    // Only transport failures say something about the server's encryption.
+                    if matches!(e, UpstreamError::Tls(_) | UpstreamError::Timeout | UpstreamError::Refused) {
+                        self.shared.probes.failure(addr, t, unix_now(), &failure_text(&e));
+                    }
                     if failure.is_none() {
                         failure = Some((t, failure_text(&e)));
                     }
@@ -641,20 +656,67 @@ impl<U: Upstream> Resolver<U> {
     /// The transport plan for one (zone, nameserver name, address). Today: the operator's
     /// override when one matches, otherwise Do53 (probing and owner signals come next).
     pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
-        match self.shared.policies.load().lookup(zone, ns_name, addr) {
-            Some(p) => TransportPlan {
+        if let Some(p) = self.shared.policies.load().lookup(zone, ns_name, addr) {
+            return TransportPlan {
                 mode: p.mode,
                 transports: p.transports.clone(),
                 auth: p.auth,
                 source: PlanSource::Override(p.id.clone()),
-            },
-            None => TransportPlan {
-                mode: Mode::Cleartext,
-                transports: vec![Transport::Do53],
-                auth: Auth::None,
-                source: PlanSource::Default,
-            },
+            };
         }
+        let cleartext = |source| TransportPlan {
+            mode: Mode::Cleartext,
+            transports: vec![Transport::Do53],
+            auth: Auth::None,
+            source,
+        };
+        if !self.shared.settings.probing {
+            return cleartext(PlanSource::Default);
+        }
+        match self.shared.probes.decide(addr, Transport::Dot, unix_now()) {
+            // Known to work: encrypted only; Do53 comes back only after a failure.
+            ProbeDecision::Use => TransportPlan {
+                mode: Mode::Opportunistic,
+                transports: vec![Transport::Dot, Transport::Do53],
+                auth: Auth::None,
+                source: PlanSource::Probe(ProbeDecision::Use),
+            },
+            d => cleartext(PlanSource::Probe(d)),
+        }
+    }
+
+    /// Starts an RFC 9539 probe of `addr` over DoT beside a Do53 query, if the table wants
+    /// one and the worker's probe budget allows; it never delays the query.
+    fn start_probe(&self, addr: IpAddr, sname: &Name, stype: RecordType) {
+        let settings = &self.shared.settings;
+        if self.probes_in_flight.get() >= settings.max_concurrent_probes
+            || !self.shared.probes.start_probe(addr, Transport::Dot, unix_now())
+        {
+            return;
+        }
+        let id: u16 = rand::rng().random();
+        let Ok(query) = build_query(id, sname, stype, settings.edns_udp_size) else { return };
+        self.stats.probes_started.bump();
+        self.probes_in_flight.set(self.probes_in_flight.get() + 1);
+        let (upstream, shared, stats, in_flight) =
+            (self.upstream.clone(), self.shared.clone(), self.stats.clone(), self.probes_in_flight.clone());
+        let (sname, timeout) = (sname.clone(), settings.dot_timeout);
+        self.upstream.spawn(Box::pin(async move {
+            let wire = Wire::Dot { name: None };
+            let result = upstream.exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout).await;
+            let checked = result.and_then(|b| check_reply(&b, id, &sname, stype));
+            match checked {
+                Ok(_) => {
+                    stats.probe_successes.bump();
+                    shared.probes.success(addr, Transport::Dot, unix_now());
+                }
+                Err(e) => {
+                    stats.probe_failures.bump();
+                    shared.probes.failure(addr, Transport::Dot, unix_now(), &failure_text(&e));
+                }
+            }
+            in_flight.set(in_flight.get().saturating_sub(1));
+        }));
     }
 
     /// One query to one server over UDP, retried over TCP when truncated; checks the reply

@@ -52,6 +52,8 @@ pub enum Wire {
 pub enum PlanSource {
     /// An operator override, by id.
     Override(String),
+    /// The RFC 9539 probe table's decision.
+    Probe(crate::probe::ProbeDecision),
     /// Nothing matched: the configured default.
     Default,
 }
@@ -83,6 +85,9 @@ pub trait Upstream {
 
     /// The current time, from the same clock that runs the timeouts.
     fn now(&self) -> Instant;
+
+    /// Runs `task` beside the current work (a probe): it must not delay the caller.
+    fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>);
 }
 
 /// Resolver knobs, taken from the configuration once.
@@ -114,6 +119,10 @@ pub struct Settings {
     pub max_outstanding_per_zone: u32,
     /// Timeout of one DoT query, connection set-up included (RFC 9539 E-timeout).
     pub dot_timeout: Duration,
+    /// RFC 9539 probing of servers no policy covers.
+    pub probing: bool,
+    /// Probes under way at once, per worker.
+    pub max_concurrent_probes: u32,
 }
 
 impl Settings {
@@ -134,6 +143,8 @@ impl Settings {
             max_outstanding_per_server: r.max_outstanding_per_server,
             max_outstanding_per_zone: r.max_outstanding_per_zone,
             dot_timeout: Duration::from_millis(cfg.transport.dot_timeout_ms),
+            probing: cfg.transport.probing,
+            max_concurrent_probes: cfg.transport.max_concurrent_probes,
         }
     }
 }
@@ -153,6 +164,8 @@ pub struct Shared {
     pub access: AccessPolicy,
     /// Operator transport overrides.
     pub policies: crate::policy::PolicyStore,
+    /// RFC 9539 state per (address, encrypted transport).
+    pub probes: crate::probe::ProbeTable,
     /// Knobs.
     pub settings: Settings,
 }
@@ -261,12 +274,20 @@ pub struct Resolver<U> {
     upstream: U,
     outstanding: RefCell<Outstanding>,
     stats: Arc<WorkerStats>,
+    /// Probes this worker has under way.
+    probes_in_flight: std::rc::Rc<Cell<u32>>,
 }
 
 impl<U: Upstream> Resolver<U> {
     /// A resolver over `upstream`, counting into `stats`.
     pub fn new(shared: Arc<Shared>, upstream: U, stats: Arc<WorkerStats>) -> Self {
-        Self { shared, upstream, outstanding: RefCell::new(Outstanding::default()), stats }
+        Self {
+            shared,
+            upstream,
+            outstanding: RefCell::new(Outstanding::default()),
+            stats,
+            probes_in_flight: std::rc::Rc::new(Cell::new(0)),
+        }
     }
 
     /// The shared state.

@@ -19,6 +19,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::*;
 use crate::config::{Config, LocalZonesConfig};
 use crate::names::is_at_or_below;
+use adox_api::policy::Transport;
 
 fn n(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
@@ -43,6 +44,10 @@ struct FakeNet {
     drops: RefCell<std::collections::HashMap<IpAddr, u32>>,
     now: Cell<Instant>,
     log: RefCell<Vec<(IpAddr, Name, RecordType)>>,
+    /// Servers that speak DoT; DoT queries to the others are refused.
+    dot_capable: HashSet<IpAddr>,
+    /// DoT queries seen: (server, name).
+    dot_log: RefCell<Vec<(IpAddr, Name)>>,
 }
 
 impl FakeNet {
@@ -123,11 +128,18 @@ impl Upstream for Fake {
         &self,
         server: SocketAddr,
         query: &[u8],
-        _wire: Wire,
+        wire: Wire,
         timeout: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
         let msg = Message::from_vec(query).map_err(|_| UpstreamError::BadResponse("fake: bad query"))?;
         let q = &msg.queries[0];
+        if let Wire::Dot { .. } = wire {
+            self.dot_log.borrow_mut().push((server.ip(), q.name().clone()));
+            if server.port() != 853 || !self.dot_capable.contains(&server.ip()) {
+                return Err(UpstreamError::Tls("refused"));
+            }
+            return Ok(self.answer(server.ip(), &msg).to_vec().unwrap());
+        }
         self.log.borrow_mut().push((server.ip(), q.name().clone(), q.query_type()));
         let dropped = match self.drops.borrow_mut().get_mut(&server.ip()) {
             Some(n) if *n > 0 => {
@@ -146,6 +158,11 @@ impl Upstream for Fake {
 
     fn now(&self) -> Instant {
         self.now.get()
+    }
+
+    fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>) {
+        // The fake network answers at once: a spawned probe completes in one poll.
+        block_on(task);
     }
 }
 
@@ -204,7 +221,14 @@ fn base_zones() -> Vec<Zone> {
     ]
 }
 
+/// A resolver over the fake net, Do53 only (the probing tests use `probing_resolver`).
 fn resolver(zones: Vec<Zone>, cfg: &Config) -> (Resolver<Fake>, Fake) {
+    let mut cfg = cfg.clone();
+    cfg.transport.probing = false;
+    resolver_with_dead(zones, HashSet::new(), &cfg)
+}
+
+fn probing_resolver(zones: Vec<Zone>, cfg: &Config) -> (Resolver<Fake>, Fake) {
     resolver_with_dead(zones, HashSet::new(), cfg)
 }
 
@@ -215,6 +239,8 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         drops: RefCell::new(Default::default()),
         now: Cell::new(Instant::now()),
         log: RefCell::new(Vec::new()),
+        dot_capable: [ip("10.0.1.1")].into_iter().collect(),
+        dot_log: RefCell::new(Vec::new()),
     }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
     let shared = Arc::new(Shared {
@@ -224,6 +250,13 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         local: LocalZones::new(&LocalZonesConfig::default()),
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
         policies: crate::policy::PolicyStore::default(),
+        probes: crate::probe::ProbeTable::new(
+            1000,
+            crate::probe::ProbeWindows {
+                persistence: Duration::from_secs(259_200),
+                damping: Duration::from_secs(86_400),
+            },
+        ),
         settings: Settings::from_config(cfg),
     });
     (Resolver::new(shared, net.clone(), Arc::new(WorkerStats::default())), net)
@@ -239,6 +272,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Do53 queries a server saw (probes and DoT queries are in `dot_log`).
 fn asked(net: &Fake, server: &str) -> Vec<String> {
     net.log
         .borrow()
@@ -382,7 +416,9 @@ fn dead_server_is_held_back_after_repeated_timeouts() {
     zones[1].servers.push(dead);
     zones[0].records.push(ns("example.", "ns2.example."));
     zones[0].records.push(a("ns2.example.", "10.0.1.2"));
-    let (r, net) = resolver_with_dead(zones, [dead].into_iter().collect(), &Config::default());
+    let mut cfg = Config::default();
+    cfg.transport.probing = false;
+    let (r, net) = resolver_with_dead(zones, [dead].into_iter().collect(), &cfg);
     for i in 0..20 {
         let ans = block_on(r.resolve(&n(&format!("n{i}.example.")), RecordType::A)).unwrap();
         assert_eq!(ans.rcode, crate::wire::rcode::NXDOMAIN, "query {i} failed despite a live server");
@@ -485,4 +521,46 @@ fn glueless_delegation_chains_are_bounded_work() {
     let e = block_on(r.resolve(&n("www.z1.example."), RecordType::A)).unwrap_err();
     assert!(matches!(e, ResolveError::NoReachableAuthority { .. } | ResolveError::LimitExceeded(_)), "{e:?}");
     assert!(net.log.borrow().len() <= r.shared().settings.max_queries_per_request as usize);
+}
+
+#[test]
+fn rfc9539_probe_beside_do53_then_encrypted_only_and_damping() {
+    let (r, net) = probing_resolver(base_zones(), &Config::default());
+    // First query: every server is unknown, so Do53 answers and a probe runs beside it.
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let do53_to_example = asked(&net, "10.0.1.1").len();
+    assert!(do53_to_example >= 1);
+    let probed: Vec<IpAddr> = net.dot_log.borrow().iter().map(|(s, _)| *s).collect();
+    assert!(probed.contains(&ip("10.0.1.1")) && probed.contains(&ip("10.0.0.1")), "{probed:?}");
+    let probes = &r.shared().probes;
+    let now = crate::probe::unix_now();
+    assert_eq!(probes.decide(ip("10.0.1.1"), Transport::Dot, now), crate::probe::ProbeDecision::Use);
+    assert_eq!(probes.decide(ip("10.0.0.1"), Transport::Dot, now), crate::probe::ProbeDecision::Skip, "root refused");
+    // Next queries to example.'s server go over DoT only (R2); the root is damped (R4):
+    // no second probe, Do53 only.
+    let dot_before = net.dot_log.borrow().len();
+    for i in 0..10 {
+        block_on(r.resolve(&n(&format!("n{i}.example.")), RecordType::A)).unwrap();
+    }
+    assert_eq!(asked(&net, "10.0.1.1").len(), do53_to_example, "no more Do53 to a server that speaks DoT");
+    let dot_after: Vec<(IpAddr, Name)> = net.dot_log.borrow()[dot_before..].to_vec();
+    assert_eq!(dot_after.len(), 10);
+    assert!(dot_after.iter().all(|(s, _)| *s == ip("10.0.1.1")), "the refused root is not probed again");
+}
+
+#[test]
+fn operator_cleartext_wins_over_the_probe_table() {
+    let cfg = Config {
+        policies: vec![adox_api::policy::PolicySpec {
+            zone: Some("example.".into()),
+            mode: Some(adox_api::policy::Mode::Cleartext),
+            ..Default::default()
+        }],
+        ..Config::default()
+    };
+    let (r, net) = probing_resolver(base_zones(), &cfg);
+    r.shared().policies.store(crate::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
+    r.shared().probes.success(ip("10.0.1.1"), Transport::Dot, crate::probe::unix_now());
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert!(!net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT despite the cleartext override");
 }

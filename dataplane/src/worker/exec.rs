@@ -302,6 +302,7 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
 pub(crate) struct WorkerUpstream {
     pub(crate) reactor: std::rc::Rc<Reactor>,
     pub(crate) dot: std::rc::Rc<super::dot::DotPool>,
+    pub(crate) executor: std::rc::Rc<Executor>,
 }
 
 impl Upstream for WorkerUpstream {
@@ -325,6 +326,10 @@ impl Upstream for WorkerUpstream {
 
     fn now(&self) -> Instant {
         self.reactor.now()
+    }
+
+    fn spawn(&self, task: Pin<Box<dyn Future<Output = ()>>>) {
+        self.executor.spawn(task);
     }
 }
 

@@ -299,7 +299,7 @@ impl Worker {
             stats.clone(),
             dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
         );
-        let upstream = WorkerUpstream { reactor: reactor.clone(), dot: dot.clone() };
+        let upstream = WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), executor: executor.clone() };
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
             CONN_TOKEN_BASE,

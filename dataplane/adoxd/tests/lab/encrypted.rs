@@ -140,3 +140,72 @@ fn strict_policy_from_config_with_a_missing_ca_file_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
 }
+
+/// Reads the probe state adoxd saved at shutdown.
+fn probe_state(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("probes.json")).expect("probes.json saved at shutdown");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn probe_status(state: &[serde_json::Value], addr: &str) -> Option<String> {
+    state
+        .iter()
+        .find(|r| r["addr"] == addr && r["transport"] == "dot")
+        .map(|r| r["status"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn r1_r2_probing_finds_dot_and_uses_it_next_with_state_kept_across_restarts() {
+    let state = crate::support::tempdir::Dir::new();
+    let sd = state.path().to_str().unwrap().to_string();
+    let d = Adoxd::lab(&["--state-dir", &sd, "--workers", "1"]);
+    // R1: with probing only, a zone on a DoT server and one on a Do53-only server resolve.
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    assert_eq!(d.query("www.plain.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.140"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // R2: the next query to the capable server goes encrypted, and nothing in cleartext.
+    let cap = Capture::start("r2-next-encrypted", "host 127.53.6.1 and port 53");
+    assert_eq!(d.query("nonexistent.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let packets = cap.stop();
+    assert!(packets.is_empty(), "Do53 to a server known to speak DoT: {packets:?}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "probe_successes") >= 1);
+    assert!(Adoxd::stat(&log, "probe_failures") >= 1);
+    let saved = probe_state(state.path());
+    assert_eq!(probe_status(&saved, "127.53.6.1").as_deref(), Some("success"));
+    assert_eq!(probe_status(&saved, "127.53.14.1").as_deref(), Some("failed"));
+    // Restart with the same state: the first query to dot.lab's server is already
+    // encrypted, without a new probe.
+    let d2 = Adoxd::lab(&["--state-dir", &sd, "--workers", "1"]);
+    assert!(d2.log().contains("probe state loaded"));
+    let cap = Capture::start("r2-after-restart", "host 127.53.6.1 and port 53");
+    assert_eq!(d2.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    let packets = cap.stop();
+    assert!(packets.is_empty(), "cleartext after restart: {packets:?}");
+    let log = d2.terminate();
+    assert_eq!(
+        Adoxd::stat(&log, "probes_started"),
+        Adoxd::stat(&log, "probe_failures") + Adoxd::stat(&log, "probe_successes")
+    );
+}
+
+#[test]
+fn r4_a_do53_only_server_sees_one_failed_probe_per_damping_window() {
+    let state = crate::support::tempdir::Dir::new();
+    let d = Adoxd::lab(&["--state-dir", state.path().to_str().unwrap(), "--workers", "1"]);
+    // Connection attempts to port 853 of the Do53-only server, seen from outside.
+    let cap = Capture::start(
+        "r4-damping",
+        "host 127.53.14.1 and tcp port 853 and tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0",
+    );
+    for i in 0..20 {
+        let r = d.query(&format!("n{i}.plain.lab."), RecordType::A);
+        assert_eq!(r.rcode(), ResponseCode::NXDomain, "query {i} failed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(d.query("www.plain.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.140"]);
+    let syns = cap.stop();
+    assert_eq!(syns.len(), 1, "one probe in the damping window: {syns:?}");
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "servfail"), 0);
+}
