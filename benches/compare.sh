@@ -34,8 +34,10 @@ if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
     started_lab=1
 fi
 pids=()
+STATE=
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [[ -n $STATE ]]; then rm -rf -- "$STATE"; fi
     deploy/lab/peer unbound down "$LAB" >/dev/null 2>&1 || true
     deploy/lab/peer pdns down "$LAB" >/dev/null 2>&1 || true
     if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
@@ -63,8 +65,9 @@ measure() {
 }
 
 # adoxd: one worker (pinned to core 0 by adoxd itself, and by taskset).
+STATE=$(mktemp -d)
 taskset -c "$SERVER_CPU" target/release/adoxd --root-hints "$LAB/root.hints" --allow-upstream 127.0.0.0/8 \
-    --listen 127.0.0.1:5340 --workers 1 --log-level warn &
+    --listen 127.0.0.1:5340 --workers 1 --log-level warn --state-dir "$STATE" &
 pids+=($!)
 sleep 0.5
 measure adoxd 5340 "${pids[-1]}"
