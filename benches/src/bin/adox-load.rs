@@ -226,11 +226,10 @@ fn main() {
             }
         }
         // Receive what has come back (edge-triggered: drain each ready socket).
+        // While sending, never sleep: epoll's timeout has millisecond granularity, so any
+        // wait would turn a fixed rate into bursts of rate/1000 queries and measure the
+        // bursts rather than the server. The generator has a core of its own.
         let wait = if start.elapsed() < end_send { Duration::ZERO } else { Duration::from_millis(1) };
-        let wait = match args.rate {
-            Some(_) if start.elapsed() < end_send => Duration::from_micros(500),
-            _ => wait,
-        };
         if let Err(e) = poll.poll(&mut events, Some(wait))
             && e.kind() != io::ErrorKind::Interrupted
         {
