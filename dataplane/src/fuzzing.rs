@@ -60,6 +60,20 @@ pub fn upstream_response(data: &[u8]) {
     }
 }
 
+/// Owner-signal RDATA (SVCB, TLSA) through the one-record-at-a-time parsers. The input
+/// is also split at its first zero octet into several records, as an RRset would be.
+pub fn signals(data: &[u8]) {
+    if let Ok(r) = crate::signal::parse_svcb(data) {
+        assert!(r.priority > 0, "AliasMode never parses as a usable record");
+        assert!(r.port.is_none_or(|p| p != 0 && p != 53));
+        let _ = r.transports();
+    }
+    let _ = crate::signal::parse_tlsa(data);
+    let parts: Vec<&[u8]> = data.splitn(4, |b| *b == 0xff).collect();
+    let (ok, skipped) = crate::signal::parse_svcb_set(parts.iter().copied());
+    assert_eq!(ok.len() + skipped.len(), parts.len(), "every record is either used or reported");
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -83,5 +97,10 @@ mod tests {
     #[test]
     fn replay_upstream_response_corpus() {
         replay("upstream_response", super::upstream_response);
+    }
+
+    #[test]
+    fn replay_signals_corpus() {
+        replay("signals", super::signals);
     }
 }

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod probe;
 pub mod resolver;
 pub mod respond;
+pub mod signal;
 pub mod stats;
 mod sys;
 pub mod transport;

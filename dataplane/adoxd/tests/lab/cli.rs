@@ -85,3 +85,13 @@ fn busy_port_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }
+
+#[test]
+fn ipv6_listener_answers_over_udp_and_tcp() {
+    let hints = crate::support::lab_dir().join("root.hints");
+    let d = Adoxd::start(&["--listen", "[::1]:0", "--root-hints", hints.to_str().unwrap(), "--workers", "1"]);
+    assert!(d.addr.is_ipv6());
+    assert_eq!(d.query("localhost.", RecordType::AAAA).rdata(RecordType::AAAA), ["::1"]);
+    let t = d.ask_tcp(&crate::support::Ask::new("localhost.", RecordType::A));
+    assert_eq!(t.rdata(RecordType::A), ["127.0.0.1"]);
+}

@@ -153,7 +153,7 @@ impl Drop for Adoxd {
 
 /// Sends raw bytes over UDP and waits for one datagram.
 pub fn udp_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = UdpSocket::bind(if addr.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }).unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
     s.send_to(bytes, addr).unwrap();
     let mut buf = vec![0u8; 65535];

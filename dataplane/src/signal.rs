@@ -1,0 +1,314 @@
+//! Owner signals read from raw RDATA, one record at a time: SVCB for DNS servers (RFC 9460,
+//! RFC 9461) and TLSA (RFC 6698, used by SVCB-DANE). A malformed or unusable record is
+//! skipped with a reason and never discards its neighbours (RFC 9460 section 2.2); hostile
+//! values (unknown mandatory keys, port 0 or 53, huge `alpn` lists, a `dohpath` without
+//! `{?dns}`) are refused, never weakening anything.
+
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use adox_api::policy::Transport;
+
+/// SvcParamKeys (RFC 9460 section 14.3.2, RFC 9461 section 5).
+mod key {
+    pub(super) const MANDATORY: u16 = 0;
+    pub(super) const ALPN: u16 = 1;
+    pub(super) const NO_DEFAULT_ALPN: u16 = 2;
+    pub(super) const PORT: u16 = 3;
+    pub(super) const IPV4HINT: u16 = 4;
+    pub(super) const ECH: u16 = 5;
+    pub(super) const IPV6HINT: u16 = 6;
+    pub(super) const DOHPATH: u16 = 7;
+}
+
+/// Keys this client understands (the ones a `mandatory` list may name).
+const KNOWN_KEYS: [u16; 8] =
+    [key::MANDATORY, key::ALPN, key::NO_DEFAULT_ALPN, key::PORT, key::IPV4HINT, key::ECH, key::IPV6HINT, key::DOHPATH];
+
+/// More ALPN identifiers than any real server lists.
+const MAX_ALPN: usize = 16;
+
+/// Why a record was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The RDATA does not parse (truncated, bad name, a length running past the end).
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+    /// SvcParamKeys not in strictly increasing order, or repeated.
+    #[error("keys out of order or repeated")]
+    KeyOrder,
+    /// `mandatory` names a key this client does not understand.
+    #[error("unknown mandatory key {0}")]
+    UnknownMandatory(u16),
+    /// A port a client must refuse (0, 53).
+    #[error("forbidden port {0}")]
+    ForbiddenPort(u16),
+    /// An `alpn` list with more identifiers than any real one.
+    #[error("alpn list too long")]
+    AlpnTooLong,
+    /// A DoH record whose `dohpath` lacks the `{?dns}` variable.
+    #[error("dohpath without {{?dns}}")]
+    BadDohPath,
+    /// AliasMode (SvcPriority 0): not used for DNS server signals here.
+    #[error("alias mode")]
+    AliasMode,
+    /// A TLSA certificate usage other than 2 and 3, or an unknown selector or matching type.
+    #[error("unusable TLSA parameters {usage} {selector} {matching}")]
+    UnusableTlsa {
+        /// Certificate usage.
+        usage: u8,
+        /// Selector.
+        selector: u8,
+        /// Matching type.
+        matching: u8,
+    },
+}
+
+/// One usable SVCB record for a DNS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvcbRecord {
+    /// SvcPriority (lower first).
+    pub priority: u16,
+    /// TargetName (`.` means the owner name, RFC 9460 section 2.5.2).
+    pub target: Name,
+    /// ALPN identifiers, as listed.
+    pub alpn: Vec<String>,
+    /// Port override.
+    pub port: Option<u16>,
+    /// DoH URI template, if any.
+    pub dohpath: Option<String>,
+}
+
+impl SvcbRecord {
+    /// The encrypted transports this record offers, in adox's order of preference within
+    /// one record (the `alpn` set is a set): DoQ, then DoT, then DoH.
+    pub fn transports(&self) -> Vec<Transport> {
+        let has = |id: &str| self.alpn.iter().any(|a| a == id);
+        let mut out = Vec::new();
+        if has("doq") {
+            out.push(Transport::Doq);
+        }
+        if has("dot") {
+            out.push(Transport::Dot);
+        }
+        if (has("h2") || has("h3")) && self.dohpath.is_some() {
+            out.push(Transport::Doh);
+        }
+        out
+    }
+
+    /// The port for `transport`: the `port` key, else 853 for DoT/DoQ and 443 for DoH.
+    pub fn port_for(&self, transport: Transport) -> u16 {
+        self.port.unwrap_or(if transport == Transport::Doh { 443 } else { 853 })
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Parses one SVCB RDATA.
+pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
+    let priority = u16_at(rdata, 0).ok_or(SignalError::Malformed("no SvcPriority"))?;
+    let mut d = BinDecoder::new(&rdata[2..]);
+    let target = Name::read(&mut d).map_err(|_| SignalError::Malformed("bad TargetName"))?;
+    let mut at = rdata.len() - d.len();
+    if priority == 0 {
+        return Err(SignalError::AliasMode);
+    }
+    let mut last_key: Option<u16> = None;
+    let mut rec = SvcbRecord { priority, target, alpn: Vec::new(), port: None, dohpath: None };
+    let mut mandatory: Vec<u16> = Vec::new();
+    while at < rdata.len() {
+        let k = u16_at(rdata, at).ok_or(SignalError::Malformed("truncated key"))?;
+        let len = usize::from(u16_at(rdata, at + 2).ok_or(SignalError::Malformed("truncated length"))?);
+        let value = rdata.get(at + 4..at + 4 + len).ok_or(SignalError::Malformed("value runs past the end"))?;
+        if last_key.is_some_and(|l| k <= l) {
+            return Err(SignalError::KeyOrder);
+        }
+        last_key = Some(k);
+        match k {
+            key::MANDATORY => {
+                if value.is_empty() || value.len() % 2 != 0 {
+                    return Err(SignalError::Malformed("mandatory list"));
+                }
+                mandatory = value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            }
+            key::ALPN => {
+                let mut i = 0;
+                while i < value.len() {
+                    let l = usize::from(value[i]);
+                    let id = value.get(i + 1..i + 1 + l).ok_or(SignalError::Malformed("alpn"))?;
+                    if l == 0 {
+                        return Err(SignalError::Malformed("empty alpn id"));
+                    }
+                    if rec.alpn.len() == MAX_ALPN {
+                        return Err(SignalError::AlpnTooLong);
+                    }
+                    rec.alpn.push(String::from_utf8_lossy(id).into_owned());
+                    i += 1 + l;
+                }
+                if rec.alpn.is_empty() {
+                    return Err(SignalError::Malformed("empty alpn"));
+                }
+            }
+            key::NO_DEFAULT_ALPN if !value.is_empty() => return Err(SignalError::Malformed("no-default-alpn value")),
+            key::PORT => {
+                let p = u16_at(value, 0).filter(|_| value.len() == 2).ok_or(SignalError::Malformed("port"))?;
+                if p == 0 || p == 53 {
+                    return Err(SignalError::ForbiddenPort(p));
+                }
+                rec.port = Some(p);
+            }
+            key::IPV4HINT if value.is_empty() || value.len() % 4 != 0 => {
+                return Err(SignalError::Malformed("ipv4hint"));
+            }
+            key::IPV6HINT if value.is_empty() || value.len() % 16 != 0 => {
+                return Err(SignalError::Malformed("ipv6hint"));
+            }
+            key::DOHPATH => {
+                let t = std::str::from_utf8(value).map_err(|_| SignalError::Malformed("dohpath not UTF-8"))?;
+                rec.dohpath = Some(t.to_string());
+            }
+            // Hints and ECH are not used for DNS server connections; unknown keys are
+            // ignored unless mandatory.
+            _ => {}
+        }
+        at += 4 + len;
+    }
+    for m in mandatory {
+        if m == key::MANDATORY || !KNOWN_KEYS.contains(&m) {
+            return Err(SignalError::UnknownMandatory(m));
+        }
+    }
+    let doh = rec.alpn.iter().any(|a| a == "h2" || a == "h3");
+    if doh && rec.dohpath.as_deref().is_some_and(|p| !p.contains("{?dns}")) {
+        return Err(SignalError::BadDohPath);
+    }
+    Ok(rec)
+}
+
+/// Parses every record of an SVCB RRset: the usable ones in SvcPriority order, and the
+/// reasons the others were skipped.
+pub fn parse_svcb_set<'a>(rdatas: impl IntoIterator<Item = &'a [u8]>) -> (Vec<SvcbRecord>, Vec<SignalError>) {
+    let mut ok = Vec::new();
+    let mut skipped = Vec::new();
+    for r in rdatas {
+        match parse_svcb(r) {
+            Ok(rec) => ok.push(rec),
+            Err(e) => skipped.push(e),
+        }
+    }
+    ok.sort_by_key(|r| r.priority);
+    (ok, skipped)
+}
+
+/// One usable TLSA record (usages 2 DANE-TA and 3 DANE-EE only, as SVCB-DANE asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsaRecord {
+    /// Certificate usage (2 or 3).
+    pub usage: u8,
+    /// Selector: 0 full certificate, 1 SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// Matching type: 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    /// Certificate association data.
+    pub data: Vec<u8>,
+}
+
+/// Parses one TLSA RDATA.
+pub fn parse_tlsa(rdata: &[u8]) -> Result<TlsaRecord, SignalError> {
+    let [usage, selector, matching, data @ ..] = rdata else {
+        return Err(SignalError::Malformed("TLSA shorter than 4 octets"));
+    };
+    let (usage, selector, matching) = (*usage, *selector, *matching);
+    if !matches!(usage, 2 | 3) || selector > 1 || matching > 2 {
+        return Err(SignalError::UnusableTlsa { usage, selector, matching });
+    }
+    let want = match matching {
+        1 => Some(32),
+        2 => Some(64),
+        _ => None,
+    };
+    if data.is_empty() || want.is_some_and(|w| data.len() != w) {
+        return Err(SignalError::Malformed("TLSA data length"));
+    }
+    Ok(TlsaRecord { usage, selector, matching, data: data.to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svcb(priority: u16, target: &[u8], params: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut v = priority.to_be_bytes().to_vec();
+        v.extend_from_slice(target);
+        for (k, val) in params {
+            v.extend_from_slice(&k.to_be_bytes());
+            v.extend_from_slice(&(val.len() as u16).to_be_bytes());
+            v.extend_from_slice(val);
+        }
+        v
+    }
+
+    const NS1: &[u8] = b"\x03ns1\x03dot\x03lab\x00";
+
+    #[test]
+    fn parses_a_lab_record_and_prefers_doq_within_it() {
+        let r = parse_svcb(&svcb(1, NS1, &[(1, b"\x03dot\x03doq")])).unwrap();
+        assert_eq!(r.target.to_ascii(), "ns1.dot.lab.");
+        assert_eq!(r.transports(), vec![Transport::Doq, Transport::Dot]);
+        assert_eq!((r.port_for(Transport::Dot), r.port_for(Transport::Doh)), (853, 443));
+        let p = parse_svcb(&svcb(2, b"\x00", &[(1, b"\x03dot"), (3, &8853u16.to_be_bytes())])).unwrap();
+        assert_eq!(p.port_for(Transport::Dot), 8853);
+        assert!(p.target.is_root());
+    }
+
+    #[test]
+    fn hostile_records_are_refused_with_their_reason() {
+        let cases: Vec<(Vec<u8>, SignalError)> = vec![
+            (svcb(1, NS1, &[(0, &[0, 9]), (1, b"\x03dot")]), SignalError::UnknownMandatory(9)),
+            (svcb(1, NS1, &[(0, &[0, 0]), (1, b"\x03dot")]), SignalError::UnknownMandatory(0)),
+            (svcb(1, NS1, &[(1, b"\x03dot"), (3, &[0, 0])]), SignalError::ForbiddenPort(0)),
+            (svcb(1, NS1, &[(1, b"\x03dot"), (3, &[0, 53])]), SignalError::ForbiddenPort(53)),
+            (svcb(1, NS1, &[(3, &[3, 85]), (1, b"\x03dot")]), SignalError::KeyOrder),
+            (svcb(1, NS1, &[(1, b"\x03dot"), (1, b"\x03doq")]), SignalError::KeyOrder),
+            (svcb(1, NS1, &[(1, b"\x02h2"), (7, b"/dns-query")]), SignalError::BadDohPath),
+            (svcb(0, NS1, &[]), SignalError::AliasMode),
+            (svcb(1, NS1, &[(1, &[b"\x03dot".as_slice(); 17].concat())]), SignalError::AlpnTooLong),
+        ];
+        for (rdata, want) in cases {
+            assert_eq!(parse_svcb(&rdata), Err(want.clone()), "{want}");
+        }
+        for cut in [1, 5, 20] {
+            let good = svcb(1, NS1, &[(1, b"\x03dot")]);
+            assert!(matches!(parse_svcb(&good[..cut.min(good.len() - 1)]), Err(SignalError::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn a_bad_record_never_discards_its_neighbours() {
+        let good2 = svcb(2, NS1, &[(1, b"\x03dot")]);
+        let bad = svcb(1, NS1, &[(0, &[0, 99]), (1, b"\x03doq")]);
+        let good1 = svcb(1, NS1, &[(1, b"\x03doq"), (7, b"/q{?dns}")]);
+        let (ok, skipped) = parse_svcb_set([good2.as_slice(), bad.as_slice(), good1.as_slice()]);
+        assert_eq!(ok.iter().map(|r| r.priority).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(skipped, vec![SignalError::UnknownMandatory(99)]);
+    }
+
+    #[test]
+    fn tlsa_usages_selectors_and_lengths() {
+        let mut ee = vec![3, 1, 1];
+        ee.extend_from_slice(&[7; 32]);
+        assert_eq!(parse_tlsa(&ee).unwrap().usage, 3);
+        let mut pkix_ee = ee.clone();
+        pkix_ee[0] = 1;
+        assert!(matches!(parse_tlsa(&pkix_ee), Err(SignalError::UnusableTlsa { usage: 1, .. })));
+        let mut short = ee.clone();
+        short.pop();
+        assert!(matches!(parse_tlsa(&short), Err(SignalError::Malformed(_))));
+        assert!(parse_tlsa(&[2, 0, 0]).is_err());
+        assert!(parse_tlsa(&[2, 0, 0, 1, 2, 3]).is_ok());
+    }
+}
