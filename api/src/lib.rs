@@ -57,6 +57,12 @@ pub struct StatsSnapshot {
     pub probe_successes: u64,
     /// Probes that failed (refused, TLS failure, timeout).
     pub probe_failures: u64,
+    /// `_dns` SVCB signals learned with at least one usable record.
+    pub signals_learned: u64,
+    /// Signal lookups in which some records were refused (malformed, hostile).
+    pub signals_refused: u64,
+    /// Signal lookups that depended on the nameserver they decide for (R5).
+    pub signal_cycles: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
     /// Client TCP connections accepted.

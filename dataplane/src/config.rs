@@ -220,6 +220,8 @@ pub struct TransportConfig {
     pub probe_damping_s: u64,
     /// See [`bounds::MAX_CONCURRENT_PROBES`].
     pub max_concurrent_probes: u32,
+    /// Look up nameservers' `_dns` SVCB records (RFC 9461) and follow them. Default true.
+    pub signals: bool,
 }
 
 impl Default for TransportConfig {
@@ -234,6 +236,7 @@ impl Default for TransportConfig {
             probe_persistence_s: d(bounds::PROBE_PERSISTENCE_S),
             probe_damping_s: d(bounds::PROBE_DAMPING_S),
             max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
+            signals: true,
         }
     }
 }

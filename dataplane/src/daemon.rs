@@ -132,6 +132,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         local: LocalZones::new(&cfg.local_zones),
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
         policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
+        signals: crate::signal::SignalCache::new(cfg.transport.session_cache_servers),
         probes: ProbeTable::new(
             cfg.transport.session_cache_servers,
             ProbeWindows {

@@ -312,3 +312,83 @@ mod tests {
         assert!(parse_tlsa(&[2, 0, 0, 1, 2, 3]).is_ok());
     }
 }
+
+/// What is known of one nameserver's `_dns` SVCB signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A lookup is under way (started at this Unix second).
+    Pending(u64),
+    /// Usable records, in SvcPriority order; empty when the name has none (NODATA,
+    /// NXDOMAIN, or every record was refused).
+    Known {
+        /// The usable records.
+        records: Vec<SvcbRecord>,
+        /// Whether the RRset validated to a trust anchor (always false until DNSSEC).
+        secure: bool,
+        /// Whether the lookup needed the very nameserver it decides for (R5): it was
+        /// fetched over that server's transport of the moment, and is reported.
+        cycle: bool,
+        /// Records refused, with their reasons.
+        refused: Vec<SignalError>,
+        /// Valid until this Unix second (the RRset's TTL).
+        until: u64,
+    },
+}
+
+/// Signals per nameserver name, shared by all workers.
+#[derive(Debug)]
+pub struct SignalCache {
+    shards: Box<[std::sync::Mutex<crate::cache::clock::ClockCache<Name, Signal>>]>,
+}
+
+const SIGNAL_SHARDS: usize = 16;
+/// A lookup that has not finished after this long is started again.
+const PENDING_FOR: u64 = 30;
+
+impl SignalCache {
+    /// A cache for about `names` nameserver names.
+    pub fn new(names: usize) -> Self {
+        let per = names.div_ceil(SIGNAL_SHARDS).max(1) * 512;
+        Self {
+            shards: (0..SIGNAL_SHARDS)
+                .map(|_| std::sync::Mutex::new(crate::cache::clock::ClockCache::new(per)))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, name: &Name) -> std::sync::MutexGuard<'_, crate::cache::clock::ClockCache<Name, Signal>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        self.shards[(h.finish() as usize) % SIGNAL_SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live signal of `ns`; `None` when unknown or expired.
+    pub fn get(&self, ns: &Name, now: u64) -> Option<Signal> {
+        let mut s = self.shard(ns);
+        let live = match s.get(ns)? {
+            Signal::Pending(t) => now.saturating_sub(*t) < PENDING_FOR,
+            Signal::Known { until, .. } => now < *until,
+        };
+        if live { s.get(ns).cloned() } else { None }
+    }
+
+    /// Marks a lookup as started; false when one is already under way or the signal is
+    /// known (so each name is looked up once at a time, across workers).
+    pub fn begin(&self, ns: &Name, now: u64) -> bool {
+        if self.get(ns, now).is_some() {
+            return false;
+        }
+        self.shard(ns).insert(ns.clone(), Signal::Pending(now), 64);
+        true
+    }
+
+    /// Stores a finished lookup.
+    pub fn put(&self, ns: &Name, signal: Signal) {
+        let cost = match &signal {
+            Signal::Known { records, .. } => 64 + records.len() * 128,
+            Signal::Pending(_) => 64,
+        };
+        self.shard(ns).insert(ns.clone(), signal, cost);
+    }
+}

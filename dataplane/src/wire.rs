@@ -342,6 +342,62 @@ pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<u16>> {
     Some(out)
 }
 
+/// Record types whose RDATA adox reads itself (SVCB, HTTPS, TLSA): hickory would reject a
+/// whole message for one record it cannot parse, where RFC 9460 asks to skip only that
+/// record. Each is mapped to a private-use type (RFC 6895) for parsing and back after.
+pub const RAW_TYPES: [(u16, u16); 3] = [(64, 65_400), (65, 65_401), (52, 65_402)];
+
+/// Offsets of the TYPE field of every record (not the question) whose type is one of
+/// `RAW_TYPES`; empty (and no allocation) when there is none or the message is too broken
+/// to walk.
+pub fn raw_type_offsets(msg: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    if msg.len() < HEADER_LEN {
+        return out;
+    }
+    let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
+    let (qd, rr) = (count(4), count(6) + count(8) + count(10));
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        let Some(end) = skip_name(msg, at) else { return out };
+        at = end + 4;
+    }
+    for _ in 0..rr {
+        let Some(end) = skip_name(msg, at) else { return out };
+        if end + 10 > msg.len() {
+            return out;
+        }
+        let rtype = u16::from_be_bytes([msg[end], msg[end + 1]]);
+        if RAW_TYPES.iter().any(|(t, _)| *t == rtype) {
+            out.push(end);
+        }
+        at = end + 10 + usize::from(u16::from_be_bytes([msg[end + 8], msg[end + 9]]));
+    }
+    out
+}
+
+/// A copy of `msg` with every `RAW_TYPES` record's type replaced by its private-use
+/// stand-in, so the RDATA survives parsing as opaque bytes; `None` when there is none.
+pub fn hide_raw_types(msg: &[u8]) -> Option<Vec<u8>> {
+    let offsets = raw_type_offsets(msg);
+    if offsets.is_empty() {
+        return None;
+    }
+    let mut out = msg.to_vec();
+    for at in offsets {
+        let rtype = u16::from_be_bytes([out[at], out[at + 1]]);
+        if let Some((_, private)) = RAW_TYPES.iter().find(|(t, _)| *t == rtype) {
+            out[at..at + 2].copy_from_slice(&private.to_be_bytes());
+        }
+    }
+    Some(out)
+}
+
+/// The real type behind a private-use stand-in of [`hide_raw_types`].
+pub fn raw_type_of(private: u16) -> Option<u16> {
+    RAW_TYPES.iter().find(|(_, p)| *p == private).map(|(t, _)| *t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +482,26 @@ mod tests {
         // OPT follows the question; its option is EDE 18 with text "x".
         let opt = &out[p.question_end..];
         assert_eq!(&opt[opt.len() - 7..], &[0, 15, 0, 3, 0, 18, b'x']);
+    }
+
+    #[test]
+    fn raw_types_are_hidden_in_records_only() {
+        // question SVCB, one SVCB answer with a compressed owner
+        let mut m = query(b"\x04_dns\x01a\x00", 64, None);
+        m[2] = 0x81;
+        m[7] = 1;
+        m.extend_from_slice(&[0xc0, 12, 0, 64, 0, 1, 0, 0, 0, 60, 0, 3, 0, 1, 0]);
+        let m = hide_raw_types(&m).unwrap();
+        let qt = p_qtype(&m);
+        assert_eq!(qt, 64, "the question keeps its type");
+        let rr_type = u16::from_be_bytes([m[m.len() - 13], m[m.len() - 12]]);
+        assert_eq!(raw_type_of(rr_type), Some(64));
+        assert!(hide_raw_types(&[0u8; 5]).is_none());
+    }
+
+    fn p_qtype(m: &[u8]) -> u16 {
+        let end = skip_name(m, HEADER_LEN).unwrap();
+        u16::from_be_bytes([m[end], m[end + 1]])
     }
 
     #[test]

@@ -160,6 +160,9 @@ fn log_stats(plane: &DataPlane) {
         probes_started = s.probes_started,
         probe_successes = s.probe_successes,
         probe_failures = s.probe_failures,
+        signals_learned = s.signals_learned,
+        signals_refused = s.signals_refused,
+        signal_cycles = s.signal_cycles,
         record_cache_entries = plane.shared.records.len(),
         "stats"
     );

@@ -16,6 +16,7 @@ use super::{Answer, Budget, Limit, PlanSource, ResolveError, Resolver, Transport
 use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
 use crate::names::{canonical, is_below, labels, parent};
 use crate::probe::{ProbeDecision, unix_now};
+use crate::signal::Signal;
 use crate::wire::rcode;
 use adox_api::policy::{Auth, Mode, Transport};
 
@@ -664,6 +665,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 source: PlanSource::Override(p.id.clone()),
             };
         }
+        if self.shared.settings.signals
+            && let Some(plan) = self.signal_plan(ns_name)
+        {
+            return plan;
+        }
         let cleartext = |source| TransportPlan {
             mode: Mode::Cleartext,
             transports: vec![Transport::Do53],
@@ -682,6 +688,102 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 source: PlanSource::Probe(ProbeDecision::Use),
             },
             d => cleartext(PlanSource::Probe(d)),
+        }
+    }
+
+    /// The plan a nameserver's own `_dns` SVCB signal asks for, if it is known and offers a
+    /// transport adox speaks. An unknown signal is queued for lookup: this query does not
+    /// wait for it (RFC 9461 signals apply from the next query).
+    fn signal_plan(&self, ns_name: &Name) -> Option<TransportPlan> {
+        let now = unix_now();
+        match self.shared.signals.get(ns_name, now) {
+            Some(Signal::Known { records, .. }) => {
+                // SvcPriority orders the records; within one, adox prefers DoQ, then DoT.
+                // A `port` key moving DoT/DoQ off 853 is not followed yet: such records
+                // are not used.
+                let mut transports: Vec<Transport> = records
+                    .iter()
+                    .flat_map(|r| r.transports().into_iter().filter(move |t| r.port_for(*t) == DOT_PORT))
+                    .filter(|t| t.supported())
+                    .collect();
+                transports.dedup();
+                if transports.is_empty() {
+                    return None;
+                }
+                transports.push(Transport::Do53);
+                // Not DNSSEC-secure (no validation yet): an opportunistic hint, no auth.
+                Some(TransportPlan {
+                    mode: Mode::Opportunistic,
+                    transports,
+                    auth: Auth::None,
+                    source: PlanSource::InsecureSignal,
+                })
+            }
+            Some(Signal::Pending(_)) => None,
+            None => {
+                if self.shared.signals.begin(ns_name, now) {
+                    self.wanted_signals.borrow_mut().push(ns_name.clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// Looks up and stores the `_dns` SVCB signal of `ns` (run by the worker as its own
+    /// task). A lookup that needed `ns` itself (the zone holding the signal is served by
+    /// `ns`) is a circular dependency (R5): it resolved without waiting, because a plan
+    /// never waits on a pending signal, and it is reported.
+    pub async fn learn_signal(&self, ns: &Name) {
+        let Ok(qname) = Name::from_ascii("_dns").and_then(|l| l.append_name(ns)) else { return };
+        let result = self.resolve(&qname, RecordType::SVCB).await;
+        let now = unix_now();
+        let (rdatas, ttl): (Vec<Vec<u8>>, u32) = match &result {
+            Ok(a) => {
+                let svcb: Vec<&Record> = a.answers.iter().filter(|r| r.record_type() == RecordType::SVCB).collect();
+                let ttl = svcb.iter().map(|r| r.ttl).min().unwrap_or(a.cache_ttl);
+                let raw = svcb
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::Unknown { rdata, .. } => Some(rdata.anything.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                (raw, ttl)
+            }
+            // A failed lookup is tried again after a minute, not remembered as "none".
+            Err(_) => (Vec::new(), 60),
+        };
+        let (records, refused) = crate::signal::parse_svcb_set(rdatas.iter().map(Vec::as_slice));
+        if !refused.is_empty() {
+            self.stats.signals_refused.bump();
+            tracing::info!(nameserver = %ns, refused = ?refused, "SVCB records refused");
+        }
+        let cycle = self.served_by(&qname, ns);
+        if cycle {
+            self.stats.signal_cycles.bump();
+            tracing::info!(nameserver = %ns, "signal lookup depends on the nameserver it decides for");
+        }
+        if !records.is_empty() {
+            self.stats.signals_learned.bump();
+        }
+        let until = now + u64::from(ttl.max(1));
+        self.shared.signals.put(ns, Signal::Known { records, secure: false, cycle, refused, until });
+    }
+
+    /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.
+    fn served_by(&self, name: &Name, ns: &Name) -> bool {
+        let now = self.upstream.now();
+        let mut cur = parent(name);
+        loop {
+            if let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
+                && let Some(recs) = rrset_records(&hit.data)
+            {
+                return ns_names(recs).contains(&canonical(ns));
+            }
+            if cur.is_root() {
+                return false;
+            }
+            cur = parent(&cur);
         }
     }
 
@@ -807,7 +909,19 @@ pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16
 
 /// Parses a reply and checks that it answers our query: QR, ID, opcode and question.
 pub(crate) fn check_reply(bytes: &[u8], id: u16, sname: &Name, stype: RecordType) -> Result<Message, UpstreamError> {
-    let mut msg = Message::from_vec(bytes).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
+    // SVCB, HTTPS and TLSA records are kept as raw RDATA (read one by one by `signal`).
+    let hidden = crate::wire::hide_raw_types(bytes);
+    let mut msg =
+        Message::from_vec(hidden.as_deref().unwrap_or(bytes)).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
+    if hidden.is_some() {
+        for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+            if let RData::Unknown { code, .. } = &mut r.data
+                && let Some(real) = crate::wire::raw_type_of(u16::from(*code))
+            {
+                *code = RecordType::from(real);
+            }
+        }
+    }
     if msg.metadata.message_type != MessageType::Response || msg.metadata.op_code != OpCode::Query {
         return Err(UpstreamError::BadResponse("not a query response"));
     }

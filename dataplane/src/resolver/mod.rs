@@ -54,6 +54,8 @@ pub enum PlanSource {
     Override(String),
     /// The RFC 9539 probe table's decision.
     Probe(crate::probe::ProbeDecision),
+    /// The nameserver's own `_dns` SVCB record, not DNSSEC-secure: an opportunistic hint.
+    InsecureSignal,
     /// Nothing matched: the configured default.
     Default,
 }
@@ -123,6 +125,8 @@ pub struct Settings {
     pub probing: bool,
     /// Probes under way at once, per worker.
     pub max_concurrent_probes: u32,
+    /// Look up and use nameservers' `_dns` SVCB signals (RFC 9461).
+    pub signals: bool,
 }
 
 impl Settings {
@@ -145,6 +149,7 @@ impl Settings {
             dot_timeout: Duration::from_millis(cfg.transport.dot_timeout_ms),
             probing: cfg.transport.probing,
             max_concurrent_probes: cfg.transport.max_concurrent_probes,
+            signals: cfg.transport.signals,
         }
     }
 }
@@ -166,6 +171,8 @@ pub struct Shared {
     pub policies: crate::policy::PolicyStore,
     /// RFC 9539 state per (address, encrypted transport).
     pub probes: crate::probe::ProbeTable,
+    /// `_dns` SVCB signals per nameserver name.
+    pub signals: crate::signal::SignalCache,
     /// Knobs.
     pub settings: Settings,
 }
@@ -276,6 +283,8 @@ pub struct Resolver<U> {
     stats: Arc<WorkerStats>,
     /// Probes this worker has under way.
     probes_in_flight: std::rc::Rc<Cell<u32>>,
+    /// Nameserver names whose `_dns` signal the worker should look up next.
+    wanted_signals: RefCell<Vec<Name>>,
 }
 
 impl<U: Upstream> Resolver<U> {
@@ -287,6 +296,7 @@ impl<U: Upstream> Resolver<U> {
             outstanding: RefCell::new(Outstanding::default()),
             stats,
             probes_in_flight: std::rc::Rc::new(Cell::new(0)),
+            wanted_signals: RefCell::new(Vec::new()),
         }
     }
 
@@ -298,6 +308,12 @@ impl<U: Upstream> Resolver<U> {
     /// The upstream.
     pub fn upstream(&self) -> &U {
         &self.upstream
+    }
+
+    /// Signal lookups the plan asked for since the last call; the worker runs each as an
+    /// ordinary resolution beside the queries (never waited on).
+    pub fn take_wanted_signals(&self) -> Vec<Name> {
+        std::mem::take(&mut *self.wanted_signals.borrow_mut())
     }
 
     fn reserve(&self, server: IpAddr, zone: &Name) -> Result<OutstandingGuard<'_>, Limit> {

@@ -250,6 +250,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         local: LocalZones::new(&LocalZonesConfig::default()),
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
         policies: crate::policy::PolicyStore::default(),
+        signals: crate::signal::SignalCache::new(1000),
         probes: crate::probe::ProbeTable::new(
             1000,
             crate::probe::ProbeWindows {
@@ -563,4 +564,65 @@ fn operator_cleartext_wins_over_the_probe_table() {
     r.shared().probes.success(ip("10.0.1.1"), Transport::Dot, crate::probe::unix_now());
     block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
     assert!(!net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT despite the cleartext override");
+}
+
+fn svcb(owner: &str, target_wire: &[u8], alpn: &[u8]) -> Record {
+    let mut rdata = 1u16.to_be_bytes().to_vec();
+    rdata.extend_from_slice(target_wire);
+    rdata.extend_from_slice(&1u16.to_be_bytes());
+    rdata.extend_from_slice(&(alpn.len() as u16).to_be_bytes());
+    rdata.extend_from_slice(alpn);
+    Record::from_rdata(
+        n(owner),
+        3600,
+        RData::Unknown { code: RecordType::SVCB, rdata: hickory_proto::rr::rdata::NULL::with(rdata) },
+    )
+}
+
+#[test]
+fn rfc9461_signal_is_learned_beside_and_used_from_the_next_query() {
+    let mut zones = base_zones();
+    zones[1].records.push(svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot"));
+    let (r, net) = resolver(zones, &Config::default());
+    // The first query does not wait for the signal: Do53, and the lookup is queued.
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert!(net.dot_log.borrow().is_empty());
+    let wanted = r.take_wanted_signals();
+    assert!(wanted.contains(&n("ns.example.")), "{wanted:?}");
+    for ns in wanted {
+        block_on(r.learn_signal(&ns));
+    }
+    // The signal lives in the zone the nameserver serves: a circular dependency, reported
+    // (the root's own `_dns.a.root.` lookup is one too).
+    let known = r.shared().signals.get(&n("ns.example."), crate::probe::unix_now());
+    assert!(
+        matches!(known, Some(crate::signal::Signal::Known { cycle: true, ref records, .. }) if records.len() == 1),
+        "{known:?}"
+    );
+    assert!(r.stats.signal_cycles.get() >= 1);
+    assert_eq!(r.stats.signals_learned.get(), 1);
+    let do53_before = asked(&net, "10.0.1.1").len();
+    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!(asked(&net, "10.0.1.1").len(), do53_before, "no Do53 after the signal");
+    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT after the signal (R3)");
+    assert_eq!(r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1")).source, PlanSource::InsecureSignal);
+}
+
+#[test]
+fn a_hostile_signal_is_refused_and_changes_nothing() {
+    let mut zones = base_zones();
+    // port 53 is refused: the record is not used, the server stays on Do53.
+    let mut bad = svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot");
+    if let RData::Unknown { rdata, .. } = &mut bad.data {
+        rdata.anything.extend_from_slice(&[0, 3, 0, 2, 0, 53]);
+    }
+    zones[1].records.push(bad);
+    let (r, net) = resolver(zones, &Config::default());
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    for ns in r.take_wanted_signals() {
+        block_on(r.learn_signal(&ns));
+    }
+    assert_eq!((r.stats.signals_refused.get(), r.stats.signals_learned.get()), (1, 0));
+    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert!(net.dot_log.borrow().is_empty());
 }

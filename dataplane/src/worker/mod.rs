@@ -393,6 +393,18 @@ impl Worker {
             }
             ctx.reactor.fire_timers();
             ctx.executor.run_ready();
+            // Signal lookups the resolver asked for run as tasks of their own.
+            for _ in 0..4 {
+                let wanted = ctx.resolver.take_wanted_signals();
+                if wanted.is_empty() {
+                    break;
+                }
+                for ns in wanted {
+                    let task_ctx = ctx.clone();
+                    ctx.executor.spawn(async move { task_ctx.resolver.learn_signal(&ns).await });
+                }
+                ctx.executor.run_ready();
+            }
             // Connections paused by the pipelining cap read again once answers left; what
             // they start runs in the same turn.
             let resume = std::mem::take(&mut ctx.clients.borrow_mut().resume);

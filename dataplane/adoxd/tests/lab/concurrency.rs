@@ -63,7 +63,9 @@ fn rfc7766_pipelined_queries_on_one_connection() {
 
 #[test]
 fn identical_questions_in_flight_share_one_resolution() {
-    let d = Adoxd::lab(&["--workers", "1"]);
+    // Signal lookups and probes would add queries of their own: off, to count the walk.
+    let (_dir, cfg) = crate::support::temp_config("[transport]\nsignals = false\nprobing = false\n");
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     // A burst of the same uncached question: read in one batch, resolved once.

@@ -209,3 +209,47 @@ fn r4_a_do53_only_server_sees_one_failed_probe_per_damping_window() {
     let log = d.terminate();
     assert_eq!(Adoxd::stat(&log, "servfail"), 0);
 }
+
+#[test]
+fn r3_svcb_signal_alpn_dot_is_used_from_the_next_query_without_probing() {
+    let (_d, cfg) = config("", "probing = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    // The first query goes over Do53 and does not wait for `_dns.ns1.dot.lab. SVCB`.
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cap = Capture::start("r3-signal", "host 127.53.6.1 and port 53");
+    assert_eq!(d.query("nonexistent.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let packets = cap.stop();
+    assert!(packets.is_empty(), "Do53 after the signal was learned: {packets:?}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "signals_learned") >= 1);
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
+    assert_eq!(Adoxd::stat(&log, "probes_started"), 0, "no probing involved");
+}
+
+#[test]
+fn r5_a_signal_whose_lookup_needs_itself_resolves_and_is_reported() {
+    let (_d, cfg) = config("", "probing = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.cycle.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.130"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The signal (fetched over Do53, the server's transport at that moment) now applies.
+    assert_eq!(d.query("nonexistent.cycle.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "signal_cycles") >= 1, "the cycle is reported");
+    assert!(log.contains("signal lookup depends on the nameserver it decides for"));
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
+}
+
+#[test]
+fn r7_signal_alpn_doq_dot_uses_dot_while_doq_is_not_spoken() {
+    let (_d, cfg) = config("", "probing = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.doq.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.70"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cap = Capture::start("r7-doq-dot", "host 127.53.7.1 and port 53");
+    assert_eq!(d.query("nonexistent.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert!(cap.stop().is_empty());
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
+}
