@@ -113,12 +113,7 @@ impl ProbeTable {
 
     fn update(&self, addr: IpAddr, transport: Transport, f: impl FnOnce(&mut ProbeRecord)) {
         let key = (addr, transport);
-        let mut shard = self.shard(&key);
-        if let Some(r) = shard.get(&key) {
-            f(r);
-            return;
-        }
-        let mut r = ProbeRecord {
+        let fresh = || ProbeRecord {
             addr,
             transport,
             status: ProbeStatus::Unknown,
@@ -126,8 +121,7 @@ impl ProbeTable {
             last_failure: None,
             last_failure_reason: None,
         };
-        f(&mut r);
-        shard.insert(key, r, 32);
+        self.shard(&key).upsert(key, 32, fresh, f);
     }
 
     /// The record of one (address, transport), if any.

@@ -79,6 +79,18 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         self.used += cost;
     }
 
+    /// Applies `f` to the value of `key`, inserting `make()` (charged `cost`) first when
+    /// the key is absent.
+    pub fn upsert(&mut self, key: K, cost: usize, make: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
+        if let Some(v) = self.get(&key) {
+            f(v);
+            return;
+        }
+        let mut v = make();
+        f(&mut v);
+        self.insert(key, v, cost);
+    }
+
     /// Removes a key, returning its value.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where

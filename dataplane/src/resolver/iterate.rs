@@ -628,15 +628,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Auth::Pkix => Some(ns_name.clone()),
             Auth::Dane => return Err(ExchangeError::Server(UpstreamError::Tls("dane-unavailable"))),
         };
-        let _guard = match self.reserve(addr, zone) {
-            Ok(g) => g,
-            Err(Limit::OutstandingPerServer) => {
-                return Err(ExchangeError::Server(UpstreamError::Io(
-                    "outstanding limit for this server reached".into(),
-                )));
-            }
-            Err(l) => return Err(ExchangeError::Fatal(ResolveError::LimitExceeded(l))),
-        };
+        let _guard = self.reserve_exchange(addr, zone)?;
         let id: u16 = rand::rng().random();
         let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
@@ -652,6 +644,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
             other => Err(ExchangeError::Server(UpstreamError::Rcode(u16::from(other) as u8))),
         }
+    }
+
+    /// Counts one upstream query against the outstanding limits: over the server's limit
+    /// this server is skipped, over the zone's the step fails.
+    fn reserve_exchange(&self, addr: IpAddr, zone: &Name) -> Result<super::OutstandingGuard<'_>, ExchangeError> {
+        self.reserve(addr, zone).map_err(|l| match l {
+            Limit::OutstandingPerServer => {
+                ExchangeError::Server(UpstreamError::Io("outstanding limit for this server reached".into()))
+            }
+            l => ExchangeError::Fatal(ResolveError::LimitExceeded(l)),
+        })
     }
 
     /// The transport plan for one (zone, nameserver name, address). Today: the operator's
@@ -834,15 +837,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let settings = &self.shared.settings;
         let start = self.upstream.now();
         budget.spend(start).map_err(ExchangeError::Fatal)?;
-        let _guard = match self.reserve(addr, zone) {
-            Ok(g) => g,
-            Err(Limit::OutstandingPerServer) => {
-                return Err(ExchangeError::Server(UpstreamError::Io(
-                    "outstanding limit for this server reached".into(),
-                )));
-            }
-            Err(l) => return Err(ExchangeError::Fatal(ResolveError::LimitExceeded(l))),
-        };
+        let _guard = self.reserve_exchange(addr, zone)?;
         let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
         let id: u16 = rand::rng().random();
         let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {

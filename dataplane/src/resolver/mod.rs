@@ -250,7 +250,7 @@ struct Outstanding {
 
 /// Releases the outstanding counts of one upstream query when dropped (also when the
 /// resolution is cancelled mid-flight).
-struct OutstandingGuard<'a> {
+pub(crate) struct OutstandingGuard<'a> {
     table: &'a RefCell<Outstanding>,
     server: IpAddr,
     zone: Name,

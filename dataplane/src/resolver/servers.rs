@@ -102,14 +102,7 @@ impl ServerTable {
 
     /// Applies `f` to a server's state.
     pub fn update(&self, addr: IpAddr, f: impl FnOnce(&mut ServerInfo)) {
-        let mut s = self.shard(&addr);
-        if let Some(info) = s.get(&addr) {
-            f(info);
-            return;
-        }
-        let mut info = ServerInfo::default();
-        f(&mut info);
-        s.insert(addr, info, 1);
+        self.shard(&addr).upsert(addr, 1, ServerInfo::default, f);
     }
 
     /// Sort key for server choice: held-back servers last, then by SRTT; unknown servers

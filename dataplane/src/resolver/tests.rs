@@ -428,7 +428,8 @@ fn dead_server_is_held_back_after_repeated_timeouts() {
     // After a timeout its SRTT estimate is raised past the live server's, so it is not
     // chosen again while the live one answers (three in a row would also put it on hold).
     assert!(to_dead <= 3, "the dead server was asked {to_dead} times in 20 queries");
-    assert!(r.shared().servers.get(dead).failures >= 1);
+    // Whether it was tried at all depends on the random exploration of unknown servers.
+    assert_eq!(r.shared().servers.get(dead).failures >= 1, to_dead >= 1);
 }
 
 #[test]

@@ -56,16 +56,8 @@ impl SessionStore {
 
     fn update(&self, name: ServerName<'static>, f: impl FnOnce(&mut Entry)) {
         let key = name.clone();
-        self.with(&key, |c| {
-            if let Some(e) = c.get(&name) {
-                f(e);
-                return;
-            }
-            let mut e = Entry::default();
-            f(&mut e);
-            // A ticket is a few hundred bytes; charge a fixed estimate per entry.
-            c.insert(name, e, 2048);
-        });
+        // A ticket is a few hundred bytes; charge a fixed estimate per entry.
+        self.with(&key, |c| c.upsert(name, 2048, Entry::default, f));
     }
 
     /// Servers with something stored.
