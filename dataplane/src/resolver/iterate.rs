@@ -648,6 +648,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     /// Counts one upstream query against the outstanding limits: over the server's limit
     /// this server is skipped, over the zone's the step fails.
+    #[allow(clippy::result_large_err, reason = "the same error type the async exchanges return, by value")]
     fn reserve_exchange(&self, addr: IpAddr, zone: &Name) -> Result<super::OutstandingGuard<'_>, ExchangeError> {
         self.reserve(addr, zone).map_err(|l| match l {
             Limit::OutstandingPerServer => {
