@@ -27,7 +27,7 @@ struct Args {
     server: SocketAddr,
     queries: String,
     duration: Duration,
-    rate: Option<u64>,
+    rate: Option<f64>,
     max_outstanding: usize,
     sockets: usize,
     timeout: Duration,
@@ -74,7 +74,9 @@ fn parse_args() -> Args {
             }
             "--rate" => {
                 let v = val();
-                a.rate = Some(v.parse().ok().filter(|r| *r > 0).unwrap_or_else(|| bad("--rate", &v)));
+                a.rate = Some(
+                    v.parse().ok().filter(|r: &f64| *r > 0.0 && r.is_finite()).unwrap_or_else(|| bad("--rate", &v)),
+                );
             }
             "--max-outstanding" => {
                 let v = val();
@@ -194,7 +196,7 @@ fn main() {
         // Send what is due.
         if elapsed < end_send {
             let due = match args.rate {
-                Some(r) => ((elapsed.as_secs_f64() * r as f64) as u64).saturating_sub(sent).min(256),
+                Some(r) => ((elapsed.as_secs_f64() * r) as u64).saturating_sub(sent).min(256),
                 None => args.max_outstanding.saturating_sub(outstanding).min(256) as u64,
             };
             for _ in 0..due {

@@ -66,6 +66,8 @@ struct Conn {
     state: RefCell<State>,
     driver: RefCell<Option<Waker>>,
     last_active: Cell<Instant>,
+    /// Set once the first answer arrived: quick ACKs are only needed before that.
+    quick_ack_done: Cell<bool>,
 }
 
 impl Conn {
@@ -104,7 +106,14 @@ impl Conn {
                 return Poll::Ready(());
             }
             match session.read_from(&mut *sock) {
-                Ok(true) => {}
+                Ok(true) => {
+                    // Until the first answers flow, acknowledge at once: servers that write
+                    // their session ticket and answer as separate segments under Nagle
+                    // otherwise wait for our delayed ACK (40 ms) on every new connection.
+                    if *self.state.borrow() != State::Open || !self.quick_ack_done.get() {
+                        let _ = socket2::SockRef::from(&*sock).set_tcp_quickack(true);
+                    }
+                }
                 Ok(false) => {
                     let after = session.handshake_done();
                     drop((session, sock));
@@ -134,6 +143,7 @@ impl Conn {
             match session.next_message() {
                 Ok(Some(mut msg)) => {
                     let id = u16::from_be_bytes([msg[0], msg[1]]);
+                    self.quick_ack_done.set(true);
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
                         msg[0..2].copy_from_slice(&slot.client_id.to_be_bytes());
                         slot.result = Some(Ok(msg));
@@ -231,7 +241,9 @@ impl DotPool {
             state: RefCell::new(State::Handshaking),
             driver: RefCell::new(None),
             last_active: Cell::new(Instant::now()),
+            quick_ack_done: Cell::new(false),
         });
+        let _ = socket2::SockRef::from(&*conn.sock.borrow()).set_tcp_quickack(true);
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
         self.executor.spawn(async move {

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# benches/upstream.sh: cost of encrypted upstream, side by side in one run.
+#
+# Every query is a cache miss answered by the lab: unique names under one zone
+# (NXDOMAIN from its server), so each client query costs exactly one upstream query
+# once the delegation is cached. The same adoxd (one worker pinned to core 0) runs the
+# same load three times, with the zone's server reached over:
+#   do53 : a cleartext policy,
+#   dot  : a strict DoT policy (PKIX against the lab CA, pooled connection, resumption),
+#   dot-reconnect : the same at RECONNECT_RATE qps (default 1.5) for RECONNECT_DURATION s
+#          (default 40) with a 100 ms idle timeout, so the connection closes between
+#          queries and every new one should resume its TLS session.
+# For each: adoxd CPU per answered query (utime + stime), latency percentiles, full and
+# resumed handshakes per 10,000 upstream queries. adox-load runs pinned to core 1.
+#
+#   benches/upstream.sh                     # RATE=4000 DURATION=10 ZONE=dot.lab
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RATE=${RATE:-4000}
+DURATION=${DURATION:-10}
+RECONNECT_RATE=${RECONNECT_RATE:-1.5}
+RECONNECT_DURATION=${RECONNECT_DURATION:-40}
+ZONE=${ZONE:-dot.lab}
+LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+TCK=$(getconf CLK_TCK)
+
+cargo build --release -q -p adoxd -p adox-benches
+started_lab=0
+if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
+    deploy/lab/lab up "$LAB" >/dev/null
+    started_lab=1
+fi
+WORK=$(mktemp -d)
+pid=
+cleanup() {
+    if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    if [[ -z ${KEEP_WORK:-} ]]; then rm -rf -- "$WORK"; fi
+    if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+# Unique names: more than RATE * DURATION, so none repeats within a run.
+total=$((RATE * DURATION + 1000))
+for run in do53 dot dot-reconnect; do
+    awk -v n="$total" -v z="$ZONE" -v r="$run" 'BEGIN { for (i = 0; i < n; i++) printf "u%d-%s.%s A\n", i, r, z }' >"$WORK/$run.txt"
+done
+
+json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
+stat() { grep ' stats ' "$1" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+rows=()
+for run in do53 dot dot-reconnect; do
+    case $run in
+    do53) policy="mode = \"cleartext\"" idle=30000 ;;
+    dot) policy="mode = \"strict\"
+transports = [\"dot\"]" idle=30000 ;;
+    dot-reconnect) policy="mode = \"strict\"
+transports = [\"dot\"]" idle=100 ;;
+    esac
+    rate=$RATE duration=$DURATION
+    if [[ $run == dot-reconnect ]]; then rate=$RECONNECT_RATE duration=$RECONNECT_DURATION; fi
+    cat >"$WORK/$run.toml" <<EOF
+[transport]
+ca_file = "$LAB/tls/ca.pem"
+probing = false
+signals = false
+dot_idle_timeout_ms = $idle
+
+[[policy]]
+zone = "$ZONE"
+$policy
+EOF
+    taskset -c 0 target/release/adoxd --config "$WORK/$run.toml" --root-hints "$LAB/root.hints" \
+        --allow-upstream 127.0.0.0/8 --listen 127.0.0.1:5350 --workers 1 --log-level info \
+        --state-dir "$WORK/state-$run" 2>"$WORK/$run.log" &
+    pid=$!
+    sleep 0.5
+    # Warm the delegation (root, lab., the zone's referral) so that each measured query
+    # is exactly one upstream query.
+    dig +short @127.0.0.1 -p 5350 "warm.$ZONE" A >/dev/null || true
+    c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(taskset -c 1 target/release/adox-load --server 127.0.0.1:5350 --queries "$WORK/$run.txt" \
+        --rate "$rate" --duration "$duration" --timeout-ms 2000 --json)
+    c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill -INT "$pid"
+    wait "$pid" || true
+    pid=
+    recv=$(json "$out" received)
+    up=$(( $(stat "$WORK/$run.log" upstream_udp) + $(stat "$WORK/$run.log" upstream_tcp) + $(stat "$WORK/$run.log" upstream_dot) ))
+    full=$(stat "$WORK/$run.log" tls_full)
+    resumed=$(stat "$WORK/$run.log" tls_resumed)
+    cpu=$(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="$recv" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')
+    rows+=("$run $cpu $(json "$out" sent) $recv $(json "$out" servfail) $(json "$out" p50_us) $(json "$out" p99_us) $up $full $resumed")
+done
+
+echo
+echo "upstream cost, $(date -u +%F): every query a miss answered by $ZONE's server; $RATE qps for $DURATION s ($RECONNECT_RATE qps for $RECONNECT_DURATION s for dot-reconnect); adoxd 1 worker on cpu 0"
+printf '%-14s %9s %6s %8s %9s %9s %7s %8s %10s %9s %10s %10s\n' run "cpu_us/q" "x do53" sent answered servfail p50_us p99_us upstream tls_full "full/10k" "resumed%"
+base=$(cut -d' ' -f2 <<<"${rows[0]}")
+for r in "${rows[@]}"; do
+    read -r name cpu sent recv sf p50 p99 up full resumed <<<"$r"
+    printf '%-14s %9s %6s %8s %9s %9s %7s %8s %10s %9s %10s %10s\n' "$name" "$cpu" \
+        "$(awk -v a="$cpu" -v b="$base" 'BEGIN { printf "%.2f", a / b }')" "$sent" "$recv" "$sf" "$p50" "$p99" "$up" "$full" \
+        "$(awk -v f="$full" -v u="$up" 'BEGIN { printf "%.2f", (u ? f * 10000 / u : 0) }')" \
+        "$(awk -v f="$full" -v r="$resumed" 'BEGIN { printf "%.1f", ((f + r) > 1 ? 100 * r / (f + r - 1) : 0) }')"
+done
+echo "resumed% = resumed handshakes / reconnects (all handshakes after the first)"
