@@ -20,6 +20,10 @@ use crate::signal::Signal;
 use crate::wire::rcode;
 use adox_api::policy::{Auth, Mode, Transport};
 
+/// Servers whose score is within this of the best are chosen among at random (Unbound
+/// uses the same 400 ms band): microseconds.
+const RTT_BAND_US: u64 = 400_000;
+
 /// DoT port (RFC 7858 section 3.1).
 const DOT_PORT: u16 = 853;
 
@@ -402,11 +406,27 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         (addrs, unknown)
     }
 
+    /// Orders candidate servers: those within [`RTT_BAND_US`] of the best score come first in
+    /// random order (load spreads over a zone's healthy servers, and servers never tried
+    /// are explored), then the slower and held-back ones by score.
     fn order_by_rtt(&self, addrs: &mut [Target]) {
         let now = self.upstream.now();
         let mut rng = rand::rng();
         let servers = &self.shared.servers;
-        addrs.sort_by_cached_key(|(a, _)| servers.score(*a, now, rng.random_range(0..5_000)));
+        let mut scored: Vec<(u64, Target)> =
+            addrs.iter().map(|t| (servers.score(t.0, now, rng.random_range(0..5_000)), t.clone())).collect();
+        let best = scored.iter().map(|(s, _)| *s).min().unwrap_or(0);
+        for (score, _) in scored.iter_mut() {
+            if *score <= best + RTT_BAND_US {
+                // Inside the band: a random rank below every score outside it (those are
+                // above best + RTT_BAND_US, so at least RTT_BAND_US).
+                *score = rng.random_range(0..RTT_BAND_US);
+            }
+        }
+        scored.sort_by_key(|(s, _)| *s);
+        for (slot, (_, t)) in addrs.iter_mut().zip(scored) {
+            *slot = t;
+        }
     }
 
     /// Sends (`sname`, `stype`) to the servers of `zone` until one gives a usable reply,

@@ -627,3 +627,17 @@ fn a_hostile_signal_is_refused_and_changes_nothing() {
     block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
     assert!(net.dot_log.borrow().is_empty());
 }
+
+#[test]
+fn healthy_servers_within_the_rtt_band_share_the_load() {
+    let mut zones = base_zones();
+    zones[1].servers.push(ip("10.0.1.2"));
+    zones[0].records.push(ns("example.", "ns2.example."));
+    zones[0].records.push(a("ns2.example.", "10.0.1.2"));
+    let (r, net) = resolver(zones, &Config::default());
+    for i in 0..40 {
+        block_on(r.resolve(&n(&format!("n{i}.example.")), RecordType::A)).unwrap();
+    }
+    let (one, two) = (asked(&net, "10.0.1.1").len(), asked(&net, "10.0.1.2").len());
+    assert!(one >= 5 && two >= 5, "load not spread: {one} / {two}");
+}

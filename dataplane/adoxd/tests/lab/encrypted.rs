@@ -253,3 +253,59 @@ fn r7_signal_alpn_doq_dot_uses_dot_while_doq_is_not_spoken() {
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
 }
+
+#[test]
+fn r6_counters_move_by_exactly_what_was_sent() {
+    let (_d, cfg) = config(&strict("dot.lab"), "probing = false\nsignals = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    assert_eq!(d.query("a.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert_eq!(d.query("b.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    let log = d.terminate();
+    let expect = [
+        ("queries_udp", 4),
+        ("cache_hits", 1),
+        ("cache_misses", 3),
+        ("noerror", 2),
+        ("nxdomain", 2),
+        // Priming (. NS), then lab. and dot.lab. found by minimised queries over Do53...
+        ("upstream_udp", 3),
+        // ... and one DoT query per distinct name to the strict zone's server,
+        ("upstream_dot", 3),
+        // on one connection.
+        ("tls_full", 1),
+        ("tls_resumed", 0),
+        ("downgrades", 0),
+        ("strict_failures", 0),
+        ("probes_started", 0),
+    ];
+    for (name, want) in expect {
+        assert_eq!(Adoxd::stat(&log, name), want, "{name}");
+    }
+}
+
+#[test]
+fn r8_each_nameserver_of_a_zone_gets_its_own_transport() {
+    // mixed.lab: ns1 (127.53.8.1) speaks DoT, ns2 (127.53.8.2) Do53 only. The policy key
+    // includes the nameserver: strict DoT for ns1, cleartext for ns2, in the same zone.
+    let policies = "[[policy]]\nzone = \"mixed.lab\"\nnameserver = \"ns1.mixed.lab\"\nmode = \"strict\"\ntransports = [\"dot\"]\n\
+                    [[policy]]\nzone = \"mixed.lab\"\nnameserver = \"ns2.mixed.lab\"\nmode = \"cleartext\"\n";
+    let (_d, cfg) = config(policies, "probing = false\nsignals = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let cap1 = Capture::start("r8-ns1-do53", "host 127.53.8.1 and port 53");
+    let cap2 = Capture::start("r8-ns2-853", "host 127.53.8.2 and port 853");
+    for i in 0..30 {
+        let r = d.query(&format!("n{i}.mixed.lab."), RecordType::A);
+        assert_eq!(r.rcode(), ResponseCode::NXDomain, "query {i}");
+    }
+    let (ns1_cleartext, ns2_encrypted) = (cap1.stop(), cap2.stop());
+    assert!(ns1_cleartext.is_empty(), "ns1 is strict DoT, yet got Do53: {ns1_cleartext:?}");
+    assert!(ns2_encrypted.is_empty(), "ns2 is cleartext, yet got port 853: {ns2_encrypted:?}");
+    let log = d.terminate();
+    // Both servers answered some of the 30 queries: unknown servers are explored first,
+    // and each answers with its own transport.
+    assert!(Adoxd::stat(&log, "upstream_dot") >= 1, "ns1 was used over DoT");
+    assert!(Adoxd::stat(&log, "upstream_udp") >= 4, "ns2 was used over Do53 (beyond the 3 delegation queries)");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
