@@ -43,6 +43,10 @@ pub struct StatsSnapshot {
     pub upstream_timeouts: u64,
     /// Upstream queries sent over DoT.
     pub upstream_dot: u64,
+    /// Upstream queries sent over DoQ.
+    pub upstream_doq: u64,
+    /// QUIC handshakes to upstream servers (DoQ).
+    pub doq_handshakes: u64,
     /// Full TLS handshakes to upstream servers.
     pub tls_full: u64,
     /// Resumed TLS handshakes to upstream servers.

@@ -27,7 +27,7 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// DNS over QUIC (RFC 9250), UDP 853: not spoken yet.
+    /// DNS over QUIC (RFC 9250), UDP 853.
     Doq,
     /// DNS over TLS (RFC 7858), TCP 853.
     Dot,
@@ -43,10 +43,10 @@ impl Transport {
         !matches!(self, Transport::Do53)
     }
 
-    /// Whether adox can speak it today (DoQ and DoH are named so policies can be written
-    /// for them; policies that list them are refused until they are spoken).
+    /// Whether adox can speak it today (DoH is named so policies can be written for it;
+    /// policies that list it are refused until it is spoken).
     pub fn supported(self) -> bool {
-        matches!(self, Transport::Dot | Transport::Do53)
+        !matches!(self, Transport::Doh)
     }
 }
 
@@ -192,13 +192,13 @@ pub fn normalize_prefix(field: &'static str, s: &str) -> Result<String, PolicyEr
 impl PolicySpec {
     /// Validates and fills defaults:
     /// - `mode` is required;
-    /// - `transports` defaults to `[dot]` (strict), `[dot, do53]` (opportunistic), `[do53]`
-    ///   (cleartext) (DoQ joins the defaults when it is spoken);
+    /// - `transports` defaults to `[doq, dot]` (strict), `[doq, dot, do53]`
+    ///   (opportunistic), `[do53]` (cleartext);
     /// - `auth` defaults to `pkix` (strict) and `none` (otherwise).
     ///
     /// Contradictions are errors: strict with `do53` or without authentication, cleartext
     /// with an encrypted transport or with authentication, a transport adox cannot speak
-    /// yet (`doq`, `doh`), duplicates or an empty list.
+    /// yet (`doh`), duplicates or an empty list.
     pub fn normalize(&self, id: String, read_only: bool) -> Result<Policy, PolicyError> {
         let mode = self.mode.ok_or_else(|| err("mode", "required: strict, opportunistic or cleartext"))?;
         let zone = self.zone.as_deref().map(|z| normalize_name("zone", z)).transpose()?;
@@ -206,8 +206,8 @@ impl PolicySpec {
         let address = self.address.as_deref().map(|a| normalize_prefix("address", a)).transpose()?;
         let transports = match (&self.transports, mode) {
             (Some(t), _) => t.clone(),
-            (None, Mode::Strict) => vec![Transport::Dot],
-            (None, Mode::Opportunistic) => vec![Transport::Dot, Transport::Do53],
+            (None, Mode::Strict) => vec![Transport::Doq, Transport::Dot],
+            (None, Mode::Opportunistic) => vec![Transport::Doq, Transport::Dot, Transport::Do53],
             (None, Mode::Cleartext) => vec![Transport::Do53],
         };
         if transports.is_empty() {
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn defaults_per_mode() {
         let s = spec(Mode::Strict).normalize("a".into(), false).unwrap();
-        assert_eq!((s.transports, s.auth), (vec![Transport::Dot], Auth::Pkix));
+        assert_eq!((s.transports, s.auth), (vec![Transport::Doq, Transport::Dot], Auth::Pkix));
         let o = spec(Mode::Opportunistic).normalize("b".into(), false).unwrap();
         assert_eq!(o.transports.last(), Some(&Transport::Do53));
         assert_eq!(o.auth, Auth::None);
@@ -298,11 +298,9 @@ mod tests {
         let mut p = spec(Mode::Cleartext);
         p.transports = Some(vec![Transport::Dot]);
         assert_eq!(field(p), "transports");
-        for unspoken in [Transport::Doh, Transport::Doq] {
-            let mut p = spec(Mode::Opportunistic);
-            p.transports = Some(vec![unspoken, Transport::Dot]);
-            assert_eq!(field(p), "transports");
-        }
+        let mut p = spec(Mode::Opportunistic);
+        p.transports = Some(vec![Transport::Doh, Transport::Dot]);
+        assert_eq!(field(p), "transports");
         let mut p = spec(Mode::Opportunistic);
         p.transports = Some(vec![Transport::Dot, Transport::Dot]);
         assert_eq!(field(p), "transports");

@@ -144,15 +144,16 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
     })
 }
 
-/// The DoT client configurations: PKIX roots from `transport.ca_file` (or the built-in
-/// web PKI set) and one session store shared by every worker.
-pub fn dot_configs(cfg: &Config) -> Result<TlsConfigs, StartError> {
-    let roots = match &cfg.transport.ca_file {
+/// The DoT and DoQ client configurations: PKIX roots from `transport.ca_file` (or the
+/// built-in web PKI set) and, per transport, one session store shared by every worker
+/// (RFC 9539: resumption state is kept per transport).
+pub fn tls_configs(cfg: &Config) -> Result<(TlsConfigs, TlsConfigs), StartError> {
+    let roots = Arc::new(match &cfg.transport.ca_file {
         Some(p) => crate::transport::tls::roots_from_file(p)?,
         None => crate::transport::tls::builtin_roots(),
-    };
-    let sessions = Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
-    Ok(TlsConfigs::new(b"dot", Arc::new(roots), sessions)?)
+    });
+    let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
+    Ok((TlsConfigs::new(b"dot", roots.clone(), store())?, TlsConfigs::new(b"doq", roots, store())?))
 }
 
 impl DataPlane {
@@ -160,7 +161,7 @@ impl DataPlane {
     pub fn start(cfg: &Config) -> Result<Self, StartError> {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
-        let dot = dot_configs(cfg)?;
+        let (dot, doq) = tls_configs(cfg)?;
         let state_path = cfg.server.state_dir.join(PROBE_STATE_FILE);
         match shared.probes.load(&state_path) {
             Ok(0) => {}
@@ -197,6 +198,7 @@ impl DataPlane {
                 tcp_max_pipelined: cfg.server.tcp_max_pipelined,
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
                 dot: dot.clone(),
+                doq: doq.clone(),
                 dot_idle_timeout: std::time::Duration::from_millis(cfg.transport.dot_idle_timeout_ms),
                 dot_max_outstanding: cfg.transport.dot_max_outstanding,
             };

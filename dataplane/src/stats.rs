@@ -57,6 +57,8 @@ worker_stats!(
     upstream_tcp,
     upstream_timeouts,
     upstream_dot,
+    upstream_doq,
+    doq_handshakes,
     tls_full,
     tls_resumed,
     downgrades,

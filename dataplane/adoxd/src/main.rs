@@ -153,6 +153,8 @@ fn log_stats(plane: &DataPlane) {
         upstream_timeouts = s.upstream_timeouts,
         coalesced = s.coalesced,
         upstream_dot = s.upstream_dot,
+        upstream_doq = s.upstream_doq,
+        doq_handshakes = s.doq_handshakes,
         tls_full = s.tls_full,
         tls_resumed = s.tls_resumed,
         downgrades = s.downgrades,

@@ -590,17 +590,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
             return self.exchange_do53(zone, addr, sname, stype, budget).await;
         }
-        // Failure state and damping apply to every opportunistic plan (strict ignores them:
-        // it never falls back anyway).
-        let damped = plan.mode == Mode::Opportunistic
-            && self.shared.probes.decide(addr, Transport::Dot, unix_now()) == ProbeDecision::Skip;
+        // Failure state and damping apply per encrypted transport: one that failed within
+        // the damping window is skipped (an opportunistic plan then falls back to Do53; a
+        // strict one tries its other transports, and all of them if every one is damped).
+        let now = unix_now();
+        let encrypted: Vec<Transport> =
+            plan.transports.iter().copied().filter(|t| t.encrypted() && t.supported()).collect();
+        let live: Vec<Transport> = encrypted
+            .iter()
+            .copied()
+            .filter(|t| self.shared.probes.decide(addr, *t, now) != ProbeDecision::Skip)
+            .collect();
+        let to_try = if live.is_empty() && plan.mode == Mode::Strict { encrypted } else { live };
         let mut failure: Option<(Transport, String)> = None;
-        for t in plan.transports.iter().copied().filter(|t| t.encrypted() && !damped) {
-            let result = match t {
-                Transport::Dot => self.exchange_dot(zone, target, &plan, sname, stype, budget).await,
-                // Not spoken yet (policies listing them are refused when loaded).
-                Transport::Doq | Transport::Doh | Transport::Do53 => continue,
-            };
+        for t in to_try {
+            let result = self.exchange_encrypted(zone, target, t, &plan, sname, stype, budget).await;
             match result {
                 Ok(msg) => {
                     self.shared.probes.success(addr, t, unix_now());
@@ -629,11 +633,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.exchange_do53(zone, addr, sname, stype, budget).await
     }
 
-    /// One query over DoT to port 853 of the address, authenticated as the plan says.
-    async fn exchange_dot(
+    /// One query over DoT or DoQ to port 853 of the address, authenticated as the plan says.
+    #[allow(clippy::too_many_arguments, reason = "one exchange's full context")]
+    async fn exchange_encrypted(
         &self,
         zone: &Name,
         target: (IpAddr, &Name),
+        transport: Transport,
         plan: &TransportPlan,
         sname: &Name,
         stype: RecordType,
@@ -654,9 +660,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
+        let wire = match transport {
+            Transport::Doq => Wire::Doq { name },
+            _ => Wire::Dot { name },
+        };
         let bytes = self
             .upstream
-            .exchange(SocketAddr::new(addr, DOT_PORT), &query, Wire::Dot { name }, timeout)
+            .exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout)
             .await
             .map_err(ExchangeError::Server)?;
         let msg = check_reply(&bytes, id, sname, stype).map_err(ExchangeError::Server)?;

@@ -45,6 +45,11 @@ pub enum Wire {
         /// The nameserver name to authenticate (and send as SNI).
         name: Option<Name>,
     },
+    /// DNS over QUIC, authenticated like DoT.
+    Doq {
+        /// The nameserver name to authenticate (and send as SNI).
+        name: Option<Name>,
+    },
 }
 
 /// Where a transport decision came from (shown by explain later).

@@ -125,6 +125,11 @@ impl Reactor {
         let _ = self.registry.deregister(source);
     }
 
+    /// Wakes `waker` at `at` (a protocol timer); a stale wake-up only causes an extra poll.
+    pub(crate) fn wake_at(&self, at: Instant, waker: &Waker) {
+        self.add_timer(at, waker.clone());
+    }
+
     /// Makes the next event on `token` wake `waker`.
     pub(crate) fn wait_on(&self, token: usize, waker: &Waker) {
         self.wakers.borrow_mut().insert(token, waker.clone());
@@ -302,6 +307,7 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
 pub(crate) struct WorkerUpstream {
     pub(crate) reactor: std::rc::Rc<Reactor>,
     pub(crate) dot: std::rc::Rc<super::dot::DotPool>,
+    pub(crate) doq: std::rc::Rc<super::doq::DoqPool>,
     pub(crate) executor: std::rc::Rc<Executor>,
 }
 
@@ -319,6 +325,10 @@ impl Upstream for WorkerUpstream {
             Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, server, query)).await,
             Wire::Dot { name } => {
                 return self.dot.exchange(super::dot::DotKey { server, name }, query, timeout).await;
+            }
+            Wire::Doq { name } => {
+                let key = super::doq::DoqKey { server, name: name.map(|n| n.to_ascii()) };
+                return self.doq.exchange(key, query, timeout).await;
             }
         };
         done.unwrap_or(Err(UpstreamError::Timeout))

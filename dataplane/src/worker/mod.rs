@@ -3,6 +3,7 @@
 //! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
 //! a client packet in to a cached answer out takes a lock another worker holds.
 
+mod doq;
 mod dot;
 mod exec;
 mod tcp;
@@ -56,6 +57,8 @@ pub struct WorkerSettings {
     pub tcp_idle_timeout: Duration,
     /// DoT client configurations (shared session store inside).
     pub dot: crate::transport::tls::TlsConfigs,
+    /// DoQ client configurations (their own session store).
+    pub doq: crate::transport::tls::TlsConfigs,
     /// Idle DoT connections are closed after this.
     pub dot_idle_timeout: Duration,
     /// Queries in flight per DoT connection.
@@ -92,6 +95,7 @@ struct WorkerCtx {
     reactor: Rc<Reactor>,
     executor: Rc<Executor>,
     dot: Rc<dot::DotPool>,
+    doq: Rc<doq::DoqPool>,
     resolver: Resolver<WorkerUpstream>,
     packet_cache: RefCell<PacketCache>,
     stats: Arc<WorkerStats>,
@@ -299,7 +303,15 @@ impl Worker {
             stats.clone(),
             dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
         );
-        let upstream = WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), executor: executor.clone() };
+        let doq = doq::DoqPool::new(
+            reactor.clone(),
+            executor.clone(),
+            doq::DoqConfigs::new(&settings.doq, settings.dot_idle_timeout),
+            stats.clone(),
+            settings.dot_idle_timeout,
+        );
+        let upstream =
+            WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), doq: doq.clone(), executor: executor.clone() };
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
             CONN_TOKEN_BASE,
@@ -311,6 +323,7 @@ impl Worker {
             reactor,
             executor,
             dot,
+            doq,
             resolver: Resolver::new(shared, upstream, stats.clone()),
             packet_cache: RefCell::new(PacketCache::new(settings.packet_cache_bytes)),
             stats,
@@ -419,6 +432,7 @@ impl Worker {
                 last_sweep = now;
                 ctx.clients.borrow_mut().sweep_idle(now);
                 ctx.dot.sweep_idle(now);
+                ctx.doq.sweep_idle(now);
             }
         }
         Ok(())

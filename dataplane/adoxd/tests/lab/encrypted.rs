@@ -242,16 +242,54 @@ fn r5_a_signal_whose_lookup_needs_itself_resolves_and_is_reported() {
 }
 
 #[test]
-fn r7_signal_alpn_doq_dot_uses_dot_while_doq_is_not_spoken() {
+fn r7_signal_alpn_doq_dot_uses_doq_first() {
     let (_d, cfg) = config("", "probing = false");
     let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
     assert_eq!(d.query("www.doq.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.70"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let cap = Capture::start("r7-doq-dot", "host 127.53.7.1 and port 53");
+    // adox's own Do53 to the server (the DoQ front's leg to NSD comes from 127.53.7.2).
+    let cap = Capture::start("r7-doq", "dst host 127.53.7.1 and dst port 53 and not src host 127.53.7.2");
     assert_eq!(d.query("nonexistent.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
     assert!(cap.stop().is_empty());
     let log = d.terminate();
-    assert!(Adoxd::stat(&log, "upstream_dot") >= 1);
+    assert!(Adoxd::stat(&log, "upstream_doq") >= 1, "DoQ is preferred within the record");
+    assert_eq!(Adoxd::stat(&log, "upstream_dot"), 0);
+}
+
+#[test]
+fn r7_strict_doq_then_dot_when_doq_fails_and_never_cleartext() {
+    // dot.lab's server speaks DoT but not DoQ (NSD answers UDP 853 with plain DNS).
+    let policy = "[[policy]]\nzone = \"dot.lab\"\nmode = \"strict\"\ntransports = [\"doq\", \"dot\"]\n";
+    let (_d, cfg) = config(policy, "probing = false\nsignals = false\ndot_timeout_ms = 1000");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let cap = Capture::start("r7-fallback", "host 127.53.6.1 and port 53");
+    let quic = Capture::start("r7-quic-first", "udp and dst host 127.53.6.1 and dst port 853");
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    assert!(!quic.stop().is_empty(), "DoQ was tried first");
+    // The DoQ failure is remembered: the next query goes straight to DoT.
+    let quic = Capture::start("r7-quic-next", "udp and dst host 127.53.6.1 and dst port 853");
+    assert_eq!(d.query("nonexistent.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let again = quic.stop();
+    assert!(again.is_empty(), "DoQ retried within the damping window: {again:?}");
+    assert!(cap.stop().is_empty(), "strict never sends cleartext");
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "upstream_dot"), 2);
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
+
+#[test]
+fn strict_doq_with_pkix_resolves_over_one_quic_connection() {
+    let policy = "[[policy]]\nzone = \"doq.lab\"\nmode = \"strict\"\ntransports = [\"doq\"]\n";
+    let (_d, cfg) = config(policy, "probing = false\nsignals = false");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let cap = Capture::start("doq-strict", "dst host 127.53.7.1 and dst port 53 and not src host 127.53.7.2");
+    assert_eq!(d.query("www.doq.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.70"]);
+    assert_eq!(d.query("a.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert_eq!(d.query("b.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert!(cap.stop().is_empty());
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "upstream_doq"), 3);
+    assert_eq!(Adoxd::stat(&log, "doq_handshakes"), 1);
 }
 
 #[test]

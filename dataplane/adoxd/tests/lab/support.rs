@@ -28,6 +28,7 @@ pub struct Adoxd {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    _state: Option<tempdir::Dir>,
 }
 
 impl Adoxd {
@@ -51,6 +52,12 @@ impl Adoxd {
         }
         if !args.contains(&"--log-level") {
             cmd.args(["--log-level", "info"]);
+        }
+        // Learned state (probes.json) stays in a directory of this process, never in the
+        // machine's /var/lib/adox, unless the test names one.
+        let state = if args.contains(&"--state-dir") { None } else { Some(tempdir::Dir::new()) };
+        if let Some(dir) = &state {
+            cmd.arg("--state-dir").arg(dir.path());
         }
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn adoxd");
@@ -85,7 +92,7 @@ impl Adoxd {
             .expect("listen= in ready line")
             .parse()
             .expect("listen address");
-        Self { child, addr: listen, log }
+        Self { child, addr: listen, log, _state: state }
     }
 
     /// Everything adoxd logged so far.
