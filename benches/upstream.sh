@@ -7,6 +7,9 @@
 # same load three times, with the zone's server reached over:
 #   do53 : a cleartext policy,
 #   dot  : a strict DoT policy (PKIX against the lab CA, pooled connection, resumption),
+#   doq  : a strict DoQ policy for DOQ_ZONE (default doq.lab), whose DoQ side is the lab's
+#          Python front (aioquic, forwarding to NSD): its figures say what the front can do
+#          more than what adox can;
 #   dot-reconnect : the same at RECONNECT_RATE qps (default 1.5) for RECONNECT_DURATION s
 #          (default 40) with a 100 ms idle timeout, so the connection closes between
 #          queries and every new one should resume its TLS session.
@@ -22,6 +25,8 @@ DURATION=${DURATION:-10}
 RECONNECT_RATE=${RECONNECT_RATE:-1.5}
 RECONNECT_DURATION=${RECONNECT_DURATION:-40}
 ZONE=${ZONE:-dot.lab}
+DOQ_ZONE=${DOQ_ZONE:-doq.lab}
+DOQ_RATE=${DOQ_RATE:-500}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
 TCK=$(getconf CLK_TCK)
 
@@ -42,24 +47,30 @@ trap cleanup EXIT
 
 # Unique names: more than RATE * DURATION, so none repeats within a run.
 total=$((RATE * DURATION + 1000))
-for run in do53 dot dot-reconnect; do
-    awk -v n="$total" -v z="$ZONE" -v r="$run" 'BEGIN { for (i = 0; i < n; i++) printf "u%d-%s.%s A\n", i, r, z }' >"$WORK/$run.txt"
+for run in do53 dot doq dot-reconnect; do
+    z=$ZONE
+    if [[ $run == doq ]]; then z=$DOQ_ZONE; fi
+    awk -v n="$total" -v z="$z" -v r="$run" 'BEGIN { for (i = 0; i < n; i++) printf "u%d-%s.%s A\n", i, r, z }' >"$WORK/$run.txt"
 done
 
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 stat() { grep ' stats ' "$1" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 rows=()
-for run in do53 dot dot-reconnect; do
+for run in do53 dot doq dot-reconnect; do
+    zone=$ZONE
     case $run in
     do53) policy="mode = \"cleartext\"" idle=30000 ;;
     dot) policy="mode = \"strict\"
 transports = [\"dot\"]" idle=30000 ;;
+    doq) policy="mode = \"strict\"
+transports = [\"doq\"]" idle=30000 zone=$DOQ_ZONE ;;
     dot-reconnect) policy="mode = \"strict\"
 transports = [\"dot\"]" idle=100 ;;
     esac
     rate=$RATE duration=$DURATION
     if [[ $run == dot-reconnect ]]; then rate=$RECONNECT_RATE duration=$RECONNECT_DURATION; fi
+    if [[ $run == doq ]]; then rate=$DOQ_RATE; fi
     cat >"$WORK/$run.toml" <<EOF
 [transport]
 ca_file = "$LAB/tls/ca.pem"
@@ -68,7 +79,7 @@ signals = false
 dot_idle_timeout_ms = $idle
 
 [[policy]]
-zone = "$ZONE"
+zone = "$zone"
 $policy
 EOF
     taskset -c 0 target/release/adoxd --config "$WORK/$run.toml" --root-hints "$LAB/root.hints" \
@@ -78,7 +89,7 @@ EOF
     sleep 0.5
     # Warm the delegation (root, lab., the zone's referral) so that each measured query
     # is exactly one upstream query.
-    dig +short @127.0.0.1 -p 5350 "warm.$ZONE" A >/dev/null || true
+    dig +short @127.0.0.1 -p 5350 "warm.$zone" A >/dev/null || true
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     out=$(taskset -c 1 target/release/adox-load --server 127.0.0.1:5350 --queries "$WORK/$run.txt" \
         --rate "$rate" --duration "$duration" --timeout-ms 2000 --json)
@@ -87,15 +98,15 @@ EOF
     wait "$pid" || true
     pid=
     recv=$(json "$out" received)
-    up=$(( $(stat "$WORK/$run.log" upstream_udp) + $(stat "$WORK/$run.log" upstream_tcp) + $(stat "$WORK/$run.log" upstream_dot) ))
-    full=$(stat "$WORK/$run.log" tls_full)
+    up=$(( $(stat "$WORK/$run.log" upstream_udp) + $(stat "$WORK/$run.log" upstream_tcp) + $(stat "$WORK/$run.log" upstream_dot) + $(stat "$WORK/$run.log" upstream_doq) ))
+    full=$(( $(stat "$WORK/$run.log" tls_full) + $(stat "$WORK/$run.log" doq_handshakes) ))
     resumed=$(stat "$WORK/$run.log" tls_resumed)
     cpu=$(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="$recv" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')
     rows+=("$run $cpu $(json "$out" sent) $recv $(json "$out" servfail) $(json "$out" p50_us) $(json "$out" p99_us) $up $full $resumed")
 done
 
 echo
-echo "upstream cost, $(date -u +%F): every query a miss answered by $ZONE's server; $RATE qps for $DURATION s ($RECONNECT_RATE qps for $RECONNECT_DURATION s for dot-reconnect); adoxd 1 worker on cpu 0"
+echo "upstream cost, $(date -u +%F): every query a miss answered by $ZONE's server ($DOQ_ZONE's for doq); $RATE qps for $DURATION s ($DOQ_RATE qps for doq, $RECONNECT_RATE qps for $RECONNECT_DURATION s for dot-reconnect); adoxd 1 worker on cpu 0"
 printf '%-14s %9s %6s %8s %9s %9s %7s %8s %10s %9s %10s %10s\n' run "cpu_us/q" "x do53" sent answered servfail p50_us p99_us upstream tls_full "full/10k" "resumed%"
 base=$(cut -d' ' -f2 <<<"${rows[0]}")
 for r in "${rows[@]}"; do
@@ -105,4 +116,4 @@ for r in "${rows[@]}"; do
         "$(awk -v f="$full" -v u="$up" 'BEGIN { printf "%.2f", (u ? f * 10000 / u : 0) }')" \
         "$(awk -v f="$full" -v r="$resumed" 'BEGIN { printf "%.1f", ((f + r) > 1 ? 100 * r / (f + r - 1) : 0) }')"
 done
-echo "resumed% = resumed handshakes / reconnects (all handshakes after the first)"
+echo "resumed% = resumed handshakes / reconnects (all handshakes after the first); DoQ handshakes count as full (quinn reports no resumption)"

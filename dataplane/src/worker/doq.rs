@@ -70,6 +70,13 @@ struct Conn {
     last_active: Cell<Instant>,
     /// Queries waiting to open a stream (before the handshake, or at the stream limit).
     open_waiters: RefCell<Vec<Waker>>,
+    /// Receive and transmit buffers, kept across drives (no allocation per datagram).
+    rbuf: RefCell<Vec<u8>>,
+    tbuf: RefCell<Vec<u8>>,
+    /// The server (the socket is connected to it: the kernel drops anything else).
+    remote: SocketAddr,
+    /// When the driver's timer is set to fire next.
+    armed: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -115,12 +122,13 @@ impl Conn {
         let mut conn = self.conn.borrow_mut();
         let mut endpoint = self.endpoint.borrow_mut();
         let sock = self.sock.borrow();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut response = Vec::new();
+        let mut buf = self.rbuf.borrow_mut();
+        let mut response = self.tbuf.borrow_mut();
+        response.clear();
         loop {
             match sock.recv(&mut buf) {
                 Ok(n) => {
-                    let Ok(remote) = sock.peer_addr() else { break };
+                    let remote = self.remote;
                     let data = BytesMut::from(&buf[..n]);
                     match endpoint.handle(now, remote, None, None, data, &mut response) {
                         Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) => conn.handle_event(ev),
@@ -133,7 +141,7 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    drop((conn, endpoint, sock));
+                    drop((conn, endpoint, sock, buf, response));
                     self.fail("refused");
                     return Poll::Ready(());
                 }
@@ -189,14 +197,23 @@ impl Conn {
                 None => break,
             }
         }
-        if let Some(t) = conn.poll_timeout() {
+        // One armed timer per connection: a new one only when quinn wants to be woken
+        // earlier than the armed one (timers re-armed on every drive piled up by the
+        // tens of thousands).
+        if self.armed.get().is_some_and(|a| a <= now) {
+            self.armed.set(None);
+        }
+        if let Some(t) = conn.poll_timeout()
+            && self.armed.get().is_none_or(|a| t < a)
+        {
+            self.armed.set(Some(t));
             reactor.wake_at(t, waker);
         }
         if streams_available {
             self.wake_openers();
         }
         let done = conn.is_drained() || (self.state.get() == State::Closing && conn.is_closed());
-        drop((conn, endpoint, sock));
+        drop((conn, endpoint, sock, buf, response));
         if let Some(reason) = lost {
             self.fail(reason);
             return Poll::Ready(());
@@ -365,6 +382,10 @@ impl DoqPool {
             driver: RefCell::new(None),
             last_active: Cell::new(now),
             open_waiters: RefCell::new(Vec::new()),
+            rbuf: RefCell::new(vec![0u8; MAX_DATAGRAM]),
+            remote: key.server,
+            armed: Cell::new(None),
+            tbuf: RefCell::new(Vec::with_capacity(1500)),
         });
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());

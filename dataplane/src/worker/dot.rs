@@ -66,8 +66,6 @@ struct Conn {
     state: RefCell<State>,
     driver: RefCell<Option<Waker>>,
     last_active: Cell<Instant>,
-    /// Set once the first answer arrived: quick ACKs are only needed before that.
-    quick_ack_done: Cell<bool>,
 }
 
 impl Conn {
@@ -107,12 +105,11 @@ impl Conn {
             }
             match session.read_from(&mut *sock) {
                 Ok(true) => {
-                    // Until the first answers flow, acknowledge at once: servers that write
-                    // their session ticket and answer as separate segments under Nagle
-                    // otherwise wait for our delayed ACK (40 ms) on every new connection.
-                    if *self.state.borrow() != State::Open || !self.quick_ack_done.get() {
-                        let _ = socket2::SockRef::from(&*sock).set_tcp_quickack(true);
-                    }
+                    // Acknowledge at once (Linux re-enables delayed ACKs by itself): a
+                    // server writing under Nagle holds each answer until its previous one is
+                    // acknowledged, which with delayed ACKs means until our next query (or
+                    // 40 ms): answers would wait one query interval.
+                    let _ = socket2::SockRef::from(&*sock).set_tcp_quickack(true);
                 }
                 Ok(false) => {
                     let after = session.handshake_done();
@@ -143,7 +140,6 @@ impl Conn {
             match session.next_message() {
                 Ok(Some(mut msg)) => {
                     let id = u16::from_be_bytes([msg[0], msg[1]]);
-                    self.quick_ack_done.set(true);
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
                         msg[0..2].copy_from_slice(&slot.client_id.to_be_bytes());
                         slot.result = Some(Ok(msg));
@@ -241,7 +237,6 @@ impl DotPool {
             state: RefCell::new(State::Handshaking),
             driver: RefCell::new(None),
             last_active: Cell::new(Instant::now()),
-            quick_ack_done: Cell::new(false),
         });
         let _ = socket2::SockRef::from(&*conn.sock.borrow()).set_tcp_quickack(true);
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
