@@ -21,6 +21,7 @@ use quinn_proto::{
 };
 
 use super::exec::{Executor, Reactor, until};
+use super::slots::{Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
 use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
 
@@ -42,14 +43,6 @@ pub(crate) struct DoqKey {
     pub(crate) name: Option<String>,
 }
 
-#[derive(Debug)]
-struct Slot {
-    client_id: u16,
-    buf: Vec<u8>,
-    result: Option<Result<Vec<u8>, UpstreamError>>,
-    waker: Option<Waker>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshaking,
@@ -64,7 +57,7 @@ struct Conn {
     handle: ConnectionHandle,
     sock: RefCell<mio::net::UdpSocket>,
     token: usize,
-    slots: RefCell<HashMap<StreamId, Slot>>,
+    slots: Slots<StreamId>,
     state: Cell<State>,
     driver: RefCell<Option<Waker>>,
     last_active: Cell<Instant>,
@@ -103,14 +96,7 @@ impl Conn {
     fn fail(&self, reason: &'static str) {
         self.state.set(State::Failed(reason));
         self.wake_openers();
-        for slot in self.slots.borrow_mut().values_mut() {
-            if slot.result.is_none() {
-                slot.result = Some(Err(UpstreamError::Tls(reason)));
-                if let Some(w) = slot.waker.take() {
-                    w.wake();
-                }
-            }
-        }
+        fail_all(&self.slots, reason);
     }
 
     /// Feeds datagrams, timers and events through quinn and sends what it wants sent.
@@ -225,7 +211,7 @@ impl Conn {
     fn read_stream(&self, conn: &mut Connection, id: StreamId) {
         let mut slots = self.slots.borrow_mut();
         let Some(slot) = slots.get_mut(&id) else { return };
-        if slot.result.is_some() {
+        if slot.done() {
             return;
         }
         let mut recv = conn.recv_stream(id);
@@ -268,11 +254,8 @@ impl Conn {
             None
         };
         if let Some(r) = result {
-            slot.result = Some(r);
+            slot.complete(r);
             self.last_active.set(Instant::now());
-            if let Some(w) = slot.waker.take() {
-                w.wake();
-            }
         }
     }
 }
@@ -333,18 +316,6 @@ pub(crate) struct DoqPool {
     conns: RefCell<HashMap<DoqKey, Rc<Conn>>>,
 }
 
-struct SlotGuard<'a> {
-    conn: &'a Conn,
-    id: StreamId,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.conn.slots.borrow_mut().remove(&self.id);
-        self.conn.last_active.set(Instant::now());
-    }
-}
-
 impl DoqPool {
     pub(crate) fn new(
         reactor: Rc<Reactor>,
@@ -389,20 +360,20 @@ impl DoqPool {
         });
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
-        self.executor.spawn(async move {
-            std::future::poll_fn(|cx| {
-                *driven.driver.borrow_mut() = Some(cx.waker().clone());
-                pool.reactor.wait_on(driven.token, cx.waker());
-                driven.drive(pool.reactor.now(), &pool.stats, &pool.reactor, cx.waker())
-            })
-            .await;
-            let mut conns = pool.conns.borrow_mut();
-            if conns.get(&key).is_some_and(|c| Rc::ptr_eq(c, &driven)) {
-                conns.remove(&key);
-            }
-            drop(conns);
-            pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
-        });
+        let (driving, reactor, stats) = (conn.clone(), self.reactor.clone(), self.stats.clone());
+        spawn_driver(
+            &self.executor,
+            self.reactor.clone(),
+            token,
+            move |waker| {
+                *driving.driver.borrow_mut() = Some(waker.clone());
+                driving.drive(reactor.now(), &stats, &reactor, waker)
+            },
+            move || {
+                forget(&pool.conns, &key, &driven);
+                pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
+            },
+        );
         Ok(conn)
     }
 
@@ -457,24 +428,11 @@ impl DoqPool {
             send.finish().map_err(|_| UpstreamError::Tls("doq-write"))?;
         }
         let client_id = u16::from_be_bytes([query[0], query[1]]);
-        conn.slots.borrow_mut().insert(id, Slot { client_id, buf: Vec::new(), result: None, waker: None });
-        let _guard = SlotGuard { conn: &conn, id };
+        conn.slots.borrow_mut().insert(id, Slot::new(client_id));
+        let _guard = SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active };
         self.stats.upstream_doq.bump();
         conn.wake_driver();
-        let answer = until(&self.reactor, at, async {
-            std::future::poll_fn(|cx| {
-                let mut slots = conn.slots.borrow_mut();
-                let Some(slot) = slots.get_mut(&id) else { return Poll::Ready(Err(UpstreamError::Tls("closed"))) };
-                if let Some(r) = slot.result.take() {
-                    return Poll::Ready(r);
-                }
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            })
-            .await
-        })
-        .await;
-        answer.unwrap_or(Err(UpstreamError::Timeout))
+        wait(&self.reactor, at, &conn.slots, &id).await
     }
 
     /// Closes idle connections with DOQ_NO_ERROR.

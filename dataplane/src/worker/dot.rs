@@ -17,7 +17,8 @@ use hickory_proto::rr::Name;
 use mio::Interest;
 use rustls::pki_types::ServerName;
 
-use super::exec::{Executor, Reactor, until};
+use super::exec::{Executor, Reactor};
+use super::slots::{Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
 use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
 use crate::transport::dot::{DotFailure, DotSession, TlsError, pad_query};
@@ -41,13 +42,6 @@ pub(crate) struct DotSettings {
     pub(crate) max_outstanding: usize,
 }
 
-#[derive(Debug)]
-struct Slot {
-    client_id: u16,
-    result: Option<Result<Vec<u8>, UpstreamError>>,
-    waker: Option<Waker>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Handshaking,
@@ -61,7 +55,7 @@ struct Conn {
     session: RefCell<DotSession>,
     sock: RefCell<mio::net::TcpStream>,
     token: usize,
-    slots: RefCell<HashMap<u16, Slot>>,
+    slots: Slots<u16>,
     next_id: Cell<u16>,
     state: RefCell<State>,
     driver: RefCell<Option<Waker>>,
@@ -78,14 +72,7 @@ impl Conn {
     fn fail(&self, f: DotFailure) {
         let reason = f.reason();
         *self.state.borrow_mut() = State::Failed(f);
-        for slot in self.slots.borrow_mut().values_mut() {
-            if slot.result.is_none() {
-                slot.result = Some(Err(UpstreamError::Tls(reason)));
-                if let Some(w) = slot.waker.take() {
-                    w.wake();
-                }
-            }
-        }
+        fail_all(&self.slots, reason);
     }
 
     /// Moves bytes both ways and hands out answers. Ready when the connection is over.
@@ -142,10 +129,7 @@ impl Conn {
                     let id = u16::from_be_bytes([msg[0], msg[1]]);
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
                         msg[0..2].copy_from_slice(&slot.client_id.to_be_bytes());
-                        slot.result = Some(Ok(msg));
-                        if let Some(w) = slot.waker.take() {
-                            w.wake();
-                        }
+                        slot.complete(Ok(msg));
                     }
                 }
                 Ok(None) => break,
@@ -185,19 +169,6 @@ pub(crate) struct DotPool {
     stats: Arc<WorkerStats>,
     settings: DotSettings,
     conns: RefCell<HashMap<DotKey, Rc<Conn>>>,
-}
-
-/// Removes a query's slot when its future ends (answered, timed out or dropped).
-struct SlotGuard<'a> {
-    conn: &'a Conn,
-    id: u16,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.conn.slots.borrow_mut().remove(&self.id);
-        self.conn.last_active.set(Instant::now());
-    }
 }
 
 impl DotPool {
@@ -241,20 +212,21 @@ impl DotPool {
         let _ = socket2::SockRef::from(&*conn.sock.borrow()).set_tcp_quickack(true);
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
-        self.executor.spawn(async move {
-            std::future::poll_fn(|cx| {
-                *driven.driver.borrow_mut() = Some(cx.waker().clone());
-                pool.reactor.wait_on(driven.token, cx.waker());
-                driven.drive(&pool.stats)
-            })
-            .await;
-            let mut conns = pool.conns.borrow_mut();
-            if conns.get(&key).is_some_and(|c| Rc::ptr_eq(c, &driven)) {
-                conns.remove(&key);
-            }
-            drop(conns);
-            pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
-        });
+        let driving = conn.clone();
+        let stats = self.stats.clone();
+        spawn_driver(
+            &self.executor,
+            self.reactor.clone(),
+            token,
+            move |waker| {
+                *driving.driver.borrow_mut() = Some(waker.clone());
+                driving.drive(&stats)
+            },
+            move || {
+                forget(&pool.conns, &key, &driven);
+                pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
+            },
+        );
         Ok(conn)
     }
 
@@ -286,28 +258,12 @@ impl DotPool {
         msg[0..2].copy_from_slice(&id.to_be_bytes());
         pad_query(&mut msg);
         let client_id = u16::from_be_bytes([query[0], query[1]]);
-        conn.slots.borrow_mut().insert(id, Slot { client_id, result: None, waker: None });
-        let _guard = SlotGuard { conn: &conn, id };
+        conn.slots.borrow_mut().insert(id, Slot::new(client_id));
+        let _guard = SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active };
         conn.session.borrow_mut().send(&msg).map_err(|f| UpstreamError::Tls(f.reason()))?;
         self.stats.upstream_dot.bump();
         conn.wake_driver();
-        let at = self.reactor.now() + timeout;
-        let answer = until(&self.reactor, at, async {
-            std::future::poll_fn(|cx| {
-                let mut slots = conn.slots.borrow_mut();
-                let Some(slot) = slots.get_mut(&id) else {
-                    return Poll::Ready(Err(UpstreamError::Tls("closed")));
-                };
-                if let Some(r) = slot.result.take() {
-                    return Poll::Ready(r);
-                }
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            })
-            .await
-        })
-        .await;
-        answer.unwrap_or(Err(UpstreamError::Timeout))
+        wait(&self.reactor, self.reactor.now() + timeout, &conn.slots, &id).await
     }
 
     /// Closes connections idle longer than the idle timeout.

@@ -6,6 +6,7 @@
 mod doq;
 mod dot;
 mod exec;
+mod slots;
 mod tcp;
 
 use std::cell::{Cell, RefCell};
