@@ -24,7 +24,10 @@ use adox_api::policy::{Auth, Mode, Transport};
 /// uses the same 400 ms band): microseconds.
 const RTT_BAND_US: u64 = 400_000;
 
-/// DoT port (RFC 7858 section 3.1).
+/// Encrypted transports RFC 9539 probing tries, in order of preference.
+const PROBED: [Transport; 2] = [Transport::Doq, Transport::Dot];
+
+/// DoT port (RFC 7858 section 3.1); DoQ uses the same number over UDP (RFC 9250).
 const DOT_PORT: u16 = 853;
 
 /// The short reason of a transport failure, for EXTRA-TEXT.
@@ -713,16 +716,26 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !self.shared.settings.probing {
             return cleartext(PlanSource::Default);
         }
-        match self.shared.probes.decide(addr, Transport::Dot, unix_now()) {
-            // Known to work: encrypted only; Do53 comes back only after a failure.
-            ProbeDecision::Use => TransportPlan {
+        let now = unix_now();
+        let decisions = PROBED.map(|t| (t, self.shared.probes.decide(addr, t, now)));
+        let usable: Vec<Transport> =
+            decisions.iter().filter(|(_, d)| *d == ProbeDecision::Use).map(|(t, _)| *t).collect();
+        if !usable.is_empty() {
+            // Known to work: encrypted only (DoQ before DoT); Do53 comes back only after a
+            // failure.
+            let mut transports = usable;
+            transports.push(Transport::Do53);
+            return TransportPlan {
                 mode: Mode::Opportunistic,
-                transports: vec![Transport::Dot, Transport::Do53],
+                transports,
                 auth: Auth::None,
                 source: PlanSource::Probe(ProbeDecision::Use),
-            },
-            d => cleartext(PlanSource::Probe(d)),
+            };
         }
+        if decisions.iter().any(|(_, d)| *d == ProbeDecision::Probe) {
+            return cleartext(PlanSource::Probe(ProbeDecision::Probe));
+        }
+        cleartext(PlanSource::Probe(ProbeDecision::Skip))
     }
 
     /// The plan a nameserver's own `_dns` SVCB signal asks for, if it is known and offers a
@@ -824,9 +837,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Starts an RFC 9539 probe of `addr` over DoT beside a Do53 query, if the table wants
     /// one and the worker's probe budget allows; it never delays the query.
     fn start_probe(&self, addr: IpAddr, sname: &Name, stype: RecordType) {
+        for transport in PROBED {
+            self.start_probe_over(addr, transport, sname, stype);
+        }
+    }
+
+    fn start_probe_over(&self, addr: IpAddr, transport: Transport, sname: &Name, stype: RecordType) {
         let settings = &self.shared.settings;
+        let now = unix_now();
         if self.probes_in_flight.get() >= settings.max_concurrent_probes
-            || !self.shared.probes.start_probe(addr, Transport::Dot, unix_now())
+            || self.shared.probes.decide(addr, transport, now) != ProbeDecision::Probe
+            || !self.shared.probes.start_probe(addr, transport, now)
         {
             return;
         }
@@ -838,17 +859,20 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             (self.upstream.clone(), self.shared.clone(), self.stats.clone(), self.probes_in_flight.clone());
         let (sname, timeout) = (sname.clone(), settings.dot_timeout);
         self.upstream.spawn(Box::pin(async move {
-            let wire = Wire::Dot { name: None };
+            let wire = match transport {
+                Transport::Doq => Wire::Doq { name: None },
+                _ => Wire::Dot { name: None },
+            };
             let result = upstream.exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout).await;
             let checked = result.and_then(|b| check_reply(&b, id, &sname, stype));
             match checked {
                 Ok(_) => {
                     stats.probe_successes.bump();
-                    shared.probes.success(addr, Transport::Dot, unix_now());
+                    shared.probes.success(addr, transport, unix_now());
                 }
                 Err(e) => {
                     stats.probe_failures.bump();
-                    shared.probes.failure(addr, Transport::Dot, unix_now(), &failure_text(&e));
+                    shared.probes.failure(addr, transport, unix_now(), &failure_text(&e));
                 }
             }
             in_flight.set(in_flight.get().saturating_sub(1));

@@ -133,6 +133,10 @@ impl Upstream for Fake {
     ) -> Result<Vec<u8>, UpstreamError> {
         let msg = Message::from_vec(query).map_err(|_| UpstreamError::BadResponse("fake: bad query"))?;
         let q = &msg.queries[0];
+        if let Wire::Doq { .. } = wire {
+            // No fake server speaks DoQ.
+            return Err(UpstreamError::Tls("refused"));
+        }
         if let Wire::Dot { .. } = wire {
             self.dot_log.borrow_mut().push((server.ip(), q.name().clone()));
             if server.port() != 853 || !self.dot_capable.contains(&server.ip()) {

@@ -347,3 +347,27 @@ fn r8_each_nameserver_of_a_zone_gets_its_own_transport() {
     assert!(Adoxd::stat(&log, "upstream_udp") >= 4, "ns2 was used over Do53 (beyond the 3 delegation queries)");
     assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
 }
+
+#[test]
+fn r2_probing_detects_doq_and_dot_per_transport() {
+    let state = crate::support::tempdir::Dir::new();
+    let (_d, cfg) = config("", "signals = false");
+    let d = Adoxd::lab(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--workers",
+        "1",
+    ]);
+    assert_eq!(d.query("www.doq.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.70"]);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Both transports were probed and work: the next query prefers DoQ.
+    assert_eq!(d.query("nonexistent.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_doq") >= 2, "one DoQ probe and one DoQ query at least");
+    let saved = probe_state(state.path());
+    let doq = saved.iter().find(|r| r["addr"] == "127.53.7.1" && r["transport"] == "doq").map(|r| r["status"].clone());
+    assert_eq!(doq, Some(serde_json::json!("success")), "{saved:?}");
+    assert_eq!(probe_status(&saved, "127.53.7.1").as_deref(), Some("success"), "DoT too");
+}
