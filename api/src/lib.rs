@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Counters summed over all workers. Every field counts events since start.
+/// Buckets of the resolution latency histogram (see `StatsSnapshot::resolution_latency`).
+pub const LATENCY_BUCKETS: usize = 12;
+
+/// Counters summed over all workers. Every field counts events since start, except the
+/// two `packet_cache_*` gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
@@ -73,6 +77,25 @@ pub struct StatsSnapshot {
     pub tcp_accepted: u64,
     /// Client TCP connections closed at accept because the cap was reached.
     pub tcp_rejected: u64,
+    /// Upstream exchanges (one query to one server address) under a strict plan.
+    pub upstream_strict: u64,
+    /// Upstream exchanges under an opportunistic plan.
+    pub upstream_opportunistic: u64,
+    /// Upstream exchanges under a cleartext plan.
+    pub upstream_cleartext: u64,
+    /// Gauge: entries in the workers' packet caches (summed).
+    pub packet_cache_entries: u64,
+    /// Gauge: bytes charged to the workers' packet caches (summed).
+    pub packet_cache_bytes: u64,
+    /// Resolutions (cache misses) by latency, from the query's arrival to the answer, per
+    /// bucket (not cumulative): <= 1, 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5 s, more.
+    pub resolution_latency: [u64; LATENCY_BUCKETS],
+    /// Sum of resolution latencies, microseconds.
+    pub resolution_latency_sum_us: u64,
 }
 
 pub mod policy;
+pub mod rest;
+
+/// The OpenAPI 3.0 description of the REST API.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

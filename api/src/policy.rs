@@ -110,6 +110,29 @@ pub struct Policy {
     pub comment: Option<String>,
     /// From the configuration file: listed, never changed through the API.
     pub read_only: bool,
+    /// Changes whenever the policy does (its ETag); 0 for policies from the config file.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl Policy {
+    /// The policy as an operator would write it again (what export and import carry).
+    pub fn spec(&self) -> PolicySpec {
+        PolicySpec {
+            zone: self.zone.clone(),
+            nameserver: self.nameserver.clone(),
+            address: self.address.clone(),
+            mode: Some(self.mode),
+            transports: Some(self.transports.clone()),
+            auth: Some(self.auth),
+            comment: self.comment.clone(),
+        }
+    }
+
+    /// What the policy matches: two policies with the same selector would be ambiguous.
+    pub fn selector(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (self.zone.as_deref(), self.nameserver.as_deref(), self.address.as_deref())
+    }
 }
 
 /// Why a policy was refused, naming the field.
@@ -245,7 +268,18 @@ impl PolicySpec {
         {
             return Err(err("comment", "longer than 1024 characters"));
         }
-        Ok(Policy { id, zone, nameserver, address, mode, transports, auth, comment: self.comment.clone(), read_only })
+        Ok(Policy {
+            id,
+            zone,
+            nameserver,
+            address,
+            mode,
+            transports,
+            auth,
+            comment: self.comment.clone(),
+            read_only,
+            revision: 0,
+        })
     }
 }
 

@@ -1,3 +1,157 @@
-//! adox-controlplane: the REST control plane (axum on its own runtime), policy store and
-//! stats aggregation. Built in its own issue; `adoxd` wires it beside the data plane, so
-//! neither plane depends on the other.
+//! adox-controlplane: the REST control plane.
+//!
+//! It runs on one thread of its own with a single-threaded tokio runtime and axum, beside
+//! the data plane's workers, and reaches them only through what they share: the policy
+//! [`adox_dataplane::policy::PolicyStore`] (an `ArcSwap` it replaces), the per-worker
+//! counters it sums on read, the probe, server and signal tables, and each worker's mailbox
+//! for cache flushes. Nothing here runs on a worker, and nothing a worker does waits on it.
+//!
+//! - [`store`]: the policy store, durable in the state directory.
+//! - [`routes`]: the endpoints, authentication, limits and problem+json errors.
+//! - [`metrics`]: the Prometheus exposition.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adox_dataplane::PlaneHandle;
+
+pub mod metrics;
+pub mod routes;
+pub mod store;
+
+pub use store::PolicyRegistry;
+
+/// Changes the daemon's log filter at run time (the daemon owns the logger); returns the
+/// reason when the filter is refused.
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How the API runs.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Tokens allowed to read and write.
+    pub admin_tokens: Vec<String>,
+    /// Tokens allowed to read only.
+    pub read_tokens: Vec<String>,
+    /// Whether `/metrics` needs a token too.
+    pub protect_metrics: bool,
+    /// Requests per second each client address may make (sustained).
+    pub rate_per_s: u32,
+    /// Requests a client address may make in a burst.
+    pub rate_burst: u32,
+    /// Largest body for single-object endpoints.
+    pub max_body_bytes: usize,
+    /// Largest body for a bulk import.
+    pub max_import_bytes: usize,
+    /// The log filter in force at start.
+    pub log_level: String,
+    /// Sets the log filter.
+    pub set_log_level: SetLogLevel,
+    /// Remarks `/readyz` passes on (for example missing trust anchors).
+    pub readiness_notes: Vec<String>,
+    /// The state directory (for the log line only; the store has its own path).
+    pub state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("read_tokens", &self.read_tokens.len())
+            .field("protect_metrics", &self.protect_metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a token file: one token per line, `#` starts a comment, blank lines ignored.
+/// Tokens shorter than 16 characters are refused: they can be guessed.
+pub fn read_token_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{} line {}: a token is one word of at least 16 characters", path.display(), i + 1));
+        }
+        out.push(t.to_string());
+    }
+    Ok(out)
+}
+
+/// How long requests in progress may run on after a stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The running control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// The address actually bound.
+    pub local_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Binds the API (in the calling thread, so that a busy port is an error at start) and
+    /// serves it on a thread of its own.
+    pub fn start(settings: ApiSettings, plane: PlaneHandle, registry: Arc<PolicyRegistry>) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(settings.listen)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {} (api): {e}", settings.listen)))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let app = routes::router(Arc::new(routes::AppState::new(settings, plane, registry)));
+        let thread = std::thread::Builder::new().name("adox-api".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "api listener");
+                        return;
+                    }
+                };
+                let drain = Arc::new(tokio::sync::Notify::new());
+                let drain2 = drain.clone();
+                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move { drain2.notified().await });
+                // On stop, requests in progress get a moment to finish; idle keep-alive
+                // connections do not hold the daemon up.
+                tokio::select! {
+                    r = std::future::IntoFuture::into_future(serve) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "api server stopped");
+                        }
+                    }
+                    () = async {
+                        let _ = rx.await;
+                        drain.notify_one();
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    } => {}
+                }
+            });
+        })?;
+        Ok(Self { local_addr, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// Stops serving and waits for the thread.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

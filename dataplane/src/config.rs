@@ -94,6 +94,14 @@ pub mod bounds {
     pub const PROBE_DAMPING_S: Bound = b("transport.probe_damping_s", 86_400, 10, 31_536_000);
     /// Probes under way at once, per worker.
     pub const MAX_CONCURRENT_PROBES: Bound = b("transport.max_concurrent_probes", 64, 1, 100_000);
+    /// Sustained REST API requests per second per client address.
+    pub const API_RATE_PER_S: Bound = b("api.rate_per_s", 200, 1, 1_000_000);
+    /// REST API requests a client address may make in a burst.
+    pub const API_RATE_BURST: Bound = b("api.rate_burst", 2_000, 1, 10_000_000);
+    /// Largest REST request body for single objects (a policy, a flush).
+    pub const API_MAX_BODY_BYTES: Bound = b("api.max_body_bytes", 64 << 10, 1 << 10, 16 << 20);
+    /// Largest REST request body for a bulk policy import.
+    pub const API_MAX_IMPORT_BYTES: Bound = b("api.max_import_bytes", 64 << 20, 1 << 10, 1 << 30);
 
     /// All knobs, for documentation and `--help`.
     pub const ALL: &[Bound] = &[
@@ -125,6 +133,10 @@ pub mod bounds {
         PROBE_PERSISTENCE_S,
         PROBE_DAMPING_S,
         MAX_CONCURRENT_PROBES,
+        API_RATE_PER_S,
+        API_RATE_BURST,
+        API_MAX_BODY_BYTES,
+        API_MAX_IMPORT_BYTES,
     ];
 }
 
@@ -191,9 +203,62 @@ pub struct Config {
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
     pub transport: TransportConfig,
+    /// The REST control plane.
+    pub api: ApiConfig,
     /// Operator transport overrides, as `[[policy]]` tables (the REST API's field names).
     #[serde(rename = "policy")]
     pub policies: Vec<adox_api::policy::PolicySpec>,
+}
+
+/// `[api]`: the REST control plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// Listen address (`ADDR:PORT`), or `off`. Default `127.0.0.1:5380`.
+    pub listen: String,
+    /// File of admin tokens (read and write), one per line, `#` comments. Without any
+    /// token file every `/v1` request is refused.
+    pub token_file: Option<PathBuf>,
+    /// File of read-only tokens.
+    pub read_token_file: Option<PathBuf>,
+    /// Whether `/metrics` needs a token too. Default false.
+    pub protect_metrics: bool,
+    /// See [`bounds::API_RATE_PER_S`].
+    pub rate_per_s: u32,
+    /// See [`bounds::API_RATE_BURST`].
+    pub rate_burst: u32,
+    /// See [`bounds::API_MAX_BODY_BYTES`].
+    pub max_body_bytes: usize,
+    /// See [`bounds::API_MAX_IMPORT_BYTES`].
+    pub max_import_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5380".into(),
+            token_file: None,
+            read_token_file: None,
+            protect_metrics: false,
+            rate_per_s: d(bounds::API_RATE_PER_S),
+            rate_burst: d(bounds::API_RATE_BURST),
+            max_body_bytes: d(bounds::API_MAX_BODY_BYTES),
+            max_import_bytes: d(bounds::API_MAX_IMPORT_BYTES),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The listen address; `None` when the API is `off`.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen == "off" {
+            return Ok(None);
+        }
+        parse_listen(&self.listen)
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid { field: "api.listen".into(), reason })
+    }
 }
 
 /// `[transport]`
@@ -440,7 +505,8 @@ impl Config {
         let r = &self.resolver;
         let c = &self.cache;
         let t = &self.transport;
-        let checks: [(Bound, u64); 28] = [
+        let a = &self.api;
+        let checks: [(Bound, u64); 32] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -469,6 +535,10 @@ impl Config {
             (bounds::PROBE_PERSISTENCE_S, t.probe_persistence_s),
             (bounds::PROBE_DAMPING_S, t.probe_damping_s),
             (bounds::MAX_CONCURRENT_PROBES, u64::from(t.max_concurrent_probes)),
+            (bounds::API_RATE_PER_S, u64::from(a.rate_per_s)),
+            (bounds::API_RATE_BURST, u64::from(a.rate_burst)),
+            (bounds::API_MAX_BODY_BYTES, a.max_body_bytes as u64),
+            (bounds::API_MAX_IMPORT_BYTES, a.max_import_bytes as u64),
         ];
         for (b, v) in checks {
             b.check(v)?;
@@ -487,6 +557,7 @@ impl Config {
         self.client_prefixes()?;
         self.upstream_prefixes()?;
         self.policies()?;
+        self.api.listen_addr()?;
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use crate::probe::{ProbeTable, ProbeWindows};
 use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
 use crate::stats::WorkerStats;
 use crate::transport::tls::{SessionStore, TlsConfigs};
-use crate::worker::{StopHandle, Worker, WorkerSettings};
+use crate::worker::{Worker, WorkerHandle, WorkerSettings};
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +63,80 @@ pub struct DataPlane {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Addresses actually bound (with the real port when 0 was asked).
     pub local_addrs: Vec<SocketAddr>,
-    stops: Vec<StopHandle>,
+    stops: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     state_path: std::path::PathBuf,
+}
+
+/// What a cache flush drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything.
+    All,
+    /// Every type at one name.
+    Name(hickory_proto::rr::Name),
+    /// A name and everything below it.
+    Zone(hickory_proto::rr::Name),
+}
+
+/// What another thread (the control plane) holds of the running data plane: the shared
+/// state, the counters and a way to reach each worker.
+#[derive(Debug, Clone)]
+pub struct PlaneHandle {
+    /// State shared by the workers.
+    pub shared: Arc<Shared>,
+    /// Each worker's counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    workers: Vec<WorkerHandle>,
+}
+
+/// How long a flush waits for every worker to confirm it.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl PlaneHandle {
+    /// Counters summed over workers.
+    pub fn stats(&self) -> adox_api::StatsSnapshot {
+        crate::stats::snapshot(&self.stats)
+    }
+
+    /// Drops cached data: from the shared record cache at once, from every worker's
+    /// packet cache at the worker's next loop turn. Blocks until every worker confirmed
+    /// (true), or [`FLUSH_WAIT`] passed (false: a worker is stuck, which the caller
+    /// reports). A packet-cache answer that reached `name` through a CNAME from another
+    /// name is not dropped by a name flush (as in other resolvers): flush the zone or all.
+    pub fn flush(&self, what: &Flush) -> bool {
+        let (name, subtree) = match what {
+            Flush::All => (None, true),
+            Flush::Name(n) => (Some(crate::names::canonical(n)), false),
+            Flush::Zone(z) => (Some(crate::names::canonical(z)), true),
+        };
+        self.shared.records.flush(name.as_ref(), subtree);
+        let wire = name.map(|n| {
+            let mut v = Vec::new();
+            for label in n.iter() {
+                v.push(label.len() as u8);
+                v.extend(label.iter().map(u8::to_ascii_lowercase));
+            }
+            v.push(0);
+            (v, subtree)
+        });
+        let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(wire.clone())).collect();
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        loop {
+            if self.workers.iter().zip(&tickets).all(|(w, n)| w.flushed(*n)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
 }
 
 /// File in the state directory holding the RFC 9539 probe table.
@@ -157,10 +228,19 @@ pub fn tls_configs(cfg: &Config) -> Result<(TlsConfigs, TlsConfigs), StartError>
 }
 
 impl DataPlane {
-    /// Validates the configuration, binds every socket and starts the workers.
+    /// Validates the configuration, binds every socket and starts the workers, with the
+    /// configuration's policies.
     pub fn start(cfg: &Config) -> Result<Self, StartError> {
         cfg.validate()?;
+        Self::start_with_policies(cfg, &cfg.policies()?)
+    }
+
+    /// Starts with `policies` in force from the first query (the configuration's and those
+    /// the control plane saved), so that a restart never runs a moment without them.
+    pub fn start_with_policies(cfg: &Config, policies: &[adox_api::policy::Policy]) -> Result<Self, StartError> {
+        cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
+        shared.policies.store(PolicyTable::compile(policies).map_err(StartError::Policy)?);
         let (dot, doq) = tls_configs(cfg)?;
         let state_path = cfg.server.state_dir.join(PROBE_STATE_FILE);
         match shared.probes.load(&state_path) {
@@ -255,6 +335,11 @@ impl DataPlane {
     /// Counters summed over workers.
     pub fn stats(&self) -> adox_api::StatsSnapshot {
         crate::stats::snapshot(&self.stats)
+    }
+
+    /// A handle for the control plane.
+    pub fn handle(&self) -> PlaneHandle {
+        PlaneHandle { shared: self.shared.clone(), stats: self.stats.clone(), workers: self.stops.clone() }
     }
 
     /// Saves learned state (the probe table) into the state directory, creating it if

@@ -38,7 +38,7 @@ pub mod wire;
 pub mod worker;
 
 pub use config::Config;
-pub use daemon::DataPlane;
+pub use daemon::{DataPlane, Flush, PlaneHandle};
 
 /// Checks a log level or tracing filter (`info`, `adox_dataplane=debug,warn`) without
 /// depending on a logging crate: every directive is a level or `target=level`.

@@ -5,8 +5,14 @@
 //! the most specific matching zone, the one with the longest matching nameserver suffix
 //! wins, then the longest address prefix (requirements.md, "Precedence"). Workers read the
 //! current table through [`PolicyStore`] without locks; a new table replaces it whole.
+//!
+//! The index is split into [`BUCKETS`] maps behind `Arc`s: cloning a table copies only the
+//! bucket pointers, and changing one policy copies only its bucket. The control plane keeps
+//! a working table, applies a batch of changes to it and publishes a clone, so a push into
+//! a table of 100,000 policies costs a few hundred entries, not the whole table.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,7 +23,10 @@ use ipnet::IpNet;
 
 use crate::acl::PrefixSet;
 
-#[derive(Debug)]
+/// Buckets of the zone index (a power of two).
+pub const BUCKETS: usize = 256;
+
+#[derive(Debug, Clone)]
 struct Compiled {
     policy: Arc<Policy>,
     nameserver: Option<Name>,
@@ -25,6 +34,24 @@ struct Compiled {
 }
 
 impl Compiled {
+    fn new(p: &Policy) -> Result<(Name, Self), PolicyError> {
+        let zone = match &p.zone {
+            Some(z) => parse_name("zone", z)?,
+            None => Name::root(),
+        };
+        let nameserver = p.nameserver.as_deref().map(|n| parse_name("nameserver", n)).transpose()?;
+        let prefix = match &p.address {
+            Some(a) => {
+                let net: IpNet = a
+                    .parse()
+                    .map_err(|_| PolicyError { field: "address", reason: format!("`{a}` is not a prefix") })?;
+                Some((PrefixSet::new(&[net]), net.prefix_len()))
+            }
+            None => None,
+        };
+        Ok((zone, Self { policy: Arc::new(p.clone()), nameserver, prefix }))
+    }
+
     /// Specificity within one zone: nameserver labels, then prefix length (-1 when absent).
     fn rank(&self) -> (i32, i32) {
         (
@@ -39,50 +66,85 @@ impl Compiled {
     }
 }
 
+type Bucket = HashMap<Name, Vec<Compiled>>;
+
 /// The compiled overrides.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 pub struct PolicyTable {
-    by_zone: HashMap<Name, Vec<Compiled>>,
+    buckets: Arc<[Arc<Bucket>]>,
     len: usize,
+}
+
+impl Default for PolicyTable {
+    fn default() -> Self {
+        Self { buckets: (0..BUCKETS).map(|_| Arc::new(Bucket::new())).collect(), len: 0 }
+    }
 }
 
 fn parse_name(field: &'static str, s: &str) -> Result<Name, PolicyError> {
     Name::from_ascii(s).map(|n| crate::names::canonical(&n)).map_err(|e| PolicyError { field, reason: e.to_string() })
 }
 
+/// The bucket of a canonical zone name: a fixed hash, the same in every table.
+fn bucket_of(zone: &Name) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    zone.hash(&mut h);
+    (h.finish() as usize) & (BUCKETS - 1)
+}
+
 impl PolicyTable {
     /// Compiles normalized policies (see `adox_api::policy::PolicySpec::normalize`).
     pub fn compile(policies: &[Policy]) -> Result<Self, PolicyError> {
-        let mut by_zone: HashMap<Name, Vec<Compiled>> = HashMap::new();
+        let mut t = Self::default();
         for p in policies {
-            let zone = match &p.zone {
-                Some(z) => parse_name("zone", z)?,
-                None => Name::root(),
-            };
-            let nameserver = p.nameserver.as_deref().map(|n| parse_name("nameserver", n)).transpose()?;
-            let prefix = match &p.address {
-                Some(a) => {
-                    let net: IpNet = a
-                        .parse()
-                        .map_err(|_| PolicyError { field: "address", reason: format!("`{a}` is not a prefix") })?;
-                    Some((PrefixSet::new(&[net]), net.prefix_len()))
-                }
-                None => None,
-            };
-            by_zone.entry(zone).or_default().push(Compiled { policy: Arc::new(p.clone()), nameserver, prefix });
+            t.insert(p)?;
         }
-        Ok(Self { by_zone, len: policies.len() })
+        Ok(t)
+    }
+
+    fn bucket_mut(&mut self, zone: &Name) -> &mut Bucket {
+        let i = bucket_of(zone);
+        // The bucket array itself is copied only when a published table still shares it.
+        let buckets = Arc::make_mut(&mut self.buckets);
+        Arc::make_mut(&mut buckets[i])
+    }
+
+    /// Adds one policy (its id must not be in the table; see [`PolicyTable::remove`]).
+    pub fn insert(&mut self, p: &Policy) -> Result<(), PolicyError> {
+        let (zone, c) = Compiled::new(p)?;
+        self.bucket_mut(&zone).entry(zone).or_default().push(c);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes the policy with `p.id` filed under `p.zone`; true when it was there.
+    pub fn remove(&mut self, p: &Policy) -> bool {
+        let Ok(zone) = p.zone.as_deref().map_or(Ok(Name::root()), |z| parse_name("zone", z)) else {
+            return false;
+        };
+        if !self.buckets[bucket_of(&zone)].get(&zone).is_some_and(|l| l.iter().any(|c| c.policy.id == p.id)) {
+            return false;
+        }
+        let bucket = self.bucket_mut(&zone);
+        if let Some(list) = bucket.get_mut(&zone) {
+            list.retain(|c| c.policy.id != p.id);
+            if list.is_empty() {
+                bucket.remove(&zone);
+            }
+        }
+        self.len -= 1;
+        true
     }
 
     /// The override for (zone, nameserver name, nameserver address), if any: most specific
     /// zone first, then nameserver suffix, then prefix length.
     pub fn lookup(&self, zone: &Name, nameserver: &Name, addr: IpAddr) -> Option<&Arc<Policy>> {
-        if self.by_zone.is_empty() {
+        if self.len == 0 {
             return None;
         }
         let mut z = crate::names::canonical(zone);
         loop {
-            if let Some(list) = self.by_zone.get(&z)
+            if let Some(list) = self.buckets[bucket_of(&z)].get(&z)
                 && let Some(best) = list.iter().filter(|c| c.matches(nameserver, addr)).max_by_key(|c| c.rank())
             {
                 return Some(&best.policy);
@@ -124,6 +186,14 @@ impl PolicyStore {
     /// Replaces the table; the old one is freed by whoever drops its last reference.
     pub fn store(&self, table: PolicyTable) {
         self.0.store(Arc::new(table));
+    }
+
+    /// Replaces the table and hands the old one back, so that the caller (the control
+    /// plane) can free it off the workers once no worker holds it
+    /// (`Arc::strong_count` is 1: arc-swap turns every reader's guard into a counted
+    /// reference when the pointer is swapped).
+    pub fn swap(&self, table: PolicyTable) -> Arc<PolicyTable> {
+        self.0.swap(Arc::new(table))
     }
 }
 
@@ -194,5 +264,19 @@ mod tests {
         s.store(PolicyTable::compile(&[pol("x", None, None, None, Mode::Cleartext)]).unwrap());
         assert_eq!(s.load().len(), 1);
         assert!(held.is_empty(), "a reader keeps the table it loaded");
+    }
+
+    #[test]
+    fn incremental_changes_leave_published_clones_alone() {
+        let mut t = PolicyTable::compile(&[pol("lab", Some("lab"), None, None, Mode::Cleartext)]).unwrap();
+        let published = t.clone();
+        let strict = pol("alpha", Some("alpha.lab"), None, None, Mode::Strict);
+        t.insert(&strict).unwrap();
+        assert_eq!(id(&t, "www.alpha.lab.", "ns.x.", "192.0.2.1").as_deref(), Some("alpha"));
+        assert_eq!(id(&published, "www.alpha.lab.", "ns.x.", "192.0.2.1").as_deref(), Some("lab"));
+        assert!(t.remove(&strict));
+        assert!(!t.remove(&strict), "removing twice finds nothing");
+        assert_eq!(id(&t, "www.alpha.lab.", "ns.x.", "192.0.2.1").as_deref(), Some("lab"));
+        assert_eq!((t.len(), published.len()), (1, 1));
     }
 }

@@ -197,6 +197,17 @@ impl ProbeTable {
         out
     }
 
+    /// Forgets every transport of `addr` (an operator's reset): it is probed afresh.
+    /// True when something was known.
+    pub fn forget(&self, addr: IpAddr) -> bool {
+        let mut found = false;
+        for t in [Transport::Doq, Transport::Dot, Transport::Doh] {
+            let key = (addr, t);
+            found |= self.shard(&key).remove(&key).is_some();
+        }
+        found
+    }
+
     /// Saves the table atomically: written to a temporary file, synced, renamed over
     /// `path`, so a crash leaves either the old file or the new one, never half of one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {

@@ -383,6 +383,20 @@ impl SignalCache {
         true
     }
 
+    /// Every known (finished, unexpired) signal, for the API.
+    pub fn entries(&self, now: u64) -> Vec<(Name, Signal)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, v| {
+                if matches!(v, Signal::Known { until, .. } if now < *until) {
+                    out.push((k.clone(), v.clone()));
+                }
+                true
+            });
+        }
+        out
+    }
+
     /// Stores a finished lookup.
     pub fn put(&self, ns: &Name, signal: Signal) {
         let cost = match &signal {

@@ -1,8 +1,8 @@
 //! `adoxd`: the adox recursive resolver daemon.
 //!
-//! Wires the data plane (and, with its issue, the control plane) into one process. With no
-//! arguments it runs on its embedded defaults: built-in IANA root hints, listening on
-//! 127.0.0.1:5300 over UDP and TCP.
+//! Wires the data plane and the control plane into one process. With no arguments it runs
+//! on its embedded defaults: built-in IANA root hints, DNS on 127.0.0.1:5300 over UDP and
+//! TCP, the REST API on 127.0.0.1:5380.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -60,6 +60,18 @@ struct Cli {
     #[arg(long, value_name = "PREFIX", value_parser = acl::parse_prefix)]
     allow_upstream: Vec<ipnet::IpNet>,
 
+    /// REST API listen address, or `off` (default 127.0.0.1:5380).
+    #[arg(long, value_name = "ADDR:PORT")]
+    api: Option<String>,
+
+    /// File of admin API tokens (read and write), one per line; `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+
+    /// File of read-only API tokens, one per line.
+    #[arg(long, value_name = "FILE")]
+    api_read_token_file: Option<PathBuf>,
+
     /// Allow clients from a prefix (default: loopback and private ranges). Repeatable;
     /// adds to the config.
     #[arg(long, value_name = "PREFIX", value_parser = acl::parse_prefix)]
@@ -100,6 +112,15 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(l) = &cli.log_level {
         cfg.server.log_level = l.clone();
+    }
+    if let Some(a) = &cli.api {
+        cfg.api.listen = a.clone();
+    }
+    if let Some(f) = &cli.api_token_file {
+        cfg.api.token_file = Some(f.clone());
+    }
+    if let Some(f) = &cli.api_read_token_file {
+        cfg.api.read_token_file = Some(f.clone());
     }
     cfg.access.allow_upstream.extend(cli.allow_upstream.iter().map(|p| p.to_string()));
     cfg.access.allow_clients.extend(cli.allow_client.iter().map(|p| p.to_string()));
@@ -176,29 +197,104 @@ fn save_state(plane: &DataPlane) {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let cfg = build_config(cli)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.server.log_level))
+/// Installs the logger; returns the function the API uses to change its filter.
+fn init_logging(level: &str) -> adox_controlplane::SetLogLevel {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    std::sync::Arc::new(move |filter: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
+}
+
+/// The API's settings from the configuration (token files read now: a bad file stops
+/// the start, with its line).
+fn api_settings(
+    cfg: &Config,
+    listen: std::net::SocketAddr,
+    set_log_level: adox_controlplane::SetLogLevel,
+) -> anyhow::Result<adox_controlplane::ApiSettings> {
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<Vec<String>> {
+        match p {
+            Some(p) => adox_controlplane::read_token_file(p).map_err(anyhow::Error::msg),
+            None => Ok(vec![]),
+        }
+    };
+    let admin_tokens = read(&cfg.api.token_file).context("api.token_file")?;
+    let read_tokens = read(&cfg.api.read_token_file).context("api.read_token_file")?;
+    if admin_tokens.is_empty() && read_tokens.is_empty() {
+        tracing::warn!("no API tokens configured (--api-token-file): every /v1 request will be refused");
+    }
+    Ok(adox_controlplane::ApiSettings {
+        listen,
+        admin_tokens,
+        read_tokens,
+        protect_metrics: cfg.api.protect_metrics,
+        rate_per_s: cfg.api.rate_per_s,
+        rate_burst: cfg.api.rate_burst,
+        max_body_bytes: cfg.api.max_body_bytes,
+        max_import_bytes: cfg.api.max_import_bytes,
+        log_level: cfg.server.log_level.clone(),
+        set_log_level,
+        readiness_notes: vec![],
+        state_dir: cfg.server.state_dir.clone(),
+    })
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let cfg = build_config(cli)?;
+    let set_log_level = init_logging(&cfg.server.log_level);
     let stop = adox_dataplane::stop_on_signals().context("installing signal handlers")?;
     let hints = match &cfg.resolver.root_hints {
         Some(p) => format!("root hints from {}", p.display()),
         None => "built-in IANA root hints".to_string(),
     };
-    let mut plane = DataPlane::start(&cfg)?;
+    // Saved policies are in force from the first query: the store is opened first.
+    let registry = match adox_controlplane::PolicyRegistry::open(&cfg.server.state_dir, cfg.policies()?) {
+        Ok((registry, loaded)) => {
+            if loaded.policies > 0 || loaded.dropped_torn_line {
+                tracing::info!(
+                    policies = loaded.policies,
+                    journal_lines = loaded.replayed,
+                    dropped_unacknowledged_line = loaded.dropped_torn_line,
+                    "API policies loaded"
+                );
+            }
+            registry
+        }
+        // No state directory to write to (a newcomer's first run as a user): run, and say
+        // that policy changes will be refused. A damaged file is another matter: stop.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) => {
+            tracing::warn!(error = %e, "state directory not writable (set --state-dir): API policy changes will be refused");
+            adox_controlplane::PolicyRegistry::without_state(cfg.policies()?).context("policies")?
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("policy store (state directory)")),
+    };
+    let registry = std::sync::Arc::new(registry);
+    // Token files are read before anything starts: a bad one stops the start.
+    let api_settings = cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level)).transpose()?;
+    let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
+    registry.attach(plane.shared.clone());
+    let api = match api_settings {
+        Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry.clone())?),
+        None => None,
+    };
     let listen: Vec<String> = plane.local_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen.join(","),
+        api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr.to_string()),
         workers = cfg.worker_count(),
         %hints,
         allow_upstream = %cfg.access.allow_upstream.join(","),
         "adoxd ready"
     );
-    // Until the control plane exposes them, the counters are logged once a minute.
+    // The counters are also logged once a minute, for hosts that do not scrape /metrics.
     let mut last_report = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
@@ -209,6 +305,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
+    if let Some(mut api) = api {
+        api.stop();
+    }
     log_stats(&plane);
     plane.stop();
     save_state(&plane);

@@ -135,12 +135,13 @@ impl PacketCache {
         self.map.insert(kbuf[..klen].into(), entry, cost);
     }
 
-    /// Drops every entry whose qname equals `name` or lies below it (wire form, lowercase);
-    /// `None` drops everything.
-    pub fn flush(&mut self, name: Option<&[u8]>) {
+    /// Drops every entry whose qname equals `name` (wire form, lowercase), and with
+    /// `subtree` every entry below it too; `None` drops everything.
+    pub fn flush(&mut self, name: Option<&[u8]>, subtree: bool) {
         match name {
             None => self.map.retain(|_, _| false),
-            Some(n) => self.map.retain(|k, _| !crate::names::wire_is_subdomain(&k[5..], n)),
+            Some(n) if subtree => self.map.retain(|k, _| !crate::names::wire_is_subdomain(&k[5..], n)),
+            Some(n) => self.map.retain(|k, _| &k[5..] != n),
         }
     }
 

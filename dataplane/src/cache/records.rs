@@ -186,13 +186,16 @@ impl RecordCache {
         self.put(name, rtype, data, Rank::AuthAnswer, ttl, now);
     }
 
-    /// Drops everything at or below `zone`, or everything when `None`.
-    pub fn flush(&self, zone: Option<&Name>) {
+    /// Drops everything at `name` (every type), with `subtree` everything below it too,
+    /// or everything when `None`.
+    pub fn flush(&self, name: Option<&Name>, subtree: bool) {
+        let name = name.map(crate::names::canonical);
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            match zone {
+            match &name {
                 None => s.retain(|_, _| false),
-                Some(z) => s.retain(|(n, _), _| !z.zone_of(n)),
+                Some(z) if subtree => s.retain(|(n, _), _| !z.zone_of(n)),
+                Some(z) => s.retain(|(n, _), _| n != z),
             }
         }
     }
@@ -269,9 +272,9 @@ mod tests {
         for n in ["a.lab.", "b.a.lab.", "a.other."] {
             c.put_rrset(&n.parse().unwrap(), 1, vec![a(n, 60)], Rank::AuthAnswer, t0);
         }
-        c.flush(Some(&"a.lab.".parse().unwrap()));
+        c.flush(Some(&"a.lab.".parse().unwrap()), true);
         assert_eq!(c.len(), 1);
-        c.flush(None);
+        c.flush(None, true);
         assert!(c.is_empty());
     }
 }

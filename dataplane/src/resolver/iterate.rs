@@ -587,6 +587,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<Message, ExchangeError> {
         let (addr, ns_name) = target;
         let plan = self.plan(zone, ns_name, addr);
+        match plan.mode {
+            Mode::Strict => self.stats.upstream_strict.bump(),
+            Mode::Opportunistic => self.stats.upstream_opportunistic.bump(),
+            Mode::Cleartext => self.stats.upstream_cleartext.bump(),
+        }
         if plan.mode == Mode::Cleartext {
             if plan.source == PlanSource::Probe(ProbeDecision::Probe) {
                 self.start_probe(addr, sname, stype);

@@ -105,6 +105,23 @@ impl ServerTable {
         self.shard(&addr).upsert(addr, 1, ServerInfo::default, f);
     }
 
+    /// Every server remembered, with its state (for the API; locks one shard at a time).
+    pub fn entries(&self) -> Vec<(IpAddr, ServerInfo)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, v| {
+                out.push((*k, *v));
+                true
+            });
+        }
+        out
+    }
+
+    /// Forgets a server (an operator's reset): it is explored afresh.
+    pub fn forget(&self, addr: IpAddr) -> bool {
+        self.shard(&addr).remove(&addr).is_some()
+    }
+
     /// Sort key for server choice: held-back servers last, then by SRTT; unknown servers
     /// get `jitter_us` (small and random) so they are explored early.
     pub fn score(&self, addr: IpAddr, now: Instant, jitter_us: u32) -> u64 {

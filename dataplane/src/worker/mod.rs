@@ -89,6 +89,8 @@ struct Waiter {
     msg: Vec<u8>,
     q: wire::Query,
     reply_to: ReplyTo,
+    /// When the query arrived (the poll turn's clock).
+    start: Instant,
 }
 
 /// State shared by the worker loop and its tasks (single thread, so `Rc` and `RefCell`).
@@ -196,7 +198,7 @@ impl WorkerCtx {
         };
         self.resolutions.set(self.resolutions.get() + 1);
         let key = (crate::names::canonical(&name), qtype);
-        let waiter = Waiter { msg: msg.to_vec(), q, reply_to };
+        let waiter = Waiter { msg: msg.to_vec(), q, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
         if let Some(waiters) = self.inflight.borrow_mut().get_mut(&key) {
@@ -218,6 +220,7 @@ impl WorkerCtx {
                 let ttl = respond::build(&mut out, &w.msg, &w.q, &result, udp_size);
                 ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
                 ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
+                ctx.stats.observe_latency(ctx.reactor.now().saturating_duration_since(w.start));
             }
         });
         Handled::Spawned
@@ -251,6 +254,7 @@ pub struct Worker {
     ctx: Rc<WorkerCtx>,
     tcp_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -259,18 +263,54 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// The handle another thread uses to stop a worker.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    stop: Arc<AtomicBool>,
-    waker: Arc<mio::Waker>,
+/// A packet-cache flush: everything (`None`), or a wire-form name and whether the names
+/// below it go too.
+type PacketFlush = Option<(Vec<u8>, bool)>;
+
+/// Requests other threads leave for a worker, read after its next wake-up.
+#[derive(Debug, Default)]
+struct Mailbox {
+    /// Packet-cache flushes asked for, numbered: `None` empties the cache, a wire-form
+    /// lowercase name drops that name (and with `true`, everything below it).
+    flushes: std::sync::Mutex<Vec<(u64, PacketFlush)>>,
+    /// Number of the last flush asked for (read on every loop turn: one relaxed load).
+    requested: std::sync::atomic::AtomicU64,
+    /// Number of the last flush this worker applied.
+    applied: std::sync::atomic::AtomicU64,
 }
 
-impl StopHandle {
+/// The handle another thread uses to reach a worker: stop it, or have it flush its packet
+/// cache.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    mailbox: Arc<Mailbox>,
+}
+
+impl WorkerHandle {
     /// Asks the worker to finish its loop.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
+    }
+
+    /// Asks the worker to drop packet-cache entries at `name` (wire form, lowercase; with
+    /// `true`, below it too), or all of them; returns the request's number for
+    /// [`Self::flushed`].
+    pub fn flush_packet_cache(&self, name: PacketFlush) -> u64 {
+        let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
+        list.push((n, name));
+        self.mailbox.requested.store(n, Ordering::Release);
+        drop(list);
+        let _ = self.waker.wake();
+        n
+    }
+
+    /// Whether the worker has applied flush request `n`.
+    pub fn flushed(&self, n: u64) -> bool {
+        self.mailbox.applied.load(Ordering::Acquire) >= n
     }
 }
 
@@ -283,7 +323,7 @@ impl Worker {
         stats: Arc<WorkerStats>,
         udp: Vec<std::net::UdpSocket>,
         tcp: Vec<std::net::TcpListener>,
-    ) -> io::Result<(Self, StopHandle)> {
+    ) -> io::Result<(Self, WorkerHandle)> {
         let poll = Poll::new()?;
         let mut udp: Vec<UdpSocket> = udp.into_iter().map(UdpSocket::from_std).collect();
         let mut tcp_listeners: Vec<TcpListener> = tcp.into_iter().map(TcpListener::from_std).collect();
@@ -336,7 +376,8 @@ impl Worker {
             settings,
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = StopHandle { stop: stop.clone(), waker };
+        let mailbox = Arc::new(Mailbox::default());
+        let handle = WorkerHandle { stop: stop.clone(), waker, mailbox: mailbox.clone() };
         Ok((
             Self {
                 poll,
@@ -345,6 +386,7 @@ impl Worker {
                 ctx,
                 tcp_listeners,
                 stop,
+                mailbox,
             },
             handle,
         ))
@@ -375,6 +417,9 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             ctx.reactor.set_now(Instant::now());
+            if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
+                self.apply_flushes();
+            }
             for idx in std::mem::take(&mut accept_retry) {
                 if self.accept(idx) {
                     accept_retry.push(idx);
@@ -432,11 +477,30 @@ impl Worker {
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
                 ctx.clients.borrow_mut().sweep_idle(now);
+                let pc = ctx.packet_cache.borrow();
+                ctx.stats.packet_cache_entries.set(pc.len() as u64);
+                ctx.stats.packet_cache_bytes.set(pc.used_bytes() as u64);
+                drop(pc);
                 ctx.dot.sweep_idle(now);
                 ctx.doq.sweep_idle(now);
             }
         }
         Ok(())
+    }
+
+    /// Applies the packet-cache flushes posted since the last turn.
+    fn apply_flushes(&self) {
+        let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.mailbox.applied.load(Ordering::Relaxed);
+        let mut last = applied;
+        for (n, name) in list.iter().filter(|(n, _)| *n > applied) {
+            let name = name.as_ref().map(|(n, subtree)| (n.as_slice(), *subtree));
+            self.ctx.packet_cache.borrow_mut().flush(name.map(|n| n.0), name.is_some_and(|n| n.1));
+            last = *n;
+        }
+        // Requests are posted under this lock, so every one in the list is applied now.
+        list.clear();
+        self.mailbox.applied.store(last, Ordering::Release);
     }
 
     /// Reads datagrams with recvmmsg and answers the ones it can at once with sendmmsg,

@@ -13,19 +13,19 @@ use crate::support::{Adoxd, lab_dir, temp_config};
 const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/capture");
 
 /// A tcpdump capture on lo run by the lab's capture helper.
-struct Capture {
+pub struct Capture {
     name: String,
 }
 
 impl Capture {
-    fn start(name: &str, filter: &str) -> Self {
+    pub fn start(name: &str, filter: &str) -> Self {
         let out = Command::new(CAPTURE).args(["start", name, filter, lab_dir().to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "capture start: {}", String::from_utf8_lossy(&out.stderr));
         Self { name: name.into() }
     }
 
     /// Stops the capture and returns the packets it saw, one line each (`tcpdump -r -n`).
-    fn stop(self) -> Vec<String> {
+    pub fn stop(self) -> Vec<String> {
         let dir = lab_dir();
         let out = Command::new(CAPTURE).args(["stop", &self.name, dir.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "capture stop: {}", String::from_utf8_lossy(&out.stderr));
@@ -37,7 +37,7 @@ impl Capture {
 }
 
 /// A config trusting the lab CA, with the given `[[policy]]` tables appended.
-fn config(policies: &str, extra_transport: &str) -> (crate::support::tempdir::Dir, std::path::PathBuf) {
+pub fn config(policies: &str, extra_transport: &str) -> (crate::support::tempdir::Dir, std::path::PathBuf) {
     let ca = lab_dir().join("tls/ca.pem");
     temp_config(&format!("[transport]\nca_file = \"{}\"\n{extra_transport}\n{policies}", ca.display()))
 }

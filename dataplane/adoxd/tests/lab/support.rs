@@ -23,12 +23,20 @@ pub fn lab_dir() -> PathBuf {
     dir
 }
 
+/// The admin API token every test adoxd accepts (unless the test gives its own file).
+pub const ADMIN_TOKEN: &str = "adox-test-admin-token-0123456789";
+/// The read-only API token every test adoxd accepts.
+pub const READ_TOKEN: &str = "adox-test-read-token-0123456789";
+
 /// An `adoxd` child process listening on a free loopback port.
 pub struct Adoxd {
     child: Child,
     pub addr: SocketAddr,
+    /// The REST API's address (`None` when started with `--api off`).
+    pub api: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     _state: Option<tempdir::Dir>,
+    _tokens: tempdir::Dir,
 }
 
 impl Adoxd {
@@ -58,6 +66,20 @@ impl Adoxd {
         let state = if args.contains(&"--state-dir") { None } else { Some(tempdir::Dir::new()) };
         if let Some(dir) = &state {
             cmd.arg("--state-dir").arg(dir.path());
+        }
+        if !args.contains(&"--api") {
+            cmd.args(["--api", "127.0.0.1:0"]);
+        }
+        let tokens = tempdir::Dir::new();
+        if !args.contains(&"--api-token-file") {
+            let f = tokens.path().join("admin.tokens");
+            std::fs::write(&f, format!("# test admin token\n{ADMIN_TOKEN}\n")).unwrap();
+            cmd.arg("--api-token-file").arg(f);
+        }
+        if !args.contains(&"--api-read-token-file") {
+            let f = tokens.path().join("read.tokens");
+            std::fs::write(&f, format!("{READ_TOKEN}\n")).unwrap();
+            cmd.arg("--api-read-token-file").arg(f);
         }
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn adoxd");
@@ -92,7 +114,27 @@ impl Adoxd {
             .expect("listen= in ready line")
             .parse()
             .expect("listen address");
-        Self { child, addr: listen, log, _state: state }
+        let api = ready.split_whitespace().find_map(|t| t.strip_prefix("api=")).and_then(|a| a.parse().ok());
+        Self { child, addr: listen, api, log, _state: state, _tokens: tokens }
+    }
+
+    /// An API client with `token` (`None`: no Authorization header).
+    pub fn api_client(&self, token: Option<&str>) -> adoxctl::Client {
+        let api = self.api.expect("adoxd runs its API");
+        adoxctl::Client::new(&format!("http://{api}"), token.map(str::to_string)).unwrap()
+    }
+
+    /// An API client with the admin token.
+    pub fn admin(&self) -> adoxctl::Client {
+        self.api_client(Some(ADMIN_TOKEN))
+    }
+
+    /// Kills adoxd with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
     }
 
     /// Everything adoxd logged so far.

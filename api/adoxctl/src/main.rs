@@ -1,0 +1,430 @@
+//! `adoxctl`: the operator's command line over the adox REST API.
+//!
+//! The API address and token come from `--url`/`--token` or from `ADOX_API_URL` and
+//! `ADOX_API_TOKEN`. Output is a table, or the API's JSON with `--json`. Exit status: 0 on
+//! success, 1 when the API refused the request (its problem details are printed), 2 on
+//! usage or connection errors.
+
+use std::process::ExitCode;
+
+use adox_api::policy::Policy;
+use adox_api::rest::{FlushResult, ImportResult, PolicyList, Problem, ServerList, ServerState, Stats};
+use adoxctl::{Client, Reply};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+/// Command-line client for the adox REST API.
+#[derive(Debug, Parser)]
+#[command(name = "adoxctl", version, about, long_about = None)]
+struct Cli {
+    /// API base URL [env: ADOX_API_URL; default http://127.0.0.1:5380].
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Bearer token [env: ADOX_API_TOKEN].
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Operator transport policies.
+    #[command(subcommand)]
+    Policies(PolicyCmd),
+    /// Authoritative servers: transport state per address (or one address).
+    Servers {
+        /// One server address.
+        ip: Option<String>,
+        /// Forget what is known of that address (probe state, RTT).
+        #[arg(long, requires = "ip")]
+        reset: bool,
+    },
+    /// Counters.
+    Stats,
+    /// Flush the cache: everything, one name, or a zone.
+    Flush {
+        /// Every type at this name.
+        #[arg(long, conflicts_with = "zone")]
+        name: Option<String>,
+        /// This name and everything below it.
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Show or set the log level.
+    LogLevel {
+        /// New level or filter (error, warn, info, debug, trace, or target=level,...).
+        level: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// List every policy.
+    List,
+    /// Show one policy.
+    Get {
+        /// Policy id.
+        id: String,
+    },
+    /// Create a policy.
+    Create(PolicyArgs),
+    /// Replace a policy.
+    Update {
+        /// Policy id.
+        id: String,
+        #[command(flatten)]
+        args: PolicyArgs,
+        /// Only if the policy is still at this ETag.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Policy id.
+        id: String,
+    },
+    /// Print the API's policies as a bundle (JSON) for `import`.
+    Export,
+    /// Import a bundle file (JSON `{"policies": [...]}`), all or nothing.
+    Import {
+        /// The file (`-` for standard input).
+        file: String,
+        /// Replace every API policy instead of merging.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// Zone suffix.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Nameserver name suffix.
+    #[arg(long)]
+    nameserver: Option<String>,
+    /// Nameserver address or prefix.
+    #[arg(long)]
+    address: Option<String>,
+    /// strict, opportunistic or cleartext.
+    #[arg(long)]
+    mode: String,
+    /// Transports in order, comma-separated (doq,dot,do53).
+    #[arg(long, value_delimiter = ',')]
+    transports: Vec<String>,
+    /// dane, pkix or none.
+    #[arg(long)]
+    auth: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    comment: Option<String>,
+}
+
+impl PolicyArgs {
+    /// The JSON body, with only the fields given (the API fills the defaults).
+    fn body(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("mode".into(), json!(self.mode));
+        let optional = [
+            ("zone", &self.zone),
+            ("nameserver", &self.nameserver),
+            ("address", &self.address),
+            ("auth", &self.auth),
+            ("comment", &self.comment),
+        ];
+        for (k, val) in optional {
+            if let Some(val) = val {
+                m.insert(k.into(), json!(val));
+            }
+        }
+        if !self.transports.is_empty() {
+            m.insert("transports".into(), json!(self.transports));
+        }
+        Value::Object(m)
+    }
+}
+
+/// An error: refused by the API (exit 1) or not sent (exit 2).
+enum Failure {
+    Refused(String),
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(m)) => {
+            eprintln!("adoxctl: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("adoxctl: {m}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn call(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Result<Reply, Failure> {
+    let bytes = body.map(Value::to_string);
+    let r = c
+        .request(method, path, headers, bytes.as_deref().map(str::as_bytes))
+        .map_err(|e| Failure::Usage(format!("cannot reach the API: {e}")))?;
+    if r.status >= 400 {
+        let msg = match serde_json::from_slice::<Problem>(&r.body) {
+            Ok(p) => match p.field {
+                Some(f) => format!("{} {}: {} (field {f})", p.status, p.title, p.detail),
+                None => format!("{} {}: {}", p.status, p.title, p.detail),
+            },
+            Err(_) => format!("HTTP {}: {}", r.status, r.text()),
+        };
+        return Err(Failure::Refused(msg));
+    }
+    Ok(r)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(r: &Reply) -> Result<T, Failure> {
+    serde_json::from_slice(&r.body).map_err(|e| Failure::Usage(format!("unexpected reply ({e}): {}", r.text())))
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+fn policy_table(ps: &[Policy]) {
+    let rows: Vec<[String; 7]> = ps
+        .iter()
+        .map(|p| {
+            [
+                p.id.clone(),
+                opt(&p.zone).into(),
+                opt(&p.nameserver).into(),
+                opt(&p.address).into(),
+                format!("{:?}", p.mode).to_lowercase(),
+                p.transports.iter().map(|t| format!("{t:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+                format!("{:?}{}", p.auth, if p.read_only { " (config)" } else { "" }).to_lowercase(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ZONE", "NAMESERVER", "ADDRESS", "MODE", "TRANSPORTS", "AUTH"], &rows);
+}
+
+fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn server_rows(servers: &[ServerState]) {
+    let mut rows = Vec::new();
+    for s in servers {
+        let srtt = s.srtt_us.map_or("-".into(), |us| format!("{:.1}ms", f64::from(us) / 1000.0));
+        if s.transports.is_empty() {
+            rows.push([s.address.clone(), srtt.clone(), "-".into(), "-".into(), "-".into()]);
+        }
+        for t in &s.transports {
+            rows.push([
+                s.address.clone(),
+                srtt.clone(),
+                format!("{:?}", t.transport).to_lowercase(),
+                format!("{:?}", t.state).to_lowercase(),
+                t.last_failure_reason.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    table(&["ADDRESS", "SRTT", "TRANSPORT", "STATE", "LAST FAILURE"], &rows);
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let url = cli
+        .url
+        .clone()
+        .or_else(|| std::env::var("ADOX_API_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:5380".into());
+    let token = cli.token.clone().or_else(|| std::env::var("ADOX_API_TOKEN").ok());
+    let c = Client::new(&url, token).map_err(Failure::Usage)?;
+    let print_json = |r: &Reply| println!("{}", r.text().trim_end());
+    match &cli.command {
+        Cmd::Policies(p) => match p {
+            PolicyCmd::List => {
+                let r = call(&c, "GET", "/v1/policies", None, &[])?;
+                if cli.json {
+                    print_json(&r);
+                } else {
+                    policy_table(&parse::<PolicyList>(&r)?.policies);
+                }
+            }
+            PolicyCmd::Get { id } => {
+                let r = call(&c, "GET", &format!("/v1/policies/{id}"), None, &[])?;
+                if cli.json {
+                    print_json(&r);
+                } else {
+                    policy_table(&[parse::<Policy>(&r)?]);
+                    println!("etag: {}", r.header("etag").unwrap_or("-"));
+                }
+            }
+            PolicyCmd::Create(a) => {
+                let r = call(&c, "POST", "/v1/policies", Some(&a.body()), &[])?;
+                if cli.json {
+                    print_json(&r);
+                } else {
+                    policy_table(&[parse::<Policy>(&r)?]);
+                }
+            }
+            PolicyCmd::Update { id, args, if_match } => {
+                let headers: Vec<(&str, &str)> = if_match.iter().map(|m| ("If-Match", m.as_str())).collect();
+                let r = call(&c, "PUT", &format!("/v1/policies/{id}"), Some(&args.body()), &headers)?;
+                if cli.json {
+                    print_json(&r);
+                } else {
+                    policy_table(&[parse::<Policy>(&r)?]);
+                }
+            }
+            PolicyCmd::Delete { id } => {
+                call(&c, "DELETE", &format!("/v1/policies/{id}"), None, &[])?;
+                if !cli.json {
+                    println!("deleted {id}");
+                }
+            }
+            PolicyCmd::Export => print_json(&call(&c, "GET", "/v1/policies/export", None, &[])?),
+            PolicyCmd::Import { file, replace } => {
+                let text = if file == "-" {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                        .map_err(|e| Failure::Usage(e.to_string()))?;
+                    s
+                } else {
+                    std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
+                };
+                // Checked here first, so a typo is reported before anything is sent.
+                let body: Value =
+                    serde_json::from_str(&text).map_err(|e| Failure::Usage(format!("{file}: not JSON: {e}")))?;
+                let mode = if *replace { "replace" } else { "merge" };
+                let r = call(&c, "POST", &format!("/v1/policies/import?mode={mode}"), Some(&body), &[])?;
+                if cli.json {
+                    print_json(&r);
+                } else {
+                    let res: ImportResult = parse(&r)?;
+                    println!(
+                        "{mode}: {} created, {} updated, {} removed; {} API policies now",
+                        res.created, res.updated, res.removed, res.total
+                    );
+                }
+            }
+        },
+        Cmd::Servers { ip: Some(ip), reset: true } => {
+            call(&c, "DELETE", &format!("/v1/servers/{ip}"), None, &[])?;
+            if !cli.json {
+                println!("reset {ip}");
+            }
+        }
+        Cmd::Servers { ip, .. } => {
+            let path = ip.as_ref().map_or("/v1/servers".to_string(), |ip| format!("/v1/servers/{ip}"));
+            let r = call(&c, "GET", &path, None, &[])?;
+            if cli.json {
+                print_json(&r);
+            } else if ip.is_some() {
+                server_rows(&[parse::<ServerState>(&r)?]);
+            } else {
+                let list: ServerList = parse(&r)?;
+                server_rows(&list.servers);
+                if !list.signals.is_empty() {
+                    println!();
+                    let rows: Vec<[String; 4]> = list
+                        .signals
+                        .iter()
+                        .map(|s| {
+                            let alpn: Vec<String> = s.records.iter().map(|r| r.alpn.join(",")).collect();
+                            [
+                                s.nameserver.clone(),
+                                format!("{:?}", s.dnssec).to_lowercase(),
+                                alpn.join(" "),
+                                s.refused.join("; "),
+                            ]
+                        })
+                        .collect();
+                    table(&["NAMESERVER", "DNSSEC", "ALPN", "REFUSED"], &rows);
+                }
+            }
+        }
+        Cmd::Stats => {
+            let r = call(&c, "GET", "/v1/stats", None, &[])?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                let s: Stats = parse(&r)?;
+                let t = s.totals;
+                let rows = [
+                    ("uptime_s", s.uptime_s),
+                    ("queries_udp", t.queries_udp),
+                    ("queries_tcp", t.queries_tcp),
+                    ("cache_hits", t.cache_hits),
+                    ("cache_misses", t.cache_misses),
+                    ("servfail", t.rcode_servfail),
+                    ("nxdomain", t.rcode_nxdomain),
+                    ("upstream_do53_udp", t.upstream_udp),
+                    ("upstream_do53_tcp", t.upstream_tcp),
+                    ("upstream_dot", t.upstream_dot),
+                    ("upstream_doq", t.upstream_doq),
+                    ("tls_full", t.tls_full),
+                    ("tls_resumed", t.tls_resumed),
+                    ("downgrades", t.downgrades),
+                    ("strict_failures", t.strict_failures),
+                    ("record_cache_entries", s.record_cache_entries),
+                    ("policies", s.policies),
+                ];
+                let rows: Vec<[String; 2]> = rows.iter().map(|(k, v)| [k.to_string(), v.to_string()]).collect();
+                table(&["COUNTER", "VALUE"], &rows);
+            }
+        }
+        Cmd::Flush { name, zone } => {
+            let mut body = serde_json::Map::new();
+            if let Some(n) = name {
+                body.insert("name".into(), json!(n));
+            }
+            if let Some(z) = zone {
+                body.insert("zone".into(), json!(z));
+            }
+            let r = call(&c, "POST", "/v1/cache/flush", Some(&Value::Object(body)), &[])?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                let f: FlushResult = parse(&r)?;
+                println!("flushed {}{}", f.scope, f.name.map(|n| format!(" {n}")).unwrap_or_default());
+            }
+        }
+        Cmd::LogLevel { level } => {
+            let r = match level {
+                Some(l) => call(&c, "PUT", "/v1/log-level", Some(&json!({ "level": l })), &[])?,
+                None => call(&c, "GET", "/v1/log-level", None, &[])?,
+            };
+            if cli.json {
+                print_json(&r);
+            } else {
+                println!("{}", parse::<Value>(&r)?.get("level").and_then(Value::as_str).unwrap_or("?"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The REST API's bodies (see `openapi.json` beside this crate for the whole description):
+//! what the control plane sends and accepts and what `adoxctl` reads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::StatsSnapshot;
+use crate::policy::{Policy, PolicySpec, Transport};
+
+/// An error, as RFC 9457 problem details (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`about:blank` when the status says it all).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// The offending field of the body, as a path (`policies[3].mode`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /v1/policies`: every policy, the configuration's (read-only) first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyList {
+    /// The policies.
+    pub policies: Vec<Policy>,
+}
+
+/// The body of export and import: policies as an operator writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBundle {
+    /// The policies.
+    pub policies: Vec<PolicySpec>,
+}
+
+/// How an import combines with the policies already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    /// Every API policy is replaced by the bundle.
+    Replace,
+    /// The bundle is added; a policy with the selector (zone, nameserver, address) of an
+    /// existing API policy replaces it in place (same id).
+    Merge,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    /// The mode used.
+    pub mode: ImportMode,
+    /// Policies created.
+    pub created: usize,
+    /// Policies replaced in place.
+    pub updated: usize,
+    /// Policies removed (replace mode).
+    pub removed: usize,
+    /// API policies held afterwards.
+    pub total: usize,
+}
+
+/// RFC 9539 state of one (server address, encrypted transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportStatus {
+    /// Never tried.
+    Unknown,
+    /// A probe is under way.
+    Probing,
+    /// The last attempt worked.
+    Success,
+    /// The last attempt failed (refused, TLS failure).
+    Failed,
+    /// The last attempt timed out.
+    Timeout,
+}
+
+/// One encrypted transport of one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportState {
+    /// `doq` or `dot`.
+    pub transport: Transport,
+    /// The state.
+    pub state: TransportStatus,
+    /// Whether the server is known to speak it: true after a success, false after a
+    /// failure, absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capable: Option<bool>,
+    /// Last success, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<u64>,
+    /// Last failure, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<u64>,
+    /// Reason of the last failure (`refused`, `cert-name-mismatch`, `timeout`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+}
+
+/// What adox knows of one authoritative server address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    /// The address.
+    pub address: String,
+    /// Smoothed round-trip time in microseconds (absent: never measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtt_us: Option<u32>,
+    /// Consecutive failures (timeouts, refusals, bad answers) over any transport.
+    pub consecutive_failures: u32,
+    /// Held back after repeated failures.
+    pub held_back: bool,
+    /// Encrypted transports tried or learned.
+    pub transports: Vec<TransportState>,
+}
+
+/// One usable record of a `_dns` SVCB signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRecord {
+    /// SvcPriority.
+    pub priority: u16,
+    /// TargetName.
+    pub target: String,
+    /// ALPN identifiers.
+    pub alpn: Vec<String>,
+    /// Port, when the record sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// DNSSEC status of a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnssecStatus {
+    /// Validated to a trust anchor.
+    Secure,
+    /// Not validated (no chain of trust, or validation off).
+    Insecure,
+}
+
+/// The `_dns` SVCB signal of one nameserver name (RFC 9461 keys signals by name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalState {
+    /// The nameserver name.
+    pub nameserver: String,
+    /// DNSSEC status of the SVCB RRset.
+    pub dnssec: DnssecStatus,
+    /// The lookup needed the nameserver it decides for (R5).
+    pub cycle: bool,
+    /// Usable records, in priority order (empty: no signal).
+    pub records: Vec<SignalRecord>,
+    /// Records refused, with reasons.
+    pub refused: Vec<String>,
+    /// Unix second at which it expires.
+    pub expires: u64,
+}
+
+/// `GET /v1/servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerList {
+    /// Servers, by address.
+    pub servers: Vec<ServerState>,
+    /// Signals, by nameserver name.
+    pub signals: Vec<SignalState>,
+}
+
+/// Load of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerLoad {
+    /// Worker index.
+    pub worker: usize,
+    /// Client queries received (UDP and TCP).
+    pub queries: u64,
+    /// Answered from the packet cache.
+    pub cache_hits: u64,
+    /// Sent to the resolver.
+    pub cache_misses: u64,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Counters summed over workers.
+    pub totals: StatsSnapshot,
+    /// Entries in the shared record cache.
+    pub record_cache_entries: u64,
+    /// Bytes charged to the shared record cache.
+    pub record_cache_bytes: u64,
+    /// Operator policies in force (configuration and API).
+    pub policies: u64,
+    /// Per worker.
+    pub workers: Vec<WorkerLoad>,
+}
+
+/// `POST /v1/cache/flush`: give `name` (that name, every type), `zone` (the name and
+/// everything below it), or neither (everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushRequest {
+    /// A name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// What a flush dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushResult {
+    /// `all`, `name` or `zone`.
+    pub scope: String,
+    /// The name or zone, normalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `GET` and `PUT /v1/log-level`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevel {
+    /// A level (`error` ... `trace`) or a filter (`adox_dataplane=debug,info`).
+    pub level: String,
+}
+
+/// `/livez` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, `ready` or `not-ready`.
+    pub status: String,
+    /// Remarks an operator should see (for example missing trust anchors).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<String>,
+}

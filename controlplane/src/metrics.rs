@@ -1,0 +1,243 @@
+//! Prometheus text exposition (format 0.0.4) of the counters, summed from the workers'
+//! own counters at each scrape. Labels have small fixed sets of values (protocol, RCODE,
+//! transport, mode, worker index); per-server detail is in `/v1/servers`, never in labels.
+//!
+//! Which counters move with what is documented in `deploy/README.md` ("Metrics").
+
+use std::fmt::Write;
+
+use adox_api::rest::Stats;
+
+/// One metric family: HELP and TYPE lines, then samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Self { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    Family::new(out, name, "counter", help).sample(name, &[], value);
+}
+
+fn labelled(out: &mut String, name: &str, kind: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    let mut f = Family::new(out, name, kind, help);
+    for (v, n) in values {
+        f.sample(name, &[(label, v)], n);
+    }
+}
+
+/// Renders every metric.
+pub fn render(s: &Stats) -> String {
+    let t = &s.totals;
+    let mut out = String::with_capacity(8192);
+    let o = &mut out;
+    labelled(
+        o,
+        "adox_client_queries_total",
+        "counter",
+        "Client queries received, by protocol.",
+        "protocol",
+        &[("udp", t.queries_udp), ("tcp", t.queries_tcp)],
+    );
+    labelled(
+        o,
+        "adox_responses_total",
+        "counter",
+        "Responses sent to clients, by RCODE.",
+        "rcode",
+        &[
+            ("noerror", t.rcode_noerror),
+            ("nxdomain", t.rcode_nxdomain),
+            ("servfail", t.rcode_servfail),
+            ("refused", t.rcode_refused),
+            ("formerr", t.rcode_formerr),
+            ("other", t.rcode_other),
+        ],
+    );
+    counter(o, "adox_cache_hits_total", "Client queries answered from the packet cache.", t.cache_hits);
+    counter(o, "adox_cache_misses_total", "Client queries that needed the resolver.", t.cache_misses);
+    labelled(
+        o,
+        "adox_cache_entries",
+        "gauge",
+        "Entries held, by cache.",
+        "cache",
+        &[("packet", t.packet_cache_entries), ("record", s.record_cache_entries)],
+    );
+    labelled(
+        o,
+        "adox_cache_size_bytes",
+        "gauge",
+        "Bytes charged, by cache.",
+        "cache",
+        &[("packet", t.packet_cache_bytes), ("record", s.record_cache_bytes)],
+    );
+    {
+        let name = "adox_resolution_duration_seconds";
+        let mut f = Family::new(o, name, "histogram", "Time from a cache-missing query's arrival to its answer.");
+        let mut cumulative = 0;
+        let bucket = format!("{name}_bucket");
+        for (i, n) in t.resolution_latency.iter().enumerate() {
+            cumulative += n;
+            let le = adox_dataplane::stats::LATENCY_BOUNDS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+            f.sample(&bucket, &[("le", &le)], cumulative);
+        }
+        f.sample(&format!("{name}_sum"), &[], t.resolution_latency_sum_us as f64 / 1e6);
+        f.sample(&format!("{name}_count"), &[], cumulative);
+    }
+    labelled(
+        o,
+        "adox_upstream_queries_total",
+        "counter",
+        "Queries sent to authoritative servers, by transport.",
+        "transport",
+        &[("do53_udp", t.upstream_udp), ("do53_tcp", t.upstream_tcp), ("dot", t.upstream_dot), ("doq", t.upstream_doq)],
+    );
+    labelled(
+        o,
+        "adox_upstream_exchanges_total",
+        "counter",
+        "Exchanges with one server address, by the mode of their transport plan.",
+        "mode",
+        &[
+            ("strict", t.upstream_strict),
+            ("opportunistic", t.upstream_opportunistic),
+            ("cleartext", t.upstream_cleartext),
+        ],
+    );
+    counter(o, "adox_upstream_timeouts_total", "Do53 upstream queries that timed out.", t.upstream_timeouts);
+    labelled(
+        o,
+        "adox_tls_handshakes_total",
+        "counter",
+        "TLS handshakes with authoritative servers (DoT and DoQ), full or resumed.",
+        "kind",
+        &[("full", t.tls_full), ("resumed", t.tls_resumed)],
+    );
+    counter(
+        o,
+        "adox_quic_handshakes_total",
+        "QUIC connections established to authoritative servers.",
+        t.doq_handshakes,
+    );
+    counter(o, "adox_downgrades_total", "Opportunistic plans that fell back to Do53.", t.downgrades);
+    counter(
+        o,
+        "adox_strict_failures_total",
+        "Exchanges refused by strict mode (nothing sent in cleartext).",
+        t.strict_failures,
+    );
+    counter(o, "adox_probes_started_total", "RFC 9539 probes started.", t.probes_started);
+    labelled(
+        o,
+        "adox_probe_results_total",
+        "counter",
+        "RFC 9539 probe outcomes.",
+        "result",
+        &[("success", t.probe_successes), ("failure", t.probe_failures)],
+    );
+    labelled(
+        o,
+        "adox_signals_total",
+        "counter",
+        "_dns SVCB signal lookups, by what they found.",
+        "event",
+        &[("learned", t.signals_learned), ("refused_records", t.signals_refused), ("cycle", t.signal_cycles)],
+    );
+    counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
+    counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
+    counter(o, "adox_refused_acl_total", "Client queries refused by the access list.", t.refused_acl);
+    counter(o, "adox_truncated_total", "Answers sent truncated over UDP.", t.truncated);
+    labelled(
+        o,
+        "adox_tcp_connections_total",
+        "counter",
+        "Client TCP connections, accepted or closed at the cap.",
+        "result",
+        &[("accepted", t.tcp_accepted), ("rejected", t.tcp_rejected)],
+    );
+    {
+        let mut f = Family::new(o, "adox_worker_queries_total", "counter", "Client queries per worker thread.");
+        for w in &s.workers {
+            f.sample("adox_worker_queries_total", &[("worker", &w.worker.to_string())], w.queries);
+        }
+    }
+    {
+        let mut f = Family::new(
+            o,
+            "adox_worker_cache_misses_total",
+            "counter",
+            "Cache-missing client queries per worker thread.",
+        );
+        for w in &s.workers {
+            f.sample("adox_worker_cache_misses_total", &[("worker", &w.worker.to_string())], w.cache_misses);
+        }
+    }
+    Family::new(o, "adox_policies", "gauge", "Operator transport policies in force.").sample(
+        "adox_policies",
+        &[],
+        s.policies,
+    );
+    Family::new(o, "adox_uptime_seconds", "gauge", "Seconds since the control plane started.").sample(
+        "adox_uptime_seconds",
+        &[],
+        s.uptime_s,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_histograms_are_cumulative() {
+        let mut s = Stats {
+            uptime_s: 1,
+            totals: adox_api::StatsSnapshot::default(),
+            record_cache_entries: 0,
+            record_cache_bytes: 0,
+            policies: 0,
+            workers: vec![],
+        };
+        s.totals.resolution_latency[0] = 2;
+        s.totals.resolution_latency[3] = 1;
+        s.totals.queries_udp = 7;
+        let text = render(&s);
+        assert!(text.contains("adox_client_queries_total{protocol=\"udp\"} 7\n"));
+        assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"0.001\"} 2\n"));
+        assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"0.025\"} 3\n"));
+        assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("adox_resolution_duration_seconds_count 3\n"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let mut parts = line.split(' ').skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("adox_"), "{line}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        }
+    }
+}
