@@ -238,3 +238,86 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detail: Vec<String>,
 }
+
+/// The transport plan for one (zone, nameserver, address), as explain shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanView {
+    /// The mode.
+    pub mode: crate::policy::Mode,
+    /// Transports in order.
+    pub transports: Vec<Transport>,
+    /// Authentication.
+    pub auth: crate::policy::Auth,
+    /// Where the decision came from: `override:ID`, `signal:insecure`, `probe:use`,
+    /// `probe:probe`, `probe:skip`, or `default`.
+    pub source: String,
+}
+
+/// One try over one transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `doq`, `dot`, `do53`.
+    pub transport: Transport,
+    /// `ok`, or the failure reason (`refused`, `cert-name-mismatch`, `timeout`, ...).
+    pub outcome: String,
+}
+
+/// One step of a resolution, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ExplainStep {
+    /// A name and type looked up (the question, a CNAME target, a nameserver address).
+    Lookup {
+        /// The name.
+        name: String,
+        /// The type.
+        qtype: String,
+        /// Nesting: 0 for the question and its chain, more for nameserver addresses.
+        depth: u32,
+        /// Answered from the record cache without asking anyone.
+        from_cache: bool,
+    },
+    /// A zone cut asked: the closest known delegation for the name.
+    Zone {
+        /// The zone.
+        zone: String,
+        /// The name asked of it (QNAME minimisation may shorten it).
+        qname: String,
+        /// The type asked.
+        qtype: String,
+        /// Its nameservers.
+        nameservers: Vec<String>,
+    },
+    /// One query to one nameserver address.
+    Exchange {
+        /// The zone.
+        zone: String,
+        /// The nameserver name.
+        nameserver: String,
+        /// The address.
+        address: String,
+        /// The plan and why.
+        plan: PlanView,
+        /// What was tried, in order.
+        attempts: Vec<Attempt>,
+    },
+}
+
+/// `GET /v1/explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explain {
+    /// The name, normalized.
+    pub name: String,
+    /// The type.
+    pub qtype: String,
+    /// The RCODE a client would get (`NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...).
+    pub rcode: String,
+    /// Why it failed, when it did (the Extended DNS Error's text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The answer records, in presentation format.
+    pub answers: Vec<String>,
+    /// The path, in order. Empty when the whole answer came from the cache: flush the name
+    /// first to see the path again.
+    pub steps: Vec<ExplainStep>,
+}

@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/servers"),
     ("get", "/v1/servers/{ip}"),
     ("delete", "/v1/servers/{ip}"),
+    ("get", "/v1/explain"),
     ("post", "/v1/cache/flush"),
     ("get", "/v1/log-level"),
     ("put", "/v1/log-level"),
@@ -336,6 +337,7 @@ pub fn router(st: Shared) -> Router {
         .route("/policies/{id}", get(get_policy).put(put_policy).delete(delete_policy))
         .route("/servers", get(list_servers))
         .route("/servers/{ip}", get(get_server).delete(reset_server))
+        .route("/explain", get(explain))
         .route("/cache/flush", post(flush))
         .route("/log-level", get(get_log_level).put(put_log_level))
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), guard));
@@ -709,6 +711,41 @@ async fn flush(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Resu
     Ok(json(StatusCode::OK, &result))
 }
 
+async fn explain(
+    State(st): State<Shared>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = q.map_err(query_error)?;
+    let bad = |field: &str, detail: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-query", detail).field(field.to_string())
+    };
+    let name_text = q.get("name").ok_or_else(|| bad("name", "`name` is required".into()))?;
+    let name = adox_api::policy::normalize_name("name", name_text)
+        .ok()
+        .and_then(|n| hickory_proto::rr::Name::from_ascii(&n).ok())
+        .ok_or_else(|| bad("name", format!("`{name_text}` is not a domain name")))?;
+    let qtype = match q.get("type") {
+        None => hickory_proto::rr::RecordType::A,
+        Some(t) => {
+            parse_qtype(t).ok_or_else(|| bad("type", format!("`{t}` is not a record type (a mnemonic or a number)")))?
+        }
+    };
+    if matches!(u16::from(qtype), 0 | 251..=255) {
+        return Err(bad("type", format!("{qtype} is not a type a resolver answers")));
+    }
+    let wait = st.plane.shared.settings.request_timeout + std::time::Duration::from_secs(2);
+    let plane = st.plane.clone();
+    let result = blocking(move || plane.explain(name, qtype, wait)).await?;
+    let explain = result.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker-busy",
+            "the worker did not finish the resolution in time",
+        )
+    })?;
+    Ok(json(StatusCode::OK, &explain))
+}
+
 async fn get_log_level(State(st): State<Shared>) -> Response {
     let level = st.log_level.lock().unwrap_or_else(|p| p.into_inner()).clone();
     json(StatusCode::OK, &LogLevel { level })
@@ -728,6 +765,17 @@ async fn put_log_level(State(st): State<Shared>, headers: HeaderMap, body: Body)
     *st.log_level.lock().unwrap_or_else(|p| p.into_inner()) = level.clone();
     tracing::info!(%level, "log level changed through the API");
     Ok(json(StatusCode::OK, &LogLevel { level }))
+}
+
+/// Parses a type as a mnemonic (`AAAA`, `svcb`) or a number (`28`, `TYPE28`).
+fn parse_qtype(s: &str) -> Option<hickory_proto::rr::RecordType> {
+    use std::str::FromStr;
+    let upper = s.trim().to_ascii_uppercase();
+    let number = upper.strip_prefix("TYPE").unwrap_or(&upper);
+    if let Ok(n) = number.parse::<u16>() {
+        return Some(hickory_proto::rr::RecordType::from(n));
+    }
+    hickory_proto::rr::RecordType::from_str(&upper).ok()
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   which then has no newline: it was never acknowledged, and loading drops it.
 //!
 //! The journal is folded into a new snapshot at start and whenever it grows past
-//! [`COMPACT_AFTER`]. Concurrent writers share fsyncs (group commit): a writer appends
+//! [`COMPACT_AFTER`] or the size of the last snapshot, whichever is larger (so the cost of
+//! rewriting the snapshot stays in proportion to the changes that pay for it). Concurrent writers share fsyncs (group commit): a writer appends
 //! under the store's lock, then syncs outside it, and a sync covers every line written
 //! before it began.
 //!
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub const SNAPSHOT_FILE: &str = "policies.json";
 /// Journal file name.
 pub const JOURNAL_FILE: &str = "policies.journal";
-/// Journal size after which it is folded into a new snapshot.
+/// Smallest journal size at which it is folded into a new snapshot.
 pub const COMPACT_AFTER: u64 = 16 << 20;
 /// Prefix of the ids the API assigns (`p-1`, `p-2`, ...).
 const API_ID_PREFIX: &str = "p-";
@@ -108,6 +109,8 @@ struct Inner {
     /// `None`: no writable state directory; changes are refused.
     journal: Option<File>,
     journal_len: u64,
+    /// Size of the last snapshot written.
+    snapshot_len: u64,
     /// Lines written to the journal (for group commit).
     written: u64,
     dir: PathBuf,
@@ -218,13 +221,28 @@ impl Inner {
             revision: self.revision,
             policies: self.api.values().cloned().collect(),
         };
-        serde_json::to_vec_pretty(&snap).unwrap_or_default()
+        // One policy per line: readable, and compact enough for 100,000s of them.
+        let mut out = format!(
+            "{{\"format\":{},\"next_id\":{},\"revision\":{},\"policies\":[\n",
+            snap.format, snap.next_id, snap.revision
+        )
+        .into_bytes();
+        for (i, p) in snap.policies.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",\n");
+            }
+            out.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
+        }
+        out.extend_from_slice(b"\n]}\n");
+        out
     }
 
     /// Folds the journal into a new snapshot, then empties the journal.
     fn compact(&mut self) -> std::io::Result<()> {
         let journal = self.journal.as_ref().ok_or_else(no_state_dir)?;
-        write_atomic(&self.dir.join(SNAPSHOT_FILE), &self.snapshot_bytes())?;
+        let bytes = self.snapshot_bytes();
+        write_atomic(&self.dir.join(SNAPSHOT_FILE), &bytes)?;
+        self.snapshot_len = bytes.len() as u64;
         journal.set_len(0)?;
         journal.sync_all()?;
         self.journal_len = 0;
@@ -287,9 +305,9 @@ impl PolicyRegistry {
         std::fs::create_dir_all(dir)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: cannot create: {e}", dir.display())))?;
         let snap_path = dir.join(SNAPSHOT_FILE);
-        let snap: Snapshot = match std::fs::read(&snap_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| io_err(&snap_path, "damaged", e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
+        let (snap, snapshot_len): (Snapshot, u64) = match std::fs::read(&snap_path) {
+            Ok(b) => (serde_json::from_slice(&b).map_err(|e| io_err(&snap_path, "damaged", e))?, b.len() as u64),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Snapshot::default(), 0),
             Err(e) => return Err(io_err(&snap_path, "cannot read", e)),
         };
         let journal_path = dir.join(JOURNAL_FILE);
@@ -308,6 +326,7 @@ impl PolicyRegistry {
             table: PolicyTable::compile(&config).map_err(|e| io_err(dir, "configuration policy", e))?,
             journal: Some(journal.try_clone()?),
             journal_len: 0,
+            snapshot_len,
             written: 0,
             dir: dir.to_path_buf(),
             retired: Vec::new(),
@@ -363,6 +382,7 @@ impl PolicyRegistry {
             revision: 0,
             journal: None,
             journal_len: 0,
+            snapshot_len: 0,
             written: 0,
             dir: PathBuf::new(),
             retired: Vec::new(),
@@ -425,7 +445,7 @@ impl PolicyRegistry {
             if let Some(live) = self.live.get() {
                 inner.publish(&live.policies);
             }
-            if inner.journal_len > COMPACT_AFTER {
+            if inner.journal_len > COMPACT_AFTER.max(inner.snapshot_len) {
                 inner.compact()?;
             }
             (seq, out)

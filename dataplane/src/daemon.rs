@@ -133,6 +133,23 @@ impl PlaneHandle {
         }
     }
 
+    /// Resolves `name` on a worker with the path recorded (the API's explain); `None` when
+    /// no result came within `wait`.
+    pub fn explain(
+        &self,
+        name: hickory_proto::rr::Name,
+        qtype: hickory_proto::rr::RecordType,
+        wait: std::time::Duration,
+    ) -> Option<adox_api::rest::Explain> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let worker = self.workers.get((h.finish() as usize) % self.workers.len().max(1))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        worker.explain(crate::worker::ExplainJob { name, qtype, reply: tx });
+        rx.recv_timeout(wait).ok()
+    }
+
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.workers.len()

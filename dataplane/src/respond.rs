@@ -90,6 +90,47 @@ pub fn fit_udp(out: &mut Vec<u8>, msg: &[u8], q: &Query, limit: usize, udp_size:
     true
 }
 
+/// The API's explain result for one resolution.
+pub fn explain(
+    name: &Name,
+    qtype: RecordType,
+    result: &Result<Answer, ResolveError>,
+    steps: Vec<adox_api::rest::ExplainStep>,
+) -> adox_api::rest::Explain {
+    let rcode_text = |rc: u8| match rc {
+        rcode::NOERROR => "NOERROR".to_string(),
+        rcode::FORMERR => "FORMERR".to_string(),
+        rcode::SERVFAIL => "SERVFAIL".to_string(),
+        rcode::NXDOMAIN => "NXDOMAIN".to_string(),
+        rcode::REFUSED => "REFUSED".to_string(),
+        other => format!("RCODE{other}"),
+    };
+    let (rcode, error, answers) = match result {
+        // What a client without DO would get (no RRSIGs).
+        Ok(a) => (
+            rcode_text(a.rcode),
+            None,
+            a.answers
+                .iter()
+                .filter(|r| keep_for_client(u16::from(r.record_type()), u16::from(qtype), false))
+                .map(ToString::to_string)
+                .collect(),
+        ),
+        Err(e) => {
+            let (code, text) = e.ede();
+            (rcode_text(rcode::SERVFAIL), Some(format!("EDE {code}: {text}")), vec![])
+        }
+    };
+    adox_api::rest::Explain {
+        name: crate::names::canonical(name).to_ascii(),
+        qtype: qtype.to_string(),
+        rcode,
+        error,
+        answers,
+        steps,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,22 @@
 
 use std::process::ExitCode;
 
+/// `println!` that ends quietly when the reader went away (`adoxctl ... | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 use adox_api::policy::Policy;
-use adox_api::rest::{FlushResult, ImportResult, PolicyList, Problem, ServerList, ServerState, Stats};
+use adox_api::rest::{
+    Explain, ExplainStep, FlushResult, ImportResult, PolicyList, Problem, ServerList, ServerState, Stats,
+};
 use adoxctl::{Client, Reply};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -42,6 +56,15 @@ enum Cmd {
         /// Forget what is known of that address (probe state, RTT).
         #[arg(long, requires = "ip")]
         reset: bool,
+    },
+    /// How a name is resolved: zone cuts, nameservers, transport plans and their source,
+    /// what was tried, the outcome.
+    Explain {
+        /// The name.
+        name: String,
+        /// The type (mnemonic or number).
+        #[arg(default_value = "A")]
+        qtype: String,
     },
     /// Counters.
     Stats,
@@ -228,7 +251,7 @@ fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
     }
     let line = |cells: Vec<&str>| {
         let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
-        println!("{}", s.join("  ").trim_end());
+        out!("{}", s.join("  ").trim_end());
     };
     line(head.to_vec());
     for r in rows {
@@ -256,6 +279,47 @@ fn server_rows(servers: &[ServerState]) {
     table(&["ADDRESS", "SRTT", "TRANSPORT", "STATE", "LAST FAILURE"], &rows);
 }
 
+/// Percent-encodes a query parameter value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_explain(e: &Explain) {
+    out!("{} {}: {}{}", e.name, e.qtype, e.rcode, e.error.as_ref().map(|x| format!(" ({x})")).unwrap_or_default());
+    for a in &e.answers {
+        out!("  {a}");
+    }
+    for s in &e.steps {
+        match s {
+            ExplainStep::Lookup { name, qtype, depth, from_cache } => {
+                let pad = "  ".repeat(*depth as usize);
+                out!("{pad}lookup {name} {qtype}{}", if *from_cache { " (cache)" } else { "" });
+            }
+            ExplainStep::Zone { zone, qname, qtype, nameservers } => {
+                out!("  zone {zone}: ask {qname} {qtype} of {}", nameservers.join(" "));
+            }
+            ExplainStep::Exchange { nameserver, address, plan, attempts, .. } => {
+                let tried: Vec<String> = attempts
+                    .iter()
+                    .map(|a| format!("{}={}", format!("{:?}", a.transport).to_lowercase(), a.outcome))
+                    .collect();
+                out!(
+                    "    {nameserver}@{address} {} [{}] by {}: {}",
+                    format!("{:?}", plan.mode).to_lowercase(),
+                    plan.transports.iter().map(|t| format!("{t:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+                    plan.source,
+                    tried.join(" ")
+                );
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     let url = cli
         .url
@@ -264,7 +328,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         .unwrap_or_else(|| "http://127.0.0.1:5380".into());
     let token = cli.token.clone().or_else(|| std::env::var("ADOX_API_TOKEN").ok());
     let c = Client::new(&url, token).map_err(Failure::Usage)?;
-    let print_json = |r: &Reply| println!("{}", r.text().trim_end());
+    let print_json = |r: &Reply| out!("{}", r.text().trim_end());
     match &cli.command {
         Cmd::Policies(p) => match p {
             PolicyCmd::List => {
@@ -281,7 +345,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     print_json(&r);
                 } else {
                     policy_table(&[parse::<Policy>(&r)?]);
-                    println!("etag: {}", r.header("etag").unwrap_or("-"));
+                    out!("etag: {}", r.header("etag").unwrap_or("-"));
                 }
             }
             PolicyCmd::Create(a) => {
@@ -304,7 +368,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             PolicyCmd::Delete { id } => {
                 call(&c, "DELETE", &format!("/v1/policies/{id}"), None, &[])?;
                 if !cli.json {
-                    println!("deleted {id}");
+                    out!("deleted {id}");
                 }
             }
             PolicyCmd::Export => print_json(&call(&c, "GET", "/v1/policies/export", None, &[])?),
@@ -326,9 +390,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     print_json(&r);
                 } else {
                     let res: ImportResult = parse(&r)?;
-                    println!(
+                    out!(
                         "{mode}: {} created, {} updated, {} removed; {} API policies now",
-                        res.created, res.updated, res.removed, res.total
+                        res.created,
+                        res.updated,
+                        res.removed,
+                        res.total
                     );
                 }
             }
@@ -336,7 +403,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Servers { ip: Some(ip), reset: true } => {
             call(&c, "DELETE", &format!("/v1/servers/{ip}"), None, &[])?;
             if !cli.json {
-                println!("reset {ip}");
+                out!("reset {ip}");
             }
         }
         Cmd::Servers { ip, .. } => {
@@ -350,7 +417,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 let list: ServerList = parse(&r)?;
                 server_rows(&list.servers);
                 if !list.signals.is_empty() {
-                    println!();
+                    out!();
                     let rows: Vec<[String; 4]> = list
                         .signals
                         .iter()
@@ -366,6 +433,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                         .collect();
                     table(&["NAMESERVER", "DNSSEC", "ALPN", "REFUSED"], &rows);
                 }
+            }
+        }
+        Cmd::Explain { name, qtype } => {
+            let path = format!("/v1/explain?name={}&type={}", encode(name), encode(qtype));
+            let r = call(&c, "GET", &path, None, &[])?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                print_explain(&parse(&r)?);
             }
         }
         Cmd::Stats => {
@@ -411,7 +487,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_json(&r);
             } else {
                 let f: FlushResult = parse(&r)?;
-                println!("flushed {}{}", f.scope, f.name.map(|n| format!(" {n}")).unwrap_or_default());
+                out!("flushed {}{}", f.scope, f.name.map(|n| format!(" {n}")).unwrap_or_default());
             }
         }
         Cmd::LogLevel { level } => {
@@ -422,7 +498,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             if cli.json {
                 print_json(&r);
             } else {
-                println!("{}", parse::<Value>(&r)?.get("level").and_then(Value::as_str).unwrap_or("?"));
+                out!("{}", parse::<Value>(&r)?.get("level").and_then(Value::as_str).unwrap_or("?"));
             }
         }
     }

@@ -19,6 +19,7 @@ use crate::probe::{ProbeDecision, unix_now};
 use crate::signal::Signal;
 use crate::wire::rcode;
 use adox_api::policy::{Auth, Mode, Transport};
+use adox_api::rest::{Attempt, ExplainStep, PlanView};
 
 /// Servers whose score is within this of the best are chosen among at random (Unbound
 /// uses the same 400 ms band): microseconds.
@@ -113,17 +114,31 @@ fn min_ttl(records: &[Record]) -> Option<u32> {
 impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Resolves a client question. Local zones first, then cache and upstream.
     pub async fn resolve(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
+        let budget = Budget::new(&self.shared.settings, self.upstream.now());
+        self.resolve_in(qname, qtype, &budget).await
+    }
+
+    /// Resolves like [`Self::resolve`] and records the path: each lookup, each zone cut
+    /// asked with its nameservers, and each exchange with its transport plan, the plan's
+    /// source and what was tried (the API's explain).
+    pub async fn explain(&self, qname: &Name, qtype: RecordType) -> (Result<Answer, ResolveError>, Vec<ExplainStep>) {
+        let mut budget = Budget::new(&self.shared.settings, self.upstream.now());
+        budget.trace = Some(Default::default());
+        let result = self.resolve_in(qname, qtype, &budget).await;
+        (result, budget.trace.map(|t| t.into_inner()).unwrap_or_default())
+    }
+
+    async fn resolve_in(&self, qname: &Name, qtype: RecordType, budget: &Budget) -> Result<Answer, ResolveError> {
         let qname = canonical(qname);
         if let Some(a) = self.shared.local.answer(&qname, qtype) {
             return Ok(a);
         }
         let settings = &self.shared.settings;
-        let budget = Budget::new(settings, self.upstream.now());
         let mut answers: Vec<Record> = Vec::new();
         let mut seen = vec![qname.clone()];
         let mut name = qname;
         for _ in 0..=settings.max_chain {
-            let step = self.lookup(&name, qtype, &budget, 0).await?;
+            let step = self.lookup(&name, qtype, budget, 0).await?;
             answers.extend(step.records);
             match step.next {
                 None => {
@@ -148,7 +163,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     fn lookup<'a>(&'a self, name: &'a Name, qtype: RecordType, budget: &'a Budget, depth: u32) -> StepFuture<'a> {
         Box::pin(async move {
             budget.step(self.upstream.now())?;
-            if let Some(step) = self.cached_step(name, qtype) {
+            let cached = self.cached_step(name, qtype);
+            budget.note(|| ExplainStep::Lookup {
+                name: name.to_ascii(),
+                qtype: qtype.to_string(),
+                depth,
+                from_cache: cached.is_some(),
+            });
+            if let Some(step) = cached {
                 return Ok(step);
             }
             self.iterate(name, qtype, budget, depth).await
@@ -447,6 +469,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<(Reply, bool), ResolveError> {
         let settings = &self.shared.settings;
         budget.step(self.upstream.now())?;
+        budget.note(|| ExplainStep::Zone {
+            zone: zone.to_ascii(),
+            qname: sname.to_ascii(),
+            qtype: stype.to_string(),
+            nameservers: ns.iter().map(Name::to_ascii).collect(),
+        });
         let mut blocked = false;
         let (mut candidates, unknown) = self.known_addresses(ns, glue, &mut blocked);
         self.order_by_rtt(&mut candidates);
@@ -585,8 +613,49 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         stype: RecordType,
         budget: &Budget,
     ) -> Result<Message, ExchangeError> {
+        let plan = self.plan(zone, target.1, target.0);
+        let mut attempts = budget.tracing().then(Vec::new);
+        let result = self.exchange_planned(zone, target, &plan, sname, stype, budget, &mut attempts).await;
+        if let Some(attempts) = attempts {
+            budget.note(|| ExplainStep::Exchange {
+                zone: zone.to_ascii(),
+                nameserver: target.1.to_ascii(),
+                address: target.0.to_string(),
+                plan: PlanView {
+                    mode: plan.mode,
+                    transports: plan.transports.clone(),
+                    auth: plan.auth,
+                    source: plan.source.label(),
+                },
+                attempts,
+            });
+        }
+        result
+    }
+
+    /// [`Self::exchange`] under a given plan; `attempts` (when explaining) gets each try.
+    #[allow(clippy::too_many_arguments, reason = "one exchange's full context")]
+    async fn exchange_planned(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        plan: &TransportPlan,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+        attempts: &mut Option<Vec<Attempt>>,
+    ) -> Result<Message, ExchangeError> {
         let (addr, ns_name) = target;
-        let plan = self.plan(zone, ns_name, addr);
+        let mut record = |transport: Transport, r: &Result<Message, ExchangeError>| {
+            if let Some(a) = attempts.as_mut() {
+                let outcome = match r {
+                    Ok(_) => "ok".to_string(),
+                    Err(ExchangeError::Server(e)) => failure_text(e),
+                    Err(ExchangeError::Fatal(e)) => e.to_string(),
+                };
+                a.push(Attempt { transport, outcome });
+            }
+        };
         match plan.mode {
             Mode::Strict => self.stats.upstream_strict.bump(),
             Mode::Opportunistic => self.stats.upstream_opportunistic.bump(),
@@ -596,7 +665,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             if plan.source == PlanSource::Probe(ProbeDecision::Probe) {
                 self.start_probe(addr, sname, stype);
             }
-            return self.exchange_do53(zone, addr, sname, stype, budget).await;
+            let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
+            record(Transport::Do53, &r);
+            return r;
         }
         // Failure state and damping apply per encrypted transport: one that failed within
         // the damping window is skipped (an opportunistic plan then falls back to Do53; a
@@ -612,7 +683,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let to_try = if live.is_empty() && plan.mode == Mode::Strict { encrypted } else { live };
         let mut failure: Option<(Transport, String)> = None;
         for t in to_try {
-            let result = self.exchange_encrypted(zone, target, t, &plan, sname, stype, budget).await;
+            let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
+            record(t, &result);
             match result {
                 Ok(msg) => {
                     self.shared.probes.success(addr, t, unix_now());
@@ -638,7 +710,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             return Err(ExchangeError::Server(UpstreamError::Strict(detail)));
         }
         self.stats.downgrades.bump();
-        self.exchange_do53(zone, addr, sname, stype, budget).await
+        let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
+        record(Transport::Do53, &r);
+        r
     }
 
     /// One query over DoT or DoQ to port 853 of the address, authenticated as the plan says.

@@ -52,7 +52,7 @@ pub enum Wire {
     },
 }
 
-/// Where a transport decision came from (shown by explain later).
+/// Where a transport decision came from (shown by explain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanSource {
     /// An operator override, by id.
@@ -63,6 +63,21 @@ pub enum PlanSource {
     InsecureSignal,
     /// Nothing matched: the configured default.
     Default,
+}
+
+impl PlanSource {
+    /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
+    /// `probe:skip`, `default`.
+    pub fn label(&self) -> String {
+        match self {
+            PlanSource::Override(id) => format!("override:{id}"),
+            PlanSource::Probe(crate::probe::ProbeDecision::Use) => "probe:use".into(),
+            PlanSource::Probe(crate::probe::ProbeDecision::Probe) => "probe:probe".into(),
+            PlanSource::Probe(crate::probe::ProbeDecision::Skip) => "probe:skip".into(),
+            PlanSource::InsecureSignal => "signal:insecure".into(),
+            PlanSource::Default => "default".into(),
+        }
+    }
 }
 
 /// The policy engine's decision for one (zone, nameserver name, nameserver address).
@@ -205,6 +220,8 @@ pub(crate) struct Budget {
     deadline: Instant,
     /// Nameserver names whose addresses could not be found during this client query.
     failed_ns: RefCell<Vec<Name>>,
+    /// The path, recorded only for explain.
+    trace: Option<RefCell<Vec<adox_api::rest::ExplainStep>>>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -217,6 +234,19 @@ impl Budget {
             steps_left: Cell::new(settings.max_queries_per_request.saturating_mul(STEPS_PER_QUERY)),
             deadline: now + settings.request_timeout,
             failed_ns: RefCell::new(Vec::new()),
+            trace: None,
+        }
+    }
+
+    /// Whether this resolution records its path (explain).
+    fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    /// Records one step of the path when tracing; `step` is not built otherwise.
+    fn note(&self, step: impl FnOnce() -> adox_api::rest::ExplainStep) {
+        if let Some(t) = &self.trace {
+            t.borrow_mut().push(step());
         }
     }
 

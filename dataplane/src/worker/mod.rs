@@ -267,15 +267,28 @@ impl std::fmt::Debug for Worker {
 /// below it go too.
 type PacketFlush = Option<(Vec<u8>, bool)>;
 
+/// An explain request: resolve with the path recorded, send the result back.
+#[derive(Debug)]
+pub struct ExplainJob {
+    /// The name.
+    pub name: hickory_proto::rr::Name,
+    /// The type.
+    pub qtype: hickory_proto::rr::RecordType,
+    /// Where the result goes.
+    pub reply: std::sync::mpsc::Sender<adox_api::rest::Explain>,
+}
+
 /// Requests other threads leave for a worker, read after its next wake-up.
 #[derive(Debug, Default)]
 struct Mailbox {
     /// Packet-cache flushes asked for, numbered: `None` empties the cache, a wire-form
     /// lowercase name drops that name (and with `true`, everything below it).
     flushes: std::sync::Mutex<Vec<(u64, PacketFlush)>>,
-    /// Number of the last flush asked for (read on every loop turn: one relaxed load).
+    /// Explain requests.
+    explains: std::sync::Mutex<Vec<ExplainJob>>,
+    /// Number of the last request posted (read on every loop turn: one relaxed load).
     requested: std::sync::atomic::AtomicU64,
-    /// Number of the last flush this worker applied.
+    /// Number of the last request this worker took.
     applied: std::sync::atomic::AtomicU64,
 }
 
@@ -306,6 +319,19 @@ impl WorkerHandle {
         drop(list);
         let _ = self.waker.wake();
         n
+    }
+
+    /// Asks the worker to resolve `job.name` with its path recorded (the API's explain).
+    pub fn explain(&self, job: ExplainJob) {
+        let mut list = self.mailbox.explains.lock().unwrap_or_else(|p| p.into_inner());
+        list.push(job);
+        drop(list);
+        // Numbered under the flush lock, so numbers stay in order with flushes.
+        let flushes = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
+        self.mailbox.requested.store(n, Ordering::Release);
+        drop(flushes);
+        let _ = self.waker.wake();
     }
 
     /// Whether the worker has applied flush request `n`.
@@ -418,7 +444,7 @@ impl Worker {
             }
             ctx.reactor.set_now(Instant::now());
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
-                self.apply_flushes();
+                self.take_mail();
             }
             for idx in std::mem::take(&mut accept_retry) {
                 if self.accept(idx) {
@@ -488,18 +514,27 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies the packet-cache flushes posted since the last turn.
-    fn apply_flushes(&self) {
+    /// Applies the packet-cache flushes posted since the last turn and starts the explain
+    /// requests (each a task of its own).
+    fn take_mail(&self) {
         let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.mailbox.applied.load(Ordering::Relaxed);
-        let mut last = applied;
-        for (n, name) in list.iter().filter(|(n, _)| *n > applied) {
+        // Requests are numbered under this lock, and an explain job is queued before it is
+        // numbered: every request up to `last` is in the two lists now.
+        let last = self.mailbox.requested.load(Ordering::Acquire);
+        for (_, name) in list.iter() {
             let name = name.as_ref().map(|(n, subtree)| (n.as_slice(), *subtree));
             self.ctx.packet_cache.borrow_mut().flush(name.map(|n| n.0), name.is_some_and(|n| n.1));
-            last = *n;
         }
-        // Requests are posted under this lock, so every one in the list is applied now.
         list.clear();
+        drop(list);
+        let jobs = std::mem::take(&mut *self.mailbox.explains.lock().unwrap_or_else(|p| p.into_inner()));
+        for job in jobs {
+            let ctx = self.ctx.clone();
+            self.ctx.executor.spawn(async move {
+                let (result, steps) = ctx.resolver.explain(&job.name, job.qtype).await;
+                let _ = job.reply.send(crate::respond::explain(&job.name, job.qtype, &result, steps));
+            });
+        }
         self.mailbox.applied.store(last, Ordering::Release);
     }
 

@@ -338,3 +338,53 @@ fn a_bad_token_file_stops_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 1: a token is one word of at least 16 characters"), "{err}");
 }
+
+#[test]
+fn explain_shows_zone_cuts_plans_with_their_source_and_what_was_tried() {
+    let policies = "[[policy]]\nzone = \"dot.lab\"\nmode = \"strict\"\ntransports = [\"dot\"]\nauth = \"pkix\"\n\
+                    [[policy]]\nzone = \"badcert.lab\"\nmode = \"strict\"\ntransports = [\"dot\"]\nauth = \"pkix\"\n";
+    let (_dir, cfg) = config(policies, "probing = false\nsignals = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let c = d.admin();
+    let (st, e) = send(&c, "GET", "/v1/explain?name=WWW.dot.lab&type=A", None);
+    assert_eq!(st, 200, "{e}");
+    assert_eq!((e["name"].as_str(), e["rcode"].as_str()), (Some("www.dot.lab."), Some("NOERROR")));
+    assert!(e["answers"][0].as_str().unwrap().contains("192.0.2.60"), "{e}");
+    let steps = e["steps"].as_array().unwrap();
+    let exchange = |zone: &str| {
+        steps
+            .iter()
+            .find(|s| s["step"] == "exchange" && s["zone"] == zone)
+            .unwrap_or_else(|| panic!("no exchange with {zone} in {e}"))
+    };
+    let dot = exchange("dot.lab.");
+    assert_eq!(dot["plan"]["source"], json!("override:cfg-1"));
+    assert_eq!(dot["plan"]["mode"], json!("strict"));
+    assert_eq!(dot["attempts"], json!([{"transport": "dot", "outcome": "ok"}]));
+    let root = exchange(".");
+    assert_eq!(root["plan"]["source"], json!("default"));
+    assert_eq!(root["attempts"][0]["transport"], json!("do53"));
+    assert!(steps.iter().any(|s| s["step"] == "zone" && s["zone"] == "dot.lab."), "zone cuts are listed");
+    // Asked again: from the cache, no exchange.
+    let (_, again) = send(&c, "GET", "/v1/explain?name=www.dot.lab&type=1", None);
+    assert!(again["steps"].as_array().unwrap().iter().all(|s| s["step"] != "exchange"), "{again}");
+    // A strict failure says which server, which transport and why.
+    let (st, bad) = send(&c, "GET", "/v1/explain?name=www.badcert.lab&type=AAAA", None);
+    assert_eq!((st, bad["rcode"].as_str()), (200, Some("SERVFAIL")));
+    assert!(
+        bad["error"].as_str().unwrap().contains("strict ns1.badcert.lab.@127.53.10.1 dot: cert-name-mismatch"),
+        "{bad}"
+    );
+    let tried = bad["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "exchange" && s["zone"] == "badcert.lab.")
+        .unwrap();
+    assert_eq!(tried["attempts"], json!([{"transport": "dot", "outcome": "cert-name-mismatch"}]));
+    // Bad parameters name themselves.
+    problem(&c, "GET", "/v1/explain?type=A", b"", 400, Some("name"));
+    problem(&c, "GET", "/v1/explain?name=x.lab&type=NOPE", b"", 400, Some("type"));
+    problem(&c, "GET", "/v1/explain?name=x.lab&type=AXFR", b"", 400, Some("type"));
+    d.terminate();
+}
