@@ -19,6 +19,7 @@ use adox_dataplane::PlaneHandle;
 pub mod metrics;
 pub mod routes;
 pub mod store;
+pub mod tls;
 
 pub use store::PolicyRegistry;
 
@@ -53,6 +54,8 @@ pub struct ApiSettings {
     pub readiness_notes: Vec<String>,
     /// The state directory (for the log line only; the store has its own path).
     pub state_dir: PathBuf,
+    /// TLS for the API (see [`tls::server_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("admin_tokens", &self.admin_tokens.len())
             .field("read_tokens", &self.read_tokens.len())
             .field("protect_metrics", &self.protect_metrics)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +86,22 @@ pub fn read_token_file(path: &std::path::Path) -> Result<Vec<String>, String> {
         out.push(t.to_string());
     }
     Ok(out)
+}
+
+/// The client's address, for the rate limiter (axum's connect info, over TCP or TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// How long requests in progress may run on after a stop.
@@ -106,6 +126,7 @@ impl ControlPlane {
         let local_addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let tls = settings.tls.clone();
         let app = routes::router(Arc::new(routes::AppState::new(settings, plane, registry)));
         let thread = std::thread::Builder::new().name("adox-api".into()).spawn(move || {
             runtime.block_on(async move {
@@ -116,23 +137,12 @@ impl ControlPlane {
                         return;
                     }
                 };
-                let drain = Arc::new(tokio::sync::Notify::new());
-                let drain2 = drain.clone();
-                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move { drain2.notified().await });
-                // On stop, requests in progress get a moment to finish; idle keep-alive
-                // connections do not hold the daemon up.
-                tokio::select! {
-                    r = std::future::IntoFuture::into_future(serve) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "api server stopped");
-                        }
-                    }
-                    () = async {
-                        let _ = rx.await;
-                        drain.notify_one();
-                        tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    } => {}
+                match tls {
+                    Some(config) => match tls::TlsListener::new(listener, config) {
+                        Ok(l) => serve(l, app, rx).await,
+                        Err(e) => tracing::error!(error = %e, "api listener"),
+                    },
+                    None => serve(listener, app, rx).await,
                 }
             });
         })?;
@@ -147,6 +157,31 @@ impl ControlPlane {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Serves until `stop` fires; then requests in progress get [`SHUTDOWN_GRACE`] to finish,
+/// and idle keep-alive connections do not hold the daemon up.
+async fn serve<L>(listener: L, app: axum::Router, stop: tokio::sync::oneshot::Receiver<()>)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let drain = Arc::new(tokio::sync::Notify::new());
+    let drain2 = drain.clone();
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(async move { drain2.notified().await });
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(serve) => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "api server stopped");
+            }
+        }
+        () = async {
+            let _ = stop.await;
+            drain.notify_one();
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
     }
 }
 

@@ -8,7 +8,7 @@
 //! description cannot drift from the code.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -263,11 +263,11 @@ fn spec_from(v: &Value, prefix: &str) -> Result<PolicySpec, ApiError> {
 /// Rate limit, then authentication, for `/v1`.
 async fn guard(
     State(st): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<crate::Peer>,
     req: Request,
     next: Next,
 ) -> Response {
-    if !st.admit(peer.ip()) {
+    if !st.admit(peer.0.ip()) {
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many requests; retry in a second")
             .into_response();
     }
@@ -831,6 +831,7 @@ mod tests {
                 set_log_level: Arc::new(|_| Ok(())),
                 readiness_notes: vec![],
                 state_dir: dir.clone(),
+                tls: None,
             };
             let mut api = crate::ControlPlane::start(settings, plane.handle(), Arc::new(registry)).unwrap();
             let addr = api.local_addr;

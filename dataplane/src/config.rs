@@ -224,6 +224,10 @@ pub struct ApiConfig {
     pub read_token_file: Option<PathBuf>,
     /// Whether `/metrics` needs a token too. Default false.
     pub protect_metrics: bool,
+    /// PEM certificate chain for TLS on the API (with `tls_key_file`); absent: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// See [`bounds::API_RATE_PER_S`].
     pub rate_per_s: u32,
     /// See [`bounds::API_RATE_BURST`].
@@ -241,6 +245,8 @@ impl Default for ApiConfig {
             token_file: None,
             read_token_file: None,
             protect_metrics: false,
+            tls_cert_file: None,
+            tls_key_file: None,
             rate_per_s: d(bounds::API_RATE_PER_S),
             rate_burst: d(bounds::API_RATE_BURST),
             max_body_bytes: d(bounds::API_MAX_BODY_BYTES),
@@ -558,6 +564,12 @@ impl Config {
         self.upstream_prefixes()?;
         self.policies()?;
         self.api.listen_addr()?;
+        if self.api.tls_cert_file.is_some() != self.api.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "api.tls_key_file".into(),
+                reason: "tls_cert_file and tls_key_file go together".into(),
+            });
+        }
         Ok(())
     }
 

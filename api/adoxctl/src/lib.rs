@@ -1,6 +1,6 @@
-//! adoxctl's library: a small blocking HTTP/1.1 client for the adox REST API (plain HTTP
-//! on a trusted network or loopback; the API binds 127.0.0.1 by default). The tests and
-//! benchmarks use it too.
+//! adoxctl's library: a small blocking HTTP/1.1 client for the adox REST API, over plain
+//! HTTP (the API binds 127.0.0.1 by default) or HTTPS (TLS 1.3, verified against a given CA
+//! file or the web PKI roots). The tests and benchmarks use it too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -34,31 +34,49 @@ impl Reply {
     }
 }
 
-/// A client for one API base URL (`http://127.0.0.1:5380`).
+/// A client for one API base URL (`http://127.0.0.1:5380`, `https://api.example:5380`).
 #[derive(Debug, Clone)]
 pub struct Client {
     host: String,
     authority: String,
     token: Option<String>,
     timeout: Duration,
+    /// For https: the TLS configuration and the name the certificate must carry.
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Client {
-    /// A client for `url` (`http://HOST:PORT`, no path), sending `token` as a bearer token.
+    /// A client for `url` (`http://HOST:PORT` or `https://HOST:PORT`, no path), sending
+    /// `token` as a bearer token.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("`{url}`: only http:// URLs are supported (the API binds loopback by default)"))?;
+        Self::with_ca(url, token, None)
+    }
+
+    /// Like [`Client::new`]; an https URL is verified against the PEM certificates in
+    /// `ca_file` (default: the web PKI roots).
+    pub fn with_ca(url: &str, token: Option<String>, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(format!("`{url}`: expected http://HOST:PORT or https://HOST:PORT")),
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
-            return Err(format!("`{url}`: expected http://HOST:PORT"));
+            return Err(format!("`{url}`: expected http(s)://HOST:PORT"));
         }
-        let host = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            authority.to_string()
+        let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| p.parse::<u16>().is_ok() && !h.ends_with(':'));
+        let host =
+            if has_port { authority.to_string() } else { format!("{authority}:{}", if https { 443 } else { 80 }) };
+        let tls = if https {
+            let name =
+                host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+            let server_name =
+                rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("`{name}`: {e}"))?;
+            Some((tls_config(ca_file)?, server_name))
         } else {
-            format!("{authority}:80")
+            None
         };
-        Ok(Self { host, authority: authority.to_string(), token, timeout: Duration::from_secs(30) })
+        Ok(Self { host, authority: authority.to_string(), token, timeout: Duration::from_secs(30), tls })
     }
 
     /// Sends one request (one connection, `Connection: close`).
@@ -98,8 +116,19 @@ impl Client {
         if let Some(b) = body {
             msg.extend_from_slice(b);
         }
-        s.write_all(&msg)?;
-        read_reply(BufReader::new(s))
+        match &self.tls {
+            None => {
+                s.write_all(&msg)?;
+                read_reply(BufReader::new(s))
+            }
+            Some((config, name)) => {
+                let conn =
+                    rustls::ClientConnection::new(config.clone(), name.clone()).map_err(std::io::Error::other)?;
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                tls.write_all(&msg)?;
+                read_reply(BufReader::new(tls))
+            }
+        }
     }
 
     /// GET.
@@ -111,6 +140,33 @@ impl Client {
     pub fn send_json(&self, method: &str, path: &str, body: &serde_json::Value) -> std::io::Result<Reply> {
         self.request(method, path, &[], Some(body.to_string().as_bytes()))
     }
+}
+
+/// TLS 1.3 client configuration (ring, as the rest of adox) trusting `ca_file` or the web
+/// PKI roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no certificate found", path.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 fn bad(what: &str) -> std::io::Error {
@@ -174,7 +230,8 @@ mod tests {
             read_reply(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"[..])
                 .unwrap();
         assert_eq!(r.text(), "abcde");
-        assert!(Client::new("https://x", None).is_err());
+        assert!(Client::new("ftp://x", None).is_err());
+        assert!(Client::new("https://127.0.0.1:5380", None).is_ok());
         assert!(Client::new("http://127.0.0.1:5380/", None).is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! `adoxctl`: the operator's command line over the adox REST API.
 //!
-//! The API address and token come from `--url`/`--token` or from `ADOX_API_URL` and
-//! `ADOX_API_TOKEN`. Output is a table, or the API's JSON with `--json`. Exit status: 0 on
+//! The API address, token and CA file come from `--url`/`--token`/`--ca-file` or from
+//! `ADOX_API_URL`, `ADOX_API_TOKEN` and `ADOX_API_CA`. Output is a table, or the API's JSON with `--json`. Exit status: 0 on
 //! success, 1 when the API refused the request (its problem details are printed), 2 on
 //! usage or connection errors.
 
@@ -37,6 +37,9 @@ struct Cli {
     /// Bearer token [env: ADOX_API_TOKEN].
     #[arg(long, global = true)]
     token: Option<String>,
+    /// PEM CA file for an https:// API [env: ADOX_API_CA; default: the web PKI roots].
+    #[arg(long, global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -327,7 +330,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         .or_else(|| std::env::var("ADOX_API_URL").ok())
         .unwrap_or_else(|| "http://127.0.0.1:5380".into());
     let token = cli.token.clone().or_else(|| std::env::var("ADOX_API_TOKEN").ok());
-    let c = Client::new(&url, token).map_err(Failure::Usage)?;
+    let ca = cli.ca_file.clone().or_else(|| std::env::var_os("ADOX_API_CA").map(Into::into));
+    let c = Client::with_ca(&url, token, ca.as_deref()).map_err(Failure::Usage)?;
     let print_json = |r: &Reply| out!("{}", r.text().trim_end());
     match &cli.command {
         Cmd::Policies(p) => match p {

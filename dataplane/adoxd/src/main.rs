@@ -228,6 +228,12 @@ fn api_settings(
     };
     let admin_tokens = read(&cfg.api.token_file).context("api.token_file")?;
     let read_tokens = read(&cfg.api.read_token_file).context("api.read_token_file")?;
+    let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(adox_controlplane::tls::server_config(cert, key).map_err(anyhow::Error::msg).context("api TLS")?)
+        }
+        _ => None,
+    };
     if admin_tokens.is_empty() && read_tokens.is_empty() {
         tracing::warn!("no API tokens configured (--api-token-file): every /v1 request will be refused");
     }
@@ -244,6 +250,7 @@ fn api_settings(
         set_log_level,
         readiness_notes: vec![],
         state_dir: cfg.server.state_dir.clone(),
+        tls,
     })
 }
 
@@ -289,6 +296,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listen.join(","),
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr.to_string()),
+        api_tls = cfg.api.tls_cert_file.is_some(),
         workers = cfg.worker_count(),
         %hints,
         allow_upstream = %cfg.access.allow_upstream.join(","),

@@ -388,3 +388,39 @@ fn explain_shows_zone_cuts_plans_with_their_source_and_what_was_tried() {
     problem(&c, "GET", "/v1/explain?name=x.lab&type=AXFR", b"", 400, Some("type"));
     d.terminate();
 }
+
+#[test]
+fn the_api_over_tls_verifies_and_refuses_plain_http() {
+    let dir = crate::support::tempdir::Dir::new();
+    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api.key"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=adox-api", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl made a certificate");
+    let cfg = dir.path().join("adox.toml");
+    std::fs::write(
+        &cfg,
+        format!("[api]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display()),
+    )
+    .unwrap();
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let url = format!("https://{}", d.api.unwrap());
+    let tls = adoxctl::Client::with_ca(&url, Some(crate::support::ADMIN_TOKEN.into()), Some(&cert)).unwrap();
+    let r = tls.get("/v1/stats").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tls.send_json("POST", "/v1/cache/flush", &json!({})).unwrap().status, 200);
+    // The web PKI does not vouch for this certificate, and plain HTTP gets no answer.
+    let untrusted = adoxctl::Client::new(&url, Some(crate::support::ADMIN_TOKEN.into())).unwrap();
+    assert!(untrusted.get("/v1/stats").is_err(), "an unverified certificate is refused");
+    let plain = adoxctl::Client::new(&format!("http://{}", d.api.unwrap()), None).unwrap();
+    assert!(plain.get("/livez").is_err(), "no plain HTTP on the TLS port");
+    d.terminate();
+}
