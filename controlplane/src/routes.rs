@@ -212,7 +212,8 @@ async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Valu
 /// Like [`read_json`], but an empty body is an empty object.
 async fn read_json_or_empty(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ApiError> {
     let bytes = read_limited(headers, body, limit).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // JSON's whitespace only (RFC 8259 section 2), not a form feed.
+    if bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
         return Ok(Value::Object(Default::default()));
     }
     parse_json(&bytes)
@@ -245,8 +246,24 @@ fn spec_from(v: &Value, prefix: &str) -> Result<PolicySpec, ApiError> {
             "transports" => spec.transports = typed::<Option<Vec<Transport>>>(val, f)?,
             "auth" => spec.auth = typed::<Option<Auth>>(val, f)?,
             "comment" => spec.comment = typed::<Option<String>>(val, f)?,
-            // What GET returns may be sent back as it is.
-            "id" | "read_only" | "revision" => {}
+            // What GET returns may be sent back as it is (these are ignored, but must have
+            // their types).
+            "id" => {
+                typed::<String>(val, f)?;
+            }
+            "read_only" => {
+                typed::<bool>(val, f)?;
+            }
+            "revision" => {
+                if val.as_i64().is_none_or(|r| r < 0) {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-field",
+                        "a revision is a whole number from 0 to 2^63-1",
+                    )
+                    .field(f));
+                }
+            }
             _ => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

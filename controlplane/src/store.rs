@@ -483,8 +483,9 @@ impl PolicyRegistry {
     pub fn replace(&self, id: &str, spec: &PolicySpec, if_match: Option<&str>) -> Result<Policy, StoreError> {
         self.commit(|inner| {
             let old = inner.existing_api(id)?;
-            check_if_match(old, if_match)?;
+            // A body that would be refused anyway is refused as such, whatever the ETag.
             let mut p = spec.normalize(id.to_string(), false).map_err(|e| StoreError::Invalid(e, None))?;
+            check_if_match(old, if_match)?;
             inner.check_selector(&p, Some(id))?;
             inner.revision += 1;
             p.revision = inner.revision;
