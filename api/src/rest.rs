@@ -100,6 +100,12 @@ pub struct TransportState {
     /// Reason of the last failure (`refused`, `cert-name-mismatch`, `timeout`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_reason: Option<String>,
+    /// Handshakes that were not resumptions (DoQ: all, as quinn does not report it).
+    pub handshakes_full: u64,
+    /// TLS session resumptions.
+    pub handshakes_resumed: u64,
+    /// Connections open now (all workers).
+    pub open_connections: u32,
 }
 
 /// What adox knows of one authoritative server address.

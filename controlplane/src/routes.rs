@@ -587,6 +587,9 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
             last_success: r.last_success,
             last_failure: r.last_failure,
             last_failure_reason: r.last_failure_reason,
+            handshakes_full: r.handshakes_full,
+            handshakes_resumed: r.handshakes_resumed,
+            open_connections: r.open_connections,
         });
     }
     for s in by_addr.values_mut() {

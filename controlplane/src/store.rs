@@ -608,6 +608,25 @@ mod tests {
     }
 
     #[test]
+    fn replaced_tables_are_freed_here_once_no_reader_holds_them() {
+        let dir = tempdir("retire");
+        let live = shared();
+        let (r, _) = PolicyRegistry::open(&dir, vec![]).unwrap();
+        r.attach(live.clone());
+        r.create(&spec("a.lab", Mode::Strict)).unwrap();
+        // A worker holds the current table while the store replaces it.
+        let held = live.policies.load();
+        let weak = Arc::downgrade(&*held);
+        r.create(&spec("b.lab", Mode::Strict)).unwrap();
+        assert!(weak.upgrade().is_some(), "still held by the reader");
+        drop(held);
+        assert!(weak.upgrade().is_some(), "the reader's drop did not free it: the store keeps it");
+        r.create(&spec("c.lab", Mode::Strict)).unwrap();
+        assert!(weak.upgrade().is_none(), "freed by the store's next publish, on its own thread");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_torn_last_line_is_dropped_and_a_damaged_one_refuses_to_start() {
         let dir = tempdir("torn");
         let (r, _) = PolicyRegistry::open(&dir, vec![]).unwrap();

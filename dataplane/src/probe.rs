@@ -59,6 +59,16 @@ pub struct ProbeRecord {
     pub last_failure: Option<u64>,
     /// Short reason of the last failure (`refused`, `handshake-closed`, ...).
     pub last_failure_reason: Option<String>,
+    /// Handshakes that were not resumptions (DoQ: every handshake, since quinn does not
+    /// say whether the session was resumed).
+    #[serde(default)]
+    pub handshakes_full: u64,
+    /// TLS session resumptions (DoT).
+    #[serde(default)]
+    pub handshakes_resumed: u64,
+    /// Connections open now, all workers together (not saved).
+    #[serde(skip)]
+    pub open_connections: u32,
 }
 
 /// What the table says to do for one (address, transport) now.
@@ -120,6 +130,9 @@ impl ProbeTable {
             last_success: None,
             last_failure: None,
             last_failure_reason: None,
+            handshakes_full: 0,
+            handshakes_resumed: 0,
+            open_connections: 0,
         };
         self.shard(&key).upsert(key, 32, fresh, f);
     }
@@ -173,6 +186,24 @@ impl ProbeTable {
             r.status = ProbeStatus::Success;
             r.last_success = Some(now);
         });
+    }
+
+    /// Counts a connection whose handshake finished; `resumed` when the TLS session was
+    /// resumed (unknown for DoQ: counted as full).
+    pub fn connection_opened(&self, addr: IpAddr, transport: Transport, resumed: bool) {
+        self.update(addr, transport, |r| {
+            if resumed {
+                r.handshakes_resumed += 1;
+            } else {
+                r.handshakes_full += 1;
+            }
+            r.open_connections = r.open_connections.saturating_add(1);
+        });
+    }
+
+    /// Counts the end of a connection [`ProbeTable::connection_opened`] counted.
+    pub fn connection_closed(&self, addr: IpAddr, transport: Transport) {
+        self.update(addr, transport, |r| r.open_connections = r.open_connections.saturating_sub(1));
     }
 
     /// Records a failed encrypted exchange.

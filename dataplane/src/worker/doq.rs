@@ -24,6 +24,7 @@ use super::exec::{Executor, Reactor, until};
 use super::slots::{Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
 use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
+use adox_api::policy::Transport;
 
 /// RFC 9250 section 4.3 error codes.
 pub(crate) mod code {
@@ -312,6 +313,8 @@ pub(crate) struct DoqPool {
     executor: Rc<Executor>,
     configs: Option<DoqConfigs>,
     stats: Arc<WorkerStats>,
+    /// Per-server connection counts live in the shared probe table.
+    shared: Arc<crate::resolver::Shared>,
     idle_timeout: Duration,
     conns: RefCell<HashMap<DoqKey, Rc<Conn>>>,
 }
@@ -322,9 +325,10 @@ impl DoqPool {
         executor: Rc<Executor>,
         configs: Option<DoqConfigs>,
         stats: Arc<WorkerStats>,
+        shared: Arc<crate::resolver::Shared>,
         idle_timeout: Duration,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, idle_timeout, conns: RefCell::new(HashMap::new()) })
+        Rc::new(Self { reactor, executor, configs, stats, shared, idle_timeout, conns: RefCell::new(HashMap::new()) })
     }
 
     fn connect(self: &Rc<Self>, key: &DoqKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -361,15 +365,26 @@ impl DoqPool {
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
         let (driving, reactor, stats) = (conn.clone(), self.reactor.clone(), self.stats.clone());
+        let (shared, addr) = (self.shared.clone(), key.server.ip());
+        let opened = Rc::new(Cell::new(false));
+        let was_opened = opened.clone();
         spawn_driver(
             &self.executor,
             self.reactor.clone(),
             token,
             move |waker| {
                 *driving.driver.borrow_mut() = Some(waker.clone());
-                driving.drive(reactor.now(), &stats, &reactor, waker)
+                let poll = driving.drive(reactor.now(), &stats, &reactor, waker);
+                if !opened.get() && driving.state.get() == State::Open {
+                    opened.set(true);
+                    shared.probes.connection_opened(addr, Transport::Doq, false);
+                }
+                poll
             },
             move || {
+                if was_opened.get() {
+                    pool.shared.probes.connection_closed(key.server.ip(), Transport::Doq);
+                }
                 forget(&pool.conns, &key, &driven);
                 pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },

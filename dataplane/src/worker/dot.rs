@@ -23,6 +23,7 @@ use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
 use crate::transport::dot::{DotFailure, DotSession, TlsError, pad_query};
 use crate::transport::tls::TlsConfigs;
+use adox_api::policy::Transport;
 
 /// What identifies a pooled connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -167,6 +168,8 @@ pub(crate) struct DotPool {
     executor: Rc<Executor>,
     configs: TlsConfigs,
     stats: Arc<WorkerStats>,
+    /// Per-server connection counts live in the shared probe table.
+    shared: Arc<crate::resolver::Shared>,
     settings: DotSettings,
     conns: RefCell<HashMap<DotKey, Rc<Conn>>>,
 }
@@ -177,9 +180,10 @@ impl DotPool {
         executor: Rc<Executor>,
         configs: TlsConfigs,
         stats: Arc<WorkerStats>,
+        shared: Arc<crate::resolver::Shared>,
         settings: DotSettings,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, settings, conns: RefCell::new(HashMap::new()) })
+        Rc::new(Self { reactor, executor, configs, stats, shared, settings, conns: RefCell::new(HashMap::new()) })
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -214,15 +218,27 @@ impl DotPool {
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
         let driving = conn.clone();
         let stats = self.stats.clone();
+        let (shared, addr) = (self.shared.clone(), key.server.ip());
+        let opened = Rc::new(Cell::new(false));
+        let was_opened = opened.clone();
         spawn_driver(
             &self.executor,
             self.reactor.clone(),
             token,
             move |waker| {
                 *driving.driver.borrow_mut() = Some(waker.clone());
-                driving.drive(&stats)
+                let poll = driving.drive(&stats);
+                if !opened.get() && matches!(*driving.state.borrow(), State::Open | State::Closing) {
+                    opened.set(true);
+                    let resumed = driving.session.borrow_mut().resumed();
+                    shared.probes.connection_opened(addr, Transport::Dot, resumed);
+                }
+                poll
             },
             move || {
+                if was_opened.get() {
+                    pool.shared.probes.connection_closed(key.server.ip(), Transport::Dot);
+                }
                 forget(&pool.conns, &key, &driven);
                 pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },

@@ -368,6 +368,7 @@ impl Worker {
             executor.clone(),
             settings.dot.clone(),
             stats.clone(),
+            shared.clone(),
             dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
         );
         let doq = doq::DoqPool::new(
@@ -375,6 +376,7 @@ impl Worker {
             executor.clone(),
             doq::DoqConfigs::new(&settings.doq, settings.dot_idle_timeout),
             stats.clone(),
+            shared.clone(),
             settings.dot_idle_timeout,
         );
         let upstream =

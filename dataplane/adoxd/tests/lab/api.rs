@@ -185,6 +185,12 @@ fn a_policy_pushed_over_the_api_changes_the_transport_of_the_next_query() {
     assert!(packets.is_empty(), "cleartext after the strict push: {packets:?}");
     let dot_after = send(&c, "GET", "/v1/stats", None).1["totals"]["upstream_dot"].as_u64().unwrap();
     assert!(dot_after > dot_before, "the query went over DoT");
+    // The server's state shows the connection: one full handshake, open, working.
+    let (_, srv) = send(&c, "GET", "/v1/servers/127.53.6.1", None);
+    let dot =
+        srv["transports"].as_array().unwrap().iter().find(|t| t["transport"] == "dot").expect("dot state").clone();
+    assert_eq!((dot["state"].as_str(), dot["capable"].as_bool()), (Some("success"), Some(true)), "{srv}");
+    assert_eq!((dot["handshakes_full"].as_u64(), dot["open_connections"].as_u64()), (Some(1), Some(1)), "{srv}");
     // Deleting it restores Do53 for the next miss.
     assert_eq!(send(&c, "DELETE", &format!("/v1/policies/{}", p["id"].as_str().unwrap()), None).0, 204);
     let cap = Capture::start("api-push-deleted", "host 127.53.6.1 and port 53");
