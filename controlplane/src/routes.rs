@@ -58,6 +58,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Clients remembered by the rate limiter; beyond this, idle ones are forgotten.
 const RATE_CLIENTS: usize = 65_536;
+/// Policies in one import (a bundle larger than this is split by the operator's tooling).
+const MAX_IMPORT_POLICIES: usize = 1_000_000;
 /// Servers listed by default by `GET /v1/servers`.
 const DEFAULT_SERVER_LIMIT: usize = 1_000;
 
@@ -438,13 +440,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the operation was interrupted"))
 }
 
-async fn list_policies(State(st): State<Shared>) -> Response {
-    json(StatusCode::OK, &PolicyList { policies: st.registry.all() })
+// Reads take the store's lock, which a compaction can hold for a while: they run on the
+// blocking pool, so /livez, /metrics and the rest never wait behind one.
+async fn list_policies(State(st): State<Shared>) -> Result<Response, ApiError> {
+    let reg = st.registry.clone();
+    let policies = blocking(move || reg.all()).await?;
+    Ok(json(StatusCode::OK, &PolicyList { policies }))
 }
 
 async fn get_policy(State(st): State<Shared>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(path_error)?;
-    let p = st.registry.get(&id).ok_or_else(|| store_error(StoreError::NotFound(id)))?;
+    let reg = st.registry.clone();
+    let wanted = id.clone();
+    let p = blocking(move || reg.get(&wanted)).await?.ok_or_else(|| store_error(StoreError::NotFound(id)))?;
     Ok(with_etag(json(StatusCode::OK, &p), &p))
 }
 
@@ -497,8 +505,10 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn export_policies(State(st): State<Shared>) -> Response {
-    json(StatusCode::OK, &PolicyBundle { policies: st.registry.export() })
+async fn export_policies(State(st): State<Shared>) -> Result<Response, ApiError> {
+    let reg = st.registry.clone();
+    let policies = blocking(move || reg.export()).await?;
+    Ok(json(StatusCode::OK, &PolicyBundle { policies }))
 }
 
 async fn import_policies(
@@ -529,6 +539,14 @@ async fn import_policies(
     let list = obj.get("policies").and_then(Value::as_array).ok_or_else(|| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-shape", "`policies` must be a list").field("policies")
     })?;
+    if list.len() > MAX_IMPORT_POLICIES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many",
+            format!("at most {MAX_IMPORT_POLICIES} policies per import"),
+        )
+        .field("policies"));
+    }
     let specs = list
         .iter()
         .enumerate()

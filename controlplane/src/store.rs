@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +95,13 @@ enum Change {
     Batch { clear: bool, changes: Vec<Change> },
 }
 
+/// A failed append: `Clean` when the journal was cut back to its last whole line,
+/// `Dirty` when not even that worked.
+enum AppendError {
+    Clean(std::io::Error),
+    Dirty(std::io::Error),
+}
+
 /// The in-memory state, behind the store's lock.
 #[derive(Debug)]
 struct Inner {
@@ -116,6 +123,8 @@ struct Inner {
     dir: PathBuf,
     /// Tables replaced in the data plane, freed here once no worker holds them.
     retired: Vec<Arc<PolicyTable>>,
+    /// Set after an I/O failure that may leave memory and disk apart: changes are refused.
+    poisoned: Option<String>,
 }
 
 /// The store.
@@ -136,8 +145,10 @@ fn selector(p: &Policy) -> Selector {
     (p.zone.clone(), p.nameserver.clone(), p.address.clone())
 }
 
+/// The number of an API id (`p-7` -> 7); only the canonical spelling counts (not `p-07`).
 fn number_of(id: &str) -> Option<u64> {
-    id.strip_prefix(API_ID_PREFIX)?.parse().ok().filter(|n| *n > 0)
+    let n: u64 = id.strip_prefix(API_ID_PREFIX)?.parse().ok().filter(|n| *n > 0)?;
+    (format!("{API_ID_PREFIX}{n}") == id).then_some(n)
 }
 
 /// The ETag of a policy.
@@ -250,18 +261,32 @@ impl Inner {
     }
 
     /// Appends one change as one line; on a failed write the journal is cut back, so no
-    /// partial line stays in front of later ones.
-    fn append(&mut self, change: &Change) -> std::io::Result<u64> {
-        let mut line = serde_json::to_vec(change).map_err(std::io::Error::other)?;
+    /// partial line stays in front of later ones (when even that fails: `Dirty`).
+    fn append(&mut self, change: &Change) -> Result<u64, AppendError> {
+        let mut line = serde_json::to_vec(change).map_err(|e| AppendError::Clean(std::io::Error::other(e)))?;
         line.push(b'\n');
-        let journal = self.journal.as_ref().ok_or_else(no_state_dir)?;
+        let journal = self.journal.as_ref().ok_or_else(|| AppendError::Clean(no_state_dir()))?;
         if let Err(e) = (&*journal).write_all(&line) {
-            let _ = journal.set_len(self.journal_len);
-            return Err(e);
+            return Err(match journal.set_len(self.journal_len) {
+                Ok(()) => AppendError::Clean(e),
+                Err(_) => AppendError::Dirty(e),
+            });
         }
         self.journal_len += line.len() as u64;
         self.written += 1;
         Ok(self.written)
+    }
+
+    /// Refuses every later change, and says why (logged once).
+    fn poison(&mut self, e: std::io::Error) -> std::io::Error {
+        let why = format!(
+            "the policy store could not make a change durable ({e}); policy changes are refused until adoxd restarts and reloads its state directory"
+        );
+        if self.poisoned.is_none() {
+            tracing::error!("{why}");
+            self.poisoned = Some(why.clone());
+        }
+        std::io::Error::other(why)
     }
 
     fn publish(&mut self, store: &PolicyStore) {
@@ -311,12 +336,31 @@ impl PolicyRegistry {
             Err(e) => return Err(io_err(&snap_path, "cannot read", e)),
         };
         let journal_path = dir.join(JOURNAL_FILE);
-        let journal = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&journal_path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: cannot open: {e}", journal_path.display())))?;
+        let journal = match OpenOptions::new().create(true).read(true).append(true).open(&journal_path) {
+            Ok(f) => {
+                // The journal's directory entry must be durable before a line in it is
+                // acknowledged.
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, "cannot sync", e))?;
+                Some(f)
+            }
+            // A read-only state directory: serve what it holds, refuse changes.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                tracing::warn!(
+                    path = %journal_path.display(),
+                    error = %e,
+                    "state directory not writable: saved policies are served, API policy changes are refused"
+                );
+                None
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(e.kind(), format!("{}: cannot open: {e}", journal_path.display())));
+            }
+        };
         let mut inner = Inner {
             config: config.clone(),
             api: BTreeMap::new(),
@@ -324,48 +368,68 @@ impl PolicyRegistry {
             next_id: snap.next_id.max(1),
             revision: snap.revision,
             table: PolicyTable::compile(&config).map_err(|e| io_err(dir, "configuration policy", e))?,
-            journal: Some(journal.try_clone()?),
+            journal: journal.as_ref().map(File::try_clone).transpose()?,
             journal_len: 0,
             snapshot_len,
             written: 0,
             dir: dir.to_path_buf(),
             retired: Vec::new(),
+            poisoned: None,
         };
         for p in snap.policies {
             inner.apply(Change::Put(p)).map_err(|e| io_err(&snap_path, "damaged", e))?;
         }
+        let bytes = match std::fs::read(&journal_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&journal_path, "cannot read", e)),
+        };
+        // Lines are fsynced in order and each acknowledged only once durable, so after a
+        // crash only a tail of unacknowledged lines can be damaged (torn, or zero-filled by
+        // the filesystem). A damaged line followed by a good one is other damage: stop.
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        let parse = |l: &[u8]| -> Option<Change> {
+            if l.last() != Some(&b'\n') {
+                return None;
+            }
+            serde_json::from_slice(l).ok()
+        };
         let mut replayed = 0;
         let mut dropped_torn_line = false;
-        let mut reader = std::io::BufReader::new(File::open(&journal_path)?);
-        let mut line = Vec::new();
-        let mut lineno = 0;
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
+        for (i, line) in lines.iter().enumerate() {
+            match parse(line) {
+                Some(change) => {
+                    inner.apply(change).map_err(|e| io_err(&journal_path, &format!("line {}", i + 1), e))?;
+                    replayed += 1;
+                }
+                None if lines[i + 1..].iter().all(|l| parse(l).is_none()) => {
+                    dropped_torn_line = true;
+                    let keep =
+                        journal_path.with_extension(format!("journal.tail-{}", adox_dataplane::probe::unix_now()));
+                    let _ = std::fs::write(&keep, &bytes[lines[..i].iter().map(|l| l.len()).sum::<usize>()..]);
+                    tracing::warn!(
+                        line = i + 1,
+                        lines = lines.len() - i,
+                        kept = %keep.display(),
+                        "policy journal ends in lines that were never acknowledged (a crash during a write); dropped"
+                    );
+                    break;
+                }
+                None => {
+                    return Err(io_err(
+                        &journal_path,
+                        &format!("line {} damaged", i + 1),
+                        "a damaged line followed by good ones (not a crash during a write)",
+                    ));
+                }
             }
-            lineno += 1;
-            if line.last() != Some(&b'\n') {
-                // The write in flight at a crash: never acknowledged.
-                dropped_torn_line = true;
-                break;
-            }
-            let change: Change = serde_json::from_slice(&line)
-                .map_err(|e| io_err(&journal_path, &format!("line {lineno} damaged"), e))?;
-            inner.apply(change).map_err(|e| io_err(&journal_path, &format!("line {lineno}"), e))?;
-            replayed += 1;
         }
-        if replayed > 0 || dropped_torn_line {
+        if (replayed > 0 || dropped_torn_line) && inner.journal.is_some() {
             inner.compact().map_err(|e| io_err(dir, "cannot compact the policy journal", e))?;
         }
         let report = LoadReport { policies: inner.api.len(), replayed, dropped_torn_line };
         Ok((
-            Self {
-                inner: Mutex::new(inner),
-                synced: Mutex::new(0),
-                journal: Some(journal),
-                live: std::sync::OnceLock::new(),
-            },
+            Self { inner: Mutex::new(inner), synced: Mutex::new(0), journal, live: std::sync::OnceLock::new() },
             report,
         ))
     }
@@ -386,6 +450,7 @@ impl PolicyRegistry {
             written: 0,
             dir: PathBuf::new(),
             retired: Vec::new(),
+            poisoned: None,
         };
         Ok(Self { inner: Mutex::new(inner), synced: Mutex::new(0), journal: None, live: std::sync::OnceLock::new() })
     }
@@ -431,27 +496,44 @@ impl PolicyRegistry {
         self.len() == 0
     }
 
-    /// Journals `change` (already applied to `inner`'s copy by `f`), publishes, then
-    /// waits until the line is durable.
+    /// Journals `change` (validated by `f`) and applies it to the working table; waits
+    /// until the line is durable (one fsync may cover several writers); then publishes it
+    /// to the data plane and returns. Any I/O failure after the append poisons the store:
+    /// what is in memory may then differ from what is on disk, so every later change is
+    /// refused until a restart reloads the files (DNS service goes on).
     fn commit<T>(&self, f: impl FnOnce(&mut Inner) -> Result<(Change, T), StoreError>) -> Result<T, StoreError> {
-        let seq = {
+        let (seq, out) = {
             let mut inner = self.lock();
+            if let Some(why) = &inner.poisoned {
+                return Err(StoreError::Io(std::io::Error::other(why.clone())));
+            }
             let (change, out) = f(&mut inner)?;
-            let seq = inner.append(&change)?;
+            let seq = match inner.append(&change) {
+                Ok(seq) => seq,
+                Err(AppendError::Clean(e)) => return Err(StoreError::Io(e)),
+                Err(AppendError::Dirty(e)) => return Err(StoreError::Io(inner.poison(e))),
+            };
             if let Err(e) = inner.apply(change) {
-                // Validated before: cannot happen; the journal holds the line, so fail loudly.
+                // Validated before, so this cannot happen; the line is in the journal.
+                let _ = inner.poison(std::io::Error::other(e.to_string()));
                 return Err(StoreError::Invalid(e, None));
-            }
-            if let Some(live) = self.live.get() {
-                inner.publish(&live.policies);
-            }
-            if inner.journal_len > COMPACT_AFTER.max(inner.snapshot_len) {
-                inner.compact()?;
             }
             (seq, out)
         };
-        self.sync(seq.0)?;
-        Ok(seq.1)
+        if let Err(e) = self.sync(seq) {
+            return Err(StoreError::Io(self.lock().poison(e)));
+        }
+        let mut inner = self.lock();
+        if let Some(live) = self.live.get() {
+            inner.publish(&live.policies);
+        }
+        // Best effort: the change is durable in the journal whatever happens here.
+        if inner.journal_len > COMPACT_AFTER.max(inner.snapshot_len)
+            && let Err(e) = inner.compact()
+        {
+            tracing::warn!(error = %e, "policy journal not compacted (it keeps growing until this works)");
+        }
+        Ok(out)
     }
 
     /// Group commit: one fsync covers every line written before it started.
@@ -639,9 +721,19 @@ mod tests {
         assert!(report.dropped_torn_line);
         assert_eq!(r.all().len(), 1);
         drop(r);
-        std::fs::write(dir.join(JOURNAL_FILE), b"not json\n").unwrap();
+        // Damage followed by a good line is not a crash during a write: refuse to start.
+        let good = format!("{}\n", serde_json::to_string(&Change::Delete("p-5".into())).unwrap());
+        std::fs::write(dir.join(JOURNAL_FILE), format!("not json\n{good}")).unwrap();
         let e = PolicyRegistry::open(&dir, vec![]).unwrap_err().to_string();
         assert!(e.contains("line 1 damaged"), "{e}");
+        // A zero-filled tail (unacknowledged lines after a power cut) is dropped.
+        let mut tail = good.clone().into_bytes();
+        tail.extend_from_slice(&[0u8; 64]);
+        tail.push(b'\n');
+        std::fs::write(dir.join(JOURNAL_FILE), tail).unwrap();
+        let (r, report) = PolicyRegistry::open(&dir, vec![]).unwrap();
+        assert!(report.dropped_torn_line);
+        assert_eq!((report.replayed, r.all().len()), (1, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

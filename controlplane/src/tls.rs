@@ -17,6 +17,9 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes finished but not yet taken by the server.
 const BACKLOG: usize = 128;
+/// Handshakes under way at once; further connections wait to be accepted, so a client
+/// that opens many and never finishes them cannot take every descriptor.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Builds the server configuration from PEM files: a certificate chain and its key.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -51,8 +54,10 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
         let acceptor = TlsAcceptor::from(config);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -64,6 +69,7 @@ impl TlsListener {
                 };
                 let (acceptor, done) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = done.send((tls, peer)).await;

@@ -66,7 +66,7 @@ pub struct ProbeRecord {
     /// TLS session resumptions (DoT).
     #[serde(default)]
     pub handshakes_resumed: u64,
-    /// Connections open now, all workers together (not saved).
+    /// Connections open now, all workers together (filled in by `records`; not saved).
     #[serde(skip)]
     pub open_connections: u32,
 }
@@ -103,13 +103,20 @@ type Shard = ClockCache<(IpAddr, Transport), ProbeRecord>;
 pub struct ProbeTable {
     shards: Box<[Mutex<Shard>]>,
     windows: ProbeWindows,
+    /// Connections open now per (address, transport); kept apart from the records, which
+    /// may be evicted or reset while connections stay open. An entry goes at zero.
+    open: Mutex<std::collections::HashMap<(IpAddr, Transport), u32>>,
 }
 
 impl ProbeTable {
     /// A table for about `servers` (address, transport) pairs.
     pub fn new(servers: usize, windows: ProbeWindows) -> Self {
         let per = servers.div_ceil(SHARDS).max(1) * (Shard::overhead() + 64);
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect(), windows }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect(),
+            windows,
+            open: Mutex::new(std::collections::HashMap::new()),
+        }
     }
 
     fn shard(
@@ -197,13 +204,19 @@ impl ProbeTable {
             } else {
                 r.handshakes_full += 1;
             }
-            r.open_connections = r.open_connections.saturating_add(1);
         });
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()).entry((addr, transport)).or_default() += 1;
     }
 
     /// Counts the end of a connection [`ProbeTable::connection_opened`] counted.
     pub fn connection_closed(&self, addr: IpAddr, transport: Transport) {
-        self.update(addr, transport, |r| r.open_connections = r.open_connections.saturating_sub(1));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&(addr, transport)) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&(addr, transport));
+            }
+        }
     }
 
     /// Records a failed encrypted exchange.
@@ -215,7 +228,7 @@ impl ProbeTable {
         });
     }
 
-    /// Every record (for the API and for saving).
+    /// Every record (for the API and for saving), with its open connections.
     pub fn records(&self) -> Vec<ProbeRecord> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
@@ -224,6 +237,10 @@ impl ProbeTable {
                 out.push(r.clone());
                 true
             });
+        }
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &mut out {
+            r.open_connections = open.get(&(r.addr, r.transport)).copied().unwrap_or(0);
         }
         out
     }
@@ -294,6 +311,25 @@ mod tests {
             1000,
             ProbeWindows { persistence: Duration::from_secs(259_200), damping: Duration::from_secs(86_400) },
         )
+    }
+
+    #[test]
+    fn open_connections_survive_a_reset_of_the_record() {
+        let t = table();
+        let a = ip("192.0.2.1");
+        t.connection_opened(a, Transport::Dot, false);
+        t.connection_opened(a, Transport::Dot, true);
+        let r = t.get(a, Transport::Dot).unwrap();
+        assert_eq!((r.handshakes_full, r.handshakes_resumed), (1, 1));
+        assert_eq!(t.records()[0].open_connections, 2);
+        assert!(t.forget(a), "an operator's reset");
+        t.connection_opened(a, Transport::Dot, true);
+        assert_eq!(t.records()[0].open_connections, 3, "the two older connections are still open");
+        for _ in 0..3 {
+            t.connection_closed(a, Transport::Dot);
+        }
+        t.connection_closed(a, Transport::Dot);
+        assert_eq!(t.records()[0].open_connections, 0, "no drift, no underflow");
     }
 
     fn ip(s: &str) -> IpAddr {

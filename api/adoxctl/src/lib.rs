@@ -2,7 +2,7 @@
 //! HTTP (the API binds 127.0.0.1 by default) or HTTPS (TLS 1.3, verified against a given CA
 //! file or the web PKI roots). The tests and benchmarks use it too.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -173,6 +173,9 @@ fn bad(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// Largest reply body accepted (a policy export of a million policies fits).
+const MAX_BODY: usize = 512 << 20;
+
 fn read_reply(mut r: impl BufRead) -> std::io::Result<Reply> {
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -199,7 +202,9 @@ fn read_reply(mut r: impl BufRead) -> std::io::Result<Reply> {
             line.clear();
             r.read_line(&mut line)?;
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
+                .ok()
+                .filter(|n| body.len().saturating_add(*n) <= MAX_BODY)
+                .ok_or_else(|| bad("bad chunk size"))?;
             if size == 0 {
                 break;
             }
@@ -210,10 +215,16 @@ fn read_reply(mut r: impl BufRead) -> std::io::Result<Reply> {
             r.read_line(&mut line)?;
         }
     } else if let Some(n) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if n > MAX_BODY {
+            return Err(bad("reply larger than adoxctl accepts"));
+        }
         body.resize(n, 0);
         r.read_exact(&mut body)?;
     } else {
-        r.read_to_end(&mut body)?;
+        r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
+        if body.len() > MAX_BODY {
+            return Err(bad("reply larger than adoxctl accepts"));
+        }
     }
     Ok(Reply { status, headers, body })
 }
