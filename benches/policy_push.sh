@@ -17,11 +17,16 @@
 #     with the generator raises latency (CFS time slices) equally in every condition.
 #   PLACEMENT=split: the worker alone on core 0; adox-load, policy-push and adoxd's other
 #     threads on core 1. Baseline latency is cleaner, but the push then takes the
-#     generator's CPU, which the busy-loop control shows. Reported per condition (median round by p99): latency percentiles,
+#     generator's CPU, which the busy-loop control shows.
+#   PLACEMENT=rt: as split, but adox-load sleeps between sends (--pace sleep) and runs at
+#     real-time priority (SCHED_FIFO 50): it preempts the push whenever a send is due and
+#     leaves the rest of core 1 to it. Latency is then measured to within one send
+#     interval (50 us at 20,000 qps), and the push reaches it only through the worker. Reported per condition (median round by p99): latency percentiles,
 # adoxd CPU per answered query for the whole process and for the worker thread alone, and
 # the push rate. Needs root (the lab).
 #
 #   benches/policy_push.sh                  # RATE=20000 DURATION=15 COUNT=100000 ROUNDS=3
+#   STATE_ROOT=/dev/shm benches/policy_push.sh   # the state directory on tmpfs (no disk fsync)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,10 +40,17 @@ QUERIES=${QUERIES:-deploy/lab/names.txt}
 PLACEMENT=${PLACEMENT:-shared}
 WORKER_CPU=0
 CONTROL_CPU=1
+LOAD_PREFIX=()
+LOAD_PACE=()
 case $PLACEMENT in
     shared) LOAD_CPU=0 ;;
     split) LOAD_CPU=1 ;;
-    *) echo "PLACEMENT is shared or split" >&2; exit 2 ;;
+    rt)
+        LOAD_CPU=1
+        LOAD_PREFIX=(chrt -f 50)
+        LOAD_PACE=(--pace sleep)
+        ;;
+    *) echo "PLACEMENT is shared, split or rt" >&2; exit 2 ;;
 esac
 TCK=$(getconf CLK_TCK)
 PORT=5350
@@ -53,7 +65,9 @@ if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
     deploy/lab/lab up "$LAB" >/dev/null
     started_lab=1
 fi
-WORK=$(mktemp -d)
+# The state directory (with the policy journal) lives under STATE_ROOT: /tmp (the disk) by
+# default; /dev/shm takes the disk's fsync cost out, to see what part of any effect is it.
+WORK=$(mktemp -d -p "${STATE_ROOT:-/tmp}")
 pid=
 cleanup() {
     if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
@@ -94,7 +108,8 @@ run() {
         taskset -c "$CONTROL_CPU" timeout "$push_seconds" sh -c 'while :; do :; done' &
         push_pid=$!
     fi
-    out=$(taskset -c "$LOAD_CPU" "$LOAD" --server 127.0.0.1:$PORT --queries "$QUERIES" --rate "$RATE" --duration "$DURATION" --json)
+    out=$(taskset -c "$LOAD_CPU" "${LOAD_PREFIX[@]}" "$LOAD" --server 127.0.0.1:$PORT --queries "$QUERIES" --rate "$RATE" \
+        --duration "$DURATION" "${LOAD_PACE[@]}" --json)
     p1=$(ticks /proc/$pid/stat)
     w1=$(ticks /proc/$pid/task/$worker_tid/stat)
     if [[ $cond == push ]]; then
@@ -122,7 +137,7 @@ policies=$(curl -s "http://$API/metrics" | sed -n 's/^adox_policies \([0-9]*\)$/
 
 echo
 echo "policy pushes under load, $(date -u +%F), $(nproc) cores, PLACEMENT=$PLACEMENT: adoxd worker on core $WORKER_CPU, adox-load on core $LOAD_CPU, adoxd's other threads and policy-push on core $CONTROL_CPU"
-echo "fixed load: $RATE qps for $DURATION s; push: $COUNT POSTs, $CONCURRENCY at a time, per round; $ROUNDS rounds, median by p99; policies held at the end: $policies"
+echo "fixed load: $RATE qps for $DURATION s; push: $COUNT POSTs, $CONCURRENCY at a time, per round; $ROUNDS rounds, median by p99; policies held at the end: $policies; state on $(df --output=fstype "$WORK" | tail -1)"
 printf '%-8s %8s %8s %8s %9s %6s %12s %12s  %s\n' condition p50_us p99_us p999_us answered lost "cpu_us/q" "worker_us/q" "push rate,time,errors"
 for cond in alone push busy; do
     med=$(printf '%s' "${results[$cond]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")

@@ -33,12 +33,15 @@ struct Args {
     timeout: Duration,
     edns: bool,
     json: bool,
+    /// At a fixed rate, sleep (nanosleep, microsecond timers) until the next send is due
+    /// instead of spinning.
+    pace_sleep: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: adox-load --server ADDR:PORT --queries FILE [--duration SECS] [--rate QPS | --max-outstanding N]\n\
-         \x20                [--sockets N (>=128 default 128)] [--timeout-ms MS] [--edns] [--json]"
+         \x20                [--sockets N (>=128 default 128)] [--timeout-ms MS] [--edns] [--json] [--pace spin|sleep]"
     );
     std::process::exit(2)
 }
@@ -54,6 +57,7 @@ fn parse_args() -> Args {
         timeout: Duration::from_millis(1000),
         edns: false,
         json: false,
+        pace_sleep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +95,14 @@ fn parse_args() -> Args {
                 a.timeout = Duration::from_millis(v.parse().unwrap_or_else(|_| bad("--timeout-ms", &v)));
             }
             "--edns" => a.edns = true,
+            "--pace" => {
+                let v = val();
+                a.pace_sleep = match v.as_str() {
+                    "spin" => false,
+                    "sleep" => true,
+                    _ => bad("--pace", &v),
+                };
+            }
             "--json" => a.json = true,
             _ => usage(),
         }
@@ -236,6 +248,20 @@ fn main() {
             && e.kind() != io::ErrorKind::Interrupted
         {
             fail("poll", e);
+        }
+        // With --pace sleep, yield the core until the next send is due (at most 1 ms): the
+        // generator can then share its core with other work (run it at real-time priority
+        // so that work cannot delay its sends). Replies that arrive meanwhile are
+        // timestamped at wake-up, so latency is measured to within one send interval.
+        if args.pace_sleep
+            && events.is_empty()
+            && let Some(r) = args.rate
+        {
+            let next_due = Duration::from_secs_f64((sent + 1) as f64 / r);
+            let now = start.elapsed();
+            if now < end_send && next_due > now + Duration::from_micros(10) {
+                std::thread::sleep((next_due - now).min(Duration::from_millis(1)));
+            }
         }
         for ev in events.iter() {
             let sock = &mut socks[ev.token().0];
