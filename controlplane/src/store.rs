@@ -196,10 +196,11 @@ impl Inner {
                     number_of(&p.id).ok_or_else(|| PolicyError { field: "id", reason: format!("bad id {}", p.id) })?;
                 if let Some(old) = self.api.remove(&n) {
                     self.table.remove(&old);
-                    self.selectors.remove(&selector(&old));
+                    self.forget_selector(&old);
                 }
                 self.table.insert(&p)?;
-                self.selectors.insert(selector(&p), p.id.clone());
+                // A configuration policy keeps its selector (see `open`).
+                self.selectors.entry(selector(&p)).or_insert_with(|| p.id.clone());
                 self.next_id = self.next_id.max(n + 1);
                 self.revision = self.revision.max(p.revision);
                 self.api.insert(n, p);
@@ -207,14 +208,14 @@ impl Inner {
             Change::Delete(id) => {
                 if let Some(old) = number_of(&id).and_then(|n| self.api.remove(&n)) {
                     self.table.remove(&old);
-                    self.selectors.remove(&selector(&old));
+                    self.forget_selector(&old);
                 }
             }
             Change::Batch { clear, changes } => {
                 if clear {
                     for (_, old) in std::mem::take(&mut self.api) {
                         self.table.remove(&old);
-                        self.selectors.remove(&selector(&old));
+                        self.forget_selector(&old);
                     }
                 }
                 for c in changes {
@@ -223,6 +224,14 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Removes `p`'s selector from the index if it is `p`'s (not a configuration policy's).
+    fn forget_selector(&mut self, p: &Policy) {
+        let sel = selector(p);
+        if self.selectors.get(&sel) == Some(&p.id) {
+            self.selectors.remove(&sel);
+        }
     }
 
     fn snapshot_bytes(&self) -> Vec<u8> {
@@ -426,6 +435,17 @@ impl PolicyRegistry {
         }
         if (replayed > 0 || dropped_torn_line) && inner.journal.is_some() {
             inner.compact().map_err(|e| io_err(dir, "cannot compact the policy journal", e))?;
+        }
+        // A configuration edit may have added the selector of a saved API policy: both stay
+        // (the API one, compiled later, wins the tie), and the operator is told.
+        for p in inner.api.values() {
+            if let Some(c) = inner.config.iter().find(|c| selector(c) == selector(p)) {
+                tracing::warn!(
+                    config = %c.id,
+                    api = %p.id,
+                    "a configuration policy and an API policy have the same zone, nameserver and address; the API one takes effect until it is deleted"
+                );
+            }
         }
         let report = LoadReport { policies: inner.api.len(), replayed, dropped_torn_line };
         Ok((
@@ -734,6 +754,24 @@ mod tests {
         let (r, report) = PolicyRegistry::open(&dir, vec![]).unwrap();
         assert!(report.dropped_torn_line);
         assert_eq!((report.replayed, r.all().len()), (1, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_policy_added_over_a_saved_selector_keeps_its_place() {
+        let dir = tempdir("clash");
+        let (r, _) = PolicyRegistry::open(&dir, vec![]).unwrap();
+        r.create(&spec("a.lab", Mode::Cleartext)).unwrap();
+        drop(r);
+        // The operator then writes the same selector into the configuration.
+        let cfg = spec("a.lab", Mode::Strict).normalize("cfg-1".into(), true).unwrap();
+        let (r, _) = PolicyRegistry::open(&dir, vec![cfg]).unwrap();
+        assert_eq!(r.all().len(), 2, "both load");
+        r.delete("p-1", None).unwrap();
+        assert!(
+            matches!(r.create(&spec("a.lab", Mode::Opportunistic)), Err(StoreError::Conflict { existing, .. }) if existing == "cfg-1"),
+            "deleting the API policy left the configuration's selector in the index"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
