@@ -129,6 +129,21 @@ fn policy_crud_with_etags_conflicts_and_field_errors() {
     // Oversized bodies: 413, whether the length is declared or not.
     let big = format!(r#"{{"zone":"a.lab","mode":"strict","comment":"{}"}}"#, "x".repeat(100_000));
     problem(&c, "POST", "/v1/policies", big.as_bytes(), 413, None);
+    let chunked = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(d.api.unwrap()).unwrap();
+        let mut req = format!(
+            "POST /v1/policies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            crate::support::ADMIN_TOKEN
+        )
+        .into_bytes();
+        req.extend_from_slice(format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len()).as_bytes());
+        s.write_all(&req).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(chunked.starts_with("HTTP/1.1 413"), "a chunked oversized body: {chunked}");
     // Replace with a stale ETag: 412; with the current one: 200 and a new ETag.
     let stale = |m: &str| {
         c.request(
