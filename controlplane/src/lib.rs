@@ -70,6 +70,15 @@ impl std::fmt::Debug for ApiSettings {
     }
 }
 
+/// The bearer tokens in force; replaced whole on reload (SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    /// May read and write.
+    pub admin: Vec<String>,
+    /// May only read.
+    pub read: Vec<String>,
+}
+
 /// Reads a token file: one token per line, `#` starts a comment, blank lines ignored.
 /// Tokens shorter than 16 characters are refused: they can be guessed.
 pub fn read_token_file(path: &std::path::Path) -> Result<Vec<String>, String> {
@@ -112,6 +121,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct ControlPlane {
     /// The address actually bound.
     pub local_addr: SocketAddr,
+    tokens: Arc<std::sync::RwLock<Tokens>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -127,7 +137,9 @@ impl ControlPlane {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let tls = settings.tls.clone();
-        let app = routes::router(Arc::new(routes::AppState::new(settings, plane, registry)));
+        let state = Arc::new(routes::AppState::new(settings, plane, registry));
+        let tokens = state.tokens();
+        let app = routes::router(state);
         let thread = std::thread::Builder::new().name("adox-api".into()).spawn(move || {
             runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -146,7 +158,12 @@ impl ControlPlane {
                 }
             });
         })?;
-        Ok(Self { local_addr, shutdown: Some(tx), thread: Some(thread) })
+        Ok(Self { local_addr, tokens, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// Replaces the tokens (a reload): requests from now on are checked against these.
+    pub fn set_tokens(&self, tokens: Tokens) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
     }
 
     /// Stops serving and waits for the thread.

@@ -71,6 +71,7 @@ pub struct AppState {
     started: Instant,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     log_level: Mutex<String>,
+    tokens: Arc<std::sync::RwLock<crate::Tokens>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -83,7 +84,31 @@ impl AppState {
     /// The state of a new server.
     pub fn new(settings: ApiSettings, plane: PlaneHandle, registry: Arc<PolicyRegistry>) -> Self {
         let log_level = Mutex::new(settings.log_level.clone());
-        Self { settings, plane, registry, started: Instant::now(), buckets: Mutex::new(HashMap::new()), log_level }
+        let tokens = Arc::new(std::sync::RwLock::new(crate::Tokens {
+            admin: settings.admin_tokens.clone(),
+            read: settings.read_tokens.clone(),
+        }));
+        Self {
+            settings,
+            plane,
+            registry,
+            started: Instant::now(),
+            buckets: Mutex::new(HashMap::new()),
+            log_level,
+            tokens,
+        }
+    }
+
+    /// The tokens in force, shared with the [`crate::ControlPlane`] that reloads them.
+    pub fn tokens(&self) -> Arc<std::sync::RwLock<crate::Tokens>> {
+        self.tokens.clone()
+    }
+
+    /// Whether `token` may read, and whether it may write.
+    fn role(&self, token: &str) -> (bool, bool) {
+        let t = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let admin = t.admin.iter().any(|k| same(k, token));
+        (admin || t.read.iter().any(|k| same(k, token)), admin)
     }
 
     /// Takes one request from `ip`'s bucket; false when it is empty.
@@ -304,8 +329,7 @@ async fn guard(
         )
         .into_response();
     };
-    let admin = st.settings.admin_tokens.iter().any(|t| same(t, token));
-    let reader = admin || st.settings.read_tokens.iter().any(|t| same(t, token));
+    let (reader, admin) = st.role(token);
     if !reader {
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token").into_response();
     }
@@ -324,9 +348,7 @@ async fn metrics_guard(State(st): State<Shared>, req: Request, next: Next) -> Re
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = token.is_some_and(|t| {
-            st.settings.admin_tokens.iter().chain(&st.settings.read_tokens).any(|k| same(k, t.trim()))
-        });
+        let ok = token.is_some_and(|t| st.role(t.trim()).0);
         if !ok {
             return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "metrics are protected: a token is needed")
                 .into_response();

@@ -66,6 +66,11 @@ pub fn stop_on_signals() -> std::io::Result<&'static std::sync::atomic::AtomicBo
     sys::install_stop_signals()
 }
 
+/// Installs a SIGHUP handler that sets a flag (the daemon clears it when it has reloaded).
+pub fn reload_on_sighup() -> std::io::Result<&'static std::sync::atomic::AtomicBool> {
+    sys::install_reload_signal()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

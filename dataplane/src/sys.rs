@@ -47,6 +47,29 @@ pub(crate) fn install_stop_signals() -> std::io::Result<&'static std::sync::atom
     Ok(&STOP)
 }
 
+static RELOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    RELOAD.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Sets SIGHUP to raise the returned flag (the daemon reloads what it can: API tokens).
+pub(crate) fn install_reload_signal() -> std::io::Result<&'static std::sync::atomic::AtomicBool> {
+    // SAFETY: as in `install_stop_signals`: the handler only performs an atomic store.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_reload_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(&RELOAD)
+}
+
 /// Datagrams moved per recvmmsg/sendmmsg call.
 pub(crate) const MMSG_BATCH: usize = 32;
 /// Largest client datagram read whole; longer ones are flagged truncated and dropped.

@@ -213,6 +213,20 @@ fn init_logging(level: &str) -> adox_controlplane::SetLogLevel {
     })
 }
 
+/// The API token files, read now (at start, and again on SIGHUP).
+fn read_tokens(cfg: &Config) -> anyhow::Result<adox_controlplane::Tokens> {
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<Vec<String>> {
+        match p {
+            Some(p) => adox_controlplane::read_token_file(p).map_err(anyhow::Error::msg),
+            None => Ok(vec![]),
+        }
+    };
+    Ok(adox_controlplane::Tokens {
+        admin: read(&cfg.api.token_file).context("api.token_file")?,
+        read: read(&cfg.api.read_token_file).context("api.read_token_file")?,
+    })
+}
+
 /// The API's settings from the configuration (token files read now: a bad file stops
 /// the start, with its line).
 fn api_settings(
@@ -220,14 +234,7 @@ fn api_settings(
     listen: std::net::SocketAddr,
     set_log_level: adox_controlplane::SetLogLevel,
 ) -> anyhow::Result<adox_controlplane::ApiSettings> {
-    let read = |p: &Option<PathBuf>| -> anyhow::Result<Vec<String>> {
-        match p {
-            Some(p) => adox_controlplane::read_token_file(p).map_err(anyhow::Error::msg),
-            None => Ok(vec![]),
-        }
-    };
-    let admin_tokens = read(&cfg.api.token_file).context("api.token_file")?;
-    let read_tokens = read(&cfg.api.read_token_file).context("api.read_token_file")?;
+    let adox_controlplane::Tokens { admin: admin_tokens, read: read_tokens } = read_tokens(cfg)?;
     let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
         (Some(cert), Some(key)) => {
             Some(adox_controlplane::tls::server_config(cert, key).map_err(anyhow::Error::msg).context("api TLS")?)
@@ -258,6 +265,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let cfg = build_config(cli)?;
     let set_log_level = init_logging(&cfg.server.log_level);
     let stop = adox_dataplane::stop_on_signals().context("installing signal handlers")?;
+    let reload = adox_dataplane::reload_on_sighup().context("installing signal handlers")?;
     let hints = match &cfg.resolver.root_hints {
         Some(p) => format!("root hints from {}", p.display()),
         None => "built-in IANA root hints".to_string(),
@@ -306,6 +314,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut last_report = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if reload.swap(false, Ordering::SeqCst)
+            && let Some(api) = &api
+        {
+            // SIGHUP: re-read the token files (rotation); a bad file keeps the old tokens.
+            match read_tokens(&cfg) {
+                Ok(t) => {
+                    tracing::info!(admin = t.admin.len(), read = t.read.len(), "API tokens reloaded");
+                    api.set_tokens(t);
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "API tokens not reloaded; the old ones stay"),
+            }
+        }
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();
             log_stats(&plane);

@@ -445,3 +445,33 @@ fn the_api_over_tls_verifies_and_refuses_plain_http() {
     assert!(plain.get("/livez").is_err(), "no plain HTTP on the TLS port");
     d.terminate();
 }
+
+#[test]
+fn sighup_reloads_the_token_files_and_a_bad_file_keeps_the_old_tokens() {
+    let dir = crate::support::tempdir::Dir::new();
+    let admin = dir.path().join("admin.tokens");
+    std::fs::write(&admin, "first-admin-token-0123456789\n").unwrap();
+    let d = Adoxd::lab(&["--api-token-file", admin.to_str().unwrap()]);
+    let with = |t: &str| d.api_client(Some(t)).get("/v1/stats").unwrap().status;
+    assert_eq!(with("first-admin-token-0123456789"), 200);
+    let hup = || {
+        let pid = d.pid().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        let start = Instant::now();
+        let seen = d.log().matches("API tokens").count();
+        while d.log().matches("API tokens").count() == seen && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Rotation: the new token works at once, the old one no more.
+    std::fs::write(&admin, "# rotated\nsecond-admin-token-0123456789\n").unwrap();
+    hup();
+    assert_eq!(with("second-admin-token-0123456789"), 200);
+    assert_eq!(with("first-admin-token-0123456789"), 401);
+    // A broken file is refused and the tokens in force stay.
+    std::fs::write(&admin, "short\n").unwrap();
+    hup();
+    assert!(d.log().contains("API tokens not reloaded"), "{}", d.log());
+    assert_eq!(with("second-admin-token-0123456789"), 200);
+    d.terminate();
+}

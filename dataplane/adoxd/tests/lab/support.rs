@@ -137,6 +137,11 @@ impl Adoxd {
         self.log()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything adoxd logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
