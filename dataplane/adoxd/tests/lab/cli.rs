@@ -6,8 +6,17 @@ use hickory_proto::rr::RecordType;
 
 use crate::support::{Adoxd, temp_config};
 
+/// Runs adoxd to completion with its own state directory (never the machine's
+/// /var/lib/adox) and its API off.
 fn adoxd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_adoxd")).args(args).output().unwrap()
+    let state = crate::support::tempdir::Dir::new();
+    Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--api", "off"])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -132,9 +132,11 @@ fn dot_sessions_resume_after_idle_close() {
 
 #[test]
 fn strict_policy_from_config_with_a_missing_ca_file_is_a_clear_error() {
-    let (_d, cfg) = temp_config("[transport]\nca_file = \"/nonexistent/ca.pem\"\n");
+    let (d, cfg) = temp_config("[transport]\nca_file = \"/nonexistent/ca.pem\"\n");
     let out = Command::new(env!("CARGO_BIN_EXE_adoxd"))
-        .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0", "--api", "off"])
+        .arg("--state-dir")
+        .arg(d.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
