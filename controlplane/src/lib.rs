@@ -11,7 +11,6 @@
 //! - [`metrics`]: the Prometheus exposition.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use adox_dataplane::PlaneHandle;
@@ -52,8 +51,6 @@ pub struct ApiSettings {
     pub set_log_level: SetLogLevel,
     /// Remarks `/readyz` passes on (for example missing trust anchors).
     pub readiness_notes: Vec<String>,
-    /// The state directory (for the log line only; the store has its own path).
-    pub state_dir: PathBuf,
     /// TLS for the API (see [`tls::server_config`]); `None`: plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }

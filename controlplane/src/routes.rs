@@ -18,7 +18,6 @@ use adox_api::rest::{
     ServerList, ServerState, SignalRecord, SignalState, Stats, TransportState, TransportStatus, WorkerLoad,
 };
 use adox_dataplane::PlaneHandle;
-use adox_dataplane::probe::ProbeStatus;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -579,16 +578,6 @@ async fn import_policies(
     Ok(json(StatusCode::OK, &res))
 }
 
-fn transport_status(s: ProbeStatus) -> TransportStatus {
-    match s {
-        ProbeStatus::Unknown => TransportStatus::Unknown,
-        ProbeStatus::Probing => TransportStatus::Probing,
-        ProbeStatus::Success => TransportStatus::Success,
-        ProbeStatus::Failed => TransportStatus::Failed,
-        ProbeStatus::Timeout => TransportStatus::Timeout,
-    }
-}
-
 fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
     let shared = &st.plane.shared;
     let now = Instant::now();
@@ -600,21 +589,20 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
         held_back: false,
         transports: vec![],
     };
-    for (addr, info) in shared.servers.entries() {
-        if only.is_some_and(|o| o != addr) {
-            continue;
-        }
+    // One address is looked up, not found by walking every table.
+    let (servers, records) = match only {
+        Some(a) => (shared.servers.find(a).map(|i| (a, i)).into_iter().collect(), shared.probes.records_of(a)),
+        None => (shared.servers.entries(), shared.probes.records()),
+    };
+    for (addr, info) in servers {
         let s = by_addr.entry(addr).or_insert_with(|| blank(addr));
         s.srtt_us = (info.srtt_us > 0).then_some(info.srtt_us);
         s.consecutive_failures = info.failures;
         s.held_back = info.held_until.is_some_and(|t| t > now);
     }
-    for r in shared.probes.records() {
-        if only.is_some_and(|o| o != r.addr) {
-            continue;
-        }
+    for r in records {
         let s = by_addr.entry(r.addr).or_insert_with(|| blank(r.addr));
-        let state = transport_status(r.status);
+        let state = r.status;
         let capable = match state {
             TransportStatus::Success => Some(true),
             TransportStatus::Failed | TransportStatus::Timeout => Some(false),
@@ -890,7 +878,6 @@ mod tests {
                 log_level: "info".into(),
                 set_log_level: Arc::new(|_| Ok(())),
                 readiness_notes: vec![],
-                state_dir: dir.clone(),
                 tls: None,
             };
             let mut api = crate::ControlPlane::start(settings, plane.handle(), Arc::new(registry)).unwrap();

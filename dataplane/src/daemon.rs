@@ -149,11 +149,6 @@ impl PlaneHandle {
         worker.explain(crate::worker::ExplainJob { name, qtype, reply: tx });
         rx.recv_timeout(wait).ok()
     }
-
-    /// Number of workers.
-    pub fn workers(&self) -> usize {
-        self.workers.len()
-    }
 }
 
 /// File in the state directory holding the RFC 9539 probe table.

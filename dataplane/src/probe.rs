@@ -27,21 +27,8 @@ use crate::cache::clock::ClockCache;
 
 const SHARDS: usize = 16;
 
-/// The state of one (address, transport), as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeStatus {
-    /// Never tried.
-    Unknown,
-    /// A probe is under way.
-    Probing,
-    /// The last attempt worked.
-    Success,
-    /// The last attempt failed (refused, TLS failure).
-    Failed,
-    /// The last attempt timed out.
-    Timeout,
-}
+/// The state of one (address, transport): the API's type, kept in the table as it is shown.
+pub use adox_api::rest::TransportStatus as ProbeStatus;
 
 /// What is remembered per (address, transport). Times are Unix seconds, so that the state
 /// survives a restart.
@@ -238,11 +225,22 @@ impl ProbeTable {
                 true
             });
         }
+        self.with_open_counts(out)
+    }
+
+    /// The records of one address (each encrypted transport), with open connections.
+    pub fn records_of(&self, addr: IpAddr) -> Vec<ProbeRecord> {
+        let out =
+            [Transport::Doq, Transport::Dot, Transport::Doh].into_iter().filter_map(|t| self.get(addr, t)).collect();
+        self.with_open_counts(out)
+    }
+
+    fn with_open_counts(&self, mut records: Vec<ProbeRecord>) -> Vec<ProbeRecord> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        for r in &mut out {
+        for r in &mut records {
             r.open_connections = open.get(&(r.addr, r.transport)).copied().unwrap_or(0);
         }
-        out
+        records
     }
 
     /// Forgets every transport of `addr` (an operator's reset): it is probed afresh.

@@ -256,7 +256,6 @@ fn api_settings(
         log_level: cfg.server.log_level.clone(),
         set_log_level,
         readiness_notes: vec![],
-        state_dir: cfg.server.state_dir.clone(),
         tls,
     })
 }

@@ -117,6 +117,11 @@ impl ServerTable {
         out
     }
 
+    /// The state of a server, if it is remembered.
+    pub fn find(&self, addr: IpAddr) -> Option<ServerInfo> {
+        self.shard(&addr).get(&addr).copied()
+    }
+
     /// Forgets a server (an operator's reset): it is explored afresh.
     pub fn forget(&self, addr: IpAddr) -> bool {
         self.shard(&addr).remove(&addr).is_some()

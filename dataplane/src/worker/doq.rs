@@ -21,7 +21,7 @@ use quinn_proto::{
 };
 
 use super::exec::{Executor, Reactor, until};
-use super::slots::{Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
+use super::slots::{OpenCount, Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
 use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
 use adox_api::policy::Transport;
@@ -365,9 +365,7 @@ impl DoqPool {
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
         let (driving, reactor, stats) = (conn.clone(), self.reactor.clone(), self.stats.clone());
-        let (shared, addr) = (self.shared.clone(), key.server.ip());
-        let opened = Rc::new(Cell::new(false));
-        let was_opened = opened.clone();
+        let count = OpenCount::new(self.shared.clone(), key.server.ip(), Transport::Doq);
         spawn_driver(
             &self.executor,
             self.reactor.clone(),
@@ -375,16 +373,11 @@ impl DoqPool {
             move |waker| {
                 *driving.driver.borrow_mut() = Some(waker.clone());
                 let poll = driving.drive(reactor.now(), &stats, &reactor, waker);
-                if !opened.get() && driving.state.get() == State::Open {
-                    opened.set(true);
-                    shared.probes.connection_opened(addr, Transport::Doq, false);
-                }
+                // quinn does not report resumption: every DoQ handshake counts as full.
+                count.observe(driving.state.get() == State::Open, || false);
                 poll
             },
             move || {
-                if was_opened.get() {
-                    pool.shared.probes.connection_closed(key.server.ip(), Transport::Doq);
-                }
                 forget(&pool.conns, &key, &driven);
                 pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },

@@ -18,7 +18,7 @@ use mio::Interest;
 use rustls::pki_types::ServerName;
 
 use super::exec::{Executor, Reactor};
-use super::slots::{Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
+use super::slots::{OpenCount, Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
 use crate::resolver::UpstreamError;
 use crate::stats::WorkerStats;
 use crate::transport::dot::{DotFailure, DotSession, TlsError, pad_query};
@@ -218,9 +218,7 @@ impl DotPool {
         let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
         let driving = conn.clone();
         let stats = self.stats.clone();
-        let (shared, addr) = (self.shared.clone(), key.server.ip());
-        let opened = Rc::new(Cell::new(false));
-        let was_opened = opened.clone();
+        let count = OpenCount::new(self.shared.clone(), key.server.ip(), Transport::Dot);
         spawn_driver(
             &self.executor,
             self.reactor.clone(),
@@ -228,17 +226,11 @@ impl DotPool {
             move |waker| {
                 *driving.driver.borrow_mut() = Some(waker.clone());
                 let poll = driving.drive(&stats);
-                if !opened.get() && matches!(*driving.state.borrow(), State::Open | State::Closing) {
-                    opened.set(true);
-                    let resumed = driving.session.borrow_mut().resumed();
-                    shared.probes.connection_opened(addr, Transport::Dot, resumed);
-                }
+                let open = matches!(*driving.state.borrow(), State::Open | State::Closing);
+                count.observe(open, || driving.session.borrow_mut().resumed());
                 poll
             },
             move || {
-                if was_opened.get() {
-                    pool.shared.probes.connection_closed(key.server.ip(), Transport::Dot);
-                }
                 forget(&pool.conns, &key, &driven);
                 pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },

@@ -1,5 +1,6 @@
 //! What the DoT and DoQ pools share: the slot a query waits in until its connection's
-//! driver hands it the answer (or the connection's failure), and the driver task itself.
+//! driver hands it the answer (or the connection's failure), the driver task itself, and
+//! the count of the connection in the shared per-server table.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,6 +11,42 @@ use std::time::Instant;
 
 use super::exec::{Executor, Reactor, until};
 use crate::resolver::UpstreamError;
+
+/// One connection as the shared probe table counts it: opened once its handshake is done,
+/// closed when this is dropped (with the driver task that owns it).
+pub(super) struct OpenCount {
+    shared: std::sync::Arc<crate::resolver::Shared>,
+    addr: std::net::IpAddr,
+    transport: adox_api::policy::Transport,
+    counted: Cell<bool>,
+}
+
+impl OpenCount {
+    pub(super) fn new(
+        shared: std::sync::Arc<crate::resolver::Shared>,
+        addr: std::net::IpAddr,
+        transport: adox_api::policy::Transport,
+    ) -> Self {
+        Self { shared, addr, transport, counted: Cell::new(false) }
+    }
+
+    /// Called after each drive: counts the connection the first time `open` holds, as a
+    /// resumption when `resumed()` says so.
+    pub(super) fn observe(&self, open: bool, resumed: impl FnOnce() -> bool) {
+        if open && !self.counted.get() {
+            self.counted.set(true);
+            self.shared.probes.connection_opened(self.addr, self.transport, resumed());
+        }
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        if self.counted.get() {
+            self.shared.probes.connection_closed(self.addr, self.transport);
+        }
+    }
+}
 
 /// One query in flight on a connection.
 #[derive(Debug)]
