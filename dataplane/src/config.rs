@@ -102,6 +102,15 @@ pub mod bounds {
     pub const API_MAX_BODY_BYTES: Bound = b("api.max_body_bytes", 64 << 10, 1 << 10, 16 << 20);
     /// Largest REST request body for a bulk policy import.
     pub const API_MAX_IMPORT_BYTES: Bound = b("api.max_import_bytes", 64 << 20, 1 << 10, 1 << 30);
+    /// NSEC3 iterations above which a denial is insecure (RFC 9276 section 3.2; Unbound
+    /// and BIND use 150).
+    pub const NSEC3_MAX_ITERATIONS: Bound = b("dnssec.nsec3_max_iterations", 150, 0, 2500);
+    /// Signature checks one client query may make (KeyTrap, CVE-2023-50387).
+    pub const MAX_SIG_CHECKS: Bound = b("dnssec.max_sig_checks", 64, 1, 10_000);
+    /// NSEC3 hashes one client query may compute (CVE-2023-50868).
+    pub const MAX_NSEC3_HASHES: Bound = b("dnssec.max_nsec3_hashes", 64, 1, 10_000);
+    /// How long bogus data is cached before it is fetched again.
+    pub const BOGUS_TTL_S: Bound = b("dnssec.bogus_ttl_s", 60, 1, 86_400);
 
     /// All knobs, for documentation and `--help`.
     pub const ALL: &[Bound] = &[
@@ -137,6 +146,10 @@ pub mod bounds {
         API_RATE_BURST,
         API_MAX_BODY_BYTES,
         API_MAX_IMPORT_BYTES,
+        NSEC3_MAX_ITERATIONS,
+        MAX_SIG_CHECKS,
+        MAX_NSEC3_HASHES,
+        BOGUS_TTL_S,
     ];
 }
 
@@ -205,6 +218,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// The REST control plane.
     pub api: ApiConfig,
+    /// DNSSEC validation.
+    pub dnssec: DnssecConfig,
     /// Operator transport overrides, as `[[policy]]` tables (the REST API's field names).
     #[serde(rename = "policy")]
     pub policies: Vec<adox_api::policy::PolicySpec>,
@@ -264,6 +279,69 @@ impl ApiConfig {
         parse_listen(&self.listen)
             .map(Some)
             .map_err(|reason| ConfigError::Invalid { field: "api.listen".into(), reason })
+    }
+}
+
+/// `[dnssec]`: validation (RFC 4033-4035, 5155, 6840).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct DnssecConfig {
+    /// `validate` (default) or `off`.
+    pub mode: String,
+    /// DS or DNSKEY records in zone-file format that replace the built-in root anchors.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Negative trust anchors (RFC 7646): names at or below them are not validated.
+    pub negative_trust_anchors: Vec<String>,
+    /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7) signatures; when false, zones
+    /// signed only with them are insecure. Default true (validators may still validate
+    /// them, RFC 8624 section 3.1).
+    pub sha1_algorithms: bool,
+    /// See [`bounds::NSEC3_MAX_ITERATIONS`].
+    pub nsec3_max_iterations: u16,
+    /// See [`bounds::MAX_SIG_CHECKS`].
+    pub max_sig_checks: u32,
+    /// See [`bounds::MAX_NSEC3_HASHES`].
+    pub max_nsec3_hashes: u32,
+    /// See [`bounds::BOGUS_TTL_S`].
+    pub bogus_ttl_s: u32,
+}
+
+impl Default for DnssecConfig {
+    fn default() -> Self {
+        Self {
+            mode: "validate".into(),
+            trust_anchor_file: None,
+            negative_trust_anchors: Vec::new(),
+            sha1_algorithms: true,
+            nsec3_max_iterations: d(bounds::NSEC3_MAX_ITERATIONS),
+            max_sig_checks: d(bounds::MAX_SIG_CHECKS),
+            max_nsec3_hashes: d(bounds::MAX_NSEC3_HASHES),
+            bogus_ttl_s: d(bounds::BOGUS_TTL_S),
+        }
+    }
+}
+
+impl DnssecConfig {
+    /// Whether answers are validated.
+    pub fn validating(&self) -> bool {
+        self.mode == "validate"
+    }
+
+    /// The negative trust anchors, parsed.
+    pub fn negative_anchors(&self) -> Result<Vec<hickory_proto::rr::Name>, ConfigError> {
+        self.negative_trust_anchors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut n = hickory_proto::rr::Name::from_ascii(s).map_err(|e| ConfigError::Invalid {
+                    field: format!("dnssec.negative_trust_anchors[{i}]"),
+                    reason: e.to_string(),
+                })?;
+                n.set_fqdn(true);
+                Ok(crate::names::canonical(&n))
+            })
+            .collect()
     }
 }
 
@@ -512,7 +590,8 @@ impl Config {
         let c = &self.cache;
         let t = &self.transport;
         let a = &self.api;
-        let checks: [(Bound, u64); 32] = [
+        let v = &self.dnssec;
+        let checks: [(Bound, u64); 36] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -545,6 +624,10 @@ impl Config {
             (bounds::API_RATE_BURST, u64::from(a.rate_burst)),
             (bounds::API_MAX_BODY_BYTES, a.max_body_bytes as u64),
             (bounds::API_MAX_IMPORT_BYTES, a.max_import_bytes as u64),
+            (bounds::NSEC3_MAX_ITERATIONS, u64::from(v.nsec3_max_iterations)),
+            (bounds::MAX_SIG_CHECKS, u64::from(v.max_sig_checks)),
+            (bounds::MAX_NSEC3_HASHES, u64::from(v.max_nsec3_hashes)),
+            (bounds::BOGUS_TTL_S, u64::from(v.bogus_ttl_s)),
         ];
         for (b, v) in checks {
             b.check(v)?;
@@ -564,6 +647,13 @@ impl Config {
         self.upstream_prefixes()?;
         self.policies()?;
         self.api.listen_addr()?;
+        if !matches!(v.mode.as_str(), "validate" | "off") {
+            return Err(ConfigError::Invalid {
+                field: "dnssec.mode".into(),
+                reason: format!("{:?}: expected \"validate\" or \"off\"", v.mode),
+            });
+        }
+        v.negative_anchors()?;
         if self.api.tls_cert_file.is_some() != self.api.tls_key_file.is_some() {
             return Err(ConfigError::Invalid {
                 field: "api.tls_key_file".into(),
@@ -606,6 +696,12 @@ impl Config {
     /// The opened upstream prefixes, parsed.
     pub fn upstream_prefixes(&self) -> Result<Vec<IpNet>, ConfigError> {
         parse_list("access.allow_upstream", &self.access.allow_upstream)
+    }
+
+    /// Whether validation is on but nothing can anchor it: custom root hints (a private
+    /// root) and no `dnssec.trust_anchor_file`. Everything is then insecure.
+    pub fn dnssec_unanchored(&self) -> bool {
+        self.dnssec.validating() && self.dnssec.trust_anchor_file.is_none() && self.resolver.root_hints.is_some()
     }
 
     /// Worker count with 0 resolved to the number of available cores.
@@ -679,6 +775,17 @@ mod tests {
         assert!(unknown.to_string().contains("sni"));
         let bad_mode = Config::from_toml("[[policy]]\nmode = \"paranoid\"\n").unwrap_err();
         assert!(bad_mode.to_string().contains("paranoid"));
+    }
+
+    #[test]
+    fn dnssec_section_is_checked() {
+        let c = Config::from_toml("[dnssec]\nmode = \"maybe\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.mode"));
+        let c = Config::from_toml("[dnssec]\nnegative_trust_anchors = [\"ok.lab\", \"bad..name\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.negative_trust_anchors[1]"));
+        let c = Config::from_toml("[dnssec]\nnsec3_max_iterations = 3000\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.nsec3_max_iterations"));
+        assert!(Config::default().dnssec.validating());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum StartError {
     /// An operator policy could not be compiled.
     #[error("policy: {0}")]
     Policy(adox_api::policy::PolicyError),
+    /// The trust anchor file could not be read.
+    #[error("dnssec: {0}")]
+    TrustAnchor(String),
     /// A socket could not be opened or bound.
     #[error("cannot listen on {addr} ({proto}): {source}")]
     Bind {
@@ -216,6 +219,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
         policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
         signals: crate::signal::SignalCache::new(cfg.transport.session_cache_servers),
+        validator: validator_settings(cfg)?,
         probes: ProbeTable::new(
             cfg.transport.session_cache_servers,
             ProbeWindows {
@@ -224,6 +228,30 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
             },
         ),
         settings: Settings::from_config(cfg),
+    })
+}
+
+/// DNSSEC settings: the anchors from `dnssec.trust_anchor_file`, else the built-in root
+/// anchors unless custom root hints make them useless (then none: nothing validates, and
+/// [`Config::dnssec_unanchored`] says so at start and in `/readyz`).
+pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettings, StartError> {
+    let d = &cfg.dnssec;
+    let anchors = match &d.trust_anchor_file {
+        Some(p) => {
+            Some(crate::dnssec::TrustAnchors::from_file(&p.display().to_string()).map_err(StartError::TrustAnchor)?)
+        }
+        None if cfg.resolver.root_hints.is_some() => None,
+        None => Some(crate::dnssec::TrustAnchors::built_in()),
+    };
+    Ok(crate::dnssec::ValidatorSettings {
+        enabled: d.validating(),
+        anchors,
+        negative_anchors: d.negative_anchors()?,
+        sha1: d.sha1_algorithms,
+        nsec3_max_iterations: d.nsec3_max_iterations,
+        max_sig_checks: d.max_sig_checks,
+        max_nsec3_hashes: d.max_nsec3_hashes,
+        bogus_ttl: d.bogus_ttl_s,
     })
 }
 

@@ -21,7 +21,13 @@ pub fn client_query(data: &[u8]) {
     assert_eq!(cache.lookup(&q, data, 0, Some(q.udp_limit(1232)), 1232, &mut out), Lookup::Miss);
     let err: Result<crate::resolver::Answer, ResolveError> = Err(ResolveError::LimitExceeded(Limit::Depth));
     respond::build(&mut out, data, &q, &err, 1232);
-    let answer = Ok(crate::resolver::Answer { rcode: 0, answers: vec![], authority: vec![], cache_ttl: 60 });
+    let answer = Ok(crate::resolver::Answer {
+        rcode: 0,
+        answers: vec![],
+        authority: vec![],
+        cache_ttl: 60,
+        security: crate::dnssec::Security::Secure,
+    });
     let ttl = respond::build(&mut out, data, &q, &answer, 1232);
     cache.store(&q, data, &out, 0, ttl);
     // Stored only when cacheable (a question hickory cannot read gets FORMERR, TTL 0).

@@ -23,6 +23,7 @@ pub mod cache {
 }
 pub mod config;
 pub mod daemon;
+pub mod dnssec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;

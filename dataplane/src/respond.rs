@@ -5,6 +5,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseC
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use crate::dnssec::Security;
 use crate::resolver::{Answer, ResolveError};
 use crate::wire::{self, Query, ResponseEdns, flag, rcode};
 
@@ -40,6 +41,14 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
             return 0;
         }
     };
+    if let Security::Bogus(b) = &answer.security
+        && !q.cd()
+    {
+        // RFC 4035 section 5.5: bogus data is not given out; with CD the client validates.
+        let edns = edns_for(q, udp_size, Some((b.ede, &b.text)));
+        wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
+        return 0;
+    }
     let Some((name, qtype)) = question(msg, q) else {
         wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
         return 0;
@@ -49,6 +58,9 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
     m.metadata.recursion_desired = q.rd();
     m.metadata.recursion_available = true;
     m.metadata.checking_disabled = q.cd();
+    // AD only for secure data and a client that shows it understands it (DO or AD set,
+    // RFC 6840 section 5.7).
+    m.metadata.authentic_data = answer.security == Security::Secure && (dnssec_ok || q.ad());
     m.metadata.response_code = ResponseCode::from(0, answer.rcode);
     let mut hq = HQuery::query(name, qtype);
     hq.set_query_class(hickory_proto::rr::DNSClass::from(q.qclass));
@@ -106,6 +118,9 @@ pub fn explain(
         other => format!("RCODE{other}"),
     };
     let (rcode, error, answers) = match result {
+        Ok(Answer { security: Security::Bogus(b), .. }) => {
+            (rcode_text(rcode::SERVFAIL), Some(format!("EDE {}: {}", b.ede, b.text)), vec![])
+        }
         // What a client without DO would get (no RRSIGs).
         Ok(a) => (
             rcode_text(a.rcode),
@@ -161,6 +176,7 @@ mod tests {
             answers: vec![Record::from_rdata("www.lab.".parse().unwrap(), 60, RData::A(A::new(192, 0, 2, 1))), rrsig],
             authority: vec![],
             cache_ttl: 60,
+            security: Security::Insecure,
         };
         let mut out = Vec::new();
         assert_eq!(build(&mut out, &msg, &q, &Ok(a), 1232), 60);
@@ -188,6 +204,46 @@ mod tests {
                 assert!(text.contains("max_depth"), "EXTRA-TEXT names the limit");
             }
         }
+    }
+
+    /// RFC 4035 section 3.2.3 and 5.5, RFC 6840 section 5.7: AD for secure data to a
+    /// client that set DO or AD; bogus data is SERVFAIL with its EDE unless CD is set.
+    #[test]
+    fn ad_bit_and_bogus_answers() {
+        let answer = |security| Answer {
+            rcode: 0,
+            answers: vec![Record::from_rdata("www.lab.".parse().unwrap(), 60, RData::A(A::new(192, 0, 2, 1)))],
+            authority: vec![],
+            cache_ttl: 60,
+            security,
+        };
+        let run = |flags_byte: u8, do_bit: bool, security: Security| {
+            let mut msg = query(true);
+            msg[3] = flags_byte;
+            if do_bit {
+                let at = msg.len() - 4;
+                msg[at] = 0x80;
+            }
+            let q = wire::parse_query(&msg).unwrap();
+            let mut out = Vec::new();
+            let ttl = build(&mut out, &msg, &q, &Ok(answer(security)), 1232);
+            (Message::from_vec(&out).unwrap(), ttl, out)
+        };
+        let (m, _, _) = run(0, true, Security::Secure);
+        assert!(m.metadata.authentic_data, "DO client, secure");
+        let (m, _, _) = run(0x20, false, Security::Secure);
+        assert!(m.metadata.authentic_data, "AD client, secure");
+        let (m, _, _) = run(0, false, Security::Secure);
+        assert!(!m.metadata.authentic_data, "plain client");
+        let (m, _, _) = run(0, true, Security::Insecure);
+        assert!(!m.metadata.authentic_data, "insecure");
+        let bogus = Security::bogus(7, "lab.: www.lab. A: signature expired".into());
+        let (m, ttl, out) = run(0, true, bogus.clone());
+        assert_eq!((m.metadata.response_code, ttl), (ResponseCode::ServFail, 0));
+        assert!(String::from_utf8_lossy(&out).contains("signature expired"));
+        let (m, _, _) = run(0x10, true, bogus);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "CD: the data, no AD");
+        assert!(!m.metadata.authentic_data && m.answers.len() == 1);
     }
 
     #[test]

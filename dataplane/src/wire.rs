@@ -110,6 +110,11 @@ impl Query {
     pub fn cd(&self) -> bool {
         self.flags & flag::CD != 0
     }
+
+    /// AD set: the client understands the AD bit without DO (RFC 6840 section 5.7).
+    pub fn ad(&self) -> bool {
+        self.flags & flag::AD != 0
+    }
     /// DNSSEC OK.
     pub fn dnssec_ok(&self) -> bool {
         self.edns.is_some_and(|e| e.dnssec_ok)
@@ -342,10 +347,12 @@ pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<u16>> {
     Some(out)
 }
 
-/// Record types whose RDATA adox reads itself (SVCB, HTTPS, TLSA): hickory would reject a
-/// whole message for one record it cannot parse, where RFC 9460 asks to skip only that
-/// record. Each is mapped to a private-use type (RFC 6895) for parsing and back after.
-pub const RAW_TYPES: [(u16, u16); 3] = [(64, 65_400), (65, 65_401), (52, 65_402)];
+/// Record types kept as raw RDATA, each mapped to a private-use type (RFC 6895) for
+/// parsing and back after: SVCB, HTTPS and TLSA, which adox reads itself (hickory would
+/// reject a whole message for one record it cannot parse, where RFC 9460 asks to skip
+/// only that record); CAA and CERT, which hickory does not write back octet for octet
+/// (a DNSSEC signature is over the original octets).
+pub const RAW_TYPES: [(u16, u16); 5] = [(64, 65_400), (65, 65_401), (52, 65_402), (257, 65_403), (37, 65_404)];
 
 /// Offsets of the TYPE field of every record (not the question) whose type is one of
 /// `RAW_TYPES`; empty (and no allocation) when there is none or the message is too broken

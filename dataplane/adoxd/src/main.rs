@@ -41,6 +41,15 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     root_hints: Option<PathBuf>,
 
+    /// DNSSEC trust anchors: DS or DNSKEY records in zone-file format, replacing the
+    /// built-in root KSKs (needed with --root-hints of a private root).
+    #[arg(long, value_name = "FILE")]
+    trust_anchor: Option<PathBuf>,
+
+    /// DNSSEC validation: validate (default) or off.
+    #[arg(long, value_name = "MODE", value_parser = ["validate", "off"])]
+    dnssec: Option<String>,
+
     /// PEM file of CA certificates for authenticating nameservers over DoT (PKIX);
     /// default: the built-in web PKI roots.
     #[arg(long, value_name = "FILE")]
@@ -106,6 +115,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(f) = &cli.ca_file {
         cfg.transport.ca_file = Some(f.clone());
+    }
+    if let Some(f) = &cli.trust_anchor {
+        cfg.dnssec.trust_anchor_file = Some(f.clone());
+    }
+    if let Some(m) = &cli.dnssec {
+        cfg.dnssec.mode = m.clone();
     }
     if let Some(d) = &cli.state_dir {
         cfg.server.state_dir = d.clone();
@@ -255,9 +270,22 @@ fn api_settings(
         max_import_bytes: cfg.api.max_import_bytes,
         log_level: cfg.server.log_level.clone(),
         set_log_level,
-        readiness_notes: vec![],
+        readiness_notes: dnssec_notes(cfg),
         tls,
     })
+}
+
+/// What the operator must know about validation: said at start and in `/readyz`.
+fn dnssec_notes(cfg: &Config) -> Vec<String> {
+    if cfg.dnssec_unanchored() {
+        vec![
+            "dnssec: custom root hints and no trust anchor (--trust-anchor): the built-in root anchors cannot \
+             validate this root, so nothing is validated"
+                .to_string(),
+        ]
+    } else {
+        vec![]
+    }
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -269,6 +297,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(p) => format!("root hints from {}", p.display()),
         None => "built-in IANA root hints".to_string(),
     };
+    let dnssec = if !cfg.dnssec.validating() {
+        "off".to_string()
+    } else {
+        match &cfg.dnssec.trust_anchor_file {
+            Some(p) => format!("validating, anchors from {}", p.display()),
+            None if cfg.dnssec_unanchored() => "validating, no usable anchor".to_string(),
+            None => "validating, built-in root anchors".to_string(),
+        }
+    };
+    for note in dnssec_notes(&cfg) {
+        tracing::warn!("{note}");
+    }
     // Saved policies are in force from the first query: the store is opened first.
     let registry = match adox_controlplane::PolicyRegistry::open(&cfg.server.state_dir, cfg.policies()?) {
         Ok((registry, loaded)) => {
@@ -306,6 +346,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         api_tls = cfg.api.tls_cert_file.is_some(),
         workers = cfg.worker_count(),
         %hints,
+        %dnssec,
         allow_upstream = %cfg.access.allow_upstream.join(","),
         "adoxd ready"
     );

@@ -39,6 +39,9 @@ fn key_of(q: &Query, msg: &[u8], buf: &mut [u8; MAX_KEY]) -> usize {
     if q.edns.is_some() {
         bits |= 8;
     }
+    if q.ad() {
+        bits |= 16;
+    }
     buf[0] = bits;
     buf[1..3].copy_from_slice(&q.qtype.to_be_bytes());
     buf[3..5].copy_from_slice(&q.qclass.to_be_bytes());

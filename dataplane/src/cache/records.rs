@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::{Name, RData, Record};
 
 use crate::cache::clock::ClockCache;
+use crate::dnssec::Security;
 use crate::names::canonical;
 
 /// Type value used as the key of an NXDOMAIN entry (no real type is 0).
@@ -63,6 +64,8 @@ pub struct Hit {
     pub data: CachedData,
     /// Its trust rank.
     pub rank: Rank,
+    /// Its DNSSEC status.
+    pub security: Security,
     /// Seconds of TTL left (at least 1).
     pub ttl_left: u32,
 }
@@ -71,6 +74,7 @@ pub struct Hit {
 struct Entry {
     data: CachedData,
     rank: Rank,
+    security: Security,
     expires: Instant,
 }
 
@@ -146,10 +150,16 @@ impl RecordCache {
             return None;
         }
         let left = e.expires.duration_since(now).as_secs().max(1);
-        Some(Hit { data: e.data.clone(), rank: e.rank, ttl_left: u32::try_from(left).unwrap_or(u32::MAX) })
+        Some(Hit {
+            data: e.data.clone(),
+            rank: e.rank,
+            security: e.security.clone(),
+            ttl_left: u32::try_from(left).unwrap_or(u32::MAX),
+        })
     }
 
-    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, ttl: u32, now: Instant) {
+    #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
+    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, security: Security, ttl: u32, now: Instant) {
         if ttl == 0 {
             return;
         }
@@ -158,32 +168,57 @@ impl RecordCache {
         };
         let key = (canonical(name), rtype);
         let mut shard = self.shard(&key);
+        // Live data is never replaced by data of a lower rank, nor validated data by the
+        // same data unvalidated (a nameserver-address lookup re-fetching a validated name).
         if let Some(old) = shard.get(&key)
             && old.expires > now
-            && old.rank > rank
+            && (old.rank > rank || (old.rank == rank && old.security.is_checked() && !security.is_checked()))
         {
             return;
         }
         let expires = now + Duration::from_secs(u64::from(ttl));
-        shard.insert(key, Entry { data, rank, expires }, cost);
+        shard.insert(key, Entry { data, rank, security, expires }, cost);
     }
 
-    /// Stores an RRset (plus covering RRSIGs); its TTL is the smallest in the set, capped.
+    /// Stores an RRset (plus covering RRSIGs), not validated; its TTL is the smallest in
+    /// the set, capped.
     pub fn put_rrset(&self, name: &Name, rtype: u16, records: Vec<Record>, rank: Rank, now: Instant) {
+        self.put_checked(name, rtype, records, rank, Security::Unchecked, now);
+    }
+
+    /// Stores an RRset with its DNSSEC status.
+    pub fn put_checked(
+        &self,
+        name: &Name,
+        rtype: u16,
+        records: Vec<Record>,
+        rank: Rank,
+        security: Security,
+        now: Instant,
+    ) {
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
-        self.put(name, rtype, CachedData::RRset(records.into()), rank, ttl, now);
+        self.put(name, rtype, CachedData::RRset(records.into()), rank, security, ttl, now);
     }
 
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
     /// [`NXDOMAIN_KEY`]. `ttl` is capped by the negative TTL cap.
-    pub fn put_negative(&self, name: &Name, rtype: u16, authority: Vec<Record>, ttl: u32, now: Instant) {
+    #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
+    pub fn put_negative(
+        &self,
+        name: &Name,
+        rtype: u16,
+        authority: Vec<Record>,
+        ttl: u32,
+        security: Security,
+        now: Instant,
+    ) {
         let ttl = ttl.min(self.max_negative_ttl);
         let data = if rtype == NXDOMAIN_KEY {
             CachedData::NxDomain(authority.into())
         } else {
             CachedData::NoData(authority.into())
         };
-        self.put(name, rtype, data, Rank::AuthAnswer, ttl, now);
+        self.put(name, rtype, data, Rank::AuthAnswer, security, ttl, now);
     }
 
     /// Drops everything at `name` (every type), with `subtree` everything below it too,
@@ -245,7 +280,7 @@ mod tests {
         let h = c.get(&"www.LAB.".parse().unwrap(), 1, t0 + Duration::from_secs(30)).unwrap();
         assert_eq!(h.ttl_left, 70);
         assert!(c.get(&n, 1, t0 + Duration::from_secs(100)).is_none());
-        c.put_negative(&n, 28, vec![], 3600, t0);
+        c.put_negative(&n, 28, vec![], 3600, Security::Insecure, t0);
         assert_eq!(c.get(&n, 28, t0).unwrap().ttl_left, 10);
     }
 
@@ -263,6 +298,20 @@ mod tests {
         c.put_rrset(&n, 28, vec![a("ns1.lab.", 300)], Rank::Glue, t0);
         c.put_rrset(&n, 28, vec![a("ns1.lab.", 60)], Rank::AuthAnswer, t0);
         assert_eq!(c.get(&n, 28, t0).unwrap().rank, Rank::AuthAnswer);
+    }
+
+    #[test]
+    fn validated_data_is_not_replaced_by_unchecked_data() {
+        let c = RecordCache::new(1 << 20, 3600, 10);
+        let t0 = Instant::now();
+        let n: Name = "www.lab.".parse().unwrap();
+        c.put_checked(&n, 1, vec![a("www.lab.", 300)], Rank::AuthAnswer, Security::Secure, t0);
+        c.put_rrset(&n, 1, vec![a("www.lab.", 900)], Rank::AuthAnswer, t0);
+        let h = c.get(&n, 1, t0).unwrap();
+        assert_eq!((h.security, h.ttl_left), (Security::Secure, 300));
+        // A newer validation result does replace it.
+        c.put_checked(&n, 1, vec![a("www.lab.", 60)], Rank::AuthAnswer, Security::Insecure, t0);
+        assert_eq!(c.get(&n, 1, t0).unwrap().security, Security::Insecure);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use rand::RngExt;
 
 use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
 use super::{Answer, Budget, Limit, PlanSource, ResolveError, Resolver, TransportPlan, Upstream, UpstreamError, Wire};
-use crate::cache::records::{CachedData, NXDOMAIN_KEY, Rank, with_ttl};
+use crate::cache::records::{CachedData, Hit, NXDOMAIN_KEY, Rank, with_ttl};
+use crate::dnssec::Security;
 use crate::names::{canonical, is_below, labels, parent};
 use crate::probe::{ProbeDecision, unix_now};
 use crate::signal::Signal;
@@ -51,10 +52,12 @@ type Target = (IpAddr, Name);
 /// disposition (`next` empty) or the name the chain continues at.
 #[derive(Debug, Default)]
 pub(crate) struct Step {
-    rcode: u8,
-    records: Vec<Record>,
-    authority: Vec<Record>,
-    next: Option<Name>,
+    pub(crate) rcode: u8,
+    pub(crate) records: Vec<Record>,
+    pub(crate) authority: Vec<Record>,
+    pub(crate) next: Option<Name>,
+    /// DNSSEC status of this step's records (or of its denial).
+    pub(crate) security: Security,
 }
 
 /// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
@@ -83,7 +86,7 @@ fn ns_names(records: &[Record]) -> Vec<Name> {
 }
 
 /// Splits records into RRsets keyed by (owner, type), RRSIGs attached to what they cover.
-fn group_rrsets(records: &[Record]) -> Vec<(Name, RecordType, Vec<Record>)> {
+pub(crate) fn group_rrsets(records: &[Record]) -> Vec<(Name, RecordType, Vec<Record>)> {
     let mut sets: Vec<(Name, RecordType, Vec<Record>)> = Vec::new();
     for r in records {
         let rtype = match rrsig_covers(r) {
@@ -114,7 +117,7 @@ fn min_ttl(records: &[Record]) -> Option<u32> {
 impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Resolves a client question. Local zones first, then cache and upstream.
     pub async fn resolve(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
-        let budget = Budget::new(&self.shared.settings, self.upstream.now());
+        let budget = Budget::new(&self.shared, self.upstream.now());
         self.resolve_in(qname, qtype, &budget).await
     }
 
@@ -122,7 +125,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// asked with its nameservers, and each exchange with its transport plan, the plan's
     /// source and what was tried (the API's explain).
     pub async fn explain(&self, qname: &Name, qtype: RecordType) -> (Result<Answer, ResolveError>, Vec<ExplainStep>) {
-        let mut budget = Budget::new(&self.shared.settings, self.upstream.now());
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
         budget.trace = Some(Default::default());
         let result = self.resolve_in(qname, qtype, &budget).await;
         (result, budget.trace.map(|t| t.into_inner()).unwrap_or_default())
@@ -137,13 +140,18 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut answers: Vec<Record> = Vec::new();
         let mut seen = vec![qname.clone()];
         let mut name = qname;
+        let mut security = Security::Secure;
         for _ in 0..=settings.max_chain {
             let step = self.lookup(&name, qtype, budget, 0).await?;
             answers.extend(step.records);
+            security = security.and(step.security);
             match step.next {
                 None => {
                     let cache_ttl = min_ttl(&answers).into_iter().chain(min_ttl(&step.authority)).min().unwrap_or(0);
-                    return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl });
+                    if !security.is_checked() {
+                        security = Security::Insecure;
+                    }
+                    return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl, security });
                 }
                 Some(next) => {
                     let next = canonical(&next);
@@ -160,10 +168,18 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     /// One name: from the cache, else by iteration. Boxed because nameserver address
     /// lookups recurse into it.
-    fn lookup<'a>(&'a self, name: &'a Name, qtype: RecordType, budget: &'a Budget, depth: u32) -> StepFuture<'a> {
+    pub(crate) fn lookup<'a>(
+        &'a self,
+        name: &'a Name,
+        qtype: RecordType,
+        budget: &'a Budget,
+        depth: u32,
+    ) -> StepFuture<'a> {
         Box::pin(async move {
             budget.step(self.upstream.now())?;
-            let cached = self.cached_step(name, qtype);
+            // The client's own lookups (depth 0) need validated data; nameserver-address
+            // lookups take whatever is cached.
+            let cached = self.cached_step(name, qtype, depth == 0);
             budget.note(|| ExplainStep::Lookup {
                 name: name.to_ascii(),
                 qtype: qtype.to_string(),
@@ -178,49 +194,63 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     }
 
     /// Answers from the record cache: the RRset, a CNAME, a negative entry, an NXDOMAIN at
-    /// the name or above it (RFC 8020), or a DNAME above it.
-    fn cached_step(&self, name: &Name, qtype: RecordType) -> Option<Step> {
+    /// the name or above it (RFC 8020), or a DNAME above it. With `checked`, data not
+    /// validated yet counts as a miss.
+    fn cached_step(&self, name: &Name, qtype: RecordType, checked: bool) -> Option<Step> {
         let cache = &self.shared.records;
         let now = self.upstream.now();
+        let usable = |hit: &Hit| hit.rank.answerable() && (!checked || hit.security.is_checked());
         if let Some(hit) = cache.get(name, u16::from(qtype), now)
-            && hit.rank.answerable()
+            && usable(&hit)
         {
+            let security = hit.security;
             return Some(match hit.data {
-                CachedData::RRset(r) => Step { records: with_ttl(&r, hit.ttl_left), ..Step::default() },
-                CachedData::NoData(a) => Step { authority: with_ttl(&a, hit.ttl_left), ..Step::default() },
+                CachedData::RRset(r) => Step { records: with_ttl(&r, hit.ttl_left), security, ..Step::default() },
+                CachedData::NoData(a) => Step { authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() },
                 CachedData::NxDomain(a) => {
-                    Step { rcode: rcode::NXDOMAIN, authority: with_ttl(&a, hit.ttl_left), ..Step::default() }
+                    Step { rcode: rcode::NXDOMAIN, authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() }
                 }
             });
         }
         if qtype != RecordType::CNAME
             && let Some(hit) = cache.get(name, u16::from(RecordType::CNAME), now)
-            && hit.rank.answerable()
+            && usable(&hit)
             && let Some(recs) = rrset_records(&hit.data)
         {
             let target = recs.iter().find_map(|r| match &r.data {
                 RData::CNAME(CNAME(t)) => Some(t.clone()),
                 _ => None,
             })?;
-            return Some(Step { records: with_ttl(recs, hit.ttl_left), next: Some(target), ..Step::default() });
+            return Some(Step {
+                records: with_ttl(recs, hit.ttl_left),
+                next: Some(target),
+                security: hit.security.clone(),
+                ..Step::default()
+            });
         }
         let mut anc = name.clone();
         loop {
             if let Some(hit) = cache.get(&anc, NXDOMAIN_KEY, now)
+                && (!checked || hit.security.is_checked())
                 && let CachedData::NxDomain(a) = &hit.data
             {
-                return Some(Step { rcode: rcode::NXDOMAIN, authority: with_ttl(a, hit.ttl_left), ..Step::default() });
+                return Some(Step {
+                    rcode: rcode::NXDOMAIN,
+                    authority: with_ttl(a, hit.ttl_left),
+                    security: hit.security.clone(),
+                    ..Step::default()
+                });
             }
             if anc != *name
                 && let Some(hit) = cache.get(&anc, u16::from(RecordType::DNAME), now)
-                && hit.rank.answerable()
+                && usable(&hit)
                 && let Some(recs) = rrset_records(&hit.data)
                 && let Some(target) = recs.iter().find_map(dname_target)
                 && let Some(new) = apply_dname(name, &anc, &target)
             {
                 let mut records = with_ttl(recs, hit.ttl_left);
                 records.push(Record::from_rdata(name.clone(), hit.ttl_left, RData::CNAME(CNAME(new.clone()))));
-                return Some(Step { records, next: Some(new), ..Step::default() });
+                return Some(Step { records, next: Some(new), security: hit.security.clone(), ..Step::default() });
             }
             if anc.is_root() {
                 return None;
@@ -255,6 +285,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             let rank = if aa { Rank::AuthAnswer } else { Rank::NonAuthAnswer };
             let now = self.upstream.now();
             let cache = &self.shared.records;
+            // The client's own lookups (and those validation makes for it) are validated;
+            // nameserver-address lookups are not (RFC 4035 section 4.5 leaves that open;
+            // their data is validated when a client asks for it).
+            let validate = depth == 0;
             match reply {
                 Reply::Referral { child, ns: ns_records, glue: referral_glue } => {
                     referrals += 1;
@@ -282,48 +316,119 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     // name; ask the full name of the same servers instead.
                     minimise = false;
                 }
-                Reply::Answer { chain, data, next } => {
-                    let (chain, data) = (cap_ttls(chain, max_ttl), cap_ttls(data, max_ttl));
-                    // CNAMEs synthesized from a DNAME are not cached: the DNAME is, and a
-                    // cache hit applies it again (so the answer keeps the DNAME record).
-                    let dnames: Vec<&Name> =
-                        chain.iter().filter(|r| r.record_type() == RecordType::DNAME).map(|r| &r.name).collect();
-                    let cacheable: Vec<Record> = chain
-                        .iter()
-                        .filter(|r| {
-                            r.record_type() != RecordType::CNAME || !dnames.iter().any(|d| is_below(&r.name, d))
-                        })
-                        .cloned()
-                        .collect();
-                    self.cache_rrsets(&cacheable, rank, now);
-                    if stype != RecordType::ANY {
-                        self.cache_rrsets(&data, rank, now);
+                Reply::Answer { chain, data, next, proofs } => {
+                    let (mut chain, mut data) = (cap_ttls(chain, max_ttl), cap_ttls(data, max_ttl));
+                    // CNAMEs synthesized from a DNAME are not cached (nor signed): the DNAME
+                    // is, and a cache hit applies it again (so the answer keeps the DNAME).
+                    let dnames: Vec<Name> =
+                        chain.iter().filter(|r| r.record_type() == RecordType::DNAME).map(|r| r.name.clone()).collect();
+                    let synthesized = |r: &Record| {
+                        r.record_type() == RecordType::CNAME && dnames.iter().any(|d| is_below(&r.name, d))
+                    };
+                    // Each RRset (with its RRSIGs) is validated and cached with its status.
+                    let mut sets: Vec<(Name, RecordType, Vec<Record>, bool)> = Vec::new();
+                    for (records, cache_it) in [(&chain, true), (&data, stype != RecordType::ANY)] {
+                        let kept: Vec<Record> = records.iter().filter(|r| !synthesized(r)).cloned().collect();
+                        for (owner, rtype, set) in group_rrsets(&kept) {
+                            // A group of RRSIGs alone (an RRSIG or ANY question) is not an RRset.
+                            if set.iter().any(|r| r.record_type() == rtype) {
+                                sets.push((owner, rtype, set, cache_it));
+                            }
+                        }
+                    }
+                    let mut security = Security::Secure;
+                    for (owner, rtype, mut set, cache_it) in sets {
+                        let (status, ttl_cap) = if validate {
+                            self.validate_rrset(&zone, &owner, rtype, &set, &proofs, budget).await?
+                        } else {
+                            (self.unvalidated(&owner), None)
+                        };
+                        // RFC 4035 section 5.3.3: no longer than the signature allows; bogus
+                        // data briefly.
+                        let cap = match &status {
+                            Security::Bogus(_) => Some(self.shared.validator.bogus_ttl),
+                            _ => ttl_cap,
+                        };
+                        if let Some(cap) = cap {
+                            for r in chain.iter_mut().chain(data.iter_mut()).chain(set.iter_mut()) {
+                                if r.name == owner {
+                                    r.ttl = r.ttl.min(cap);
+                                }
+                            }
+                        }
+                        if cache_it {
+                            cache.put_checked(&owner, u16::from(rtype), set, rank, status.clone(), self.upstream.now());
+                        }
+                        security = security.and(status);
                     }
                     let mut records = chain;
                     records.extend(data);
-                    return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next });
+                    return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next, security });
                 }
                 Reply::NoData { authority, neg_ttl } => {
                     let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    cache.put_negative(name, u16::from(qtype), authority.clone(), neg_ttl, now);
-                    return Ok(Step { rcode: rcode::NOERROR, authority, ..Step::default() });
+                    let security = if validate {
+                        self.validate_negative(&zone, name, qtype, false, &authority, budget).await?
+                    } else {
+                        self.unvalidated(name)
+                    };
+                    let neg_ttl = self.negative_ttl(neg_ttl, &security);
+                    cache.put_negative(
+                        name,
+                        u16::from(qtype),
+                        authority.clone(),
+                        neg_ttl,
+                        security.clone(),
+                        self.upstream.now(),
+                    );
+                    return Ok(Step { rcode: rcode::NOERROR, authority, security, ..Step::default() });
                 }
                 Reply::NxDomain { authority, neg_ttl } => {
                     let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    cache.put_negative(name, NXDOMAIN_KEY, authority.clone(), neg_ttl, now);
-                    return Ok(Step { rcode: rcode::NXDOMAIN, authority, ..Step::default() });
+                    let security = if validate {
+                        self.validate_negative(&zone, name, qtype, true, &authority, budget).await?
+                    } else {
+                        self.unvalidated(name)
+                    };
+                    let neg_ttl = self.negative_ttl(neg_ttl, &security);
+                    cache.put_negative(
+                        name,
+                        NXDOMAIN_KEY,
+                        authority.clone(),
+                        neg_ttl,
+                        security.clone(),
+                        self.upstream.now(),
+                    );
+                    return Ok(Step { rcode: rcode::NXDOMAIN, authority, security, ..Step::default() });
                 }
             }
         }
     }
 
-    /// Caches the RRsets in `records`. A group made only of RRSIGs (from an RRSIG or ANY
-    /// question) is not an RRset and would hide the real one: it is never stored.
+    /// Caches the RRsets in `records`, not validated. A group made only of RRSIGs (from an
+    /// RRSIG or ANY question) is not an RRset and would hide the real one: it is never
+    /// stored.
     fn cache_rrsets(&self, records: &[Record], rank: Rank, now: std::time::Instant) {
         for (owner, rtype, set) in group_rrsets(records) {
             if set.iter().any(|r| r.record_type() == rtype) {
-                self.shared.records.put_rrset(&owner, u16::from(rtype), set, rank, now);
+                let security = self.unvalidated(&owner);
+                self.shared.records.put_checked(&owner, u16::from(rtype), set, rank, security, now);
             }
+        }
+    }
+
+    /// The status of data stored without validation: insecure where nothing would
+    /// validate it anyway (validation off, no trust anchor, a negative trust anchor),
+    /// unchecked otherwise.
+    fn unvalidated(&self, name: &Name) -> Security {
+        if self.shared.validator.covers(name) { Security::Unchecked } else { Security::Insecure }
+    }
+
+    /// A negative TTL, shortened for bogus data.
+    fn negative_ttl(&self, ttl: u32, security: &Security) -> u32 {
+        match security {
+            Security::Bogus(_) => ttl.min(self.shared.validator.bogus_ttl),
+            _ => ttl,
         }
     }
 
@@ -863,7 +968,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let Ok(qname) = Name::from_ascii("_dns").and_then(|l| l.append_name(ns)) else { return };
         let result = self.resolve(&qname, RecordType::SVCB).await;
         let now = unix_now();
+        let secure = matches!(&result, Ok(a) if a.security == Security::Secure);
         let (rdatas, ttl): (Vec<Vec<u8>>, u32) = match &result {
+            Ok(a) if matches!(a.security, Security::Bogus(_)) => {
+                // A bogus signal is ignored (and reported), never followed.
+                self.stats.signals_refused.bump();
+                tracing::info!(nameserver = %ns, "SVCB signal is DNSSEC-bogus: ignored");
+                (Vec::new(), self.shared.validator.bogus_ttl)
+            }
             Ok(a) => {
                 let svcb: Vec<&Record> = a.answers.iter().filter(|r| r.record_type() == RecordType::SVCB).collect();
                 let ttl = svcb.iter().map(|r| r.ttl).min().unwrap_or(a.cache_ttl);
@@ -893,7 +1005,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             self.stats.signals_learned.bump();
         }
         let until = now + u64::from(ttl.max(1));
-        self.shared.signals.put(ns, Signal::Known { records, secure: false, cycle, refused, until });
+        self.shared.signals.put(ns, Signal::Known { records, secure, cycle, refused, until });
     }
 
     /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.

@@ -117,7 +117,13 @@ impl LocalZones {
             (true, true) => (rcode::NOERROR, vec![soa]),
             (true, false) => (rcode::NXDOMAIN, vec![soa]),
         };
-        Some(Answer { rcode: rc, answers, authority, cache_ttl: LOCAL_TTL })
+        Some(Answer {
+            rcode: rc,
+            answers,
+            authority,
+            cache_ttl: LOCAL_TTL,
+            security: crate::dnssec::Security::Insecure,
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod response;
 pub mod servers;
 #[cfg(test)]
 mod tests;
+pub(crate) mod validate;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -193,6 +194,8 @@ pub struct Shared {
     pub probes: crate::probe::ProbeTable,
     /// `_dns` SVCB signals per nameserver name.
     pub signals: crate::signal::SignalCache,
+    /// DNSSEC validation: switches, trust anchors, limits.
+    pub validator: crate::dnssec::ValidatorSettings,
     /// Knobs.
     pub settings: Settings,
 }
@@ -208,6 +211,9 @@ pub struct Answer {
     pub authority: Vec<Record>,
     /// How long the whole response may be served from the packet cache.
     pub cache_ttl: u32,
+    /// DNSSEC status of the whole answer (every link of a chain): AD when secure,
+    /// SERVFAIL with its EDE when bogus (unless the client set CD).
+    pub security: crate::dnssec::Security,
 }
 
 /// Work allowed for one client query; shared by every nested step.
@@ -222,14 +228,21 @@ pub(crate) struct Budget {
     failed_ns: RefCell<Vec<Name>>,
     /// The path, recorded only for explain.
     trace: Option<RefCell<Vec<adox_api::rest::ExplainStep>>>,
+    /// DNSSEC signature checks left (`dnssec.max_sig_checks`).
+    pub(crate) sig_checks_left: Cell<u32>,
+    /// NSEC3 hashes left (`dnssec.max_nsec3_hashes`).
+    pub(crate) nsec3_hashes_left: Cell<u32>,
 }
 
 /// Steps allowed per upstream query of the budget.
 const STEPS_PER_QUERY: u32 = 4;
 
 impl Budget {
-    fn new(settings: &Settings, now: Instant) -> Self {
+    fn new(shared: &Shared, now: Instant) -> Self {
+        let settings = &shared.settings;
         Self {
+            sig_checks_left: Cell::new(shared.validator.max_sig_checks),
+            nsec3_hashes_left: Cell::new(shared.validator.max_nsec3_hashes),
             queries_left: Cell::new(settings.max_queries_per_request),
             steps_left: Cell::new(settings.max_queries_per_request.saturating_mul(STEPS_PER_QUERY)),
             deadline: now + settings.request_timeout,

@@ -25,6 +25,9 @@ pub(crate) enum Reply {
         data: Vec<Record>,
         /// Where to continue when `data` is empty: the end of the chain.
         next: Option<Name>,
+        /// NSEC/NSEC3 records (with RRSIGs) of the authority section inside the zone: the
+        /// proof that a wildcard-expanded name does not exist itself.
+        proofs: Vec<Record>,
     },
     /// A delegation to a child zone.
     Referral {
@@ -202,13 +205,24 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
     let rcode = msg.metadata.response_code;
     let aa = msg.metadata.authoritative;
     let (chain, cur, data) = follow_chain(&msg.answers, zone, sname, stype);
+    let proofs = || {
+        msg.authorities
+            .iter()
+            .filter(|r| {
+                let t = u16::from(r.record_type());
+                (t == 47 || t == 50 || rrsig_covers(r).is_some_and(|c| c == 47 || c == 50))
+                    && is_at_or_below(&r.name, zone)
+            })
+            .cloned()
+            .collect()
+    };
     if !data.is_empty() {
-        return Reply::Answer { chain, data, next: None };
+        return Reply::Answer { chain, data, next: None, proofs: proofs() };
     }
     if !chain.is_empty() {
         // The chain ends without data here: continue at its end (from the cache or from
         // that name's own servers), which also yields the right negative answer.
-        return Reply::Answer { chain, data, next: Some(cur) };
+        return Reply::Answer { chain, data, next: Some(cur), proofs: proofs() };
     }
     if rcode == ResponseCode::NXDomain {
         let (authority, neg_ttl) = negative_authority(msg, zone, sname);
@@ -289,7 +303,7 @@ mod tests {
         m.answers.push(Record::from_rdata(n("a.lab."), 300, RData::CNAME(CNAME(n("b.lab.")))));
         m.answers.push(a("b.lab.", 1));
         let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
-        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        let Reply::Answer { chain, data, next, .. } = r else { panic!("{r:?}") };
         assert_eq!((chain.len(), data.len(), next), (1, 1, None));
     }
 
@@ -299,7 +313,15 @@ mod tests {
         m.answers.push(Record::from_rdata(n("a.lab."), 300, RData::CNAME(CNAME(n("x.other.")))));
         m.answers.push(a("x.other.", 66)); // a poisoning attempt
         let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
-        assert_eq!(r, Reply::Answer { chain: vec![m.answers[0].clone()], data: vec![], next: Some(n("x.other.")) });
+        assert_eq!(
+            r,
+            Reply::Answer {
+                chain: vec![m.answers[0].clone()],
+                data: vec![],
+                next: Some(n("x.other.")),
+                proofs: vec![]
+            }
+        );
     }
 
     #[test]
@@ -312,7 +334,7 @@ mod tests {
             RData::Unknown { code: RecordType::DNAME, rdata: raw },
         ));
         let r = classify(&m, &n("alpha.lab."), &n("www.legacy.alpha.lab."), RecordType::A);
-        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        let Reply::Answer { chain, data, next, .. } = r else { panic!("{r:?}") };
         assert!(data.is_empty());
         assert_eq!(next, Some(n("www.beta.lab.")));
         assert_eq!(chain[1].data, RData::CNAME(CNAME(n("www.beta.lab."))));
@@ -366,7 +388,7 @@ mod tests {
             m.answers.push(Record::from_rdata(n("b.lab."), 1, RData::CNAME(CNAME(n("a.lab.")))));
         }
         let r = classify(&m, &n("lab."), &n("a.lab."), RecordType::A);
-        let Reply::Answer { chain, data, next } = r else { panic!("{r:?}") };
+        let Reply::Answer { chain, data, next, .. } = r else { panic!("{r:?}") };
         assert_eq!(chain.len(), 2, "one CNAME per visited name");
         assert!(data.is_empty());
         assert_eq!(next, Some(n("a.lab.")), "the loop is left to the resolver's loop check");

@@ -255,6 +255,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
         policies: crate::policy::PolicyStore::default(),
         signals: crate::signal::SignalCache::new(1000),
+        validator: crate::dnssec::ValidatorSettings::off(),
         probes: crate::probe::ProbeTable::new(
             1000,
             crate::probe::ProbeWindows {

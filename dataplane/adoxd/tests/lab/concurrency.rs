@@ -88,6 +88,8 @@ fn identical_questions_in_flight_share_one_resolution() {
     let coalesced = Adoxd::stat(&log, "coalesced");
     let upstream = Adoxd::stat(&log, "upstream_udp");
     assert!(coalesced >= 40, "coalesced={coalesced}");
-    // Priming plus one walk down five zones: a handful of queries, not fifty walks.
-    assert!(upstream <= 12, "upstream_udp={upstream}");
+    // Priming plus one walk down five zones, plus the chain of trust down to the insecure
+    // delegation (DNSKEY of . and lab., DS of lab. and deep.lab.): a handful of queries,
+    // not fifty walks.
+    assert!(upstream <= 16, "upstream_udp={upstream}");
 }

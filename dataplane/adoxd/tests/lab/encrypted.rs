@@ -275,7 +275,8 @@ fn r7_strict_doq_then_dot_when_doq_fails_and_never_cleartext() {
     assert!(again.is_empty(), "DoQ retried within the damping window: {again:?}");
     assert!(cap.stop().is_empty(), "strict never sends cleartext");
     let log = d.terminate();
-    assert_eq!(Adoxd::stat(&log, "upstream_dot"), 2);
+    // Two names and the zone's DNSKEY (validation).
+    assert_eq!(Adoxd::stat(&log, "upstream_dot"), 3);
     assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
 }
 
@@ -290,7 +291,8 @@ fn strict_doq_with_pkix_resolves_over_one_quic_connection() {
     assert_eq!(d.query("b.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
     assert!(cap.stop().is_empty());
     let log = d.terminate();
-    assert_eq!(Adoxd::stat(&log, "upstream_doq"), 3);
+    // Three names and the zone's DNSKEY (validation).
+    assert_eq!(Adoxd::stat(&log, "upstream_doq"), 4);
     assert_eq!(Adoxd::stat(&log, "doq_handshakes"), 1);
 }
 
@@ -309,10 +311,13 @@ fn r6_counters_move_by_exactly_what_was_sent() {
         ("cache_misses", 3),
         ("noerror", 2),
         ("nxdomain", 2),
-        // Priming (. NS), then lab. and dot.lab. found by minimised queries over Do53...
-        ("upstream_udp", 3),
-        // ... and one DoT query per distinct name to the strict zone's server,
-        ("upstream_dot", 3),
+        // Priming (. NS), then lab. and dot.lab. found by minimised queries over Do53, and
+        // the chain of trust above the strict zone (DNSKEY of . and lab., DS of lab. and
+        // dot.lab.) over Do53...
+        ("upstream_udp", 7),
+        // ... and one DoT query per distinct name to the strict zone's server, plus its
+        // DNSKEY,
+        ("upstream_dot", 4),
         // on one connection.
         ("tls_full", 1),
         ("tls_resumed", 0),

@@ -43,7 +43,12 @@ impl Adoxd {
     /// Starts adoxd on the lab's root with upstream 127.0.0.0/8 opened, plus `extra` args.
     pub fn lab(extra: &[&str]) -> Self {
         let hints = lab_dir().join("root.hints");
+        let anchor = lab_dir().join("trust-anchor.ds");
         let mut args = vec!["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8"];
+        // The lab root's KSK is the trust anchor (validation is on by default).
+        if !extra.contains(&"--trust-anchor") {
+            args.extend_from_slice(&["--trust-anchor", anchor.to_str().unwrap()]);
+        }
         if !extra.contains(&"--workers") {
             args.extend_from_slice(&["--workers", "2"]);
         }

@@ -1,0 +1,268 @@
+//! Trust anchors: the built-in root KSKs, or DS/DNSKEY records from a file in zone-file
+//! format (`--trust-anchor FILE`), and negative trust anchors (RFC 7646).
+
+use hickory_proto::rr::Name;
+
+use super::rdata::{Dnskey, Ds, name_wire_lower};
+
+/// The root zone's KSKs as IANA publishes them (https://data.iana.org/root-anchors/):
+/// KSK-2017 (20326) and KSK-2024 (38696), algorithm 8, SHA-256 digests.
+const BUILT_IN_ROOT: &str = "\
+. IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D
+. IN DS 38696 8 2 683D2D0ACB8C9B712A1948B27F741219298D0A450D612C483AF444A4C0FB2B16
+";
+
+/// The anchors of one zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The zone (lowercase).
+    pub zone: Name,
+    /// DS records: a DNSKEY of the zone matching one is trusted.
+    pub ds: Vec<Ds>,
+    /// DNSKEY records trusted as they are.
+    pub keys: Vec<Dnskey>,
+}
+
+/// Where the anchors came from (shown at start and in `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Compiled in.
+    BuiltIn,
+    /// Read from this file.
+    File(String),
+}
+
+/// The configured anchors.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors {
+    anchors: Vec<Anchor>,
+    /// Where they came from.
+    pub source: Source,
+}
+
+impl TrustAnchors {
+    /// The built-in root anchors.
+    pub fn built_in() -> Self {
+        #[allow(clippy::expect_used, reason = "a compiled-in constant, covered by a test")]
+        let anchors = parse(BUILT_IN_ROOT).expect("built-in anchors parse");
+        Self { anchors, source: Source::BuiltIn }
+    }
+
+    /// Anchors read from `path`.
+    pub fn from_file(path: &str) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("trust anchor file {path}: {e}"))?;
+        let anchors = parse(&text).map_err(|e| format!("trust anchor file {path}: {e}"))?;
+        if anchors.is_empty() {
+            return Err(format!("trust anchor file {path}: no DS or DNSKEY record"));
+        }
+        Ok(Self { anchors, source: Source::File(path.to_string()) })
+    }
+
+    /// The anchor closest above (or at) `name`.
+    pub fn closest(&self, name: &Name) -> Option<&Anchor> {
+        self.anchors.iter().filter(|a| a.zone.zone_of(name)).max_by_key(|a| a.zone.num_labels())
+    }
+
+    /// The anchor of exactly `zone`.
+    pub fn at(&self, zone: &Name) -> Option<&Anchor> {
+        self.anchors.iter().find(|a| a.zone == crate::names::canonical(zone))
+    }
+
+    /// Zones with anchors.
+    pub fn zones(&self) -> impl Iterator<Item = &Name> {
+        self.anchors.iter().map(|a| &a.zone)
+    }
+}
+
+/// Reads DS and DNSKEY lines (`owner [TTL] [CLASS] DS|DNSKEY ...`; `;` comments,
+/// parentheses across lines). Other record types are an error: a typo must not pass for
+/// an anchor.
+pub fn parse(text: &str) -> Result<Vec<Anchor>, String> {
+    let mut out: Vec<Anchor> = Vec::new();
+    let mut pending = String::new();
+    let mut depth = 0i32;
+    let mut start_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split(';').next().unwrap_or("");
+        if depth == 0 {
+            start_line = i + 1;
+        }
+        depth += line.matches('(').count() as i32 - line.matches(')').count() as i32;
+        pending.push(' ');
+        pending.push_str(&line.replace(['(', ')'], " "));
+        if depth > 0 {
+            continue;
+        }
+        if depth < 0 {
+            return Err(format!("line {start_line}: unbalanced parentheses"));
+        }
+        let record = std::mem::take(&mut pending);
+        if record.trim().is_empty() {
+            continue;
+        }
+        let (zone, item) = parse_record(&record).map_err(|e| format!("line {start_line}: {e}"))?;
+        let entry = match out.iter_mut().find(|a| a.zone == zone) {
+            Some(a) => a,
+            None => {
+                out.push(Anchor { zone, ds: Vec::new(), keys: Vec::new() });
+                out.last_mut().ok_or("unreachable")?
+            }
+        };
+        match item {
+            Item::Ds(d) => entry.ds.push(d),
+            Item::Key(k) => entry.keys.push(k),
+        }
+    }
+    if depth != 0 {
+        return Err(format!("line {start_line}: unbalanced parentheses"));
+    }
+    Ok(out)
+}
+
+enum Item {
+    Ds(Ds),
+    Key(Dnskey),
+}
+
+fn parse_record(record: &str) -> Result<(Name, Item), String> {
+    let mut tokens = record.split_whitespace().peekable();
+    let owner = tokens.next().ok_or("empty record")?;
+    let mut zone = Name::from_ascii(owner).map_err(|e| format!("owner {owner:?}: {e}"))?;
+    if !zone.is_fqdn() {
+        return Err(format!("owner {owner:?} must end with a dot"));
+    }
+    zone = crate::names::canonical(&zone);
+    // Optional TTL and class, in either order.
+    while let Some(t) = tokens.peek() {
+        if t.bytes().all(|b| b.is_ascii_digit()) || t.eq_ignore_ascii_case("IN") {
+            tokens.next();
+        } else {
+            break;
+        }
+    }
+    let rtype = tokens.next().ok_or("no record type")?;
+    let num = |t: Option<&str>, what: &str| -> Result<u32, String> {
+        t.ok_or(format!("missing {what}"))?.parse::<u32>().map_err(|_| format!("bad {what}"))
+    };
+    if rtype.eq_ignore_ascii_case("DS") {
+        let key_tag = num(tokens.next(), "key tag")?;
+        let algorithm = num(tokens.next(), "algorithm")?;
+        let digest_type = num(tokens.next(), "digest type")?;
+        let hex: String = tokens.collect();
+        let digest = hex_decode(&hex).ok_or("bad digest (hex)")?;
+        if digest.is_empty() || key_tag > 0xFFFF || algorithm > 255 || digest_type > 255 {
+            return Err("bad DS".into());
+        }
+        return Ok((
+            zone,
+            Item::Ds(Ds {
+                key_tag: key_tag as u16,
+                algorithm: algorithm as u8,
+                digest_type: digest_type as u8,
+                digest,
+            }),
+        ));
+    }
+    if rtype.eq_ignore_ascii_case("DNSKEY") {
+        let flags = num(tokens.next(), "flags")?;
+        let protocol = num(tokens.next(), "protocol")?;
+        let algorithm = num(tokens.next(), "algorithm")?;
+        let b64: String = tokens.collect();
+        let key = base64_decode(&b64).ok_or("bad public key (base64)")?;
+        if flags > 0xFFFF || protocol > 255 || algorithm > 255 || key.is_empty() {
+            return Err("bad DNSKEY".into());
+        }
+        let mut rdata = (flags as u16).to_be_bytes().to_vec();
+        rdata.extend_from_slice(&[protocol as u8, algorithm as u8]);
+        rdata.extend_from_slice(&key);
+        return Ok((zone, Item::Key(Dnskey::parse(&rdata).ok_or("bad DNSKEY")?)));
+    }
+    Err(format!("record type {rtype}: only DS and DNSKEY are trust anchors"))
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok()).collect()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Whether DNSKEY `key` of `zone` is trusted by `anchor` (listed as is, or matching a DS
+/// with a supported digest).
+pub fn trusts(anchor: &Anchor, key: &Dnskey) -> bool {
+    if anchor.keys.iter().any(|k| k.rdata == key.rdata) {
+        return true;
+    }
+    let owner = name_wire_lower(&anchor.zone);
+    anchor.ds.iter().any(|ds| {
+        ds.key_tag == key.key_tag
+            && ds.algorithm == key.algorithm
+            && super::crypto::ds_digest(ds.digest_type, &owner, &key.rdata).is_some_and(|d| d == ds.digest)
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// KSK-2017's RDATA, from the DNSKEY IANA publishes.
+    pub(crate) fn root_ksk_2017() -> Vec<u8> {
+        let b64 = "AwEAAaz/tAm8yTn4Mfeh5eyI96WSVexTBAvkMgJzkKTOiW1vkIbzxeF3+/4RgWOq7HrxRixHlFlExOLAJr5emLvN7SWXgnLh4+B5xQlNVz8Og8kvArMtNROxVQuCaSnIDdD5LKyWbRd2n9WGe2R8PzgCmr3EgVLrjyBxWezF0jLHwVN8efS3rCj/EWgvIWgb9tarpVUDK/b58Da+sqqls3eNbuv7pr+eoZG+SrDK6nWeL3c6H5Apxz7LjVc1uTIdsIXxuOLYA4/ilBmSVIzuDWfdRUfhHdY6+cn8HFRm+2hM8AnXGXws9555KrUB5qihylGa8subX2Nn6UwNR1AkUTV74bU=";
+        let mut rdata = vec![1, 1, 3, 8];
+        rdata.extend(base64_decode(b64).unwrap());
+        rdata
+    }
+
+    #[test]
+    fn built_in_anchors_trust_the_root_ksk() {
+        let a = TrustAnchors::built_in();
+        let root = a.closest(&"www.example.".parse().unwrap()).unwrap();
+        assert!(root.zone.is_root());
+        assert_eq!(root.ds.len(), 2);
+        assert!(trusts(root, &Dnskey::parse(&root_ksk_2017()).unwrap()));
+        let mut other = root_ksk_2017();
+        other[40] ^= 1;
+        assert!(!trusts(root, &Dnskey::parse(&other).unwrap()));
+    }
+
+    #[test]
+    fn anchor_files_parse_or_name_the_bad_line() {
+        let ok = "; comment\nlab. 3600 IN DS 1234 13 2 ( AABB\n CCDD )\nlab. IN DNSKEY 257 3 13 AAEC\n";
+        let a = parse(ok).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].ds[0].digest, vec![0xAA, 0xBB, 0xCC, 0xDD]);
+        assert_eq!(a[0].keys[0].public_key, vec![0, 1, 2]);
+        assert_eq!(
+            parse("\nlab. IN A 192.0.2.1\n").unwrap_err(),
+            "line 2: record type A: only DS and DNSKEY are trust anchors"
+        );
+        assert!(parse("lab IN DS 1 13 2 AA").unwrap_err().contains("end with a dot"));
+        assert!(parse("lab. IN DS 1 13 2 AZ").unwrap_err().contains("hex"));
+        assert!(parse("lab. IN DS 1 13 2 ( AA").unwrap_err().contains("parentheses"));
+        assert!(parse("lab. IN DNSKEY 257 3 13 !!").unwrap_err().contains("base64"));
+    }
+}

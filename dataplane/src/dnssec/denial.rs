@@ -1,0 +1,507 @@
+//! Authenticated denial of existence: NSEC (RFC 4035 section 5.4, RFC 6840 section 4)
+//! and NSEC3 (RFC 5155 section 8, RFC 9276). The records given here have already been
+//! verified; these functions only decide what they prove.
+
+use std::cell::Cell;
+use std::cmp::Ordering;
+
+use hickory_proto::rr::Name;
+
+use super::crypto::nsec3_hash;
+use super::rdata::{Nsec, Nsec3, base32hex_decode, canonical_cmp, name_wire_lower};
+use crate::names::{is_at_or_below, labels};
+
+const T_NS: u16 = 2;
+const T_SOA: u16 = 6;
+const T_CNAME: u16 = 5;
+const T_DS: u16 = 43;
+const T_DNAME: u16 = 39;
+
+/// What a set of denial records proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// The denial holds.
+    Secure,
+    /// The denial cannot be secure, for a reason that is not an attack: an opt-out span
+    /// (the name may be an unsigned delegation) or NSEC3 parameters beyond our limits.
+    Insecure(Insecure),
+    /// The records do not prove the denial.
+    Bogus(&'static str),
+}
+
+/// Why a denial is insecure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    /// RFC 5155 opt-out covers the name.
+    OptOut,
+    /// NSEC3 iterations above the configured limit (RFC 9276 section 3.2): EDE 27.
+    Iterations(u16),
+    /// No NSEC3 record with a hash algorithm we know.
+    UnknownHash,
+}
+
+/// Limits on denial work for one client query.
+#[derive(Debug)]
+pub struct Nsec3Limits<'a> {
+    /// NSEC3 iterations above this make the answer insecure.
+    pub max_iterations: u16,
+    /// NSEC3 hashes this query may still compute.
+    pub hashes_left: &'a Cell<u32>,
+}
+
+/// NSEC owner `owner` with next name `next` covers `name` (strictly between them in
+/// canonical order; the last NSEC of a zone wraps to the apex).
+fn nsec_covers(owner: &Name, next: &Name, name: &Name) -> bool {
+    canonical_cmp(owner, name) == Ordering::Less
+        && (canonical_cmp(name, next) == Ordering::Less || canonical_cmp(next, owner) != Ordering::Greater)
+}
+
+/// An NSEC at an ancestor of `name` that is a delegation point (NS without SOA) or has a
+/// DNAME says nothing about names below it (RFC 6840 section 4.1).
+fn nsec_usable_for(owner: &Name, nsec: &Nsec, name: &Name) -> bool {
+    if owner == name || !owner.zone_of(name) {
+        return true;
+    }
+    !((nsec.types.has(T_NS) && !nsec.types.has(T_SOA)) || nsec.types.has(T_DNAME))
+}
+
+/// The longest common ancestor of two names.
+fn common_ancestor(a: &Name, b: &Name) -> Name {
+    let mut n = a.clone();
+    while !n.zone_of(b) {
+        n = n.base_name();
+    }
+    n
+}
+
+fn wildcard_of(name: &Name) -> Option<Name> {
+    let mut w = Name::from_ascii("*").ok()?.append_name(name).ok()?;
+    w.set_fqdn(true);
+    Some(w)
+}
+
+/// The NSEC covering `name`, if any usable one does.
+fn nsec_covering<'a>(nsecs: &'a [(Name, Nsec)], name: &Name) -> Option<&'a (Name, Nsec)> {
+    nsecs.iter().find(|(o, n)| nsec_covers(o, &n.next, name) && nsec_usable_for(o, n, name))
+}
+
+/// NXDOMAIN with NSEC: `qname` is covered, and so is the wildcard at its closest encloser.
+pub fn nsec_nxdomain(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
+    let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
+        return Proof::Bogus("no NSEC covers the name");
+    };
+    let a = common_ancestor(qname, owner);
+    let b = common_ancestor(qname, &nsec.next);
+    let ce = if labels(&a) >= labels(&b) { a } else { b };
+    let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
+    if nsecs.iter().any(|(o, _)| *o == wild) {
+        return Proof::Bogus("the wildcard exists");
+    }
+    if nsec_covering(nsecs, &wild).is_none() {
+        return Proof::Bogus("no NSEC covers the wildcard");
+    }
+    Proof::Secure
+}
+
+/// NODATA with NSEC: an NSEC at `qname` without the type (or an empty non-terminal, or a
+/// wildcard without the type).
+pub fn nsec_nodata(qname: &Name, qtype: u16, nsecs: &[(Name, Nsec)]) -> Proof {
+    if let Some((_, nsec)) = nsecs.iter().find(|(o, _)| o == qname) {
+        let t = &nsec.types;
+        if t.has(qtype) || t.has(T_CNAME) {
+            return Proof::Bogus("the NSEC lists the type");
+        }
+        if qtype == T_DS && t.has(T_SOA) && !qname.is_root() {
+            return Proof::Bogus("the child's NSEC cannot deny a DS");
+        }
+        if qtype != T_DS && t.has(T_NS) && !t.has(T_SOA) {
+            return Proof::Bogus("the parent's NSEC at a delegation");
+        }
+        return Proof::Secure;
+    }
+    if let Some((owner, nsec)) = nsec_covering(nsecs, qname) {
+        // An empty non-terminal: the next name lies below the asked one.
+        if crate::names::is_below(&nsec.next, qname) {
+            return Proof::Secure;
+        }
+        let a = common_ancestor(qname, owner);
+        let b = common_ancestor(qname, &nsec.next);
+        let ce = if labels(&a) >= labels(&b) { a } else { b };
+        if let Some(wild) = wildcard_of(&ce)
+            && let Some((_, w)) = nsecs.iter().find(|(o, _)| *o == wild)
+            && !w.types.has(qtype)
+            && !w.types.has(T_CNAME)
+        {
+            return Proof::Secure;
+        }
+    }
+    Proof::Bogus("no NSEC proves the type absent")
+}
+
+/// A wildcard expansion of `qname` from `*.parent`: `qname` itself must not exist.
+pub fn nsec_wildcard_answer(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
+    match nsec_covering(nsecs, qname) {
+        Some(_) => Proof::Secure,
+        None => Proof::Bogus("no NSEC proves the wildcard expansion"),
+    }
+}
+
+/// NSEC3 records of one zone with their hashed owner names decoded.
+struct Hashed<'a> {
+    zone: &'a Name,
+    items: Vec<(Vec<u8>, &'a Nsec3)>,
+}
+
+impl<'a> Hashed<'a> {
+    fn new(zone: &'a Name, nsec3s: &'a [(Name, Nsec3)]) -> Self {
+        let items = nsec3s
+            .iter()
+            .filter(|(o, n)| n.hash_algorithm == 1 && labels(o) == labels(zone) + 1 && zone.zone_of(o))
+            .filter_map(|(o, n)| {
+                let first = o.iter().next()?;
+                let h = base32hex_decode(first)?;
+                (h.len() == n.next_hash.len()).then_some((h, n))
+            })
+            .collect();
+        Self { zone, items }
+    }
+
+    /// The hash of `name` under the zone's parameters (those of the first record).
+    fn hash(&self, name: &Name, limits: &Nsec3Limits<'_>) -> Result<Vec<u8>, Proof> {
+        let Some((_, p)) = self.items.first() else { return Err(Proof::Insecure(Insecure::UnknownHash)) };
+        let left = limits.hashes_left.get();
+        if left == 0 {
+            return Err(Proof::Bogus("NSEC3 hash limit reached"));
+        }
+        limits.hashes_left.set(left - 1);
+        Ok(nsec3_hash(&name_wire_lower(name), &p.salt, p.iterations))
+    }
+
+    fn matching(&self, h: &[u8]) -> Option<&'a Nsec3> {
+        self.items.iter().find(|(o, _)| o == h).map(|(_, n)| *n)
+    }
+
+    fn covering(&self, h: &[u8]) -> Option<&'a Nsec3> {
+        self.items
+            .iter()
+            .find(|(o, n)| o.as_slice() < h && (h < n.next_hash.as_slice() || n.next_hash.as_slice() <= o.as_slice()))
+            .map(|(_, n)| *n)
+    }
+
+    /// RFC 5155 section 8.3: the closest encloser of `qname` (a matched ancestor) and the
+    /// NSEC3 covering the next closer name.
+    fn closest_encloser(&self, qname: &Name, limits: &Nsec3Limits<'_>) -> Result<(Name, &'a Nsec3), Proof> {
+        let mut next_closer: Option<Vec<u8>> = None;
+        let mut cur = qname.clone();
+        loop {
+            let h = self.hash(&cur, limits)?;
+            if self.matching(&h).is_some() {
+                if cur == *qname {
+                    return Err(Proof::Bogus("the name exists"));
+                }
+                let nc = next_closer.ok_or(Proof::Bogus("no next closer"))?;
+                let cover = self.covering(&nc).ok_or(Proof::Bogus("no NSEC3 covers the next closer name"))?;
+                return Ok((cur, cover));
+            }
+            if cur == *self.zone || cur.is_root() {
+                return Err(Proof::Bogus("no closest encloser"));
+            }
+            next_closer = Some(h);
+            cur = cur.base_name();
+        }
+    }
+
+    fn check_params(&self, limits: &Nsec3Limits<'_>) -> Result<(), Proof> {
+        match self.items.first() {
+            None => Err(Proof::Insecure(Insecure::UnknownHash)),
+            Some((_, p)) if p.iterations > limits.max_iterations => {
+                Err(Proof::Insecure(Insecure::Iterations(p.iterations)))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// NXDOMAIN with NSEC3 (RFC 5155 section 8.4).
+pub fn nsec3_nxdomain(qname: &Name, zone: &Name, nsec3s: &[(Name, Nsec3)], limits: &Nsec3Limits<'_>) -> Proof {
+    let set = Hashed::new(zone, nsec3s);
+    if let Err(p) = set.check_params(limits) {
+        return p;
+    }
+    let (ce, nc_cover) = match set.closest_encloser(qname, limits) {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
+    let h = match set.hash(&wild, limits) {
+        Ok(h) => h,
+        Err(p) => return p,
+    };
+    if set.covering(&h).is_none() {
+        return Proof::Bogus("no NSEC3 covers the wildcard");
+    }
+    if nc_cover.opt_out() {
+        // An opt-out span may hide an unsigned delegation: not provably absent.
+        return Proof::Insecure(Insecure::OptOut);
+    }
+    Proof::Secure
+}
+
+/// NODATA with NSEC3 (RFC 5155 sections 8.5 to 8.7).
+pub fn nsec3_nodata(
+    qname: &Name,
+    qtype: u16,
+    zone: &Name,
+    nsec3s: &[(Name, Nsec3)],
+    limits: &Nsec3Limits<'_>,
+) -> Proof {
+    let set = Hashed::new(zone, nsec3s);
+    if let Err(p) = set.check_params(limits) {
+        return p;
+    }
+    let h = match set.hash(qname, limits) {
+        Ok(h) => h,
+        Err(p) => return p,
+    };
+    if let Some(n) = set.matching(&h) {
+        let t = &n.types;
+        if t.has(qtype) || t.has(T_CNAME) {
+            return Proof::Bogus("the NSEC3 lists the type");
+        }
+        if qtype == T_DS && t.has(T_SOA) && !qname.is_root() {
+            return Proof::Bogus("the child's NSEC3 cannot deny a DS");
+        }
+        if qtype != T_DS && t.has(T_NS) && !t.has(T_SOA) {
+            return Proof::Bogus("the parent's NSEC3 at a delegation");
+        }
+        return Proof::Secure;
+    }
+    let (ce, nc_cover) = match set.closest_encloser(qname, limits) {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    if qtype == T_DS {
+        // RFC 5155 section 8.6: no DS under an opt-out span is an insecure delegation.
+        return if nc_cover.opt_out() {
+            Proof::Insecure(Insecure::OptOut)
+        } else {
+            Proof::Bogus("no NSEC3 for the DS")
+        };
+    }
+    // RFC 5155 section 8.7: a wildcard NODATA.
+    let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
+    let h = match set.hash(&wild, limits) {
+        Ok(h) => h,
+        Err(p) => return p,
+    };
+    match set.matching(&h) {
+        Some(w) if !w.types.has(qtype) && !w.types.has(T_CNAME) => Proof::Secure,
+        _ => Proof::Bogus("no NSEC3 proves the type absent"),
+    }
+}
+
+/// A wildcard expansion with NSEC3 (RFC 5155 section 8.8): the next closer name below
+/// the wildcard's parent is covered.
+pub fn nsec3_wildcard_answer(
+    qname: &Name,
+    wildcard_parent: &Name,
+    zone: &Name,
+    nsec3s: &[(Name, Nsec3)],
+    limits: &Nsec3Limits<'_>,
+) -> Proof {
+    let set = Hashed::new(zone, nsec3s);
+    if let Err(p) = set.check_params(limits) {
+        return p;
+    }
+    if !is_at_or_below(qname, wildcard_parent) || labels(qname) <= labels(wildcard_parent) {
+        return Proof::Bogus("bad wildcard expansion");
+    }
+    let next_closer = qname.trim_to(labels(wildcard_parent) + 1);
+    let h = match set.hash(&next_closer, limits) {
+        Ok(h) => h,
+        Err(p) => return p,
+    };
+    match set.covering(&h) {
+        Some(n) if n.opt_out() => Proof::Insecure(Insecure::OptOut),
+        Some(_) => Proof::Secure,
+        None => Proof::Bogus("no NSEC3 proves the wildcard expansion"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnssec::rdata::TypeBitmap;
+
+    fn n(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+
+    /// A bitmap with the given types (window 0 only).
+    fn bitmap(types: &[u16]) -> TypeBitmap {
+        let mut octets = [0u8; 32];
+        for t in types {
+            octets[usize::from(*t / 8)] |= 0x80 >> (t % 8);
+        }
+        let len = octets.iter().rposition(|b| *b != 0).map_or(1, |i| i + 1);
+        let mut raw = vec![0, len as u8];
+        raw.extend_from_slice(&octets[..len]);
+        TypeBitmap::parse(&raw).unwrap()
+    }
+
+    fn nsec(owner: &str, next: &str, types: &[u16]) -> (Name, Nsec) {
+        (n(owner), Nsec { next: n(next), types: bitmap(types) })
+    }
+
+    /// The zone of RFC 4035 appendix A, reduced: example. a.example. (delegation)
+    /// ai.example. b.example. (delegation, no DS) ns1 ns2 *.w x.w x.y.w xx.
+    fn zone() -> Vec<(Name, Nsec)> {
+        vec![
+            nsec("example.", "a.example.", &[2, 6, 15, 46, 47, 48]),
+            nsec("a.example.", "ai.example.", &[2, 43, 46, 47]),
+            nsec("ai.example.", "b.example.", &[1, 13, 28, 46, 47]),
+            nsec("b.example.", "ns1.example.", &[2, 46, 47]),
+            nsec("ns1.example.", "ns2.example.", &[1, 46, 47]),
+            nsec("ns2.example.", "*.w.example.", &[1, 46, 47]),
+            nsec("*.w.example.", "x.w.example.", &[15, 46, 47]),
+            nsec("x.w.example.", "x.y.w.example.", &[15, 46, 47]),
+            nsec("x.y.w.example.", "xx.example.", &[15, 46, 47]),
+            nsec("xx.example.", "example.", &[1, 13, 28, 46, 47]),
+        ]
+    }
+
+    #[test]
+    fn rfc_4035_b_2_name_error() {
+        let z = zone();
+        // ml.example.: covered by b.example. -> ns1.example.; *.example. by example. -> a.example.
+        assert_eq!(nsec_nxdomain(&n("ml.example."), &z), Proof::Secure);
+        // Without the wildcard's NSEC, not proven.
+        let partial: Vec<_> = z.iter().filter(|(o, _)| *o != n("example.")).cloned().collect();
+        assert_eq!(nsec_nxdomain(&n("ml.example."), &partial), Proof::Bogus("no NSEC covers the wildcard"));
+        // An existing name is not denied.
+        assert_eq!(nsec_nxdomain(&n("ai.example."), &z), Proof::Bogus("no NSEC covers the name"));
+    }
+
+    #[test]
+    fn rfc_4035_b_3_no_data_and_b_7_wildcard_no_data() {
+        let z = zone();
+        assert_eq!(nsec_nodata(&n("ns1.example."), 15, &z), Proof::Secure);
+        assert_eq!(nsec_nodata(&n("ns1.example."), 1, &z), Proof::Bogus("the NSEC lists the type"));
+        // a.z.w.example. AAAA: covered by x.y.w -> xx, wildcard *.w has MX only.
+        assert_eq!(nsec_nodata(&n("a.z.w.example."), 28, &z), Proof::Secure);
+        assert_eq!(nsec_nodata(&n("a.z.w.example."), 15, &z), Proof::Bogus("no NSEC proves the type absent"));
+        // Empty non-terminal y.w.example.
+        assert_eq!(nsec_nodata(&n("y.w.example."), 1, &z), Proof::Secure);
+    }
+
+    #[test]
+    fn rfc_6840_4_1_parent_side_nsec_proves_only_the_ds() {
+        let z = zone();
+        // b.example. is an insecure delegation: no DS, proven.
+        assert_eq!(nsec_nodata(&n("b.example."), T_DS, &z), Proof::Secure);
+        // But it cannot deny other types at the delegation or names below it.
+        assert_eq!(nsec_nodata(&n("b.example."), 1, &z), Proof::Bogus("the parent's NSEC at a delegation"));
+        assert_eq!(nsec_nxdomain(&n("x.b.example."), &z), Proof::Bogus("no NSEC covers the name"));
+        // a.example. has a DS: NODATA for DS is false.
+        assert_eq!(nsec_nodata(&n("a.example."), T_DS, &z), Proof::Bogus("the NSEC lists the type"));
+    }
+
+    #[test]
+    fn wildcard_expansion_needs_the_name_covered() {
+        let z = zone();
+        assert_eq!(nsec_wildcard_answer(&n("a.z.w.example."), &z), Proof::Secure);
+        assert!(matches!(nsec_wildcard_answer(&n("x.w.example."), &z), Proof::Bogus(_)));
+    }
+
+    /// NSEC3 chain of a zone with the given names (salt aabbccdd, `iterations`).
+    fn nsec3_zone(zone: &str, names: &[(&str, &[u16])], iterations: u16, opt_out: bool) -> Vec<(Name, Nsec3)> {
+        let salt = vec![0xaa, 0xbb, 0xcc, 0xdd];
+        let mut hashed: Vec<(Vec<u8>, &[u16])> =
+            names.iter().map(|(s, t)| (nsec3_hash(&name_wire_lower(&n(s)), &salt, iterations), *t)).collect();
+        hashed.sort();
+        let count = hashed.len();
+        (0..count)
+            .map(|i| {
+                let (h, types) = &hashed[i];
+                let next = hashed[(i + 1) % count].0.clone();
+                let label = base32hex(h);
+                let owner = Name::from_ascii(label).unwrap().append_name(&n(zone)).unwrap();
+                let rec = Nsec3 {
+                    hash_algorithm: 1,
+                    flags: u8::from(opt_out),
+                    iterations,
+                    salt: salt.clone(),
+                    next_hash: next,
+                    types: bitmap(types),
+                };
+                (owner, rec)
+            })
+            .collect()
+    }
+
+    fn base32hex(b: &[u8]) -> String {
+        const A: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+        let mut out = String::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for x in b {
+            acc = (acc << 8) | u32::from(*x);
+            bits += 8;
+            while bits >= 5 {
+                bits -= 5;
+                out.push(A[((acc >> bits) & 31) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rfc_5155_8_4_name_error_and_8_5_no_data() {
+        let names: &[(&str, &[u16])] = &[
+            ("example.", &[2, 6, 46, 48, 51]),
+            ("a.example.", &[2, 43, 46]),
+            ("ns1.example.", &[1, 46]),
+            ("x.y.w.example.", &[15, 46]),
+            ("y.w.example.", &[]),
+            ("w.example.", &[]),
+            ("*.w.example.", &[15, 46]),
+        ];
+        let z = nsec3_zone("example.", names, 12, false);
+        let left = Cell::new(100);
+        let limits = Nsec3Limits { max_iterations: 150, hashes_left: &left };
+        let zone = n("example.");
+        assert_eq!(
+            nsec3_nxdomain(&n("a.c.x.w.example."), &zone, &z, &limits),
+            Proof::Bogus("no NSEC3 covers the wildcard")
+        );
+        assert_eq!(nsec3_nxdomain(&n("q.example."), &zone, &z, &limits), Proof::Secure);
+        assert_eq!(nsec3_nxdomain(&n("ns1.example."), &zone, &z, &limits), Proof::Bogus("the name exists"));
+        assert_eq!(nsec3_nodata(&n("ns1.example."), 15, &zone, &z, &limits), Proof::Secure);
+        assert_eq!(nsec3_nodata(&n("ns1.example."), 1, &zone, &z, &limits), Proof::Bogus("the NSEC3 lists the type"));
+        // Wildcard NODATA (8.7): q.w.example. AAAA from *.w.example. (MX only).
+        assert_eq!(nsec3_nodata(&n("q.w.example."), 28, &zone, &z, &limits), Proof::Secure);
+        // Wildcard answer (8.8).
+        assert_eq!(nsec3_wildcard_answer(&n("q.w.example."), &n("w.example."), &zone, &z, &limits), Proof::Secure);
+        assert!(left.get() < 100, "hashes were charged");
+    }
+
+    #[test]
+    fn rfc_5155_8_6_opt_out_and_rfc_9276_iterations() {
+        let names: &[(&str, &[u16])] = &[("example.", &[2, 6, 46, 48, 51]), ("a.example.", &[2, 43, 46])];
+        let z = nsec3_zone("example.", names, 0, true);
+        let left = Cell::new(100);
+        let limits = Nsec3Limits { max_iterations: 150, hashes_left: &left };
+        let zone = n("example.");
+        // An unsigned delegation inside an opt-out span: no DS, insecure.
+        assert_eq!(nsec3_nodata(&n("b.example."), T_DS, &zone, &z, &limits), Proof::Insecure(Insecure::OptOut));
+        let z = nsec3_zone("example.", names, 151, false);
+        assert_eq!(nsec3_nxdomain(&n("q.example."), &zone, &z, &limits), Proof::Insecure(Insecure::Iterations(151)));
+        // The hash allowance bounds the work.
+        let z = nsec3_zone("example.", names, 0, false);
+        let none = Cell::new(1);
+        let limits = Nsec3Limits { max_iterations: 150, hashes_left: &none };
+        assert_eq!(
+            nsec3_nxdomain(&n("a.b.c.q.example."), &zone, &z, &limits),
+            Proof::Bogus("NSEC3 hash limit reached")
+        );
+    }
+}

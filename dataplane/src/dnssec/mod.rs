@@ -1,0 +1,108 @@
+//! DNSSEC validation primitives: RDATA readers, signature and digest algorithms, RRset
+//! verification, denial-of-existence proofs and trust anchors. Pure functions over
+//! records already in memory; the chain of trust (which keys to fetch, what to cache) is
+//! the resolver's (`resolver/validate.rs`).
+
+pub mod anchors;
+pub mod crypto;
+pub mod denial;
+pub mod rdata;
+pub mod verify;
+
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+pub use anchors::TrustAnchors;
+
+/// The security status of data (RFC 4035 section 4.3), kept with it in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Security {
+    /// Not validated (nameserver addresses learnt while iterating, referral data). A
+    /// client lookup treats it as a miss.
+    #[default]
+    Unchecked,
+    /// Provably unsigned, or outside every trust anchor, or validation is off.
+    Insecure,
+    /// Validated to a trust anchor.
+    Secure,
+    /// Should be signed and is not correctly: SERVFAIL unless the client set CD.
+    Bogus(Arc<Bogus>),
+}
+
+/// Why data is bogus: the Extended DNS Error to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bogus {
+    /// EDE INFO-CODE (RFC 8914): 1, 2, 6, 7, 8, 9, 10 or 12.
+    pub ede: u16,
+    /// EXTRA-TEXT naming the zone and what failed.
+    pub text: String,
+}
+
+impl Security {
+    /// A bogus status with its EDE.
+    pub fn bogus(ede: u16, text: String) -> Self {
+        Security::Bogus(Arc::new(Bogus { ede, text }))
+    }
+
+    /// The status of data made of parts with these statuses: bogus if any part is, then
+    /// insecure if any is, secure only if all are.
+    pub fn and(self, other: Security) -> Security {
+        match (self, other) {
+            (b @ Security::Bogus(_), _) | (_, b @ Security::Bogus(_)) => b,
+            (Security::Unchecked, _) | (_, Security::Unchecked) => Security::Unchecked,
+            (Security::Insecure, _) | (_, Security::Insecure) => Security::Insecure,
+            (Security::Secure, Security::Secure) => Security::Secure,
+        }
+    }
+
+    /// Whether this status came out of validation (not `Unchecked`).
+    pub fn is_checked(&self) -> bool {
+        !matches!(self, Security::Unchecked)
+    }
+}
+
+/// Validation settings, read once from the configuration.
+#[derive(Debug, Clone)]
+pub struct ValidatorSettings {
+    /// Whether answers are validated at all.
+    pub enabled: bool,
+    /// Trust anchors (`None`: validation is on but nothing can be anchored, e.g. custom
+    /// root hints without `--trust-anchor`: everything is insecure, as reported at start).
+    pub anchors: Option<TrustAnchors>,
+    /// Negative trust anchors (RFC 7646): names at or below these are not validated.
+    pub negative_anchors: Vec<Name>,
+    /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7); when off they count as unsupported.
+    pub sha1: bool,
+    /// NSEC3 iterations above this make a denial insecure (EDE 27).
+    pub nsec3_max_iterations: u16,
+    /// Signature checks one client query may make.
+    pub max_sig_checks: u32,
+    /// NSEC3 hashes one client query may compute.
+    pub max_nsec3_hashes: u32,
+    /// Cache lifetime of bogus data, seconds.
+    pub bogus_ttl: u32,
+}
+
+impl ValidatorSettings {
+    /// Validation off.
+    pub fn off() -> Self {
+        Self {
+            enabled: false,
+            anchors: None,
+            negative_anchors: Vec::new(),
+            sha1: true,
+            nsec3_max_iterations: 150,
+            max_sig_checks: 64,
+            max_nsec3_hashes: 64,
+            bogus_ttl: 60,
+        }
+    }
+
+    /// Whether data at `name` is to be validated: on, anchored, not under an NTA.
+    pub fn covers(&self, name: &Name) -> bool {
+        self.enabled
+            && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
+            && !self.negative_anchors.iter().any(|n| n.zone_of(name))
+    }
+}

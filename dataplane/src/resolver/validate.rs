@@ -1,0 +1,409 @@
+//! The chain of trust (RFC 4035 section 5): which keys sign a zone, found from the trust
+//! anchor down through DS and DNSKEY RRsets that are themselves looked up (and cached
+//! with their status) like any other data; and the validation of answers and denials
+//! that servers send. Keys are not kept apart: a zone's validated DNSKEY RRset and its
+//! validated DS RRset (or proof of none) sit in the record cache with their status, so a
+//! zone's keys cost one cache read once known, and a cache hit costs no signature check.
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::{Budget, ResolveError, Resolver, Upstream};
+use crate::dnssec::anchors::{Anchor, trusts};
+use crate::dnssec::denial::{self, Insecure, Nsec3Limits, Proof};
+use crate::dnssec::rdata::{Dnskey, Ds, Nsec, Nsec3, Rrsig};
+use crate::dnssec::verify::{Failure, Verified, verify_rrset};
+use crate::dnssec::{Security, crypto};
+use crate::probe::unix_now;
+
+/// The RDATA octets of a DNSSEC record, which hickory keeps raw.
+fn raw(r: &Record) -> Option<&[u8]> {
+    match &r.data {
+        RData::Unknown { rdata, .. } => Some(&rdata.anything),
+        _ => None,
+    }
+}
+
+/// The RRSIGs among `set`, parsed.
+fn signatures(set: &[Record]) -> Vec<Rrsig> {
+    set.iter().filter(|r| r.record_type() == RecordType::RRSIG).filter_map(|r| Rrsig::parse(raw(r)?)).collect()
+}
+
+/// What a zone's keys are, as far as validation is concerned.
+#[derive(Debug)]
+pub(crate) enum Keys {
+    /// Validated zone keys.
+    Secure(Vec<Dnskey>),
+    /// The zone is insecure (or the status is bogus): its data has this status.
+    Not(Security),
+}
+
+type KeysFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Keys, ResolveError>> + 'a>>;
+
+/// What vouches for a zone's DNSKEY RRset.
+enum Trust<'a> {
+    Anchor(&'a Anchor),
+    Ds(Vec<Ds>),
+    Not(Security),
+}
+
+/// DS records worth using: supported digest and algorithm, and SHA-1 ones only when no
+/// SHA-256 or SHA-384 DS is there (RFC 4509 section 3).
+fn usable_ds(all: Vec<Ds>, sha1_algorithms: bool) -> Vec<Ds> {
+    let mut ds: Vec<Ds> = all
+        .into_iter()
+        .filter(|d| {
+            crypto::digest_supported(d.digest_type) && crypto::algorithm_supported(d.algorithm, sha1_algorithms)
+        })
+        .collect();
+    if ds.iter().any(|d| d.digest_type != 1) {
+        ds.retain(|d| d.digest_type != 1);
+    }
+    ds
+}
+
+fn bogus_of(f: Failure, zone: &Name, what: &str) -> Security {
+    Security::bogus(f.ede(), format!("{}: {what}: {}", zone.to_ascii(), f.text()))
+}
+
+impl<U: Upstream + Clone + 'static> Resolver<U> {
+    fn validating(&self, name: &Name) -> bool {
+        self.shared.validator.covers(name)
+    }
+
+    /// The validated keys of `zone` (from the cache, or looked up and validated now).
+    /// Boxed: it recurses (through the parent's keys) up to the trust anchor.
+    pub(crate) fn zone_keys<'a>(&'a self, zone: &'a Name, budget: &'a Budget) -> KeysFuture<'a> {
+        Box::pin(self.zone_keys_unboxed(zone, budget))
+    }
+
+    async fn zone_keys_unboxed(&self, zone: &Name, budget: &Budget) -> Result<Keys, ResolveError> {
+        if !self.validating(zone) {
+            return Ok(Keys::Not(Security::Insecure));
+        }
+        // Below an insecure delegation there is nothing to fetch: decide that first.
+        if let Trust::Not(s) = self.trust_of(zone, budget).await? {
+            return Ok(Keys::Not(s));
+        }
+        let step = match self.lookup(zone, RecordType::DNSKEY, budget, 0).await {
+            Ok(s) => s,
+            Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+            Err(e) => {
+                return Ok(Keys::Not(Security::bogus(9, format!("{}: DNSKEY lookup failed: {e}", zone.to_ascii()))));
+            }
+        };
+        Ok(match step.security {
+            Security::Secure => Keys::Secure(
+                step.records
+                    .iter()
+                    .filter(|r| r.record_type() == RecordType::DNSKEY && r.name == *zone)
+                    .filter_map(|r| Dnskey::parse(raw(r)?))
+                    .collect(),
+            ),
+            Security::Unchecked => Keys::Not(Security::bogus(9, format!("{}: DNSKEY not validated", zone.to_ascii()))),
+            other => Keys::Not(other),
+        })
+    }
+
+    /// The closest zone cut strictly above `zone` that the cache knows (from referrals).
+    fn cached_cut_above(&self, zone: &Name) -> Option<Name> {
+        let now = self.upstream.now();
+        let mut cur = zone.base_name();
+        loop {
+            if self.shared.records.get(&cur, u16::from(RecordType::NS), now).is_some() {
+                return Some(cur);
+            }
+            if cur.is_root() {
+                return None;
+            }
+            cur = cur.base_name();
+        }
+    }
+
+    /// What vouches for `zone`'s keys: its trust anchor, or its validated DS RRset.
+    async fn trust_of(&self, zone: &Name, budget: &Budget) -> Result<Trust<'_>, ResolveError> {
+        let v = &self.shared.validator;
+        if let Some(anchor) = v.anchors.as_ref().and_then(|a| a.at(zone)) {
+            return Ok(Trust::Anchor(anchor));
+        }
+        if zone.is_root() {
+            return Ok(Trust::Not(Security::Insecure));
+        }
+        // The parent's status first (top-down, as the chain is built): a child of an
+        // insecure or bogus zone is insecure or bogus without a DS query of its own.
+        if let Some(parent) = self.cached_cut_above(zone)
+            && let Keys::Not(s) = self.zone_keys(&parent, budget).await?
+        {
+            return Ok(Trust::Not(s));
+        }
+        let step = match self.lookup(zone, RecordType::DS, budget, 0).await {
+            Ok(s) => s,
+            Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+            Err(e) => return Ok(Trust::Not(Security::bogus(9, format!("{}: DS lookup failed: {e}", zone.to_ascii())))),
+        };
+        match step.security {
+            Security::Secure => {}
+            Security::Unchecked => {
+                return Ok(Trust::Not(Security::bogus(6, format!("{}: DS not validated", zone.to_ascii()))));
+            }
+            other => return Ok(Trust::Not(other)),
+        }
+        let all: Vec<Ds> = step
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DS && r.name == *zone)
+            .filter_map(|r| Ds::parse(raw(r)?))
+            .collect();
+        if all.is_empty() {
+            // A proven absence of DS: an insecure delegation.
+            return Ok(Trust::Not(Security::Insecure));
+        }
+        let ds = usable_ds(all, v.sha1);
+        if ds.is_empty() {
+            // Only unsupported digests or algorithms: insecure (RFC 4035 section 5.2).
+            return Ok(Trust::Not(Security::Insecure));
+        }
+        Ok(Trust::Ds(ds))
+    }
+
+    /// A zone's own DNSKEY RRset, as its servers sent it: trusted when a key the anchor or
+    /// a DS vouches for signs it.
+    async fn validate_apex_keys(&self, zone: &Name, set: &[Record], budget: &Budget) -> Result<Security, ResolveError> {
+        let v = &self.shared.validator;
+        let keys: Vec<Dnskey> = set
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DNSKEY)
+            .filter_map(|r| Dnskey::parse(raw(r)?))
+            .collect();
+        let trusted: Vec<Dnskey> = match self.trust_of(zone, budget).await? {
+            Trust::Not(s) => return Ok(s),
+            Trust::Anchor(a) => {
+                if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
+                    keys.iter().filter(|k| trusts(a, k)).cloned().collect()
+                } else {
+                    return Ok(Security::Insecure);
+                }
+            }
+            Trust::Ds(ds) => {
+                let owner = crate::dnssec::rdata::name_wire_lower(zone);
+                keys.iter()
+                    .filter(|k| {
+                        ds.iter().any(|d| {
+                            d.key_tag == k.key_tag
+                                && d.algorithm == k.algorithm
+                                && crypto::ds_digest(d.digest_type, &owner, &k.rdata).is_some_and(|x| x == d.digest)
+                        })
+                    })
+                    .cloned()
+                    .collect()
+            }
+        };
+        if trusted.is_empty() {
+            return Ok(Security::bogus(9, format!("{}: no DNSKEY matches the DS or trust anchor", zone.to_ascii())));
+        }
+        let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == RecordType::DNSKEY).collect();
+        let sigs = signatures(set);
+        Ok(match verify_rrset(zone, 48, &data, &sigs, zone, &trusted, unix_now(), v.sha1, &budget.sig_checks_left) {
+            Ok(_) => Security::Secure,
+            Err(f) => bogus_of(f, zone, "DNSKEY"),
+        })
+    }
+
+    /// The status of one RRset (`set`: the records and their RRSIGs) that a server of
+    /// `zone` sent for `owner`/`rtype`; `proofs` are the NSEC/NSEC3 records of the same
+    /// response (a wildcard expansion needs them). Returns the status and the TTL the
+    /// signature allows.
+    pub(crate) async fn validate_rrset(
+        &self,
+        zone: &Name,
+        owner: &Name,
+        rtype: RecordType,
+        set: &[Record],
+        proofs: &[Record],
+        budget: &Budget,
+    ) -> Result<(Security, Option<u32>), ResolveError> {
+        if !self.validating(owner) {
+            return Ok((Security::Insecure, None));
+        }
+        if rtype == RecordType::DNSKEY && owner == zone {
+            return Ok((self.validate_apex_keys(zone, set, budget).await?, None));
+        }
+        let sigs = signatures(set);
+        // The signer must be the owner or above it; without signatures, the zone asked.
+        let signer = sigs.iter().map(|s| s.signer.clone()).find(|s| s.zone_of(owner)).unwrap_or_else(|| zone.clone());
+        let keys = match self.zone_keys(&signer, budget).await? {
+            Keys::Not(s) => return Ok((s, None)),
+            Keys::Secure(k) => k,
+        };
+        let what = format!("{} {rtype}", owner.to_ascii());
+        if sigs.is_empty() {
+            return Ok((bogus_of(Failure::NoSignature, &signer, &what), None));
+        }
+        let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
+        let v = &self.shared.validator;
+        let verified = verify_rrset(
+            owner,
+            u16::from(rtype),
+            &data,
+            &sigs,
+            &signer,
+            &keys,
+            unix_now(),
+            v.sha1,
+            &budget.sig_checks_left,
+        );
+        match verified {
+            Err(f) => Ok((bogus_of(f, &signer, &what), None)),
+            Ok(Verified { ttl_cap, wildcard_parent: None }) => Ok((Security::Secure, Some(ttl_cap))),
+            Ok(Verified { ttl_cap, wildcard_parent: Some(parent) }) => {
+                // RFC 4035 section 5.3.4: the expanded name itself must be proven absent.
+                let (nsecs, nsec3s, status) = self.verified_denials(&signer, &keys, proofs, budget);
+                if let Some(bad) = status {
+                    return Ok((bad, None));
+                }
+                let proof = if !nsecs.is_empty() {
+                    denial::nsec_wildcard_answer(owner, &nsecs)
+                } else {
+                    denial::nsec3_wildcard_answer(owner, &parent, &signer, &nsec3s, &self.nsec3_limits(budget))
+                };
+                Ok((self.proof_status(proof, &signer, &what), Some(ttl_cap)))
+            }
+        }
+    }
+
+    fn nsec3_limits<'a>(&self, budget: &'a Budget) -> Nsec3Limits<'a> {
+        Nsec3Limits {
+            max_iterations: self.shared.validator.nsec3_max_iterations,
+            hashes_left: &budget.nsec3_hashes_left,
+        }
+    }
+
+    fn proof_status(&self, proof: Proof, signer: &Name, what: &str) -> Security {
+        match proof {
+            Proof::Secure => Security::Secure,
+            Proof::Insecure(Insecure::Iterations(n)) => {
+                tracing::debug!(zone = %signer, iterations = n, "NSEC3 iterations above the limit: insecure");
+                Security::Insecure
+            }
+            Proof::Insecure(_) => Security::Insecure,
+            Proof::Bogus(why) => Security::bogus(6, format!("{}: {what}: {why}", signer.to_ascii())),
+        }
+    }
+
+    /// The NSEC and NSEC3 RRsets among `records` that verify with `keys`; a status when
+    /// one of them does not (bogus) or when none is there (`None` in that case too: the
+    /// callers decide what a missing proof means).
+    #[allow(clippy::type_complexity, reason = "three results of one pass")]
+    fn verified_denials(
+        &self,
+        signer: &Name,
+        keys: &[Dnskey],
+        records: &[Record],
+        budget: &Budget,
+    ) -> (Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, Option<Security>) {
+        let v = &self.shared.validator;
+        let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
+        for (owner, rtype, set) in super::iterate::group_rrsets(records) {
+            if !matches!(rtype, RecordType::NSEC | RecordType::NSEC3) || !signer.zone_of(&owner) {
+                continue;
+            }
+            let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
+            let sigs = signatures(&set);
+            let what = format!("{} {rtype}", owner.to_ascii());
+            if let Err(f) = verify_rrset(
+                &owner,
+                u16::from(rtype),
+                &data,
+                &sigs,
+                signer,
+                keys,
+                unix_now(),
+                v.sha1,
+                &budget.sig_checks_left,
+            ) {
+                return (nsecs, nsec3s, Some(bogus_of(f, signer, &what)));
+            }
+            for r in data {
+                let Some(bytes) = raw(r) else { continue };
+                if rtype == RecordType::NSEC {
+                    if let Some(n) = Nsec::parse(bytes) {
+                        nsecs.push((owner.clone(), n));
+                    }
+                } else if let Some(n) = Nsec3::parse(bytes) {
+                    nsec3s.push((owner.clone(), n));
+                }
+            }
+        }
+        (nsecs, nsec3s, None)
+    }
+
+    /// The status of a negative answer (NXDOMAIN when `nxdomain`, else NODATA) that a
+    /// server of `zone` sent for `qname`/`qtype`, from the SOA and NSEC/NSEC3 records of
+    /// its authority section.
+    pub(crate) async fn validate_negative(
+        &self,
+        zone: &Name,
+        qname: &Name,
+        qtype: RecordType,
+        nxdomain: bool,
+        authority: &[Record],
+        budget: &Budget,
+    ) -> Result<Security, ResolveError> {
+        if !self.validating(qname) {
+            return Ok(Security::Insecure);
+        }
+        if qtype == RecordType::DNSKEY && qname == zone && !nxdomain {
+            // A zone without keys: fine if nothing vouches for keys, bogus otherwise.
+            return Ok(match self.trust_of(zone, budget).await? {
+                Trust::Not(s) => s,
+                _ => Security::bogus(9, format!("{}: DNSKEY missing", zone.to_ascii())),
+            });
+        }
+        let sigs = signatures(authority);
+        let signer = sigs
+            .iter()
+            .map(|s| s.signer.clone())
+            .find(|s| s.zone_of(qname) || (qtype == RecordType::DS && s.zone_of(&qname.base_name())))
+            .unwrap_or_else(|| zone.clone());
+        let keys = match self.zone_keys(&signer, budget).await? {
+            Keys::Not(s) => return Ok(s),
+            Keys::Secure(k) => k,
+        };
+        let what = format!("{} {qtype}", qname.to_ascii());
+        // The SOA must verify too (it carries the negative TTL).
+        for (owner, rtype, set) in super::iterate::group_rrsets(authority) {
+            if rtype == RecordType::SOA {
+                let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
+                let v = &self.shared.validator;
+                if let Err(f) = verify_rrset(
+                    &owner,
+                    6,
+                    &data,
+                    &signatures(&set),
+                    &signer,
+                    &keys,
+                    unix_now(),
+                    v.sha1,
+                    &budget.sig_checks_left,
+                ) {
+                    return Ok(bogus_of(f, &signer, &format!("{} SOA", owner.to_ascii())));
+                }
+            }
+        }
+        let (nsecs, nsec3s, bad) = self.verified_denials(&signer, &keys, authority, budget);
+        if let Some(bad) = bad {
+            return Ok(bad);
+        }
+        if nsecs.is_empty() && nsec3s.is_empty() {
+            return Ok(Security::bogus(12, format!("{}: {what}: no NSEC or NSEC3 record", signer.to_ascii())));
+        }
+        let t = u16::from(qtype);
+        let limits = self.nsec3_limits(budget);
+        let proof = match (nsecs.is_empty(), nxdomain) {
+            (false, true) => denial::nsec_nxdomain(qname, &nsecs),
+            (false, false) => denial::nsec_nodata(qname, t, &nsecs),
+            (true, true) => denial::nsec3_nxdomain(qname, &signer, &nsec3s, &limits),
+            (true, false) => denial::nsec3_nodata(qname, t, &signer, &nsec3s, &limits),
+        };
+        Ok(self.proof_status(proof, &signer, &what))
+    }
+}
