@@ -71,6 +71,12 @@ pub struct StatsSnapshot {
     pub signals_refused: u64,
     /// Signal lookups that depended on the nameserver they decide for (R5).
     pub signal_cycles: u64,
+    /// Resolutions whose answer validated to a trust anchor (AD).
+    pub dnssec_secure: u64,
+    /// Resolutions whose answer is provably unsigned, unanchored or not validated.
+    pub dnssec_insecure: u64,
+    /// Resolutions whose answer failed validation (SERVFAIL unless CD).
+    pub dnssec_bogus: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
     /// Client TCP connections accepted.

@@ -168,6 +168,14 @@ pub fn render(s: &Stats) -> String {
         "event",
         &[("learned", t.signals_learned), ("refused_records", t.signals_refused), ("cycle", t.signal_cycles)],
     );
+    labelled(
+        o,
+        "adox_dnssec_answers_total",
+        "counter",
+        "Resolutions by the DNSSEC status of their answer.",
+        "status",
+        &[("secure", t.dnssec_secure), ("insecure", t.dnssec_insecure), ("bogus", t.dnssec_bogus)],
+    );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(o, "adox_refused_acl_total", "Client queries refused by the access list.", t.refused_acl);

@@ -66,6 +66,84 @@ pub fn upstream_response(data: &[u8]) {
     }
 }
 
+/// Signature checks the validator fuzz target allows per input.
+const FUZZ_SIG_CHECKS: u32 = 16;
+
+/// A reply's DNSSEC material through the validator's pure parts: the RDATA readers, RRset
+/// verification of every RRset against the DNSKEYs in the same message (bounded by the
+/// check allowance, which must never be overspent), the NSEC/NSEC3 proofs for the
+/// question, and the trust-anchor file reader on the same bytes as text.
+pub fn validator(data: &[u8]) {
+    use crate::dnssec::{anchors, denial, rdata, verify};
+    use hickory_proto::rr::RData;
+    use std::cell::Cell;
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = anchors::parse(text);
+    }
+    let hidden = wire::hide_raw_types(data);
+    let Ok(msg) = Message::from_vec(hidden.as_deref().unwrap_or(data)) else { return };
+    let raw = |r: &hickory_proto::rr::Record| match &r.data {
+        RData::Unknown { rdata, .. } => Some(rdata.anything.clone()),
+        _ => None,
+    };
+    let all: Vec<_> = msg.answers.iter().chain(msg.authorities.iter()).chain(msg.additionals.iter()).cloned().collect();
+    let keys: Vec<rdata::Dnskey> = all
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNSKEY)
+        .filter_map(|r| rdata::Dnskey::parse(&raw(r)?))
+        .collect();
+    let left = Cell::new(FUZZ_SIG_CHECKS);
+    let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
+    for (owner, rtype, set) in iterate::group_rrsets(&all) {
+        let sigs: Vec<rdata::Rrsig> = set
+            .iter()
+            .filter(|r| r.record_type() == RecordType::RRSIG)
+            .filter_map(|r| rdata::Rrsig::parse(&raw(r)?))
+            .collect();
+        let data: Vec<&hickory_proto::rr::Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
+        for r in &data {
+            let _ = rdata::Ds::parse(&raw(r).unwrap_or_default());
+            let _ = verify::canonical_rdata(r);
+            match rtype {
+                RecordType::NSEC => {
+                    nsecs.extend(raw(r).and_then(|b| rdata::Nsec::parse(&b)).map(|n| (owner.clone(), n)))
+                }
+                RecordType::NSEC3 => {
+                    nsec3s.extend(raw(r).and_then(|b| rdata::Nsec3::parse(&b)).map(|n| (owner.clone(), n)))
+                }
+                _ => {}
+            }
+        }
+        for signer in sigs.iter().map(|s| s.signer.clone()) {
+            let before = left.get();
+            let _ = verify::verify_rrset(
+                &owner,
+                u16::from(rtype),
+                &data,
+                &sigs,
+                &signer,
+                &keys,
+                1_800_000_000,
+                true,
+                &left,
+            );
+            assert!(left.get() <= before);
+        }
+    }
+    let Some(q) = msg.queries.first() else { return };
+    let hashes = Cell::new(8);
+    let limits = denial::Nsec3Limits { max_iterations: 150, hashes_left: &hashes };
+    let (qname, qtype) = (q.name(), u16::from(q.query_type()));
+    let zone = qname.base_name();
+    let _ = denial::nsec_nxdomain(qname, &nsecs);
+    let _ = denial::nsec_nodata(qname, qtype, &nsecs);
+    let _ = denial::nsec_wildcard_answer(qname, &nsecs);
+    let _ = denial::nsec3_nxdomain(qname, &zone, &nsec3s, &limits);
+    let _ = denial::nsec3_nodata(qname, qtype, &zone, &nsec3s, &limits);
+    let _ = denial::nsec3_wildcard_answer(qname, &zone, &zone, &nsec3s, &limits);
+    assert!(hashes.get() <= 8);
+}
+
 /// Owner-signal RDATA (SVCB, TLSA) through the one-record-at-a-time parsers. The input
 /// is also split at its first zero octet into several records, as an RRset would be.
 pub fn signals(data: &[u8]) {
@@ -103,6 +181,11 @@ mod tests {
     #[test]
     fn replay_upstream_response_corpus() {
         replay("upstream_response", super::upstream_response);
+    }
+
+    #[test]
+    fn replay_validator_corpus() {
+        replay("validator", super::validator);
     }
 
     #[test]

@@ -201,6 +201,9 @@ fn log_stats(plane: &DataPlane) {
         signals_learned = s.signals_learned,
         signals_refused = s.signals_refused,
         signal_cycles = s.signal_cycles,
+        dnssec_secure = s.dnssec_secure,
+        dnssec_insecure = s.dnssec_insecure,
+        dnssec_bogus = s.dnssec_bogus,
         record_cache_entries = plane.shared.records.len(),
         "stats"
     );

@@ -208,6 +208,179 @@ fn worse(a: Failure, b: Failure) -> Failure {
 mod tests {
     use super::*;
 
+    use crate::dnssec::rdata::{Dnskey, key_tag};
+    use hickory_proto::rr::rdata::A;
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn n(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+
+    /// A signing key and its DNSKEY (zone key, the SEP bit as given).
+    enum Signer {
+        Ecdsa(EcdsaKeyPair),
+        Ed(Ed25519KeyPair),
+    }
+
+    fn signer(alg: u8) -> (Signer, Dnskey) {
+        let rng = SystemRandom::new();
+        let (s, public) = if alg == 13 {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+            let public = kp.public_key().as_ref()[1..].to_vec(); // drop the 0x04 prefix
+            (Signer::Ecdsa(kp), public)
+        } else {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            let public = kp.public_key().as_ref().to_vec();
+            (Signer::Ed(kp), public)
+        };
+        let mut rdata = vec![1, 1, 3, alg];
+        rdata.extend(public);
+        (s, Dnskey::parse(&rdata).unwrap())
+    }
+
+    /// An RRSIG over `records` (owner `owner`, type A) by `key` of `zone`.
+    fn sign(
+        s: &Signer,
+        key: &Dnskey,
+        zone: &Name,
+        owner: &Name,
+        labels: u8,
+        window: (u32, u32),
+        records: &[&Record],
+    ) -> Rrsig {
+        let mut head = Vec::new();
+        head.extend_from_slice(&1u16.to_be_bytes());
+        head.push(key.algorithm);
+        head.push(labels);
+        head.extend_from_slice(&300u32.to_be_bytes());
+        head.extend_from_slice(&window.1.to_be_bytes());
+        head.extend_from_slice(&window.0.to_be_bytes());
+        head.extend_from_slice(&key_tag(&key.rdata).to_be_bytes());
+        head.extend(name_wire_lower(zone));
+        let unsigned = Rrsig::parse(&head).unwrap();
+        let data = signed_data(&unsigned, owner, records).unwrap();
+        let sig = match s {
+            Signer::Ecdsa(k) => k.sign(&SystemRandom::new(), &data).unwrap().as_ref().to_vec(),
+            Signer::Ed(k) => k.sign(&data).as_ref().to_vec(),
+        };
+        head.extend(sig);
+        Rrsig::parse(&head).unwrap()
+    }
+
+    fn a(owner: &str, last: u8) -> Record {
+        Record::from_rdata(n(owner), 300, RData::A(A::new(192, 0, 2, last)))
+    }
+
+    const VALID: (u32, u32) = ((NOW - 3600) as u32, (NOW + 86_400) as u32);
+
+    #[test]
+    fn rfc_4035_5_3_signatures_verify_for_ecdsa_and_ed25519() {
+        for alg in [13, 15] {
+            let (s, key) = signer(alg);
+            let zone = n("lab.");
+            let (r1, r2) = (a("www.lab.", 1), a("WWW.lab.", 2));
+            // Signed in one order, verified in another: canonical order and case.
+            let sig = sign(&s, &key, &zone, &n("www.lab."), 2, VALID, &[&r1, &r2]);
+            let left = Cell::new(10);
+            let ok = verify_rrset(
+                &n("www.lab."),
+                1,
+                &[&r2, &r1],
+                std::slice::from_ref(&sig),
+                &zone,
+                std::slice::from_ref(&key),
+                NOW,
+                true,
+                &left,
+            );
+            assert_eq!(ok, Ok(Verified { ttl_cap: 300, wildcard_parent: None }), "alg {alg}");
+            // One changed record: the signature fails.
+            let r3 = a("www.lab.", 3);
+            let bad = verify_rrset(
+                &n("www.lab."),
+                1,
+                &[&r1, &r3],
+                std::slice::from_ref(&sig),
+                &zone,
+                std::slice::from_ref(&key),
+                NOW,
+                true,
+                &left,
+            );
+            assert_eq!(bad, Err(Failure::Invalid));
+            // Another zone's signer name or another type: not even tried.
+            let other = verify_rrset(&n("www.lab."), 28, &[&r1, &r2], &[sig], &zone, &[key], NOW, true, &left);
+            assert_eq!(other, Err(Failure::NoKey));
+        }
+    }
+
+    #[test]
+    fn rfc_4034_3_1_5_validity_window_with_skew() {
+        let (s, key) = signer(13);
+        let zone = n("lab.");
+        let r = a("www.lab.", 1);
+        let left = Cell::new(10);
+        // Expired two days ago (beyond the day of skew): expired.
+        let old = ((NOW - 30 * 86_400) as u32, (NOW - 2 * 86_400) as u32);
+        let sig = sign(&s, &key, &zone, &n("www.lab."), 2, old, &[&r]);
+        let got = verify_rrset(&n("www.lab."), 1, &[&r], &[sig], &zone, std::slice::from_ref(&key), NOW, true, &left);
+        assert_eq!(got, Err(Failure::Expired));
+        // Expired an hour ago with a 30-day window: within the skew, still valid.
+        let recent = ((NOW - 30 * 86_400) as u32, (NOW - 3600) as u32);
+        let sig = sign(&s, &key, &zone, &n("www.lab."), 2, recent, &[&r]);
+        assert!(
+            verify_rrset(&n("www.lab."), 1, &[&r], &[sig], &zone, std::slice::from_ref(&key), NOW, true, &left).is_ok()
+        );
+        // Not valid for another two days: not yet valid.
+        let future = ((NOW + 2 * 86_400) as u32, (NOW + 30 * 86_400) as u32);
+        let sig = sign(&s, &key, &zone, &n("www.lab."), 2, future, &[&r]);
+        let got = verify_rrset(&n("www.lab."), 1, &[&r], &[sig], &zone, &[key], NOW, true, &left);
+        assert_eq!(got, Err(Failure::NotYetValid));
+    }
+
+    #[test]
+    fn rfc_4035_5_3_4_wildcard_expansion_is_reported() {
+        let (s, key) = signer(15);
+        let zone = n("lab.");
+        let r = a("x.wild.lab.", 1);
+        // Signed as *.wild.lab. (labels 2): the answer for x.wild.lab. is an expansion.
+        let sig = sign(&s, &key, &zone, &n("x.wild.lab."), 2, VALID, &[&r]);
+        let left = Cell::new(10);
+        let got = verify_rrset(&n("x.wild.lab."), 1, &[&r], &[sig], &zone, &[key], NOW, true, &left).unwrap();
+        assert_eq!(got.wildcard_parent, Some(n("wild.lab.")));
+    }
+
+    /// CVE-2023-50387 (KeyTrap): many keys sharing a tag and many signatures cost at most
+    /// the query's allowance of checks, then fail.
+    #[test]
+    fn keytrap_collisions_are_bounded_by_the_check_allowance() {
+        let (s, real) = signer(13);
+        let zone = n("lab.");
+        let r = a("www.lab.", 1);
+        let sig = sign(&s, &real, &zone, &n("www.lab."), 2, VALID, &[&r]);
+        // 40 different keys claiming the real key's tag, and 40 copies of the signature
+        // with a broken last octet.
+        let keys: Vec<Dnskey> = (0..40)
+            .map(|_| {
+                let (_, mut k) = signer(13);
+                k.key_tag = real.key_tag;
+                k
+            })
+            .collect();
+        let mut broken = sig.clone();
+        *broken.signature.last_mut().unwrap() ^= 1;
+        let sigs = vec![broken; 40];
+        let left = Cell::new(64);
+        let got = verify_rrset(&n("www.lab."), 1, &[&r], &sigs, &zone, &keys, NOW, true, &left);
+        assert_eq!(got, Err(Failure::Budget));
+        assert_eq!(left.get(), 0, "exactly the allowance was spent, not 1600 checks");
+    }
+
     #[test]
     fn serial_arithmetic_finds_the_nearest_time() {
         let now = 1_800_000_000u64;

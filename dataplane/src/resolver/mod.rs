@@ -232,6 +232,9 @@ pub(crate) struct Budget {
     pub(crate) sig_checks_left: Cell<u32>,
     /// NSEC3 hashes left (`dnssec.max_nsec3_hashes`).
     pub(crate) nsec3_hashes_left: Cell<u32>,
+    /// Zones whose keys are being established: a zone met again inside its own chain is
+    /// a loop (hostile or broken data), not something to recurse into.
+    pub(crate) keys_in_progress: RefCell<Vec<Name>>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -248,6 +251,7 @@ impl Budget {
             deadline: now + settings.request_timeout,
             failed_ns: RefCell::new(Vec::new()),
             trace: None,
+            keys_in_progress: RefCell::new(Vec::new()),
         }
     }
 

@@ -61,6 +61,20 @@ fn usable_ds(all: Vec<Ds>, sha1_algorithms: bool) -> Vec<Ds> {
     ds
 }
 
+/// The zone whose keys must have signed data at `owner`: the signer an RRSIG names if it
+/// is the owner or above it (strictly above for a DS, which the parent signs); without
+/// such a signature, the zone whose server answered.
+fn signer_of(sigs: &[Rrsig], owner: &Name, rtype: RecordType, zone: &Name) -> Name {
+    sigs.iter()
+        .map(|s| &s.signer)
+        .find(|s| s.zone_of(owner) && !(rtype == RecordType::DS && *s == owner))
+        .cloned()
+        .unwrap_or_else(|| zone.clone())
+}
+
+/// Names looked at between a secure zone and unsigned data below it, at most.
+const MAX_CUT_WALK: usize = 8;
+
 fn bogus_of(f: Failure, zone: &Name, what: &str) -> Security {
     Security::bogus(f.ede(), format!("{}: {what}: {}", zone.to_ascii(), f.text()))
 }
@@ -73,7 +87,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// The validated keys of `zone` (from the cache, or looked up and validated now).
     /// Boxed: it recurses (through the parent's keys) up to the trust anchor.
     pub(crate) fn zone_keys<'a>(&'a self, zone: &'a Name, budget: &'a Budget) -> KeysFuture<'a> {
-        Box::pin(self.zone_keys_unboxed(zone, budget))
+        Box::pin(async move {
+            if budget.keys_in_progress.borrow().contains(zone) {
+                return Ok(Keys::Not(Security::bogus(6, format!("{}: chain of trust loops", zone.to_ascii()))));
+            }
+            budget.keys_in_progress.borrow_mut().push(zone.clone());
+            let result = self.zone_keys_unboxed(zone, budget).await;
+            budget.keys_in_progress.borrow_mut().retain(|z| z != zone);
+            result
+        })
     }
 
     async fn zone_keys_unboxed(&self, zone: &Name, budget: &Budget) -> Result<Keys, ResolveError> {
@@ -224,18 +246,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !self.validating(owner) {
             return Ok((Security::Insecure, None));
         }
-        if rtype == RecordType::DNSKEY && owner == zone {
-            return Ok((self.validate_apex_keys(zone, set, budget).await?, None));
-        }
         let sigs = signatures(set);
-        // The signer must be the owner or above it; without signatures, the zone asked.
-        let signer = sigs.iter().map(|s| s.signer.clone()).find(|s| s.zone_of(owner)).unwrap_or_else(|| zone.clone());
+        // A zone's own keys (at the cut we asked, or self-signed where one server serves
+        // parent and child) are checked against the DS, not against themselves.
+        if rtype == RecordType::DNSKEY && (owner == zone || sigs.iter().any(|s| s.signer == *owner)) {
+            return Ok((self.validate_apex_keys(owner, set, budget).await?, None));
+        }
+        let signer = signer_of(&sigs, owner, rtype, zone);
         let keys = match self.zone_keys(&signer, budget).await? {
             Keys::Not(s) => return Ok((s, None)),
             Keys::Secure(k) => k,
         };
         let what = format!("{} {rtype}", owner.to_ascii());
         if sigs.is_empty() {
+            // Unsigned data below a secure zone: fine only below an insecure delegation
+            // the zone's server did not tell us about (it serves the child too).
+            if let Some(s) = self.insecure_cut_between(&signer, owner, budget).await? {
+                return Ok((s, None));
+            }
             return Ok((bogus_of(Failure::NoSignature, &signer, &what), None));
         }
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
@@ -268,6 +296,47 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Ok((self.proof_status(proof, &signer, &what), Some(ttl_cap)))
             }
         }
+    }
+
+    /// Looks for an insecure delegation between the secure `zone` and `name` below it,
+    /// asking the DS of each name in between, top-down (as Unbound does when a server
+    /// answers for a child zone it also serves). `Some(Insecure)` when one is proven.
+    async fn insecure_cut_between(
+        &self,
+        zone: &Name,
+        name: &Name,
+        budget: &Budget,
+    ) -> Result<Option<Security>, ResolveError> {
+        let (top, bottom) = (crate::names::labels(zone), crate::names::labels(name));
+        for n in (top + 1..=bottom).take(MAX_CUT_WALK) {
+            let cut = name.trim_to(n);
+            let step = match self.lookup(&cut, RecordType::DS, budget, 0).await {
+                Ok(s) => s,
+                Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+                Err(_) => return Ok(None),
+            };
+            if step.rcode != crate::wire::rcode::NOERROR {
+                return Ok(None);
+            }
+            match step.security {
+                Security::Insecure => return Ok(Some(Security::Insecure)),
+                Security::Secure => {}
+                _ => return Ok(None),
+            }
+            if step.records.iter().any(|r| r.record_type() == RecordType::DS) {
+                return Ok(None); // a signed child: its data must be signed
+            }
+            // No DS, proven; a delegation if the proof's NSEC shows NS at that name.
+            let delegation = step.authority.iter().any(|r| {
+                r.record_type() == RecordType::NSEC
+                    && r.name == cut
+                    && raw(r).and_then(Nsec::parse).is_some_and(|n| n.types.has(2) && !n.types.has(6))
+            });
+            if delegation {
+                return Ok(Some(Security::Insecure));
+            }
+        }
+        Ok(None)
     }
 
     fn nsec3_limits<'a>(&self, budget: &'a Budget) -> Nsec3Limits<'a> {
@@ -359,16 +428,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             });
         }
         let sigs = signatures(authority);
-        let signer = sigs
-            .iter()
-            .map(|s| s.signer.clone())
-            .find(|s| s.zone_of(qname) || (qtype == RecordType::DS && s.zone_of(&qname.base_name())))
-            .unwrap_or_else(|| zone.clone());
+        let signer = signer_of(&sigs, qname, qtype, zone);
+        if qtype == RecordType::DNSKEY && signer == *qname {
+            // The same, at a child apex that its parent's server answered for.
+            return Ok(match self.trust_of(qname, budget).await? {
+                Trust::Not(s) => s,
+                _ => Security::bogus(9, format!("{}: DNSKEY missing", qname.to_ascii())),
+            });
+        }
         let keys = match self.zone_keys(&signer, budget).await? {
             Keys::Not(s) => return Ok(s),
             Keys::Secure(k) => k,
         };
         let what = format!("{} {qtype}", qname.to_ascii());
+        if sigs.is_empty()
+            && let Some(s) = self.insecure_cut_between(&signer, qname, budget).await?
+        {
+            return Ok(s);
+        }
         // The SOA must verify too (it carries the negative TTL).
         for (owner, rtype, set) in super::iterate::group_rrsets(authority) {
             if rtype == RecordType::SOA {

@@ -210,8 +210,16 @@ impl WorkerCtx {
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
             let result = ctx.resolver.resolve(&name, qtype).await;
-            if let Err(e) = &result {
-                tracing::debug!(%name, ?qtype, error = %e, "resolution failed");
+            match &result {
+                Err(e) => tracing::debug!(%name, ?qtype, error = %e, "resolution failed"),
+                Ok(a) => match &a.security {
+                    crate::dnssec::Security::Secure => ctx.stats.dnssec_secure.bump(),
+                    crate::dnssec::Security::Bogus(b) => {
+                        ctx.stats.dnssec_bogus.bump();
+                        tracing::info!(%name, ?qtype, ede = b.ede, reason = %b.text, "DNSSEC bogus");
+                    }
+                    _ => ctx.stats.dnssec_insecure.bump(),
+                },
             }
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
             let mut out = Vec::new();
