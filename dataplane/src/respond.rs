@@ -77,7 +77,12 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
     match m.to_vec() {
         Ok(bytes) if bytes.len() + 11 <= usize::from(u16::MAX) => {
             *out = bytes;
-            if let Some(e) = edns_for(q, udp_size, None) {
+            // An insecure answer may say why (unsupported algorithm, NSEC3 iterations).
+            let note = match &answer.security {
+                Security::Insecure(Some(n)) => Some((n.ede, n.text.as_str())),
+                _ => None,
+            };
+            if let Some(e) = edns_for(q, udp_size, note) {
                 wire::append_opt(out, &e);
             }
             if answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN { answer.cache_ttl } else { 0 }
@@ -176,7 +181,7 @@ mod tests {
             answers: vec![Record::from_rdata("www.lab.".parse().unwrap(), 60, RData::A(A::new(192, 0, 2, 1))), rrsig],
             authority: vec![],
             cache_ttl: 60,
-            security: Security::Insecure,
+            security: Security::insecure(),
         };
         let mut out = Vec::new();
         assert_eq!(build(&mut out, &msg, &q, &Ok(a), 1232), 60);
@@ -235,7 +240,7 @@ mod tests {
         assert!(m.metadata.authentic_data, "AD client, secure");
         let (m, _, _) = run(0, false, Security::Secure);
         assert!(!m.metadata.authentic_data, "plain client");
-        let (m, _, _) = run(0, true, Security::Insecure);
+        let (m, _, _) = run(0, true, Security::insecure());
         assert!(!m.metadata.authentic_data, "insecure");
         let bogus = Security::bogus(7, "lab.: www.lab. A: signature expired".into());
         let (m, ttl, out) = run(0, true, bogus.clone());

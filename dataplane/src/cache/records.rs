@@ -280,7 +280,7 @@ mod tests {
         let h = c.get(&"www.LAB.".parse().unwrap(), 1, t0 + Duration::from_secs(30)).unwrap();
         assert_eq!(h.ttl_left, 70);
         assert!(c.get(&n, 1, t0 + Duration::from_secs(100)).is_none());
-        c.put_negative(&n, 28, vec![], 3600, Security::Insecure, t0);
+        c.put_negative(&n, 28, vec![], 3600, Security::insecure(), t0);
         assert_eq!(c.get(&n, 28, t0).unwrap().ttl_left, 10);
     }
 
@@ -310,8 +310,8 @@ mod tests {
         let h = c.get(&n, 1, t0).unwrap();
         assert_eq!((h.security, h.ttl_left), (Security::Secure, 300));
         // A newer validation result does replace it.
-        c.put_checked(&n, 1, vec![a("www.lab.", 60)], Rank::AuthAnswer, Security::Insecure, t0);
-        assert_eq!(c.get(&n, 1, t0).unwrap().security, Security::Insecure);
+        c.put_checked(&n, 1, vec![a("www.lab.", 60)], Rank::AuthAnswer, Security::insecure(), t0);
+        assert_eq!(c.get(&n, 1, t0).unwrap().security, Security::insecure());
     }
 
     #[test]

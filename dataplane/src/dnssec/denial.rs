@@ -184,7 +184,15 @@ impl<'a> Hashed<'a> {
     fn covering(&self, h: &[u8]) -> Option<&'a Nsec3> {
         self.items
             .iter()
-            .find(|(o, n)| o.as_slice() < h && (h < n.next_hash.as_slice() || n.next_hash.as_slice() <= o.as_slice()))
+            .find(|(o, n)| {
+                let (o, next) = (o.as_slice(), n.next_hash.as_slice());
+                if o < next {
+                    o < h && h < next
+                } else {
+                    // The last NSEC3 of the chain wraps around to the first hash.
+                    h > o || h < next
+                }
+            })
             .map(|(_, n)| *n)
     }
 
@@ -482,6 +490,26 @@ mod tests {
         // Wildcard answer (8.8).
         assert_eq!(nsec3_wildcard_answer(&n("q.w.example."), &n("w.example."), &zone, &z, &limits), Proof::Secure);
         assert!(left.get() < 100, "hashes were charged");
+    }
+
+    #[test]
+    fn nsec3_chain_wraps_around_both_ends() {
+        let names: &[(&str, &[u16])] = &[("example.", &[2, 6, 46, 48, 51]), ("a.example.", &[1, 46])];
+        let z = nsec3_zone("example.", names, 0, false);
+        let zone = n("example.");
+        let set = Hashed::new(&zone, &z);
+        let (lo, hi) = (
+            set.items.iter().map(|(h, _)| h.clone()).min().unwrap(),
+            set.items.iter().map(|(h, _)| h.clone()).max().unwrap(),
+        );
+        let mut below = lo.clone();
+        *below.last_mut().unwrap() = below.last().unwrap().wrapping_sub(1);
+        let mut above = hi.clone();
+        *above.last_mut().unwrap() = above.last().unwrap().wrapping_add(1);
+        // Before the first hash and after the last: both covered by the last record.
+        assert!(lo.last() != Some(&0) && set.covering(&below).is_some());
+        assert!(hi.last() != Some(&255) && set.covering(&above).is_some());
+        assert!(set.covering(&lo).is_none(), "a matching hash is not covered");
     }
 
     #[test]

@@ -22,15 +22,17 @@ pub enum Security {
     /// client lookup treats it as a miss.
     #[default]
     Unchecked,
-    /// Provably unsigned, or outside every trust anchor, or validation is off.
-    Insecure,
+    /// Provably unsigned, or outside every trust anchor, or validation is off; with the
+    /// Extended DNS Error to add when the reason is worth telling (unsupported algorithm
+    /// or digest, NSEC3 iterations over the limit).
+    Insecure(Option<Arc<Bogus>>),
     /// Validated to a trust anchor.
     Secure,
     /// Should be signed and is not correctly: SERVFAIL unless the client set CD.
     Bogus(Arc<Bogus>),
 }
 
-/// Why data is bogus: the Extended DNS Error to send.
+/// Why data is bogus (or insecure for a reason worth telling): the Extended DNS Error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bogus {
     /// EDE INFO-CODE (RFC 8914): 1, 2, 6, 7, 8, 9, 10 or 12.
@@ -40,6 +42,16 @@ pub struct Bogus {
 }
 
 impl Security {
+    /// Insecure, nothing to add.
+    pub fn insecure() -> Self {
+        Security::Insecure(None)
+    }
+
+    /// Insecure, with an Extended DNS Error for the client.
+    pub fn insecure_because(ede: u16, text: String) -> Self {
+        Security::Insecure(Some(Arc::new(Bogus { ede, text })))
+    }
+
     /// A bogus status with its EDE.
     pub fn bogus(ede: u16, text: String) -> Self {
         Security::Bogus(Arc::new(Bogus { ede, text }))
@@ -51,7 +63,8 @@ impl Security {
         match (self, other) {
             (b @ Security::Bogus(_), _) | (_, b @ Security::Bogus(_)) => b,
             (Security::Unchecked, _) | (_, Security::Unchecked) => Security::Unchecked,
-            (Security::Insecure, _) | (_, Security::Insecure) => Security::Insecure,
+            (Security::Insecure(a), Security::Insecure(b)) => Security::Insecure(a.or(b)),
+            (i @ Security::Insecure(_), _) | (_, i @ Security::Insecure(_)) => i,
             (Security::Secure, Security::Secure) => Security::Secure,
         }
     }

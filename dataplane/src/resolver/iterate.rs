@@ -149,7 +149,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 None => {
                     let cache_ttl = min_ttl(&answers).into_iter().chain(min_ttl(&step.authority)).min().unwrap_or(0);
                     if !security.is_checked() {
-                        security = Security::Insecure;
+                        security = Security::insecure();
                     }
                     return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl, security });
                 }
@@ -421,7 +421,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// validate it anyway (validation off, no trust anchor, a negative trust anchor),
     /// unchecked otherwise.
     fn unvalidated(&self, name: &Name) -> Security {
-        if self.shared.validator.covers(name) { Security::Unchecked } else { Security::Insecure }
+        if self.shared.validator.covers(name) { Security::Unchecked } else { Security::insecure() }
     }
 
     /// A negative TTL, shortened for bogus data.

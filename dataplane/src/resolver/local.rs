@@ -122,7 +122,7 @@ impl LocalZones {
             answers,
             authority,
             cache_ttl: LOCAL_TTL,
-            security: crate::dnssec::Security::Insecure,
+            security: crate::dnssec::Security::insecure(),
         })
     }
 }

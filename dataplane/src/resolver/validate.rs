@@ -72,6 +72,19 @@ fn signer_of(sigs: &[Rrsig], owner: &Name, rtype: RecordType, zone: &Name) -> Na
         .unwrap_or_else(|| zone.clone())
 }
 
+/// Whether the cached RRset holds exactly the records of `data` (RRSIGs aside).
+fn same_data(cached: &[Record], data: &[&Record], rtype: RecordType) -> bool {
+    let mut a: Vec<&RData> = cached.iter().filter(|r| r.record_type() == rtype).map(|r| &r.data).collect();
+    let mut b: Vec<&RData> = data.iter().map(|r| &r.data).collect();
+    if a.len() != b.len() {
+        return false;
+    }
+    let key = |d: &&RData| d.to_string();
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    a == b
+}
+
 /// Names looked at between a secure zone and unsigned data below it, at most.
 const MAX_CUT_WALK: usize = 8;
 
@@ -100,7 +113,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     async fn zone_keys_unboxed(&self, zone: &Name, budget: &Budget) -> Result<Keys, ResolveError> {
         if !self.validating(zone) {
-            return Ok(Keys::Not(Security::Insecure));
+            return Ok(Keys::Not(Security::insecure()));
         }
         // Below an insecure delegation there is nothing to fetch: decide that first.
         if let Trust::Not(s) = self.trust_of(zone, budget).await? {
@@ -148,7 +161,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             return Ok(Trust::Anchor(anchor));
         }
         if zone.is_root() {
-            return Ok(Trust::Not(Security::Insecure));
+            return Ok(Trust::Not(Security::insecure()));
         }
         // The parent's status first (top-down, as the chain is built): a child of an
         // insecure or bogus zone is insecure or bogus without a DS query of its own.
@@ -177,12 +190,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .collect();
         if all.is_empty() {
             // A proven absence of DS: an insecure delegation.
-            return Ok(Trust::Not(Security::Insecure));
+            return Ok(Trust::Not(Security::insecure()));
         }
+        let digests_known = all.iter().any(|d| crypto::digest_supported(d.digest_type));
         let ds = usable_ds(all, v.sha1);
         if ds.is_empty() {
             // Only unsupported digests or algorithms: insecure (RFC 4035 section 5.2).
-            return Ok(Trust::Not(Security::Insecure));
+            let (code, what) =
+                if digests_known { (1, "unsupported DNSKEY algorithm") } else { (2, "unsupported DS digest type") };
+            return Ok(Trust::Not(Security::insecure_because(code, format!("{}: {what}", zone.to_ascii()))));
         }
         Ok(Trust::Ds(ds))
     }
@@ -202,7 +218,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
                     keys.iter().filter(|k| trusts(a, k)).cloned().collect()
                 } else {
-                    return Ok(Security::Insecure);
+                    return Ok(Security::insecure_because(
+                        1,
+                        format!("{}: unsupported DNSKEY algorithm in the trust anchor", zone.to_ascii()),
+                    ));
                 }
             }
             Trust::Ds(ds) => {
@@ -244,7 +263,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         budget: &Budget,
     ) -> Result<(Security, Option<u32>), ResolveError> {
         if !self.validating(owner) {
-            return Ok((Security::Insecure, None));
+            return Ok((Security::insecure(), None));
         }
         let sigs = signatures(set);
         // A zone's own keys (at the cut we asked, or self-signed where one server serves
@@ -319,7 +338,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 return Ok(None);
             }
             match step.security {
-                Security::Insecure => return Ok(Some(Security::Insecure)),
+                Security::Insecure(_) => return Ok(Some(Security::insecure())),
                 Security::Secure => {}
                 _ => return Ok(None),
             }
@@ -333,7 +352,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     && raw(r).and_then(Nsec::parse).is_some_and(|n| n.types.has(2) && !n.types.has(6))
             });
             if delegation {
-                return Ok(Some(Security::Insecure));
+                return Ok(Some(Security::insecure()));
             }
         }
         Ok(None)
@@ -349,13 +368,68 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     fn proof_status(&self, proof: Proof, signer: &Name, what: &str) -> Security {
         match proof {
             Proof::Secure => Security::Secure,
-            Proof::Insecure(Insecure::Iterations(n)) => {
-                tracing::debug!(zone = %signer, iterations = n, "NSEC3 iterations above the limit: insecure");
-                Security::Insecure
-            }
-            Proof::Insecure(_) => Security::Insecure,
+            Proof::Insecure(Insecure::Iterations(n)) => Security::insecure_because(
+                27,
+                format!(
+                    "{}: NSEC3 iterations {n} above the limit {}",
+                    signer.to_ascii(),
+                    self.shared.validator.nsec3_max_iterations
+                ),
+            ),
+            Proof::Insecure(_) => Security::insecure(),
             Proof::Bogus(why) => Security::bogus(6, format!("{}: {what}: {why}", signer.to_ascii())),
         }
+    }
+
+    /// Verifies an RRset of a denial (SOA, NSEC, NSEC3) unless the very same records were
+    /// validated before: negative answers from one zone carry the same few NSEC3 and SOA
+    /// RRsets again and again, and those are kept in the record cache with their status
+    /// (as Unbound's RRset cache does), so each costs its signature checks once per TTL.
+    fn check_proof_rrset(
+        &self,
+        owner: &Name,
+        rtype: RecordType,
+        set: &[Record],
+        signer: &Name,
+        keys: &[Dnskey],
+        budget: &Budget,
+    ) -> Result<(), Failure> {
+        let cache = &self.shared.records;
+        let now = self.upstream.now();
+        let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
+        if let Some(hit) = cache.get(owner, u16::from(rtype), now)
+            && hit.security == Security::Secure
+            && let crate::cache::records::CachedData::RRset(cached) = &hit.data
+            && same_data(cached, &data, rtype)
+        {
+            return Ok(());
+        }
+        let v = &self.shared.validator;
+        let sigs = signatures(set);
+        let verified = verify_rrset(
+            owner,
+            u16::from(rtype),
+            &data,
+            &sigs,
+            signer,
+            keys,
+            unix_now(),
+            v.sha1,
+            &budget.sig_checks_left,
+        )?;
+        let mut kept = set.to_vec();
+        for r in kept.iter_mut() {
+            r.ttl = r.ttl.min(verified.ttl_cap);
+        }
+        cache.put_checked(
+            owner,
+            u16::from(rtype),
+            kept,
+            crate::cache::records::Rank::AuthAnswer,
+            Security::Secure,
+            now,
+        );
+        Ok(())
     }
 
     /// The NSEC and NSEC3 RRsets among `records` that verify with `keys`; a status when
@@ -369,26 +443,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         records: &[Record],
         budget: &Budget,
     ) -> (Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, Option<Security>) {
-        let v = &self.shared.validator;
         let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
         for (owner, rtype, set) in super::iterate::group_rrsets(records) {
             if !matches!(rtype, RecordType::NSEC | RecordType::NSEC3) || !signer.zone_of(&owner) {
                 continue;
             }
             let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
-            let sigs = signatures(&set);
-            let what = format!("{} {rtype}", owner.to_ascii());
-            if let Err(f) = verify_rrset(
-                &owner,
-                u16::from(rtype),
-                &data,
-                &sigs,
-                signer,
-                keys,
-                unix_now(),
-                v.sha1,
-                &budget.sig_checks_left,
-            ) {
+            if let Err(f) = self.check_proof_rrset(&owner, rtype, &set, signer, keys, budget) {
+                let what = format!("{} {rtype}", owner.to_ascii());
                 return (nsecs, nsec3s, Some(bogus_of(f, signer, &what)));
             }
             for r in data {
@@ -418,7 +480,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         budget: &Budget,
     ) -> Result<Security, ResolveError> {
         if !self.validating(qname) {
-            return Ok(Security::Insecure);
+            return Ok(Security::insecure());
         }
         if qtype == RecordType::DNSKEY && qname == zone && !nxdomain {
             // A zone without keys: fine if nothing vouches for keys, bogus otherwise.
@@ -448,22 +510,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         // The SOA must verify too (it carries the negative TTL).
         for (owner, rtype, set) in super::iterate::group_rrsets(authority) {
-            if rtype == RecordType::SOA {
-                let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
-                let v = &self.shared.validator;
-                if let Err(f) = verify_rrset(
-                    &owner,
-                    6,
-                    &data,
-                    &signatures(&set),
-                    &signer,
-                    &keys,
-                    unix_now(),
-                    v.sha1,
-                    &budget.sig_checks_left,
-                ) {
-                    return Ok(bogus_of(f, &signer, &format!("{} SOA", owner.to_ascii())));
-                }
+            if rtype == RecordType::SOA
+                && let Err(f) = self.check_proof_rrset(&owner, rtype, &set, &signer, &keys, budget)
+            {
+                return Ok(bogus_of(f, &signer, &format!("{} SOA", owner.to_ascii())));
             }
         }
         let (nsecs, nsec3s, bad) = self.verified_denials(&signer, &keys, authority, budget);

@@ -9,6 +9,7 @@ mod api;
 mod cli;
 mod concurrency;
 mod deploy_files;
+mod dnssec;
 mod encrypted;
 mod malformed;
 mod oracle;

@@ -1,6 +1,7 @@
-//! The same data as Unbound: for every query of `deploy/lab/names.txt`, adoxd's RCODE and
-//! answer RRsets (as sets; TTLs, order, RRSIGs, authority and additional aside) equal those
-//! of Unbound 1.17 iterating over the same lab.
+//! The same data and the same DNSSEC verdict as Unbound: for every query of
+//! `deploy/lab/names.txt`, asked with DO, adoxd's RCODE, AD bit and answer RRsets (as sets;
+//! TTLs, order, RRSIGs, authority and additional aside) equal those of Unbound 1.17
+//! iterating over the same lab and validating with the same trust anchor.
 
 use std::process::Command;
 
@@ -33,7 +34,7 @@ impl Drop for Unbound {
 }
 
 fn ask(addr: std::net::SocketAddr, name: &str, rtype: RecordType) -> Response {
-    let a = Ask::new(name, rtype);
+    let a = Ask::new(name, rtype).dnssec();
     for _ in 0..3 {
         if let Some(r) = udp_exchange(addr, &a.wire(), std::time::Duration::from_secs(8)) {
             let r = Response::parse(r);
@@ -51,12 +52,13 @@ fn ask(addr: std::net::SocketAddr, name: &str, rtype: RecordType) -> Response {
 }
 
 #[test]
-fn same_rcode_and_answer_rrsets_as_unbound_for_every_lab_name() {
+fn same_rcode_ad_bit_and_answer_rrsets_as_unbound_for_every_lab_name() {
     let names = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/names.txt")).unwrap();
     let unbound = Unbound::start(5391);
     let adox = Adoxd::lab(&[]);
     let ub: std::net::SocketAddr = format!("127.0.0.1:{}", unbound.port).parse().unwrap();
     let mut compared = 0;
+    let mut secure = 0;
     let mut diffs = Vec::new();
     for line in names.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
         let mut parts = line.split_whitespace();
@@ -64,17 +66,25 @@ fn same_rcode_and_answer_rrsets_as_unbound_for_every_lab_name() {
         let rtype: RecordType = rtype.parse().unwrap();
         let a = ask(adox.addr, name, rtype);
         let u = ask(ub, name, rtype);
-        if a.rcode() != u.rcode() || a.answer_set() != u.answer_set() {
+        if a.rcode() != u.rcode() || a.ad() != u.ad() || a.answer_set() != u.answer_set() {
             diffs.push(format!(
-                "{name} {rtype}: adox {:?} {:?} / unbound {:?} {:?}",
+                "{name} {rtype}: adox {:?} ad={} {:?} {:?} / unbound {:?} ad={} {:?} {:?}",
                 a.rcode(),
+                a.ad(),
+                a.ede(),
                 a.answer_set(),
                 u.rcode(),
+                u.ad(),
+                u.ede(),
                 u.answer_set()
             ));
+        }
+        if a.ad() {
+            secure += 1;
         }
         compared += 1;
     }
     assert!(compared >= 50, "only {compared} names compared");
+    assert!(secure >= 30, "only {secure} secure answers: is validation on?");
     assert!(diffs.is_empty(), "{} of {compared} differ:\n{}", diffs.len(), diffs.join("\n"));
 }

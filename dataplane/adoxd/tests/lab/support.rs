@@ -250,11 +250,29 @@ pub struct Ask {
     pub edns: Option<u16>,
     pub dnssec_ok: bool,
     pub rd: bool,
+    /// AD in the query (RFC 6840 section 5.7: the client understands AD).
+    pub ad: bool,
+    /// CD in the query: the client validates itself.
+    pub cd: bool,
 }
 
 impl Ask {
     pub fn new(name: &str, rtype: RecordType) -> Self {
-        Self { name: name.into(), rtype, id: rand_id(), edns: Some(1232), dnssec_ok: false, rd: true }
+        Self {
+            name: name.into(),
+            rtype,
+            id: rand_id(),
+            edns: Some(1232),
+            dnssec_ok: false,
+            rd: true,
+            ad: false,
+            cd: false,
+        }
+    }
+    /// With DO set (DNSSEC records wanted).
+    pub fn dnssec(mut self) -> Self {
+        self.dnssec_ok = true;
+        self
     }
     pub fn no_edns(mut self) -> Self {
         self.edns = None;
@@ -263,6 +281,8 @@ impl Ask {
     pub fn wire(&self) -> Vec<u8> {
         let mut m = Message::new(self.id, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = self.rd;
+        m.metadata.authentic_data = self.ad;
+        m.metadata.checking_disabled = self.cd;
         m.add_query(Query::query(Name::from_ascii(&self.name).unwrap(), self.rtype));
         if let Some(size) = self.edns {
             let mut e = Edns::new();
@@ -322,6 +342,10 @@ impl Response {
     }
     pub fn tc(&self) -> bool {
         self.msg.metadata.truncation
+    }
+    /// The AD bit: the resolver validated the answer.
+    pub fn ad(&self) -> bool {
+        self.msg.metadata.authentic_data
     }
 }
 

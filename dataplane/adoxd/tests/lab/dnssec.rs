@@ -1,0 +1,185 @@
+//! DNSSEC validation against the lab's signed zones (RFC 4033-4035, 5155, 6840, 8914,
+//! 9276), each test named after the rule it checks. `oracle.rs` compares every verdict
+//! (RCODE, AD) with Unbound's; these check what a verdict does not show: the Extended DNS
+//! Errors, CD, the switches, the limits and the start-up errors.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::{Adoxd, Ask, Response, lab_dir, temp_config};
+
+const A: RecordType = RecordType::A;
+
+fn with_do(d: &Adoxd, name: &str, rtype: RecordType) -> Response {
+    d.ask(&Ask::new(name, rtype).dnssec())
+}
+
+fn with_cd(d: &Adoxd, name: &str, rtype: RecordType) -> Response {
+    let mut a = Ask::new(name, rtype).dnssec();
+    a.cd = true;
+    d.ask(&a)
+}
+
+fn assert_secure(r: &Response, rcode: ResponseCode, what: &str) {
+    assert_eq!(r.rcode(), rcode, "{what}");
+    assert!(r.ad(), "{what}: no AD ({:?})", r.ede());
+}
+
+#[test]
+fn rfc4035_3_2_3_and_rfc6840_5_7_ad_only_for_secure_data_and_clients_that_ask() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    assert_secure(&with_do(&d, "www.alpha.lab.", A), ResponseCode::NoError, "DO client");
+    let mut ad_client = Ask::new("www.alpha.lab.", A);
+    ad_client.ad = true;
+    assert!(d.ask(&ad_client).ad(), "a client that set AD (no DO) gets AD");
+    assert!(!d.query("www.alpha.lab.", A).ad(), "a client with neither gets no AD");
+    // deep.lab. is delegated without DS (NSEC proves it): data, never AD.
+    let r = with_do(&d, "www.c.b.a.deep.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false));
+    assert_eq!(r.rdata(A), ["192.0.2.31"]);
+    // A chain from secure zones into the insecure one is not secure as a whole.
+    assert!(!with_do(&d, "start.alpha.lab.", A).ad());
+    assert!(with_do(&d, "start.alpha.lab.", RecordType::CNAME).ad());
+}
+
+#[test]
+fn rfc8624_3_1_algorithms_8_13_and_15_validate() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    for (name, alg) in [("www.rsa.lab.", 8), ("www.alpha.lab.", 13), ("www.ed.lab.", 15)] {
+        assert_secure(&with_do(&d, name, A), ResponseCode::NoError, &format!("algorithm {alg}"));
+    }
+}
+
+#[test]
+fn rfc4035_5_4_and_rfc5155_8_denials_of_existence_are_secure() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    // NSEC (alpha.lab.): NXDOMAIN and NODATA.
+    assert_secure(&with_do(&d, "nonexistent.alpha.lab.", A), ResponseCode::NXDomain, "NSEC NXDOMAIN");
+    assert_secure(&with_do(&d, "nodata.alpha.lab.", RecordType::AAAA), ResponseCode::NoError, "NSEC NODATA");
+    // NSEC3 (rsa.lab.): NXDOMAIN (closest encloser proof) and NODATA.
+    assert_secure(&with_do(&d, "nonexistent.rsa.lab.", A), ResponseCode::NXDomain, "NSEC3 NXDOMAIN");
+    assert_secure(&with_do(&d, "www.rsa.lab.", RecordType::AAAA), ResponseCode::NoError, "NSEC3 NODATA");
+    // The proof that a delegation has no DS is secure too.
+    assert_secure(&with_do(&d, "deep.lab.", RecordType::DS), ResponseCode::NoError, "no DS");
+}
+
+#[test]
+fn rfc4035_5_3_4_wildcard_expansions_are_secure_with_their_proof() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    for name in ["x.wild.alpha.lab.", "x.wild.rsa.lab.", "x.wild.ed.lab."] {
+        let r = with_do(&d, name, A);
+        assert_secure(&r, ResponseCode::NoError, name);
+        assert_eq!(r.msg.answers.iter().filter(|r| r.record_type() == A).count(), 1, "{name}");
+    }
+}
+
+#[test]
+fn rfc4035_5_5_bogus_is_servfail_with_an_ede_naming_the_zone_and_cd_gets_the_data() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    // (name, EDE INFO-CODE of RFC 8914, zone in EXTRA-TEXT)
+    let cases = [
+        ("www.expired.lab.", 7, "expired.lab."), // Signature Expired (2 days: beyond the skew)
+        ("www.wrongds.lab.", 9, "wrongds.lab."), // DNSKEY Missing: no key matches the DS
+        ("www.nokey.lab.", 9, "nokey.lab."),     // DNSKEY Missing: the DS's key is not published
+        ("www.nosig.lab.", 10, "nosig.lab."),    // RRSIGs Missing
+    ];
+    for (name, ede, zone) in cases {
+        let r = with_do(&d, name, A);
+        assert_eq!(r.rcode(), ResponseCode::ServFail, "{name}");
+        let (code, text) = r.ede().unwrap_or_else(|| panic!("{name}: no EDE"));
+        assert_eq!(code, ede, "{name}: {text}");
+        assert!(text.contains(zone), "{name}: EXTRA-TEXT {text:?} does not name {zone}");
+        // CD: the client validates itself and gets the data, without AD.
+        let r = with_cd(&d, name, A);
+        assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false), "{name} with CD");
+        assert_eq!(r.rdata(A).len(), 1, "{name} with CD");
+    }
+    // The rest of the zone with a stripped RRSIG still validates.
+    assert_secure(&with_do(&d, "ok.nosig.lab.", A), ResponseCode::NoError, "ok.nosig.lab.");
+    // A broken NSEC3 chain: the NXDOMAIN cannot be proven (DNSSEC Bogus or NSEC Missing).
+    let r = with_do(&d, "missing.badnsec3.lab.", A);
+    assert_eq!(r.rcode(), ResponseCode::ServFail);
+    assert!(matches!(r.ede(), Some((6 | 12, _))), "{:?}", r.ede());
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "dnssec_bogus") >= 5);
+    assert!(Adoxd::stat(&log, "dnssec_secure") >= 1);
+}
+
+#[test]
+fn rfc9276_3_2_nsec3_iterations_above_the_limit_are_insecure_with_ede_27() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    let r = with_do(&d, "nonexistent.iter.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NXDomain, false));
+    assert!(matches!(r.ede(), Some((27, ref t)) if t.contains("iter.lab.")), "{:?}", r.ede());
+    // A positive answer needs no NSEC3: secure.
+    assert_secure(&with_do(&d, "www.iter.lab.", A), ResponseCode::NoError, "www.iter.lab.");
+    // With the limit raised, the same denial is secure.
+    let (_dir, cfg) = temp_config("[dnssec]\nnsec3_max_iterations = 500\n");
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    assert_secure(&with_do(&d, "nonexistent.iter.lab.", A), ResponseCode::NXDomain, "limit 500");
+}
+
+#[test]
+fn rfc5155_6_opt_out_delegation_to_an_unsigned_child_is_insecure() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    let r = with_do(&d, "www.unsigned.optout.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false), "{:?}", r.ede());
+    assert_eq!(r.rdata(A), ["192.0.2.83"]);
+    // The signed parent itself validates.
+    assert!(with_do(&d, "optout.lab.", RecordType::SOA).ad());
+}
+
+#[test]
+fn a_dnskey_trust_anchor_works_like_the_ds() {
+    let key = lab_dir().join("trust-anchor.dnskey");
+    let d = Adoxd::lab(&["--workers", "1", "--trust-anchor", key.to_str().unwrap()]);
+    assert_secure(&with_do(&d, "www.beta.lab.", A), ResponseCode::NoError, "DNSKEY anchor");
+}
+
+#[test]
+fn a_custom_root_without_trust_anchor_validates_nothing_and_says_so() {
+    let hints = lab_dir().join("root.hints");
+    let d =
+        Adoxd::start(&["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8", "--workers", "1"]);
+    let r = with_do(&d, "www.alpha.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false));
+    // Not validated, so not bogus either.
+    assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::NoError);
+    assert!(d.log().contains("no trust anchor"), "start-up says so:\n{}", d.log());
+    let ready = d.api_client(None).get("/readyz").unwrap().json().unwrap();
+    assert!(ready["detail"].to_string().contains("trust anchor"), "{ready}");
+}
+
+#[test]
+fn dnssec_off_and_negative_trust_anchors_skip_validation() {
+    let d = Adoxd::lab(&["--workers", "1", "--dnssec", "off"]);
+    assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::NoError);
+    assert!(!with_do(&d, "www.alpha.lab.", A).ad());
+    // RFC 7646: a negative trust anchor turns one broken zone insecure, and only it.
+    let (_dir, cfg) = temp_config("[dnssec]\nnegative_trust_anchors = [\"expired.lab\"]\n");
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let r = with_do(&d, "www.expired.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false));
+    assert_eq!(with_do(&d, "www.wrongds.lab.", A).rcode(), ResponseCode::ServFail);
+    assert!(with_do(&d, "www.alpha.lab.", A).ad());
+}
+
+#[test]
+fn a_bad_trust_anchor_file_stops_the_start_naming_its_line() {
+    let (_dir, bad) = temp_config("; an anchor file\nlab. 3600 IN A 192.0.2.1\n");
+    for (file, needle) in [
+        (bad.to_str().unwrap(), "line 2: record type A: only DS and DNSKEY are trust anchors"),
+        ("/nonexistent/anchor.ds", "trust anchor file /nonexistent/anchor.ds"),
+    ] {
+        let state = crate::support::tempdir::Dir::new();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
+            .args(["--trust-anchor", file, "--listen", "127.0.0.1:0", "--api", "off", "--workers", "1"])
+            .arg("--state-dir")
+            .arg(state.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{file} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{file}: {err}");
+    }
+}
