@@ -74,9 +74,11 @@ measure() {
     rows+=("$name $cpu $sent $recv $lost $p50 $p99 $p999 $sf $(json "$flat" qps)")
 }
 
-# adoxd: one worker (pinned to core 0 by adoxd itself, and by taskset).
+# adoxd: one worker (pinned to core 0 by adoxd itself, and by taskset), validating with the
+# lab's trust anchor like the two peers.
 STATE=$(mktemp -d)
-taskset -c "$SERVER_CPU" target/release/adoxd --root-hints "$LAB/root.hints" --allow-upstream 127.0.0.0/8 \
+taskset -c "$SERVER_CPU" target/release/adoxd --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
+    --allow-upstream 127.0.0.0/8 \
     --listen 127.0.0.1:5340 --workers 1 --log-level warn --state-dir "$STATE" &
 pids+=($!)
 sleep 0.5

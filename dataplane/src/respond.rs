@@ -45,9 +45,11 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
         && !q.cd()
     {
         // RFC 4035 section 5.5: bogus data is not given out; with CD the client validates.
+        // The SERVFAIL is cached like the bogus data (dnssec.bogus_ttl_s), so a client
+        // repeating a bogus name costs a packet-cache hit, as in Unbound.
         let edns = edns_for(q, udp_size, Some((b.ede, &b.text)));
         wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
-        return 0;
+        return answer.cache_ttl;
     }
     let Some((name, qtype)) = question(msg, q) else {
         wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
@@ -244,7 +246,7 @@ mod tests {
         assert!(!m.metadata.authentic_data, "insecure");
         let bogus = Security::bogus(7, "lab.: www.lab. A: signature expired".into());
         let (m, ttl, out) = run(0, true, bogus.clone());
-        assert_eq!((m.metadata.response_code, ttl), (ResponseCode::ServFail, 0));
+        assert_eq!((m.metadata.response_code, ttl), (ResponseCode::ServFail, 60), "cached as long as the data");
         assert!(String::from_utf8_lossy(&out).contains("signature expired"));
         let (m, _, _) = run(0x10, true, bogus);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "CD: the data, no AD");

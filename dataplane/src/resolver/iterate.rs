@@ -151,6 +151,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     if !security.is_checked() {
                         security = Security::insecure();
                     }
+                    // A bogus answer (SERVFAIL, or the data for CD) is kept as briefly as
+                    // the bogus data itself.
+                    let cache_ttl = match security {
+                        Security::Bogus(_) => cache_ttl.min(self.shared.validator.bogus_ttl),
+                        _ => cache_ttl,
+                    };
                     return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl, security });
                 }
                 Some(next) => {

@@ -23,6 +23,15 @@ fn raw(r: &Record) -> Option<&[u8]> {
     }
 }
 
+/// The DNSKEYs of `zone` among `records`, parsed.
+fn dnskeys_of(records: &[Record], zone: &Name) -> Vec<Dnskey> {
+    records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNSKEY && r.name == *zone)
+        .filter_map(|r| Dnskey::parse(raw(r)?))
+        .collect()
+}
+
 /// The RRSIGs among `set`, parsed.
 fn signatures(set: &[Record]) -> Vec<Rrsig> {
     set.iter().filter(|r| r.record_type() == RecordType::RRSIG).filter_map(|r| Rrsig::parse(raw(r)?)).collect()
@@ -74,15 +83,11 @@ fn signer_of(sigs: &[Rrsig], owner: &Name, rtype: RecordType, zone: &Name) -> Na
 
 /// Whether the cached RRset holds exactly the records of `data` (RRSIGs aside).
 fn same_data(cached: &[Record], data: &[&Record], rtype: RecordType) -> bool {
-    let mut a: Vec<&RData> = cached.iter().filter(|r| r.record_type() == rtype).map(|r| &r.data).collect();
-    let mut b: Vec<&RData> = data.iter().map(|r| &r.data).collect();
-    if a.len() != b.len() {
-        return false;
-    }
-    let key = |d: &&RData| d.to_string();
-    a.sort_by_key(key);
-    b.sort_by_key(key);
-    a == b
+    let a: Vec<&RData> = cached.iter().filter(|r| r.record_type() == rtype).map(|r| &r.data).collect();
+    // RRsets are a handful of records: a quadratic check allocates nothing.
+    a.len() == data.len()
+        && data.iter().all(|r| a.contains(&&r.data))
+        && a.iter().all(|d| data.iter().any(|r| r.data == **d))
 }
 
 /// Names looked at between a secure zone and unsigned data below it, at most.
@@ -115,6 +120,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !self.validating(zone) {
             return Ok(Keys::Not(Security::insecure()));
         }
+        // Keys validated before (their RRset is cached as secure, for its TTL): the chain
+        // above them was checked when they were.
+        if let Some(hit) = self.shared.records.get(zone, u16::from(RecordType::DNSKEY), self.upstream.now())
+            && hit.security == Security::Secure
+            && let crate::cache::records::CachedData::RRset(records) = &hit.data
+        {
+            return Ok(Keys::Secure(dnskeys_of(records, zone)));
+        }
         // Below an insecure delegation there is nothing to fetch: decide that first.
         if let Trust::Not(s) = self.trust_of(zone, budget).await? {
             return Ok(Keys::Not(s));
@@ -127,13 +140,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
         };
         Ok(match step.security {
-            Security::Secure => Keys::Secure(
-                step.records
-                    .iter()
-                    .filter(|r| r.record_type() == RecordType::DNSKEY && r.name == *zone)
-                    .filter_map(|r| Dnskey::parse(raw(r)?))
-                    .collect(),
-            ),
+            Security::Secure => Keys::Secure(dnskeys_of(&step.records, zone)),
             Security::Unchecked => Keys::Not(Security::bogus(9, format!("{}: DNSKEY not validated", zone.to_ascii()))),
             other => Keys::Not(other),
         })
