@@ -155,6 +155,10 @@ pub struct SignalState {
     pub nameserver: String,
     /// DNSSEC status of the SVCB RRset.
     pub dnssec: DnssecStatus,
+    /// Transports with a DNSSEC-secure TLSA RRset: with a secure SVCB, strict and
+    /// authenticated with DANE.
+    #[serde(default)]
+    pub dane: Vec<crate::policy::Transport>,
     /// The lookup needed the nameserver it decides for (R5).
     pub cycle: bool,
     /// Usable records, in priority order (empty: no signal).

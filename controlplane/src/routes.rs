@@ -631,22 +631,25 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
             .entries(adox_dataplane::probe::unix_now())
             .into_iter()
             .filter_map(|(name, sig)| match sig {
-                adox_dataplane::signal::Signal::Known { records, secure, cycle, refused, until } => Some(SignalState {
-                    nameserver: name.to_ascii(),
-                    dnssec: if secure { DnssecStatus::Secure } else { DnssecStatus::Insecure },
-                    cycle,
-                    records: records
-                        .iter()
-                        .map(|r| SignalRecord {
-                            priority: r.priority,
-                            target: r.target.to_ascii(),
-                            alpn: r.alpn.clone(),
-                            port: r.port,
-                        })
-                        .collect(),
-                    refused: refused.iter().map(ToString::to_string).collect(),
-                    expires: until,
-                }),
+                adox_dataplane::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
+                    Some(SignalState {
+                        nameserver: name.to_ascii(),
+                        dnssec: if secure { DnssecStatus::Secure } else { DnssecStatus::Insecure },
+                        dane: dane.iter().map(|(t, _)| *t).collect(),
+                        cycle,
+                        records: records
+                            .iter()
+                            .map(|r| SignalRecord {
+                                priority: r.priority,
+                                target: r.target.to_ascii(),
+                                alpn: r.alpn.clone(),
+                                port: r.port,
+                            })
+                            .collect(),
+                        refused: refused.iter().map(ToString::to_string).collect(),
+                        expires: until,
+                    })
+                }
                 adox_dataplane::signal::Signal::Pending(_) => None,
             })
             .collect();

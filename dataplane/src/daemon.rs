@@ -220,6 +220,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
         signals: crate::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator: validator_settings(cfg)?,
+        tlsa: Default::default(),
         probes: ProbeTable::new(
             cfg.transport.session_cache_servers,
             ProbeWindows {
@@ -258,13 +259,19 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
 /// The DoT and DoQ client configurations: PKIX roots from `transport.ca_file` (or the
 /// built-in web PKI set) and, per transport, one session store shared by every worker
 /// (RFC 9539: resumption state is kept per transport).
-pub fn tls_configs(cfg: &Config) -> Result<(TlsConfigs, TlsConfigs), StartError> {
+pub fn tls_configs(
+    cfg: &Config,
+    tlsa: &Arc<crate::transport::dane::TlsaTable>,
+) -> Result<(TlsConfigs, TlsConfigs), StartError> {
     let roots = Arc::new(match &cfg.transport.ca_file {
         Some(p) => crate::transport::tls::roots_from_file(p)?,
         None => crate::transport::tls::builtin_roots(),
     });
     let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
-    Ok((TlsConfigs::new(b"dot", roots.clone(), store())?, TlsConfigs::new(b"doq", roots, store())?))
+    Ok((
+        TlsConfigs::new(b"dot", roots.clone(), store(), tlsa.clone(), "tcp")?,
+        TlsConfigs::new(b"doq", roots, store(), tlsa.clone(), "quic")?,
+    ))
 }
 
 impl DataPlane {
@@ -281,7 +288,7 @@ impl DataPlane {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
         shared.policies.store(PolicyTable::compile(policies).map_err(StartError::Policy)?);
-        let (dot, doq) = tls_configs(cfg)?;
+        let (dot, doq) = tls_configs(cfg, &shared.tlsa)?;
         let state_path = cfg.server.state_dir.join(PROBE_STATE_FILE);
         match shared.probes.load(&state_path) {
             Ok(0) => {}

@@ -323,8 +323,13 @@ pub enum Signal {
     Known {
         /// The usable records.
         records: Vec<SvcbRecord>,
-        /// Whether the RRset validated to a trust anchor (always false until DNSSEC).
+        /// Whether the RRset validated to a trust anchor.
         secure: bool,
+        /// Transports with a DNSSEC-secure TLSA RRset at their TLSA base name (the
+        /// record's TargetName), with that name: with a secure SVCB, these are strict and
+        /// authenticated with DANE. A secure TLSA RRset without a usable record still
+        /// counts (authentication is then impossible, and strict fails).
+        dane: Vec<(Transport, Name)>,
         /// Whether the lookup needed the very nameserver it decides for (R5): it was
         /// fetched over that server's transport of the moment, and is reported.
         cycle: bool,
@@ -374,13 +379,31 @@ impl SignalCache {
     }
 
     /// Marks a lookup as started; false when one is already under way or the signal is
-    /// known (so each name is looked up once at a time, across workers).
+    /// known (so each name is looked up once at a time, across workers). An expired strict
+    /// signal (secure, with DANE) stays in force while it is refreshed: a refresh that is
+    /// blocked or slow must not downgrade the server to cleartext.
     pub fn begin(&self, ns: &Name, now: u64) -> bool {
         if self.get(ns, now).is_some() {
             return false;
         }
-        self.shard(ns).insert(ns.clone(), Signal::Pending(now), 64);
+        let mut shard = self.shard(ns);
+        let kept = match shard.get(ns) {
+            Some(Signal::Known { secure: true, dane, .. }) if !dane.is_empty() => shard.get(ns).cloned(),
+            _ => None,
+        };
+        match kept {
+            Some(Signal::Known { records, secure, dane, cycle, refused, .. }) => {
+                let until = now + PENDING_FOR;
+                shard.insert(ns.clone(), Signal::Known { records, secure, dane, cycle, refused, until }, 512);
+            }
+            _ => shard.insert(ns.clone(), Signal::Pending(now), 64),
+        }
         true
+    }
+
+    /// The signal of `ns` even if expired (for the no-downgrade rule of strict signals).
+    pub fn last(&self, ns: &Name) -> Option<Signal> {
+        self.shard(ns).get(ns).cloned()
     }
 
     /// Every known (finished, unexpired) signal, for the API.

@@ -12,7 +12,9 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::RngExt;
 
 use super::response::{Reply, apply_dname, classify, dname_target, rrsig_covers};
-use super::{Answer, Budget, Limit, PlanSource, ResolveError, Resolver, TransportPlan, Upstream, UpstreamError, Wire};
+use super::{
+    Answer, Budget, Limit, PeerAuth, PlanSource, ResolveError, Resolver, TransportPlan, Upstream, UpstreamError, Wire,
+};
 use crate::cache::records::{CachedData, Hit, NXDOMAIN_KEY, Rank, with_ttl};
 use crate::dnssec::Security;
 use crate::names::{canonical, is_below, labels, parent};
@@ -842,10 +844,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let settings = &self.shared.settings;
         let start = self.upstream.now();
         budget.spend(start).map_err(ExchangeError::Fatal)?;
-        let name = match plan.auth {
-            Auth::None => None,
-            Auth::Pkix => Some(ns_name.clone()),
-            Auth::Dane => return Err(ExchangeError::Server(UpstreamError::Tls("dane-unavailable"))),
+        let name = plan.tls_name.clone().unwrap_or_else(|| ns_name.clone());
+        let auth = match plan.auth {
+            Auth::None => PeerAuth::None,
+            Auth::Pkix => PeerAuth::Pkix(name),
+            Auth::Dane => PeerAuth::Dane(name),
         };
         let _guard = self.reserve_exchange(addr, zone)?;
         let id: u16 = rand::rng().random();
@@ -854,8 +857,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         })?;
         let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
         let wire = match transport {
-            Transport::Doq => Wire::Doq { name },
-            _ => Wire::Dot { name },
+            Transport::Doq => Wire::Doq { auth },
+            _ => Wire::Dot { auth },
         };
         let bytes = self
             .upstream
@@ -881,14 +884,19 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         })
     }
 
-    /// The transport plan for one (zone, nameserver name, address). Today: the operator's
-    /// override when one matches, otherwise Do53 (probing and owner signals come next).
+    /// The transport plan for one (zone, nameserver name, address): the operator's
+    /// override when one matches, else the nameserver's own signal, else RFC 9539 probing.
     pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
         if let Some(p) = self.shared.policies.load().lookup(zone, ns_name, addr) {
+            if p.auth == Auth::Dane && self.shared.settings.signals {
+                // DANE needs the TLSA records, which come with the nameserver's signal.
+                let _ = self.signal_plan(ns_name);
+            }
             return TransportPlan {
                 mode: p.mode,
                 transports: p.transports.clone(),
                 auth: p.auth,
+                tls_name: None,
                 source: PlanSource::Override(p.id.clone()),
             };
         }
@@ -901,6 +909,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             mode: Mode::Cleartext,
             transports: vec![Transport::Do53],
             auth: Auth::None,
+            tls_name: None,
             source,
         };
         if !self.shared.settings.probing {
@@ -919,6 +928,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 mode: Mode::Opportunistic,
                 transports,
                 auth: Auth::None,
+                tls_name: None,
                 source: PlanSource::Probe(ProbeDecision::Use),
             };
         }
@@ -934,7 +944,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     fn signal_plan(&self, ns_name: &Name) -> Option<TransportPlan> {
         let now = unix_now();
         match self.shared.signals.get(ns_name, now) {
-            Some(Signal::Known { records, .. }) => {
+            Some(Signal::Known { records, secure, dane, .. }) => {
                 // SvcPriority orders the records; within one, adox prefers DoQ, then DoT.
                 // A `port` key moving DoT/DoQ off 853 is not followed yet: such records
                 // are not used.
@@ -944,16 +954,32 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     .filter(|t| t.supported())
                     .collect();
                 transports.dedup();
+                if secure && !dane.is_empty() {
+                    // Secure SVCB and secure TLSA: strict with DANE over the transports
+                    // that have TLSA records, never cleartext (SVCB-DANE; R5).
+                    let strict: Vec<Transport> =
+                        transports.iter().copied().filter(|t| dane.iter().any(|(d, _)| d == t)).collect();
+                    if let Some((_, name)) = dane.iter().find(|(t, _)| strict.first() == Some(t)) {
+                        return Some(TransportPlan {
+                            mode: Mode::Strict,
+                            transports: strict,
+                            auth: Auth::Dane,
+                            tls_name: Some(name.clone()),
+                            source: PlanSource::SecureSignal,
+                        });
+                    }
+                }
                 if transports.is_empty() {
                     return None;
                 }
                 transports.push(Transport::Do53);
-                // Not DNSSEC-secure (no validation yet): an opportunistic hint, no auth.
+                // Without DANE: an opportunistic hint, no authentication.
                 Some(TransportPlan {
                     mode: Mode::Opportunistic,
                     transports,
                     auth: Auth::None,
-                    source: PlanSource::InsecureSignal,
+                    tls_name: None,
+                    source: if secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
                 })
             }
             Some(Signal::Pending(_)) => None,
@@ -1011,7 +1037,77 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             self.stats.signals_learned.bump();
         }
         let until = now + u64::from(ttl.max(1));
-        self.shared.signals.put(ns, Signal::Known { records, secure, cycle, refused, until });
+        let dane = if secure { self.learn_tlsa(ns, &records).await } else { Vec::new() };
+        if !secure
+            && let Some(Signal::Known { secure: true, dane: old, .. }) = self.shared.signals.last(ns)
+            && !old.is_empty()
+        {
+            // A strict state learned from a secure signal holds until a secure answer says
+            // otherwise: a refresh that failed, or came back unsigned or bogus (blocked or
+            // forged), does not downgrade the server. Tried again in a minute.
+            tracing::warn!(nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
+            if let Some(Signal::Known { records, secure, dane, cycle, refused, .. }) = self.shared.signals.last(ns) {
+                let until = now + 60;
+                self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+            }
+            return;
+        }
+        self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+    }
+
+    /// For a secure signal: the TLSA RRset of each offered DoT/DoQ target (`_853._tcp` and
+    /// `_853._quic` at the TargetName, the TLSA base name), looked up and validated like any
+    /// data; secure ones go into the TLSA table read by DANE handshakes. Returns the
+    /// transports that have a secure TLSA RRset, with its base name.
+    async fn learn_tlsa(&self, ns: &Name, records: &[crate::signal::SvcbRecord]) -> Vec<(Transport, Name)> {
+        let mut out: Vec<(Transport, Name)> = Vec::new();
+        for r in records {
+            let target = if r.target.is_root() { ns.clone() } else { canonical(&r.target) };
+            for t in r.transports() {
+                let proto = match t {
+                    Transport::Dot => "tcp",
+                    Transport::Doq => "quic",
+                    _ => continue,
+                };
+                if r.port_for(t) != DOT_PORT || out.iter().any(|(d, _)| *d == t) {
+                    continue;
+                }
+                let owner = crate::transport::dane::TlsaTable::owner(proto, &target.to_ascii());
+                let Ok(qname) = Name::from_ascii(&owner) else { continue };
+                let Ok(answer) = self.resolve(&qname, RecordType::TLSA).await else { continue };
+                match &answer.security {
+                    Security::Secure => {}
+                    Security::Bogus(b) => {
+                        self.stats.signals_refused.bump();
+                        tracing::info!(nameserver = %ns, tlsa = %owner, reason = %b.text, "TLSA is DNSSEC-bogus: ignored");
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let tlsa: Vec<&Record> =
+                    answer.answers.iter().filter(|r| r.record_type() == RecordType::TLSA && r.name == qname).collect();
+                if tlsa.is_empty() {
+                    continue; // no TLSA (securely): no DANE for this transport
+                }
+                let ttl = tlsa.iter().map(|r| r.ttl).min().unwrap_or(answer.cache_ttl);
+                let mut usable = Vec::new();
+                for r in &tlsa {
+                    if let RData::Unknown { rdata, .. } = &r.data {
+                        match crate::signal::parse_tlsa(&rdata.anything) {
+                            Ok(t) => usable.push(t),
+                            Err(e) => tracing::info!(tlsa = %owner, reason = %e, "TLSA record not usable"),
+                        }
+                    }
+                }
+                if usable.is_empty() {
+                    tracing::warn!(tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
+                }
+                let now = unix_now();
+                self.shared.tlsa.put(&owner, usable, now + u64::from(ttl.max(1)), now);
+                out.push((t, target.clone()));
+            }
+        }
+        out
     }
 
     /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.
@@ -1057,8 +1153,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let (sname, timeout) = (sname.clone(), settings.dot_timeout);
         self.upstream.spawn(Box::pin(async move {
             let wire = match transport {
-                Transport::Doq => Wire::Doq { name: None },
-                _ => Wire::Dot { name: None },
+                Transport::Doq => Wire::Doq { auth: PeerAuth::None },
+                _ => Wire::Dot { auth: PeerAuth::None },
             };
             let result = upstream.exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout).await;
             let checked = result.and_then(|b| check_reply(&b, id, &sname, stype));

@@ -41,16 +41,38 @@ pub enum Wire {
     Udp,
     /// Do53 over TCP (after truncation).
     Tcp,
-    /// DNS over TLS: authenticate `name` with PKIX, or nothing when `None`.
+    /// DNS over TLS, authenticated as `auth` says.
     Dot {
-        /// The nameserver name to authenticate (and send as SNI).
-        name: Option<Name>,
+        /// How the server is authenticated.
+        auth: PeerAuth,
     },
     /// DNS over QUIC, authenticated like DoT.
     Doq {
-        /// The nameserver name to authenticate (and send as SNI).
-        name: Option<Name>,
+        /// How the server is authenticated.
+        auth: PeerAuth,
     },
+}
+
+/// How an encrypted connection authenticates the server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerAuth {
+    /// Not at all (opportunistic): no SNI, any certificate.
+    None,
+    /// PKIX: a certificate for this name from the configured CA set (SNI = the name).
+    Pkix(Name),
+    /// DANE: the certificate matches the secure TLSA records of this name (the TLSA base
+    /// name, also the SNI).
+    Dane(Name),
+}
+
+impl PeerAuth {
+    /// The name sent as SNI and authenticated, if any.
+    pub fn name(&self) -> Option<&Name> {
+        match self {
+            PeerAuth::None => None,
+            PeerAuth::Pkix(n) | PeerAuth::Dane(n) => Some(n),
+        }
+    }
 }
 
 /// Where a transport decision came from (shown by explain).
@@ -62,6 +84,9 @@ pub enum PlanSource {
     Probe(crate::probe::ProbeDecision),
     /// The nameserver's own `_dns` SVCB record, not DNSSEC-secure: an opportunistic hint.
     InsecureSignal,
+    /// A DNSSEC-secure `_dns` SVCB record: strict with DANE where a secure TLSA RRset
+    /// exists for the transport, opportunistic otherwise.
+    SecureSignal,
     /// Nothing matched: the configured default.
     Default,
 }
@@ -76,6 +101,7 @@ impl PlanSource {
             PlanSource::Probe(crate::probe::ProbeDecision::Probe) => "probe:probe".into(),
             PlanSource::Probe(crate::probe::ProbeDecision::Skip) => "probe:skip".into(),
             PlanSource::InsecureSignal => "signal:insecure".into(),
+            PlanSource::SecureSignal => "signal:secure".into(),
             PlanSource::Default => "default".into(),
         }
     }
@@ -90,6 +116,9 @@ pub struct TransportPlan {
     pub transports: Vec<adox_api::policy::Transport>,
     /// Authentication of encrypted transports.
     pub auth: adox_api::policy::Auth,
+    /// The name to authenticate (and send as SNI) when it is not the nameserver name: the
+    /// TargetName of the signal, which is the TLSA base name for DANE.
+    pub tls_name: Option<Name>,
     /// Why.
     pub source: PlanSource,
 }
@@ -196,6 +225,8 @@ pub struct Shared {
     pub signals: crate::signal::SignalCache,
     /// DNSSEC validation: switches, trust anchors, limits.
     pub validator: crate::dnssec::ValidatorSettings,
+    /// Secure TLSA records learnt from nameservers' signals, read by DANE handshakes.
+    pub tlsa: Arc<crate::transport::dane::TlsaTable>,
     /// Knobs.
     pub settings: Settings,
 }

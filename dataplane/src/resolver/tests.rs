@@ -256,6 +256,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         policies: crate::policy::PolicyStore::default(),
         signals: crate::signal::SignalCache::new(1000),
         validator: crate::dnssec::ValidatorSettings::off(),
+        tlsa: Default::default(),
         probes: crate::probe::ProbeTable::new(
             1000,
             crate::probe::ProbeWindows {

@@ -190,11 +190,20 @@ pub struct TlsConfigs {
     pub unauthenticated: Arc<ClientConfig>,
     /// PKIX against the configured roots, for the nameserver name.
     pub pkix: Arc<ClientConfig>,
+    /// DANE against the secure TLSA records of the nameserver name.
+    pub dane: Arc<ClientConfig>,
 }
 
 impl TlsConfigs {
-    /// Builds both configurations for `alpn` with `roots` and a shared `sessions` store.
-    pub fn new(alpn: &[u8], roots: Arc<RootCertStore>, sessions: Arc<SessionStore>) -> Result<Self, TlsSetupError> {
+    /// Builds the configurations for `alpn` with `roots`, a shared `sessions` store and the
+    /// TLSA table read by DANE connections of `proto` (`tcp` for DoT, `quic` for DoQ).
+    pub fn new(
+        alpn: &[u8],
+        roots: Arc<RootCertStore>,
+        sessions: Arc<SessionStore>,
+        tlsa: Arc<super::dane::TlsaTable>,
+        proto: &'static str,
+    ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let build = |verifier: Option<Arc<dyn ServerCertVerifier>>| -> Result<Arc<ClientConfig>, TlsSetupError> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -209,7 +218,12 @@ impl TlsConfigs {
             cfg.enable_sni = true;
             Ok(Arc::new(cfg))
         };
-        Ok(Self { unauthenticated: build(Some(Arc::new(Unauthenticated(provider.clone()))))?, pkix: build(None)? })
+        let dane = Arc::new(super::dane::DaneVerifier::new(provider.clone(), tlsa, proto));
+        Ok(Self {
+            unauthenticated: build(Some(Arc::new(Unauthenticated(provider.clone()))))?,
+            pkix: build(None)?,
+            dane: build(Some(dane))?,
+        })
     }
 }
 
@@ -226,6 +240,9 @@ pub fn failure_reason(e: &rustls::Error) -> &'static str {
         Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => "tls-version",
         Error::NoApplicationProtocol | Error::AlertReceived(AlertDescription::NoApplicationProtocol) => "alpn",
         Error::AlertReceived(_) => "tls-alert",
+        Error::General(s) if s == super::dane::NO_TLSA => super::dane::NO_TLSA,
+        Error::General(s) if s == super::dane::NO_USABLE_TLSA => super::dane::NO_USABLE_TLSA,
+        Error::General(s) if s == super::dane::MISMATCH => super::dane::MISMATCH,
         _ => "tls-error",
     }
 }
@@ -237,8 +254,9 @@ mod tests {
     #[test]
     fn configs_carry_the_alpn() {
         let store = Arc::new(SessionStore::new(1000));
-        let c = TlsConfigs::new(b"dot", Arc::new(RootCertStore::empty()), store).unwrap();
-        for cfg in [&c.unauthenticated, &c.pkix] {
+        let tlsa = Arc::new(crate::transport::dane::TlsaTable::default());
+        let c = TlsConfigs::new(b"dot", Arc::new(RootCertStore::empty()), store, tlsa, "tcp").unwrap();
+        for cfg in [&c.unauthenticated, &c.pkix, &c.dane] {
             assert_eq!(cfg.alpn_protocols, vec![b"dot".to_vec()]);
         }
     }

@@ -40,8 +40,8 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct DoqKey {
     pub(crate) server: SocketAddr,
-    /// PKIX name, or None for an unauthenticated connection.
-    pub(crate) name: Option<String>,
+    /// How the server is authenticated (connections are never shared across these).
+    pub(crate) auth: crate::resolver::PeerAuth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +284,7 @@ fn answer_of(buf: &[u8], client_id: u16) -> Result<Vec<u8>, UpstreamError> {
 pub(crate) struct DoqConfigs {
     pub(crate) unauthenticated: ClientConfig,
     pub(crate) pkix: ClientConfig,
+    pub(crate) dane: ClientConfig,
 }
 
 impl std::fmt::Debug for DoqConfigs {
@@ -302,7 +303,7 @@ impl DoqConfigs {
             c.transport_config(Arc::new(transport));
             Some(c)
         };
-        Some(Self { unauthenticated: make(&tls.unauthenticated)?, pkix: make(&tls.pkix)? })
+        Some(Self { unauthenticated: make(&tls.unauthenticated)?, pkix: make(&tls.pkix)?, dane: make(&tls.dane)? })
     }
 }
 
@@ -333,9 +334,12 @@ impl DoqPool {
 
     fn connect(self: &Rc<Self>, key: &DoqKey) -> Result<Rc<Conn>, UpstreamError> {
         let configs = self.configs.as_ref().ok_or(UpstreamError::Tls("doq-unavailable"))?;
-        let (config, name) = match &key.name {
-            Some(n) => (configs.pkix.clone(), n.trim_end_matches('.').to_string()),
-            None => (configs.unauthenticated.clone(), key.server.ip().to_string()),
+        use crate::resolver::PeerAuth;
+        let host = |n: &hickory_proto::rr::Name| n.to_ascii().trim_end_matches('.').to_string();
+        let (config, name) = match &key.auth {
+            PeerAuth::Pkix(n) => (configs.pkix.clone(), host(n)),
+            PeerAuth::Dane(n) => (configs.dane.clone(), host(n)),
+            PeerAuth::None => (configs.unauthenticated.clone(), key.server.ip().to_string()),
         };
         let io_err = |e: io::Error| UpstreamError::Io(e.kind().to_string());
         let bind: SocketAddr = if key.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };

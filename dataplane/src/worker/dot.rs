@@ -30,8 +30,8 @@ use adox_api::policy::Transport;
 pub(crate) struct DotKey {
     /// Server address and port.
     pub(crate) server: SocketAddr,
-    /// The authenticated name (PKIX), or None for an unauthenticated connection.
-    pub(crate) name: Option<Name>,
+    /// How the server is authenticated (connections are never shared across these).
+    pub(crate) auth: crate::resolver::PeerAuth,
 }
 
 /// DoT knobs.
@@ -187,14 +187,15 @@ impl DotPool {
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
-        let (config, server_name) = match &key.name {
-            Some(n) => {
-                let ascii = n.to_ascii();
-                let sni = ServerName::try_from(ascii.trim_end_matches('.').to_string())
-                    .map_err(|_| UpstreamError::Tls("bad-name"))?;
-                (self.configs.pkix.clone(), sni)
-            }
-            None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
+        use crate::resolver::PeerAuth;
+        let sni = |n: &Name| {
+            let ascii = n.to_ascii();
+            ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| UpstreamError::Tls("bad-name"))
+        };
+        let (config, server_name) = match &key.auth {
+            PeerAuth::Pkix(n) => (self.configs.pkix.clone(), sni(n)?),
+            PeerAuth::Dane(n) => (self.configs.dane.clone(), sni(n)?),
+            PeerAuth::None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
         };
         let session = DotSession::new(config, server_name).map_err(|f| UpstreamError::Tls(f.reason()))?;
         let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Io(e.kind().to_string()))?;

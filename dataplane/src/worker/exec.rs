@@ -323,12 +323,11 @@ impl Upstream for WorkerUpstream {
         let done = match wire {
             Wire::Udp => until(&self.reactor, at, udp_exchange(&self.reactor, server, query)).await,
             Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, server, query)).await,
-            Wire::Dot { name } => {
-                return self.dot.exchange(super::dot::DotKey { server, name }, query, timeout).await;
+            Wire::Dot { auth } => {
+                return self.dot.exchange(super::dot::DotKey { server, auth }, query, timeout).await;
             }
-            Wire::Doq { name } => {
-                let key = super::doq::DoqKey { server, name: name.map(|n| n.to_ascii()) };
-                return self.doq.exchange(key, query, timeout).await;
+            Wire::Doq { auth } => {
+                return self.doq.exchange(super::doq::DoqKey { server, auth }, query, timeout).await;
             }
         };
         done.unwrap_or(Err(UpstreamError::Timeout))

@@ -87,7 +87,11 @@ fn identical_questions_in_flight_share_one_resolution() {
     let log = d.terminate();
     let coalesced = Adoxd::stat(&log, "coalesced");
     let upstream = Adoxd::stat(&log, "upstream_udp");
-    assert!(coalesced >= 40, "coalesced={coalesced}");
+    // How much of the burst lands while the walk is under way depends on scheduling (the
+    // tests run in parallel on two cores): some of it must, and the rest are cache hits.
+    // Either way one walk serves all fifty.
+    assert!(coalesced >= 5, "coalesced={coalesced}");
+    assert!(coalesced + Adoxd::stat(&log, "cache_hits") >= 49, "every other query answered from the one walk");
     // Priming plus one walk down five zones, plus the chain of trust down to the insecure
     // delegation (DNSKEY of . and lab., DS of lab. and deep.lab.): a handful of queries,
     // not fifty walks.

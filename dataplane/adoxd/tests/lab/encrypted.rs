@@ -229,6 +229,86 @@ fn r3_svcb_signal_alpn_dot_is_used_from_the_next_query_without_probing() {
     assert_eq!(Adoxd::stat(&log, "probes_started"), 0, "no probing involved");
 }
 
+/// R5 from the zone owner alone: a DNSSEC-secure `_dns` SVCB (alpn=dot) and a secure TLSA
+/// `3 1 1` at `_853._tcp.ns1.dot.lab.` make that nameserver strict, authenticated with
+/// DANE, with no operator policy and no CA file (the lab CA is unknown to adoxd here, so a
+/// successful authenticated handshake can only come from the TLSA record).
+#[test]
+fn r5_secure_svcb_and_tlsa_make_the_server_strict_with_dane_and_no_cleartext() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let cap = Capture::start("r5-dane", "host 127.53.6.1 and port 53");
+    for i in 0..5 {
+        assert_eq!(d.query(&format!("n{i}.dot.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
+    }
+    assert!(cap.stop().is_empty(), "cleartext to the strict server");
+    let c = d.admin();
+    let e = c.get("/v1/explain?name=n9.dot.lab&type=A").unwrap().json().unwrap();
+    let dot = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "exchange" && s["zone"] == "dot.lab.")
+        .unwrap_or_else(|| panic!("no exchange with dot.lab. in {e}"))
+        .clone();
+    assert_eq!(dot["plan"]["source"], "signal:secure", "{dot}");
+    assert_eq!(dot["plan"]["mode"], "strict", "{dot}");
+    assert_eq!(dot["plan"]["auth"], "dane", "{dot}");
+    assert_eq!(dot["plan"]["transports"], serde_json::json!(["dot"]), "never do53");
+    assert_eq!(dot["attempts"], serde_json::json!([{"transport": "dot", "outcome": "ok"}]));
+    let servers = c.get("/v1/servers").unwrap().json().unwrap();
+    let signal = servers["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["nameserver"] == "ns1.dot.lab.")
+        .unwrap_or_else(|| panic!("no signal for ns1.dot.lab. in {servers}"))
+        .clone();
+    assert_eq!((signal["dnssec"].as_str(), &signal["dane"]), (Some("secure"), &serde_json::json!(["dot"])));
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_strict") >= 6);
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+    assert_eq!(Adoxd::stat(&log, "downgrades"), 0);
+}
+
+/// The same over DoQ: doq.lab.'s secure SVCB offers doq and dot, with secure TLSA records
+/// at `_853._quic` and `_853._tcp`: strict DoQ first, authenticated with DANE.
+#[test]
+fn r5_secure_signal_with_quic_tlsa_is_strict_doq_with_dane() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.doq.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.70"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let cap = Capture::start("r5-dane-doq", "dst host 127.53.7.1 and dst port 53 and not src host 127.53.7.2");
+    assert_eq!(d.query("nonexistent.doq.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert!(cap.stop().is_empty(), "cleartext to the strict server");
+    let e = d.admin().get("/v1/explain?name=n1.doq.lab&type=A").unwrap().json().unwrap();
+    let doq =
+        e["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exchange" && s["zone"] == "doq.lab.").cloned();
+    let doq = doq.unwrap_or_else(|| panic!("{e}"));
+    assert_eq!((doq["plan"]["mode"].as_str(), doq["plan"]["auth"].as_str()), (Some("strict"), Some("dane")), "{doq}");
+    assert_eq!(doq["plan"]["transports"], serde_json::json!(["doq", "dot"]));
+    assert_eq!(doq["attempts"][0], serde_json::json!({"transport": "doq", "outcome": "ok"}));
+}
+
+/// An insecure signal is a hint, never strict: bdot.lab. is unsigned, so its SVCB and
+/// TLSA cannot be trusted, and the plan stays opportunistic.
+#[test]
+fn r5_an_insecure_signal_never_makes_a_server_strict() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.bdot.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let e = d.admin().get("/v1/explain?name=n1.bdot.lab&type=A").unwrap().json().unwrap();
+    let x =
+        e["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exchange" && s["zone"] == "bdot.lab.").cloned();
+    let x = x.unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(x["plan"]["source"], "signal:insecure", "{x}");
+    assert_eq!((x["plan"]["mode"].as_str(), x["plan"]["auth"].as_str()), (Some("opportunistic"), Some("none")));
+}
+
 #[test]
 fn r5_a_signal_whose_lookup_needs_itself_resolves_and_is_reported() {
     let (_d, cfg) = config("", "probing = false");

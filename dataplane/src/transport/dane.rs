@@ -1,0 +1,217 @@
+//! DANE authentication of nameservers (RFC 6698, RFC 7671, SVCB-DANE): the server's
+//! certificate must match a DNSSEC-secure TLSA record at `_853._tcp.<name>` (DoT) or
+//! `_853._quic.<name>` (DoQ), where `<name>` is the TLSA base name, which is also the SNI.
+//!
+//! Usages 3 (DANE-EE: the end-entity certificate or its key, no name or expiry check,
+//! RFC 7671 section 5.1) and 2 (DANE-TA: a certificate of the chain is the trust anchor,
+//! and the chain must validate to it for the name, section 5.2); selectors 0 (whole
+//! certificate) and 1 (SubjectPublicKeyInfo); matching types 0 (exact), 1 (SHA-256) and 2
+//! (SHA-512). Usages 0 and 1 were refused when the records were read (`signal.rs`): a
+//! secure TLSA RRset with no usable record makes authentication impossible.
+//!
+//! The TLSA records live in a [`TlsaTable`] shared by the resolver (which learns them) and
+//! the TLS verifier (which reads them at handshake time), keyed by the TLSA owner name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use ring::digest;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::signal::TlsaRecord;
+
+/// A handshake failure of DANE, as a stable reason.
+pub const NO_TLSA: &str = "dane-no-tlsa";
+/// The TLSA RRset has no record adox can use (usages 0/1 only, RFC 7671 section 4.1).
+pub const NO_USABLE_TLSA: &str = "dane-no-usable-tlsa";
+/// No record matches the certificate chain.
+pub const MISMATCH: &str = "dane-mismatch";
+
+/// Secure TLSA RRsets by owner name (`_853._tcp.ns1.example.`), with their expiry.
+#[derive(Debug, Default)]
+pub struct TlsaTable {
+    map: RwLock<HashMap<String, TlsaEntry>>,
+}
+
+/// The usable records of one secure RRset, and the Unix second it expires.
+type TlsaEntry = (Arc<[TlsaRecord]>, u64);
+
+/// Entries kept at most; past it, expired ones are dropped first, then the table is
+/// cleared (signals are looked up again when needed).
+const MAX_ENTRIES: usize = 100_000;
+
+impl TlsaTable {
+    /// The TLSA owner name for `host` over `proto` (`tcp` or `quic`), port 853.
+    pub fn owner(proto: &str, host: &str) -> String {
+        format!("_853._{proto}.{}.", host.trim_end_matches('.')).to_ascii_lowercase()
+    }
+
+    /// Stores the usable records of a secure TLSA RRset (possibly none) until `until`.
+    pub fn put(&self, owner: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, (_, u)| *u > now);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(owner.to_ascii_lowercase(), (records.into(), until));
+    }
+
+    /// The live records at `owner`, if a secure RRset is known.
+    pub fn get(&self, owner: &str, now: u64) -> Option<Arc<[TlsaRecord]>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&owner.to_ascii_lowercase()).filter(|(_, until)| *until > now).map(|(r, _)| r.clone())
+    }
+}
+
+/// The certificate association data of `cert` for a selector and matching type.
+fn association(cert: &CertificateDer<'_>, selector: u8, matching: u8) -> Option<Vec<u8>> {
+    let data = match selector {
+        0 => cert.as_ref().to_vec(),
+        1 => ParsedCertificate::try_from(cert).ok()?.subject_public_key_info().as_ref().to_vec(),
+        _ => return None,
+    };
+    Some(match matching {
+        0 => data,
+        1 => digest::digest(&digest::SHA256, &data).as_ref().to_vec(),
+        2 => digest::digest(&digest::SHA512, &data).as_ref().to_vec(),
+        _ => return None,
+    })
+}
+
+/// Checks a server's chain against TLSA records; the reason of the failure otherwise.
+pub fn check(
+    records: &[TlsaRecord],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    provider: &CryptoProvider,
+) -> Result<(), &'static str> {
+    let usable: Vec<&TlsaRecord> =
+        records.iter().filter(|r| matches!(r.usage, 2 | 3) && r.selector <= 1 && r.matching <= 2).collect();
+    if usable.is_empty() {
+        return Err(NO_USABLE_TLSA);
+    }
+    for r in usable.iter().filter(|r| r.usage == 3) {
+        if association(end_entity, r.selector, r.matching).is_some_and(|a| a == r.data) {
+            return Ok(());
+        }
+    }
+    for r in usable.iter().filter(|r| r.usage == 2) {
+        for ta in intermediates {
+            if association(ta, r.selector, r.matching).is_none_or(|a| a != r.data) {
+                continue;
+            }
+            let mut roots = RootCertStore::empty();
+            if roots.add(ta.clone()).is_err() {
+                continue;
+            }
+            let Ok(leaf) = ParsedCertificate::try_from(end_entity) else { return Err(MISMATCH) };
+            let chain_ok = rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &leaf,
+                &roots,
+                intermediates,
+                now,
+                provider.signature_verification_algorithms.all,
+            )
+            .is_ok();
+            if chain_ok && rustls::client::verify_server_name(&leaf, server_name).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(MISMATCH)
+}
+
+/// The rustls verifier for DANE connections of one transport (`tcp` for DoT, `quic` for
+/// DoQ). The handshake signature is checked as always.
+#[derive(Debug)]
+pub struct DaneVerifier {
+    provider: Arc<CryptoProvider>,
+    table: Arc<TlsaTable>,
+    proto: &'static str,
+}
+
+impl DaneVerifier {
+    /// A verifier reading `table` for `proto`.
+    pub fn new(provider: Arc<CryptoProvider>, table: Arc<TlsaTable>, proto: &'static str) -> Self {
+        Self { provider, table, proto }
+    }
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ServerName::DnsName(host) = server_name else {
+            return Err(rustls::Error::General(NO_TLSA.into()));
+        };
+        let owner = TlsaTable::owner(self.proto, host.as_ref());
+        let records = self.table.get(&owner, crate::probe::unix_now()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
+        check(&records, end_entity, intermediates, server_name, now, &self.provider)
+            .map(|()| ServerCertVerified::assertion())
+            .map_err(|reason| rustls::Error::General(reason.into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_names_and_expiry() {
+        assert_eq!(TlsaTable::owner("tcp", "NS1.dot.lab."), "_853._tcp.ns1.dot.lab.");
+        assert_eq!(TlsaTable::owner("quic", "ns1.doq.lab"), "_853._quic.ns1.doq.lab.");
+        let t = TlsaTable::default();
+        t.put("_853._tcp.ns1.dot.lab.", vec![], 100, 0);
+        assert!(t.get("_853._TCP.ns1.dot.lab.", 99).is_some());
+        assert!(t.get("_853._tcp.ns1.dot.lab.", 100).is_none(), "expired");
+    }
+
+    #[test]
+    fn records_that_cannot_authenticate_fail_before_any_match() {
+        let provider = rustls::crypto::ring::default_provider();
+        let cert = CertificateDer::from(vec![0x30, 0x00]);
+        let name = ServerName::try_from("ns1.dot.lab").unwrap();
+        let r = check(&[], &cert, &[], &name, UnixTime::now(), &provider);
+        assert_eq!(r, Err(NO_USABLE_TLSA));
+        // DANE-EE over the whole certificate, exact match: matches these very bytes.
+        let exact = TlsaRecord { usage: 3, selector: 0, matching: 0, data: vec![0x30, 0x00] };
+        assert_eq!(check(&[exact], &cert, &[], &name, UnixTime::now(), &provider), Ok(()));
+        let other = TlsaRecord { usage: 3, selector: 0, matching: 1, data: vec![0; 32] };
+        assert_eq!(check(&[other], &cert, &[], &name, UnixTime::now(), &provider), Err(MISMATCH));
+    }
+}
