@@ -146,6 +146,8 @@ pub enum DnssecStatus {
     Secure,
     /// Not validated (no chain of trust, or validation off).
     Insecure,
+    /// Failed validation: the signal is ignored.
+    Bogus,
 }
 
 /// The `_dns` SVCB signal of one nameserver name (RFC 9461 keys signals by name).

@@ -634,7 +634,13 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
                 adox_dataplane::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
                     Some(SignalState {
                         nameserver: name.to_ascii(),
-                        dnssec: if secure { DnssecStatus::Secure } else { DnssecStatus::Insecure },
+                        dnssec: if secure {
+                            DnssecStatus::Secure
+                        } else if refused.iter().any(|e| matches!(e, adox_dataplane::signal::SignalError::Bogus(_))) {
+                            DnssecStatus::Bogus
+                        } else {
+                            DnssecStatus::Insecure
+                        },
                         dane: dane.iter().map(|(t, _)| *t).collect(),
                         cycle,
                         records: records

@@ -63,6 +63,9 @@ pub enum SignalError {
         /// Matching type.
         matching: u8,
     },
+    /// The RRset failed DNSSEC validation: ignored whole, never followed.
+    #[error("DNSSEC bogus: {0}")]
+    Bogus(String),
 }
 
 /// One usable SVCB record for a DNS server.

@@ -112,10 +112,39 @@ impl ValidatorSettings {
         }
     }
 
-    /// Whether data at `name` is to be validated: on, anchored, not under an NTA.
+    /// Whether data at `name` is to be validated: on, anchored, not under an NTA (RFC 7646).
     pub fn covers(&self, name: &Name) -> bool {
         self.enabled
             && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
             && !self.negative_anchors.iter().any(|n| n.zone_of(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_4035_4_3_a_chain_is_as_secure_as_its_weakest_link() {
+        let bogus = Security::bogus(7, "x".into());
+        let noted = Security::insecure_because(27, "lab.: NSEC3 iterations".into());
+        assert_eq!(Security::Secure.and(Security::Secure), Security::Secure);
+        assert_eq!(Security::Secure.and(Security::insecure()), Security::insecure());
+        assert_eq!(Security::insecure().and(bogus.clone()), bogus);
+        assert_eq!(bogus.clone().and(Security::Secure), bogus);
+        assert_eq!(Security::insecure().and(noted.clone()), noted, "the reason is kept");
+        assert_eq!(Security::Secure.and(Security::Unchecked), Security::Unchecked);
+    }
+
+    #[test]
+    fn negative_trust_anchors_and_unanchored_names_are_not_validated() {
+        let mut v = ValidatorSettings::off();
+        v.enabled = true;
+        v.anchors = Some(TrustAnchors::built_in());
+        v.negative_anchors = vec!["broken.example.".parse().unwrap()];
+        assert!(v.covers(&"www.example.".parse().unwrap()));
+        assert!(!v.covers(&"www.broken.example.".parse().unwrap()));
+        v.anchors = None;
+        assert!(!v.covers(&"www.example.".parse().unwrap()));
     }
 }

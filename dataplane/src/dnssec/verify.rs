@@ -211,7 +211,9 @@ mod tests {
     use crate::dnssec::rdata::{Dnskey, key_tag};
     use hickory_proto::rr::rdata::A;
     use ring::rand::SystemRandom;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use ring::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    };
 
     const NOW: u64 = 1_800_000_000;
 
@@ -227,9 +229,10 @@ mod tests {
 
     fn signer(alg: u8) -> (Signer, Dnskey) {
         let rng = SystemRandom::new();
-        let (s, public) = if alg == 13 {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let (s, public) = if alg == 13 || alg == 14 {
+            let curve = if alg == 13 { &ECDSA_P256_SHA256_FIXED_SIGNING } else { &ECDSA_P384_SHA384_FIXED_SIGNING };
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(curve, &rng).unwrap();
+            let kp = EcdsaKeyPair::from_pkcs8(curve, pkcs8.as_ref(), &rng).unwrap();
             let public = kp.public_key().as_ref()[1..].to_vec(); // drop the 0x04 prefix
             (Signer::Ecdsa(kp), public)
         } else {
@@ -279,8 +282,8 @@ mod tests {
     const VALID: (u32, u32) = ((NOW - 3600) as u32, (NOW + 86_400) as u32);
 
     #[test]
-    fn rfc_4035_5_3_signatures_verify_for_ecdsa_and_ed25519() {
-        for alg in [13, 15] {
+    fn rfc_4035_5_3_signatures_verify_for_ecdsa_p256_p384_and_ed25519() {
+        for alg in [13, 14, 15] {
             let (s, key) = signer(alg);
             let zone = n("lab.");
             let (r1, r2) = (a("www.lab.", 1), a("WWW.lab.", 2));

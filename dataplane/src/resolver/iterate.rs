@@ -862,7 +862,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         };
         let bytes = self
             .upstream
-            .exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout)
+            .exchange(SocketAddr::new(addr, plan.port), &query, wire, timeout)
             .await
             .map_err(ExchangeError::Server)?;
         let msg = check_reply(&bytes, id, sname, stype).map_err(ExchangeError::Server)?;
@@ -897,6 +897,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 transports: p.transports.clone(),
                 auth: p.auth,
                 tls_name: None,
+                port: DOT_PORT,
                 source: PlanSource::Override(p.id.clone()),
             };
         }
@@ -910,6 +911,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             transports: vec![Transport::Do53],
             auth: Auth::None,
             tls_name: None,
+            port: DOT_PORT,
             source,
         };
         if !self.shared.settings.probing {
@@ -929,6 +931,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 transports,
                 auth: Auth::None,
                 tls_name: None,
+                port: DOT_PORT,
                 source: PlanSource::Probe(ProbeDecision::Use),
             };
         }
@@ -946,13 +949,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         match self.shared.signals.get(ns_name, now) {
             Some(Signal::Known { records, secure, dane, .. }) => {
                 // SvcPriority orders the records; within one, adox prefers DoQ, then DoT.
-                // A `port` key moving DoT/DoQ off 853 is not followed yet: such records
-                // are not used.
-                let mut transports: Vec<Transport> = records
+                // The port is the first usable record's (its `port` key, else 853); records
+                // on other ports are left for now (one port per plan).
+                let offered: Vec<(Transport, u16)> = records
                     .iter()
-                    .flat_map(|r| r.transports().into_iter().filter(move |t| r.port_for(*t) == DOT_PORT))
-                    .filter(|t| t.supported())
+                    .flat_map(|r| r.transports().into_iter().map(move |t| (t, r.port_for(t))))
+                    .filter(|(t, _)| t.supported())
                     .collect();
+                let port = offered.first().map_or(DOT_PORT, |(_, p)| *p);
+                let mut transports: Vec<Transport> =
+                    offered.iter().filter(|(_, p)| *p == port).map(|(t, _)| *t).collect();
                 transports.dedup();
                 if secure && !dane.is_empty() {
                     // Secure SVCB and secure TLSA: strict with DANE over the transports
@@ -965,6 +971,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                             transports: strict,
                             auth: Auth::Dane,
                             tls_name: Some(name.clone()),
+                            port,
                             source: PlanSource::SecureSignal,
                         });
                     }
@@ -979,6 +986,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     transports,
                     auth: Auth::None,
                     tls_name: None,
+                    port,
                     source: if secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
                 })
             }
@@ -1001,11 +1009,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let result = self.resolve(&qname, RecordType::SVCB).await;
         let now = unix_now();
         let secure = matches!(&result, Ok(a) if a.security == Security::Secure);
+        let mut bogus = None;
         let (rdatas, ttl): (Vec<Vec<u8>>, u32) = match &result {
-            Ok(a) if matches!(a.security, Security::Bogus(_)) => {
-                // A bogus signal is ignored (and reported), never followed.
-                self.stats.signals_refused.bump();
-                tracing::info!(nameserver = %ns, "SVCB signal is DNSSEC-bogus: ignored");
+            Ok(Answer { security: Security::Bogus(b), .. }) => {
+                // A bogus signal is ignored (and reported in server state and metrics),
+                // never followed.
+                tracing::info!(nameserver = %ns, reason = %b.text, "SVCB signal is DNSSEC-bogus: ignored");
+                bogus = Some(crate::signal::SignalError::Bogus(b.text.clone()));
                 (Vec::new(), self.shared.validator.bogus_ttl)
             }
             Ok(a) => {
@@ -1023,7 +1033,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // A failed lookup is tried again after a minute, not remembered as "none".
             Err(_) => (Vec::new(), 60),
         };
-        let (records, refused) = crate::signal::parse_svcb_set(rdatas.iter().map(Vec::as_slice));
+        let (records, mut refused) = crate::signal::parse_svcb_set(rdatas.iter().map(Vec::as_slice));
+        refused.extend(bogus);
         if !refused.is_empty() {
             self.stats.signals_refused.bump();
             tracing::info!(nameserver = %ns, refused = ?refused, "SVCB records refused");
@@ -1069,10 +1080,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     Transport::Doq => "quic",
                     _ => continue,
                 };
-                if r.port_for(t) != DOT_PORT || out.iter().any(|(d, _)| *d == t) {
+                if out.iter().any(|(d, _)| *d == t) {
                     continue;
                 }
-                let owner = crate::transport::dane::TlsaTable::owner(proto, &target.to_ascii());
+                let host = target.to_ascii();
+                let owner = crate::transport::dane::TlsaTable::owner(r.port_for(t), proto, &host);
                 let Ok(qname) = Name::from_ascii(&owner) else { continue };
                 let Ok(answer) = self.resolve(&qname, RecordType::TLSA).await else { continue };
                 match &answer.security {
@@ -1103,7 +1115,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     tracing::warn!(tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
                 }
                 let now = unix_now();
-                self.shared.tlsa.put(&owner, usable, now + u64::from(ttl.max(1)), now);
+                let key = crate::transport::dane::TlsaTable::key(proto, &host);
+                self.shared.tlsa.put(&key, usable, now + u64::from(ttl.max(1)), now);
                 out.push((t, target.clone()));
             }
         }

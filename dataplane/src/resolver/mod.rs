@@ -119,6 +119,8 @@ pub struct TransportPlan {
     /// The name to authenticate (and send as SNI) when it is not the nameserver name: the
     /// TargetName of the signal, which is the TLSA base name for DANE.
     pub tls_name: Option<Name>,
+    /// The port of the encrypted transports (853 unless the signal's `port` key moves it).
+    pub port: u16,
     /// Why.
     pub source: PlanSource,
 }

@@ -46,6 +46,8 @@ struct FakeNet {
     log: RefCell<Vec<(IpAddr, Name, RecordType)>>,
     /// Servers that speak DoT; DoT queries to the others are refused.
     dot_capable: HashSet<IpAddr>,
+    /// The port they speak it on.
+    dot_port: Cell<u16>,
     /// DoT queries seen: (server, name).
     dot_log: RefCell<Vec<(IpAddr, Name)>>,
 }
@@ -139,7 +141,7 @@ impl Upstream for Fake {
         }
         if let Wire::Dot { .. } = wire {
             self.dot_log.borrow_mut().push((server.ip(), q.name().clone()));
-            if server.port() != 853 || !self.dot_capable.contains(&server.ip()) {
+            if server.port() != self.dot_port.get() || !self.dot_capable.contains(&server.ip()) {
                 return Err(UpstreamError::Tls("refused"));
             }
             return Ok(self.answer(server.ip(), &msg).to_vec().unwrap());
@@ -244,6 +246,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         now: Cell::new(Instant::now()),
         log: RefCell::new(Vec::new()),
         dot_capable: [ip("10.0.1.1")].into_iter().collect(),
+        dot_port: Cell::new(853),
         dot_log: RefCell::new(Vec::new()),
     }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
@@ -613,6 +616,30 @@ fn rfc9461_signal_is_learned_beside_and_used_from_the_next_query() {
     assert_eq!(asked(&net, "10.0.1.1").len(), do53_before, "no Do53 after the signal");
     assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT after the signal (R3)");
     assert_eq!(r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1")).source, PlanSource::InsecureSignal);
+}
+
+/// RFC 9460 section 7.2: a `port` key moves the transport off its default port, and the
+/// resolver follows it (the connection still goes to the delegation's address).
+#[test]
+fn rfc9460_7_2_a_signal_port_key_is_followed() {
+    let mut zones = base_zones();
+    let mut rec = svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot");
+    if let RData::Unknown { rdata, .. } = &mut rec.data {
+        rdata.anything.extend_from_slice(&[0, 3, 0, 2, 0x22, 0x95]); // port=8853
+    }
+    zones[1].records.push(rec);
+    let (r, net) = resolver(zones, &Config::default());
+    net.dot_port.set(8853);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    for ns in r.take_wanted_signals() {
+        block_on(r.learn_signal(&ns));
+    }
+    let plan = r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1"));
+    assert_eq!((plan.port, plan.source), (8853, PlanSource::InsecureSignal));
+    let do53_before = asked(&net, "10.0.1.1").len();
+    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!(asked(&net, "10.0.1.1").len(), do53_before, "DoT on 8853 answered: no Do53");
+    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")));
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! secure TLSA RRset with no usable record makes authentication impossible.
 //!
 //! The TLSA records live in a [`TlsaTable`] shared by the resolver (which learns them) and
-//! the TLS verifier (which reads them at handshake time), keyed by the TLSA owner name.
+//! the TLS verifier (which reads them at handshake time), keyed by transport and host (the
+//! verifier sees the SNI, not the port; the port only names the TLSA owner).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -31,7 +32,7 @@ pub const NO_USABLE_TLSA: &str = "dane-no-usable-tlsa";
 /// No record matches the certificate chain.
 pub const MISMATCH: &str = "dane-mismatch";
 
-/// Secure TLSA RRsets by owner name (`_853._tcp.ns1.example.`), with their expiry.
+/// Secure TLSA RRsets by transport and host (`tcp/ns1.example.`), with their expiry.
 #[derive(Debug, Default)]
 pub struct TlsaTable {
     map: RwLock<HashMap<String, TlsaEntry>>,
@@ -45,13 +46,20 @@ type TlsaEntry = (Arc<[TlsaRecord]>, u64);
 const MAX_ENTRIES: usize = 100_000;
 
 impl TlsaTable {
-    /// The TLSA owner name for `host` over `proto` (`tcp` or `quic`), port 853.
-    pub fn owner(proto: &str, host: &str) -> String {
-        format!("_853._{proto}.{}.", host.trim_end_matches('.')).to_ascii_lowercase()
+    /// The TLSA owner name for `host` over `proto` (`tcp` or `quic`) on `port` (RFC 6698
+    /// section 3).
+    pub fn owner(port: u16, proto: &str, host: &str) -> String {
+        format!("_{port}._{proto}.{}.", host.trim_end_matches('.')).to_ascii_lowercase()
     }
 
-    /// Stores the usable records of a secure TLSA RRset (possibly none) until `until`.
-    pub fn put(&self, owner: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
+    /// The table key of `host` over `proto`.
+    pub fn key(proto: &str, host: &str) -> String {
+        format!("{proto}/{}.", host.trim_end_matches('.')).to_ascii_lowercase()
+    }
+
+    /// Stores the usable records of a secure TLSA RRset (possibly none) under `key` until
+    /// `until`.
+    pub fn put(&self, key: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, (_, u)| *u > now);
@@ -59,13 +67,13 @@ impl TlsaTable {
                 map.clear();
             }
         }
-        map.insert(owner.to_ascii_lowercase(), (records.into(), until));
+        map.insert(key.to_ascii_lowercase(), (records.into(), until));
     }
 
-    /// The live records at `owner`, if a secure RRset is known.
-    pub fn get(&self, owner: &str, now: u64) -> Option<Arc<[TlsaRecord]>> {
+    /// The live records under `key`, if a secure RRset is known.
+    pub fn get(&self, key: &str, now: u64) -> Option<Arc<[TlsaRecord]>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&owner.to_ascii_lowercase()).filter(|(_, until)| *until > now).map(|(r, _)| r.clone())
+        map.get(&key.to_ascii_lowercase()).filter(|(_, until)| *until > now).map(|(r, _)| r.clone())
     }
 }
 
@@ -157,8 +165,8 @@ impl ServerCertVerifier for DaneVerifier {
         let ServerName::DnsName(host) = server_name else {
             return Err(rustls::Error::General(NO_TLSA.into()));
         };
-        let owner = TlsaTable::owner(self.proto, host.as_ref());
-        let records = self.table.get(&owner, crate::probe::unix_now()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
+        let key = TlsaTable::key(self.proto, host.as_ref());
+        let records = self.table.get(&key, crate::probe::unix_now()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
         check(&records, end_entity, intermediates, server_name, now, &self.provider)
             .map(|()| ServerCertVerified::assertion())
             .map_err(|reason| rustls::Error::General(reason.into()))
@@ -193,12 +201,13 @@ mod tests {
 
     #[test]
     fn owner_names_and_expiry() {
-        assert_eq!(TlsaTable::owner("tcp", "NS1.dot.lab."), "_853._tcp.ns1.dot.lab.");
-        assert_eq!(TlsaTable::owner("quic", "ns1.doq.lab"), "_853._quic.ns1.doq.lab.");
+        assert_eq!(TlsaTable::owner(853, "tcp", "NS1.dot.lab."), "_853._tcp.ns1.dot.lab.");
+        assert_eq!(TlsaTable::owner(8853, "quic", "ns1.doq.lab"), "_8853._quic.ns1.doq.lab.");
         let t = TlsaTable::default();
-        t.put("_853._tcp.ns1.dot.lab.", vec![], 100, 0);
-        assert!(t.get("_853._TCP.ns1.dot.lab.", 99).is_some());
-        assert!(t.get("_853._tcp.ns1.dot.lab.", 100).is_none(), "expired");
+        t.put(&TlsaTable::key("tcp", "ns1.dot.lab."), vec![], 100, 0);
+        assert!(t.get(&TlsaTable::key("tcp", "NS1.dot.lab"), 99).is_some());
+        assert!(t.get(&TlsaTable::key("quic", "ns1.dot.lab"), 99).is_none(), "per transport");
+        assert!(t.get(&TlsaTable::key("tcp", "ns1.dot.lab"), 100).is_none(), "expired");
     }
 
     #[test]
