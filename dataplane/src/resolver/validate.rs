@@ -183,6 +183,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Err(e) => return Ok(Trust::Not(Security::bogus(9, format!("{}: DS lookup failed: {e}", zone.to_ascii())))),
         };
         match step.security {
+            Security::Secure if step.rcode == crate::wire::rcode::NXDOMAIN => {
+                // A signer or zone that provably does not exist.
+                return Ok(Trust::Not(Security::bogus(6, format!("{}: the zone does not exist", zone.to_ascii()))));
+            }
             Security::Secure => {}
             Security::Unchecked => {
                 return Ok(Trust::Not(Security::bogus(6, format!("{}: DS not validated", zone.to_ascii()))));

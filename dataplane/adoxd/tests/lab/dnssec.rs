@@ -183,3 +183,42 @@ fn a_bad_trust_anchor_file_stops_the_start_naming_its_line() {
         assert!(err.contains(needle), "{file}: {err}");
     }
 }
+
+/// RFC 4035 section 5.2: a DS RRset that lists only algorithms (or digest types) the
+/// validator does not support leaves no authentication path: the zone is insecure, and
+/// the answer says why (EDE 1 Unsupported DNSKEY Algorithm, EDE 2 Unsupported DS Digest
+/// Type).
+#[test]
+fn rfc4035_5_2_unsupported_ds_algorithm_or_digest_makes_the_zone_insecure() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    for (name, ede) in [("www.unsupalg.lab.", 1), ("www.unsupdigest.lab.", 2)] {
+        let r = with_do(&d, name, A);
+        assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false), "{name}");
+        assert_eq!(r.rdata(A).len(), 1, "{name}");
+        assert!(matches!(r.ede(), Some((code, _)) if code == ede), "{name}: {:?}", r.ede());
+    }
+}
+
+/// A signal that fails validation is ignored and reported, never followed: bogussig.lab.
+/// serves DoT with a correct, signed TLSA record, but its `_dns` SVCB RRset is bogus.
+#[test]
+fn a_bogus_signal_is_ignored_reported_and_never_makes_a_server_strict() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_secure(&with_do(&d, "www.bogussig.lab.", A), ResponseCode::NoError, "the zone itself is fine");
+    assert_eq!(with_do(&d, "_dns.ns1.bogussig.lab.", RecordType::SVCB).rcode(), ResponseCode::ServFail);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let c = d.admin();
+    let e = c.get("/v1/explain?name=n1.bogussig.lab&type=A").unwrap().json().unwrap();
+    let x = e["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exchange" && s["zone"] == "bogussig.lab.");
+    let x = x.unwrap_or_else(|| panic!("{e}"));
+    assert_ne!(x["plan"]["mode"], "strict", "{x}");
+    assert_eq!(x["plan"]["source"], "default", "the bogus signal is not used: {x}");
+    let servers = c.get("/v1/servers").unwrap().json().unwrap();
+    let signal = servers["signals"].as_array().unwrap().iter().find(|s| s["nameserver"] == "ns1.bogussig.lab.");
+    let signal = signal.unwrap_or_else(|| panic!("{servers}"));
+    assert_eq!(signal["dnssec"], "bogus", "{signal}");
+    assert!(signal["refused"][0].as_str().unwrap().starts_with("DNSSEC bogus"), "{signal}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "signals_refused") >= 1);
+}

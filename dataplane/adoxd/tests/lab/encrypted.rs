@@ -293,6 +293,27 @@ fn r5_secure_signal_with_quic_tlsa_is_strict_doq_with_dane() {
     assert_eq!(doq["attempts"][0], serde_json::json!({"transport": "doq", "outcome": "ok"}));
 }
 
+/// A secure TLSA RRset whose only record has usage 1 (PKIX-EE, not allowed by SVCB-DANE)
+/// makes authentication impossible: the server is strict (secure SVCB and TLSA) and every
+/// exchange fails with a named reason, SERVFAIL with EDE 22, never cleartext.
+#[test]
+fn r5_a_secure_tlsa_without_a_usable_record_is_a_strict_failure_never_cleartext() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    // Before the signal is known: Do53, an answer.
+    assert_eq!(d.query("www.tlsapkix.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.93"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let cap = Capture::start("r5-tlsa-unusable", "host 127.53.23.1 and port 53");
+    let r = d.query("n1.tlsapkix.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::ServFail);
+    let (code, text) = r.ede().expect("EDE");
+    assert_eq!(code, 22, "{text}");
+    assert!(text.contains("strict ns1.tlsapkix.lab.@127.53.23.1 dot: dane-no-usable-tlsa"), "{text}");
+    assert!(cap.stop().is_empty(), "cleartext to the strict server");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "strict_failures") >= 1);
+}
+
 /// An insecure signal is a hint, never strict: bdot.lab. is unsigned, so its SVCB and
 /// TLSA cannot be trusted, and the plan stays opportunistic.
 #[test]
