@@ -384,6 +384,23 @@ mod tests {
         assert_eq!(left.get(), 0, "exactly the allowance was spent, not 1600 checks");
     }
 
+    /// Signatures over a huge RRset: each check rebuilds the canonical data of the whole
+    /// set, so the allowance, not the set's size, bounds the work.
+    #[test]
+    fn a_huge_rrset_with_many_bad_signatures_costs_the_allowance_only() {
+        let (s, key) = signer(13);
+        let zone = n("lab.");
+        let records: Vec<Record> = (0..3000u32)
+            .map(|i| Record::from_rdata(n("big.lab."), 300, RData::A(A::from(std::net::Ipv4Addr::from(i)))))
+            .collect();
+        let refs: Vec<&Record> = records.iter().collect();
+        let mut sig = sign(&s, &key, &zone, &n("big.lab."), 2, VALID, &refs[..1]);
+        *sig.signature.last_mut().unwrap() ^= 1;
+        let left = Cell::new(64);
+        let got = verify_rrset(&n("big.lab."), 1, &refs, &vec![sig; 500], &zone, &[key], NOW, true, &left);
+        assert_eq!((got, left.get()), (Err(Failure::Budget), 0));
+    }
+
     #[test]
     fn serial_arithmetic_finds_the_nearest_time() {
         let now = 1_800_000_000u64;

@@ -545,3 +545,25 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         Ok(self.proof_status(proof, &signer, &what))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(alg: u8, digest_type: u8) -> Ds {
+        Ds { key_tag: 1, algorithm: alg, digest_type, digest: vec![0; 32] }
+    }
+
+    /// RFC 4509 section 3: SHA-1 DS records are ignored when a SHA-256 (or SHA-384) one is
+    /// there; RFC 4035 section 5.2: unsupported digests and algorithms are dropped.
+    #[test]
+    fn rfc4509_3_sha1_ds_is_ignored_beside_sha256_and_unsupported_ones_are_dropped() {
+        let kept = usable_ds(vec![ds(13, 1), ds(13, 2), ds(13, 4)], true);
+        assert_eq!(kept.iter().map(|d| d.digest_type).collect::<Vec<_>>(), [2, 4]);
+        let only_sha1 = usable_ds(vec![ds(8, 1)], true);
+        assert_eq!(only_sha1.len(), 1, "SHA-1 alone is still used");
+        assert!(usable_ds(vec![ds(13, 6), ds(253, 2)], true).is_empty());
+        assert!(usable_ds(vec![ds(5, 2)], false).is_empty(), "algorithm 5 switched off");
+        assert_eq!(usable_ds(vec![ds(5, 2)], true).len(), 1);
+    }
+}

@@ -210,6 +210,56 @@ mod tests {
         assert!(t.get(&TlsaTable::key("tcp", "ns1.dot.lab"), 100).is_none(), "expired");
     }
 
+    /// A CA and a leaf for `ns1.example` made with openssl for these tests (P-256, valid
+    /// until 2126); the association data below was computed with openssl too.
+    const CA: &[u8] = include_bytes!("testdata/ca.der");
+    const LEAF: &[u8] = include_bytes!("testdata/leaf.der");
+    const LEAF_SPKI_SHA256: &str = "8fae1a83e02727e46c8befc68a87892110a7106ef982aa4325aa53719cb81ddd";
+    const LEAF_SHA512: &str = "577e1be1eacf818ec8631e2f19e10cc229734c9e1821b2ebc03fe2091673f0ed5d55e670fa1f4e38be0982f4318dc1e674e5e8a93bae583aba49fc011c692dcf";
+    const CA_SHA256: &str = "d1a0422c9da2fe08b581be44430444045b7ae8db5637529fb65d17805196ada9";
+    const CA_SPKI_SHA256: &str = "68d5be43e2169ca6e4a43ad717ece9af25c3552f18a3fea8662d53b111c69193";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn tlsa(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> TlsaRecord {
+        TlsaRecord { usage, selector, matching, data }
+    }
+
+    fn run(records: &[TlsaRecord], chain: &[&[u8]], name: &str) -> Result<(), &'static str> {
+        let provider = rustls::crypto::ring::default_provider();
+        let leaf = CertificateDer::from(chain[0].to_vec());
+        let rest: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.to_vec())).collect();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        check(records, &leaf, &rest, &name, UnixTime::now(), &provider)
+    }
+
+    /// RFC 7671 section 5.1: DANE-EE matches the leaf (any selector and matching type) and
+    /// checks neither the name nor the issuer.
+    #[test]
+    fn rfc7671_5_1_dane_ee_matches_the_leaf_whatever_its_name() {
+        for r in [tlsa(3, 1, 1, hex(LEAF_SPKI_SHA256)), tlsa(3, 0, 2, hex(LEAF_SHA512)), tlsa(3, 0, 0, LEAF.to_vec())] {
+            assert_eq!(run(std::slice::from_ref(&r), &[LEAF], "other.example"), Ok(()), "{r:?}");
+        }
+        // Another key: no match, whatever else the RRset holds.
+        let wrong = tlsa(3, 1, 1, hex(CA_SPKI_SHA256));
+        assert_eq!(run(&[wrong], &[LEAF, CA], "ns1.example"), Err(MISMATCH));
+    }
+
+    /// RFC 7671 section 5.2: DANE-TA matches a certificate of the chain, which must then
+    /// validate to it for the TLSA base name.
+    #[test]
+    fn rfc7671_5_2_dane_ta_needs_the_chain_to_validate_to_it_for_the_name() {
+        for r in [tlsa(2, 0, 1, hex(CA_SHA256)), tlsa(2, 1, 1, hex(CA_SPKI_SHA256))] {
+            assert_eq!(run(std::slice::from_ref(&r), &[LEAF, CA], "ns1.example"), Ok(()), "{r:?}");
+            assert_eq!(run(std::slice::from_ref(&r), &[LEAF, CA], "ns2.example"), Err(MISMATCH), "name checked");
+            assert_eq!(run(std::slice::from_ref(&r), &[LEAF], "ns1.example"), Err(MISMATCH), "TA not sent");
+        }
+        // The leaf's own hash as a TA: it did not issue itself.
+        assert_eq!(run(&[tlsa(2, 1, 1, hex(LEAF_SPKI_SHA256))], &[LEAF, CA], "ns1.example"), Err(MISMATCH));
+    }
+
     #[test]
     fn records_that_cannot_authenticate_fail_before_any_match() {
         let provider = rustls::crypto::ring::default_provider();
