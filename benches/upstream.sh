@@ -99,7 +99,7 @@ EOF
     pid=
     recv=$(json "$out" received)
     up=$(( $(stat "$WORK/$run.log" upstream_udp) + $(stat "$WORK/$run.log" upstream_tcp) + $(stat "$WORK/$run.log" upstream_dot) + $(stat "$WORK/$run.log" upstream_doq) ))
-    full=$(( $(stat "$WORK/$run.log" tls_full) + $(stat "$WORK/$run.log" doq_handshakes) ))
+    full=$(stat "$WORK/$run.log" tls_full)
     resumed=$(stat "$WORK/$run.log" tls_resumed)
     cpu=$(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="$recv" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')
     rows+=("$run $cpu $(json "$out" sent) $recv $(json "$out" servfail) $(json "$out" p50_us) $(json "$out" p99_us) $up $full $resumed")
@@ -116,4 +116,4 @@ for r in "${rows[@]}"; do
         "$(awk -v f="$full" -v u="$up" 'BEGIN { printf "%.2f", (u ? f * 10000 / u : 0) }')" \
         "$(awk -v f="$full" -v r="$resumed" 'BEGIN { printf "%.1f", ((f + r) > 1 ? 100 * r / (f + r - 1) : 0) }')"
 done
-echo "resumed% = resumed handshakes / reconnects (all handshakes after the first); DoQ handshakes count as full (quinn reports no resumption)"
+echo "resumed% = resumed handshakes / reconnects (all handshakes after the first), DoT and DoQ alike"

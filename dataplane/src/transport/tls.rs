@@ -145,6 +145,88 @@ impl ServerCertVerifier for Unauthenticated {
     }
 }
 
+thread_local! {
+    /// Server names whose certificate was verified on this thread, most recent last: a
+    /// TLS 1.3 handshake that resumes a session verifies no certificate, which is how a
+    /// DoQ connection (quinn reports no handshake kind) learns whether it resumed. Each
+    /// worker drives its connections on its own thread, so no other worker's handshakes
+    /// mix in.
+    static VERIFIED: std::cell::RefCell<VecDeque<String>> = const { std::cell::RefCell::new(VecDeque::new()) };
+}
+
+/// Names remembered at most (a handful of handshakes are ever in progress per worker).
+const VERIFIED_KEPT: usize = 64;
+
+/// Whether a certificate for `name` was verified on this thread since the last call for it
+/// (and forgets it): true after a full handshake, false after a resumed one.
+pub fn take_verified(name: &str) -> bool {
+    VERIFIED.with(|v| {
+        let mut v = v.borrow_mut();
+        match v.iter().position(|n| n == name) {
+            Some(i) => {
+                v.remove(i);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+fn name_text(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Wraps a verifier and notes each certificate it accepts in [`take_verified`]'s list.
+#[derive(Debug)]
+struct NoteVerified(Arc<dyn ServerCertVerifier>);
+
+impl ServerCertVerifier for NoteVerified {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let r = self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        VERIFIED.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.len() >= VERIFIED_KEPT {
+                v.pop_front();
+            }
+            v.push_back(name_text(server_name));
+        });
+        Ok(r)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// Why the TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -205,24 +287,27 @@ impl TlsConfigs {
         proto: &'static str,
     ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let build = |verifier: Option<Arc<dyn ServerCertVerifier>>| -> Result<Arc<ClientConfig>, TlsSetupError> {
+        // DoQ notes full handshakes (see `take_verified`); DoT asks rustls directly.
+        let note = proto == "quic";
+        let build = |verifier: Arc<dyn ServerCertVerifier>| -> Result<Arc<ClientConfig>, TlsSetupError> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-            let mut cfg = match verifier {
-                Some(v) => builder.dangerous().with_custom_certificate_verifier(v).with_no_client_auth(),
-                None => builder.with_root_certificates(roots.clone()).with_no_client_auth(),
-            };
+            let verifier: Arc<dyn ServerCertVerifier> = if note { Arc::new(NoteVerified(verifier)) } else { verifier };
+            let mut cfg = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
             cfg.alpn_protocols = vec![alpn.to_vec()];
             cfg.resumption = Resumption::store(sessions.clone());
             cfg.enable_sni = true;
             Ok(Arc::new(cfg))
         };
         let dane = Arc::new(super::dane::DaneVerifier::new(provider.clone(), tlsa, proto));
+        let pkix = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
         Ok(Self {
-            unauthenticated: build(Some(Arc::new(Unauthenticated(provider.clone()))))?,
-            pkix: build(None)?,
-            dane: build(Some(dane))?,
+            unauthenticated: build(Arc::new(Unauthenticated(provider.clone())))?,
+            pkix: build(pkix)?,
+            dane: build(dane)?,
         })
     }
 }
@@ -255,7 +340,7 @@ mod tests {
     fn configs_carry_the_alpn() {
         let store = Arc::new(SessionStore::new(1000));
         let tlsa = Arc::new(crate::transport::dane::TlsaTable::default());
-        let c = TlsConfigs::new(b"dot", Arc::new(RootCertStore::empty()), store, tlsa, "tcp").unwrap();
+        let c = TlsConfigs::new(b"dot", Arc::new(builtin_roots()), store, tlsa, "tcp").unwrap();
         for cfg in [&c.unauthenticated, &c.pkix, &c.dane] {
             assert_eq!(cfg.alpn_protocols, vec![b"dot".to_vec()]);
         }

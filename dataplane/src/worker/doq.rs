@@ -69,6 +69,8 @@ struct Conn {
     tbuf: RefCell<Vec<u8>>,
     /// The server (the socket is connected to it: the kernel drops anything else).
     remote: SocketAddr,
+    /// The name the handshake authenticated (or the address, unauthenticated), lowercase.
+    sni: String,
     /// When the driver's timer is set to fire next.
     armed: Cell<Option<Instant>>,
 }
@@ -152,9 +154,14 @@ impl Conn {
                     streams_available = true;
                     if self.state.get() == State::Handshaking {
                         self.state.set(State::Open);
-                        // quinn exposes no "resumed" flag; 0-RTT acceptance is not used, so
-                        // every DoQ handshake is counted as full here.
                         stats.doq_handshakes.bump();
+                        // quinn reports no handshake kind: a resumed TLS 1.3 handshake is
+                        // one that verified no certificate (see `tls::take_verified`).
+                        if crate::transport::tls::take_verified(&self.sni) {
+                            stats.tls_full.bump();
+                        } else {
+                            stats.tls_resumed.bump();
+                        }
                     }
                 }
                 Event::ConnectionLost { reason } => {
@@ -363,6 +370,7 @@ impl DoqPool {
             open_waiters: RefCell::new(Vec::new()),
             rbuf: RefCell::new(vec![0u8; MAX_DATAGRAM]),
             remote: key.server,
+            sni: name.to_ascii_lowercase(),
             armed: Cell::new(None),
             tbuf: RefCell::new(Vec::with_capacity(1500)),
         });

@@ -130,6 +130,27 @@ fn dot_sessions_resume_after_idle_close() {
     assert_eq!(Adoxd::stat(&log, "tls_resumed"), 3, "every reconnect resumed the session");
 }
 
+/// DoQ resumption is counted too, and the DoQ front's own log (outside adox) agrees on
+/// every handshake: one full, then a resumed one per reconnect.
+#[test]
+fn doq_sessions_resume_after_idle_close_as_the_server_sees_it() {
+    let policy = "[[policy]]\nzone = \"doq.lab\"\nmode = \"strict\"\ntransports = [\"doq\"]\nauth = \"pkix\"\n";
+    let (_d, cfg) = config(policy, "probing = false\nsignals = false\ndot_idle_timeout_ms = 200");
+    let front_log = lab_dir().join("logs/doq-front.log");
+    let seen = |what: &str| std::fs::read_to_string(&front_log).unwrap().matches(what).count();
+    let (yes0, no0) = (seen("resumed=yes"), seen("resumed=no"));
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    for i in 0..4 {
+        assert_eq!(d.query(&format!("n{i}.doq.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    let log = d.terminate();
+    let (full, resumed) = (Adoxd::stat(&log, "tls_full"), Adoxd::stat(&log, "tls_resumed"));
+    assert_eq!((full, resumed), (1, 3), "every reconnect resumed the session");
+    assert_eq!(Adoxd::stat(&log, "doq_handshakes"), 4);
+    assert_eq!((seen("resumed=yes") - yes0, seen("resumed=no") - no0), (3, 1), "the server saw the same");
+}
+
 #[test]
 fn strict_policy_from_config_with_a_missing_ca_file_is_a_clear_error() {
     let (d, cfg) = temp_config("[transport]\nca_file = \"/nonexistent/ca.pem\"\n");
