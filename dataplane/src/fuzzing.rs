@@ -144,6 +144,38 @@ pub fn validator(data: &[u8]) {
     assert!(hashes.get() <= 8);
 }
 
+/// Bytes from an encrypted upstream connection through the framing that reads answers: a
+/// DoT stream (cut into TLS-record-sized pieces at the positions the input's first octets
+/// name), and a finished DoQ stream (RFC 9250: length, message ID 0).
+pub fn transport_framing(data: &[u8]) {
+    use crate::transport::dot::take_frame;
+    let cuts: Vec<usize> = data.iter().take(4).map(|b| usize::from(*b) + 1).collect();
+    let mut stream = Vec::new();
+    let (mut at, mut taken) = (0, 0usize);
+    for piece in cuts.iter().cycle() {
+        if at >= data.len() {
+            break;
+        }
+        let end = (at + piece).min(data.len());
+        stream.extend_from_slice(&data[at..end]);
+        at = end;
+        loop {
+            match take_frame(&mut stream) {
+                Ok(Some(msg)) => {
+                    assert!(msg.len() >= 12);
+                    taken += 2 + msg.len();
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    assert_eq!(taken + stream.len(), data.len(), "every octet is in a frame or still buffered");
+    if let Ok(msg) = crate::worker::doq::answer_of(data, 0xABCD) {
+        assert_eq!((msg.len() + 2, &msg[..2]), (data.len(), &[0xAB, 0xCD][..]));
+    }
+}
+
 /// Owner-signal RDATA (SVCB, TLSA) through the one-record-at-a-time parsers. The input
 /// is also split at its first zero octet into several records, as an RRset would be.
 pub fn signals(data: &[u8]) {
@@ -181,6 +213,11 @@ mod tests {
     #[test]
     fn replay_upstream_response_corpus() {
         replay("upstream_response", super::upstream_response);
+    }
+
+    #[test]
+    fn replay_transport_framing_corpus() {
+        replay("transport_framing", super::transport_framing);
     }
 
     #[test]

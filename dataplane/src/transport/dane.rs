@@ -211,13 +211,14 @@ mod tests {
     }
 
     /// A CA and a leaf for `ns1.example` made with openssl for these tests (P-256, valid
-    /// until 2126); the association data below was computed with openssl too.
+    /// until 2126; the leaf's key is there too, for a test server); the association data
+    /// below was computed with openssl too.
     const CA: &[u8] = include_bytes!("testdata/ca.der");
     const LEAF: &[u8] = include_bytes!("testdata/leaf.der");
-    const LEAF_SPKI_SHA256: &str = "8fae1a83e02727e46c8befc68a87892110a7106ef982aa4325aa53719cb81ddd";
-    const LEAF_SHA512: &str = "577e1be1eacf818ec8631e2f19e10cc229734c9e1821b2ebc03fe2091673f0ed5d55e670fa1f4e38be0982f4318dc1e674e5e8a93bae583aba49fc011c692dcf";
-    const CA_SHA256: &str = "d1a0422c9da2fe08b581be44430444045b7ae8db5637529fb65d17805196ada9";
-    const CA_SPKI_SHA256: &str = "68d5be43e2169ca6e4a43ad717ece9af25c3552f18a3fea8662d53b111c69193";
+    const LEAF_SPKI_SHA256: &str = "dcb7270a5e296634b943602d76b871ff07f9722ecbf15fee6a3ba012bd28b88f";
+    const LEAF_SHA512: &str = "d77ba036d38eb7b8cf184dd1238d4b1b8120fd15ae0cc252b9e6e27fb64afc95d4371a500bbd35b0fedf14a3e2efdb1e67d18a79b86a85cb855d560064a5c085";
+    const CA_SHA256: &str = "f89291b13c5b6a527e4e29d9603a1204e3a0cab514913836319f7674eb0269af";
+    const CA_SPKI_SHA256: &str = "acf65f3cb2b1b9a95b6c1543ea0694584ebf208e79e306698e3faf0a886c80d8";
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

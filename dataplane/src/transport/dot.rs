@@ -72,8 +72,8 @@ impl DotSession {
         Ok(())
     }
 
-    /// Reads TLS records from `rd` until it would block, and decrypts them. `Ok(false)`:
-    /// the peer closed the connection.
+    /// Reads TLS records from `rd` until it would block, and decrypts them into the
+    /// framing buffer. `Ok(false)`: the peer closed the connection.
     pub fn read_from(&mut self, rd: &mut dyn Read) -> Result<bool, io::Error> {
         loop {
             match self.tls.read_tls(rd) {
@@ -83,6 +83,10 @@ impl DotSession {
                         // Whatever alert rustls queued goes out with the next write.
                         return Err(io::Error::other(TlsError(super::tls::failure_reason(&e))));
                     }
+                    // Taken out at once: rustls refuses to read more records while 16 KiB
+                    // of decrypted data wait, and a busy server's pipelined answers exceed
+                    // that in one burst.
+                    self.drain_plaintext();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(e),
@@ -103,8 +107,8 @@ impl DotSession {
         matches!(self.tls.handshake_kind(), Some(HandshakeKind::Resumed))
     }
 
-    /// The next complete DNS message received, if any.
-    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, DotFailure> {
+    /// Moves decrypted data into the framing buffer.
+    fn drain_plaintext(&mut self) {
         let mut buf = [0u8; 4096];
         loop {
             match self.tls.reader().read(&mut buf) {
@@ -115,25 +119,37 @@ impl DotSession {
                 Err(_) => break,
             }
         }
-        if self.plain.len() < 2 {
-            return Ok(None);
-        }
-        let len = usize::from(u16::from_be_bytes([self.plain[0], self.plain[1]]));
-        if len < 12 {
-            return Err(DotFailure::Framing);
-        }
-        if self.plain.len() < 2 + len {
-            return Ok(None);
-        }
-        let msg = self.plain[2..2 + len].to_vec();
-        self.plain.drain(..2 + len);
-        Ok(Some(msg))
+    }
+
+    /// The next complete DNS message received, if any.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, DotFailure> {
+        self.drain_plaintext();
+        take_frame(&mut self.plain)
     }
 
     /// Sends close_notify (written by the next `write_to`).
     pub fn close(&mut self) {
         self.tls.send_close_notify();
     }
+}
+
+/// Takes the next complete length-prefixed DNS message (RFC 7858 section 3.3, RFC 1035
+/// section 4.2.2) from the front of `stream`; `None` until one is complete. A length
+/// shorter than a DNS header breaks the framing: the connection cannot be trusted after it.
+pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, DotFailure> {
+    if stream.len() < 2 {
+        return Ok(None);
+    }
+    let len = usize::from(u16::from_be_bytes([stream[0], stream[1]]));
+    if len < 12 {
+        return Err(DotFailure::Framing);
+    }
+    if stream.len() < 2 + len {
+        return Ok(None);
+    }
+    let msg = stream[2..2 + len].to_vec();
+    stream.drain(..2 + len);
+    Ok(Some(msg))
 }
 
 /// A TLS failure carried through `io::Error` from `read_from`.
@@ -168,6 +184,85 @@ pub fn pad_query(msg: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads what it holds, then "would block" (a socket with nothing more to read).
+    struct Pending<'a>(&'a [u8]);
+
+    impl Read for Pending<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// A busy server's pipelined answers arrive as one burst larger than the 16 KiB of
+    /// decrypted data rustls holds before it refuses to read more: all of it is read and
+    /// framed, and the connection survives (it once failed here with an I/O error, and
+    /// every query in flight with it).
+    #[test]
+    fn a_burst_of_answers_beyond_rustls_plaintext_limit_is_read_whole() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from(include_bytes!("testdata/leaf.der").to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(include_bytes!("testdata/leaf.key.der").to_vec()));
+        let mut scfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        scfg.alpn_protocols = vec![b"dot".to_vec()];
+        let mut server = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
+        let configs = super::super::tls::TlsConfigs::new(
+            b"dot",
+            Arc::new(super::super::tls::builtin_roots()),
+            Arc::new(super::super::tls::SessionStore::new(16)),
+            Arc::new(super::super::dane::TlsaTable::default()),
+            "tcp",
+        )
+        .unwrap();
+        let name = ServerName::IpAddress(std::net::IpAddr::from([192, 0, 2, 1]).into());
+        let mut client = DotSession::new(configs.unauthenticated, name).unwrap();
+        let pump = |client: &mut DotSession, server: &mut rustls::ServerConnection| {
+            let mut up = Vec::new();
+            client.write_to(&mut up).unwrap();
+            server.read_tls(&mut &up[..]).unwrap();
+            server.process_new_packets().unwrap();
+            let mut down = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut down).unwrap();
+            }
+            assert!(client.read_from(&mut Pending(&down)).unwrap());
+        };
+        for _ in 0..4 {
+            pump(&mut client, &mut server);
+        }
+        assert!(client.handshake_done());
+        // 200 answers of 300 octets: about 60 KiB in one read.
+        let mut answer = vec![0u8; 300];
+        answer[2] = 0x81;
+        let mut down = Vec::new();
+        for id in 0..200u16 {
+            answer[0..2].copy_from_slice(&id.to_be_bytes());
+            server.writer().write_all(&300u16.to_be_bytes()).unwrap();
+            server.writer().write_all(&answer).unwrap();
+            while server.wants_write() {
+                server.write_tls(&mut down).unwrap();
+            }
+        }
+        assert!(down.len() > 60_000);
+        assert!(client.read_from(&mut Pending(&down)).unwrap(), "the burst is read without error");
+        let mut ids = Vec::new();
+        while let Some(msg) = client.next_message().unwrap() {
+            ids.push(u16::from_be_bytes([msg[0], msg[1]]));
+        }
+        assert_eq!(ids, (0..200).collect::<Vec<_>>());
+    }
 
     #[test]
     fn padding_makes_a_multiple_of_128() {

@@ -270,7 +270,7 @@ impl Conn {
 
 /// The DNS answer in a finished stream (2-octet length, then the message), with the
 /// resolver's ID put back in place of the 0 DoQ uses (RFC 9250 section 4.2.1).
-fn answer_of(buf: &[u8], client_id: u16) -> Result<Vec<u8>, UpstreamError> {
+pub(crate) fn answer_of(buf: &[u8], client_id: u16) -> Result<Vec<u8>, UpstreamError> {
     if buf.len() < 2 {
         return Err(UpstreamError::BadResponse("empty DoQ stream"));
     }

@@ -3,7 +3,7 @@
 //! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
 //! a client packet in to a cached answer out takes a lock another worker holds.
 
-mod doq;
+pub(crate) mod doq;
 mod dot;
 mod exec;
 mod slots;
