@@ -294,6 +294,26 @@ fn r5_secure_svcb_and_tlsa_make_the_server_strict_with_dane_and_no_cleartext() {
     assert_eq!(Adoxd::stat(&log, "downgrades"), 0);
 }
 
+/// R10: owner preferences travel in DNS only. With no operator input at all (no policy, no
+/// CA file, probing off), the strict DANE decision for dot.lab.'s nameserver comes from its
+/// SVCB and TLSA records, and adoxd exchanges nothing with the lab's servers except DNS on
+/// port 53 and DNS over TLS on 853 (a capture of everything else stays empty).
+#[test]
+fn r10_owner_preferences_come_from_dns_alone() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let other = Capture::start("r10-non-dns", "net 127.53.0.0/16 and not port 53 and not port 853");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.query("n1.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let e = d.admin().get("/v1/explain?name=n2.dot.lab&type=A").unwrap().json().unwrap();
+    let x = e["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exchange" && s["zone"] == "dot.lab.").cloned();
+    let x = x.unwrap_or_else(|| panic!("{e}"));
+    assert_eq!((x["plan"]["source"].as_str(), x["plan"]["auth"].as_str()), (Some("signal:secure"), Some("dane")));
+    drop(d);
+    assert!(other.stop().is_empty(), "traffic other than DNS to the lab's servers");
+}
+
 /// The same over DoQ: doq.lab.'s secure SVCB offers doq and dot, with secure TLSA records
 /// at `_853._quic` and `_853._tcp`: strict DoQ first, authenticated with DANE.
 #[test]
