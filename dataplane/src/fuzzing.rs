@@ -137,7 +137,7 @@ pub fn validator(data: &[u8]) {
     let zone = qname.base_name();
     let _ = denial::nsec_nxdomain(qname, &nsecs);
     let _ = denial::nsec_nodata(qname, qtype, &nsecs);
-    let _ = denial::nsec_wildcard_answer(qname, &nsecs);
+    let _ = denial::nsec_wildcard_answer(qname, &zone, &nsecs);
     let _ = denial::nsec3_nxdomain(qname, &zone, &nsec3s, &limits);
     let _ = denial::nsec3_nodata(qname, qtype, &zone, &nsec3s, &limits);
     let _ = denial::nsec3_wildcard_answer(qname, &zone, &zone, &nsec3s, &limits);

@@ -169,10 +169,14 @@ impl RecordCache {
         let key = (canonical(name), rtype);
         let mut shard = self.shard(&key);
         // Live data is never replaced by data of a lower rank, nor validated data by the
-        // same data unvalidated (a nameserver-address lookup re-fetching a validated name).
+        // same data unvalidated (a nameserver-address lookup re-fetching a validated name),
+        // nor secure data by anything but secure data (a forged reply to another question
+        // must not evict it; RFC 4035 section 4.5, as Unbound).
         if let Some(old) = shard.get(&key)
             && old.expires > now
-            && (old.rank > rank || (old.rank == rank && old.security.is_checked() && !security.is_checked()))
+            && (old.rank > rank
+                || (old.rank == rank && old.security.is_checked() && !security.is_checked())
+                || (old.rank == rank && old.security == Security::Secure && security != Security::Secure))
         {
             return;
         }
@@ -309,9 +313,17 @@ mod tests {
         c.put_rrset(&n, 1, vec![a("www.lab.", 900)], Rank::AuthAnswer, t0);
         let h = c.get(&n, 1, t0).unwrap();
         assert_eq!((h.security, h.ttl_left), (Security::Secure, 300));
-        // A newer validation result does replace it.
+        // Nor by an insecure or bogus result while it lives (a forged reply to another
+        // question); only by another secure one.
         c.put_checked(&n, 1, vec![a("www.lab.", 60)], Rank::AuthAnswer, Security::insecure(), t0);
-        assert_eq!(c.get(&n, 1, t0).unwrap().security, Security::insecure());
+        assert_eq!(c.get(&n, 1, t0).unwrap().security, Security::Secure);
+        c.put_checked(&n, 1, vec![a("www.lab.", 60)], Rank::AuthAnswer, Security::Secure, t0);
+        assert_eq!(c.get(&n, 1, t0).unwrap().ttl_left, 60);
+        // Insecure data is replaced by a newer result of any kind.
+        let m: Name = "ftp.lab.".parse().unwrap();
+        c.put_checked(&m, 1, vec![a("ftp.lab.", 300)], Rank::AuthAnswer, Security::insecure(), t0);
+        c.put_checked(&m, 1, vec![a("ftp.lab.", 60)], Rank::AuthAnswer, Security::bogus(7, "x".into()), t0);
+        assert!(matches!(c.get(&m, 1, t0).unwrap().security, Security::Bogus(_)));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum Proof {
     Insecure(Insecure),
     /// The records do not prove the denial.
     Bogus(&'static str),
+    /// The query's NSEC3 hash allowance ran out: a limit of this query, not a property of
+    /// the data (never cached).
+    Exhausted,
 }
 
 /// Why a denial is insecure.
@@ -52,8 +55,16 @@ pub struct Nsec3Limits<'a> {
 /// NSEC owner `owner` with next name `next` covers `name` (strictly between them in
 /// canonical order; the last NSEC of a zone wraps to the apex).
 fn nsec_covers(owner: &Name, next: &Name, name: &Name) -> bool {
-    canonical_cmp(owner, name) == Ordering::Less
-        && (canonical_cmp(name, next) == Ordering::Less || canonical_cmp(next, owner) != Ordering::Greater)
+    if canonical_cmp(owner, name) != Ordering::Less {
+        return false;
+    }
+    if canonical_cmp(owner, next) == Ordering::Less {
+        canonical_cmp(name, next) == Ordering::Less
+    } else {
+        // The last NSEC of the zone: its next name is the apex, and it covers only names
+        // inside the zone.
+        next.zone_of(name)
+    }
 }
 
 /// An NSEC at an ancestor of `name` that is a delegation point (NS without SOA) or has a
@@ -138,12 +149,42 @@ pub fn nsec_nodata(qname: &Name, qtype: u16, nsecs: &[(Name, Nsec)]) -> Proof {
     Proof::Bogus("no NSEC proves the type absent")
 }
 
-/// A wildcard expansion of `qname` from `*.parent`: `qname` itself must not exist.
-pub fn nsec_wildcard_answer(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
-    match nsec_covering(nsecs, qname) {
-        Some(_) => Proof::Secure,
-        None => Proof::Bogus("no NSEC proves the wildcard expansion"),
+/// A wildcard expansion of `qname` from `*.parent`: `qname` itself must not exist, and the
+/// closest encloser the covering NSEC shows must be the wildcard's parent (no closer name
+/// exists that would have blocked the expansion).
+pub fn nsec_wildcard_answer(qname: &Name, wildcard_parent: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
+    let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
+        return Proof::Bogus("no NSEC proves the wildcard expansion");
+    };
+    let a = common_ancestor(qname, owner);
+    let b = common_ancestor(qname, &nsec.next);
+    let ce = if labels(&a) >= labels(&b) { a } else { b };
+    if ce != *wildcard_parent {
+        return Proof::Bogus("the wildcard is not at the closest encloser");
     }
+    Proof::Secure
+}
+
+/// Whether the denial records show `name` as a delegation without DS: an NSEC or NSEC3 at
+/// `name` with NS and without SOA and DS. `Some(false)`: a record at `name` shows no
+/// delegation; `None`: no record matches `name`.
+pub fn delegation_without_ds(
+    name: &Name,
+    zone: &Name,
+    nsecs: &[(Name, Nsec)],
+    nsec3s: &[(Name, Nsec3)],
+    limits: &Nsec3Limits<'_>,
+) -> Option<bool> {
+    let delegation = |t: &super::rdata::TypeBitmap| t.has(T_NS) && !t.has(T_SOA) && !t.has(T_DS);
+    if let Some((_, n)) = nsecs.iter().find(|(o, _)| o == name) {
+        return Some(delegation(&n.types));
+    }
+    let set = Hashed::new(zone, nsec3s);
+    if set.check_params(limits).is_err() {
+        return None;
+    }
+    let h = set.hash(name, limits).ok()?;
+    set.matching(&h).map(|n| delegation(&n.types))
 }
 
 /// NSEC3 records of one zone with their hashed owner names decoded.
@@ -156,7 +197,10 @@ impl<'a> Hashed<'a> {
     fn new(zone: &'a Name, nsec3s: &'a [(Name, Nsec3)]) -> Self {
         let items = nsec3s
             .iter()
-            .filter(|(o, n)| n.hash_algorithm == 1 && labels(o) == labels(zone) + 1 && zone.zone_of(o))
+            // RFC 5155 section 8.2: unknown hash algorithms and flags are ignored.
+            .filter(|(o, n)| {
+                n.hash_algorithm == 1 && n.flags & !1 == 0 && labels(o) == labels(zone) + 1 && zone.zone_of(o)
+            })
             .filter_map(|(o, n)| {
                 let first = o.iter().next()?;
                 let h = base32hex_decode(first)?;
@@ -171,7 +215,7 @@ impl<'a> Hashed<'a> {
         let Some((_, p)) = self.items.first() else { return Err(Proof::Insecure(Insecure::UnknownHash)) };
         let left = limits.hashes_left.get();
         if left == 0 {
-            return Err(Proof::Bogus("NSEC3 hash limit reached"));
+            return Err(Proof::Exhausted);
         }
         limits.hashes_left.set(left - 1);
         Ok(nsec3_hash(&name_wire_lower(name), &p.salt, p.iterations))
@@ -203,9 +247,14 @@ impl<'a> Hashed<'a> {
         let mut cur = qname.clone();
         loop {
             let h = self.hash(&cur, limits)?;
-            if self.matching(&h).is_some() {
+            if let Some(m) = self.matching(&h) {
                 if cur == *qname {
                     return Err(Proof::Bogus("the name exists"));
+                }
+                // RFC 5155 section 8.3: a delegation point or a DNAME cannot be the closest
+                // encloser (the name's data lives in another zone, or is redirected).
+                if m.types.has(T_DNAME) || (m.types.has(T_NS) && !m.types.has(T_SOA)) {
+                    return Err(Proof::Bogus("the closest encloser is a delegation or a DNAME"));
                 }
                 let nc = next_closer.ok_or(Proof::Bogus("no next closer"))?;
                 let cover = self.covering(&nc).ok_or(Proof::Bogus("no NSEC3 covers the next closer name"))?;
@@ -288,13 +337,13 @@ pub fn nsec3_nodata(
         Ok(x) => x,
         Err(p) => return p,
     };
+    if nc_cover.opt_out() {
+        // RFC 5155 section 8.6 (and erratum 3441 for other types): under an opt-out span
+        // the name may be an unsigned delegation, or an empty non-terminal above one.
+        return Proof::Insecure(Insecure::OptOut);
+    }
     if qtype == T_DS {
-        // RFC 5155 section 8.6: no DS under an opt-out span is an insecure delegation.
-        return if nc_cover.opt_out() {
-            Proof::Insecure(Insecure::OptOut)
-        } else {
-            Proof::Bogus("no NSEC3 for the DS")
-        };
+        return Proof::Bogus("no NSEC3 for the DS");
     }
     // RFC 5155 section 8.7: a wildcard NODATA.
     let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
@@ -414,11 +463,51 @@ mod tests {
         assert_eq!(nsec_nodata(&n("a.example."), T_DS, &z), Proof::Bogus("the NSEC lists the type"));
     }
 
+    /// A proven "no DS" makes a zone insecure only at a delegation (NS without SOA and
+    /// DS): anywhere else a name claimed as a signer or zone cut is no cut at all.
+    #[test]
+    fn rfc4035_5_2_no_ds_means_insecure_only_at_a_delegation() {
+        let z = zone();
+        let left = Cell::new(100);
+        let limits = Nsec3Limits { max_iterations: 150, hashes_left: &left };
+        let apex = n("example.");
+        assert_eq!(delegation_without_ds(&n("b.example."), &apex, &z, &[], &limits), Some(true));
+        assert_eq!(delegation_without_ds(&n("ns1.example."), &apex, &z, &[], &limits), Some(false), "a host");
+        assert_eq!(delegation_without_ds(&n("a.example."), &apex, &z, &[], &limits), Some(false), "has a DS");
+        assert_eq!(delegation_without_ds(&n("q.example."), &apex, &z, &[], &limits), None);
+        let names: &[(&str, &[u16])] =
+            &[("example.", &[2, 6, 46, 48, 51]), ("sub.example.", &[2]), ("host.example.", &[1, 46])];
+        let z3 = nsec3_zone("example.", names, 0, false);
+        assert_eq!(delegation_without_ds(&n("sub.example."), &apex, &[], &z3, &limits), Some(true));
+        assert_eq!(delegation_without_ds(&n("host.example."), &apex, &[], &z3, &limits), Some(false));
+    }
+
+    /// RFC 5155 section 8.3: the closest encloser cannot be a delegation point, or the
+    /// parent's records would deny names that live in the child.
+    #[test]
+    fn rfc5155_8_3_a_delegation_is_no_closest_encloser() {
+        let names: &[(&str, &[u16])] = &[("example.", &[2, 6, 46, 48, 51]), ("sub.example.", &[2, 43, 46])];
+        let z = nsec3_zone("example.", names, 0, false);
+        let left = Cell::new(100);
+        let limits = Nsec3Limits { max_iterations: 150, hashes_left: &left };
+        assert_eq!(
+            nsec3_nxdomain(&n("www.sub.example."), &n("example."), &z, &limits),
+            Proof::Bogus("the closest encloser is a delegation or a DNAME")
+        );
+    }
+
     #[test]
     fn wildcard_expansion_needs_the_name_covered() {
         let z = zone();
-        assert_eq!(nsec_wildcard_answer(&n("a.z.w.example."), &z), Proof::Secure);
-        assert!(matches!(nsec_wildcard_answer(&n("x.w.example."), &z), Proof::Bogus(_)));
+        assert_eq!(nsec_wildcard_answer(&n("a.z.w.example."), &n("w.example."), &z), Proof::Secure);
+        assert!(matches!(nsec_wildcard_answer(&n("x.w.example."), &n("w.example."), &z), Proof::Bogus(_)));
+        // RFC 4035 section 5.3.4: the expansion must come from the closest encloser. For
+        // x.ai.example. the covering NSEC ai -> b shows ai.example. exists: *.example.
+        // could not have matched.
+        assert_eq!(
+            nsec_wildcard_answer(&n("x.ai.example."), &n("example."), &z),
+            Proof::Bogus("the wildcard is not at the closest encloser")
+        );
     }
 
     /// NSEC3 chain of a zone with the given names (salt aabbccdd, `iterations`).
@@ -527,9 +616,6 @@ mod tests {
         let z = nsec3_zone("example.", names, 0, false);
         let none = Cell::new(1);
         let limits = Nsec3Limits { max_iterations: 150, hashes_left: &none };
-        assert_eq!(
-            nsec3_nxdomain(&n("a.b.c.q.example."), &zone, &z, &limits),
-            Proof::Bogus("NSEC3 hash limit reached")
-        );
+        assert_eq!(nsec3_nxdomain(&n("a.b.c.q.example."), &zone, &z, &limits), Proof::Exhausted);
     }
 }

@@ -159,6 +159,10 @@ pub fn verify_rrset(
             continue;
         }
         let (inception, expiration) = (absolute(sig.inception, now), absolute(sig.expiration, now));
+        if inception > expiration {
+            failure = worse(failure, Failure::Invalid);
+            continue;
+        }
         let skew = skew(inception, expiration);
         let t = now as i64;
         if t > expiration + skew {

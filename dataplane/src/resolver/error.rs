@@ -39,6 +39,10 @@ pub enum Limit {
     Resolutions,
     /// `resolver.request_timeout_ms`.
     RequestTimeout,
+    /// `dnssec.max_sig_checks`.
+    SigChecks,
+    /// `dnssec.max_nsec3_hashes`.
+    Nsec3Hashes,
 }
 
 impl Limit {
@@ -53,6 +57,8 @@ impl Limit {
             Limit::OutstandingPerZone => "max_outstanding_per_zone",
             Limit::Resolutions => "max_resolutions",
             Limit::RequestTimeout => "request_timeout_ms",
+            Limit::SigChecks => "max_sig_checks",
+            Limit::Nsec3Hashes => "max_nsec3_hashes",
         }
     }
 }

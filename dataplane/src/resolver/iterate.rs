@@ -47,6 +47,20 @@ fn failure_text(e: &UpstreamError) -> String {
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
 const MAX_MINIMISE: u32 = 10;
 
+/// Seconds a TLSA table entry outlives its TTL, covering the refresh of its signal.
+const TLSA_GRACE_S: u64 = 120;
+
+/// What a signal's TLSA lookups found.
+struct TlsaLearnt {
+    /// Transports with a secure TLSA RRset, with its base name.
+    dane: Vec<(Transport, Name)>,
+    /// Whether every lookup came back secure (present or absent): otherwise a strict state
+    /// in force must not be dropped on this evidence.
+    certain: bool,
+    /// When the first TLSA RRset expires (the signal is refreshed then).
+    until: u64,
+}
+
 /// A nameserver address with the name it was found under (the policy key needs both).
 type Target = (IpAddr, Name);
 
@@ -238,8 +252,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         let mut anc = name.clone();
         loop {
+            // RFC 8020 below a cached NXDOMAIN; above the name itself only a secure one
+            // counts where validation applies (one forged or unprovable NXDOMAIN must not
+            // black out a whole subtree), as Unbound's harden-below-nxdomain.
+            let below_ok =
+                |hit: &Hit| anc == *name || hit.security == Security::Secure || !self.shared.validator.covers(&anc);
             if let Some(hit) = cache.get(&anc, NXDOMAIN_KEY, now)
                 && (!checked || hit.security.is_checked())
+                && below_ok(&hit)
                 && let CachedData::NxDomain(a) = &hit.data
             {
                 return Some(Step {
@@ -345,6 +365,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         }
                     }
                     let mut security = Security::Secure;
+                    let mut validated_any = false;
                     for (owner, rtype, mut set, cache_it) in sets {
                         let (status, ttl_cap) = if validate {
                             self.validate_rrset(&zone, &owner, rtype, &set, &proofs, budget).await?
@@ -368,6 +389,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                             cache.put_checked(&owner, u16::from(rtype), set, rank, status.clone(), self.upstream.now());
                         }
                         security = security.and(status);
+                        validated_any = true;
+                    }
+                    if !validated_any {
+                        // Nothing but RRSIGs (an RRSIG or ANY question): no RRset vouched for.
+                        security = Security::insecure();
                     }
                     let mut records = chain;
                     records.extend(data);
@@ -375,12 +401,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 Reply::NoData { authority, neg_ttl } => {
                     let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    let security = if validate {
+                    let (security, cap) = if validate {
                         self.validate_negative(&zone, name, qtype, false, &authority, budget).await?
                     } else {
-                        self.unvalidated(name)
+                        (self.unvalidated(name), None)
                     };
-                    let neg_ttl = self.negative_ttl(neg_ttl, &security);
+                    let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
                     cache.put_negative(
                         name,
                         u16::from(qtype),
@@ -393,12 +419,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 Reply::NxDomain { authority, neg_ttl } => {
                     let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    let security = if validate {
+                    let (security, cap) = if validate {
                         self.validate_negative(&zone, name, qtype, true, &authority, budget).await?
                     } else {
-                        self.unvalidated(name)
+                        (self.unvalidated(name), None)
                     };
-                    let neg_ttl = self.negative_ttl(neg_ttl, &security);
+                    let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
                     cache.put_negative(
                         name,
                         NXDOMAIN_KEY,
@@ -1047,15 +1073,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !records.is_empty() {
             self.stats.signals_learned.bump();
         }
-        let until = now + u64::from(ttl.max(1));
-        let dane = if secure { self.learn_tlsa(ns, &records).await } else { Vec::new() };
-        if !secure
+        let mut until = now + u64::from(ttl.max(1));
+        let tlsa = if secure { Some(self.learn_tlsa(ns, &records).await) } else { None };
+        let (dane, tlsa_certain) = match tlsa {
+            Some(TlsaLearnt { dane, certain, until: tlsa_until }) => {
+                // Refreshed when the first of SVCB and TLSA expires.
+                until = until.min(tlsa_until);
+                (dane, certain)
+            }
+            None => (Vec::new(), true),
+        };
+        if (!secure || !tlsa_certain)
             && let Some(Signal::Known { secure: true, dane: old, .. }) = self.shared.signals.last(ns)
             && !old.is_empty()
         {
             // A strict state learned from a secure signal holds until a secure answer says
             // otherwise: a refresh that failed, or came back unsigned or bogus (blocked or
-            // forged), does not downgrade the server. Tried again in a minute.
+            // forged), for the SVCB or for a TLSA RRset, does not downgrade the server.
+            // Tried again in a minute.
             tracing::warn!(nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
             if let Some(Signal::Known { records, secure, dane, cycle, refused, .. }) = self.shared.signals.last(ns) {
                 let until = now + 60;
@@ -1068,10 +1103,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     /// For a secure signal: the TLSA RRset of each offered DoT/DoQ target (`_853._tcp` and
     /// `_853._quic` at the TargetName, the TLSA base name), looked up and validated like any
-    /// data; secure ones go into the TLSA table read by DANE handshakes. Returns the
-    /// transports that have a secure TLSA RRset, with its base name.
-    async fn learn_tlsa(&self, ns: &Name, records: &[crate::signal::SvcbRecord]) -> Vec<(Transport, Name)> {
+    /// data; secure ones go into the TLSA table read by DANE handshakes.
+    async fn learn_tlsa(&self, ns: &Name, records: &[crate::signal::SvcbRecord]) -> TlsaLearnt {
         let mut out: Vec<(Transport, Name)> = Vec::new();
+        let mut certain = true;
+        let mut first_expiry = u64::MAX;
         for r in records {
             let target = if r.target.is_root() { ns.clone() } else { canonical(&r.target) };
             for t in r.transports() {
@@ -1086,15 +1122,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 let host = target.to_ascii();
                 let owner = crate::transport::dane::TlsaTable::owner(r.port_for(t), proto, &host);
                 let Ok(qname) = Name::from_ascii(&owner) else { continue };
-                let Ok(answer) = self.resolve(&qname, RecordType::TLSA).await else { continue };
+                let Ok(answer) = self.resolve(&qname, RecordType::TLSA).await else {
+                    certain = false;
+                    continue;
+                };
                 match &answer.security {
                     Security::Secure => {}
                     Security::Bogus(b) => {
                         self.stats.signals_refused.bump();
                         tracing::info!(nameserver = %ns, tlsa = %owner, reason = %b.text, "TLSA is DNSSEC-bogus: ignored");
+                        certain = false;
                         continue;
                     }
-                    _ => continue,
+                    _ => {
+                        // Below a secure SVCB an insecure TLSA answer is unexpected: no
+                        // evidence either way.
+                        certain = false;
+                        continue;
+                    }
                 }
                 let tlsa: Vec<&Record> =
                     answer.answers.iter().filter(|r| r.record_type() == RecordType::TLSA && r.name == qname).collect();
@@ -1115,12 +1160,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     tracing::warn!(tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
                 }
                 let now = unix_now();
+                let expiry = now + u64::from(ttl.max(1));
+                first_expiry = first_expiry.min(expiry);
                 let key = crate::transport::dane::TlsaTable::key(proto, &host);
-                self.shared.tlsa.put(&key, usable, now + u64::from(ttl.max(1)), now);
+                // Kept a little past its TTL: the signal is refreshed when the TLSA expires,
+                // and handshakes during that refresh still need the records.
+                self.shared.tlsa.put(&key, usable, expiry + TLSA_GRACE_S, now);
                 out.push((t, target.clone()));
             }
         }
-        out
+        TlsaLearnt { dane: out, certain, until: first_expiry }
     }
 
     /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.

@@ -268,6 +268,8 @@ pub(crate) struct Budget {
     /// Zones whose keys are being established: a zone met again inside its own chain is
     /// a loop (hostile or broken data), not something to recurse into.
     pub(crate) keys_in_progress: RefCell<Vec<Name>>,
+    /// Names whose DS is being asked by an insecure-cut walk (see `validate.rs`).
+    pub(crate) cut_walks: RefCell<Vec<Name>>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -285,6 +287,7 @@ impl Budget {
             failed_ns: RefCell::new(Vec::new()),
             trace: None,
             keys_in_progress: RefCell::new(Vec::new()),
+            cut_walks: RefCell::new(Vec::new()),
         }
     }
 

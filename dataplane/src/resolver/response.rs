@@ -146,7 +146,8 @@ fn follow_chain(answers: &[Record], zone: &Name, sname: &Name, stype: RecordType
             && let Some(new) = apply_dname(&cur, &d.name, &target)
         {
             dnames_used.push(d.name.clone());
-            chain.extend(rrset_with_sigs(answers, &d.name.clone(), RecordType::DNAME).into_iter().take(2));
+            // The DNAME and every RRSIG covering it (a zone rolling keys signs twice).
+            chain.extend(rrset_with_sigs(answers, &d.name.clone(), RecordType::DNAME));
             chain.push(Record::from_rdata(cur.clone(), d.ttl, RData::CNAME(CNAME(new.clone()))));
             cur = new;
             continue;

@@ -7,7 +7,7 @@
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{Budget, ResolveError, Resolver, Upstream};
+use super::{Budget, Limit, ResolveError, Resolver, Upstream};
 use crate::dnssec::anchors::{Anchor, trusts};
 use crate::dnssec::denial::{self, Insecure, Nsec3Limits, Proof};
 use crate::dnssec::rdata::{Dnskey, Ds, Nsec, Nsec3, Rrsig};
@@ -97,6 +97,33 @@ fn bogus_of(f: Failure, zone: &Name, what: &str) -> Security {
     Security::bogus(f.ede(), format!("{}: {what}: {}", zone.to_ascii(), f.text()))
 }
 
+/// A verification failure as a status, except running out of the query's allowance: that
+/// is a limit of this query (SERVFAIL, nothing cached), not a property of the data, or an
+/// attacker could spend a query's checks and get a victim zone cached as bogus.
+fn status_of(f: Failure, zone: &Name, what: &str) -> Result<Security, ResolveError> {
+    match f {
+        Failure::Budget => Err(ResolveError::LimitExceeded(Limit::SigChecks)),
+        f => Ok(bogus_of(f, zone, what)),
+    }
+}
+
+/// NSEC and NSEC3 records with their owners.
+type Denials = (Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>);
+
+/// The NSEC and NSEC3 records among `records` (not verified here), parsed.
+fn denial_records(records: &[Record]) -> Denials {
+    let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
+    for r in records {
+        let Some(bytes) = raw(r) else { continue };
+        match r.record_type() {
+            RecordType::NSEC => nsecs.extend(Nsec::parse(bytes).map(|n| (r.name.clone(), n))),
+            RecordType::NSEC3 => nsec3s.extend(Nsec3::parse(bytes).map(|n| (r.name.clone(), n))),
+            _ => {}
+        }
+    }
+    (nsecs, nsec3s)
+}
+
 impl<U: Upstream + Clone + 'static> Resolver<U> {
     fn validating(&self, name: &Name) -> bool {
         self.shared.validator.covers(name)
@@ -107,7 +134,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     pub(crate) fn zone_keys<'a>(&'a self, zone: &'a Name, budget: &'a Budget) -> KeysFuture<'a> {
         Box::pin(async move {
             if budget.keys_in_progress.borrow().contains(zone) {
-                return Ok(Keys::Not(Security::bogus(6, format!("{}: chain of trust loops", zone.to_ascii()))));
+                // Hostile or broken data; not cached (the loop may come from this query's
+                // path as much as from the data).
+                return Err(ResolveError::InvalidData(format!("{}: chain of trust loops", zone.to_ascii())));
             }
             budget.keys_in_progress.borrow_mut().push(zone.clone());
             let result = self.zone_keys_unboxed(zone, budget).await;
@@ -200,8 +229,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .filter_map(|r| Ds::parse(raw(r)?))
             .collect();
         if all.is_empty() {
-            // A proven absence of DS: an insecure delegation.
-            return Ok(Trust::Not(Security::insecure()));
+            // A proven absence of DS makes an insecure delegation only at a delegation:
+            // the proof must show NS (and no SOA) at the name. Anywhere else the name is no
+            // zone cut, so whoever named it as a signer (an RRSIG's signer field, a
+            // referral) lied (a secure "no DS" at a plain name must not unlock anything).
+            let (nsecs, nsec3s) = denial_records(&step.authority);
+            let proof_zone = nsec3s.first().map(|(o, _)| o.base_name()).unwrap_or_else(|| zone.base_name());
+            return Ok(
+                match denial::delegation_without_ds(zone, &proof_zone, &nsecs, &nsec3s, &self.nsec3_limits(budget)) {
+                    Some(true) => Trust::Not(Security::insecure()),
+                    _ => Trust::Not(Security::bogus(
+                        6,
+                        format!("{}: not a zone cut, or no proof that it is one", zone.to_ascii()),
+                    )),
+                },
+            );
         }
         let digests_known = all.iter().any(|d| crypto::digest_supported(d.digest_type));
         let ds = usable_ds(all, v.sha1);
@@ -216,7 +258,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     /// A zone's own DNSKEY RRset, as its servers sent it: trusted when a key the anchor or
     /// a DS vouches for signs it.
-    async fn validate_apex_keys(&self, zone: &Name, set: &[Record], budget: &Budget) -> Result<Security, ResolveError> {
+    async fn validate_apex_keys(
+        &self,
+        zone: &Name,
+        set: &[Record],
+        budget: &Budget,
+    ) -> Result<(Security, Option<u32>), ResolveError> {
         let v = &self.shared.validator;
         let keys: Vec<Dnskey> = set
             .iter()
@@ -224,14 +271,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .filter_map(|r| Dnskey::parse(raw(r)?))
             .collect();
         let trusted: Vec<Dnskey> = match self.trust_of(zone, budget).await? {
-            Trust::Not(s) => return Ok(s),
+            Trust::Not(s) => return Ok((s, None)),
             Trust::Anchor(a) => {
                 if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
                     keys.iter().filter(|k| trusts(a, k)).cloned().collect()
                 } else {
-                    return Ok(Security::insecure_because(
-                        1,
-                        format!("{}: unsupported DNSKEY algorithm in the trust anchor", zone.to_ascii()),
+                    return Ok((
+                        Security::insecure_because(
+                            1,
+                            format!("{}: unsupported DNSKEY algorithm in the trust anchor", zone.to_ascii()),
+                        ),
+                        None,
                     ));
                 }
             }
@@ -250,14 +300,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
         };
         if trusted.is_empty() {
-            return Ok(Security::bogus(9, format!("{}: no DNSKEY matches the DS or trust anchor", zone.to_ascii())));
+            let bogus = Security::bogus(9, format!("{}: no DNSKEY matches the DS or trust anchor", zone.to_ascii()));
+            return Ok((bogus, None));
         }
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == RecordType::DNSKEY).collect();
         let sigs = signatures(set);
-        Ok(match verify_rrset(zone, 48, &data, &sigs, zone, &trusted, unix_now(), v.sha1, &budget.sig_checks_left) {
-            Ok(_) => Security::Secure,
-            Err(f) => bogus_of(f, zone, "DNSKEY"),
-        })
+        match verify_rrset(zone, 48, &data, &sigs, zone, &trusted, unix_now(), v.sha1, &budget.sig_checks_left) {
+            // A DNSKEY RRset is never a wildcard expansion.
+            Ok(v) if v.wildcard_parent.is_some() => Ok((bogus_of(Failure::Invalid, zone, "DNSKEY"), None)),
+            Ok(v) => Ok((Security::Secure, Some(v.ttl_cap))),
+            Err(f) => Ok((status_of(f, zone, "DNSKEY")?, None)),
+        }
     }
 
     /// The status of one RRset (`set`: the records and their RRSIGs) that a server of
@@ -280,7 +333,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // A zone's own keys (at the cut we asked, or self-signed where one server serves
         // parent and child) are checked against the DS, not against themselves.
         if rtype == RecordType::DNSKEY && (owner == zone || sigs.iter().any(|s| s.signer == *owner)) {
-            return Ok((self.validate_apex_keys(owner, set, budget).await?, None));
+            return self.validate_apex_keys(owner, set, budget).await;
         }
         let signer = signer_of(&sigs, owner, rtype, zone);
         let keys = match self.zone_keys(&signer, budget).await? {
@@ -310,20 +363,25 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             &budget.sig_checks_left,
         );
         match verified {
-            Err(f) => Ok((bogus_of(f, &signer, &what), None)),
+            Err(f) => Ok((status_of(f, &signer, &what)?, None)),
             Ok(Verified { ttl_cap, wildcard_parent: None }) => Ok((Security::Secure, Some(ttl_cap))),
             Ok(Verified { ttl_cap, wildcard_parent: Some(parent) }) => {
-                // RFC 4035 section 5.3.4: the expanded name itself must be proven absent.
-                let (nsecs, nsec3s, status) = self.verified_denials(&signer, &keys, proofs, budget);
+                // RFC 4035 section 5.3.4: the expanded name itself must be proven absent,
+                // by the zone's signed NSEC or NSEC3 records; none at all is bogus.
+                let (nsecs, nsec3s, status) = self.verified_denials(&signer, &keys, proofs, budget)?;
                 if let Some(bad) = status {
                     return Ok((bad, None));
                 }
+                if nsecs.is_empty() && nsec3s.is_empty() {
+                    let text = format!("{}: {what}: a wildcard expansion without its proof", signer.to_ascii());
+                    return Ok((Security::bogus(12, text), None));
+                }
                 let proof = if !nsecs.is_empty() {
-                    denial::nsec_wildcard_answer(owner, &nsecs)
+                    denial::nsec_wildcard_answer(owner, &parent, &nsecs)
                 } else {
                     denial::nsec3_wildcard_answer(owner, &parent, &signer, &nsec3s, &self.nsec3_limits(budget))
                 };
-                Ok((self.proof_status(proof, &signer, &what), Some(ttl_cap)))
+                Ok((self.proof_status(proof, &signer, &what)?, Some(ttl_cap)))
             }
         }
     }
@@ -340,33 +398,49 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let (top, bottom) = (crate::names::labels(zone), crate::names::labels(name));
         for n in (top + 1..=bottom).take(MAX_CUT_WALK) {
             let cut = name.trim_to(n);
-            let step = match self.lookup(&cut, RecordType::DS, budget, 0).await {
-                Ok(s) => s,
-                Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
-                Err(_) => return Ok(None),
-            };
-            if step.rcode != crate::wire::rcode::NOERROR {
+            // Validating this very DS (its answer came from below the cut) must not ask it
+            // again: that would recurse until the budget ran out.
+            if budget.cut_walks.borrow().contains(&cut) {
                 return Ok(None);
             }
-            match step.security {
-                Security::Insecure(_) => return Ok(Some(Security::insecure())),
-                Security::Secure => {}
-                _ => return Ok(None),
-            }
-            if step.records.iter().any(|r| r.record_type() == RecordType::DS) {
-                return Ok(None); // a signed child: its data must be signed
-            }
-            // No DS, proven; a delegation if the proof's NSEC shows NS at that name.
-            let delegation = step.authority.iter().any(|r| {
-                r.record_type() == RecordType::NSEC
-                    && r.name == cut
-                    && raw(r).and_then(Nsec::parse).is_some_and(|n| n.types.has(2) && !n.types.has(6))
-            });
-            if delegation {
-                return Ok(Some(Security::insecure()));
+            budget.cut_walks.borrow_mut().push(cut.clone());
+            let found = self.cut_is_insecure(&cut, budget).await;
+            budget.cut_walks.borrow_mut().retain(|c| *c != cut);
+            match found? {
+                Some(true) => return Ok(Some(Security::insecure())),
+                Some(false) => continue,
+                None => return Ok(None),
             }
         }
         Ok(None)
+    }
+
+    /// Whether `cut` is a proven insecure delegation (`Some(true)`), provably not one
+    /// (`Some(false)`: keep walking down), or neither (`None`: a signed child, or nothing
+    /// is proven).
+    async fn cut_is_insecure(&self, cut: &Name, budget: &Budget) -> Result<Option<bool>, ResolveError> {
+        let step = match self.lookup(cut, RecordType::DS, budget, 0).await {
+            Ok(s) => s,
+            Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        if step.rcode != crate::wire::rcode::NOERROR {
+            return Ok(None);
+        }
+        match step.security {
+            // An opt-out span: the name may be an unsigned delegation.
+            Security::Insecure(_) => return Ok(Some(true)),
+            Security::Secure => {}
+            _ => return Ok(None),
+        }
+        if step.records.iter().any(|r| r.record_type() == RecordType::DS) {
+            return Ok(None); // a signed child: its data must be signed
+        }
+        // No DS, proven: a delegation if the proof (NSEC or NSEC3) shows NS there.
+        let (nsecs, nsec3s) = denial_records(&step.authority);
+        let proof_zone = nsec3s.first().map(|(o, _)| o.base_name()).unwrap_or_else(|| cut.base_name());
+        let delegation = denial::delegation_without_ds(cut, &proof_zone, &nsecs, &nsec3s, &self.nsec3_limits(budget));
+        Ok(Some(delegation == Some(true)))
     }
 
     fn nsec3_limits<'a>(&self, budget: &'a Budget) -> Nsec3Limits<'a> {
@@ -376,8 +450,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
     }
 
-    fn proof_status(&self, proof: Proof, signer: &Name, what: &str) -> Security {
-        match proof {
+    fn proof_status(&self, proof: Proof, signer: &Name, what: &str) -> Result<Security, ResolveError> {
+        Ok(match proof {
+            Proof::Exhausted => return Err(ResolveError::LimitExceeded(Limit::Nsec3Hashes)),
             Proof::Secure => Security::Secure,
             Proof::Insecure(Insecure::Iterations(n)) => Security::insecure_because(
                 27,
@@ -389,7 +464,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             ),
             Proof::Insecure(_) => Security::insecure(),
             Proof::Bogus(why) => Security::bogus(6, format!("{}: {what}: {why}", signer.to_ascii())),
-        }
+        })
     }
 
     /// Verifies an RRset of a denial (SOA, NSEC, NSEC3) unless the very same records were
@@ -404,7 +479,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         signer: &Name,
         keys: &[Dnskey],
         budget: &Budget,
-    ) -> Result<(), Failure> {
+    ) -> Result<u32, Failure> {
         let cache = &self.shared.records;
         let now = self.upstream.now();
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
@@ -413,7 +488,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             && let crate::cache::records::CachedData::RRset(cached) = &hit.data
             && same_data(cached, &data, rtype)
         {
-            return Ok(());
+            return Ok(hit.ttl_left);
         }
         let v = &self.shared.validator;
         let sigs = signatures(set);
@@ -428,6 +503,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             v.sha1,
             &budget.sig_checks_left,
         )?;
+        if verified.wildcard_parent.is_some() {
+            // A proof record signed as a wildcard (labels below its owner's) is a signed
+            // `*.zone` record replayed at another owner: never evidence of anything.
+            return Err(Failure::Invalid);
+        }
         let mut kept = set.to_vec();
         for r in kept.iter_mut() {
             r.ttl = r.ttl.min(verified.ttl_cap);
@@ -440,7 +520,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Security::Secure,
             now,
         );
-        Ok(())
+        Ok(verified.ttl_cap)
     }
 
     /// The NSEC and NSEC3 RRsets among `records` that verify with `keys`; a status when
@@ -453,7 +533,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         keys: &[Dnskey],
         records: &[Record],
         budget: &Budget,
-    ) -> (Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, Option<Security>) {
+    ) -> Result<(Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, Option<Security>), ResolveError> {
         let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
         for (owner, rtype, set) in super::iterate::group_rrsets(records) {
             if !matches!(rtype, RecordType::NSEC | RecordType::NSEC3) || !signer.zone_of(&owner) {
@@ -462,7 +542,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
             if let Err(f) = self.check_proof_rrset(&owner, rtype, &set, signer, keys, budget) {
                 let what = format!("{} {rtype}", owner.to_ascii());
-                return (nsecs, nsec3s, Some(bogus_of(f, signer, &what)));
+                return Ok((nsecs, nsec3s, Some(status_of(f, signer, &what)?)));
             }
             for r in data {
                 let Some(bytes) = raw(r) else { continue };
@@ -475,7 +555,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
             }
         }
-        (nsecs, nsec3s, None)
+        Ok((nsecs, nsec3s, None))
     }
 
     /// The status of a negative answer (NXDOMAIN when `nxdomain`, else NODATA) that a
@@ -489,50 +569,73 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         nxdomain: bool,
         authority: &[Record],
         budget: &Budget,
-    ) -> Result<Security, ResolveError> {
+    ) -> Result<(Security, Option<u32>), ResolveError> {
+        let status = self.validate_negative_inner(zone, qname, qtype, nxdomain, authority, budget).await?;
+        Ok(status)
+    }
+
+    async fn validate_negative_inner(
+        &self,
+        zone: &Name,
+        qname: &Name,
+        qtype: RecordType,
+        nxdomain: bool,
+        authority: &[Record],
+        budget: &Budget,
+    ) -> Result<(Security, Option<u32>), ResolveError> {
         if !self.validating(qname) {
-            return Ok(Security::insecure());
+            return Ok((Security::insecure(), None));
         }
         if qtype == RecordType::DNSKEY && qname == zone && !nxdomain {
             // A zone without keys: fine if nothing vouches for keys, bogus otherwise.
-            return Ok(match self.trust_of(zone, budget).await? {
-                Trust::Not(s) => s,
-                _ => Security::bogus(9, format!("{}: DNSKEY missing", zone.to_ascii())),
-            });
+            return Ok((
+                match self.trust_of(zone, budget).await? {
+                    Trust::Not(s) => s,
+                    _ => Security::bogus(9, format!("{}: DNSKEY missing", zone.to_ascii())),
+                },
+                None,
+            ));
         }
         let sigs = signatures(authority);
         let signer = signer_of(&sigs, qname, qtype, zone);
         if qtype == RecordType::DNSKEY && signer == *qname {
             // The same, at a child apex that its parent's server answered for.
-            return Ok(match self.trust_of(qname, budget).await? {
-                Trust::Not(s) => s,
-                _ => Security::bogus(9, format!("{}: DNSKEY missing", qname.to_ascii())),
-            });
+            return Ok((
+                match self.trust_of(qname, budget).await? {
+                    Trust::Not(s) => s,
+                    _ => Security::bogus(9, format!("{}: DNSKEY missing", qname.to_ascii())),
+                },
+                None,
+            ));
         }
         let keys = match self.zone_keys(&signer, budget).await? {
-            Keys::Not(s) => return Ok(s),
+            Keys::Not(s) => return Ok((s, None)),
             Keys::Secure(k) => k,
         };
         let what = format!("{} {qtype}", qname.to_ascii());
         if sigs.is_empty()
             && let Some(s) = self.insecure_cut_between(&signer, qname, budget).await?
         {
-            return Ok(s);
+            return Ok((s, None));
         }
-        // The SOA must verify too (it carries the negative TTL).
+        // The SOA must verify too (it carries the negative TTL), and the proofs' signatures
+        // bound how long the denial may be kept.
+        let mut ttl_cap = u32::MAX;
         for (owner, rtype, set) in super::iterate::group_rrsets(authority) {
-            if rtype == RecordType::SOA
-                && let Err(f) = self.check_proof_rrset(&owner, rtype, &set, &signer, &keys, budget)
-            {
-                return Ok(bogus_of(f, &signer, &format!("{} SOA", owner.to_ascii())));
+            if rtype == RecordType::SOA {
+                match self.check_proof_rrset(&owner, rtype, &set, &signer, &keys, budget) {
+                    Ok(cap) => ttl_cap = ttl_cap.min(cap),
+                    Err(f) => return Ok((status_of(f, &signer, &format!("{} SOA", owner.to_ascii()))?, None)),
+                }
             }
         }
-        let (nsecs, nsec3s, bad) = self.verified_denials(&signer, &keys, authority, budget);
+        let (nsecs, nsec3s, bad) = self.verified_denials(&signer, &keys, authority, budget)?;
         if let Some(bad) = bad {
-            return Ok(bad);
+            return Ok((bad, None));
         }
         if nsecs.is_empty() && nsec3s.is_empty() {
-            return Ok(Security::bogus(12, format!("{}: {what}: no NSEC or NSEC3 record", signer.to_ascii())));
+            let text = format!("{}: {what}: no NSEC or NSEC3 record", signer.to_ascii());
+            return Ok((Security::bogus(12, text), None));
         }
         let t = u16::from(qtype);
         let limits = self.nsec3_limits(budget);
@@ -542,7 +645,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             (true, true) => denial::nsec3_nxdomain(qname, &signer, &nsec3s, &limits),
             (true, false) => denial::nsec3_nodata(qname, t, &signer, &nsec3s, &limits),
         };
-        Ok(self.proof_status(proof, &signer, &what))
+        Ok((self.proof_status(proof, &signer, &what)?, Some(ttl_cap)))
     }
 }
 

@@ -41,8 +41,8 @@ pub struct TlsaTable {
 /// The usable records of one secure RRset, and the Unix second it expires.
 type TlsaEntry = (Arc<[TlsaRecord]>, u64);
 
-/// Entries kept at most; past it, expired ones are dropped first, then the table is
-/// cleared (signals are looked up again when needed).
+/// Entries kept at most; past it, expired ones are dropped first, then the one closest to
+/// expiry.
 const MAX_ENTRIES: usize = 100_000;
 
 impl TlsaTable {
@@ -61,10 +61,14 @@ impl TlsaTable {
     /// `until`.
     pub fn put(&self, key: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ENTRIES {
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key.to_ascii_lowercase()) {
             map.retain(|_, (_, u)| *u > now);
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
+            // Still full: the entry closest to expiry goes (never the whole table, which
+            // would break every strict DANE server at once).
+            if map.len() >= MAX_ENTRIES
+                && let Some(k) = map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| k.clone())
+            {
+                map.remove(&k);
             }
         }
         map.insert(key.to_ascii_lowercase(), (records.into(), until));
