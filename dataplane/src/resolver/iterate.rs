@@ -1141,8 +1141,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         continue;
                     }
                 }
+                // At the owner, or at the end of a CNAME chain from it (RFC 7671 section 7;
+                // the answer's status covers every link).
                 let tlsa: Vec<&Record> =
-                    answer.answers.iter().filter(|r| r.record_type() == RecordType::TLSA && r.name == qname).collect();
+                    answer.answers.iter().filter(|r| r.record_type() == RecordType::TLSA).collect();
                 if tlsa.is_empty() {
                     continue; // no TLSA (securely): no DANE for this transport
                 }
