@@ -91,3 +91,63 @@ fn same_rcode_ad_bit_and_answer_rrsets_as_unbound_for_every_lab_name() {
     assert!(secure >= 30, "only {secure} secure answers: is validation on?");
     assert!(diffs.is_empty(), "{} of {compared} differ:\n{}", diffs.len(), diffs.join("\n"));
 }
+
+/// The same verdicts as Unbound for names nobody wrote down: for every zone of the lab
+/// (`deploy/lab/servers.txt`), its apex records, common host names, fresh nonexistent
+/// names one and three labels deep, wildcard expansions and the wildcard owner itself,
+/// asked with DO. The fresh labels change every run (the seed is printed on failure).
+#[test]
+fn same_verdicts_as_unbound_for_generated_names_in_every_lab_zone() {
+    let servers =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/servers.txt")).unwrap();
+    let mut zones: Vec<&str> = servers
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter(|z| *z != ".")
+        .collect();
+    zones.sort();
+    zones.dedup();
+    assert!(zones.len() >= 30, "{zones:?}");
+    let seed = crate::support::rand_id();
+    let unbound = Unbound::start(5392);
+    let (_dir, cfg) = crate::support::temp_config("[transport]\nsignals = false\nprobing = false\n");
+    let adox = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let ub: std::net::SocketAddr = format!("127.0.0.1:{}", unbound.port).parse().unwrap();
+    let mut diffs = Vec::new();
+    let mut compared = 0;
+    for z in &zones {
+        let questions = [
+            (z.to_string(), RecordType::SOA),
+            (z.to_string(), RecordType::NS),
+            (z.to_string(), RecordType::DNSKEY),
+            (z.to_string(), RecordType::DS),
+            (z.to_string(), RecordType::MX),
+            (format!("www.{z}"), RecordType::A),
+            (format!("www.{z}"), RecordType::AAAA),
+            (format!("www.{z}"), RecordType::TXT),
+            (format!("n{seed}.{z}"), RecordType::A),
+            (format!("a.b.n{seed}.{z}"), RecordType::AAAA),
+            (format!("w{seed}.wild.{z}"), RecordType::A),
+            (format!("*.wild.{z}"), RecordType::A),
+            (format!("ns1.{z}"), RecordType::A),
+        ];
+        for (name, rtype) in questions {
+            let a = ask(adox.addr, &name, rtype);
+            let u = ask(ub, &name, rtype);
+            if a.rcode() != u.rcode() || a.ad() != u.ad() || a.answer_set() != u.answer_set() {
+                diffs.push(format!(
+                    "{name} {rtype}: adox {:?} ad={} {:?} / unbound {:?} ad={} {:?}",
+                    a.rcode(),
+                    a.ad(),
+                    a.ede(),
+                    u.rcode(),
+                    u.ad(),
+                    u.ede()
+                ));
+            }
+            compared += 1;
+        }
+    }
+    assert!(diffs.is_empty(), "seed {seed}: {} of {compared} differ:\n{}", diffs.len(), diffs.join("\n"));
+}
