@@ -267,10 +267,15 @@ pub fn tls_configs(
         Some(p) => crate::transport::tls::roots_from_file(p)?,
         None => crate::transport::tls::builtin_roots(),
     });
-    let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
+    let (dot_store, doq_store) = (
+        Arc::new(SessionStore::new(cfg.transport.session_cache_servers)),
+        Arc::new(SessionStore::new(cfg.transport.session_cache_servers)),
+    );
+    // A changed TLSA RRset drops the sessions DANE authenticated under the old one.
+    tlsa.attach_sessions(vec![dot_store.clone(), doq_store.clone()]);
     Ok((
-        TlsConfigs::new(b"dot", roots.clone(), store(), tlsa.clone(), "tcp")?,
-        TlsConfigs::new(b"doq", roots, store(), tlsa.clone(), "quic")?,
+        TlsConfigs::new(b"dot", roots.clone(), dot_store, tlsa.clone(), "tcp")?,
+        TlsConfigs::new(b"doq", roots, doq_store, tlsa.clone(), "quic")?,
     ))
 }
 

@@ -36,6 +36,10 @@ pub const MISMATCH: &str = "dane-mismatch";
 #[derive(Debug, Default)]
 pub struct TlsaTable {
     map: RwLock<HashMap<String, TlsaEntry>>,
+    /// The TLS session stores whose tickets for a host are dropped when its TLSA records
+    /// change: a resumed handshake checks no certificate, so a session authenticated
+    /// under the old records must not outlive them.
+    sessions: std::sync::OnceLock<Vec<Arc<super::tls::SessionStore>>>,
 }
 
 /// The usable records of one secure RRset, and the Unix second it expires.
@@ -60,6 +64,15 @@ impl TlsaTable {
     /// Stores the usable records of a secure TLSA RRset (possibly none) under `key` until
     /// `until`.
     pub fn put(&self, key: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
+        let changed = self.get(key, 0).is_some_and(|old| *old != records[..]);
+        if changed
+            && let Some(host) = key.split_once('/').map(|(_, h)| h.trim_end_matches('.').to_string())
+            && let Ok(name) = ServerName::try_from(host)
+        {
+            for store in self.sessions.get().into_iter().flatten() {
+                store.forget(&name);
+            }
+        }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES && !map.contains_key(&key.to_ascii_lowercase()) {
             map.retain(|_, (_, u)| *u > now);
@@ -72,6 +85,11 @@ impl TlsaTable {
             }
         }
         map.insert(key.to_ascii_lowercase(), (records.into(), until));
+    }
+
+    /// Registers the session stores to purge when a host's records change (once, at start).
+    pub fn attach_sessions(&self, stores: Vec<Arc<super::tls::SessionStore>>) {
+        let _ = self.sessions.set(stores);
     }
 
     /// The live records under `key`, if a secure RRset is known.
@@ -212,6 +230,18 @@ mod tests {
         assert!(t.get(&TlsaTable::key("tcp", "NS1.dot.lab"), 99).is_some());
         assert!(t.get(&TlsaTable::key("quic", "ns1.dot.lab"), 99).is_none(), "per transport");
         assert!(t.get(&TlsaTable::key("tcp", "ns1.dot.lab"), 100).is_none(), "expired");
+        // New records for a host drop the TLS sessions made under the old ones.
+        let store = Arc::new(super::super::tls::SessionStore::new(16));
+        t.attach_sessions(vec![store.clone()]);
+        let name = ServerName::try_from("ns1.dot.lab").unwrap().to_owned();
+        let rec = TlsaRecord { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
+        t.put(&TlsaTable::key("tcp", "ns1.dot.lab"), vec![rec.clone()], 200, 0);
+        rustls::client::ClientSessionStore::set_kx_hint(&*store, name.clone(), rustls::NamedGroup::X25519);
+        t.put(&TlsaTable::key("tcp", "ns1.dot.lab"), vec![rec.clone()], 300, 0);
+        assert_eq!(store.len(), 1, "the same records keep the sessions");
+        let other = TlsaRecord { data: vec![2; 32], ..rec };
+        t.put(&TlsaTable::key("tcp", "ns1.dot.lab"), vec![other], 400, 0);
+        assert_eq!(store.len(), 0, "changed records drop them");
     }
 
     /// A CA and a leaf for `ns1.example` made with openssl for these tests (P-256, valid

@@ -60,6 +60,14 @@ impl SessionStore {
         self.with(&key, |c| c.upsert(name, 2048, Entry::default, f));
     }
 
+    /// Forgets everything stored for `name` (its tickets can no longer be trusted).
+    pub fn forget(&self, name: &ServerName<'_>) {
+        let owned = name.to_owned();
+        self.with(name, |c| {
+            c.remove(&owned);
+        });
+    }
+
     /// Servers with something stored.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
@@ -356,6 +364,8 @@ mod tests {
         assert_eq!(s.kx_hint(&b), None);
         assert!(s.take_tls13_ticket(&b).is_none());
         assert_eq!(s.len(), 1);
+        s.forget(&a);
+        assert_eq!((s.len(), s.kx_hint(&a)), (0, None));
     }
 
     #[test]
