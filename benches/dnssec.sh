@@ -42,7 +42,7 @@ pids=()
 # signals are bogus or cannot authenticate change transport: not the same work.
 if [[ -z ${QUERIES:-} ]]; then
     QUERIES=$WORK/names.txt
-    grep -Ev '^(#|$)|(expired|wrongds|nokey|nosig|badnsec3|bogussig|tlsapkix)\.lab\.' deploy/lab/names.txt >"$QUERIES"
+    grep -Ev '^(#|$)|(expired|wrongds|nokey|nosig|badnsec3|notyet|nonsec|bogussig|tlsapkix)\.lab\.' deploy/lab/names.txt >"$QUERIES"
 fi
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -82,6 +82,7 @@ fn rfc4035_5_5_bogus_is_servfail_with_an_ede_naming_the_zone_and_cd_gets_the_dat
         ("www.wrongds.lab.", 9, "wrongds.lab."), // DNSKEY Missing: no key matches the DS
         ("www.nokey.lab.", 9, "nokey.lab."),     // DNSKEY Missing: the DS's key is not published
         ("www.nosig.lab.", 10, "nosig.lab."),    // RRSIGs Missing
+        ("www.notyet.lab.", 8, "notyet.lab."),   // Signature Not Yet Valid (3 days ahead)
     ];
     for (name, ede, zone) in cases {
         let r = with_do(&d, name, A);
@@ -96,6 +97,13 @@ fn rfc4035_5_5_bogus_is_servfail_with_an_ede_naming_the_zone_and_cd_gets_the_dat
     }
     // The rest of the zone with a stripped RRSIG still validates.
     assert_secure(&with_do(&d, "ok.nosig.lab.", A), ResponseCode::NoError, "ok.nosig.lab.");
+    // Denials without any NSEC record: NSEC Missing, while the zone's data validates.
+    assert_secure(&with_do(&d, "www.nonsec.lab.", A), ResponseCode::NoError, "www.nonsec.lab.");
+    for (name, rtype) in [("nonexistent.nonsec.lab.", A), ("www.nonsec.lab.", RecordType::AAAA)] {
+        let r = with_do(&d, name, rtype);
+        assert_eq!(r.rcode(), ResponseCode::ServFail, "{name} {rtype}");
+        assert!(matches!(r.ede(), Some((12, ref t)) if t.contains("nonsec.lab.")), "{name}: {:?}", r.ede());
+    }
     // A broken NSEC3 chain: the NXDOMAIN cannot be proven (DNSSEC Bogus or NSEC Missing).
     let r = with_do(&d, "missing.badnsec3.lab.", A);
     assert_eq!(r.rcode(), ResponseCode::ServFail);
