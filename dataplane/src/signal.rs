@@ -432,3 +432,36 @@ impl SignalCache {
         self.shard(ns).insert(ns.clone(), signal, cost);
     }
 }
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn known(secure: bool, dane: bool, until: u64) -> Signal {
+        let ns: Name = "ns1.dot.lab.".parse().unwrap();
+        Signal::Known {
+            records: vec![],
+            secure,
+            dane: if dane { vec![(Transport::Dot, ns)] } else { vec![] },
+            cycle: false,
+            refused: vec![],
+            until,
+        }
+    }
+
+    /// A strict state learned from a secure signal stays in force while it is refreshed,
+    /// so a refresh that is slow or blocked cannot downgrade the server; other expired
+    /// signals give way to a pending lookup.
+    #[test]
+    fn an_expired_strict_signal_stays_in_force_during_its_refresh() {
+        let c = SignalCache::new(100);
+        let (strict, hint): (Name, Name) = ("ns1.dot.lab.".parse().unwrap(), "ns1.bdot.lab.".parse().unwrap());
+        c.put(&strict, known(true, true, 100));
+        c.put(&hint, known(false, false, 100));
+        assert!(c.begin(&strict, 200), "the refresh starts");
+        assert!(matches!(c.get(&strict, 200), Some(Signal::Known { secure: true, ref dane, .. }) if !dane.is_empty()));
+        assert!(!c.begin(&strict, 201), "one refresh at a time");
+        assert!(c.begin(&hint, 200));
+        assert!(matches!(c.get(&hint, 200), Some(Signal::Pending(_))));
+    }
+}
