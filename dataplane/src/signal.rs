@@ -343,11 +343,24 @@ pub enum Signal {
     },
 }
 
+impl Signal {
+    /// Secure, with DANE for some transport: the nameserver is strict.
+    pub fn is_strict(&self) -> bool {
+        matches!(self, Signal::Known { secure: true, dane, .. } if !dane.is_empty())
+    }
+}
+
 /// Signals per nameserver name, shared by all workers.
 #[derive(Debug)]
 pub struct SignalCache {
     shards: Box<[std::sync::Mutex<crate::cache::clock::ClockCache<Name, Signal>>]>,
+    /// Strict signals again, outside the evicting cache: memory pressure must not turn a
+    /// strict server back into an opportunistic one (few servers are strict).
+    strict: std::sync::Mutex<std::collections::HashMap<Name, Signal>>,
 }
+
+/// Strict signals kept outside the cache at most.
+const MAX_STRICT: usize = 100_000;
 
 const SIGNAL_SHARDS: usize = 16;
 /// A lookup that has not finished after this long is started again.
@@ -361,6 +374,7 @@ impl SignalCache {
             shards: (0..SIGNAL_SHARDS)
                 .map(|_| std::sync::Mutex::new(crate::cache::clock::ClockCache::new(per)))
                 .collect(),
+            strict: Default::default(),
         }
     }
 
@@ -373,12 +387,16 @@ impl SignalCache {
 
     /// The live signal of `ns`; `None` when unknown or expired.
     pub fn get(&self, ns: &Name, now: u64) -> Option<Signal> {
-        let mut s = self.shard(ns);
-        let live = match s.get(ns)? {
+        let live = |sig: &Signal| match sig {
             Signal::Pending(t) => now.saturating_sub(*t) < PENDING_FOR,
             Signal::Known { until, .. } => now < *until,
         };
-        if live { s.get(ns).cloned() } else { None }
+        let mut s = self.shard(ns);
+        match s.get(ns) {
+            Some(sig) => live(sig).then(|| sig.clone()),
+            // Evicted: a strict signal is still known.
+            None => self.strict.lock().unwrap_or_else(|p| p.into_inner()).get(ns).filter(|s| live(s)).cloned(),
+        }
     }
 
     /// Marks a lookup as started; false when one is already under way or the signal is
@@ -389,24 +407,20 @@ impl SignalCache {
         if self.get(ns, now).is_some() {
             return false;
         }
-        let mut shard = self.shard(ns);
-        let kept = match shard.get(ns) {
-            Some(Signal::Known { secure: true, dane, .. }) if !dane.is_empty() => shard.get(ns).cloned(),
-            _ => None,
-        };
-        match kept {
+        match self.last(ns).filter(Signal::is_strict) {
             Some(Signal::Known { records, secure, dane, cycle, refused, .. }) => {
                 let until = now + PENDING_FOR;
-                shard.insert(ns.clone(), Signal::Known { records, secure, dane, cycle, refused, until }, 512);
+                self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
             }
-            _ => shard.insert(ns.clone(), Signal::Pending(now), 64),
+            _ => self.shard(ns).insert(ns.clone(), Signal::Pending(now), 64),
         }
         true
     }
 
     /// The signal of `ns` even if expired (for the no-downgrade rule of strict signals).
     pub fn last(&self, ns: &Name) -> Option<Signal> {
-        self.shard(ns).get(ns).cloned()
+        let cached = self.shard(ns).get(ns).cloned();
+        cached.or_else(|| self.strict.lock().unwrap_or_else(|p| p.into_inner()).get(ns).cloned())
     }
 
     /// Every known (finished, unexpired) signal, for the API.
@@ -425,6 +439,16 @@ impl SignalCache {
 
     /// Stores a finished lookup.
     pub fn put(&self, ns: &Name, signal: Signal) {
+        {
+            let mut strict = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+            if signal.is_strict() {
+                if strict.len() < MAX_STRICT || strict.contains_key(ns) {
+                    strict.insert(ns.clone(), signal.clone());
+                }
+            } else {
+                strict.remove(ns);
+            }
+        }
         let cost = match &signal {
             Signal::Known { records, .. } => 64 + records.len() * 128,
             Signal::Pending(_) => 64,
@@ -463,5 +487,20 @@ mod cache_tests {
         assert!(!c.begin(&strict, 201), "one refresh at a time");
         assert!(c.begin(&hint, 200));
         assert!(matches!(c.get(&hint, 200), Some(Signal::Pending(_))));
+    }
+
+    /// Filling the cache evicts signals, but never a strict one.
+    #[test]
+    fn a_strict_signal_survives_eviction() {
+        let c = SignalCache::new(16);
+        let strict: Name = "ns1.dot.lab.".parse().unwrap();
+        c.put(&strict, known(true, true, 1_000));
+        for i in 0..5_000 {
+            c.put(&format!("ns{i}.other.").parse().unwrap(), known(false, false, 1_000));
+        }
+        assert!(c.get(&strict, 10).is_some_and(|s| s.is_strict()));
+        // A secure answer saying otherwise does replace it.
+        c.put(&strict, known(true, false, 1_000));
+        assert!(!c.get(&strict, 10).unwrap().is_strict());
     }
 }
