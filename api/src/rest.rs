@@ -327,6 +327,9 @@ pub struct Explain {
     /// Why it failed, when it did (the Extended DNS Error's text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The DNSSEC status of the answer (absent when resolution failed before one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnssec: Option<DnssecStatus>,
     /// The answer records, in presentation format.
     pub answers: Vec<String>,
     /// The path, in order. Empty when the whole answer came from the cache: flush the name

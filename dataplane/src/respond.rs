@@ -124,6 +124,13 @@ pub fn explain(
         rcode::REFUSED => "REFUSED".to_string(),
         other => format!("RCODE{other}"),
     };
+    use adox_api::rest::DnssecStatus;
+    let dnssec = match result {
+        Ok(Answer { security: Security::Secure, .. }) => Some(DnssecStatus::Secure),
+        Ok(Answer { security: Security::Bogus(_), .. }) => Some(DnssecStatus::Bogus),
+        Ok(_) => Some(DnssecStatus::Insecure),
+        Err(_) => None,
+    };
     let (rcode, error, answers) = match result {
         Ok(Answer { security: Security::Bogus(b), .. }) => {
             (rcode_text(rcode::SERVFAIL), Some(format!("EDE {}: {}", b.ede, b.text)), vec![])
@@ -148,6 +155,7 @@ pub fn explain(
         qtype: qtype.to_string(),
         rcode,
         error,
+        dnssec,
         answers,
         steps,
     }

@@ -293,7 +293,19 @@ fn encode(s: &str) -> String {
 }
 
 fn print_explain(e: &Explain) {
-    out!("{} {}: {}{}", e.name, e.qtype, e.rcode, e.error.as_ref().map(|x| format!(" ({x})")).unwrap_or_default());
+    let dnssec = match e.dnssec {
+        Some(adox_api::rest::DnssecStatus::Secure) => ", dnssec secure",
+        Some(adox_api::rest::DnssecStatus::Insecure) => ", dnssec insecure",
+        Some(adox_api::rest::DnssecStatus::Bogus) => ", dnssec bogus",
+        None => "",
+    };
+    out!(
+        "{} {}: {}{dnssec}{}",
+        e.name,
+        e.qtype,
+        e.rcode,
+        e.error.as_ref().map(|x| format!(" ({x})")).unwrap_or_default()
+    );
     for a in &e.answers {
         out!("  {a}");
     }
@@ -471,6 +483,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     ("tls_resumed", t.tls_resumed),
                     ("downgrades", t.downgrades),
                     ("strict_failures", t.strict_failures),
+                    ("dnssec_secure", t.dnssec_secure),
+                    ("dnssec_insecure", t.dnssec_insecure),
+                    ("dnssec_bogus", t.dnssec_bogus),
                     ("record_cache_entries", s.record_cache_entries),
                     ("policies", s.policies),
                 ];

@@ -108,6 +108,12 @@ fn rfc4035_5_5_bogus_is_servfail_with_an_ede_naming_the_zone_and_cd_gets_the_dat
     let r = with_do(&d, "missing.badnsec3.lab.", A);
     assert_eq!(r.rcode(), ResponseCode::ServFail);
     assert!(matches!(r.ede(), Some((6 | 12, _))), "{:?}", r.ede());
+    // Explain says so too: the status, and the EDE.
+    let e = d.admin().get("/v1/explain?name=www.expired.lab&type=A").unwrap().json().unwrap();
+    assert_eq!((e["rcode"].as_str(), e["dnssec"].as_str()), (Some("SERVFAIL"), Some("bogus")), "{e}");
+    assert!(e["error"].as_str().unwrap().starts_with("EDE 7: expired.lab."), "{e}");
+    let e = d.admin().get("/v1/explain?name=www.alpha.lab&type=A").unwrap().json().unwrap();
+    assert_eq!(e["dnssec"], "secure", "{e}");
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "dnssec_bogus") >= 5);
     assert!(Adoxd::stat(&log, "dnssec_secure") >= 1);
