@@ -183,7 +183,7 @@ impl ProbeTable {
     }
 
     /// Counts a connection whose handshake finished; `resumed` when the TLS session was
-    /// resumed (unknown for DoQ: counted as full).
+    /// resumed.
     pub fn connection_opened(&self, addr: IpAddr, transport: Transport, resumed: bool) {
         self.update(addr, transport, |r| {
             if resumed {

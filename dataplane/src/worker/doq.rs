@@ -71,6 +71,8 @@ struct Conn {
     remote: SocketAddr,
     /// The name the handshake authenticated (or the address, unauthenticated), lowercase.
     sni: String,
+    /// Whether the handshake resumed a TLS session.
+    resumed: Cell<bool>,
     /// When the driver's timer is set to fire next.
     armed: Cell<Option<Instant>>,
 }
@@ -160,6 +162,7 @@ impl Conn {
                         if crate::transport::tls::take_verified(&self.sni) {
                             stats.tls_full.bump();
                         } else {
+                            self.resumed.set(true);
                             stats.tls_resumed.bump();
                         }
                     }
@@ -371,6 +374,7 @@ impl DoqPool {
             rbuf: RefCell::new(vec![0u8; MAX_DATAGRAM]),
             remote: key.server,
             sni: name.to_ascii_lowercase(),
+            resumed: Cell::new(false),
             armed: Cell::new(None),
             tbuf: RefCell::new(Vec::with_capacity(1500)),
         });
@@ -386,7 +390,7 @@ impl DoqPool {
                 *driving.driver.borrow_mut() = Some(waker.clone());
                 let poll = driving.drive(reactor.now(), &stats, &reactor, waker);
                 // quinn does not report resumption: every DoQ handshake counts as full.
-                count.observe(driving.state.get() == State::Open, || false);
+                count.observe(driving.state.get() == State::Open, || driving.resumed.get());
                 poll
             },
             move || {

@@ -144,6 +144,11 @@ fn doq_sessions_resume_after_idle_close_as_the_server_sees_it() {
         assert_eq!(d.query(&format!("n{i}.doq.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
+    // The server's state counts them the same way.
+    let srv = d.admin().get("/v1/servers/127.53.7.1").unwrap().json().unwrap();
+    let doq = srv["transports"].as_array().unwrap().iter().find(|t| t["transport"] == "doq").cloned();
+    let doq = doq.unwrap_or_else(|| panic!("{srv}"));
+    assert_eq!((doq["handshakes_full"].as_u64(), doq["handshakes_resumed"].as_u64()), (Some(1), Some(3)), "{srv}");
     let log = d.terminate();
     let (full, resumed) = (Adoxd::stat(&log, "tls_full"), Adoxd::stat(&log, "tls_resumed"));
     assert_eq!((full, resumed), (1, 3), "every reconnect resumed the session");
