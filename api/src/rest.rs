@@ -233,6 +233,23 @@ pub struct FlushResult {
     pub name: Option<String>,
 }
 
+/// `GET /v1/dnssec/negative-anchors` (and the answer to `PUT`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NegativeAnchors {
+    /// From the configuration (`dnssec.negative_trust_anchors`): read-only here.
+    pub config: Vec<String>,
+    /// Set through the API; kept in the state directory across restarts.
+    pub api: Vec<String>,
+}
+
+/// `PUT /v1/dnssec/negative-anchors`: the new list of API-set anchors (replaces it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NegativeAnchorsUpdate {
+    /// Names (zones) below which nothing is validated (RFC 7646).
+    pub anchors: Vec<String>,
+}
+
 /// `GET` and `PUT /v1/log-level`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -53,6 +53,9 @@ pub struct ApiSettings {
     pub readiness_notes: Vec<String>,
     /// TLS for the API (see [`tls::server_config`]); `None`: plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the negative trust anchors set through the API are kept (`None`: no state
+    /// directory, and changes are refused).
+    pub negative_anchors_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ApiSettings {

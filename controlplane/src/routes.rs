@@ -53,7 +53,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/cache/flush"),
     ("get", "/v1/log-level"),
     ("put", "/v1/log-level"),
+    ("get", "/v1/dnssec/negative-anchors"),
+    ("put", "/v1/dnssec/negative-anchors"),
 ];
+
+/// Negative trust anchors settable through the API at most.
+const MAX_NEGATIVE_ANCHORS: usize = 10_000;
 
 /// Clients remembered by the rate limiter; beyond this, idle ones are forgotten.
 const RATE_CLIENTS: usize = 65_536;
@@ -380,6 +385,7 @@ pub fn router(st: Shared) -> Router {
         .route("/explain", get(explain))
         .route("/cache/flush", post(flush))
         .route("/log-level", get(get_log_level).put(put_log_level))
+        .route("/dnssec/negative-anchors", get(get_negative_anchors).put(put_negative_anchors))
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), guard));
     Router::new()
         .route("/livez", get(livez))
@@ -824,6 +830,74 @@ async fn put_log_level(State(st): State<Shared>, headers: HeaderMap, body: Body)
     Ok(json(StatusCode::OK, &LogLevel { level }))
 }
 
+fn negative_anchors_view(plane: &PlaneHandle) -> adox_api::rest::NegativeAnchors {
+    let (config, api) = plane.negative_anchors();
+    adox_api::rest::NegativeAnchors {
+        config: config.iter().map(|n| n.to_ascii()).collect(),
+        api: api.iter().map(|n| n.to_ascii()).collect(),
+    }
+}
+
+async fn get_negative_anchors(State(st): State<Shared>) -> Response {
+    json(StatusCode::OK, &negative_anchors_view(&st.plane))
+}
+
+/// Replaces the API's negative trust anchors (RFC 7646): saved to the state directory
+/// first (atomically), then in force, with the caches below each changed name flushed.
+async fn put_negative_anchors(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let v = read_json(&headers, body, st.settings.max_body_bytes).await?;
+    let obj = object(&v, "")?;
+    if let Some(k) = obj.keys().find(|k| *k != "anchors") {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-field", format!("unknown field `{k}`"))
+            .field(k.clone()));
+    }
+    let list: Vec<String> = typed(obj.get("anchors").unwrap_or(&Value::Null), "anchors".into())?;
+    if list.len() > MAX_NEGATIVE_ANCHORS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            format!("at most {MAX_NEGATIVE_ANCHORS} negative trust anchors"),
+        )
+        .field("anchors"));
+    }
+    let mut names: Vec<hickory_proto::rr::Name> = Vec::with_capacity(list.len());
+    let mut texts: Vec<String> = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let field = format!("anchors[{i}]");
+        let text = adox_api::policy::normalize_name("anchors", s).map_err(|_| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", format!("`{s}` is not a domain name"))
+                .field(field.clone())
+        })?;
+        let name = hickory_proto::rr::Name::from_ascii(&text).map_err(|_| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", format!("`{s}` is not a domain name"))
+                .field(field)
+        })?;
+        if !texts.contains(&text) {
+            texts.push(text);
+            names.push(name);
+        }
+    }
+    let Some(path) = st.settings.negative_anchors_file.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "persistence",
+            "no writable state directory: negative trust anchors cannot be kept, so changes are refused",
+        ));
+    };
+    let body = serde_json::to_vec_pretty(&adox_api::rest::NegativeAnchorsUpdate { anchors: texts.clone() })
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let plane = st.plane.clone();
+    let saved = blocking(move || {
+        crate::store::write_atomic(&path, &body)?;
+        plane.set_negative_anchors(names);
+        Ok::<(), std::io::Error>(())
+    })
+    .await?;
+    saved.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "persistence", e.to_string()))?;
+    tracing::info!(anchors = %texts.join(","), "negative trust anchors set through the API");
+    Ok(json(StatusCode::OK, &negative_anchors_view(&st.plane)))
+}
+
 /// Parses a type as a mnemonic (`AAAA`, `svcb`) or a number (`28`, `TYPE28`).
 fn parse_qtype(s: &str) -> Option<hickory_proto::rr::RecordType> {
     use std::str::FromStr;
@@ -886,6 +960,7 @@ mod tests {
                 max_import_bytes: 1 << 20,
                 log_level: "info".into(),
                 set_log_level: Arc::new(|_| Ok(())),
+                negative_anchors_file: None,
                 readiness_notes: vec![],
                 tls: None,
             };

@@ -97,6 +97,24 @@ pub struct PlaneHandle {
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl PlaneHandle {
+    /// Replaces the negative trust anchors set through the API, then flushes the caches
+    /// below each name added or removed (their validation status changes at once).
+    pub fn set_negative_anchors(&self, names: Vec<hickory_proto::rr::Name>) -> bool {
+        let names: Vec<hickory_proto::rr::Name> = names.iter().map(crate::names::canonical).collect();
+        let old = self.shared.validator.runtime_negative_anchors.swap(Arc::new(names.clone()));
+        let mut done = true;
+        for n in names.iter().filter(|n| !old.contains(n)).chain(old.iter().filter(|n| !names.contains(n))) {
+            done &= self.flush(&Flush::Zone(n.clone()));
+        }
+        done
+    }
+
+    /// The negative trust anchors: from the configuration, and set through the API.
+    pub fn negative_anchors(&self) -> (Vec<hickory_proto::rr::Name>, Vec<hickory_proto::rr::Name>) {
+        let v = &self.shared.validator;
+        (v.negative_anchors.clone(), v.runtime_negative_anchors.load().as_ref().clone())
+    }
+
     /// Counters summed over workers.
     pub fn stats(&self) -> adox_api::StatsSnapshot {
         crate::stats::snapshot(&self.stats)
@@ -248,6 +266,7 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
         enabled: d.validating(),
         anchors,
         negative_anchors: d.negative_anchors()?,
+        runtime_negative_anchors: Default::default(),
         sha1: d.sha1_algorithms,
         nsec3_max_iterations: d.nsec3_max_iterations,
         max_sig_checks: d.max_sig_checks,

@@ -278,7 +278,30 @@ fn api_settings(
         set_log_level,
         readiness_notes: dnssec_notes(cfg),
         tls,
+        negative_anchors_file: Some(negative_anchors_file(cfg)),
     })
+}
+
+/// Where the negative trust anchors set through the API are kept.
+fn negative_anchors_file(cfg: &Config) -> PathBuf {
+    cfg.server.state_dir.join("negative-anchors.json")
+}
+
+/// The negative trust anchors an operator set through the API before the last stop; a
+/// damaged file stops the start (adox never runs without anchors an operator set).
+fn load_negative_anchors(cfg: &Config) -> anyhow::Result<Vec<hickory_proto::rr::Name>> {
+    let path = negative_anchors_file(cfg);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let list: adox_api::rest::NegativeAnchorsUpdate =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a negative trust anchor list", path.display()))?;
+    list.anchors
+        .iter()
+        .map(|s| hickory_proto::rr::Name::from_ascii(s).map_err(|e| anyhow::anyhow!("{}: `{s}`: {e}", path.display())))
+        .collect()
 }
 
 /// What the operator must know about validation: said at start and in `/readyz`.
@@ -339,8 +362,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let registry = std::sync::Arc::new(registry);
     // Token files are read before anything starts: a bad one stops the start.
     let api_settings = cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level)).transpose()?;
+    let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
     registry.attach(plane.shared.clone());
+    if !negative_anchors.is_empty() {
+        tracing::info!(count = negative_anchors.len(), "negative trust anchors set through the API loaded");
+        plane.handle().set_negative_anchors(negative_anchors);
+    }
     let api = match api_settings {
         Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry.clone())?),
         None => None,

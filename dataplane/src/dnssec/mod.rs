@@ -83,8 +83,11 @@ pub struct ValidatorSettings {
     /// Trust anchors (`None`: validation is on but nothing can be anchored, e.g. custom
     /// root hints without `--trust-anchor`: everything is insecure, as reported at start).
     pub anchors: Option<TrustAnchors>,
-    /// Negative trust anchors (RFC 7646): names at or below these are not validated.
+    /// Negative trust anchors (RFC 7646) from the configuration: names at or below these
+    /// are not validated.
     pub negative_anchors: Vec<Name>,
+    /// Negative trust anchors set through the API, replaced whole (read per validation).
+    pub runtime_negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
     /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7); when off they count as unsupported.
     pub sha1: bool,
     /// NSEC3 iterations above this make a denial insecure (EDE 27).
@@ -104,6 +107,7 @@ impl ValidatorSettings {
             enabled: false,
             anchors: None,
             negative_anchors: Vec::new(),
+            runtime_negative_anchors: Default::default(),
             sha1: true,
             nsec3_max_iterations: 150,
             max_sig_checks: 64,
@@ -117,6 +121,7 @@ impl ValidatorSettings {
         self.enabled
             && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
             && !self.negative_anchors.iter().any(|n| n.zone_of(name))
+            && !self.runtime_negative_anchors.load().iter().any(|n| n.zone_of(name))
     }
 }
 

@@ -236,3 +236,37 @@ fn a_bogus_signal_is_ignored_reported_and_never_makes_a_server_strict() {
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "signals_refused") >= 1);
 }
+
+/// RFC 7646 through the API: an operator exempts a zone whose signing is broken, at once
+/// (the bogus answers already cached are flushed) and across restarts (the list is kept in
+/// the state directory); emptying the list restores validation.
+#[test]
+fn rfc7646_negative_trust_anchors_set_through_the_api_apply_at_once_and_survive_a_restart() {
+    use serde_json::json;
+    let state = crate::support::tempdir::Dir::new();
+    let dir = state.path().to_str().unwrap().to_string();
+    let d = Adoxd::lab(&["--workers", "1", "--state-dir", &dir]);
+    assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::ServFail);
+    let c = d.admin();
+    let r = c.send_json("PUT", "/v1/dnssec/negative-anchors", &json!({"anchors": ["Expired.LAB"]})).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().unwrap()["api"], json!(["expired.lab."]));
+    let r = with_do(&d, "www.expired.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false), "in force at once");
+    assert_eq!(with_do(&d, "www.wrongds.lab.", A).rcode(), ResponseCode::ServFail, "only that zone");
+    // Read tokens read; bad names are refused with the field named, and change nothing.
+    let reader = d.api_client(Some(crate::support::READ_TOKEN));
+    assert_eq!(reader.get("/v1/dnssec/negative-anchors").unwrap().status, 200);
+    assert_eq!(reader.send_json("PUT", "/v1/dnssec/negative-anchors", &json!({"anchors": []})).unwrap().status, 403);
+    let bad = c.send_json("PUT", "/v1/dnssec/negative-anchors", &json!({"anchors": ["ok.lab", "bad..name"]})).unwrap();
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.json().unwrap()["field"], "anchors[1]");
+    d.terminate();
+    let d = Adoxd::lab(&["--workers", "1", "--state-dir", &dir]);
+    assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::NoError, "kept across the restart");
+    let c = d.admin();
+    assert_eq!(c.get("/v1/dnssec/negative-anchors").unwrap().json().unwrap()["api"], json!(["expired.lab."]));
+    let r = c.send_json("PUT", "/v1/dnssec/negative-anchors", &json!({"anchors": []})).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::ServFail, "validated again");
+}
