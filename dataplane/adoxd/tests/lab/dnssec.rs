@@ -270,3 +270,18 @@ fn rfc7646_negative_trust_anchors_set_through_the_api_apply_at_once_and_survive_
     assert_eq!(r.status, 200);
     assert_eq!(with_do(&d, "www.expired.lab.", A).rcode(), ResponseCode::ServFail, "validated again");
 }
+
+#[test]
+fn a_damaged_negative_anchor_file_stops_the_start() {
+    let state = crate::support::tempdir::Dir::new();
+    std::fs::write(state.path().join("negative-anchors.json"), "{\"anchors\": [\"ok.lab\", 7]").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .args(["--listen", "127.0.0.1:0", "--api", "off", "--workers", "1"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("negative trust anchors") && err.contains("negative-anchors.json"), "{err}");
+}
