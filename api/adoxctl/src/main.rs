@@ -85,6 +85,15 @@ enum Cmd {
         /// New level or filter (error, warn, info, debug, trace, or target=level,...).
         level: Option<String>,
     },
+    /// Show the negative trust anchors (RFC 7646), or with `set`, replace those set
+    /// through the API (`set` with no name removes them all).
+    NegativeAnchors {
+        /// `set` to replace the list with NAMES.
+        #[arg(value_parser = ["set"])]
+        action: Option<String>,
+        /// Zones below which nothing is validated.
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,6 +516,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             } else {
                 let f: FlushResult = parse(&r)?;
                 out!("flushed {}{}", f.scope, f.name.map(|n| format!(" {n}")).unwrap_or_default());
+            }
+        }
+        Cmd::NegativeAnchors { action, names } => {
+            let r = match action {
+                Some(_) => call(&c, "PUT", "/v1/dnssec/negative-anchors", Some(&json!({ "anchors": names })), &[])?,
+                None => call(&c, "GET", "/v1/dnssec/negative-anchors", None, &[])?,
+            };
+            if cli.json {
+                print_json(&r);
+            } else {
+                let a: adox_api::rest::NegativeAnchors = parse(&r)?;
+                let rows: Vec<[String; 2]> = a
+                    .config
+                    .iter()
+                    .map(|n| [n.clone(), "config".to_string()])
+                    .chain(a.api.iter().map(|n| [n.clone(), "api".to_string()]))
+                    .collect();
+                table(&["NAME", "SOURCE"], &rows);
             }
         }
         Cmd::LogLevel { level } => {
