@@ -85,6 +85,34 @@ fn common_ancestor(a: &Name, b: &Name) -> Name {
     n
 }
 
+/// The closest encloser of `qname` that an NSEC covering it (`owner` to `next`) shows:
+/// the longer of the names' common ancestors with either end.
+fn nsec_closest_encloser(qname: &Name, owner: &Name, next: &Name) -> Name {
+    let a = common_ancestor(qname, owner);
+    let b = common_ancestor(qname, next);
+    if labels(&a) >= labels(&b) { a } else { b }
+}
+
+/// Why a denial record at the name itself does not prove NODATA (RFC 4035 section 5.4,
+/// RFC 5155 sections 8.5-8.6): `why` words each refusal for NSEC or NSEC3.
+fn nodata_at(types: &super::rdata::TypeBitmap, qname: &Name, qtype: u16, why: &[&'static str; 3]) -> Proof {
+    if types.has(qtype) || types.has(T_CNAME) {
+        return Proof::Bogus(why[0]);
+    }
+    if qtype == T_DS && types.has(T_SOA) && !qname.is_root() {
+        return Proof::Bogus(why[1]);
+    }
+    if qtype != T_DS && types.has(T_NS) && !types.has(T_SOA) {
+        return Proof::Bogus(why[2]);
+    }
+    Proof::Secure
+}
+
+const NSEC_NODATA: [&str; 3] =
+    ["the NSEC lists the type", "the child's NSEC cannot deny a DS", "the parent's NSEC at a delegation"];
+const NSEC3_NODATA: [&str; 3] =
+    ["the NSEC3 lists the type", "the child's NSEC3 cannot deny a DS", "the parent's NSEC3 at a delegation"];
+
 fn wildcard_of(name: &Name) -> Option<Name> {
     let mut w = Name::from_ascii("*").ok()?.append_name(name).ok()?;
     w.set_fqdn(true);
@@ -101,9 +129,7 @@ pub fn nsec_nxdomain(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
     let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
         return Proof::Bogus("no NSEC covers the name");
     };
-    let a = common_ancestor(qname, owner);
-    let b = common_ancestor(qname, &nsec.next);
-    let ce = if labels(&a) >= labels(&b) { a } else { b };
+    let ce = nsec_closest_encloser(qname, owner, &nsec.next);
     let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
     if nsecs.iter().any(|(o, _)| *o == wild) {
         return Proof::Bogus("the wildcard exists");
@@ -118,26 +144,14 @@ pub fn nsec_nxdomain(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
 /// wildcard without the type).
 pub fn nsec_nodata(qname: &Name, qtype: u16, nsecs: &[(Name, Nsec)]) -> Proof {
     if let Some((_, nsec)) = nsecs.iter().find(|(o, _)| o == qname) {
-        let t = &nsec.types;
-        if t.has(qtype) || t.has(T_CNAME) {
-            return Proof::Bogus("the NSEC lists the type");
-        }
-        if qtype == T_DS && t.has(T_SOA) && !qname.is_root() {
-            return Proof::Bogus("the child's NSEC cannot deny a DS");
-        }
-        if qtype != T_DS && t.has(T_NS) && !t.has(T_SOA) {
-            return Proof::Bogus("the parent's NSEC at a delegation");
-        }
-        return Proof::Secure;
+        return nodata_at(&nsec.types, qname, qtype, &NSEC_NODATA);
     }
     if let Some((owner, nsec)) = nsec_covering(nsecs, qname) {
         // An empty non-terminal: the next name lies below the asked one.
         if crate::names::is_below(&nsec.next, qname) {
             return Proof::Secure;
         }
-        let a = common_ancestor(qname, owner);
-        let b = common_ancestor(qname, &nsec.next);
-        let ce = if labels(&a) >= labels(&b) { a } else { b };
+        let ce = nsec_closest_encloser(qname, owner, &nsec.next);
         if let Some(wild) = wildcard_of(&ce)
             && let Some((_, w)) = nsecs.iter().find(|(o, _)| *o == wild)
             && !w.types.has(qtype)
@@ -156,9 +170,7 @@ pub fn nsec_wildcard_answer(qname: &Name, wildcard_parent: &Name, nsecs: &[(Name
     let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
         return Proof::Bogus("no NSEC proves the wildcard expansion");
     };
-    let a = common_ancestor(qname, owner);
-    let b = common_ancestor(qname, &nsec.next);
-    let ce = if labels(&a) >= labels(&b) { a } else { b };
+    let ce = nsec_closest_encloser(qname, owner, &nsec.next);
     if ce != *wildcard_parent {
         return Proof::Bogus("the wildcard is not at the closest encloser");
     }
@@ -321,17 +333,7 @@ pub fn nsec3_nodata(
         Err(p) => return p,
     };
     if let Some(n) = set.matching(&h) {
-        let t = &n.types;
-        if t.has(qtype) || t.has(T_CNAME) {
-            return Proof::Bogus("the NSEC3 lists the type");
-        }
-        if qtype == T_DS && t.has(T_SOA) && !qname.is_root() {
-            return Proof::Bogus("the child's NSEC3 cannot deny a DS");
-        }
-        if qtype != T_DS && t.has(T_NS) && !t.has(T_SOA) {
-            return Proof::Bogus("the parent's NSEC3 at a delegation");
-        }
-        return Proof::Secure;
+        return nodata_at(&n.types, qname, qtype, &NSEC3_NODATA);
     }
     let (ce, nc_cover) = match set.closest_encloser(qname, limits) {
         Ok(x) => x,

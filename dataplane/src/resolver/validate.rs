@@ -546,21 +546,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             if !matches!(rtype, RecordType::NSEC | RecordType::NSEC3) || !signer.zone_of(&owner) {
                 continue;
             }
-            let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == rtype).collect();
             if let Err(f) = self.check_proof_rrset(&owner, rtype, &set, signer, keys, budget) {
                 let what = format!("{} {rtype}", owner.to_ascii());
                 return Ok((nsecs, nsec3s, Some(status_of(f, signer, &what)?)));
             }
-            for r in data {
-                let Some(bytes) = raw(r) else { continue };
-                if rtype == RecordType::NSEC {
-                    if let Some(n) = Nsec::parse(bytes) {
-                        nsecs.push((owner.clone(), n));
-                    }
-                } else if let Some(n) = Nsec3::parse(bytes) {
-                    nsec3s.push((owner.clone(), n));
-                }
-            }
+            let (n, n3) = denial_records(&set);
+            nsecs.extend(n);
+            nsec3s.extend(n3);
         }
         Ok((nsecs, nsec3s, None))
     }
@@ -577,36 +569,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         authority: &[Record],
         budget: &Budget,
     ) -> Result<(Security, Option<u32>), ResolveError> {
-        let status = self.validate_negative_inner(zone, qname, qtype, nxdomain, authority, budget).await?;
-        Ok(status)
-    }
-
-    async fn validate_negative_inner(
-        &self,
-        zone: &Name,
-        qname: &Name,
-        qtype: RecordType,
-        nxdomain: bool,
-        authority: &[Record],
-        budget: &Budget,
-    ) -> Result<(Security, Option<u32>), ResolveError> {
         if !self.validating(qname) {
             return Ok((Security::insecure(), None));
         }
-        if qtype == RecordType::DNSKEY && qname == zone && !nxdomain {
-            // A zone without keys: fine if nothing vouches for keys, bogus otherwise.
-            return Ok((
-                match self.trust_of(zone, budget).await? {
-                    Trust::Not(s) => s,
-                    _ => Security::bogus(9, format!("{}: DNSKEY missing", zone.to_ascii())),
-                },
-                None,
-            ));
-        }
         let sigs = signatures(authority);
         let signer = signer_of(&sigs, qname, qtype, zone);
-        if qtype == RecordType::DNSKEY && signer == *qname {
-            // The same, at a child apex that its parent's server answered for.
+        if qtype == RecordType::DNSKEY && ((qname == zone && !nxdomain) || signer == *qname) {
+            // A zone without keys (at the cut asked, or at a child apex its parent's server
+            // answered for): fine if nothing vouches for keys, bogus otherwise.
             return Ok((
                 match self.trust_of(qname, budget).await? {
                     Trust::Not(s) => s,
