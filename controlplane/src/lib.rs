@@ -2,7 +2,7 @@
 //!
 //! It runs on one thread of its own with a single-threaded tokio runtime and axum, beside
 //! the data plane's workers, and reaches them only through what they share: the policy
-//! [`adox_dataplane::policy::PolicyStore`] (an `ArcSwap` it replaces), the per-worker
+//! [`adox_dataplane::upstream::policy::PolicyStore`] (an `ArcSwap` it replaces), the per-worker
 //! counters it sums on read, the probe, server and signal tables, and each worker's mailbox
 //! for cache flushes. Nothing here runs on a worker, and nothing a worker does waits on it.
 //!

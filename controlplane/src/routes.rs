@@ -634,15 +634,18 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
     } else {
         let mut v: Vec<SignalState> = shared
             .signals
-            .entries(adox_dataplane::probe::unix_now())
+            .entries(adox_dataplane::clock::unix_now())
             .into_iter()
             .filter_map(|(name, sig)| match sig {
-                adox_dataplane::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
+                adox_dataplane::upstream::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
                     Some(SignalState {
                         nameserver: name.to_ascii(),
                         dnssec: if secure {
                             DnssecStatus::Secure
-                        } else if refused.iter().any(|e| matches!(e, adox_dataplane::signal::SignalError::Bogus(_))) {
+                        } else if refused
+                            .iter()
+                            .any(|e| matches!(e, adox_dataplane::upstream::signal::SignalError::Bogus(_)))
+                        {
                             DnssecStatus::Bogus
                         } else {
                             DnssecStatus::Insecure
@@ -662,7 +665,7 @@ fn servers_of(st: &AppState, only: Option<IpAddr>, limit: usize) -> ServerList {
                         expires: until,
                     })
                 }
-                adox_dataplane::signal::Signal::Pending(_) => None,
+                adox_dataplane::upstream::signal::Signal::Pending(_) => None,
             })
             .collect();
         v.sort_by(|a, b| a.nameserver.cmp(&b.nameserver));

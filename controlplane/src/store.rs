@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use adox_api::policy::{Policy, PolicyError, PolicySpec};
 use adox_api::rest::{ImportMode, ImportResult};
-use adox_dataplane::policy::{PolicyStore, PolicyTable};
+use adox_dataplane::upstream::policy::{PolicyStore, PolicyTable};
 use serde::{Deserialize, Serialize};
 
 /// Snapshot file name.
@@ -414,7 +414,7 @@ impl PolicyRegistry {
                 None if lines[i + 1..].iter().all(|l| parse(l).is_none()) => {
                     dropped_torn_line = true;
                     let keep =
-                        journal_path.with_extension(format!("journal.tail-{}", adox_dataplane::probe::unix_now()));
+                        journal_path.with_extension(format!("journal.tail-{}", adox_dataplane::clock::unix_now()));
                     let _ = std::fs::write(&keep, &bytes[lines[..i].iter().map(|l| l.len()).sum::<usize>()..]);
                     tracing::warn!(
                         line = i + 1,

@@ -11,11 +11,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::acl::AccessPolicy;
 use crate::cache::records::RecordCache;
 use crate::config::Config;
-use crate::policy::{PolicyStore, PolicyTable};
-use crate::probe::{ProbeTable, ProbeWindows};
 use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
 use crate::stats::WorkerStats;
-use crate::transport::tls::{SessionStore, TlsConfigs};
+use crate::upstream::policy::{PolicyStore, PolicyTable};
+use crate::upstream::probe::{ProbeTable, ProbeWindows};
+use crate::upstream::sessions::SessionStore;
+use crate::upstream::tls::TlsConfigs;
 use crate::worker::{Worker, WorkerHandle, WorkerSettings};
 
 /// Why the data plane could not start.
@@ -30,7 +31,7 @@ pub enum StartError {
     Hints(#[from] crate::resolver::hints::HintsError),
     /// The TLS settings (CA file) could not be loaded.
     #[error("{0}")]
-    Tls(#[from] crate::transport::tls::TlsSetupError),
+    Tls(#[from] crate::upstream::tls::TlsSetupError),
     /// An operator policy could not be compiled.
     #[error("policy: {0}")]
     Policy(adox_api::policy::PolicyError),
@@ -236,16 +237,16 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         local: LocalZones::new(&cfg.local_zones),
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
         policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
-        signals: crate::signal::SignalCache::new(cfg.transport.session_cache_servers),
+        signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator: validator_settings(cfg)?,
         tlsa: Default::default(),
-        probes: ProbeTable::new(
+        probes: Arc::new(ProbeTable::new(
             cfg.transport.session_cache_servers,
             ProbeWindows {
                 persistence: std::time::Duration::from_secs(cfg.transport.probe_persistence_s),
                 damping: std::time::Duration::from_secs(cfg.transport.probe_damping_s),
             },
-        ),
+        )),
         settings: Settings::from_config(cfg),
     })
 }
@@ -280,11 +281,11 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
 /// (RFC 9539: resumption state is kept per transport).
 pub fn tls_configs(
     cfg: &Config,
-    tlsa: &Arc<crate::transport::dane::TlsaTable>,
+    tlsa: &Arc<crate::upstream::dane::TlsaTable>,
 ) -> Result<(TlsConfigs, TlsConfigs), StartError> {
     let roots = Arc::new(match &cfg.transport.ca_file {
-        Some(p) => crate::transport::tls::roots_from_file(p)?,
-        None => crate::transport::tls::builtin_roots(),
+        Some(p) => crate::upstream::tls::roots_from_file(p)?,
+        None => crate::upstream::tls::builtin_roots(),
     });
     let (dot_store, doq_store) = (
         Arc::new(SessionStore::new(cfg.transport.session_cache_servers)),

@@ -6,7 +6,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
 
 use crate::cache::packet::{Lookup, PacketCache};
-use crate::resolver::{Limit, ResolveError, iterate, response};
+use crate::resolver::{Limit, ResolveError, exchange, iterate, response};
 use crate::{respond, wire};
 
 /// A client message through everything the worker does with one before resolution:
@@ -50,7 +50,7 @@ pub fn upstream_response(data: &[u8]) {
     let Ok(sname) = Name::from_ascii("www.alpha.lab.") else { return };
     let id = if data.len() >= 2 { u16::from_be_bytes([data[0], data[1]]) } else { 0 };
     for stype in [RecordType::A, RecordType::NS, RecordType::DS, RecordType::CNAME] {
-        if let Ok(msg) = iterate::check_reply(data, id, &sname, stype) {
+        if let Ok(msg) = exchange::check_reply(data, id, &sname, stype) {
             let _ = response::classify(&msg, &zone, &sname, stype);
         }
     }
@@ -148,7 +148,7 @@ pub fn validator(data: &[u8]) {
 /// DoT stream (cut into TLS-record-sized pieces at the positions the input's first octets
 /// name), and a finished DoQ stream (RFC 9250: length, message ID 0).
 pub fn transport_framing(data: &[u8]) {
-    use crate::transport::dot::take_frame;
+    use crate::upstream::dot::take_frame;
     let cuts: Vec<usize> = data.iter().take(4).map(|b| usize::from(*b) + 1).collect();
     let mut stream = Vec::new();
     let (mut at, mut taken) = (0, 0usize);
@@ -171,22 +171,22 @@ pub fn transport_framing(data: &[u8]) {
         }
     }
     assert_eq!(taken + stream.len(), data.len(), "every octet is in a frame or still buffered");
-    if let Ok(msg) = crate::worker::doq::answer_of(data, 0xABCD) {
-        assert_eq!((msg.len() + 2, &msg[..2]), (data.len(), &[0xAB, 0xCD][..]));
+    if let Ok(msg) = crate::upstream::doq::answer_of(data) {
+        assert_eq!((msg.len() + 2, &msg[..2]), (data.len(), &[0, 0][..]));
     }
 }
 
 /// Owner-signal RDATA (SVCB, TLSA) through the one-record-at-a-time parsers. The input
 /// is also split at its first zero octet into several records, as an RRset would be.
 pub fn signals(data: &[u8]) {
-    if let Ok(r) = crate::signal::parse_svcb(data) {
+    if let Ok(r) = crate::upstream::signal::parse_svcb(data) {
         assert!(r.priority > 0, "AliasMode never parses as a usable record");
         assert!(r.port.is_none_or(|p| p != 0 && p != 53));
         let _ = r.transports();
     }
-    let _ = crate::signal::parse_tlsa(data);
+    let _ = crate::upstream::signal::parse_tlsa(data);
     let parts: Vec<&[u8]> = data.splitn(4, |b| *b == 0xff).collect();
-    let (ok, skipped) = crate::signal::parse_svcb_set(parts.iter().copied());
+    let (ok, skipped) = crate::upstream::signal::parse_svcb_set(parts.iter().copied());
     assert_eq!(ok.len() + skipped.len(), parts.len(), "every record is either used or reported");
 }
 

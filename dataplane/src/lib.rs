@@ -8,6 +8,8 @@
 //! - [`resolver`]: iterative resolution as `async` code over an [`resolver::Upstream`]
 //!   (the worker's Do53 sockets in production, a fake authority in tests).
 //! - [`cache::records`]: the shared, sharded RRset/negative/delegation cache below.
+//! - [`upstream`]: the encrypted-upstream wing: transport policy, RFC 9539 probing,
+//!   signals, the plan, TLS/DANE, and the DoT/DoQ protocols and their connection pool.
 //! - [`respond`]: the response, its RCODE and Extended DNS Error, sized to the client.
 //! - [`acl`], [`config`], [`stats`], [`daemon`] (start and stop).
 //!
@@ -21,20 +23,18 @@ pub mod cache {
     pub mod packet;
     pub mod records;
 }
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dnssec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;
-pub mod policy;
-pub mod probe;
 pub mod resolver;
 pub mod respond;
-pub mod signal;
 pub mod stats;
 mod sys;
-pub mod transport;
+pub mod upstream;
 pub mod wire;
 pub mod worker;
 

@@ -6,11 +6,14 @@
 //! behind `Arc` and used by every worker; per-worker state (outstanding-query counters)
 //! lives in the [`Resolver`] value each worker owns.
 
+mod discovery;
 pub mod error;
+pub(crate) mod exchange;
 pub mod hints;
 pub(crate) mod iterate;
 pub mod local;
 pub(crate) mod response;
+mod select;
 pub mod servers;
 #[cfg(test)]
 mod tests;
@@ -29,104 +32,40 @@ use crate::acl::AccessPolicy;
 use crate::cache::records::RecordCache;
 use crate::config::Config;
 use crate::stats::WorkerStats;
-pub use error::{Limit, ResolveError, UpstreamError};
+pub use crate::upstream::{PeerAuth, UpstreamError, Wire};
+pub use error::{Limit, ResolveError};
 pub use hints::RootHints;
 pub use local::LocalZones;
 pub use servers::ServerTable;
 
-/// The wire an upstream query travels on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wire {
-    /// Do53 over UDP (a fresh, connected socket).
-    Udp,
-    /// Do53 over TCP (after truncation).
-    Tcp,
-    /// DNS over TLS, authenticated as `auth` says.
-    Dot {
-        /// How the server is authenticated.
-        auth: PeerAuth,
-    },
-    /// DNS over QUIC, authenticated like DoT.
-    Doq {
-        /// How the server is authenticated.
-        auth: PeerAuth,
-    },
-}
+/// The resolver's clock and chance: every time and every random number the resolver,
+/// the validator and the transport decisions use comes from here, never from the system
+/// directly, so tests run them on a fake clock with a seeded generator.
+pub trait Environment {
+    /// Monotonic time, from the same clock that runs the timeouts.
+    fn now(&self) -> Instant;
 
-/// How an encrypted connection authenticates the server.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PeerAuth {
-    /// Not at all (opportunistic): no SNI, any certificate.
-    None,
-    /// PKIX: a certificate for this name from the configured CA set (SNI = the name).
-    Pkix(Name),
-    /// DANE: the certificate matches the secure TLSA records of this name (the TLSA base
-    /// name, also the SNI).
-    Dane(Name),
-}
+    /// Wall-clock time in Unix seconds (signature windows, probe and signal state that
+    /// outlives a restart).
+    fn unix_now(&self) -> u64;
 
-impl PeerAuth {
-    /// The name sent as SNI and authenticated, if any.
-    pub fn name(&self) -> Option<&Name> {
-        match self {
-            PeerAuth::None => None,
-            PeerAuth::Pkix(n) | PeerAuth::Dane(n) => Some(n),
-        }
+    /// A uniformly random 64-bit number (message IDs, server order).
+    fn random(&self) -> u64;
+
+    /// A random DNS message ID.
+    fn random_id(&self) -> u16 {
+        (self.random() >> 48) as u16
     }
-}
 
-/// Where a transport decision came from (shown by explain).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlanSource {
-    /// An operator override, by id.
-    Override(String),
-    /// The RFC 9539 probe table's decision.
-    Probe(crate::probe::ProbeDecision),
-    /// The nameserver's own `_dns` SVCB record, not DNSSEC-secure: an opportunistic hint.
-    InsecureSignal,
-    /// A DNSSEC-secure `_dns` SVCB record: strict with DANE where a secure TLSA RRset
-    /// exists for the transport, opportunistic otherwise.
-    SecureSignal,
-    /// Nothing matched: the configured default.
-    Default,
-}
-
-impl PlanSource {
-    /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
-    /// `probe:skip`, `default`.
-    pub fn label(&self) -> String {
-        match self {
-            PlanSource::Override(id) => format!("override:{id}"),
-            PlanSource::Probe(crate::probe::ProbeDecision::Use) => "probe:use".into(),
-            PlanSource::Probe(crate::probe::ProbeDecision::Probe) => "probe:probe".into(),
-            PlanSource::Probe(crate::probe::ProbeDecision::Skip) => "probe:skip".into(),
-            PlanSource::InsecureSignal => "signal:insecure".into(),
-            PlanSource::SecureSignal => "signal:secure".into(),
-            PlanSource::Default => "default".into(),
-        }
+    /// A random number below `n` (`n` > 0; the modulo bias is negligible for the small
+    /// ranges used here).
+    fn random_below(&self, n: u64) -> u64 {
+        self.random() % n.max(1)
     }
-}
-
-/// The policy engine's decision for one (zone, nameserver name, nameserver address).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportPlan {
-    /// Strict, opportunistic or cleartext.
-    pub mode: adox_api::policy::Mode,
-    /// Transports in order.
-    pub transports: Vec<adox_api::policy::Transport>,
-    /// Authentication of encrypted transports.
-    pub auth: adox_api::policy::Auth,
-    /// The name to authenticate (and send as SNI) when it is not the nameserver name: the
-    /// TargetName of the signal, which is the TLSA base name for DANE.
-    pub tls_name: Option<Name>,
-    /// The port of the encrypted transports (853 unless the signal's `port` key moves it).
-    pub port: u16,
-    /// Why.
-    pub source: PlanSource,
 }
 
 /// How the resolver reaches authoritative servers.
-pub trait Upstream {
+pub trait Upstream: Environment {
     /// Sends one query to `server` over `wire` and returns the first reply that came from
     /// that server, or an error; it never takes longer than `timeout`.
     fn exchange(
@@ -136,9 +75,6 @@ pub trait Upstream {
         wire: Wire,
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, UpstreamError>>;
-
-    /// The current time, from the same clock that runs the timeouts.
-    fn now(&self) -> Instant;
 
     /// Runs `task` beside the current work (a probe): it must not delay the caller.
     fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>);
@@ -220,15 +156,15 @@ pub struct Shared {
     /// Client and upstream address policy.
     pub access: AccessPolicy,
     /// Operator transport overrides.
-    pub policies: crate::policy::PolicyStore,
+    pub policies: crate::upstream::policy::PolicyStore,
     /// RFC 9539 state per (address, encrypted transport).
-    pub probes: crate::probe::ProbeTable,
+    pub probes: Arc<crate::upstream::probe::ProbeTable>,
     /// `_dns` SVCB signals per nameserver name.
-    pub signals: crate::signal::SignalCache,
+    pub signals: crate::upstream::signal::SignalCache,
     /// DNSSEC validation: switches, trust anchors, limits.
     pub validator: crate::dnssec::ValidatorSettings,
     /// Secure TLSA records learnt from nameservers' signals, read by DANE handshakes.
-    pub tlsa: Arc<crate::transport::dane::TlsaTable>,
+    pub tlsa: Arc<crate::upstream::dane::TlsaTable>,
     /// Knobs.
     pub settings: Settings,
 }

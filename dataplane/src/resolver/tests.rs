@@ -19,6 +19,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::*;
 use crate::config::{Config, LocalZonesConfig};
 use crate::names::is_at_or_below;
+use crate::upstream::plan::PlanSource;
 use adox_api::policy::Transport;
 
 fn n(s: &str) -> Name {
@@ -43,6 +44,10 @@ struct FakeNet {
     /// Queries still to be lost, per server (a timeout each).
     drops: RefCell<std::collections::HashMap<IpAddr, u32>>,
     now: Cell<Instant>,
+    /// When the fake clock started, and the Unix second it started at.
+    epoch: (Instant, u64),
+    /// The state of the fake random generator (xorshift, seeded: runs repeat).
+    rng: Cell<u64>,
     log: RefCell<Vec<(IpAddr, Name, RecordType)>>,
     /// Servers that speak DoT; DoT queries to the others are refused.
     dot_capable: HashSet<IpAddr>,
@@ -162,15 +167,33 @@ impl Upstream for Fake {
         Ok(self.answer(server.ip(), &msg).to_vec().unwrap())
     }
 
-    fn now(&self) -> Instant {
-        self.now.get()
-    }
-
     fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         // The fake network answers at once: a spawned probe completes in one poll.
         block_on(task);
     }
 }
+
+impl Environment for Fake {
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    fn unix_now(&self) -> u64 {
+        self.epoch.1 + self.now.get().duration_since(self.epoch.0).as_secs()
+    }
+
+    fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// The Unix second the fake clock starts at (2026-12-01).
+const FAKE_UNIX_START: u64 = 1_796_083_200;
 
 fn soa(zone: &str) -> Record {
     Record::from_rdata(n(zone), 3600, RData::SOA(SOA::new(n("ns."), n("h."), 1, 2, 3, 4, 300)))
@@ -239,11 +262,14 @@ fn probing_resolver(zones: Vec<Zone>, cfg: &Config) -> (Resolver<Fake>, Fake) {
 }
 
 fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> (Resolver<Fake>, Fake) {
+    let start = Instant::now();
     let net = Fake(std::rc::Rc::new(FakeNet {
         zones,
         dead,
         drops: RefCell::new(Default::default()),
-        now: Cell::new(Instant::now()),
+        now: Cell::new(start),
+        epoch: (start, FAKE_UNIX_START),
+        rng: Cell::new(0x9E37_79B9_7F4A_7C15),
         log: RefCell::new(Vec::new()),
         dot_capable: [ip("10.0.1.1")].into_iter().collect(),
         dot_port: Cell::new(853),
@@ -256,17 +282,17 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
-        policies: crate::policy::PolicyStore::default(),
-        signals: crate::signal::SignalCache::new(1000),
+        policies: crate::upstream::policy::PolicyStore::default(),
+        signals: crate::upstream::signal::SignalCache::new(1000),
         validator: crate::dnssec::ValidatorSettings::off(),
         tlsa: Default::default(),
-        probes: crate::probe::ProbeTable::new(
+        probes: Arc::new(crate::upstream::probe::ProbeTable::new(
             1000,
-            crate::probe::ProbeWindows {
+            crate::upstream::probe::ProbeWindows {
                 persistence: Duration::from_secs(259_200),
                 damping: Duration::from_secs(86_400),
             },
-        ),
+        )),
         settings: Settings::from_config(cfg),
     });
     (Resolver::new(shared, net.clone(), Arc::new(WorkerStats::default())), net)
@@ -544,9 +570,13 @@ fn rfc9539_probe_beside_do53_then_encrypted_only_and_damping() {
     let probed: Vec<IpAddr> = net.dot_log.borrow().iter().map(|(s, _)| *s).collect();
     assert!(probed.contains(&ip("10.0.1.1")) && probed.contains(&ip("10.0.0.1")), "{probed:?}");
     let probes = &r.shared().probes;
-    let now = crate::probe::unix_now();
-    assert_eq!(probes.decide(ip("10.0.1.1"), Transport::Dot, now), crate::probe::ProbeDecision::Use);
-    assert_eq!(probes.decide(ip("10.0.0.1"), Transport::Dot, now), crate::probe::ProbeDecision::Skip, "root refused");
+    let now = net.unix_now();
+    assert_eq!(probes.decide(ip("10.0.1.1"), Transport::Dot, now), crate::upstream::probe::ProbeDecision::Use);
+    assert_eq!(
+        probes.decide(ip("10.0.0.1"), Transport::Dot, now),
+        crate::upstream::probe::ProbeDecision::Skip,
+        "root refused"
+    );
     // Next queries to example.'s server go over DoT only (R2); the root is damped (R4):
     // no second probe, Do53 only.
     let dot_before = net.dot_log.borrow().len();
@@ -570,8 +600,8 @@ fn operator_cleartext_wins_over_the_probe_table() {
         ..Config::default()
     };
     let (r, net) = probing_resolver(base_zones(), &cfg);
-    r.shared().policies.store(crate::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
-    r.shared().probes.success(ip("10.0.1.1"), Transport::Dot, crate::probe::unix_now());
+    r.shared().policies.store(crate::upstream::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
+    r.shared().probes.success(ip("10.0.1.1"), Transport::Dot, net.unix_now());
     block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
     assert!(!net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT despite the cleartext override");
 }
@@ -604,9 +634,9 @@ fn rfc9461_signal_is_learned_beside_and_used_from_the_next_query() {
     }
     // The signal lives in the zone the nameserver serves: a circular dependency, reported
     // (the root's own `_dns.a.root.` lookup is one too).
-    let known = r.shared().signals.get(&n("ns.example."), crate::probe::unix_now());
+    let known = r.shared().signals.get(&n("ns.example."), net.unix_now());
     assert!(
-        matches!(known, Some(crate::signal::Signal::Known { cycle: true, ref records, .. }) if records.len() == 1),
+        matches!(known, Some(crate::upstream::signal::Signal::Known { cycle: true, ref records, .. }) if records.len() == 1),
         "{known:?}"
     );
     assert!(r.stats.signal_cycles.get() >= 1);

@@ -13,7 +13,6 @@ use crate::dnssec::denial::{self, Insecure, Nsec3Limits, Proof};
 use crate::dnssec::rdata::{Dnskey, Ds, Nsec, Nsec3, Rrsig};
 use crate::dnssec::verify::{Failure, Verified, verify_rrset};
 use crate::dnssec::{Security, crypto};
-use crate::probe::unix_now;
 
 /// The RDATA octets of a DNSSEC record, which hickory keeps raw.
 fn raw(r: &Record) -> Option<&[u8]> {
@@ -308,7 +307,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == RecordType::DNSKEY).collect();
         let sigs = signatures(set);
-        match verify_rrset(zone, 48, &data, &sigs, zone, &trusted, unix_now(), v.sha1, &budget.sig_checks_left) {
+        match verify_rrset(
+            zone,
+            48,
+            &data,
+            &sigs,
+            zone,
+            &trusted,
+            self.upstream.unix_now(),
+            v.sha1,
+            &budget.sig_checks_left,
+        ) {
             // A DNSKEY RRset is never a wildcard expansion.
             Ok(v) if v.wildcard_parent.is_some() => Ok((bogus_of(Failure::Invalid, zone, "DNSKEY"), None)),
             Ok(v) => Ok((Security::Secure, Some(v.ttl_cap))),
@@ -361,7 +370,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             &sigs,
             &signer,
             &keys,
-            unix_now(),
+            self.upstream.unix_now(),
             v.sha1,
             &budget.sig_checks_left,
         );
@@ -506,7 +515,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             &sigs,
             signer,
             keys,
-            unix_now(),
+            self.upstream.unix_now(),
             v.sha1,
             &budget.sig_checks_left,
         )?;

@@ -1,4 +1,4 @@
-//! DoT connections of one worker: a pool of long-lived TLS connections, one per (server
+//! The DoT driver of one worker: long-lived TLS connections in the upstream pool, one per (server
 //! address and port, authentication), each driven by its own task on the worker's
 //! executor. Queries share a connection (pipelining, answers in any order, RFC 7766); the
 //! connection assigns its own message IDs so that the resolver's random IDs never collide
@@ -17,12 +17,12 @@ use hickory_proto::rr::Name;
 use mio::Interest;
 use rustls::pki_types::ServerName;
 
-use super::exec::{Executor, Reactor};
-use super::slots::{OpenCount, Slot, SlotGuard, Slots, fail_all, forget, spawn_driver, wait};
-use crate::resolver::UpstreamError;
+use super::reactor::{Executor, Reactor, spawn_driver, wait_slot};
 use crate::stats::WorkerStats;
-use crate::transport::dot::{DotFailure, DotSession, TlsError, pad_query};
-use crate::transport::tls::TlsConfigs;
+use crate::upstream::dot::{DotFailure, DotSession, TlsError, pad_query};
+use crate::upstream::pool::{OpenCount, Pool, PooledConnection, Slot, SlotGuard, Slots, fail_all};
+use crate::upstream::tls::TlsConfigs;
+use crate::upstream::{PeerAuth, UpstreamError};
 use adox_api::policy::Transport;
 
 /// What identifies a pooled connection.
@@ -31,7 +31,7 @@ pub(crate) struct DotKey {
     /// Server address and port.
     pub(crate) server: SocketAddr,
     /// How the server is authenticated (connections are never shared across these).
-    pub(crate) auth: crate::resolver::PeerAuth,
+    pub(crate) auth: PeerAuth,
 }
 
 /// DoT knobs.
@@ -126,10 +126,9 @@ impl Conn {
         }
         loop {
             match session.next_message() {
-                Ok(Some(mut msg)) => {
+                Ok(Some(msg)) => {
                     let id = u16::from_be_bytes([msg[0], msg[1]]);
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
-                        msg[0..2].copy_from_slice(&slot.client_id.to_be_bytes());
                         slot.complete(Ok(msg));
                     }
                 }
@@ -161,33 +160,48 @@ fn io_failure(e: &io::Error, after_handshake: bool) -> DotFailure {
     }
 }
 
-/// The worker's DoT connections.
+impl PooledConnection for Conn {
+    fn accepts_queries(&self) -> bool {
+        !matches!(*self.state.borrow(), State::Failed(_) | State::Closing)
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        (*self.state.borrow() == State::Open && self.slots.borrow().is_empty()).then(|| self.last_active.get())
+    }
+
+    fn close_idle(&self, _: Instant) {
+        *self.state.borrow_mut() = State::Closing;
+        self.session.borrow_mut().close();
+        self.wake_driver();
+    }
+}
+
+/// The worker's DoT connections: the pool, and how to open and drive one.
 #[derive(Debug)]
-pub(crate) struct DotPool {
+pub(crate) struct DotDriver {
     reactor: Rc<Reactor>,
     executor: Rc<Executor>,
     configs: TlsConfigs,
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
-    shared: Arc<crate::resolver::Shared>,
+    probes: Arc<crate::upstream::probe::ProbeTable>,
     settings: DotSettings,
-    conns: RefCell<HashMap<DotKey, Rc<Conn>>>,
+    pool: Pool<DotKey, Conn>,
 }
 
-impl DotPool {
+impl DotDriver {
     pub(crate) fn new(
         reactor: Rc<Reactor>,
         executor: Rc<Executor>,
         configs: TlsConfigs,
         stats: Arc<WorkerStats>,
-        shared: Arc<crate::resolver::Shared>,
+        probes: Arc<crate::upstream::probe::ProbeTable>,
         settings: DotSettings,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, shared, settings, conns: RefCell::new(HashMap::new()) })
+        Rc::new(Self { reactor, executor, configs, stats, probes, settings, pool: Pool::new() })
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
-        use crate::resolver::PeerAuth;
         let sni = |n: &Name| {
             let ascii = n.to_ascii();
             ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| UpstreamError::Tls("bad-name"))
@@ -212,14 +226,13 @@ impl DotPool {
             next_id: Cell::new(rand::random()),
             state: RefCell::new(State::Handshaking),
             driver: RefCell::new(None),
-            last_active: Cell::new(Instant::now()),
+            last_active: Cell::new(self.reactor.now()),
         });
         let _ = socket2::SockRef::from(&*conn.sock.borrow()).set_tcp_quickack(true);
-        self.conns.borrow_mut().insert(key.clone(), conn.clone());
-        let (pool, driven, key) = (self.clone(), conn.clone(), key.clone());
+        let (driver, driven, key) = (self.clone(), conn.clone(), key.clone());
         let driving = conn.clone();
         let stats = self.stats.clone();
-        let count = OpenCount::new(self.shared.clone(), key.server.ip(), Transport::Dot);
+        let count = OpenCount::new(self.probes.clone(), key.server.ip(), Transport::Dot);
         spawn_driver(
             &self.executor,
             self.reactor.clone(),
@@ -232,8 +245,8 @@ impl DotPool {
                 poll
             },
             move || {
-                forget(&pool.conns, &key, &driven);
-                pool.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
+                driver.pool.forget(&key, &driven);
+                driver.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },
         );
         Ok(conn)
@@ -250,11 +263,7 @@ impl DotPool {
         if query.len() < 12 {
             return Err(UpstreamError::BadResponse("short query"));
         }
-        let existing = self.conns.borrow().get(&key).cloned();
-        let conn = match existing {
-            Some(c) if !matches!(*c.state.borrow(), State::Failed(_) | State::Closing) => c,
-            _ => self.connect(&key)?,
-        };
+        let conn = self.pool.get_or_open(&key, || self.connect(&key))?;
         if conn.slots.borrow().len() >= self.settings.max_outstanding {
             return Err(UpstreamError::Io("DoT connection at its outstanding limit".into()));
         }
@@ -268,23 +277,16 @@ impl DotPool {
         pad_query(&mut msg);
         let client_id = u16::from_be_bytes([query[0], query[1]]);
         conn.slots.borrow_mut().insert(id, Slot::new(client_id));
-        let _guard = SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active };
+        let _guard =
+            SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active, now: || self.reactor.now() };
         conn.session.borrow_mut().send(&msg).map_err(|f| UpstreamError::Tls(f.reason()))?;
         self.stats.upstream_dot.bump();
         conn.wake_driver();
-        wait(&self.reactor, self.reactor.now() + timeout, &conn.slots, &id).await
+        wait_slot(&self.reactor, self.reactor.now() + timeout, &conn.slots, &id).await
     }
 
     /// Closes connections idle longer than the idle timeout.
     pub(crate) fn sweep_idle(&self, now: Instant) {
-        for conn in self.conns.borrow().values() {
-            let idle = conn.slots.borrow().is_empty()
-                && now.saturating_duration_since(conn.last_active.get()) > self.settings.idle_timeout;
-            if idle && *conn.state.borrow() == State::Open {
-                *conn.state.borrow_mut() = State::Closing;
-                conn.session.borrow_mut().close();
-                conn.wake_driver();
-            }
-        }
+        self.pool.sweep_idle(now, self.settings.idle_timeout);
     }
 }

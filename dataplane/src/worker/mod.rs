@@ -3,10 +3,10 @@
 //! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
 //! a client packet in to a cached answer out takes a lock another worker holds.
 
-pub(crate) mod doq;
+mod dispatch;
+mod doq;
 mod dot;
-mod exec;
-mod slots;
+mod reactor;
 mod tcp;
 
 use std::cell::{Cell, RefCell};
@@ -25,7 +25,8 @@ use crate::resolver::{Limit, ResolveError, Resolver, Shared};
 use crate::stats::WorkerStats;
 use crate::wire::{self, QueryError, ResponseEdns, rcode};
 use crate::{resolver, respond};
-use exec::{Executor, IO_TOKEN_BASE, Reactor, WorkerUpstream};
+use dispatch::WorkerUpstream;
+use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
 
 /// Token of the cross-thread waker that asks the worker to stop.
@@ -57,9 +58,9 @@ pub struct WorkerSettings {
     /// Idle TCP timeout.
     pub tcp_idle_timeout: Duration,
     /// DoT client configurations (shared session store inside).
-    pub dot: crate::transport::tls::TlsConfigs,
+    pub dot: crate::upstream::tls::TlsConfigs,
     /// DoQ client configurations (their own session store).
-    pub doq: crate::transport::tls::TlsConfigs,
+    pub doq: crate::upstream::tls::TlsConfigs,
     /// Idle DoT connections are closed after this.
     pub dot_idle_timeout: Duration,
     /// Queries in flight per DoT connection.
@@ -97,8 +98,8 @@ struct Waiter {
 struct WorkerCtx {
     reactor: Rc<Reactor>,
     executor: Rc<Executor>,
-    dot: Rc<dot::DotPool>,
-    doq: Rc<doq::DoqPool>,
+    dot: Rc<dot::DotDriver>,
+    doq: Rc<doq::DoqDriver>,
     resolver: Resolver<WorkerUpstream>,
     packet_cache: RefCell<PacketCache>,
     stats: Arc<WorkerStats>,
@@ -371,20 +372,20 @@ impl Worker {
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
         let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
         let executor = Rc::new(Executor::default());
-        let dot = dot::DotPool::new(
+        let dot = dot::DotDriver::new(
             reactor.clone(),
             executor.clone(),
             settings.dot.clone(),
             stats.clone(),
-            shared.clone(),
+            shared.probes.clone(),
             dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
         );
-        let doq = doq::DoqPool::new(
+        let doq = doq::DoqDriver::new(
             reactor.clone(),
             executor.clone(),
-            doq::DoqConfigs::new(&settings.doq, settings.dot_idle_timeout),
+            crate::upstream::doq::DoqConfigs::new(&settings.doq, settings.dot_idle_timeout),
             stats.clone(),
-            shared.clone(),
+            shared.probes.clone(),
             settings.dot_idle_timeout,
         );
         let upstream =

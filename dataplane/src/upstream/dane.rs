@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::signal::TlsaRecord;
+use super::signal::TlsaRecord;
 
 /// A handshake failure of DANE, as a stable reason.
 pub const NO_TLSA: &str = "dane-no-tlsa";
@@ -39,7 +39,7 @@ pub struct TlsaTable {
     /// The TLS session stores whose tickets for a host are dropped when its TLSA records
     /// change: a resumed handshake checks no certificate, so a session authenticated
     /// under the old records must not outlive them.
-    sessions: std::sync::OnceLock<Vec<Arc<super::tls::SessionStore>>>,
+    sessions: std::sync::OnceLock<Vec<Arc<super::sessions::SessionStore>>>,
 }
 
 /// The usable records of one secure RRset, and the Unix second it expires.
@@ -88,7 +88,7 @@ impl TlsaTable {
     }
 
     /// Registers the session stores to purge when a host's records change (once, at start).
-    pub fn attach_sessions(&self, stores: Vec<Arc<super::tls::SessionStore>>) {
+    pub fn attach_sessions(&self, stores: Vec<Arc<super::sessions::SessionStore>>) {
         let _ = self.sessions.set(stores);
     }
 
@@ -188,7 +188,7 @@ impl ServerCertVerifier for DaneVerifier {
             return Err(rustls::Error::General(NO_TLSA.into()));
         };
         let key = TlsaTable::key(self.proto, host.as_ref());
-        let records = self.table.get(&key, crate::probe::unix_now()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
+        let records = self.table.get(&key, now.as_secs()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
         check(&records, end_entity, intermediates, server_name, now, &self.provider)
             .map(|()| ServerCertVerified::assertion())
             .map_err(|reason| rustls::Error::General(reason.into()))
@@ -231,7 +231,7 @@ mod tests {
         assert!(t.get(&TlsaTable::key("quic", "ns1.dot.lab"), 99).is_none(), "per transport");
         assert!(t.get(&TlsaTable::key("tcp", "ns1.dot.lab"), 100).is_none(), "expired");
         // New records for a host drop the TLS sessions made under the old ones.
-        let store = Arc::new(super::super::tls::SessionStore::new(16));
+        let store = Arc::new(super::super::sessions::SessionStore::new(16));
         t.attach_sessions(vec![store.clone()]);
         let name = ServerName::try_from("ns1.dot.lab").unwrap().to_owned();
         let rec = TlsaRecord { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };

@@ -221,7 +221,7 @@ mod tests {
         let configs = super::super::tls::TlsConfigs::new(
             b"dot",
             Arc::new(super::super::tls::builtin_roots()),
-            Arc::new(super::super::tls::SessionStore::new(16)),
+            Arc::new(super::super::sessions::SessionStore::new(16)),
             Arc::new(super::super::dane::TlsaTable::default()),
             "tcp",
         )
@@ -268,7 +268,10 @@ mod tests {
     fn padding_makes_a_multiple_of_128() {
         let name = hickory_proto::rr::Name::from_ascii("www.example.").unwrap();
         for t in [hickory_proto::rr::RecordType::A, hickory_proto::rr::RecordType::TXT] {
-            let mut q = crate::resolver::iterate::build_query(7, &name, t, 1232).unwrap();
+            let mut m = hickory_proto::op::Message::query();
+            m.add_query(hickory_proto::op::Query::query(name.clone(), t));
+            m.set_edns(hickory_proto::op::Edns::new());
+            let mut q = m.to_vec().unwrap();
             let before = q.len();
             pad_query(&mut q);
             assert_eq!(q.len() % 128, 0, "{before} -> {}", q.len());

@@ -12,8 +12,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -21,14 +21,11 @@ use std::time::{Duration, Instant};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use crate::resolver::{Upstream, UpstreamError, Wire};
+use crate::upstream::UpstreamError;
+use crate::upstream::pool::{Slots, poll_slot};
 
 /// First token handed to upstream sockets; lower tokens belong to listeners and clients.
 pub(crate) const IO_TOKEN_BASE: usize = 1 << 40;
-
-/// UDP receive buffer for upstream replies. Our EDNS size is 1232 (at most 4096); a reply
-/// that fills the buffer may have been cut and is fetched again over TCP.
-const UDP_RECV_MAX: usize = 4097;
 
 /// Timers and I/O wakers of one worker.
 #[derive(Debug)]
@@ -178,19 +175,19 @@ impl Drop for Sleep<'_> {
 }
 
 /// A socket registered with the reactor; deregistered when dropped.
-struct Registered<'a, S: Source> {
+pub(super) struct Registered<'a, S: Source> {
     reactor: &'a Reactor,
-    source: S,
+    pub(super) source: S,
     token: usize,
 }
 
 impl<'a, S: Source> Registered<'a, S> {
-    fn new(reactor: &'a Reactor, mut source: S, interest: Interest) -> io::Result<Self> {
+    pub(super) fn new(reactor: &'a Reactor, mut source: S, interest: Interest) -> io::Result<Self> {
         let token = reactor.register(&mut source, interest)?;
         Ok(Self { reactor, source, token })
     }
 
-    fn wait(&self, cx: &Context<'_>) {
+    pub(super) fn wait(&self, cx: &Context<'_>) {
         self.reactor.wakers.borrow_mut().insert(self.token, cx.waker().clone());
     }
 }
@@ -199,13 +196,6 @@ impl<S: Source> Drop for Registered<'_, S> {
     fn drop(&mut self) {
         self.reactor.wakers.borrow_mut().remove(&self.token);
         let _ = self.reactor.registry.deregister(&mut self.source);
-    }
-}
-
-fn io_error(e: &io::Error) -> UpstreamError {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => UpstreamError::Refused,
-        _ => UpstreamError::Io(e.kind().to_string()),
     }
 }
 
@@ -223,123 +213,6 @@ pub(crate) async fn until<F: Future>(reactor: &Reactor, at: Instant, fut: F) -> 
         Poll::Pending
     })
     .await
-}
-
-/// One UDP exchange on a fresh socket: a kernel-chosen random source port, connected to
-/// the server so that the kernel drops datagrams from any other address or port.
-async fn udp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-    let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let sock = mio::net::UdpSocket::bind(bind).map_err(|e| io_error(&e))?;
-    sock.connect(server).map_err(|e| io_error(&e))?;
-    let reg = Registered::new(reactor, sock, Interest::READABLE).map_err(|e| io_error(&e))?;
-    reg.source.send(query).map_err(|e| io_error(&e))?;
-    let mut buf = vec![0u8; UDP_RECV_MAX];
-    std::future::poll_fn(|cx| {
-        loop {
-            match reg.source.recv(&mut buf) {
-                // A datagram with another ID is not ours (late reply to an earlier query on a
-                // reused port, or a spoofing attempt): ignore it and keep waiting.
-                Ok(n) if n >= buf.len() && query.len() >= 2 && buf[..2] == query[..2] => {
-                    return Poll::Ready(Err(UpstreamError::Oversized));
-                }
-                Ok(n) if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] => {
-                    return Poll::Ready(Ok(buf[..n].to_vec()));
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Poll::Ready(Err(io_error(&e))),
-            }
-        }
-        reg.wait(cx);
-        Poll::Pending
-    })
-    .await
-}
-
-/// One TCP exchange on a fresh connection (RFC 7766 framing).
-async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-    use std::io::{Read, Write};
-    let stream = mio::net::TcpStream::connect(server).map_err(|e| io_error(&e))?;
-    let mut reg =
-        Registered::new(reactor, stream, Interest::READABLE | Interest::WRITABLE).map_err(|e| io_error(&e))?;
-    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Io("query too long".into()))?;
-    let mut frame = len.to_be_bytes().to_vec();
-    frame.extend_from_slice(query);
-    let mut written = 0;
-    let mut rbuf: Vec<u8> = Vec::with_capacity(1500);
-    std::future::poll_fn(|cx| {
-        while written < frame.len() {
-            match reg.source.write(&frame[written..]) {
-                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed".into()))),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::NotConnected => {
-                    reg.wait(cx);
-                    return Poll::Pending;
-                }
-                Err(e) => return Poll::Ready(Err(io_error(&e))),
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        loop {
-            if rbuf.len() >= 2 {
-                let need = 2 + usize::from(u16::from_be_bytes([rbuf[0], rbuf[1]]));
-                if rbuf.len() >= need {
-                    return Poll::Ready(Ok(rbuf[2..need].to_vec()));
-                }
-            }
-            match reg.source.read(&mut chunk) {
-                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed before the reply".into()))),
-                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    reg.wait(cx);
-                    return Poll::Pending;
-                }
-                Err(e) => return Poll::Ready(Err(io_error(&e))),
-            }
-        }
-    })
-    .await
-}
-
-/// The worker's upstream: Do53 over UDP and TCP, and DoT through the worker's pool, all
-/// on this worker's reactor.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerUpstream {
-    pub(crate) reactor: std::rc::Rc<Reactor>,
-    pub(crate) dot: std::rc::Rc<super::dot::DotPool>,
-    pub(crate) doq: std::rc::Rc<super::doq::DoqPool>,
-    pub(crate) executor: std::rc::Rc<Executor>,
-}
-
-impl Upstream for WorkerUpstream {
-    async fn exchange(
-        &self,
-        server: SocketAddr,
-        query: &[u8],
-        wire: Wire,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, UpstreamError> {
-        let at = self.reactor.now() + timeout;
-        let done = match wire {
-            Wire::Udp => until(&self.reactor, at, udp_exchange(&self.reactor, server, query)).await,
-            Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, server, query)).await,
-            Wire::Dot { auth } => {
-                return self.dot.exchange(super::dot::DotKey { server, auth }, query, timeout).await;
-            }
-            Wire::Doq { auth } => {
-                return self.doq.exchange(super::doq::DoqKey { server, auth }, query, timeout).await;
-            }
-        };
-        done.unwrap_or(Err(UpstreamError::Timeout))
-    }
-
-    fn now(&self) -> Instant {
-        self.reactor.now()
-    }
-
-    fn spawn(&self, task: Pin<Box<dyn Future<Output = ()>>>) {
-        self.executor.spawn(task);
-    }
 }
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
@@ -399,4 +272,34 @@ impl Executor {
             }
         }
     }
+}
+
+/// Waits until the slot of `key` holds its outcome, or `at`.
+pub(crate) async fn wait_slot<K: std::hash::Hash + Eq>(
+    reactor: &Reactor,
+    at: Instant,
+    slots: &Slots<K>,
+    key: &K,
+) -> Result<Vec<u8>, UpstreamError> {
+    let answer = until(reactor, at, std::future::poll_fn(|cx| poll_slot(slots, key, cx))).await;
+    answer.unwrap_or(Err(UpstreamError::Timeout))
+}
+
+/// Runs a connection's driver as a task: `drive` is polled whenever the connection's
+/// socket (`token`) is ready or the driver is woken, until it is Ready; then `done` runs.
+pub(crate) fn spawn_driver(
+    executor: &Executor,
+    reactor: Rc<Reactor>,
+    token: usize,
+    mut drive: impl FnMut(&Waker) -> Poll<()> + 'static,
+    done: impl FnOnce() + 'static,
+) {
+    executor.spawn(async move {
+        std::future::poll_fn(|cx| {
+            reactor.wait_on(token, cx.waker());
+            drive(cx.waker())
+        })
+        .await;
+        done();
+    });
 }

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use adox_api::policy::Transport;
 use serde::{Deserialize, Serialize};
@@ -76,11 +76,6 @@ pub struct ProbeWindows {
     pub persistence: Duration,
     /// How long a failure keeps the server on Do53 (E-damping; default 1 day).
     pub damping: Duration,
-}
-
-/// Wall-clock seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 type Shard = ClockCache<(IpAddr, Transport), ProbeRecord>;

@@ -1,0 +1,244 @@
+//! Discovery: what the resolver learns about a nameserver's encryption beside the
+//! queries it sends. Its `_dns` SVCB signal (RFC 9461) and, for a secure one, the TLSA
+//! RRsets of its targets (SVCB-DANE), each looked up as an ordinary resolution in a task
+//! of its own; and RFC 9539 probes of servers no policy or signal covers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::exchange::{build_query, check_reply, failure_text};
+use super::iterate::{ns_names, rrset_records};
+use super::{Answer, PeerAuth, Resolver, Upstream, Wire};
+use crate::dnssec::Security;
+use crate::names::{canonical, parent};
+use crate::upstream::plan::{DOT_PORT, PROBED};
+use crate::upstream::probe::ProbeDecision;
+use crate::upstream::signal::Signal;
+use adox_api::policy::Transport;
+
+/// Seconds a TLSA table entry outlives its TTL, covering the refresh of its signal.
+const TLSA_GRACE_S: u64 = 120;
+
+/// What a signal's TLSA lookups found.
+struct TlsaLearnt {
+    /// Transports with a secure TLSA RRset, with its base name.
+    dane: Vec<(Transport, Name)>,
+    /// Whether every lookup came back secure (present or absent): otherwise a strict state
+    /// in force must not be dropped on this evidence.
+    certain: bool,
+    /// When the first TLSA RRset expires (the signal is refreshed then).
+    until: u64,
+}
+
+impl<U: Upstream + Clone + 'static> Resolver<U> {
+    /// Looks up and stores the `_dns` SVCB signal of `ns` (run by the worker as its own
+    /// task). A lookup that needed `ns` itself (the zone holding the signal is served by
+    /// `ns`) is a circular dependency (R5): it resolved without waiting, because a plan
+    /// never waits on a pending signal, and it is reported.
+    pub async fn learn_signal(&self, ns: &Name) {
+        let Ok(qname) = Name::from_ascii("_dns").and_then(|l| l.append_name(ns)) else { return };
+        let result = self.resolve(&qname, RecordType::SVCB).await;
+        let now = self.upstream.unix_now();
+        let secure = matches!(&result, Ok(a) if a.security == Security::Secure);
+        let mut bogus = None;
+        let (rdatas, ttl): (Vec<Vec<u8>>, u32) = match &result {
+            Ok(Answer { security: Security::Bogus(b), .. }) => {
+                // A bogus signal is ignored (and reported in server state and metrics),
+                // never followed.
+                tracing::info!(nameserver = %ns, reason = %b.text, "SVCB signal is DNSSEC-bogus: ignored");
+                bogus = Some(crate::upstream::signal::SignalError::Bogus(b.text.clone()));
+                (Vec::new(), self.shared.validator.bogus_ttl)
+            }
+            Ok(a) => {
+                let svcb: Vec<&Record> = a.answers.iter().filter(|r| r.record_type() == RecordType::SVCB).collect();
+                let ttl = svcb.iter().map(|r| r.ttl).min().unwrap_or(a.cache_ttl);
+                let raw = svcb
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::Unknown { rdata, .. } => Some(rdata.anything.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                (raw, ttl)
+            }
+            // A failed lookup is tried again after a minute, not remembered as "none".
+            Err(_) => (Vec::new(), 60),
+        };
+        let (records, mut refused) = crate::upstream::signal::parse_svcb_set(rdatas.iter().map(Vec::as_slice));
+        refused.extend(bogus);
+        if !refused.is_empty() {
+            self.stats.signals_refused.bump();
+            tracing::info!(nameserver = %ns, refused = ?refused, "SVCB records refused");
+        }
+        let cycle = self.served_by(&qname, ns);
+        if cycle {
+            self.stats.signal_cycles.bump();
+            tracing::info!(nameserver = %ns, "signal lookup depends on the nameserver it decides for");
+        }
+        if !records.is_empty() {
+            self.stats.signals_learned.bump();
+        }
+        let mut until = now + u64::from(ttl.max(1));
+        let tlsa = if secure { Some(self.learn_tlsa(ns, &records).await) } else { None };
+        let (dane, tlsa_certain) = match tlsa {
+            Some(TlsaLearnt { dane, certain, until: tlsa_until }) => {
+                // Refreshed when the first of SVCB and TLSA expires.
+                until = until.min(tlsa_until);
+                (dane, certain)
+            }
+            None => (Vec::new(), true),
+        };
+        if (!secure || !tlsa_certain)
+            && let Some(Signal::Known { secure: true, dane: old, .. }) = self.shared.signals.last(ns)
+            && !old.is_empty()
+        {
+            // A strict state learned from a secure signal holds until a secure answer says
+            // otherwise: a refresh that failed, or came back unsigned or bogus (blocked or
+            // forged), for the SVCB or for a TLSA RRset, does not downgrade the server.
+            // Tried again in a minute.
+            tracing::warn!(nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
+            if let Some(Signal::Known { records, secure, dane, cycle, refused, .. }) = self.shared.signals.last(ns) {
+                let until = now + 60;
+                self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+            }
+            return;
+        }
+        self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+    }
+
+    /// For a secure signal: the TLSA RRset of each offered DoT/DoQ target (`_853._tcp` and
+    /// `_853._quic` at the TargetName, the TLSA base name), looked up and validated like any
+    /// data; secure ones go into the TLSA table read by DANE handshakes.
+    async fn learn_tlsa(&self, ns: &Name, records: &[crate::upstream::signal::SvcbRecord]) -> TlsaLearnt {
+        let mut out: Vec<(Transport, Name)> = Vec::new();
+        let mut certain = true;
+        let mut first_expiry = u64::MAX;
+        for r in records {
+            let target = if r.target.is_root() { ns.clone() } else { canonical(&r.target) };
+            for t in r.transports() {
+                let proto = match t {
+                    Transport::Dot => "tcp",
+                    Transport::Doq => "quic",
+                    _ => continue,
+                };
+                if out.iter().any(|(d, _)| *d == t) {
+                    continue;
+                }
+                let host = target.to_ascii();
+                let owner = crate::upstream::dane::TlsaTable::owner(r.port_for(t), proto, &host);
+                let Ok(qname) = Name::from_ascii(&owner) else { continue };
+                let Ok(answer) = self.resolve(&qname, RecordType::TLSA).await else {
+                    certain = false;
+                    continue;
+                };
+                match &answer.security {
+                    Security::Secure => {}
+                    Security::Bogus(b) => {
+                        self.stats.signals_refused.bump();
+                        tracing::info!(nameserver = %ns, tlsa = %owner, reason = %b.text, "TLSA is DNSSEC-bogus: ignored");
+                        certain = false;
+                        continue;
+                    }
+                    _ => {
+                        // Below a secure SVCB an insecure TLSA answer is unexpected: no
+                        // evidence either way.
+                        certain = false;
+                        continue;
+                    }
+                }
+                // At the owner, or at the end of a CNAME chain from it (RFC 7671 section 7;
+                // the answer's status covers every link).
+                let tlsa: Vec<&Record> =
+                    answer.answers.iter().filter(|r| r.record_type() == RecordType::TLSA).collect();
+                if tlsa.is_empty() {
+                    continue; // no TLSA (securely): no DANE for this transport
+                }
+                let ttl = tlsa.iter().map(|r| r.ttl).min().unwrap_or(answer.cache_ttl);
+                let mut usable = Vec::new();
+                for r in &tlsa {
+                    if let RData::Unknown { rdata, .. } = &r.data {
+                        match crate::upstream::signal::parse_tlsa(&rdata.anything) {
+                            Ok(t) => usable.push(t),
+                            Err(e) => tracing::info!(tlsa = %owner, reason = %e, "TLSA record not usable"),
+                        }
+                    }
+                }
+                if usable.is_empty() {
+                    tracing::warn!(tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
+                }
+                let now = self.upstream.unix_now();
+                let expiry = now + u64::from(ttl.max(1));
+                first_expiry = first_expiry.min(expiry);
+                let key = crate::upstream::dane::TlsaTable::key(proto, &host);
+                // Kept a little past its TTL: the signal is refreshed when the TLSA expires,
+                // and handshakes during that refresh still need the records.
+                self.shared.tlsa.put(&key, usable, expiry + TLSA_GRACE_S, now);
+                out.push((t, target.clone()));
+            }
+        }
+        TlsaLearnt { dane: out, certain, until: first_expiry }
+    }
+
+    /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.
+    fn served_by(&self, name: &Name, ns: &Name) -> bool {
+        let now = self.upstream.now();
+        let mut cur = parent(name);
+        loop {
+            if let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
+                && let Some(recs) = rrset_records(&hit.data)
+            {
+                return ns_names(recs).contains(&canonical(ns));
+            }
+            if cur.is_root() {
+                return false;
+            }
+            cur = parent(&cur);
+        }
+    }
+
+    /// Starts an RFC 9539 probe of `addr` over DoT beside a Do53 query, if the table wants
+    /// one and the worker's probe budget allows; it never delays the query.
+    pub(super) fn start_probe(&self, addr: IpAddr, sname: &Name, stype: RecordType) {
+        for transport in PROBED {
+            self.start_probe_over(addr, transport, sname, stype);
+        }
+    }
+
+    fn start_probe_over(&self, addr: IpAddr, transport: Transport, sname: &Name, stype: RecordType) {
+        let settings = &self.shared.settings;
+        let now = self.upstream.unix_now();
+        if self.probes_in_flight.get() >= settings.max_concurrent_probes
+            || self.shared.probes.decide(addr, transport, now) != ProbeDecision::Probe
+            || !self.shared.probes.start_probe(addr, transport, now)
+        {
+            return;
+        }
+        let id = self.upstream.random_id();
+        let Ok(query) = build_query(id, sname, stype, settings.edns_udp_size) else { return };
+        self.stats.probes_started.bump();
+        self.probes_in_flight.set(self.probes_in_flight.get() + 1);
+        let (upstream, shared, stats, in_flight) =
+            (self.upstream.clone(), self.shared.clone(), self.stats.clone(), self.probes_in_flight.clone());
+        let (sname, timeout) = (sname.clone(), settings.dot_timeout);
+        self.upstream.spawn(Box::pin(async move {
+            let wire = match transport {
+                Transport::Doq => Wire::Doq { auth: PeerAuth::None },
+                _ => Wire::Dot { auth: PeerAuth::None },
+            };
+            let result = upstream.exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout).await;
+            let checked = result.and_then(|b| check_reply(&b, id, &sname, stype));
+            match checked {
+                Ok(_) => {
+                    stats.probe_successes.bump();
+                    shared.probes.success(addr, transport, upstream.unix_now());
+                }
+                Err(e) => {
+                    stats.probe_failures.bump();
+                    shared.probes.failure(addr, transport, upstream.unix_now(), &failure_text(&e));
+                }
+            }
+            in_flight.set(in_flight.get().saturating_sub(1));
+        }));
+    }
+}

@@ -1,0 +1,381 @@
+//! One exchange with one nameserver address: the transport plan (operator override,
+//! signal, probe table; see `upstream::plan`), the encrypted transports in order and Do53
+//! where the mode allows, the query built and the reply checked against the question.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+
+use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamError, Wire};
+use crate::upstream::plan::{self, PROBED, PlanInputs, PlanSource, Switches, TransportPlan};
+use crate::upstream::probe::ProbeDecision;
+use adox_api::policy::{Auth, Mode, Transport};
+use adox_api::rest::{Attempt, ExplainStep, PlanView};
+
+/// The short reason of a transport failure, for EXTRA-TEXT.
+pub(super) fn failure_text(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Tls(r) => (*r).to_string(),
+        UpstreamError::Timeout => "timeout".into(),
+        UpstreamError::Refused => "refused".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
+pub(super) enum ExchangeError {
+    Server(UpstreamError),
+    Fatal(ResolveError),
+}
+
+impl<U: Upstream + Clone + 'static> Resolver<U> {
+    /// One query to one nameserver address, over the transports its plan allows: the
+    /// encrypted ones in order, then Do53 when the mode permits (opportunistic fallback is
+    /// counted as a downgrade; strict never falls back).
+    pub(super) async fn exchange(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let plan = self.plan(zone, target.1, target.0);
+        let mut attempts = budget.tracing().then(Vec::new);
+        let result = self.exchange_planned(zone, target, &plan, sname, stype, budget, &mut attempts).await;
+        if let Some(attempts) = attempts {
+            budget.note(|| ExplainStep::Exchange {
+                zone: zone.to_ascii(),
+                nameserver: target.1.to_ascii(),
+                address: target.0.to_string(),
+                plan: PlanView {
+                    mode: plan.mode,
+                    transports: plan.transports.clone(),
+                    auth: plan.auth,
+                    source: plan.source.label(),
+                },
+                attempts,
+            });
+        }
+        result
+    }
+
+    /// [`Self::exchange`] under a given plan; `attempts` (when explaining) gets each try.
+    #[allow(clippy::too_many_arguments, reason = "one exchange's full context")]
+    pub(super) async fn exchange_planned(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        plan: &TransportPlan,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+        attempts: &mut Option<Vec<Attempt>>,
+    ) -> Result<Message, ExchangeError> {
+        let (addr, ns_name) = target;
+        let mut record = |transport: Transport, r: &Result<Message, ExchangeError>| {
+            if let Some(a) = attempts.as_mut() {
+                let outcome = match r {
+                    Ok(_) => "ok".to_string(),
+                    Err(ExchangeError::Server(e)) => failure_text(e),
+                    Err(ExchangeError::Fatal(e)) => e.to_string(),
+                };
+                a.push(Attempt { transport, outcome });
+            }
+        };
+        match plan.mode {
+            Mode::Strict => self.stats.upstream_strict.bump(),
+            Mode::Opportunistic => self.stats.upstream_opportunistic.bump(),
+            Mode::Cleartext => self.stats.upstream_cleartext.bump(),
+        }
+        if plan.mode == Mode::Cleartext {
+            if plan.source == PlanSource::Probe(ProbeDecision::Probe) {
+                self.start_probe(addr, sname, stype);
+            }
+            let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
+            record(Transport::Do53, &r);
+            return r;
+        }
+        // Failure state and damping apply per encrypted transport: one that failed within
+        // the damping window is skipped (an opportunistic plan then falls back to Do53; a
+        // strict one tries its other transports, and all of them if every one is damped).
+        let now = self.upstream.unix_now();
+        let encrypted: Vec<Transport> =
+            plan.transports.iter().copied().filter(|t| t.encrypted() && t.supported()).collect();
+        let live: Vec<Transport> = encrypted
+            .iter()
+            .copied()
+            .filter(|t| self.shared.probes.decide(addr, *t, now) != ProbeDecision::Skip)
+            .collect();
+        let to_try = if live.is_empty() && plan.mode == Mode::Strict { encrypted } else { live };
+        let mut failure: Option<(Transport, String)> = None;
+        for t in to_try {
+            let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
+            record(t, &result);
+            match result {
+                Ok(msg) => {
+                    self.shared.probes.success(addr, t, self.upstream.unix_now());
+                    return Ok(msg);
+                }
+                Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
+                Err(ExchangeError::Server(e)) => {
+                    // Only transport failures say something about the server's encryption.
+                    if matches!(e, UpstreamError::Tls(_) | UpstreamError::Timeout | UpstreamError::Refused) {
+                        self.shared.probes.failure(addr, t, self.upstream.unix_now(), &failure_text(&e));
+                    }
+                    if failure.is_none() {
+                        failure = Some((t, failure_text(&e)));
+                    }
+                }
+            }
+        }
+        if plan.mode == Mode::Strict {
+            self.stats.strict_failures.bump();
+            let (t, reason) = failure.unwrap_or((Transport::Dot, "no-supported-transport".into()));
+            let t = format!("{t:?}").to_ascii_lowercase();
+            let detail = format!("strict {}@{addr} {t}: {reason}", ns_name.to_ascii());
+            return Err(ExchangeError::Server(UpstreamError::Strict(detail)));
+        }
+        self.stats.downgrades.bump();
+        let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
+        record(Transport::Do53, &r);
+        r
+    }
+
+    /// One query over DoT or DoQ to port 853 of the address, authenticated as the plan says.
+    #[allow(clippy::too_many_arguments, reason = "one exchange's full context")]
+    pub(super) async fn exchange_encrypted(
+        &self,
+        zone: &Name,
+        target: (IpAddr, &Name),
+        transport: Transport,
+        plan: &TransportPlan,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let (addr, ns_name) = target;
+        let settings = &self.shared.settings;
+        let start = self.upstream.now();
+        budget.spend(start).map_err(ExchangeError::Fatal)?;
+        let name = plan.tls_name.clone().unwrap_or_else(|| ns_name.clone());
+        let auth = match plan.auth {
+            Auth::None => PeerAuth::None,
+            Auth::Pkix => PeerAuth::Pkix(name),
+            Auth::Dane => PeerAuth::Dane(name),
+        };
+        let _guard = self.reserve_exchange(addr, zone)?;
+        let id = self.upstream.random_id();
+        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+            ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
+        })?;
+        let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
+        let wire = match transport {
+            Transport::Doq => Wire::Doq { auth },
+            _ => Wire::Dot { auth },
+        };
+        let bytes = self
+            .upstream
+            .exchange(SocketAddr::new(addr, plan.port), &query, wire, timeout)
+            .await
+            .map_err(ExchangeError::Server)?;
+        let msg = check_reply(&bytes, id, sname, stype).map_err(ExchangeError::Server)?;
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            other => Err(ExchangeError::Server(UpstreamError::Rcode(u16::from(other) as u8))),
+        }
+    }
+
+    /// Counts one upstream query against the outstanding limits: over the server's limit
+    /// this server is skipped, over the zone's the step fails.
+    #[allow(clippy::result_large_err, reason = "the same error type the async exchanges return, by value")]
+    pub(super) fn reserve_exchange(
+        &self,
+        addr: IpAddr,
+        zone: &Name,
+    ) -> Result<super::OutstandingGuard<'_>, ExchangeError> {
+        self.reserve(addr, zone).map_err(|l| match l {
+            Limit::OutstandingPerServer => {
+                ExchangeError::Server(UpstreamError::Io("outstanding limit for this server reached".into()))
+            }
+            l => ExchangeError::Fatal(ResolveError::LimitExceeded(l)),
+        })
+    }
+
+    /// One query to one server over UDP, retried over TCP when truncated; checks the reply
+    /// against the question and updates the server's RTT state.
+    pub(super) async fn exchange_do53(
+        &self,
+        zone: &Name,
+        addr: IpAddr,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+    ) -> Result<Message, ExchangeError> {
+        let settings = &self.shared.settings;
+        let start = self.upstream.now();
+        budget.spend(start).map_err(ExchangeError::Fatal)?;
+        let _guard = self.reserve_exchange(addr, zone)?;
+        let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
+        let id = self.upstream.random_id();
+        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+            ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
+        })?;
+        let server = SocketAddr::new(addr, 53);
+        self.stats.upstream_udp.bump();
+        let fail = |e: UpstreamError| {
+            // Local trouble (no descriptor, no route) says nothing about the server.
+            if !matches!(e, UpstreamError::Io(_)) {
+                self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), rto));
+            }
+            if e == UpstreamError::Timeout {
+                self.stats.upstream_timeouts.bump();
+            }
+            ExchangeError::Server(e)
+        };
+        let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
+        let rtt = self.upstream.now().saturating_duration_since(start);
+        // A datagram too large for our buffer counts as truncated: ask again over TCP.
+        let (mut msg, truncated) = match udp {
+            Ok(bytes) => {
+                let msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
+                let tc = msg.metadata.truncation;
+                (Some(msg), tc)
+            }
+            Err(UpstreamError::Oversized) => (None, true),
+            Err(e) => return Err(fail(e)),
+        };
+        if truncated {
+            // RFC 7766: retry the same server over TCP. TCP needs a handshake: allow more time.
+            self.stats.upstream_tcp.bump();
+            let now = self.upstream.now();
+            let tcp_timeout = (rto * 3).max(settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
+            let bytes = self.upstream.exchange(server, &query, Wire::Tcp, tcp_timeout).await.map_err(fail)?;
+            msg = Some(check_reply(&bytes, id, sname, stype).map_err(fail)?);
+        }
+        let Some(msg) = msg else { return Err(fail(UpstreamError::BadResponse("no reply"))) };
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                // Only a usable answer counts as a success for server selection.
+                self.shared.servers.update(addr, |s| s.sample(rtt));
+                Ok(msg)
+            }
+            other => Err(fail(UpstreamError::Rcode(u16::from(other) as u8))),
+        }
+    }
+
+    /// The transport plan for one (zone, nameserver name, address), from the operator's
+    /// override, the nameserver's signal and the probe table (`upstream::plan`). A signal
+    /// the plan could use but nobody has looked up yet is queued for the worker, which
+    /// looks it up as its own task: this query does not wait for it.
+    pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
+        let now = self.upstream.unix_now();
+        let settings = &self.shared.settings;
+        let policies = self.shared.policies.load();
+        let switches = Switches { signals: settings.signals, probing: settings.probing };
+        let signal = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
+        let probes = PROBED.map(|t| self.shared.probes.decide(addr, t, now));
+        let inputs = PlanInputs {
+            policy: policies.lookup(zone, ns_name, addr).map(|p| &**p),
+            signal: signal.as_ref(),
+            probes,
+            switches,
+        };
+        let planned = plan::plan(inputs);
+        if planned.want_signal && self.shared.signals.begin(ns_name, now) {
+            self.wanted_signals.borrow_mut().push(ns_name.clone());
+        }
+        planned.plan
+    }
+}
+
+/// An iterative query: RD clear, EDNS(0) with our buffer size and DO set (so RRSIGs are
+/// there for clients that ask and for validation).
+pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16) -> Result<Vec<u8>, UpstreamError> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    let mut q = Query::query(name.clone(), rtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    let mut edns = Edns::new();
+    edns.set_max_payload(udp_size);
+    edns.set_dnssec_ok(true);
+    m.set_edns(edns);
+    m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
+}
+
+/// Parses a reply and checks that it answers our query: QR, ID, opcode and question.
+pub(crate) fn check_reply(bytes: &[u8], id: u16, sname: &Name, stype: RecordType) -> Result<Message, UpstreamError> {
+    // SVCB, HTTPS and TLSA records are kept as raw RDATA (read one by one by `signal`).
+    let hidden = crate::wire::hide_raw_types(bytes);
+    let mut msg =
+        Message::from_vec(hidden.as_deref().unwrap_or(bytes)).map_err(|_| UpstreamError::BadResponse("unparsable"))?;
+    if hidden.is_some() {
+        for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+            if let RData::Unknown { code, .. } = &mut r.data
+                && let Some(real) = crate::wire::raw_type_of(u16::from(*code))
+            {
+                *code = RecordType::from(real);
+            }
+        }
+    }
+    if msg.metadata.message_type != MessageType::Response || msg.metadata.op_code != OpCode::Query {
+        return Err(UpstreamError::BadResponse("not a query response"));
+    }
+    if msg.metadata.id != id {
+        return Err(UpstreamError::BadResponse("id mismatch"));
+    }
+    match msg.queries.as_slice() {
+        [q] if q.name() == sname && q.query_type() == stype && q.query_class() == DNSClass::IN => {}
+        _ => return Err(UpstreamError::BadResponse("question mismatch")),
+    }
+    // RFC 2181 section 8: a TTL with the top bit set is read as zero.
+    for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+        if r.ttl >= 1 << 31 {
+            r.ttl = 0;
+        }
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn query_has_no_rd_and_edns_do() {
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232).unwrap();
+        let m = Message::from_vec(&q).unwrap();
+        assert!(!m.metadata.recursion_desired);
+        let e = m.edns.unwrap();
+        assert_eq!(e.max_payload(), 1232);
+        assert!(e.flags().dnssec_ok);
+    }
+
+    #[test]
+    pub(super) fn reply_checks() {
+        let name: Name = "www.lab.".parse().unwrap();
+        let q = build_query(7, &name, RecordType::A, 1232).unwrap();
+        assert_eq!(
+            check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("not a query response")
+        );
+        let mut r = Message::from_vec(&q).unwrap();
+        r.metadata.message_type = MessageType::Response;
+        let bytes = r.to_vec().unwrap();
+        assert!(check_reply(&bytes, 7, &"WWW.Lab.".parse().unwrap(), RecordType::A).is_ok());
+        assert_eq!(
+            check_reply(&bytes, 8, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("id mismatch")
+        );
+        assert_eq!(
+            check_reply(&bytes, 7, &name, RecordType::AAAA).unwrap_err(),
+            UpstreamError::BadResponse("question mismatch")
+        );
+        assert_eq!(
+            check_reply(&bytes[..5], 7, &name, RecordType::A).unwrap_err(),
+            UpstreamError::BadResponse("unparsable")
+        );
+    }
+}

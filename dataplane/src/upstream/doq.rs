@@ -1,0 +1,365 @@
+//! DNS over QUIC (RFC 9250) as a sans-IO session: quinn-proto's endpoint and connection
+//! for one server, one client-initiated bidirectional stream per query with a 2-octet
+//! length prefix and message ID 0 on the wire. The caller feeds it datagrams and `now`,
+//! sends what [`DoqSession::poll_transmit`] gives, wakes it at
+//! [`DoqSession::poll_timeout`], and reads [`DoqEvent`]s; it owns no socket and reads no
+//! clock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quinn_proto::{
+    ClientConfig, Connection, ConnectionHandle, Dir, Endpoint, EndpointConfig, Event, StreamEvent, StreamId,
+};
+
+use super::UpstreamError;
+
+/// RFC 9250 section 4.3 error codes.
+pub mod code {
+    /// No error: used when closing an idle connection.
+    pub const DOQ_NO_ERROR: u32 = 0x0;
+    /// The peer violated the DoQ protocol.
+    pub const DOQ_PROTOCOL_ERROR: u32 = 0x2;
+    /// The peer hit an internal error (a stream reset with it).
+    pub const DOQ_INTERNAL_ERROR: u32 = 0x1;
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoqState {
+    /// The QUIC handshake is under way: queries wait to open their stream.
+    Handshaking,
+    /// Streams may be opened.
+    Open,
+    /// Closing after [`DoqSession::close`].
+    Closing,
+    /// Lost, with a stable short reason.
+    Failed(&'static str),
+}
+
+/// What happened during [`DoqSession::poll_events`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum DoqEvent {
+    /// The handshake completed; `resumed` when it resumed a TLS session.
+    Connected {
+        /// Whether the handshake resumed a session (it verified no certificate).
+        resumed: bool,
+    },
+    /// Streams may be opened (after the handshake, or when the peer raised the limit).
+    StreamsAvailable,
+    /// The stream of a query finished: its DNS message (ID still 0), or why not.
+    Answer(StreamId, Result<Vec<u8>, UpstreamError>),
+    /// The connection is lost, with a stable short reason.
+    Lost(&'static str),
+}
+
+/// The two QUIC client configurations of each authentication (ALPN doq, TLS 1.3, the DoQ
+/// session store).
+#[derive(Clone)]
+pub struct DoqConfigs {
+    /// No certificate checks: opportunistic.
+    pub unauthenticated: ClientConfig,
+    /// PKIX for the nameserver name.
+    pub pkix: ClientConfig,
+    /// DANE for the TLSA base name.
+    pub dane: ClientConfig,
+}
+
+impl std::fmt::Debug for DoqConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DoqConfigs")
+    }
+}
+
+impl DoqConfigs {
+    /// QUIC configurations over the rustls ones of `tls`, closing after `idle` without
+    /// traffic; `None` if quinn refuses them.
+    pub fn new(tls: &super::tls::TlsConfigs, idle: Duration) -> Option<Self> {
+        let make = |cfg: &Arc<rustls::ClientConfig>| -> Option<ClientConfig> {
+            let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(cfg.clone()).ok()?;
+            let mut c = ClientConfig::new(Arc::new(quic));
+            let mut transport = quinn_proto::TransportConfig::default();
+            transport.max_idle_timeout(quinn_proto::IdleTimeout::try_from(idle.max(Duration::from_secs(1))).ok());
+            c.transport_config(Arc::new(transport));
+            Some(c)
+        };
+        Some(Self { unauthenticated: make(&tls.unauthenticated)?, pkix: make(&tls.pkix)?, dane: make(&tls.dane)? })
+    }
+}
+
+/// One DoQ connection to one server.
+pub struct DoqSession {
+    endpoint: Endpoint,
+    conn: Connection,
+    handle: ConnectionHandle,
+    remote: SocketAddr,
+    state: DoqState,
+    /// What each query's stream has received so far.
+    streams: HashMap<StreamId, Vec<u8>>,
+    /// The name the handshake authenticates (or the address), lowercase: how a full
+    /// handshake is recognised (see `tls::take_verified`).
+    sni: String,
+    resumed: bool,
+}
+
+impl std::fmt::Debug for DoqSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoqSession").field("remote", &self.remote).field("state", &self.state).finish()
+    }
+}
+
+impl DoqSession {
+    /// Starts the handshake with `remote`, authenticating `server_name` as `config` says.
+    pub fn connect(
+        config: ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+        now: Instant,
+    ) -> Result<Self, UpstreamError> {
+        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
+        let (handle, conn) =
+            endpoint.connect(now, config, remote, server_name).map_err(|_| UpstreamError::Tls("quic-connect"))?;
+        Ok(Self {
+            endpoint,
+            conn,
+            handle,
+            remote,
+            state: DoqState::Handshaking,
+            streams: HashMap::new(),
+            sni: server_name.to_ascii_lowercase(),
+            resumed: false,
+        })
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> DoqState {
+        self.state
+    }
+
+    /// Whether the handshake resumed a TLS session.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Feeds one datagram from the server; returns the size of a datagram to send back at
+    /// once (written to `response`), if any.
+    pub fn receive(&mut self, now: Instant, datagram: &[u8], response: &mut Vec<u8>) -> Option<usize> {
+        response.clear();
+        let data = BytesMut::from(datagram);
+        match self.endpoint.handle(now, self.remote, None, None, data, response) {
+            Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) => {
+                self.conn.handle_event(ev);
+                None
+            }
+            Some(quinn_proto::DatagramEvent::Response(t)) => Some(t.size),
+            _ => None,
+        }
+    }
+
+    /// The socket said the server's port is closed.
+    pub fn refused(&mut self) {
+        self.state = DoqState::Failed("refused");
+    }
+
+    /// Runs timers, hands endpoint events around, and reads every query stream: what
+    /// happened since the last call.
+    pub fn poll_events(&mut self, now: Instant) -> Vec<DoqEvent> {
+        let mut out = Vec::new();
+        if matches!(self.state, DoqState::Failed(_)) {
+            return out;
+        }
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+        while let Some(ev) = self.conn.poll_endpoint_events() {
+            if let Some(back) = self.endpoint.handle_event(self.handle, ev) {
+                self.conn.handle_event(back);
+            }
+        }
+        while let Some(ev) = self.conn.poll() {
+            match ev {
+                Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => out.push(DoqEvent::StreamsAvailable),
+                Event::Connected if self.state == DoqState::Handshaking => {
+                    self.state = DoqState::Open;
+                    // quinn reports no handshake kind: a resumed TLS 1.3 handshake is one
+                    // that verified no certificate.
+                    self.resumed = !super::tls::take_verified(&self.sni);
+                    out.push(DoqEvent::Connected { resumed: self.resumed });
+                    out.push(DoqEvent::StreamsAvailable);
+                }
+                Event::ConnectionLost { reason } => {
+                    let reason = match reason {
+                        quinn_proto::ConnectionError::TimedOut => "timeout",
+                        quinn_proto::ConnectionError::TransportError(_) => "quic-transport-error",
+                        quinn_proto::ConnectionError::ConnectionClosed(_)
+                        | quinn_proto::ConnectionError::ApplicationClosed(_) => "closed",
+                        _ => "quic-error",
+                    };
+                    self.state = DoqState::Failed(reason);
+                    out.push(DoqEvent::Lost(reason));
+                }
+                // Every query stream is read below, Readable or not.
+                _ => {}
+            }
+        }
+        // Streams whose answer may have arrived without a Readable event of their own.
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            if let Some(answer) = self.read_stream(now, id) {
+                self.streams.remove(&id);
+                out.push(DoqEvent::Answer(id, answer));
+            }
+        }
+        out
+    }
+
+    /// Reads what stream `id` has; the answer once it is complete (FIN seen) or reset.
+    fn read_stream(&mut self, now: Instant, id: StreamId) -> Option<Result<Vec<u8>, UpstreamError>> {
+        let buf = self.streams.get_mut(&id)?;
+        let mut recv = self.conn.recv_stream(id);
+        let Ok(mut chunks) = recv.read(true) else { return None };
+        let mut finished = false;
+        let mut reset = None;
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    finished = true;
+                    break;
+                }
+                Err(quinn_proto::ReadError::Blocked) => break,
+                Err(quinn_proto::ReadError::Reset(code)) => {
+                    reset = Some(code);
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+        if let Some(code) = reset {
+            let reason = if u64::from(code) == u64::from(code::DOQ_INTERNAL_ERROR) {
+                "doq-internal-error"
+            } else {
+                "doq-stream-reset"
+            };
+            return Some(Err(UpstreamError::Tls(reason)));
+        }
+        if !finished {
+            return None;
+        }
+        let answer = answer_of(buf);
+        if answer.is_err() {
+            // RFC 9250 section 4.3: a malformed answer is a protocol error of the peer.
+            self.conn.close(now, quinn_proto::VarInt::from_u32(code::DOQ_PROTOCOL_ERROR), bytes::Bytes::new());
+        }
+        Some(answer)
+    }
+
+    /// Opens a stream for `query` and sends it (ID 0, length prefix, FIN); `None` when no
+    /// stream can be opened yet (handshake under way, or at the peer's limit).
+    pub fn open_query(&mut self, query: &[u8]) -> Result<Option<StreamId>, UpstreamError> {
+        if let DoqState::Failed(reason) = self.state {
+            return Err(UpstreamError::Tls(reason));
+        }
+        let Some(id) = self.conn.streams().open(Dir::Bi) else { return Ok(None) };
+        let frame = frame_query(query)?;
+        let mut send = self.conn.send_stream(id);
+        let written = send.write(&frame).map_err(|_| UpstreamError::Tls("doq-write"))?;
+        if written != frame.len() {
+            return Err(UpstreamError::Tls("doq-flow-control"));
+        }
+        send.finish().map_err(|_| UpstreamError::Tls("doq-write"))?;
+        self.streams.insert(id, Vec::new());
+        Ok(Some(id))
+    }
+
+    /// Stops tracking the streams for which `keep` is false (their queries are gone).
+    pub fn retain_streams(&mut self, keep: impl Fn(&StreamId) -> bool) {
+        self.streams.retain(|id, _| keep(id));
+    }
+
+    /// The next datagram to send, written to `buf`: its size.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<usize> {
+        buf.clear();
+        self.conn.poll_transmit(now, 1, buf).map(|t| t.size)
+    }
+
+    /// When the session wants [`Self::poll_events`] called next at the latest.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Closes an idle connection with DOQ_NO_ERROR.
+    pub fn close(&mut self, now: Instant) {
+        self.state = DoqState::Closing;
+        self.conn.close(now, quinn_proto::VarInt::from_u32(code::DOQ_NO_ERROR), bytes::Bytes::new());
+    }
+
+    /// Whether the connection is over (drained, or closed after [`Self::close`]).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, DoqState::Failed(_))
+            || self.conn.is_drained()
+            || (self.state == DoqState::Closing && self.conn.is_closed())
+    }
+}
+
+/// A query as a DoQ stream carries it: 2-octet length, then the message with ID 0 (RFC
+/// 9250 section 4.2.1).
+pub fn frame_query(query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::BadResponse("query too long"))?;
+    if query.len() < 12 {
+        return Err(UpstreamError::BadResponse("short query"));
+    }
+    let mut frame = Vec::with_capacity(2 + query.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(&query[2..]);
+    Ok(frame)
+}
+
+/// The DNS answer in a finished stream (2-octet length, then the message, whose ID must
+/// be 0).
+pub fn answer_of(buf: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    if buf.len() < 2 {
+        return Err(UpstreamError::BadResponse("empty DoQ stream"));
+    }
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    if buf.len() != 2 + len || len < 12 {
+        return Err(UpstreamError::BadResponse("DoQ stream length mismatch"));
+    }
+    if buf[2..4] != [0, 0] {
+        return Err(UpstreamError::BadResponse("DoQ answer with a nonzero message ID"));
+    }
+    Ok(buf[2..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_need_id_zero_and_exact_length() {
+        let mut buf = vec![0, 12];
+        buf.extend_from_slice(&[0, 0, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(answer_of(&buf).unwrap(), buf[2..].to_vec());
+        let mut nonzero = buf.clone();
+        nonzero[2] = 1;
+        assert!(answer_of(&nonzero).is_err());
+        assert!(answer_of(&buf[..10]).is_err());
+        let mut long = buf.clone();
+        long.push(0);
+        assert!(answer_of(&long).is_err());
+        assert_eq!(code::DOQ_PROTOCOL_ERROR, 2);
+    }
+
+    #[test]
+    fn queries_go_out_with_id_zero_and_their_length() {
+        let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7];
+        let frame = frame_query(&query).unwrap();
+        assert_eq!(&frame[..4], &[0, 13, 0, 0]);
+        assert_eq!(&frame[4..], &query[2..]);
+        assert!(frame_query(&query[..11]).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The transport plan for one (zone, nameserver name, nameserver address): a pure function
+//! of what the caller looked up (the matching operator override, the nameserver's signal,
+//! the probe table's decisions) and the switches. It changes nothing: a signal it would
+//! need is returned as a wish ([`Planned::want_signal`]) for the caller to look up.
+//!
+//! Precedence (requirements.md): the operator's override, else the nameserver's own
+//! signal (secure with TLSA: strict DANE; otherwise an opportunistic hint), else the RFC
+//! 9539 probe table.
+
+use adox_api::policy::{Auth, Mode, Policy, Transport};
+use hickory_proto::rr::Name;
+
+use super::probe::ProbeDecision;
+use super::signal::Signal;
+
+/// Encrypted transports RFC 9539 probing tries, in order of preference.
+pub const PROBED: [Transport; 2] = [Transport::Doq, Transport::Dot];
+
+/// DoT port (RFC 7858 section 3.1); DoQ uses the same number over UDP (RFC 9250).
+pub const DOT_PORT: u16 = 853;
+
+/// Where a transport decision came from (shown by explain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanSource {
+    /// An operator override, by id.
+    Override(String),
+    /// The RFC 9539 probe table's decision.
+    Probe(ProbeDecision),
+    /// The nameserver's own `_dns` SVCB record, not DNSSEC-secure: an opportunistic hint.
+    InsecureSignal,
+    /// A DNSSEC-secure `_dns` SVCB record: strict with DANE where a secure TLSA RRset
+    /// exists for the transport, opportunistic otherwise.
+    SecureSignal,
+    /// Nothing matched: the configured default.
+    Default,
+}
+
+impl PlanSource {
+    /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
+    /// `probe:skip`, `default`.
+    pub fn label(&self) -> String {
+        match self {
+            PlanSource::Override(id) => format!("override:{id}"),
+            PlanSource::Probe(ProbeDecision::Use) => "probe:use".into(),
+            PlanSource::Probe(ProbeDecision::Probe) => "probe:probe".into(),
+            PlanSource::Probe(ProbeDecision::Skip) => "probe:skip".into(),
+            PlanSource::InsecureSignal => "signal:insecure".into(),
+            PlanSource::SecureSignal => "signal:secure".into(),
+            PlanSource::Default => "default".into(),
+        }
+    }
+}
+
+/// The policy engine's decision for one (zone, nameserver name, nameserver address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportPlan {
+    /// Strict, opportunistic or cleartext.
+    pub mode: Mode,
+    /// Transports in order.
+    pub transports: Vec<Transport>,
+    /// Authentication of encrypted transports.
+    pub auth: Auth,
+    /// The name to authenticate (and send as SNI) when it is not the nameserver name: the
+    /// TargetName of the signal, which is the TLSA base name for DANE.
+    pub tls_name: Option<Name>,
+    /// The port of the encrypted transports (853 unless the signal's `port` key moves it).
+    pub port: u16,
+    /// Why.
+    pub source: PlanSource,
+}
+
+impl TransportPlan {
+    /// Do53 only.
+    fn cleartext(source: PlanSource) -> Self {
+        Self {
+            mode: Mode::Cleartext,
+            transports: vec![Transport::Do53],
+            auth: Auth::None,
+            tls_name: None,
+            port: DOT_PORT,
+            source,
+        }
+    }
+}
+
+/// Which sources of decision are switched on (`transport.signals`, `transport.probing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    /// Nameservers' `_dns` SVCB signals (RFC 9461) are looked up and followed.
+    pub signals: bool,
+    /// Servers no policy covers are probed (RFC 9539).
+    pub probing: bool,
+}
+
+/// What [`plan`] is made of, looked up by the caller for one target.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInputs<'a> {
+    /// The operator override matching (zone, nameserver, address), if any.
+    pub policy: Option<&'a Policy>,
+    /// The nameserver's live signal: `None` when unknown (or expired).
+    pub signal: Option<&'a Signal>,
+    /// The probe table's decision for each of [`PROBED`], in that order.
+    pub probes: [ProbeDecision; 2],
+    /// The switches.
+    pub switches: Switches,
+}
+
+/// A plan, and whether the nameserver's signal should be looked up (it is unknown and a
+/// decision could use it). The query that planned never waits for that lookup: signals
+/// apply from the next query (RFC 9461).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// The plan.
+    pub plan: TransportPlan,
+    /// Look the signal up.
+    pub want_signal: bool,
+}
+
+/// The plan for one target.
+pub fn plan(inputs: PlanInputs<'_>) -> Planned {
+    let want_signal = inputs.switches.signals && inputs.signal.is_none();
+    if let Some(p) = inputs.policy {
+        // DANE under an override needs the TLSA records, which come with the signal; any
+        // other override does not need the signal.
+        let want_signal = want_signal && p.auth == Auth::Dane;
+        let plan = TransportPlan {
+            mode: p.mode,
+            transports: p.transports.clone(),
+            auth: p.auth,
+            tls_name: None,
+            port: DOT_PORT,
+            source: PlanSource::Override(p.id.clone()),
+        };
+        return Planned { plan, want_signal };
+    }
+    if inputs.switches.signals
+        && let Some(plan) = inputs.signal.and_then(signal_plan)
+    {
+        return Planned { plan, want_signal };
+    }
+    Planned { plan: probe_plan(inputs.probes, inputs.switches.probing), want_signal }
+}
+
+/// The plan a known signal asks for, if it offers a transport adox speaks.
+fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
+    let Signal::Known { records, secure, dane, .. } = signal else { return None };
+    // SvcPriority orders the records; within one, adox prefers DoQ, then DoT. The port is
+    // the first usable record's (its `port` key, else 853); records on other ports are
+    // left for now (one port per plan).
+    let offered: Vec<(Transport, u16)> = records
+        .iter()
+        .flat_map(|r| r.transports().into_iter().map(move |t| (t, r.port_for(t))))
+        .filter(|(t, _)| t.supported())
+        .collect();
+    let port = offered.first().map_or(DOT_PORT, |(_, p)| *p);
+    let mut transports: Vec<Transport> = offered.iter().filter(|(_, p)| *p == port).map(|(t, _)| *t).collect();
+    transports.dedup();
+    if *secure && !dane.is_empty() {
+        // Secure SVCB and secure TLSA: strict with DANE over the transports that have TLSA
+        // records, never cleartext (SVCB-DANE; R5).
+        let strict: Vec<Transport> = transports.iter().copied().filter(|t| dane.iter().any(|(d, _)| d == t)).collect();
+        if let Some((_, name)) = dane.iter().find(|(t, _)| strict.first() == Some(t)) {
+            return Some(TransportPlan {
+                mode: Mode::Strict,
+                transports: strict,
+                auth: Auth::Dane,
+                tls_name: Some(name.clone()),
+                port,
+                source: PlanSource::SecureSignal,
+            });
+        }
+    }
+    if transports.is_empty() {
+        return None;
+    }
+    transports.push(Transport::Do53);
+    // Without DANE: an opportunistic hint, no authentication.
+    Some(TransportPlan {
+        mode: Mode::Opportunistic,
+        transports,
+        auth: Auth::None,
+        tls_name: None,
+        port,
+        source: if *secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
+    })
+}
+
+/// The RFC 9539 plan from the probe table's decisions.
+fn probe_plan(decisions: [ProbeDecision; 2], probing: bool) -> TransportPlan {
+    if !probing {
+        return TransportPlan::cleartext(PlanSource::Default);
+    }
+    let usable: Vec<Transport> =
+        PROBED.iter().zip(decisions).filter(|(_, d)| *d == ProbeDecision::Use).map(|(t, _)| *t).collect();
+    if !usable.is_empty() {
+        // Known to work: encrypted only (DoQ before DoT); Do53 comes back only after a
+        // failure.
+        let mut transports = usable;
+        transports.push(Transport::Do53);
+        return TransportPlan {
+            mode: Mode::Opportunistic,
+            transports,
+            auth: Auth::None,
+            tls_name: None,
+            port: DOT_PORT,
+            source: PlanSource::Probe(ProbeDecision::Use),
+        };
+    }
+    if decisions.contains(&ProbeDecision::Probe) {
+        return TransportPlan::cleartext(PlanSource::Probe(ProbeDecision::Probe));
+    }
+    TransportPlan::cleartext(PlanSource::Probe(ProbeDecision::Skip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::signal::parse_svcb;
+
+    const ON: Switches = Switches { signals: true, probing: true };
+    const NEW: [ProbeDecision; 2] = [ProbeDecision::Probe, ProbeDecision::Probe];
+
+    fn n(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+
+    /// An SVCB record `1 . alpn=dot,doq` (port 853).
+    fn dot_doq_record() -> crate::upstream::signal::SvcbRecord {
+        // priority 1, target root, key 1 (alpn) = "dot","doq"
+        let rdata = [0, 1, 0, 0, 1, 0, 8, 3, b'd', b'o', b't', 3, b'd', b'o', b'q'];
+        parse_svcb(&rdata).unwrap()
+    }
+
+    fn known(secure: bool, dane: Vec<(Transport, Name)>) -> Signal {
+        Signal::Known { records: vec![dot_doq_record()], secure, dane, cycle: false, refused: Vec::new(), until: 100 }
+    }
+
+    fn policy(mode: Mode, auth: Auth) -> Policy {
+        Policy {
+            id: "p-1".into(),
+            zone: Some("example.".into()),
+            nameserver: None,
+            address: None,
+            mode,
+            transports: vec![Transport::Dot],
+            auth,
+            comment: None,
+            read_only: false,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn an_override_wins_over_signal_and_probes() {
+        let sig = known(true, vec![(Transport::Doq, n("ns.example."))]);
+        let p = policy(Mode::Opportunistic, Auth::None);
+        let planned = plan(PlanInputs { policy: Some(&p), signal: Some(&sig), probes: NEW, switches: ON });
+        assert_eq!(planned.plan.source, PlanSource::Override("p-1".into()));
+        assert_eq!(
+            (planned.plan.mode, planned.plan.transports.as_slice()),
+            (Mode::Opportunistic, &[Transport::Dot][..])
+        );
+        assert!(!planned.want_signal);
+    }
+
+    #[test]
+    fn a_dane_override_asks_for_the_signal_it_needs() {
+        let p = policy(Mode::Strict, Auth::Dane);
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON });
+        assert!(planned.want_signal);
+        let off = Switches { signals: false, probing: true };
+        assert!(!plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: off }).want_signal);
+    }
+
+    #[test]
+    fn a_secure_signal_with_tlsa_is_strict_dane_over_the_transports_with_records() {
+        let sig = known(true, vec![(Transport::Dot, n("ns.example."))]);
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        assert_eq!((p.mode, p.auth, p.source.clone()), (Mode::Strict, Auth::Dane, PlanSource::SecureSignal));
+        assert_eq!(p.transports, vec![Transport::Dot]);
+        assert_eq!(p.tls_name, Some(n("ns.example.")));
+    }
+
+    #[test]
+    fn an_insecure_signal_is_an_opportunistic_hint_that_keeps_do53() {
+        let sig = known(false, vec![(Transport::Dot, n("ns.example."))]);
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        assert_eq!((p.mode, p.auth, p.source), (Mode::Opportunistic, Auth::None, PlanSource::InsecureSignal));
+        assert_eq!(p.transports, vec![Transport::Doq, Transport::Dot, Transport::Do53]);
+    }
+
+    #[test]
+    fn an_unknown_signal_is_wanted_and_probing_decides_meanwhile() {
+        let planned = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON });
+        assert!(planned.want_signal);
+        assert_eq!(planned.plan.source, PlanSource::Probe(ProbeDecision::Probe));
+        assert_eq!(planned.plan.mode, Mode::Cleartext);
+        // A pending lookup is not wanted again.
+        let pending = Signal::Pending(5);
+        assert!(!plan(PlanInputs { policy: None, signal: Some(&pending), probes: NEW, switches: ON }).want_signal);
+    }
+
+    #[test]
+    fn rfc9539_decisions_make_the_plan() {
+        let use_dot = [ProbeDecision::Skip, ProbeDecision::Use];
+        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: ON }).plan;
+        assert_eq!((p.mode, p.transports.as_slice()), (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..]));
+        let damped = [ProbeDecision::Skip, ProbeDecision::Skip];
+        let p = plan(PlanInputs { policy: None, signal: None, probes: damped, switches: ON }).plan;
+        assert_eq!((p.mode, p.source), (Mode::Cleartext, PlanSource::Probe(ProbeDecision::Skip)));
+        let off = Switches { signals: false, probing: false };
+        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: off }).plan;
+        assert_eq!((p.mode, p.source), (Mode::Cleartext, PlanSource::Default));
+    }
+}
