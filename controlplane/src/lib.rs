@@ -8,6 +8,7 @@
 //!
 //! - [`store`]: the policy store, durable in the state directory.
 //! - [`routes`]: the endpoints, authentication, limits and problem+json errors.
+//! - `views`: the REST bodies built out of data-plane state (the only place that does).
 //! - [`metrics`]: the Prometheus exposition.
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod routes;
 pub mod store;
 pub mod tls;
+mod views;
 
 pub use store::PolicyRegistry;
 

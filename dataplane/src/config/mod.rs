@@ -1,6 +1,18 @@
 //! Daemon configuration: a TOML file whose every field has an embedded default, so `adoxd`
 //! runs with no file at all. Every numeric knob has a default, a minimum and a maximum in
 //! [`bounds`]; [`Config::validate`] names the first bad field.
+//!
+//! Here: [`Config`], the [`bounds`] table, the errors, validation and the parse helpers;
+//! each `[section]` has a file of its own, its type re-exported here.
+
+mod access;
+mod api;
+mod cache;
+mod dnssec;
+mod local_zones;
+mod resolver;
+mod server;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +20,15 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::acl::{DEFAULT_CLIENT_PREFIXES, parse_prefix};
+pub use self::access::AccessConfig;
+pub use self::api::ApiConfig;
+pub use self::cache::CacheConfig;
+pub use self::dnssec::DnssecConfig;
+pub use self::local_zones::LocalZonesConfig;
+pub use self::resolver::ResolverConfig;
+pub use self::server::ServerConfig;
+pub use self::transport::TransportConfig;
+use crate::acl::parse_prefix;
 
 /// A numeric knob: its TOML path, default and inclusive range.
 #[derive(Debug, Clone, Copy)]
@@ -224,342 +244,6 @@ pub struct Config {
     #[serde(rename = "policy")]
     pub policies: Vec<adox_api::policy::PolicySpec>,
 }
-
-/// `[api]`: the REST control plane.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ApiConfig {
-    /// Listen address (`ADDR:PORT`), or `off`. Default `127.0.0.1:5380`.
-    pub listen: String,
-    /// File of admin tokens (read and write), one per line, `#` comments. Without any
-    /// token file every `/v1` request is refused.
-    pub token_file: Option<PathBuf>,
-    /// File of read-only tokens.
-    pub read_token_file: Option<PathBuf>,
-    /// Whether `/metrics` needs a token too. Default false.
-    pub protect_metrics: bool,
-    /// PEM certificate chain for TLS on the API (with `tls_key_file`); absent: plain HTTP.
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key for `tls_cert_file`.
-    pub tls_key_file: Option<PathBuf>,
-    /// See [`bounds::API_RATE_PER_S`].
-    pub rate_per_s: u32,
-    /// See [`bounds::API_RATE_BURST`].
-    pub rate_burst: u32,
-    /// See [`bounds::API_MAX_BODY_BYTES`].
-    pub max_body_bytes: usize,
-    /// See [`bounds::API_MAX_IMPORT_BYTES`].
-    pub max_import_bytes: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:5380".into(),
-            token_file: None,
-            read_token_file: None,
-            protect_metrics: false,
-            tls_cert_file: None,
-            tls_key_file: None,
-            rate_per_s: d(bounds::API_RATE_PER_S),
-            rate_burst: d(bounds::API_RATE_BURST),
-            max_body_bytes: d(bounds::API_MAX_BODY_BYTES),
-            max_import_bytes: d(bounds::API_MAX_IMPORT_BYTES),
-        }
-    }
-}
-
-impl ApiConfig {
-    /// The listen address; `None` when the API is `off`.
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen == "off" {
-            return Ok(None);
-        }
-        parse_listen(&self.listen)
-            .map(Some)
-            .map_err(|reason| ConfigError::Invalid { field: "api.listen".into(), reason })
-    }
-}
-
-/// `[dnssec]`: validation (RFC 4033-4035, 5155, 6840).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct DnssecConfig {
-    /// `validate` (default) or `off`.
-    pub mode: String,
-    /// DS or DNSKEY records in zone-file format that replace the built-in root anchors.
-    pub trust_anchor_file: Option<PathBuf>,
-    /// Negative trust anchors (RFC 7646): names at or below them are not validated.
-    pub negative_trust_anchors: Vec<String>,
-    /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7) signatures; when false, zones
-    /// signed only with them are insecure. Default true (validators may still validate
-    /// them, RFC 8624 section 3.1).
-    pub sha1_algorithms: bool,
-    /// See [`bounds::NSEC3_MAX_ITERATIONS`].
-    pub nsec3_max_iterations: u16,
-    /// See [`bounds::MAX_SIG_CHECKS`].
-    pub max_sig_checks: u32,
-    /// See [`bounds::MAX_NSEC3_HASHES`].
-    pub max_nsec3_hashes: u32,
-    /// See [`bounds::BOGUS_TTL_S`].
-    pub bogus_ttl_s: u32,
-}
-
-impl Default for DnssecConfig {
-    fn default() -> Self {
-        Self {
-            mode: "validate".into(),
-            trust_anchor_file: None,
-            negative_trust_anchors: Vec::new(),
-            sha1_algorithms: true,
-            nsec3_max_iterations: d(bounds::NSEC3_MAX_ITERATIONS),
-            max_sig_checks: d(bounds::MAX_SIG_CHECKS),
-            max_nsec3_hashes: d(bounds::MAX_NSEC3_HASHES),
-            bogus_ttl_s: d(bounds::BOGUS_TTL_S),
-        }
-    }
-}
-
-impl DnssecConfig {
-    /// Whether answers are validated.
-    pub fn validating(&self) -> bool {
-        self.mode == "validate"
-    }
-
-    /// The negative trust anchors, parsed.
-    pub fn negative_anchors(&self) -> Result<Vec<hickory_proto::rr::Name>, ConfigError> {
-        self.negative_trust_anchors
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut n = hickory_proto::rr::Name::from_ascii(s).map_err(|e| ConfigError::Invalid {
-                    field: format!("dnssec.negative_trust_anchors[{i}]"),
-                    reason: e.to_string(),
-                })?;
-                n.set_fqdn(true);
-                Ok(crate::names::canonical(&n))
-            })
-            .collect()
-    }
-}
-
-/// `[transport]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct TransportConfig {
-    /// PEM file of CA certificates for PKIX authentication of nameservers; absent: the
-    /// built-in web PKI roots.
-    pub ca_file: Option<PathBuf>,
-    /// See [`bounds::DOT_TIMEOUT_MS`].
-    pub dot_timeout_ms: u64,
-    /// See [`bounds::DOT_IDLE_TIMEOUT_MS`].
-    pub dot_idle_timeout_ms: u64,
-    /// See [`bounds::DOT_MAX_OUTSTANDING`].
-    pub dot_max_outstanding: usize,
-    /// See [`bounds::SESSION_CACHE_SERVERS`].
-    pub session_cache_servers: usize,
-    /// RFC 9539 opportunistic probing of servers that no policy covers. Default true.
-    pub probing: bool,
-    /// See [`bounds::PROBE_PERSISTENCE_S`].
-    pub probe_persistence_s: u64,
-    /// See [`bounds::PROBE_DAMPING_S`].
-    pub probe_damping_s: u64,
-    /// See [`bounds::MAX_CONCURRENT_PROBES`].
-    pub max_concurrent_probes: u32,
-    /// Look up nameservers' `_dns` SVCB records (RFC 9461) and follow them. Default true.
-    pub signals: bool,
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        Self {
-            ca_file: None,
-            dot_timeout_ms: d(bounds::DOT_TIMEOUT_MS),
-            dot_idle_timeout_ms: d(bounds::DOT_IDLE_TIMEOUT_MS),
-            dot_max_outstanding: d(bounds::DOT_MAX_OUTSTANDING),
-            session_cache_servers: d(bounds::SESSION_CACHE_SERVERS),
-            probing: true,
-            probe_persistence_s: d(bounds::PROBE_PERSISTENCE_S),
-            probe_damping_s: d(bounds::PROBE_DAMPING_S),
-            max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
-            signals: true,
-        }
-    }
-}
-
-/// `[server]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// UDP and TCP listen addresses. Default `["127.0.0.1:5300"]`.
-    pub listen: Vec<String>,
-    /// Worker threads; 0 = one per available core.
-    pub workers: usize,
-    /// Pin worker N to core N mod cores. Default true.
-    pub pin_workers: bool,
-    /// Directory for persistent state. Default `/var/lib/adox`.
-    pub state_dir: PathBuf,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter. Default `info`.
-    pub log_level: String,
-    /// See [`bounds::TCP_IDLE_TIMEOUT_MS`].
-    pub tcp_idle_timeout_ms: u64,
-    /// See [`bounds::TCP_MAX_CONNECTIONS`].
-    pub tcp_max_connections: usize,
-    /// See [`bounds::TCP_MAX_PIPELINED`].
-    pub tcp_max_pipelined: usize,
-    /// See [`bounds::UDP_BATCH`].
-    pub udp_batch: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec!["127.0.0.1:5300".into()],
-            workers: d(bounds::WORKERS),
-            pin_workers: true,
-            state_dir: PathBuf::from("/var/lib/adox"),
-            log_level: "info".into(),
-            tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
-            tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
-            tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),
-            udp_batch: d(bounds::UDP_BATCH),
-        }
-    }
-}
-
-/// `[access]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct AccessConfig {
-    /// Client prefixes allowed to query; others get REFUSED with EDE 18. Default: loopback,
-    /// RFC 1918 and RFC 4193 ranges.
-    pub allow_clients: Vec<String>,
-    /// Upstream prefixes opened inside the default deny list (loopback, private, reserved).
-    /// Default empty.
-    pub allow_upstream: Vec<String>,
-}
-
-impl Default for AccessConfig {
-    fn default() -> Self {
-        Self {
-            allow_clients: DEFAULT_CLIENT_PREFIXES.iter().map(|s| (*s).to_string()).collect(),
-            allow_upstream: Vec::new(),
-        }
-    }
-}
-
-/// `[resolver]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ResolverConfig {
-    /// Root hints file in zone-file format (like named.root). Empty = the built-in IANA hints.
-    pub root_hints: Option<PathBuf>,
-    /// QNAME minimisation (RFC 9156), relaxed: falls back to the full name on odd answers.
-    pub qname_minimisation: bool,
-    /// See [`bounds::EDNS_UDP_SIZE`].
-    pub edns_udp_size: u16,
-    /// See [`bounds::REQUEST_TIMEOUT_MS`].
-    pub request_timeout_ms: u64,
-    /// See [`bounds::INITIAL_RTO_MS`].
-    pub initial_rto_ms: u64,
-    /// See [`bounds::MAX_QUERIES_PER_REQUEST`].
-    pub max_queries_per_request: u32,
-    /// See [`bounds::MAX_DEPTH`].
-    pub max_depth: u32,
-    /// See [`bounds::MAX_CHAIN`].
-    pub max_chain: u32,
-    /// See [`bounds::MAX_REFERRALS`].
-    pub max_referrals: u32,
-    /// See [`bounds::MAX_NS_LOOKUPS`].
-    pub max_ns_lookups: u32,
-    /// See [`bounds::MAX_SERVERS_PER_STEP`].
-    pub max_servers_per_step: u32,
-    /// See [`bounds::MAX_OUTSTANDING_PER_SERVER`].
-    pub max_outstanding_per_server: u32,
-    /// See [`bounds::MAX_OUTSTANDING_PER_ZONE`].
-    pub max_outstanding_per_zone: u32,
-    /// See [`bounds::MAX_RESOLUTIONS`].
-    pub max_resolutions: u32,
-}
-
-impl Default for ResolverConfig {
-    fn default() -> Self {
-        Self {
-            root_hints: None,
-            qname_minimisation: true,
-            edns_udp_size: d(bounds::EDNS_UDP_SIZE),
-            request_timeout_ms: d(bounds::REQUEST_TIMEOUT_MS),
-            initial_rto_ms: d(bounds::INITIAL_RTO_MS),
-            max_queries_per_request: d(bounds::MAX_QUERIES_PER_REQUEST),
-            max_depth: d(bounds::MAX_DEPTH),
-            max_chain: d(bounds::MAX_CHAIN),
-            max_referrals: d(bounds::MAX_REFERRALS),
-            max_ns_lookups: d(bounds::MAX_NS_LOOKUPS),
-            max_servers_per_step: d(bounds::MAX_SERVERS_PER_STEP),
-            max_outstanding_per_server: d(bounds::MAX_OUTSTANDING_PER_SERVER),
-            max_outstanding_per_zone: d(bounds::MAX_OUTSTANDING_PER_ZONE),
-            max_resolutions: d(bounds::MAX_RESOLUTIONS),
-        }
-    }
-}
-
-/// `[cache]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct CacheConfig {
-    /// See [`bounds::PACKET_CACHE_BYTES`]; 0 turns the packet cache off.
-    pub packet_cache_bytes: u64,
-    /// See [`bounds::RECORD_CACHE_BYTES`].
-    pub record_cache_bytes: u64,
-    /// See [`bounds::MAX_TTL_S`].
-    pub max_ttl_s: u32,
-    /// See [`bounds::MAX_NEGATIVE_TTL_S`].
-    pub max_negative_ttl_s: u32,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            packet_cache_bytes: d(bounds::PACKET_CACHE_BYTES),
-            record_cache_bytes: d(bounds::RECORD_CACHE_BYTES),
-            max_ttl_s: d(bounds::MAX_TTL_S),
-            max_negative_ttl_s: d(bounds::MAX_NEGATIVE_TTL_S),
-        }
-    }
-}
-
-/// `[local_zones]`: special-use names answered without asking anyone. All default to true.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct LocalZonesConfig {
-    /// `localhost.` (RFC 6761 section 6.3): loopback addresses.
-    pub localhost: bool,
-    /// `invalid.` (RFC 6761 section 6.4): NXDOMAIN.
-    pub invalid: bool,
-    /// `test.` (RFC 6761 section 6.2): NXDOMAIN.
-    pub test: bool,
-    /// `onion.` (RFC 7686): NXDOMAIN.
-    pub onion: bool,
-    /// `home.arpa.` (RFC 8375): NXDOMAIN.
-    pub home_arpa: bool,
-    /// The locally served reverse zones of RFC 6303 (private and special addresses).
-    pub rfc6303: bool,
-}
-
-impl Default for LocalZonesConfig {
-    fn default() -> Self {
-        Self { localhost: true, invalid: true, test: true, onion: true, home_arpa: true, rfc6303: true }
-    }
-}
-
 /// Parses a listen address: `ADDR:PORT`, IPv6 as `[::1]:5300`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>().map_err(|_| format!("`{s}` is not ADDR:PORT (IPv6 as [::1]:5300)"))
@@ -775,17 +459,6 @@ mod tests {
         assert!(unknown.to_string().contains("sni"));
         let bad_mode = Config::from_toml("[[policy]]\nmode = \"paranoid\"\n").unwrap_err();
         assert!(bad_mode.to_string().contains("paranoid"));
-    }
-
-    #[test]
-    fn dnssec_section_is_checked() {
-        let c = Config::from_toml("[dnssec]\nmode = \"maybe\"\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.mode"));
-        let c = Config::from_toml("[dnssec]\nnegative_trust_anchors = [\"ok.lab\", \"bad..name\"]\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.negative_trust_anchors[1]"));
-        let c = Config::from_toml("[dnssec]\nnsec3_max_iterations = 3000\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.nsec3_max_iterations"));
-        assert!(Config::default().dnssec.validating());
     }
 
     #[test]

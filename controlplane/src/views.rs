@@ -1,0 +1,142 @@
+//! The one place where data-plane state becomes REST bodies: what the handlers in
+//! [`crate::routes`] answer with is built here out of the [`PlaneHandle`]'s counters,
+//! caches and server, probe, signal and validator tables. The handlers parse, check and
+//! answer; they do not read data-plane types themselves.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use adox_api::rest::{
+    DnssecStatus, NegativeAnchors, ServerList, ServerState, SignalRecord, SignalState, Stats, TransportState,
+    TransportStatus, WorkerLoad,
+};
+use adox_dataplane::PlaneHandle;
+
+/// `GET /v1/stats` (and the Prometheus exposition): the summed counters, per-worker load
+/// and cache sizes; `started` is when the API started (for the uptime).
+pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
+    let workers = plane
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(worker, w)| WorkerLoad {
+            worker,
+            queries: w.queries_udp.get() + w.queries_tcp.get(),
+            cache_hits: w.cache_hits.get(),
+            cache_misses: w.cache_misses.get(),
+        })
+        .collect();
+    Stats {
+        uptime_s: started.elapsed().as_secs(),
+        totals: plane.stats(),
+        record_cache_entries: plane.shared.records.len() as u64,
+        record_cache_bytes: plane.shared.records.used_bytes() as u64,
+        policies: plane.shared.policies.load().len() as u64,
+        workers,
+    }
+}
+
+/// `GET /v1/servers` and `GET /v1/servers/{ip}`: what is known of each authoritative
+/// server (RTT, failures, transports) and, for the whole list, the nameservers' transport
+/// signals; `only` looks one address up, `limit` caps each list.
+pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize) -> ServerList {
+    let shared = &plane.shared;
+    let now = Instant::now();
+    let mut by_addr: BTreeMap<IpAddr, ServerState> = BTreeMap::new();
+    let blank = |a: IpAddr| ServerState {
+        address: a.to_string(),
+        srtt_us: None,
+        consecutive_failures: 0,
+        held_back: false,
+        transports: vec![],
+    };
+    // One address is looked up, not found by walking every table.
+    let (servers, records) = match only {
+        Some(a) => (shared.servers.find(a).map(|i| (a, i)).into_iter().collect(), shared.probes.records_of(a)),
+        None => (shared.servers.entries(), shared.probes.records()),
+    };
+    for (addr, info) in servers {
+        let s = by_addr.entry(addr).or_insert_with(|| blank(addr));
+        s.srtt_us = (info.srtt_us > 0).then_some(info.srtt_us);
+        s.consecutive_failures = info.failures;
+        s.held_back = info.held_until.is_some_and(|t| t > now);
+    }
+    for r in records {
+        let s = by_addr.entry(r.addr).or_insert_with(|| blank(r.addr));
+        let state = r.status;
+        let capable = match state {
+            TransportStatus::Success => Some(true),
+            TransportStatus::Failed | TransportStatus::Timeout => Some(false),
+            _ => None,
+        };
+        s.transports.push(TransportState {
+            transport: r.transport,
+            state,
+            capable,
+            last_success: r.last_success,
+            last_failure: r.last_failure,
+            last_failure_reason: r.last_failure_reason,
+            handshakes_full: r.handshakes_full,
+            handshakes_resumed: r.handshakes_resumed,
+            open_connections: r.open_connections,
+        });
+    }
+    for s in by_addr.values_mut() {
+        s.transports.sort_by_key(|t| t.transport);
+    }
+    let signals = if only.is_some() {
+        vec![]
+    } else {
+        let mut v: Vec<SignalState> = shared
+            .signals
+            .entries(adox_dataplane::clock::unix_now())
+            .into_iter()
+            .filter_map(|(name, sig)| match sig {
+                adox_dataplane::upstream::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
+                    Some(SignalState {
+                        nameserver: name.to_ascii(),
+                        dnssec: if secure {
+                            DnssecStatus::Secure
+                        } else if refused
+                            .iter()
+                            .any(|e| matches!(e, adox_dataplane::upstream::signal::SignalError::Bogus(_)))
+                        {
+                            DnssecStatus::Bogus
+                        } else {
+                            DnssecStatus::Insecure
+                        },
+                        dane: dane.iter().map(|(t, _)| *t).collect(),
+                        cycle,
+                        records: records
+                            .iter()
+                            .map(|r| SignalRecord {
+                                priority: r.priority,
+                                target: r.target.to_ascii(),
+                                alpn: r.alpn.clone(),
+                                port: r.port,
+                            })
+                            .collect(),
+                        refused: refused.iter().map(ToString::to_string).collect(),
+                        expires: until,
+                    })
+                }
+                adox_dataplane::upstream::signal::Signal::Pending(_) => None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.nameserver.cmp(&b.nameserver));
+        v.truncate(limit);
+        v
+    };
+    ServerList { servers: by_addr.into_values().take(limit).collect(), signals }
+}
+
+/// `GET /v1/dnssec/negative-anchors`: the configuration's negative trust anchors and the
+/// API's.
+pub(crate) fn negative_anchors_view(plane: &PlaneHandle) -> NegativeAnchors {
+    let (config, api) = plane.negative_anchors();
+    NegativeAnchors {
+        config: config.iter().map(|n| n.to_ascii()).collect(),
+        api: api.iter().map(|n| n.to_ascii()).collect(),
+    }
+}

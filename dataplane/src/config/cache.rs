@@ -1,0 +1,31 @@
+//! `[cache]`: cache sizes and TTL caps.
+
+use serde::Deserialize;
+
+use super::{bounds, d};
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// See [`bounds::PACKET_CACHE_BYTES`]; 0 turns the packet cache off.
+    pub packet_cache_bytes: u64,
+    /// See [`bounds::RECORD_CACHE_BYTES`].
+    pub record_cache_bytes: u64,
+    /// See [`bounds::MAX_TTL_S`].
+    pub max_ttl_s: u32,
+    /// See [`bounds::MAX_NEGATIVE_TTL_S`].
+    pub max_negative_ttl_s: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            packet_cache_bytes: d(bounds::PACKET_CACHE_BYTES),
+            record_cache_bytes: d(bounds::RECORD_CACHE_BYTES),
+            max_ttl_s: d(bounds::MAX_TTL_S),
+            max_negative_ttl_s: d(bounds::MAX_NEGATIVE_TTL_S),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `[dnssec]`: validation.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ConfigError, bounds, d};
+
+/// `[dnssec]`: validation (RFC 4033-4035, 5155, 6840).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct DnssecConfig {
+    /// `validate` (default) or `off`.
+    pub mode: String,
+    /// DS or DNSKEY records in zone-file format that replace the built-in root anchors.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Negative trust anchors (RFC 7646): names at or below them are not validated.
+    pub negative_trust_anchors: Vec<String>,
+    /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7) signatures; when false, zones
+    /// signed only with them are insecure. Default true (validators may still validate
+    /// them, RFC 8624 section 3.1).
+    pub sha1_algorithms: bool,
+    /// See [`bounds::NSEC3_MAX_ITERATIONS`].
+    pub nsec3_max_iterations: u16,
+    /// See [`bounds::MAX_SIG_CHECKS`].
+    pub max_sig_checks: u32,
+    /// See [`bounds::MAX_NSEC3_HASHES`].
+    pub max_nsec3_hashes: u32,
+    /// See [`bounds::BOGUS_TTL_S`].
+    pub bogus_ttl_s: u32,
+}
+
+impl Default for DnssecConfig {
+    fn default() -> Self {
+        Self {
+            mode: "validate".into(),
+            trust_anchor_file: None,
+            negative_trust_anchors: Vec::new(),
+            sha1_algorithms: true,
+            nsec3_max_iterations: d(bounds::NSEC3_MAX_ITERATIONS),
+            max_sig_checks: d(bounds::MAX_SIG_CHECKS),
+            max_nsec3_hashes: d(bounds::MAX_NSEC3_HASHES),
+            bogus_ttl_s: d(bounds::BOGUS_TTL_S),
+        }
+    }
+}
+
+impl DnssecConfig {
+    /// Whether answers are validated.
+    pub fn validating(&self) -> bool {
+        self.mode == "validate"
+    }
+
+    /// The negative trust anchors, parsed.
+    pub fn negative_anchors(&self) -> Result<Vec<hickory_proto::rr::Name>, ConfigError> {
+        self.negative_trust_anchors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut n = hickory_proto::rr::Name::from_ascii(s).map_err(|e| ConfigError::Invalid {
+                    field: format!("dnssec.negative_trust_anchors[{i}]"),
+                    reason: e.to_string(),
+                })?;
+                n.set_fqdn(true);
+                Ok(crate::names::canonical(&n))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn dnssec_section_is_checked() {
+        let c = Config::from_toml("[dnssec]\nmode = \"maybe\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.mode"));
+        let c = Config::from_toml("[dnssec]\nnegative_trust_anchors = [\"ok.lab\", \"bad..name\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.negative_trust_anchors[1]"));
+        let c = Config::from_toml("[dnssec]\nnsec3_max_iterations = 3000\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("dnssec.nsec3_max_iterations"));
+        assert!(Config::default().dnssec.validating());
+    }
+}

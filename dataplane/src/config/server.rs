@@ -1,0 +1,48 @@
+//! `[server]`: listeners, threads, client connections.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{bounds, d};
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// UDP and TCP listen addresses. Default `["127.0.0.1:5300"]`.
+    pub listen: Vec<String>,
+    /// Worker threads; 0 = one per available core.
+    pub workers: usize,
+    /// Pin worker N to core N mod cores. Default true.
+    pub pin_workers: bool,
+    /// Directory for persistent state. Default `/var/lib/adox`.
+    pub state_dir: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter. Default `info`.
+    pub log_level: String,
+    /// See [`bounds::TCP_IDLE_TIMEOUT_MS`].
+    pub tcp_idle_timeout_ms: u64,
+    /// See [`bounds::TCP_MAX_CONNECTIONS`].
+    pub tcp_max_connections: usize,
+    /// See [`bounds::TCP_MAX_PIPELINED`].
+    pub tcp_max_pipelined: usize,
+    /// See [`bounds::UDP_BATCH`].
+    pub udp_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:5300".into()],
+            workers: d(bounds::WORKERS),
+            pin_workers: true,
+            state_dir: PathBuf::from("/var/lib/adox"),
+            log_level: "info".into(),
+            tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
+            tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
+            tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),
+            udp_batch: d(bounds::UDP_BATCH),
+        }
+    }
+}
