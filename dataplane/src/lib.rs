@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dnssec;
+pub mod ede;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;

@@ -25,7 +25,7 @@ fn keep_for_client(rtype: u16, qtype: u16, dnssec_ok: bool) -> bool {
 }
 
 /// The Extended DNS Error of a failure, if the client can receive one (it sent EDNS).
-fn edns_for<'a>(q: &Query, udp_size: u16, ede: Option<(u16, &'a str)>) -> Option<ResponseEdns<'a>> {
+fn edns_for<'a>(q: &Query, udp_size: u16, ede: Option<(crate::ede::Ede, &'a str)>) -> Option<ResponseEdns<'a>> {
     q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede })
 }
 
@@ -90,7 +90,8 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
             if answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN { answer.cache_ttl } else { 0 }
         }
         _ => {
-            let edns = edns_for(q, udp_size, Some((0, "response could not be encoded in 65535 octets")));
+            let edns =
+                edns_for(q, udp_size, Some((crate::ede::Ede::Other, "response could not be encoded in 65535 octets")));
             wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
             0
         }
@@ -252,7 +253,7 @@ mod tests {
         assert!(!m.metadata.authentic_data, "plain client");
         let (m, _, _) = run(0, true, Security::insecure());
         assert!(!m.metadata.authentic_data, "insecure");
-        let bogus = Security::bogus(7, "lab.: www.lab. A: signature expired".into());
+        let bogus = Security::bogus(crate::ede::Ede::SignatureExpired, "lab.: www.lab. A: signature expired".into());
         let (m, ttl, out) = run(0, true, bogus.clone());
         assert_eq!((m.metadata.response_code, ttl), (ResponseCode::ServFail, 60), "cached as long as the data");
         assert!(String::from_utf8_lossy(&out).contains("signature expired"));

@@ -2,6 +2,7 @@
 //! record without allocating, and build small responses (errors, truncation) directly in
 //! bytes. Everything here takes untrusted input and returns an error instead of panicking.
 
+use crate::ede::Ede;
 use std::ops::Range;
 
 /// DNS header length in octets.
@@ -240,7 +241,7 @@ pub struct ResponseEdns<'a> {
     /// Upper 8 bits of a 12-bit RCODE (1 for BADVERS).
     pub rcode_high: u8,
     /// Extended DNS Error: INFO-CODE and EXTRA-TEXT.
-    pub ede: Option<(u16, &'a str)>,
+    pub ede: Option<(Ede, &'a str)>,
 }
 
 /// Appends an OPT record to a message in `buf` and bumps ARCOUNT.
@@ -257,7 +258,7 @@ pub fn append_opt(buf: &mut Vec<u8>, edns: &ResponseEdns<'_>) {
         let text = &text.as_bytes()[..text.len().min(512)];
         buf.extend_from_slice(&OPT_EDE.to_be_bytes());
         buf.extend_from_slice(&((2 + text.len()) as u16).to_be_bytes());
-        buf.extend_from_slice(&code.to_be_bytes());
+        buf.extend_from_slice(&code.code().to_be_bytes());
         buf.extend_from_slice(text);
     }
     bump_count(buf, 10);
@@ -480,7 +481,7 @@ mod tests {
         let q = query(b"\x01a\x00", 1, None);
         let p = parse_query(&q).unwrap();
         let mut out = Vec::new();
-        let edns = ResponseEdns { udp_size: 1232, dnssec_ok: false, rcode_high: 0, ede: Some((18, "x")) };
+        let edns = ResponseEdns { udp_size: 1232, dnssec_ok: false, rcode_high: 0, ede: Some((Ede::Prohibited, "x")) };
         header_only_response(&mut out, &q, p.question_end, rcode::REFUSED, 0, Some(&edns));
         let flags = u16::from_be_bytes([out[2], out[3]]);
         assert_eq!(flags & 0xF, 5);

@@ -322,7 +322,14 @@ mod tests {
         // Insecure data is replaced by a newer result of any kind.
         let m: Name = "ftp.lab.".parse().unwrap();
         c.put_checked(&m, 1, vec![a("ftp.lab.", 300)], Rank::AuthAnswer, Security::insecure(), t0);
-        c.put_checked(&m, 1, vec![a("ftp.lab.", 60)], Rank::AuthAnswer, Security::bogus(7, "x".into()), t0);
+        c.put_checked(
+            &m,
+            1,
+            vec![a("ftp.lab.", 60)],
+            Rank::AuthAnswer,
+            Security::bogus(crate::ede::Ede::SignatureExpired, "x".into()),
+            t0,
+        );
         assert!(matches!(c.get(&m, 1, t0).unwrap().security, Security::Bogus(_)));
     }
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
+use crate::ede::Ede;
+
 pub use anchors::TrustAnchors;
 
 /// The security status of data (RFC 4035 section 4.3), kept with it in the cache.
@@ -35,8 +37,8 @@ pub enum Security {
 /// Why data is bogus (or insecure for a reason worth telling): the Extended DNS Error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bogus {
-    /// EDE INFO-CODE (RFC 8914): 1, 2, 6, 7, 8, 9, 10 or 12.
-    pub ede: u16,
+    /// The Extended DNS Error: 1, 2, 6, 7, 8, 9, 10, 12 or 27.
+    pub ede: Ede,
     /// EXTRA-TEXT naming the zone and what failed.
     pub text: String,
 }
@@ -48,12 +50,12 @@ impl Security {
     }
 
     /// Insecure, with an Extended DNS Error for the client.
-    pub fn insecure_because(ede: u16, text: String) -> Self {
+    pub fn insecure_because(ede: Ede, text: String) -> Self {
         Security::Insecure(Some(Arc::new(Bogus { ede, text })))
     }
 
     /// A bogus status with its EDE.
-    pub fn bogus(ede: u16, text: String) -> Self {
+    pub fn bogus(ede: Ede, text: String) -> Self {
         Security::Bogus(Arc::new(Bogus { ede, text }))
     }
 
@@ -131,8 +133,8 @@ mod tests {
 
     #[test]
     fn rfc_4035_4_3_a_chain_is_as_secure_as_its_weakest_link() {
-        let bogus = Security::bogus(7, "x".into());
-        let noted = Security::insecure_because(27, "lab.: NSEC3 iterations".into());
+        let bogus = Security::bogus(Ede::SignatureExpired, "x".into());
+        let noted = Security::insecure_because(Ede::UnsupportedNsec3Iterations, "lab.: NSEC3 iterations".into());
         assert_eq!(Security::Secure.and(Security::Secure), Security::Secure);
         assert_eq!(Security::Secure.and(Security::insecure()), Security::insecure());
         assert_eq!(Security::insecure().and(bogus.clone()), bogus);

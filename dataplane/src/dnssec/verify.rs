@@ -10,6 +10,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::crypto;
 use super::rdata::{Dnskey, Rrsig, name_wire_lower};
+use crate::ede::Ede;
 
 /// Why an RRset did not verify, most specific first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +31,13 @@ pub enum Failure {
 
 impl Failure {
     /// Extended DNS Error INFO-CODE (RFC 8914 section 4).
-    pub fn ede(self) -> u16 {
+    pub fn ede(self) -> Ede {
         match self {
-            Failure::NoSignature => 10,
-            Failure::Expired => 7,
-            Failure::NotYetValid => 8,
-            Failure::NoKey => 9,
-            Failure::Invalid | Failure::Budget => 6,
+            Failure::NoSignature => Ede::RrsigsMissing,
+            Failure::Expired => Ede::SignatureExpired,
+            Failure::NotYetValid => Ede::SignatureNotYetValid,
+            Failure::NoKey => Ede::DnskeyMissing,
+            Failure::Invalid | Failure::Budget => Ede::DnssecBogus,
         }
     }
 

@@ -5,19 +5,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::Name;
 
-/// Extended DNS Error INFO-CODEs used by adox (RFC 8914 section 4).
-pub mod ede {
-    /// Other.
-    pub const OTHER: u16 = 0;
-    /// Prohibited: the client is not allowed.
-    pub const PROHIBITED: u16 = 18;
-    /// Not Authoritative / no upstream could be used.
-    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
-    /// Network Error.
-    pub const NETWORK_ERROR: u16 = 23;
-    /// Invalid Data.
-    pub const INVALID_DATA: u16 = 24;
-}
+use crate::ede::Ede;
 
 /// A named limit of the resolver (see `config::bounds` for their values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +93,14 @@ pub enum ResolveError {
 
 impl ResolveError {
     /// The Extended DNS Error for this failure: INFO-CODE and EXTRA-TEXT.
-    pub fn ede(&self) -> (u16, String) {
+    pub fn ede(&self) -> (Ede, String) {
         let code = match self {
             ResolveError::NoReachableAuthority { .. }
             | ResolveError::NoAllowedAddress { .. }
-            | ResolveError::StrictUnreachable { .. } => ede::NO_REACHABLE_AUTHORITY,
-            ResolveError::LimitExceeded(Limit::RequestTimeout) => ede::NO_REACHABLE_AUTHORITY,
-            ResolveError::LimitExceeded(_) | ResolveError::ChainLoop(_) => ede::OTHER,
-            ResolveError::InvalidData(_) => ede::INVALID_DATA,
+            | ResolveError::StrictUnreachable { .. } => Ede::NoReachableAuthority,
+            ResolveError::LimitExceeded(Limit::RequestTimeout) => Ede::NoReachableAuthority,
+            ResolveError::LimitExceeded(_) | ResolveError::ChainLoop(_) => Ede::Other,
+            ResolveError::InvalidData(_) => Ede::InvalidData,
         };
         (code, self.to_string())
     }
@@ -126,9 +114,9 @@ mod tests {
     fn ede_mapping() {
         let z: Name = "lab.".parse().unwrap();
         let e = ResolveError::NoReachableAuthority { zone: z.clone(), server: None, last: "timeout".into() };
-        assert_eq!(e.ede(), (22, "no reachable authority for lab.: timeout".into()));
-        assert_eq!(ResolveError::LimitExceeded(Limit::Depth).ede().0, 0);
+        assert_eq!(e.ede(), (Ede::NoReachableAuthority, "no reachable authority for lab.: timeout".into()));
+        assert_eq!(ResolveError::LimitExceeded(Limit::Depth).ede().0, Ede::Other);
         assert!(ResolveError::LimitExceeded(Limit::Depth).ede().1.contains("max_depth"));
-        assert_eq!(ResolveError::NoAllowedAddress { zone: z }.ede().0, 22);
+        assert_eq!(ResolveError::NoAllowedAddress { zone: z }.ede().0, Ede::NoReachableAuthority);
     }
 }

@@ -13,6 +13,7 @@ use crate::dnssec::denial::{self, Insecure, Nsec3Limits, Proof};
 use crate::dnssec::rdata::{Dnskey, Ds, Nsec, Nsec3, Rrsig};
 use crate::dnssec::verify::{Failure, Verified, verify_rrset};
 use crate::dnssec::{Security, crypto};
+use crate::ede::Ede;
 
 /// The RDATA octets of a DNSSEC record, which hickory keeps raw.
 fn raw(r: &Record) -> Option<&[u8]> {
@@ -167,12 +168,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Ok(s) => s,
             Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
             Err(e) => {
-                return Ok(Keys::Not(Security::bogus(9, format!("{}: DNSKEY lookup failed: {e}", zone.to_ascii()))));
+                return Ok(Keys::Not(Security::bogus(
+                    Ede::DnskeyMissing,
+                    format!("{}: DNSKEY lookup failed: {e}", zone.to_ascii()),
+                )));
             }
         };
         Ok(match step.security {
             Security::Secure => Keys::Secure(dnskeys_of(&step.records, zone)),
-            Security::Unchecked => Keys::Not(Security::bogus(9, format!("{}: DNSKEY not validated", zone.to_ascii()))),
+            Security::Unchecked => {
+                Keys::Not(Security::bogus(Ede::DnskeyMissing, format!("{}: DNSKEY not validated", zone.to_ascii())))
+            }
             other => Keys::Not(other),
         })
     }
@@ -211,16 +217,27 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let step = match self.lookup(zone, RecordType::DS, budget, 0).await {
             Ok(s) => s,
             Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
-            Err(e) => return Ok(Trust::Not(Security::bogus(9, format!("{}: DS lookup failed: {e}", zone.to_ascii())))),
+            Err(e) => {
+                return Ok(Trust::Not(Security::bogus(
+                    Ede::DnskeyMissing,
+                    format!("{}: DS lookup failed: {e}", zone.to_ascii()),
+                )));
+            }
         };
         match step.security {
             Security::Secure if step.rcode == crate::wire::rcode::NXDOMAIN => {
                 // A signer or zone that provably does not exist.
-                return Ok(Trust::Not(Security::bogus(6, format!("{}: the zone does not exist", zone.to_ascii()))));
+                return Ok(Trust::Not(Security::bogus(
+                    Ede::DnssecBogus,
+                    format!("{}: the zone does not exist", zone.to_ascii()),
+                )));
             }
             Security::Secure => {}
             Security::Unchecked => {
-                return Ok(Trust::Not(Security::bogus(6, format!("{}: DS not validated", zone.to_ascii()))));
+                return Ok(Trust::Not(Security::bogus(
+                    Ede::DnssecBogus,
+                    format!("{}: DS not validated", zone.to_ascii()),
+                )));
             }
             other => return Ok(Trust::Not(other)),
         }
@@ -241,7 +258,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 match denial::delegation_without_ds(zone, &proof_zone, &nsecs, &nsec3s, &self.nsec3_limits(budget)) {
                     Some(true) => Trust::Not(Security::insecure()),
                     _ => Trust::Not(Security::bogus(
-                        6,
+                        Ede::DnssecBogus,
                         format!("{}: not a zone cut, or no proof that it is one", zone.to_ascii()),
                     )),
                 },
@@ -251,8 +268,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let ds = usable_ds(all, v.sha1);
         if ds.is_empty() {
             // Only unsupported digests or algorithms: insecure (RFC 4035 section 5.2).
-            let (code, what) =
-                if digests_known { (1, "unsupported DNSKEY algorithm") } else { (2, "unsupported DS digest type") };
+            let (code, what) = if digests_known {
+                (Ede::UnsupportedDnskeyAlgorithm, "unsupported DNSKEY algorithm")
+            } else {
+                (Ede::UnsupportedDsDigestType, "unsupported DS digest type")
+            };
             return Ok(Trust::Not(Security::insecure_because(code, format!("{}: {what}", zone.to_ascii()))));
         }
         Ok(Trust::Ds(ds))
@@ -280,7 +300,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 } else {
                     return Ok((
                         Security::insecure_because(
-                            1,
+                            Ede::UnsupportedDnskeyAlgorithm,
                             format!("{}: unsupported DNSKEY algorithm in the trust anchor", zone.to_ascii()),
                         ),
                         None,
@@ -302,7 +322,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
         };
         if trusted.is_empty() {
-            let bogus = Security::bogus(9, format!("{}: no DNSKEY matches the DS or trust anchor", zone.to_ascii()));
+            let bogus = Security::bogus(
+                Ede::DnskeyMissing,
+                format!("{}: no DNSKEY matches the DS or trust anchor", zone.to_ascii()),
+            );
             return Ok((bogus, None));
         }
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == RecordType::DNSKEY).collect();
@@ -386,7 +409,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 if nsecs.is_empty() && nsec3s.is_empty() {
                     let text = format!("{}: {what}: a wildcard expansion without its proof", signer.to_ascii());
-                    return Ok((Security::bogus(12, text), None));
+                    return Ok((Security::bogus(Ede::NsecMissing, text), None));
                 }
                 let proof = if !nsecs.is_empty() {
                     denial::nsec_wildcard_answer(owner, &parent, &nsecs)
@@ -467,7 +490,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Proof::Exhausted => return Err(ResolveError::LimitExceeded(Limit::Nsec3Hashes)),
             Proof::Secure => Security::Secure,
             Proof::Insecure(Insecure::Iterations(n)) => Security::insecure_because(
-                27,
+                Ede::UnsupportedNsec3Iterations,
                 format!(
                     "{}: NSEC3 iterations {n} above the limit {}",
                     signer.to_ascii(),
@@ -475,7 +498,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 ),
             ),
             Proof::Insecure(_) => Security::insecure(),
-            Proof::Bogus(why) => Security::bogus(6, format!("{}: {what}: {why}", signer.to_ascii())),
+            Proof::Bogus(why) => Security::bogus(Ede::DnssecBogus, format!("{}: {what}: {why}", signer.to_ascii())),
         })
     }
 
@@ -589,7 +612,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             return Ok((
                 match self.trust_of(qname, budget).await? {
                     Trust::Not(s) => s,
-                    _ => Security::bogus(9, format!("{}: DNSKEY missing", qname.to_ascii())),
+                    _ => Security::bogus(Ede::DnskeyMissing, format!("{}: DNSKEY missing", qname.to_ascii())),
                 },
                 None,
             ));
@@ -621,7 +644,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         if nsecs.is_empty() && nsec3s.is_empty() {
             let text = format!("{}: {what}: no NSEC or NSEC3 record", signer.to_ascii());
-            return Ok((Security::bogus(12, text), None));
+            return Ok((Security::bogus(Ede::NsecMissing, text), None));
         }
         let t = u16::from(qtype);
         let limits = self.nsec3_limits(budget);

@@ -22,9 +22,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::cache::packet::{Lookup, PacketCache};
 use crate::resolver::{Limit, ResolveError, Resolver, Shared};
+use crate::respond;
 use crate::stats::WorkerStats;
 use crate::wire::{self, QueryError, ResponseEdns, rcode};
-use crate::{resolver, respond};
 use dispatch::WorkerUpstream;
 use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
@@ -160,7 +160,7 @@ impl WorkerCtx {
                 udp_size,
                 dnssec_ok: c.dnssec_ok,
                 rcode_high: 0,
-                ede: Some((resolver::error::ede::PROHIBITED, "client address not allowed")),
+                ede: Some((crate::ede::Ede::Prohibited, "client address not allowed")),
             });
             wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
             return Handled::Reply;
@@ -217,7 +217,7 @@ impl WorkerCtx {
                     crate::dnssec::Security::Secure => ctx.stats.dnssec_secure.bump(),
                     crate::dnssec::Security::Bogus(b) => {
                         ctx.stats.dnssec_bogus.bump();
-                        tracing::info!(%name, ?qtype, ede = b.ede, reason = %b.text, "DNSSEC bogus");
+                        tracing::info!(%name, ?qtype, ede = b.ede.code(), reason = %b.text, "DNSSEC bogus");
                     }
                     _ => ctx.stats.dnssec_insecure.bump(),
                 },

@@ -1,0 +1,93 @@
+//! Extended DNS Errors (RFC 8914): every INFO-CODE adox emits, in this one file. Each error
+//! type says which one applies to it (`ResolveError::ede`, `verify::Failure::ede`, the
+//! validator's bogus and insecure statuses); the wire writer takes an [`Ede`].
+
+/// An Extended DNS Error INFO-CODE adox emits (RFC 8914 section 4; 27 from RFC 9276).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ede {
+    /// 0: Other (a limit of the resolver tripped, a CNAME loop).
+    Other,
+    /// 1: Unsupported DNSKEY Algorithm (the zone is treated as insecure).
+    UnsupportedDnskeyAlgorithm,
+    /// 2: Unsupported DS Digest Type (the zone is treated as insecure).
+    UnsupportedDsDigestType,
+    /// 6: DNSSEC Bogus.
+    DnssecBogus,
+    /// 7: Signature Expired.
+    SignatureExpired,
+    /// 8: Signature Not Yet Valid.
+    SignatureNotYetValid,
+    /// 9: DNSKEY Missing.
+    DnskeyMissing,
+    /// 10: RRSIGs Missing.
+    RrsigsMissing,
+    /// 12: NSEC Missing.
+    NsecMissing,
+    /// 18: Prohibited (the client is not allowed).
+    Prohibited,
+    /// 22: No Reachable Authority (also: strict transport allowed no server).
+    NoReachableAuthority,
+    /// 23: Network Error.
+    NetworkError,
+    /// 24: Invalid Data.
+    InvalidData,
+    /// 27: Unsupported NSEC3 Iterations Value (RFC 9276 section 3.2).
+    UnsupportedNsec3Iterations,
+}
+
+impl Ede {
+    /// The INFO-CODE on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            Ede::Other => 0,
+            Ede::UnsupportedDnskeyAlgorithm => 1,
+            Ede::UnsupportedDsDigestType => 2,
+            Ede::DnssecBogus => 6,
+            Ede::SignatureExpired => 7,
+            Ede::SignatureNotYetValid => 8,
+            Ede::DnskeyMissing => 9,
+            Ede::RrsigsMissing => 10,
+            Ede::NsecMissing => 12,
+            Ede::Prohibited => 18,
+            Ede::NoReachableAuthority => 22,
+            Ede::NetworkError => 23,
+            Ede::InvalidData => 24,
+            Ede::UnsupportedNsec3Iterations => 27,
+        }
+    }
+}
+
+impl std::fmt::Display for Ede {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_rfc_8914_registry_values() {
+        let all = [
+            (Ede::Other, 0),
+            (Ede::UnsupportedDnskeyAlgorithm, 1),
+            (Ede::UnsupportedDsDigestType, 2),
+            (Ede::DnssecBogus, 6),
+            (Ede::SignatureExpired, 7),
+            (Ede::SignatureNotYetValid, 8),
+            (Ede::DnskeyMissing, 9),
+            (Ede::RrsigsMissing, 10),
+            (Ede::NsecMissing, 12),
+            (Ede::Prohibited, 18),
+            (Ede::NoReachableAuthority, 22),
+            (Ede::NetworkError, 23),
+            (Ede::InvalidData, 24),
+            (Ede::UnsupportedNsec3Iterations, 27),
+        ];
+        for (ede, code) in all {
+            assert_eq!(ede.code(), code, "{ede:?}");
+        }
+    }
+}
