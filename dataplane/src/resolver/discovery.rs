@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::exchange::{build_query, check_reply, failure_text};
+use super::exchange::{build_query, check_reply};
 use super::iterate::{ns_names, rrset_records};
 use super::{Answer, PeerAuth, Resolver, Upstream, Wire};
 use crate::dnssec::Security;
@@ -235,7 +235,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 Err(e) => {
                     stats.probe_failures.bump();
-                    shared.probes.failure(addr, transport, upstream.unix_now(), &failure_text(&e));
+                    shared.probes.failure(addr, transport, upstream.unix_now(), &e.reason());
                 }
             }
             in_flight.set(in_flight.get().saturating_sub(1));

@@ -80,8 +80,8 @@ pub enum ResolveError {
     StrictUnreachable {
         /// The zone.
         zone: Name,
-        /// `strict NS@ADDR TRANSPORT: REASON` for the last server tried.
-        detail: String,
+        /// The last server tried, shown as `strict NS@ADDR TRANSPORT: REASON`.
+        detail: Box<crate::upstream::error::StrictFailure>,
     },
     /// A CNAME or DNAME chain came back to a name already seen.
     #[error("CNAME/DNAME loop at {0}")]

@@ -8,20 +8,11 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamError, Wire};
+use crate::upstream::error::{Busy, Fault, StrictFailure};
 use crate::upstream::plan::{self, PROBED, PlanInputs, PlanSource, Switches, TransportPlan};
 use crate::upstream::probe::ProbeDecision;
 use adox_api::policy::{Auth, Mode, Transport};
 use adox_api::rest::{Attempt, ExplainStep, PlanView};
-
-/// The short reason of a transport failure, for EXTRA-TEXT.
-pub(super) fn failure_text(e: &UpstreamError) -> String {
-    match e {
-        UpstreamError::Tls(r) => (*r).to_string(),
-        UpstreamError::Timeout => "timeout".into(),
-        UpstreamError::Refused => "refused".into(),
-        other => other.to_string(),
-    }
-}
 
 /// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
 pub(super) enum ExchangeError {
@@ -78,7 +69,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             if let Some(a) = attempts.as_mut() {
                 let outcome = match r {
                     Ok(_) => "ok".to_string(),
-                    Err(ExchangeError::Server(e)) => failure_text(e),
+                    Err(ExchangeError::Server(e)) => e.reason(),
                     Err(ExchangeError::Fatal(e)) => e.to_string(),
                 };
                 a.push(Attempt { transport, outcome });
@@ -121,21 +112,20 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
-                    if matches!(e, UpstreamError::Tls(_) | UpstreamError::Timeout | UpstreamError::Refused) {
-                        self.shared.probes.failure(addr, t, self.upstream.unix_now(), &failure_text(&e));
+                    if e.is_transport_failure() {
+                        self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e.reason());
                     }
                     if failure.is_none() {
-                        failure = Some((t, failure_text(&e)));
+                        failure = Some((t, e.reason()));
                     }
                 }
             }
         }
         if plan.mode == Mode::Strict {
             self.stats.strict_failures.bump();
-            let (t, reason) = failure.unwrap_or((Transport::Dot, "no-supported-transport".into()));
-            let t = format!("{t:?}").to_ascii_lowercase();
-            let detail = format!("strict {}@{addr} {t}: {reason}", ns_name.to_ascii());
-            return Err(ExchangeError::Server(UpstreamError::Strict(detail)));
+            let (transport, reason) = failure.unwrap_or((Transport::Dot, "no-supported-transport".into()));
+            let strict = StrictFailure { nameserver: ns_name.clone(), addr, transport, reason };
+            return Err(ExchangeError::Server(UpstreamError::Strict(Box::new(strict))));
         }
         self.stats.downgrades.bump();
         let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
@@ -196,9 +186,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         zone: &Name,
     ) -> Result<super::OutstandingGuard<'_>, ExchangeError> {
         self.reserve(addr, zone).map_err(|l| match l {
-            Limit::OutstandingPerServer => {
-                ExchangeError::Server(UpstreamError::Io("outstanding limit for this server reached".into()))
-            }
+            Limit::OutstandingPerServer => ExchangeError::Server(UpstreamError::Busy(Busy::OutstandingPerServer)),
             l => ExchangeError::Fatal(ResolveError::LimitExceeded(l)),
         })
     }
@@ -226,7 +214,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.stats.upstream_udp.bump();
         let fail = |e: UpstreamError| {
             // Local trouble (no descriptor, no route) says nothing about the server.
-            if !matches!(e, UpstreamError::Io(_)) {
+            if e.fault() == Fault::Upstream {
                 self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), rto));
             }
             if e == UpstreamError::Timeout {

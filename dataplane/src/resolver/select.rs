@@ -147,7 +147,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     Err(ExchangeError::Server(e)) => {
                         // A timeout may be a lost datagram: the server gets one more try, after
                         // the others, with the longer timeout its failure just earned.
-                        if e == UpstreamError::Timeout && first_try {
+                        if e.retry_same_server() && first_try {
                             queue.push_back((addr, ns_name));
                         }
                         last = Some((addr, e));
@@ -183,8 +183,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     pub(super) fn unreachable(&self, zone: &Name, last: Option<(IpAddr, UpstreamError)>) -> ResolveError {
         let (server, last) = match last {
             // Under strict mode the text is the fixed grammar operators parse.
-            Some((_, UpstreamError::Strict(detail))) => {
-                return ResolveError::StrictUnreachable { zone: zone.clone(), detail };
+            Some((_, UpstreamError::Strict(strict))) => {
+                return ResolveError::StrictUnreachable { zone: zone.clone(), detail: strict };
             }
             Some((a, e)) => (Some(a), format!("{a}: {e}")),
             None => (None, "no nameserver address".to_string()),

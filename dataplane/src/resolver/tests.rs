@@ -142,12 +142,12 @@ impl Upstream for Fake {
         let q = &msg.queries[0];
         if let Wire::Doq { .. } = wire {
             // No fake server speaks DoQ.
-            return Err(UpstreamError::Tls("refused"));
+            return Err(UpstreamError::Transport(crate::upstream::error::TransportFailure::Refused));
         }
         if let Wire::Dot { .. } = wire {
             self.dot_log.borrow_mut().push((server.ip(), q.name().clone()));
             if server.port() != self.dot_port.get() || !self.dot_capable.contains(&server.ip()) {
-                return Err(UpstreamError::Tls("refused"));
+                return Err(UpstreamError::Transport(crate::upstream::error::TransportFailure::Refused));
             }
             return Ok(self.answer(server.ip(), &msg).to_vec().unwrap());
         }

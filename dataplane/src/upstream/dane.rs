@@ -23,14 +23,15 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::error::TransportFailure;
 use super::signal::TlsaRecord;
 
 /// A handshake failure of DANE, as a stable reason.
-pub const NO_TLSA: &str = "dane-no-tlsa";
+pub const NO_TLSA: TransportFailure = TransportFailure::DaneNoTlsa;
 /// The TLSA RRset has no record adox can use (usages 0/1 only, RFC 7671 section 4.1).
-pub const NO_USABLE_TLSA: &str = "dane-no-usable-tlsa";
+pub const NO_USABLE_TLSA: TransportFailure = TransportFailure::DaneNoUsableTlsa;
 /// No record matches the certificate chain.
-pub const MISMATCH: &str = "dane-mismatch";
+pub const MISMATCH: TransportFailure = TransportFailure::DaneMismatch;
 
 /// Secure TLSA RRsets by transport and host (`tcp/ns1.example.`), with their expiry.
 #[derive(Debug, Default)]
@@ -99,6 +100,24 @@ impl TlsaTable {
     }
 }
 
+/// A DANE failure as rustls carries it out of the verifier; `tls::failure_reason` reads it
+/// back by type.
+fn dane_error(f: TransportFailure) -> rustls::Error {
+    rustls::Error::Other(rustls::OtherError(Arc::new(DaneError(f))))
+}
+
+/// The typed reason inside [`dane_error`].
+#[derive(Debug)]
+pub(crate) struct DaneError(pub(crate) TransportFailure);
+
+impl std::fmt::Display for DaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl std::error::Error for DaneError {}
+
 /// The certificate association data of `cert` for a selector and matching type.
 fn association(cert: &CertificateDer<'_>, selector: u8, matching: u8) -> Option<Vec<u8>> {
     let data = match selector {
@@ -122,7 +141,7 @@ pub fn check(
     server_name: &ServerName<'_>,
     now: UnixTime,
     provider: &CryptoProvider,
-) -> Result<(), &'static str> {
+) -> Result<(), TransportFailure> {
     let usable: Vec<&TlsaRecord> =
         records.iter().filter(|r| matches!(r.usage, 2 | 3) && r.selector <= 1 && r.matching <= 2).collect();
     if usable.is_empty() {
@@ -185,13 +204,13 @@ impl ServerCertVerifier for DaneVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let ServerName::DnsName(host) = server_name else {
-            return Err(rustls::Error::General(NO_TLSA.into()));
+            return Err(dane_error(NO_TLSA));
         };
         let key = TlsaTable::key(self.proto, host.as_ref());
-        let records = self.table.get(&key, now.as_secs()).ok_or(rustls::Error::General(NO_TLSA.into()))?;
+        let records = self.table.get(&key, now.as_secs()).ok_or_else(|| dane_error(NO_TLSA))?;
         check(&records, end_entity, intermediates, server_name, now, &self.provider)
             .map(|()| ServerCertVerified::assertion())
-            .map_err(|reason| rustls::Error::General(reason.into()))
+            .map_err(dane_error)
     }
 
     fn verify_tls12_signature(
@@ -262,7 +281,7 @@ mod tests {
         TlsaRecord { usage, selector, matching, data }
     }
 
-    fn run(records: &[TlsaRecord], chain: &[&[u8]], name: &str) -> Result<(), &'static str> {
+    fn run(records: &[TlsaRecord], chain: &[&[u8]], name: &str) -> Result<(), TransportFailure> {
         let provider = rustls::crypto::ring::default_provider();
         let leaf = CertificateDer::from(chain[0].to_vec());
         let rest: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.to_vec())).collect();

@@ -16,6 +16,7 @@ use quinn_proto::{
 };
 
 use super::UpstreamError;
+use super::error::TransportFailure;
 
 /// RFC 9250 section 4.3 error codes.
 pub mod code {
@@ -36,8 +37,8 @@ pub enum DoqState {
     Open,
     /// Closing after [`DoqSession::close`].
     Closing,
-    /// Lost, with a stable short reason.
-    Failed(&'static str),
+    /// Lost, and why.
+    Failed(TransportFailure),
 }
 
 /// What happened during [`DoqSession::poll_events`].
@@ -52,8 +53,8 @@ pub enum DoqEvent {
     StreamsAvailable,
     /// The stream of a query finished: its DNS message (ID still 0), or why not.
     Answer(StreamId, Result<Vec<u8>, UpstreamError>),
-    /// The connection is lost, with a stable short reason.
-    Lost(&'static str),
+    /// The connection is lost, and why.
+    Lost(TransportFailure),
 }
 
 /// The two QUIC client configurations of each authentication (ALPN doq, TLS 1.3, the DoQ
@@ -121,7 +122,7 @@ impl DoqSession {
     ) -> Result<Self, UpstreamError> {
         let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
         let (handle, conn) =
-            endpoint.connect(now, config, remote, server_name).map_err(|_| UpstreamError::Tls("quic-connect"))?;
+            endpoint.connect(now, config, remote, server_name).map_err(|_| TransportFailure::QuicConnect)?;
         Ok(Self {
             endpoint,
             conn,
@@ -161,7 +162,7 @@ impl DoqSession {
 
     /// The socket said the server's port is closed.
     pub fn refused(&mut self) {
-        self.state = DoqState::Failed("refused");
+        self.state = DoqState::Failed(TransportFailure::Refused);
     }
 
     /// Runs timers, hands endpoint events around, and reads every query stream: what
@@ -192,11 +193,11 @@ impl DoqSession {
                 }
                 Event::ConnectionLost { reason } => {
                     let reason = match reason {
-                        quinn_proto::ConnectionError::TimedOut => "timeout",
-                        quinn_proto::ConnectionError::TransportError(_) => "quic-transport-error",
+                        quinn_proto::ConnectionError::TimedOut => TransportFailure::QuicTimeout,
+                        quinn_proto::ConnectionError::TransportError(_) => TransportFailure::QuicTransportError,
                         quinn_proto::ConnectionError::ConnectionClosed(_)
-                        | quinn_proto::ConnectionError::ApplicationClosed(_) => "closed",
-                        _ => "quic-error",
+                        | quinn_proto::ConnectionError::ApplicationClosed(_) => TransportFailure::Closed,
+                        _ => TransportFailure::QuicError,
                     };
                     self.state = DoqState::Failed(reason);
                     out.push(DoqEvent::Lost(reason));
@@ -240,11 +241,11 @@ impl DoqSession {
         let _ = chunks.finalize();
         if let Some(code) = reset {
             let reason = if u64::from(code) == u64::from(code::DOQ_INTERNAL_ERROR) {
-                "doq-internal-error"
+                TransportFailure::DoqInternalError
             } else {
-                "doq-stream-reset"
+                TransportFailure::DoqStreamReset
             };
-            return Some(Err(UpstreamError::Tls(reason)));
+            return Some(Err(reason.into()));
         }
         if !finished {
             return None;
@@ -261,16 +262,16 @@ impl DoqSession {
     /// stream can be opened yet (handshake under way, or at the peer's limit).
     pub fn open_query(&mut self, query: &[u8]) -> Result<Option<StreamId>, UpstreamError> {
         if let DoqState::Failed(reason) = self.state {
-            return Err(UpstreamError::Tls(reason));
+            return Err(reason.into());
         }
         let Some(id) = self.conn.streams().open(Dir::Bi) else { return Ok(None) };
         let frame = frame_query(query)?;
         let mut send = self.conn.send_stream(id);
-        let written = send.write(&frame).map_err(|_| UpstreamError::Tls("doq-write"))?;
+        let written = send.write(&frame).map_err(|_| TransportFailure::DoqWrite)?;
         if written != frame.len() {
-            return Err(UpstreamError::Tls("doq-flow-control"));
+            return Err(TransportFailure::DoqFlowControl.into());
         }
-        send.finish().map_err(|_| UpstreamError::Tls("doq-write"))?;
+        send.finish().map_err(|_| TransportFailure::DoqWrite)?;
         self.streams.insert(id, Vec::new());
         Ok(Some(id))
     }

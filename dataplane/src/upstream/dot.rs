@@ -9,31 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 
-/// Why a session ended or could not start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DotFailure {
-    /// The TLS layer failed; the reason is a stable short name (see `tls::failure_reason`).
-    Tls(&'static str),
-    /// The server closed the connection (before the handshake: it spoke no TLS 1.3 to us).
-    Closed {
-        /// Whether the handshake had completed.
-        after_handshake: bool,
-    },
-    /// A frame was malformed.
-    Framing,
-}
-
-impl DotFailure {
-    /// The short reason used in EXTRA-TEXT and server state.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DotFailure::Tls(r) => r,
-            DotFailure::Closed { after_handshake: false } => "handshake-closed",
-            DotFailure::Closed { after_handshake: true } => "closed",
-            DotFailure::Framing => "framing",
-        }
-    }
-}
+use super::error::TransportFailure;
 
 /// One TLS connection's protocol state.
 #[derive(Debug)]
@@ -46,17 +22,17 @@ pub struct DotSession {
 impl DotSession {
     /// Starts a session; `name` is the SNI and authentication name (an IP address for
     /// opportunistic connections: no SNI is sent for it).
-    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, DotFailure> {
-        let tls = ClientConnection::new(config, name).map_err(|e| DotFailure::Tls(super::tls::failure_reason(&e)))?;
+    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, TransportFailure> {
+        let tls = ClientConnection::new(config, name).map_err(|e| super::tls::failure_reason(&e))?;
         Ok(Self { tls, plain: Vec::new(), handshake_seen: false })
     }
 
     /// Queues one DNS message, framed. Written before the handshake completes, it is held
     /// by rustls and sent as soon as the keys allow.
-    pub fn send(&mut self, msg: &[u8]) -> Result<(), DotFailure> {
-        let len = u16::try_from(msg.len()).map_err(|_| DotFailure::Framing)?;
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), TransportFailure> {
+        let len = u16::try_from(msg.len()).map_err(|_| TransportFailure::Framing)?;
         let mut w = self.tls.writer();
-        w.write_all(&len.to_be_bytes()).and_then(|_| w.write_all(msg)).map_err(|_| DotFailure::Framing)
+        w.write_all(&len.to_be_bytes()).and_then(|_| w.write_all(msg)).map_err(|_| TransportFailure::Framing)
     }
 
     /// Whether TLS records wait to be written.
@@ -122,7 +98,7 @@ impl DotSession {
     }
 
     /// The next complete DNS message received, if any.
-    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, DotFailure> {
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, TransportFailure> {
         self.drain_plaintext();
         take_frame(&mut self.plain)
     }
@@ -136,13 +112,13 @@ impl DotSession {
 /// Takes the next complete length-prefixed DNS message (RFC 7858 section 3.3, RFC 1035
 /// section 4.2.2) from the front of `stream`; `None` until one is complete. A length
 /// shorter than a DNS header breaks the framing: the connection cannot be trusted after it.
-pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, DotFailure> {
+pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TransportFailure> {
     if stream.len() < 2 {
         return Ok(None);
     }
     let len = usize::from(u16::from_be_bytes([stream[0], stream[1]]));
     if len < 12 {
-        return Err(DotFailure::Framing);
+        return Err(TransportFailure::Framing);
     }
     if stream.len() < 2 + len {
         return Ok(None);
@@ -154,11 +130,11 @@ pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, DotFailure> {
 
 /// A TLS failure carried through `io::Error` from `read_from`.
 #[derive(Debug)]
-pub struct TlsError(pub &'static str);
+pub struct TlsError(pub TransportFailure);
 
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.0.as_str())
     }
 }
 

@@ -1,4 +1,152 @@
-//! Why one exchange with one authoritative server failed, whatever the transport.
+//! Why one exchange with one authoritative server failed, whatever the transport; whose
+//! fault it was and what to do next are methods, so the resolver never compares strings.
+
+use std::net::IpAddr;
+
+use adox_api::policy::Transport;
+use hickory_proto::rr::Name;
+
+/// Why an encrypted transport failed. Each has a stable short name (EXTRA-TEXT, server
+/// state, explain, the lab tests): [`TransportFailure::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The server's port is closed (TCP reset, ICMP port unreachable).
+    Refused,
+    /// The connection failed at the socket level.
+    IoError,
+    /// The name to authenticate is not a valid TLS server name.
+    BadName,
+    /// The server closed the connection before the handshake completed (it speaks no TLS
+    /// 1.3, or not to us).
+    HandshakeClosed,
+    /// The server closed an established connection.
+    Closed,
+    /// A malformed frame (length prefix).
+    Framing,
+    /// The certificate is not valid for the name.
+    CertNameMismatch,
+    /// The certificate does not chain to a trusted root.
+    CertUntrusted,
+    /// The certificate expired.
+    CertExpired,
+    /// The certificate is invalid otherwise.
+    CertInvalid,
+    /// No common TLS version (adox speaks TLS 1.3 only).
+    TlsVersion,
+    /// No common ALPN (`dot`, `doq`).
+    Alpn,
+    /// The server sent a TLS alert.
+    TlsAlert,
+    /// Another TLS error.
+    TlsError,
+    /// DANE: no secure TLSA RRset is known for the name.
+    DaneNoTlsa,
+    /// DANE: the secure TLSA RRset has no record adox can use (RFC 7671 section 4.1).
+    DaneNoUsableTlsa,
+    /// DANE: no TLSA record matches the certificate chain.
+    DaneMismatch,
+    /// DoQ is not available (the QUIC configuration could not be built).
+    DoqUnavailable,
+    /// QUIC refused to start a connection.
+    QuicConnect,
+    /// The QUIC connection timed out (idle or handshake).
+    QuicTimeout,
+    /// A QUIC transport error.
+    QuicTransportError,
+    /// Another QUIC error.
+    QuicError,
+    /// The server reset the query's stream.
+    DoqStreamReset,
+    /// The server reset the query's stream with DOQ_INTERNAL_ERROR.
+    DoqInternalError,
+    /// The query could not be written to its stream.
+    DoqWrite,
+    /// The query did not fit the stream's flow-control window.
+    DoqFlowControl,
+}
+
+impl TransportFailure {
+    /// The stable short name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportFailure::Refused => "refused",
+            TransportFailure::IoError => "io-error",
+            TransportFailure::BadName => "bad-name",
+            TransportFailure::HandshakeClosed => "handshake-closed",
+            TransportFailure::Closed => "closed",
+            TransportFailure::Framing => "framing",
+            TransportFailure::CertNameMismatch => "cert-name-mismatch",
+            TransportFailure::CertUntrusted => "cert-untrusted",
+            TransportFailure::CertExpired => "cert-expired",
+            TransportFailure::CertInvalid => "cert-invalid",
+            TransportFailure::TlsVersion => "tls-version",
+            TransportFailure::Alpn => "alpn",
+            TransportFailure::TlsAlert => "tls-alert",
+            TransportFailure::TlsError => "tls-error",
+            TransportFailure::DaneNoTlsa => "dane-no-tlsa",
+            TransportFailure::DaneNoUsableTlsa => "dane-no-usable-tlsa",
+            TransportFailure::DaneMismatch => "dane-mismatch",
+            TransportFailure::DoqUnavailable => "doq-unavailable",
+            TransportFailure::QuicConnect => "quic-connect",
+            TransportFailure::QuicTimeout => "timeout",
+            TransportFailure::QuicTransportError => "quic-transport-error",
+            TransportFailure::QuicError => "quic-error",
+            TransportFailure::DoqStreamReset => "doq-stream-reset",
+            TransportFailure::DoqInternalError => "doq-internal-error",
+            TransportFailure::DoqWrite => "doq-write",
+            TransportFailure::DoqFlowControl => "doq-flow-control",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One of adox's own limits that kept a query from a server: the server is skipped for
+/// this query and not blamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Busy {
+    /// `resolver.max_outstanding_per_server` queries are in flight to this address.
+    OutstandingPerServer,
+    /// The DoT connection has `transport.dot_max_outstanding` queries in flight.
+    ConnectionFull,
+}
+
+/// Strict mode allowed no transport that worked for one server: nothing was sent in
+/// cleartext. Shown in the fixed grammar `strict NS@ADDR TRANSPORT: REASON` that
+/// operators parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrictFailure {
+    /// The nameserver name.
+    pub nameserver: Name,
+    /// Its address.
+    pub addr: IpAddr,
+    /// The transport whose failure is reported (the first one tried).
+    pub transport: Transport,
+    /// Why it failed (`no-supported-transport` when the plan had none adox speaks).
+    pub reason: String,
+}
+
+impl std::fmt::Display for StrictFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = format!("{:?}", self.transport).to_ascii_lowercase();
+        write!(f, "strict {}@{} {t}: {}", self.nameserver.to_ascii(), self.addr, self.reason)
+    }
+}
+
+/// Whose fault a failure was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The server (or the path to it): it counts against the server's health.
+    Upstream,
+    /// This machine or one of adox's own limits: it says nothing about the server.
+    Local,
+}
 
 /// Why one exchange with one upstream server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,9 +161,15 @@ pub enum UpstreamError {
     /// The server's port is closed (ICMP port unreachable / TCP reset).
     #[error("connection refused")]
     Refused,
-    /// A local or network I/O error.
+    /// The server closed a Do53 TCP connection before it answered.
+    #[error("connection closed before the reply")]
+    Closed,
+    /// Local I/O trouble (no descriptor, no route).
     #[error("i/o error: {0}")]
-    Io(String),
+    Local(std::io::ErrorKind),
+    /// One of adox's own limits.
+    #[error("{}", match .0 { Busy::OutstandingPerServer => "outstanding limit for this server reached", Busy::ConnectionFull => "connection at its outstanding limit" })]
+    Busy(Busy),
     /// The reply did not parse or did not match the question.
     #[error("bad response: {0}")]
     BadResponse(&'static str),
@@ -25,12 +179,77 @@ pub enum UpstreamError {
     /// The server is not authoritative for the zone (lame or upward referral).
     #[error("lame delegation")]
     Lame,
-    /// An encrypted transport failed: connection, TLS handshake or authentication; the
-    /// reason is a stable short name (`cert-name-mismatch`, `handshake-closed`, ...).
+    /// An encrypted transport failed: connection, TLS handshake or authentication.
     #[error("{0}")]
-    Tls(&'static str),
-    /// Strict mode allowed no transport that worked; the text follows the fixed grammar
-    /// `strict NS@ADDR TRANSPORT: REASON`.
+    Transport(TransportFailure),
+    /// Strict mode allowed no transport that worked.
     #[error("{0}")]
-    Strict(String),
+    Strict(Box<StrictFailure>),
+}
+
+impl UpstreamError {
+    /// Whose fault it was: local trouble and adox's own limits say nothing about the
+    /// server.
+    pub fn fault(&self) -> Fault {
+        match self {
+            UpstreamError::Local(_) | UpstreamError::Busy(_) => Fault::Local,
+            _ => Fault::Upstream,
+        }
+    }
+
+    /// Whether the same server deserves one more try in this step, after the others: a
+    /// timeout may be one lost datagram.
+    pub fn retry_same_server(&self) -> bool {
+        matches!(self, UpstreamError::Timeout)
+    }
+
+    /// Whether it tells something about the server's encrypted transport (RFC 9539
+    /// failure state): a failed connection or handshake, a timeout, a refusal; not an
+    /// answer that was merely unusable.
+    pub fn is_transport_failure(&self) -> bool {
+        matches!(self, UpstreamError::Transport(_) | UpstreamError::Timeout | UpstreamError::Refused)
+    }
+
+    /// The short reason shown in EXTRA-TEXT, server state and explain.
+    pub fn reason(&self) -> String {
+        match self {
+            UpstreamError::Transport(t) => t.as_str().into(),
+            UpstreamError::Refused => "refused".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<TransportFailure> for UpstreamError {
+    fn from(f: TransportFailure) -> Self {
+        UpstreamError::Transport(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_retries_and_reasons() {
+        assert_eq!(UpstreamError::Local(std::io::ErrorKind::OutOfMemory).fault(), Fault::Local);
+        assert_eq!(UpstreamError::Busy(Busy::ConnectionFull).fault(), Fault::Local);
+        assert_eq!(UpstreamError::Closed.fault(), Fault::Upstream);
+        assert!(UpstreamError::Timeout.retry_same_server() && !UpstreamError::Refused.retry_same_server());
+        assert!(UpstreamError::from(TransportFailure::DaneMismatch).is_transport_failure());
+        assert!(!UpstreamError::Rcode(2).is_transport_failure());
+        assert_eq!(UpstreamError::from(TransportFailure::HandshakeClosed).reason(), "handshake-closed");
+        assert_eq!(UpstreamError::Refused.reason(), "refused");
+        assert_eq!(UpstreamError::Timeout.reason(), "timeout");
+        let strict = StrictFailure {
+            nameserver: "ns1.example.".parse().unwrap(),
+            addr: "192.0.2.1".parse().unwrap(),
+            transport: Transport::Doq,
+            reason: "dane-mismatch".into(),
+        };
+        assert_eq!(
+            UpstreamError::Strict(Box::new(strict)).to_string(),
+            "strict ns1.example.@192.0.2.1 doq: dane-mismatch"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use adox_api::policy::Transport;
 
 use super::UpstreamError;
+use super::error::TransportFailure;
 use super::probe::ProbeTable;
 
 /// What the pool asks of a connection.
@@ -152,9 +153,9 @@ impl Slot {
 pub(crate) type Slots<K> = RefCell<HashMap<K, Slot>>;
 
 /// Fails every slot still waiting (the connection is gone).
-pub(crate) fn fail_all<K>(slots: &Slots<K>, reason: &'static str) {
+pub(crate) fn fail_all<K>(slots: &Slots<K>, reason: TransportFailure) {
     for slot in slots.borrow_mut().values_mut().filter(|s| !s.done()) {
-        slot.complete(Err(UpstreamError::Tls(reason)));
+        slot.complete(Err(UpstreamError::Transport(reason)));
     }
 }
 
@@ -165,7 +166,9 @@ pub(crate) fn poll_slot<K: Hash + Eq>(
     cx: &Context<'_>,
 ) -> Poll<Result<Vec<u8>, UpstreamError>> {
     let mut slots = slots.borrow_mut();
-    let Some(slot) = slots.get_mut(key) else { return Poll::Ready(Err(UpstreamError::Tls("closed"))) };
+    let Some(slot) = slots.get_mut(key) else {
+        return Poll::Ready(Err(UpstreamError::Transport(TransportFailure::Closed)));
+    };
     if let Some(r) = slot.result.take() {
         return Poll::Ready(r);
     }
@@ -249,10 +252,10 @@ mod tests {
         slots.borrow_mut().insert(7, Slot::new(0xABCD));
         slots.borrow_mut().insert(8, Slot::new(1));
         slots.borrow_mut().get_mut(&7).unwrap().complete(Ok(vec![0, 7, 0x81]));
-        fail_all(&slots, "closed");
+        fail_all(&slots, TransportFailure::Closed);
         let cx = Context::from_waker(Waker::noop());
         assert_eq!(poll_slot(&slots, &7, &cx), Poll::Ready(Ok(vec![0xAB, 0xCD, 0x81])));
-        assert_eq!(poll_slot(&slots, &8, &cx), Poll::Ready(Err(UpstreamError::Tls("closed"))));
-        assert_eq!(poll_slot(&slots, &9, &cx), Poll::Ready(Err(UpstreamError::Tls("closed"))));
+        assert_eq!(poll_slot(&slots, &8, &cx), Poll::Ready(Err(UpstreamError::Transport(TransportFailure::Closed))));
+        assert_eq!(poll_slot(&slots, &9, &cx), Poll::Ready(Err(UpstreamError::Transport(TransportFailure::Closed))));
     }
 }

@@ -14,7 +14,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::dane::{DaneVerifier, TlsaTable};
+use super::dane::{DaneError, DaneVerifier, TlsaTable};
+use super::error::TransportFailure;
 use super::sessions::SessionStore;
 
 /// Accepts any certificate but still checks that the server holds the key it presents
@@ -226,23 +227,28 @@ impl TlsConfigs {
     }
 }
 
-/// A short, stable name for a TLS failure, used in EXTRA-TEXT and server state.
-pub fn failure_reason(e: &rustls::Error) -> &'static str {
+/// What a TLS failure means for the transport (its stable short name goes into
+/// EXTRA-TEXT and server state).
+pub fn failure_reason(e: &rustls::Error) -> TransportFailure {
     use rustls::{AlertDescription, CertificateError, Error};
     match e {
         Error::InvalidCertificate(CertificateError::NotValidForName)
-        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => "cert-name-mismatch",
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "cert-untrusted",
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            TransportFailure::CertNameMismatch
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => TransportFailure::CertUntrusted,
         Error::InvalidCertificate(CertificateError::Expired)
-        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "cert-expired",
-        Error::InvalidCertificate(_) => "cert-invalid",
-        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => "tls-version",
-        Error::NoApplicationProtocol | Error::AlertReceived(AlertDescription::NoApplicationProtocol) => "alpn",
-        Error::AlertReceived(_) => "tls-alert",
-        Error::General(s) if s == super::dane::NO_TLSA => super::dane::NO_TLSA,
-        Error::General(s) if s == super::dane::NO_USABLE_TLSA => super::dane::NO_USABLE_TLSA,
-        Error::General(s) if s == super::dane::MISMATCH => super::dane::MISMATCH,
-        _ => "tls-error",
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => TransportFailure::CertExpired,
+        Error::InvalidCertificate(_) => TransportFailure::CertInvalid,
+        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => {
+            TransportFailure::TlsVersion
+        }
+        Error::NoApplicationProtocol | Error::AlertReceived(AlertDescription::NoApplicationProtocol) => {
+            TransportFailure::Alpn
+        }
+        Error::AlertReceived(_) => TransportFailure::TlsAlert,
+        Error::Other(o) => o.0.downcast_ref::<DaneError>().map_or(TransportFailure::TlsError, |d| d.0),
+        _ => TransportFailure::TlsError,
     }
 }
 

@@ -26,7 +26,7 @@ const UDP_RECV_MAX: usize = 4097;
 fn io_error(e: &io::Error) -> UpstreamError {
     match e.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => UpstreamError::Refused,
-        _ => UpstreamError::Io(e.kind().to_string()),
+        _ => UpstreamError::Local(e.kind()),
     }
 }
 
@@ -67,7 +67,7 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
     let stream = mio::net::TcpStream::connect(server).map_err(|e| io_error(&e))?;
     let mut reg =
         Registered::new(reactor, stream, Interest::READABLE | Interest::WRITABLE).map_err(|e| io_error(&e))?;
-    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Io("query too long".into()))?;
+    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Local(io::ErrorKind::InvalidInput))?;
     let mut frame = len.to_be_bytes().to_vec();
     frame.extend_from_slice(query);
     let mut written = 0;
@@ -75,7 +75,7 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
     std::future::poll_fn(|cx| {
         while written < frame.len() {
             match reg.source.write(&frame[written..]) {
-                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed".into()))),
+                Ok(0) => return Poll::Ready(Err(UpstreamError::Closed)),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::NotConnected => {
                     reg.wait(cx);
@@ -93,7 +93,7 @@ async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
                 }
             }
             match reg.source.read(&mut chunk) {
-                Ok(0) => return Poll::Ready(Err(UpstreamError::Io("connection closed before the reply".into()))),
+                Ok(0) => return Poll::Ready(Err(UpstreamError::Closed)),
                 Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     reg.wait(cx);

@@ -20,6 +20,7 @@ use quinn_proto::StreamId;
 use super::reactor::{Executor, Reactor, spawn_driver, until, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::doq::{DoqConfigs, DoqEvent, DoqSession, DoqState};
+use crate::upstream::error::TransportFailure;
 use crate::upstream::pool::{OpenCount, Pool, PooledConnection, Slot, SlotGuard, Slots, fail_all};
 use crate::upstream::probe::ProbeTable;
 use crate::upstream::{PeerAuth, UpstreamError};
@@ -78,7 +79,7 @@ impl Conn {
         }
     }
 
-    fn fail(&self, reason: &'static str) {
+    fn fail(&self, reason: TransportFailure) {
         self.wake_openers();
         fail_all(&self.slots, reason);
     }
@@ -104,7 +105,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     session.refused();
                     drop((session, sock, buf, out));
-                    self.fail("refused");
+                    self.fail(TransportFailure::Refused);
                     return Poll::Ready(());
                 }
                 Err(_) => break,
@@ -199,14 +200,14 @@ impl DoqDriver {
     }
 
     fn connect(self: &Rc<Self>, key: &DoqKey) -> Result<Rc<Conn>, UpstreamError> {
-        let configs = self.configs.as_ref().ok_or(UpstreamError::Tls("doq-unavailable"))?;
+        let configs = self.configs.as_ref().ok_or(UpstreamError::Transport(TransportFailure::DoqUnavailable))?;
         let host = |n: &hickory_proto::rr::Name| n.to_ascii().trim_end_matches('.').to_string();
         let (config, name) = match &key.auth {
             PeerAuth::Pkix(n) => (configs.pkix.clone(), host(n)),
             PeerAuth::Dane(n) => (configs.dane.clone(), host(n)),
             PeerAuth::None => (configs.unauthenticated.clone(), key.server.ip().to_string()),
         };
-        let io_err = |e: io::Error| UpstreamError::Io(e.kind().to_string());
+        let io_err = |e: io::Error| UpstreamError::Local(e.kind());
         let bind: SocketAddr = if key.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let mut sock = mio::net::UdpSocket::bind(bind).map_err(io_err)?;
         sock.connect(key.server).map_err(io_err)?;

@@ -19,7 +19,8 @@ use rustls::pki_types::ServerName;
 
 use super::reactor::{Executor, Reactor, spawn_driver, wait_slot};
 use crate::stats::WorkerStats;
-use crate::upstream::dot::{DotFailure, DotSession, TlsError, pad_query};
+use crate::upstream::dot::{DotSession, TlsError, pad_query};
+use crate::upstream::error::{Busy, TransportFailure};
 use crate::upstream::pool::{OpenCount, Pool, PooledConnection, Slot, SlotGuard, Slots, fail_all};
 use crate::upstream::tls::TlsConfigs;
 use crate::upstream::{PeerAuth, UpstreamError};
@@ -48,7 +49,7 @@ enum State {
     Handshaking,
     Open,
     Closing,
-    Failed(DotFailure),
+    Failed(TransportFailure),
 }
 
 #[derive(Debug)]
@@ -70,10 +71,9 @@ impl Conn {
         }
     }
 
-    fn fail(&self, f: DotFailure) {
-        let reason = f.reason();
+    fn fail(&self, f: TransportFailure) {
         *self.state.borrow_mut() = State::Failed(f);
-        fail_all(&self.slots, reason);
+        fail_all(&self.slots, f);
     }
 
     /// Moves bytes both ways and hands out answers. Ready when the connection is over.
@@ -102,7 +102,7 @@ impl Conn {
                 Ok(false) => {
                     let after = session.handshake_done();
                     drop((session, sock));
-                    self.fail(DotFailure::Closed { after_handshake: after });
+                    self.fail(if after { TransportFailure::Closed } else { TransportFailure::HandshakeClosed });
                     return Poll::Ready(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
@@ -147,16 +147,16 @@ impl Conn {
     }
 }
 
-fn io_failure(e: &io::Error, after_handshake: bool) -> DotFailure {
+fn io_failure(e: &io::Error, after_handshake: bool) -> TransportFailure {
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) {
-        return DotFailure::Tls(t.0);
+        return t.0;
     }
     match e.kind() {
-        io::ErrorKind::ConnectionRefused => DotFailure::Tls("refused"),
+        io::ErrorKind::ConnectionRefused => TransportFailure::Refused,
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            DotFailure::Closed { after_handshake }
+            if after_handshake { TransportFailure::Closed } else { TransportFailure::HandshakeClosed }
         }
-        _ => DotFailure::Tls("io-error"),
+        _ => TransportFailure::IoError,
     }
 }
 
@@ -204,20 +204,20 @@ impl DotDriver {
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
         let sni = |n: &Name| {
             let ascii = n.to_ascii();
-            ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| UpstreamError::Tls("bad-name"))
+            ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| TransportFailure::BadName)
         };
         let (config, server_name) = match &key.auth {
             PeerAuth::Pkix(n) => (self.configs.pkix.clone(), sni(n)?),
             PeerAuth::Dane(n) => (self.configs.dane.clone(), sni(n)?),
             PeerAuth::None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
         };
-        let session = DotSession::new(config, server_name).map_err(|f| UpstreamError::Tls(f.reason()))?;
-        let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Io(e.kind().to_string()))?;
+        let session = DotSession::new(config, server_name)?;
+        let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Local(e.kind()))?;
         let _ = sock.set_nodelay(true);
         let token = self
             .reactor
             .register_source(&mut sock, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| UpstreamError::Io(e.kind().to_string()))?;
+            .map_err(|e| UpstreamError::Local(e.kind()))?;
         let conn = Rc::new(Conn {
             session: RefCell::new(session),
             sock: RefCell::new(sock),
@@ -265,7 +265,7 @@ impl DotDriver {
         }
         let conn = self.pool.get_or_open(&key, || self.connect(&key))?;
         if conn.slots.borrow().len() >= self.settings.max_outstanding {
-            return Err(UpstreamError::Io("DoT connection at its outstanding limit".into()));
+            return Err(UpstreamError::Busy(Busy::ConnectionFull));
         }
         let mut id = conn.next_id.get();
         while conn.slots.borrow().contains_key(&id) {
@@ -279,7 +279,7 @@ impl DotDriver {
         conn.slots.borrow_mut().insert(id, Slot::new(client_id));
         let _guard =
             SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active, now: || self.reactor.now() };
-        conn.session.borrow_mut().send(&msg).map_err(|f| UpstreamError::Tls(f.reason()))?;
+        conn.session.borrow_mut().send(&msg)?;
         self.stats.upstream_dot.bump();
         conn.wake_driver();
         wait_slot(&self.reactor, self.reactor.now() + timeout, &conn.slots, &id).await
