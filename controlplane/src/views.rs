@@ -8,16 +8,20 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use adox_api::rest::{
-    DnssecStatus, NegativeAnchors, ServerList, ServerState, SignalRecord, SignalState, Stats, TransportState,
-    TransportStatus, WorkerLoad,
+    Attempt, DnssecStatus, Explain, ExplainStep, NegativeAnchors, PlanView, ServerList, ServerState, SignalRecord,
+    SignalState, Stats, TransportState, TransportStatus, WorkerLoad,
 };
 use adox_dataplane::PlaneHandle;
+use adox_dataplane::dnssec::Security;
+use adox_dataplane::resolver::trace::TraceStep;
+use adox_dataplane::respond::Explained;
+use adox_dataplane::upstream::probe::ProbeStatus;
 
 /// `GET /v1/stats` (and the Prometheus exposition): the summed counters, per-worker load
 /// and cache sizes; `started` is when the API started (for the uptime).
 pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
     let workers = plane
-        .stats
+        .worker_stats()
         .iter()
         .enumerate()
         .map(|(worker, w)| WorkerLoad {
@@ -30,9 +34,9 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
     Stats {
         uptime_s: started.elapsed().as_secs(),
         totals: plane.stats(),
-        record_cache_entries: plane.shared.records.len() as u64,
-        record_cache_bytes: plane.shared.records.used_bytes() as u64,
-        policies: plane.shared.policies.load().len() as u64,
+        record_cache_entries: plane.record_cache_usage().0 as u64,
+        record_cache_bytes: plane.record_cache_usage().1 as u64,
+        policies: plane.policy_store().load().len() as u64,
         workers,
     }
 }
@@ -41,7 +45,6 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
 /// server (RTT, failures, transports) and, for the whole list, the nameservers' transport
 /// signals; `only` looks one address up, `limit` caps each list.
 pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize) -> ServerList {
-    let shared = &plane.shared;
     let now = Instant::now();
     let mut by_addr: BTreeMap<IpAddr, ServerState> = BTreeMap::new();
     let blank = |a: IpAddr| ServerState {
@@ -52,10 +55,7 @@ pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize
         transports: vec![],
     };
     // One address is looked up, not found by walking every table.
-    let (servers, records) = match only {
-        Some(a) => (shared.servers.find(a).map(|i| (a, i)).into_iter().collect(), shared.probes.records_of(a)),
-        None => (shared.servers.entries(), shared.probes.records()),
-    };
+    let (servers, records) = (plane.servers(only), plane.probe_records(only));
     for (addr, info) in servers {
         let s = by_addr.entry(addr).or_insert_with(|| blank(addr));
         s.srtt_us = (info.srtt_us > 0).then_some(info.srtt_us);
@@ -64,7 +64,7 @@ pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize
     }
     for r in records {
         let s = by_addr.entry(r.addr).or_insert_with(|| blank(r.addr));
-        let state = r.status;
+        let state = transport_status(r.status);
         let capable = match state {
             TransportStatus::Success => Some(true),
             TransportStatus::Failed | TransportStatus::Timeout => Some(false),
@@ -88,9 +88,8 @@ pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize
     let signals = if only.is_some() {
         vec![]
     } else {
-        let mut v: Vec<SignalState> = shared
-            .signals
-            .entries(adox_dataplane::clock::unix_now())
+        let mut v: Vec<SignalState> = plane
+            .signals(adox_dataplane::clock::unix_now())
             .into_iter()
             .filter_map(|(name, sig)| match sig {
                 adox_dataplane::upstream::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
@@ -138,5 +137,76 @@ pub(crate) fn negative_anchors_view(plane: &PlaneHandle) -> NegativeAnchors {
     NegativeAnchors {
         config: config.iter().map(|n| n.to_ascii()).collect(),
         api: api.iter().map(|n| n.to_ascii()).collect(),
+    }
+}
+
+/// The REST form of an RFC 9539 state.
+fn transport_status(s: ProbeStatus) -> TransportStatus {
+    match s {
+        ProbeStatus::Unknown => TransportStatus::Unknown,
+        ProbeStatus::Probing => TransportStatus::Probing,
+        ProbeStatus::Success => TransportStatus::Success,
+        ProbeStatus::Failed => TransportStatus::Failed,
+        ProbeStatus::Timeout => TransportStatus::Timeout,
+    }
+}
+
+/// An RCODE as explain shows it.
+fn rcode_text(rc: u8) -> String {
+    match rc {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        5 => "REFUSED".into(),
+        other => format!("RCODE{other}"),
+    }
+}
+
+/// `GET /v1/explain`: one resolution's outcome and path.
+pub(crate) fn explain_body(e: Explained) -> Explain {
+    let dnssec = e.dnssec.map(|s| match s {
+        Security::Secure => DnssecStatus::Secure,
+        Security::Bogus(_) => DnssecStatus::Bogus,
+        _ => DnssecStatus::Insecure,
+    });
+    let steps = e
+        .steps
+        .into_iter()
+        .map(|step| match step {
+            TraceStep::Lookup { name, qtype, depth, from_cache } => {
+                ExplainStep::Lookup { name: name.to_ascii(), qtype: qtype.to_string(), depth, from_cache }
+            }
+            TraceStep::Zone { zone, qname, qtype, nameservers } => ExplainStep::Zone {
+                zone: zone.to_ascii(),
+                qname: qname.to_ascii(),
+                qtype: qtype.to_string(),
+                nameservers: nameservers.iter().map(|n| n.to_ascii()).collect(),
+            },
+            TraceStep::Exchange { zone, nameserver, address, plan, attempts } => ExplainStep::Exchange {
+                zone: zone.to_ascii(),
+                nameserver: nameserver.to_ascii(),
+                address: address.to_string(),
+                plan: PlanView {
+                    mode: plan.mode,
+                    transports: plan.transports,
+                    auth: plan.auth,
+                    source: plan.source.label(),
+                },
+                attempts: attempts
+                    .into_iter()
+                    .map(|a| Attempt { transport: a.transport, outcome: a.outcome })
+                    .collect(),
+            },
+        })
+        .collect();
+    Explain {
+        name: e.name.to_ascii(),
+        qtype: e.qtype.to_string(),
+        rcode: rcode_text(e.rcode),
+        error: e.error.map(|(ede, text)| format!("EDE {ede}: {text}")),
+        dnssec,
+        answers: e.answers.iter().map(ToString::to_string).collect(),
+        steps,
     }
 }

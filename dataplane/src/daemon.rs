@@ -2,7 +2,7 @@
 //! calling thread, so that a busy port is an error before any thread starts), then run
 //! one pinned thread per worker.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -62,11 +62,11 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct DataPlane {
     /// State shared by the workers (caches, server table).
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     /// Each worker's counters.
-    pub stats: Vec<Arc<WorkerStats>>,
+    stats: Vec<Arc<WorkerStats>>,
     /// Addresses actually bound (with the real port when 0 was asked).
-    pub local_addrs: Vec<SocketAddr>,
+    local_addrs: Vec<SocketAddr>,
     stops: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     state_path: std::path::PathBuf,
@@ -83,14 +83,13 @@ pub enum Flush {
     Zone(hickory_proto::rr::Name),
 }
 
-/// What another thread (the control plane) holds of the running data plane: the shared
-/// state, the counters and a way to reach each worker.
+/// What another thread (the control plane) holds of the running data plane: methods over
+/// the shared state, the counters and each worker's mailbox. Everything it returns is the
+/// data plane's own types; the control plane converts them into REST bodies.
 #[derive(Debug, Clone)]
 pub struct PlaneHandle {
-    /// State shared by the workers.
-    pub shared: Arc<Shared>,
-    /// Each worker's counters.
-    pub stats: Vec<Arc<WorkerStats>>,
+    shared: Arc<Shared>,
+    stats: Vec<Arc<WorkerStats>>,
     workers: Vec<WorkerHandle>,
 }
 
@@ -119,6 +118,55 @@ impl PlaneHandle {
     /// Counters summed over workers.
     pub fn stats(&self) -> adox_api::StatsSnapshot {
         crate::stats::snapshot(&self.stats)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    /// The record cache's entries and bytes in use.
+    pub fn record_cache_usage(&self) -> (usize, usize) {
+        (self.shared.records.len(), self.shared.records.used_bytes())
+    }
+
+    /// The operator policy table the workers read (the control plane publishes into it).
+    pub fn policy_store(&self) -> Arc<PolicyStore> {
+        self.shared.policies.clone()
+    }
+
+    /// RTT and failure state per authoritative address: one address, or all.
+    pub fn servers(&self, only: Option<IpAddr>) -> Vec<(IpAddr, crate::resolver::servers::ServerInfo)> {
+        match only {
+            Some(a) => self.shared.servers.find(a).map(|i| (a, i)).into_iter().collect(),
+            None => self.shared.servers.entries(),
+        }
+    }
+
+    /// RFC 9539 state per (address, encrypted transport): one address, or all.
+    pub fn probe_records(&self, only: Option<IpAddr>) -> Vec<crate::upstream::probe::ProbeRecord> {
+        match only {
+            Some(a) => self.shared.probes.records_of(a),
+            None => self.shared.probes.records(),
+        }
+    }
+
+    /// The nameservers' known `_dns` signals at Unix second `now`.
+    pub fn signals(&self, now: u64) -> Vec<(hickory_proto::rr::Name, crate::upstream::signal::Signal)> {
+        self.shared.signals.entries(now)
+    }
+
+    /// Forgets what is known of one server (RTT, failures, probe state); true if anything
+    /// was.
+    pub fn forget_server(&self, addr: IpAddr) -> bool {
+        let a = self.shared.servers.forget(addr);
+        let b = self.shared.probes.forget(addr);
+        a || b
+    }
+
+    /// How long one client query may take (`resolver.request_timeout_ms`).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.shared.settings.request_timeout
     }
 
     /// Drops cached data: from the shared record cache at once, from every worker's
@@ -162,7 +210,7 @@ impl PlaneHandle {
         name: hickory_proto::rr::Name,
         qtype: hickory_proto::rr::RecordType,
         wait: std::time::Duration,
-    ) -> Option<adox_api::rest::Explain> {
+    ) -> Option<crate::respond::Explained> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut h);
@@ -236,7 +284,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         hints,
         local: LocalZones::new(&cfg.local_zones),
         access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
-        policies: PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?),
+        policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator: validator_settings(cfg)?,
         tlsa: Default::default(),
@@ -407,6 +455,16 @@ impl DataPlane {
     /// Counters summed over workers.
     pub fn stats(&self) -> adox_api::StatsSnapshot {
         crate::stats::snapshot(&self.stats)
+    }
+
+    /// Addresses actually bound (with the real port when 0 was asked).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The record cache's entries and bytes in use.
+    pub fn record_cache_usage(&self) -> (usize, usize) {
+        (self.shared.records.len(), self.shared.records.used_bytes())
     }
 
     /// A handle for the control plane.

@@ -19,8 +19,10 @@ pub fn client_query(data: &[u8]) {
     assert!(q.qname.end <= data.len() && q.question_end <= data.len());
     let mut cache = PacketCache::new(1 << 16);
     assert_eq!(cache.lookup(&q, data, 0, Some(q.udp_limit(1232)), 1232, &mut out), Lookup::Miss);
+    // A question hickory cannot read gets FORMERR at the door, before any resolution.
+    let Some(question) = respond::Question::parse(data, &q) else { return };
     let err: Result<crate::resolver::Answer, ResolveError> = Err(ResolveError::LimitExceeded(Limit::Depth));
-    respond::build(&mut out, data, &q, &err, 1232);
+    respond::build(&mut out, data, &q, &question, &err, 1232);
     let answer = Ok(crate::resolver::Answer {
         rcode: 0,
         answers: vec![],
@@ -28,9 +30,9 @@ pub fn client_query(data: &[u8]) {
         cache_ttl: 60,
         security: crate::dnssec::Security::Secure,
     });
-    let ttl = respond::build(&mut out, data, &q, &answer, 1232);
+    let ttl = respond::build(&mut out, data, &q, &question, &answer, 1232);
     cache.store(&q, data, &out, 0, ttl);
-    // Stored only when cacheable (a question hickory cannot read gets FORMERR, TTL 0).
+    // Stored only when cacheable.
     let stored_ok = ttl > 0 && wire::ttl_offsets(&out).is_some();
     let stored = out.clone();
     for limit in [Some(512), Some(q.udp_limit(1232)), None] {

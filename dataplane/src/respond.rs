@@ -13,11 +13,23 @@ use crate::wire::{self, Query, ResponseEdns, flag, rcode};
 /// RRSIG, NSEC, NSEC3), unless it asked for them.
 const DNSSEC_TYPES: [u16; 3] = [46, 47, 50];
 
-/// The question of a parsed query as hickory types (the name keeps the client's case).
-pub fn question(msg: &[u8], q: &Query) -> Option<(Name, RecordType)> {
-    let mut d = BinDecoder::new(msg.get(q.qname.start..q.question_end)?);
-    let hq = HQuery::read(&mut d).ok()?;
-    Some((hq.name().clone(), hq.query_type()))
+/// A client's question as hickory types (the name keeps the client's case): read once per
+/// query that misses the packet cache, and carried to the resolver and the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// The name, as the client wrote it.
+    pub name: Name,
+    /// The type.
+    pub qtype: RecordType,
+}
+
+impl Question {
+    /// Reads the question of a parsed query; `None` when hickory cannot (FORMERR).
+    pub fn parse(msg: &[u8], q: &Query) -> Option<Self> {
+        let mut d = BinDecoder::new(msg.get(q.qname.start..q.question_end)?);
+        let hq = HQuery::read(&mut d).ok()?;
+        Some(Self { name: hq.name().clone(), qtype: hq.query_type() })
+    }
 }
 
 fn keep_for_client(rtype: u16, qtype: u16, dnssec_ok: bool) -> bool {
@@ -31,7 +43,14 @@ fn edns_for<'a>(q: &Query, udp_size: u16, ede: Option<(crate::ede::Ede, &'a str)
 
 /// Writes the response for `result` into `out`; returns how long it may be cached (0:
 /// not at all). `udp_size` is our advertised EDNS size.
-pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, ResolveError>, udp_size: u16) -> u32 {
+pub fn build(
+    out: &mut Vec<u8>,
+    msg: &[u8],
+    q: &Query,
+    question: &Question,
+    result: &Result<Answer, ResolveError>,
+    udp_size: u16,
+) -> u32 {
     let answer = match result {
         Ok(a) => a,
         Err(e) => {
@@ -51,10 +70,7 @@ pub fn build(out: &mut Vec<u8>, msg: &[u8], q: &Query, result: &Result<Answer, R
         wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
         return answer.cache_ttl;
     }
-    let Some((name, qtype)) = question(msg, q) else {
-        wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
-        return 0;
-    };
+    let (name, qtype) = (question.name.clone(), question.qtype);
     let dnssec_ok = q.dnssec_ok();
     let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
     m.metadata.recursion_desired = q.rd();
@@ -110,53 +126,52 @@ pub fn fit_udp(out: &mut Vec<u8>, msg: &[u8], q: &Query, limit: usize, udp_size:
     true
 }
 
-/// The API's explain result for one resolution.
+/// What explain reports of one resolution: what a client without DO would get, and the
+/// path. The control plane turns it into the REST body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    /// The name, normalized.
+    pub name: Name,
+    /// The type.
+    pub qtype: RecordType,
+    /// The RCODE a client would get.
+    pub rcode: u8,
+    /// Why it failed, when it did: the Extended DNS Error and its text.
+    pub error: Option<(crate::ede::Ede, String)>,
+    /// The answer's DNSSEC status (absent when resolution failed before one).
+    pub dnssec: Option<Security>,
+    /// The answer records a client without DO would get (no RRSIGs).
+    pub answers: Vec<hickory_proto::rr::Record>,
+    /// The path, in order. Empty when the whole answer came from the cache.
+    pub steps: Vec<crate::resolver::trace::TraceStep>,
+}
+
+/// The explain result of one resolution.
 pub fn explain(
     name: &Name,
     qtype: RecordType,
     result: &Result<Answer, ResolveError>,
-    steps: Vec<adox_api::rest::ExplainStep>,
-) -> adox_api::rest::Explain {
-    let rcode_text = |rc: u8| match rc {
-        rcode::NOERROR => "NOERROR".to_string(),
-        rcode::FORMERR => "FORMERR".to_string(),
-        rcode::SERVFAIL => "SERVFAIL".to_string(),
-        rcode::NXDOMAIN => "NXDOMAIN".to_string(),
-        rcode::REFUSED => "REFUSED".to_string(),
-        other => format!("RCODE{other}"),
-    };
-    use adox_api::rest::DnssecStatus;
-    let dnssec = match result {
-        Ok(Answer { security: Security::Secure, .. }) => Some(DnssecStatus::Secure),
-        Ok(Answer { security: Security::Bogus(_), .. }) => Some(DnssecStatus::Bogus),
-        Ok(_) => Some(DnssecStatus::Insecure),
-        Err(_) => None,
-    };
+    steps: Vec<crate::resolver::trace::TraceStep>,
+) -> Explained {
     let (rcode, error, answers) = match result {
-        Ok(Answer { security: Security::Bogus(b), .. }) => {
-            (rcode_text(rcode::SERVFAIL), Some(format!("EDE {}: {}", b.ede, b.text)), vec![])
-        }
-        // What a client without DO would get (no RRSIGs).
+        Ok(Answer { security: Security::Bogus(b), .. }) => (rcode::SERVFAIL, Some((b.ede, b.text.clone())), vec![]),
         Ok(a) => (
-            rcode_text(a.rcode),
+            a.rcode,
             None,
             a.answers
                 .iter()
                 .filter(|r| keep_for_client(u16::from(r.record_type()), u16::from(qtype), false))
-                .map(ToString::to_string)
+                .cloned()
                 .collect(),
         ),
-        Err(e) => {
-            let (code, text) = e.ede();
-            (rcode_text(rcode::SERVFAIL), Some(format!("EDE {code}: {text}")), vec![])
-        }
+        Err(e) => (rcode::SERVFAIL, Some(e.ede()), vec![]),
     };
-    adox_api::rest::Explain {
-        name: crate::names::canonical(name).to_ascii(),
-        qtype: qtype.to_string(),
+    Explained {
+        name: crate::names::canonical(name),
+        qtype,
         rcode,
         error,
-        dnssec,
+        dnssec: result.as_ref().ok().map(|a| a.security.clone()),
         answers,
         steps,
     }
@@ -195,7 +210,8 @@ mod tests {
             security: Security::insecure(),
         };
         let mut out = Vec::new();
-        assert_eq!(build(&mut out, &msg, &q, &Ok(a), 1232), 60);
+        let question = Question::parse(&msg, &q).unwrap();
+        assert_eq!(build(&mut out, &msg, &q, &question, &Ok(a), 1232), 60);
         let m = Message::from_vec(&out).unwrap();
         assert_eq!(m.metadata.id, 0xABCD);
         assert!(m.metadata.recursion_available && m.metadata.recursion_desired);
@@ -211,7 +227,8 @@ mod tests {
             let msg = query(edns);
             let q = wire::parse_query(&msg).unwrap();
             let mut out = Vec::new();
-            assert_eq!(build(&mut out, &msg, &q, &err, 1232), 0);
+            let question = Question::parse(&msg, &q).unwrap();
+            assert_eq!(build(&mut out, &msg, &q, &question, &err, 1232), 0);
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
             assert_eq!(m.edns.is_some(), edns);
@@ -242,7 +259,8 @@ mod tests {
             }
             let q = wire::parse_query(&msg).unwrap();
             let mut out = Vec::new();
-            let ttl = build(&mut out, &msg, &q, &Ok(answer(security)), 1232);
+            let question = Question::parse(&msg, &q).unwrap();
+            let ttl = build(&mut out, &msg, &q, &question, &Ok(answer(security)), 1232);
             (Message::from_vec(&out).unwrap(), ttl, out)
         };
         let (m, _, _) = run(0, true, Security::Secure);

@@ -232,7 +232,7 @@ pub fn parse_query(buf: &[u8]) -> Result<Query, QueryError> {
 }
 
 /// An EDNS OPT record to append to a response we build.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseEdns<'a> {
     /// Our advertised UDP payload size.
     pub udp_size: u16,

@@ -32,7 +32,7 @@ pub(super) async fn explain(
     if matches!(u16::from(qtype), 0 | 251..=255) {
         return Err(bad("type", format!("{qtype} is not a type a resolver answers")));
     }
-    let wait = st.plane.shared.settings.request_timeout + std::time::Duration::from_secs(2);
+    let wait = st.plane.request_timeout() + std::time::Duration::from_secs(2);
     let plane = st.plane.clone();
     let result = blocking(move || plane.explain(name, qtype, wait)).await?;
     let explain = result.ok_or_else(|| {
@@ -42,7 +42,7 @@ pub(super) async fn explain(
             "the worker did not finish the resolution in time",
         )
     })?;
-    Ok(json(StatusCode::OK, &explain))
+    Ok(json(StatusCode::OK, &crate::views::explain_body(explain)))
 }
 
 /// Parses a type as a mnemonic (`AAAA`, `svcb`) or a number (`28`, `TYPE28`).

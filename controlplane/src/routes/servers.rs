@@ -55,9 +55,7 @@ pub(super) async fn reset_server(
 ) -> Result<Response, ApiError> {
     let Path(ip) = ip.map_err(path_error)?;
     let addr = parse_ip(&ip)?;
-    let a = st.plane.shared.servers.forget(addr);
-    let b = st.plane.shared.probes.forget(addr);
-    if !a && !b {
+    if !st.plane.forget_server(addr) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("nothing known of {addr}")));
     }
     tracing::info!(%addr, "server state reset through the API");

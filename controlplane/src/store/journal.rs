@@ -316,7 +316,7 @@ impl PolicyRegistry {
         }
         let mut inner = self.lock();
         if let Some(live) = self.live.get() {
-            inner.publish(&live.policies);
+            inner.publish(live);
         }
         // Best effort: the change is durable in the journal whatever happens here.
         if inner.journal_len > COMPACT_AFTER.max(inner.snapshot_len)
@@ -358,17 +358,14 @@ mod tests {
         assert_eq!((a.id.as_str(), b.id.as_str()), ("p-1", "p-2"));
         let n = |s: &str| hickory_proto::rr::Name::from_ascii(s).unwrap();
         let ip = "192.0.2.1".parse().unwrap();
-        assert_eq!(
-            live.policies.load().lookup(&n("x.a.lab."), &n("ns."), ip).map(|p| p.id.clone()),
-            Some("p-1".into())
-        );
+        assert_eq!(live.load().lookup(&n("x.a.lab."), &n("ns."), ip).map(|p| p.id.clone()), Some("p-1".into()));
         r.replace("p-2", &spec("b.lab", Mode::Opportunistic), Some(&etag(&b))).unwrap();
         assert!(matches!(
             r.replace("p-2", &spec("b.lab", Mode::Cleartext), Some(&etag(&b))),
             Err(StoreError::Stale { .. })
         ));
         r.delete("p-1", None).unwrap();
-        assert!(live.policies.load().lookup(&n("x.a.lab."), &n("ns."), ip).is_none());
+        assert!(live.load().lookup(&n("x.a.lab."), &n("ns."), ip).is_none());
         drop(r);
         let live2 = shared();
         let (r2, report) = PolicyRegistry::open(&dir, vec![]).unwrap();
@@ -378,7 +375,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].id.as_str(), all[0].mode), ("p-2", Mode::Opportunistic));
         assert_eq!(r2.create(&spec("c.lab", Mode::Strict)).unwrap().id, "p-3", "ids are never reused");
-        assert!(live2.policies.load().lookup(&n("b.lab."), &n("ns."), ip).is_some());
+        assert!(live2.load().lookup(&n("b.lab."), &n("ns."), ip).is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
     #[test]

@@ -92,7 +92,7 @@ pub struct PolicyRegistry {
     synced: Mutex<u64>,
     journal: Option<File>,
     /// The data plane's policy store, once it runs.
-    live: std::sync::OnceLock<Arc<adox_dataplane::resolver::Shared>>,
+    live: std::sync::OnceLock<Arc<adox_dataplane::upstream::policy::PolicyStore>>,
 }
 
 impl PolicyRegistry {
@@ -109,8 +109,9 @@ mod test_support {
 
     use adox_api::policy::{Mode, PolicySpec};
 
-    pub(super) fn shared() -> Arc<adox_dataplane::resolver::Shared> {
-        Arc::new(adox_dataplane::daemon::shared_state(&adox_dataplane::Config::default()).unwrap())
+    /// A policy store like the data plane's, for the registry to publish into.
+    pub(super) fn shared() -> Arc<adox_dataplane::upstream::policy::PolicyStore> {
+        Arc::new(adox_dataplane::upstream::policy::PolicyStore::default())
     }
 
     pub(super) fn spec(zone: &str, mode: Mode) -> PolicySpec {

@@ -139,7 +139,7 @@ impl PolicyRegistry {
 
     /// Connects the store to the running data plane: from now on every change is
     /// published to it. (The data plane starts with [`PolicyRegistry::all`] in force.)
-    pub fn attach(&self, live: Arc<adox_dataplane::resolver::Shared>) {
+    pub fn attach(&self, live: Arc<adox_dataplane::upstream::policy::PolicyStore>) {
         let _ = self.live.set(live);
     }
     /// Every policy in force: the configuration's, then the API's in creation order.
@@ -273,7 +273,7 @@ mod tests {
         r.attach(live.clone());
         r.create(&spec("a.lab", Mode::Strict)).unwrap();
         // A worker holds the current table while the store replaces it.
-        let held = live.policies.load();
+        let held = live.load();
         let weak = Arc::downgrade(&*held);
         r.create(&spec("b.lab", Mode::Strict)).unwrap();
         assert!(weak.upgrade().is_some(), "still held by the reader");

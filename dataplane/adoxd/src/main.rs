@@ -207,7 +207,7 @@ fn log_stats(plane: &DataPlane) {
         dnssec_secure = s.dnssec_secure,
         dnssec_insecure = s.dnssec_insecure,
         dnssec_bogus = s.dnssec_bogus,
-        record_cache_entries = plane.shared.records.len(),
+        record_cache_entries = plane.record_cache_usage().0,
         "stats"
     );
 }
@@ -364,7 +364,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let api_settings = cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level)).transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
-    registry.attach(plane.shared.clone());
+    registry.attach(plane.handle().policy_store());
     if !negative_anchors.is_empty() {
         tracing::info!(count = negative_anchors.len(), "negative trust anchors set through the API loaded");
         plane.handle().set_negative_anchors(negative_anchors);
@@ -373,7 +373,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry.clone())?),
         None => None,
     };
-    let listen: Vec<String> = plane.local_addrs.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = plane.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen.join(","),
         api = %api.as_ref().map_or("off".to_string(), |a| a.local_addr.to_string()),

@@ -235,7 +235,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 Err(e) => {
                     stats.probe_failures.bump();
-                    shared.probes.failure(addr, transport, upstream.unix_now(), &e.reason());
+                    shared.probes.failure(addr, transport, upstream.unix_now(), &e);
                 }
             }
             in_flight.set(in_flight.get().saturating_sub(1));

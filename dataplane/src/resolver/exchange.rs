@@ -7,12 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
+use super::trace::{TraceAttempt, TraceStep};
 use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamError, Wire};
 use crate::upstream::error::{Busy, Fault, StrictFailure};
 use crate::upstream::plan::{self, PROBED, PlanInputs, PlanSource, Switches, TransportPlan};
 use crate::upstream::probe::ProbeDecision;
 use adox_api::policy::{Auth, Mode, Transport};
-use adox_api::rest::{Attempt, ExplainStep, PlanView};
 
 /// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
 pub(super) enum ExchangeError {
@@ -36,16 +36,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut attempts = budget.tracing().then(Vec::new);
         let result = self.exchange_planned(zone, target, &plan, sname, stype, budget, &mut attempts).await;
         if let Some(attempts) = attempts {
-            budget.note(|| ExplainStep::Exchange {
-                zone: zone.to_ascii(),
-                nameserver: target.1.to_ascii(),
-                address: target.0.to_string(),
-                plan: PlanView {
-                    mode: plan.mode,
-                    transports: plan.transports.clone(),
-                    auth: plan.auth,
-                    source: plan.source.label(),
-                },
+            budget.note(|| TraceStep::Exchange {
+                zone: zone.clone(),
+                nameserver: target.1.clone(),
+                address: target.0,
+                plan: plan.clone(),
                 attempts,
             });
         }
@@ -62,7 +57,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         sname: &Name,
         stype: RecordType,
         budget: &Budget,
-        attempts: &mut Option<Vec<Attempt>>,
+        attempts: &mut Option<Vec<TraceAttempt>>,
     ) -> Result<Message, ExchangeError> {
         let (addr, ns_name) = target;
         let mut record = |transport: Transport, r: &Result<Message, ExchangeError>| {
@@ -72,7 +67,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     Err(ExchangeError::Server(e)) => e.reason(),
                     Err(ExchangeError::Fatal(e)) => e.to_string(),
                 };
-                a.push(Attempt { transport, outcome });
+                a.push(TraceAttempt { transport, outcome });
             }
         };
         match plan.mode {
@@ -113,7 +108,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
                     if e.is_transport_failure() {
-                        self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e.reason());
+                        self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
                     if failure.is_none() {
                         failure = Some((t, e.reason()));

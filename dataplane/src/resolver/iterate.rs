@@ -9,12 +9,12 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::response::{Reply, apply_dname, dname_target, rrsig_covers};
+use super::trace::TraceStep;
 use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream};
 use crate::cache::records::{CachedData, Hit, NXDOMAIN_KEY, Rank, with_ttl};
 use crate::dnssec::Security;
 use crate::names::{canonical, is_below, labels, parent};
 use crate::wire::rcode;
-use adox_api::rest::ExplainStep;
 
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
 const MAX_MINIMISE: u32 = 10;
@@ -89,7 +89,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Resolves like [`Self::resolve`] and records the path: each lookup, each zone cut
     /// asked with its nameservers, and each exchange with its transport plan, the plan's
     /// source and what was tried (the API's explain).
-    pub async fn explain(&self, qname: &Name, qtype: RecordType) -> (Result<Answer, ResolveError>, Vec<ExplainStep>) {
+    pub async fn explain(&self, qname: &Name, qtype: RecordType) -> (Result<Answer, ResolveError>, Vec<TraceStep>) {
         let mut budget = Budget::new(&self.shared, self.upstream.now());
         budget.trace = Some(Default::default());
         let result = self.resolve_in(qname, qtype, &budget).await;
@@ -151,12 +151,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // The client's own lookups (depth 0) need validated data; nameserver-address
             // lookups take whatever is cached.
             let cached = self.cached_step(name, qtype, depth == 0);
-            budget.note(|| ExplainStep::Lookup {
-                name: name.to_ascii(),
-                qtype: qtype.to_string(),
-                depth,
-                from_cache: cached.is_some(),
-            });
+            budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: cached.is_some() });
             if let Some(step) = cached {
                 return Ok(step);
             }

@@ -17,6 +17,7 @@ mod select;
 pub mod servers;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 pub(crate) mod validate;
 
 use std::cell::{Cell, RefCell};
@@ -156,7 +157,7 @@ pub struct Shared {
     /// Client and upstream address policy.
     pub access: AccessPolicy,
     /// Operator transport overrides.
-    pub policies: crate::upstream::policy::PolicyStore,
+    pub policies: Arc<crate::upstream::policy::PolicyStore>,
     /// RFC 9539 state per (address, encrypted transport).
     pub probes: Arc<crate::upstream::probe::ProbeTable>,
     /// `_dns` SVCB signals per nameserver name.
@@ -196,7 +197,7 @@ pub(crate) struct Budget {
     /// Nameserver names whose addresses could not be found during this client query.
     failed_ns: RefCell<Vec<Name>>,
     /// The path, recorded only for explain.
-    trace: Option<RefCell<Vec<adox_api::rest::ExplainStep>>>,
+    trace: Option<RefCell<Vec<trace::TraceStep>>>,
     /// DNSSEC signature checks left (`dnssec.max_sig_checks`).
     pub(crate) sig_checks_left: Cell<u32>,
     /// NSEC3 hashes left (`dnssec.max_nsec3_hashes`).
@@ -233,7 +234,7 @@ impl Budget {
     }
 
     /// Records one step of the path when tracing; `step` is not built otherwise.
-    fn note(&self, step: impl FnOnce() -> adox_api::rest::ExplainStep) {
+    fn note(&self, step: impl FnOnce() -> trace::TraceStep) {
         if let Some(t) = &self.trace {
             t.borrow_mut().push(step());
         }

@@ -10,10 +10,10 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::exchange::ExchangeError;
 use super::iterate::{group_rrsets, ns_names, rrset_records};
 use super::response::{Reply, classify};
+use super::trace::TraceStep;
 use super::{Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
 use crate::cache::records::Rank;
 use crate::names::canonical;
-use adox_api::rest::ExplainStep;
 
 /// Servers whose score is within this of the best are chosen among at random (Unbound
 /// uses the same 400 ms band): microseconds.
@@ -99,11 +99,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<(Reply, bool), ResolveError> {
         let settings = &self.shared.settings;
         budget.step(self.upstream.now())?;
-        budget.note(|| ExplainStep::Zone {
-            zone: zone.to_ascii(),
-            qname: sname.to_ascii(),
-            qtype: stype.to_string(),
-            nameservers: ns.iter().map(Name::to_ascii).collect(),
+        budget.note(|| TraceStep::Zone {
+            zone: zone.clone(),
+            qname: sname.clone(),
+            qtype: stype,
+            nameservers: ns.to_vec(),
         });
         let mut blocked = false;
         let (mut candidates, unknown) = self.known_addresses(ns, glue, &mut blocked);

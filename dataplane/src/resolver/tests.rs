@@ -282,7 +282,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
-        policies: crate::upstream::policy::PolicyStore::default(),
+        policies: Default::default(),
         signals: crate::upstream::signal::SignalCache::new(1000),
         validator: crate::dnssec::ValidatorSettings::off(),
         tlsa: Default::default(),

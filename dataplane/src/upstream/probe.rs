@@ -23,12 +23,26 @@ use std::time::Duration;
 use adox_api::policy::Transport;
 use serde::{Deserialize, Serialize};
 
+use super::error::{TransportFailure, UpstreamError};
 use crate::cache::clock::ClockCache;
 
 const SHARDS: usize = 16;
 
-/// The state of one (address, transport): the API's type, kept in the table as it is shown.
-pub use adox_api::rest::TransportStatus as ProbeStatus;
+/// The RFC 9539 state of one (address, transport), as saved in `probes.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStatus {
+    /// Never tried.
+    Unknown,
+    /// A probe is under way.
+    Probing,
+    /// The last attempt worked.
+    Success,
+    /// The last attempt failed (refused, TLS failure).
+    Failed,
+    /// The last attempt timed out.
+    Timeout,
+}
 
 /// What is remembered per (address, transport). Times are Unix seconds, so that the state
 /// survives a restart.
@@ -202,11 +216,13 @@ impl ProbeTable {
     }
 
     /// Records a failed encrypted exchange.
-    pub fn failure(&self, addr: IpAddr, transport: Transport, now: u64, reason: &str) {
+    pub fn failure(&self, addr: IpAddr, transport: Transport, now: u64, error: &UpstreamError) {
+        let timed_out =
+            matches!(error, UpstreamError::Timeout | UpstreamError::Transport(TransportFailure::QuicTimeout));
         self.update(addr, transport, |r| {
-            r.status = if reason == "timeout" { ProbeStatus::Timeout } else { ProbeStatus::Failed };
+            r.status = if timed_out { ProbeStatus::Timeout } else { ProbeStatus::Failed };
             r.last_failure = Some(now);
-            r.last_failure_reason = Some(reason.to_string());
+            r.last_failure_reason = Some(error.reason());
         });
     }
 
@@ -340,10 +356,10 @@ mod tests {
         t.success(a, Transport::Dot, 1002);
         assert_eq!(t.decide(a, Transport::Dot, 1002 + 259_199), ProbeDecision::Use, "within persistence");
         assert_eq!(t.decide(a, Transport::Dot, 1002 + 259_200), ProbeDecision::Probe, "persistence over");
-        t.failure(a, Transport::Dot, 5000, "refused");
+        t.failure(a, Transport::Dot, 5000, &UpstreamError::Refused);
         assert_eq!(t.decide(a, Transport::Dot, 5000 + 86_399), ProbeDecision::Skip, "within damping");
         assert_eq!(t.decide(a, Transport::Dot, 5000 + 86_400), ProbeDecision::Probe, "damping over");
-        t.failure(a, Transport::Dot, 9000, "timeout");
+        t.failure(a, Transport::Dot, 9000, &UpstreamError::Timeout);
         assert_eq!(t.get(a, Transport::Dot).unwrap().status, ProbeStatus::Timeout);
         assert_eq!(t.decide(ip("192.0.2.2"), Transport::Dot, 9000), ProbeDecision::Probe);
     }
@@ -355,7 +371,7 @@ mod tests {
         let path = dir.join("probes.json");
         let t = table();
         t.success(ip("192.0.2.1"), Transport::Dot, 100);
-        t.failure(ip("2001:db8::1"), Transport::Dot, 200, "handshake-closed");
+        t.failure(ip("2001:db8::1"), Transport::Dot, 200, &TransportFailure::HandshakeClosed.into());
         assert!(t.start_probe(ip("192.0.2.9"), Transport::Dot, 300));
         t.save(&path).unwrap();
         assert!(!dir.join("probes.json.tmp").exists());

@@ -6,6 +6,7 @@
 mod dispatch;
 mod doq;
 mod dot;
+mod front;
 mod reactor;
 mod tcp;
 
@@ -22,10 +23,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::cache::packet::{Lookup, PacketCache};
 use crate::resolver::{Limit, ResolveError, Resolver, Shared};
-use crate::respond;
+use crate::respond::{self, Question};
 use crate::stats::WorkerStats;
-use crate::wire::{self, QueryError, ResponseEdns, rcode};
+use crate::wire::{self, rcode};
 use dispatch::WorkerUpstream;
+use front::Verdict;
 use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
 
@@ -89,6 +91,8 @@ enum Handled {
 struct Waiter {
     msg: Vec<u8>,
     q: wire::Query,
+    /// The question as the client wrote it (its case is echoed).
+    question: Question,
     reply_to: ReplyTo,
     /// When the query arrived (the poll turn's clock).
     start: Instant,
@@ -125,53 +129,20 @@ impl WorkerCtx {
     fn handle(self: &Rc<Self>, msg: &[u8], peer: SocketAddr, reply_to: ReplyTo, out: &mut Vec<u8>) -> Handled {
         let udp_size = self.settings.edns_udp_size;
         let allowed = self.shared().access.client_allowed(peer.ip());
-        let q = match wire::parse_query(msg) {
-            Ok(q) => q,
-            Err(QueryError::Drop) => {
+        let q = match front::classify(msg, allowed, udp_size) {
+            Verdict::Query(q) => q,
+            Verdict::Drop => {
                 self.stats.dropped.bump();
                 return Handled::Dropped;
             }
-            Err(e) => {
-                // Malformed queries from refused clients get REFUSED too: nothing but REFUSED.
-                let (rc, hi) = match (allowed, e) {
-                    (false, _) => (rcode::REFUSED, 0),
-                    (true, QueryError::NotImp) => (rcode::NOTIMP, 0),
-                    (true, QueryError::BadVers) => {
-                        ((wire::rcode::BADVERS & 0xF) as u8, (wire::rcode::BADVERS >> 4) as u8)
-                    }
-                    (true, _) => (rcode::FORMERR, 0),
-                };
-                let edns = (e == QueryError::BadVers && allowed).then_some(ResponseEdns {
-                    udp_size,
-                    dnssec_ok: false,
-                    rcode_high: hi,
-                    ede: None,
-                });
-                wire::header_only_response(out, msg, wire::HEADER_LEN, rc, 0, edns.as_ref());
-                if !allowed {
+            Verdict::Reject(r) => {
+                if r.refused_acl {
                     self.stats.refused_acl.bump();
                 }
+                wire::header_only_response(out, msg, r.question_end, r.rcode, 0, r.edns.as_ref());
                 return Handled::Reply;
             }
         };
-        if !allowed {
-            self.stats.refused_acl.bump();
-            let edns = q.edns.map(|c| ResponseEdns {
-                udp_size,
-                dnssec_ok: c.dnssec_ok,
-                rcode_high: 0,
-                ede: Some((crate::ede::Ede::Prohibited, "client address not allowed")),
-            });
-            wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
-            return Handled::Reply;
-        }
-        // Zone transfers and meta queries are not a recursive resolver's business; only
-        // class IN is resolved.
-        if q.qclass != 1 || matches!(q.qtype, 251..=254) {
-            let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
-            wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
-            return Handled::Reply;
-        }
         let limit = match reply_to {
             ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size)),
             ReplyTo::Tcp { .. } => None,
@@ -188,18 +159,19 @@ impl WorkerCtx {
             }
             Lookup::Miss => self.stats.cache_misses.bump(),
         }
-        if self.resolutions.get() >= self.settings.max_resolutions {
-            let err = Err(ResolveError::LimitExceeded(Limit::Resolutions));
-            respond::build(out, msg, &q, &err, udp_size);
-            return Handled::Reply;
-        }
-        let Some((name, qtype)) = respond::question(msg, &q) else {
+        let Some(question) = Question::parse(msg, &q) else {
             wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
             return Handled::Reply;
         };
+        if self.resolutions.get() >= self.settings.max_resolutions {
+            let err = Err(ResolveError::LimitExceeded(Limit::Resolutions));
+            respond::build(out, msg, &q, &question, &err, udp_size);
+            return Handled::Reply;
+        }
         self.resolutions.set(self.resolutions.get() + 1);
+        let (name, qtype) = (question.name.clone(), question.qtype);
         let key = (crate::names::canonical(&name), qtype);
-        let waiter = Waiter { msg: msg.to_vec(), q, reply_to, start: self.reactor.now() };
+        let waiter = Waiter { msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
         if let Some(waiters) = self.inflight.borrow_mut().get_mut(&key) {
@@ -226,7 +198,7 @@ impl WorkerCtx {
             let mut out = Vec::new();
             for w in waiters {
                 ctx.resolutions.set(ctx.resolutions.get() - 1);
-                let ttl = respond::build(&mut out, &w.msg, &w.q, &result, udp_size);
+                let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, &result, udp_size);
                 ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
                 ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
                 ctx.stats.observe_latency(ctx.reactor.now().saturating_duration_since(w.start));
@@ -284,7 +256,7 @@ pub struct ExplainJob {
     /// The type.
     pub qtype: hickory_proto::rr::RecordType,
     /// Where the result goes.
-    pub reply: std::sync::mpsc::Sender<adox_api::rest::Explain>,
+    pub reply: std::sync::mpsc::Sender<crate::respond::Explained>,
 }
 
 /// Requests other threads leave for a worker, read after its next wake-up.
