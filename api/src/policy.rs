@@ -40,13 +40,13 @@ pub enum Transport {
 impl Transport {
     /// Whether this transport encrypts.
     pub fn encrypted(self) -> bool {
-        !matches!(self, Transport::Do53)
+        !matches!(self, Self::Do53)
     }
 
     /// Whether adox can speak it today (DoH is named so policies can be written for it;
     /// policies that list it are refused until it is spoken).
     pub fn supported(self) -> bool {
-        !matches!(self, Transport::Doh)
+        !matches!(self, Self::Doh)
     }
 }
 

@@ -160,7 +160,7 @@ pub struct SignalState {
     /// Transports with a DNSSEC-secure TLSA RRset: with a secure SVCB, strict and
     /// authenticated with DANE.
     #[serde(default)]
-    pub dane: Vec<crate::policy::Transport>,
+    pub dane: Vec<Transport>,
     /// The lookup needed the nameserver it decides for (R5).
     pub cycle: bool,
     /// Usable records, in priority order (empty: no signal).

@@ -105,13 +105,13 @@ pub struct Peer(pub SocketAddr);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Self(*stream.remote_addr())
     }
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Self(*stream.remote_addr())
     }
 }
 
@@ -191,7 +191,7 @@ where
     let serve = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { drain2.notified().await });
     tokio::select! {
-        r = std::future::IntoFuture::into_future(serve) => {
+        r = IntoFuture::into_future(serve) => {
             if let Err(e) = r {
                 tracing::error!(error = %e, "api server stopped");
             }

@@ -40,20 +40,20 @@ impl Ede {
     /// The INFO-CODE on the wire.
     pub fn code(self) -> u16 {
         match self {
-            Ede::Other => 0,
-            Ede::UnsupportedDnskeyAlgorithm => 1,
-            Ede::UnsupportedDsDigestType => 2,
-            Ede::DnssecBogus => 6,
-            Ede::SignatureExpired => 7,
-            Ede::SignatureNotYetValid => 8,
-            Ede::DnskeyMissing => 9,
-            Ede::RrsigsMissing => 10,
-            Ede::NsecMissing => 12,
-            Ede::Prohibited => 18,
-            Ede::NoReachableAuthority => 22,
-            Ede::NetworkError => 23,
-            Ede::InvalidData => 24,
-            Ede::UnsupportedNsec3Iterations => 27,
+            Self::Other => 0,
+            Self::UnsupportedDnskeyAlgorithm => 1,
+            Self::UnsupportedDsDigestType => 2,
+            Self::DnssecBogus => 6,
+            Self::SignatureExpired => 7,
+            Self::SignatureNotYetValid => 8,
+            Self::DnskeyMissing => 9,
+            Self::RrsigsMissing => 10,
+            Self::NsecMissing => 12,
+            Self::Prohibited => 18,
+            Self::NoReachableAuthority => 22,
+            Self::NetworkError => 23,
+            Self::InvalidData => 24,
+            Self::UnsupportedNsec3Iterations => 27,
         }
     }
 }

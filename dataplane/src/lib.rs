@@ -30,14 +30,14 @@ pub mod dnssec;
 pub mod ede;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod names;
+pub(crate) mod names;
 pub mod resolver;
 pub mod respond;
 pub mod stats;
 mod sys;
 pub mod upstream;
 pub mod wire;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use config::Config;
 pub use daemon::{DataPlane, Flush, PlaneHandle};

@@ -3,7 +3,7 @@
 use hickory_proto::rr::Name;
 
 /// Whether wire-form `name` equals `zone` or lies below it (both lowercase, uncompressed).
-pub fn wire_is_subdomain(name: &[u8], zone: &[u8]) -> bool {
+pub(crate) fn wire_is_subdomain(name: &[u8], zone: &[u8]) -> bool {
     if zone.len() > name.len() {
         return false;
     }
@@ -25,30 +25,30 @@ pub fn wire_is_subdomain(name: &[u8], zone: &[u8]) -> bool {
 }
 
 /// `name` lowercased and fully qualified: the form every cache key uses.
-pub fn canonical(name: &Name) -> Name {
+pub(crate) fn canonical(name: &Name) -> Name {
     let mut n = name.to_lowercase();
     n.set_fqdn(true);
     n
 }
 
 /// Whether `name` equals `zone` or lies below it (case-insensitive).
-pub fn is_at_or_below(name: &Name, zone: &Name) -> bool {
+pub(crate) fn is_at_or_below(name: &Name, zone: &Name) -> bool {
     zone.zone_of(name)
 }
 
 /// Labels of `name`, a leading `*` included (hickory's `num_labels` leaves it out, while
 /// `trim_to` and `iter` count it: all label arithmetic here uses this).
-pub fn labels(name: &Name) -> usize {
+pub(crate) fn labels(name: &Name) -> usize {
     name.iter().count()
 }
 
 /// Whether `name` lies strictly below `zone`.
-pub fn is_below(name: &Name, zone: &Name) -> bool {
+pub(crate) fn is_below(name: &Name, zone: &Name) -> bool {
     labels(name) > labels(zone) && zone.zone_of(name)
 }
 
 /// The parent of `name` (root stays root).
-pub fn parent(name: &Name) -> Name {
+pub(crate) fn parent(name: &Name) -> Name {
     name.base_name()
 }
 

@@ -15,7 +15,7 @@ pub(crate) fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
     };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
@@ -88,7 +88,7 @@ fn to_storage(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
             unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
+            size_of::<libc::sockaddr_in>()
         }
         std::net::SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
@@ -100,7 +100,7 @@ fn to_storage(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::soc
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned.
             unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
+            size_of::<libc::sockaddr_in6>()
         }
     };
     (ss, len as libc::socklen_t)
@@ -174,7 +174,7 @@ impl RecvBatch {
             // SAFETY: i * MMSG_MSG_MAX + MMSG_MSG_MAX <= data.len().
             iovs[i] = libc::iovec { iov_base: unsafe { base.add(i * MMSG_MSG_MAX) }.cast(), iov_len: MMSG_MSG_MAX };
             hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }

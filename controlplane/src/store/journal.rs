@@ -54,7 +54,7 @@ pub(super) enum Change {
     Delete(String),
     /// Several changes applied together (an import); `clear` first removes every API
     /// policy.
-    Batch { clear: bool, changes: Vec<Change> },
+    Batch { clear: bool, changes: Vec<Self> },
 }
 
 /// A failed append: `Clean` when the journal was cut back to its last whole line,
@@ -397,7 +397,7 @@ mod tests {
         let e = PolicyRegistry::open(&dir, vec![]).unwrap_err().to_string();
         assert!(e.contains("line 1 damaged"), "{e}");
         // A zero-filled tail (unacknowledged lines after a power cut) is dropped.
-        let mut tail = good.clone().into_bytes();
+        let mut tail = good.into_bytes();
         tail.extend_from_slice(&[0u8; 64]);
         tail.push(b'\n');
         std::fs::write(dir.join(JOURNAL_FILE), tail).unwrap();

@@ -139,7 +139,7 @@ impl PolicyRegistry {
 
     /// Connects the store to the running data plane: from now on every change is
     /// published to it. (The data plane starts with [`PolicyRegistry::all`] in force.)
-    pub fn attach(&self, live: Arc<adox_dataplane::upstream::policy::PolicyStore>) {
+    pub fn attach(&self, live: Arc<PolicyStore>) {
         let _ = self.live.set(live);
     }
     /// Every policy in force: the configuration's, then the API's in creation order.

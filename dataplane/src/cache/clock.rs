@@ -32,7 +32,7 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     /// Bytes charged per entry on top of the caller's cost: the slot, the map entry (key
     /// and index) and the hash table's control byte and spare capacity (load factor 7/8).
     pub fn overhead() -> usize {
-        std::mem::size_of::<Option<Slot<K, V>>>() + (std::mem::size_of::<(K, usize)>() + 1) * 8 / 7
+        size_of::<Option<Slot<K, V>>>() + (size_of::<(K, usize)>() + 1) * 8 / 7
     }
 
     /// A cache holding at most `budget` bytes (as estimated by the callers' costs).

@@ -42,7 +42,7 @@ pub enum Rank {
 impl Rank {
     /// Whether data of this rank may be served to a client as an answer.
     pub fn answerable(self) -> bool {
-        self >= Rank::NonAuthAnswer
+        self >= Self::NonAuthAnswer
     }
 }
 
@@ -93,7 +93,7 @@ pub struct RecordCache {
 /// key material), estimated from their wire length.
 fn estimate(records: &[Record]) -> usize {
     const ARC_HEADER: usize = 16;
-    let inline = std::mem::size_of_val(records);
+    let inline = size_of_val(records);
     let heap: usize = records.iter().map(|r| r.name.len() + rdata_heap(&r.data)).sum();
     ARC_HEADER + inline + heap
 }
@@ -228,7 +228,7 @@ impl RecordCache {
     /// Drops everything at `name` (every type), with `subtree` everything below it too,
     /// or everything when `None`.
     pub fn flush(&self, name: Option<&Name>, subtree: bool) {
-        let name = name.map(crate::names::canonical);
+        let name = name.map(canonical);
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
             match &name {

@@ -46,34 +46,34 @@ pub struct Bogus {
 impl Security {
     /// Insecure, nothing to add.
     pub fn insecure() -> Self {
-        Security::Insecure(None)
+        Self::Insecure(None)
     }
 
     /// Insecure, with an Extended DNS Error for the client.
     pub fn insecure_because(ede: Ede, text: String) -> Self {
-        Security::Insecure(Some(Arc::new(Bogus { ede, text })))
+        Self::Insecure(Some(Arc::new(Bogus { ede, text })))
     }
 
     /// A bogus status with its EDE.
     pub fn bogus(ede: Ede, text: String) -> Self {
-        Security::Bogus(Arc::new(Bogus { ede, text }))
+        Self::Bogus(Arc::new(Bogus { ede, text }))
     }
 
     /// The status of data made of parts with these statuses: bogus if any part is, then
     /// insecure if any is, secure only if all are.
-    pub fn and(self, other: Security) -> Security {
+    pub fn and(self, other: Self) -> Self {
         match (self, other) {
-            (b @ Security::Bogus(_), _) | (_, b @ Security::Bogus(_)) => b,
-            (Security::Unchecked, _) | (_, Security::Unchecked) => Security::Unchecked,
-            (Security::Insecure(a), Security::Insecure(b)) => Security::Insecure(a.or(b)),
-            (i @ Security::Insecure(_), _) | (_, i @ Security::Insecure(_)) => i,
-            (Security::Secure, Security::Secure) => Security::Secure,
+            (b @ Self::Bogus(_), _) | (_, b @ Self::Bogus(_)) => b,
+            (Self::Unchecked, _) | (_, Self::Unchecked) => Self::Unchecked,
+            (Self::Insecure(a), Self::Insecure(b)) => Self::Insecure(a.or(b)),
+            (i @ Self::Insecure(_), _) | (_, i @ Self::Insecure(_)) => i,
+            (Self::Secure, Self::Secure) => Self::Secure,
         }
     }
 
     /// Whether this status came out of validation (not `Unchecked`).
     pub fn is_checked(&self) -> bool {
-        !matches!(self, Security::Unchecked)
+        !matches!(self, Self::Unchecked)
     }
 }
 

@@ -33,23 +33,23 @@ impl Failure {
     /// Extended DNS Error INFO-CODE (RFC 8914 section 4).
     pub fn ede(self) -> Ede {
         match self {
-            Failure::NoSignature => Ede::RrsigsMissing,
-            Failure::Expired => Ede::SignatureExpired,
-            Failure::NotYetValid => Ede::SignatureNotYetValid,
-            Failure::NoKey => Ede::DnskeyMissing,
-            Failure::Invalid | Failure::Budget => Ede::DnssecBogus,
+            Self::NoSignature => Ede::RrsigsMissing,
+            Self::Expired => Ede::SignatureExpired,
+            Self::NotYetValid => Ede::SignatureNotYetValid,
+            Self::NoKey => Ede::DnskeyMissing,
+            Self::Invalid | Self::Budget => Ede::DnssecBogus,
         }
     }
 
     /// Short text for EXTRA-TEXT.
     pub fn text(self) -> &'static str {
         match self {
-            Failure::NoSignature => "RRSIG missing",
-            Failure::Expired => "signature expired",
-            Failure::NotYetValid => "signature not yet valid",
-            Failure::NoKey => "no DNSKEY matches the signature",
-            Failure::Invalid => "signature does not verify",
-            Failure::Budget => "signature check limit reached",
+            Self::NoSignature => "RRSIG missing",
+            Self::Expired => "signature expired",
+            Self::NotYetValid => "signature not yet valid",
+            Self::NoKey => "no DNSKEY matches the signature",
+            Self::Invalid => "signature does not verify",
+            Self::Budget => "signature check limit reached",
         }
     }
 }
@@ -380,7 +380,7 @@ mod tests {
                 k
             })
             .collect();
-        let mut broken = sig.clone();
+        let mut broken = sig;
         *broken.signature.last_mut().unwrap() ^= 1;
         let sigs = vec![broken; 40];
         let left = Cell::new(64);

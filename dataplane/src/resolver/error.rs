@@ -37,16 +37,16 @@ impl Limit {
     /// The configuration field that sets this limit.
     pub fn field(self) -> &'static str {
         match self {
-            Limit::QueriesPerRequest => "max_queries_per_request",
-            Limit::Depth => "max_depth",
-            Limit::Chain => "max_chain",
-            Limit::Referrals => "max_referrals",
-            Limit::OutstandingPerServer => "max_outstanding_per_server",
-            Limit::OutstandingPerZone => "max_outstanding_per_zone",
-            Limit::Resolutions => "max_resolutions",
-            Limit::RequestTimeout => "request_timeout_ms",
-            Limit::SigChecks => "max_sig_checks",
-            Limit::Nsec3Hashes => "max_nsec3_hashes",
+            Self::QueriesPerRequest => "max_queries_per_request",
+            Self::Depth => "max_depth",
+            Self::Chain => "max_chain",
+            Self::Referrals => "max_referrals",
+            Self::OutstandingPerServer => "max_outstanding_per_server",
+            Self::OutstandingPerZone => "max_outstanding_per_zone",
+            Self::Resolutions => "max_resolutions",
+            Self::RequestTimeout => "request_timeout_ms",
+            Self::SigChecks => "max_sig_checks",
+            Self::Nsec3Hashes => "max_nsec3_hashes",
         }
     }
 }
@@ -95,12 +95,12 @@ impl ResolveError {
     /// The Extended DNS Error for this failure: INFO-CODE and EXTRA-TEXT.
     pub fn ede(&self) -> (Ede, String) {
         let code = match self {
-            ResolveError::NoReachableAuthority { .. }
-            | ResolveError::NoAllowedAddress { .. }
-            | ResolveError::StrictUnreachable { .. } => Ede::NoReachableAuthority,
-            ResolveError::LimitExceeded(Limit::RequestTimeout) => Ede::NoReachableAuthority,
-            ResolveError::LimitExceeded(_) | ResolveError::ChainLoop(_) => Ede::Other,
-            ResolveError::InvalidData(_) => Ede::InvalidData,
+            Self::NoReachableAuthority { .. } | Self::NoAllowedAddress { .. } | Self::StrictUnreachable { .. } => {
+                Ede::NoReachableAuthority
+            }
+            Self::LimitExceeded(Limit::RequestTimeout) => Ede::NoReachableAuthority,
+            Self::LimitExceeded(_) | Self::ChainLoop(_) => Ede::Other,
+            Self::InvalidData(_) => Ede::InvalidData,
         };
         (code, self.to_string())
     }

@@ -42,7 +42,7 @@ struct FakeNet {
     zones: Vec<Zone>,
     dead: HashSet<IpAddr>,
     /// Queries still to be lost, per server (a timeout each).
-    drops: RefCell<std::collections::HashMap<IpAddr, u32>>,
+    drops: RefCell<HashMap<IpAddr, u32>>,
     now: Cell<Instant>,
     /// When the fake clock started, and the Unix second it started at.
     epoch: (Instant, u64),
@@ -277,7 +277,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
     }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
     let shared = Arc::new(Shared {
-        records: crate::cache::records::RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s),
+        records: RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),

@@ -46,7 +46,7 @@ pub(crate) enum Keys {
     Not(Security),
 }
 
-type KeysFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Keys, ResolveError>> + 'a>>;
+type KeysFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Keys, ResolveError>> + 'a>>;
 
 /// What vouches for a zone's DNSKEY RRset.
 enum Trust<'a> {

@@ -19,18 +19,18 @@ use super::UpstreamError;
 use super::error::TransportFailure;
 
 /// RFC 9250 section 4.3 error codes.
-pub mod code {
+pub(crate) mod code {
     /// No error: used when closing an idle connection.
-    pub const DOQ_NO_ERROR: u32 = 0x0;
+    pub(crate) const DOQ_NO_ERROR: u32 = 0x0;
     /// The peer violated the DoQ protocol.
-    pub const DOQ_PROTOCOL_ERROR: u32 = 0x2;
+    pub(crate) const DOQ_PROTOCOL_ERROR: u32 = 0x2;
     /// The peer hit an internal error (a stream reset with it).
-    pub const DOQ_INTERNAL_ERROR: u32 = 0x1;
+    pub(crate) const DOQ_INTERNAL_ERROR: u32 = 0x1;
 }
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DoqState {
+pub(crate) enum DoqState {
     /// The QUIC handshake is under way: queries wait to open their stream.
     Handshaking,
     /// Streams may be opened.
@@ -43,7 +43,7 @@ pub enum DoqState {
 
 /// What happened during [`DoqSession::poll_events`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum DoqEvent {
+pub(crate) enum DoqEvent {
     /// The handshake completed; `resumed` when it resumed a TLS session.
     Connected {
         /// Whether the handshake resumed a session (it verified no certificate).
@@ -60,7 +60,7 @@ pub enum DoqEvent {
 /// The two QUIC client configurations of each authentication (ALPN doq, TLS 1.3, the DoQ
 /// session store).
 #[derive(Clone)]
-pub struct DoqConfigs {
+pub(crate) struct DoqConfigs {
     /// No certificate checks: opportunistic.
     pub unauthenticated: ClientConfig,
     /// PKIX for the nameserver name.
@@ -78,7 +78,7 @@ impl std::fmt::Debug for DoqConfigs {
 impl DoqConfigs {
     /// QUIC configurations over the rustls ones of `tls`, closing after `idle` without
     /// traffic; `None` if quinn refuses them.
-    pub fn new(tls: &super::tls::TlsConfigs, idle: Duration) -> Option<Self> {
+    pub(crate) fn new(tls: &super::tls::TlsConfigs, idle: Duration) -> Option<Self> {
         let make = |cfg: &Arc<rustls::ClientConfig>| -> Option<ClientConfig> {
             let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(cfg.clone()).ok()?;
             let mut c = ClientConfig::new(Arc::new(quic));
@@ -92,7 +92,7 @@ impl DoqConfigs {
 }
 
 /// One DoQ connection to one server.
-pub struct DoqSession {
+pub(crate) struct DoqSession {
     endpoint: Endpoint,
     conn: Connection,
     handle: ConnectionHandle,
@@ -114,7 +114,7 @@ impl std::fmt::Debug for DoqSession {
 
 impl DoqSession {
     /// Starts the handshake with `remote`, authenticating `server_name` as `config` says.
-    pub fn connect(
+    pub(crate) fn connect(
         config: ClientConfig,
         remote: SocketAddr,
         server_name: &str,
@@ -136,18 +136,18 @@ impl DoqSession {
     }
 
     /// Where the session stands.
-    pub fn state(&self) -> DoqState {
+    pub(crate) fn state(&self) -> DoqState {
         self.state
     }
 
     /// Whether the handshake resumed a TLS session.
-    pub fn resumed(&self) -> bool {
+    pub(crate) fn resumed(&self) -> bool {
         self.resumed
     }
 
     /// Feeds one datagram from the server; returns the size of a datagram to send back at
     /// once (written to `response`), if any.
-    pub fn receive(&mut self, now: Instant, datagram: &[u8], response: &mut Vec<u8>) -> Option<usize> {
+    pub(crate) fn receive(&mut self, now: Instant, datagram: &[u8], response: &mut Vec<u8>) -> Option<usize> {
         response.clear();
         let data = BytesMut::from(datagram);
         match self.endpoint.handle(now, self.remote, None, None, data, response) {
@@ -161,13 +161,13 @@ impl DoqSession {
     }
 
     /// The socket said the server's port is closed.
-    pub fn refused(&mut self) {
+    pub(crate) fn refused(&mut self) {
         self.state = DoqState::Failed(TransportFailure::Refused);
     }
 
     /// Runs timers, hands endpoint events around, and reads every query stream: what
     /// happened since the last call.
-    pub fn poll_events(&mut self, now: Instant) -> Vec<DoqEvent> {
+    pub(crate) fn poll_events(&mut self, now: Instant) -> Vec<DoqEvent> {
         let mut out = Vec::new();
         if matches!(self.state, DoqState::Failed(_)) {
             return out;
@@ -260,7 +260,7 @@ impl DoqSession {
 
     /// Opens a stream for `query` and sends it (ID 0, length prefix, FIN); `None` when no
     /// stream can be opened yet (handshake under way, or at the peer's limit).
-    pub fn open_query(&mut self, query: &[u8]) -> Result<Option<StreamId>, UpstreamError> {
+    pub(crate) fn open_query(&mut self, query: &[u8]) -> Result<Option<StreamId>, UpstreamError> {
         if let DoqState::Failed(reason) = self.state {
             return Err(reason.into());
         }
@@ -277,29 +277,29 @@ impl DoqSession {
     }
 
     /// Stops tracking the streams for which `keep` is false (their queries are gone).
-    pub fn retain_streams(&mut self, keep: impl Fn(&StreamId) -> bool) {
+    pub(crate) fn retain_streams(&mut self, keep: impl Fn(&StreamId) -> bool) {
         self.streams.retain(|id, _| keep(id));
     }
 
     /// The next datagram to send, written to `buf`: its size.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<usize> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<usize> {
         buf.clear();
         self.conn.poll_transmit(now, 1, buf).map(|t| t.size)
     }
 
     /// When the session wants [`Self::poll_events`] called next at the latest.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         self.conn.poll_timeout()
     }
 
     /// Closes an idle connection with DOQ_NO_ERROR.
-    pub fn close(&mut self, now: Instant) {
+    pub(crate) fn close(&mut self, now: Instant) {
         self.state = DoqState::Closing;
         self.conn.close(now, quinn_proto::VarInt::from_u32(code::DOQ_NO_ERROR), bytes::Bytes::new());
     }
 
     /// Whether the connection is over (drained, or closed after [`Self::close`]).
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, DoqState::Failed(_))
             || self.conn.is_drained()
             || (self.state == DoqState::Closing && self.conn.is_closed())
@@ -308,7 +308,7 @@ impl DoqSession {
 
 /// A query as a DoQ stream carries it: 2-octet length, then the message with ID 0 (RFC
 /// 9250 section 4.2.1).
-pub fn frame_query(query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+pub(crate) fn frame_query(query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
     let len = u16::try_from(query.len()).map_err(|_| UpstreamError::BadResponse("query too long"))?;
     if query.len() < 12 {
         return Err(UpstreamError::BadResponse("short query"));
@@ -322,7 +322,7 @@ pub fn frame_query(query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
 
 /// The DNS answer in a finished stream (2-octet length, then the message, whose ID must
 /// be 0).
-pub fn answer_of(buf: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+pub(crate) fn answer_of(buf: &[u8]) -> Result<Vec<u8>, UpstreamError> {
     if buf.len() < 2 {
         return Err(UpstreamError::BadResponse("empty DoQ stream"));
     }

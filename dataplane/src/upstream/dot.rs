@@ -13,7 +13,7 @@ use super::error::TransportFailure;
 
 /// One TLS connection's protocol state.
 #[derive(Debug)]
-pub struct DotSession {
+pub(crate) struct DotSession {
     tls: ClientConnection,
     plain: Vec<u8>,
     handshake_seen: bool,
@@ -22,26 +22,26 @@ pub struct DotSession {
 impl DotSession {
     /// Starts a session; `name` is the SNI and authentication name (an IP address for
     /// opportunistic connections: no SNI is sent for it).
-    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, TransportFailure> {
+    pub(crate) fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, TransportFailure> {
         let tls = ClientConnection::new(config, name).map_err(|e| super::tls::failure_reason(&e))?;
         Ok(Self { tls, plain: Vec::new(), handshake_seen: false })
     }
 
     /// Queues one DNS message, framed. Written before the handshake completes, it is held
     /// by rustls and sent as soon as the keys allow.
-    pub fn send(&mut self, msg: &[u8]) -> Result<(), TransportFailure> {
+    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<(), TransportFailure> {
         let len = u16::try_from(msg.len()).map_err(|_| TransportFailure::Framing)?;
         let mut w = self.tls.writer();
         w.write_all(&len.to_be_bytes()).and_then(|_| w.write_all(msg)).map_err(|_| TransportFailure::Framing)
     }
 
     /// Whether TLS records wait to be written.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         self.tls.wants_write()
     }
 
     /// Writes pending TLS records to `wr` until it would block.
-    pub fn write_to(&mut self, wr: &mut dyn Write) -> io::Result<()> {
+    pub(crate) fn write_to(&mut self, wr: &mut dyn Write) -> io::Result<()> {
         while self.tls.wants_write() {
             self.tls.write_tls(wr)?;
         }
@@ -50,7 +50,7 @@ impl DotSession {
 
     /// Reads TLS records from `rd` until it would block, and decrypts them into the
     /// framing buffer. `Ok(false)`: the peer closed the connection.
-    pub fn read_from(&mut self, rd: &mut dyn Read) -> Result<bool, io::Error> {
+    pub(crate) fn read_from(&mut self, rd: &mut dyn Read) -> Result<bool, io::Error> {
         loop {
             match self.tls.read_tls(rd) {
                 Ok(0) => return Ok(false),
@@ -71,7 +71,7 @@ impl DotSession {
     }
 
     /// Whether the handshake has completed (once true, stays true).
-    pub fn handshake_done(&mut self) -> bool {
+    pub(crate) fn handshake_done(&mut self) -> bool {
         if !self.handshake_seen && !self.tls.is_handshaking() {
             self.handshake_seen = true;
         }
@@ -79,7 +79,7 @@ impl DotSession {
     }
 
     /// Whether the completed handshake resumed a session.
-    pub fn resumed(&self) -> bool {
+    pub(crate) fn resumed(&self) -> bool {
         matches!(self.tls.handshake_kind(), Some(HandshakeKind::Resumed))
     }
 
@@ -98,13 +98,13 @@ impl DotSession {
     }
 
     /// The next complete DNS message received, if any.
-    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, TransportFailure> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Vec<u8>>, TransportFailure> {
         self.drain_plaintext();
         take_frame(&mut self.plain)
     }
 
     /// Sends close_notify (written by the next `write_to`).
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.tls.send_close_notify();
     }
 }
@@ -112,7 +112,7 @@ impl DotSession {
 /// Takes the next complete length-prefixed DNS message (RFC 7858 section 3.3, RFC 1035
 /// section 4.2.2) from the front of `stream`; `None` until one is complete. A length
 /// shorter than a DNS header breaks the framing: the connection cannot be trusted after it.
-pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TransportFailure> {
+pub(crate) fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TransportFailure> {
     if stream.len() < 2 {
         return Ok(None);
     }
@@ -130,7 +130,7 @@ pub fn take_frame(stream: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TransportFail
 
 /// A TLS failure carried through `io::Error` from `read_from`.
 #[derive(Debug)]
-pub struct TlsError(pub TransportFailure);
+pub(crate) struct TlsError(pub TransportFailure);
 
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,7 +142,7 @@ impl std::error::Error for TlsError {}
 
 /// Adds EDNS(0) padding (RFC 7830) to a query whose last record is an option-less OPT, so
 /// the message length is a multiple of 128 octets (RFC 8467 section 4.1).
-pub fn pad_query(msg: &mut Vec<u8>) {
+pub(crate) fn pad_query(msg: &mut Vec<u8>) {
     const BLOCK: usize = 128;
     let n = msg.len();
     // An OPT with no options ends in RDLEN = 0; anything else is left alone.

@@ -70,32 +70,32 @@ impl TransportFailure {
     /// The stable short name.
     pub fn as_str(self) -> &'static str {
         match self {
-            TransportFailure::Refused => "refused",
-            TransportFailure::IoError => "io-error",
-            TransportFailure::BadName => "bad-name",
-            TransportFailure::HandshakeClosed => "handshake-closed",
-            TransportFailure::Closed => "closed",
-            TransportFailure::Framing => "framing",
-            TransportFailure::CertNameMismatch => "cert-name-mismatch",
-            TransportFailure::CertUntrusted => "cert-untrusted",
-            TransportFailure::CertExpired => "cert-expired",
-            TransportFailure::CertInvalid => "cert-invalid",
-            TransportFailure::TlsVersion => "tls-version",
-            TransportFailure::Alpn => "alpn",
-            TransportFailure::TlsAlert => "tls-alert",
-            TransportFailure::TlsError => "tls-error",
-            TransportFailure::DaneNoTlsa => "dane-no-tlsa",
-            TransportFailure::DaneNoUsableTlsa => "dane-no-usable-tlsa",
-            TransportFailure::DaneMismatch => "dane-mismatch",
-            TransportFailure::DoqUnavailable => "doq-unavailable",
-            TransportFailure::QuicConnect => "quic-connect",
-            TransportFailure::QuicTimeout => "timeout",
-            TransportFailure::QuicTransportError => "quic-transport-error",
-            TransportFailure::QuicError => "quic-error",
-            TransportFailure::DoqStreamReset => "doq-stream-reset",
-            TransportFailure::DoqInternalError => "doq-internal-error",
-            TransportFailure::DoqWrite => "doq-write",
-            TransportFailure::DoqFlowControl => "doq-flow-control",
+            Self::Refused => "refused",
+            Self::IoError => "io-error",
+            Self::BadName => "bad-name",
+            Self::HandshakeClosed => "handshake-closed",
+            Self::Closed => "closed",
+            Self::Framing => "framing",
+            Self::CertNameMismatch => "cert-name-mismatch",
+            Self::CertUntrusted => "cert-untrusted",
+            Self::CertExpired => "cert-expired",
+            Self::CertInvalid => "cert-invalid",
+            Self::TlsVersion => "tls-version",
+            Self::Alpn => "alpn",
+            Self::TlsAlert => "tls-alert",
+            Self::TlsError => "tls-error",
+            Self::DaneNoTlsa => "dane-no-tlsa",
+            Self::DaneNoUsableTlsa => "dane-no-usable-tlsa",
+            Self::DaneMismatch => "dane-mismatch",
+            Self::DoqUnavailable => "doq-unavailable",
+            Self::QuicConnect => "quic-connect",
+            Self::QuicTimeout => "timeout",
+            Self::QuicTransportError => "quic-transport-error",
+            Self::QuicError => "quic-error",
+            Self::DoqStreamReset => "doq-stream-reset",
+            Self::DoqInternalError => "doq-internal-error",
+            Self::DoqWrite => "doq-write",
+            Self::DoqFlowControl => "doq-flow-control",
         }
     }
 }
@@ -192,7 +192,7 @@ impl UpstreamError {
     /// server.
     pub fn fault(&self) -> Fault {
         match self {
-            UpstreamError::Local(_) | UpstreamError::Busy(_) => Fault::Local,
+            Self::Local(_) | Self::Busy(_) => Fault::Local,
             _ => Fault::Upstream,
         }
     }
@@ -200,21 +200,21 @@ impl UpstreamError {
     /// Whether the same server deserves one more try in this step, after the others: a
     /// timeout may be one lost datagram.
     pub fn retry_same_server(&self) -> bool {
-        matches!(self, UpstreamError::Timeout)
+        matches!(self, Self::Timeout)
     }
 
     /// Whether it tells something about the server's encrypted transport (RFC 9539
     /// failure state): a failed connection or handshake, a timeout, a refusal; not an
     /// answer that was merely unusable.
     pub fn is_transport_failure(&self) -> bool {
-        matches!(self, UpstreamError::Transport(_) | UpstreamError::Timeout | UpstreamError::Refused)
+        matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused)
     }
 
     /// The short reason shown in EXTRA-TEXT, server state and explain.
     pub fn reason(&self) -> String {
         match self {
-            UpstreamError::Transport(t) => t.as_str().into(),
-            UpstreamError::Refused => "refused".into(),
+            Self::Transport(t) => t.as_str().into(),
+            Self::Refused => "refused".into(),
             other => other.to_string(),
         }
     }
@@ -222,7 +222,7 @@ impl UpstreamError {
 
 impl From<TransportFailure> for UpstreamError {
     fn from(f: TransportFailure) -> Self {
-        UpstreamError::Transport(f)
+        Self::Transport(f)
     }
 }
 

@@ -14,14 +14,14 @@
 //! `worker/doq.rs`) move the bytes, and `now` is an argument.
 
 pub mod dane;
-pub mod doq;
-pub mod dot;
+pub(crate) mod doq;
+pub(crate) mod dot;
 pub mod error;
 pub mod plan;
 pub mod policy;
 pub(crate) mod pool;
 pub mod probe;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod signal;
 pub mod tls;
 
@@ -64,8 +64,8 @@ impl PeerAuth {
     /// The name sent as SNI and authenticated, if any.
     pub fn name(&self) -> Option<&Name> {
         match self {
-            PeerAuth::None => None,
-            PeerAuth::Pkix(n) | PeerAuth::Dane(n) => Some(n),
+            Self::None => None,
+            Self::Pkix(n) | Self::Dane(n) => Some(n),
         }
     }
 }

@@ -40,13 +40,13 @@ impl PlanSource {
     /// `probe:skip`, `default`.
     pub fn label(&self) -> String {
         match self {
-            PlanSource::Override(id) => format!("override:{id}"),
-            PlanSource::Probe(ProbeDecision::Use) => "probe:use".into(),
-            PlanSource::Probe(ProbeDecision::Probe) => "probe:probe".into(),
-            PlanSource::Probe(ProbeDecision::Skip) => "probe:skip".into(),
-            PlanSource::InsecureSignal => "signal:insecure".into(),
-            PlanSource::SecureSignal => "signal:secure".into(),
-            PlanSource::Default => "default".into(),
+            Self::Override(id) => format!("override:{id}"),
+            Self::Probe(ProbeDecision::Use) => "probe:use".into(),
+            Self::Probe(ProbeDecision::Probe) => "probe:probe".into(),
+            Self::Probe(ProbeDecision::Skip) => "probe:skip".into(),
+            Self::InsecureSignal => "signal:insecure".into(),
+            Self::SecureSignal => "signal:secure".into(),
+            Self::Default => "default".into(),
         }
     }
 }

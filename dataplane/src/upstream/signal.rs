@@ -346,7 +346,7 @@ pub enum Signal {
 impl Signal {
     /// Secure, with DANE for some transport: the nameserver is strict.
     pub fn is_strict(&self) -> bool {
-        matches!(self, Signal::Known { secure: true, dane, .. } if !dane.is_empty())
+        matches!(self, Self::Known { secure: true, dane, .. } if !dane.is_empty())
     }
 }
 

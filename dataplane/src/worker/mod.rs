@@ -42,7 +42,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// Per-worker settings that are not the resolver's.
 #[derive(Debug, Clone)]
-pub struct WorkerSettings {
+pub(crate) struct WorkerSettings {
     /// Worker index (also the core it is pinned to, modulo cores).
     pub index: usize,
     /// Our EDNS UDP size.
@@ -228,7 +228,7 @@ impl WorkerCtx {
 }
 
 /// A worker, ready to run on its own thread.
-pub struct Worker {
+pub(crate) struct Worker {
     poll: Poll,
     recv: crate::sys::RecvBatch,
     send: crate::sys::SendBatch,
@@ -250,13 +250,13 @@ type PacketFlush = Option<(Vec<u8>, bool)>;
 
 /// An explain request: resolve with the path recorded, send the result back.
 #[derive(Debug)]
-pub struct ExplainJob {
+pub(crate) struct ExplainJob {
     /// The name.
     pub name: hickory_proto::rr::Name,
     /// The type.
     pub qtype: hickory_proto::rr::RecordType,
     /// Where the result goes.
-    pub reply: std::sync::mpsc::Sender<crate::respond::Explained>,
+    pub reply: std::sync::mpsc::Sender<respond::Explained>,
 }
 
 /// Requests other threads leave for a worker, read after its next wake-up.
@@ -276,7 +276,7 @@ struct Mailbox {
 /// The handle another thread uses to reach a worker: stop it, or have it flush its packet
 /// cache.
 #[derive(Debug, Clone)]
-pub struct WorkerHandle {
+pub(crate) struct WorkerHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
     mailbox: Arc<Mailbox>,
@@ -284,7 +284,7 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Asks the worker to finish its loop.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
     }
@@ -292,7 +292,7 @@ impl WorkerHandle {
     /// Asks the worker to drop packet-cache entries at `name` (wire form, lowercase; with
     /// `true`, below it too), or all of them; returns the request's number for
     /// [`Self::flushed`].
-    pub fn flush_packet_cache(&self, name: PacketFlush) -> u64 {
+    pub(crate) fn flush_packet_cache(&self, name: PacketFlush) -> u64 {
         let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
         list.push((n, name));
@@ -303,7 +303,7 @@ impl WorkerHandle {
     }
 
     /// Asks the worker to resolve `job.name` with its path recorded (the API's explain).
-    pub fn explain(&self, job: ExplainJob) {
+    pub(crate) fn explain(&self, job: ExplainJob) {
         let mut list = self.mailbox.explains.lock().unwrap_or_else(|p| p.into_inner());
         list.push(job);
         drop(list);
@@ -316,7 +316,7 @@ impl WorkerHandle {
     }
 
     /// Whether the worker has applied flush request `n`.
-    pub fn flushed(&self, n: u64) -> bool {
+    pub(crate) fn flushed(&self, n: u64) -> bool {
         self.mailbox.applied.load(Ordering::Acquire) >= n
     }
 }
@@ -324,7 +324,7 @@ impl WorkerHandle {
 impl Worker {
     /// Builds a worker over already bound, non-blocking sockets (one UDP socket and one TCP
     /// listener per listen address, each with SO_REUSEPORT).
-    pub fn new(
+    pub(crate) fn new(
         settings: WorkerSettings,
         shared: Arc<Shared>,
         stats: Arc<WorkerStats>,
@@ -402,7 +402,7 @@ impl Worker {
     }
 
     /// Runs the event loop until stopped.
-    pub fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut out = Vec::with_capacity(4096);
         let ctx = self.ctx.clone();
@@ -515,7 +515,7 @@ impl Worker {
             let ctx = self.ctx.clone();
             self.ctx.executor.spawn(async move {
                 let (result, steps) = ctx.resolver.explain(&job.name, job.qtype).await;
-                let _ = job.reply.send(crate::respond::explain(&job.name, job.qtype, &result, steps));
+                let _ = job.reply.send(respond::explain(&job.name, job.qtype, &result, steps));
             });
         }
         self.mailbox.applied.store(last, Ordering::Release);
@@ -603,10 +603,7 @@ impl Worker {
         }
         let now = ctx.reactor.now();
         // Read what the connection allows, then handle each complete message.
-        let (peer, messages) = match ctx.clients.borrow_mut().read(conn, now) {
-            Some(r) => r,
-            None => return,
-        };
+        let Some((peer, messages)) = ctx.clients.borrow_mut().read(conn, now) else { return };
         for msg in messages {
             ctx.stats.queries_tcp.bump();
             match ctx.handle(&msg, peer, ReplyTo::Tcp { conn }, out) {

@@ -105,12 +105,9 @@ impl Adoxd {
                 }
             }
         });
-        let ready = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("adoxd did not become ready; log:\n{}", log.lock().unwrap());
-            }
+        let Ok(ready) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("adoxd did not become ready; log:\n{}", log.lock().unwrap());
         };
         let listen = ready
             .split_whitespace()
@@ -405,7 +402,7 @@ pub mod tempdir {
     pub struct Dir(PathBuf);
     impl Dir {
         pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("adox-test-{}-{}", std::process::id(), super::rand_id()));
+            let p = std::env::temp_dir().join(format!("adox-test-{}-{}", std::process::id(), rand_id()));
             std::fs::create_dir_all(&p).unwrap();
             Self(p)
         }

@@ -370,7 +370,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         plane.handle().set_negative_anchors(negative_anchors);
     }
     let api = match api_settings {
-        Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry.clone())?),
+        Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry)?),
         None => None,
     };
     let listen: Vec<String> = plane.local_addrs().iter().map(|a| a.to_string()).collect();
