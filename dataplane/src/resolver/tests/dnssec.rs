@@ -208,3 +208,25 @@ fn rfc4035_5_a_root_key_that_matches_no_trust_anchor_is_bogus() {
     assert_eq!(ede, 9, "{text}");
     assert!(text.contains("no DNSKEY matches"), "{text}");
 }
+
+/// RFC 4035 section 5.3.3 for denials: the NSEC records of a negative answer are
+/// validated RRsets too, so the negative answer is kept no longer than their signatures
+/// are valid, whatever the SOA's negative TTL (300 s here).
+#[test]
+fn rfc4035_5_3_3_a_denial_is_kept_no_longer_than_its_nsec_signature() {
+    let mut s = zones().sign();
+    // The NSEC covering nothing.example. (loop2.example. to ns.example.) expires in 100 s.
+    s.resign("loop2.example.", RecordType::NSEC, window(-3600, 100));
+    let (r, net) = s.resolver(&Config::default());
+    let nx = resolve(&r, "nothing.example.", RecordType::A);
+    assert_eq!((nx.rcode, nx.security.clone()), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert!(nx.cache_ttl <= 100, "cache_ttl {}", nx.cache_ttl);
+    let now = r.upstream().now();
+    let entry = r.shared().records.get(&n("nothing.example."), crate::cache::records::NXDOMAIN_KEY, now).unwrap();
+    assert!(entry.ttl_left <= 100, "negative entry kept {} s", entry.ttl_left);
+    // After 101 s the name is asked again.
+    advance(&net, 101);
+    let before = asked(&net, "10.0.1.1").len();
+    resolve(&r, "nothing.example.", RecordType::A);
+    assert!(asked(&net, "10.0.1.1")[before..].iter().any(|q| q == "nothing.example. A"));
+}
