@@ -351,6 +351,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         (self.unvalidated(name), None)
                     };
                     let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
+                    // The records too: the response must not outlive the cached denial.
+                    let authority = cap_ttls(authority, neg_ttl);
                     cache.put_negative(
                         name,
                         u16::from(qtype),
@@ -369,6 +371,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         (self.unvalidated(name), None)
                     };
                     let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
+                    // The records too: the response must not outlive the cached denial.
+                    let authority = cap_ttls(authority, neg_ttl);
                     cache.put_negative(
                         name,
                         NXDOMAIN_KEY,

@@ -403,7 +403,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Ok(Verified { ttl_cap, wildcard_parent: Some(parent) }) => {
                 // RFC 4035 section 5.3.4: the expanded name itself must be proven absent,
                 // by the zone's signed NSEC or NSEC3 records; none at all is bogus.
-                let (nsecs, nsec3s, status) = self.verified_denials(&signer, &keys, proofs, budget)?;
+                let (nsecs, nsec3s, proof_cap, status) = self.verified_denials(&signer, &keys, proofs, budget)?;
                 if let Some(bad) = status {
                     return Ok((bad, None));
                 }
@@ -416,7 +416,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 } else {
                     denial::nsec3_wildcard_answer(owner, &parent, &signer, &nsec3s, &self.nsec3_limits(budget))
                 };
-                Ok((self.proof_status(proof, &signer, &what)?, Some(ttl_cap)))
+                Ok((self.proof_status(proof, &signer, &what)?, Some(ttl_cap.min(proof_cap))))
             }
         }
     }
@@ -562,31 +562,35 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         Ok(verified.ttl_cap)
     }
 
-    /// The NSEC and NSEC3 RRsets among `records` that verify with `keys`; a status when
-    /// one of them does not (bogus) or when none is there (`None` in that case too: the
-    /// callers decide what a missing proof means).
-    #[allow(clippy::type_complexity, reason = "three results of one pass")]
+    /// The NSEC and NSEC3 RRsets among `records` that verify with `keys`, and the TTL
+    /// their signatures allow (RFC 4035 section 5.3.3: the least of them); a status when
+    /// one of them does not verify (bogus) or when none is there (`None` in that case too:
+    /// the callers decide what a missing proof means).
+    #[allow(clippy::type_complexity, reason = "four results of one pass")]
     fn verified_denials(
         &self,
         signer: &Name,
         keys: &[Dnskey],
         records: &[Record],
         budget: &Budget,
-    ) -> Result<(Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, Option<Security>), ResolveError> {
-        let (mut nsecs, mut nsec3s) = (Vec::new(), Vec::new());
+    ) -> Result<(Vec<(Name, Nsec)>, Vec<(Name, Nsec3)>, u32, Option<Security>), ResolveError> {
+        let (mut nsecs, mut nsec3s, mut ttl_cap) = (Vec::new(), Vec::new(), u32::MAX);
         for (owner, rtype, set) in super::iterate::group_rrsets(records) {
             if !matches!(rtype, RecordType::NSEC | RecordType::NSEC3) || !signer.zone_of(&owner) {
                 continue;
             }
-            if let Err(f) = self.check_proof_rrset(&owner, rtype, &set, signer, keys, budget) {
-                let what = format!("{} {rtype}", owner.to_ascii());
-                return Ok((nsecs, nsec3s, Some(status_of(f, signer, &what)?)));
+            match self.check_proof_rrset(&owner, rtype, &set, signer, keys, budget) {
+                Ok(cap) => ttl_cap = ttl_cap.min(cap),
+                Err(f) => {
+                    let what = format!("{} {rtype}", owner.to_ascii());
+                    return Ok((nsecs, nsec3s, ttl_cap, Some(status_of(f, signer, &what)?)));
+                }
             }
             let (n, n3) = denial_records(&set);
             nsecs.extend(n);
             nsec3s.extend(n3);
         }
-        Ok((nsecs, nsec3s, None))
+        Ok((nsecs, nsec3s, ttl_cap, None))
     }
 
     /// The status of a negative answer (NXDOMAIN when `nxdomain`, else NODATA) that a
@@ -638,7 +642,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
             }
         }
-        let (nsecs, nsec3s, bad) = self.verified_denials(&signer, &keys, authority, budget)?;
+        let (nsecs, nsec3s, proof_cap, bad) = self.verified_denials(&signer, &keys, authority, budget)?;
+        ttl_cap = ttl_cap.min(proof_cap);
         if let Some(bad) = bad {
             return Ok((bad, None));
         }

@@ -3,6 +3,13 @@
 //! every query. It shows what the lab cannot show exactly: which names each server was
 //! asked (QNAME minimisation), how much work a hostile delegation can cause, and what was
 //! cached. The lab tests cover the same code against real servers.
+//!
+//! Submodules: `signed` signs the fake zones (DNSSEC), `dnssec` validates against them,
+//! `transport` runs probing and signals on the fake clock.
+
+mod dnssec;
+mod signed;
+mod transport;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -19,8 +26,6 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::*;
 use crate::config::{Config, LocalZonesConfig};
 use crate::names::is_at_or_below;
-use crate::upstream::plan::PlanSource;
-use adox_api::policy::Transport;
 
 fn n(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
@@ -61,6 +66,8 @@ impl FakeNet {
     fn answer(&self, server: IpAddr, query: &Message) -> Message {
         let q = &query.queries[0];
         let (qname, qtype) = (q.name().clone(), q.query_type());
+        // RRSIGs and denial proofs go only to queries with DO (RFC 4035 section 3.1).
+        let dnssec = query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let mut m = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
         m.add_query(q.clone());
         // The most specific zone this server serves for the name.
@@ -97,6 +104,9 @@ impl FakeNet {
                 }
             }
             m.authorities = ns;
+            if dnssec {
+                m.authorities.extend(signed::referral_proof(zone, &cut));
+            }
             return m;
         }
         m.metadata.authoritative = true;
@@ -104,10 +114,13 @@ impl FakeNet {
             zone.records.iter().filter(|r| r.name == qname && r.record_type() == qtype).cloned().collect();
         if !exact.is_empty() {
             m.answers = exact;
-            return m;
-        }
-        if let Some(c) = zone.records.iter().find(|r| r.name == qname && r.record_type() == RecordType::CNAME) {
+        } else if let Some(c) = zone.records.iter().find(|r| r.name == qname && r.record_type() == RecordType::CNAME) {
             m.answers.push(c.clone());
+        }
+        if !m.answers.is_empty() {
+            if dnssec {
+                m.answers.extend(signed::signatures_over(zone, &m.answers));
+            }
             return m;
         }
         let exists = zone.records.iter().any(|r| is_at_or_below(&r.name, &qname));
@@ -115,6 +128,10 @@ impl FakeNet {
             m.metadata.response_code = ResponseCode::NXDomain;
         }
         m.authorities.extend(soa);
+        if dnssec {
+            m.authorities.extend(signed::signatures_over(zone, &m.authorities));
+            m.authorities.extend(signed::denial(zone, &qname, !exists));
+        }
         m
     }
 }
@@ -284,13 +301,18 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
         policies: Default::default(),
         signals: crate::upstream::signal::SignalCache::new(1000),
-        validator: crate::dnssec::ValidatorSettings::off(),
+        // Validation only where a test gives a trust anchor (the fake root is not the real
+        // one: the built-in anchors would make every answer bogus).
+        validator: match cfg.dnssec.trust_anchor_file {
+            Some(_) => crate::daemon::validator_settings(cfg).unwrap(),
+            None => crate::dnssec::ValidatorSettings::off(),
+        },
         tlsa: Default::default(),
         probes: Arc::new(crate::upstream::probe::ProbeTable::new(
             1000,
             crate::upstream::probe::ProbeWindows {
-                persistence: Duration::from_secs(259_200),
-                damping: Duration::from_secs(86_400),
+                persistence: Duration::from_secs(cfg.transport.probe_persistence_s),
+                damping: Duration::from_secs(cfg.transport.probe_damping_s),
             },
         )),
         settings: Settings::from_config(cfg),
@@ -306,6 +328,11 @@ fn block_on<F: Future>(f: F) -> F::Output {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the fake network never leaves a future pending"),
     }
+}
+
+/// Moves the fake clock (monotonic and Unix time together) `secs` ahead.
+fn advance(net: &Fake, secs: u64) {
+    net.now.set(net.now.get() + Duration::from_secs(secs));
 }
 
 /// Do53 queries a server saw (probes and DoT queries are in `dot_log`).
@@ -558,137 +585,6 @@ fn glueless_delegation_chains_are_bounded_work() {
     let e = block_on(r.resolve(&n("www.z1.example."), RecordType::A)).unwrap_err();
     assert!(matches!(e, ResolveError::NoReachableAuthority { .. } | ResolveError::LimitExceeded(_)), "{e:?}");
     assert!(net.log.borrow().len() <= r.shared().settings.max_queries_per_request as usize);
-}
-
-#[test]
-fn rfc9539_probe_beside_do53_then_encrypted_only_and_damping() {
-    let (r, net) = probing_resolver(base_zones(), &Config::default());
-    // First query: every server is unknown, so Do53 answers and a probe runs beside it.
-    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
-    let do53_to_example = asked(&net, "10.0.1.1").len();
-    assert!(do53_to_example >= 1);
-    let probed: Vec<IpAddr> = net.dot_log.borrow().iter().map(|(s, _)| *s).collect();
-    assert!(probed.contains(&ip("10.0.1.1")) && probed.contains(&ip("10.0.0.1")), "{probed:?}");
-    let probes = &r.shared().probes;
-    let now = net.unix_now();
-    assert_eq!(probes.decide(ip("10.0.1.1"), Transport::Dot, now), crate::upstream::probe::ProbeDecision::Use);
-    assert_eq!(
-        probes.decide(ip("10.0.0.1"), Transport::Dot, now),
-        crate::upstream::probe::ProbeDecision::Skip,
-        "root refused"
-    );
-    // Next queries to example.'s server go over DoT only (R2); the root is damped (R4):
-    // no second probe, Do53 only.
-    let dot_before = net.dot_log.borrow().len();
-    for i in 0..10 {
-        block_on(r.resolve(&n(&format!("n{i}.example.")), RecordType::A)).unwrap();
-    }
-    assert_eq!(asked(&net, "10.0.1.1").len(), do53_to_example, "no more Do53 to a server that speaks DoT");
-    let dot_after: Vec<(IpAddr, Name)> = net.dot_log.borrow()[dot_before..].to_vec();
-    assert_eq!(dot_after.len(), 10);
-    assert!(dot_after.iter().all(|(s, _)| *s == ip("10.0.1.1")), "the refused root is not probed again");
-}
-
-#[test]
-fn operator_cleartext_wins_over_the_probe_table() {
-    let cfg = Config {
-        policies: vec![adox_api::policy::PolicySpec {
-            zone: Some("example.".into()),
-            mode: Some(adox_api::policy::Mode::Cleartext),
-            ..Default::default()
-        }],
-        ..Config::default()
-    };
-    let (r, net) = probing_resolver(base_zones(), &cfg);
-    r.shared().policies.store(crate::upstream::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
-    r.shared().probes.success(ip("10.0.1.1"), Transport::Dot, net.unix_now());
-    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
-    assert!(!net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT despite the cleartext override");
-}
-
-fn svcb(owner: &str, target_wire: &[u8], alpn: &[u8]) -> Record {
-    let mut rdata = 1u16.to_be_bytes().to_vec();
-    rdata.extend_from_slice(target_wire);
-    rdata.extend_from_slice(&1u16.to_be_bytes());
-    rdata.extend_from_slice(&(alpn.len() as u16).to_be_bytes());
-    rdata.extend_from_slice(alpn);
-    Record::from_rdata(
-        n(owner),
-        3600,
-        RData::Unknown { code: RecordType::SVCB, rdata: hickory_proto::rr::rdata::NULL::with(rdata) },
-    )
-}
-
-#[test]
-fn rfc9461_signal_is_learned_beside_and_used_from_the_next_query() {
-    let mut zones = base_zones();
-    zones[1].records.push(svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot"));
-    let (r, net) = resolver(zones, &Config::default());
-    // The first query does not wait for the signal: Do53, and the lookup is queued.
-    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
-    assert!(net.dot_log.borrow().is_empty());
-    let wanted = r.take_wanted_signals();
-    assert!(wanted.contains(&n("ns.example.")), "{wanted:?}");
-    for ns in wanted {
-        block_on(r.learn_signal(&ns));
-    }
-    // The signal lives in the zone the nameserver serves: a circular dependency, reported
-    // (the root's own `_dns.a.root.` lookup is one too).
-    let known = r.shared().signals.get(&n("ns.example."), net.unix_now());
-    assert!(
-        matches!(known, Some(crate::upstream::signal::Signal::Known { cycle: true, ref records, .. }) if records.len() == 1),
-        "{known:?}"
-    );
-    assert!(r.stats.signal_cycles.get() >= 1);
-    assert_eq!(r.stats.signals_learned.get(), 1);
-    let do53_before = asked(&net, "10.0.1.1").len();
-    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
-    assert_eq!(asked(&net, "10.0.1.1").len(), do53_before, "no Do53 after the signal");
-    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT after the signal (R3)");
-    assert_eq!(r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1")).source, PlanSource::InsecureSignal);
-}
-
-/// RFC 9460 section 7.2: a `port` key moves the transport off its default port, and the
-/// resolver follows it (the connection still goes to the delegation's address).
-#[test]
-fn rfc9460_7_2_a_signal_port_key_is_followed() {
-    let mut zones = base_zones();
-    let mut rec = svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot");
-    if let RData::Unknown { rdata, .. } = &mut rec.data {
-        rdata.anything.extend_from_slice(&[0, 3, 0, 2, 0x22, 0x95]); // port=8853
-    }
-    zones[1].records.push(rec);
-    let (r, net) = resolver(zones, &Config::default());
-    net.dot_port.set(8853);
-    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
-    for ns in r.take_wanted_signals() {
-        block_on(r.learn_signal(&ns));
-    }
-    let plan = r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1"));
-    assert_eq!((plan.port, plan.source), (8853, PlanSource::InsecureSignal));
-    let do53_before = asked(&net, "10.0.1.1").len();
-    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
-    assert_eq!(asked(&net, "10.0.1.1").len(), do53_before, "DoT on 8853 answered: no Do53");
-    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")));
-}
-
-#[test]
-fn a_hostile_signal_is_refused_and_changes_nothing() {
-    let mut zones = base_zones();
-    // port 53 is refused: the record is not used, the server stays on Do53.
-    let mut bad = svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot");
-    if let RData::Unknown { rdata, .. } = &mut bad.data {
-        rdata.anything.extend_from_slice(&[0, 3, 0, 2, 0, 53]);
-    }
-    zones[1].records.push(bad);
-    let (r, net) = resolver(zones, &Config::default());
-    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
-    for ns in r.take_wanted_signals() {
-        block_on(r.learn_signal(&ns));
-    }
-    assert_eq!((r.stats.signals_refused.get(), r.stats.signals_learned.get()), (1, 0));
-    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
-    assert!(net.dot_log.borrow().is_empty());
 }
 
 #[test]

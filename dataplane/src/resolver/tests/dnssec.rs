@@ -1,0 +1,232 @@
+//! DNSSEC validation against signed fake zones (`signed.rs`): root `.` and `example.`
+//! signed with algorithm 13, `sub.example.` an unsigned delegation, the resolver anchored
+//! at the fake root's DS. Signature windows run on the fake clock.
+
+use hickory_proto::rr::rdata::A;
+
+use super::signed::{SignedZones, ZoneKey, covered, raw, window};
+use super::*;
+use crate::dnssec::Security;
+
+/// The base zones, `.` and `example.` to be signed.
+fn zones() -> SignedZones {
+    SignedZones::new(base_zones(), &[".", "example."])
+}
+
+fn resolve(r: &Resolver<Fake>, name: &str, rtype: RecordType) -> Answer {
+    block_on(r.resolve(&n(name), rtype)).unwrap()
+}
+
+/// The EDE code and text of a bogus status.
+fn bogus(s: &Security) -> (u16, String) {
+    match s {
+        Security::Bogus(b) => (b.ede.code(), b.text.clone()),
+        other => panic!("not bogus: {other:?}"),
+    }
+}
+
+fn of_type(ans: &Answer, rtype: RecordType) -> Vec<&Record> {
+    ans.answers.iter().filter(|r| r.record_type() == rtype).collect()
+}
+
+/// The status the record cache holds for `name`/`rtype`.
+fn cached(r: &Resolver<Fake>, name: &str, rtype: RecordType) -> Option<(Security, u32)> {
+    let hit = r.shared().records.get(&n(name), u16::from(rtype), r.upstream().now())?;
+    Some((hit.security, hit.ttl_left))
+}
+
+/// RFC 4035 section 5: the answer's RRset verifies with the zone's DNSKEY, that key
+/// matches the DS the root signed, and the root's key matches the trust anchor: secure.
+#[test]
+fn rfc4035_5_a_signed_answer_is_secure_through_the_chain_of_trust() {
+    let (r, net) = zones().sign().resolver(&Config::default());
+    let ans = resolve(&r, "www.example.", RecordType::A);
+    assert_eq!(ans.security, Security::Secure);
+    assert_eq!(of_type(&ans, RecordType::A).len(), 1);
+    assert_eq!(of_type(&ans, RecordType::RRSIG).len(), 1, "the RRSIG goes along for DO clients");
+    // Each link was fetched from the right zone and cached as secure.
+    assert!(asked(&net, "10.0.0.1").iter().any(|q| q == ". DNSKEY"));
+    assert!(asked(&net, "10.0.0.1").iter().any(|q| q == "example. DS"), "the parent holds the DS");
+    assert!(asked(&net, "10.0.1.1").iter().any(|q| q == "example. DNSKEY"));
+    for (name, rtype) in [(".", RecordType::DNSKEY), ("example.", RecordType::DS), ("example.", RecordType::DNSKEY)] {
+        assert_eq!(cached(&r, name, rtype).map(|c| c.0), Some(Security::Secure), "{name} {rtype}");
+    }
+    // Again: from the cache, still secure, no query and no signature check.
+    let before = net.log.borrow().len();
+    assert_eq!(resolve(&r, "www.example.", RecordType::A).security, Security::Secure);
+    assert_eq!(net.log.borrow().len(), before);
+}
+
+/// RFC 4035 section 5.4 with NSEC (section 3.1.3): a name covered by an NSEC span (and
+/// its wildcard too) is a secure NXDOMAIN; an NSEC at the name without the type, or one
+/// whose next name lies below an empty non-terminal, is a secure NODATA.
+#[test]
+fn rfc4035_5_4_nsec_proves_nxdomain_and_nodata_securely() {
+    let (r, _net) = zones().sign().resolver(&Config::default());
+    let nx = resolve(&r, "nothing.example.", RecordType::A);
+    assert_eq!((nx.rcode, nx.security.clone()), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert_eq!(nx.authority.iter().filter(|r| r.record_type() == RecordType::NSEC).count(), 2, "name and wildcard");
+    for (name, rtype) in [("www.example.", RecordType::TXT), ("ent.example.", RecordType::A)] {
+        let nodata = resolve(&r, name, rtype);
+        assert_eq!((nodata.rcode, nodata.answers.len()), (crate::wire::rcode::NOERROR, 0), "{name}");
+        assert_eq!(nodata.security, Security::Secure, "{name} {rtype}");
+    }
+}
+
+/// RFC 4035 section 5.3.1 and RFC 8914 EDE 6 (DNSSEC Bogus): a record changed after
+/// signing, or a signature altered, does not verify. The data is bogus, cached as bogus
+/// for `bogus_ttl` only, and never served as secure.
+#[test]
+fn rfc4035_5_3_tampered_data_or_signature_is_bogus_with_ede_6_and_never_cached_secure() {
+    let mut s = zones().sign();
+    let example = s.zone("example.");
+    for rec in example.records.iter_mut() {
+        if rec.name == n("www.example.") && rec.record_type() == RecordType::A {
+            rec.data = RData::A(A::new(192, 0, 2, 66));
+        }
+        if rec.name == n("x.ent.example.")
+            && covered(rec) == Some(RecordType::A)
+            && let RData::Unknown { rdata, .. } = &mut rec.data
+        {
+            *rdata.anything.last_mut().unwrap() ^= 1;
+        }
+    }
+    let (r, _net) = s.resolver(&Config::default());
+    let bogus_ttl = r.shared().validator.bogus_ttl;
+    for name in ["www.example.", "x.ent.example."] {
+        let ans = resolve(&r, name, RecordType::A);
+        let (ede, text) = bogus(&ans.security);
+        assert_eq!(ede, 6, "{name}: {text}");
+        assert!(text.contains("signature does not verify"), "{text}");
+        assert!(ans.cache_ttl <= bogus_ttl);
+        let (status, ttl_left) = cached(&r, name, RecordType::A).unwrap();
+        assert_eq!(bogus(&status).0, 6);
+        assert!(ttl_left <= bogus_ttl, "{ttl_left}");
+        // Asked again (from the cache): still bogus.
+        assert_eq!(bogus(&resolve(&r, name, RecordType::A).security).0, 6);
+    }
+    // The chain above is intact: the zone's other data is secure.
+    assert_eq!(resolve(&r, "ns.example.", RecordType::A).security, Security::Secure);
+}
+
+/// RFC 4034 section 3.1.5 and RFC 8914 EDE 7 (Signature Expired), on the fake clock: a
+/// signature is accepted until its expiration plus the skew allowance (a tenth of its
+/// window, at least an hour), and a fresh lookup after that is bogus.
+#[test]
+fn rfc4034_3_1_5_an_expired_signature_is_bogus_with_ede_7_past_the_skew() {
+    let mut s = zones().sign();
+    // Valid from an hour ago to two hours ahead: a three-hour window, an hour of skew.
+    s.resign("www.example.", RecordType::A, window(-3600, 7200));
+    let (r, net) = s.resolver(&Config::default());
+    assert_eq!(resolve(&r, "www.example.", RecordType::A).security, Security::Secure);
+    // Expired 50 minutes ago (every cached record expired too: a fresh lookup), within
+    // the skew: still secure.
+    advance(&net, 7200 + 3000);
+    assert_eq!(resolve(&r, "www.example.", RecordType::A).security, Security::Secure);
+    // Expired an hour and a bit ago: bogus, signature expired.
+    advance(&net, 700);
+    let before = asked(&net, "10.0.1.1").len();
+    let ans = resolve(&r, "www.example.", RecordType::A);
+    assert!(asked(&net, "10.0.1.1")[before..].iter().any(|q| q == "www.example. A"), "a fresh lookup");
+    let (ede, text) = bogus(&ans.security);
+    assert_eq!(ede, 7, "{text}");
+    assert!(text.contains("www.example. A: signature expired"), "{text}");
+    assert_ne!(cached(&r, "www.example.", RecordType::A).map(|c| c.0), Some(Security::Secure));
+}
+
+/// RFC 4034 section 3.1.5 and RFC 8914 EDE 8 (Signature Not Yet Valid), on the fake
+/// clock: a signature whose inception is in the future (beyond the skew) is bogus, and
+/// the same data validates once the clock reaches the skew before its inception.
+#[test]
+fn rfc4034_3_1_5_a_signature_not_yet_valid_is_bogus_with_ede_8_until_its_inception() {
+    let mut s = zones();
+    s.zone("example.").records.push(a("soon.example.", "192.0.2.7"));
+    let mut s = s.sign();
+    // Valid from two days ahead for 28 days: the skew is a day.
+    s.resign("soon.example.", RecordType::A, window(2 * 86_400, 30 * 86_400));
+    let (r, net) = s.resolver(&Config::default());
+    let (ede, text) = bogus(&resolve(&r, "soon.example.", RecordType::A).security);
+    assert_eq!(ede, 8, "{text}");
+    assert!(text.contains("signature not yet valid"), "{text}");
+    // A day and a minute later (the bogus entry has expired): within the skew, secure.
+    advance(&net, 86_400 + 60);
+    assert_eq!(resolve(&r, "soon.example.", RecordType::A).security, Security::Secure);
+}
+
+/// RFC 4035 section 5.3.3: a validated RRset is kept no longer than its signature is
+/// valid, whatever its TTL.
+#[test]
+fn rfc4035_5_3_3_validated_ttl_is_capped_by_the_signature_expiration() {
+    let mut s = zones().sign();
+    s.resign("www.example.", RecordType::A, window(-3600, 600));
+    let (r, net) = s.resolver(&Config::default());
+    let ans = resolve(&r, "www.example.", RecordType::A);
+    assert_eq!(ans.security, Security::Secure);
+    let a_ttl = of_type(&ans, RecordType::A)[0].ttl;
+    assert_eq!(a_ttl, 600, "the record's TTL is 3600, its signature expires in 600 s");
+    assert!(ans.cache_ttl <= 600);
+    assert!(cached(&r, "www.example.", RecordType::A).unwrap().1 <= 600);
+    // After 601 s it is fetched again: the 3600 s TTL would have kept it.
+    advance(&net, 601);
+    let before = asked(&net, "10.0.1.1").len();
+    resolve(&r, "www.example.", RecordType::A);
+    assert_eq!(asked(&net, "10.0.1.1")[before..], ["www.example. A"]);
+}
+
+/// RFC 4035 section 5.2: a delegation the parent proves unsigned (its NSEC at the cut
+/// lists NS and no DS) leads to an insecure child: its unsigned answers are insecure, not
+/// bogus.
+#[test]
+fn rfc4035_5_2_an_unsigned_delegation_proven_by_nsec_is_insecure() {
+    let (r, net) = zones().sign().resolver(&Config::default());
+    let ans = resolve(&r, "a.b.c.sub.example.", RecordType::A);
+    assert_eq!(ans.answers.len(), 1);
+    assert_eq!(ans.security, Security::insecure());
+    assert!(asked(&net, "10.0.1.1").iter().any(|q| q == "sub.example. DS"), "the DS was asked of the parent");
+    assert_eq!(cached(&r, "sub.example.", RecordType::DS).map(|c| c.0), Some(Security::Secure), "no DS, securely");
+}
+
+/// RFC 4035 section 5.2, the other way round: a DS in the parent says the child is signed;
+/// a child serving unsigned data (no DNSKEY at all) is bogus (EDE 9: DNSKEY missing).
+#[test]
+fn rfc4035_5_2_a_ds_for_a_child_without_keys_makes_its_answers_bogus() {
+    let mut s = zones();
+    let stray = ZoneKey::new(n("sub.example."));
+    s.zone("example.").records.push(raw(&n("sub.example."), 3600, RecordType::DS, stray.ds_rdata()));
+    let (r, _net) = s.sign().resolver(&Config::default());
+    let (ede, text) = bogus(&resolve(&r, "a.b.c.sub.example.", RecordType::A).security);
+    assert_eq!(ede, 9, "{text}");
+}
+
+/// RFC 4035 section 5 (and RFC 8914 EDE 9, DNSKEY Missing): a root key that matches no
+/// configured trust anchor anchors nothing: answers are bogus, not secure and not insecure.
+#[test]
+fn rfc4035_5_a_root_key_that_matches_no_trust_anchor_is_bogus() {
+    let other = ZoneKey::new(Name::root());
+    let (r, _net) = zones().sign().resolver_anchored(&Config::default(), &other.ds_text());
+    let (ede, text) = bogus(&resolve(&r, "www.example.", RecordType::A).security);
+    assert_eq!(ede, 9, "{text}");
+    assert!(text.contains("no DNSKEY matches"), "{text}");
+}
+
+/// RFC 4035 section 5.3.3 for denials: the NSEC records of a negative answer are
+/// validated RRsets too, so the negative answer is kept no longer than their signatures
+/// are valid, whatever the SOA's negative TTL (300 s here).
+#[test]
+fn rfc4035_5_3_3_a_denial_is_kept_no_longer_than_its_nsec_signature() {
+    let mut s = zones().sign();
+    // The NSEC covering nothing.example. (loop2.example. to ns.example.) expires in 100 s.
+    s.resign("loop2.example.", RecordType::NSEC, window(-3600, 100));
+    let (r, net) = s.resolver(&Config::default());
+    let nx = resolve(&r, "nothing.example.", RecordType::A);
+    assert_eq!((nx.rcode, nx.security.clone()), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert!(nx.cache_ttl <= 100, "cache_ttl {}", nx.cache_ttl);
+    let now = r.upstream().now();
+    let entry = r.shared().records.get(&n("nothing.example."), crate::cache::records::NXDOMAIN_KEY, now).unwrap();
+    assert!(entry.ttl_left <= 100, "negative entry kept {} s", entry.ttl_left);
+    // After 101 s the name is asked again.
+    advance(&net, 101);
+    let before = asked(&net, "10.0.1.1").len();
+    resolve(&r, "nothing.example.", RecordType::A);
+    assert!(asked(&net, "10.0.1.1")[before..].iter().any(|q| q == "nothing.example. A"));
+}
