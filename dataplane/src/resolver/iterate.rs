@@ -240,7 +240,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut minimised_sent = 0u32;
         let mut cursor = labels(&zone);
         let mut referrals = 0u32;
-        let (max_ttl, max_neg_ttl) = (self.shared.records.max_ttl(), self.shared.records.max_negative_ttl());
+        let max_ttl = self.shared.records.max_ttl();
         // The current referral's glue, used even if the cache could not keep it.
         let mut glue: Vec<Record> = Vec::new();
         loop {
@@ -344,47 +344,45 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next, security });
                 }
                 Reply::NoData { authority, neg_ttl } => {
-                    let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    let (security, cap) = if validate {
-                        self.validate_negative(&zone, name, qtype, false, &authority, budget).await?
-                    } else {
-                        (self.unvalidated(name), None)
-                    };
-                    let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
-                    // The records too: the response must not outlive the cached denial.
-                    let authority = cap_ttls(authority, neg_ttl);
-                    cache.put_negative(
-                        name,
-                        u16::from(qtype),
-                        authority.clone(),
-                        neg_ttl,
-                        security.clone(),
-                        self.upstream.now(),
-                    );
-                    return Ok(Step { rcode: rcode::NOERROR, authority, security, ..Step::default() });
+                    return self.negative_step(&zone, name, qtype, false, authority, neg_ttl, validate, budget).await;
                 }
                 Reply::NxDomain { authority, neg_ttl } => {
-                    let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
-                    let (security, cap) = if validate {
-                        self.validate_negative(&zone, name, qtype, true, &authority, budget).await?
-                    } else {
-                        (self.unvalidated(name), None)
-                    };
-                    let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
-                    // The records too: the response must not outlive the cached denial.
-                    let authority = cap_ttls(authority, neg_ttl);
-                    cache.put_negative(
-                        name,
-                        NXDOMAIN_KEY,
-                        authority.clone(),
-                        neg_ttl,
-                        security.clone(),
-                        self.upstream.now(),
-                    );
-                    return Ok(Step { rcode: rcode::NXDOMAIN, authority, security, ..Step::default() });
+                    return self.negative_step(&zone, name, qtype, true, authority, neg_ttl, validate, budget).await;
                 }
             }
         }
+    }
+
+    /// A NODATA or NXDOMAIN answer for (`name`, `qtype`) from `zone`: TTLs capped, the
+    /// denial validated (for the client's own lookups), cached no longer than its proof
+    /// allows, and the step built with records that do not outlive the cached denial.
+    #[allow(clippy::too_many_arguments, reason = "one negative answer's full context")]
+    async fn negative_step(
+        &self,
+        zone: &Name,
+        name: &Name,
+        qtype: RecordType,
+        nxdomain: bool,
+        authority: Vec<Record>,
+        neg_ttl: u32,
+        validate: bool,
+        budget: &Budget,
+    ) -> Result<Step, ResolveError> {
+        let max_neg_ttl = self.shared.records.max_negative_ttl();
+        let (authority, neg_ttl) = (cap_ttls(authority, max_neg_ttl), neg_ttl.min(max_neg_ttl));
+        let (security, cap) = if validate {
+            self.validate_negative(zone, name, qtype, nxdomain, &authority, budget).await?
+        } else {
+            (self.unvalidated(name), None)
+        };
+        let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
+        // The records too: the response must not outlive the cached denial.
+        let authority = cap_ttls(authority, neg_ttl);
+        let key = if nxdomain { NXDOMAIN_KEY } else { u16::from(qtype) };
+        let now = self.upstream.now();
+        self.shared.records.put_negative(name, key, authority.clone(), neg_ttl, security.clone(), now);
+        let rcode = if nxdomain { rcode::NXDOMAIN } else { rcode::NOERROR };
+        Ok(Step { rcode, authority, security, ..Step::default() })
     }
 
     /// Caches the RRsets in `records`, not validated. A group made only of RRSIGs (from an

@@ -17,14 +17,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ring::digest;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::error::TransportFailure;
 use super::signal::TlsaRecord;
+use super::verifier::CertificateCheck;
 
 /// A handshake failure of DANE, as a stable reason.
 pub const NO_TLSA: TransportFailure = TransportFailure::DaneNoTlsa;
@@ -178,61 +178,36 @@ pub fn check(
     Err(MISMATCH)
 }
 
-/// The rustls verifier for DANE connections of one transport (`tcp` for DoT, `quic` for
-/// DoQ). The handshake signature is checked as always.
+/// DANE: the certificate chain matches the secure TLSA records of the SNI name, for one
+/// transport (`tcp` for DoT, `quic` for DoQ); a failure carries its typed reason.
 #[derive(Debug)]
-pub struct DaneVerifier {
+pub(crate) struct DaneCheck {
     provider: Arc<CryptoProvider>,
     table: Arc<TlsaTable>,
     proto: &'static str,
 }
 
-impl DaneVerifier {
-    /// A verifier reading `table` for `proto`.
-    pub fn new(provider: Arc<CryptoProvider>, table: Arc<TlsaTable>, proto: &'static str) -> Self {
+impl DaneCheck {
+    /// A check reading `table` for `proto`.
+    pub(crate) fn new(provider: Arc<CryptoProvider>, table: Arc<TlsaTable>, proto: &'static str) -> Self {
         Self { provider, table, proto }
     }
 }
 
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
+impl CertificateCheck for DaneCheck {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         let ServerName::DnsName(host) = server_name else {
             return Err(dane_error(NO_TLSA));
         };
         let key = TlsaTable::key(self.proto, host.as_ref());
         let records = self.table.get(&key, now.as_secs()).ok_or_else(|| dane_error(NO_TLSA))?;
-        check(&records, end_entity, intermediates, server_name, now, &self.provider)
-            .map(|()| ServerCertVerified::assertion())
-            .map_err(dane_error)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        check(&records, end_entity, intermediates, server_name, now, &self.provider).map_err(dane_error)
     }
 }
 

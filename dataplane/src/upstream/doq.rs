@@ -101,7 +101,7 @@ pub(crate) struct DoqSession {
     /// What each query's stream has received so far.
     streams: HashMap<StreamId, Vec<u8>>,
     /// The name the handshake authenticates (or the address), lowercase: how a full
-    /// handshake is recognised (see `tls::take_verified`).
+    /// handshake is recognised (see `verifier::take_verified`).
     sni: String,
     resumed: bool,
 }
@@ -187,7 +187,7 @@ impl DoqSession {
                     self.state = DoqState::Open;
                     // quinn reports no handshake kind: a resumed TLS 1.3 handshake is one
                     // that verified no certificate.
-                    self.resumed = !super::tls::take_verified(&self.sni);
+                    self.resumed = !super::verifier::take_verified(&self.sni);
                     out.push(DoqEvent::Connected { resumed: self.resumed });
                     out.push(DoqEvent::StreamsAvailable);
                 }

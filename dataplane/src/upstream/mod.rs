@@ -24,6 +24,7 @@ pub mod probe;
 pub(crate) mod sessions;
 pub mod signal;
 pub mod tls;
+pub(crate) mod verifier;
 
 use hickory_proto::rr::Name;
 

@@ -5,140 +5,49 @@
 //!
 //! Sessions are resumed through the shared [`SessionStore`] of each transport.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 
-use super::dane::{DaneError, DaneVerifier, TlsaTable};
+use super::dane::{DaneCheck, DaneError, TlsaTable};
 use super::error::TransportFailure;
 use super::sessions::SessionStore;
+use super::verifier::{CertificateCheck, Verifier};
 
-/// Accepts any certificate but still checks that the server holds the key it presents
-/// (the handshake signature): opportunistic encryption protects against passive
-/// observers, not against an active attacker (RFC 9539 section 4.6).
+/// Accepts any certificate (the handshake signature is still checked): opportunistic
+/// encryption protects against passive observers, not against an active attacker (RFC
+/// 9539 section 4.6).
 #[derive(Debug)]
-struct Unauthenticated(Arc<CryptoProvider>);
+struct AnyCertificate;
 
-impl ServerCertVerifier for Unauthenticated {
-    fn verify_server_cert(
+impl CertificateCheck for AnyCertificate {
+    fn check(
         &self,
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
         _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // TLS 1.2 is not built in; a TLS 1.2 handshake never gets this far.
-        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+    ) -> Result<(), rustls::Error> {
+        Ok(())
     }
 }
 
-thread_local! {
-    /// Server names whose certificate was verified on this thread, most recent last: a
-    /// TLS 1.3 handshake that resumes a session verifies no certificate, which is how a
-    /// DoQ connection (quinn reports no handshake kind) learns whether it resumed. Each
-    /// worker drives its connections on its own thread, so no other worker's handshakes
-    /// mix in.
-    static VERIFIED: std::cell::RefCell<VecDeque<String>> = const { std::cell::RefCell::new(VecDeque::new()) };
-}
-
-/// Names remembered at most (a handful of handshakes are ever in progress per worker).
-const VERIFIED_KEPT: usize = 64;
-
-/// Whether a certificate for `name` was verified on this thread since the last call for it
-/// (and forgets it): true after a full handshake, false after a resumed one.
-pub fn take_verified(name: &str) -> bool {
-    VERIFIED.with(|v| {
-        let mut v = v.borrow_mut();
-        match v.iter().position(|n| n == name) {
-            Some(i) => {
-                v.remove(i);
-                true
-            }
-            None => false,
-        }
-    })
-}
-
-fn name_text(name: &ServerName<'_>) -> String {
-    match name {
-        ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
-        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
-        _ => String::new(),
-    }
-}
-
-/// Wraps a verifier and notes each certificate it accepts in [`take_verified`]'s list.
+/// PKIX: a chain to the configured roots, valid for the name (webpki).
 #[derive(Debug)]
-struct NoteVerified(Arc<dyn ServerCertVerifier>);
+struct Pkix(Arc<rustls::client::WebPkiServerVerifier>);
 
-impl ServerCertVerifier for NoteVerified {
-    fn verify_server_cert(
+impl CertificateCheck for Pkix {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let r = self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        VERIFIED.with(|v| {
-            let mut v = v.borrow_mut();
-            if v.len() >= VERIFIED_KEPT {
-                v.pop_front();
-            }
-            v.push_back(name_text(server_name));
-        });
-        Ok(r)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+    ) -> Result<(), rustls::Error> {
+        self.0.verify_server_cert(end_entity, intermediates, server_name, &[], now).map(|_| ())
     }
 }
 
@@ -202,27 +111,26 @@ impl TlsConfigs {
         proto: &'static str,
     ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // DoQ notes full handshakes (see `take_verified`); DoT asks rustls directly.
+        // DoQ notes full handshakes (see `verifier::take_verified`); DoT asks rustls directly.
         let note = proto == "quic";
         let build = |verifier: Arc<dyn ServerCertVerifier>| -> Result<Arc<ClientConfig>, TlsSetupError> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-            let verifier: Arc<dyn ServerCertVerifier> = if note { Arc::new(NoteVerified(verifier)) } else { verifier };
             let mut cfg = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
             cfg.alpn_protocols = vec![alpn.to_vec()];
             cfg.resumption = Resumption::store(sessions.clone());
             cfg.enable_sni = true;
             Ok(Arc::new(cfg))
         };
-        let dane = Arc::new(DaneVerifier::new(provider.clone(), tlsa, proto));
-        let pkix = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+        let dane = DaneCheck::new(provider.clone(), tlsa, proto);
         Ok(Self {
-            unauthenticated: build(Arc::new(Unauthenticated(provider.clone())))?,
-            pkix: build(pkix)?,
-            dane: build(dane)?,
+            unauthenticated: build(Arc::new(Verifier::new(provider.clone(), AnyCertificate, note)))?,
+            pkix: build(Arc::new(Verifier::new(provider.clone(), Pkix(webpki), note)))?,
+            dane: build(Arc::new(Verifier::new(provider.clone(), dane, note)))?,
         })
     }
 }

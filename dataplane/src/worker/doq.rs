@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use quinn_proto::StreamId;
 
-use super::reactor::{Executor, Reactor, spawn_driver, until, wait_slot};
+use super::reactor::{DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, until, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::doq::{DoqConfigs, DoqEvent, DoqSession, DoqState};
 use crate::upstream::error::TransportFailure;
@@ -40,10 +40,8 @@ pub(crate) struct DoqKey {
 
 struct Conn {
     session: RefCell<DoqSession>,
-    sock: RefCell<mio::net::UdpSocket>,
-    token: usize,
+    wiring: Wiring<mio::net::UdpSocket>,
     slots: Slots<StreamId>,
-    driver: RefCell<Option<Waker>>,
     last_active: Cell<Instant>,
     /// Queries waiting to open a stream (before the handshake, or at the stream limit).
     open_waiters: RefCell<Vec<Waker>>,
@@ -66,9 +64,7 @@ impl Conn {
     }
 
     fn wake_driver(&self) {
-        if let Some(w) = self.driver.borrow().as_ref() {
-            w.wake_by_ref();
-        }
+        self.wiring.wake_driver();
     }
 
     /// Wakes the queries waiting to open a stream (streams became available, or the
@@ -91,7 +87,7 @@ impl Conn {
             return Poll::Ready(());
         }
         let mut session = self.session.borrow_mut();
-        let sock = self.sock.borrow();
+        let sock = self.wiring.sock.borrow();
         let mut buf = self.rbuf.borrow_mut();
         let mut out = self.tbuf.borrow_mut();
         loop {
@@ -159,6 +155,14 @@ impl Conn {
     }
 }
 
+impl DrivenConnection for Conn {
+    type Socket = mio::net::UdpSocket;
+
+    fn wiring(&self) -> &Wiring<Self::Socket> {
+        &self.wiring
+    }
+}
+
 impl PooledConnection for Conn {
     fn accepts_queries(&self) -> bool {
         matches!(self.state(), DoqState::Handshaking | DoqState::Open)
@@ -184,7 +188,7 @@ pub(crate) struct DoqDriver {
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<ProbeTable>,
     idle_timeout: Duration,
-    pool: Pool<DoqKey, Conn>,
+    pool: Rc<Pool<DoqKey, Conn>>,
 }
 
 impl DoqDriver {
@@ -196,7 +200,7 @@ impl DoqDriver {
         probes: Arc<ProbeTable>,
         idle_timeout: Duration,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, probes, idle_timeout, pool: Pool::new() })
+        Rc::new(Self { reactor, executor, configs, stats, probes, idle_timeout, pool: Rc::new(Pool::new()) })
     }
 
     fn connect(self: &Rc<Self>, key: &DoqKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -216,32 +220,26 @@ impl DoqDriver {
         let token = self.reactor.register_source(&mut sock, Interest::READABLE).map_err(io_err)?;
         let conn = Rc::new(Conn {
             session: RefCell::new(session),
-            sock: RefCell::new(sock),
-            token,
+            wiring: Wiring::new(sock, token),
             slots: RefCell::new(HashMap::new()),
-            driver: RefCell::new(None),
             last_active: Cell::new(now),
             open_waiters: RefCell::new(Vec::new()),
             rbuf: RefCell::new(vec![0u8; MAX_DATAGRAM]),
             tbuf: RefCell::new(Vec::with_capacity(1500)),
             armed: Cell::new(None),
         });
-        let (driver, driven, key) = (self.clone(), conn.clone(), key.clone());
-        let (driving, reactor, stats) = (conn.clone(), self.reactor.clone(), self.stats.clone());
+        let (reactor, stats) = (self.reactor.clone(), self.stats.clone());
         let count = OpenCount::new(self.probes.clone(), key.server.ip(), Transport::Doq);
-        spawn_driver(
+        spawn_pooled(
             &self.executor,
             self.reactor.clone(),
-            token,
-            move |waker| {
-                *driving.driver.borrow_mut() = Some(waker.clone());
-                let poll = driving.drive(reactor.now(), &stats, &reactor, waker);
-                count.observe(driving.state() == DoqState::Open, || driving.session.borrow().resumed());
+            self.pool.clone(),
+            key.clone(),
+            conn.clone(),
+            move |c, waker| {
+                let poll = c.drive(reactor.now(), &stats, &reactor, waker);
+                count.observe(c.state() == DoqState::Open, || c.session.borrow().resumed());
                 poll
-            },
-            move || {
-                driver.pool.forget(&key, &driven);
-                driver.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
             },
         );
         Ok(conn)

@@ -10,14 +10,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::Name;
 use mio::Interest;
 use rustls::pki_types::ServerName;
 
-use super::reactor::{Executor, Reactor, spawn_driver, wait_slot};
+use super::reactor::{DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::dot::{DotSession, TlsError, pad_query};
 use crate::upstream::error::{Busy, TransportFailure};
@@ -55,20 +55,16 @@ enum State {
 #[derive(Debug)]
 struct Conn {
     session: RefCell<DotSession>,
-    sock: RefCell<mio::net::TcpStream>,
-    token: usize,
+    wiring: Wiring<mio::net::TcpStream>,
     slots: Slots<u16>,
     next_id: Cell<u16>,
     state: RefCell<State>,
-    driver: RefCell<Option<Waker>>,
     last_active: Cell<Instant>,
 }
 
 impl Conn {
     fn wake_driver(&self) {
-        if let Some(w) = self.driver.borrow().as_ref() {
-            w.wake_by_ref();
-        }
+        self.wiring.wake_driver();
     }
 
     fn fail(&self, f: TransportFailure) {
@@ -82,7 +78,7 @@ impl Conn {
             return Poll::Ready(());
         }
         let mut session = self.session.borrow_mut();
-        let mut sock = self.sock.borrow_mut();
+        let mut sock = self.wiring.sock.borrow_mut();
         for _ in 0..2 {
             if let Err(e) = session.write_to(&mut *sock)
                 && !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected)
@@ -160,6 +156,14 @@ fn io_failure(e: &io::Error, after_handshake: bool) -> TransportFailure {
     }
 }
 
+impl DrivenConnection for Conn {
+    type Socket = mio::net::TcpStream;
+
+    fn wiring(&self) -> &Wiring<Self::Socket> {
+        &self.wiring
+    }
+}
+
 impl PooledConnection for Conn {
     fn accepts_queries(&self) -> bool {
         !matches!(*self.state.borrow(), State::Failed(_) | State::Closing)
@@ -186,7 +190,7 @@ pub(crate) struct DotDriver {
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<crate::upstream::probe::ProbeTable>,
     settings: DotSettings,
-    pool: Pool<DotKey, Conn>,
+    pool: Rc<Pool<DotKey, Conn>>,
 }
 
 impl DotDriver {
@@ -198,7 +202,7 @@ impl DotDriver {
         probes: Arc<crate::upstream::probe::ProbeTable>,
         settings: DotSettings,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, probes, settings, pool: Pool::new() })
+        Rc::new(Self { reactor, executor, configs, stats, probes, settings, pool: Rc::new(Pool::new()) })
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -220,35 +224,22 @@ impl DotDriver {
             .map_err(|e| UpstreamError::Local(e.kind()))?;
         let conn = Rc::new(Conn {
             session: RefCell::new(session),
-            sock: RefCell::new(sock),
-            token,
+            wiring: Wiring::new(sock, token),
             slots: RefCell::new(HashMap::new()),
             next_id: Cell::new(rand::random()),
             state: RefCell::new(State::Handshaking),
-            driver: RefCell::new(None),
             last_active: Cell::new(self.reactor.now()),
         });
-        let _ = socket2::SockRef::from(&*conn.sock.borrow()).set_tcp_quickack(true);
-        let (driver, driven, key) = (self.clone(), conn.clone(), key.clone());
-        let driving = conn.clone();
+        let _ = socket2::SockRef::from(&*conn.wiring.sock.borrow()).set_tcp_quickack(true);
         let stats = self.stats.clone();
         let count = OpenCount::new(self.probes.clone(), key.server.ip(), Transport::Dot);
-        spawn_driver(
-            &self.executor,
-            self.reactor.clone(),
-            token,
-            move |waker| {
-                *driving.driver.borrow_mut() = Some(waker.clone());
-                let poll = driving.drive(&stats);
-                let open = matches!(*driving.state.borrow(), State::Open | State::Closing);
-                count.observe(open, || driving.session.borrow_mut().resumed());
-                poll
-            },
-            move || {
-                driver.pool.forget(&key, &driven);
-                driver.reactor.deregister(&mut *driven.sock.borrow_mut(), driven.token);
-            },
-        );
+        let (reactor, pool) = (self.reactor.clone(), self.pool.clone());
+        spawn_pooled(&self.executor, reactor, pool, key.clone(), conn.clone(), move |c, _| {
+            let poll = c.drive(&stats);
+            let open = matches!(*c.state.borrow(), State::Open | State::Closing);
+            count.observe(open, || c.session.borrow_mut().resumed());
+            poll
+        });
         Ok(conn)
     }
 

@@ -22,7 +22,7 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 use crate::upstream::UpstreamError;
-use crate::upstream::pool::{Slots, poll_slot};
+use crate::upstream::pool::{Pool, PooledConnection, Slots, poll_slot};
 
 /// First token handed to upstream sockets; lower tokens belong to listeners and clients.
 pub(crate) const IO_TOKEN_BASE: usize = 1 << 40;
@@ -285,21 +285,60 @@ pub(crate) async fn wait_slot<K: std::hash::Hash + Eq>(
     answer.unwrap_or(Err(UpstreamError::Timeout))
 }
 
-/// Runs a connection's driver as a task: `drive` is polled whenever the connection's
-/// socket (`token`) is ready or the driver is woken, until it is Ready; then `done` runs.
-pub(crate) fn spawn_driver(
+/// What the driver task of a pooled connection holds: its socket, its reactor token, and
+/// the task's waker (queries wake the driver when they have something to send).
+#[derive(Debug)]
+pub(crate) struct Wiring<S> {
+    pub(crate) sock: RefCell<S>,
+    pub(crate) token: usize,
+    driver: RefCell<Option<Waker>>,
+}
+
+impl<S> Wiring<S> {
+    pub(crate) fn new(sock: S, token: usize) -> Self {
+        Self { sock: RefCell::new(sock), token, driver: RefCell::new(None) }
+    }
+
+    /// Wakes the driver task (something to send, or the connection to close).
+    pub(crate) fn wake_driver(&self) {
+        if let Some(w) = self.driver.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// A pooled connection with a driver task.
+pub(crate) trait DrivenConnection: PooledConnection + 'static {
+    /// The connection's socket.
+    type Socket: Source;
+    /// Its socket, token and driver waker.
+    fn wiring(&self) -> &Wiring<Self::Socket>;
+}
+
+/// Runs a pooled connection's driver as a task: `drive` is polled whenever the
+/// connection's socket is ready or the driver is woken, until it is Ready; then the
+/// connection leaves `pool` (unless a newer one took its key) and its socket is
+/// deregistered.
+pub(crate) fn spawn_pooled<K, C>(
     executor: &Executor,
     reactor: Rc<Reactor>,
-    token: usize,
-    mut drive: impl FnMut(&Waker) -> Poll<()> + 'static,
-    done: impl FnOnce() + 'static,
-) {
+    pool: Rc<Pool<K, C>>,
+    key: K,
+    conn: Rc<C>,
+    mut drive: impl FnMut(&C, &Waker) -> Poll<()> + 'static,
+) where
+    K: std::hash::Hash + Eq + Clone + 'static,
+    C: DrivenConnection,
+{
+    let token = conn.wiring().token;
     executor.spawn(async move {
         std::future::poll_fn(|cx| {
             reactor.wait_on(token, cx.waker());
-            drive(cx.waker())
+            *conn.wiring().driver.borrow_mut() = Some(cx.waker().clone());
+            drive(&conn, cx.waker())
         })
         .await;
-        done();
+        pool.forget(&key, &conn);
+        reactor.deregister(&mut *conn.wiring().sock.borrow_mut(), token);
     });
 }
