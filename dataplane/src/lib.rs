@@ -19,6 +19,7 @@
 pub mod acl;
 pub mod cache {
     //! Caches: the per-worker packet cache over the shared record cache.
+    pub mod charge;
     pub mod clock;
     pub mod packet;
     pub mod records;

@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, Record};
 
 use crate::cache::clock::ClockCache;
 use crate::dnssec::Security;
@@ -88,27 +88,12 @@ pub struct RecordCache {
     max_negative_ttl: u32,
 }
 
-/// Heap memory an entry owns beyond the cache's own slot: the shared record slice, and
-/// the heap parts of names and RDATA (names longer than their inline storage, text and
-/// key material), estimated from their wire length.
-fn estimate(records: &[Record]) -> usize {
+/// What an RRset costs the cache: the shared record slice (its `Arc` header and the
+/// records' inline parts) and everything the records hold on the heap (`charge.rs`: an
+/// upper bound, whatever shape a server sends).
+pub fn charge(records: &[Record]) -> usize {
     const ARC_HEADER: usize = 16;
-    let inline = size_of_val(records);
-    let heap: usize = records.iter().map(|r| r.name.len() + rdata_heap(&r.data)).sum();
-    ARC_HEADER + inline + heap
-}
-
-fn rdata_heap(d: &RData) -> usize {
-    match d {
-        RData::TXT(t) => t.txt_data.iter().map(|s| s.len() + 16).sum(),
-        RData::Unknown { rdata, .. } => rdata.anything.len(),
-        RData::CNAME(n) => n.0.len(),
-        RData::NS(n) => n.0.len(),
-        RData::PTR(n) => n.0.len(),
-        RData::MX(m) => m.exchange.len(),
-        RData::SOA(s) => s.mname.len() + s.rname.len(),
-        _ => 0,
-    }
+    ARC_HEADER + size_of_val(records) + records.iter().map(super::charge::record_heap).sum::<usize>()
 }
 
 /// Copies of `records` with every TTL set to `ttl`.
@@ -163,10 +148,11 @@ impl RecordCache {
         if ttl == 0 {
             return;
         }
-        let cost = match &data {
-            CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => estimate(r),
-        };
         let key = (canonical(name), rtype);
+        let cost = super::charge::name_heap(&key.0)
+            + match &data {
+                CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => charge(r),
+            };
         let mut shard = self.shard(&key);
         // Live data is never replaced by data of a lower rank, nor validated data by the
         // same data unvalidated (a nameserver-address lookup re-fetching a validated name),
