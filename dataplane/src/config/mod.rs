@@ -104,7 +104,8 @@ pub mod bounds {
     pub const DOT_TIMEOUT_MS: Bound = b("transport.dot_timeout_ms", 4_000, 100, 60_000);
     /// A DoT connection with no query for this long is closed.
     pub const DOT_IDLE_TIMEOUT_MS: Bound = b("transport.dot_idle_timeout_ms", 30_000, 100, 3_600_000);
-    /// Queries in flight on one DoT connection.
+    /// Queries in flight on one DoT or DoQ connection (for DoQ also the receive window,
+    /// in answers of 65,537 octets).
     pub const DOT_MAX_OUTSTANDING: Bound = b("transport.dot_max_outstanding", 128, 1, 65_535);
     /// Servers whose TLS session tickets are kept (shared by all workers).
     pub const SESSION_CACHE_SERVERS: Bound = b("transport.session_cache_servers", 100_000, 16, 10_000_000);

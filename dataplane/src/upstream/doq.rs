@@ -75,20 +75,40 @@ impl std::fmt::Debug for DoqConfigs {
     }
 }
 
+/// The most a query's stream may carry: a 2-octet length and the largest DNS message.
+pub(crate) const MAX_STREAM_BYTES: u32 = 2 + 65_535;
+
 impl DoqConfigs {
     /// QUIC configurations over the rustls ones of `tls`, closing after `idle` without
-    /// traffic; `None` if quinn refuses them.
-    pub(crate) fn new(tls: &super::tls::TlsConfigs, idle: Duration) -> Option<Self> {
+    /// traffic, with at most `streams` queries in flight per connection; `None` if quinn
+    /// refuses them.
+    pub(crate) fn new(tls: &super::tls::TlsConfigs, idle: Duration, streams: u32) -> Option<Self> {
         let make = |cfg: &Arc<rustls::ClientConfig>| -> Option<ClientConfig> {
             let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(cfg.clone()).ok()?;
             let mut c = ClientConfig::new(Arc::new(quic));
-            let mut transport = quinn_proto::TransportConfig::default();
-            transport.max_idle_timeout(quinn_proto::IdleTimeout::try_from(idle.max(Duration::from_secs(1))).ok());
-            c.transport_config(Arc::new(transport));
+            c.transport_config(Arc::new(transport_config(idle, streams)));
             Some(c)
         };
         Some(Self { unauthenticated: make(&tls.unauthenticated)?, pkix: make(&tls.pkix)?, dane: make(&tls.dane)? })
     }
+}
+
+/// The client's flow control, explicit (quinn's defaults let a server open 200 streams of
+/// 1.25 MB toward a client that never reads them): a server may open no stream at all,
+/// each query's stream may carry one DNS message, the connection as much as `streams`
+/// such answers, and no unreliable datagrams are taken.
+fn transport_config(idle: Duration, streams: u32) -> quinn_proto::TransportConfig {
+    let mut t = quinn_proto::TransportConfig::default();
+    t.max_idle_timeout(quinn_proto::IdleTimeout::try_from(idle.max(Duration::from_secs(1))).ok());
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(MAX_STREAM_BYTES.into());
+    t.receive_window(
+        quinn_proto::VarInt::from_u64(u64::from(MAX_STREAM_BYTES) * u64::from(streams.max(1)))
+            .unwrap_or(quinn_proto::VarInt::MAX),
+    );
+    t.datagram_receive_buffer_size(None);
+    t
 }
 
 /// One DoQ connection to one server.
@@ -224,8 +244,15 @@ impl DoqSession {
         let Ok(mut chunks) = recv.read(true) else { return None };
         let mut finished = false;
         let mut reset = None;
+        let mut oversized = false;
         loop {
             match chunks.next(usize::MAX) {
+                // Flow control keeps an honest peer within one message; anything past it
+                // is not buffered.
+                Ok(Some(chunk)) if buf.len() + chunk.bytes.len() > MAX_STREAM_BYTES as usize => {
+                    oversized = true;
+                    break;
+                }
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => {
                     finished = true;
@@ -239,6 +266,10 @@ impl DoqSession {
             }
         }
         let _ = chunks.finalize();
+        if oversized {
+            let _ = self.conn.recv_stream(id).stop(quinn_proto::VarInt::from_u32(code::DOQ_PROTOCOL_ERROR));
+            return Some(Err(UpstreamError::BadResponse("DoQ answer larger than a DNS message")));
+        }
         if let Some(code) = reset {
             let reason = if u64::from(code) == u64::from(code::DOQ_INTERNAL_ERROR) {
                 TransportFailure::DoqInternalError
@@ -362,5 +393,122 @@ mod tests {
         assert_eq!(&frame[..4], &[0, 13, 0, 0]);
         assert_eq!(&frame[4..], &query[2..]);
         assert!(frame_query(&query[..11]).is_err());
+    }
+
+    /// A QUIC server in memory (quinn-proto's own, with the test certificate) that a
+    /// session talks to datagram by datagram: what a hostile DoQ server can make the
+    /// client hold.
+    struct Server {
+        endpoint: Endpoint,
+        conn: Option<(ConnectionHandle, Connection)>,
+    }
+
+    const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2)), 4444);
+    const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 853);
+
+    impl Server {
+        fn new() -> Self {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cert = CertificateDer::from(include_bytes!("testdata/leaf.der").to_vec());
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(include_bytes!("testdata/leaf.key.der").to_vec()));
+            let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+            tls.alpn_protocols = vec![b"doq".to_vec()];
+            tls.max_early_data_size = u32::MAX;
+            let quic = quinn_proto::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).unwrap();
+            let server = quinn_proto::ServerConfig::with_crypto(Arc::new(quic));
+            let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), Some(Arc::new(server)), true, None);
+            Self { endpoint, conn: None }
+        }
+
+        /// Moves datagrams both ways until neither side has anything to send.
+        fn exchange(&mut self, client: &mut DoqSession, now: Instant) -> Vec<DoqEvent> {
+            let mut events = Vec::new();
+            let mut buf = Vec::new();
+            for _ in 0..200 {
+                let mut moved = false;
+                while let Some(n) = client.poll_transmit(now, &mut buf) {
+                    moved = true;
+                    let mut resp = Vec::new();
+                    match self.endpoint.handle(now, CLIENT, None, None, BytesMut::from(&buf[..n]), &mut resp) {
+                        Some(quinn_proto::DatagramEvent::NewConnection(incoming)) => {
+                            self.conn = Some(self.endpoint.accept(incoming, now, &mut resp, None).unwrap());
+                        }
+                        Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) => {
+                            if let Some((_, c)) = self.conn.as_mut() {
+                                c.handle_event(ev);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((h, c)) = self.conn.as_mut() {
+                    while let Some(ev) = c.poll_endpoint_events() {
+                        if let Some(back) = self.endpoint.handle_event(*h, ev) {
+                            c.handle_event(back);
+                        }
+                    }
+                    while c.poll().is_some() {}
+                    let mut out = Vec::new();
+                    while let Some(t) = c.poll_transmit(now, 1, &mut out) {
+                        moved = true;
+                        let mut resp = Vec::new();
+                        client.receive(now, &out[..t.size], &mut resp);
+                        out.clear();
+                    }
+                }
+                events.extend(client.poll_events(now));
+                if !moved {
+                    break;
+                }
+            }
+            events
+        }
+
+        fn conn(&mut self) -> &mut Connection {
+            &mut self.conn.as_mut().unwrap().1
+        }
+    }
+
+    fn session(now: Instant) -> DoqSession {
+        let store = Arc::new(super::super::sessions::SessionStore::new(16));
+        let tls = super::super::tls::TlsConfigs::new(
+            b"doq",
+            Arc::new(super::super::tls::builtin_roots()),
+            store,
+            Arc::new(super::super::dane::TlsaTable::default()),
+            "quic",
+        )
+        .unwrap();
+        let configs = DoqConfigs::new(&tls, Duration::from_secs(30), 4).unwrap();
+        DoqSession::connect(configs.unauthenticated, SERVER, "192.0.2.1", now).unwrap()
+    }
+
+    /// RFC 9250 section 4.2 with the client's own limits: a server can open no stream
+    /// toward the client, and can push no more than one DNS message down a query's stream
+    /// (quinn's defaults would let it open 200 streams and send 1.25 MB on each).
+    #[test]
+    fn a_server_can_neither_open_streams_nor_send_more_than_a_message_per_query() {
+        let now = Instant::now();
+        let mut server = Server::new();
+        let mut client = session(now);
+        let events = server.exchange(&mut client, now);
+        assert!(events.contains(&DoqEvent::Connected { resumed: false }), "{events:?}");
+        assert_eq!(server.conn().streams().open(Dir::Uni), None, "no unidirectional stream toward the client");
+        assert_eq!(server.conn().streams().open(Dir::Bi), None, "no bidirectional stream toward the client");
+        let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let id = client.open_query(&query).unwrap().unwrap();
+        server.exchange(&mut client, now);
+        // The server answers with far more than a DNS message on the query's stream.
+        let flood = vec![0u8; 1 << 20];
+        let written = server.conn().send_stream(id).write(&flood).unwrap_or(0);
+        assert!(written <= MAX_STREAM_BYTES as usize, "flow control let {written} bytes through");
+        server.exchange(&mut client, now);
+        assert!(client.streams.get(&id).is_none_or(|b| b.len() <= MAX_STREAM_BYTES as usize));
     }
 }

@@ -20,7 +20,7 @@ use quinn_proto::StreamId;
 use super::reactor::{DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, until, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::doq::{DoqConfigs, DoqEvent, DoqSession, DoqState};
-use crate::upstream::error::TransportFailure;
+use crate::upstream::error::{Busy, TransportFailure};
 use crate::upstream::pool::{OpenCount, Pool, PooledConnection, Slot, SlotGuard, Slots, fail_all};
 use crate::upstream::probe::ProbeTable;
 use crate::upstream::{PeerAuth, UpstreamError};
@@ -188,6 +188,8 @@ pub(crate) struct DoqDriver {
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<ProbeTable>,
     idle_timeout: Duration,
+    /// Queries in flight on one connection at most.
+    max_outstanding: usize,
     pool: Rc<Pool<DoqKey, Conn>>,
 }
 
@@ -199,8 +201,18 @@ impl DoqDriver {
         stats: Arc<WorkerStats>,
         probes: Arc<ProbeTable>,
         idle_timeout: Duration,
+        max_outstanding: usize,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, probes, idle_timeout, pool: Rc::new(Pool::new()) })
+        Rc::new(Self {
+            reactor,
+            executor,
+            configs,
+            stats,
+            probes,
+            idle_timeout,
+            max_outstanding,
+            pool: Rc::new(Pool::new()),
+        })
     }
 
     fn connect(self: &Rc<Self>, key: &DoqKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -256,6 +268,9 @@ impl DoqDriver {
             return Err(UpstreamError::BadResponse("short query"));
         }
         let conn = self.pool.get_or_open(&key, || self.connect(&key))?;
+        if conn.slots.borrow().len() >= self.max_outstanding {
+            return Err(UpstreamError::Busy(Busy::ConnectionFull));
+        }
         let at = self.reactor.now() + timeout;
         // Before the handshake completes (or at the peer's stream limit) no stream can be
         // opened yet: wait for the driver to say streams may be available.

@@ -355,10 +355,15 @@ impl Worker {
         let doq = doq::DoqDriver::new(
             reactor.clone(),
             executor.clone(),
-            crate::upstream::doq::DoqConfigs::new(&settings.doq, settings.dot_idle_timeout),
+            crate::upstream::doq::DoqConfigs::new(
+                &settings.doq,
+                settings.dot_idle_timeout,
+                settings.dot_max_outstanding as u32,
+            ),
             stats.clone(),
             shared.probes.clone(),
             settings.dot_idle_timeout,
+            settings.dot_max_outstanding,
         );
         let upstream =
             WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), doq: doq.clone(), executor: executor.clone() };
