@@ -3,7 +3,11 @@
 
 use hickory_proto::rr::Name;
 
+use std::cell::Cell;
+use std::collections::HashSet;
+
 use super::rdata::{Dnskey, Ds, name_wire_lower};
+use super::verify::Failure;
 
 /// The root zone's KSKs as IANA publishes them (https://data.iana.org/root-anchors/):
 /// KSK-2017 (20326) and KSK-2024 (38696), algorithm 8, SHA-256 digests.
@@ -211,18 +215,37 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Whether DNSKEY `key` of `zone` is trusted by `anchor` (listed as is, or matching a DS
-/// with a supported digest).
-pub fn trusts(anchor: &Anchor, key: &Dnskey) -> bool {
-    if anchor.keys.iter().any(|k| k.rdata == key.rdata) {
-        return true;
+/// The keys of `zone` that a DS record (of the parent, or of a trust anchor) vouches for.
+/// Work is bounded whatever a server sends (duplicate DS records, thousands of keys with
+/// one key tag: a KeyTrap variant): each distinct key is hashed at most once per digest
+/// type its DS candidates use, and every hash is charged to the query's signature-check
+/// allowance (`Failure::Budget` when it runs out).
+pub fn vouched_keys(zone: &Name, keys: &[Dnskey], ds: &[Ds], allowance: &Cell<u32>) -> Result<Vec<Dnskey>, Failure> {
+    let owner = name_wire_lower(zone);
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut out = Vec::new();
+    for k in keys {
+        if !seen.insert(&k.rdata) {
+            continue;
+        }
+        let candidates: Vec<&Ds> = ds.iter().filter(|d| d.key_tag == k.key_tag && d.algorithm == k.algorithm).collect();
+        let mut types: Vec<u8> = candidates.iter().map(|d| d.digest_type).collect();
+        types.sort_unstable();
+        types.dedup();
+        for t in types {
+            let left = allowance.get();
+            if left == 0 {
+                return Err(Failure::Budget);
+            }
+            allowance.set(left - 1);
+            let Some(digest) = super::crypto::ds_digest(t, &owner, &k.rdata) else { continue };
+            if candidates.iter().any(|d| d.digest_type == t && d.digest == digest) {
+                out.push(k.clone());
+                break;
+            }
+        }
     }
-    let owner = name_wire_lower(&anchor.zone);
-    anchor.ds.iter().any(|ds| {
-        ds.key_tag == key.key_tag
-            && ds.algorithm == key.algorithm
-            && super::crypto::ds_digest(ds.digest_type, &owner, &key.rdata).is_some_and(|d| d == ds.digest)
-    })
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -243,10 +266,39 @@ pub(crate) mod tests {
         let root = a.closest(&"www.example.".parse().unwrap()).unwrap();
         assert!(root.zone.is_root());
         assert_eq!(root.ds.len(), 2);
-        assert!(trusts(root, &Dnskey::parse(&root_ksk_2017()).unwrap()));
+        let ksk = Dnskey::parse(&root_ksk_2017()).unwrap();
+        let allowance = Cell::new(10);
+        assert_eq!(vouched_keys(&root.zone, std::slice::from_ref(&ksk), &root.ds, &allowance), Ok(vec![ksk]));
         let mut other = root_ksk_2017();
         other[40] ^= 1;
-        assert!(!trusts(root, &Dnskey::parse(&other).unwrap()));
+        let other = Dnskey::parse(&other).unwrap();
+        assert_eq!(vouched_keys(&root.zone, &[other], &root.ds, &allowance), Ok(vec![]));
+    }
+
+    /// A KeyTrap variant: duplicate DS records and many keys with one key tag cost a
+    /// bounded number of digests, charged to the query's allowance.
+    #[test]
+    fn duplicate_ds_and_colliding_keys_cost_bounded_digests() {
+        let a = TrustAnchors::built_in();
+        let root = a.closest(&"www.example.".parse().unwrap()).unwrap();
+        let ksk = Dnskey::parse(&root_ksk_2017()).unwrap();
+        // 1,000 copies of each DS; 500 copies of the key and 500 keys that differ in one
+        // octet but keep the tag (a forged key tag is cheap to find).
+        let ds: Vec<Ds> = root.ds.iter().flat_map(|d| std::iter::repeat_n(d.clone(), 1000)).collect();
+        let mut keys = vec![ksk.clone(); 500];
+        for i in 0..500u32 {
+            let mut k = ksk.clone();
+            k.rdata.extend_from_slice(&i.to_be_bytes());
+            keys.push(k);
+        }
+        let allowance = Cell::new(64);
+        let r = vouched_keys(&root.zone, &keys, &ds, &allowance);
+        assert_eq!(r, Err(Failure::Budget), "the allowance runs out instead of 1,000,000 digests");
+        assert_eq!(allowance.get(), 0);
+        // Duplicates alone cost one digest.
+        let allowance = Cell::new(64);
+        assert_eq!(vouched_keys(&root.zone, &vec![ksk.clone(); 500], &ds, &allowance), Ok(vec![ksk]));
+        assert_eq!(allowance.get(), 63);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{Budget, Limit, ResolveError, Resolver, Upstream};
-use crate::dnssec::anchors::{Anchor, trusts};
+use crate::dnssec::anchors::{Anchor, vouched_keys};
 use crate::dnssec::denial::{self, Insecure, Nsec3Limits, Proof};
 use crate::dnssec::rdata::{Dnskey, Ds, Nsec, Nsec3, Rrsig};
 use crate::dnssec::verify::{Failure, Verified, verify_rrset};
@@ -292,11 +292,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .filter(|r| r.record_type() == RecordType::DNSKEY)
             .filter_map(|r| Dnskey::parse(raw(r)?))
             .collect();
-        let trusted: Vec<Dnskey> = match self.trust_of(zone, budget).await? {
+        let vouched = match self.trust_of(zone, budget).await? {
             Trust::Not(s) => return Ok((s, None)),
             Trust::Anchor(a) => {
                 if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
-                    keys.iter().filter(|k| trusts(a, k)).cloned().collect()
+                    let listed = keys.iter().filter(|k| a.keys.iter().any(|t| t.rdata == k.rdata)).cloned();
+                    let by_ds = vouched_keys(&a.zone, &keys, &a.ds, &budget.sig_checks_left);
+                    by_ds.map(|mut ks| {
+                        ks.extend(listed);
+                        ks
+                    })
                 } else {
                     return Ok((
                         Security::insecure_because(
@@ -307,19 +312,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     ));
                 }
             }
-            Trust::Ds(ds) => {
-                let owner = crate::dnssec::rdata::name_wire_lower(zone);
-                keys.iter()
-                    .filter(|k| {
-                        ds.iter().any(|d| {
-                            d.key_tag == k.key_tag
-                                && d.algorithm == k.algorithm
-                                && crypto::ds_digest(d.digest_type, &owner, &k.rdata).is_some_and(|x| x == d.digest)
-                        })
-                    })
-                    .cloned()
-                    .collect()
-            }
+            Trust::Ds(ds) => vouched_keys(zone, &keys, &ds, &budget.sig_checks_left),
+        };
+        let trusted = match vouched {
+            Ok(t) => t,
+            Err(f) => return Ok((status_of(f, zone, "DNSKEY")?, None)),
         };
         if trusted.is_empty() {
             let bogus = Security::bogus(
