@@ -399,8 +399,10 @@ impl DataPlane {
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
                 dot: dot.clone(),
                 doq: doq.clone(),
+                dot_timeout: std::time::Duration::from_millis(cfg.transport.dot_timeout_ms),
                 dot_idle_timeout: std::time::Duration::from_millis(cfg.transport.dot_idle_timeout_ms),
                 dot_max_outstanding: cfg.transport.dot_max_outstanding,
+                upstream_max_connections: cfg.transport.max_connections,
             };
             let pin = cfg.server.pin_workers;
             let shared = shared.clone();

@@ -20,6 +20,8 @@ pub struct TransportConfig {
     pub dot_idle_timeout_ms: u64,
     /// See [`bounds::DOT_MAX_OUTSTANDING`].
     pub dot_max_outstanding: usize,
+    /// See [`bounds::UPSTREAM_MAX_CONNECTIONS`].
+    pub max_connections: usize,
     /// See [`bounds::SESSION_CACHE_SERVERS`].
     pub session_cache_servers: usize,
     /// RFC 9539 opportunistic probing of servers that no policy covers. Default true.
@@ -41,6 +43,7 @@ impl Default for TransportConfig {
             dot_timeout_ms: d(bounds::DOT_TIMEOUT_MS),
             dot_idle_timeout_ms: d(bounds::DOT_IDLE_TIMEOUT_MS),
             dot_max_outstanding: d(bounds::DOT_MAX_OUTSTANDING),
+            max_connections: d(bounds::UPSTREAM_MAX_CONNECTIONS),
             session_cache_servers: d(bounds::SESSION_CACHE_SERVERS),
             probing: true,
             probe_persistence_s: d(bounds::PROBE_PERSISTENCE_S),

@@ -180,9 +180,10 @@ impl DoqSession {
         }
     }
 
-    /// The socket said the server's port is closed.
-    pub(crate) fn refused(&mut self) {
-        self.state = DoqState::Failed(TransportFailure::Refused);
+    /// Gives the connection up (the port is closed, the handshake took too long, the
+    /// connection stalled); nothing more is sent on it.
+    pub(crate) fn abandon(&mut self, why: TransportFailure) {
+        self.state = DoqState::Failed(why);
     }
 
     /// Runs timers, hands endpoint events around, and reads every query stream: what

@@ -22,6 +22,10 @@ pub enum TransportFailure {
     HandshakeClosed,
     /// The server closed an established connection.
     Closed,
+    /// The handshake did not complete within `transport.dot_timeout_ms`.
+    HandshakeTimeout,
+    /// Queries timed out on an established connection that delivered nothing meanwhile.
+    Stalled,
     /// A malformed frame (length prefix).
     Framing,
     /// The certificate is not valid for the name.
@@ -75,6 +79,8 @@ impl TransportFailure {
             Self::BadName => "bad-name",
             Self::HandshakeClosed => "handshake-closed",
             Self::Closed => "closed",
+            Self::HandshakeTimeout => "handshake-timeout",
+            Self::Stalled => "stalled",
             Self::Framing => "framing",
             Self::CertNameMismatch => "cert-name-mismatch",
             Self::CertUntrusted => "cert-untrusted",
@@ -113,8 +119,10 @@ impl std::fmt::Display for TransportFailure {
 pub enum Busy {
     /// `resolver.max_outstanding_per_server` queries are in flight to this address.
     OutstandingPerServer,
-    /// The DoT connection has `transport.dot_max_outstanding` queries in flight.
+    /// The connection has `transport.dot_max_outstanding` queries in flight.
     ConnectionFull,
+    /// The worker has `transport.max_connections` connections of this transport open.
+    Connections,
 }
 
 /// Strict mode allowed no transport that worked for one server: nothing was sent in
@@ -168,7 +176,7 @@ pub enum UpstreamError {
     #[error("i/o error: {0}")]
     Local(std::io::ErrorKind),
     /// One of adox's own limits.
-    #[error("{}", match .0 { Busy::OutstandingPerServer => "outstanding limit for this server reached", Busy::ConnectionFull => "connection at its outstanding limit" })]
+    #[error("{}", match .0 { Busy::OutstandingPerServer => "outstanding limit for this server reached", Busy::ConnectionFull => "connection at its outstanding limit", Busy::Connections => "connection limit of the worker reached" })]
     Busy(Busy),
     /// The reply did not parse or did not match the question.
     #[error("bad response: {0}")]

@@ -28,8 +28,9 @@ use super::probe::ProbeTable;
 
 /// What the pool asks of a connection.
 pub(crate) trait PooledConnection {
-    /// Whether new queries may use it (not failed, not closing).
-    fn accepts_queries(&self) -> bool;
+    /// Whether new queries may use it at `now` (not failed, not closing, not stuck in a
+    /// handshake past its deadline).
+    fn accepts_queries(&self, now: Instant) -> bool;
 
     /// When its last query ended, if it is open with no query in flight (else `None`).
     fn idle_since(&self) -> Option<Instant>;
@@ -38,27 +39,44 @@ pub(crate) trait PooledConnection {
     fn close_idle(&self, now: Instant);
 }
 
-/// One connection per key.
+/// One connection per key, at most `max` of them (a flood of fresh server addresses cannot
+/// take every descriptor).
 #[derive(Debug)]
 pub(crate) struct Pool<K, C> {
     conns: RefCell<HashMap<K, Rc<C>>>,
+    max: usize,
 }
 
 impl<K: Hash + Eq + Clone, C: PooledConnection> Pool<K, C> {
-    /// An empty pool.
-    pub(crate) fn new() -> Self {
-        Self { conns: RefCell::new(HashMap::new()) }
+    /// An empty pool of at most `max` connections.
+    pub(crate) fn new(max: usize) -> Self {
+        Self { conns: RefCell::new(HashMap::new()), max: max.max(1) }
     }
 
     /// The connection for `key` that accepts queries, or a new one from `open` (which
-    /// replaces one that no longer does; that one finishes on its own).
+    /// replaces one that no longer does; that one finishes on its own). At the cap, the
+    /// longest-idle connection is asked to close and the query is refused as busy (a
+    /// local limit: the server is not blamed).
     pub(crate) fn get_or_open(
         &self,
         key: &K,
+        now: Instant,
         open: impl FnOnce() -> Result<Rc<C>, UpstreamError>,
     ) -> Result<Rc<C>, UpstreamError> {
-        if let Some(c) = self.conns.borrow().get(key).filter(|c| c.accepts_queries()) {
+        if let Some(c) = self.conns.borrow().get(key).filter(|c| c.accepts_queries(now)) {
             return Ok(c.clone());
+        }
+        let full = {
+            let conns = self.conns.borrow();
+            conns.len() >= self.max && !conns.contains_key(key)
+        };
+        if full {
+            let idlest =
+                self.conns.borrow().values().filter_map(|c| Some((c.idle_since()?, c.clone()))).min_by_key(|(t, _)| *t);
+            if let Some((_, c)) = idlest {
+                c.close_idle(now);
+            }
+            return Err(UpstreamError::Busy(super::error::Busy::Connections));
         }
         let conn = open()?;
         self.conns.borrow_mut().insert(key.clone(), conn.clone());
@@ -71,6 +89,12 @@ impl<K: Hash + Eq + Clone, C: PooledConnection> Pool<K, C> {
         if map.get(key).is_some_and(|c| Rc::ptr_eq(c, conn)) {
             map.remove(key);
         }
+    }
+
+    /// Whether no connection is pooled.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.conns.borrow().is_empty()
     }
 
     /// Closes connections idle for longer than `idle_timeout`.
@@ -201,11 +225,13 @@ mod tests {
         open: Cell<bool>,
         idle: Cell<Option<Instant>>,
         closed: Cell<bool>,
+        /// Still handshaking, with this deadline.
+        handshake_until: Cell<Option<Instant>>,
     }
 
     impl PooledConnection for Fake {
-        fn accepts_queries(&self) -> bool {
-            self.open.get() && !self.closed.get()
+        fn accepts_queries(&self, now: Instant) -> bool {
+            self.open.get() && !self.closed.get() && self.handshake_until.get().is_none_or(|d| now < d)
         }
         fn idle_since(&self) -> Option<Instant> {
             self.idle.get()
@@ -216,32 +242,72 @@ mod tests {
     }
 
     fn fake(idle: Option<Instant>) -> Rc<Fake> {
-        Rc::new(Fake { open: Cell::new(true), idle: Cell::new(idle), closed: Cell::new(false) })
+        Rc::new(Fake {
+            open: Cell::new(true),
+            idle: Cell::new(idle),
+            closed: Cell::new(false),
+            handshake_until: Cell::new(None),
+        })
     }
 
     #[test]
     fn a_connection_is_reused_until_it_stops_accepting_queries() {
-        let pool: Pool<u8, Fake> = Pool::new();
-        let a = pool.get_or_open(&1, || Ok(fake(None))).unwrap();
-        let again = pool.get_or_open(&1, || panic!("must reuse")).unwrap();
+        let now = Instant::now();
+        let pool: Pool<u8, Fake> = Pool::new(16);
+        let a = pool.get_or_open(&1, now, || Ok(fake(None))).unwrap();
+        let again = pool.get_or_open(&1, now, || panic!("must reuse")).unwrap();
         assert!(Rc::ptr_eq(&a, &again));
         a.open.set(false);
-        let b = pool.get_or_open(&1, || Ok(fake(None))).unwrap();
+        let b = pool.get_or_open(&1, now, || Ok(fake(None))).unwrap();
         assert!(!Rc::ptr_eq(&a, &b));
         // The old connection ending does not remove its successor.
         pool.forget(&1, &a);
-        assert!(Rc::ptr_eq(&pool.get_or_open(&1, || panic!("must reuse")).unwrap(), &b));
+        assert!(Rc::ptr_eq(&pool.get_or_open(&1, now, || panic!("must reuse")).unwrap(), &b));
         pool.forget(&1, &b);
-        assert!(pool.get_or_open(&1, || Err(UpstreamError::Timeout)).is_err());
+        assert!(pool.get_or_open(&1, now, || Err(UpstreamError::Timeout)).is_err());
+    }
+
+    /// A server that accepts the connection and never completes the handshake holds its
+    /// key only until the handshake deadline; then a fresh connection replaces it.
+    #[test]
+    fn a_connection_stuck_in_its_handshake_is_replaced_after_the_deadline() {
+        let t0 = Instant::now();
+        let pool: Pool<u8, Fake> = Pool::new(16);
+        let stuck = pool.get_or_open(&1, t0, || Ok(fake(None))).unwrap();
+        stuck.handshake_until.set(Some(t0 + Duration::from_secs(4)));
+        let before = pool.get_or_open(&1, t0 + Duration::from_secs(3), || panic!("still within its deadline")).unwrap();
+        assert!(Rc::ptr_eq(&stuck, &before));
+        let after = pool.get_or_open(&1, t0 + Duration::from_secs(4), || Ok(fake(None))).unwrap();
+        assert!(!Rc::ptr_eq(&stuck, &after), "replaced at the deadline");
+    }
+
+    /// Fresh addresses cannot grow the pool past its cap: the longest-idle connection is
+    /// asked to close and the query is refused as busy (adox's limit, not the server's
+    /// fault).
+    #[test]
+    fn the_pool_is_capped_and_closes_its_idlest_connection_when_full() {
+        let t0 = Instant::now();
+        let pool: Pool<u32, Fake> = Pool::new(3);
+        let idle_old = pool.get_or_open(&1, t0, || Ok(fake(Some(t0)))).unwrap();
+        let idle_new = pool.get_or_open(&2, t0, || Ok(fake(Some(t0 + Duration::from_secs(5))))).unwrap();
+        let _busy = pool.get_or_open(&3, t0, || Ok(fake(None))).unwrap();
+        let refused = pool.get_or_open(&4, t0, || panic!("no room")).err();
+        assert_eq!(refused, Some(UpstreamError::Busy(super::super::error::Busy::Connections)));
+        assert_eq!(refused.map(|e| e.fault()), Some(super::super::error::Fault::Local));
+        assert_eq!((idle_old.closed.get(), idle_new.closed.get()), (true, false));
+        // Once the closed one is gone, there is room again; an existing key still works.
+        pool.forget(&1, &idle_old);
+        assert!(pool.get_or_open(&4, t0, || Ok(fake(None))).is_ok());
+        assert!(pool.get_or_open(&2, t0, || panic!("must reuse")).is_ok());
     }
 
     #[test]
     fn only_connections_idle_past_the_timeout_are_closed() {
         let t0 = Instant::now();
-        let pool: Pool<u8, Fake> = Pool::new();
-        let old = pool.get_or_open(&1, || Ok(fake(Some(t0)))).unwrap();
-        let recent = pool.get_or_open(&2, || Ok(fake(Some(t0 + Duration::from_secs(9))))).unwrap();
-        let busy = pool.get_or_open(&3, || Ok(fake(None))).unwrap();
+        let pool: Pool<u8, Fake> = Pool::new(16);
+        let old = pool.get_or_open(&1, t0, || Ok(fake(Some(t0)))).unwrap();
+        let recent = pool.get_or_open(&2, t0, || Ok(fake(Some(t0 + Duration::from_secs(9))))).unwrap();
+        let busy = pool.get_or_open(&3, t0, || Ok(fake(None))).unwrap();
         pool.sweep_idle(t0 + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!((old.closed.get(), recent.closed.get(), busy.closed.get()), (true, false, false));
     }

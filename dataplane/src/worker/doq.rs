@@ -29,6 +29,19 @@ use adox_api::policy::Transport;
 /// Largest UDP datagram read from the server.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// DoQ knobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DoqSettings {
+    /// Close connections without queries for this long.
+    pub(crate) idle_timeout: Duration,
+    /// Queries in flight on one connection at most.
+    pub(crate) max_outstanding: usize,
+    /// A handshake not over by this is given up (`transport.dot_timeout_ms`).
+    pub(crate) handshake_timeout: Duration,
+    /// Connections of this worker at most (`transport.max_connections`).
+    pub(crate) max_connections: usize,
+}
+
 /// What identifies a pooled connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct DoqKey {
@@ -80,10 +93,22 @@ impl Conn {
         fail_all(&self.slots, reason);
     }
 
+    /// Gives the connection up: its queries fail, its driver ends.
+    fn abandon(&self, reason: TransportFailure) {
+        self.session.borrow_mut().abandon(reason);
+        self.fail(reason);
+        self.wake_driver();
+    }
+
     /// Moves datagrams between the socket and the session, hands out answers and arms the
     /// session's timer. Ready when the connection is over.
     fn drive(&self, now: Instant, stats: &WorkerStats, reactor: &Reactor, waker: &Waker) -> Poll<()> {
         if let DoqState::Failed(_) = self.state() {
+            return Poll::Ready(());
+        }
+        if self.state() == DoqState::Handshaking && now >= self.wiring.handshake_deadline {
+            self.session.borrow_mut().abandon(TransportFailure::HandshakeTimeout);
+            self.fail(TransportFailure::HandshakeTimeout);
             return Poll::Ready(());
         }
         let mut session = self.session.borrow_mut();
@@ -99,7 +124,7 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    session.refused();
+                    session.abandon(TransportFailure::Refused);
                     drop((session, sock, buf, out));
                     self.fail(TransportFailure::Refused);
                     return Poll::Ready(());
@@ -122,6 +147,7 @@ impl Conn {
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
                         slot.complete(answer);
                         self.last_active.set(now);
+                        self.wiring.last_answer.set(now);
                     }
                 }
                 DoqEvent::Lost(reason) => lost = Some(reason),
@@ -164,8 +190,12 @@ impl DrivenConnection for Conn {
 }
 
 impl PooledConnection for Conn {
-    fn accepts_queries(&self) -> bool {
-        matches!(self.state(), DoqState::Handshaking | DoqState::Open)
+    fn accepts_queries(&self, now: Instant) -> bool {
+        match self.state() {
+            DoqState::Handshaking => now < self.wiring.handshake_deadline,
+            DoqState::Open => true,
+            DoqState::Closing | DoqState::Failed(_) => false,
+        }
     }
 
     fn idle_since(&self) -> Option<Instant> {
@@ -187,9 +217,7 @@ pub(crate) struct DoqDriver {
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<ProbeTable>,
-    idle_timeout: Duration,
-    /// Queries in flight on one connection at most.
-    max_outstanding: usize,
+    settings: DoqSettings,
     pool: Rc<Pool<DoqKey, Conn>>,
 }
 
@@ -200,8 +228,7 @@ impl DoqDriver {
         configs: Option<DoqConfigs>,
         stats: Arc<WorkerStats>,
         probes: Arc<ProbeTable>,
-        idle_timeout: Duration,
-        max_outstanding: usize,
+        settings: DoqSettings,
     ) -> Rc<Self> {
         Rc::new(Self {
             reactor,
@@ -209,9 +236,8 @@ impl DoqDriver {
             configs,
             stats,
             probes,
-            idle_timeout,
-            max_outstanding,
-            pool: Rc::new(Pool::new()),
+            settings,
+            pool: Rc::new(Pool::new(settings.max_connections)),
         })
     }
 
@@ -232,7 +258,7 @@ impl DoqDriver {
         let token = self.reactor.register_source(&mut sock, Interest::READABLE).map_err(io_err)?;
         let conn = Rc::new(Conn {
             session: RefCell::new(session),
-            wiring: Wiring::new(sock, token),
+            wiring: Wiring::new(sock, token, now, self.settings.handshake_timeout),
             slots: RefCell::new(HashMap::new()),
             last_active: Cell::new(now),
             open_waiters: RefCell::new(Vec::new()),
@@ -249,6 +275,7 @@ impl DoqDriver {
             key.clone(),
             conn.clone(),
             move |c, waker| {
+                c.wiring.arm_handshake_deadline(&reactor, waker);
                 let poll = c.drive(reactor.now(), &stats, &reactor, waker);
                 count.observe(c.state() == DoqState::Open, || c.session.borrow().resumed());
                 poll
@@ -267,8 +294,8 @@ impl DoqDriver {
         if query.len() < 12 {
             return Err(UpstreamError::BadResponse("short query"));
         }
-        let conn = self.pool.get_or_open(&key, || self.connect(&key))?;
-        if conn.slots.borrow().len() >= self.max_outstanding {
+        let conn = self.pool.get_or_open(&key, self.reactor.now(), || self.connect(&key))?;
+        if conn.slots.borrow().len() >= self.settings.max_outstanding {
             return Err(UpstreamError::Busy(Busy::ConnectionFull));
         }
         let at = self.reactor.now() + timeout;
@@ -294,11 +321,18 @@ impl DoqDriver {
             SlotGuard { slots: &conn.slots, key: id, last_active: &conn.last_active, now: || self.reactor.now() };
         self.stats.upstream_doq.bump();
         conn.wake_driver();
-        wait_slot(&self.reactor, at, &conn.slots, &id).await
+        let sent = self.reactor.now();
+        let answer = wait_slot(&self.reactor, at, &conn.slots, &id).await;
+        if answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
+            // Nothing came back on this connection since the query went out: drop it, the
+            // next query opens a fresh one.
+            conn.abandon(TransportFailure::Stalled);
+        }
+        answer
     }
 
     /// Closes idle connections with DOQ_NO_ERROR.
     pub(crate) fn sweep_idle(&self, now: Instant) {
-        self.pool.sweep_idle(now, self.idle_timeout);
+        self.pool.sweep_idle(now, self.settings.idle_timeout);
     }
 }

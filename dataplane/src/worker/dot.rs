@@ -42,6 +42,10 @@ pub(crate) struct DotSettings {
     pub(crate) idle_timeout: Duration,
     /// Queries in flight on one connection at most.
     pub(crate) max_outstanding: usize,
+    /// A handshake not over by this is given up (`transport.dot_timeout_ms`).
+    pub(crate) handshake_timeout: Duration,
+    /// Connections of this worker at most (`transport.max_connections`).
+    pub(crate) max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +77,12 @@ impl Conn {
     }
 
     /// Moves bytes both ways and hands out answers. Ready when the connection is over.
-    fn drive(&self, stats: &WorkerStats) -> Poll<()> {
+    fn drive(&self, now: Instant, stats: &WorkerStats) -> Poll<()> {
         if matches!(*self.state.borrow(), State::Failed(_)) {
+            return Poll::Ready(());
+        }
+        if *self.state.borrow() == State::Handshaking && now >= self.wiring.handshake_deadline {
+            self.fail(TransportFailure::HandshakeTimeout);
             return Poll::Ready(());
         }
         let mut session = self.session.borrow_mut();
@@ -126,6 +134,7 @@ impl Conn {
                     let id = u16::from_be_bytes([msg[0], msg[1]]);
                     if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
                         slot.complete(Ok(msg));
+                        self.wiring.last_answer.set(now);
                     }
                 }
                 Ok(None) => break,
@@ -165,8 +174,12 @@ impl DrivenConnection for Conn {
 }
 
 impl PooledConnection for Conn {
-    fn accepts_queries(&self) -> bool {
-        !matches!(*self.state.borrow(), State::Failed(_) | State::Closing)
+    fn accepts_queries(&self, now: Instant) -> bool {
+        match *self.state.borrow() {
+            State::Failed(_) | State::Closing => false,
+            State::Handshaking => now < self.wiring.handshake_deadline,
+            State::Open => true,
+        }
     }
 
     fn idle_since(&self) -> Option<Instant> {
@@ -202,7 +215,15 @@ impl DotDriver {
         probes: Arc<crate::upstream::probe::ProbeTable>,
         settings: DotSettings,
     ) -> Rc<Self> {
-        Rc::new(Self { reactor, executor, configs, stats, probes, settings, pool: Rc::new(Pool::new()) })
+        Rc::new(Self {
+            reactor,
+            executor,
+            configs,
+            stats,
+            probes,
+            settings,
+            pool: Rc::new(Pool::new(settings.max_connections)),
+        })
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
@@ -218,13 +239,19 @@ impl DotDriver {
         let session = DotSession::new(config, server_name)?;
         let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Local(e.kind()))?;
         let _ = sock.set_nodelay(true);
+        // A peer that vanishes with queries in flight is noticed by the kernel too.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(15))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&keepalive);
         let token = self
             .reactor
             .register_source(&mut sock, Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| UpstreamError::Local(e.kind()))?;
         let conn = Rc::new(Conn {
             session: RefCell::new(session),
-            wiring: Wiring::new(sock, token),
+            wiring: Wiring::new(sock, token, self.reactor.now(), self.settings.handshake_timeout),
             slots: RefCell::new(HashMap::new()),
             next_id: Cell::new(rand::random()),
             state: RefCell::new(State::Handshaking),
@@ -233,13 +260,21 @@ impl DotDriver {
         let _ = socket2::SockRef::from(&*conn.wiring.sock.borrow()).set_tcp_quickack(true);
         let stats = self.stats.clone();
         let count = OpenCount::new(self.probes.clone(), key.server.ip(), Transport::Dot);
-        let (reactor, pool) = (self.reactor.clone(), self.pool.clone());
-        spawn_pooled(&self.executor, reactor, pool, key.clone(), conn.clone(), move |c, _| {
-            let poll = c.drive(&stats);
-            let open = matches!(*c.state.borrow(), State::Open | State::Closing);
-            count.observe(open, || c.session.borrow_mut().resumed());
-            poll
-        });
+        let reactor = self.reactor.clone();
+        spawn_pooled(
+            &self.executor,
+            self.reactor.clone(),
+            self.pool.clone(),
+            key.clone(),
+            conn.clone(),
+            move |c, waker| {
+                c.wiring.arm_handshake_deadline(&reactor, waker);
+                let poll = c.drive(reactor.now(), &stats);
+                let open = matches!(*c.state.borrow(), State::Open | State::Closing);
+                count.observe(open, || c.session.borrow_mut().resumed());
+                poll
+            },
+        );
         Ok(conn)
     }
 
@@ -254,7 +289,7 @@ impl DotDriver {
         if query.len() < 12 {
             return Err(UpstreamError::BadResponse("short query"));
         }
-        let conn = self.pool.get_or_open(&key, || self.connect(&key))?;
+        let conn = self.pool.get_or_open(&key, self.reactor.now(), || self.connect(&key))?;
         if conn.slots.borrow().len() >= self.settings.max_outstanding {
             return Err(UpstreamError::Busy(Busy::ConnectionFull));
         }
@@ -273,11 +308,125 @@ impl DotDriver {
         conn.session.borrow_mut().send(&msg)?;
         self.stats.upstream_dot.bump();
         conn.wake_driver();
-        wait_slot(&self.reactor, self.reactor.now() + timeout, &conn.slots, &id).await
+        let sent = self.reactor.now();
+        let answer = wait_slot(&self.reactor, sent + timeout, &conn.slots, &id).await;
+        if answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
+            // Nothing came back on this connection since the query went out: it is stuck
+            // (a server that stopped reading, a middlebox that dropped the flow). Drop it;
+            // the next query opens a fresh one.
+            conn.fail(TransportFailure::Stalled);
+            conn.wake_driver();
+        }
+        answer
+    }
+
+    /// Whether no connection is pooled (tests).
+    #[cfg(test)]
+    fn pool_is_empty(&self) -> bool {
+        self.pool.is_empty()
     }
 
     /// Closes connections idle longer than the idle timeout.
     pub(crate) fn sweep_idle(&self, now: Instant) {
         self.pool.sweep_idle(now, self.settings.idle_timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::upstream::sessions::SessionStore;
+
+    /// Runs the worker's reactor and executor until `done` holds or `limit` passes.
+    fn run_until(
+        poll: &mut mio::Poll,
+        reactor: &Reactor,
+        executor: &Executor,
+        limit: Duration,
+        done: impl Fn() -> bool,
+    ) {
+        let mut events = mio::Events::with_capacity(64);
+        let end = Instant::now() + limit;
+        while !done() && Instant::now() < end {
+            let timeout = reactor.next_timeout().unwrap_or(Duration::from_millis(10)).min(Duration::from_millis(10));
+            let _ = poll.poll(&mut events, Some(timeout));
+            reactor.set_now(Instant::now());
+            for ev in events.iter() {
+                reactor.wake_io(ev.token().0);
+            }
+            reactor.fire_timers();
+            executor.run_ready();
+        }
+    }
+
+    /// A server that accepts TCP and never answers the ClientHello holds its address only
+    /// until the handshake deadline: the query fails, and the next one opens a fresh
+    /// connection (it once reused the stuck one until restart, blackholing the server).
+    #[test]
+    fn a_stalled_handshake_is_dropped_and_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().flatten().take(4) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(s); // never read, never written
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let mut poll = mio::Poll::new().unwrap();
+        let reactor = Rc::new(Reactor::new(poll.registry().try_clone().unwrap()));
+        let executor = Rc::new(Executor::default());
+        let tls = TlsConfigs::new(
+            b"dot",
+            Arc::new(crate::upstream::tls::builtin_roots()),
+            Arc::new(SessionStore::new(16)),
+            Arc::default(),
+            "tcp",
+        )
+        .unwrap();
+        let settings = DotSettings {
+            idle_timeout: Duration::from_secs(30),
+            max_outstanding: 16,
+            handshake_timeout: Duration::from_millis(300),
+            max_connections: 16,
+        };
+        let probes = Arc::new(crate::upstream::probe::ProbeTable::new(
+            16,
+            crate::upstream::probe::ProbeWindows {
+                persistence: Duration::from_secs(60),
+                damping: Duration::from_secs(60),
+            },
+        ));
+        let driver =
+            DotDriver::new(reactor.clone(), executor.clone(), tls, Arc::new(WorkerStats::default()), probes, settings);
+        let key = DotKey { server, auth: PeerAuth::None };
+        let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        type Outcomes = Rc<RefCell<Vec<Result<Vec<u8>, UpstreamError>>>>;
+        let results: Outcomes = Rc::default();
+        let ask = |timeout_ms: u64| {
+            let (driver, key, results) = (driver.clone(), key.clone(), results.clone());
+            executor.spawn(async move {
+                let r = driver.exchange(key, &query, Duration::from_millis(timeout_ms)).await;
+                results.borrow_mut().push(r);
+            });
+        };
+        // A first query: it times out, and at the handshake deadline the connection goes.
+        ask(200);
+        run_until(&mut poll, &reactor, &executor, Duration::from_secs(3), || {
+            results.borrow().len() == 1 && driver.pool_is_empty()
+        });
+        assert_eq!(results.borrow()[0], Err(UpstreamError::Timeout));
+        assert!(driver.pool_is_empty(), "the stuck connection was dropped");
+        // The next query opens a new connection instead of waiting on the stuck one.
+        ask(200);
+        run_until(&mut poll, &reactor, &executor, Duration::from_secs(3), || results.borrow().len() == 2);
+        run_until(&mut poll, &reactor, &executor, Duration::from_millis(100), || accepted.load(Ordering::SeqCst) >= 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection for the second query");
     }
 }

@@ -63,10 +63,14 @@ pub(crate) struct WorkerSettings {
     pub dot: crate::upstream::tls::TlsConfigs,
     /// DoQ client configurations (their own session store).
     pub doq: crate::upstream::tls::TlsConfigs,
+    /// An encrypted connection whose handshake has not completed by this is dropped.
+    pub dot_timeout: Duration,
     /// Idle DoT connections are closed after this.
     pub dot_idle_timeout: Duration,
     /// Queries in flight per DoT connection.
     pub dot_max_outstanding: usize,
+    /// Encrypted upstream connections kept open at most, per transport.
+    pub upstream_max_connections: usize,
 }
 
 /// Where the answer to a client query goes.
@@ -350,7 +354,12 @@ impl Worker {
             settings.dot.clone(),
             stats.clone(),
             shared.probes.clone(),
-            dot::DotSettings { idle_timeout: settings.dot_idle_timeout, max_outstanding: settings.dot_max_outstanding },
+            dot::DotSettings {
+                idle_timeout: settings.dot_idle_timeout,
+                max_outstanding: settings.dot_max_outstanding,
+                handshake_timeout: settings.dot_timeout,
+                max_connections: settings.upstream_max_connections,
+            },
         );
         let doq = doq::DoqDriver::new(
             reactor.clone(),
@@ -362,8 +371,12 @@ impl Worker {
             ),
             stats.clone(),
             shared.probes.clone(),
-            settings.dot_idle_timeout,
-            settings.dot_max_outstanding,
+            doq::DoqSettings {
+                idle_timeout: settings.dot_idle_timeout,
+                max_outstanding: settings.dot_max_outstanding,
+                handshake_timeout: settings.dot_timeout,
+                max_connections: settings.upstream_max_connections,
+            },
         );
         let upstream =
             WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), doq: doq.clone(), executor: executor.clone() };

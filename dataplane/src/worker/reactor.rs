@@ -285,18 +285,40 @@ pub(crate) async fn wait_slot<K: std::hash::Hash + Eq>(
     answer.unwrap_or(Err(UpstreamError::Timeout))
 }
 
-/// What the driver task of a pooled connection holds: its socket, its reactor token, and
-/// the task's waker (queries wake the driver when they have something to send).
+/// What the driver task of a pooled connection holds: its socket, its reactor token, the
+/// task's waker (queries wake the driver when they have something to send), and when the
+/// handshake must be over.
 #[derive(Debug)]
 pub(crate) struct Wiring<S> {
     pub(crate) sock: RefCell<S>,
     pub(crate) token: usize,
     driver: RefCell<Option<Waker>>,
+    /// A connection still handshaking at this moment is dropped (a server that accepts the
+    /// connection and never answers must not hold its address hostage).
+    pub(crate) handshake_deadline: Instant,
+    deadline_armed: Cell<bool>,
+    /// When the connection last delivered an answer (or opened): a query that times out
+    /// with nothing delivered since it was sent marks the connection stalled.
+    pub(crate) last_answer: Cell<Instant>,
 }
 
 impl<S> Wiring<S> {
-    pub(crate) fn new(sock: S, token: usize) -> Self {
-        Self { sock: RefCell::new(sock), token, driver: RefCell::new(None) }
+    pub(crate) fn new(sock: S, token: usize, now: Instant, handshake_timeout: Duration) -> Self {
+        Self {
+            sock: RefCell::new(sock),
+            token,
+            driver: RefCell::new(None),
+            handshake_deadline: now + handshake_timeout,
+            deadline_armed: Cell::new(false),
+            last_answer: Cell::new(now),
+        }
+    }
+
+    /// Has the driver woken at the handshake deadline (once).
+    pub(crate) fn arm_handshake_deadline(&self, reactor: &Reactor, waker: &Waker) {
+        if !self.deadline_armed.replace(true) {
+            reactor.wake_at(self.handshake_deadline, waker);
+        }
     }
 
     /// Wakes the driver task (something to send, or the connection to close).
