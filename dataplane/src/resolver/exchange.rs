@@ -12,6 +12,7 @@ use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamE
 use crate::upstream::error::{Busy, Fault, StrictFailure};
 use crate::upstream::plan::{self, PROBED, PlanInputs, PlanSource, Switches, TransportPlan};
 use crate::upstream::probe::ProbeDecision;
+use crate::upstream::signal::Signal;
 use adox_api::policy::{Auth, Mode, Transport};
 
 /// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
@@ -257,16 +258,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let settings = &self.shared.settings;
         let policies = self.shared.policies.load();
         let switches = Switches { signals: settings.signals, probing: settings.probing };
-        let signal = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
+        let live = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
+        // A strict signal past its TTL stays in force until a secure answer says otherwise
+        // (R5): it decides this query too, and is refreshed beside it.
+        let expired_strict = if settings.signals && live.is_none() {
+            self.shared.signals.last(ns_name).filter(Signal::is_strict)
+        } else {
+            None
+        };
         let probes = PROBED.map(|t| self.shared.probes.decide(addr, t, now));
         let inputs = PlanInputs {
             policy: policies.lookup(zone, ns_name, addr).map(|p| &**p),
-            signal: signal.as_ref(),
+            signal: live.as_ref().or(expired_strict.as_ref()),
             probes,
             switches,
         };
         let planned = plan::plan(inputs);
-        if planned.want_signal && self.shared.signals.begin(ns_name, now) {
+        let want = planned.want_signal || expired_strict.is_some();
+        if want && self.shared.signals.begin(ns_name, now) {
             self.wanted_signals.borrow_mut().push(ns_name.clone());
         }
         planned.plan

@@ -26,6 +26,8 @@ pub(crate) mod code {
     pub(crate) const DOQ_PROTOCOL_ERROR: u32 = 0x2;
     /// The peer hit an internal error (a stream reset with it).
     pub(crate) const DOQ_INTERNAL_ERROR: u32 = 0x1;
+    /// A query was given up: its stream is stopped with this (RFC 9250 section 4.3).
+    pub(crate) const DOQ_REQUEST_CANCELLED: u32 = 0x3;
 }
 
 /// Where a session stands.
@@ -235,6 +237,14 @@ impl DoqSession {
                 out.push(DoqEvent::Answer(id, answer));
             }
         }
+        // A malformed answer closed the connection (a protocol error of the peer): its
+        // other queries and the ones waiting to open a stream learn it now, not at their
+        // timeouts.
+        if let DoqState::Failed(reason) = self.state
+            && !out.iter().any(|e| matches!(e, DoqEvent::Lost(_)))
+        {
+            out.push(DoqEvent::Lost(reason));
+        }
         out
     }
 
@@ -284,8 +294,10 @@ impl DoqSession {
         }
         let answer = answer_of(buf);
         if answer.is_err() {
-            // RFC 9250 section 4.3: a malformed answer is a protocol error of the peer.
+            // RFC 9250 section 4.3: a malformed answer is a protocol error of the peer; the
+            // connection is closed and takes no more queries.
             self.conn.close(now, quinn_proto::VarInt::from_u32(code::DOQ_PROTOCOL_ERROR), bytes::Bytes::new());
+            self.state = DoqState::Failed(TransportFailure::DoqProtocolError);
         }
         Some(answer)
     }
@@ -296,8 +308,8 @@ impl DoqSession {
         if let DoqState::Failed(reason) = self.state {
             return Err(reason.into());
         }
-        let Some(id) = self.conn.streams().open(Dir::Bi) else { return Ok(None) };
         let frame = frame_query(query)?;
+        let Some(id) = self.conn.streams().open(Dir::Bi) else { return Ok(None) };
         let mut send = self.conn.send_stream(id);
         let written = send.write(&frame).map_err(|_| TransportFailure::DoqWrite)?;
         if written != frame.len() {
@@ -309,8 +321,14 @@ impl DoqSession {
     }
 
     /// Stops tracking the streams for which `keep` is false (their queries are gone).
+    /// Their streams are stopped (DOQ_REQUEST_CANCELLED): a late answer is then neither
+    /// read nor left holding the connection's flow-control credit.
     pub(crate) fn retain_streams(&mut self, keep: impl Fn(&StreamId) -> bool) {
-        self.streams.retain(|id, _| keep(id));
+        let gone: Vec<StreamId> = self.streams.keys().filter(|id| !keep(id)).copied().collect();
+        for id in gone {
+            self.streams.remove(&id);
+            let _ = self.conn.recv_stream(id).stop(quinn_proto::VarInt::from_u32(code::DOQ_REQUEST_CANCELLED));
+        }
     }
 
     /// The next datagram to send, written to `buf`: its size.
@@ -455,6 +473,14 @@ mod tests {
                         }
                     }
                     while c.poll().is_some() {}
+                    // Take the client's query streams and read the queries, as a server would.
+                    while let Some(id) = c.streams().accept(Dir::Bi) {
+                        let mut recv = c.recv_stream(id);
+                        if let Ok(mut chunks) = recv.read(true) {
+                            while let Ok(Some(_)) = chunks.next(usize::MAX) {}
+                            let _ = chunks.finalize();
+                        }
+                    }
                     let mut out = Vec::new();
                     while let Some(t) = c.poll_transmit(now, 1, &mut out) {
                         moved = true;
@@ -511,5 +537,46 @@ mod tests {
         assert!(written <= MAX_STREAM_BYTES as usize, "flow control let {written} bytes through");
         server.exchange(&mut client, now);
         assert!(client.streams.get(&id).is_none_or(|b| b.len() <= MAX_STREAM_BYTES as usize));
+    }
+
+    /// RFC 9250 section 4.3: a malformed answer closes the connection, and every query on
+    /// it learns so at once (they once waited for their timeouts on a closed connection).
+    #[test]
+    fn a_malformed_answer_fails_the_connection_for_every_query() {
+        let now = Instant::now();
+        let mut server = Server::new();
+        let mut client = session(now);
+        server.exchange(&mut client, now);
+        let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let bad = client.open_query(&query).unwrap().unwrap();
+        let other = client.open_query(&query).unwrap().unwrap();
+        server.exchange(&mut client, now);
+        // A length prefix that does not match what follows.
+        let mut send = server.conn().send_stream(bad);
+        send.write(&[0, 40, 0, 0, 0x81]).unwrap();
+        send.finish().unwrap();
+        let events = server.exchange(&mut client, now);
+        assert!(events.iter().any(|e| matches!(e, DoqEvent::Answer(id, Err(_)) if *id == bad)), "{events:?}");
+        assert!(events.contains(&DoqEvent::Lost(TransportFailure::DoqProtocolError)), "{events:?}");
+        assert_eq!(client.state(), DoqState::Failed(TransportFailure::DoqProtocolError));
+        assert!(client.open_query(&query).is_err(), "no more queries on it");
+        let _ = other;
+    }
+
+    /// A query given up (its slot is gone) has its stream stopped with
+    /// DOQ_REQUEST_CANCELLED, so a late answer holds neither memory nor flow-control credit.
+    #[test]
+    fn an_abandoned_query_stops_its_stream() {
+        let now = Instant::now();
+        let mut server = Server::new();
+        let mut client = session(now);
+        server.exchange(&mut client, now);
+        let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let id = client.open_query(&query).unwrap().unwrap();
+        server.exchange(&mut client, now);
+        client.retain_streams(|_| false);
+        server.exchange(&mut client, now);
+        let stopped = server.conn().send_stream(id).stopped().ok().flatten();
+        assert_eq!(stopped, Some(quinn_proto::VarInt::from_u32(code::DOQ_REQUEST_CANCELLED)));
     }
 }

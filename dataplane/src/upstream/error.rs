@@ -68,6 +68,8 @@ pub enum TransportFailure {
     DoqWrite,
     /// The query did not fit the stream's flow-control window.
     DoqFlowControl,
+    /// The server sent a malformed answer (RFC 9250 section 4.3: the connection is closed).
+    DoqProtocolError,
 }
 
 impl TransportFailure {
@@ -102,6 +104,7 @@ impl TransportFailure {
             Self::DoqInternalError => "doq-internal-error",
             Self::DoqWrite => "doq-write",
             Self::DoqFlowControl => "doq-flow-control",
+            Self::DoqProtocolError => "doq-protocol-error",
         }
     }
 }

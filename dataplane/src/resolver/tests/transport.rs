@@ -204,3 +204,36 @@ fn rfc9461_a_signal_is_followed_for_its_ttl_then_looked_up_again() {
     block_on(r.learn_signal(&ns));
     assert_eq!(r.plan(&n("example."), &ns, ip("10.0.1.1")).source, PlanSource::InsecureSignal);
 }
+
+/// R5 (SVCB-DANE): a strict signal past its TTL still decides the next query, which goes
+/// encrypted and authenticated, never over the probe table's plan or Do53, while the
+/// signal is refreshed beside it. (The next query was once planned from the probe table.)
+#[test]
+fn r5_an_expired_strict_signal_keeps_deciding_until_it_is_refreshed() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    let ns = n("ns.example.");
+    // Prime the delegation, then learn a strict (secure, DANE) signal by hand.
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let _ = r.take_wanted_signals();
+    let record = crate::upstream::signal::parse_svcb(b"\x00\x01\x00\x00\x01\x00\x04\x03dot").unwrap();
+    let until = net.unix_now() + 60;
+    let strict = crate::upstream::signal::Signal::Known {
+        records: vec![record],
+        secure: true,
+        dane: vec![(Transport::Dot, ns.clone())],
+        cycle: false,
+        refused: Vec::new(),
+        until,
+    };
+    r.shared().signals.put(&ns, strict);
+    assert_eq!(r.plan(&n("example."), &ns, ip("10.0.1.1")).mode, adox_api::policy::Mode::Strict);
+    // Past its TTL.
+    advance(&net, 61);
+    assert!(r.shared().signals.get(&ns, net.unix_now()).is_none(), "expired");
+    let plan = r.plan(&n("example."), &ns, ip("10.0.1.1"));
+    assert_eq!((plan.mode, plan.auth), (adox_api::policy::Mode::Strict, adox_api::policy::Auth::Dane), "{plan:?}");
+    assert_eq!(r.take_wanted_signals(), std::slice::from_ref(&ns), "refreshed beside the query");
+    let do53 = asked(&net, "10.0.1.1").len();
+    block_on(r.resolve(&n("n7.example."), RecordType::A)).unwrap();
+    assert_eq!(asked(&net, "10.0.1.1").len(), do53, "nothing in cleartext to a strict server");
+}
