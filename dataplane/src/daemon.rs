@@ -397,6 +397,8 @@ impl DataPlane {
                 tcp_max_connections: cfg.server.tcp_max_connections,
                 tcp_max_pipelined: cfg.server.tcp_max_pipelined,
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
+                tcp_max_connections_per_client: cfg.server.tcp_max_connections_per_client,
+                tcp_message_timeout: std::time::Duration::from_millis(cfg.server.tcp_message_timeout_ms),
                 dot: dot.clone(),
                 doq: doq.clone(),
                 dot_timeout: std::time::Duration::from_millis(cfg.transport.dot_timeout_ms),

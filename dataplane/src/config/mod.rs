@@ -64,6 +64,12 @@ pub mod bounds {
     pub const TCP_IDLE_TIMEOUT_MS: Bound = b("server.tcp_idle_timeout_ms", 10_000, 100, 600_000);
     /// Client TCP connections per worker; further connections are refused at accept.
     pub const TCP_MAX_CONNECTIONS: Bound = b("server.tcp_max_connections", 1024, 1, 1_000_000);
+    /// Client TCP connections from one address, per worker (clients behind one NAT share
+    /// it; the kernel spreads connections over workers).
+    pub const TCP_MAX_CONNECTIONS_PER_CLIENT: Bound = b("server.tcp_max_connections_per_client", 64, 1, 1_000_000);
+    /// Time a client has to finish a message it started sending: a trickle of bytes does
+    /// not keep a connection open (the idle timeout counts from the last whole message).
+    pub const TCP_MESSAGE_TIMEOUT_MS: Bound = b("server.tcp_message_timeout_ms", 5_000, 100, 600_000);
     /// Queries in flight on one client TCP connection; more are read only as answers leave.
     pub const TCP_MAX_PIPELINED: Bound = b("server.tcp_max_pipelined", 64, 1, 65_535);
     /// Datagrams read per socket per wake-up before other work gets a turn.
@@ -142,6 +148,8 @@ pub mod bounds {
         TCP_IDLE_TIMEOUT_MS,
         TCP_MAX_CONNECTIONS,
         TCP_MAX_PIPELINED,
+        TCP_MAX_CONNECTIONS_PER_CLIENT,
+        TCP_MESSAGE_TIMEOUT_MS,
         UDP_BATCH,
         PACKET_CACHE_BYTES,
         RECORD_CACHE_BYTES,
@@ -280,11 +288,13 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 37] = [
+        let checks: [(Bound, u64); 39] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
             (bounds::TCP_MAX_PIPELINED, s.tcp_max_pipelined as u64),
+            (bounds::TCP_MAX_CONNECTIONS_PER_CLIENT, s.tcp_max_connections_per_client as u64),
+            (bounds::TCP_MESSAGE_TIMEOUT_MS, s.tcp_message_timeout_ms),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
             (bounds::RECORD_CACHE_BYTES, c.record_cache_bytes),

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub tcp_max_connections: usize,
     /// See [`bounds::TCP_MAX_PIPELINED`].
     pub tcp_max_pipelined: usize,
+    /// See [`bounds::TCP_MAX_CONNECTIONS_PER_CLIENT`].
+    pub tcp_max_connections_per_client: usize,
+    /// See [`bounds::TCP_MESSAGE_TIMEOUT_MS`].
+    pub tcp_message_timeout_ms: u64,
     /// See [`bounds::UDP_BATCH`].
     pub udp_batch: usize,
 }
@@ -42,6 +46,8 @@ impl Default for ServerConfig {
             tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
             tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
             tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),
+            tcp_max_connections_per_client: d(bounds::TCP_MAX_CONNECTIONS_PER_CLIENT),
+            tcp_message_timeout_ms: d(bounds::TCP_MESSAGE_TIMEOUT_MS),
             udp_batch: d(bounds::UDP_BATCH),
         }
     }

@@ -59,6 +59,10 @@ pub(crate) struct WorkerSettings {
     pub tcp_max_pipelined: usize,
     /// Idle TCP timeout.
     pub tcp_idle_timeout: Duration,
+    /// TCP connections from one client address at most.
+    pub tcp_max_connections_per_client: usize,
+    /// Time a client has to finish a message it started.
+    pub tcp_message_timeout: Duration,
     /// DoT client configurations (shared session store inside).
     pub dot: crate::upstream::tls::TlsConfigs,
     /// DoQ client configurations (their own session store).
@@ -383,9 +387,13 @@ impl Worker {
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
             CONN_TOKEN_BASE,
-            settings.tcp_max_connections,
-            settings.tcp_max_pipelined,
-            settings.tcp_idle_timeout,
+            tcp::TcpLimits {
+                max_conns: settings.tcp_max_connections,
+                max_per_client: settings.tcp_max_connections_per_client,
+                max_pipelined: settings.tcp_max_pipelined,
+                idle: settings.tcp_idle_timeout,
+                message: settings.tcp_message_timeout,
+            },
         );
         let ctx = Rc::new(WorkerCtx {
             reactor,
@@ -592,6 +600,11 @@ impl Worker {
         loop {
             match self.tcp_listeners[idx].accept() {
                 Ok((stream, peer)) => {
+                    // A client outside the ACL gets nothing, not even a connection to hold.
+                    if !ctx.shared().access.client_allowed(peer.ip()) {
+                        ctx.stats.refused_acl.bump();
+                        continue;
+                    }
                     if ctx.clients.borrow_mut().add(stream, peer, ctx.reactor.now()) {
                         ctx.stats.tcp_accepted.bump();
                     } else {

@@ -1,5 +1,7 @@
 //! Client TCP connections of one worker (RFC 7766): length-prefixed messages, pipelining
-//! with answers sent in completion order, a connection cap, and an idle timeout.
+//! with answers sent in completion order, a connection cap (overall and per client
+//! address), an idle timeout counted from the last whole message or answer, and a
+//! deadline for a message once started (a trickle of bytes keeps nothing open).
 //!
 //! Back-pressure: a connection is read only while it has fewer than `max_pipelined`
 //! queries in flight, less than [`MAX_WBUF`] of unsent output, and room in its input
@@ -9,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -19,6 +21,10 @@ use mio::{Interest, Registry, Token};
 const MAX_RBUF: usize = 2 * (2 + 65_535);
 /// Unsent output per connection above which no more queries are read from it.
 const MAX_WBUF: usize = 256 * 1024;
+/// Unsent output per connection past which the client is taken for one that does not
+/// read: the connection is closed (answers of queries already taken in still arrive after
+/// reading stopped at [`MAX_WBUF`], up to `max_pipelined` of 64 KiB each).
+const MAX_WBUF_HARD: usize = 4 * MAX_WBUF;
 /// Connection ids cycle below this (tokens are `token_base + id`).
 const MAX_ID: usize = 1 << 30;
 
@@ -37,6 +43,8 @@ struct Conn {
     drained: bool,
     /// Already on the resume list.
     resume_queued: bool,
+    /// Since when a started message has been waiting for its last bytes.
+    partial_since: Option<Instant>,
 }
 
 impl Conn {
@@ -57,43 +65,61 @@ impl Conn {
     }
 }
 
+/// The limits of a worker's client connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TcpLimits {
+    /// Connections at most.
+    pub(super) max_conns: usize,
+    /// Connections from one address at most.
+    pub(super) max_per_client: usize,
+    /// Queries in flight per connection.
+    pub(super) max_pipelined: usize,
+    /// Closed after this without a whole message or an answer written.
+    pub(super) idle: Duration,
+    /// A message started must be complete within this.
+    pub(super) message: Duration,
+}
+
 /// All client connections of a worker.
 #[derive(Debug)]
 pub(super) struct TcpClients {
     registry: Registry,
     token_base: usize,
     max_conns: usize,
+    max_per_client: usize,
     max_pipelined: usize,
     idle: Duration,
+    message: Duration,
     conns: HashMap<usize, Conn>,
+    /// Connections per client address.
+    per_client: HashMap<IpAddr, usize>,
     next_id: usize,
     /// Connections to read again without waiting for an event.
     pub(super) resume: Vec<usize>,
 }
 
 impl TcpClients {
-    pub(super) fn new(
-        registry: Registry,
-        token_base: usize,
-        max_conns: usize,
-        max_pipelined: usize,
-        idle: Duration,
-    ) -> Self {
+    pub(super) fn new(registry: Registry, token_base: usize, limits: TcpLimits) -> Self {
         Self {
             registry,
             token_base,
-            max_conns,
-            max_pipelined,
-            idle,
+            max_conns: limits.max_conns,
+            max_per_client: limits.max_per_client,
+            max_pipelined: limits.max_pipelined,
+            idle: limits.idle,
+            message: limits.message,
             conns: HashMap::new(),
+            per_client: HashMap::new(),
             next_id: 0,
             resume: Vec::new(),
         }
     }
 
-    /// Takes a new connection; false (and closed) when the cap is reached.
+    /// Takes a new connection; false (and closed) when a cap is reached.
     pub(super) fn add(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) -> bool {
-        if self.conns.len() >= self.max_conns {
+        if self.conns.len() >= self.max_conns
+            || self.per_client.get(&peer.ip()).is_some_and(|n| *n >= self.max_per_client)
+        {
             return false;
         }
         // Never reuse the id of a live connection (its pending answers would go astray).
@@ -121,14 +147,22 @@ impl TcpClients {
             read_closed: false,
             drained: true,
             resume_queued: false,
+            partial_since: None,
         };
         self.conns.insert(id, conn);
+        *self.per_client.entry(peer.ip()).or_insert(0) += 1;
         true
     }
 
     fn close(&mut self, id: usize) {
         if let Some(mut c) = self.conns.remove(&id) {
             let _ = self.registry.deregister(&mut c.stream);
+            if let Some(n) = self.per_client.get_mut(&c.peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_client.remove(&c.peer.ip());
+                }
+            }
         }
     }
 
@@ -144,10 +178,7 @@ impl TcpClients {
         while !c.read_closed && c.rbuf.len() < MAX_RBUF && c.may_take_more(max_pipelined) {
             match c.stream.read(&mut chunk) {
                 Ok(0) => c.read_closed = true,
-                Ok(n) => {
-                    c.rbuf.extend_from_slice(&chunk[..n]);
-                    c.last_active = now;
-                }
+                Ok(n) => c.rbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.drained = true;
                     break;
@@ -174,6 +205,15 @@ impl TcpClients {
             at += 2 + len;
         }
         c.rbuf.drain(..at);
+        if !out.is_empty() {
+            c.last_active = now;
+        }
+        // A started message's clock runs from its first octet to its last.
+        if c.rbuf.is_empty() || c.has_frame() {
+            c.partial_since = None;
+        } else if c.partial_since.is_none() {
+            c.partial_since = Some(now);
+        }
         Some((c.peer, out))
     }
 
@@ -208,6 +248,11 @@ impl TcpClients {
         }
         // A response never exceeds 65535 octets (respond.rs caps it); guard anyway.
         let Ok(len) = u16::try_from(msg.len()) else { return };
+        if c.backlog() + 2 + msg.len() > MAX_WBUF_HARD {
+            // A client that does not read its answers holds no more memory.
+            self.close(id);
+            return;
+        }
         c.wbuf.extend_from_slice(&len.to_be_bytes());
         c.wbuf.extend_from_slice(msg);
         self.flush(id);
@@ -246,14 +291,18 @@ impl TcpClients {
         self.after_read(id);
     }
 
-    /// Closes connections with nothing in flight that neither read nor wrote for longer
-    /// than the idle timeout (also those whose client stopped reading its answers).
+    /// Closes connections with nothing in flight that had no whole message nor answer for
+    /// longer than the idle timeout (also those whose client stopped reading its answers),
+    /// and those whose started message did not complete within the message timeout.
     pub(super) fn sweep_idle(&mut self, now: Instant) {
-        let idle = self.idle;
+        let (idle, message) = (self.idle, self.message);
         let doomed: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.pending == 0 && now.saturating_duration_since(c.last_active) > idle)
+            .filter(|(_, c)| {
+                (c.pending == 0 && now.saturating_duration_since(c.last_active) > idle)
+                    || c.partial_since.is_some_and(|t| now.saturating_duration_since(t) > message)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in doomed {
