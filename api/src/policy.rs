@@ -129,6 +129,16 @@ impl Policy {
         }
     }
 
+    /// A warning the operator should see for this policy, if any: strict PKIX without a
+    /// nameserver pin authenticates whatever nameserver name the zone's (unsigned) parent
+    /// referral names, so whoever can forge that referral chooses the name checked.
+    pub fn warning(&self) -> Option<&'static str> {
+        (self.mode == Mode::Strict && self.auth == Auth::Pkix && self.nameserver.is_none()).then_some(
+            "strict PKIX without a nameserver pin: the name authenticated comes from an unsigned referral; \
+             set `nameserver` (or use DANE)",
+        )
+    }
+
     /// What the policy matches: two policies with the same selector would be ambiguous.
     pub fn selector(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
         (self.zone.as_deref(), self.nameserver.as_deref(), self.address.as_deref())

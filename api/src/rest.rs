@@ -280,6 +280,10 @@ pub struct PlanView {
     /// Where the decision came from: `override:ID`, `signal:insecure`, `probe:use`,
     /// `probe:probe`, `probe:skip`, or `default`.
     pub source: String,
+    /// What the operator should know about the deciding policy (a strict PKIX policy
+    /// without a nameserver pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// One try over one transport.

@@ -192,6 +192,7 @@ pub(crate) fn explain_body(e: Explained) -> Explain {
                     transports: plan.transports,
                     auth: plan.auth,
                     source: plan.source.label(),
+                    warning: plan.warning.map(String::from),
                 },
                 attempts: attempts
                     .into_iter()

@@ -97,18 +97,25 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .collect();
         let to_try = if live.is_empty() && plan.mode == Mode::Strict { encrypted } else { live };
         let mut failure: Option<(Transport, String)> = None;
+        // The shared RFC 9539 state of an address speaks of its standard port, unauthenticated:
+        // a port or a name to authenticate taken from a signal (anyone's zone can name any
+        // address) must not switch encryption off for everyone else using that address.
+        let standard = plan.port == plan::DOT_PORT;
+        let authenticated = plan.auth != Auth::None;
         for t in to_try {
             let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
             record(t, &result);
             match result {
                 Ok(msg) => {
-                    self.shared.probes.success(addr, t, self.upstream.unix_now());
+                    if standard {
+                        self.shared.probes.success(addr, t, self.upstream.unix_now());
+                    }
                     return Ok(msg);
                 }
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
-                    if e.is_transport_failure() {
+                    if e.is_transport_failure() && standard && !(authenticated && e.is_authentication_failure()) {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
                     if failure.is_none() {

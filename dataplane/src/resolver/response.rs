@@ -245,8 +245,13 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
             // does not serve the parent side.
             return Reply::Lame;
         }
-        let ns: Vec<Record> =
-            msg.authorities.iter().filter(|r| r.record_type() == RecordType::NS && r.name == child).cloned().collect();
+        let ns: Vec<Record> = msg
+            .authorities
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NS && r.name == child)
+            .take(MAX_REFERRAL_NS)
+            .cloned()
+            .collect();
         let targets: Vec<Name> = ns
             .iter()
             .filter_map(|r| match &r.data {
@@ -354,6 +359,19 @@ mod tests {
         assert_eq!(child, n("alpha.lab."));
         assert_eq!(ns.len(), 2);
         assert_eq!(glue, vec![a("ns1.alpha.lab.", 1)]);
+    }
+
+    /// A hostile referral with a thousand NS names contributes only the first twenty
+    /// (each one could cost a nested address lookup).
+    #[test]
+    fn a_referral_contributes_at_most_twenty_ns_names() {
+        let mut m = msg(false, ResponseCode::NoError);
+        for i in 0..1000 {
+            m.authorities.push(Record::from_rdata(n("alpha.lab."), 300, RData::NS(NS(n(&format!("ns{i}.evil."))))));
+        }
+        let r = classify(&m, &n("lab."), &n("www.alpha.lab."), RecordType::A);
+        let Reply::Referral { ns, .. } = r else { panic!("{r:?}") };
+        assert_eq!(ns.len(), MAX_REFERRAL_NS);
     }
 
     #[test]

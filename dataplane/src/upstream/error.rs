@@ -221,6 +221,23 @@ impl UpstreamError {
         matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused)
     }
 
+    /// Whether the server was reached and spoke TLS, but could not be authenticated as the
+    /// plan asked (certificate or DANE): it says nothing about unauthenticated use.
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport(
+                TransportFailure::CertNameMismatch
+                    | TransportFailure::CertUntrusted
+                    | TransportFailure::CertExpired
+                    | TransportFailure::CertInvalid
+                    | TransportFailure::DaneNoTlsa
+                    | TransportFailure::DaneNoUsableTlsa
+                    | TransportFailure::DaneMismatch
+            )
+        )
+    }
+
     /// The short reason shown in EXTRA-TEXT, server state and explain.
     pub fn reason(&self) -> String {
         match self {

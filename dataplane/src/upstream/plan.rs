@@ -67,6 +67,8 @@ pub struct TransportPlan {
     pub port: u16,
     /// Why.
     pub source: PlanSource,
+    /// What the operator should know about the deciding policy (see `Policy::warning`).
+    pub warning: Option<&'static str>,
 }
 
 impl TransportPlan {
@@ -79,6 +81,7 @@ impl TransportPlan {
             tls_name: None,
             port: DOT_PORT,
             source,
+            warning: None,
         }
     }
 }
@@ -130,6 +133,7 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
             tls_name: None,
             port: DOT_PORT,
             source: PlanSource::Override(p.id.clone()),
+            warning: p.warning(),
         };
         return Planned { plan, want_signal };
     }
@@ -167,6 +171,7 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
                 tls_name: Some(name.clone()),
                 port,
                 source: PlanSource::SecureSignal,
+                warning: None,
             });
         }
     }
@@ -182,6 +187,7 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
         tls_name: None,
         port,
         source: if *secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
+        warning: None,
     })
 }
 
@@ -204,6 +210,7 @@ fn probe_plan(decisions: [ProbeDecision; 2], probing: bool) -> TransportPlan {
             tls_name: None,
             port: DOT_PORT,
             source: PlanSource::Probe(ProbeDecision::Use),
+            warning: None,
         };
     }
     if decisions.contains(&ProbeDecision::Probe) {
@@ -261,6 +268,17 @@ mod tests {
             (Mode::Opportunistic, &[Transport::Dot][..])
         );
         assert!(!planned.want_signal);
+    }
+
+    /// A strict PKIX override without a nameserver pin is flagged in the plan (explain
+    /// shows it) and when it is loaded; a pinned one is not.
+    #[test]
+    fn a_zone_only_strict_pkix_override_carries_a_warning() {
+        let mut p = policy(Mode::Strict, Auth::Pkix);
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON });
+        assert!(planned.plan.warning.is_some_and(|w| w.contains("nameserver")));
+        p.nameserver = Some("ns1.example.".into());
+        assert_eq!(plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan.warning, None);
     }
 
     #[test]

@@ -112,6 +112,9 @@ impl PolicyTable {
     /// Adds one policy (its id must not be in the table; see [`PolicyTable::remove`]).
     pub fn insert(&mut self, p: &Policy) -> Result<(), PolicyError> {
         let (zone, c) = Compiled::new(p)?;
+        if let Some(w) = p.warning() {
+            tracing::warn!(policy = %p.id, zone = p.zone.as_deref().unwrap_or("."), "{w}");
+        }
         self.bucket_mut(&zone).entry(zone).or_default().push(c);
         self.len += 1;
         Ok(())

@@ -237,3 +237,27 @@ fn r5_an_expired_strict_signal_keeps_deciding_until_it_is_refreshed() {
     block_on(r.resolve(&n("n7.example."), RecordType::A)).unwrap();
     assert_eq!(asked(&net, "10.0.1.1").len(), do53, "nothing in cleartext to a strict server");
 }
+
+/// A signal names the port (and for DANE the name) an attempt uses, and anyone's zone can
+/// name any address: a failure on a port a signal chose is not recorded against the
+/// address, so one query cannot switch encryption off for everyone using that server.
+#[test]
+fn a_failure_on_a_signalled_port_is_not_held_against_the_address() {
+    let mut zones = base_zones();
+    let mut rec = svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot");
+    if let RData::Unknown { rdata, .. } = &mut rec.data {
+        rdata.anything.extend_from_slice(&[0, 3, 0, 2, 0x27, 0x0F]); // port=9999
+    }
+    zones[1].records.push(rec);
+    let (r, net) = resolver(zones, &Config::default());
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    for ns in r.take_wanted_signals() {
+        block_on(r.learn_signal(&ns));
+    }
+    assert_eq!(r.plan(&n("example."), &n("ns.example."), ip("10.0.1.1")).port, 9999);
+    // DoT to port 9999 is refused (the server speaks it on 853 only); Do53 answers.
+    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.1.1")), "DoT to the signalled port was tried");
+    let decision = r.shared().probes.decide(ip("10.0.1.1"), Transport::Dot, net.unix_now());
+    assert_ne!(decision, ProbeDecision::Skip, "the address is not damped");
+}

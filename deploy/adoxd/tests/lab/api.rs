@@ -381,8 +381,11 @@ fn explain_shows_zone_cuts_plans_with_their_source_and_what_was_tried() {
     let dot = exchange("dot.lab.");
     assert_eq!(dot["plan"]["source"], json!("override:cfg-1"));
     assert_eq!(dot["plan"]["mode"], json!("strict"));
+    // A zone-only strict PKIX policy says what it trusts (an unsigned referral's name).
+    assert!(dot["plan"]["warning"].as_str().is_some_and(|w| w.contains("nameserver pin")), "{dot}");
     assert_eq!(dot["attempts"], json!([{"transport": "dot", "outcome": "ok"}]));
     let root = exchange(".");
+    assert!(root["plan"].get("warning").is_none(), "{root}");
     assert_eq!(root["plan"]["source"], json!("default"));
     assert_eq!(root["attempts"][0]["transport"], json!("do53"));
     assert!(steps.iter().any(|s| s["step"] == "zone" && s["zone"] == "dot.lab."), "zone cuts are listed");
