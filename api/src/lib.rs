@@ -79,6 +79,10 @@ pub struct StatsSnapshot {
     pub dnssec_bogus: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
+    /// Cache misses answered SERVFAIL because their client, or its network, had its share
+    /// of the resolver in flight already (`[limits]`).
+    #[serde(default)]
+    pub client_share_exceeded: u64,
     /// Client TCP connections accepted.
     pub tcp_accepted: u64,
     /// Client TCP connections closed at accept because the cap was reached.

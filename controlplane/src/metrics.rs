@@ -178,6 +178,12 @@ pub fn render(s: &Stats) -> String {
     );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
+    counter(
+        o,
+        "adox_client_share_exceeded_total",
+        "Cache misses answered SERVFAIL because their client or its network had its share in flight.",
+        t.client_share_exceeded,
+    );
     counter(o, "adox_refused_acl_total", "Client queries refused by the access list.", t.refused_acl);
     counter(o, "adox_truncated_total", "Answers sent truncated over UDP.", t.truncated);
     labelled(

@@ -394,6 +394,7 @@ impl DataPlane {
                 udp_batch: cfg.server.udp_batch,
                 packet_cache_bytes: cfg.cache.packet_cache_bytes as usize,
                 max_resolutions: cfg.resolver.max_resolutions,
+                limits: cfg.limits.clone(),
                 tcp_max_connections: cfg.server.tcp_max_connections,
                 tcp_max_pipelined: cfg.server.tcp_max_pipelined,
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),

@@ -101,6 +101,7 @@ worker_stats!(
     dnssec_insecure,
     dnssec_bogus,
     coalesced,
+    client_share_exceeded,
     tcp_accepted,
     tcp_rejected,
     upstream_strict,

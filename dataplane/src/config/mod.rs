@@ -9,6 +9,7 @@ mod access;
 mod api;
 mod cache;
 mod dnssec;
+mod limits;
 mod local_zones;
 mod resolver;
 mod server;
@@ -24,6 +25,7 @@ pub use self::access::AccessConfig;
 pub use self::api::ApiConfig;
 pub use self::cache::CacheConfig;
 pub use self::dnssec::DnssecConfig;
+pub use self::limits::LimitsConfig;
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
 pub use self::server::ServerConfig;
@@ -74,6 +76,15 @@ pub mod bounds {
     pub const TCP_MAX_PIPELINED: Bound = b("server.tcp_max_pipelined", 64, 1, 65_535);
     /// Datagrams read per socket per wake-up before other work gets a turn.
     pub const UDP_BATCH: Bound = b("server.udp_batch", 64, 1, 1024);
+    /// Cache misses one client address may have in flight per worker; past it, its further
+    /// misses get SERVFAIL until one ends (hits are always answered).
+    pub const MAX_RESOLUTIONS_PER_CLIENT: Bound = b("limits.max_resolutions_per_client", 500, 1, 1_000_000);
+    /// Cache misses one client network (see the prefix lengths) may have in flight per worker.
+    pub const MAX_RESOLUTIONS_PER_PREFIX: Bound = b("limits.max_resolutions_per_prefix", 2_000, 1, 1_000_000);
+    /// IPv4 prefix length that makes one client network.
+    pub const CLIENT_PREFIX_V4: Bound = b("limits.client_prefix_v4", 24, 0, 32);
+    /// IPv6 prefix length that makes one client network.
+    pub const CLIENT_PREFIX_V6: Bound = b("limits.client_prefix_v6", 56, 0, 128);
     /// Per-worker packet cache size.
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
@@ -150,6 +161,10 @@ pub mod bounds {
         TCP_MAX_PIPELINED,
         TCP_MAX_CONNECTIONS_PER_CLIENT,
         TCP_MESSAGE_TIMEOUT_MS,
+        MAX_RESOLUTIONS_PER_CLIENT,
+        MAX_RESOLUTIONS_PER_PREFIX,
+        CLIENT_PREFIX_V4,
+        CLIENT_PREFIX_V6,
         UDP_BATCH,
         PACKET_CACHE_BYTES,
         RECORD_CACHE_BYTES,
@@ -245,6 +260,8 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// Cache sizes and TTL caps.
     pub cache: CacheConfig,
+    /// Each client's share of the resolver.
+    pub limits: LimitsConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -288,13 +305,17 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 39] = [
+        let checks: [(Bound, u64); 43] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
             (bounds::TCP_MAX_PIPELINED, s.tcp_max_pipelined as u64),
             (bounds::TCP_MAX_CONNECTIONS_PER_CLIENT, s.tcp_max_connections_per_client as u64),
             (bounds::TCP_MESSAGE_TIMEOUT_MS, s.tcp_message_timeout_ms),
+            (bounds::MAX_RESOLUTIONS_PER_CLIENT, u64::from(self.limits.max_resolutions_per_client)),
+            (bounds::MAX_RESOLUTIONS_PER_PREFIX, u64::from(self.limits.max_resolutions_per_prefix)),
+            (bounds::CLIENT_PREFIX_V4, u64::from(self.limits.client_prefix_v4)),
+            (bounds::CLIENT_PREFIX_V6, u64::from(self.limits.client_prefix_v6)),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
             (bounds::RECORD_CACHE_BYTES, c.record_cache_bytes),

@@ -25,6 +25,10 @@ pub enum Limit {
     OutstandingPerZone,
     /// `resolver.max_resolutions`.
     Resolutions,
+    /// `limits.max_resolutions_per_client`.
+    ResolutionsPerClient,
+    /// `limits.max_resolutions_per_prefix`.
+    ResolutionsPerPrefix,
     /// `resolver.request_timeout_ms`.
     RequestTimeout,
     /// `dnssec.max_sig_checks`.
@@ -44,6 +48,8 @@ impl Limit {
             Self::OutstandingPerServer => "max_outstanding_per_server",
             Self::OutstandingPerZone => "max_outstanding_per_zone",
             Self::Resolutions => "max_resolutions",
+            Self::ResolutionsPerClient => "max_resolutions_per_client",
+            Self::ResolutionsPerPrefix => "max_resolutions_per_prefix",
             Self::RequestTimeout => "request_timeout_ms",
             Self::SigChecks => "max_sig_checks",
             Self::Nsec3Hashes => "max_nsec3_hashes",

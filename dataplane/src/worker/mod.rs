@@ -3,6 +3,7 @@
 //! resolutions (tasks on its executor) and its upstream sockets. Nothing on the path from
 //! a client packet in to a cached answer out takes a lock another worker holds.
 
+mod clients;
 mod dispatch;
 mod doq;
 mod dot;
@@ -53,6 +54,8 @@ pub(crate) struct WorkerSettings {
     pub packet_cache_bytes: usize,
     /// Client resolutions in flight at most.
     pub max_resolutions: u32,
+    /// Each client's share of them.
+    pub limits: crate::config::LimitsConfig,
     /// TCP connection cap.
     pub tcp_max_connections: usize,
     /// Queries in flight per TCP connection.
@@ -97,6 +100,8 @@ enum Handled {
 
 /// A client query waiting for a resolution.
 struct Waiter {
+    /// The client, whose share of the resolutions this waiter holds.
+    client: std::net::IpAddr,
     msg: Vec<u8>,
     q: wire::Query,
     /// The question as the client wrote it (its case is echoed).
@@ -119,6 +124,8 @@ struct WorkerCtx {
     udp: Vec<UdpSocket>,
     clients: RefCell<TcpClients>,
     resolutions: Cell<u32>,
+    /// Resolutions in flight per client address and network.
+    client_load: RefCell<clients::ClientLoad>,
     /// Questions being resolved, with the client queries waiting for each.
     inflight: RefCell<std::collections::HashMap<(hickory_proto::rr::Name, hickory_proto::rr::RecordType), Vec<Waiter>>>,
     epoch: Instant,
@@ -171,15 +178,24 @@ impl WorkerCtx {
             wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
             return Handled::Reply;
         };
-        if self.resolutions.get() >= self.settings.max_resolutions {
-            let err = Err(ResolveError::LimitExceeded(Limit::Resolutions));
-            respond::build(out, msg, &q, &question, &err, udp_size);
+        // The worker's capacity, then the client's and its network's share of it: one
+        // customer flooding misses cannot take the others' turns.
+        let share = if self.resolutions.get() >= self.settings.max_resolutions {
+            Err(Limit::Resolutions)
+        } else {
+            self.client_load.borrow_mut().take(peer.ip())
+        };
+        if let Err(limit) = share {
+            if limit != Limit::Resolutions {
+                self.stats.client_share_exceeded.bump();
+            }
+            respond::build(out, msg, &q, &question, &Err(ResolveError::LimitExceeded(limit)), udp_size);
             return Handled::Reply;
         }
         self.resolutions.set(self.resolutions.get() + 1);
         let (name, qtype) = (question.name.clone(), question.qtype);
         let key = (crate::names::canonical(&name), qtype);
-        let waiter = Waiter { msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
+        let waiter = Waiter { client: peer.ip(), msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
         if let Some(waiters) = self.inflight.borrow_mut().get_mut(&key) {
@@ -206,6 +222,7 @@ impl WorkerCtx {
             let mut out = Vec::new();
             for w in waiters {
                 ctx.resolutions.set(ctx.resolutions.get() - 1);
+                ctx.client_load.borrow_mut().release(w.client);
                 let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, &result, udp_size);
                 ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
                 ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
@@ -406,6 +423,7 @@ impl Worker {
             udp,
             clients: RefCell::new(clients),
             resolutions: Cell::new(0),
+            client_load: RefCell::new(clients::ClientLoad::new(clients::Shares::from_config(&settings.limits))),
             inflight: RefCell::new(std::collections::HashMap::new()),
             epoch: Instant::now(),
             settings,
@@ -494,8 +512,17 @@ impl Worker {
                     break;
                 }
                 for ns in wanted {
+                    // A signal lookup is a resolution like any other: it takes a turn of the
+                    // worker's capacity (past it, the lookup waits for a later query).
+                    if ctx.resolutions.get() >= ctx.settings.max_resolutions {
+                        break;
+                    }
+                    ctx.resolutions.set(ctx.resolutions.get() + 1);
                     let task_ctx = ctx.clone();
-                    ctx.executor.spawn(async move { task_ctx.resolver.learn_signal(&ns).await });
+                    ctx.executor.spawn(async move {
+                        task_ctx.resolver.learn_signal(&ns).await;
+                        task_ctx.resolutions.set(task_ctx.resolutions.get() - 1);
+                    });
                 }
                 ctx.executor.run_ready();
             }

@@ -188,6 +188,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_tcp = s.upstream_tcp,
         upstream_timeouts = s.upstream_timeouts,
         coalesced = s.coalesced,
+        client_share_exceeded = s.client_share_exceeded,
         upstream_strict = s.upstream_strict,
         upstream_opportunistic = s.upstream_opportunistic,
         upstream_cleartext = s.upstream_cleartext,

@@ -11,6 +11,7 @@ mod concurrency;
 mod deploy_files;
 mod dnssec;
 mod encrypted;
+mod fairness;
 mod malformed;
 mod oracle;
 mod resolution;
