@@ -36,7 +36,8 @@ pub const MISMATCH: TransportFailure = TransportFailure::DaneMismatch;
 /// Secure TLSA RRsets by transport and host (`tcp/ns1.example.`), with their expiry.
 #[derive(Debug, Default)]
 pub struct TlsaTable {
-    map: RwLock<HashMap<String, TlsaEntry>>,
+    /// The entries, and the bytes they are charged.
+    map: RwLock<(HashMap<String, TlsaEntry>, usize)>,
     /// The TLS session stores whose tickets for a host are dropped when its TLSA records
     /// change: a resumed handshake checks no certificate, so a session authenticated
     /// under the old records must not outlive them.
@@ -46,9 +47,16 @@ pub struct TlsaTable {
 /// The usable records of one secure RRset, and the Unix second it expires.
 type TlsaEntry = (Arc<[TlsaRecord]>, u64);
 
-/// Entries kept at most; past it, expired ones are dropped first, then the one closest to
-/// expiry.
-const MAX_ENTRIES: usize = 100_000;
+/// Bytes of entries kept at most; past it, expired entries go first, then those closest to
+/// expiry (never the whole table, which would break every strict DANE server at once).
+const MAX_BYTES: usize = 32 << 20;
+/// Usable records kept of one RRset: more than any server publishes.
+const MAX_RECORDS: usize = 8;
+
+/// What an entry costs: its key, its records and their association data.
+fn entry_bytes(key: &str, records: &[TlsaRecord]) -> usize {
+    96 + key.len() + records.iter().map(|r| size_of::<TlsaRecord>() + r.data.len() + 16).sum::<usize>()
+}
 
 impl TlsaTable {
     /// The TLSA owner name for `host` over `proto` (`tcp` or `quic`) on `port` (RFC 6698
@@ -64,7 +72,8 @@ impl TlsaTable {
 
     /// Stores the usable records of a secure TLSA RRset (possibly none) under `key` until
     /// `until`.
-    pub fn put(&self, key: &str, records: Vec<TlsaRecord>, until: u64, now: u64) {
+    pub fn put(&self, key: &str, mut records: Vec<TlsaRecord>, until: u64, now: u64) {
+        records.truncate(MAX_RECORDS);
         let changed = self.get(key, 0).is_some_and(|old| *old != records[..]);
         if changed
             && let Some(host) = key.split_once('/').map(|(_, h)| h.trim_end_matches('.').to_string())
@@ -74,18 +83,30 @@ impl TlsaTable {
                 store.forget(&name);
             }
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key.to_ascii_lowercase()) {
-            map.retain(|_, (_, u)| *u > now);
-            // Still full: the entry closest to expiry goes (never the whole table, which
-            // would break every strict DANE server at once).
-            if map.len() >= MAX_ENTRIES
-                && let Some(k) = map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| k.clone())
-            {
-                map.remove(&k);
+        let key = key.to_ascii_lowercase();
+        let cost = entry_bytes(&key, &records);
+        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let (map, bytes) = &mut *guard;
+        if let Some((old, _)) = map.remove(&key) {
+            *bytes -= entry_bytes(&key, &old);
+        }
+        if *bytes + cost > MAX_BYTES {
+            map.retain(|k, (r, u)| {
+                let keep = *u > now;
+                if !keep {
+                    *bytes -= entry_bytes(k, r);
+                }
+                keep
+            });
+        }
+        while *bytes + cost > MAX_BYTES {
+            let Some(k) = map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| k.clone()) else { break };
+            if let Some((r, _)) = map.remove(&k) {
+                *bytes -= entry_bytes(&k, &r);
             }
         }
-        map.insert(key.to_ascii_lowercase(), (records.into(), until));
+        *bytes += cost;
+        map.insert(key, (records.into(), until));
     }
 
     /// Registers the session stores to purge when a host's records change (once, at start).
@@ -95,8 +116,8 @@ impl TlsaTable {
 
     /// The live records under `key`, if a secure RRset is known.
     pub fn get(&self, key: &str, now: u64) -> Option<Arc<[TlsaRecord]>> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&key.to_ascii_lowercase()).filter(|(_, until)| *until > now).map(|(r, _)| r.clone())
+        let guard = self.map.read().unwrap_or_else(|p| p.into_inner());
+        guard.0.get(&key.to_ascii_lowercase()).filter(|(_, until)| *until > now).map(|(r, _)| r.clone())
     }
 }
 
@@ -214,6 +235,22 @@ impl CertificateCheck for DaneCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A flood of the largest TLSA RRsets stays within the table's byte budget, dropping
+    /// the entries closest to expiry first.
+    #[test]
+    fn a_flood_of_large_tlsa_rrsets_stays_within_the_budget() {
+        let t = TlsaTable::default();
+        let big = TlsaRecord { usage: 3, selector: 0, matching: 0, data: vec![7; 4096] };
+        t.put(&TlsaTable::key("tcp", "ns1.dot.lab"), vec![big.clone()], 1_000_000, 0);
+        for i in 0..20_000u64 {
+            t.put(&TlsaTable::key("tcp", &format!("ns{i}.evil")), vec![big.clone(); 100], 1_000 + i, 0);
+        }
+        let bytes = t.map.read().unwrap().1;
+        assert!(bytes <= MAX_BYTES, "{bytes} bytes");
+        assert!(t.map.read().unwrap().0.values().all(|(r, _)| r.len() <= MAX_RECORDS));
+        assert!(t.get(&TlsaTable::key("tcp", "ns1.dot.lab"), 10).is_some(), "the longest-lived entry stays");
+    }
 
     #[test]
     fn owner_names_and_expiry() {

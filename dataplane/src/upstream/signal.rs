@@ -27,6 +27,13 @@ const KNOWN_KEYS: [u16; 8] =
 
 /// More ALPN identifiers than any real server lists.
 const MAX_ALPN: usize = 16;
+/// A longer `dohpath` than any real URI template (RFC 9461 section 5).
+const MAX_DOHPATH: usize = 512;
+/// A TLSA association longer than a full certificate of any sane size (matching type 0).
+const MAX_TLSA_DATA: usize = 4096;
+/// Usable records kept of one SVCB RRset (in SvcPriority order): more than any server
+/// publishes, and a bound on what one signal can hold.
+const MAX_SVCB_RECORDS: usize = 8;
 
 /// Why a record was not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +54,9 @@ pub enum SignalError {
     /// An `alpn` list with more identifiers than any real one.
     #[error("alpn list too long")]
     AlpnTooLong,
+    /// A `dohpath` longer than any real URI template.
+    #[error("dohpath too long")]
+    DohPathTooLong,
     /// A DoH record whose `dohpath` lacks the `{?dns}` variable.
     #[error("dohpath without {{?dns}}")]
     BadDohPath,
@@ -84,6 +94,12 @@ pub struct SvcbRecord {
 }
 
 impl SvcbRecord {
+    /// What the record holds on the heap, as an upper bound (cache charges).
+    pub fn heap(&self) -> usize {
+        let alpn: usize = self.alpn.iter().map(|a| 24 + a.len() + 16).sum();
+        crate::cache::charge::name_heap(&self.target) + alpn + self.dohpath.as_ref().map_or(0, |p| p.len() + 16)
+    }
+
     /// The encrypted transports this record offers, in adox's order of preference within
     /// one record (the `alpn` set is a set): DoQ, then DoT, then DoH.
     pub fn transports(&self) -> Vec<Transport> {
@@ -170,6 +186,7 @@ pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
             key::IPV6HINT if value.is_empty() || value.len() % 16 != 0 => {
                 return Err(SignalError::Malformed("ipv6hint"));
             }
+            key::DOHPATH if value.len() > MAX_DOHPATH => return Err(SignalError::DohPathTooLong),
             key::DOHPATH => {
                 let t = std::str::from_utf8(value).map_err(|_| SignalError::Malformed("dohpath not UTF-8"))?;
                 rec.dohpath = Some(t.to_string());
@@ -204,6 +221,7 @@ pub fn parse_svcb_set<'a>(rdatas: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Sv
         }
     }
     ok.sort_by_key(|r| r.priority);
+    ok.truncate(MAX_SVCB_RECORDS);
     (ok, skipped)
 }
 
@@ -234,7 +252,7 @@ pub fn parse_tlsa(rdata: &[u8]) -> Result<TlsaRecord, SignalError> {
         2 => Some(64),
         _ => None,
     };
-    if data.is_empty() || want.is_some_and(|w| data.len() != w) {
+    if data.is_empty() || data.len() > MAX_TLSA_DATA || want.is_some_and(|w| data.len() != w) {
         return Err(SignalError::Malformed("TLSA data length"));
     }
     Ok(TlsaRecord { usage, selector, matching, data: data.to_vec() })
@@ -344,6 +362,21 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// What an entry for `ns` costs the cache: its inline size and everything it holds on
+    /// the heap (records, their names, ALPN lists and paths, refusal reasons), so a flood
+    /// of hostile signals is charged for what it really takes.
+    fn charge(&self, ns: &Name) -> usize {
+        let base = 64 + size_of::<Self>() + crate::cache::charge::name_heap(ns);
+        match self {
+            Self::Known { records, dane, refused, .. } => {
+                base + records.iter().map(|r| size_of::<SvcbRecord>() + r.heap()).sum::<usize>()
+                    + dane.iter().map(|(_, n)| 48 + crate::cache::charge::name_heap(n)).sum::<usize>()
+                    + refused.iter().map(|e| 48 + e.to_string().len()).sum::<usize>()
+            }
+            Self::Pending(_) => base,
+        }
+    }
+
     /// Secure, with DANE for some transport: the nameserver is strict.
     pub fn is_strict(&self) -> bool {
         matches!(self, Self::Known { secure: true, dane, .. } if !dane.is_empty())
@@ -355,12 +388,15 @@ impl Signal {
 pub struct SignalCache {
     shards: Box<[std::sync::Mutex<crate::cache::clock::ClockCache<Name, Signal>>]>,
     /// Strict signals again, outside the evicting cache: memory pressure must not turn a
-    /// strict server back into an opportunistic one (few servers are strict).
-    strict: std::sync::Mutex<std::collections::HashMap<Name, Signal>>,
+    /// strict server back into an opportunistic one (few servers are strict). With the
+    /// bytes they are charged.
+    strict: std::sync::Mutex<(std::collections::HashMap<Name, Signal>, usize)>,
 }
 
-/// Strict signals kept outside the cache at most.
-const MAX_STRICT: usize = 100_000;
+/// Bytes of strict signals kept outside the cache at most. A strict signal in force is
+/// never dropped for room: past the budget, new strict signals live in the evicting cache
+/// only (and a flood of them cannot push an existing one out).
+const STRICT_BYTES: usize = 32 << 20;
 
 const SIGNAL_SHARDS: usize = 16;
 /// A lookup that has not finished after this long is started again.
@@ -395,7 +431,7 @@ impl SignalCache {
         match s.get(ns) {
             Some(sig) => live(sig).then(|| sig.clone()),
             // Evicted: a strict signal is still known.
-            None => self.strict.lock().unwrap_or_else(|p| p.into_inner()).get(ns).filter(|s| live(s)).cloned(),
+            None => self.strict.lock().unwrap_or_else(|p| p.into_inner()).0.get(ns).filter(|s| live(s)).cloned(),
         }
     }
 
@@ -420,7 +456,7 @@ impl SignalCache {
     /// The signal of `ns` even if expired (for the no-downgrade rule of strict signals).
     pub fn last(&self, ns: &Name) -> Option<Signal> {
         let cached = self.shard(ns).get(ns).cloned();
-        cached.or_else(|| self.strict.lock().unwrap_or_else(|p| p.into_inner()).get(ns).cloned())
+        cached.or_else(|| self.strict.lock().unwrap_or_else(|p| p.into_inner()).0.get(ns).cloned())
     }
 
     /// Every known (finished, unexpired) signal, for the API.
@@ -439,20 +475,22 @@ impl SignalCache {
 
     /// Stores a finished lookup.
     pub fn put(&self, ns: &Name, signal: Signal) {
+        let cost = signal.charge(ns);
         {
-            let mut strict = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+            let (strict, bytes) = &mut *guard;
+            let old = strict.get(ns).map_or(0, |s| s.charge(ns));
             if signal.is_strict() {
-                if strict.len() < MAX_STRICT || strict.contains_key(ns) {
+                if *bytes - old + cost <= STRICT_BYTES {
                     strict.insert(ns.clone(), signal.clone());
+                    *bytes = *bytes - old + cost;
+                } else if old == 0 {
+                    tracing::warn!(nameserver = %ns, "strict signal table full: this one is kept in the evicting cache only");
                 }
-            } else {
-                strict.remove(ns);
+            } else if strict.remove(ns).is_some() {
+                *bytes -= old;
             }
         }
-        let cost = match &signal {
-            Signal::Known { records, .. } => 64 + records.len() * 128,
-            Signal::Pending(_) => 64,
-        };
         self.shard(ns).insert(ns.clone(), signal, cost);
     }
 }
@@ -502,5 +540,51 @@ mod cache_tests {
         // A secure answer saying otherwise does replace it.
         c.put(&strict, known(true, false, 1_000));
         assert!(!c.get(&strict, 10).unwrap().is_strict());
+    }
+
+    /// The largest signal a hostile zone can publish: every record at the cap, every ALPN
+    /// list and path at its longest.
+    fn hostile(until: u64) -> Signal {
+        let alpn: Vec<String> = (0..MAX_ALPN).map(|i| format!("{i:0>250}")).collect();
+        let rec = SvcbRecord {
+            priority: 1,
+            target: format!("{}evil.", "a.".repeat(120)).parse().unwrap(),
+            alpn,
+            port: None,
+            dohpath: Some(format!("/{}{{?dns}}", "p".repeat(MAX_DOHPATH - 8))),
+        };
+        Signal::Known {
+            records: vec![rec; MAX_SVCB_RECORDS],
+            secure: true,
+            dane: vec![(Transport::Dot, "ns.evil.".parse().unwrap())],
+            cycle: false,
+            refused: vec![],
+            until,
+        }
+    }
+
+    /// A flood of the largest strict signals fills the strict table to its byte budget and
+    /// no further, and never pushes out a strict server already in force.
+    #[test]
+    fn a_flood_of_hostile_strict_signals_is_bounded_and_evicts_no_strict_server() {
+        let c = SignalCache::new(1_000);
+        let strict: Name = "ns1.dot.lab.".parse().unwrap();
+        c.put(&strict, known(true, true, 1_000_000));
+        let one = hostile(1_000_000).charge(&"ns0.evil.".parse().unwrap());
+        assert!(one > 8 * 16 * 250, "the hostile shape is charged for what it holds: {one}");
+        for i in 0..(2 * STRICT_BYTES / one) {
+            c.put(&format!("ns{i}.evil.").parse().unwrap(), hostile(1_000_000));
+        }
+        let bytes = c.strict.lock().unwrap().1;
+        assert!(bytes <= STRICT_BYTES, "{bytes} bytes of strict signals");
+        assert!(c.get(&strict, 10).is_some_and(|s| s.is_strict()), "the strict server stays strict");
+    }
+
+    /// Parsing keeps at most a few records of one RRset.
+    #[test]
+    fn an_rrset_of_many_records_keeps_the_first_few() {
+        let rdata = [0, 1, 0, 0, 1, 0, 4, 3, b'd', b'o', b't'];
+        let (ok, _) = parse_svcb_set(std::iter::repeat_n(&rdata[..], 5_000));
+        assert_eq!(ok.len(), MAX_SVCB_RECORDS);
     }
 }
