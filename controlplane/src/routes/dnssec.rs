@@ -69,6 +69,9 @@ pub(super) async fn put_negative_anchors(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let plane = st.plane.clone();
     let saved = blocking(move || {
+        // One change at a time: the file and the anchors in force end up the same.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         crate::store::write_atomic(&path, &body)?;
         plane.set_negative_anchors(names);
         Ok::<(), std::io::Error>(())

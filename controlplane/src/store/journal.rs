@@ -69,9 +69,13 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> std::io::Error 
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, directory fsync.
+/// Each write has a temporary file of its own, so concurrent writers never share (and
+/// tear) one: the last rename wins whole.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.tmp-{}-{n}", std::process::id()));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -346,6 +350,34 @@ mod tests {
     use crate::store::etag;
     use crate::store::test_support::{shared, spec, tempdir};
     use adox_api::policy::Mode;
+
+    /// Concurrent atomic writes of one file (two API calls at once) never tear it nor fail
+    /// on each other's temporary file: the last one wins whole.
+    #[test]
+    fn concurrent_atomic_writes_leave_one_whole_file() {
+        let dir = tempdir("atomic");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("negative-anchors.json");
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50u32 {
+                        let body = serde_json::to_vec(&vec![format!("t{t}-{i}"); 2000]).unwrap();
+                        write_atomic(&path, &body).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v: Vec<String> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v.len(), 2000);
+        assert!(v.iter().all(|x| *x == v[0]), "one writer's whole content");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+    }
 
     #[test]
     fn changes_survive_a_reopen_and_reach_the_live_table() {

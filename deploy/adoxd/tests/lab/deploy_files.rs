@@ -11,7 +11,7 @@ fn deploy(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn example_configurations_pass_check_config() {
-    for f in ["config/adox.toml", "config/isp-production.toml"] {
+    for f in ["config/adox.toml", "config/isp-production.toml", "container/adox.toml"] {
         let out = Command::new(env!("CARGO_BIN_EXE_adoxd")).arg("check-config").arg(deploy(f)).output().unwrap();
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -28,4 +28,17 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (package systemd)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify: {text}");
+}
+
+/// The container image is no open resolver behind NAT: where every client may appear with
+/// the bridge's private address, its configuration lets in nothing but loopback.
+#[test]
+fn the_container_configuration_allows_no_private_address() {
+    let text = std::fs::read_to_string(deploy("container/adox.toml")).unwrap();
+    let cfg = adox_dataplane::Config::from_toml(&text).unwrap();
+    let access = adox_dataplane::acl::AccessPolicy::new(&cfg.client_prefixes().unwrap(), &[]);
+    for bridge in ["172.17.0.1", "10.88.0.1", "192.168.1.1", "fd00::1"] {
+        assert!(!access.client_allowed(bridge.parse().unwrap()), "{bridge} is allowed");
+    }
+    assert!(access.client_allowed("127.0.0.1".parse().unwrap()));
 }
