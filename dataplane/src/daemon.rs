@@ -335,15 +335,13 @@ pub fn tls_configs(
         Some(p) => crate::upstream::tls::roots_from_file(p)?,
         None => crate::upstream::tls::builtin_roots(),
     });
-    let (dot_store, doq_store) = (
-        Arc::new(SessionStore::new(cfg.transport.session_cache_servers)),
-        Arc::new(SessionStore::new(cfg.transport.session_cache_servers)),
-    );
+    let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
+    let (dot_store, doq_store, dot_dane, doq_dane) = (store(), store(), store(), store());
     // A changed TLSA RRset drops the sessions DANE authenticated under the old one.
-    tlsa.attach_sessions(vec![dot_store.clone(), doq_store.clone()]);
+    tlsa.attach_sessions(vec![dot_dane.clone(), doq_dane.clone()]);
     Ok((
-        TlsConfigs::new(b"dot", roots.clone(), dot_store, tlsa.clone(), "tcp")?,
-        TlsConfigs::new(b"doq", roots, doq_store, tlsa.clone(), "quic")?,
+        TlsConfigs::new(b"dot", roots.clone(), dot_store, dot_dane, tlsa.clone(), "tcp")?,
+        TlsConfigs::new(b"doq", roots, doq_store, doq_dane, tlsa.clone(), "quic")?,
     ))
 }
 

@@ -507,6 +507,7 @@ mod tests {
         let tls = super::super::tls::TlsConfigs::new(
             b"doq",
             Arc::new(super::super::tls::builtin_roots()),
+            store.clone(),
             store,
             Arc::new(super::super::dane::TlsaTable::default()),
             "quic",

@@ -198,6 +198,7 @@ mod tests {
             b"dot",
             Arc::new(super::super::tls::builtin_roots()),
             Arc::new(super::super::sessions::SessionStore::new(16)),
+            Arc::new(super::super::sessions::SessionStore::new(16)),
             Arc::new(super::super::dane::TlsaTable::default()),
             "tcp",
         )

@@ -103,17 +103,24 @@ pub struct TlsConfigs {
 impl TlsConfigs {
     /// Builds the configurations for `alpn` with `roots`, a shared `sessions` store and the
     /// TLSA table read by DANE connections of `proto` (`tcp` for DoT, `quic` for DoQ).
+    ///
+    /// DANE connections keep their tickets in `dane_sessions`, apart from the others: a
+    /// resumed handshake checks no certificate, so a session DANE authenticated must never
+    /// resume a connection a PKIX policy asked for (or the reverse) under the same name.
     pub fn new(
         alpn: &[u8],
         roots: Arc<RootCertStore>,
         sessions: Arc<SessionStore>,
+        dane_sessions: Arc<SessionStore>,
         tlsa: Arc<TlsaTable>,
         proto: &'static str,
     ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // DoQ notes full handshakes (see `verifier::take_verified`); DoT asks rustls directly.
         let note = proto == "quic";
-        let build = |verifier: Arc<dyn ServerCertVerifier>| -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let build = |verifier: Arc<dyn ServerCertVerifier>,
+                     sessions: &Arc<SessionStore>|
+         -> Result<Arc<ClientConfig>, TlsSetupError> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
@@ -128,9 +135,9 @@ impl TlsConfigs {
             .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
         let dane = DaneCheck::new(provider.clone(), tlsa, proto);
         Ok(Self {
-            unauthenticated: build(Arc::new(Verifier::new(provider.clone(), AnyCertificate, note)))?,
-            pkix: build(Arc::new(Verifier::new(provider.clone(), Pkix(webpki), note)))?,
-            dane: build(Arc::new(Verifier::new(provider.clone(), dane, note)))?,
+            unauthenticated: build(Arc::new(Verifier::new(provider.clone(), AnyCertificate, note)), &sessions)?,
+            pkix: build(Arc::new(Verifier::new(provider.clone(), Pkix(webpki), note)), &sessions)?,
+            dane: build(Arc::new(Verifier::new(provider.clone(), dane, note)), &dane_sessions)?,
         })
     }
 }
@@ -168,10 +175,88 @@ mod tests {
     fn configs_carry_the_alpn() {
         let store = Arc::new(SessionStore::new(1000));
         let tlsa = Arc::new(TlsaTable::default());
-        let c = TlsConfigs::new(b"dot", Arc::new(builtin_roots()), store, tlsa, "tcp").unwrap();
+        let c = TlsConfigs::new(b"dot", Arc::new(builtin_roots()), store.clone(), store, tlsa, "tcp").unwrap();
         for cfg in [&c.unauthenticated, &c.pkix, &c.dane] {
             assert_eq!(cfg.alpn_protocols, vec![b"dot".to_vec()]);
         }
+    }
+
+    /// Runs a handshake in memory between `client` (for `name`) and a server holding the
+    /// test certificate, then lets the client read the session tickets the server sends
+    /// afterwards. Ok(resumed) or the client's error.
+    fn handshake(
+        client: &Arc<ClientConfig>,
+        name: &str,
+        server: &Arc<rustls::ServerConfig>,
+    ) -> Result<bool, rustls::Error> {
+        use std::io::Cursor;
+        let mut c = rustls::ClientConnection::new(client.clone(), ServerName::try_from(name.to_string()).unwrap())?;
+        let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = Cursor::new(buf);
+            while (rd.position() as usize) < rd.get_ref().len() {
+                s.read_tls(&mut rd).unwrap();
+                if s.process_new_packets().is_err() {
+                    break;
+                }
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = Cursor::new(buf);
+            while (rd.position() as usize) < rd.get_ref().len() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets()?;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() && !s.wants_write() {
+                break;
+            }
+        }
+        Ok(matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)))
+    }
+
+    /// A session a DANE connection established (no PKIX check) must not resume a
+    /// connection a PKIX policy asks for under the same name: resumption checks no
+    /// certificate, so a shared store would let the DANE ticket stand in for a PKIX
+    /// validation the server never passed.
+    #[test]
+    fn a_dane_session_never_resumes_a_pkix_connection() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from(include_bytes!("testdata/leaf.der").to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(include_bytes!("testdata/leaf.key.der").to_vec()));
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"dot".to_vec()];
+        let server = Arc::new(server);
+        // DANE-EE for the test leaf: the certificate itself (usage 3, selector 0, matching 0).
+        let tlsa = Arc::new(TlsaTable::default());
+        let record = super::super::signal::TlsaRecord { usage: 3, selector: 0, matching: 0, data: cert.to_vec() };
+        tlsa.put(&TlsaTable::key("tcp", "ns1.example"), vec![record], u64::MAX, 0);
+        let configs = TlsConfigs::new(
+            b"dot",
+            Arc::new(builtin_roots()),
+            Arc::new(SessionStore::new(16)),
+            Arc::new(SessionStore::new(16)),
+            tlsa,
+            "tcp",
+        )
+        .unwrap();
+        assert_eq!(handshake(&configs.dane, "ns1.example", &server), Ok(false), "DANE authenticates the leaf");
+        assert_eq!(handshake(&configs.dane, "ns1.example", &server), Ok(true), "and resumes its own session");
+        // The leaf does not chain to the web PKI: a PKIX connection must do a full
+        // handshake and fail, whatever DANE sessions exist for the name.
+        let pkix = handshake(&configs.pkix, "ns1.example", &server);
+        assert_eq!(pkix.as_ref().map_err(failure_reason), Err(TransportFailure::CertUntrusted), "{pkix:?}");
     }
 
     #[test]

@@ -386,6 +386,7 @@ mod tests {
             b"dot",
             Arc::new(crate::upstream::tls::builtin_roots()),
             Arc::new(SessionStore::new(16)),
+            Arc::new(SessionStore::new(16)),
             Arc::default(),
             "tcp",
         )
