@@ -77,7 +77,7 @@ cleanup() {
 trap cleanup EXIT
 
 TOKEN=policy-push-bench-token-$RANDOM$RANDOM
-echo "$TOKEN" >"$WORK/tokens"
+(umask 077 && echo "$TOKEN" >"$WORK/tokens")
 printf '[api]\nrate_per_s = 1000000\nrate_burst = 1000000\n' >"$WORK/adox.toml"
 target/release/adoxd --config "$WORK/adox.toml" --root-hints "$LAB/root.hints" --allow-upstream 127.0.0.0/8 \
     --listen 127.0.0.1:$PORT --api $API --api-token-file "$WORK/tokens" --state-dir "$WORK/state" \

@@ -82,8 +82,19 @@ pub struct Tokens {
 }
 
 /// Reads a token file: one token per line, `#` starts a comment, blank lines ignored.
-/// Tokens shorter than 16 characters are refused: they can be guessed.
+/// Tokens shorter than 16 characters are refused: they can be guessed. So is a file other
+/// users may read, or anyone but its owner and group may write: the tokens in it are
+/// secrets (as ssh refuses a private key others can read).
 pub fn read_token_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+    if mode & 0o006 != 0 || mode & 0o020 != 0 {
+        return Err(format!(
+            "{}: other users may read or write it (mode {:03o}); `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {

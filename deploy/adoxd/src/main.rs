@@ -266,6 +266,13 @@ fn api_settings(
     if admin_tokens.is_empty() && read_tokens.is_empty() {
         tracing::warn!("no API tokens configured (--api-token-file): every /v1 request will be refused");
     }
+    if !listen.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(
+            %listen,
+            "the API listens beyond loopback without TLS: tokens and policies cross the network in clear \
+             (set api.tls_cert_file and api.tls_key_file)"
+        );
+    }
     Ok(adox_controlplane::ApiSettings {
         listen,
         admin_tokens,

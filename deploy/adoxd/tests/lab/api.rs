@@ -348,7 +348,7 @@ fn kill_9_during_a_burst_of_policy_writes_loses_nothing_acknowledged() {
 fn a_bad_token_file_stops_the_start() {
     let dir = crate::support::tempdir::Dir::new();
     let f = dir.path().join("tokens");
-    std::fs::write(&f, "short\n").unwrap();
+    crate::support::write_secret(&f, "short\n");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
         .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--api-token-file", f.to_str().unwrap()])
         .arg("--state-dir")
@@ -449,11 +449,30 @@ fn the_api_over_tls_verifies_and_refuses_plain_http() {
     d.terminate();
 }
 
+/// A token file other users may read stops the start: its tokens are secrets.
+#[test]
+fn a_token_file_others_can_read_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::tempdir::Dir::new();
+    let f = dir.path().join("tokens");
+    std::fs::write(&f, "a-long-enough-admin-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--api-token-file", f.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other users may read or write it (mode 644)"), "{err}");
+}
+
 #[test]
 fn sighup_reloads_the_token_files_and_a_bad_file_keeps_the_old_tokens() {
     let dir = crate::support::tempdir::Dir::new();
     let admin = dir.path().join("admin.tokens");
-    std::fs::write(&admin, "first-admin-token-0123456789\n").unwrap();
+    crate::support::write_secret(&admin, "first-admin-token-0123456789\n");
     let d = Adoxd::lab(&["--api-token-file", admin.to_str().unwrap()]);
     let with = |t: &str| d.api_client(Some(t)).get("/v1/stats").unwrap().status;
     assert_eq!(with("first-admin-token-0123456789"), 200);

@@ -78,12 +78,12 @@ impl Adoxd {
         let tokens = tempdir::Dir::new();
         if !args.contains(&"--api-token-file") {
             let f = tokens.path().join("admin.tokens");
-            std::fs::write(&f, format!("# test admin token\n{ADMIN_TOKEN}\n")).unwrap();
+            write_secret(&f, &format!("# test admin token\n{ADMIN_TOKEN}\n"));
             cmd.arg("--api-token-file").arg(f);
         }
         if !args.contains(&"--api-read-token-file") {
             let f = tokens.path().join("read.tokens");
-            std::fs::write(&f, format!("{READ_TOKEN}\n")).unwrap();
+            write_secret(&f, &format!("{READ_TOKEN}\n"));
             cmd.arg("--api-read-token-file").arg(f);
         }
         let mut child =
@@ -222,6 +222,13 @@ pub fn udp_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Ve
         }
     }
     None
+}
+
+/// Writes a file only its owner may read (token files must be).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 pub fn write_frame(s: &mut TcpStream, bytes: &[u8]) {
