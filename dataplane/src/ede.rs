@@ -26,6 +26,8 @@ pub enum Ede {
     NsecMissing,
     /// 18: Prohibited (the client is not allowed).
     Prohibited,
+    /// 20: Not Authoritative (a non-recursive query for a name not in the cache).
+    NotAuthoritative,
     /// 22: No Reachable Authority (also: strict transport allowed no server).
     NoReachableAuthority,
     /// 23: Network Error.
@@ -50,6 +52,7 @@ impl Ede {
             Self::RrsigsMissing => 10,
             Self::NsecMissing => 12,
             Self::Prohibited => 18,
+            Self::NotAuthoritative => 20,
             Self::NoReachableAuthority => 22,
             Self::NetworkError => 23,
             Self::InvalidData => 24,
@@ -81,6 +84,7 @@ mod tests {
             (Ede::RrsigsMissing, 10),
             (Ede::NsecMissing, 12),
             (Ede::Prohibited, 18),
+            (Ede::NotAuthoritative, 20),
             (Ede::NoReachableAuthority, 22),
             (Ede::NetworkError, 23),
             (Ede::InvalidData, 24),

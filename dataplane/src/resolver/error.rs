@@ -92,6 +92,9 @@ pub enum ResolveError {
     /// A CNAME or DNAME chain came back to a name already seen.
     #[error("CNAME/DNAME loop at {0}")]
     ChainLoop(Name),
+    /// A non-recursive query for a name the cache does not hold.
+    #[error("recursion not desired and not in the cache")]
+    NotInCache,
     /// A response could not be used (for example a DNAME that cannot be applied).
     #[error("invalid data from upstream: {0}")]
     InvalidData(String),
@@ -107,6 +110,7 @@ impl ResolveError {
             Self::LimitExceeded(Limit::RequestTimeout) => Ede::NoReachableAuthority,
             Self::LimitExceeded(_) | Self::ChainLoop(_) => Ede::Other,
             Self::InvalidData(_) => Ede::InvalidData,
+            Self::NotInCache => Ede::NotAuthoritative,
         };
         (code, self.to_string())
     }

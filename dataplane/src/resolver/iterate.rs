@@ -86,6 +86,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.resolve_in(qname, qtype, &budget).await
     }
 
+    /// Answers from the cache and the local zones only, never going out (a non-recursive
+    /// query): `ResolveError::NotInCache` when some link of the answer is not cached. It
+    /// completes without waiting on anything.
+    pub async fn resolve_from_cache(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
+        budget.cache_only = true;
+        self.resolve_in(qname, qtype, &budget).await
+    }
+
     /// Resolves like [`Self::resolve`] and records the path: each lookup, each zone cut
     /// asked with its nameservers, and each exchange with its transport plan, the plan's
     /// source and what was tried (the API's explain).
@@ -154,6 +163,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: cached.is_some() });
             if let Some(step) = cached {
                 return Ok(step);
+            }
+            if budget.cache_only {
+                return Err(ResolveError::NotInCache);
             }
             self.iterate(name, qtype, budget, depth).await
         })

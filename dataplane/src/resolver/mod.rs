@@ -207,6 +207,9 @@ pub(crate) struct Budget {
     pub(crate) keys_in_progress: RefCell<Vec<Name>>,
     /// Names whose DS is being asked by an insecure-cut walk (see `validate.rs`).
     pub(crate) cut_walks: RefCell<Vec<Name>>,
+    /// Answer from the cache (and local zones) only: a name not cached ends the
+    /// resolution with `ResolveError::NotInCache` instead of going out.
+    cache_only: bool,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -223,6 +226,7 @@ impl Budget {
             deadline: now + settings.request_timeout,
             failed_ns: RefCell::new(Vec::new()),
             trace: None,
+            cache_only: false,
             keys_in_progress: RefCell::new(Vec::new()),
             cut_walks: RefCell::new(Vec::new()),
         }

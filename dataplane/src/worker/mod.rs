@@ -8,6 +8,7 @@ mod dispatch;
 mod doq;
 mod dot;
 mod front;
+mod mailbox;
 mod reactor;
 mod tcp;
 
@@ -29,6 +30,8 @@ use crate::stats::WorkerStats;
 use crate::wire::{self, rcode};
 use dispatch::WorkerUpstream;
 use front::Verdict;
+use mailbox::Mailbox;
+pub(crate) use mailbox::{ExplainJob, WorkerHandle};
 use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
 
@@ -178,6 +181,25 @@ impl WorkerCtx {
             wire::header_only_response(out, msg, wire::HEADER_LEN, rcode::FORMERR, 0, None);
             return Handled::Reply;
         };
+        if !q.rd() {
+            // A non-recursive query is answered from the cache only: it must not make the
+            // resolver go out (nor fetch names to probe other clients' traffic with).
+            match poll_once(self.resolver.resolve_from_cache(&question.name, question.qtype)) {
+                Some(Err(ResolveError::NotInCache)) | None => {
+                    let edns = q.edns.map(|c| wire::ResponseEdns {
+                        udp_size,
+                        dnssec_ok: c.dnssec_ok,
+                        rcode_high: 0,
+                        ede: Some((crate::ede::Ede::NotAuthoritative, "recursion not desired and not in the cache")),
+                    });
+                    wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
+                }
+                Some(result) => {
+                    respond::build(out, msg, &q, &question, &result, udp_size);
+                }
+            }
+            return Handled::Reply;
+        }
         // The worker's capacity, then the client's and its network's share of it: one
         // customer flooding misses cannot take the others' turns.
         let share = if self.resolutions.get() >= self.settings.max_resolutions {
@@ -252,6 +274,17 @@ impl WorkerCtx {
     }
 }
 
+/// Polls a future once: its output if it completed without waiting (a cache-only
+/// resolution always does).
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// A worker, ready to run on its own thread.
 pub(crate) struct Worker {
     poll: Poll,
@@ -266,83 +299,6 @@ pub(crate) struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").field("index", &self.ctx.settings.index).finish()
-    }
-}
-
-/// A packet-cache flush: everything (`None`), or a wire-form name and whether the names
-/// below it go too.
-type PacketFlush = Option<(Vec<u8>, bool)>;
-
-/// An explain request: resolve with the path recorded, send the result back.
-#[derive(Debug)]
-pub(crate) struct ExplainJob {
-    /// The name.
-    pub name: hickory_proto::rr::Name,
-    /// The type.
-    pub qtype: hickory_proto::rr::RecordType,
-    /// Where the result goes.
-    pub reply: std::sync::mpsc::Sender<respond::Explained>,
-}
-
-/// Requests other threads leave for a worker, read after its next wake-up.
-#[derive(Debug, Default)]
-struct Mailbox {
-    /// Packet-cache flushes asked for, numbered: `None` empties the cache, a wire-form
-    /// lowercase name drops that name (and with `true`, everything below it).
-    flushes: std::sync::Mutex<Vec<(u64, PacketFlush)>>,
-    /// Explain requests.
-    explains: std::sync::Mutex<Vec<ExplainJob>>,
-    /// Number of the last request posted (read on every loop turn: one relaxed load).
-    requested: std::sync::atomic::AtomicU64,
-    /// Number of the last request this worker took.
-    applied: std::sync::atomic::AtomicU64,
-}
-
-/// The handle another thread uses to reach a worker: stop it, or have it flush its packet
-/// cache.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerHandle {
-    stop: Arc<AtomicBool>,
-    waker: Arc<mio::Waker>,
-    mailbox: Arc<Mailbox>,
-}
-
-impl WorkerHandle {
-    /// Asks the worker to finish its loop.
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
-    }
-
-    /// Asks the worker to drop packet-cache entries at `name` (wire form, lowercase; with
-    /// `true`, below it too), or all of them; returns the request's number for
-    /// [`Self::flushed`].
-    pub(crate) fn flush_packet_cache(&self, name: PacketFlush) -> u64 {
-        let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
-        list.push((n, name));
-        self.mailbox.requested.store(n, Ordering::Release);
-        drop(list);
-        let _ = self.waker.wake();
-        n
-    }
-
-    /// Asks the worker to resolve `job.name` with its path recorded (the API's explain).
-    pub(crate) fn explain(&self, job: ExplainJob) {
-        let mut list = self.mailbox.explains.lock().unwrap_or_else(|p| p.into_inner());
-        list.push(job);
-        drop(list);
-        // Numbered under the flush lock, so numbers stay in order with flushes.
-        let flushes = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
-        self.mailbox.requested.store(n, Ordering::Release);
-        drop(flushes);
-        let _ = self.waker.wake();
-    }
-
-    /// Whether the worker has applied flush request `n`.
-    pub(crate) fn flushed(&self, n: u64) -> bool {
-        self.mailbox.applied.load(Ordering::Acquire) >= n
     }
 }
 

@@ -207,3 +207,25 @@ fn an_rrsig_query_does_not_hide_the_rrset_it_covers() {
     ask.dnssec_ok = true;
     assert_eq!(d.ask(&ask).rdata(RecordType::A), ["192.0.2.10"]);
 }
+
+/// RFC 1034 section 4.3.1: a query with RD clear gets what the cache holds, and nothing
+/// is fetched for it (a non-recursive query must not make the resolver go out, nor let a
+/// client probe what others asked by making it fetch names).
+#[test]
+fn a_non_recursive_query_is_answered_from_the_cache_only() {
+    let d = Adoxd::lab(&[]);
+    let mut cold = Ask::new("www.beta.lab.", RecordType::A);
+    cold.rd = false;
+    let r = d.ask(&cold);
+    assert_eq!(r.rcode(), ResponseCode::Refused, "not cached: refused");
+    assert_eq!(r.ede().map(|e| e.0), Some(20));
+    // Once a recursive query brought it in, the non-recursive one is answered from cache.
+    assert_eq!(d.query("www.beta.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    let r = d.ask(&cold);
+    assert_eq!(r.rcode(), ResponseCode::NoError);
+    assert!(!r.rdata(RecordType::A).is_empty());
+    // Another uncached name is still refused, not resolved (it would be NXDOMAIN).
+    let mut other = Ask::new("nothing-here.beta.lab.", RecordType::A);
+    other.rd = false;
+    assert_eq!(d.ask(&other).rcode(), ResponseCode::Refused);
+}
