@@ -100,8 +100,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // The shared RFC 9539 state of an address speaks of its standard port, unauthenticated:
         // a port or a name to authenticate taken from a signal (anyone's zone can name any
         // address) must not switch encryption off for everyone else using that address.
+        // Only a plan the operator made, or an unauthenticated one, speaks for the address:
+        // a secure signal can name any address with its own TLS name, and a server that
+        // rejects an unknown name says nothing about its DoT.
         let standard = plan.port == plan::DOT_PORT;
         let authenticated = plan.auth != Auth::None;
+        let trusted = !authenticated || matches!(plan.source, PlanSource::Override(_));
         for t in to_try {
             let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
             record(t, &result);
@@ -115,7 +119,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
-                    if e.is_transport_failure() && standard && !(authenticated && e.is_authentication_failure()) {
+                    if e.is_transport_failure()
+                        && standard
+                        && trusted
+                        && !(authenticated && e.is_authentication_failure())
+                    {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
                     if failure.is_none() {
@@ -168,11 +176,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Transport::Doq => Wire::Doq { auth },
             _ => Wire::Dot { auth },
         };
-        let bytes = self
-            .upstream
-            .exchange(SocketAddr::new(addr, plan.port), &query, wire, timeout)
-            .await
-            .map_err(ExchangeError::Server)?;
+        let bytes = match self.upstream.exchange(SocketAddr::new(addr, plan.port), &query, wire, timeout).await {
+            Ok(b) => b,
+            // The client query's own budget cut the wait short: the server had less than its
+            // due, so the timeout says nothing about it (and must not damp its address).
+            Err(UpstreamError::Timeout) if timeout < settings.dot_timeout => {
+                return Err(ExchangeError::Server(UpstreamError::Local(std::io::ErrorKind::TimedOut)));
+            }
+            Err(e) => return Err(ExchangeError::Server(e)),
+        };
         let msg = check_reply(&bytes, id, sname, stype).map_err(ExchangeError::Server)?;
         match msg.metadata.response_code {
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),

@@ -40,6 +40,8 @@ pub(super) fn rrset_records(hit: &CachedData) -> Option<&[Record]> {
     }
 }
 
+/// The nameserver names of an NS RRset: at most [`MAX_NS_NAMES`] of them, wherever the
+/// RRset came from (a referral, or an NS answer a client asked for and the cache kept).
 pub(super) fn ns_names(records: &[Record]) -> Vec<Name> {
     records
         .iter()
@@ -47,8 +49,12 @@ pub(super) fn ns_names(records: &[Record]) -> Vec<Name> {
             RData::NS(n) => Some(canonical(&n.0)),
             _ => None,
         })
+        .take(MAX_NS_NAMES)
         .collect()
 }
+
+/// Nameserver names of one zone used at most (as many as a referral contributes).
+pub(super) const MAX_NS_NAMES: usize = 20;
 
 /// Splits records into RRsets keyed by (owner, type), RRSIGs attached to what they cover.
 pub(crate) fn group_rrsets(records: &[Record]) -> Vec<(Name, RecordType, Vec<Record>)> {

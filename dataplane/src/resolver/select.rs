@@ -22,6 +22,9 @@ const RTT_BAND_US: u64 = 400_000;
 /// A nameserver address with the name it was found under (the policy key needs both).
 pub(super) type Target = (IpAddr, Name);
 
+/// Addresses used per nameserver name at most (A and AAAA together).
+const MAX_ADDRESSES_PER_NS: usize = 8;
+
 impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Addresses of the nameservers already known: from the referral's own glue (used even
     /// when it could not be cached, e.g. TTL 0) and from the cache (any rank); only those
@@ -29,9 +32,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     pub(super) fn known_addresses(&self, ns: &[Name], glue: &[Record], blocked: &mut bool) -> (Vec<Target>, Vec<Name>) {
         let now = self.upstream.now();
         let mut addrs: Vec<Target> = Vec::new();
+        let mut seen: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
         let mut unknown = Vec::new();
         for n in ns {
             let mut found = false;
+            let mut taken = 0usize;
             let mut consider = |r: &Record| {
                 let ip = match &r.data {
                     RData::A(a) => IpAddr::V4(a.0),
@@ -41,7 +46,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 found = true;
                 if !self.shared.access.upstream_allowed(ip) {
                     *blocked = true;
-                } else if !addrs.iter().any(|(a, _)| *a == ip) {
+                } else if taken < MAX_ADDRESSES_PER_NS && seen.insert(ip) {
+                    // A hostile name with thousands of addresses gives a few, in linear time.
+                    taken += 1;
                     addrs.push((ip, n.clone()));
                 }
             };

@@ -212,16 +212,25 @@ pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
 /// Parses every record of an SVCB RRset: the usable ones in SvcPriority order, and the
 /// reasons the others were skipped.
 pub fn parse_svcb_set<'a>(rdatas: impl IntoIterator<Item = &'a [u8]>) -> (Vec<SvcbRecord>, Vec<SignalError>) {
-    let mut ok = Vec::new();
+    let mut ok: Vec<SvcbRecord> = Vec::new();
     let mut skipped = Vec::new();
     for r in rdatas {
         match parse_svcb(r) {
-            Ok(rec) => ok.push(rec),
-            Err(e) => skipped.push(e),
+            // Only the best few are kept while parsing: an RRset of thousands of records
+            // never grows a buffer that the signal cache would then hold.
+            Ok(rec) => {
+                let at = ok.partition_point(|k| k.priority <= rec.priority);
+                if at < MAX_SVCB_RECORDS {
+                    ok.insert(at, rec);
+                    ok.truncate(MAX_SVCB_RECORDS);
+                }
+            }
+            Err(e) if skipped.len() < MAX_SVCB_RECORDS => skipped.push(e),
+            Err(_) => {}
         }
     }
-    ok.sort_by_key(|r| r.priority);
-    ok.truncate(MAX_SVCB_RECORDS);
+    ok.shrink_to_fit();
+    skipped.shrink_to_fit();
     (ok, skipped)
 }
 
@@ -369,7 +378,8 @@ impl Signal {
         let base = 64 + size_of::<Self>() + crate::cache::charge::name_heap(ns);
         match self {
             Self::Known { records, dane, refused, .. } => {
-                base + records.iter().map(|r| size_of::<SvcbRecord>() + r.heap()).sum::<usize>()
+                base + (records.capacity() - records.len()) * size_of::<SvcbRecord>()
+                    + records.iter().map(|r| size_of::<SvcbRecord>() + r.heap()).sum::<usize>()
                     + dane.iter().map(|(_, n)| 48 + crate::cache::charge::name_heap(n)).sum::<usize>()
                     + refused.iter().map(|e| 48 + e.to_string().len()).sum::<usize>()
             }
@@ -448,7 +458,7 @@ impl SignalCache {
                 let until = now + PENDING_FOR;
                 self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
             }
-            _ => self.shard(ns).insert(ns.clone(), Signal::Pending(now), 64),
+            _ => self.shard(ns).insert(ns.clone(), Signal::Pending(now), Signal::Pending(now).charge(ns)),
         }
         true
     }
@@ -586,5 +596,6 @@ mod cache_tests {
         let rdata = [0, 1, 0, 0, 1, 0, 4, 3, b'd', b'o', b't'];
         let (ok, _) = parse_svcb_set(std::iter::repeat_n(&rdata[..], 5_000));
         assert_eq!(ok.len(), MAX_SVCB_RECORDS);
+        assert!(ok.capacity() <= MAX_SVCB_RECORDS, "no spare capacity held: {}", ok.capacity());
     }
 }

@@ -322,8 +322,11 @@ impl DoqDriver {
         self.stats.upstream_doq.bump();
         conn.wake_driver();
         let sent = self.reactor.now();
+        // Only a query that had the full timeout after it was sent can show that the
+        // connection is stuck (not one that waited for the handshake or for a stream).
+        let fair_test = at.saturating_duration_since(sent) >= self.settings.handshake_timeout;
         let answer = wait_slot(&self.reactor, at, &conn.slots, &id).await;
-        if answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
+        if fair_test && answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
             // Nothing came back on this connection since the query went out: drop it, the
             // next query opens a fresh one.
             conn.abandon(TransportFailure::Stalled);

@@ -309,8 +309,12 @@ impl DotDriver {
         self.stats.upstream_dot.bump();
         conn.wake_driver();
         let sent = self.reactor.now();
+        // Only a query sent on an established connection and given the full timeout can
+        // show that the connection is stuck (not one cut short by its client's budget, nor
+        // one that waited for the handshake: the handshake deadline covers that).
+        let fair_test = *conn.state.borrow() == State::Open && timeout >= self.settings.handshake_timeout;
         let answer = wait_slot(&self.reactor, sent + timeout, &conn.slots, &id).await;
-        if answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
+        if fair_test && answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
             // Nothing came back on this connection since the query went out: it is stuck
             // (a server that stopped reading, a middlebox that dropped the flow). Drop it;
             // the next query opens a fresh one.

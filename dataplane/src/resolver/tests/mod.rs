@@ -600,3 +600,22 @@ fn healthy_servers_within_the_rtt_band_share_the_load() {
     let (one, two) = (asked(&net, "10.0.1.1").len(), asked(&net, "10.0.1.2").len());
     assert!(one >= 5 && two >= 5, "load not spread: {one} / {two}");
 }
+
+/// A nameserver name with hundreds of addresses, and an NS RRset of a thousand names (as a
+/// client's NS query can put in the cache), cost a bounded, linear amount of work.
+#[test]
+fn hostile_address_and_ns_sets_are_capped() {
+    let (r, _net) = resolver(base_zones(), &Config::default());
+    let now = r.upstream().now();
+    let many: Vec<Record> = (0..200u32)
+        .map(|i| {
+            let [_, _, x, y] = i.to_be_bytes();
+            Record::from_rdata(n("ns.example."), 300, RData::A(A::new(10, 9, x, y)))
+        })
+        .collect();
+    r.shared().records.put_rrset(&n("ns.example."), 1, many, crate::cache::records::Rank::AuthAnswer, now);
+    let (addrs, _) = r.known_addresses(&[n("ns.example.")], &[], &mut false);
+    assert_eq!(addrs.len(), 8);
+    let nss: Vec<Record> = (0..1000).map(|i| ns("example.", &format!("ns{i}.example."))).collect();
+    assert_eq!(iterate::ns_names(&nss).len(), iterate::MAX_NS_NAMES);
+}

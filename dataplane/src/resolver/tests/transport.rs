@@ -261,3 +261,29 @@ fn a_failure_on_a_signalled_port_is_not_held_against_the_address() {
     let decision = r.shared().probes.decide(ip("10.0.1.1"), Transport::Dot, net.unix_now());
     assert_ne!(decision, ProbeDecision::Skip, "the address is not damped");
 }
+
+/// A secure signal can give any address a TLS name of its own choosing (its zone names the
+/// address): a failure under such a plan is not held against the address (one query could
+/// otherwise switch DoT off for everyone using that server for a day).
+#[test]
+fn a_failure_under_a_signalled_dane_plan_is_not_held_against_the_address() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    let root_ns = n("a.root.");
+    let record = crate::upstream::signal::parse_svcb(b"\x00\x01\x00\x00\x01\x00\x04\x03dot").unwrap();
+    r.shared().signals.put(
+        &root_ns,
+        crate::upstream::signal::Signal::Known {
+            records: vec![record],
+            secure: true,
+            dane: vec![(Transport::Dot, n("ns.evil."))],
+            cycle: false,
+            refused: Vec::new(),
+            until: net.unix_now() + 600,
+        },
+    );
+    // The root server speaks no DoT: strict DANE fails, nothing goes in cleartext.
+    assert!(block_on(r.resolve(&n("www.example."), RecordType::A)).is_err());
+    assert!(net.dot_log.borrow().iter().any(|(s, _)| *s == ip("10.0.0.1")));
+    let decision = r.shared().probes.decide(ip("10.0.0.1"), Transport::Dot, net.unix_now());
+    assert_ne!(decision, ProbeDecision::Skip, "the address is not damped by a signal's plan");
+}
