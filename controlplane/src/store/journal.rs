@@ -76,12 +76,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("json.tmp-{}-{n}", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
+    let written = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A name nobody else holds, readable by the owner only.
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
+    written?;
     File::open(dir)?.sync_all()
 }
 

@@ -208,8 +208,10 @@ impl TcpClients {
         if !out.is_empty() {
             c.last_active = now;
         }
-        // A started message's clock runs from its first octet to its last.
-        if c.rbuf.is_empty() || c.has_frame() {
+        // A started message's clock runs from its first octet to its last, while the
+        // client is free to send it (not while back-pressure keeps its octets unread).
+        let paused = c.pending + out.len() >= max_pipelined || c.backlog() >= MAX_WBUF;
+        if c.rbuf.is_empty() || c.has_frame() || paused {
             c.partial_since = None;
         } else if c.partial_since.is_none() {
             c.partial_since = Some(now);
