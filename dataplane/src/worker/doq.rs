@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use quinn_proto::StreamId;
 
-use super::reactor::{DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, until, wait_slot};
+use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, until, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::doq::{DoqConfigs, DoqEvent, DoqSession, DoqState};
 use crate::upstream::error::{Busy, TransportFailure};
@@ -28,19 +28,6 @@ use adox_api::policy::Transport;
 
 /// Largest UDP datagram read from the server.
 const MAX_DATAGRAM: usize = 65_535;
-
-/// DoQ knobs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DoqSettings {
-    /// Close connections without queries for this long.
-    pub(crate) idle_timeout: Duration,
-    /// Queries in flight on one connection at most.
-    pub(crate) max_outstanding: usize,
-    /// A handshake not over by this is given up (`transport.dot_timeout_ms`).
-    pub(crate) handshake_timeout: Duration,
-    /// Connections of this worker at most (`transport.max_connections`).
-    pub(crate) max_connections: usize,
-}
 
 /// What identifies a pooled connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -217,7 +204,7 @@ pub(crate) struct DoqDriver {
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<ProbeTable>,
-    settings: DoqSettings,
+    settings: ConnectionLimits,
     pool: Rc<Pool<DoqKey, Conn>>,
 }
 
@@ -228,7 +215,7 @@ impl DoqDriver {
         configs: Option<DoqConfigs>,
         stats: Arc<WorkerStats>,
         probes: Arc<ProbeTable>,
-        settings: DoqSettings,
+        settings: ConnectionLimits,
     ) -> Rc<Self> {
         Rc::new(Self {
             reactor,

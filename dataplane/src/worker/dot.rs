@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use mio::Interest;
 use rustls::pki_types::ServerName;
 
-use super::reactor::{DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, wait_slot};
+use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, wait_slot};
 use crate::stats::WorkerStats;
 use crate::upstream::dot::{DotSession, TlsError, pad_query};
 use crate::upstream::error::{Busy, TransportFailure};
@@ -33,19 +33,6 @@ pub(crate) struct DotKey {
     pub(crate) server: SocketAddr,
     /// How the server is authenticated (connections are never shared across these).
     pub(crate) auth: PeerAuth,
-}
-
-/// DoT knobs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DotSettings {
-    /// Close connections without queries for this long.
-    pub(crate) idle_timeout: Duration,
-    /// Queries in flight on one connection at most.
-    pub(crate) max_outstanding: usize,
-    /// A handshake not over by this is given up (`transport.dot_timeout_ms`).
-    pub(crate) handshake_timeout: Duration,
-    /// Connections of this worker at most (`transport.max_connections`).
-    pub(crate) max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +189,7 @@ pub(crate) struct DotDriver {
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<crate::upstream::probe::ProbeTable>,
-    settings: DotSettings,
+    settings: ConnectionLimits,
     pool: Rc<Pool<DotKey, Conn>>,
 }
 
@@ -213,7 +200,7 @@ impl DotDriver {
         configs: TlsConfigs,
         stats: Arc<WorkerStats>,
         probes: Arc<crate::upstream::probe::ProbeTable>,
-        settings: DotSettings,
+        settings: ConnectionLimits,
     ) -> Rc<Self> {
         Rc::new(Self {
             reactor,
@@ -395,7 +382,7 @@ mod tests {
             "tcp",
         )
         .unwrap();
-        let settings = DotSettings {
+        let settings = ConnectionLimits {
             idle_timeout: Duration::from_secs(30),
             max_outstanding: 16,
             handshake_timeout: Duration::from_millis(300),

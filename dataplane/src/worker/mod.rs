@@ -331,7 +331,7 @@ impl Worker {
             settings.dot.clone(),
             stats.clone(),
             shared.probes.clone(),
-            dot::DotSettings {
+            reactor::ConnectionLimits {
                 idle_timeout: settings.dot_idle_timeout,
                 max_outstanding: settings.dot_max_outstanding,
                 handshake_timeout: settings.dot_timeout,
@@ -348,7 +348,7 @@ impl Worker {
             ),
             stats.clone(),
             shared.probes.clone(),
-            doq::DoqSettings {
+            reactor::ConnectionLimits {
                 idle_timeout: settings.dot_idle_timeout,
                 max_outstanding: settings.dot_max_outstanding,
                 handshake_timeout: settings.dot_timeout,

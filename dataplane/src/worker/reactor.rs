@@ -285,6 +285,19 @@ pub(crate) async fn wait_slot<K: std::hash::Hash + Eq>(
     answer.unwrap_or(Err(UpstreamError::Timeout))
 }
 
+/// The limits of one worker's DoT or DoQ connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    /// Close connections without queries for this long.
+    pub(crate) idle_timeout: Duration,
+    /// Queries in flight on one connection at most.
+    pub(crate) max_outstanding: usize,
+    /// A handshake not over by this is given up (`transport.dot_timeout_ms`).
+    pub(crate) handshake_timeout: Duration,
+    /// Connections of this worker at most (`transport.max_connections`).
+    pub(crate) max_connections: usize,
+}
+
 /// What the driver task of a pooled connection holds: its socket, its reactor token, the
 /// task's waker (queries wake the driver when they have something to send), and when the
 /// handshake must be over.

@@ -344,11 +344,14 @@ fn kill_9_during_a_burst_of_policy_writes_loses_nothing_acknowledged() {
     d.terminate();
 }
 
-#[test]
-fn a_bad_token_file_stops_the_start() {
+/// Starts adoxd with `tokens` as its admin token file (written with `mode`) and returns
+/// what it wrote to stderr, asserting that the start failed.
+fn failed_start_with_token_file(tokens: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
     let dir = crate::support::tempdir::Dir::new();
     let f = dir.path().join("tokens");
-    crate::support::write_secret(&f, "short\n");
+    std::fs::write(&f, tokens).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
         .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--api-token-file", f.to_str().unwrap()])
         .arg("--state-dir")
@@ -356,7 +359,12 @@ fn a_bad_token_file_stops_the_start() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_token_file_stops_the_start() {
+    let err = failed_start_with_token_file("short\n", 0o600);
     assert!(err.contains("line 1: a token is one word of at least 16 characters"), "{err}");
 }
 
@@ -452,19 +460,7 @@ fn the_api_over_tls_verifies_and_refuses_plain_http() {
 /// A token file other users may read stops the start: its tokens are secrets.
 #[test]
 fn a_token_file_others_can_read_stops_the_start() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = crate::support::tempdir::Dir::new();
-    let f = dir.path().join("tokens");
-    std::fs::write(&f, "a-long-enough-admin-token-0123456789\n").unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
-        .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--api-token-file", f.to_str().unwrap()])
-        .arg("--state-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start_with_token_file("a-long-enough-admin-token-0123456789\n", 0o644);
     assert!(err.contains("other users may read or write it (mode 644)"), "{err}");
 }
 
