@@ -229,7 +229,9 @@ pub fn vouched_keys(zone: &Name, keys: &[Dnskey], ds: &[Ds], allowance: &Cell<u3
             continue;
         }
         let candidates: Vec<&Ds> = ds.iter().filter(|d| d.key_tag == k.key_tag && d.algorithm == k.algorithm).collect();
-        let mut types: Vec<u8> = candidates.iter().map(|d| d.digest_type).collect();
+        // Digest types adox cannot compute cost nothing (they could never match).
+        let mut types: Vec<u8> =
+            candidates.iter().map(|d| d.digest_type).filter(|t| super::crypto::digest_supported(*t)).collect();
         types.sort_unstable();
         types.dedup();
         for t in types {
@@ -297,8 +299,13 @@ pub(crate) mod tests {
         assert_eq!(allowance.get(), 0);
         // Duplicates alone cost one digest.
         let allowance = Cell::new(64);
-        assert_eq!(vouched_keys(&root.zone, &vec![ksk.clone(); 500], &ds, &allowance), Ok(vec![ksk]));
+        assert_eq!(vouched_keys(&root.zone, &vec![ksk.clone(); 500], &ds, &allowance), Ok(vec![ksk.clone()]));
         assert_eq!(allowance.get(), 63);
+        // Digest types adox cannot compute cost nothing.
+        let unknown: Vec<Ds> = root.ds.iter().map(|d| Ds { digest_type: 99, ..d.clone() }).collect();
+        let allowance = Cell::new(64);
+        assert_eq!(vouched_keys(&root.zone, &[ksk], &unknown, &allowance), Ok(vec![]));
+        assert_eq!(allowance.get(), 64);
     }
 
     #[test]

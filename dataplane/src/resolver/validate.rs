@@ -296,12 +296,19 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Trust::Not(s) => return Ok((s, None)),
             Trust::Anchor(a) => {
                 if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
-                    let listed = keys.iter().filter(|k| a.keys.iter().any(|t| t.rdata == k.rdata)).cloned();
-                    let by_ds = vouched_keys(&a.zone, &keys, &a.ds, &budget.sig_checks_left);
-                    by_ds.map(|mut ks| {
-                        ks.extend(listed);
-                        ks
-                    })
+                    // Keys the anchor lists as they are need no digest: they stand even when the
+                    // DS path runs out of allowance.
+                    let listed: Vec<Dnskey> =
+                        keys.iter().filter(|k| a.keys.iter().any(|t| t.rdata == k.rdata)).cloned().collect();
+                    match vouched_keys(&a.zone, &keys, &a.ds, &budget.sig_checks_left) {
+                        Ok(mut ks) => {
+                            ks.retain(|k| !listed.iter().any(|l| l.rdata == k.rdata));
+                            ks.extend(listed);
+                            Ok(ks)
+                        }
+                        Err(_) if !listed.is_empty() => Ok(listed),
+                        Err(f) => Err(f),
+                    }
                 } else {
                     return Ok((
                         Security::insecure_because(

@@ -26,6 +26,9 @@ pub enum TransportFailure {
     HandshakeTimeout,
     /// Queries timed out on an established connection that delivered nothing meanwhile.
     Stalled,
+    /// The worker dropped the connection to make room for another (not the server's
+    /// fault).
+    Evicted,
     /// A malformed frame (length prefix).
     Framing,
     /// The certificate is not valid for the name.
@@ -83,6 +86,7 @@ impl TransportFailure {
             Self::Closed => "closed",
             Self::HandshakeTimeout => "handshake-timeout",
             Self::Stalled => "stalled",
+            Self::Evicted => "evicted",
             Self::Framing => "framing",
             Self::CertNameMismatch => "cert-name-mismatch",
             Self::CertUntrusted => "cert-untrusted",
@@ -203,7 +207,7 @@ impl UpstreamError {
     /// server.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::Local(_) | Self::Busy(_) => Fault::Local,
+            Self::Local(_) | Self::Busy(_) | Self::Transport(TransportFailure::Evicted) => Fault::Local,
             _ => Fault::Upstream,
         }
     }
@@ -219,6 +223,7 @@ impl UpstreamError {
     /// answer that was merely unusable.
     pub fn is_transport_failure(&self) -> bool {
         matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused)
+            && *self != Self::Transport(TransportFailure::Evicted)
     }
 
     /// Whether the server was reached and spoke TLS, but could not be authenticated as the

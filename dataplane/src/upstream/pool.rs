@@ -37,6 +37,13 @@ pub(crate) trait PooledConnection {
 
     /// Closes it gracefully (close_notify, DOQ_NO_ERROR).
     fn close_idle(&self, now: Instant);
+
+    /// When it was opened, if its handshake is still under way.
+    fn handshaking_since(&self) -> Option<Instant>;
+
+    /// Drops it at once (the pool needs its place); its queries fail without blaming the
+    /// server.
+    fn evict(&self);
 }
 
 /// One connection per key, at most `max` of them (a flood of fresh server addresses cannot
@@ -71,10 +78,20 @@ impl<K: Hash + Eq + Clone, C: PooledConnection> Pool<K, C> {
             conns.len() >= self.max && !conns.contains_key(key)
         };
         if full {
-            let idlest =
-                self.conns.borrow().values().filter_map(|c| Some((c.idle_since()?, c.clone()))).min_by_key(|(t, _)| *t);
+            // Room is made for the next query: the longest-idle connection closes, or, with
+            // none idle, the oldest handshake is dropped (handshakes that stall must not
+            // hold every place, e.g. toward ports a hostile signal named).
+            let (idlest, oldest_handshake) = {
+                let conns = self.conns.borrow();
+                let idlest = conns.values().filter_map(|c| Some((c.idle_since()?, c.clone()))).min_by_key(|(t, _)| *t);
+                let oldest =
+                    conns.values().filter_map(|c| Some((c.handshaking_since()?, c.clone()))).min_by_key(|(t, _)| *t);
+                (idlest, oldest)
+            };
             if let Some((_, c)) = idlest {
                 c.close_idle(now);
+            } else if let Some((_, c)) = oldest_handshake {
+                c.evict();
             }
             return Err(UpstreamError::Busy(super::error::Busy::Connections));
         }
@@ -233,6 +250,12 @@ mod tests {
         fn accepts_queries(&self, now: Instant) -> bool {
             self.open.get() && !self.closed.get() && self.handshake_until.get().is_none_or(|d| now < d)
         }
+        fn handshaking_since(&self) -> Option<Instant> {
+            self.handshake_until.get().filter(|_| !self.closed.get())
+        }
+        fn evict(&self) {
+            self.closed.set(true);
+        }
         fn idle_since(&self) -> Option<Instant> {
             self.idle.get()
         }
@@ -299,6 +322,20 @@ mod tests {
         pool.forget(&1, &idle_old);
         assert!(pool.get_or_open(&4, t0, || Ok(fake(None))).is_ok());
         assert!(pool.get_or_open(&2, t0, || panic!("must reuse")).is_ok());
+    }
+
+    /// A pool full of stalling handshakes drops the oldest one to make room, instead of
+    /// refusing every query until they time out.
+    #[test]
+    fn a_pool_full_of_handshakes_drops_the_oldest() {
+        let t0 = Instant::now();
+        let pool: Pool<u32, Fake> = Pool::new(2);
+        let older = pool.get_or_open(&1, t0, || Ok(fake(None))).unwrap();
+        older.handshake_until.set(Some(t0 + Duration::from_secs(4)));
+        let newer = pool.get_or_open(&2, t0, || Ok(fake(None))).unwrap();
+        newer.handshake_until.set(Some(t0 + Duration::from_secs(5)));
+        assert!(pool.get_or_open(&3, t0, || panic!("no room yet")).is_err());
+        assert_eq!((older.closed.get(), newer.closed.get()), (true, false), "the oldest handshake goes");
     }
 
     #[test]

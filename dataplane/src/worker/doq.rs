@@ -193,6 +193,14 @@ impl PooledConnection for Conn {
         self.session.borrow_mut().close(now);
         self.wake_driver();
     }
+
+    fn handshaking_since(&self) -> Option<Instant> {
+        (self.state() == DoqState::Handshaking).then_some(self.wiring.opened)
+    }
+
+    fn evict(&self) {
+        self.abandon(TransportFailure::Evicted);
+    }
 }
 
 /// The worker's DoQ connections: the pool, and how to open and drive one.

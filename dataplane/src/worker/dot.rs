@@ -178,6 +178,15 @@ impl PooledConnection for Conn {
         self.session.borrow_mut().close();
         self.wake_driver();
     }
+
+    fn handshaking_since(&self) -> Option<Instant> {
+        (*self.state.borrow() == State::Handshaking).then_some(self.wiring.opened)
+    }
+
+    fn evict(&self) {
+        self.fail(TransportFailure::Evicted);
+        self.wake_driver();
+    }
 }
 
 /// The worker's DoT connections: the pool, and how to open and drive one.

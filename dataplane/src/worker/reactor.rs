@@ -309,6 +309,8 @@ pub(crate) struct Wiring<S> {
     /// A connection still handshaking at this moment is dropped (a server that accepts the
     /// connection and never answers must not hold its address hostage).
     pub(crate) handshake_deadline: Instant,
+    /// When the connection was opened.
+    pub(crate) opened: Instant,
     deadline_armed: Cell<bool>,
     /// When the connection last delivered an answer (or opened): a query that times out
     /// with nothing delivered since it was sent marks the connection stalled.
@@ -322,6 +324,7 @@ impl<S> Wiring<S> {
             token,
             driver: RefCell::new(None),
             handshake_deadline: now + handshake_timeout,
+            opened: now,
             deadline_armed: Cell::new(false),
             last_answer: Cell::new(now),
         }
