@@ -98,6 +98,9 @@ pub struct AccessPolicy {
     clients: PrefixSet,
     upstream_deny: PrefixSet,
     upstream_allow: PrefixSet,
+    /// The resolver's own DNS service addresses: never queried as an authority (a
+    /// delegation naming them would make the resolver ask itself, query after query).
+    own: Vec<IpAddr>,
 }
 
 impl AccessPolicy {
@@ -108,7 +111,15 @@ impl AccessPolicy {
             clients: PrefixSet::new(allow_clients),
             upstream_deny: PrefixSet::new(&deny),
             upstream_allow: PrefixSet::new(allow_upstream),
+            own: Vec::new(),
         }
+    }
+
+    /// The same policy, never querying `addrs` (the resolver's own service addresses on
+    /// port 53) whatever the upstream prefixes say.
+    pub fn with_own_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.own.extend(addrs.into_iter().filter(|a| !a.is_unspecified()));
+        self
     }
 
     /// May this client query us?
@@ -118,7 +129,7 @@ impl AccessPolicy {
 
     /// May we send a query to this authoritative address?
     pub fn upstream_allowed(&self, addr: IpAddr) -> bool {
-        self.upstream_allow.contains(addr) || !self.upstream_deny.contains(addr)
+        !self.own.contains(&addr) && (self.upstream_allow.contains(addr) || !self.upstream_deny.contains(addr))
     }
 }
 
@@ -128,6 +139,16 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A delegation naming the resolver's own service address is never followed to it,
+    /// even where upstream queries to its range are opened.
+    #[test]
+    fn own_service_addresses_are_never_upstreams() {
+        let acl = AccessPolicy::new(&[], &[parse_prefix("0.0.0.0/0").unwrap()])
+            .with_own_addresses([ip("198.51.100.53"), ip("0.0.0.0")]);
+        assert!(!acl.upstream_allowed(ip("198.51.100.53")));
+        assert!(acl.upstream_allowed(ip("198.51.100.54")));
     }
 
     #[test]

@@ -283,7 +283,8 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&cfg.local_zones),
-        access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?),
+        access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?)
+            .with_own_addresses(cfg.listen_addrs()?.into_iter().filter(|a| a.port() == 53).map(|a| a.ip())),
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator: validator_settings(cfg)?,

@@ -249,7 +249,46 @@ pub fn router(st: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this endpoint")
         })
+        .layer(axum::middleware::from_fn_with_state(st.clone(), host_check))
         .with_state(st)
+}
+
+/// Whether a `Host` header names this API: an IP literal (with or without a port),
+/// `localhost`, or one of `api.hostnames`.
+fn host_allowed(host: &str, names: &[String]) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal, `[::1]:5380`.
+        return rest.split_once(']').is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name))
+}
+
+/// Refuses a request whose `Host` names another site (DNS rebinding: a page that makes
+/// its own name point at the API's address must not reach it). Requests without a `Host`
+/// header (HTTP/1.0 tools) pass.
+async fn host_check(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or(""));
+    if let Some(h) = host
+        && !host_allowed(h, &st.settings.hostnames)
+    {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown-host",
+            format!("`{h}` is not a name of this API (IP literals, localhost and api.hostnames are)"),
+        )
+        .field("Host".to_string())
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// `GET /v1/openapi.json`: the description [`ROUTES`] is checked against.
@@ -266,6 +305,17 @@ mod tests {
     use super::*;
 
     /// The OpenAPI description lists exactly the routes the router serves.
+    #[test]
+    fn host_header_names_this_api_or_is_refused() {
+        let names = vec!["api.resolver.example".to_string()];
+        for ok in ["127.0.0.1:5380", "127.0.0.1", "[::1]:5380", "localhost:5380", "API.resolver.example", "192.0.2.1"] {
+            assert!(host_allowed(ok, &names), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:5380", "127.0.0.1.evil.example", "[::1", ""] {
+            assert!(!host_allowed(bad, &names), "{bad}");
+        }
+    }
+
     #[test]
     fn openapi_describes_exactly_the_routes() {
         let doc: Value = serde_json::from_str(adox_api::OPENAPI_JSON).unwrap();
@@ -315,6 +365,7 @@ mod tests {
                 negative_anchors_file: None,
                 readiness_notes: vec![],
                 tls: None,
+                hostnames: vec!["x".into()],
             };
             let mut api = crate::ControlPlane::start(settings, plane.handle(), Arc::new(registry)).unwrap();
             let addr = api.local_addr;

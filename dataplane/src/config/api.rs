@@ -33,6 +33,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// See [`bounds::API_MAX_IMPORT_BYTES`].
     pub max_import_bytes: usize,
+    /// Names the API may be reached by (the `Host` header), besides IP literals and
+    /// `localhost`: a request naming any other host is refused (421), so a web page cannot
+    /// reach the API through a name it rebinds to the API's address. Default none.
+    pub hostnames: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +52,7 @@ impl Default for ApiConfig {
             rate_burst: d(bounds::API_RATE_BURST),
             max_body_bytes: d(bounds::API_MAX_BODY_BYTES),
             max_import_bytes: d(bounds::API_MAX_IMPORT_BYTES),
+            hostnames: Vec::new(),
         }
     }
 }

@@ -287,6 +287,7 @@ fn api_settings(
         readiness_notes: dnssec_notes(cfg),
         tls,
         negative_anchors_file: Some(negative_anchors_file(cfg)),
+        hostnames: cfg.api.hostnames.clone(),
     })
 }
 

@@ -133,7 +133,7 @@ fn policy_crud_with_etags_conflicts_and_field_errors() {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(d.api.unwrap()).unwrap();
         let mut req = format!(
-            "POST /v1/policies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            "POST /v1/policies HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
             crate::support::ADMIN_TOKEN
         )
         .into_bytes();
@@ -492,4 +492,27 @@ fn sighup_reloads_the_token_files_and_a_bad_file_keeps_the_old_tokens() {
     assert!(d.log().contains("API tokens not reloaded"), "{}", d.log());
     assert_eq!(with("second-admin-token-0123456789"), 200);
     d.terminate();
+}
+
+/// DNS rebinding: a request whose Host names another site is refused (421), whatever its
+/// token; IP literals and localhost are the API's names.
+#[test]
+fn a_request_for_another_host_is_refused() {
+    use std::io::{Read, Write};
+    let d = Adoxd::lab(&[]);
+    let api = d.api.expect("the API is on");
+    let ask = |host: &str| {
+        let mut s = std::net::TcpStream::connect(api).unwrap();
+        let req = format!(
+            "GET /v1/stats HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            crate::support::ADMIN_TOKEN
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.lines().next().unwrap_or("").to_string()
+    };
+    assert!(ask("rebound.evil.example").contains(" 421 "), "another host");
+    assert!(ask(&api.to_string()).contains(" 200 "), "the API's own address");
+    assert!(ask(&format!("localhost:{}", api.port())).contains(" 200 "), "localhost");
 }
