@@ -65,14 +65,18 @@ impl ClientLoad {
         }
     }
 
-    /// Takes one resolution for `ip`, or says which share it has used up.
-    pub(super) fn take(&mut self, ip: IpAddr) -> Result<(), Limit> {
-        if self.per_client.get(&ip).copied().unwrap_or(0) >= self.shares.per_client {
-            return Err(Limit::ResolutionsPerClient);
-        }
+    /// Takes one resolution for `ip`, or says which share it has used up. Shares are
+    /// enforced only while the worker is `contended`: a spoofer filling a victim's share
+    /// then costs the victim nothing while there is room for everyone.
+    pub(super) fn take(&mut self, ip: IpAddr, contended: bool) -> Result<(), Limit> {
         let net = self.prefix(ip);
-        if self.per_prefix.get(&net).copied().unwrap_or(0) >= self.shares.per_prefix {
-            return Err(Limit::ResolutionsPerPrefix);
+        if contended {
+            if self.per_client.get(&ip).copied().unwrap_or(0) >= self.shares.per_client {
+                return Err(Limit::ResolutionsPerClient);
+            }
+            if self.per_prefix.get(&net).copied().unwrap_or(0) >= self.shares.per_prefix {
+                return Err(Limit::ResolutionsPerPrefix);
+            }
         }
         *self.per_client.entry(ip).or_insert(0) += 1;
         *self.per_prefix.entry(net).or_insert(0) += 1;
@@ -112,20 +116,31 @@ mod tests {
     #[test]
     fn a_client_and_its_network_get_their_share_and_no_more() {
         let mut t = ClientLoad::new(SHARES);
-        assert!(t.take(ip("192.0.2.1")).is_ok());
-        assert!(t.take(ip("192.0.2.1")).is_ok());
-        assert_eq!(t.take(ip("192.0.2.1")), Err(Limit::ResolutionsPerClient));
+        assert!(t.take(ip("192.0.2.1"), true).is_ok());
+        assert!(t.take(ip("192.0.2.1"), true).is_ok());
+        assert_eq!(t.take(ip("192.0.2.1"), true), Err(Limit::ResolutionsPerClient));
         // A neighbour in the same /24 has one left of the network's three.
-        assert!(t.take(ip("192.0.2.2")).is_ok());
-        assert_eq!(t.take(ip("192.0.2.3")), Err(Limit::ResolutionsPerPrefix));
+        assert!(t.take(ip("192.0.2.2"), true).is_ok());
+        assert_eq!(t.take(ip("192.0.2.3"), true), Err(Limit::ResolutionsPerPrefix));
         // Another network is untouched.
-        assert!(t.take(ip("198.51.100.1")).is_ok());
+        assert!(t.take(ip("198.51.100.1"), true).is_ok());
         // IPv6: a /56 is one network.
-        assert!(t.take(ip("2001:db8:0:ff::1")).is_ok());
-        assert!(t.take(ip("2001:db8:0:12::1")).is_ok());
-        assert!(t.take(ip("2001:db8:0:34::1")).is_ok());
-        assert_eq!(t.take(ip("2001:db8:0:56::1")), Err(Limit::ResolutionsPerPrefix));
-        assert!(t.take(ip("2001:db8:1::1")).is_ok());
+        assert!(t.take(ip("2001:db8:0:ff::1"), true).is_ok());
+        assert!(t.take(ip("2001:db8:0:12::1"), true).is_ok());
+        assert!(t.take(ip("2001:db8:0:34::1"), true).is_ok());
+        assert_eq!(t.take(ip("2001:db8:0:56::1"), true), Err(Limit::ResolutionsPerPrefix));
+        assert!(t.take(ip("2001:db8:1::1"), true).is_ok());
+    }
+
+    /// While the worker has room for everyone, a client past its share is still served
+    /// (and counted, so its share applies as soon as the worker is busy).
+    #[test]
+    fn shares_bind_only_while_the_worker_is_contended() {
+        let mut t = ClientLoad::new(SHARES);
+        for _ in 0..5 {
+            assert!(t.take(ip("192.0.2.1"), false).is_ok());
+        }
+        assert_eq!(t.take(ip("192.0.2.1"), true), Err(Limit::ResolutionsPerClient));
     }
 
     #[test]
@@ -133,13 +148,13 @@ mod tests {
         let mut t = ClientLoad::new(SHARES);
         for i in 0..200u8 {
             let a = IpAddr::V4(Ipv4Addr::new(10, i, 0, 1));
-            t.take(a).unwrap();
+            t.take(a, true).unwrap();
             t.release(a);
         }
         assert_eq!((t.clients(), t.per_prefix.len()), (0, 0));
-        t.take(ip("192.0.2.1")).unwrap();
-        t.take(ip("192.0.2.1")).unwrap();
+        t.take(ip("192.0.2.1"), true).unwrap();
+        t.take(ip("192.0.2.1"), true).unwrap();
         t.release(ip("192.0.2.1"));
-        assert!(t.take(ip("192.0.2.1")).is_ok(), "a released share can be taken again");
+        assert!(t.take(ip("192.0.2.1"), true).is_ok(), "a released share can be taken again");
     }
 }

@@ -202,10 +202,12 @@ impl WorkerCtx {
         }
         // The worker's capacity, then the client's and its network's share of it: one
         // customer flooding misses cannot take the others' turns.
+        // Shares bind once half the worker's capacity is in use.
+        let contended = self.resolutions.get() >= self.settings.max_resolutions / 2;
         let share = if self.resolutions.get() >= self.settings.max_resolutions {
             Err(Limit::Resolutions)
         } else {
-            self.client_load.borrow_mut().take(peer.ip())
+            self.client_load.borrow_mut().take(peer.ip(), contended)
         };
         if let Err(limit) = share {
             if limit != Limit::Resolutions {
