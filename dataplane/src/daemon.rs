@@ -48,6 +48,14 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An outgoing source address is not one of this host's.
+    #[error("cannot send queries from {addr} (transport.outgoing_v4/v6): {source}")]
+    Outgoing {
+        /// The address.
+        addr: IpAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A worker could not be created.
     #[error("worker {index}: {source}")]
     Worker {
@@ -368,6 +376,9 @@ impl DataPlane {
             // A damaged file loses only learned state: start afresh, and say so.
             Err(e) => tracing::warn!(error = %e, "probe state not loaded"),
         }
+        let (v4, v6) = cfg.transport.outgoing_addrs()?;
+        let outgoing = crate::worker::Outgoing { v4, v6 };
+        outgoing.check().map_err(|(addr, source)| StartError::Outgoing { addr, source })?;
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
         let mut sockets = Vec::with_capacity(workers);
@@ -404,6 +415,7 @@ impl DataPlane {
                 dot_timeout: std::time::Duration::from_millis(cfg.transport.dot_timeout_ms),
                 dot_idle_timeout: std::time::Duration::from_millis(cfg.transport.dot_idle_timeout_ms),
                 dot_max_outstanding: cfg.transport.dot_max_outstanding,
+                outgoing,
                 upstream_max_connections: cfg.transport.max_connections,
             };
             let pin = cfg.server.pin_workers;

@@ -366,6 +366,7 @@ impl Config {
             .map_err(|reason| ConfigError::Invalid { field: "server.log_level".into(), reason })?;
         self.client_prefixes()?;
         self.upstream_prefixes()?;
+        t.outgoing_addrs()?;
         self.policies()?;
         self.api.listen_addr()?;
         if !matches!(v.mode.as_str(), "validate" | "off") {

@@ -1,10 +1,11 @@
 //! `[transport]`: encrypted upstream transports.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{bounds, d};
+use super::{ConfigError, bounds, d};
 
 /// `[transport]`
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +35,11 @@ pub struct TransportConfig {
     pub max_concurrent_probes: u32,
     /// Look up nameservers' `_dns` SVCB records (RFC 9461) and follow them. Default true.
     pub signals: bool,
+    /// Source address of queries to IPv4 authorities (one of this host's addresses);
+    /// absent: the kernel's choice.
+    pub outgoing_v4: Option<String>,
+    /// Source address of queries to IPv6 authorities; absent: the kernel's choice.
+    pub outgoing_v6: Option<String>,
 }
 
 impl Default for TransportConfig {
@@ -50,6 +56,36 @@ impl Default for TransportConfig {
             probe_damping_s: d(bounds::PROBE_DAMPING_S),
             max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
             signals: true,
+            outgoing_v4: None,
+            outgoing_v6: None,
         }
+    }
+}
+
+impl TransportConfig {
+    /// The outgoing source addresses, parsed: each must be a unicast address of its
+    /// field's family.
+    pub fn outgoing_addrs(&self) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ConfigError> {
+        fn parse<A: std::str::FromStr>(
+            field: &str,
+            value: Option<&String>,
+            family: &str,
+            usable: impl Fn(&A) -> bool,
+        ) -> Result<Option<A>, ConfigError> {
+            let Some(v) = value else { return Ok(None) };
+            let invalid = |reason: String| ConfigError::Invalid { field: field.into(), reason };
+            let a = v.parse::<A>().map_err(|_| invalid(format!("{v:?} is not an {family} address")))?;
+            if !usable(&a) {
+                return Err(invalid(format!("{v:?} cannot be a source address (unspecified, multicast or broadcast)")));
+            }
+            Ok(Some(a))
+        }
+        let v4 = parse("transport.outgoing_v4", self.outgoing_v4.as_ref(), "IPv4", |a: &Ipv4Addr| {
+            !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast()
+        })?;
+        let v6 = parse("transport.outgoing_v6", self.outgoing_v6.as_ref(), "IPv6", |a: &Ipv6Addr| {
+            !a.is_unspecified() && !a.is_multicast()
+        })?;
+        Ok((v4, v6))
     }
 }

@@ -15,6 +15,7 @@ use mio::Interest;
 
 use super::doq::{DoqDriver, DoqKey};
 use super::dot::{DotDriver, DotKey};
+use super::outgoing::Outgoing;
 use super::reactor::{Executor, Reactor, Registered, until};
 use crate::resolver::{Environment, Upstream};
 use crate::upstream::{UpstreamError, Wire};
@@ -32,10 +33,13 @@ fn io_error(e: &io::Error) -> UpstreamError {
 
 /// One UDP exchange on a fresh socket: a kernel-chosen random source port, connected to
 /// the server so that the kernel drops datagrams from any other address or port.
-async fn udp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-    let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let sock = mio::net::UdpSocket::bind(bind).map_err(|e| io_error(&e))?;
-    sock.connect(server).map_err(|e| io_error(&e))?;
+async fn udp_exchange(
+    reactor: &Reactor,
+    outgoing: Outgoing,
+    server: SocketAddr,
+    query: &[u8],
+) -> Result<Vec<u8>, UpstreamError> {
+    let sock = outgoing.udp(server).map_err(|e| io_error(&e))?;
     let reg = Registered::new(reactor, sock, Interest::READABLE).map_err(|e| io_error(&e))?;
     reg.source.send(query).map_err(|e| io_error(&e))?;
     let mut buf = vec![0u8; UDP_RECV_MAX];
@@ -62,9 +66,14 @@ async fn udp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Re
 }
 
 /// One TCP exchange on a fresh connection (RFC 7766 framing).
-async fn tcp_exchange(reactor: &Reactor, server: SocketAddr, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+async fn tcp_exchange(
+    reactor: &Reactor,
+    outgoing: Outgoing,
+    server: SocketAddr,
+    query: &[u8],
+) -> Result<Vec<u8>, UpstreamError> {
     use std::io::{Read, Write};
-    let stream = mio::net::TcpStream::connect(server).map_err(|e| io_error(&e))?;
+    let stream = outgoing.tcp(server).map_err(|e| io_error(&e))?;
     let mut reg =
         Registered::new(reactor, stream, Interest::READABLE | Interest::WRITABLE).map_err(|e| io_error(&e))?;
     let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Local(io::ErrorKind::InvalidInput))?;
@@ -114,6 +123,7 @@ pub(crate) struct WorkerUpstream {
     pub(crate) dot: Rc<DotDriver>,
     pub(crate) doq: Rc<DoqDriver>,
     pub(crate) executor: Rc<Executor>,
+    pub(crate) outgoing: Outgoing,
 }
 
 impl Upstream for WorkerUpstream {
@@ -126,8 +136,8 @@ impl Upstream for WorkerUpstream {
     ) -> Result<Vec<u8>, UpstreamError> {
         let at = self.reactor.now() + timeout;
         let done = match wire {
-            Wire::Udp => until(&self.reactor, at, udp_exchange(&self.reactor, server, query)).await,
-            Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, server, query)).await,
+            Wire::Udp => until(&self.reactor, at, udp_exchange(&self.reactor, self.outgoing, server, query)).await,
+            Wire::Tcp => until(&self.reactor, at, tcp_exchange(&self.reactor, self.outgoing, server, query)).await,
             Wire::Dot { auth } => {
                 return self.dot.exchange(DotKey { server, auth }, query, timeout).await;
             }

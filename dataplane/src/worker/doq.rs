@@ -212,6 +212,7 @@ pub(crate) struct DoqDriver {
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<ProbeTable>,
+    outgoing: super::Outgoing,
     settings: ConnectionLimits,
     pool: Rc<Pool<DoqKey, Conn>>,
 }
@@ -223,6 +224,7 @@ impl DoqDriver {
         configs: Option<DoqConfigs>,
         stats: Arc<WorkerStats>,
         probes: Arc<ProbeTable>,
+        outgoing: super::Outgoing,
         settings: ConnectionLimits,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -231,6 +233,7 @@ impl DoqDriver {
             configs,
             stats,
             probes,
+            outgoing,
             settings,
             pool: Rc::new(Pool::new(settings.max_connections)),
         })
@@ -245,9 +248,7 @@ impl DoqDriver {
             PeerAuth::None => (configs.unauthenticated.clone(), key.server.ip().to_string()),
         };
         let io_err = |e: io::Error| UpstreamError::Local(e.kind());
-        let bind: SocketAddr = if key.server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let mut sock = mio::net::UdpSocket::bind(bind).map_err(io_err)?;
-        sock.connect(key.server).map_err(io_err)?;
+        let mut sock = self.outgoing.udp(key.server).map_err(io_err)?;
         let now = self.reactor.now();
         let session = DoqSession::connect(config, key.server, &name, now)?;
         let token = self.reactor.register_source(&mut sock, Interest::READABLE).map_err(io_err)?;

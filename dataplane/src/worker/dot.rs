@@ -198,6 +198,7 @@ pub(crate) struct DotDriver {
     stats: Arc<WorkerStats>,
     /// Per-server connection counts live in the shared probe table.
     probes: Arc<crate::upstream::probe::ProbeTable>,
+    outgoing: super::Outgoing,
     settings: ConnectionLimits,
     pool: Rc<Pool<DotKey, Conn>>,
 }
@@ -209,6 +210,7 @@ impl DotDriver {
         configs: TlsConfigs,
         stats: Arc<WorkerStats>,
         probes: Arc<crate::upstream::probe::ProbeTable>,
+        outgoing: super::Outgoing,
         settings: ConnectionLimits,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -217,6 +219,7 @@ impl DotDriver {
             configs,
             stats,
             probes,
+            outgoing,
             settings,
             pool: Rc::new(Pool::new(settings.max_connections)),
         })
@@ -233,7 +236,7 @@ impl DotDriver {
             PeerAuth::None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
         };
         let session = DotSession::new(config, server_name)?;
-        let mut sock = mio::net::TcpStream::connect(key.server).map_err(|e| UpstreamError::Local(e.kind()))?;
+        let mut sock = self.outgoing.tcp(key.server).map_err(|e| UpstreamError::Local(e.kind()))?;
         let _ = sock.set_nodelay(true);
         // A peer that vanishes with queries in flight is noticed by the kernel too.
         let keepalive = socket2::TcpKeepalive::new()
@@ -404,8 +407,15 @@ mod tests {
                 damping: Duration::from_secs(60),
             },
         ));
-        let driver =
-            DotDriver::new(reactor.clone(), executor.clone(), tls, Arc::new(WorkerStats::default()), probes, settings);
+        let driver = DotDriver::new(
+            reactor.clone(),
+            executor.clone(),
+            tls,
+            Arc::new(WorkerStats::default()),
+            probes,
+            crate::worker::Outgoing::default(),
+            settings,
+        );
         let key = DotKey { server, auth: PeerAuth::None };
         let query = [0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
         type Outcomes = Rc<RefCell<Vec<Result<Vec<u8>, UpstreamError>>>>;

@@ -9,6 +9,8 @@ mod doq;
 mod dot;
 mod front;
 mod mailbox;
+mod outgoing;
+pub(crate) use outgoing::Outgoing;
 mod reactor;
 mod tcp;
 
@@ -77,6 +79,8 @@ pub(crate) struct WorkerSettings {
     pub dot_timeout: Duration,
     /// Idle DoT connections are closed after this.
     pub dot_idle_timeout: Duration,
+    /// Source addresses of upstream sockets.
+    pub outgoing: Outgoing,
     /// Queries in flight per DoT connection.
     pub dot_max_outstanding: usize,
     /// Encrypted upstream connections kept open at most, per transport.
@@ -249,8 +253,10 @@ impl WorkerCtx {
                 ctx.client_load.borrow_mut().release(w.client);
                 let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, &result, udp_size);
                 ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
-                ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
+                // Counted before the answer leaves, so that a client that reads the metrics
+                // right after its answer sees this resolution.
                 ctx.stats.observe_latency(ctx.reactor.now().saturating_duration_since(w.start));
+                ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
             }
         });
         Handled::Spawned
@@ -333,6 +339,7 @@ impl Worker {
             settings.dot.clone(),
             stats.clone(),
             shared.probes.clone(),
+            settings.outgoing,
             reactor::ConnectionLimits {
                 idle_timeout: settings.dot_idle_timeout,
                 max_outstanding: settings.dot_max_outstanding,
@@ -350,6 +357,7 @@ impl Worker {
             ),
             stats.clone(),
             shared.probes.clone(),
+            settings.outgoing,
             reactor::ConnectionLimits {
                 idle_timeout: settings.dot_idle_timeout,
                 max_outstanding: settings.dot_max_outstanding,
@@ -357,8 +365,13 @@ impl Worker {
                 max_connections: settings.upstream_max_connections,
             },
         );
-        let upstream =
-            WorkerUpstream { reactor: reactor.clone(), dot: dot.clone(), doq: doq.clone(), executor: executor.clone() };
+        let upstream = WorkerUpstream {
+            reactor: reactor.clone(),
+            dot: dot.clone(),
+            doq: doq.clone(),
+            executor: executor.clone(),
+            outgoing: settings.outgoing,
+        };
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
             CONN_TOKEN_BASE,

@@ -69,6 +69,11 @@ struct Cli {
     #[arg(long, value_name = "PREFIX", value_parser = acl::parse_prefix)]
     allow_upstream: Vec<ipnet::IpNet>,
 
+    /// Source address of queries to authoritative servers, one per family (IPv4 and/or
+    /// IPv6); replaces the configuration's transport.outgoing_v4 / outgoing_v6.
+    #[arg(long, value_name = "ADDR")]
+    outgoing_address: Vec<std::net::IpAddr>,
+
     /// REST API listen address, or `off` (default 127.0.0.1:5380).
     #[arg(long, value_name = "ADDR:PORT")]
     api: Option<String>,
@@ -136,6 +141,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(f) = &cli.api_read_token_file {
         cfg.api.read_token_file = Some(f.clone());
+    }
+    for a in &cli.outgoing_address {
+        match a {
+            std::net::IpAddr::V4(_) => cfg.transport.outgoing_v4 = Some(a.to_string()),
+            std::net::IpAddr::V6(_) => cfg.transport.outgoing_v6 = Some(a.to_string()),
+        }
     }
     cfg.access.allow_upstream.extend(cli.allow_upstream.iter().map(|p| p.to_string()));
     cfg.access.allow_clients.extend(cli.allow_client.iter().map(|p| p.to_string()));
@@ -391,6 +402,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         %hints,
         %dnssec,
         allow_upstream = %cfg.access.allow_upstream.join(","),
+        outgoing_v4 = cfg.transport.outgoing_v4.as_deref().unwrap_or("any"),
+        outgoing_v6 = cfg.transport.outgoing_v6.as_deref().unwrap_or("any"),
         "adoxd ready"
     );
     // The counters are also logged once a minute, for hosts that do not scrape /metrics.

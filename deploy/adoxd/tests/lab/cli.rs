@@ -41,6 +41,7 @@ fn help_documents_every_flag() {
         "--log-level",
         "--allow-upstream",
         "--allow-client",
+        "--outgoing-address",
         "check-config",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -57,6 +58,8 @@ fn check_config_accepts_good_and_names_the_bad_field() {
         ("[resolver]\nmax_depth = 0\n", "resolver.max_depth"),
         ("[access]\nallow_clients = [\"10.0.0.1/8\"]\n", "access.allow_clients[0]"),
         ("[server]\nlisten = [\"nowhere\"]\n", "server.listen[0]"),
+        ("[transport]\noutgoing_v4 = \"::1\"\n", "transport.outgoing_v4"),
+        ("[transport]\noutgoing_v6 = \"ff02::1\"\n", "transport.outgoing_v6"),
         ("not toml at all [", "TOML"),
     ] {
         let (_d, bad) = temp_config(text);
@@ -78,6 +81,9 @@ fn bad_flags_are_clear_errors() {
         (vec!["--workers", "many"], "--workers"),
         (vec!["--log-level", "loud"], "log_level"),
         (vec!["--root-hints", "/nonexistent/root.hints", "--listen", "127.0.0.1:0"], "root hints"),
+        (vec!["--outgoing-address", "nowhere"], "--outgoing-address"),
+        // TEST-NET-1 is not this host's: refused before anything is bound or sent.
+        (vec!["--outgoing-address", "192.0.2.1", "--listen", "127.0.0.1:0"], "cannot send queries from 192.0.2.1"),
     ] {
         let out = adoxd(&args);
         assert!(!out.status.success(), "{args:?} accepted");

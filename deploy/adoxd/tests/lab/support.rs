@@ -23,6 +23,20 @@ pub fn lab_dir() -> PathBuf {
     dir
 }
 
+/// The source address this test's adoxd sends its upstream queries from
+/// (`--outgoing-address`): one of 127.54.0.0/16, from the process id and a per-thread
+/// counter, so that tests running side by side are told apart on the wire and a capture
+/// sees this test's traffic only (see `Capture`).
+pub fn outgoing_address() -> std::net::Ipv4Addr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local! {
+        static MINE: u32 = std::process::id().wrapping_mul(16).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+    }
+    let n = MINE.with(|n| *n) % (250 * 250);
+    std::net::Ipv4Addr::new(127, 54, 1 + (n / 250) as u8, 1 + (n % 250) as u8)
+}
+
 /// The admin API token every test adoxd accepts (unless the test gives its own file).
 pub const ADMIN_TOKEN: &str = "adox-test-admin-token-0123456789";
 /// The read-only API token every test adoxd accepts.
@@ -51,6 +65,10 @@ impl Adoxd {
         }
         if !extra.contains(&"--workers") {
             args.extend_from_slice(&["--workers", "2"]);
+        }
+        let source = outgoing_address().to_string();
+        if !extra.contains(&"--outgoing-address") {
+            args.extend_from_slice(&["--outgoing-address", &source]);
         }
         args.extend_from_slice(extra);
         Self::start(&args)
