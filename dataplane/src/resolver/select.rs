@@ -15,6 +15,9 @@ use super::{Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
 use crate::cache::records::Rank;
 use crate::names::canonical;
 
+/// Tries of one server address in one step, when it times out.
+const MAX_TRIES_PER_SERVER: u32 = 3;
+
 /// Servers whose score is within this of the best are chosen among at random (Unbound
 /// uses the same 400 ms band): microseconds.
 const RTT_BAND_US: u64 = 400_000;
@@ -120,7 +123,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut to_resolve: Vec<Name> =
             unknown.into_iter().filter(|n| !zone.zone_of(n) && !budget.failed_ns.borrow().contains(n)).collect();
         to_resolve.reverse();
-        let mut tried: Vec<IpAddr> = Vec::new();
+        // Each address tried, with its number of tries.
+        let mut tried: Vec<(IpAddr, u32)> = Vec::new();
         let mut attempts = 0u32;
         let mut last: Option<(IpAddr, UpstreamError)> = None;
         let mut lookups = 0u32;
@@ -131,10 +135,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     return Err(self.unreachable(zone, last));
                 }
                 attempts += 1;
-                let first_try = !tried.contains(&addr);
-                if first_try {
-                    tried.push(addr);
-                }
+                let tries = match tried.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        tried.push((addr, 1));
+                        1
+                    }
+                };
                 match self.exchange(zone, (addr, &ns_name), sname, stype, budget).await {
                     Ok(msg) => match classify(&msg, zone, sname, stype) {
                         Reply::Lame => {
@@ -152,9 +162,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     },
                     Err(ExchangeError::Fatal(e)) => return Err(e),
                     Err(ExchangeError::Server(e)) => {
-                        // A timeout may be a lost datagram: the server gets one more try, after
-                        // the others, with the longer timeout its failure just earned.
-                        if e.retry_same_server() && first_try {
+                        // A timeout may be a lost datagram or a slow server: it is tried again,
+                        // after the others, with the longer timeout its failure just earned
+                        // (0.8, 1.6, 3.2 s from the start), so a server 2 s away still answers.
+                        if e.retry_same_server() && tries < MAX_TRIES_PER_SERVER {
                             queue.push_back((addr, ns_name));
                         }
                         last = Some((addr, e));
@@ -176,7 +187,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             for ip in found {
                 if !self.shared.access.upstream_allowed(ip) {
                     blocked = true;
-                } else if !tried.contains(&ip) && !queue.iter().any(|(a, _)| *a == ip) {
+                } else if !tried.iter().any(|(a, _)| *a == ip) && !queue.iter().any(|(a, _)| *a == ip) {
                     queue.push_back((ip, name.clone()));
                 }
             }

@@ -12,6 +12,7 @@ mod deploy_files;
 mod dnssec;
 mod encrypted;
 mod fairness;
+mod faults;
 mod malformed;
 mod oracle;
 mod resolution;
