@@ -46,6 +46,39 @@ pub fn client_query(data: &[u8]) {
     respond::fit_udp(&mut small, data, &q, 512, 1232);
 }
 
+/// A client's TCP stream as the worker reads it: the bytes arrive cut into pieces at the
+/// positions the input's first octets name, reading pauses at the buffer cap and takes at
+/// most a pipelining window of messages at a time (from the fifth octet), and every message
+/// taken goes through [`client_query`].
+pub fn tcp_client_stream(data: &[u8]) {
+    use crate::worker::{MAX_RBUF, take_messages};
+    let cuts: Vec<usize> = data.iter().take(4).map(|b| usize::from(*b) * 64 + 1).collect();
+    let window = data.get(4).map_or(1, |b| usize::from(b % 8) + 1);
+    let (mut rbuf, mut at, mut taken) = (Vec::new(), 0, 0usize);
+    for piece in cuts.iter().cycle() {
+        if at >= data.len() && rbuf.len() < 2 {
+            break;
+        }
+        if at < data.len() && rbuf.len() < MAX_RBUF {
+            let end = (at + piece).min(data.len());
+            rbuf.extend_from_slice(&data[at..end]);
+            at = end;
+        }
+        let before = rbuf.len();
+        let msgs = take_messages(&mut rbuf, window);
+        assert!(msgs.len() <= window, "never more than the window");
+        for m in &msgs {
+            taken += 2 + m.len();
+            client_query(m);
+        }
+        if msgs.is_empty() && at >= data.len() {
+            break; // a message that never completes stays buffered (its deadline closes it)
+        }
+        assert_eq!(before - rbuf.len(), msgs.iter().map(|m| 2 + m.len()).sum::<usize>());
+    }
+    assert_eq!(taken + rbuf.len(), at, "every octet read is in a message or still buffered");
+}
+
 /// An upstream reply through the checks and the classification the resolver applies.
 pub fn upstream_response(data: &[u8]) {
     let Ok(zone) = Name::from_ascii("lab.") else { return };
@@ -225,6 +258,11 @@ mod tests {
     #[test]
     fn replay_validator_corpus() {
         replay("validator", super::validator);
+    }
+
+    #[test]
+    fn replay_tcp_client_stream_corpus() {
+        replay("tcp_client_stream", super::tcp_client_stream);
     }
 
     #[test]

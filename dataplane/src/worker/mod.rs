@@ -11,6 +11,7 @@ mod front;
 mod mailbox;
 mod outgoing;
 pub(crate) use outgoing::Outgoing;
+pub(crate) use tcp::{MAX_RBUF, take_messages};
 mod reactor;
 mod tcp;
 

@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 /// Unparsed input kept per connection at most: two maximal messages.
-const MAX_RBUF: usize = 2 * (2 + 65_535);
+pub(crate) const MAX_RBUF: usize = 2 * (2 + 65_535);
 /// Unsent output per connection above which no more queries are read from it.
 const MAX_WBUF: usize = 256 * 1024;
 /// Unsent output per connection past which the client is taken for one that does not
@@ -63,6 +63,23 @@ impl Conn {
     fn finished(&self) -> bool {
         self.read_closed && self.pending == 0 && self.backlog() == 0 && !self.has_frame()
     }
+}
+
+/// Takes the complete length-prefixed messages (RFC 7766) at the front of a client's
+/// input, at most `room` of them; a message still arriving stays buffered.
+pub(crate) fn take_messages(rbuf: &mut Vec<u8>, room: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while out.len() < room && rbuf.len() >= at + 2 {
+        let len = usize::from(u16::from_be_bytes([rbuf[at], rbuf[at + 1]]));
+        if rbuf.len() < at + 2 + len {
+            break;
+        }
+        out.push(rbuf[at + 2..at + 2 + len].to_vec());
+        at += 2 + len;
+    }
+    rbuf.drain(..at);
+    out
 }
 
 /// The limits of a worker's client connections.
@@ -194,17 +211,8 @@ impl TcpClients {
             self.close(id);
             return None;
         }
-        let mut out = Vec::new();
-        let mut at = 0;
-        while c.pending + out.len() < max_pipelined && c.backlog() < MAX_WBUF && c.rbuf.len() >= at + 2 {
-            let len = usize::from(u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]));
-            if c.rbuf.len() < at + 2 + len {
-                break;
-            }
-            out.push(c.rbuf[at + 2..at + 2 + len].to_vec());
-            at += 2 + len;
-        }
-        c.rbuf.drain(..at);
+        let room = if c.backlog() < MAX_WBUF { max_pipelined.saturating_sub(c.pending) } else { 0 };
+        let out = take_messages(&mut c.rbuf, room);
         if !out.is_empty() {
             c.last_active = now;
         }

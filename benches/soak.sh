@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# benches/soak.sh: hours of realistic load, and whether adoxd's memory stays flat.
+#
+# One adoxd (1 worker on cpu 0; caches of CACHE_MIB each so that they fill during the
+# warm-up) resolves through the lab while adox-load (cpu 1) offers RATE_PCT % of the
+# capacity measured first on the same mix. The mix, per 100 queries:
+#   50 cache hits     the lab's names (deploy/lab/names.txt)
+#   20 misses         unique names in alpha.lab. (signed: NXDOMAIN proven by NSEC3/NSEC)
+#    8 misses         unique names in ed.lab. (ED25519, NSEC)
+#   10 misses         unique names in dot.lab. (a strict DoT policy, PKIX)
+#    2 misses         unique names in doq.lab. (opportunistic: RFC 9539 probing finds DoQ)
+#   10 misses         unique names directly under lab.
+# The load runs in segments of SEGMENT s, each with names of its own, so a miss stays a
+# miss all along. Beside it, a policy writer POSTs a policy every 2 s and DELETEs every
+# other one; each acknowledged write is remembered.
+#
+# RSS (VmRSS) is sampled every 10 s. Pass criteria, checked at the end (exit 1 if one fails):
+#   - adoxd is still running (no crash) and answered >= 99 % of the queries;
+#   - after WARMUP s, the least-squares slope of RSS is under SLOPE_MAX_KIB KiB per 10 min;
+#   - the policies on the server equal the acknowledged writes, also after a kill -9 and a
+#     restart on the same state directory (0 lost acknowledged writes).
+#
+#   benches/soak.sh                           # 30 min: DURATION=1800 WARMUP=300
+#   DURATION=180 WARMUP=60 benches/soak.sh    # the CI version (.ci/run)
+# Root (the lab). Results: perf/README.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DURATION=${DURATION:-1800}
+WARMUP=${WARMUP:-300}
+SEGMENT=${SEGMENT:-60}
+RATE_PCT=${RATE_PCT:-80}
+CACHE_MIB=${CACHE_MIB:-32}
+SLOPE_MAX_KIB=${SLOPE_MAX_KIB:-1024}
+LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+PORT=5360
+API=5361
+TOKEN=adox-soak-admin-token-0123456789
+
+cargo build --release -q -p adoxd -p adox-benches
+started_lab=0
+if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
+    deploy/lab/lab up "$LAB" >/dev/null
+    started_lab=1
+fi
+WORK=$(mktemp -d)
+pid= sampler= writer=
+cleanup() {
+    for p in $sampler $writer $pid; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ -z ${KEEP_WORK:-} ]]; then rm -rf -- "$WORK"; else echo "work files kept in $WORK"; fi
+    if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+printf '%s\n' "$TOKEN" >"$WORK/admin.tokens"
+chmod 600 "$WORK/admin.tokens"
+cat >"$WORK/adox.toml" <<EOF
+[cache]
+record_cache_bytes = $((CACHE_MIB << 20))
+packet_cache_bytes = $((CACHE_MIB << 20))
+
+[transport]
+ca_file = "$LAB/tls/ca.pem"
+
+[[policy]]
+zone = "dot.lab"
+nameserver = "ns1.dot.lab"
+mode = "strict"
+transports = ["dot"]
+auth = "pkix"
+EOF
+
+start_adoxd() {
+    taskset -c 0 target/release/adoxd --config "$WORK/adox.toml" --root-hints "$LAB/root.hints" \
+        --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
+        --listen "127.0.0.1:$PORT" --api "127.0.0.1:$API" --api-token-file "$WORK/admin.tokens" \
+        --workers 1 --log-level info --state-dir "$WORK/state" 2>>"$WORK/adoxd.log" &
+    pid=$!
+    for _ in $(seq 50); do
+        curl -sf "http://127.0.0.1:$API/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "soak: adoxd did not become ready" >&2
+    exit 1
+}
+
+# One segment's queries, shuffled: names of its own for every miss.
+mix() {
+    local tag=$1 n=$2
+    awk -v tag="$tag" -v n="$n" '
+        NR == FNR { if ($0 !~ /^#/ && NF >= 2) hits[h++] = $1 " " $2; next }
+        END {
+            srand(tag + 0)
+            for (i = 0; i < n; i++) {
+                r = i % 100
+                if (r < 50) print hits[int(rand() * h)]
+                else if (r < 70) printf "m%s-%d.alpha.lab. A\n", tag, i
+                else if (r < 78) printf "m%s-%d.ed.lab. A\n", tag, i
+                else if (r < 88) printf "m%s-%d.dot.lab. A\n", tag, i
+                else if (r < 90) printf "m%s-%d.doq.lab. A\n", tag, i
+                else printf "m%s-%d.lab. A\n", tag, i
+            }
+        }' deploy/lab/names.txt /dev/null | shuf --random-source=<(yes "$tag") >"$WORK/mix-$tag.txt"
+}
+
+json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
+load() { taskset -c 1 target/release/adox-load --server "127.0.0.1:$PORT" --timeout-ms 2000 --json "$@"; }
+
+start_adoxd
+# Warm the delegations and the DoT connection, then measure the capacity on this mix.
+mix 0 20000
+load --queries "$WORK/mix-0.txt" --rate 2000 --duration 5 >/dev/null
+mix 1 400000
+cap_out=$(load --queries "$WORK/mix-1.txt" --max-outstanding 200 --duration 10)
+capacity=$(awk -v a="$(json "$cap_out" received)" 'BEGIN { printf "%d", a / 10 }')
+rate=$((capacity * RATE_PCT / 100))
+echo "soak: capacity on the mix ${capacity} qps (10 s flat out); offering ${rate} qps for ${DURATION} s"
+
+# RSS every 10 s: seconds since start, KiB.
+t0=$(date +%s)
+(
+    while kill -0 "$pid" 2>/dev/null; do
+        printf '%d %s\n' $(($(date +%s) - t0)) "$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+        sleep 10
+    done
+) >"$WORK/rss.txt" &
+sampler=$!
+
+# Policy writes: POST every 2 s, DELETE every other one; acknowledged ids are kept.
+(
+    i=0
+    while true; do
+        body="{\"zone\":\"p$i.soak.invalid\",\"mode\":\"cleartext\",\"comment\":\"soak\"}"
+        out=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+            -w '\n%{http_code}' -X POST --data "$body" "http://127.0.0.1:$API/v1/policies" || true)
+        code=${out##*$'\n'}
+        id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <<<"${out%$'\n'*}" 2>/dev/null || true)
+        if [[ $code == 201 && -n $id ]]; then
+            echo "+ $id" >>"$WORK/writes.txt"
+            if ((i % 2)); then
+                code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+                    -X DELETE "http://127.0.0.1:$API/v1/policies/$id" || true)
+                if [[ $code == 204 ]]; then echo "- $id" >>"$WORK/writes.txt"; fi
+            fi
+        fi
+        i=$((i + 1))
+        sleep 2
+    done
+) &
+writer=$!
+
+sent=0 answered=0 servfail=0 seg=2
+end=$((t0 + DURATION))
+while (($(date +%s) < end)); do
+    left=$((end - $(date +%s)))
+    d=$((left < SEGMENT ? left : SEGMENT))
+    ((d > 0)) || break
+    mix "$seg" $((rate * d + 1000))
+    out=$(load --queries "$WORK/mix-$seg.txt" --rate "$rate" --duration "$d")
+    rm -f "$WORK/mix-$seg.txt"
+    sent=$((sent + $(json "$out" sent)))
+    answered=$((answered + $(json "$out" received)))
+    servfail=$((servfail + $(json "$out" servfail)))
+    seg=$((seg + 1))
+done
+kill "$writer" 2>/dev/null || true
+wait "$writer" 2>/dev/null || true
+writer=
+sleep 1
+
+fail=0
+alive=yes
+kill -0 "$pid" 2>/dev/null || { alive=no; fail=1; }
+# Least-squares slope of the samples after the warm-up, in KiB per 10 minutes.
+read -r slope samples first last < <(awk -v w="$WARMUP" '
+    $1 >= w && $2 > 0 { n++; sx += $1; sy += $2; sxx += $1 * $1; sxy += $1 * $2; if (n == 1) f = $2; l = $2 }
+    END { if (n < 3) { print "nan", n, f, l; exit } s = (n * sxy - sx * sy) / (n * sxx - sx * sx); printf "%.0f %d %d %d\n", s * 600, n, f, l }
+' "$WORK/rss.txt")
+ratio=$(awk -v a="$answered" -v s="$sent" 'BEGIN { printf "%.2f", s ? 100 * a / s : 0 }')
+awk -v r="$ratio" 'BEGIN { exit !(r >= 99) }' || fail=1
+if [[ $slope == nan ]] || ((slope >= SLOPE_MAX_KIB)); then fail=1; fi
+
+# Acknowledged writes against what the server holds, before and after kill -9 + restart.
+expected=$(awk '$1 == "+" { live[$2] = 1 } $1 == "-" { delete live[$2] } END { for (k in live) print k }' "$WORK/writes.txt" | sort)
+held() {
+    curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$API/v1/policies" | python3 -c '
+import json, sys
+body = json.load(sys.stdin)
+items = body["policies"] if isinstance(body, dict) else body
+print("\n".join(p["id"] for p in items if p.get("comment") == "soak"))' | sort
+}
+acked=$(wc -l <"$WORK/writes.txt")
+lost_live=$(comm -23 <(echo "$expected") <(held) | sed '/^$/d' | wc -l)
+extra_live=$(comm -13 <(echo "$expected") <(held) | sed '/^$/d' | wc -l)
+if [[ $alive == yes ]]; then kill -9 "$pid"; wait "$pid" 2>/dev/null || true; fi
+start_adoxd
+lost_restart=$(comm -23 <(echo "$expected") <(held) | sed '/^$/d' | wc -l)
+extra_restart=$(comm -13 <(echo "$expected") <(held) | sed '/^$/d' | wc -l)
+((lost_live + extra_live + lost_restart + extra_restart == 0)) || fail=1
+
+echo
+echo "soak, $(date -u +%F): ${DURATION} s at ${rate} qps (${RATE_PCT} % of ${capacity}), caches ${CACHE_MIB} MiB each, 1 worker"
+echo "  queries sent ${sent}, answered ${answered} (${ratio} %), servfail ${servfail}"
+echo "  RSS after ${WARMUP} s warm-up: ${first} KiB -> ${last} KiB over ${samples} samples; slope ${slope} KiB per 10 min (limit ${SLOPE_MAX_KIB})"
+echo "  adoxd alive at the end: ${alive}"
+echo "  policy writes acknowledged ${acked}; lost ${lost_live}, unexpected ${extra_live}; after kill -9 and restart: lost ${lost_restart}, unexpected ${extra_restart}"
+if ((fail)); then
+    echo "soak: FAILED" >&2
+    exit 1
+fi
+echo "soak: passed"
