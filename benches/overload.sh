@@ -62,30 +62,42 @@ else
     exit 1
 fi
 
-cat >"$WORK/adox.toml" <<EOF
+# Capacity is measured with shedding off (a flat-out closed-loop generator would otherwise
+# wait out every dropped query); the overload runs with the default.
+for phase in capacity overload; do
+    cat >"$WORK/$phase.toml" <<EOF
+[server]
+overload_after_ms = $([[ $phase == capacity ]] && echo 60000 || echo 200)
 [cache]
 record_cache_bytes = $((CACHE_MIB << 20))
 packet_cache_bytes = $((CACHE_MIB << 20))
 EOF
+done
 # Started inside the cgroup: a shell moves itself in, then becomes adoxd.
-sh -c "echo \$\$ >$cg/cgroup.procs && exec taskset -c 0 target/release/adoxd --config $WORK/adox.toml \
-    --root-hints $LAB/root.hints --trust-anchor $LAB/trust-anchor.ds --allow-upstream 127.0.0.0/8 \
-    --listen 127.0.0.1:$PORT --api off --workers 1 --log-level info --state-dir $WORK/state" 2>"$WORK/adoxd.log" &
-pid=$!
-sleep 1
-kill -0 "$pid"
+start_adoxd() {
+    sh -c "echo \$\$ >$cg/cgroup.procs && exec taskset -c 0 target/release/adoxd --config $WORK/$1.toml \
+        --root-hints $LAB/root.hints --trust-anchor $LAB/trust-anchor.ds --allow-upstream 127.0.0.0/8 \
+        --listen 127.0.0.1:$PORT --api off --workers 1 --log-level info --state-dir $WORK/state" 2>>"$WORK/adoxd.log" &
+    pid=$!
+    sleep 1
+    kill -0 "$pid"
+}
 
 misses() { awk -v n="$2" -v t="$1" 'BEGIN { for (i = 0; i < n; i++) printf "o%s-%d.alpha.lab. A\n", t, i }' >"$WORK/$1.txt"; }
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 load() { taskset -c 1 target/release/adox-load --server "127.0.0.1:$PORT" --json "$@"; }
 
-# Cached names for the hit load: asked once now.
-grep -v '^#' deploy/lab/names.txt | awk 'NF >= 2 { print $1, $2 }' | grep -E 'alpha|beta|www' | head -40 >"$WORK/hits.txt"
-load --queries "$WORK/hits.txt" --rate 100 --duration 1 >/dev/null
-
+start_adoxd capacity
 misses cap 2000000
 out=$(load --queries "$WORK/cap.txt" --max-outstanding 500 --duration 10 --timeout-ms 3000)
 capacity=$(awk -v a="$(json "$out" nxdomain)" 'BEGIN { printf "%d", a / 10 }')
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+
+start_adoxd overload
+# Cached names for the hit load: asked once now.
+grep -v '^#' deploy/lab/names.txt | awk 'NF >= 2 { print $1, $2 }' | grep -E 'alpha|beta|www' | head -40 >"$WORK/hits.txt"
+load --queries "$WORK/hits.txt" --rate 100 --duration 1 >/dev/null
 offered=$((capacity * OVER_PCT / 100))
 echo "overload: adoxd capped at ${QUOTA_PCT} % of a core ($cgroup_kind): capacity ${capacity} misses/s; offering ${offered} misses/s for ${DURATION} s"
 
@@ -104,7 +116,8 @@ hit_out=$(cat "$WORK/hits.json")
 t0=$(date +%s%N)
 recovered=
 for i in $(seq 200); do
-    if dig +tries=1 +time=1 -p "$PORT" @127.0.0.1 "rec$i.alpha.lab." A | grep -q 'status: NXDOMAIN'; then
+    reply=$(dig +tries=1 +time=1 -p "$PORT" @127.0.0.1 "rec$i.alpha.lab." A || true)
+    if [[ $reply == *"status: NXDOMAIN"* ]]; then
         recovered=$((($(date +%s%N) - t0) / 1000000))
         break
     fi
@@ -113,6 +126,11 @@ done
 misses after $((capacity * 5 / 4 + 1000))
 after=$(load --queries "$WORK/after.txt" --rate $((capacity / 4)) --duration 5 --timeout-ms 2000)
 kill "$sampler" 2>/dev/null || true
+# The shed count: SIGINT makes adoxd log its counters on the way out.
+kill -INT "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+shed=$(grep ' stats ' "$WORK/adoxd.log" | tail -1 | tr ' ' '\n' | sed -n 's/^overload_shed=//p')
 peak_rss=$(sort -n "$WORK/rss.txt" | tail -1)
 limit_kib=$(((2 * CACHE_MIB + OVERHEAD_MIB) * 1024))
 
@@ -127,7 +145,7 @@ awk -v p="$after_pct" 'BEGIN { exit !(p >= 99) }' || fail=1
 
 echo
 echo "overload, $(date -u +%F): 1 worker capped at ${QUOTA_PCT} % of a core; capacity ${capacity} misses/s; ${offered} misses/s offered for ${DURATION} s"
-echo "  misses during the overload: sent $(json "$over" sent), NXDOMAIN $(json "$over" nxdomain), SERVFAIL $(json "$over" servfail), lost $(json "$over" lost)"
+echo "  misses during the overload: sent $(json "$over" sent), NXDOMAIN $(json "$over" nxdomain) ($(pct "$(json "$over" nxdomain)" $((capacity * DURATION))) % of capacity), SERVFAIL $(json "$over" servfail), lost $(json "$over" lost); shed by adoxd ${shed}"
 echo "  hits during the overload (${HIT_RATE} qps): ${hit_pct} % answered, p50 $(json "$hit_out" p50_us) us, p99 $(json "$hit_out" p99_us) us"
 echo "  RSS: ${base_rss} KiB before, peak ${peak_rss} KiB (limit ${limit_kib} KiB = two ${CACHE_MIB} MiB caches + ${OVERHEAD_MIB} MiB)"
 echo "  recovery: first fresh miss answered ${recovered:-never} ms after the overload; then ${after_pct} % of misses at $((capacity / 4))/s answered"

@@ -83,6 +83,10 @@ pub struct StatsSnapshot {
     /// of the resolver in flight already (`[limits]`).
     #[serde(default)]
     pub client_share_exceeded: u64,
+    /// New cache misses dropped because the worker was past its capacity (no idle time
+    /// for `server.overload_after_ms`); hits were still answered.
+    #[serde(default)]
+    pub overload_shed: u64,
     /// Client TCP connections accepted.
     pub tcp_accepted: u64,
     /// Client TCP connections closed at accept because the cap was reached.

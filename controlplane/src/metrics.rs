@@ -184,6 +184,12 @@ pub fn render(s: &Stats) -> String {
         "Cache misses answered SERVFAIL because their client or its network had its share in flight.",
         t.client_share_exceeded,
     );
+    counter(
+        o,
+        "adox_overload_shed_total",
+        "New cache misses dropped because the worker was past its capacity; hits were still answered.",
+        t.overload_shed,
+    );
     counter(o, "adox_refused_acl_total", "Client queries refused by the access list.", t.refused_acl);
     counter(o, "adox_truncated_total", "Answers sent truncated over UDP.", t.truncated);
     labelled(

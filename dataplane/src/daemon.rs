@@ -402,6 +402,7 @@ impl DataPlane {
                 index,
                 edns_udp_size: cfg.resolver.edns_udp_size,
                 udp_batch: cfg.server.udp_batch,
+                overload_after: std::time::Duration::from_millis(cfg.server.overload_after_ms),
                 packet_cache_bytes: cfg.cache.packet_cache_bytes as usize,
                 max_resolutions: cfg.resolver.max_resolutions,
                 limits: cfg.limits.clone(),

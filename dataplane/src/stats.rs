@@ -102,6 +102,7 @@ worker_stats!(
     dnssec_bogus,
     coalesced,
     client_share_exceeded,
+    overload_shed,
     tcp_accepted,
     tcp_rejected,
     upstream_strict,

@@ -76,6 +76,10 @@ pub mod bounds {
     pub const TCP_MAX_PIPELINED: Bound = b("server.tcp_max_pipelined", 64, 1, 65_535);
     /// Datagrams read per socket per wake-up before other work gets a turn.
     pub const UDP_BATCH: Bound = b("server.udp_batch", 64, 1, 1024);
+    /// A worker with (almost) no idle time for this long is past its capacity: new cache
+    /// misses it reads over UDP are dropped (hits are still answered) until it has idle
+    /// time again.
+    pub const OVERLOAD_AFTER_MS: Bound = b("server.overload_after_ms", 200, 10, 60_000);
     /// Cache misses one client address may have in flight per worker; past it, its further
     /// misses get SERVFAIL until one ends (hits are always answered).
     pub const MAX_RESOLUTIONS_PER_CLIENT: Bound = b("limits.max_resolutions_per_client", 500, 1, 1_000_000);
@@ -166,6 +170,7 @@ pub mod bounds {
         CLIENT_PREFIX_V4,
         CLIENT_PREFIX_V6,
         UDP_BATCH,
+        OVERLOAD_AFTER_MS,
         PACKET_CACHE_BYTES,
         RECORD_CACHE_BYTES,
         MAX_TTL_S,
@@ -305,7 +310,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 43] = [
+        let checks: [(Bound, u64); 44] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -317,6 +322,7 @@ impl Config {
             (bounds::CLIENT_PREFIX_V4, u64::from(self.limits.client_prefix_v4)),
             (bounds::CLIENT_PREFIX_V6, u64::from(self.limits.client_prefix_v6)),
             (bounds::UDP_BATCH, s.udp_batch as u64),
+            (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
             (bounds::RECORD_CACHE_BYTES, c.record_cache_bytes),
             (bounds::MAX_TTL_S, u64::from(c.max_ttl_s)),

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub tcp_message_timeout_ms: u64,
     /// See [`bounds::UDP_BATCH`].
     pub udp_batch: usize,
+    /// See [`bounds::OVERLOAD_AFTER_MS`].
+    pub overload_after_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +51,7 @@ impl Default for ServerConfig {
             tcp_max_connections_per_client: d(bounds::TCP_MAX_CONNECTIONS_PER_CLIENT),
             tcp_message_timeout_ms: d(bounds::TCP_MESSAGE_TIMEOUT_MS),
             udp_batch: d(bounds::UDP_BATCH),
+            overload_after_ms: d(bounds::OVERLOAD_AFTER_MS),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! resolver work. A message is dropped (a response, a runt), rejected at once with a
 //! header-only answer (REFUSED for a client outside the ACL or a question a recursive
 //! resolver does not serve, NOTIMP, FORMERR, BADVERS), or let in as a query, whose parsed
-//! form is carried from here to the packet cache, the resolver and the response.
+//! form is carried from here to the packet cache, the resolver and the response. Also the
+//! overload signal (`LoadMeter`): a worker with no idle time left.
 
 use crate::ede::Ede;
 use crate::wire::{self, QueryError, ResponseEdns, rcode};
@@ -84,6 +85,50 @@ pub(crate) fn classify(msg: &[u8], allowed: bool, udp_size: u16) -> Verdict {
     Verdict::Query(q)
 }
 
+/// How busy the worker's thread is: the share of wall time it spends outside its wait for
+/// events, per window of [`LoadMeter::WINDOW`]. A worker that has had no idle time to
+/// speak of for longer than the overload threshold is past its capacity (CPU, or a CPU
+/// quota): more admitted work would only make every resolution late. Slow or silent
+/// authoritative servers cost waiting, not CPU, so they never look like overload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadMeter {
+    window_start: std::time::Instant,
+    idle: std::time::Duration,
+    saturated_since: Option<std::time::Instant>,
+}
+
+impl LoadMeter {
+    /// The measuring window.
+    pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+    /// Idle time below this share of a window counts as saturated (1/20: 5 %).
+    const IDLE_SHARE: u32 = 20;
+
+    pub(crate) fn new(now: std::time::Instant) -> Self {
+        Self { window_start: now, idle: std::time::Duration::ZERO, saturated_since: None }
+    }
+
+    /// One turn of the event loop ended at `now`, after waiting `waited` for events.
+    pub(crate) fn turn(&mut self, now: std::time::Instant, waited: std::time::Duration) {
+        self.idle += waited;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < Self::WINDOW {
+            return;
+        }
+        if self.idle < elapsed / Self::IDLE_SHARE {
+            self.saturated_since.get_or_insert(self.window_start);
+        } else {
+            self.saturated_since = None;
+        }
+        self.window_start = now;
+        self.idle = std::time::Duration::ZERO;
+    }
+
+    /// Past capacity: saturated without a break for more than `after`.
+    pub(crate) fn overloaded(&self, now: std::time::Instant, after: std::time::Duration) -> bool {
+        self.saturated_since.is_some_and(|t| now.saturating_duration_since(t) > after)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +185,31 @@ mod tests {
         let mut response = query(1, 1, false);
         response[2] |= 0x80;
         assert!(matches!(classify(&response, true, 1232), Verdict::Drop));
+    }
+
+    #[test]
+    fn only_a_worker_without_idle_time_is_overloaded() {
+        use std::time::{Duration, Instant};
+        let (t0, after) = (Instant::now(), Duration::from_millis(200));
+        let ms = Duration::from_millis;
+        let mut m = LoadMeter::new(t0);
+        // 80 % busy (10 ms idle per 50 ms window) for a second: not overload.
+        for i in 1..=20 {
+            m.turn(t0 + ms(50 * i), ms(10));
+        }
+        assert!(!m.overloaded(t0 + ms(1000), after));
+        // No idle time at all from 1000 ms on: overload once it lasts over 200 ms.
+        for i in 21..=24 {
+            m.turn(t0 + ms(50 * i), Duration::ZERO);
+        }
+        assert!(!m.overloaded(t0 + ms(1200), after));
+        m.turn(t0 + ms(1250), Duration::ZERO);
+        assert!(m.overloaded(t0 + ms(1250), after));
+        // One window with some idle time ends it.
+        m.turn(t0 + ms(1300), ms(5));
+        assert!(!m.overloaded(t0 + ms(1300), after));
+        // A long idle wait (nothing to do) is not overload either.
+        m.turn(t0 + ms(61_300), Duration::from_secs(60));
+        assert!(!m.overloaded(t0 + ms(61_300), after));
     }
 }

@@ -56,6 +56,8 @@ pub(crate) struct WorkerSettings {
     pub edns_udp_size: u16,
     /// Datagrams read per socket per wake-up.
     pub udp_batch: usize,
+    /// No idle time for this long means overload: new misses over UDP are shed.
+    pub overload_after: Duration,
     /// Packet cache size in bytes.
     pub packet_cache_bytes: usize,
     /// Client resolutions in flight at most.
@@ -136,6 +138,8 @@ struct WorkerCtx {
     client_load: RefCell<clients::ClientLoad>,
     /// Questions being resolved, with the client queries waiting for each.
     inflight: RefCell<std::collections::HashMap<(hickory_proto::rr::Name, hickory_proto::rr::RecordType), Vec<Waiter>>>,
+    /// Set while reading UDP in overload: new cache misses are dropped.
+    shedding: Cell<bool>,
     epoch: Instant,
 }
 
@@ -221,9 +225,16 @@ impl WorkerCtx {
             respond::build(out, msg, &q, &question, &Err(ResolveError::LimitExceeded(limit)), udp_size);
             return Handled::Reply;
         }
-        self.resolutions.set(self.resolutions.get() + 1);
         let (name, qtype) = (question.name.clone(), question.qtype);
         let key = (crate::names::canonical(&name), qtype);
+        // Past capacity, a miss that would start a resolution is dropped at once (as Unbound
+        // and PowerDNS drop past theirs): its client retries, the queue drains, and the work
+        // already taken in finishes in time. Joining a resolution under way costs nothing.
+        if self.shedding.get() && !self.inflight.borrow().contains_key(&key) {
+            self.stats.overload_shed.bump();
+            return Handled::Dropped;
+        }
+        self.resolutions.set(self.resolutions.get() + 1);
         let waiter = Waiter { client: peer.ip(), msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
@@ -299,6 +310,8 @@ pub(crate) struct Worker {
     poll: Poll,
     recv: crate::sys::RecvBatch,
     send: crate::sys::SendBatch,
+    /// How busy this worker's thread is (overload).
+    load: front::LoadMeter,
     ctx: Rc<WorkerCtx>,
     tcp_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
@@ -397,6 +410,7 @@ impl Worker {
             resolutions: Cell::new(0),
             client_load: RefCell::new(clients::ClientLoad::new(clients::Shares::from_config(&settings.limits))),
             inflight: RefCell::new(std::collections::HashMap::new()),
+            shedding: Cell::new(false),
             epoch: Instant::now(),
             settings,
         });
@@ -407,6 +421,7 @@ impl Worker {
             Self {
                 poll,
                 recv: crate::sys::RecvBatch::new(),
+                load: front::LoadMeter::new(Instant::now()),
                 send: crate::sys::SendBatch::new(),
                 ctx,
                 tcp_listeners,
@@ -436,12 +451,15 @@ impl Worker {
                 Some(Duration::ZERO)
             };
             let timeout = if accept_retry.is_empty() { timeout } else { timeout.map(|t| t.min(ACCEPT_RETRY)) };
+            let waiting = Instant::now();
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            ctx.reactor.set_now(Instant::now());
+            let now = Instant::now();
+            ctx.reactor.set_now(now);
+            self.load.turn(now, now.saturating_duration_since(waiting));
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
                 self.take_mail();
             }
@@ -555,6 +573,7 @@ impl Worker {
         let fd = ctx.udp[idx].as_raw_fd();
         let mut handled = 0;
         let mut more = true;
+        ctx.shedding.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
         while handled < ctx.settings.udp_batch {
             let n = match self.recv.recv(fd) {
                 Ok(n) => n,
@@ -588,6 +607,7 @@ impl Worker {
                 break;
             }
         }
+        ctx.shedding.set(false);
         self.send.flush(fd);
         more
     }

@@ -200,6 +200,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_timeouts = s.upstream_timeouts,
         coalesced = s.coalesced,
         client_share_exceeded = s.client_share_exceeded,
+        overload_shed = s.overload_shed,
         upstream_strict = s.upstream_strict,
         upstream_opportunistic = s.upstream_opportunistic,
         upstream_cleartext = s.upstream_cleartext,
