@@ -56,6 +56,7 @@ cleanup() {
 trap cleanup EXIT
 
 printf '%s\n' "$TOKEN" >"$WORK/admin.tokens"
+: >"$WORK/writes.txt"
 chmod 600 "$WORK/admin.tokens"
 # The capacity is measured with overload shedding off (a flat-out closed-loop generator
 # would wait out every dropped query, and the hits would count for the misses dropped);

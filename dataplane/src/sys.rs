@@ -1,7 +1,7 @@
 //! The data plane's only `unsafe`: thin calls into libc that std does not offer.
 #![allow(
     unsafe_code,
-    reason = "FFI to sched_setaffinity, sigaction, recvmmsg and sendmmsg: the one fenced place for unsafe"
+    reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg and setsockopt: the one fenced place for unsafe"
 )]
 
 /// Pins the calling thread to one CPU. Failure (for example a CPU outside the process's
@@ -127,6 +127,23 @@ fn from_storage(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux; IPv6 sockets honour it too): a socket bound to
+/// an address before `connect` gets its port at connect time, for the whole 4-tuple.
+pub(crate) fn bind_address_no_port(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Buffers for one recvmmsg call: up to [`MMSG_BATCH`] datagrams with their senders.

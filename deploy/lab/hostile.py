@@ -8,7 +8,7 @@ Serves ZONE (delegated from lab. to ns1.ZONE at ADDRESS) on ADDRESS port 53
 The zone's NS RRset is the last argument's names (default ns1=ADDRESS), as the
 delegation in lab. has them.
 Run by the lab tests (deploy/adoxd/tests/lab/faults.rs) with the lab's Python
-(dnspython); it runs until killed. No real server behaves like this on purpose,
+(dnspython); it runs until its standard input closes. No real server behaves like this on purpose,
 but the internet has all of them:
 
   good        a correct server: SOA and NS at the apex, A 192.0.2.99 for
@@ -166,7 +166,10 @@ def reply_for(mode, zone, data, over_tcp):
         return None
     if mode in ("silent",) or not query.question:
         return None
-    if mode == "truncate":
+    q = query.question[0]
+    giant_name = q.name.is_subdomain(zone.origin) and q.name != zone.origin and q.name not in zone.nameservers
+    if mode == "truncate" or (mode == "giant" and giant_name and not over_tcp):
+        # (giant: nothing it holds fits a datagram, so none is built just to be cut.)
         if over_tcp:
             return None
         r = dns.message.make_response(query)
@@ -253,7 +256,9 @@ def serve_tls_port(mode, listener):
 
 def listener(address, port, kind):
     s = socket.socket(socket.AF_INET, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if kind == socket.SOCK_STREAM:
+        # TCP only: on UDP it would let a leftover instance share the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((address, port))
     if kind == socket.SOCK_STREAM:
         s.listen(128)
@@ -275,11 +280,11 @@ def main():
     for t in threads:
         t.start()
     print("ready", flush=True)
+    # Runs until its standard input closes: a test that dies takes its server with it.
     try:
-        while True:
-            time.sleep(3600)
+        sys.stdin.read()
     except KeyboardInterrupt:
-        sys.exit(0)
+        pass
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ pub mod bounds {
     /// A worker with (almost) no idle time for this long is past its capacity: new cache
     /// misses it reads over UDP are dropped (hits are still answered) until it has idle
     /// time again.
-    pub const OVERLOAD_AFTER_MS: Bound = b("server.overload_after_ms", 200, 10, 60_000);
+    pub const OVERLOAD_AFTER_MS: Bound = b("server.overload_after_ms", 200, 100, 60_000);
     /// Cache misses one client address may have in flight per worker; past it, its further
     /// misses get SERVFAIL until one ends (hits are always answered).
     pub const MAX_RESOLUTIONS_PER_CLIENT: Bound = b("limits.max_resolutions_per_client", 500, 1, 1_000_000);

@@ -76,15 +76,19 @@ impl TransportConfig {
             let invalid = |reason: String| ConfigError::Invalid { field: field.into(), reason };
             let a = v.parse::<A>().map_err(|_| invalid(format!("{v:?} is not an {family} address")))?;
             if !usable(&a) {
-                return Err(invalid(format!("{v:?} cannot be a source address (unspecified, multicast or broadcast)")));
+                return Err(invalid(format!(
+                    "{v:?} cannot be a source address (unspecified, multicast, broadcast, IPv4-mapped or link-local)"
+                )));
             }
             Ok(Some(a))
         }
         let v4 = parse("transport.outgoing_v4", self.outgoing_v4.as_ref(), "IPv4", |a: &Ipv4Addr| {
             !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast()
         })?;
+        // An IPv4-mapped address cannot send IPv6, and a link-local one needs an interface
+        // that one address cannot name.
         let v6 = parse("transport.outgoing_v6", self.outgoing_v6.as_ref(), "IPv6", |a: &Ipv6Addr| {
-            !a.is_unspecified() && !a.is_multicast()
+            !a.is_unspecified() && !a.is_multicast() && a.to_ipv4_mapped().is_none() && !a.is_unicast_link_local()
         })?;
         Ok((v4, v6))
     }

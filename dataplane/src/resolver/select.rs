@@ -129,6 +129,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut last: Option<(IpAddr, UpstreamError)> = None;
         let mut lookups = 0u32;
         let mut queue: std::collections::VecDeque<Target> = candidates.into();
+        // Third tries, kept for when nothing else is left.
+        let mut last_resort: Vec<Target> = Vec::new();
         loop {
             while let Some((addr, ns_name)) = queue.pop_front() {
                 if attempts >= settings.max_servers_per_step {
@@ -164,18 +166,28 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     Err(ExchangeError::Server(e)) => {
                         // A timeout may be a lost datagram or a slow server: it is tried again,
                         // after the others, with the longer timeout its failure just earned
-                        // (0.8, 1.6, 3.2 s from the start), so a server 2 s away still answers.
+                        // (0.8, then 1.6 s); a third try (3.2 s, so that a server 2 s away
+                        // still answers) only once every other address and nameserver name
+                        // has had its turn.
                         if e.retry_same_server() && tries < MAX_TRIES_PER_SERVER {
-                            queue.push_back((addr, ns_name));
+                            if tries + 1 < MAX_TRIES_PER_SERVER {
+                                queue.push_back((addr, ns_name));
+                            } else {
+                                last_resort.push((addr, ns_name));
+                            }
                         }
                         last = Some((addr, e));
                     }
                 }
             }
-            let Some(name) = to_resolve.pop() else { break };
-            if lookups >= settings.max_ns_lookups {
-                break;
-            }
+            let next = if lookups < settings.max_ns_lookups { to_resolve.pop() } else { None };
+            let Some(name) = next else {
+                if last_resort.is_empty() {
+                    break;
+                }
+                queue.extend(last_resort.drain(..));
+                continue;
+            };
             lookups += 1;
             if depth + 1 > settings.max_depth {
                 return Err(ResolveError::LimitExceeded(Limit::Depth));

@@ -3,7 +3,7 @@
 //! header-only answer (REFUSED for a client outside the ACL or a question a recursive
 //! resolver does not serve, NOTIMP, FORMERR, BADVERS), or let in as a query, whose parsed
 //! form is carried from here to the packet cache, the resolver and the response. Also the
-//! overload signal (`LoadMeter`): a worker with no idle time left.
+//! overload signal (`LoadMeter`): a worker with no idle time left, busy resolving.
 
 use crate::ede::Ede;
 use crate::wire::{self, QueryError, ResponseEdns, rcode};
@@ -85,15 +85,18 @@ pub(crate) fn classify(msg: &[u8], allowed: bool, udp_size: u16) -> Verdict {
     Verdict::Query(q)
 }
 
-/// How busy the worker's thread is: the share of wall time it spends outside its wait for
-/// events, per window of [`LoadMeter::WINDOW`]. A worker that has had no idle time to
-/// speak of for longer than the overload threshold is past its capacity (CPU, or a CPU
-/// quota): more admitted work would only make every resolution late. Slow or silent
-/// authoritative servers cost waiting, not CPU, so they never look like overload.
+/// How busy the worker's thread is, per window of [`LoadMeter::WINDOW`]: the time it waits
+/// for events (idle) and the time it runs resolutions (tasks and timers). A worker with no
+/// idle time to speak of, most of it spent resolving, for longer than the overload
+/// threshold is past its capacity (CPU, or a CPU quota) for cache misses: more admitted
+/// misses would only make every resolution late. Slow or silent authoritative servers cost
+/// waiting, not CPU, and a flood of junk or hits costs time outside resolution, so neither
+/// makes the worker drop other clients' misses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoadMeter {
     window_start: std::time::Instant,
     idle: std::time::Duration,
+    resolving: std::time::Duration,
     saturated_since: Option<std::time::Instant>,
 }
 
@@ -104,23 +107,36 @@ impl LoadMeter {
     const IDLE_SHARE: u32 = 20;
 
     pub(crate) fn new(now: std::time::Instant) -> Self {
-        Self { window_start: now, idle: std::time::Duration::ZERO, saturated_since: None }
+        Self {
+            window_start: now,
+            idle: std::time::Duration::ZERO,
+            resolving: std::time::Duration::ZERO,
+            saturated_since: None,
+        }
     }
 
-    /// One turn of the event loop ended at `now`, after waiting `waited` for events.
-    pub(crate) fn turn(&mut self, now: std::time::Instant, waited: std::time::Duration) {
+    /// One turn of the event loop ended at `now`: it waited `waited` for events and ran
+    /// resolutions for `resolving`.
+    pub(crate) fn turn(
+        &mut self,
+        now: std::time::Instant,
+        waited: std::time::Duration,
+        resolving: std::time::Duration,
+    ) {
         self.idle += waited;
+        self.resolving += resolving;
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed < Self::WINDOW {
             return;
         }
-        if self.idle < elapsed / Self::IDLE_SHARE {
+        if self.idle < elapsed / Self::IDLE_SHARE && self.resolving >= elapsed / 2 {
             self.saturated_since.get_or_insert(self.window_start);
         } else {
             self.saturated_since = None;
         }
         self.window_start = now;
         self.idle = std::time::Duration::ZERO;
+        self.resolving = std::time::Duration::ZERO;
     }
 
     /// Past capacity: saturated without a break for more than `after`.
@@ -188,28 +204,33 @@ mod tests {
     }
 
     #[test]
-    fn only_a_worker_without_idle_time_is_overloaded() {
+    fn only_a_worker_busy_resolving_without_idle_time_is_overloaded() {
         use std::time::{Duration, Instant};
         let (t0, after) = (Instant::now(), Duration::from_millis(200));
         let ms = Duration::from_millis;
         let mut m = LoadMeter::new(t0);
         // 80 % busy (10 ms idle per 50 ms window) for a second: not overload.
         for i in 1..=20 {
-            m.turn(t0 + ms(50 * i), ms(10));
+            m.turn(t0 + ms(50 * i), ms(10), ms(35));
         }
         assert!(!m.overloaded(t0 + ms(1000), after));
-        // No idle time at all from 1000 ms on: overload once it lasts over 200 ms.
-        for i in 21..=24 {
-            m.turn(t0 + ms(50 * i), Duration::ZERO);
+        // No idle time, but the time goes to junk or hits, not resolutions: not overload.
+        for i in 21..=30 {
+            m.turn(t0 + ms(50 * i), Duration::ZERO, ms(10));
         }
-        assert!(!m.overloaded(t0 + ms(1200), after));
-        m.turn(t0 + ms(1250), Duration::ZERO);
-        assert!(m.overloaded(t0 + ms(1250), after));
+        assert!(!m.overloaded(t0 + ms(1500), after));
+        // No idle time, mostly resolving, from 1500 ms on: overload once it lasts over 200 ms.
+        for i in 31..=34 {
+            m.turn(t0 + ms(50 * i), Duration::ZERO, ms(40));
+        }
+        assert!(!m.overloaded(t0 + ms(1700), after));
+        m.turn(t0 + ms(1750), Duration::ZERO, ms(40));
+        assert!(m.overloaded(t0 + ms(1750), after));
         // One window with some idle time ends it.
-        m.turn(t0 + ms(1300), ms(5));
-        assert!(!m.overloaded(t0 + ms(1300), after));
+        m.turn(t0 + ms(1800), ms(5), ms(40));
+        assert!(!m.overloaded(t0 + ms(1800), after));
         // A long idle wait (nothing to do) is not overload either.
-        m.turn(t0 + ms(61_300), Duration::from_secs(60));
-        assert!(!m.overloaded(t0 + ms(61_300), after));
+        m.turn(t0 + ms(61_800), Duration::from_secs(60), Duration::ZERO);
+        assert!(!m.overloaded(t0 + ms(61_800), after));
     }
 }

@@ -209,6 +209,16 @@ impl WorkerCtx {
             }
             return Handled::Reply;
         }
+        let (name, qtype) = (question.name.clone(), question.qtype);
+        let key = (crate::names::canonical(&name), qtype);
+        // Past capacity, a miss that would start a resolution is dropped at once (as Unbound
+        // and PowerDNS drop past theirs): its client retries, the queue drains, and the work
+        // already taken in finishes in time. Joining a resolution under way costs nothing.
+        // (Before any share is taken: a dropped query holds nothing.)
+        if self.shedding.get() && !self.inflight.borrow().contains_key(&key) {
+            self.stats.overload_shed.bump();
+            return Handled::Dropped;
+        }
         // The worker's capacity, then the client's and its network's share of it: one
         // customer flooding misses cannot take the others' turns.
         // Shares bind once half the worker's capacity is in use.
@@ -224,15 +234,6 @@ impl WorkerCtx {
             }
             respond::build(out, msg, &q, &question, &Err(ResolveError::LimitExceeded(limit)), udp_size);
             return Handled::Reply;
-        }
-        let (name, qtype) = (question.name.clone(), question.qtype);
-        let key = (crate::names::canonical(&name), qtype);
-        // Past capacity, a miss that would start a resolution is dropped at once (as Unbound
-        // and PowerDNS drop past theirs): its client retries, the queue drains, and the work
-        // already taken in finishes in time. Joining a resolution under way costs nothing.
-        if self.shedding.get() && !self.inflight.borrow().contains_key(&key) {
-            self.stats.overload_shed.bump();
-            return Handled::Dropped;
         }
         self.resolutions.set(self.resolutions.get() + 1);
         let waiter = Waiter { client: peer.ip(), msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
@@ -444,6 +445,8 @@ impl Worker {
         let mut last_sweep = Instant::now();
         // Listeners that hit a resource limit while accepting.
         let mut accept_retry: Vec<usize> = Vec::new();
+        // Time spent running resolutions (tasks and timers) since the last wait.
+        let mut resolving = Duration::ZERO;
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if unfinished.is_empty() && ctx.clients.borrow().resume.is_empty() {
                 Some(ctx.reactor.next_timeout().unwrap_or(SWEEP_EVERY).min(SWEEP_EVERY))
@@ -452,14 +455,15 @@ impl Worker {
             };
             let timeout = if accept_retry.is_empty() { timeout } else { timeout.map(|t| t.min(ACCEPT_RETRY)) };
             let waiting = Instant::now();
-            match self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            let now = Instant::now();
+            self.load.turn(now, now.saturating_duration_since(waiting), std::mem::take(&mut resolving));
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
             ctx.reactor.set_now(now);
-            self.load.turn(now, now.saturating_duration_since(waiting));
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
                 self.take_mail();
             }
@@ -493,6 +497,7 @@ impl Worker {
                     self.tcp_event(t - CONN_TOKEN_BASE, ev.is_readable(), ev.is_writable(), &mut out);
                 }
             }
+            let tasks_from = Instant::now();
             ctx.reactor.fire_timers();
             ctx.executor.run_ready();
             // Signal lookups the resolver asked for run as tasks of their own.
@@ -516,6 +521,7 @@ impl Worker {
                 }
                 ctx.executor.run_ready();
             }
+            resolving += tasks_from.elapsed();
             // Connections paused by the pipelining cap read again once answers left; what
             // they start runs in the same turn.
             let resume = std::mem::take(&mut ctx.clients.borrow_mut().resume);

@@ -41,6 +41,10 @@ impl Outgoing {
         }
         let sock = Socket::new(Domain::for_address(server), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_nonblocking(true)?;
+        // The port is chosen at connect, for the whole 4-tuple: without this, bind takes
+        // a port of its own for the address, and TIME_WAITs of past connections would
+        // exhaust the ports at a few hundred connections a second.
+        crate::sys::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&sock))?;
         sock.bind(&local.into())?;
         match sock.connect(&server.into()) {
             Ok(()) => {}

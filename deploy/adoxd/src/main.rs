@@ -142,10 +142,15 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(f) = &cli.api_read_token_file {
         cfg.api.read_token_file = Some(f.clone());
     }
-    for a in &cli.outgoing_address {
-        match a {
-            std::net::IpAddr::V4(_) => cfg.transport.outgoing_v4 = Some(a.to_string()),
-            std::net::IpAddr::V6(_) => cfg.transport.outgoing_v6 = Some(a.to_string()),
+    let (v4, v6): (Vec<&std::net::IpAddr>, Vec<&std::net::IpAddr>) =
+        cli.outgoing_address.iter().partition(|a| a.is_ipv4());
+    for (family, given, field) in
+        [("IPv4", &v4, &mut cfg.transport.outgoing_v4), ("IPv6", &v6, &mut cfg.transport.outgoing_v6)]
+    {
+        match given.as_slice() {
+            [] => {}
+            [a] => *field = Some(a.to_string()),
+            _ => anyhow::bail!("--outgoing-address: one {family} address at most, got {}", given.len()),
         }
     }
     cfg.access.allow_upstream.extend(cli.allow_upstream.iter().map(|p| p.to_string()));

@@ -60,6 +60,7 @@ fn check_config_accepts_good_and_names_the_bad_field() {
         ("[server]\nlisten = [\"nowhere\"]\n", "server.listen[0]"),
         ("[transport]\noutgoing_v4 = \"::1\"\n", "transport.outgoing_v4"),
         ("[transport]\noutgoing_v6 = \"ff02::1\"\n", "transport.outgoing_v6"),
+        ("[transport]\noutgoing_v6 = \"::ffff:127.0.0.1\"\n", "transport.outgoing_v6"),
         ("not toml at all [", "TOML"),
     ] {
         let (_d, bad) = temp_config(text);
@@ -82,6 +83,7 @@ fn bad_flags_are_clear_errors() {
         (vec!["--log-level", "loud"], "log_level"),
         (vec!["--root-hints", "/nonexistent/root.hints", "--listen", "127.0.0.1:0"], "root hints"),
         (vec!["--outgoing-address", "nowhere"], "--outgoing-address"),
+        (vec!["--outgoing-address", "127.0.0.1", "--outgoing-address", "127.0.0.2"], "one IPv4 address at most"),
         // TEST-NET-1 is not this host's: refused before anything is bound or sent.
         (vec!["--outgoing-address", "192.0.2.1", "--listen", "127.0.0.1:0"], "cannot send queries from 192.0.2.1"),
     ] {

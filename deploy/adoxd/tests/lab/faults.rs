@@ -17,7 +17,8 @@ use hickory_proto::rr::RecordType;
 use crate::encrypted::Capture;
 use crate::support::{Adoxd, Ask, Response, lab_dir, temp_config, udp_exchange};
 
-/// A `deploy/lab/hostile.py` server, killed when dropped.
+/// A `deploy/lab/hostile.py` server, killed when dropped (and gone with its standard input
+/// if the test process dies first).
 struct Hostile(Child);
 
 impl Hostile {
@@ -33,6 +34,7 @@ impl Hostile {
         let mut child = Command::new(python)
             .args([script, mode, zone, address])
             .args((!nameservers.is_empty()).then(|| nameservers.join(",")))
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -55,12 +57,15 @@ impl Drop for Hostile {
 /// resolves a name of another zone on the same worker: it must be answered within 1 s.
 /// Returns the faulty name's answer.
 fn meanwhile_others_answer(d: &Adoxd, name: &str, rtype: RecordType) -> Response {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static ASKED: AtomicU32 = AtomicU32::new(0);
     let addr: SocketAddr = d.addr;
     let ask = Ask::new(name, rtype).wire();
-    let faulty = std::thread::spawn(move || udp_exchange(addr, &ask, Duration::from_secs(15)));
+    // Sent again if nothing came back at all, as a stub would.
+    let faulty = std::thread::spawn(move || (0..3).find_map(|_| udp_exchange(addr, &ask, Duration::from_secs(15))));
     std::thread::sleep(Duration::from_millis(150));
     // A name nobody asked before: a real resolution through the lab, not a cache hit.
-    let other = format!("n{}.alpha.lab.", std::process::id());
+    let other = format!("n{}-{}.alpha.lab.", std::process::id(), ASKED.fetch_add(1, Ordering::Relaxed));
     let t = Instant::now();
     assert_eq!(d.query(&other, RecordType::A).rcode(), ResponseCode::NXDomain);
     let took = t.elapsed();
@@ -136,10 +141,15 @@ fn a_tls_reset_is_servfail_under_strict_without_cleartext_and_answered_opportuni
     let (_dir, cfg) = temp_config(&strict_dot("tlsreset.lab"));
     let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     let cap = Capture::start("fault-tlsreset", "host 127.53.40.6 and port 53");
+    let tls = Capture::start("fault-tlsreset-853", "host 127.53.40.6 and tcp port 853");
     let r = meanwhile_others_answer(&d, "www.tlsreset.lab.", RecordType::A);
     assert_eq!(r.rcode(), ResponseCode::ServFail);
     assert!(r.ede().is_some(), "a strict failure says why");
     assert_eq!(cap.stop(), Vec::<String>::new(), "cleartext to a strict server");
+    assert!(
+        !tls.stop().is_empty(),
+        "the capture sees this adoxd's DoT attempts (so its silence on 53 means something)"
+    );
     drop(d);
     let d = one_worker(&[]);
     let r = meanwhile_others_answer(&d, "www.tlsreset.lab.", RecordType::A);
@@ -155,12 +165,17 @@ fn a_stalled_tls_handshake_is_servfail_under_strict_and_never_wedges_the_worker(
     let (_dir, cfg) = temp_config(&strict_dot("tlsstall.lab"));
     let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     let cap = Capture::start("fault-tlsstall", "host 127.53.40.7 and port 53");
+    let tls = Capture::start("fault-tlsstall-853", "host 127.53.40.7 and tcp port 853");
     for name in ["www.tlsstall.lab.", "other.tlsstall.lab."] {
         let r = meanwhile_others_answer(&d, name, RecordType::A);
         assert_eq!(r.rcode(), ResponseCode::ServFail);
         assert!(r.ede().is_some(), "a strict failure says why");
     }
     assert_eq!(cap.stop(), Vec::<String>::new(), "cleartext to a strict server");
+    assert!(
+        !tls.stop().is_empty(),
+        "the capture sees this adoxd's DoT attempts (so its silence on 53 means something)"
+    );
 }
 
 /// VmRSS of a process, in bytes.

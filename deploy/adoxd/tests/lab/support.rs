@@ -24,17 +24,19 @@ pub fn lab_dir() -> PathBuf {
 }
 
 /// The source address this test's adoxd sends its upstream queries from
-/// (`--outgoing-address`): one of 127.54.0.0/16, from the process id and a per-thread
-/// counter, so that tests running side by side are told apart on the wire and a capture
-/// sees this test's traffic only (see `Capture`).
+/// (`--outgoing-address`): one in 127.54.0.0 to 127.117.255.255, from the process id and a
+/// per-thread counter, so that tests running side by side are told apart on the wire and a
+/// capture sees this test's traffic only (see `Capture`).
 pub fn outgoing_address() -> std::net::Ipv4Addr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     thread_local! {
         static MINE: u32 = std::process::id().wrapping_mul(16).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
     }
-    let n = MINE.with(|n| *n) % (250 * 250);
-    std::net::Ipv4Addr::new(127, 54, 1 + (n / 250) as u8, 1 + (n % 250) as u8)
+    // 4,000,000 addresses (127.54.1.1 to 127.117.250.250): two tests running side by side
+    // share one only if their process ids differ by a multiple of 250,000.
+    let n = MINE.with(|n| *n) % (64 * 250 * 250);
+    std::net::Ipv4Addr::new(127, 54 + (n / 62_500) as u8, 1 + (n / 250 % 250) as u8, 1 + (n % 250) as u8)
 }
 
 /// The admin API token every test adoxd accepts (unless the test gives its own file).
