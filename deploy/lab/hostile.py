@@ -25,6 +25,11 @@ but the internet has all of them:
               asked type that fits one message (over UDP: TC=1): TXT of
               single-octet strings, NULL / OPENPGPKEY / unknown types of
               64 KB, thousands of A/AAAA/MX/NS/SRV/NAPTR records, and so on
+  doqstreams  Do53 correct; UDP 853 speaks DoQ (certificate for ns1.ZONE
+              from the lab CA) and floods every client with streams it may
+              not open (hostile_doq.py)
+  doqbloat    Do53 correct; UDP 853 speaks DoQ and answers every query
+              stream with 1 MiB past the client's flow-control windows
 """
 
 import argparse
@@ -51,7 +56,8 @@ MAX_MESSAGE = 65535
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant"])
+    p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
+                                      "doqstreams", "doqbloat"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -279,6 +285,10 @@ def main():
         threads.append(threading.Thread(target=serve_tls_port, args=(args.mode, tls), daemon=True))
     for t in threads:
         t.start()
+    if args.mode.startswith("doq"):
+        import hostile_doq  # aioquic: only the QUIC modes need it
+
+        hostile_doq.start(args.mode, args.zone, args.address, os.environ.get("ADOX_LAB_DIR", "/tmp/adox-lab"))
     print("ready", flush=True)
     # Runs until its standard input closes: a test that dies takes its server with it.
     try:

@@ -2,7 +2,8 @@
 //! wrong ID, truncate forever, reset or stall TLS, or serve giant RRsets of every type
 //! (`deploy/lab/hostile.py`, delegated from lab.). For each: what the client gets, that a
 //! strict server never sees cleartext, and that the same worker keeps resolving other zones
-//! within 1 s meanwhile. TLS 1.2-only and wrong-certificate servers are the lab's own BIND and
+//! within 1 s meanwhile; DoQ servers that flood a client with streams or data past its
+//! limits. TLS 1.2-only and wrong-certificate servers are the lab's own BIND and
 //! NSD (`encrypted::r11_tls12_only_server_is_never_used`,
 //! `encrypted::r5_bad_certificate_under_strict_is_servfail_with_ede_and_no_cleartext`).
 
@@ -34,6 +35,7 @@ impl Hostile {
         let mut child = Command::new(python)
             .args([script, mode, zone, address])
             .args((!nameservers.is_empty()).then(|| nameservers.join(",")))
+            .env("ADOX_LAB_DIR", lab_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -126,9 +128,14 @@ fn a_server_that_truncates_forever_is_servfail_with_ede() {
 }
 
 fn strict_dot(zone: &str) -> String {
+    strict(zone, "dot")
+}
+
+/// A config with a strict policy for `ns1.<zone>` over `transport` (PKIX, the lab CA).
+fn strict(zone: &str, transport: &str) -> String {
     let ca = lab_dir().join("tls/ca.pem");
     format!(
-        "[transport]\nca_file = \"{}\"\nprobing = false\n[[policy]]\nzone = \"{zone}\"\nnameserver = \"ns1.{zone}\"\nmode = \"strict\"\ntransports = [\"dot\"]\nauth = \"pkix\"\n",
+        "[transport]\nca_file = \"{}\"\nprobing = false\n[[policy]]\nzone = \"{zone}\"\nnameserver = \"ns1.{zone}\"\nmode = \"strict\"\ntransports = [\"{transport}\"]\nauth = \"pkix\"\n",
         ca.display()
     )
 }
@@ -237,4 +244,50 @@ fn giant_rrsets_of_every_type_stay_within_the_cache_budgets() {
     assert!(grown < 2 * CACHE + OVERHEAD, "RSS grew by {} MiB", grown >> 20);
     let r = meanwhile_others_answer(&d, "g99.giant.lab.", RecordType::TXT);
     assert_eq!(r.rcode(), ResponseCode::NoError);
+}
+
+/// A DoQ server (authenticated: a certificate from the lab CA) that floods its client past
+/// the limits the client set, in `mode` (`doqstreams`: 2,000 streams the client allows none
+/// of; `doqbloat`: 1 MiB per query stream past flow control). Under a strict DoQ policy every
+/// query is SERVFAIL with an EDE and no cleartext, the worker keeps answering other zones,
+/// and memory does not grow with the flood; opportunistically (probing) the zone is
+/// answered over Do53. `reason`: what the EDE must say (the handshake worked, the flood cut
+/// the connection off).
+fn a_doq_flood_is_cut_off(mode: &str, address: &str, reason: &str) {
+    /// Buffers of a few QUIC connections and answers in flight, far below the flood.
+    const GROWTH: u64 = 16 << 20;
+    let zone = format!("{mode}.lab");
+    let _h = Hostile::start(mode, &format!("{zone}."), address);
+    let (_dir, cfg) = temp_config(&strict(&zone, "doq"));
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    let before = rss(d.pid());
+    let cap = Capture::start(&format!("fault-{mode}"), &format!("host {address} and port 53"));
+    let quic = Capture::start(&format!("fault-{mode}-853"), &format!("host {address} and udp port 853"));
+    for i in 0..4 {
+        let r = meanwhile_others_answer(&d, &format!("w{i}.{zone}."), RecordType::A);
+        assert_eq!(r.rcode(), ResponseCode::ServFail, "w{i}: {:?}", r.ede());
+        let (_, text) = r.ede().expect("a strict failure says why");
+        assert!(text.ends_with(reason), "w{i}: {text}");
+    }
+    assert_eq!(cap.stop(), Vec::<String>::new(), "cleartext to a strict server");
+    assert!(!quic.stop().is_empty(), "the capture sees this adoxd's DoQ attempts");
+    let grown = rss(d.pid()).saturating_sub(before);
+    assert!(grown < GROWTH, "RSS grew by {} MiB", grown >> 20);
+    drop(d);
+    let d = one_worker(&[]);
+    let r = meanwhile_others_answer(&d, &format!("www.{zone}."), RecordType::A);
+    assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"], "{:?} {:?}", r.rcode(), r.ede());
+}
+
+#[test]
+fn a_doq_server_opening_streams_the_client_forbids_is_cut_off() {
+    // quinn closes the connection (STREAM_LIMIT_ERROR) at the first stream it forbade.
+    a_doq_flood_is_cut_off("doqstreams", "127.53.40.10", "doq: quic-transport-error");
+}
+
+#[test]
+fn a_doq_server_sending_past_flow_control_is_cut_off() {
+    // The stream's receive window holds one DNS message; more is refused, nothing buffered.
+    a_doq_flood_is_cut_off("doqbloat", "127.53.40.11", "doq: bad response: DoQ answer larger than a DNS message");
 }
