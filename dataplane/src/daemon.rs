@@ -287,7 +287,8 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
             cfg.cache.record_cache_bytes as usize,
             cfg.cache.max_ttl_s,
             cfg.cache.max_negative_ttl_s,
-        ),
+        )
+        .with_min_ttl(cfg.cache.min_ttl_s),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&cfg.local_zones),

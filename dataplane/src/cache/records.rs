@@ -21,6 +21,11 @@ use crate::names::canonical;
 /// Type value used as the key of an NXDOMAIN entry (no real type is 0).
 pub const NXDOMAIN_KEY: u16 = 0;
 
+/// Type value used as the key of a parent's delegation NS RRset, kept beside the NS RRset
+/// (which the child's own, higher-ranked one replaces). OPT (41) is never data: nothing
+/// else is cached under it.
+pub const DELEGATION_KEY: u16 = 41;
+
 /// Shards of the cache; a power of two.
 const SHARDS: usize = 64;
 
@@ -68,6 +73,10 @@ pub struct Hit {
     pub security: Security,
     /// Seconds of TTL left (at least 1).
     pub ttl_left: u32,
+    /// For an RRset synthesized from a wildcard: the NSEC/NSEC3 records (with their
+    /// RRSIGs) proving that the name itself does not exist, for DO clients (RFC 4035
+    /// section 3.1.3.3).
+    pub proofs: Option<Arc<[Record]>>,
 }
 
 #[derive(Debug)]
@@ -76,6 +85,7 @@ struct Entry {
     rank: Rank,
     security: Security,
     expires: Instant,
+    proofs: Option<Arc<[Record]>>,
 }
 
 type Key = (Name, u16);
@@ -84,6 +94,7 @@ type Key = (Name, u16);
 #[derive(Debug)]
 pub struct RecordCache {
     shards: Box<[Mutex<ClockCache<Key, Entry>>]>,
+    min_ttl: u32,
     max_ttl: u32,
     max_negative_ttl: u32,
 }
@@ -113,7 +124,20 @@ impl RecordCache {
     pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
         let per = (budget / SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
-        Self { shards, max_ttl, max_negative_ttl }
+        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl }
+    }
+
+    /// With a floor under positive TTLs (`cache.min_ttl_s`; at most the cap).
+    #[must_use]
+    pub fn with_min_ttl(mut self, min_ttl: u32) -> Self {
+        self.min_ttl = min_ttl.min(self.max_ttl);
+        self
+    }
+
+    /// How long positive data with `ttl` is kept and handed out: raised to the floor,
+    /// lowered to the cap. Negative answers keep their own TTL (RFC 2308), capped only.
+    pub fn positive_ttl(&self, ttl: u32) -> u32 {
+        ttl.clamp(self.min_ttl, self.max_ttl)
     }
 
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, ClockCache<Key, Entry>> {
@@ -140,11 +164,22 @@ impl RecordCache {
             rank: e.rank,
             security: e.security.clone(),
             ttl_left: u32::try_from(left).unwrap_or(u32::MAX),
+            proofs: e.proofs.clone(),
         })
     }
 
     #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
-    fn put(&self, name: &Name, rtype: u16, data: CachedData, rank: Rank, security: Security, ttl: u32, now: Instant) {
+    fn put(
+        &self,
+        name: &Name,
+        rtype: u16,
+        data: CachedData,
+        proofs: Option<Arc<[Record]>>,
+        rank: Rank,
+        security: Security,
+        ttl: u32,
+        now: Instant,
+    ) {
         if ttl == 0 {
             return;
         }
@@ -152,7 +187,8 @@ impl RecordCache {
         let cost = super::charge::name_heap(&key.0)
             + match &data {
                 CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => charge(r),
-            };
+            }
+            + proofs.as_deref().map_or(0, charge);
         let mut shard = self.shard(&key);
         // Live data is never replaced by data of a lower rank, nor validated data by the
         // same data unvalidated (a nameserver-address lookup re-fetching a validated name),
@@ -167,7 +203,7 @@ impl RecordCache {
             return;
         }
         let expires = now + Duration::from_secs(u64::from(ttl));
-        shard.insert(key, Entry { data, rank, security, expires }, cost);
+        shard.insert(key, Entry { data, rank, security, expires, proofs }, cost);
     }
 
     /// Stores an RRset (plus covering RRSIGs), not validated; its TTL is the smallest in
@@ -186,8 +222,25 @@ impl RecordCache {
         security: Security,
         now: Instant,
     ) {
-        let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
-        self.put(name, rtype, CachedData::RRset(records.into()), rank, security, ttl, now);
+        self.put_answer(name, rtype, records, Vec::new(), rank, security, now);
+    }
+
+    /// Like [`Self::put_checked`], with the proofs a wildcard expansion came with (kept
+    /// and served with the RRset; empty for any other RRset).
+    #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
+    pub fn put_answer(
+        &self,
+        name: &Name,
+        rtype: u16,
+        records: Vec<Record>,
+        proofs: Vec<Record>,
+        rank: Rank,
+        security: Security,
+        now: Instant,
+    ) {
+        let ttl = self.positive_ttl(records.iter().map(|r| r.ttl).min().unwrap_or(0));
+        let proofs = (!proofs.is_empty()).then(|| proofs.into());
+        self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, now);
     }
 
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
@@ -208,7 +261,7 @@ impl RecordCache {
         } else {
             CachedData::NoData(authority.into())
         };
-        self.put(name, rtype, data, Rank::AuthAnswer, security, ttl, now);
+        self.put(name, rtype, data, None, Rank::AuthAnswer, security, ttl, now);
     }
 
     /// Drops everything at `name` (every type), with `subtree` everything below it too,

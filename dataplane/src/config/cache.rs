@@ -13,6 +13,9 @@ pub struct CacheConfig {
     pub packet_cache_bytes: u64,
     /// See [`bounds::RECORD_CACHE_BYTES`].
     pub record_cache_bytes: u64,
+    /// See [`bounds::MIN_TTL_S`]. (`min_ttl` is accepted too.)
+    #[serde(alias = "min_ttl")]
+    pub min_ttl_s: u32,
     /// See [`bounds::MAX_TTL_S`].
     pub max_ttl_s: u32,
     /// See [`bounds::MAX_NEGATIVE_TTL_S`].
@@ -24,6 +27,7 @@ impl Default for CacheConfig {
         Self {
             packet_cache_bytes: d(bounds::PACKET_CACHE_BYTES),
             record_cache_bytes: d(bounds::RECORD_CACHE_BYTES),
+            min_ttl_s: d(bounds::MIN_TTL_S),
             max_ttl_s: d(bounds::MAX_TTL_S),
             max_negative_ttl_s: d(bounds::MAX_NEGATIVE_TTL_S),
         }

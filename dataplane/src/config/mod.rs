@@ -93,6 +93,9 @@ pub mod bounds {
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
     pub const RECORD_CACHE_BYTES: Bound = b("cache.record_cache_bytes", 256 << 20, 1 << 20, 256 << 30);
+    /// Shortest TTL kept (and handed out) for positive data: shorter TTLs are raised. 0
+    /// keeps the owner's TTLs; anything else serves data longer than its owner said.
+    pub const MIN_TTL_S: Bound = b("cache.min_ttl_s", 0, 0, 3_600);
     /// Longest TTL kept for positive data.
     pub const MAX_TTL_S: Bound = b("cache.max_ttl_s", 86_400, 1, 604_800);
     /// Longest TTL kept for negative answers (RFC 2308 section 5).
@@ -310,7 +313,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 44] = [
+        let checks: [(Bound, u64); 45] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -325,6 +328,7 @@ impl Config {
             (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
             (bounds::RECORD_CACHE_BYTES, c.record_cache_bytes),
+            (bounds::MIN_TTL_S, u64::from(c.min_ttl_s)),
             (bounds::MAX_TTL_S, u64::from(c.max_ttl_s)),
             (bounds::MAX_NEGATIVE_TTL_S, u64::from(c.max_negative_ttl_s)),
             (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
@@ -358,6 +362,12 @@ impl Config {
         ];
         for (b, v) in checks {
             b.check(v)?;
+        }
+        if c.min_ttl_s > c.max_ttl_s {
+            return Err(ConfigError::Invalid {
+                field: "cache.min_ttl_s".into(),
+                reason: format!("{} is above cache.max_ttl_s ({})", c.min_ttl_s, c.max_ttl_s),
+            });
         }
         if s.listen.is_empty() {
             return Err(ConfigError::Invalid {

@@ -15,6 +15,9 @@ pub struct ResolverConfig {
     pub root_hints: Option<PathBuf>,
     /// QNAME minimisation (RFC 9156), relaxed: falls back to the full name on odd answers.
     pub qname_minimisation: bool,
+    /// QNAME minimisation without the fallback: a server that fails a minimised query is
+    /// never asked the full name (Unbound's qname-minimisation-strict).
+    pub qname_minimisation_strict: bool,
     /// See [`bounds::EDNS_UDP_SIZE`].
     pub edns_udp_size: u16,
     /// See [`bounds::REQUEST_TIMEOUT_MS`].
@@ -46,6 +49,7 @@ impl Default for ResolverConfig {
         Self {
             root_hints: None,
             qname_minimisation: true,
+            qname_minimisation_strict: false,
             edns_udp_size: d(bounds::EDNS_UDP_SIZE),
             request_timeout_ms: d(bounds::REQUEST_TIMEOUT_MS),
             initial_rto_ms: d(bounds::INITIAL_RTO_MS),

@@ -150,8 +150,8 @@ fn parse_record(record: &str) -> Result<(Name, Item), String> {
     };
     if rtype.eq_ignore_ascii_case("DS") {
         let key_tag = num(tokens.next(), "key tag")?;
-        let algorithm = num(tokens.next(), "algorithm")?;
-        let digest_type = num(tokens.next(), "digest type")?;
+        let algorithm = algorithm(tokens.next())?;
+        let digest_type = digest_type(tokens.next())?;
         let hex: String = tokens.collect();
         let digest = hex_decode(&hex).ok_or("bad digest (hex)")?;
         if digest.is_empty() || key_tag > 0xFFFF || algorithm > 255 || digest_type > 255 {
@@ -170,7 +170,7 @@ fn parse_record(record: &str) -> Result<(Name, Item), String> {
     if rtype.eq_ignore_ascii_case("DNSKEY") {
         let flags = num(tokens.next(), "flags")?;
         let protocol = num(tokens.next(), "protocol")?;
-        let algorithm = num(tokens.next(), "algorithm")?;
+        let algorithm = algorithm(tokens.next())?;
         let b64: String = tokens.collect();
         let key = base64_decode(&b64).ok_or("bad public key (base64)")?;
         if flags > 0xFFFF || protocol > 255 || algorithm > 255 || key.is_empty() {
@@ -182,6 +182,49 @@ fn parse_record(record: &str) -> Result<(Name, Item), String> {
         return Ok((zone, Item::Key(Dnskey::parse(&rdata).ok_or("bad DNSKEY")?)));
     }
     Err(format!("record type {rtype}: only DS and DNSKEY are trust anchors"))
+}
+
+/// An algorithm field: a number or its mnemonic (RFC 4034 section 5.3 and appendix A.1,
+/// and the IANA registry's later ones), in any case.
+fn algorithm(token: Option<&str>) -> Result<u32, String> {
+    const MNEMONICS: [(&str, u32); 16] = [
+        ("RSAMD5", 1),
+        ("DH", 2),
+        ("DSA", 3),
+        ("RSASHA1", 5),
+        ("DSA-NSEC3-SHA1", 6),
+        ("RSASHA1-NSEC3-SHA1", 7),
+        ("RSASHA256", 8),
+        ("RSASHA512", 10),
+        ("ECC-GOST", 12),
+        ("ECDSAP256SHA256", 13),
+        ("ECDSAP384SHA384", 14),
+        ("ED25519", 15),
+        ("ED448", 16),
+        ("INDIRECT", 252),
+        ("PRIVATEDNS", 253),
+        ("PRIVATEOID", 254),
+    ];
+    number_or_mnemonic(token, "algorithm", &MNEMONICS)
+}
+
+/// A DS digest type: a number or the registry's name (`SHA-256`, also `SHA256`).
+fn digest_type(token: Option<&str>) -> Result<u32, String> {
+    const MNEMONICS: [(&str, u32); 7] =
+        [("SHA-1", 1), ("SHA1", 1), ("SHA-256", 2), ("SHA256", 2), ("GOST", 3), ("SHA-384", 4), ("SHA384", 4)];
+    number_or_mnemonic(token, "digest type", &MNEMONICS)
+}
+
+fn number_or_mnemonic(token: Option<&str>, what: &str, mnemonics: &[(&str, u32)]) -> Result<u32, String> {
+    let t = token.ok_or(format!("missing {what}"))?;
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(n);
+    }
+    mnemonics
+        .iter()
+        .find(|(m, _)| m.eq_ignore_ascii_case(t))
+        .map(|(_, n)| *n)
+        .ok_or_else(|| format!("bad {what} {t:?} (a number or a mnemonic such as RSASHA256)"))
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
@@ -323,5 +366,25 @@ pub(crate) mod tests {
         assert!(parse("lab. IN DS 1 13 2 AZ").unwrap_err().contains("hex"));
         assert!(parse("lab. IN DS 1 13 2 ( AA").unwrap_err().contains("parentheses"));
         assert!(parse("lab. IN DNSKEY 257 3 13 !!").unwrap_err().contains("base64"));
+    }
+
+    /// RFC 4034 section 5.3: the algorithm may be written as its mnemonic (and, as BIND and
+    /// ldns write them, the digest type too); the same anchor either way.
+    #[test]
+    fn anchor_files_accept_algorithm_and_digest_mnemonics() {
+        let numbers = parse("example. IN DS 30899 5 1 AABB\nexample. DNSKEY 257 3 8 AAEC\n").unwrap();
+        for text in [
+            "example. IN DS 30899 RSASHA1 1 AABB\nexample. DNSKEY 257 3 RSASHA256 AAEC\n",
+            "example. IN DS 30899 rsasha1 SHA-1 AABB\nexample. DNSKEY 257 3 rsasha256 AAEC\n",
+            "example. IN DS 30899 5 SHA1 AABB\nexample. DNSKEY 257 3 8 AAEC\n",
+        ] {
+            assert_eq!(parse(text).unwrap(), numbers, "{text}");
+        }
+        let ed = parse(". IN DS 1 ED25519 SHA-384 AA\n. IN DS 2 ECDSAP384SHA384 SHA256 AA\n").unwrap();
+        assert_eq!((ed[0].ds[0].algorithm, ed[0].ds[0].digest_type), (15, 4));
+        assert_eq!((ed[0].ds[1].algorithm, ed[0].ds[1].digest_type), (14, 2));
+        let e = parse("example. IN DS 30899 RSASHA3 1 AABB").unwrap_err();
+        assert!(e.contains("bad algorithm \"RSASHA3\""), "{e}");
+        assert!(parse("example. IN DS 30899 5 MD5 AABB").unwrap_err().contains("bad digest type"));
     }
 }

@@ -64,19 +64,44 @@ pub fn verify(algorithm: u8, public_key: &[u8], message: &[u8], sig: &[u8]) -> b
     }
 }
 
-/// RSA keys in RFC 3110 form: exponent length (one octet, or zero then two), exponent,
-/// modulus.
-fn verify_rsa(params: &'static signature::RsaParameters, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+/// Shortest RSA modulus verified, in octets (1024 bits: ring's floor).
+const RSA_MIN_MODULUS: usize = 128;
+
+/// Whether a DNSKEY of a supported `algorithm` can be used at all. RSA moduli shorter than
+/// 1024 bits (RFC 3110 allows 512; old test zones and RFC 5155's examples use them) are not:
+/// ring refuses them, and a key that size can be factored, so a zone vouched for only by
+/// such keys is treated like one with an unsupported algorithm (insecure, EDE 1), never as
+/// a failed signature.
+pub fn key_supported(algorithm: u8, public_key: &[u8]) -> bool {
+    match algorithm {
+        5 | 7 | 8 | 10 => rsa_parts(public_key).is_some_and(|(_, n)| n.len() >= RSA_MIN_MODULUS),
+        _ => true,
+    }
+}
+
+/// An RSA key in RFC 3110 form (exponent length: one octet, or zero then two; exponent;
+/// modulus) as (exponent, modulus), leading zero octets dropped (ring refuses them).
+fn rsa_parts(key: &[u8]) -> Option<(&[u8], &[u8])> {
     let (exp_len, rest) = match key {
         [0, hi, lo, rest @ ..] => (usize::from(u16::from_be_bytes([*hi, *lo])), rest),
         [len, rest @ ..] => (usize::from(*len), rest),
-        [] => return false,
+        [] => return None,
     };
     if exp_len == 0 || rest.len() <= exp_len {
-        return false;
+        return None;
     }
     let (e, n) = rest.split_at(exp_len);
-    RsaPublicKeyComponents { n, e }.verify(params, message, sig).is_ok()
+    let (e, n) = (without_leading_zeros(e), without_leading_zeros(n));
+    (!e.is_empty() && !n.is_empty()).then_some((e, n))
+}
+
+fn without_leading_zeros(b: &[u8]) -> &[u8] {
+    let zeros = b.iter().take_while(|x| **x == 0).count();
+    &b[zeros..]
+}
+
+fn verify_rsa(params: &'static signature::RsaParameters, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    rsa_parts(key).is_some_and(|(e, n)| RsaPublicKeyComponents { n, e }.verify(params, message, sig).is_ok())
 }
 
 /// ECDSA keys are the bare point (x | y); ring wants the uncompressed SEC1 form.

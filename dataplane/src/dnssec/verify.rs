@@ -80,7 +80,9 @@ fn absolute(t: u32, now: u64) -> i64 {
 }
 
 /// Labels of `name` without a leading wildcard label (the RRSIG Labels field's count).
-fn rrsig_labels(name: &Name) -> usize {
+/// The Labels field an RRSIG over an RRset at `name` has: a leading `*` not counted
+/// (RFC 4034 section 3.1.3).
+pub(crate) fn rrsig_labels(name: &Name) -> usize {
     let n = crate::names::labels(name);
     if name.is_wildcard() { n - 1 } else { n }
 }
@@ -174,7 +176,12 @@ pub fn verify_rrset(
             failure = worse(failure, Failure::NotYetValid);
             continue;
         }
-        let candidates = keys.iter().filter(|k| k.key_tag == sig.key_tag && k.algorithm == sig.algorithm && k.usable());
+        let candidates = keys.iter().filter(|k| {
+            k.key_tag == sig.key_tag
+                && k.algorithm == sig.algorithm
+                && k.usable()
+                && crypto::key_supported(k.algorithm, &k.public_key)
+        });
         let mut data: Option<Vec<u8>> = None;
         for key in candidates {
             if checks_left.get() == 0 {
@@ -421,5 +428,53 @@ mod tests {
         assert_eq!(skew(0, 1000), 3600);
         assert_eq!(skew(0, 100_000), 10_000);
         assert_eq!(skew(0, 60 * 86_400), 86_400);
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// `example. MX` as the zones made by `dnssec-keygen -a RSASHA1 -b 1024` + `dnssec-signzone`
+    /// and by `ldns-keygen -a RSASHA1 -b 512` + `ldns-signzone` (BIND 9.18, ldns 1.8, Debian 12)
+    /// hold it: mixed-case targets, signed from 1796315053 on.
+    fn rsasha1_mx() -> [Record; 2] {
+        use hickory_proto::rr::rdata::MX;
+        [
+            Record::from_rdata(n("example."), 3600, RData::MX(MX::new(10, n("Mail.EXAMPLE.")))),
+            Record::from_rdata(n("example."), 3600, RData::MX(MX::new(20, n("mx2.Example.NET.")))),
+        ]
+    }
+
+    const RSASHA1_NOW: u64 = 1_796_400_000;
+
+    fn verify_mx(key_hex: &str, sig_hex: &str) -> Result<Verified, Failure> {
+        let key = Dnskey::parse(&unhex(key_hex)).unwrap();
+        let sig = Rrsig::parse(&unhex(sig_hex)).unwrap();
+        let [r1, r2] = rsasha1_mx();
+        let left = Cell::new(10);
+        verify_rrset(&n("example."), 15, &[&r2, &r1], &[sig], &n("example."), &[key], RSASHA1_NOW, true, &left)
+    }
+
+    /// RFC 8624 section 3.1: RSASHA1 (5) is validated. Real keys and signatures from
+    /// BIND's tools: a 1024-bit key, and the same key with a leading zero octet before its
+    /// modulus (RFC 3110 does not forbid one; ring refuses it unless it is dropped).
+    #[test]
+    fn rsasha1_1024_bit_signatures_from_bind_verify() {
+        let key = "0100030503010001c6c376b6c6e12fed7431fb324dc4f21bffd4198bcf7a9b82b31ae55737ce7f8a7fff628db3d998544713908f162828eece8cc510e6dcddf0fde6e3800414367af8800cfb03a58ab317caef130f0cad6022f558d8a6b92f04c2de0aee3d5b5434fb36f1061ffb0ac298c2c63e782f5abf826b4947ddd11d70025027ec6363c20f";
+        let sig = "000f050100000e106b3924ad6b1197ade029076578616d706c65006edc0763fe5b816c93f9cd5e10300a16dcd385876dd40846a10984ea1d564aa1a7d39dcc19553b4b88817f6e61dee0706e1de28bfb94b6fcd15fb374862abc2de7b2ccff327a26c3e75f2bcdad195a5c6c8c4cc7f07882b0f652a53ce62dcc06f6fedcc48c2efdad6db21c467efbb41f69c6b809a59683906bdb35d00c46ccaa";
+        assert!(matches!(verify_mx(key, sig), Ok(Verified { wildcard_parent: None, .. })));
+        let zero_key = "010003050301000100c6c376b6c6e12fed7431fb324dc4f21bffd4198bcf7a9b82b31ae55737ce7f8a7fff628db3d998544713908f162828eece8cc510e6dcddf0fde6e3800414367af8800cfb03a58ab317caef130f0cad6022f558d8a6b92f04c2de0aee3d5b5434fb36f1061ffb0ac298c2c63e782f5abf826b4947ddd11d70025027ec6363c20f";
+        let zero_sig = "000f050100000e106b3933476b11983729e0076578616d706c6500afe94d20592b184834191f66696e99c1bef45dea61c41616858d074496177dd943e1a5bb2236fd77cfa911b0432a73706034e52c0dce8bee0bd6b755e4a22b93e7431dc0c76b9b3350f34375d00c6b8a9be1e4e70c145f9cc3d13c9ad5e9d6380e58874eb24709d8c97e947c8b784b1a43f6690950f4ec3fc0b18e9b279b55d7";
+        assert!(verify_mx(zero_key, zero_sig).is_ok(), "a leading zero octet in the modulus is dropped");
+    }
+
+    /// A 512-bit RSASHA1 key (ldns-keygen; RFC 5155's examples use such keys) is not used:
+    /// no key to verify with, never a signature that "does not verify".
+    #[test]
+    fn rsa_keys_under_1024_bits_are_unsupported_not_failed() {
+        let key = "0100030503010001f737f69d50e3654af84886bce148d270712fded335b94f6ec6464ab398bf119d212a7ff721079b58b275a460b5737beeddd7ae7499b408e55bef66c3c8567ae3";
+        let sig = "000f050100000e106b39330a6b1197fa88d8076578616d706c6500c7f6f45d1d8c8cb2b849272ba6221cfc5918c69d8e736ee6ee1c404ad15ef197c3c1233c343f2ac6f449fee76de747bef54503b8a41908bedb97ace724fc316f";
+        assert!(!crypto::key_supported(5, &Dnskey::parse(&unhex(key)).unwrap().public_key));
+        assert_eq!(verify_mx(key, sig), Err(Failure::NoKey));
     }
 }

@@ -70,6 +70,9 @@ pub enum ResolveError {
         server: Option<IpAddr>,
         /// What happened with it.
         last: String,
+        /// Some server replied, with an error RCODE or a reply that was no answer (lame),
+        /// rather than every one timing out.
+        replied: bool,
     },
     /// Every nameserver address of a zone is outside the upstream ACL.
     #[error("no allowed nameserver address for {zone}")]
@@ -123,7 +126,12 @@ mod tests {
     #[test]
     fn ede_mapping() {
         let z: Name = "lab.".parse().unwrap();
-        let e = ResolveError::NoReachableAuthority { zone: z.clone(), server: None, last: "timeout".into() };
+        let e = ResolveError::NoReachableAuthority {
+            zone: z.clone(),
+            server: None,
+            last: "timeout".into(),
+            replied: false,
+        };
         assert_eq!(e.ede(), (Ede::NoReachableAuthority, "no reachable authority for lab.: timeout".into()));
         assert_eq!(ResolveError::LimitExceeded(Limit::Depth).ede().0, Ede::Other);
         assert!(ResolveError::LimitExceeded(Limit::Depth).ede().1.contains("max_depth"));

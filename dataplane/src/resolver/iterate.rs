@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::response::{Reply, apply_dname, dname_target, rrsig_covers};
 use super::trace::TraceStep;
 use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream};
-use crate::cache::records::{CachedData, Hit, NXDOMAIN_KEY, Rank, with_ttl};
+use crate::cache::records::{CachedData, DELEGATION_KEY, Hit, NXDOMAIN_KEY, Rank, RecordCache, with_ttl};
 use crate::dnssec::Security;
 use crate::names::{canonical, is_below, labels, parent};
 use crate::wire::rcode;
@@ -29,6 +29,9 @@ pub(crate) struct Step {
     pub(crate) next: Option<Name>,
     /// DNSSEC status of this step's records (or of its denial).
     pub(crate) security: Security,
+    /// For records synthesized from a wildcard: the NSEC/NSEC3 proof (with RRSIGs) that
+    /// the name itself does not exist, for the authority section of a DO client's answer.
+    pub(crate) proofs: Vec<Record>,
 }
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Step, ResolveError>> + 'a>>;
@@ -81,6 +84,25 @@ fn cap_ttls(mut records: Vec<Record>, max: u32) -> Vec<Record> {
     records
 }
 
+/// TTLs as the cache keeps positive data (`cache.min_ttl_s` to `cache.max_ttl_s`).
+fn positive_ttls(mut records: Vec<Record>, cache: &RecordCache) -> Vec<Record> {
+    for r in records.iter_mut() {
+        r.ttl = cache.positive_ttl(r.ttl);
+    }
+    records
+}
+
+/// Whether an RRset (with its RRSIGs) was synthesized from a wildcard: an RRSIG's Labels
+/// field counts fewer labels than the owner has (RFC 4034 section 3.1.3).
+fn wildcard_expanded(set: &[Record]) -> bool {
+    set.iter().any(|r| match &r.data {
+        RData::Unknown { code: RecordType::RRSIG, rdata } => {
+            rdata.anything.get(3).is_some_and(|l| usize::from(*l) < crate::dnssec::verify::rrsig_labels(&r.name))
+        }
+        _ => false,
+    })
+}
+
 fn min_ttl(records: &[Record]) -> Option<u32> {
     records.iter().map(|r| r.ttl).min()
 }
@@ -121,13 +143,22 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut seen = vec![qname.clone()];
         let mut name = qname;
         let mut security = Security::Secure;
+        // Wildcard proofs of every link of a chain.
+        let mut proofs: Vec<Record> = Vec::new();
         for _ in 0..=settings.max_chain {
             let step = self.lookup(&name, qtype, budget, 0).await?;
             answers.extend(step.records);
+            for p in step.proofs {
+                if !proofs.contains(&p) {
+                    proofs.push(p);
+                }
+            }
             security = security.and(step.security);
             match step.next {
                 None => {
-                    let cache_ttl = min_ttl(&answers).into_iter().chain(min_ttl(&step.authority)).min().unwrap_or(0);
+                    let mut authority = step.authority;
+                    authority.extend(proofs);
+                    let cache_ttl = min_ttl(&answers).into_iter().chain(min_ttl(&authority)).min().unwrap_or(0);
                     if !security.is_checked() {
                         security = Security::insecure();
                     }
@@ -137,7 +168,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         Security::Bogus(_) => cache_ttl.min(self.shared.validator.bogus_ttl),
                         _ => cache_ttl,
                     };
-                    return Ok(Answer { rcode: step.rcode, answers, authority: step.authority, cache_ttl, security });
+                    return Ok(Answer { rcode: step.rcode, answers, authority, cache_ttl, security });
                 }
                 Some(next) => {
                     let next = canonical(&next);
@@ -189,7 +220,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         {
             let security = hit.security;
             return Some(match hit.data {
-                CachedData::RRset(r) => Step { records: with_ttl(&r, hit.ttl_left), security, ..Step::default() },
+                CachedData::RRset(r) => Step {
+                    records: with_ttl(&r, hit.ttl_left),
+                    proofs: hit.proofs.as_deref().map(|p| with_ttl(p, hit.ttl_left)).unwrap_or_default(),
+                    security,
+                    ..Step::default()
+                },
                 CachedData::NoData(a) => Step { authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() },
                 CachedData::NxDomain(a) => {
                     Step { rcode: rcode::NXDOMAIN, authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() }
@@ -209,6 +245,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 records: with_ttl(recs, hit.ttl_left),
                 next: Some(target),
                 security: hit.security.clone(),
+                proofs: hit.proofs.as_deref().map(|p| with_ttl(p, hit.ttl_left)).unwrap_or_default(),
                 ..Step::default()
             });
         }
@@ -258,10 +295,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut minimised_sent = 0u32;
         let mut cursor = labels(&zone);
         let mut referrals = 0u32;
-        let max_ttl = self.shared.records.max_ttl();
+        // Whether the parent's delegation was tried after the zone's own NS RRset failed.
+        let mut parent_side_tried = false;
         // The current referral's glue, used even if the cache could not keep it.
         let mut glue: Vec<Record> = Vec::new();
         loop {
+            let cursor_before = cursor;
             let next_labels = cursor.max(labels(&zone)) + 1;
             let minimised = minimise && minimised_sent < MAX_MINIMISE && next_labels < target_labels;
             let (sname, stype) = if minimised {
@@ -271,7 +310,35 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             } else {
                 (name.clone(), qtype)
             };
-            let (reply, aa) = self.query_zone(&zone, &ns, &glue, &sname, stype, budget, depth).await?;
+            let (reply, aa) = match self.query_zone(&zone, &ns, &glue, &sname, stype, budget, depth).await {
+                Ok(r) => r,
+                // RFC 9156 section 3: servers that answer a minimised query with an error
+                // (SERVFAIL, REFUSED, FORMERR, NOTIMP) or with something that is neither an
+                // answer nor a referral may mishandle minimised names: ask the full name
+                // (unless resolver.qname_minimisation_strict). Timeouts are not retried so.
+                Err(ResolveError::NoReachableAuthority { replied: true, .. })
+                    if minimised && !settings.qname_minimisation_strict =>
+                {
+                    minimise = false;
+                    continue;
+                }
+                // The NS RRset the walk started from (a cached one: no referral yet) failed
+                // with every server. RFC 2181 section 5.4.1 ranks a zone's own NS RRset
+                // above its parent's delegation, but the parent's servers may still work
+                // (the child's set names dead servers): try those before giving up.
+                Err(e @ ResolveError::NoReachableAuthority { .. }) if referrals == 0 && !parent_side_tried => {
+                    parent_side_tried = true;
+                    match self.parent_side_ns(&zone, &ns) {
+                        Some(parent_ns) => {
+                            ns = parent_ns;
+                            cursor = cursor_before;
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             let rank = if aa { Rank::AuthAnswer } else { Rank::NonAuthAnswer };
             let now = self.upstream.now();
             let cache = &self.shared.records;
@@ -280,17 +347,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // their data is validated when a client asks for it).
             let validate = depth == 0;
             match reply {
-                Reply::Referral { child, ns: ns_records, glue: referral_glue } => {
+                Reply::Referral { child, ns: ns_records, glue: referral_glue, ds } => {
                     referrals += 1;
                     if referrals > settings.max_referrals {
                         return Err(ResolveError::LimitExceeded(Limit::Referrals));
                     }
                     ns = ns_names(&ns_records);
+                    cache.put_rrset(&child, DELEGATION_KEY, ns_records.clone(), Rank::Referral, now);
                     cache.put_rrset(&child, u16::from(RecordType::NS), ns_records, Rank::Referral, now);
                     for (owner, rtype, set) in group_rrsets(&referral_glue) {
                         cache.put_rrset(&owner, u16::from(rtype), set, Rank::Glue, now);
                     }
                     glue = referral_glue;
+                    if validate && !ds.is_empty() {
+                        self.take_referral_ds(&zone, &child, ds, budget).await?;
+                    }
                     zone = canonical(&child);
                 }
                 Reply::Lame => unreachable!("query_zone never returns a lame reply"),
@@ -307,7 +378,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     minimise = false;
                 }
                 Reply::Answer { chain, data, next, proofs } => {
-                    let (mut chain, mut data) = (cap_ttls(chain, max_ttl), cap_ttls(data, max_ttl));
+                    let (mut chain, mut data) = (positive_ttls(chain, cache), positive_ttls(data, cache));
                     // CNAMEs synthesized from a DNAME are not cached (nor signed): the DNAME
                     // is, and a cache hit applies it again (so the answer keeps the DNAME).
                     let dnames: Vec<Name> =
@@ -328,6 +399,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     }
                     let mut security = Security::Secure;
                     let mut validated_any = false;
+                    let mut answer_proofs: Vec<Record> = Vec::new();
                     for (owner, rtype, mut set, cache_it) in sets {
                         let (status, ttl_cap) = if validate {
                             self.validate_rrset(&zone, &owner, rtype, &set, &proofs, budget).await?
@@ -347,8 +419,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                                 }
                             }
                         }
+                        // RFC 4035 section 3.1.3.3: an RRset synthesized from a wildcard goes
+                        // to DO clients with the proof that the name itself does not exist,
+                        // from the cache too.
+                        let set_proofs = if wildcard_expanded(&set) { proofs.clone() } else { Vec::new() };
+                        if answer_proofs.is_empty() {
+                            answer_proofs.clone_from(&set_proofs);
+                        }
                         if cache_it {
-                            cache.put_checked(&owner, u16::from(rtype), set, rank, status.clone(), self.upstream.now());
+                            let now = self.upstream.now();
+                            cache.put_answer(&owner, u16::from(rtype), set, set_proofs, rank, status.clone(), now);
                         }
                         security = security.and(status);
                         validated_any = true;
@@ -359,7 +439,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     }
                     let mut records = chain;
                     records.extend(data);
-                    return Ok(Step { rcode: rcode::NOERROR, records, authority: Vec::new(), next, security });
+                    return Ok(Step {
+                        rcode: rcode::NOERROR,
+                        records,
+                        authority: Vec::new(),
+                        next,
+                        security,
+                        proofs: answer_proofs,
+                    });
                 }
                 Reply::NoData { authority, neg_ttl } => {
                     return self.negative_step(&zone, name, qtype, false, authority, neg_ttl, validate, budget).await;
@@ -472,6 +559,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             self.shared.records.put_rrset(&owner, u16::from(rtype), set, Rank::Hint, now);
         }
         self.prime(budget, depth, names).await
+    }
+
+    /// The nameservers of the parent's delegation of `zone`, if it is cached and names a
+    /// server that `failed` (the NS names just tried) does not.
+    fn parent_side_ns(&self, zone: &Name, failed: &[Name]) -> Option<Vec<Name>> {
+        let hit = self.shared.records.get(zone, DELEGATION_KEY, self.upstream.now())?;
+        let names = ns_names(rrset_records(&hit.data)?);
+        names.iter().any(|n| !failed.contains(n)).then_some(names)
     }
 
     /// Asks the hinted root servers for the root NS RRset; on failure keeps the hints.

@@ -86,6 +86,8 @@ pub trait Upstream: Environment {
 pub struct Settings {
     /// RFC 9156 QNAME minimisation.
     pub qname_minimisation: bool,
+    /// No fallback to the full name when a minimised query fails.
+    pub qname_minimisation_strict: bool,
     /// EDNS(0) UDP payload size we advertise.
     pub edns_udp_size: u16,
     /// Budget for one client query.
@@ -124,6 +126,7 @@ impl Settings {
         let r = &cfg.resolver;
         Self {
             qname_minimisation: r.qname_minimisation,
+            qname_minimisation_strict: r.qname_minimisation_strict,
             edns_udp_size: r.edns_udp_size,
             request_timeout: Duration::from_millis(r.request_timeout_ms),
             initial_rto: Duration::from_millis(r.initial_rto_ms),

@@ -37,6 +37,9 @@ pub(crate) enum Reply {
         ns: Vec<Record>,
         /// Addresses for those NS names found in the additional section, inside bailiwick.
         glue: Vec<Record>,
+        /// What a signed parent adds (RFC 4035 section 3.1.4): the child's DS RRset with
+        /// its RRSIGs, or the NSEC/NSEC3 records (with RRSIGs) proving there is none.
+        ds: Vec<Record>,
     },
     /// The name exists, the type does not.
     NoData {
@@ -271,10 +274,25 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
             .take(2 * MAX_REFERRAL_NS)
             .cloned()
             .collect();
-        return Reply::Referral { child, ns, glue };
+        let ds = msg
+            .authorities
+            .iter()
+            .filter(|r| {
+                let t = u16::from(r.record_type());
+                let covered = rrsig_covers(r);
+                (r.name == child && (t == 43 || covered == Some(43)))
+                    || ((t == 47 || t == 50 || covered.is_some_and(|c| c == 47 || c == 50))
+                        && is_at_or_below(&r.name, zone))
+            })
+            .cloned()
+            .collect();
+        return Reply::Referral { child, ns, glue, ds };
     }
     let (authority, neg_ttl) = negative_authority(msg, zone, sname);
-    if !aa && authority.is_empty() {
+    // NS records left in the authority section are not below the zone: an upward (or
+    // sideways) referral, lame whatever AA says, unless the SOA makes it a NODATA answer.
+    let upward = msg.authorities.iter().any(|r| r.record_type() == RecordType::NS);
+    if authority.is_empty() && (!aa || upward) {
         // Neither authoritative nor a referral down: lame, or an upward referral.
         return Reply::Lame;
     }
@@ -355,7 +373,7 @@ mod tests {
         m.additionals.push(a("ns1.alpha.lab.", 1));
         m.additionals.push(a("ns.evil.", 2));
         let r = classify(&m, &n("lab."), &n("www.alpha.lab."), RecordType::A);
-        let Reply::Referral { child, ns, glue } = r else { panic!("{r:?}") };
+        let Reply::Referral { child, ns, glue, .. } = r else { panic!("{r:?}") };
         assert_eq!(child, n("alpha.lab."));
         assert_eq!(ns.len(), 2);
         assert_eq!(glue, vec![a("ns1.alpha.lab.", 1)]);

@@ -127,6 +127,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut tried: Vec<(IpAddr, u32)> = Vec::new();
         let mut attempts = 0u32;
         let mut last: Option<(IpAddr, UpstreamError)> = None;
+        let mut replied = false;
         let mut lookups = 0u32;
         let mut queue: std::collections::VecDeque<Target> = candidates.into();
         // Third tries, kept for when nothing else is left.
@@ -134,7 +135,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         loop {
             while let Some((addr, ns_name)) = queue.pop_front() {
                 if attempts >= settings.max_servers_per_step {
-                    return Err(self.unreachable(zone, last));
+                    return Err(self.unreachable(zone, last, replied));
                 }
                 attempts += 1;
                 let tries = match tried.iter_mut().find(|(a, _)| *a == addr) {
@@ -152,6 +153,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         Reply::Lame => {
                             self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), settings.initial_rto));
                             last = Some((addr, UpstreamError::Lame));
+                            replied = true;
                         }
                         reply => {
                             if stype == RecordType::NS
@@ -164,6 +166,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     },
                     Err(ExchangeError::Fatal(e)) => return Err(e),
                     Err(ExchangeError::Server(e)) => {
+                        replied |= matches!(e, UpstreamError::Rcode(_));
                         // A timeout may be a lost datagram or a slow server: it is tried again,
                         // after the others, with the longer timeout its failure just earned
                         // (0.8, then 1.6 s); a third try (3.2 s, so that a server 2 s away
@@ -207,10 +210,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if tried.is_empty() && blocked {
             return Err(ResolveError::NoAllowedAddress { zone: zone.clone() });
         }
-        Err(self.unreachable(zone, last))
+        Err(self.unreachable(zone, last, replied))
     }
 
-    pub(super) fn unreachable(&self, zone: &Name, last: Option<(IpAddr, UpstreamError)>) -> ResolveError {
+    pub(super) fn unreachable(
+        &self,
+        zone: &Name,
+        last: Option<(IpAddr, UpstreamError)>,
+        replied: bool,
+    ) -> ResolveError {
         let (server, last) = match last {
             // Under strict mode the text is the fixed grammar operators parse.
             Some((_, UpstreamError::Strict(strict))) => {
@@ -219,7 +227,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Some((a, e)) => (Some(a), format!("{a}: {e}")),
             None => (None, "no nameserver address".to_string()),
         };
-        ResolveError::NoReachableAuthority { zone: zone.clone(), server, last }
+        ResolveError::NoReachableAuthority { zone: zone.clone(), server, last, replied }
     }
 
     /// Caches the addresses of the NS targets found in the additional section of an NS

@@ -332,6 +332,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             );
             return Ok((bogus, None));
         }
+        if !trusted.iter().any(|k| crypto::key_supported(k.algorithm, &k.public_key)) {
+            // Only keys too short to verify with (RSA under 1024 bits): as an unsupported
+            // algorithm (RFC 4035 section 5.2), insecure rather than bogus.
+            let text = format!("{}: RSA keys shorter than 1024 bits are not validated", zone.to_ascii());
+            return Ok((Security::insecure_because(Ede::UnsupportedDnskeyAlgorithm, text), None));
+        }
         let data: Vec<&Record> = set.iter().filter(|r| r.record_type() == RecordType::DNSKEY).collect();
         let sigs = signatures(set);
         match verify_rrset(
@@ -423,6 +429,53 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Ok((self.proof_status(proof, &signer, &what)?, Some(ttl_cap.min(proof_cap))))
             }
         }
+    }
+
+    /// RFC 4035 section 3.1.4: a signed parent's referral to `child` carries the child's
+    /// DS RRset or the NSEC/NSEC3 proof that there is none (`records`). Validated here and
+    /// cached as the answer to a DS query would be, so the chain of trust needs no DS query
+    /// of its own, and a parent that answers DS queries badly does not break it. Anything
+    /// that does not validate as secure is dropped: the DS query then decides.
+    pub(crate) async fn take_referral_ds(
+        &self,
+        zone: &Name,
+        child: &Name,
+        records: Vec<Record>,
+        budget: &Budget,
+    ) -> Result<(), ResolveError> {
+        let ds_type = u16::from(RecordType::DS);
+        let now = self.upstream.now();
+        if !self.validating(child) || self.shared.records.get(child, ds_type, now).is_some() {
+            return Ok(());
+        }
+        let (ds, proofs): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| {
+            r.name == *child && (r.record_type() == RecordType::DS || super::response::rrsig_covers(r) == Some(ds_type))
+        });
+        let cache = &self.shared.records;
+        if ds.iter().any(|r| r.record_type() == RecordType::DS) {
+            let (status, cap) = self.validate_rrset(zone, child, RecordType::DS, &ds, &[], budget).await?;
+            if status == Security::Secure {
+                let mut ds = ds;
+                for r in &mut ds {
+                    r.ttl = r.ttl.min(cap.unwrap_or(u32::MAX));
+                }
+                cache.put_checked(
+                    child,
+                    ds_type,
+                    ds,
+                    crate::cache::records::Rank::AuthAnswer,
+                    status,
+                    self.upstream.now(),
+                );
+            }
+        } else if !proofs.is_empty() {
+            let (status, cap) = self.validate_negative(zone, child, RecordType::DS, false, &proofs, budget).await?;
+            if status == Security::Secure {
+                let ttl = proofs.iter().map(|r| r.ttl).min().unwrap_or(0).min(cap.unwrap_or(u32::MAX));
+                cache.put_negative(child, ds_type, proofs, ttl, status, self.upstream.now());
+            }
+        }
+        Ok(())
     }
 
     /// Looks for an insecure delegation between the secure `zone` and `name` below it,

@@ -5,9 +5,11 @@
 //! cached. The lab tests cover the same code against real servers.
 //!
 //! Submodules: `signed` signs the fake zones (DNSSEC), `dnssec` validates against them,
-//! `transport` runs probing and signals on the fake clock.
+//! `transport` runs probing and signals on the fake clock, `scenario` replays scripted
+//! servers from text files (`scenarios/*.scn`).
 
 mod dnssec;
+mod scenario;
 mod signed;
 mod transport;
 
@@ -293,8 +295,14 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         dot_log: RefCell::new(Vec::new()),
     }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
-    let shared = Arc::new(Shared {
-        records: RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s),
+    (Resolver::new(shared_state(cfg, hints), net.clone(), Arc::new(WorkerStats::default())), net)
+}
+
+/// The state the workers share, for a test resolver with these root hints.
+fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
+    Arc::new(Shared {
+        records: RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s)
+            .with_min_ttl(cfg.cache.min_ttl_s),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
@@ -316,8 +324,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
             },
         )),
         settings: Settings::from_config(cfg),
-    });
-    (Resolver::new(shared, net.clone(), Arc::new(WorkerStats::default())), net)
+    })
 }
 
 /// Runs a future that never waits (the fake network answers at once).

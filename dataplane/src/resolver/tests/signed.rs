@@ -94,10 +94,16 @@ impl ZoneKey {
     /// 3.1.8.1: the RRSIG RDATA up to the signer, then the records in canonical form and
     /// order).
     pub(super) fn sign(&self, set: &[&Record], window: (u32, u32)) -> Record {
+        self.sign_with_labels(set, window, crate::dnssec::verify::rrsig_labels(&set[0].name) as u8)
+    }
+
+    /// Likewise with the RRSIG's Labels field given: fewer than the owner's for a record
+    /// synthesized from a wildcard (RFC 4034 section 3.1.3).
+    pub(super) fn sign_with_labels(&self, set: &[&Record], window: (u32, u32), labels: u8) -> Record {
         let (owner, rtype, ttl) = (&set[0].name, set[0].record_type(), set[0].ttl);
         let mut rdata = u16::from(rtype).to_be_bytes().to_vec();
         rdata.push(ALGORITHM);
-        rdata.push(crate::names::labels(owner) as u8);
+        rdata.push(labels);
         rdata.extend_from_slice(&ttl.to_be_bytes());
         rdata.extend_from_slice(&window.1.to_be_bytes());
         rdata.extend_from_slice(&window.0.to_be_bytes());
@@ -107,8 +113,14 @@ impl ZoneKey {
         let mut rdatas: Vec<Vec<u8>> = set.iter().map(|r| canonical_rdata(r).unwrap()).collect();
         rdatas.sort();
         rdatas.dedup();
+        // A wildcard expansion is signed as the wildcard (RFC 4035 section 5.3.2).
+        let signed_owner = if usize::from(labels) < crate::dnssec::verify::rrsig_labels(owner) {
+            Name::from_ascii("*").unwrap().append_name(&owner.trim_to(usize::from(labels))).unwrap()
+        } else {
+            owner.clone()
+        };
         for rd in rdatas {
-            data.extend(name_wire_lower(owner));
+            data.extend(name_wire_lower(&signed_owner));
             data.extend_from_slice(&u16::from(rtype).to_be_bytes());
             data.extend_from_slice(&1u16.to_be_bytes());
             data.extend_from_slice(&ttl.to_be_bytes());
