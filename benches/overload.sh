@@ -26,6 +26,8 @@ HIT_RATE=${HIT_RATE:-200}
 CACHE_MIB=${CACHE_MIB:-32}
 OVERHEAD_MIB=${OVERHEAD_MIB:-64}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+# The daemon under test (another build, to compare two side by side).
+ADOXD=${ADOXD:-target/release/adoxd}
 PORT=5365
 
 cargo build --release -q -p adoxd -p adox-benches
@@ -75,7 +77,7 @@ EOF
 done
 # Started inside the cgroup: a shell moves itself in, then becomes adoxd.
 start_adoxd() {
-    sh -c "echo \$\$ >$cg/cgroup.procs && exec taskset -c 0 target/release/adoxd --config $WORK/$1.toml \
+    sh -c "echo \$\$ >$cg/cgroup.procs && exec taskset -c 0 $ADOXD --config $WORK/$1.toml \
         --root-hints $LAB/root.hints --trust-anchor $LAB/trust-anchor.ds --allow-upstream 127.0.0.0/8 \
         --listen 127.0.0.1:$PORT --api off --workers 1 --log-level info --state-dir $WORK/state" 2>>"$WORK/adoxd.log" &
     pid=$!

@@ -35,6 +35,8 @@ RATE_PCT=${RATE_PCT:-80}
 CACHE_MIB=${CACHE_MIB:-32}
 SLOPE_MAX_KIB=${SLOPE_MAX_KIB:-1024}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+# The daemon under test (another build, to compare two side by side).
+ADOXD=${ADOXD:-target/release/adoxd}
 PORT=5360
 API=5361
 TOKEN=adox-soak-admin-token-0123456789
@@ -83,7 +85,7 @@ EOF
 }
 
 start_adoxd() {
-    taskset -c 0 target/release/adoxd --config "$WORK/adox.toml" --root-hints "$LAB/root.hints" \
+    taskset -c 0 "$ADOXD" --config "$WORK/adox.toml" --root-hints "$LAB/root.hints" \
         --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
         --listen "127.0.0.1:$PORT" --api "127.0.0.1:$API" --api-token-file "$WORK/admin.tokens" \
         --workers 1 --log-level info --state-dir "$WORK/state" 2>>"$WORK/adoxd.log" &

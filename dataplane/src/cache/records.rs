@@ -22,8 +22,8 @@ use crate::names::canonical;
 pub const NXDOMAIN_KEY: u16 = 0;
 
 /// Type value used as the key of a parent's delegation NS RRset, kept beside the NS RRset
-/// (which the child's own, higher-ranked one replaces). OPT (41) is never data: nothing
-/// else is cached under it.
+/// (which the child's own, higher-ranked one replaces). OPT (41) is never data, and
+/// clients may not ask for it (the front door refuses it): nothing else is cached under it.
 pub const DELEGATION_KEY: u16 = 41;
 
 /// Shards of the cache; a power of two.
@@ -134,8 +134,9 @@ impl RecordCache {
         self
     }
 
-    /// How long positive data with `ttl` is kept and handed out: raised to the floor,
-    /// lowered to the cap. Negative answers keep their own TTL (RFC 2308), capped only.
+    /// How long positive data with `ttl` from an authoritative answer is kept and handed
+    /// out: raised to the floor, lowered to the cap (before validation may lower it again).
+    /// Negative answers keep their own TTL (RFC 2308), capped only.
     pub fn positive_ttl(&self, ttl: u32) -> u32 {
         ttl.clamp(self.min_ttl, self.max_ttl)
     }
@@ -238,7 +239,9 @@ impl RecordCache {
         security: Security,
         now: Instant,
     ) {
-        let ttl = self.positive_ttl(records.iter().map(|r| r.ttl).min().unwrap_or(0));
+        // The floor (cache.min_ttl_s) was applied by the resolver before any cap (bogus
+        // data, signature expiry) lowered a TTL: here only the cap.
+        let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
         let proofs = (!proofs.is_empty()).then(|| proofs.into());
         self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, now);
     }

@@ -19,6 +19,10 @@ use crate::wire::rcode;
 /// RFC 9156 MAX_MINIMISE_COUNT: minimised queries before sending the full name.
 const MAX_MINIMISE: u32 = 10;
 
+/// NSEC/NSEC3 records (RRSIGs included) kept as the proof of one wildcard expansion: a
+/// proof needs one or two RRsets; a server's extra ones are not carried along.
+const MAX_PROOF_RECORDS: usize = 8;
+
 /// One step of a resolution: records for the answer section, and either a terminal
 /// disposition (`next` empty) or the name the chain continues at.
 #[derive(Debug, Default)]
@@ -421,8 +425,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         }
                         // RFC 4035 section 3.1.3.3: an RRset synthesized from a wildcard goes
                         // to DO clients with the proof that the name itself does not exist,
-                        // from the cache too.
-                        let set_proofs = if wildcard_expanded(&set) { proofs.clone() } else { Vec::new() };
+                        // from the cache too. Only a proof that validated, a few records of
+                        // it, living no longer than the data.
+                        let set_proofs = if status == Security::Secure && wildcard_expanded(&set) {
+                            let ttl = min_ttl(&set).unwrap_or(0);
+                            cap_ttls(proofs.iter().take(MAX_PROOF_RECORDS).cloned().collect(), ttl)
+                        } else {
+                            Vec::new()
+                        };
                         if answer_proofs.is_empty() {
                             answer_proofs.clone_from(&set_proofs);
                         }
@@ -481,7 +491,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             (self.unvalidated(name), None)
         };
         let neg_ttl = self.negative_ttl(neg_ttl.min(cap.unwrap_or(u32::MAX)), &security);
-        // The records too: the response must not outlive the cached denial.
+        // The records too: the response must not outlive the cached denial. Validated, only
+        // what the validation spoke for is kept.
+        let authority =
+            if validate { super::validate::vouched_denial(authority, name, qtype, zone) } else { authority };
         let authority = cap_ttls(authority, neg_ttl);
         let key = if nxdomain { NXDOMAIN_KEY } else { u16::from(qtype) };
         let now = self.upstream.now();

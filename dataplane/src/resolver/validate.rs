@@ -81,6 +81,23 @@ fn signer_of(sigs: &[Rrsig], owner: &Name, rtype: RecordType, zone: &Name) -> Na
         .unwrap_or_else(|| zone.clone())
 }
 
+/// The records of a negative answer's authority section that validation speaks for: those
+/// at or below the zone whose keys signed the denial (as `validate_negative` picks it), and
+/// only that zone's RRSIGs. Whatever else a server put there (NSEC3 records of another
+/// zone, which the proof never checked) must not be cached beside a secure denial: later
+/// readers take the proof from the cache.
+pub(crate) fn vouched_denial(authority: Vec<Record>, qname: &Name, qtype: RecordType, zone: &Name) -> Vec<Record> {
+    let signer = signer_of(&signatures(&authority), qname, qtype, zone);
+    authority
+        .into_iter()
+        .filter(|r| {
+            signer.zone_of(&r.name)
+                && (r.record_type() != RecordType::RRSIG
+                    || raw(r).and_then(Rrsig::parse).is_some_and(|s| s.signer == signer))
+        })
+        .collect()
+}
+
 /// Whether the cached RRset holds exactly the records of `data` (RRSIGs aside).
 fn same_data(cached: &[Record], data: &[&Record], rtype: RecordType) -> bool {
     let a: Vec<&RData> = cached.iter().filter(|r| r.record_type() == rtype).map(|r| &r.data).collect();
@@ -292,7 +309,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             .filter(|r| r.record_type() == RecordType::DNSKEY)
             .filter_map(|r| Dnskey::parse(raw(r)?))
             .collect();
-        let vouched = match self.trust_of(zone, budget).await? {
+        let trust = self.trust_of(zone, budget).await?;
+        // The (key tag, algorithm) of every DS vouching for the zone (none for an anchor).
+        let ds_ids: Vec<(u16, u8)> = match &trust {
+            Trust::Ds(ds) => ds.iter().map(|d| (d.key_tag, d.algorithm)).collect(),
+            _ => Vec::new(),
+        };
+        let vouched = match trust {
             Trust::Not(s) => return Ok((s, None)),
             Trust::Anchor(a) => {
                 if !a.keys.is_empty() || a.ds.iter().any(|d| crypto::algorithm_supported(d.algorithm, v.sha1)) {
@@ -332,9 +355,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             );
             return Ok((bogus, None));
         }
-        if !trusted.iter().any(|k| crypto::key_supported(k.algorithm, &k.public_key)) {
-            // Only keys too short to verify with (RSA under 1024 bits): as an unsupported
-            // algorithm (RFC 4035 section 5.2), insecure rather than bogus.
+        let every_ds_met =
+            !ds_ids.is_empty() && ds_ids.iter().all(|id| trusted.iter().any(|k| (k.key_tag, k.algorithm) == *id));
+        if every_ds_met && !trusted.iter().any(|k| crypto::key_supported(k.algorithm, &k.public_key)) {
+            // Every key the DS set vouches for is present and too short to verify with (RSA
+            // under 1024 bits): as an unsupported algorithm (RFC 4035 section 5.2), insecure
+            // rather than bogus. A DS whose key is missing (stripped on the way) keeps the
+            // zone on the normal path: bogus, never a downgrade.
             let text = format!("{}: RSA keys shorter than 1024 bits are not validated", zone.to_ascii());
             return Ok((Security::insecure_because(Ede::UnsupportedDnskeyAlgorithm, text), None));
         }
@@ -435,7 +462,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// DS RRset or the NSEC/NSEC3 proof that there is none (`records`). Validated here and
     /// cached as the answer to a DS query would be, so the chain of trust needs no DS query
     /// of its own, and a parent that answers DS queries badly does not break it. Anything
-    /// that does not validate as secure is dropped: the DS query then decides.
+    /// that does not validate as secure (or not within the query's limits) is dropped: the
+    /// DS query then decides.
     pub(crate) async fn take_referral_ds(
         &self,
         zone: &Name,
@@ -448,32 +476,35 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !self.validating(child) || self.shared.records.get(child, ds_type, now).is_some() {
             return Ok(());
         }
+        // Only the parent's own signatures count here: anything signed by another zone is
+        // left to the DS query.
+        if !signatures(&records).iter().all(|s| s.signer == *zone) {
+            return Ok(());
+        }
         let (ds, proofs): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| {
             r.name == *child && (r.record_type() == RecordType::DS || super::response::rrsig_covers(r) == Some(ds_type))
         });
         let cache = &self.shared.records;
+        let rank = crate::cache::records::Rank::AuthAnswer;
         if ds.iter().any(|r| r.record_type() == RecordType::DS) {
-            let (status, cap) = self.validate_rrset(zone, child, RecordType::DS, &ds, &[], budget).await?;
-            if status == Security::Secure {
-                let mut ds = ds;
-                for r in &mut ds {
-                    r.ttl = r.ttl.min(cap.unwrap_or(u32::MAX));
-                }
-                cache.put_checked(
-                    child,
-                    ds_type,
-                    ds,
-                    crate::cache::records::Rank::AuthAnswer,
-                    status,
-                    self.upstream.now(),
-                );
+            let Ok((Security::Secure, cap)) = self.validate_rrset(zone, child, RecordType::DS, &ds, &[], budget).await
+            else {
+                return Ok(());
+            };
+            let mut ds = ds;
+            for r in &mut ds {
+                r.ttl = r.ttl.min(cap.unwrap_or(u32::MAX));
             }
+            cache.put_checked(child, ds_type, ds, rank, Security::Secure, self.upstream.now());
         } else if !proofs.is_empty() {
-            let (status, cap) = self.validate_negative(zone, child, RecordType::DS, false, &proofs, budget).await?;
-            if status == Security::Secure {
-                let ttl = proofs.iter().map(|r| r.ttl).min().unwrap_or(0).min(cap.unwrap_or(u32::MAX));
-                cache.put_negative(child, ds_type, proofs, ttl, status, self.upstream.now());
-            }
+            let proofs = vouched_denial(proofs, child, RecordType::DS, zone);
+            let Ok((Security::Secure, cap)) =
+                self.validate_negative(zone, child, RecordType::DS, false, &proofs, budget).await
+            else {
+                return Ok(());
+            };
+            let ttl = proofs.iter().map(|r| r.ttl).min().unwrap_or(0).min(cap.unwrap_or(u32::MAX));
+            cache.put_negative(child, ds_type, proofs, ttl, Security::Secure, self.upstream.now());
         }
         Ok(())
     }
@@ -739,5 +770,41 @@ mod tests {
         assert!(usable_ds(vec![ds(13, 6), ds(253, 2)], true).is_empty());
         assert!(usable_ds(vec![ds(5, 2)], false).is_empty(), "algorithm 5 switched off");
         assert_eq!(usable_ds(vec![ds(5, 2)], true).len(), 1);
+    }
+
+    /// A raw record of `rtype` at `owner`.
+    fn raw_record(owner: &str, rtype: RecordType, rdata: Vec<u8>) -> Record {
+        use hickory_proto::rr::rdata::NULL;
+        Record::from_rdata(owner.parse().unwrap(), 300, RData::Unknown { code: rtype, rdata: NULL::with(rdata) })
+    }
+
+    /// An RRSIG over `covered` by `signer` (header only: enough for the signer field).
+    fn rrsig(owner: &str, covered: RecordType, signer: &str) -> Record {
+        let mut rdata = u16::from(covered).to_be_bytes().to_vec();
+        rdata.extend_from_slice(&[13, 2, 0, 0, 1, 44, 0, 0, 0, 2, 0, 0, 0, 1, 0, 1]);
+        rdata.extend(crate::dnssec::rdata::name_wire_lower(&signer.parse().unwrap()));
+        rdata.extend_from_slice(&[0; 64]);
+        raw_record(owner, RecordType::RRSIG, rdata)
+    }
+
+    /// Only what the denial's signer vouches for is kept for the cache: an NSEC3 of another
+    /// zone (above the signer, where an attacker answering for the parent could put one in
+    /// front of a genuine proof) and signatures by other zones are dropped, wherever they
+    /// stand in the section.
+    #[test]
+    fn a_cached_denial_keeps_only_the_signers_records() {
+        let nsec3 = |owner: &str| raw_record(owner, RecordType::NSEC3, vec![1, 0, 0, 0, 0, 20]);
+        let forged = "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom.example.";
+        let genuine = "35mthgpgcu1qg68fab165klnsnk3dpvl.sub.example.";
+        let authority = vec![
+            rrsig(genuine, RecordType::NSEC3, "sub.example."),
+            nsec3(forged),
+            rrsig(forged, RecordType::NSEC3, "example."),
+            nsec3(genuine),
+        ];
+        let kept =
+            vouched_denial(authority, &"a.sub.example.".parse().unwrap(), RecordType::DS, &"example.".parse().unwrap());
+        let owners: Vec<String> = kept.iter().map(|r| format!("{} {}", r.name, r.record_type())).collect();
+        assert_eq!(owners, [format!("{genuine} RRSIG"), format!("{genuine} NSEC3")]);
     }
 }

@@ -72,9 +72,10 @@ pub(crate) fn classify(msg: &[u8], allowed: bool, udp_size: u16) -> Verdict {
             refused_acl: true,
         });
     }
-    // Zone transfers and meta queries are not a recursive resolver's business; only class
+    // Zone transfers and meta queries are not a recursive resolver's business, nor is OPT
+    // (a pseudo-record, never data: the record cache keys delegations by it); only class
     // IN is resolved.
-    if q.qclass != 1 || matches!(q.qtype, 251..=254) {
+    if q.qclass != 1 || matches!(q.qtype, 41 | 251..=254) {
         return Verdict::Reject(Rejection {
             rcode: rcode::REFUSED,
             question_end: q.question_end,
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn zone_transfers_meta_queries_and_other_classes_are_refused() {
-        for (qtype, qclass) in [(252, 1), (251, 1), (253, 1), (1, 3)] {
+        for (qtype, qclass) in [(252, 1), (251, 1), (253, 1), (41, 1), (1, 3)] {
             let r = rejected(classify(&query(qtype, qclass, false), true, 1232));
             assert_eq!((r.rcode, r.refused_acl, r.edns), (rcode::REFUSED, false, None), "{qtype}/{qclass}");
         }

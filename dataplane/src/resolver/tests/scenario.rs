@@ -834,17 +834,22 @@ macro_rules! scenarios {
 }
 
 scenarios! {
+    cname_chain_across_zones,
     ds_from_a_signed_referral,
     ds_query_tries_the_other_parent_server,
     min_ttl_raises_short_ttls,
+    negative_ttl_is_the_soa_minimum,
     nsec3_insecure_delegation_without_opt_out,
+    nxdomain_cut_answers_names_below_it,
     parent_delegation_when_the_child_ns_set_fails,
     qname_minimisation_falls_back_to_the_full_name,
     qname_minimisation_strict_has_no_fallback,
     record_of_another_type_is_ignored,
     referral_then_answer,
+    truncated_reply_is_asked_again_over_tcp,
     upward_referral_is_a_lame_server,
     wildcard_answer_carries_its_nsec_proof,
+    wildcard_cname_chain_carries_its_proof,
 }
 
 #[test]
