@@ -840,6 +840,7 @@ scenarios! {
     min_ttl_raises_short_ttls,
     negative_ttl_is_the_soa_minimum,
     nsec3_insecure_delegation_without_opt_out,
+    nsec3_opt_out_delegation,
     nxdomain_cut_answers_names_below_it,
     parent_delegation_when_the_child_ns_set_fails,
     qname_minimisation_falls_back_to_the_full_name,
