@@ -835,6 +835,7 @@ macro_rules! scenarios {
 
 scenarios! {
     cname_chain_across_zones,
+    dname_redirects_a_subtree,
     ds_from_a_signed_referral,
     ds_query_tries_the_other_parent_server,
     min_ttl_raises_short_ttls,
@@ -847,6 +848,7 @@ scenarios! {
     qname_minimisation_strict_has_no_fallback,
     record_of_another_type_is_ignored,
     referral_then_answer,
+    refusing_server_is_skipped,
     truncated_reply_is_asked_again_over_tcp,
     upward_referral_is_a_lame_server,
     wildcard_answer_carries_its_nsec_proof,
