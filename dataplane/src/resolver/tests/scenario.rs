@@ -10,7 +10,8 @@
 //!                            # root is the trust anchor, otherwise nothing is validated
 //! root 10.0.0.1              # the root hints: a.root. at this address
 //!
-//! server 10.0.0.1 .          # a server: its address and the zone it serves (what it signs)
+//! server 10.0.0.1 .          # a server: its address and the zone it serves (what it signs);
+//!                            # blocks with one address: the zone holding the name answers
 //!   match example. * below   # qname (at or `below` it, or `*`), qtype (or `*`), conditions:
 //!                            # `do` / `nodo` (the query's DO bit), `udp` / `tcp`, `times N`
 //!     authority example. 3600 NS ns.example.      # records: answer / authority / additional
@@ -545,7 +546,15 @@ impl ScriptNet {
             if dnssec_ok { " +do" } else { "" },
             if tcp { " (tcp)" } else { "" }
         );
-        let Some(srv) = self.servers.iter().find(|s| s.addr == server) else {
+        // An address may serve several zones (several `server` blocks): the one whose zone
+        // holds the name answers (the parent's for a DS at a cut), else the first.
+        let blocks: Vec<&Server> = self.servers.iter().filter(|s| s.addr == server).collect();
+        let holds = |s: &Server| {
+            is_at_or_below(&qname, &s.zone) && !(qtype == RecordType::DS && qname == s.zone && !s.zone.is_root())
+        };
+        let srv =
+            blocks.iter().copied().filter(|s| holds(s)).max_by_key(|s| s.zone.num_labels()).or(blocks.first().copied());
+        let Some(srv) = srv else {
             line.push_str("no such server: timeout");
             self.log.borrow_mut().push(line);
             return None;
@@ -840,6 +849,7 @@ scenarios! {
     ds_query_tries_the_other_parent_server,
     min_ttl_raises_short_ttls,
     negative_ttl_is_the_soa_minimum,
+    nsec3_insecure_child_on_the_parents_server,
     nsec3_insecure_delegation_without_opt_out,
     nsec3_opt_out_delegation,
     nxdomain_cut_answers_names_below_it,
