@@ -143,6 +143,23 @@ fn rfc5155_6_opt_out_delegation_to_an_unsigned_child_is_insecure() {
     assert!(with_do(&d, "optout.lab.", RecordType::SOA).ad());
 }
 
+/// RFC 5155 section 8.9 without opt-out: rsa.lab. (ldns-signzone, NSEC3) gives its unsigned
+/// child's cut an NSEC3 of its own (NS, no DS). Both the referral's proof and the DS query's
+/// NODATA are secure; the child's data is insecure, never bogus.
+#[test]
+fn rfc5155_8_9_nsec3_delegation_without_opt_out_to_an_unsigned_child_is_insecure() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    let r = with_do(&d, "www.child.rsa.lab.", A);
+    assert_eq!((r.rcode(), r.ad()), (ResponseCode::NoError, false), "{:?}", r.ede());
+    assert_eq!(r.rdata(A), ["192.0.2.89"]);
+    let ds = with_do(&d, "child.rsa.lab.", RecordType::DS);
+    assert_eq!((ds.rcode(), ds.ad(), ds.rdata(RecordType::DS).len()), (ResponseCode::NoError, true, 0));
+    // Asked in the other order by a fresh resolver: the DS query first, then the data.
+    let d = Adoxd::lab(&["--workers", "1"]);
+    assert!(with_do(&d, "child.rsa.lab.", RecordType::DS).ad());
+    assert_eq!(with_do(&d, "www.child.rsa.lab.", A).rdata(A), ["192.0.2.89"]);
+}
+
 #[test]
 fn a_dnskey_trust_anchor_works_like_the_ds() {
     let key = lab_dir().join("trust-anchor.dnskey");
