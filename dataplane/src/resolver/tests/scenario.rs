@@ -1,11 +1,12 @@
 //! Replay scenarios: scripted authoritative servers, client queries and the answers they
 //! must get, in small text files (`scenarios/*.scn`), run against the resolver on the fake
 //! clock without sockets. Writing one is a matter of minutes; a failing one prints the
-//! whole exchange. The format (see `scenarios/README.md` for a worked example):
+//! whole exchange. The format (`scenarios/referral_then_answer.scn` is a worked example):
 //!
 //! ```text
 //! # The first comment line is the scenario's title; '#' starts a comment anywhere.
-//! config resolver.qname_minimisation = false   # any config key, as TOML
+//! config resolver.qname_minimisation = false   # [resolver], [cache], [dnssec] and
+//!                                              # [transport] keys, as TOML
 //! signed . example.          # zones with a key made at run time (ECDSA P-256); a signed
 //!                            # root is the trust anchor, otherwise nothing is validated
 //! root 10.0.0.1              # the root hints: a.root. at this address
@@ -13,7 +14,8 @@
 //! server 10.0.0.1 .          # a server: its address and the zone it serves (what it signs);
 //!                            # blocks with one address: the zone holding the name answers
 //!   match example. * below   # qname (at or `below` it, or `*`), qtype (or `*`), conditions:
-//!                            # `do` / `nodo` (the query's DO bit), `udp` / `tcp`, `times N`
+//!                            # `do` / `nodo` (the query's DO bit), `udp` / `tcp`, `times N`,
+//!                            # `optional` (may go unused)
 //!     authority example. 3600 NS ns.example.      # records: answer / authority / additional
 //!     authority example. 3600 DS @key             # @key: the DS (or DNSKEY) of a signed zone
 //!     additional ns.example. 3600 A 10.0.1.1
@@ -33,13 +35,22 @@
 //! wait 3600                  # the fake clock moves on
 //! ```
 //!
-//! A signed server adds an RRSIG over every RRset it serves from its zone to answers to DO
-//! queries (not over a delegation's NS RRset, not over additional data); `| expanded from
+//! Entries are tried in order, the first that matches answers; one used `times N` falls
+//! through to the next. A signed server adds an RRSIG over every RRset it serves from its
+//! zone to answers to DO queries (not over an NS RRset below its apex, not over additional
+//! data); without DO it leaves out NSEC, NSEC3 and a referral's DS. `| expanded from
 //! *.zone.` signs a record as synthesized from that wildcard. NSEC3 owners and next hashes
-//! can be written `@hash(NAME)` (SHA-1, no salt, no extra iteration). DS, DNSKEY, NSEC,
-//! NSEC3 and DNAME RDATA are written in presentation form; other types as hickory reads
-//! them, or in RFC 3597 form (`\# LEN HEX`). A query that matches no entry is REFUSED.
-//! Server addresses are in 10.0.0.0/8 (the test resolver may query those).
+//! can be written `@hash(NAME)` (SHA-1, no salt, no extra iteration: only in NSEC3 records
+//! with salt `-` and 0 iterations). DS, DNSKEY, NSEC, NSEC3 and DNAME RDATA are written in
+//! presentation form; other types as hickory reads them (one value per record), or in RFC
+//! 3597 form (`\# LEN HEX`). Server addresses are in 10.0.0.0/8 (the test resolver may
+//! query those). Expectations not written (rcode, a section) are not checked; expected
+//! flags are ad, tc, aa, ra, cd (`-ad`: clear).
+//!
+//! Strict by design: a query the resolver sends that no entry was written for (REFUSED to
+//! it, or a timeout for an address without a server) fails the scenario, and so does an
+//! entry no query reached, unless marked `optional`: a passing scenario took the path it
+//! describes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,6 +110,8 @@ struct Entry {
     dnssec_ok: Option<bool>,
     tcp: Option<bool>,
     times: Option<u32>,
+    /// May go unused (otherwise an entry no query reached fails the scenario).
+    optional: bool,
     used: Cell<u32>,
     reply: Reply,
 }
@@ -166,6 +179,10 @@ fn name(s: &str) -> ParseResult<Name> {
 }
 
 fn rtype(s: &str) -> ParseResult<RecordType> {
+    // RFC 3597's TYPEnnn for types without a mnemonic.
+    if let Some(n) = s.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok()) {
+        return Ok(RecordType::from(n));
+    }
     s.parse::<RecordType>().map_err(|_| format!("bad type `{s}`"))
 }
 
@@ -246,6 +263,31 @@ fn type_bitmap(words: &[&str]) -> ParseResult<Vec<u8>> {
     Ok(out)
 }
 
+/// Where a line's comment starts: the first `#` outside a quoted string and not written
+/// `\#` (RFC 3597's generic RDATA).
+fn comment_at(line: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' if prev != '\\' => quoted = !quoted,
+            '#' if !quoted && prev != '\\' => return Some(i),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+/// A server address: in 10.0.0.0/8, the only addresses the test resolver queries (any
+/// other would be refused by its upstream ACL and silently skipped).
+fn server_address(s: &str) -> ParseResult<IpAddr> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) if a.octets()[0] == 10 => Ok(IpAddr::V4(a)),
+        _ => Err(format!("server address `{s}`: an IPv4 address in 10.0.0.0/8")),
+    }
+}
+
 /// The key of signed zone `apex`.
 fn key_of<'a>(keys: &'a [ZoneKey], apex: &Name) -> ParseResult<&'a ZoneKey> {
     keys.iter().find(|k| k.apex == *apex).ok_or_else(|| format!("@key: {apex} is not a signed zone"))
@@ -254,13 +296,16 @@ fn key_of<'a>(keys: &'a [ZoneKey], apex: &Name) -> ParseResult<&'a ZoneKey> {
 /// One record in presentation form: `OWNER TTL [IN] TYPE RDATA`, optionally followed by
 /// `| expanded from WILDCARD`.
 fn record(text: &str, keys: &[ZoneKey]) -> ParseResult<Scripted> {
-    let (text, wildcard) = match text.split_once(" | ") {
+    let (text, wildcard) = match text.split_once('|') {
         Some((r, w)) => {
             let w = w.trim().strip_prefix("expanded from ").ok_or("after `|`: `expanded from *.ZONE.`")?;
-            (r, Some(name(w.trim())?))
+            (r.trim_end(), Some(name(w.trim())?))
         }
         None => (text, None),
     };
+    if text.contains("@hash(") && !text.split_whitespace().any(|w| w == "NSEC3") {
+        return Err("@hash(NAME) is for NSEC3 records".into());
+    }
     let mut words = text.split_whitespace();
     let owner = name(words.next().ok_or("empty record")?)?;
     let ttl_word = words.next().ok_or("record without a TTL")?;
@@ -272,9 +317,23 @@ fn record(text: &str, keys: &[ZoneKey]) -> ParseResult<Scripted> {
     let rt = rtype(t)?;
     let rest: Vec<&str> = words.collect();
     let rest_text = rest.join(" ");
+    if let Some(w) = &wildcard
+        && !(w.is_wildcard() && crate::names::is_below(&owner, &w.base_name()))
+    {
+        return Err(format!("`expanded from {w}`: a wildcard above {owner}"));
+    }
+    // Types of one value each: more words would be dropped by the parser, silently.
+    if matches!(rt, RecordType::A | RecordType::AAAA | RecordType::NS | RecordType::CNAME | RecordType::PTR)
+        && rest.len() != 1
+    {
+        return Err(format!("{t}: one value per record (`{rest_text}`)"));
+    }
     let raw_of = |rdata: Vec<u8>| Ok(Scripted { record: raw(&owner, ttl, rt, rdata), wildcard: wildcard.clone() });
     if rest.first() == Some(&"\\#") {
         let data = hex(&rest.get(2..).unwrap_or_default().concat())?;
+        if rest.get(1).and_then(|l| l.parse::<usize>().ok()) != Some(data.len()) {
+            return Err(format!("`\\# LEN HEX`: LEN is not the {} octets given", data.len()));
+        }
         return raw_of(data);
     }
     match rt {
@@ -302,6 +361,11 @@ fn record(text: &str, keys: &[ZoneKey]) -> ParseResult<Scripted> {
             let mut d = vec![alg.parse().map_err(|_| "NSEC3: bad algorithm")?];
             d.push(flags.parse().map_err(|_| "NSEC3: bad flags")?);
             d.extend(iterations.parse::<u16>().map_err(|_| "NSEC3: bad iterations")?.to_be_bytes());
+            let hashed =
+                rest_text.contains("@hash(") || text.split_whitespace().next().is_some_and(|o| o.contains("@hash("));
+            if hashed && (*salt != "-" || *iterations != "0") {
+                return Err("@hash(NAME) hashes without salt or extra iteration: salt - and 0 iterations".into());
+            }
             let salt = if *salt == "-" { Vec::new() } else { hex(salt)? };
             d.push(salt.len() as u8);
             d.extend(salt);
@@ -360,10 +424,8 @@ impl Scenario {
         for (i, full) in text.lines().enumerate() {
             let line = i + 1;
             let at = |e: String| format!("line {line}: {e}");
-            let (content, comment) = match full.split_once('#') {
-                // `\#` (RFC 3597) is not a comment.
-                Some((before, _)) if before.ends_with('\\') => (full, None),
-                Some((before, after)) => (before, Some(after)),
+            let (content, comment) = match comment_at(full) {
+                Some(at) => (&full[..at], Some(&full[at + 1..])),
                 None => (full, None),
             };
             if s.title.is_empty()
@@ -400,12 +462,10 @@ impl Scenario {
                         self.keys.push(ZoneKey::new(name(z)?));
                     }
                 }
-                ["root", addr] => self.root = Some(addr.parse().map_err(|_| format!("bad address `{addr}`"))?),
-                ["server", addr, zone] => self.servers.push(Server {
-                    addr: addr.parse().map_err(|_| format!("bad address `{addr}`"))?,
-                    zone: name(zone)?,
-                    entries: Vec::new(),
-                }),
+                ["root", addr] => self.root = Some(server_address(addr)?),
+                ["server", addr, zone] => {
+                    self.servers.push(Server { addr: server_address(addr)?, zone: name(zone)?, entries: Vec::new() })
+                }
                 ["query", qname, qtype, flags @ ..] => {
                     let mut dnssec_ok = false;
                     let mut cd = false;
@@ -449,6 +509,7 @@ fn server_line(server: &mut Server, line: usize, words: &[&str], rest: &str, key
             dnssec_ok: None,
             tcp: None,
             times: None,
+            optional: false,
             used: Cell::new(0),
             reply: Reply::default(),
         };
@@ -460,7 +521,11 @@ fn server_line(server: &mut Server, line: usize, words: &[&str], rest: &str, key
                 "nodo" => e.dnssec_ok = Some(false),
                 "tcp" => e.tcp = Some(true),
                 "udp" => e.tcp = Some(false),
-                "times" => e.times = Some(conds.next().and_then(|n| n.parse().ok()).ok_or("times N")?),
+                "times" => {
+                    e.times =
+                        Some(conds.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or("times N (N > 0)")?)
+                }
+                "optional" => e.optional = true,
                 _ => return Err(format!("unknown condition `{c}`")),
             }
         }
@@ -529,6 +594,8 @@ struct ScriptNet {
     epoch: Instant,
     rng: Cell<u64>,
     log: RefCell<Vec<String>>,
+    /// Queries no entry was scripted for (a scenario fails on any).
+    unscripted: RefCell<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -556,6 +623,7 @@ impl ScriptNet {
             blocks.iter().copied().filter(|s| holds(s)).max_by_key(|s| s.zone.num_labels()).or(blocks.first().copied());
         let Some(srv) = srv else {
             line.push_str("no such server: timeout");
+            self.unscripted.borrow_mut().push(line.clone());
             self.log.borrow_mut().push(line);
             return None;
         };
@@ -564,6 +632,7 @@ impl ScriptNet {
         let Some(entry) = srv.entries.iter().find(|e| e.matches(&qname, qtype, dnssec_ok, tcp)) else {
             m.metadata.response_code = ResponseCode::Refused;
             line.push_str("no entry matches: REFUSED");
+            self.unscripted.borrow_mut().push(line.clone());
             self.log.borrow_mut().push(line);
             return Some(m);
         };
@@ -579,13 +648,25 @@ impl ScriptNet {
         m.metadata.response_code = ResponseCode::from(0, reply.rcode as u8);
         let key = self.keys.iter().find(|k| k.apex == srv.zone).filter(|_| dnssec_ok);
         for section in [Section::Answer, Section::Authority, Section::Additional] {
-            let scripted: Vec<&Scripted> =
-                reply.sections.iter().filter(|(s, _)| *s == section).map(|(_, r)| r).collect();
+            // Without DO a server leaves out the DNSSEC records it was not asked for (RFC 4035
+            // section 3.1), DS in a referral included.
+            let dnssec_record = |r: &Record| {
+                let t = r.record_type();
+                t != qtype
+                    && (matches!(t, RecordType::NSEC | RecordType::NSEC3)
+                        || (t == RecordType::DS && section == Section::Authority))
+            };
+            let scripted: Vec<&Scripted> = reply
+                .sections
+                .iter()
+                .filter(|(s, r)| *s == section && (dnssec_ok || !dnssec_record(&r.record)))
+                .map(|(_, r)| r)
+                .collect();
             let mut records: Vec<Record> = scripted.iter().map(|s| s.record.clone()).collect();
             if let Some(key) = key
                 && section != Section::Additional
             {
-                records.extend(signatures(key, &scripted, reply.aa));
+                records.extend(signatures(key, &scripted));
             }
             match section {
                 Section::Answer => m.answers = records,
@@ -617,12 +698,12 @@ impl ScriptNet {
 
 /// The RRSIGs a signed server adds over the RRsets of one section: every RRset of its zone
 /// except a delegation's NS RRset in a referral.
-fn signatures(key: &ZoneKey, scripted: &[&Scripted], authoritative: bool) -> Vec<Record> {
+fn signatures(key: &ZoneKey, scripted: &[&Scripted]) -> Vec<Record> {
     let mut sets: Vec<(Name, RecordType, Option<Name>)> = Vec::new();
     for s in scripted {
         let r = &s.record;
         let id = (r.name.clone(), r.record_type(), s.wildcard.clone());
-        let delegation = r.record_type() == RecordType::NS && r.name != key.apex && !authoritative;
+        let delegation = r.record_type() == RecordType::NS && r.name != key.apex;
         if is_at_or_below(&r.name, &key.apex) && !delegation && !sets.contains(&id) {
             sets.push(id);
         }
@@ -779,6 +860,7 @@ fn run(file: &str, text: &str) {
         }
     }
     let mut cfg = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{file}: config: {e}"));
+    cfg.validate().unwrap_or_else(|e| panic!("{file}: config: {e}"));
     let anchor_file = s.keys.iter().find(|k| k.apex.is_root()).map(|root| {
         static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -795,6 +877,7 @@ fn run(file: &str, text: &str) {
         epoch: start,
         rng: Cell::new(0x9E37_79B9_7F4A_7C15),
         log: RefCell::new(Vec::new()),
+        unscripted: RefCell::new(Vec::new()),
     }));
     let hints = RootHints::parse(&format!(". NS a.root.\na.root. A {}\n", s.root.unwrap())).unwrap();
     let resolver = Resolver::new(shared_state(&cfg, hints), net.clone(), Arc::new(WorkerStats::default()));
@@ -826,6 +909,33 @@ fn run(file: &str, text: &str) {
                 }
             }
         }
+    }
+    // Every query the resolver sent was scripted, and every entry was reached (unless marked
+    // `optional`): a scenario shows the path it claims.
+    let unused: Vec<String> = net
+        .0
+        .servers
+        .iter()
+        .flat_map(|srv| srv.entries.iter().map(move |e| (srv, e)))
+        .filter(|(_, e)| !e.optional && e.used.get() == 0)
+        .map(|(srv, e)| format!("  {} ({}): the entry at line {}", srv.addr, srv.zone, e.line))
+        .collect();
+    let unscripted = net.0.unscripted.borrow();
+    if !unused.is_empty() || !unscripted.is_empty() {
+        panic!(
+            "{file} ({}):
+queries no entry was scripted for:
+{}
+entries no query reached:
+{}
+
+exchange:
+{}",
+            s.title,
+            unscripted.join("\n"),
+            unused.join("\n"),
+            net.0.log.borrow().join("\n")
+        );
     }
 }
 
@@ -885,6 +995,25 @@ fn a_broken_scenario_is_refused_with_its_line() {
     assert!(e.starts_with("line 4: bad TTL `x`"), "{e}");
     let e = Scenario::parse("server 10.0.0.1 .\n").err().unwrap();
     assert_eq!(e, "no `root ADDRESS` line");
+    // Mistakes that would otherwise make a scenario assert less than it says.
+    for (bad, why) in [
+        ("    answer a. 1 A 192.0.2.1 192.0.2.2\n", "line 4: A: one value per record"),
+        ("    answer a. 1 A 192.0.2.1 |expanded  *.a.\n", "line 4: after `|`"),
+        ("    answer a.b. 1 A 192.0.2.1 | expanded from *.c.\n", "line 4: `expanded from *.c.`"),
+        ("    answer a. 1 TYPE65280 \\# 3 0102\n", "line 4: `\\# LEN HEX`"),
+        ("    answer @hash(a.).a. 1 NSEC3 1 0 5 - @hash(a.) A\n", "line 4: @hash(NAME) hashes without salt"),
+        ("    answer a. 1 TXT @hash(a.)\n", "line 4: @hash(NAME) is for NSEC3"),
+        ("    times 0\n", "line 4: unknown line"),
+    ] {
+        let text = format!("root 10.0.0.1\nserver 10.0.0.1 .\n  match . NS\n{bad}");
+        let e = Scenario::parse(&text).err().unwrap_or_else(|| panic!("accepted: {bad}"));
+        assert!(e.starts_with(why), "{bad}: {e}");
+    }
+    assert!(Scenario::parse("root 192.0.2.1\n").err().unwrap().contains("10.0.0.0/8"));
+    // A '#' inside a quoted string is data, not a comment.
+    let s = Scenario::parse("root 10.0.0.1\nserver 10.0.0.1 .\n  match . TXT\n    answer . 1 TXT \"a#b\" # note\n")
+        .unwrap();
+    assert_eq!(render(&s.servers[0].entries[0].reply.sections[0].1.record), ". TXT a#b");
 }
 
 /// A scenario that expects the wrong thing fails, and says what differed.
