@@ -202,13 +202,18 @@ impl Environment for Fake {
     }
 
     fn random(&self) -> u64 {
-        let mut x = self.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng.set(x);
-        x
+        xorshift(&self.rng)
     }
+}
+
+/// The fake nets' random generator: xorshift, seeded, so runs repeat.
+fn xorshift(state: &Cell<u64>) -> u64 {
+    let mut x = state.get();
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state.set(x);
+    x
 }
 
 /// The Unix second the fake clock starts at (2026-12-01).

@@ -728,12 +728,7 @@ impl Environment for Script {
     }
 
     fn random(&self) -> u64 {
-        let mut x = self.0.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0.rng.set(x);
-        x
+        xorshift(&self.0.rng)
     }
 }
 
