@@ -49,6 +49,9 @@ pub struct StatsSnapshot {
     pub upstream_dot: u64,
     /// Upstream queries sent over DoQ.
     pub upstream_doq: u64,
+    /// Upstream queries sent over DoH.
+    #[serde(default)]
+    pub upstream_doh: u64,
     /// QUIC handshakes to upstream servers (DoQ).
     pub doq_handshakes: u64,
     /// Full TLS handshakes to upstream servers.

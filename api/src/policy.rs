@@ -31,7 +31,7 @@ pub enum Transport {
     Doq,
     /// DNS over TLS (RFC 7858), TCP 853.
     Dot,
-    /// DNS over HTTPS (RFC 8484): not spoken yet.
+    /// DNS over HTTPS (RFC 8484) over HTTP/2, TCP 443.
     Doh,
     /// Classic DNS over UDP, TCP on truncation.
     Do53,
@@ -42,12 +42,40 @@ impl Transport {
     pub fn encrypted(self) -> bool {
         !matches!(self, Self::Do53)
     }
+}
 
-    /// Whether adox can speak it today (DoH is named so policies can be written for it;
-    /// policies that list it are refused until it is spoken).
-    pub fn supported(self) -> bool {
-        !matches!(self, Self::Doh)
+/// The DoH URI template used when a policy lists `doh` without `doh_path` (the path of
+/// RFC 8484's examples, which servers commonly serve).
+pub const DEFAULT_DOH_PATH: &str = "/dns-query{?dns}";
+
+/// A `dohpath` longer than any real URI template (RFC 9461 section 5).
+pub const MAX_DOH_PATH: usize = 512;
+
+/// Checks a DoH URI template as adox expands it (RFC 9461 section 5, RFC 6570): a path
+/// relative to the server's origin that starts with `/`, holds the `{?dns}` variable
+/// exactly once and no other expression, and otherwise only characters allowed in a URI
+/// path and query (no space, no control character, nothing outside ASCII).
+pub fn check_doh_path(template: &str) -> Result<(), &'static str> {
+    if template.len() > MAX_DOH_PATH {
+        return Err("longer than 512 characters");
     }
+    if !template.starts_with('/') {
+        return Err("must start with `/`");
+    }
+    let rest = template.replacen("{?dns}", "", 1);
+    if rest.len() == template.len() {
+        return Err("must contain the `{?dns}` variable");
+    }
+    let uri_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b);
+    if !rest.bytes().all(uri_char) {
+        return Err("holds a character not allowed in a URI path (or a second template expression)");
+    }
+    // The variable expands to a query (`?dns=...`): a literal query before it would
+    // make a malformed URI.
+    if template.split("{?dns}").next().is_some_and(|p| p.contains('?')) {
+        return Err("has a `?` before `{?dns}`");
+    }
+    Ok(())
 }
 
 /// How the server is authenticated on an encrypted transport.
@@ -84,6 +112,10 @@ pub struct PolicySpec {
     /// Authentication for encrypted transports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// The DoH URI template (RFC 9461 `dohpath`, e.g. `/dns-query{?dns}`); only with `doh`
+    /// in `transports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doh_path: Option<String>,
     /// Free text for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -106,6 +138,9 @@ pub struct Policy {
     pub transports: Vec<Transport>,
     /// Authentication.
     pub auth: Auth,
+    /// The DoH URI template; `None`: [`DEFAULT_DOH_PATH`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doh_path: Option<String>,
     /// Operator's comment.
     pub comment: Option<String>,
     /// From the configuration file: listed, never changed through the API.
@@ -125,6 +160,7 @@ impl Policy {
             mode: Some(self.mode),
             transports: Some(self.transports.clone()),
             auth: Some(self.auth),
+            doh_path: self.doh_path.clone(),
             comment: self.comment.clone(),
         }
     }
@@ -230,8 +266,8 @@ impl PolicySpec {
     /// - `auth` defaults to `pkix` (strict) and `none` (otherwise).
     ///
     /// Contradictions are errors: strict with `do53` or without authentication, cleartext
-    /// with an encrypted transport or with authentication, a transport adox cannot speak
-    /// yet (`doh`), duplicates or an empty list.
+    /// with an encrypted transport or with authentication, duplicates or an empty list, a
+    /// `doh_path` without `doh` or one [`check_doh_path`] refuses.
     pub fn normalize(&self, id: String, read_only: bool) -> Result<Policy, PolicyError> {
         let mode = self.mode.ok_or_else(|| err("mode", "required: strict, opportunistic or cleartext"))?;
         let zone = self.zone.as_deref().map(|z| normalize_name("zone", z)).transpose()?;
@@ -249,9 +285,6 @@ impl PolicySpec {
         for (i, t) in transports.iter().enumerate() {
             if transports[..i].contains(t) {
                 return Err(err("transports", format!("{t:?} is listed twice").to_lowercase()));
-            }
-            if !t.supported() {
-                return Err(err("transports", format!("{} is not supported yet", format!("{t:?}").to_lowercase())));
             }
         }
         let auth = self.auth.unwrap_or(if mode == Mode::Strict { Auth::Pkix } else { Auth::None });
@@ -273,6 +306,12 @@ impl PolicySpec {
             }
             _ => {}
         }
+        if let Some(path) = &self.doh_path {
+            if !transports.contains(&Transport::Doh) {
+                return Err(err("doh_path", "only with doh in transports"));
+            }
+            check_doh_path(path).map_err(|e| err("doh_path", e))?;
+        }
         if let Some(c) = &self.comment
             && c.len() > 1024
         {
@@ -286,6 +325,7 @@ impl PolicySpec {
             mode,
             transports,
             auth,
+            doh_path: self.doh_path.clone(),
             comment: self.comment.clone(),
             read_only,
             revision: 0,
@@ -310,6 +350,24 @@ mod tests {
         assert_eq!(o.auth, Auth::None);
         let c = spec(Mode::Cleartext).normalize("c".into(), false).unwrap();
         assert_eq!(c.transports, vec![Transport::Do53]);
+    }
+
+    /// DoH is spoken: a policy may list it, with its own URI template or the default.
+    #[test]
+    fn doh_policies_carry_a_checked_uri_template() {
+        let mut p = spec(Mode::Strict);
+        p.transports = Some(vec![Transport::Doh, Transport::Dot]);
+        let n = p.normalize("d".into(), false).unwrap();
+        assert_eq!((n.transports.clone(), n.doh_path.as_deref()), (vec![Transport::Doh, Transport::Dot], None));
+        p.doh_path = Some("/q{?dns}".into());
+        assert_eq!(p.normalize("d".into(), false).unwrap().doh_path.as_deref(), Some("/q{?dns}"));
+        assert_eq!(n.spec().normalize("d".into(), false).unwrap(), n, "export and import keep it");
+        for bad in ["dns-query{?dns}", "/dns-query", "/a b{?dns}", "/x{?dns}{?dns}", "/x?a=1{?dns}", "/é{?dns}"] {
+            p.doh_path = Some(bad.into());
+            assert_eq!(p.normalize("d".into(), false).unwrap_err().field, "doh_path", "{bad}");
+        }
+        assert!(check_doh_path(&format!("/{}{{?dns}}", "a".repeat(600))).is_err());
+        assert!(check_doh_path("/dns-query{?dns}").is_ok());
     }
 
     #[test]
@@ -343,8 +401,9 @@ mod tests {
         p.transports = Some(vec![Transport::Dot]);
         assert_eq!(field(p), "transports");
         let mut p = spec(Mode::Opportunistic);
-        p.transports = Some(vec![Transport::Doh, Transport::Dot]);
-        assert_eq!(field(p), "transports");
+        p.transports = Some(vec![Transport::Dot]);
+        p.doh_path = Some(DEFAULT_DOH_PATH.into());
+        assert_eq!(field(p), "doh_path");
         let mut p = spec(Mode::Opportunistic);
         p.transports = Some(vec![Transport::Dot, Transport::Dot]);
         assert_eq!(field(p), "transports");

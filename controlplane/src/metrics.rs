@@ -115,7 +115,13 @@ pub fn render(s: &Stats) -> String {
         "counter",
         "Queries sent to authoritative servers, by transport.",
         "transport",
-        &[("do53_udp", t.upstream_udp), ("do53_tcp", t.upstream_tcp), ("dot", t.upstream_dot), ("doq", t.upstream_doq)],
+        &[
+            ("do53_udp", t.upstream_udp),
+            ("do53_tcp", t.upstream_tcp),
+            ("dot", t.upstream_dot),
+            ("doq", t.upstream_doq),
+            ("doh", t.upstream_doh),
+        ],
     );
     labelled(
         o,
@@ -134,7 +140,7 @@ pub fn render(s: &Stats) -> String {
         o,
         "adox_tls_handshakes_total",
         "counter",
-        "TLS handshakes with authoritative servers (DoT and DoQ), full or resumed.",
+        "TLS handshakes with authoritative servers (DoT, DoQ and DoH), full or resumed.",
         "kind",
         &[("full", t.tls_full), ("resumed", t.tls_resumed)],
     );

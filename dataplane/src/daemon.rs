@@ -334,25 +334,35 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
     })
 }
 
-/// The DoT and DoQ client configurations: PKIX roots from `transport.ca_file` (or the
+/// The client configurations of the encrypted transports, one per ALPN.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// DoT (`dot`).
+    pub dot: TlsConfigs,
+    /// DoQ (`doq`).
+    pub doq: TlsConfigs,
+    /// DoH over HTTP/2 (`h2`).
+    pub doh: TlsConfigs,
+}
+
+/// The DoT, DoQ and DoH client configurations: PKIX roots from `transport.ca_file` (or the
 /// built-in web PKI set) and, per transport, one session store shared by every worker
 /// (RFC 9539: resumption state is kept per transport).
-pub fn tls_configs(
-    cfg: &Config,
-    tlsa: &Arc<crate::upstream::dane::TlsaTable>,
-) -> Result<(TlsConfigs, TlsConfigs), StartError> {
+pub fn tls_configs(cfg: &Config, tlsa: &Arc<crate::upstream::dane::TlsaTable>) -> Result<UpstreamTls, StartError> {
     let roots = Arc::new(match &cfg.transport.ca_file {
         Some(p) => crate::upstream::tls::roots_from_file(p)?,
         None => crate::upstream::tls::builtin_roots(),
     });
     let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
-    let (dot_store, doq_store, dot_dane, doq_dane) = (store(), store(), store(), store());
+    let (dot_store, doq_store, doh_store) = (store(), store(), store());
+    let (dot_dane, doq_dane, doh_dane) = (store(), store(), store());
     // A changed TLSA RRset drops the sessions DANE authenticated under the old one.
-    tlsa.attach_sessions(vec![dot_dane.clone(), doq_dane.clone()]);
-    Ok((
-        TlsConfigs::new(b"dot", roots.clone(), dot_store, dot_dane, tlsa.clone(), "tcp")?,
-        TlsConfigs::new(b"doq", roots, doq_store, doq_dane, tlsa.clone(), "quic")?,
-    ))
+    tlsa.attach_sessions(vec![dot_dane.clone(), doq_dane.clone(), doh_dane.clone()]);
+    Ok(UpstreamTls {
+        dot: TlsConfigs::new(b"dot", roots.clone(), dot_store, dot_dane, tlsa.clone(), "tcp")?,
+        doq: TlsConfigs::new(b"doq", roots.clone(), doq_store, doq_dane, tlsa.clone(), "quic")?,
+        doh: TlsConfigs::new(b"h2", roots, doh_store, doh_dane, tlsa.clone(), crate::upstream::dane::DOH_PROTO)?,
+    })
 }
 
 impl DataPlane {
@@ -369,7 +379,7 @@ impl DataPlane {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
         shared.policies.store(PolicyTable::compile(policies).map_err(StartError::Policy)?);
-        let (dot, doq) = tls_configs(cfg, &shared.tlsa)?;
+        let tls = tls_configs(cfg, &shared.tlsa)?;
         let state_path = cfg.server.state_dir.join(PROBE_STATE_FILE);
         match shared.probes.load(&state_path) {
             Ok(0) => {}
@@ -412,8 +422,8 @@ impl DataPlane {
                 tcp_idle_timeout: std::time::Duration::from_millis(cfg.server.tcp_idle_timeout_ms),
                 tcp_max_connections_per_client: cfg.server.tcp_max_connections_per_client,
                 tcp_message_timeout: std::time::Duration::from_millis(cfg.server.tcp_message_timeout_ms),
-                dot: dot.clone(),
-                doq: doq.clone(),
+                tls: tls.clone(),
+                doh_method: cfg.transport.doh_method,
                 dot_timeout: std::time::Duration::from_millis(cfg.transport.dot_timeout_ms),
                 dot_idle_timeout: std::time::Duration::from_millis(cfg.transport.dot_idle_timeout_ms),
                 dot_max_outstanding: cfg.transport.dot_max_outstanding,

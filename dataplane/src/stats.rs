@@ -86,6 +86,7 @@ worker_stats!(
     upstream_timeouts,
     upstream_dot,
     upstream_doq,
+    upstream_doh,
     doq_handshakes,
     tls_full,
     tls_resumed,

@@ -119,17 +119,20 @@ has_transport() {
     [[ ,$1, == *,"$2",* ]]
 }
 
-# encrypted_endpoints: "server process proto addr transport tls" per
+# encrypted_endpoints: "server process proto addr port transport tls" per
 # encrypted endpoint (DoT: TCP on the server itself; DoQ: UDP on its front).
 encrypted_endpoints() {
     local server nsname transports tls certname src addr
     while read -r server nsname transports tls certname src; do
         addr=$(servers | awk -v s="$server" '$1 == s { print $3; exit }')
         if has_transport "$transports" dot; then
-            printf '%s %s tcp %s DoT %s\n' "$server" "$server" "$addr" "$tls"
+            printf '%s %s tcp %s 853 DoT %s\n' "$server" "$server" "$addr" "$tls"
         fi
         if has_transport "$transports" doq; then
-            printf '%s %s udp %s DoQ 1.3\n' "$server" "$server-front" "$addr"
+            printf '%s %s udp %s 853 DoQ 1.3\n' "$server" "$server-front" "$addr"
+        fi
+        if has_transport "$transports" doh; then
+            printf '%s %s tcp %s 443 DoH %s\n' "$server" "$server" "$addr" "$tls"
         fi
     done < <(transports)
 }

@@ -154,6 +154,9 @@ struct PolicyArgs {
     /// dane, pkix or none.
     #[arg(long)]
     auth: Option<String>,
+    /// DoH URI template (with `doh` in transports), e.g. /dns-query{?dns}.
+    #[arg(long)]
+    doh_path: Option<String>,
     /// Free text.
     #[arg(long)]
     comment: Option<String>,
@@ -169,6 +172,7 @@ impl PolicyArgs {
             ("nameserver", &self.nameserver),
             ("address", &self.address),
             ("auth", &self.auth),
+            ("doh_path", &self.doh_path),
             ("comment", &self.comment),
         ];
         for (k, val) in optional {
@@ -488,6 +492,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     ("upstream_do53_tcp", t.upstream_tcp),
                     ("upstream_dot", t.upstream_dot),
                     ("upstream_doq", t.upstream_doq),
+                    ("upstream_doh", t.upstream_doh),
                     ("tls_full", t.tls_full),
                     ("tls_resumed", t.tls_resumed),
                     ("downgrades", t.downgrades),

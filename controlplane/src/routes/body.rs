@@ -67,6 +67,7 @@ pub(super) fn spec_from(v: &Value, prefix: &str) -> Result<PolicySpec, ApiError>
             "mode" => spec.mode = typed::<Option<Mode>>(val, f)?,
             "transports" => spec.transports = typed::<Option<Vec<Transport>>>(val, f)?,
             "auth" => spec.auth = typed::<Option<Auth>>(val, f)?,
+            "doh_path" => spec.doh_path = typed::<Option<String>>(val, f)?,
             "comment" => spec.comment = typed::<Option<String>>(val, f)?,
             // What GET returns may be sent back as it is (these are ignored, but must have
             // their types).

@@ -35,6 +35,9 @@ pub struct TransportConfig {
     pub max_concurrent_probes: u32,
     /// Look up nameservers' `_dns` SVCB records (RFC 9461) and follow them. Default true.
     pub signals: bool,
+    /// How DoH queries are sent: `"post"` (the message as the body, the default) or
+    /// `"get"` (base64url in the URI template's `dns` variable, RFC 8484 section 4.1).
+    pub doh_method: crate::upstream::doh::DohMethod,
     /// Source address of queries to IPv4 authorities (one of this host's addresses);
     /// absent: the kernel's choice.
     pub outgoing_v4: Option<String>,
@@ -56,6 +59,7 @@ impl Default for TransportConfig {
             probe_damping_s: d(bounds::PROBE_DAMPING_S),
             max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
             signals: true,
+            doh_method: crate::upstream::doh::DohMethod::Post,
             outgoing_v4: None,
             outgoing_v6: None,
         }

@@ -107,8 +107,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
     }
 
-    /// For a secure signal: the TLSA RRset of each offered DoT/DoQ target (`_853._tcp` and
-    /// `_853._quic` at the TargetName, the TLSA base name), looked up and validated like any
+    /// For a secure signal: the TLSA RRset of each offered DoT/DoQ/DoH target (`_853._tcp`,
+    /// `_853._quic` and `_443._tcp` at the TargetName, the TLSA base name; ports from the
+    /// record), looked up and validated like any
     /// data; secure ones go into the TLSA table read by DANE handshakes.
     async fn learn_tlsa(&self, ns: &Name, records: &[crate::upstream::signal::SvcbRecord]) -> TlsaLearnt {
         let mut out: Vec<(Transport, Name)> = Vec::new();
@@ -117,10 +118,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         for r in records {
             let target = if r.target.is_root() { ns.clone() } else { canonical(&r.target) };
             for t in r.transports() {
-                let proto = match t {
-                    Transport::Dot => "tcp",
-                    Transport::Doq => "quic",
-                    _ => continue,
+                // The TLSA owner's protocol label, and the table namespace the verifier of
+                // the transport reads (DoT and DoH both run over TCP).
+                let (proto, table) = match t {
+                    Transport::Dot => ("tcp", "tcp"),
+                    Transport::Doq => ("quic", "quic"),
+                    Transport::Doh => ("tcp", crate::upstream::dane::DOH_PROTO),
+                    Transport::Do53 => continue,
                 };
                 if out.iter().any(|(d, _)| *d == t) {
                     continue;
@@ -170,7 +174,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 let now = self.upstream.unix_now();
                 let expiry = now + u64::from(ttl.max(1));
                 first_expiry = first_expiry.min(expiry);
-                let key = crate::upstream::dane::TlsaTable::key(proto, &host);
+                let key = crate::upstream::dane::TlsaTable::key(table, &host);
                 // Kept a little past its TTL: the signal is refreshed when the TLSA expires,
                 // and handshakes during that refresh still need the records.
                 self.shared.tlsa.put(&key, usable, expiry + TLSA_GRACE_S, now);

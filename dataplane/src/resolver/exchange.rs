@@ -88,8 +88,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // the damping window is skipped (an opportunistic plan then falls back to Do53; a
         // strict one tries its other transports, and all of them if every one is damped).
         let now = self.upstream.unix_now();
-        let encrypted: Vec<Transport> =
-            plan.transports.iter().copied().filter(|t| t.encrypted() && t.supported()).collect();
+        let encrypted: Vec<Transport> = plan.transports.iter().copied().filter(|t| t.encrypted()).collect();
         let live: Vec<Transport> = encrypted
             .iter()
             .copied()
@@ -103,10 +102,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // Only a plan the operator made, or an unauthenticated one, speaks for the address:
         // a secure signal can name any address with its own TLS name, and a server that
         // rejects an unknown name says nothing about its DoT.
-        let standard = plan.port == plan::DOT_PORT;
         let authenticated = plan.auth != Auth::None;
         let trusted = !authenticated || matches!(plan.source, PlanSource::Override(_));
         for t in to_try {
+            let standard = plan.standard_port(t);
             let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
             record(t, &result);
             match result {
@@ -119,10 +118,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
+                    // An HTTP answer other than a DNS message speaks of the path a signal
+                    // named, not of the server's DoH: only an operator's path counts.
                     if e.is_transport_failure()
                         && standard
                         && trusted
                         && !(authenticated && e.is_authentication_failure())
+                        && (!e.is_http_failure() || matches!(plan.source, PlanSource::Override(_)))
                     {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
@@ -144,7 +146,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         r
     }
 
-    /// One query over DoT or DoQ to port 853 of the address, authenticated as the plan says.
+    /// One query over DoT, DoQ or DoH to the plan's port for it, authenticated as the plan
+    /// says.
     #[allow(clippy::too_many_arguments, reason = "one exchange's full context")]
     pub(super) async fn exchange_encrypted(
         &self,
@@ -172,11 +175,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
-        let wire = match transport {
-            Transport::Doq => Wire::Doq { auth },
+        let wire = match (transport, &plan.doh) {
+            (Transport::Doq, _) => Wire::Doq { auth },
+            (Transport::Doh, Some(doh)) => Wire::Doh { auth, path: doh.path.clone() },
+            (Transport::Doh, None) => {
+                return Err(ExchangeError::Server(UpstreamError::BadResponse("DoH without a URI template")));
+            }
             _ => Wire::Dot { auth },
         };
-        let bytes = match self.upstream.exchange(SocketAddr::new(addr, plan.port), &query, wire, timeout).await {
+        let server = SocketAddr::new(addr, plan.port_of(transport));
+        let bytes = match self.upstream.exchange(server, &query, wire, timeout).await {
             Ok(b) => b,
             // The client query's own budget cut the wait short: the server had less than its
             // due, so the timeout says nothing about it (and must not damp its address).

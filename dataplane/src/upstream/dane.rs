@@ -1,6 +1,6 @@
 //! DANE authentication of nameservers (RFC 6698, RFC 7671, SVCB-DANE): the server's
-//! certificate must match a DNSSEC-secure TLSA record at `_853._tcp.<name>` (DoT) or
-//! `_853._quic.<name>` (DoQ), where `<name>` is the TLSA base name, which is also the SNI.
+//! certificate must match a DNSSEC-secure TLSA record at `_853._tcp.<name>` (DoT),
+//! `_853._quic.<name>` (DoQ) or `_443._tcp.<name>` (DoH; ports from the signal), where `<name>` is the TLSA base name, which is also the SNI.
 //!
 //! Usages 3 (DANE-EE: the end-entity certificate or its key, no name or expiry check,
 //! RFC 7671 section 5.1) and 2 (DANE-TA: a certificate of the chain is the trust anchor,
@@ -25,6 +25,11 @@ use rustls::server::ParsedCertificate;
 use super::error::TransportFailure;
 use super::signal::TlsaRecord;
 use super::verifier::CertificateCheck;
+
+/// The table namespace of DoH's TLSA records. They live at `_443._tcp.<name>` (or the
+/// signal's port), beside DoT's `_853._tcp.<name>`: the verifier sees only the SNI, so the
+/// two are kept apart by transport, not by owner name.
+pub const DOH_PROTO: &str = "https";
 
 /// A handshake failure of DANE, as a stable reason.
 pub const NO_TLSA: TransportFailure = TransportFailure::DaneNoTlsa;

@@ -41,7 +41,7 @@ pub enum TransportFailure {
     CertInvalid,
     /// No common TLS version (adox speaks TLS 1.3 only).
     TlsVersion,
-    /// No common ALPN (`dot`, `doq`).
+    /// No common ALPN (`dot`, `doq`, `h2`).
     Alpn,
     /// The server sent a TLS alert.
     TlsAlert,
@@ -73,6 +73,16 @@ pub enum TransportFailure {
     DoqFlowControl,
     /// The server sent a malformed answer (RFC 9250 section 4.3: the connection is closed).
     DoqProtocolError,
+    /// DoH: the server answered 404 (the `dohpath` names no endpoint it serves).
+    HttpNotFound,
+    /// DoH: the server answered with another status than 200.
+    HttpStatus,
+    /// DoH: the answer is not `application/dns-message` (RFC 8484 section 6).
+    HttpContentType,
+    /// DoH: the HTTP/2 connection failed (a protocol error, GOAWAY with an error code).
+    Http2Error,
+    /// DoH: the server reset the query's stream.
+    Http2StreamReset,
 }
 
 impl TransportFailure {
@@ -109,6 +119,11 @@ impl TransportFailure {
             Self::DoqWrite => "doq-write",
             Self::DoqFlowControl => "doq-flow-control",
             Self::DoqProtocolError => "doq-protocol-error",
+            Self::HttpNotFound => "http-404",
+            Self::HttpStatus => "http-status",
+            Self::HttpContentType => "http-content-type",
+            Self::Http2Error => "http2-error",
+            Self::Http2StreamReset => "http2-stream-reset",
         }
     }
 }
@@ -224,6 +239,17 @@ impl UpstreamError {
     pub fn is_transport_failure(&self) -> bool {
         matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused)
             && *self != Self::Transport(TransportFailure::Evicted)
+    }
+
+    /// Whether a DoH server answered over HTTP/2, but not with a DNS message (a status
+    /// other than 200, another media type): it speaks of the URI template used.
+    pub fn is_http_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport(
+                TransportFailure::HttpNotFound | TransportFailure::HttpStatus | TransportFailure::HttpContentType
+            )
+        )
     }
 
     /// Whether the server was reached and spoke TLS, but could not be authenticated as the

@@ -7,13 +7,15 @@
 //! - Security: [`tls`] (rustls client configurations, TLS 1.3 only), [`dane`] (TLSA table
 //!   and verifier), [`sessions`] (the shared resumption stores).
 //! - Protocols as sans-IO state: [`dot`] (a TLS session with RFC 7858 framing and
-//!   padding), [`doq`] (RFC 9250 stream framing over quinn-proto), and [`pool`], the one
-//!   connection pool both use, with the slots queries wait in.
+//!   padding), [`doq`] (RFC 9250 stream framing over quinn-proto), [`doh`] (RFC 8484
+//!   requests and answer checks; HTTP/2 is the `h2` crate's), and [`pool`], the one
+//!   connection pool all three use, with the slots queries wait in.
 //!
 //! Nothing here owns a socket or reads a clock: the worker's drivers (`worker/dot.rs`,
-//! `worker/doq.rs`) move the bytes, and `now` is an argument.
+//! `worker/doq.rs`, `worker/doh.rs`) move the bytes, and `now` is an argument.
 
 pub mod dane;
+pub mod doh;
 pub(crate) mod doq;
 pub(crate) mod dot;
 pub mod error;
@@ -46,6 +48,13 @@ pub enum Wire {
     Doq {
         /// How the server is authenticated.
         auth: PeerAuth,
+    },
+    /// DNS over HTTPS (HTTP/2), authenticated like DoT.
+    Doh {
+        /// How the server is authenticated.
+        auth: PeerAuth,
+        /// The URI template (`dohpath`), checked by `adox_api::policy::check_doh_path`.
+        path: std::sync::Arc<str>,
     },
 }
 

@@ -19,6 +19,18 @@ pub const PROBED: [Transport; 2] = [Transport::Doq, Transport::Dot];
 /// DoT port (RFC 7858 section 3.1); DoQ uses the same number over UDP (RFC 9250).
 pub const DOT_PORT: u16 = 853;
 
+/// DoH port (HTTPS).
+pub const DOH_PORT: u16 = 443;
+
+/// Where DoH queries of a plan go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DohTarget {
+    /// The port (443 unless the signal's `port` key moves it).
+    pub port: u16,
+    /// The URI template (`dohpath`, or the policy's `doh_path`).
+    pub path: std::sync::Arc<str>,
+}
+
 /// Where a transport decision came from (shown by explain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanSource {
@@ -63,8 +75,10 @@ pub struct TransportPlan {
     /// The name to authenticate (and send as SNI) when it is not the nameserver name: the
     /// TargetName of the signal, which is the TLSA base name for DANE.
     pub tls_name: Option<Name>,
-    /// The port of the encrypted transports (853 unless the signal's `port` key moves it).
+    /// The port of DoT and DoQ (853 unless the signal's `port` key moves it).
     pub port: u16,
+    /// Where DoH goes, when the plan lists it.
+    pub doh: Option<DohTarget>,
     /// Why.
     pub source: PlanSource,
     /// What the operator should know about the deciding policy (see `Policy::warning`).
@@ -72,6 +86,19 @@ pub struct TransportPlan {
 }
 
 impl TransportPlan {
+    /// The port `transport` uses under this plan.
+    pub fn port_of(&self, transport: Transport) -> u16 {
+        match transport {
+            Transport::Doh => self.doh.as_ref().map_or(DOH_PORT, |d| d.port),
+            _ => self.port,
+        }
+    }
+
+    /// Whether `transport` goes to its standard port (whose RFC 9539 state is shared).
+    pub fn standard_port(&self, transport: Transport) -> bool {
+        self.port_of(transport) == if transport == Transport::Doh { DOH_PORT } else { DOT_PORT }
+    }
+
     /// Do53 only.
     fn cleartext(source: PlanSource) -> Self {
         Self {
@@ -80,6 +107,7 @@ impl TransportPlan {
             auth: Auth::None,
             tls_name: None,
             port: DOT_PORT,
+            doh: None,
             source,
             warning: None,
         }
@@ -132,6 +160,10 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
             auth: p.auth,
             tls_name: None,
             port: DOT_PORT,
+            doh: p.transports.contains(&Transport::Doh).then(|| DohTarget {
+                port: DOH_PORT,
+                path: p.doh_path.as_deref().unwrap_or(adox_api::policy::DEFAULT_DOH_PATH).into(),
+            }),
             source: PlanSource::Override(p.id.clone()),
             warning: p.warning(),
         };
@@ -148,17 +180,28 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
 /// The plan a known signal asks for, if it offers a transport adox speaks.
 fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
     let Signal::Known { records, secure, dane, .. } = signal else { return None };
-    // SvcPriority orders the records; within one, adox prefers DoQ, then DoT. The port is
-    // the first usable record's (its `port` key, else 853); records on other ports are
-    // left for now (one port per plan).
-    let offered: Vec<(Transport, u16)> = records
+    // SvcPriority orders the records; within one, adox prefers DoQ, then DoT, then DoH.
+    // DoT and DoQ use the port of the first record that offers one of them (its `port`
+    // key, else 853; records on other ports are left: one such port per plan); DoH goes
+    // where the first record offering it says (port, else 443, and `dohpath`).
+    let offered: Vec<(Transport, u16, usize)> = records
         .iter()
-        .flat_map(|r| r.transports().into_iter().map(move |t| (t, r.port_for(t))))
-        .filter(|(t, _)| t.supported())
+        .enumerate()
+        .flat_map(|(i, r)| r.transports().into_iter().map(move |t| (t, r.port_for(t), i)))
         .collect();
-    let port = offered.first().map_or(DOT_PORT, |(_, p)| *p);
-    let mut transports: Vec<Transport> = offered.iter().filter(|(_, p)| *p == port).map(|(t, _)| *t).collect();
-    transports.dedup();
+    let port = offered.iter().find(|(t, ..)| *t != Transport::Doh).map_or(DOT_PORT, |(_, p, _)| *p);
+    let doh_record = offered.iter().find(|(t, ..)| *t == Transport::Doh).map(|(.., i)| *i);
+    let doh = doh_record.and_then(|i| {
+        let r = &records[i];
+        Some(DohTarget { port: r.port_for(Transport::Doh), path: r.dohpath.as_deref()?.into() })
+    });
+    let mut transports: Vec<Transport> = Vec::new();
+    for (t, p, i) in &offered {
+        let usable = if *t == Transport::Doh { Some(*i) == doh_record } else { *p == port };
+        if usable && !transports.contains(t) {
+            transports.push(*t);
+        }
+    }
     if *secure && !dane.is_empty() {
         // Secure SVCB and secure TLSA: strict with DANE over the transports that have TLSA
         // records, never cleartext (SVCB-DANE; R5).
@@ -170,6 +213,7 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
                 auth: Auth::Dane,
                 tls_name: Some(name.clone()),
                 port,
+                doh,
                 source: PlanSource::SecureSignal,
                 warning: None,
             });
@@ -186,6 +230,7 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
         auth: Auth::None,
         tls_name: None,
         port,
+        doh,
         source: if *secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
         warning: None,
     })
@@ -209,6 +254,7 @@ fn probe_plan(decisions: [ProbeDecision; 2], probing: bool) -> TransportPlan {
             auth: Auth::None,
             tls_name: None,
             port: DOT_PORT,
+            doh: None,
             source: PlanSource::Probe(ProbeDecision::Use),
             warning: None,
         };
@@ -251,6 +297,7 @@ mod tests {
             mode,
             transports: vec![Transport::Dot],
             auth,
+            doh_path: None,
             comment: None,
             read_only: false,
             revision: 1,
@@ -305,6 +352,64 @@ mod tests {
         let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
         assert_eq!((p.mode, p.auth, p.source), (Mode::Opportunistic, Auth::None, PlanSource::InsecureSignal));
         assert_eq!(p.transports, vec![Transport::Doq, Transport::Dot, Transport::Do53]);
+    }
+
+    /// A record offering DoH (alpn h2 with a dohpath) puts DoH in the plan with its own
+    /// port and template, beside DoT on 853; h3 alone is not DoH adox speaks.
+    #[test]
+    fn a_doh_signal_plans_doh_with_its_port_and_template() {
+        // 1 . alpn=h2,dot dohpath=/q{?dns}
+        let mut rdata = vec![0, 1, 0, 0, 1, 0, 7, 2, b'h', b'2', 3, b'd', b'o', b't', 0, 7, 0, 8];
+        rdata.extend_from_slice(b"/q{?dns}");
+        let rec = parse_svcb(&rdata).unwrap();
+        let sig = Signal::Known {
+            records: vec![rec.clone()],
+            secure: true,
+            dane: vec![(Transport::Doh, n("ns.example."))],
+            cycle: false,
+            refused: Vec::new(),
+            until: 100,
+        };
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        assert_eq!((p.mode, p.auth, p.transports.as_slice()), (Mode::Strict, Auth::Dane, &[Transport::Doh][..]));
+        assert_eq!(p.doh, Some(DohTarget { port: 443, path: "/q{?dns}".into() }));
+        assert_eq!((p.port_of(Transport::Doh), p.port_of(Transport::Dot)), (443, 853));
+        assert!(p.standard_port(Transport::Doh));
+        let insecure = Signal::Known {
+            records: vec![rec],
+            secure: false,
+            dane: Vec::new(),
+            cycle: false,
+            refused: Vec::new(),
+            until: 100,
+        };
+        let p = plan(PlanInputs { policy: None, signal: Some(&insecure), probes: NEW, switches: ON }).plan;
+        assert_eq!(p.transports, vec![Transport::Dot, Transport::Doh, Transport::Do53]);
+        // h3 only: nothing adox speaks.
+        let mut h3 = vec![0, 1, 0, 0, 1, 0, 3, 2, b'h', b'3', 0, 7, 0, 8];
+        h3.extend_from_slice(b"/q{?dns}");
+        let only_h3 = Signal::Known {
+            records: vec![parse_svcb(&h3).unwrap()],
+            secure: false,
+            dane: Vec::new(),
+            cycle: false,
+            refused: Vec::new(),
+            until: 100,
+        };
+        let p = plan(PlanInputs { policy: None, signal: Some(&only_h3), probes: NEW, switches: ON }).plan;
+        assert_eq!(p.source, PlanSource::Probe(ProbeDecision::Probe));
+    }
+
+    /// An override listing DoH carries its template, or the default one.
+    #[test]
+    fn a_doh_override_carries_its_template() {
+        let mut p = policy(Mode::Strict, Auth::Pkix);
+        p.transports = vec![Transport::Doh];
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        assert_eq!(planned.doh, Some(DohTarget { port: 443, path: adox_api::policy::DEFAULT_DOH_PATH.into() }));
+        p.doh_path = Some("/x{?dns}".into());
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        assert_eq!(planned.doh.map(|d| d.path), Some("/x{?dns}".into()));
     }
 
     #[test]

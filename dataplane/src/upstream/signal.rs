@@ -1,8 +1,8 @@
 //! Owner signals read from raw RDATA, one record at a time: SVCB for DNS servers (RFC 9460,
 //! RFC 9461) and TLSA (RFC 6698, used by SVCB-DANE). A malformed or unusable record is
 //! skipped with a reason and never discards its neighbours (RFC 9460 section 2.2); hostile
-//! values (unknown mandatory keys, port 0 or 53, huge `alpn` lists, a `dohpath` without
-//! `{?dns}`) are refused, never weakening anything.
+//! values (unknown mandatory keys, port 0 or 53, huge `alpn` lists, a `dohpath` that is
+//! not a usable URI template) are refused, never weakening anything.
 
 use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -57,8 +57,9 @@ pub enum SignalError {
     /// A `dohpath` longer than any real URI template.
     #[error("dohpath too long")]
     DohPathTooLong,
-    /// A DoH record whose `dohpath` lacks the `{?dns}` variable.
-    #[error("dohpath without {{?dns}}")]
+    /// A DoH record whose `dohpath` is not a template adox can expand (no `{?dns}`, not a
+    /// path, characters a URI cannot hold).
+    #[error("dohpath unusable")]
     BadDohPath,
     /// AliasMode (SvcPriority 0): not used for DNS server signals here.
     #[error("alias mode")]
@@ -111,7 +112,8 @@ impl SvcbRecord {
         if has("dot") {
             out.push(Transport::Dot);
         }
-        if (has("h2") || has("h3")) && self.dohpath.is_some() {
+        // DoH over HTTP/2 only: HTTP/3 is not spoken (ARCHITECTURE.md says why).
+        if has("h2") && self.dohpath.is_some() {
             out.push(Transport::Doh);
         }
         out
@@ -203,7 +205,8 @@ pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
         }
     }
     let doh = rec.alpn.iter().any(|a| a == "h2" || a == "h3");
-    if doh && rec.dohpath.as_deref().is_some_and(|p| !p.contains("{?dns}")) {
+    // (An h3 record's template is checked too: a malformed one is refused, not ignored.)
+    if doh && rec.dohpath.as_deref().is_some_and(|p| adox_api::policy::check_doh_path(p).is_err()) {
         return Err(SignalError::BadDohPath);
     }
     Ok(rec)
@@ -305,6 +308,8 @@ mod tests {
             (svcb(1, NS1, &[(3, &[3, 85]), (1, b"\x03dot")]), SignalError::KeyOrder),
             (svcb(1, NS1, &[(1, b"\x03dot"), (1, b"\x03doq")]), SignalError::KeyOrder),
             (svcb(1, NS1, &[(1, b"\x02h2"), (7, b"/dns-query")]), SignalError::BadDohPath),
+            (svcb(1, NS1, &[(1, b"\x02h2"), (7, b"/a b{?dns}")]), SignalError::BadDohPath),
+            (svcb(1, NS1, &[(1, b"\x02h2"), (7, b"https://evil.example/{?dns}")]), SignalError::BadDohPath),
             (svcb(0, NS1, &[]), SignalError::AliasMode),
             (svcb(1, NS1, &[(1, &[b"\x03dot".as_slice(); 17].concat())]), SignalError::AlpnTooLong),
         ];

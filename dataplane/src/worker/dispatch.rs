@@ -1,6 +1,6 @@
 //! The worker's upstream dispatcher: Do53 over UDP (a fresh connected socket per query)
-//! and TCP (a fresh connection per truncated answer), and DoT and DoQ through the worker's
-//! connection pools, all on this worker's reactor; and the worker's clock and random
+//! and TCP (a fresh connection per truncated answer), and DoT, DoQ and DoH through the
+//! worker's connection pools, all on this worker's reactor; and the worker's clock and random
 //! numbers, which the resolver takes from here (`resolver::Environment`).
 
 use std::future::Future;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 
+use super::doh::{DohDriver, DohKey};
 use super::doq::{DoqDriver, DoqKey};
 use super::dot::{DotDriver, DotKey};
 use super::outgoing::Outgoing;
@@ -115,13 +116,14 @@ async fn tcp_exchange(
     .await
 }
 
-/// The worker's upstream: Do53 over UDP and TCP, and DoT through the worker's pool, all
-/// on this worker's reactor.
+/// The worker's upstream: Do53 over UDP and TCP, and DoT, DoQ and DoH through the worker's
+/// pools, all on this worker's reactor.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerUpstream {
     pub(crate) reactor: Rc<Reactor>,
     pub(crate) dot: Rc<DotDriver>,
     pub(crate) doq: Rc<DoqDriver>,
+    pub(crate) doh: Rc<DohDriver>,
     pub(crate) executor: Rc<Executor>,
     pub(crate) outgoing: Outgoing,
 }
@@ -143,6 +145,9 @@ impl Upstream for WorkerUpstream {
             }
             Wire::Doq { auth } => {
                 return self.doq.exchange(DoqKey { server, auth }, query, timeout).await;
+            }
+            Wire::Doh { auth, path } => {
+                return self.doh.exchange(DohKey { server, auth }, &path, query, timeout).await;
             }
         };
         done.unwrap_or(Err(UpstreamError::Timeout))

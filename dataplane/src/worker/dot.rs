@@ -139,7 +139,9 @@ impl Conn {
     }
 }
 
-fn io_failure(e: &io::Error, after_handshake: bool) -> TransportFailure {
+/// What an I/O error of a TLS connection means (a TLS failure carried inside it, else the
+/// socket's error).
+pub(super) fn io_failure(e: &io::Error, after_handshake: bool) -> TransportFailure {
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) {
         return t.0;
     }
@@ -189,6 +191,38 @@ impl PooledConnection for Conn {
     }
 }
 
+/// The client configuration and server name (SNI) of a connection to `server`
+/// authenticated as `auth` (an IP address, which sends no SNI, when unauthenticated).
+pub(super) fn tls_client(
+    configs: &TlsConfigs,
+    auth: &PeerAuth,
+    server: SocketAddr,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), TransportFailure> {
+    let sni = |n: &Name| {
+        let ascii = n.to_ascii();
+        ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| TransportFailure::BadName)
+    };
+    Ok(match auth {
+        PeerAuth::Pkix(n) => (configs.pkix.clone(), sni(n)?),
+        PeerAuth::Dane(n) => (configs.dane.clone(), sni(n)?),
+        PeerAuth::None => (configs.unauthenticated.clone(), ServerName::IpAddress(server.ip().into())),
+    })
+}
+
+/// A non-blocking TCP connection to `server` for a long-lived encrypted session: no Nagle
+/// delay, and keepalives so that a peer that vanishes with queries in flight is noticed by
+/// the kernel too.
+pub(super) fn tcp_connect(outgoing: super::Outgoing, server: SocketAddr) -> Result<mio::net::TcpStream, UpstreamError> {
+    let sock = outgoing.tcp(server).map_err(|e| UpstreamError::Local(e.kind()))?;
+    let _ = sock.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&keepalive);
+    Ok(sock)
+}
+
 /// The worker's DoT connections: the pool, and how to open and drive one.
 #[derive(Debug)]
 pub(crate) struct DotDriver {
@@ -226,24 +260,9 @@ impl DotDriver {
     }
 
     fn connect(self: &Rc<Self>, key: &DotKey) -> Result<Rc<Conn>, UpstreamError> {
-        let sni = |n: &Name| {
-            let ascii = n.to_ascii();
-            ServerName::try_from(ascii.trim_end_matches('.').to_string()).map_err(|_| TransportFailure::BadName)
-        };
-        let (config, server_name) = match &key.auth {
-            PeerAuth::Pkix(n) => (self.configs.pkix.clone(), sni(n)?),
-            PeerAuth::Dane(n) => (self.configs.dane.clone(), sni(n)?),
-            PeerAuth::None => (self.configs.unauthenticated.clone(), ServerName::IpAddress(key.server.ip().into())),
-        };
+        let (config, server_name) = tls_client(&self.configs, &key.auth, key.server)?;
         let session = DotSession::new(config, server_name)?;
-        let mut sock = self.outgoing.tcp(key.server).map_err(|e| UpstreamError::Local(e.kind()))?;
-        let _ = sock.set_nodelay(true);
-        // A peer that vanishes with queries in flight is noticed by the kernel too.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(15))
-            .with_interval(Duration::from_secs(5))
-            .with_retries(3);
-        let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&keepalive);
+        let mut sock = tcp_connect(self.outgoing, key.server)?;
         let token = self
             .reactor
             .register_source(&mut sock, Interest::READABLE | Interest::WRITABLE)

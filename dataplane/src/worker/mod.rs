@@ -5,6 +5,7 @@
 
 mod clients;
 mod dispatch;
+mod doh;
 mod doq;
 mod dot;
 mod front;
@@ -74,10 +75,10 @@ pub(crate) struct WorkerSettings {
     pub tcp_max_connections_per_client: usize,
     /// Time a client has to finish a message it started.
     pub tcp_message_timeout: Duration,
-    /// DoT client configurations (shared session store inside).
-    pub dot: crate::upstream::tls::TlsConfigs,
-    /// DoQ client configurations (their own session store).
-    pub doq: crate::upstream::tls::TlsConfigs,
+    /// DoT, DoQ and DoH client configurations (each with its shared session stores).
+    pub tls: crate::daemon::UpstreamTls,
+    /// How DoH queries are sent.
+    pub doh_method: crate::upstream::doh::DohMethod,
     /// An encrypted connection whose handshake has not completed by this is dropped.
     pub dot_timeout: Duration,
     /// Idle DoT connections are closed after this.
@@ -127,6 +128,7 @@ struct WorkerCtx {
     executor: Rc<Executor>,
     dot: Rc<dot::DotDriver>,
     doq: Rc<doq::DoqDriver>,
+    doh: Rc<doh::DohDriver>,
     resolver: Resolver<WorkerUpstream>,
     packet_cache: RefCell<PacketCache>,
     stats: Arc<WorkerStats>,
@@ -348,42 +350,49 @@ impl Worker {
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
         let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
         let executor = Rc::new(Executor::default());
+        let limits = reactor::ConnectionLimits {
+            idle_timeout: settings.dot_idle_timeout,
+            max_outstanding: settings.dot_max_outstanding,
+            handshake_timeout: settings.dot_timeout,
+            max_connections: settings.upstream_max_connections,
+        };
         let dot = dot::DotDriver::new(
             reactor.clone(),
             executor.clone(),
-            settings.dot.clone(),
+            settings.tls.dot.clone(),
             stats.clone(),
             shared.probes.clone(),
             settings.outgoing,
-            reactor::ConnectionLimits {
-                idle_timeout: settings.dot_idle_timeout,
-                max_outstanding: settings.dot_max_outstanding,
-                handshake_timeout: settings.dot_timeout,
-                max_connections: settings.upstream_max_connections,
-            },
+            limits,
         );
         let doq = doq::DoqDriver::new(
             reactor.clone(),
             executor.clone(),
             crate::upstream::doq::DoqConfigs::new(
-                &settings.doq,
+                &settings.tls.doq,
                 settings.dot_idle_timeout,
                 settings.dot_max_outstanding as u32,
             ),
             stats.clone(),
             shared.probes.clone(),
             settings.outgoing,
-            reactor::ConnectionLimits {
-                idle_timeout: settings.dot_idle_timeout,
-                max_outstanding: settings.dot_max_outstanding,
-                handshake_timeout: settings.dot_timeout,
-                max_connections: settings.upstream_max_connections,
-            },
+            limits,
+        );
+        let doh = doh::DohDriver::new(
+            reactor.clone(),
+            executor.clone(),
+            settings.tls.doh.clone(),
+            settings.doh_method,
+            stats.clone(),
+            shared.probes.clone(),
+            settings.outgoing,
+            limits,
         );
         let upstream = WorkerUpstream {
             reactor: reactor.clone(),
             dot: dot.clone(),
             doq: doq.clone(),
+            doh: doh.clone(),
             executor: executor.clone(),
             outgoing: settings.outgoing,
         };
@@ -403,6 +412,7 @@ impl Worker {
             executor,
             dot,
             doq,
+            doh,
             resolver: Resolver::new(shared, upstream, stats.clone()),
             packet_cache: RefCell::new(PacketCache::new(settings.packet_cache_bytes)),
             stats,
@@ -541,6 +551,7 @@ impl Worker {
                 drop(pc);
                 ctx.dot.sweep_idle(now);
                 ctx.doq.sweep_idle(now);
+                ctx.doh.sweep_idle(now);
             }
         }
         Ok(())

@@ -211,6 +211,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_cleartext = s.upstream_cleartext,
         upstream_dot = s.upstream_dot,
         upstream_doq = s.upstream_doq,
+        upstream_doh = s.upstream_doh,
         doq_handshakes = s.doq_handshakes,
         tls_full = s.tls_full,
         tls_resumed = s.tls_resumed,

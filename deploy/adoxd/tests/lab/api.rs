@@ -118,9 +118,17 @@ fn policy_crud_with_etags_conflicts_and_field_errors() {
         &c,
         "POST",
         "/v1/policies",
-        br#"{"zone":"a.lab","mode":"opportunistic","transports":["doh"]}"#,
+        br#"{"zone":"a.lab","mode":"opportunistic","transports":["dot"],"doh_path":"/q{?dns}"}"#,
         422,
-        Some("transports"),
+        Some("doh_path"),
+    );
+    problem(
+        &c,
+        "POST",
+        "/v1/policies",
+        br#"{"zone":"a.lab","mode":"opportunistic","transports":["doh"],"doh_path":"/no-variable"}"#,
+        422,
+        Some("doh_path"),
     );
     problem(&c, "POST", "/v1/policies", br#"{"zone":"a..lab","mode":"strict"}"#, 422, Some("zone"));
     problem(&c, "POST", "/v1/policies", br#"{"address":"10.1.2.3/8","mode":"strict"}"#, 422, Some("address"));

@@ -251,9 +251,9 @@ fn giant_rrsets_of_every_type_stay_within_the_cache_budgets() {
 /// of; `doqbloat`: 1 MiB per query stream past flow control). Under a strict DoQ policy every
 /// query is SERVFAIL with an EDE and no cleartext, the worker keeps answering other zones,
 /// and memory does not grow with the flood; opportunistically (probing) the zone is
-/// answered over Do53. `reason`: what the EDE must say (the handshake worked, the flood cut
+/// answered over Do53. `reasons`: what the EDE may say (the handshake worked, the flood cut
 /// the connection off).
-fn a_doq_flood_is_cut_off(mode: &str, address: &str, reason: &str) {
+fn a_doq_flood_is_cut_off(mode: &str, address: &str, reasons: &[&str]) {
     /// Buffers of a few QUIC connections and answers in flight, far below the flood.
     const GROWTH: u64 = 16 << 20;
     let zone = format!("{mode}.lab");
@@ -268,7 +268,7 @@ fn a_doq_flood_is_cut_off(mode: &str, address: &str, reason: &str) {
         let r = meanwhile_others_answer(&d, &format!("w{i}.{zone}."), RecordType::A);
         assert_eq!(r.rcode(), ResponseCode::ServFail, "w{i}: {:?}", r.ede());
         let (_, text) = r.ede().expect("a strict failure says why");
-        assert!(text.ends_with(reason), "w{i}: {text}");
+        assert!(reasons.iter().any(|r| text.ends_with(r)), "w{i}: {text}");
     }
     assert_eq!(cap.stop(), Vec::<String>::new(), "cleartext to a strict server");
     assert!(!quic.stop().is_empty(), "the capture sees this adoxd's DoQ attempts");
@@ -283,11 +283,18 @@ fn a_doq_flood_is_cut_off(mode: &str, address: &str, reason: &str) {
 #[test]
 fn a_doq_server_opening_streams_the_client_forbids_is_cut_off() {
     // quinn closes the connection (STREAM_LIMIT_ERROR) at the first stream it forbade.
-    a_doq_flood_is_cut_off("doqstreams", "127.53.40.10", "doq: quic-transport-error");
+    a_doq_flood_is_cut_off("doqstreams", "127.53.40.10", &["doq: quic-transport-error"]);
 }
 
 #[test]
 fn a_doq_server_sending_past_flow_control_is_cut_off() {
-    // The stream's receive window holds one DNS message; more is refused, nothing buffered.
-    a_doq_flood_is_cut_off("doqbloat", "127.53.40.11", "doq: bad response: DoQ answer larger than a DNS message");
+    // The stream's receive window holds one DNS message; more is refused, nothing buffered:
+    // by adox's length check when the message fits the window, or by quinn (a flow-control
+    // violation closes the connection) when the flood outruns the check, as it does on a
+    // loaded machine.
+    a_doq_flood_is_cut_off(
+        "doqbloat",
+        "127.53.40.11",
+        &["doq: bad response: DoQ answer larger than a DNS message", "doq: quic-transport-error"],
+    );
 }

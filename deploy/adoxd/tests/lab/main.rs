@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod deploy_files;
 mod dnssec;
+mod doh;
 mod encrypted;
 mod fairness;
 mod faults;
