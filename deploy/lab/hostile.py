@@ -4,7 +4,8 @@
     hostile.py MODE ZONE ADDRESS [NS=ADDR,...]
 
 Serves ZONE (delegated from lab. to ns1.ZONE at ADDRESS) on ADDRESS port 53
-(UDP and TCP) and port 853 (TCP, for the TLS modes), misbehaving as MODE says.
+(UDP and TCP), port 853 (TCP, for the TLS modes; UDP for the DoQ modes) and port
+443 (TCP, for the DoH modes), misbehaving as MODE says.
 The zone's NS RRset is the last argument's names (default ns1=ADDRESS), as the
 delegation in lab. has them.
 Run by the lab tests (deploy/adoxd/tests/lab/faults.rs) with the lab's Python
@@ -30,6 +31,13 @@ but the internet has all of them:
               not open (hostile_doq.py)
   doqbloat    Do53 correct; UDP 853 speaks DoQ and answers every query
               stream with 1 MiB past the client's flow-control windows
+  dohbloat    Do53 correct; TCP 443 speaks DoH over HTTP/2 (certificate for
+              ns1.ZONE from the lab CA) and answers every request with 1 MiB
+              of DATA past the client's flow-control windows (hostile_doh.py)
+  dohheaders  Do53 correct; DoH on TCP 443 answers every request with a
+              header block of 1 MiB (HEADERS and CONTINUATION frames)
+  dohsilent   Do53 correct; DoH on TCP 443 completes TLS and the HTTP/2
+              preface and never answers a request
 """
 
 import argparse
@@ -57,7 +65,7 @@ MAX_MESSAGE = 65535
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
-                                      "doqstreams", "doqbloat"])
+                                      "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -289,6 +297,10 @@ def main():
         import hostile_doq  # aioquic: only the QUIC modes need it
 
         hostile_doq.start(args.mode, args.zone, args.address, os.environ.get("ADOX_LAB_DIR", "/tmp/adox-lab"))
+    if args.mode.startswith("doh"):
+        import hostile_doh  # needs cryptography (for the certificate), from the lab's venv
+
+        hostile_doh.start(args.mode, args.zone, args.address, os.environ.get("ADOX_LAB_DIR", "/tmp/adox-lab"))
     print("ready", flush=True)
     # Runs until its standard input closes: a test that dies takes its server with it.
     try:

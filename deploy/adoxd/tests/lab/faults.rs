@@ -246,32 +246,36 @@ fn giant_rrsets_of_every_type_stay_within_the_cache_budgets() {
     assert_eq!(r.rcode(), ResponseCode::NoError);
 }
 
-/// A DoQ server (authenticated: a certificate from the lab CA) that floods its client past
-/// the limits the client set, in `mode` (`doqstreams`: 2,000 streams the client allows none
-/// of; `doqbloat`: 1 MiB per query stream past flow control). Under a strict DoQ policy every
-/// query is SERVFAIL with an EDE and no cleartext, the worker keeps answering other zones,
-/// and memory does not grow with the flood; opportunistically (probing) the zone is
-/// answered over Do53. `reasons`: what the EDE may say (the handshake worked, the flood cut
-/// the connection off).
-fn a_doq_flood_is_cut_off(mode: &str, address: &str, reasons: &[&str]) {
+/// A DoQ or DoH server (authenticated: a certificate from the lab CA) that floods its client
+/// past the limits the client set, or never answers, in `mode` (`doqstreams`: 2,000
+/// streams the client allows none of; `doqbloat`: 1 MiB per query stream past flow control;
+/// `dohbloat`, `dohheaders`, `dohsilent`: see hostile_doh.py). Under a strict policy for
+/// `transport` every query is SERVFAIL with an EDE and no cleartext, the worker keeps
+/// answering other zones, and memory does not grow with the flood; without the policy the
+/// zone is answered over Do53. `reasons`: what the EDE may say (the handshake worked, the
+/// flood cut the connection off).
+fn a_flood_is_cut_off(mode: &str, address: &str, reasons: &[&str]) {
     /// Buffers of a few QUIC connections and answers in flight, far below the flood.
     const GROWTH: u64 = 16 << 20;
     let zone = format!("{mode}.lab");
     let _h = Hostile::start(mode, &format!("{zone}."), address);
-    let (_dir, cfg) = temp_config(&strict(&zone, "doq"));
+    let (transport, port) = if mode.starts_with("doh") { ("doh", "tcp port 443") } else { ("doq", "udp port 853") };
+    let (_dir, cfg) = temp_config(&strict(&zone, transport));
     let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
     let before = rss(d.pid());
     let cap = Capture::start(&format!("fault-{mode}"), &format!("host {address} and port 53"));
-    let quic = Capture::start(&format!("fault-{mode}-853"), &format!("host {address} and udp port 853"));
-    for i in 0..4 {
+    let encrypted = Capture::start(&format!("fault-{mode}-enc"), &format!("host {address} and {port}"));
+    // A silent server costs each query the full timeout: fewer of them.
+    let queries = if mode == "dohsilent" { 2 } else { 4 };
+    for i in 0..queries {
         let r = meanwhile_others_answer(&d, &format!("w{i}.{zone}."), RecordType::A);
         assert_eq!(r.rcode(), ResponseCode::ServFail, "w{i}: {:?}", r.ede());
         let (_, text) = r.ede().expect("a strict failure says why");
         assert!(reasons.iter().any(|r| text.ends_with(r)), "w{i}: {text}");
     }
     assert_eq!(cap.stop(), Vec::<String>::new(), "cleartext to a strict server");
-    assert!(!quic.stop().is_empty(), "the capture sees this adoxd's DoQ attempts");
+    assert!(!encrypted.stop().is_empty(), "the capture sees this adoxd's {transport} attempts");
     let grown = rss(d.pid()).saturating_sub(before);
     assert!(grown < GROWTH, "RSS grew by {} MiB", grown >> 20);
     drop(d);
@@ -283,7 +287,7 @@ fn a_doq_flood_is_cut_off(mode: &str, address: &str, reasons: &[&str]) {
 #[test]
 fn a_doq_server_opening_streams_the_client_forbids_is_cut_off() {
     // quinn closes the connection (STREAM_LIMIT_ERROR) at the first stream it forbade.
-    a_doq_flood_is_cut_off("doqstreams", "127.53.40.10", &["doq: quic-transport-error"]);
+    a_flood_is_cut_off("doqstreams", "127.53.40.10", &["doq: quic-transport-error"]);
 }
 
 #[test]
@@ -292,9 +296,31 @@ fn a_doq_server_sending_past_flow_control_is_cut_off() {
     // by adox's length check when the message fits the window, or by quinn (a flow-control
     // violation closes the connection) when the flood outruns the check, as it does on a
     // loaded machine.
-    a_doq_flood_is_cut_off(
+    a_flood_is_cut_off(
         "doqbloat",
         "127.53.40.11",
         &["doq: bad response: DoQ answer larger than a DNS message", "doq: quic-transport-error"],
     );
+}
+
+#[test]
+fn a_doh_server_sending_past_flow_control_is_cut_off() {
+    // A stream's window holds one DNS message: h2 resets the stream (or the connection) at
+    // the first octet past it, or adox refuses the body past one message.
+    a_flood_is_cut_off(
+        "dohbloat",
+        "127.53.40.12",
+        &["doh: http2-stream-reset", "doh: http2-error", "doh: bad response: DoH answer larger than a DNS message"],
+    );
+}
+
+#[test]
+fn a_doh_server_sending_a_header_flood_is_cut_off() {
+    // The header list limit is 16 KiB; h2 refuses the 1 MiB block as it arrives.
+    a_flood_is_cut_off("dohheaders", "127.53.40.13", &["doh: http2-stream-reset", "doh: http2-error"]);
+}
+
+#[test]
+fn a_doh_server_that_never_answers_is_a_strict_timeout() {
+    a_flood_is_cut_off("dohsilent", "127.53.40.14", &["doh: timeout"]);
 }
