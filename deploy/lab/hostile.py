@@ -38,6 +38,8 @@ but the internet has all of them:
               header block of 1 MiB (HEADERS and CONTINUATION frames)
   dohsilent   Do53 correct; DoH on TCP 443 completes TLS and the HTTP/2
               preface and never answers a request
+  dohgoaway   Do53 and DoH correct, but each DoH connection takes 3 requests,
+              then GOAWAY (NO_ERROR) leaves the later streams unanswered
 """
 
 import argparse
@@ -65,7 +67,7 @@ MAX_MESSAGE = 65535
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
-                                      "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent"])
+                                      "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -300,7 +302,13 @@ def main():
     if args.mode.startswith("doh"):
         import hostile_doh  # needs cryptography (for the certificate), from the lab's venv
 
-        hostile_doh.start(args.mode, args.zone, args.address, os.environ.get("ADOX_LAB_DIR", "/tmp/adox-lab"))
+        hostile_doh.start(
+            args.mode,
+            args.zone,
+            args.address,
+            os.environ.get("ADOX_LAB_DIR", "/tmp/adox-lab"),
+            lambda data: reply_for("good", zone, data, True),
+        )
     print("ready", flush=True)
     # Runs until its standard input closes: a test that dies takes its server with it.
     try:

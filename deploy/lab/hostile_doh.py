@@ -11,6 +11,11 @@ HTTP/2, frame by frame, to misbehave where a library would refuse to:
               and CONTINUATION frames), far past any header list limit
   dohsilent   completes TLS and the HTTP/2 preface, acknowledges SETTINGS,
               and never answers a request
+  dohgoaway   a correct server (POST, answers from hostile.py's zone) that
+              takes 3 requests per connection, then says GOAWAY (NO_ERROR,
+              last stream: the third) and leaves later streams unanswered, as
+              servers that limit requests per connection do (nginx's
+              keepalive_requests); a client sends those again elsewhere
 
 A correct client refuses the flood at the first frame over its limits
 (FLOW_CONTROL_ERROR, a header list over its maximum), closes the
@@ -28,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 import hostile_doq
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+REQUESTS_PER_CONNECTION = 3
 DATA, HEADERS, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x4, 0x7, 0x9
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
 BLOAT_OCTETS = 1 << 20
@@ -92,9 +98,29 @@ def answer(mode, conn, stream):
         conn.sendall(frame(CONTINUATION, 0, stream, c))
 
 
-def serve_conn(mode, tls):
+def serve_goaway(tls, reply):
+    bodies, taken = {}, 0
+    for kind, flags, stream, payload in read_frames(tls):
+        if kind == SETTINGS and not flags & ACK:
+            tls.sendall(frame(SETTINGS, ACK, 0, b""))
+        elif kind == DATA and stream:
+            bodies[stream] = bodies.get(stream, b"") + payload
+            if flags & END_STREAM and taken < REQUESTS_PER_CONNECTION:
+                taken += 1
+                answer_bytes = reply(bodies.pop(stream)) or b""
+                tls.sendall(frame(HEADERS, END_HEADERS, stream, RESPONSE_HEAD))
+                tls.sendall(frame(DATA, END_STREAM, stream, answer_bytes))
+                if taken == REQUESTS_PER_CONNECTION:
+                    # GOAWAY: last stream id, NO_ERROR (0).
+                    tls.sendall(frame(GOAWAY, 0, 0, struct.pack(">II", stream, 0)))
+
+
+def serve_conn(mode, tls, reply):
     try:
         tls.sendall(frame(SETTINGS, 0, 0, b""))
+        if mode == "dohgoaway":
+            serve_goaway(tls, reply)
+            return
         for kind, flags, stream, _payload in read_frames(tls):
             if kind == SETTINGS and not flags & ACK:
                 tls.sendall(frame(SETTINGS, ACK, 0, b""))
@@ -109,7 +135,8 @@ def serve_conn(mode, tls):
             pass
 
 
-def start(mode, zone_origin, address, lab_dir):
+def start(mode, zone_origin, address, lab_dir, reply):
+    """Serves DoH in `mode`; `reply(query bytes)` gives a correct answer's bytes."""
     name = "ns1." + zone_origin.rstrip(".")
     cert, key = hostile_doq.mint_certificate(lab_dir, name)
     files = tempfile.TemporaryDirectory(prefix="hostile-doh-")
@@ -140,7 +167,7 @@ def start(mode, zone_origin, address, lab_dir):
             except (OSError, ssl.SSLError):
                 conn.close()
                 continue
-            threading.Thread(target=serve_conn, args=(mode, tls), daemon=True).start()
+            threading.Thread(target=serve_conn, args=(mode, tls, reply), daemon=True).start()
         del held
 
     threading.Thread(target=run, daemon=True).start()

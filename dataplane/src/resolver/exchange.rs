@@ -118,13 +118,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
                     // Only transport failures say something about the server's encryption.
-                    // An HTTP answer other than a DNS message speaks of the path a signal
-                    // named, not of the server's DoH: only an operator's path counts.
+                    // A DoH query under a signal's URI template speaks of that path, not of
+                    // the server's DoH (a hostile zone can name any address with a path
+                    // that hangs or fails): only a failure of the connection itself counts,
+                    // unless the template is the operator's.
+                    let path_chosen_by_signal = t == Transport::Doh && !matches!(plan.source, PlanSource::Override(_));
                     if e.is_transport_failure()
                         && standard
                         && trusted
                         && !(authenticated && e.is_authentication_failure())
-                        && (!e.is_http_failure() || matches!(plan.source, PlanSource::Override(_)))
+                        && (!path_chosen_by_signal || e.is_connection_failure())
                     {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }

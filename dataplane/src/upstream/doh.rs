@@ -98,9 +98,15 @@ pub(crate) fn take_chunk(body: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Upstrea
     Ok(())
 }
 
-/// What a failed h2 call means for the exchange.
+/// What a failed h2 call means for the exchange. A stream the server refused unprocessed
+/// (REFUSED_STREAM), or cut by a graceful GOAWAY before it was read, may be sent again
+/// (RFC 9113 sections 6.8 and 8.7).
 pub(crate) fn h2_failure(e: &h2::Error) -> TransportFailure {
-    if e.is_reset() && !e.is_go_away() {
+    let retry =
+        e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR));
+    if retry {
+        TransportFailure::Http2Retry
+    } else if e.is_reset() && !e.is_go_away() {
         TransportFailure::Http2StreamReset
     } else if e.is_io() {
         TransportFailure::Closed

@@ -35,11 +35,6 @@ impl DotSession {
         w.write_all(&len.to_be_bytes()).and_then(|_| w.write_all(msg)).map_err(|_| TransportFailure::Framing)
     }
 
-    /// Whether TLS records wait to be written.
-    pub(crate) fn wants_write(&self) -> bool {
-        self.tls.wants_write()
-    }
-
     /// Writes pending TLS records to `wr` until it would block.
     pub(crate) fn write_to(&mut self, wr: &mut dyn Write) -> io::Result<()> {
         while self.tls.wants_write() {

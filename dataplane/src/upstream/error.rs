@@ -83,6 +83,10 @@ pub enum TransportFailure {
     Http2Error,
     /// DoH: the server reset the query's stream.
     Http2StreamReset,
+    /// DoH: the server is closing the connection (GOAWAY) or refused the stream unprocessed
+    /// (REFUSED_STREAM) before the query was read: safe to send again on a fresh
+    /// connection, and no fault of the server's.
+    Http2Retry,
 }
 
 impl TransportFailure {
@@ -124,6 +128,7 @@ impl TransportFailure {
             Self::HttpContentType => "http-content-type",
             Self::Http2Error => "http2-error",
             Self::Http2StreamReset => "http2-stream-reset",
+            Self::Http2Retry => "http2-goaway",
         }
     }
 }
@@ -222,7 +227,9 @@ impl UpstreamError {
     /// server.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::Local(_) | Self::Busy(_) | Self::Transport(TransportFailure::Evicted) => Fault::Local,
+            Self::Local(_)
+            | Self::Busy(_)
+            | Self::Transport(TransportFailure::Evicted | TransportFailure::Http2Retry) => Fault::Local,
             _ => Fault::Upstream,
         }
     }
@@ -237,18 +244,34 @@ impl UpstreamError {
     /// failure state): a failed connection or handshake, a timeout, a refusal; not an
     /// answer that was merely unusable.
     pub fn is_transport_failure(&self) -> bool {
-        matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused)
-            && *self != Self::Transport(TransportFailure::Evicted)
+        matches!(self, Self::Transport(_) | Self::Timeout | Self::Refused) && self.fault() == Fault::Upstream
     }
 
-    /// Whether a DoH server answered over HTTP/2, but not with a DNS message (a status
-    /// other than 200, another media type): it speaks of the URI template used.
-    pub fn is_http_failure(&self) -> bool {
+    /// Whether the connection itself failed (it could not be opened, or its TLS handshake
+    /// failed), as opposed to one query on it: what speaks of a server's port whatever the
+    /// URI path a query used.
+    pub fn is_connection_failure(&self) -> bool {
+        use TransportFailure as F;
         matches!(
             self,
-            Self::Transport(
-                TransportFailure::HttpNotFound | TransportFailure::HttpStatus | TransportFailure::HttpContentType
-            )
+            Self::Refused
+                | Self::Transport(
+                    F::Refused
+                        | F::IoError
+                        | F::HandshakeClosed
+                        | F::HandshakeTimeout
+                        | F::TlsVersion
+                        | F::Alpn
+                        | F::TlsAlert
+                        | F::TlsError
+                        | F::CertNameMismatch
+                        | F::CertUntrusted
+                        | F::CertExpired
+                        | F::CertInvalid
+                        | F::DaneNoTlsa
+                        | F::DaneNoUsableTlsa
+                        | F::DaneMismatch
+                )
         )
     }
 

@@ -219,6 +219,12 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
             });
         }
     }
+    // DoH from a signal that DANE does not authenticate goes to port 443 only: anyone's zone
+    // can name any address, and an unauthenticated HTTP request to a port of its choice is
+    // more than a DNS query (a secure signal with TLSA may name any port).
+    if doh.as_ref().is_some_and(|d| d.port != DOH_PORT) {
+        transports.retain(|t| *t != Transport::Doh);
+    }
     if transports.is_empty() {
         return None;
     }

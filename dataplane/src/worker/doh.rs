@@ -56,6 +56,12 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const STREAM_WINDOW: u32 = doh::MAX_BODY as u32;
 /// The connection's receive window at most, whatever the queries in flight.
 const MAX_CONNECTION_WINDOW: u32 = 1 << 20;
+/// Streams opened before the server's SETTINGS say how many it takes (RFC 9113 suggests
+/// servers allow at least 100; BIND allows 100).
+const INITIAL_STREAMS: usize = 100;
+/// Octets read from the socket in one turn of the driver: a server that sends without
+/// pause cannot hold the worker (the driver wakes itself and goes on next turn).
+const READ_BUDGET: usize = 256 * 1024;
 
 /// A TCP socket shared by the reactor registration (through [`Wiring`]) and the TLS stream
 /// h2 owns.
@@ -82,6 +88,10 @@ impl mio::event::Source for SharedTcp {
 pub(crate) struct TlsStream {
     sock: SharedTcp,
     tls: Rc<RefCell<ClientConnection>>,
+    /// The TLS failure, kept here because h2 turns the I/O error carrying it into text.
+    tls_failure: Rc<Cell<Option<TransportFailure>>>,
+    /// Octets this turn may still read (reset by the driver each turn).
+    budget: Rc<Cell<usize>>,
 }
 
 impl TlsStream {
@@ -101,7 +111,7 @@ impl TlsStream {
 }
 
 impl AsyncRead for TlsStream {
-    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -118,11 +128,17 @@ impl AsyncRead for TlsStream {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Poll::Ready(Err(e)),
                 }
+                if this.budget.get() == 0 {
+                    // This turn read its share: the next one goes on.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 let mut sock = this.sock.0.borrow_mut();
                 match tls.read_tls(&mut *sock) {
                     // End of the TCP stream: the reader above now says how it ended.
                     Ok(0) => continue,
-                    Ok(_) => {
+                    Ok(n) => {
+                        this.budget.set(this.budget.get().saturating_sub(n));
                         // Acknowledge at once (see the DoT driver: a server writing under
                         // Nagle would hold each answer for our delayed ACK).
                         let _ = socket2::SockRef::from(&*sock).set_tcp_quickack(true);
@@ -130,9 +146,9 @@ impl AsyncRead for TlsStream {
                             drop((tls, sock));
                             // Whatever alert rustls queued goes out before the error.
                             let _ = this.flush_records();
-                            return Poll::Ready(Err(io::Error::other(TlsError(crate::upstream::tls::failure_reason(
-                                &e,
-                            )))));
+                            let failure = crate::upstream::tls::failure_reason(&e);
+                            this.tls_failure.set(Some(failure));
+                            return Poll::Ready(Err(io::Error::other(TlsError(failure))));
                         }
                     }
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected) => {
@@ -206,8 +222,13 @@ enum Stream {
 }
 
 impl Stream {
-    /// Moves the stream on; Ready with the answer or why there is none.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, UpstreamError>> {
+    /// Moves the stream on; Ready with the answer or why there is none (`failure` says what
+    /// an h2 error means).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        failure: &dyn Fn(&h2::Error) -> TransportFailure,
+    ) -> Poll<Result<Vec<u8>, UpstreamError>> {
         loop {
             match self {
                 Self::Head(head) => match Pin::new(head).poll(cx) {
@@ -215,7 +236,7 @@ impl Stream {
                         doh::check_head(&response)?;
                         *self = Self::Body(response.into_body(), Vec::new());
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(h2_failure(&e).into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(failure(&e).into())),
                     Poll::Pending => return Poll::Pending,
                 },
                 Self::Body(body, answer) => match body.poll_data(cx) {
@@ -223,7 +244,7 @@ impl Stream {
                         let _ = body.flow_control().release_capacity(chunk.len());
                         doh::take_chunk(answer, &chunk)?;
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_failure(&e).into())),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(failure(&e).into())),
                     Poll::Ready(None) => return Poll::Ready(Ok(std::mem::take(answer))),
                     Poll::Pending => return Poll::Pending,
                 },
@@ -232,7 +253,7 @@ impl Stream {
     }
 }
 
-/// What a failed h2 call means, with a TLS failure carried in an I/O error taken out.
+/// What a failed h2 call means for one stream.
 fn h2_failure(e: &h2::Error) -> TransportFailure {
     match e.get_io() {
         Some(io) => io_failure(io, true),
@@ -244,6 +265,8 @@ fn h2_failure(e: &h2::Error) -> TransportFailure {
 enum State {
     Handshaking,
     Open,
+    /// The server said GOAWAY: the streams it took finish, no new one opens here.
+    Draining,
     Closing,
     Failed(TransportFailure),
 }
@@ -260,6 +283,8 @@ struct Queued {
 struct Conn {
     wiring: Wiring<SharedTcp>,
     tls: Rc<RefCell<ClientConnection>>,
+    tls_failure: Rc<Cell<Option<TransportFailure>>>,
+    read_budget: Rc<Cell<usize>>,
     h2: RefCell<H2>,
     slots: Slots<u32>,
     queued: RefCell<VecDeque<Queued>>,
@@ -282,12 +307,31 @@ impl Conn {
         fail_all(&self.slots, f);
     }
 
-    fn handshake_failure(&self, f: TransportFailure) -> TransportFailure {
-        // Before the TLS handshake is over, a closed connection is a refused handshake.
-        if *self.state.borrow() == State::Handshaking && f == TransportFailure::Closed {
-            TransportFailure::HandshakeClosed
-        } else {
-            f
+    /// What the failure of the connection (not of one stream) means: a TLS failure first
+    /// (h2 reports it as text), then a server that negotiated something else than h2, then
+    /// h2's own reason; before the handshake is over a closed connection is a refused
+    /// handshake.
+    fn connection_failure(&self, e: Option<&h2::Error>) -> TransportFailure {
+        if let Some(f) = self.tls_failure.get() {
+            return f;
+        }
+        let tls = self.tls.borrow();
+        if !tls.is_handshaking() && tls.alpn_protocol() != Some(b"h2") {
+            return TransportFailure::Alpn;
+        }
+        let f = e.map_or(TransportFailure::Closed, h2_failure);
+        if tls.is_handshaking() && f == TransportFailure::Closed { TransportFailure::HandshakeClosed } else { f }
+    }
+
+    /// The server said GOAWAY: queries not yet on a stream go elsewhere (they were not
+    /// sent: safe to send again), the streams it took finish.
+    fn drain(&self) {
+        *self.state.borrow_mut() = State::Draining;
+        let mut slots = self.slots.borrow_mut();
+        for q in self.queued.borrow_mut().drain(..) {
+            if let Some(slot) = slots.get_mut(&q.id) {
+                slot.complete(Err(TransportFailure::Http2Retry.into()));
+            }
         }
     }
 
@@ -304,13 +348,14 @@ impl Conn {
             self.fail(TransportFailure::HandshakeTimeout);
             return Poll::Ready(());
         }
+        self.read_budget.set(READ_BUDGET);
         let mut h2 = self.h2.borrow_mut();
         if let H2::Starting(start) = &mut *h2 {
             match start.as_mut().poll(cx) {
                 Poll::Ready(Ok((send, conn))) => *h2 = H2::Running { send, conn: Box::new(conn) },
                 Poll::Ready(Err(e)) => {
                     drop(h2);
-                    self.fail(self.handshake_failure(h2_failure(&e)));
+                    self.fail(self.connection_failure(Some(&e)));
                     return Poll::Ready(());
                 }
                 Poll::Pending => return Poll::Pending,
@@ -328,9 +373,14 @@ impl Conn {
             }
             match send.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) if h2_failure(&e) == TransportFailure::Http2Retry => {
+                    drop(queued);
+                    self.drain();
+                    break;
+                }
                 Poll::Ready(Err(e)) => {
                     drop((queued, h2));
-                    self.fail(self.handshake_failure(h2_failure(&e)));
+                    self.fail(self.connection_failure(Some(&e)));
                     return Poll::Ready(());
                 }
                 Poll::Pending => break,
@@ -358,9 +408,15 @@ impl Conn {
         match Pin::new(&mut **conn).poll(cx) {
             Poll::Pending => {}
             Poll::Ready(result) => {
-                let f = result.map_or_else(|e| h2_failure(&e), |()| TransportFailure::Closed);
                 drop(h2);
-                self.fail(self.handshake_failure(f));
+                // Over. Streams first: those the server answered, or left untaken past a
+                // GOAWAY (to send again elsewhere), say so themselves; after a graceful end
+                // the queries never sent go elsewhere too; the rest fail with the reason.
+                self.poll_streams(cx, now);
+                if result.is_ok() {
+                    self.drain();
+                }
+                self.fail(self.connection_failure(result.err().as_ref()));
                 return Poll::Ready(());
             }
         }
@@ -379,14 +435,19 @@ impl Conn {
                 stats.tls_full.bump();
             }
         }
-        // Answers.
+        self.poll_streams(cx, now);
+        Poll::Pending
+    }
+
+    /// Hands out the answers (or the failures) of the streams that have them.
+    fn poll_streams(&self, cx: &mut Context<'_>, now: Instant) {
         let mut streams = self.streams.borrow_mut();
         let mut slots = self.slots.borrow_mut();
         streams.retain(|id, stream| {
             let Some(slot) = slots.get_mut(id) else {
                 return false; // the query gave up: dropping the stream cancels it
             };
-            match stream.poll(cx) {
+            match stream.poll(cx, &|e| self.tls_failure.get().unwrap_or_else(|| h2_failure(e))) {
                 Poll::Pending => true,
                 Poll::Ready(answer) => {
                     if answer.is_ok() {
@@ -397,24 +458,19 @@ impl Conn {
                 }
             }
         });
-        Poll::Pending
     }
 
-    /// Closes an idle connection: close_notify, written before the task ends.
+    /// Closes an idle connection: close_notify, written as far as the socket takes it, and
+    /// the task ends (never waiting on a server that stopped reading).
     fn drive_close(&self) -> Poll<()> {
-        let mut h2 = self.h2.borrow_mut();
-        if !matches!(*h2, H2::Over) {
-            *h2 = H2::Over;
-            self.tls.borrow_mut().send_close_notify();
-        }
+        *self.h2.borrow_mut() = H2::Over;
         let mut tls = self.tls.borrow_mut();
+        tls.send_close_notify();
         let sock = self.wiring.sock.borrow_mut();
         let mut sock = sock.0.borrow_mut();
         while tls.wants_write() {
-            match tls.write_tls(&mut *sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(_) => break,
+            if tls.write_tls(&mut *sock).is_err() {
+                break;
             }
         }
         Poll::Ready(())
@@ -432,14 +488,16 @@ impl DrivenConnection for Conn {
 impl PooledConnection for Conn {
     fn accepts_queries(&self, now: Instant) -> bool {
         match *self.state.borrow() {
-            State::Failed(_) | State::Closing => false,
+            State::Failed(_) | State::Closing | State::Draining => false,
             State::Handshaking => now < self.wiring.handshake_deadline,
             State::Open => true,
         }
     }
 
     fn idle_since(&self) -> Option<Instant> {
-        (*self.state.borrow() == State::Open && self.slots.borrow().is_empty()).then(|| self.last_active.get())
+        let state = self.state.borrow();
+        (matches!(*state, State::Open | State::Draining) && self.slots.borrow().is_empty())
+            .then(|| self.last_active.get())
     }
 
     fn close_idle(&self, _: Instant) {
@@ -501,6 +559,8 @@ impl DohDriver {
         let (config, server_name) = tls_client(&self.configs, &key.auth, key.server)?;
         let tls = ClientConnection::new(config, server_name).map_err(|e| crate::upstream::tls::failure_reason(&e))?;
         let tls = Rc::new(RefCell::new(tls));
+        let tls_failure = Rc::new(Cell::new(None));
+        let read_budget = Rc::new(Cell::new(READ_BUDGET));
         let mut sock = tcp_connect(self.outgoing, key.server)?;
         let token = self
             .reactor
@@ -516,11 +576,19 @@ impl DohDriver {
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(window)
             .max_header_list_size(MAX_HEADER_LIST)
+            .initial_max_send_streams(INITIAL_STREAMS)
             .enable_push(false)
-            .handshake::<_, Bytes>(TlsStream { sock: shared.clone(), tls: tls.clone() });
+            .handshake::<_, Bytes>(TlsStream {
+                sock: shared.clone(),
+                tls: tls.clone(),
+                tls_failure: tls_failure.clone(),
+                budget: read_budget.clone(),
+            });
         let conn = Rc::new(Conn {
             wiring: Wiring::new(shared, token, self.reactor.now(), self.settings.handshake_timeout),
             tls,
+            tls_failure,
+            read_budget,
             h2: RefCell::new(H2::Starting(Box::pin(handshake))),
             slots: RefCell::new(HashMap::new()),
             queued: RefCell::new(VecDeque::new()),
@@ -562,7 +630,28 @@ impl DohDriver {
         if query.len() < 12 {
             return Err(UpstreamError::BadResponse("short query"));
         }
-        let conn = self.pool.get_or_open(&key, self.reactor.now(), || self.connect(&key))?;
+        let end = self.reactor.now() + timeout;
+        let mut answer = self.exchange_once(&key, path, query, timeout).await;
+        // A query the server did not take (GOAWAY, REFUSED_STREAM) goes again on a fresh
+        // connection (the draining one accepts no more), twice at most, within its time.
+        for _ in 0..2 {
+            if answer != Err(TransportFailure::Http2Retry.into()) || self.reactor.now() >= end {
+                break;
+            }
+            let left = end.saturating_duration_since(self.reactor.now());
+            answer = self.exchange_once(&key, path, query, left).await;
+        }
+        answer
+    }
+
+    async fn exchange_once(
+        self: &Rc<Self>,
+        key: &DohKey,
+        path: &str,
+        query: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let conn = self.pool.get_or_open(key, self.reactor.now(), || self.connect(key))?;
         if conn.slots.borrow().len() >= self.settings.max_outstanding {
             return Err(UpstreamError::Busy(Busy::ConnectionFull));
         }

@@ -132,7 +132,10 @@ impl Conn {
                 }
             }
         }
-        if *self.state.borrow() == State::Closing && !session.wants_write() {
+        // Closing: close_notify went out with the writes above, or the server is not
+        // reading (a zero window): either way the connection ends now, never waiting on a
+        // peer that will not take the last record.
+        if *self.state.borrow() == State::Closing {
             return Poll::Ready(());
         }
         Poll::Pending

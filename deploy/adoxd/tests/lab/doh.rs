@@ -132,3 +132,18 @@ fn r7_a_wrong_doh_path_is_a_counted_failure_then_fallback_or_strict_servfail() {
     assert!(Adoxd::stat(&log, "downgrades") >= 1, "the opportunistic fallback is counted");
     assert!(Adoxd::stat(&log, "strict_failures") >= 1, "the strict failure is counted");
 }
+
+/// A TLS failure keeps its type through HTTP/2: under a strict PKIX policy without the lab
+/// CA, the server's certificate is untrusted, and the EDE says so (not an I/O error).
+#[test]
+fn a_doh_certificate_failure_is_reported_as_such() {
+    let (_d, cfg) = temp_config(
+        "[transport]\nprobing = false\nsignals = false\n[[policy]]\nzone = \"bdoh.lab\"\nnameserver = \"ns1.bdoh.lab\"\nmode = \"strict\"\ntransports = [\"doh\"]\nauth = \"pkix\"\n",
+    );
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let cap = Capture::start("doh-untrusted", "host 127.53.25.1 and port 53");
+    let r = d.query("www.bdoh.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::ServFail);
+    assert_eq!(r.ede(), Some((22, "strict ns1.bdoh.lab.@127.53.25.1 doh: cert-untrusted".to_string())));
+    assert!(cap.stop().is_empty(), "cleartext to the strict server");
+}

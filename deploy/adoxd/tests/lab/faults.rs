@@ -324,3 +324,30 @@ fn a_doh_server_sending_a_header_flood_is_cut_off() {
 fn a_doh_server_that_never_answers_is_a_strict_timeout() {
     a_flood_is_cut_off("dohsilent", "127.53.40.14", &["doh: timeout"]);
 }
+
+/// A DoH server that takes 3 requests per connection and then says GOAWAY (NO_ERROR), as
+/// servers limiting requests per connection do: the streams it did not take are sent again
+/// on a fresh connection, so under a strict DoH policy every one of 6 concurrent queries
+/// is answered (it once failed them all with `http2-error`, and blamed the server).
+#[test]
+fn a_doh_server_saying_goaway_mid_burst_loses_no_query() {
+    let zone = "dohgoaway.lab";
+    let _h = Hostile::start("dohgoaway", &format!("{zone}."), "127.53.40.15");
+    let (_dir, cfg) = temp_config(&strict(zone, "doh"));
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let addr = d.addr;
+    let askers: Vec<_> = (0..6)
+        .map(|i| {
+            let ask = Ask::new(&format!("g{i}.{zone}."), RecordType::A).wire();
+            std::thread::spawn(move || udp_exchange(addr, &ask, Duration::from_secs(10)).map(Response::parse))
+        })
+        .collect();
+    for (i, a) in askers.into_iter().enumerate() {
+        let r = a.join().unwrap().unwrap_or_else(|| panic!("g{i}: no answer"));
+        assert_eq!(r.rcode(), ResponseCode::NoError, "g{i}: {:?}", r.ede());
+        assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"], "g{i}");
+    }
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "tls_full") + Adoxd::stat(&log, "tls_resumed") >= 2, "a fresh connection after GOAWAY");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
