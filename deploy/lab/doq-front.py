@@ -330,7 +330,7 @@ class DoqServerProtocol(QuicConnectionProtocol):
         self.tasks[sid] = asyncio.ensure_future(self.answer(sid, msg, qname, qtype))
 
     async def answer(self, sid, msg, qname, qtype):
-        what = "%s stream=%d query %s %s" % (self.who(), sid, qname or "?", type_name(qtype))
+        what = "%s stream=%d query %s %s (%d octets)" % (self.who(), sid, qname or "?", type_name(qtype), len(msg))
         try:
             reply, via = await self.upstream.query(msg)
         except UpstreamError as e:

@@ -357,16 +357,20 @@ impl DoqSession {
 }
 
 /// A query as a DoQ stream carries it: 2-octet length, then the message with ID 0 (RFC
-/// 9250 section 4.2.1).
+/// 9250 section 4.2.1), padded to a multiple of 128 octets like DoT's (RFC 9250 section
+/// 5.4, RFC 8467).
 pub(crate) fn frame_query(query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-    let len = u16::try_from(query.len()).map_err(|_| UpstreamError::BadResponse("query too long"))?;
     if query.len() < 12 {
         return Err(UpstreamError::BadResponse("short query"));
     }
-    let mut frame = Vec::with_capacity(2 + query.len());
+    let mut msg = Vec::with_capacity(query.len() + 128);
+    msg.extend_from_slice(&[0, 0]);
+    msg.extend_from_slice(&query[2..]);
+    super::dot::pad_query(&mut msg);
+    let len = u16::try_from(msg.len()).map_err(|_| UpstreamError::BadResponse("query too long"))?;
+    let mut frame = Vec::with_capacity(2 + msg.len());
     frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(&query[2..]);
+    frame.extend_from_slice(&msg);
     Ok(frame)
 }
 
@@ -389,6 +393,23 @@ pub(crate) fn answer_of(buf: &[u8]) -> Result<Vec<u8>, UpstreamError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DoQ query carries EDNS padding to a multiple of 128 octets (RFC 9250 section 5.4),
+    /// its ID 0 and its length prefix.
+    #[test]
+    fn queries_are_padded_with_id_zero() {
+        let mut m = hickory_proto::op::Message::query();
+        m.metadata.id = 0x1234;
+        let name = hickory_proto::rr::Name::from_ascii("www.doq.lab.").unwrap();
+        m.add_query(hickory_proto::op::Query::query(name, hickory_proto::rr::RecordType::A));
+        m.set_edns(hickory_proto::op::Edns::new());
+        let frame = frame_query(&m.to_vec().unwrap()).unwrap();
+        let len = usize::from(u16::from_be_bytes([frame[0], frame[1]]));
+        assert_eq!((len, frame.len() - 2, len % 128), (128, 128, 0));
+        assert_eq!(frame[2..4], [0, 0]);
+        let parsed = hickory_proto::op::Message::from_vec(&frame[2..]).unwrap();
+        assert!(parsed.edns.is_some());
+    }
 
     #[test]
     fn answers_need_id_zero_and_exact_length() {
