@@ -73,7 +73,7 @@ fn skew(inception: i64, expiration: i64) -> i64 {
 
 /// A 32-bit RRSIG time as the absolute time closest to `now` (RFC 4034 section 3.1.5:
 /// serial number arithmetic).
-fn absolute(t: u32, now: u64) -> i64 {
+pub(crate) fn absolute(t: u32, now: u64) -> i64 {
     let now = now as i64;
     let delta = i64::from(t.wrapping_sub(now as u32) as i32);
     now + delta

@@ -17,7 +17,8 @@ use crate::upstream::probe::ProbeDecision;
 use crate::upstream::signal::Signal;
 use adox_api::policy::Transport;
 
-/// Seconds a TLSA table entry outlives its TTL, covering the refresh of its signal.
+/// Seconds a TLSA table entry outlives its TTL when its signatures' expiration is not
+/// known (a secure answer always carries them; this is a floor for the impossible case).
 const TLSA_GRACE_S: u64 = 120;
 
 /// What a signal's TLSA lookups found.
@@ -29,6 +30,23 @@ struct TlsaLearnt {
     certain: bool,
     /// When the first TLSA RRset expires (the signal is refreshed then).
     until: u64,
+}
+
+/// When the first RRSIG over the TLSA RRset in `answers` expires (Unix seconds), if any
+/// lies ahead.
+fn signatures_expire(answers: &[Record], now: u64) -> Option<u64> {
+    answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::RRSIG)
+        .filter_map(|r| match &r.data {
+            RData::Unknown { rdata, .. } => crate::dnssec::rdata::Rrsig::parse(&rdata.anything),
+            _ => None,
+        })
+        .filter(|sig| sig.type_covered == u16::from(RecordType::TLSA))
+        .map(|sig| crate::dnssec::verify::absolute(sig.expiration, now))
+        .min()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > now)
 }
 
 impl<U: Upstream + Clone + 'static> Resolver<U> {
@@ -175,9 +193,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 let expiry = now + u64::from(ttl.max(1));
                 first_expiry = first_expiry.min(expiry);
                 let key = crate::upstream::dane::TlsaTable::key(table, &host);
-                // Kept a little past its TTL: the signal is refreshed when the TLSA expires,
-                // and handshakes during that refresh still need the records.
-                self.shared.tlsa.put(&key, usable, expiry + TLSA_GRACE_S, now);
+                // Refreshed at its TTL (the signal's `until`), but usable to authenticate
+                // until its signatures expire, never beyond: a zone served only by its own
+                // strict nameserver, idle past the TTL with no session to resume, can
+                // only refresh its TLSA over a handshake that needs the TLSA (R5's "no
+                // circular dependencies").
+                let valid = signatures_expire(&answer.answers, now).unwrap_or(expiry + TLSA_GRACE_S);
+                self.shared.tlsa.put(&key, usable, valid, now);
                 out.push((t, target.clone()));
             }
         }

@@ -232,3 +232,35 @@ fn rfc4035_5_3_3_a_denial_is_kept_no_longer_than_its_nsec_signature() {
     resolve(&r, "nothing.example.", RecordType::A);
     assert!(asked(&net, "10.0.1.1")[before..].iter().any(|q| q == "nothing.example. A"));
 }
+
+/// Issue 12 item 3 (R5, no self-lock): a secure TLSA RRset authenticates its server past
+/// its TTL, until its signatures expire and never beyond. A zone served only by its own
+/// strict DANE nameserver, idle past the TLSA's TTL with no session to resume, can only
+/// refresh that TLSA over a handshake that needs it (the entry once lasted TTL + 120 s).
+#[test]
+fn a_secure_tlsa_set_authenticates_until_its_signatures_expire_not_its_ttl() {
+    let mut s = zones();
+    let ns = n("ns.example.");
+    let mut svcb = 1u16.to_be_bytes().to_vec();
+    svcb.extend_from_slice(b"\x02ns\x07example\x00\x00\x01\x00\x04\x03dot");
+    s.zone("example.").records.push(raw(&n("_dns.ns.example."), 60, RecordType::SVCB, svcb));
+    let mut tlsa = vec![3, 1, 1];
+    tlsa.extend_from_slice(&[0xAB; 32]);
+    s.zone("example.").records.push(raw(&n("_853._tcp.ns.example."), 60, RecordType::TLSA, tlsa));
+    let mut s = s.sign();
+    s.resign("_853._tcp.ns.example.", RecordType::TLSA, window(-3600, 7200));
+    let (r, net) = s.resolver(&Config::default());
+    block_on(r.learn_signal(&ns));
+    let signal = r.shared().signals.get(&ns, net.unix_now());
+    assert!(
+        matches!(&signal, Some(crate::upstream::signal::Signal::Known { secure: true, dane, .. }) if dane.len() == 1),
+        "{signal:?}"
+    );
+    let key = crate::upstream::dane::TlsaTable::key("tcp", "ns.example.");
+    let t0 = net.unix_now();
+    let table = &r.shared().tlsa;
+    assert!(table.get(&key, t0 + 61).is_some(), "past its TTL");
+    assert!(table.get(&key, t0 + 60 + 121).is_some(), "past its TTL and the old grace");
+    assert!(table.get(&key, t0 + 7199).is_some(), "until its signatures expire");
+    assert!(table.get(&key, t0 + 7200).is_none(), "never past them");
+}

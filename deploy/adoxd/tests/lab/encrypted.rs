@@ -559,3 +559,37 @@ fn r2_probing_detects_doq_and_dot_per_transport() {
     assert_eq!(doq, Some(serde_json::json!("success")), "{saved:?}");
     assert_eq!(probe_status(&saved, "127.53.7.1").as_deref(), Some("success"), "DoT too");
 }
+
+/// R5, no self-lock (issue 12 item 3): lock.lab. is served only by its own strict DANE
+/// nameserver; its signal and TLSA live 2 s and the server issues no session tickets, so
+/// after an idle close every connection is a full handshake that needs the TLSA, whose
+/// refresh needs that handshake. Idle past the TTLs, the zone still resolves strictly (the
+/// handshake is authenticated with the last validated TLSA set, within its signatures'
+/// validity), nothing goes in cleartext, and the signal and TLSA set are learned again
+/// over that connection. (`resolver::tests::dnssec::a_secure_tlsa_set_authenticates_until
+/// _its_signatures_expire_not_its_ttl` shows the bound itself on the fake clock.)
+#[test]
+fn r5_a_strict_dane_zone_idle_past_its_tlsa_ttl_is_not_locked_out() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\ndot_idle_timeout_ms = 200\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.lock.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.250"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let cap = Capture::start("r5-selflock", "host 127.53.27.1 and port 53");
+    assert_eq!(d.query("n1.lock.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    // Past the 2 s TTLs; the connection closed at 200 ms idle, and no ticket to resume.
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let r = d.query("n2.lock.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NXDomain, "{:?}", r.ede());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.query("n3.lock.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert!(cap.stop().is_empty(), "cleartext to the strict server");
+    let x = d.admin().get("/v1/explain?name=n4.lock.lab&type=A").unwrap().json().unwrap();
+    let step = x["steps"].as_array().unwrap().iter().find(|s| s["step"] == "exchange" && s["zone"] == "lock.lab.");
+    let step = step.cloned().unwrap_or_else(|| panic!("{x}"));
+    assert_eq!((step["plan"]["mode"].as_str(), step["plan"]["auth"].as_str()), (Some("strict"), Some("dane")));
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "tls_resumed"), 0, "no session was resumed: every handshake checked the TLSA");
+    assert!(Adoxd::stat(&log, "tls_full") >= 2, "a full handshake after the idle close");
+    assert!(Adoxd::stat(&log, "signals_learned") >= 2, "the signal and its TLSA were learned again");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
