@@ -92,34 +92,40 @@ pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize
             .signals(adox_dataplane::clock::unix_now())
             .into_iter()
             .filter_map(|(name, sig)| match sig {
-                adox_dataplane::upstream::signal::Signal::Known { records, secure, dane, cycle, refused, until } => {
-                    Some(SignalState {
-                        nameserver: name.to_ascii(),
-                        dnssec: if secure {
-                            DnssecStatus::Secure
-                        } else if refused
-                            .iter()
-                            .any(|e| matches!(e, adox_dataplane::upstream::signal::SignalError::Bogus(_)))
-                        {
-                            DnssecStatus::Bogus
-                        } else {
-                            DnssecStatus::Insecure
-                        },
-                        dane: dane.iter().map(|(t, _)| *t).collect(),
-                        cycle,
-                        records: records
-                            .iter()
-                            .map(|r| SignalRecord {
-                                priority: r.priority,
-                                target: r.target.to_ascii(),
-                                alpn: r.alpn.clone(),
-                                port: r.port,
-                            })
-                            .collect(),
-                        refused: refused.iter().map(ToString::to_string).collect(),
-                        expires: until,
-                    })
-                }
+                adox_dataplane::upstream::signal::Signal::Known {
+                    records,
+                    secure,
+                    dane,
+                    cycle,
+                    refused,
+                    until,
+                    ..
+                } => Some(SignalState {
+                    nameserver: name.to_ascii(),
+                    dnssec: if secure {
+                        DnssecStatus::Secure
+                    } else if refused
+                        .iter()
+                        .any(|e| matches!(e, adox_dataplane::upstream::signal::SignalError::Bogus(_)))
+                    {
+                        DnssecStatus::Bogus
+                    } else {
+                        DnssecStatus::Insecure
+                    },
+                    dane: dane.iter().map(|(t, _)| *t).collect(),
+                    cycle,
+                    records: records
+                        .iter()
+                        .map(|r| SignalRecord {
+                            priority: r.priority,
+                            target: r.target.to_ascii(),
+                            alpn: r.alpn.clone(),
+                            port: r.port,
+                        })
+                        .collect(),
+                    refused: refused.iter().map(ToString::to_string).collect(),
+                    expires: until,
+                }),
                 adox_dataplane::upstream::signal::Signal::Pending(_) => None,
             })
             .collect();

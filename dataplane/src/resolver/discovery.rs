@@ -30,11 +30,13 @@ struct TlsaLearnt {
     certain: bool,
     /// When the first TLSA RRset expires (the signal is refreshed then).
     until: u64,
+    /// When the first RRSIG over a TLSA RRset expires.
+    signatures_until: u64,
 }
 
-/// When the first RRSIG over the TLSA RRset in `answers` expires (Unix seconds), if any
+/// When the first RRSIG over the `rtype` RRset in `answers` expires (Unix seconds), if any
 /// lies ahead.
-fn signatures_expire(answers: &[Record], now: u64) -> Option<u64> {
+fn signatures_expire(answers: &[Record], rtype: RecordType, now: u64) -> Option<u64> {
     answers
         .iter()
         .filter(|r| r.record_type() == RecordType::RRSIG)
@@ -42,7 +44,7 @@ fn signatures_expire(answers: &[Record], now: u64) -> Option<u64> {
             RData::Unknown { rdata, .. } => crate::dnssec::rdata::Rrsig::parse(&rdata.anything),
             _ => None,
         })
-        .filter(|sig| sig.type_covered == u16::from(RecordType::TLSA))
+        .filter(|sig| sig.type_covered == u16::from(rtype))
         .map(|sig| crate::dnssec::verify::absolute(sig.expiration, now))
         .min()
         .and_then(|t| u64::try_from(t).ok())
@@ -98,31 +100,40 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             self.stats.signals_learned.bump();
         }
         let mut until = now + u64::from(ttl.max(1));
+        let svcb_signatures = match &result {
+            Ok(a) => signatures_expire(&a.answers, RecordType::SVCB, now),
+            Err(_) => None,
+        };
         let tlsa = if secure { Some(self.learn_tlsa(ns, &records).await) } else { None };
-        let (dane, tlsa_certain) = match tlsa {
-            Some(TlsaLearnt { dane, certain, until: tlsa_until }) => {
+        let (dane, tlsa_certain, tlsa_signatures) = match tlsa {
+            Some(TlsaLearnt { dane, certain, until: tlsa_until, signatures_until }) => {
                 // Refreshed when the first of SVCB and TLSA expires.
                 until = until.min(tlsa_until);
-                (dane, certain)
+                (dane, certain, signatures_until)
             }
-            None => (Vec::new(), true),
+            None => (Vec::new(), true, u64::MAX),
         };
+        // A strict state lasts while every signature it rests on is valid.
+        let strict_until =
+            if secure && !dane.is_empty() { svcb_signatures.unwrap_or(until).min(tlsa_signatures) } else { 0 };
         if (!secure || !tlsa_certain)
-            && let Some(Signal::Known { secure: true, dane: old, .. }) = self.shared.signals.last(ns)
-            && !old.is_empty()
+            && let Some(last) = self.shared.signals.last(ns)
+            && last.strict_at(now)
         {
             // A strict state learned from a secure signal holds until a secure answer says
             // otherwise: a refresh that failed, or came back unsigned or bogus (blocked or
             // forged), for the SVCB or for a TLSA RRset, does not downgrade the server.
             // Tried again in a minute.
             tracing::warn!(nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
-            if let Some(Signal::Known { records, secure, dane, cycle, refused, .. }) = self.shared.signals.last(ns) {
-                let until = now + 60;
-                self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+            if let Signal::Known { records, secure, dane, cycle, refused, strict_until, .. } = last {
+                let until = (now + 60).min(strict_until);
+                self.shared
+                    .signals
+                    .put(ns, Signal::Known { records, secure, dane, cycle, refused, until, strict_until });
             }
             return;
         }
-        self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+        self.shared.signals.put(ns, Signal::Known { records, secure, dane, cycle, refused, until, strict_until });
     }
 
     /// For a secure signal: the TLSA RRset of each offered DoT/DoQ/DoH target (`_853._tcp`,
@@ -133,6 +144,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut out: Vec<(Transport, Name)> = Vec::new();
         let mut certain = true;
         let mut first_expiry = u64::MAX;
+        let mut signatures_until = u64::MAX;
         for r in records {
             let target = if r.target.is_root() { ns.clone() } else { canonical(&r.target) };
             for t in r.transports() {
@@ -198,12 +210,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 // strict nameserver, idle past the TTL with no session to resume, can
                 // only refresh its TLSA over a handshake that needs the TLSA (R5's "no
                 // circular dependencies").
-                let valid = signatures_expire(&answer.answers, now).unwrap_or(expiry + TLSA_GRACE_S);
+                let valid = signatures_expire(&answer.answers, RecordType::TLSA, now).unwrap_or(expiry + TLSA_GRACE_S);
+                signatures_until = signatures_until.min(valid);
                 self.shared.tlsa.put(&key, usable, valid, now);
                 out.push((t, target.clone()));
             }
         }
-        TlsaLearnt { dane: out, certain, until: first_expiry }
+        TlsaLearnt { dane: out, certain, until: first_expiry, signatures_until }
     }
 
     /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.

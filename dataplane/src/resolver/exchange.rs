@@ -12,7 +12,6 @@ use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamE
 use crate::upstream::error::{Busy, Fault, StrictFailure};
 use crate::upstream::plan::{self, PROBED, PlanInputs, PlanSource, Switches, TransportPlan};
 use crate::upstream::probe::ProbeDecision;
-use crate::upstream::signal::Signal;
 use adox_api::policy::{Auth, Mode, Transport};
 
 /// A per-exchange failure: `Server` moves on to the next server, `Fatal` ends the step.
@@ -292,7 +291,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // A strict signal past its TTL stays in force until a secure answer says otherwise
         // (R5): it decides this query too, and is refreshed beside it.
         let expired_strict = if settings.signals && live.is_none() {
-            self.shared.signals.last(ns_name).filter(Signal::is_strict)
+            self.shared.signals.last(ns_name).filter(|s| s.strict_at(now))
         } else {
             None
         };

@@ -291,7 +291,15 @@ mod tests {
     }
 
     fn known(secure: bool, dane: Vec<(Transport, Name)>) -> Signal {
-        Signal::Known { records: vec![dot_doq_record()], secure, dane, cycle: false, refused: Vec::new(), until: 100 }
+        Signal::Known {
+            records: vec![dot_doq_record()],
+            secure,
+            dane,
+            cycle: false,
+            refused: Vec::new(),
+            until: 100,
+            strict_until: 100,
+        }
     }
 
     fn policy(mode: Mode, auth: Auth) -> Policy {
@@ -375,6 +383,7 @@ mod tests {
             cycle: false,
             refused: Vec::new(),
             until: 100,
+            strict_until: 100,
         };
         let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
         assert_eq!((p.mode, p.auth, p.transports.as_slice()), (Mode::Strict, Auth::Dane, &[Transport::Doh][..]));
@@ -388,6 +397,7 @@ mod tests {
             cycle: false,
             refused: Vec::new(),
             until: 100,
+            strict_until: 100,
         };
         let p = plan(PlanInputs { policy: None, signal: Some(&insecure), probes: NEW, switches: ON }).plan;
         assert_eq!(p.transports, vec![Transport::Dot, Transport::Doh, Transport::Do53]);
@@ -401,6 +411,7 @@ mod tests {
             cycle: false,
             refused: Vec::new(),
             until: 100,
+            strict_until: 100,
         };
         let p = plan(PlanInputs { policy: None, signal: Some(&only_h3), probes: NEW, switches: ON }).plan;
         assert_eq!(p.source, PlanSource::Probe(ProbeDecision::Probe));

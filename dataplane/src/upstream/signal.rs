@@ -372,6 +372,11 @@ pub enum Signal {
         refused: Vec<SignalError>,
         /// Valid until this Unix second (the RRset's TTL).
         until: u64,
+        /// For a strict signal: the Unix second its strict state ends whatever happens to
+        /// its refreshes, when the first RRSIG over the SVCB RRset or one of its TLSA
+        /// RRsets expires (an owner who withdraws encryption is never locked out longer).
+        /// 0 for other signals.
+        strict_until: u64,
     },
 }
 
@@ -395,6 +400,13 @@ impl Signal {
     /// Secure, with DANE for some transport: the nameserver is strict.
     pub fn is_strict(&self) -> bool {
         matches!(self, Self::Known { secure: true, dane, .. } if !dane.is_empty())
+    }
+
+    /// Strict and still within the validity of the signatures it was learned from: a
+    /// strict state past its TTL holds until then (while refreshes fail or are blocked),
+    /// never longer.
+    pub fn strict_at(&self, now: u64) -> bool {
+        self.is_strict() && matches!(self, Self::Known { strict_until, .. } if now < *strict_until)
     }
 }
 
@@ -458,10 +470,10 @@ impl SignalCache {
         if self.get(ns, now).is_some() {
             return false;
         }
-        match self.last(ns).filter(Signal::is_strict) {
-            Some(Signal::Known { records, secure, dane, cycle, refused, .. }) => {
-                let until = now + PENDING_FOR;
-                self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until });
+        match self.last(ns).filter(|s| s.strict_at(now)) {
+            Some(Signal::Known { records, secure, dane, cycle, refused, strict_until, .. }) => {
+                let until = (now + PENDING_FOR).min(strict_until);
+                self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until, strict_until });
             }
             _ => self.shard(ns).insert(ns.clone(), Signal::Pending(now), Signal::Pending(now).charge(ns)),
         }
@@ -523,7 +535,21 @@ mod cache_tests {
             cycle: false,
             refused: vec![],
             until,
+            strict_until: if secure && dane { 10_000 } else { 0 },
         }
+    }
+
+    /// A strict state outlives its TTL only within its signatures' validity: once they
+    /// have expired, the server is not strict any more, refreshed or not.
+    #[test]
+    fn a_strict_state_ends_when_its_signatures_expire() {
+        let c = SignalCache::new(100);
+        let ns: Name = "ns1.dot.lab.".parse().unwrap();
+        c.put(&ns, known(true, true, 100));
+        assert!(c.last(&ns).is_some_and(|s| s.strict_at(5_000)), "past the TTL, within the signatures");
+        assert!(c.last(&ns).is_some_and(|s| !s.strict_at(10_000)), "past the signatures");
+        assert!(c.begin(&ns, 10_000), "a refresh starts");
+        assert!(matches!(c.get(&ns, 10_000), Some(Signal::Pending(_))), "and the strict state is gone meanwhile");
     }
 
     /// A strict state learned from a secure signal stays in force while it is refreshed,
@@ -575,6 +601,7 @@ mod cache_tests {
             cycle: false,
             refused: vec![],
             until,
+            strict_until: until,
         }
     }
 

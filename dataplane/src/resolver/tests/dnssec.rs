@@ -263,4 +263,9 @@ fn a_secure_tlsa_set_authenticates_until_its_signatures_expire_not_its_ttl() {
     assert!(table.get(&key, t0 + 60 + 121).is_some(), "past its TTL and the old grace");
     assert!(table.get(&key, t0 + 7199).is_some(), "until its signatures expire");
     assert!(table.get(&key, t0 + 7200).is_none(), "never past them");
+    // The strict state rests on the same signatures (the SVCB's last 30 days).
+    match r.shared().signals.last(&ns) {
+        Some(crate::upstream::signal::Signal::Known { strict_until, .. }) => assert_eq!(strict_until, t0 + 7200),
+        other => panic!("{other:?}"),
+    }
 }

@@ -224,6 +224,7 @@ fn r5_an_expired_strict_signal_keeps_deciding_until_it_is_refreshed() {
         cycle: false,
         refused: Vec::new(),
         until,
+        strict_until: until + 3600,
     };
     r.shared().signals.put(&ns, strict);
     assert_eq!(r.plan(&n("example."), &ns, ip("10.0.1.1")).mode, adox_api::policy::Mode::Strict);
@@ -236,6 +237,38 @@ fn r5_an_expired_strict_signal_keeps_deciding_until_it_is_refreshed() {
     let do53 = asked(&net, "10.0.1.1").len();
     block_on(r.resolve(&n("n7.example."), RecordType::A)).unwrap();
     assert_eq!(asked(&net, "10.0.1.1").len(), do53, "nothing in cleartext to a strict server");
+}
+
+/// R5 and issue 12: a strict state past its TTL holds while the signatures it rests on are
+/// valid, never longer: past them the server is no longer strict (an owner who withdrew
+/// encryption is not locked out), and the signal is looked up again.
+#[test]
+fn r5_an_expired_strict_signal_ends_with_its_signatures() {
+    let (r, net) = resolver(base_zones(), &Config::default());
+    let ns = n("ns.example.");
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let _ = r.take_wanted_signals();
+    let record = crate::upstream::signal::parse_svcb(b"\x00\x01\x00\x00\x01\x00\x04\x03dot").unwrap();
+    let until = net.unix_now() + 60;
+    r.shared().signals.put(
+        &ns,
+        crate::upstream::signal::Signal::Known {
+            records: vec![record],
+            secure: true,
+            dane: vec![(Transport::Dot, ns.clone())],
+            cycle: false,
+            refused: Vec::new(),
+            until,
+            strict_until: until + 100,
+        },
+    );
+    advance(&net, 61);
+    assert_eq!(r.plan(&n("example."), &ns, ip("10.0.1.1")).mode, adox_api::policy::Mode::Strict, "past its TTL");
+    let _ = r.take_wanted_signals();
+    advance(&net, 100);
+    let plan = r.plan(&n("example."), &ns, ip("10.0.1.1"));
+    assert_ne!(plan.mode, adox_api::policy::Mode::Strict, "past its signatures: {plan:?}");
+    assert_eq!(r.take_wanted_signals(), std::slice::from_ref(&ns), "looked up again");
 }
 
 /// A signal names the port (and for DANE the name) an attempt uses, and anyone's zone can
@@ -279,6 +312,7 @@ fn a_failure_under_a_signalled_dane_plan_is_not_held_against_the_address() {
             cycle: false,
             refused: Vec::new(),
             until: net.unix_now() + 600,
+            strict_until: net.unix_now() + 600,
         },
     );
     // The root server speaks no DoT: strict DANE fails, nothing goes in cleartext.
