@@ -387,6 +387,13 @@ impl DataPlane {
             // A damaged file loses only learned state: start afresh, and say so.
             Err(e) => tracing::warn!(error = %e, "probe state not loaded"),
         }
+        let strict_path = cfg.server.state_dir.join(crate::upstream::strict_state::STRICT_STATE_FILE);
+        match crate::upstream::strict_state::load(&shared.signals, &shared.tlsa, &strict_path, crate::clock::unix_now())
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(nameservers = n, path = %strict_path.display(), "strict signal state loaded"),
+            Err(e) => tracing::warn!(error = %e, "strict signal state not loaded"),
+        }
         let (v4, v6) = cfg.transport.outgoing_addrs()?;
         let outgoing = crate::worker::Outgoing { v4, v6 };
         outgoing.check().map_err(|(addr, source)| StartError::Outgoing { addr, source })?;
@@ -500,13 +507,29 @@ impl DataPlane {
         PlaneHandle { shared: self.shared.clone(), stats: self.stats.clone(), workers: self.stops.clone() }
     }
 
-    /// Saves learned state (the probe table) into the state directory, creating it if
-    /// needed; atomic, so a crash never leaves a half-written file.
+    /// Saves learned state (the probe table and the strict signals) into the state
+    /// directory, creating it if needed; atomic, so a crash never leaves a half-written
+    /// file.
     pub fn save_state(&self) -> std::io::Result<()> {
         if let Some(dir) = self.state_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        self.shared.probes.save(&self.state_path)
+        self.shared.probes.save(&self.state_path)?;
+        self.save_strict_state()
+    }
+
+    /// Saves the strict signals if one was learned or dropped since the last save (called
+    /// often: a restart must find what was learned just before it).
+    pub fn save_strict_state_if_changed(&self) -> std::io::Result<()> {
+        if self.shared.signals.take_strict_changed() { self.save_strict_state() } else { Ok(()) }
+    }
+
+    fn save_strict_state(&self) -> std::io::Result<()> {
+        let dir = self.state_path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(crate::upstream::strict_state::STRICT_STATE_FILE);
+        crate::upstream::strict_state::save(&self.shared.signals, &self.shared.tlsa, &path, crate::clock::unix_now())
+            .map(|_| ())
     }
 
     /// Stops every worker and waits for them (the state stays readable afterwards).

@@ -150,12 +150,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             for t in r.transports() {
                 // The TLSA owner's protocol label, and the table namespace the verifier of
                 // the transport reads (DoT and DoH both run over TCP).
-                let (proto, table) = match t {
-                    Transport::Dot => ("tcp", "tcp"),
-                    Transport::Doq => ("quic", "quic"),
-                    Transport::Doh => ("tcp", crate::upstream::dane::DOH_PROTO),
-                    Transport::Do53 => continue,
-                };
+                let Some(table) = crate::upstream::dane::table_proto(t) else { continue };
+                let proto = if t == Transport::Doq { "quic" } else { "tcp" };
                 if out.iter().any(|(d, _)| *d == t) {
                     continue;
                 }

@@ -63,6 +63,17 @@ fn entry_bytes(key: &str, records: &[TlsaRecord]) -> usize {
     96 + key.len() + records.iter().map(|r| size_of::<TlsaRecord>() + r.data.len() + 16).sum::<usize>()
 }
 
+/// The table namespace of a transport's TLSA records (`None` for Do53).
+pub fn table_proto(t: adox_api::policy::Transport) -> Option<&'static str> {
+    use adox_api::policy::Transport;
+    match t {
+        Transport::Dot => Some("tcp"),
+        Transport::Doq => Some("quic"),
+        Transport::Doh => Some(DOH_PROTO),
+        Transport::Do53 => None,
+    }
+}
+
 impl TlsaTable {
     /// The TLSA owner name for `host` over `proto` (`tcp` or `quic`) on `port` (RFC 6698
     /// section 3).
@@ -117,6 +128,13 @@ impl TlsaTable {
     /// Registers the session stores to purge when a host's records change (once, at start).
     pub fn attach_sessions(&self, stores: Vec<Arc<super::sessions::SessionStore>>) {
         let _ = self.sessions.set(stores);
+    }
+
+    /// The records under `key` and when they stop authenticating, live or not (the state
+    /// file).
+    pub fn entry(&self, key: &str) -> Option<(Arc<[TlsaRecord]>, u64)> {
+        let guard = self.map.read().unwrap_or_else(|p| p.into_inner());
+        guard.0.get(&key.to_ascii_lowercase()).cloned()
     }
 
     /// The live records under `key`, if a secure RRset is known.

@@ -25,6 +25,7 @@ pub(crate) mod pool;
 pub mod probe;
 pub(crate) mod sessions;
 pub mod signal;
+pub mod strict_state;
 pub mod tls;
 pub(crate) mod verifier;
 

@@ -272,19 +272,7 @@ impl ProbeTable {
         // A probe under way is not a result: it is saved as the state before it.
         records.retain(|r| r.status != ProbeStatus::Probing);
         let text = serde_json::to_string(&records).map_err(std::io::Error::other)?;
-        let tmp = tmp_path(path);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomic(path, text.as_bytes())
     }
 
     /// Loads a saved table; a missing file is an empty table, a damaged one an error.
@@ -303,6 +291,24 @@ impl ProbeTable {
         }
         Ok(n)
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over `path`, and
+/// the directory synced, so a crash leaves either the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

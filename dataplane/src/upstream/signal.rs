@@ -418,6 +418,8 @@ pub struct SignalCache {
     /// strict server back into an opportunistic one (few servers are strict). With the
     /// bytes they are charged.
     strict: std::sync::Mutex<(std::collections::HashMap<Name, Signal>, usize)>,
+    /// A strict signal was stored or dropped since the state was last saved.
+    strict_changed: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of strict signals kept outside the cache at most. A strict signal in force is
@@ -438,7 +440,20 @@ impl SignalCache {
                 .map(|_| std::sync::Mutex::new(crate::cache::clock::ClockCache::new(per)))
                 .collect(),
             strict: Default::default(),
+            strict_changed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether a strict signal was stored or dropped since the last call (the state file
+    /// is written then).
+    pub fn take_strict_changed(&self) -> bool {
+        self.strict_changed.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// The strict signals kept outside the evicting cache (what the state file holds).
+    pub fn strict_entries(&self) -> Vec<(Name, Signal)> {
+        let guard = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
     fn shard(&self, name: &Name) -> std::sync::MutexGuard<'_, crate::cache::clock::ClockCache<Name, Signal>> {
@@ -509,13 +524,22 @@ impl SignalCache {
             let old = strict.get(ns).map_or(0, |s| s.charge(ns));
             if signal.is_strict() {
                 if *bytes - old + cost <= STRICT_BYTES {
-                    strict.insert(ns.clone(), signal.clone());
+                    let replaced = strict.insert(ns.clone(), signal.clone());
                     *bytes = *bytes - old + cost;
+                    // A refresh that only moves the TTL changes nothing worth saving.
+                    let same = matches!((&replaced, &signal), (
+                        Some(Signal::Known { records: r0, dane: d0, strict_until: s0, .. }),
+                        Signal::Known { records: r1, dane: d1, strict_until: s1, .. },
+                    ) if r0 == r1 && d0 == d1 && s0 == s1);
+                    if !same {
+                        self.strict_changed.store(true, std::sync::atomic::Ordering::Release);
+                    }
                 } else if old == 0 {
                     tracing::warn!(nameserver = %ns, "strict signal table full: this one is kept in the evicting cache only");
                 }
             } else if strict.remove(ns).is_some() {
                 *bytes -= old;
+                self.strict_changed.store(true, std::sync::atomic::Ordering::Release);
             }
         }
         self.shard(ns).insert(ns.clone(), signal, cost);

@@ -417,6 +417,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut last_report = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        // A strict signal learned a moment ago must survive a restart right after it.
+        if let Err(e) = plane.save_strict_state_if_changed() {
+            tracing::warn!(error = %e, "could not save the strict signal state");
+        }
         if reload.swap(false, Ordering::SeqCst)
             && let Some(api) = &api
         {

@@ -593,3 +593,31 @@ fn r5_a_strict_dane_zone_idle_past_its_tlsa_ttl_is_not_locked_out() {
     assert!(Adoxd::stat(&log, "signals_learned") >= 2, "the signal and its TLSA were learned again");
     assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
 }
+
+/// R5/R7 across a restart (issue 12 item 2): dot.lab.'s nameserver is strict from its
+/// secure signal and TLSA; the strict state is written to the state directory as soon as
+/// it is learned and loaded at start, so after a restart not even the first query to that
+/// server goes in cleartext (it once did: the signal was learned again beside a Do53 query).
+#[test]
+fn r5_a_secure_strict_server_sees_no_cleartext_across_a_restart() {
+    let state = crate::support::tempdir::Dir::new();
+    let sd = state.path().to_str().unwrap().to_string();
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
+    let args = ["--config", cfg.to_str().unwrap(), "--state-dir", &sd, "--workers", "1"];
+    let d = Adoxd::lab(&args);
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let saved = std::fs::read_to_string(state.path().join("strict-signals.json")).unwrap();
+    assert!(saved.contains("ns1.dot.lab."), "{saved}");
+    let cap = Capture::start("r5-restart", "host 127.53.6.1 and port 53");
+    assert_eq!(d.query("n1.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    drop(d.terminate());
+    let d2 = Adoxd::lab(&args);
+    assert!(d2.log().contains("strict signal state loaded"), "{}", d2.log());
+    assert_eq!(d2.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+    assert_eq!(d2.query("n2.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert!(cap.stop().is_empty(), "cleartext to the strict server across the restart");
+    let log = d2.terminate();
+    assert!(Adoxd::stat(&log, "upstream_strict") >= 2, "strict from the first query after the restart");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}
