@@ -521,10 +521,18 @@ impl DataPlane {
     /// Saves the strict signals if one was learned or dropped since the last save (called
     /// often: a restart must find what was learned just before it).
     pub fn save_strict_state_if_changed(&self) -> std::io::Result<()> {
-        if self.shared.signals.take_strict_changed() { self.save_strict_state() } else { Ok(()) }
+        if !self.shared.signals.take_strict_changed() {
+            return Ok(());
+        }
+        let saved = self.save_strict_state();
+        if saved.is_err() {
+            self.shared.signals.mark_strict_changed();
+        }
+        saved
     }
 
     fn save_strict_state(&self) -> std::io::Result<()> {
+        self.shared.signals.purge_expired_strict(crate::clock::unix_now());
         let dir = self.state_path.parent().unwrap_or(std::path::Path::new("."));
         std::fs::create_dir_all(dir)?;
         let path = dir.join(crate::upstream::strict_state::STRICT_STATE_FILE);

@@ -34,24 +34,53 @@ struct TlsaLearnt {
     signatures_until: u64,
 }
 
-/// When the first RRSIG over the `rtype` RRset in `answers` expires (Unix seconds), if any
-/// lies ahead.
-fn signatures_expire(answers: &[Record], rtype: RecordType, now: u64) -> Option<u64> {
-    answers
-        .iter()
-        .filter(|r| r.record_type() == RecordType::RRSIG)
-        .filter_map(|r| match &r.data {
-            RData::Unknown { rdata, .. } => crate::dnssec::rdata::Rrsig::parse(&rdata.anything),
-            _ => None,
-        })
-        .filter(|sig| sig.type_covered == u16::from(rtype))
-        .map(|sig| crate::dnssec::verify::absolute(sig.expiration, now))
-        .min()
-        .and_then(|t| u64::try_from(t).ok())
-        .filter(|t| *t > now)
-}
+/// Signature checks one expiry lookup may spend (each RRSIG of an RRset once).
+const EXPIRY_CHECKS: u32 = 16;
+/// The longest a strict state or a TLSA set outlives its last refresh, whatever its
+/// signatures say (a hostile signed zone may sign for decades; refreshes happen at TTL).
+const MAX_SIGNED_LIFE_S: u64 = 30 * 86_400;
 
 impl<U: Upstream + Clone + 'static> Resolver<U> {
+    /// When the signatures that make the `rtype` RRset of a secure answer valid expire
+    /// (Unix seconds): only RRSIGs that verify with the signer's validated keys count (an
+    /// RRSIG merely present in the answer proves nothing: anyone on the path can add one
+    /// expiring in a second, or in a century), the latest of them, if it lies ahead.
+    fn signatures_expire(&self, answers: &[Record], rtype: RecordType) -> Option<u64> {
+        let now = self.upstream.unix_now();
+        let data: Vec<&Record> = answers.iter().filter(|r| r.record_type() == rtype).collect();
+        let owner = data.first()?.name.clone();
+        let checks = std::cell::Cell::new(EXPIRY_CHECKS);
+        let mut latest: Option<u64> = None;
+        for sig in super::validate::signatures(answers).into_iter().filter(|s| s.type_covered == u16::from(rtype)) {
+            let Some(hit) = self.shared.records.get(&sig.signer, u16::from(RecordType::DNSKEY), self.upstream.now())
+            else {
+                continue;
+            };
+            let (Security::Secure, Some(records)) = (&hit.security, rrset_records(&hit.data)) else { continue };
+            let keys = super::validate::dnskeys_of(records, &sig.signer);
+            let expires = crate::dnssec::verify::absolute(sig.expiration, now);
+            let signer = sig.signer.clone();
+            let verified = crate::dnssec::verify::verify_rrset(
+                &owner,
+                u16::from(rtype),
+                &data,
+                &[sig],
+                &signer,
+                &keys,
+                now,
+                self.shared.validator.sha1,
+                &checks,
+            );
+            if verified.is_ok()
+                && let Ok(t) = u64::try_from(expires)
+                && t > now
+            {
+                latest = Some(latest.map_or(t, |l| l.max(t)));
+            }
+        }
+        latest.map(|t| t.min(now + MAX_SIGNED_LIFE_S))
+    }
+
     /// Looks up and stores the `_dns` SVCB signal of `ns` (run by the worker as its own
     /// task). A lookup that needed `ns` itself (the zone holding the signal is served by
     /// `ns`) is a circular dependency (R5): it resolved without waiting, because a plan
@@ -101,8 +130,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         let mut until = now + u64::from(ttl.max(1));
         let svcb_signatures = match &result {
-            Ok(a) => signatures_expire(&a.answers, RecordType::SVCB, now),
-            Err(_) => None,
+            Ok(a) if secure => self.signatures_expire(&a.answers, RecordType::SVCB),
+            _ => None,
         };
         let tlsa = if secure { Some(self.learn_tlsa(ns, &records).await) } else { None };
         let (dane, tlsa_certain, tlsa_signatures) = match tlsa {
@@ -206,7 +235,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 // strict nameserver, idle past the TTL with no session to resume, can
                 // only refresh its TLSA over a handshake that needs the TLSA (R5's "no
                 // circular dependencies").
-                let valid = signatures_expire(&answer.answers, RecordType::TLSA, now).unwrap_or(expiry + TLSA_GRACE_S);
+                let valid = self.signatures_expire(&answer.answers, RecordType::TLSA).unwrap_or(expiry + TLSA_GRACE_S);
                 signatures_until = signatures_until.min(valid);
                 self.shared.tlsa.put(&key, usable, valid, now);
                 out.push((t, target.clone()));

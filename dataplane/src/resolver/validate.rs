@@ -24,7 +24,7 @@ fn raw(r: &Record) -> Option<&[u8]> {
 }
 
 /// The DNSKEYs of `zone` among `records`, parsed.
-fn dnskeys_of(records: &[Record], zone: &Name) -> Vec<Dnskey> {
+pub(super) fn dnskeys_of(records: &[Record], zone: &Name) -> Vec<Dnskey> {
     records
         .iter()
         .filter(|r| r.record_type() == RecordType::DNSKEY && r.name == *zone)
@@ -33,7 +33,7 @@ fn dnskeys_of(records: &[Record], zone: &Name) -> Vec<Dnskey> {
 }
 
 /// The RRSIGs among `set`, parsed.
-fn signatures(set: &[Record]) -> Vec<Rrsig> {
+pub(super) fn signatures(set: &[Record]) -> Vec<Rrsig> {
     set.iter().filter(|r| r.record_type() == RecordType::RRSIG).filter_map(|r| Rrsig::parse(raw(r)?)).collect()
 }
 

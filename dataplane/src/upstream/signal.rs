@@ -450,6 +450,29 @@ impl SignalCache {
         self.strict_changed.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
+    /// Drops the strict signals whose signatures have expired from the table kept outside
+    /// the evicting cache (they no longer decide anything, and must not hold its budget).
+    pub fn purge_expired_strict(&self, now: u64) {
+        let mut guard = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+        let (strict, bytes) = &mut *guard;
+        let before = strict.len();
+        strict.retain(|ns, s| {
+            let keep = s.strict_at(now);
+            if !keep {
+                *bytes -= s.charge(ns);
+            }
+            keep
+        });
+        if strict.len() != before {
+            self.strict_changed.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Marks the strict state as changed again (a save that failed is retried).
+    pub fn mark_strict_changed(&self) {
+        self.strict_changed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The strict signals kept outside the evicting cache (what the state file holds).
     pub fn strict_entries(&self) -> Vec<(Name, Signal)> {
         let guard = self.strict.lock().unwrap_or_else(|p| p.into_inner());

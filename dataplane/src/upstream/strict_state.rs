@@ -21,6 +21,15 @@ pub const STRICT_STATE_FILE: &str = "strict-signals.json";
 /// Strict nameservers loaded at most (the table in memory is bounded by bytes; a file
 /// edited by hand cannot make more of it).
 const MAX_ENTRIES: usize = 100_000;
+/// A larger file is not read (what the bounded tables can produce is far smaller).
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// The file: the strict signals, and each TLSA set they need once.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    signals: Vec<Saved>,
+    tlsa: Vec<SavedTlsa>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -29,7 +38,6 @@ struct Saved {
     dane: Vec<(Transport, String)>,
     until: u64,
     strict_until: u64,
-    tlsa: Vec<SavedTlsa>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,28 +64,29 @@ fn tlsa_key(t: Transport, name: &Name) -> Option<String> {
 
 /// Writes the strict signals in force at `now`, and their TLSA sets, atomically to `path`.
 pub fn save(signals: &SignalCache, tlsa: &TlsaTable, path: &Path, now: u64) -> std::io::Result<usize> {
-    let mut out = Vec::new();
+    let mut out = File::default();
+    let mut keys = std::collections::HashSet::new();
     for (ns, sig) in signals.strict_entries() {
         let Signal::Known { records, dane, until, strict_until, .. } = &sig else { continue };
         if !sig.strict_at(now) {
             continue;
         }
-        let tlsa_sets = dane
-            .iter()
-            .filter_map(|(t, name)| {
-                let key = tlsa_key(*t, name)?;
-                let (records, valid_until) = tlsa.entry(&key)?;
-                let records = records
-                    .iter()
-                    .map(|r| {
-                        let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
-                        format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
-                    })
-                    .collect();
-                Some(SavedTlsa { key, valid_until, records })
-            })
-            .collect();
-        out.push(Saved {
+        for (t, name) in dane {
+            let Some(key) = tlsa_key(*t, name) else { continue };
+            if !keys.insert(key.clone()) {
+                continue; // shared by several nameservers: saved once
+            }
+            let Some((records, valid_until)) = tlsa.entry(&key) else { continue };
+            let records = records
+                .iter()
+                .map(|r| {
+                    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
+                })
+                .collect();
+            out.tlsa.push(SavedTlsa { key, valid_until, records });
+        }
+        out.signals.push(Saved {
             nameserver: ns.to_ascii(),
             records: records
                 .iter()
@@ -92,28 +101,31 @@ pub fn save(signals: &SignalCache, tlsa: &TlsaTable, path: &Path, now: u64) -> s
             dane: dane.iter().map(|(t, n)| (*t, n.to_ascii())).collect(),
             until: *until,
             strict_until: *strict_until,
-            tlsa: tlsa_sets,
         });
     }
-    let text = serde_json::to_string(&out).map_err(std::io::Error::other)?;
-    super::probe::write_atomic(path, text.as_bytes())?;
-    Ok(out.len())
+    let text = serde_json::to_vec(&out).map_err(std::io::Error::other)?;
+    super::probe::write_atomic(path, &text)?;
+    Ok(out.signals.len())
 }
 
 /// Loads a saved file: every strict signal still within its signatures, with its TLSA
 /// sets. A missing file is nothing to load; a damaged one is an error (and loads nothing).
 pub fn load(signals: &SignalCache, tlsa: &TlsaTable, path: &Path, now: u64) -> std::io::Result<usize> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
     let bad =
         |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
-    let saved: Vec<Saved> = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => return Err(bad(format!("{} octets, more than any real state", m.len()))),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    }
+    let text = std::fs::read_to_string(path)?;
+    let file: File = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let tlsa_sets: std::collections::HashMap<&str, &SavedTlsa> =
+        file.tlsa.iter().map(|t| (t.key.as_str(), t)).collect();
     // Everything is checked before anything is applied.
     let mut parsed = Vec::new();
-    for s in saved.into_iter().filter(|s| s.strict_until > now).take(MAX_ENTRIES) {
+    for s in file.signals.iter().filter(|s| s.strict_until > now).take(MAX_ENTRIES) {
         let name = |n: &str| Name::from_ascii(n).map_err(|e| bad(format!("{n}: {e}")));
         let ns = name(&s.nameserver)?;
         let records = s
@@ -133,14 +145,18 @@ pub fn load(signals: &SignalCache, tlsa: &TlsaTable, path: &Path, now: u64) -> s
         if dane.is_empty() {
             return Err(bad(format!("{}: a strict signal without DANE transports", s.nameserver)));
         }
+        // Only the TLSA sets this signal's DANE transports name, under the keys made here
+        // (a key written in the file is never trusted as such).
         let mut sets = Vec::new();
-        for t in &s.tlsa {
-            let records = t
+        for (t, name) in &dane {
+            let Some(key) = tlsa_key(*t, name) else { continue };
+            let Some(set) = tlsa_sets.get(key.as_str()) else { continue };
+            let records = set
                 .records
                 .iter()
-                .map(|r| parse_tlsa_text(r).ok_or_else(|| bad(format!("{}: bad TLSA record {r:?}", t.key))))
+                .map(|r| parse_tlsa_text(r).ok_or_else(|| bad(format!("{key}: bad TLSA record {r:?}"))))
                 .collect::<std::io::Result<Vec<_>>>()?;
-            sets.push((t.key.clone(), records, t.valid_until.min(s.strict_until)));
+            sets.push((key, records, set.valid_until));
         }
         let until = s.until.min(s.strict_until);
         let signal = Signal::Known {

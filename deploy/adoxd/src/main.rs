@@ -415,11 +415,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     );
     // The counters are also logged once a minute, for hosts that do not scrape /metrics.
     let mut last_report = std::time::Instant::now();
+    // The strict state is saved within a second of a change (a restart right after must
+    // find it), at most once a second (a flood of strict signals cannot turn into a
+    // stream of rewrites), with one warning per minute when it cannot be written.
+    let (mut last_strict_save, mut last_strict_warning) = (std::time::Instant::now(), None::<std::time::Instant>);
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
-        // A strict signal learned a moment ago must survive a restart right after it.
-        if let Err(e) = plane.save_strict_state_if_changed() {
-            tracing::warn!(error = %e, "could not save the strict signal state");
+        if last_strict_save.elapsed() >= Duration::from_secs(1) {
+            last_strict_save = std::time::Instant::now();
+            if let Err(e) = plane.save_strict_state_if_changed()
+                && last_strict_warning.is_none_or(|t| t.elapsed() >= STATS_EVERY)
+            {
+                last_strict_warning = Some(std::time::Instant::now());
+                tracing::warn!(error = %e, "could not save the strict signal state");
+            }
         }
         if reload.swap(false, Ordering::SeqCst)
             && let Some(api) = &api

@@ -249,6 +249,24 @@ fn a_secure_tlsa_set_authenticates_until_its_signatures_expire_not_its_ttl() {
     s.zone("example.").records.push(raw(&n("_853._tcp.ns.example."), 60, RecordType::TLSA, tlsa));
     let mut s = s.sign();
     s.resign("_853._tcp.ns.example.", RecordType::TLSA, window(-3600, 7200));
+    // An on-path attacker adds RRSIGs expiring in 10 s beside the genuine ones: the RRsets
+    // still validate (the genuine signatures verify), and the forgeries must not shorten
+    // anything (they once did: the earliest expiry present was taken).
+    let forged: Vec<Record> = s
+        .zone("example.")
+        .records
+        .iter()
+        .filter(|r| matches!(covered(r), Some(RecordType::TLSA | RecordType::SVCB)))
+        .map(|r| {
+            let mut f = r.clone();
+            if let RData::Unknown { rdata, .. } = &mut f.data {
+                rdata.anything[8..12].copy_from_slice(&window(-3600, 10).1.to_be_bytes());
+            }
+            f
+        })
+        .collect();
+    assert_eq!(forged.len(), 2);
+    s.zone("example.").records.extend(forged);
     let (r, net) = s.resolver(&Config::default());
     block_on(r.learn_signal(&ns));
     let signal = r.shared().signals.get(&ns, net.unix_now());
