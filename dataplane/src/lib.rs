@@ -34,6 +34,7 @@ pub mod fuzzing;
 pub(crate) mod names;
 pub mod resolver;
 pub mod respond;
+pub mod state_file;
 pub mod stats;
 mod sys;
 pub mod upstream;

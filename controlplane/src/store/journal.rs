@@ -68,28 +68,7 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> std::io::Error 
     std::io::Error::other(format!("{}: {what}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, directory fsync.
-/// Each write has a temporary file of its own, so concurrent writers never share (and
-/// tear) one: the last rename wins whole.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("json.tmp-{}-{n}", std::process::id()));
-    let written = (|| {
-        use std::os::unix::fs::OpenOptionsExt;
-        // A name nobody else holds, readable by the owner only.
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    File::open(dir)?.sync_all()
-}
+pub(crate) use adox_dataplane::state_file::write_atomic;
 
 fn no_state_dir() -> std::io::Error {
     std::io::Error::other("no writable state directory: policy changes cannot be made durable, so they are refused")

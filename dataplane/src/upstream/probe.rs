@@ -14,9 +14,8 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -272,7 +271,7 @@ impl ProbeTable {
         // A probe under way is not a result: it is saved as the state before it.
         records.retain(|r| r.status != ProbeStatus::Probing);
         let text = serde_json::to_string(&records).map_err(std::io::Error::other)?;
-        write_atomic(path, text.as_bytes())
+        crate::state_file::write_atomic(path, text.as_bytes())
     }
 
     /// Loads a saved table; a missing file is an empty table, a damaged one an error.
@@ -293,63 +292,9 @@ impl ProbeTable {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over `path`, and
-/// the directory synced, so a crash leaves either the old file or the new one.
-///
-/// The temporary file gets a fresh random name and is created only if nothing is there
-/// (`create_new`: never through a symlink or over a file someone placed); it is removed
-/// when anything fails.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp.{}.{:016x}", std::process::id(), rand::random::<u64>()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A symlink planted at the old fixed temporary name leads nowhere: the write goes to
-    /// a fresh file, and the target of the link is untouched; no temporary file is left.
-    #[test]
-    fn an_atomic_write_never_follows_a_planted_link() {
-        let dir = std::env::temp_dir().join(format!("adox-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let victim = dir.join("victim");
-        std::fs::write(&victim, b"keep").unwrap();
-        let path = dir.join("state.json");
-        std::os::unix::fs::symlink(&victim, dir.join("state.json.tmp")).unwrap();
-        write_atomic(&path, b"new").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("state.json.tmp."))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     fn table() -> ProbeTable {
         ProbeTable::new(

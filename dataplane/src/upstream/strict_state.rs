@@ -104,7 +104,7 @@ pub fn save(signals: &SignalCache, tlsa: &TlsaTable, path: &Path, now: u64) -> s
         });
     }
     let text = serde_json::to_vec(&out).map_err(std::io::Error::other)?;
-    super::probe::write_atomic(path, &text)?;
+    crate::state_file::write_atomic(path, &text)?;
     Ok(out.signals.len())
 }
 
