@@ -21,6 +21,7 @@
 #
 #   benches/upstream.sh                     # RATE=4000 DURATION=10 ZONE=dot.lab
 #   RUNS="do53-bind doh" benches/upstream.sh  # some of the runs (do53-bind is doh's baseline)
+#   LOG_LEVEL="info,adox_dataplane::resolver::exchange=debug" ...  # log each strict failure
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -95,7 +96,7 @@ zone = "$zone"
 $policy
 EOF
     taskset -c 0 target/release/adoxd --config "$WORK/$run.toml" --root-hints "$LAB/root.hints" \
-        --allow-upstream 127.0.0.0/8 --listen 127.0.0.1:5350 --workers 1 --log-level info \
+        --allow-upstream 127.0.0.0/8 --listen 127.0.0.1:5350 --workers 1 --log-level "${LOG_LEVEL:-info}" \
         --state-dir "$WORK/state-$run" 2>"$WORK/$run.log" &
     pid=$!
     sleep 0.5

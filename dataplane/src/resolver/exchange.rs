@@ -139,6 +139,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if plan.mode == Mode::Strict {
             self.stats.strict_failures.bump();
             let (transport, reason) = failure.unwrap_or((Transport::Dot, "no-supported-transport".into()));
+            tracing::debug!(nameserver = %ns_name, %addr, ?transport, %reason, "strict exchange failed");
             let strict = StrictFailure { nameserver: ns_name.clone(), addr, transport, reason };
             return Err(ExchangeError::Server(UpstreamError::Strict(Box::new(strict))));
         }
