@@ -31,7 +31,7 @@ use rustls::{ClientConnection, HandshakeKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::dot::{io_failure, tcp_connect, tls_client};
-use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, wait_slot};
+use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled};
 use crate::stats::WorkerStats;
 use crate::upstream::doh::{self, DohMethod};
 use crate::upstream::dot::{TlsError, pad_query};
@@ -669,16 +669,14 @@ impl DohDriver {
         conn.queued.borrow_mut().push_back(Queued { id, request, body });
         self.stats.upstream_doh.bump();
         conn.wake_driver();
-        let sent = self.reactor.now();
-        // As for DoT: only a query on an established connection, given the full timeout,
-        // can show that the connection is stuck.
         let fair_test = *conn.state.borrow() == State::Open && timeout >= self.settings.handshake_timeout;
-        let answer = wait_slot(&self.reactor, sent + timeout, &conn.slots, &id).await;
-        if fair_test && answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
-            conn.fail(TransportFailure::Stalled);
-            conn.wake_driver();
-        }
-        answer
+        let sent = (self.reactor.now(), timeout);
+        conn.wiring
+            .wait_answer(&self.reactor, &conn.slots, &id, sent, fair_test, || {
+                conn.fail(TransportFailure::Stalled);
+                conn.wake_driver();
+            })
+            .await
     }
 
     /// Closes connections idle longer than the idle timeout.

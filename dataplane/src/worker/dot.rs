@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use mio::Interest;
 use rustls::pki_types::ServerName;
 
-use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled, wait_slot};
+use super::reactor::{ConnectionLimits, DrivenConnection, Executor, Reactor, Wiring, spawn_pooled};
 use crate::stats::WorkerStats;
 use crate::upstream::dot::{DotSession, TlsError, pad_query};
 use crate::upstream::error::{Busy, TransportFailure};
@@ -329,20 +329,14 @@ impl DotDriver {
         conn.session.borrow_mut().send(&msg)?;
         self.stats.upstream_dot.bump();
         conn.wake_driver();
-        let sent = self.reactor.now();
-        // Only a query sent on an established connection and given the full timeout can
-        // show that the connection is stuck (not one cut short by its client's budget, nor
-        // one that waited for the handshake: the handshake deadline covers that).
         let fair_test = *conn.state.borrow() == State::Open && timeout >= self.settings.handshake_timeout;
-        let answer = wait_slot(&self.reactor, sent + timeout, &conn.slots, &id).await;
-        if fair_test && answer == Err(UpstreamError::Timeout) && conn.wiring.last_answer.get() < sent {
-            // Nothing came back on this connection since the query went out: it is stuck
-            // (a server that stopped reading, a middlebox that dropped the flow). Drop it;
-            // the next query opens a fresh one.
-            conn.fail(TransportFailure::Stalled);
-            conn.wake_driver();
-        }
-        answer
+        let sent = (self.reactor.now(), timeout);
+        conn.wiring
+            .wait_answer(&self.reactor, &conn.slots, &id, sent, fair_test, || {
+                conn.fail(TransportFailure::Stalled);
+                conn.wake_driver();
+            })
+            .await
     }
 
     /// Whether no connection is pooled (tests).

@@ -337,6 +337,29 @@ impl<S> Wiring<S> {
         }
     }
 
+    /// Waits for the answer in slot `key` of a query sent at `sent`, until `sent + timeout`.
+    /// Only a query sent on an established connection and given the full timeout
+    /// (`fair_test`) can show that the connection is stuck (not one cut short by its
+    /// client's budget, nor one that waited for the handshake: the handshake deadline
+    /// covers that): when it times out with nothing delivered on the connection since it
+    /// went out (a server that stopped reading, a middlebox that dropped the flow),
+    /// `stalled` drops the connection, and the next query opens a fresh one.
+    pub(crate) async fn wait_answer<K: std::hash::Hash + Eq>(
+        &self,
+        reactor: &Reactor,
+        slots: &Slots<K>,
+        key: &K,
+        (sent, timeout): (Instant, Duration),
+        fair_test: bool,
+        stalled: impl FnOnce(),
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let answer = wait_slot(reactor, sent + timeout, slots, key).await;
+        if fair_test && answer == Err(UpstreamError::Timeout) && self.last_answer.get() < sent {
+            stalled();
+        }
+        answer
+    }
+
     /// Wakes the driver task (something to send, or the connection to close).
     pub(crate) fn wake_driver(&self) {
         if let Some(w) = self.driver.borrow().as_ref() {
