@@ -74,6 +74,12 @@ pub struct StatsSnapshot {
     pub signals_refused: u64,
     /// Signal lookups that depended on the nameserver they decide for (R5).
     pub signal_cycles: u64,
+    /// First queries to a nameserver that waited for its signal and had it in time
+    /// (`transport.signal_wait`).
+    pub signal_waits: u64,
+    /// Such waits that ran out (`transport.signal_wait_ms`): the query went out under
+    /// what was known.
+    pub signal_wait_timeouts: u64,
     /// Resolutions whose answer validated to a trust anchor (AD).
     pub dnssec_secure: u64,
     /// Resolutions whose answer is provably unsigned, unanchored or not validated.

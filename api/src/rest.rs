@@ -334,6 +334,15 @@ pub enum ExplainStep {
         /// What was tried, in order.
         attempts: Vec<Attempt>,
     },
+    /// A wait for a nameserver's `_dns` signal before the first query to it
+    /// (`transport.signal_wait`).
+    SignalWait {
+        /// The nameserver.
+        nameserver: String,
+        /// `learnt`, `timeout` or `cycle` (not waited: the signal's lookup waits, through
+        /// other signal lookups, for the one this resolution serves).
+        outcome: String,
+    },
 }
 
 /// `GET /v1/explain`.

@@ -172,7 +172,13 @@ pub fn render(s: &Stats) -> String {
         "counter",
         "_dns SVCB signal lookups, by what they found.",
         "event",
-        &[("learned", t.signals_learned), ("refused_records", t.signals_refused), ("cycle", t.signal_cycles)],
+        &[
+            ("learned", t.signals_learned),
+            ("refused_records", t.signals_refused),
+            ("cycle", t.signal_cycles),
+            ("waited", t.signal_waits),
+            ("wait_timeout", t.signal_wait_timeouts),
+        ],
     );
     labelled(
         o,

@@ -205,6 +205,9 @@ pub(crate) fn explain_body(e: Explained) -> Explain {
                     .map(|a| Attempt { transport: a.transport, outcome: a.outcome })
                     .collect(),
             },
+            TraceStep::SignalWait { nameserver, outcome } => {
+                ExplainStep::SignalWait { nameserver: nameserver.to_ascii(), outcome: outcome.to_string() }
+            }
         })
         .collect();
     Explain {

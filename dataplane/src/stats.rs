@@ -98,6 +98,8 @@ worker_stats!(
     signals_learned,
     signals_refused,
     signal_cycles,
+    signal_waits,
+    signal_wait_timeouts,
     dnssec_secure,
     dnssec_insecure,
     dnssec_bogus,

@@ -344,6 +344,9 @@ fn print_explain(e: &Explain) {
                     tried.join(" ")
                 );
             }
+            ExplainStep::SignalWait { nameserver, outcome } => {
+                out!("    wait for the _dns signal of {nameserver}: {outcome}");
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ pub use self::limits::LimitsConfig;
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
 pub use self::server::ServerConfig;
-pub use self::transport::TransportConfig;
+pub use self::transport::{SignalWait, TransportConfig};
 use crate::acl::parse_prefix;
 
 /// A numeric knob: its TOML path, default and inclusive range.
@@ -126,6 +126,9 @@ pub mod bounds {
     pub const MAX_RESOLUTIONS: Bound = b("resolver.max_resolutions", 10_000, 1, 1_000_000);
     /// One DoT query, connection and TLS handshake included (RFC 9539 E-timeout: 4 s).
     pub const DOT_TIMEOUT_MS: Bound = b("transport.dot_timeout_ms", 4_000, 100, 60_000);
+    /// The longest a query waits for a nameserver's `_dns` signal before its first query
+    /// to it (`transport.signal_wait`).
+    pub const SIGNAL_WAIT_MS: Bound = b("transport.signal_wait_ms", 1_000, 10, 10_000);
     /// A DoT connection with no query for this long is closed.
     pub const DOT_IDLE_TIMEOUT_MS: Bound = b("transport.dot_idle_timeout_ms", 30_000, 100, 3_600_000);
     /// Queries in flight on one DoT or DoQ connection (for DoQ also the receive window,
@@ -313,7 +316,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 45] = [
+        let checks: [(Bound, u64); 46] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -344,6 +347,7 @@ impl Config {
             (bounds::MAX_OUTSTANDING_PER_ZONE, u64::from(r.max_outstanding_per_zone)),
             (bounds::MAX_RESOLUTIONS, u64::from(r.max_resolutions)),
             (bounds::DOT_TIMEOUT_MS, t.dot_timeout_ms),
+            (bounds::SIGNAL_WAIT_MS, t.signal_wait_ms),
             (bounds::DOT_IDLE_TIMEOUT_MS, t.dot_idle_timeout_ms),
             (bounds::DOT_MAX_OUTSTANDING, t.dot_max_outstanding as u64),
             (bounds::UPSTREAM_MAX_CONNECTIONS, t.max_connections as u64),

@@ -35,6 +35,11 @@ pub struct TransportConfig {
     pub max_concurrent_probes: u32,
     /// Look up nameservers' `_dns` SVCB records (RFC 9461) and follow them. Default true.
     pub signals: bool,
+    /// Whether a query to a nameserver whose signal is not known yet waits for it (at
+    /// most [`bounds::SIGNAL_WAIT_MS`]) instead of going out beside its lookup.
+    pub signal_wait: SignalWait,
+    /// See [`bounds::SIGNAL_WAIT_MS`].
+    pub signal_wait_ms: u64,
     /// How DoH queries are sent: `"post"` (the message as the body, the default) or
     /// `"get"` (base64url in the URI template's `dns` variable, RFC 8484 section 4.1).
     pub doh_method: crate::upstream::doh::DohMethod,
@@ -43,6 +48,20 @@ pub struct TransportConfig {
     pub outgoing_v4: Option<String>,
     /// Source address of queries to IPv6 authorities; absent: the kernel's choice.
     pub outgoing_v6: Option<String>,
+}
+
+/// Which nameservers a first query waits for the `_dns` signal of (`transport.signal_wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalWait {
+    /// None: the first queries go out beside the lookup, as the probe table says.
+    None,
+    /// Nameservers whose names lie in a zone not proven unsigned: only a secure signal
+    /// can make a server strict, so only there can a first query leak what the owner
+    /// wants encrypted.
+    Signed,
+    /// Every nameserver.
+    All,
 }
 
 impl Default for TransportConfig {
@@ -59,6 +78,8 @@ impl Default for TransportConfig {
             probe_damping_s: d(bounds::PROBE_DAMPING_S),
             max_concurrent_probes: d(bounds::MAX_CONCURRENT_PROBES),
             signals: true,
+            signal_wait: SignalWait::Signed,
+            signal_wait_ms: d(bounds::SIGNAL_WAIT_MS),
             doh_method: crate::upstream::doh::DohMethod::Post,
             outgoing_v4: None,
             outgoing_v6: None,

@@ -32,7 +32,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         stype: RecordType,
         budget: &Budget,
     ) -> Result<Message, ExchangeError> {
-        let plan = self.plan(zone, target.1, target.0);
+        let plan = self.plan_after_signal(zone, target, budget).await;
         let mut attempts = budget.tracing().then(Vec::new);
         let result = self.exchange_planned(zone, target, &plan, sname, stype, budget, &mut attempts).await;
         if let Some(attempts) = attempts {
@@ -103,14 +103,24 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // rejects an unknown name says nothing about its DoT.
         let authenticated = plan.auth != Auth::None;
         let trusted = !authenticated || matches!(plan.source, PlanSource::Override(_));
+        // Encrypted first for a signal lookup through its own server is an RFC 9539 probe
+        // made before the query instead of beside it: counted as one, and its Do53
+        // fallback is no downgrade.
+        let probing = plan.source == PlanSource::SignalCycle;
         for t in to_try {
             let standard = plan.standard_port(t);
+            if probing {
+                self.stats.probes_started.bump();
+            }
             let result = self.exchange_encrypted(zone, target, t, plan, sname, stype, budget).await;
             record(t, &result);
             match result {
                 Ok(msg) => {
                     if standard {
                         self.shared.probes.success(addr, t, self.upstream.unix_now());
+                    }
+                    if probing {
+                        self.stats.probe_successes.bump();
                     }
                     return Ok(msg);
                 }
@@ -130,6 +140,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
+                    if probing {
+                        self.stats.probe_failures.bump();
+                    }
                     if failure.is_none() {
                         failure = Some((t, e.reason()));
                     }
@@ -143,7 +156,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             let strict = StrictFailure { nameserver: ns_name.clone(), addr, transport, reason };
             return Err(ExchangeError::Server(UpstreamError::Strict(Box::new(strict))));
         }
-        self.stats.downgrades.bump();
+        if !probing {
+            self.stats.downgrades.bump();
+        }
         let r = self.exchange_do53(zone, addr, sname, stype, budget).await;
         record(Transport::Do53, &r);
         r
@@ -284,6 +299,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// the plan could use but nobody has looked up yet is queued for the worker, which
     /// looks it up as its own task: this query does not wait for it.
     pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
+        self.plan_and_wish(zone, ns_name, addr).0
+    }
+
+    /// [`Self::plan`], and whether the plan could depend on a signal that is not known
+    /// yet (none, or its lookup under way; an operator override that needs no signal
+    /// decides alone).
+    pub(super) fn plan_and_wish(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> (TransportPlan, bool) {
         let now = self.upstream.unix_now();
         let settings = &self.shared.settings;
         let policies = self.shared.policies.load();
@@ -304,11 +326,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             switches,
         };
         let planned = plan::plan(inputs);
+        let unknown = settings.signals
+            && expired_strict.is_none()
+            && match &live {
+                None => planned.want_signal,
+                // Under way: would the plan want it if it were not?
+                Some(crate::upstream::signal::Signal::Pending(_)) => {
+                    plan::plan(PlanInputs { signal: None, ..inputs }).want_signal
+                }
+                Some(_) => false,
+            };
         let want = planned.want_signal || expired_strict.is_some();
         if want && self.shared.signals.begin(ns_name, now) {
             self.wanted_signals.borrow_mut().push(ns_name.clone());
         }
-        planned.plan
+        (planned.plan, unknown)
     }
 }
 

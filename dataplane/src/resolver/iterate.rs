@@ -137,6 +137,20 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         (result, budget.trace.map(|t| t.into_inner()).unwrap_or_default())
     }
 
+    /// Resolves `qname`/`qtype` as part of the lookup of `ns`'s signal; also says whether
+    /// a wait for another signal was skipped as a cycle on the way.
+    pub(crate) async fn resolve_for_signal(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        ns: &Name,
+    ) -> (Result<Answer, ResolveError>, bool) {
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
+        budget.signal_for = Some(ns.clone());
+        let result = self.resolve_in(qname, qtype, &budget).await;
+        (result, budget.signal_cycle.get())
+    }
+
     async fn resolve_in(&self, qname: &Name, qtype: RecordType, budget: &Budget) -> Result<Answer, ResolveError> {
         let qname = canonical(qname);
         if let Some(a) = self.shared.local.answer(&qname, qtype) {

@@ -79,6 +79,10 @@ pub trait Upstream: Environment {
 
     /// Runs `task` beside the current work (a probe): it must not delay the caller.
     fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>);
+
+    /// Completes once `d` has passed on this clock (a query waiting for state that other
+    /// tasks fill in, such as a nameserver's signal).
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()>;
 }
 
 /// Resolver knobs, taken from the configuration once.
@@ -118,6 +122,10 @@ pub struct Settings {
     pub max_concurrent_probes: u32,
     /// Look up and use nameservers' `_dns` SVCB signals (RFC 9461).
     pub signals: bool,
+    /// Which nameservers a first query waits for the signal of.
+    pub signal_wait: crate::config::SignalWait,
+    /// The longest such a wait lasts.
+    pub signal_wait_for: Duration,
 }
 
 impl Settings {
@@ -142,6 +150,8 @@ impl Settings {
             probing: cfg.transport.probing,
             max_concurrent_probes: cfg.transport.max_concurrent_probes,
             signals: cfg.transport.signals,
+            signal_wait: cfg.transport.signal_wait,
+            signal_wait_for: Duration::from_millis(cfg.transport.signal_wait_ms),
         }
     }
 }
@@ -213,6 +223,11 @@ pub(crate) struct Budget {
     /// Answer from the cache (and local zones) only: a name not cached ends the
     /// resolution with `ResolveError::NotInCache` instead of going out.
     cache_only: bool,
+    /// For the lookup of a nameserver's signal (its SVCB and TLSA RRsets): that
+    /// nameserver, so that a wait for another signal can be checked for a cycle.
+    signal_for: Option<Name>,
+    /// A wait for a signal was skipped because it would have closed a cycle.
+    signal_cycle: Cell<bool>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -232,6 +247,8 @@ impl Budget {
             cache_only: false,
             keys_in_progress: RefCell::new(Vec::new()),
             cut_walks: RefCell::new(Vec::new()),
+            signal_for: None,
+            signal_cycle: Cell::new(false),
         }
     }
 

@@ -46,6 +46,15 @@ pub enum TraceStep {
         /// What was tried, in order.
         attempts: Vec<TraceAttempt>,
     },
+    /// A wait for a nameserver's `_dns` signal before the first query to it
+    /// (`transport.signal_wait`).
+    SignalWait {
+        /// The nameserver.
+        nameserver: Name,
+        /// `learnt` (in time), `timeout` (the query went out under what was known) or
+        /// `cycle` (not waited: the signal's lookup waits, through others, for this one).
+        outcome: &'static str,
+    },
 }
 
 /// One try over one transport.

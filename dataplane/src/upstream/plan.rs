@@ -45,11 +45,15 @@ pub enum PlanSource {
     SecureSignal,
     /// Nothing matched: the configured default.
     Default,
+    /// A signal lookup that needs the very nameserver it decides for (directly or through
+    /// a cycle of signal lookups), which nothing is known of yet: encrypted first,
+    /// unauthenticated, rather than cleartext (see [`encrypted_first`]).
+    SignalCycle,
 }
 
 impl PlanSource {
     /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
-    /// `probe:skip`, `default`.
+    /// `probe:skip`, `default`, `signal-cycle`.
     pub fn label(&self) -> String {
         match self {
             Self::Override(id) => format!("override:{id}"),
@@ -58,6 +62,7 @@ impl PlanSource {
             Self::Probe(ProbeDecision::Skip) => "probe:skip".into(),
             Self::InsecureSignal => "signal:insecure".into(),
             Self::SecureSignal => "signal:secure".into(),
+            Self::SignalCycle => "signal-cycle".into(),
             Self::Default => "default".into(),
         }
     }
@@ -137,8 +142,9 @@ pub struct PlanInputs<'a> {
 }
 
 /// A plan, and whether the nameserver's signal should be looked up (it is unknown and a
-/// decision could use it). The query that planned never waits for that lookup: signals
-/// apply from the next query (RFC 9461).
+/// decision could use it). Whether the query that planned waits for that lookup is the
+/// resolver's choice (`transport.signal_wait`); otherwise the signal applies from the next
+/// query (RFC 9461).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     /// The plan.
@@ -269,6 +275,25 @@ fn probe_plan(decisions: [ProbeDecision; 2], probing: bool) -> TransportPlan {
         return TransportPlan::cleartext(PlanSource::Probe(ProbeDecision::Probe));
     }
     TransportPlan::cleartext(PlanSource::Probe(ProbeDecision::Skip))
+}
+
+/// For a signal lookup that must ask the nameserver it decides for before anything is
+/// known of it (the usual case: a nameserver's own zone holds its `_dns` record): in
+/// place of a cleartext plan made while the server is unknown to the probe table, DoT
+/// first, unauthenticated, then Do53. A strict server that speaks DoT then never sees
+/// even that first query in cleartext; one that does not costs a refused connection (or
+/// one E-timeout, then its damping window) of a lookup nobody waits for past
+/// `signal_wait_ms`. Any other plan stays as it is.
+pub fn encrypted_first(plan: TransportPlan, dot: ProbeDecision) -> TransportPlan {
+    if plan.source != PlanSource::Probe(ProbeDecision::Probe) || dot != ProbeDecision::Probe {
+        return plan;
+    }
+    TransportPlan {
+        mode: Mode::Opportunistic,
+        transports: vec![Transport::Dot, Transport::Do53],
+        source: PlanSource::SignalCycle,
+        ..plan
+    }
 }
 
 #[cfg(test)]
@@ -451,5 +476,26 @@ mod tests {
         let off = Switches { signals: false, probing: false };
         let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: off }).plan;
         assert_eq!((p.mode, p.source), (Mode::Cleartext, PlanSource::Default));
+    }
+
+    /// A signal lookup through the server it decides for goes encrypted first only where
+    /// nothing is known: a known probe result, an operator's or a signal's plan, and
+    /// probing switched off all stay as they are.
+    #[test]
+    fn encrypted_first_only_replaces_an_unknown_cleartext_plan() {
+        let unknown = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON }).plan;
+        let first = encrypted_first(unknown.clone(), ProbeDecision::Probe);
+        assert_eq!(
+            (first.mode, first.transports.as_slice()),
+            (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..])
+        );
+        assert_eq!((first.auth, first.source.label().as_str()), (Auth::None, "signal-cycle"));
+        assert_eq!(encrypted_first(unknown, ProbeDecision::Skip).mode, Mode::Cleartext, "DoT failed lately");
+        let off = Switches { signals: true, probing: false };
+        let default = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: off }).plan;
+        assert_eq!(encrypted_first(default.clone(), ProbeDecision::Probe), default, "probing is off");
+        let p = policy(Mode::Cleartext, Auth::None);
+        let op = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        assert_eq!(encrypted_first(op.clone(), ProbeDecision::Probe), op, "the operator's cleartext");
     }
 }

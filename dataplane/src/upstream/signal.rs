@@ -420,7 +420,36 @@ pub struct SignalCache {
     strict: std::sync::Mutex<(std::collections::HashMap<Name, Signal>, usize)>,
     /// A strict signal was stored or dropped since the state was last saved.
     strict_changed: std::sync::atomic::AtomicBool,
+    /// Which signal lookup waits for which nameserver's signal (see [`Self::start_wait`]).
+    waits: std::sync::Mutex<std::collections::HashMap<Name, Name>>,
 }
+
+/// A wait for a signal that would close a cycle of signal lookups (R5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalCycle;
+
+/// A registered wait of one signal lookup; the edge goes when it is dropped (also when
+/// the waiting resolution is cancelled).
+#[derive(Debug)]
+pub struct WaitGuard<'a> {
+    cache: &'a SignalCache,
+    waiter: Option<Name>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = &self.waiter {
+            self.cache.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(w);
+        }
+    }
+}
+
+/// Waits of signal lookups recorded at most: each is one lookup under way (bounded by the
+/// workers' resolution caps); this bounds the map whatever happens. Past it a wait is not
+/// recorded, and a cycle through it ends by the wait's timeout.
+const MAX_WAIT_EDGES: usize = 65_536;
+/// Links followed at most when looking for a cycle; a longer chain is treated as one.
+const MAX_WAIT_CHAIN: usize = 64;
 
 /// Bytes of strict signals kept outside the cache at most. A strict signal in force is
 /// never dropped for room: past the budget, new strict signals live in the evicting cache
@@ -441,7 +470,37 @@ impl SignalCache {
                 .collect(),
             strict: Default::default(),
             strict_changed: std::sync::atomic::AtomicBool::new(false),
+            waits: Default::default(),
         }
+    }
+
+    /// Registers that a resolution is about to wait for the signal of `on`: the lookup of
+    /// `waiter`'s signal, or a client query (`None`), which nothing waits for. A lookup
+    /// that would wait for itself, directly or through the lookups `on` waits for (any
+    /// number of zones: A's signal served by B whose signal is served by A), would wait
+    /// until its timeout: that is a [`SignalCycle`], and it must go on without waiting.
+    /// The check and the record are one step under one lock, so of two lookups closing a
+    /// cycle at once one sees it, across workers.
+    pub fn start_wait(&self, waiter: Option<&Name>, on: &Name) -> Result<WaitGuard<'_>, SignalCycle> {
+        let Some(waiter) = waiter else { return Ok(WaitGuard { cache: self, waiter: None }) };
+        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = on;
+        for _ in 0..MAX_WAIT_CHAIN {
+            if cur == waiter {
+                return Err(SignalCycle);
+            }
+            match waits.get(cur) {
+                Some(next) => cur = next,
+                None => {
+                    if waits.len() >= MAX_WAIT_EDGES {
+                        return Ok(WaitGuard { cache: self, waiter: None });
+                    }
+                    waits.insert(waiter.clone(), on.clone());
+                    return Ok(WaitGuard { cache: self, waiter: Some(waiter.clone()) });
+                }
+            }
+        }
+        Err(SignalCycle)
     }
 
     /// Whether a strict signal was stored or dropped since the last call (the state file
@@ -676,5 +735,34 @@ mod cache_tests {
         let (ok, _) = parse_svcb_set(std::iter::repeat_n(&rdata[..], 5_000));
         assert_eq!(ok.len(), MAX_SVCB_RECORDS);
         assert!(ok.capacity() <= MAX_SVCB_RECORDS, "no spare capacity held: {}", ok.capacity());
+    }
+
+    /// Waits between signal lookups: a wait that would close a cycle of any length is
+    /// refused, the others are recorded while their guard lives.
+    #[test]
+    fn a_wait_that_closes_a_cycle_of_signal_lookups_is_refused() {
+        let c = SignalCache::new(16);
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let (a, b, z) = (n("ns1.a.lab."), n("ns1.b.lab."), n("ns1.z.lab."));
+        assert_eq!(c.start_wait(Some(&a), &a).unwrap_err(), SignalCycle, "a lookup needing itself");
+        // Two zones: A waits for B; B would wait for A.
+        let ab = c.start_wait(Some(&a), &b).unwrap();
+        assert_eq!(c.start_wait(Some(&b), &a).unwrap_err(), SignalCycle);
+        // Three: A -> B -> Z, Z would wait for A.
+        let bz = c.start_wait(Some(&b), &z).unwrap();
+        assert_eq!(c.start_wait(Some(&z), &a).unwrap_err(), SignalCycle);
+        // A client query waits for anyone, and is never part of a cycle.
+        let client = c.start_wait(None, &a).unwrap();
+        drop(client);
+        // Once B's wait is over, Z may wait for A (A waits for B, which waits for nothing).
+        drop(bz);
+        let za = c.start_wait(Some(&z), &a).unwrap();
+        drop((ab, za));
+        assert!(c.waits.lock().unwrap().is_empty(), "every edge goes with its guard");
+        // A chain longer than the walk is treated as a cycle (never an endless walk).
+        let names: Vec<Name> = (0..=MAX_WAIT_CHAIN).map(|i| n(&format!("ns{i}.lab."))).collect();
+        let guards: Vec<_> = names.windows(2).map(|w| c.start_wait(Some(&w[0]), &w[1]).unwrap()).collect();
+        assert_eq!(c.start_wait(Some(&n("other.lab.")), &names[0]).unwrap_err(), SignalCycle);
+        drop(guards);
     }
 }

@@ -156,6 +156,10 @@ impl Upstream for WorkerUpstream {
     fn spawn(&self, task: Pin<Box<dyn Future<Output = ()>>>) {
         self.executor.spawn(task);
     }
+
+    async fn sleep(&self, d: Duration) {
+        until(&self.reactor, self.reactor.now() + d, std::future::pending::<()>()).await;
+    }
 }
 
 impl Environment for WorkerUpstream {

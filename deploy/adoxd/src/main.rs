@@ -223,6 +223,8 @@ fn log_stats(plane: &DataPlane) {
         signals_learned = s.signals_learned,
         signals_refused = s.signals_refused,
         signal_cycles = s.signal_cycles,
+        signal_waits = s.signal_waits,
+        signal_wait_timeouts = s.signal_wait_timeouts,
         dnssec_secure = s.dnssec_secure,
         dnssec_insecure = s.dnssec_insecure,
         dnssec_bogus = s.dnssec_bogus,

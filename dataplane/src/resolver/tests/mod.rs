@@ -62,6 +62,8 @@ struct FakeNet {
     dot_port: Cell<u16>,
     /// DoT queries seen: (server, name).
     dot_log: RefCell<Vec<(IpAddr, Name)>>,
+    /// Run whenever a resolution sleeps (see `run_signal_lookups_while_sleeping`).
+    on_sleep: RefCell<Option<std::rc::Rc<dyn Fn()>>>,
 }
 
 impl FakeNet {
@@ -190,6 +192,14 @@ impl Upstream for Fake {
         // The fake network answers at once: a spawned probe completes in one poll.
         block_on(task);
     }
+
+    async fn sleep(&self, d: Duration) {
+        self.now.set(self.now.get() + d);
+        let hook = self.on_sleep.borrow().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
 }
 
 impl Environment for Fake {
@@ -298,9 +308,24 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         dot_capable: [ip("10.0.1.1")].into_iter().collect(),
         dot_port: Cell::new(853),
         dot_log: RefCell::new(Vec::new()),
+        on_sleep: RefCell::new(None),
     }));
     let hints = RootHints::parse(". NS a.root.\na.root. A 10.0.0.1\n").unwrap();
     (Resolver::new(shared_state(cfg, hints), net.clone(), Arc::new(WorkerStats::default())), net)
+}
+
+/// Makes the fake net do what a worker's loop does while a query waits: look up the
+/// signals the resolver asked for (each in full, nested as deep as the lookups wait).
+fn run_signal_lookups_while_sleeping(r: Resolver<Fake>, net: &Fake) -> std::rc::Rc<Resolver<Fake>> {
+    let r = std::rc::Rc::new(r);
+    let weak = std::rc::Rc::downgrade(&r);
+    net.on_sleep.replace(Some(std::rc::Rc::new(move || {
+        let Some(r) = weak.upgrade() else { return };
+        for ns in r.take_wanted_signals() {
+            block_on(r.learn_signal(&ns));
+        }
+    })));
+    r
 }
 
 /// The state the workers share, for a test resolver with these root hints.
@@ -328,7 +353,16 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
                 damping: Duration::from_secs(cfg.transport.probe_damping_s),
             },
         )),
-        settings: Settings::from_config(cfg),
+        settings: {
+            let mut settings = Settings::from_config(cfg);
+            // The fake nets have no worker loop to start the wanted signal lookups: a wait
+            // for one could only run out. The default is off here; tests of the wait ask
+            // for `all`.
+            if settings.signal_wait == crate::config::SignalWait::Signed {
+                settings.signal_wait = crate::config::SignalWait::None;
+            }
+            settings
+        },
     })
 }
 

@@ -761,6 +761,10 @@ impl Upstream for Script {
     fn spawn(&self, task: std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         block_on(task);
     }
+
+    async fn sleep(&self, d: Duration) {
+        self.0.now.set(self.0.now.get() + d);
+    }
 }
 
 /// A client query as bytes: RD, EDNS (1232) with DO as asked, CD as asked.

@@ -321,3 +321,102 @@ fn a_failure_under_a_signalled_dane_plan_is_not_held_against_the_address() {
     let decision = r.shared().probes.decide(ip("10.0.0.1"), Transport::Dot, net.unix_now());
     assert_ne!(decision, ProbeDecision::Skip, "the address is not damped by a signal's plan");
 }
+
+/// `transport.signal_wait`: the first query to a nameserver waits for its signal (the fake
+/// net runs the wanted lookups while a query sleeps, as a worker's loop does) and goes
+/// out over the transport the signal names, never in cleartext first. The signal's own
+/// lookup needs that nameserver (its zone holds the signal): it does not wait for itself.
+#[test]
+fn signal_wait_the_first_query_already_follows_the_signal() {
+    let mut zones = base_zones();
+    zones[1].records.push(svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot"));
+    let mut cfg = Config::default();
+    cfg.transport.signal_wait = crate::config::SignalWait::All;
+    let (r, net) = probing_resolver(zones, &cfg);
+    let r = run_signal_lookups_while_sleeping(r, &net);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let do53 = asked(&net, "10.0.1.1");
+    assert!(!do53.iter().any(|q| q.starts_with("www.example.")), "cleartext before the signal: {do53:?}");
+    assert!(net.dot_log.borrow().iter().any(|(s, q)| *s == ip("10.0.1.1") && *q == n("www.example.")));
+    assert!(r.stats.signal_waits.get() >= 1);
+    assert_eq!(r.stats.signal_wait_timeouts.get(), 0);
+    assert!(r.stats.signal_cycles.get() >= 1, "the signal's lookup needed its own server");
+    // ... and asked it over DoT first, unauthenticated, nothing being known of it yet.
+    assert!(net.dot_log.borrow().iter().any(|(s, q)| *s == ip("10.0.1.1") && *q == n("_dns.ns.example.")));
+    assert!(!do53.iter().any(|q| q.starts_with("_dns.ns.example.")), "{do53:?}");
+}
+
+/// Without the wait (the default on the fake net, `none` in a config), the same first
+/// query goes out beside the lookup, and a wait that nobody answers ends at its bound.
+#[test]
+fn signal_wait_is_bounded_and_can_be_off() {
+    let mut cfg = Config::default();
+    cfg.transport.signal_wait = crate::config::SignalWait::None;
+    let (r, net) = resolver(base_zones(), &cfg);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert_eq!(r.stats.signal_waits.get() + r.stats.signal_wait_timeouts.get(), 0);
+    // All, and nobody runs the lookups: each wait runs out after signal_wait_ms.
+    cfg.transport.signal_wait = crate::config::SignalWait::All;
+    cfg.transport.signal_wait_ms = 250;
+    let (r, net2) = resolver(base_zones(), &cfg);
+    let start = net2.now();
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let timeouts = r.stats.signal_wait_timeouts.get();
+    assert!(timeouts >= 1);
+    let waited = net2.now().duration_since(start);
+    assert!(waited >= Duration::from_millis(250) * timeouts as u32, "{waited:?} for {timeouts}");
+    assert!(waited < Duration::from_millis(250) * timeouts as u32 + Duration::from_millis(100), "{waited:?}");
+    assert_eq!(asked(&net, "10.0.1.1"), asked(&net2, "10.0.1.1"), "the same queries, later");
+}
+
+/// Signal lookups that wait for each other through two zones (a.cyc.'s signal is served
+/// by ns.b.cyc., whose own signal is served by ns.a.cyc.) and through three: each ends
+/// without running out its wait, and the cycle is reported on the signal that closed it.
+#[test]
+fn signal_wait_cycles_through_two_and_three_zones_resolve_and_are_reported() {
+    for ring in [&["a", "b"][..], &["x", "y", "z"][..]] {
+        // Zone k is served by the nameserver of zone k+1 (mod the ring).
+        let addr = |i: usize| format!("10.0.{}.1", 10 + i);
+        let mut root = vec![soa("."), ns(".", "a.root."), a("a.root.", "10.0.0.1")];
+        let mut zones = Vec::new();
+        for (i, z) in ring.iter().enumerate() {
+            let next = ring[(i + 1) % ring.len()];
+            let apex = format!("{z}.cyc.");
+            root.push(ns(&apex, &format!("ns.{next}.cyc.")));
+            root.push(a(&format!("ns.{z}.cyc."), &addr(i)));
+            let target = format!("\x02ns\x01{z}\x03cyc\x00");
+            zones.push(Zone {
+                apex: n(&apex),
+                // Served at the address of the next zone's nameserver.
+                servers: vec![ip(&addr((i + 1) % ring.len()))],
+                records: vec![
+                    soa(&apex),
+                    ns(&apex, &format!("ns.{next}.cyc.")),
+                    a(&format!("www.{apex}"), "192.0.2.9"),
+                    svcb(&format!("_dns.ns.{apex}"), target.as_bytes(), b"\x03dot"),
+                ],
+            });
+        }
+        zones.insert(0, Zone { apex: Name::root(), servers: vec![ip("10.0.0.1")], records: root });
+        let mut cfg = Config::default();
+        cfg.transport.signal_wait = crate::config::SignalWait::All;
+        let (r, net) = resolver(zones, &cfg);
+        let r = run_signal_lookups_while_sleeping(r, &net);
+        let answer = block_on(r.resolve(&n(&format!("www.{}.cyc.", ring[0])), RecordType::A)).unwrap();
+        assert_eq!(answer.answers.len(), 1, "{ring:?} {answer:?}");
+        assert_eq!(r.stats.signal_wait_timeouts.get(), 0, "{ring:?}: a wait ran out (a deadlock undone by time)");
+        let now = net.unix_now();
+        let mut cycles = 0;
+        for z in ring {
+            match r.shared().signals.get(&n(&format!("ns.{z}.cyc.")), now) {
+                Some(crate::upstream::signal::Signal::Known { records, cycle, .. }) => {
+                    assert_eq!(records.len(), 1, "{ring:?} {z}");
+                    cycles += usize::from(cycle);
+                }
+                other => panic!("{ring:?} {z}: {other:?}"),
+            }
+        }
+        assert!(cycles >= 1, "{ring:?}: the cycle is reported on a signal");
+        assert!(r.stats.signal_cycles.get() >= 1, "{ring:?}");
+    }
+}

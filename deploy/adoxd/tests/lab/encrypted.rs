@@ -354,9 +354,8 @@ fn r5_secure_signal_with_quic_tlsa_is_strict_doq_with_dane() {
 fn r5_a_secure_tlsa_without_a_usable_record_is_a_strict_failure_never_cleartext() {
     let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
     let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
-    // Before the signal is known: Do53, an answer.
-    assert_eq!(d.query("www.tlsapkix.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.93"]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The first query waits for the signal (`signal_wait`): strict already.
+    assert_eq!(d.query("www.tlsapkix.lab.", RecordType::A).rcode(), ResponseCode::ServFail);
     let cap = Capture::start("r5-tlsa-unusable", "host 127.53.23.1 and port 53");
     let r = d.query("n1.tlsapkix.lab.", RecordType::A);
     assert_eq!(r.rcode(), ResponseCode::ServFail);
@@ -598,6 +597,71 @@ fn r5_a_strict_dane_zone_idle_past_its_tlsa_ttl_is_not_locked_out() {
 /// secure signal and TLSA; the strict state is written to the state directory within a
 /// second of being learned and loaded at start, so after a restart not even the first query to that
 /// server goes in cleartext (it once did: the signal was learned again beside a Do53 query).
+/// A cold start (no state file) and a strict DANE server whose signal lives in its own
+/// zone: the first query waits for the signal (`transport.signal_wait = "signed"`, the
+/// default), and the signal's lookup, which needs that very server before anything is
+/// known of it, asks it over DoT first, unauthenticated: the server never sees a
+/// cleartext query, not even the first. With `"none"` the same first query goes out in
+/// cleartext beside the lookup (the window the knob closes).
+#[test]
+fn r5_a_secure_strict_server_sees_no_cleartext_from_a_cold_start() {
+    for (wait, cleartext) in [("signed", false), ("none", true)] {
+        let (_d, cfg) = temp_config(&format!("[transport]\nsignal_wait = \"{wait}\"\n"));
+        let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+        let cap = Capture::start(&format!("r5-cold-{wait}"), "host 127.53.6.1 and port 53");
+        assert_eq!(d.query("www.dot.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.60"]);
+        assert_eq!(d.query("n1.dot.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+        let seen = cap.stop();
+        assert_eq!(!seen.is_empty(), cleartext, "signal_wait = {wait}: {seen:?}");
+        let log = d.terminate();
+        if !cleartext {
+            assert!(Adoxd::stat(&log, "signal_waits") >= 1, "{log}");
+            assert_eq!(Adoxd::stat(&log, "signal_wait_timeouts"), 0);
+            assert!(Adoxd::stat(&log, "upstream_strict") >= 2, "strict from the first query");
+        }
+    }
+}
+
+/// Signal lookups that depend on each other through two zones (cyca.lab. is served by
+/// ns1.cycb.lab., whose signal lives in cycb.lab., served by ns1.cyca.lab.) and through
+/// three (cycx -> cycy -> cycz -> cycx, cycz's TLSA a CNAME into cycx): every name
+/// resolves, no wait runs out (a deadlock undone by time would), the cycles are
+/// reported (counter, `/v1/servers`), and the strict server never sees cleartext.
+#[test]
+fn r5_signal_cycles_through_two_and_three_zones_resolve_and_are_reported() {
+    let (_d, cfg) = temp_config("");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let cap = Capture::start("r5-cycles", "host 127.53.28.1 and port 53");
+    assert_eq!(d.query("www.cyca.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.141"]);
+    assert_eq!(d.query("www.cycx.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.143"]);
+    // Every zone of both rings, through the strict signals learnt meanwhile.
+    for z in ["cyca", "cycb", "cycx", "cycy", "cycz"] {
+        assert_eq!(d.query(&format!("nonexistent.{z}.lab."), RecordType::A).rcode(), ResponseCode::NXDomain, "{z}");
+    }
+    assert!(cap.stop().is_empty(), "cleartext to the strict servers of the rings");
+    let servers = d.admin().get("/v1/servers").unwrap().json().unwrap();
+    let signals = servers["signals"].as_array().unwrap();
+    let ring = |names: &[&str]| {
+        names
+            .iter()
+            .map(|z| {
+                let ns = format!("ns1.{z}.lab.");
+                let s = signals.iter().find(|s| s["nameserver"] == ns.as_str()).unwrap_or_else(|| panic!("{ns}"));
+                assert_eq!((s["dnssec"].as_str(), s["dane"][0].as_str()), (Some("secure"), Some("dot")), "{s}");
+                s["cycle"] == true
+            })
+            .filter(|c| *c)
+            .count()
+    };
+    assert!(ring(&["cyca", "cycb"]) >= 1, "the two-zone cycle is reported: {servers}");
+    assert!(ring(&["cycx", "cycy", "cycz"]) >= 1, "the three-zone cycle is reported: {servers}");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "signal_cycles") >= 2, "{log}");
+    assert_eq!(Adoxd::stat(&log, "signal_wait_timeouts"), 0, "a wait ran out");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+    assert!(log.contains("signal lookups wait for each other"), "{log}");
+}
+
 #[test]
 fn r5_a_secure_strict_server_sees_no_cleartext_across_a_restart() {
     let state = crate::support::tempdir::Dir::new();
