@@ -69,7 +69,7 @@ one() {
         sleep 0.1
     done
     while read -r name; do
-        out=$(kdig @127.0.0.1 -p 5370 +tries=1 +timeout=10 "$name" A 2>&1 || true)
+        out=$(kdig @127.0.0.1 -p 5370 +retry=0 +timeout=10 "$name" A 2>&1 || true)
         ms=$(sed -n 's/^;; From .* in \([0-9.]*\) ms$/\1/p' <<<"$out")
         rcode=$(sed -n 's/.*status: \([A-Z]*\).*/\1/p' <<<"$out" | head -1)
         [[ -n $ms ]] || ms=10000

@@ -339,8 +339,9 @@ pub enum ExplainStep {
     SignalWait {
         /// The nameserver.
         nameserver: String,
-        /// `learnt`, `timeout` or `cycle` (not waited: the signal's lookup waits, through
-        /// other signal lookups, for the one this resolution serves).
+        /// `learnt`, `timeout`, `cycle` (not waited: the signal's lookup waits, through
+        /// other signal lookups, for the one this resolution serves) or `too_deep` (not
+        /// waited: signal lookups already wait one for the next as deep as allowed).
         outcome: String,
     },
 }

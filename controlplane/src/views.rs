@@ -126,7 +126,7 @@ pub(crate) fn servers_of(plane: &PlaneHandle, only: Option<IpAddr>, limit: usize
                     refused: refused.iter().map(ToString::to_string).collect(),
                     expires: until,
                 }),
-                adox_dataplane::upstream::signal::Signal::Pending(_) => None,
+                adox_dataplane::upstream::signal::Signal::Pending { .. } => None,
             })
             .collect();
         v.sort_by(|a, b| a.nameserver.cmp(&b.nameserver));

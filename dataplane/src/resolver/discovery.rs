@@ -9,10 +9,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::exchange::{build_query, check_reply};
 use super::iterate::{ns_names, rrset_records};
-use super::trace::TraceStep;
-use super::{Answer, Budget, PeerAuth, Resolver, Upstream, Wire};
-use crate::cache::records::CachedData;
-use crate::config::SignalWait;
+use super::{Answer, PeerAuth, Resolver, Upstream, Wire};
 use crate::dnssec::Security;
 use crate::names::{canonical, parent};
 use crate::upstream::plan::{DOT_PORT, PROBED};
@@ -39,10 +36,8 @@ struct TlsaLearnt {
     cycle: bool,
 }
 
-/// The first and the longest pause between two looks at a signal being waited for (the
-/// lookup may run on another worker: the shared cache is what both see).
-const SIGNAL_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
-const SIGNAL_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(8);
+/// How long a nameserver whose name cannot carry a `_dns` label is known to have no signal.
+const NO_SIGNAL_POSSIBLE_S: u64 = 86_400;
 
 /// Signature checks one expiry lookup may spend (each RRSIG of an RRset once).
 const EXPIRY_CHECKS: u32 = 16;
@@ -97,7 +92,28 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// number of others, for this one (`transport.signal_wait`), is a circular dependency
     /// (R5): it went on under what was known of that server, and it is reported.
     pub async fn learn_signal(&self, ns: &Name) {
-        let Ok(qname) = Name::from_ascii("_dns").and_then(|l| l.append_name(ns)) else { return };
+        self.learn_signal_unannounced(ns).await;
+        // Queries of this worker waiting for it go on now (others look again shortly).
+        self.signal_waiters.wake(ns);
+    }
+
+    async fn learn_signal_unannounced(&self, ns: &Name) {
+        let Ok(qname) = Name::from_ascii("_dns").and_then(|l| l.append_name(ns)) else {
+            // A name too long to carry a `_dns` label has no signal: known as none (a
+            // pending mark left behind would make queries wait for nothing).
+            let until = self.upstream.unix_now() + NO_SIGNAL_POSSIBLE_S;
+            let none = Signal::Known {
+                records: Vec::new(),
+                secure: false,
+                dane: Vec::new(),
+                cycle: false,
+                refused: Vec::new(),
+                until,
+                strict_until: 0,
+            };
+            self.shared.signals.put(ns, none);
+            return;
+        };
         let (result, svcb_cycle) = self.resolve_for_signal(&qname, RecordType::SVCB, ns).await;
         let now = self.upstream.unix_now();
         let secure = matches!(&result, Ok(a) if a.security == Security::Secure);
@@ -256,96 +272,6 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
         }
         TlsaLearnt { dane: out, certain, until: first_expiry, signatures_until, cycle }
-    }
-
-    /// The plan for one exchange. Before the first query to a nameserver whose signal is
-    /// not known, the query waits for the signal's lookup when `transport.signal_wait`
-    /// says so, at most `signal_wait_ms` and never past its own deadline: a strict server
-    /// then never sees even the first query in cleartext. A lookup of a signal that would
-    /// wait for a signal whose lookup waits for it (a cycle of any length) goes on at once
-    /// under what is known (encrypted first where nothing is: `plan::encrypted_first`),
-    /// and reports the cycle.
-    pub(super) async fn plan_after_signal(
-        &self,
-        zone: &Name,
-        target: (IpAddr, &Name),
-        budget: &Budget,
-    ) -> crate::upstream::plan::TransportPlan {
-        let (addr, ns) = target;
-        let (plan, unknown) = self.plan_and_wish(zone, ns, addr);
-        let settings = &self.shared.settings;
-        let wait = match settings.signal_wait {
-            SignalWait::None => false,
-            SignalWait::All => true,
-            SignalWait::Signed => self.maybe_signed(ns),
-        };
-        if !unknown || !wait || budget.cache_only {
-            return plan;
-        }
-        let Ok(_edge) = self.shared.signals.start_wait(budget.signal_for.as_ref(), ns) else {
-            budget.signal_cycle.set(true);
-            budget.note(|| TraceStep::SignalWait { nameserver: ns.clone(), outcome: "cycle" });
-            tracing::info!(nameserver = %ns, waiting = ?budget.signal_for.as_ref().map(Name::to_ascii),
-                "signal lookups wait for each other: going on without waiting");
-            let dot = self.shared.probes.decide(addr, Transport::Dot, self.upstream.unix_now());
-            return crate::upstream::plan::encrypted_first(plan, dot);
-        };
-        let until = (self.upstream.now() + settings.signal_wait_for).min(budget.deadline);
-        let mut pause = SIGNAL_POLL_FIRST;
-        let learnt = loop {
-            if matches!(self.shared.signals.get(ns, self.upstream.unix_now()), Some(Signal::Known { .. })) {
-                break true;
-            }
-            let now = self.upstream.now();
-            if now >= until {
-                break false;
-            }
-            self.upstream.sleep(pause.min(until - now)).await;
-            pause = (pause * 2).min(SIGNAL_POLL_MAX);
-        };
-        if learnt {
-            self.stats.signal_waits.bump();
-        } else {
-            self.stats.signal_wait_timeouts.bump();
-        }
-        budget.note(|| TraceStep::SignalWait {
-            nameserver: ns.clone(),
-            outcome: if learnt { "learnt" } else { "timeout" },
-        });
-        self.plan(zone, ns, addr)
-    }
-
-    /// Whether `name` may lie in a signed zone, where a secure signal could make its
-    /// server strict: validation covers it, and the deepest DS or DNSKEY status cached on
-    /// the way up from it is not an insecure one (nothing cached: its trust anchor's zone
-    /// is signed). Only the cache is read.
-    fn maybe_signed(&self, name: &Name) -> bool {
-        if !self.shared.validator.covers(name) {
-            return false;
-        }
-        let now = self.upstream.now();
-        let records = &self.shared.records;
-        let mut cur = canonical(name);
-        loop {
-            for rtype in [RecordType::DS, RecordType::DNSKEY] {
-                let Some(hit) = records.get(&cur, u16::from(rtype), now) else { continue };
-                match (&hit.security, &hit.data) {
-                    (Security::Insecure(_), _) => return false,
-                    (Security::Secure, CachedData::RRset(_)) => return true,
-                    // A proven absence of DS at a zone cut: an unsigned child.
-                    (Security::Secure, CachedData::NoData(_))
-                        if rtype == RecordType::DS && records.get(&cur, u16::from(RecordType::NS), now).is_some() =>
-                    {
-                        return false;
-                    }
-                    _ => {}
-                }
-            }
-            if cur.is_root() {
-                return true;
-            }
-            cur = parent(&cur);
-        }
     }
 
     /// Whether the zone holding `name` (the deepest cached cut above it) lists `ns`.

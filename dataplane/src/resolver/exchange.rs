@@ -140,7 +140,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     {
                         self.shared.probes.failure(addr, t, self.upstream.unix_now(), &e);
                     }
-                    if probing {
+                    if probing && e.is_transport_failure() {
                         self.stats.probe_failures.bump();
                     }
                     if failure.is_none() {
@@ -192,7 +192,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
-        let timeout = settings.dot_timeout.min(budget.deadline.saturating_duration_since(start));
+        // Encrypted first for a signal lookup (a probe made before the query) gets half of
+        // what a query waits for that signal: a server that drops port 853 must not hold
+        // the lookup, and the queries waiting for it, for a whole E-timeout (such a
+        // cut-short timeout blames nobody; the RFC 9539 probe beside a later query decides).
+        let limit = match plan.source {
+            PlanSource::SignalCycle => settings.dot_timeout.min(settings.signal_wait_for / 2),
+            _ => settings.dot_timeout,
+        };
+        let timeout = limit.min(budget.deadline.saturating_duration_since(start));
         let wire = match (transport, &plan.doh) {
             (Transport::Doq, _) => Wire::Doq { auth },
             (Transport::Doh, Some(doh)) => Wire::Doh { auth, path: doh.path.clone() },
@@ -302,44 +310,36 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.plan_and_wish(zone, ns_name, addr).0
     }
 
-    /// [`Self::plan`], and whether the plan could depend on a signal that is not known
-    /// yet (none, or its lookup under way; an operator override that needs no signal
-    /// decides alone).
+    /// [`Self::plan`], and whether this is a first contact: the plan could depend on a
+    /// signal never learnt (no signal, even an expired one, only perhaps a lookup under
+    /// way; an operator override that needs no signal decides alone). A signal past its
+    /// TTL is refreshed beside the queries, never waited for.
     pub(super) fn plan_and_wish(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> (TransportPlan, bool) {
+        use crate::upstream::signal::Signal;
         let now = self.upstream.unix_now();
         let settings = &self.shared.settings;
         let policies = self.shared.policies.load();
         let switches = Switches { signals: settings.signals, probing: settings.probing };
-        let live = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
-        // A strict signal past its TTL stays in force until a secure answer says otherwise
-        // (R5): it decides this query too, and is refreshed beside it.
-        let expired_strict = if settings.signals && live.is_none() {
-            self.shared.signals.last(ns_name).filter(|s| s.strict_at(now))
-        } else {
-            None
-        };
+        let policy = policies.lookup(zone, ns_name, addr).map(|p| &**p);
         let probes = PROBED.map(|t| self.shared.probes.decide(addr, t, now));
-        let inputs = PlanInputs {
-            policy: policies.lookup(zone, ns_name, addr).map(|p| &**p),
-            signal: live.as_ref().or(expired_strict.as_ref()),
-            probes,
-            switches,
-        };
-        let planned = plan::plan(inputs);
-        let unknown = settings.signals
-            && expired_strict.is_none()
-            && match &live {
-                None => planned.want_signal,
-                // Under way: would the plan want it if it were not?
-                Some(crate::upstream::signal::Signal::Pending(_)) => {
-                    plan::plan(PlanInputs { signal: None, ..inputs }).want_signal
-                }
-                Some(_) => false,
-            };
-        let want = planned.want_signal || expired_strict.is_some();
-        if want && self.shared.signals.begin(ns_name, now) {
-            self.wanted_signals.borrow_mut().push(ns_name.clone());
+        let mut live = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
+        if settings.signals && live.is_none() {
+            // Unknown or expired: looked up (by the worker, as its own task) when a signal
+            // could change the plan (an override that needs none decides alone) or when a
+            // strict one must be refreshed, which decides meanwhile until its signatures
+            // expire (R5: `SignalCache::begin`).
+            let strict = self.shared.signals.last(ns_name).is_some_and(|s| s.strict_at(now));
+            let wanted = strict || plan::plan(PlanInputs { policy, signal: None, probes, switches }).want_signal;
+            if wanted && self.shared.signals.begin(ns_name, now) {
+                self.wanted_signals.borrow_mut().push(ns_name.clone());
+            }
+            live = self.shared.signals.get(ns_name, now);
         }
+        let planned = plan::plan(PlanInputs { policy, signal: live.as_ref(), probes, switches });
+        // A first contact: nothing known but a lookup under way that is no refresh (none
+        // at all when the plan does not want one).
+        let unknown = matches!(live, Some(Signal::Pending { refresh: false, .. }))
+            && plan::plan(PlanInputs { policy, signal: None, probes, switches }).want_signal;
         (planned.plan, unknown)
     }
 }

@@ -15,6 +15,7 @@ pub mod local;
 pub(crate) mod response;
 mod select;
 pub mod servers;
+mod signal_wait;
 #[cfg(test)]
 mod tests;
 pub mod trace;
@@ -323,6 +324,9 @@ impl Drop for OutstandingGuard<'_> {
     }
 }
 
+/// Signal lookups one worker keeps queued for lack of capacity.
+pub const MAX_DEFERRED_SIGNALS: usize = 4096;
+
 /// One worker's resolver.
 #[derive(Debug)]
 pub struct Resolver<U> {
@@ -334,6 +338,8 @@ pub struct Resolver<U> {
     probes_in_flight: std::rc::Rc<Cell<u32>>,
     /// Nameserver names whose `_dns` signal the worker should look up next.
     wanted_signals: RefCell<Vec<Name>>,
+    /// Queries waiting for a signal (`signal_wait.rs`).
+    signal_waiters: signal_wait::SignalWaiters,
 }
 
 impl<U: Upstream> Resolver<U> {
@@ -346,6 +352,7 @@ impl<U: Upstream> Resolver<U> {
             stats,
             probes_in_flight: std::rc::Rc::new(Cell::new(0)),
             wanted_signals: RefCell::new(Vec::new()),
+            signal_waiters: Default::default(),
         }
     }
 
@@ -363,6 +370,20 @@ impl<U: Upstream> Resolver<U> {
     /// ordinary resolution beside the queries (never waited on).
     pub fn take_wanted_signals(&self) -> Vec<Name> {
         std::mem::take(&mut *self.wanted_signals.borrow_mut())
+    }
+
+    /// Puts back signal lookups the worker had no capacity for, to start at a later turn;
+    /// past [`MAX_DEFERRED_SIGNALS`] the rest are given up (their pending mark cleared,
+    /// so that a later query asks again and no query waits for a lookup that never runs).
+    pub fn defer_wanted_signals(&self, names: Vec<Name>) {
+        let mut wanted = self.wanted_signals.borrow_mut();
+        for ns in names {
+            if wanted.len() < MAX_DEFERRED_SIGNALS {
+                wanted.push(ns);
+            } else {
+                self.shared.signals.abandon(&ns);
+            }
+        }
     }
 
     fn reserve(&self, server: IpAddr, zone: &Name) -> Result<OutstandingGuard<'_>, Limit> {

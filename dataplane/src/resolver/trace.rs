@@ -51,8 +51,10 @@ pub enum TraceStep {
     SignalWait {
         /// The nameserver.
         nameserver: Name,
-        /// `learnt` (in time), `timeout` (the query went out under what was known) or
-        /// `cycle` (not waited: the signal's lookup waits, through others, for this one).
+        /// `learnt` (in time), `timeout` (the query went out under what was known),
+        /// `cycle` (not waited: the signal's lookup waits, through others, for this one)
+        /// or `too_deep` (not waited: a chain of signal lookups waiting one for the next
+        /// is long enough).
         outcome: &'static str,
     },
 }

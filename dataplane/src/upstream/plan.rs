@@ -176,8 +176,14 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
         return Planned { plan, want_signal };
     }
     if inputs.switches.signals
-        && let Some(plan) = inputs.signal.and_then(signal_plan)
+        && let Some(mut plan) = inputs.signal.and_then(signal_plan)
     {
+        if matches!(inputs.signal, Some(Signal::Known { cycle: true, .. })) {
+            plan.warning = Some(
+                "the signal's lookup depended on this nameserver (a cycle, R5): it was fetched before \
+                 the server's transport was known",
+            );
+        }
         return Planned { plan, want_signal };
     }
     Planned { plan: probe_plan(inputs.probes, inputs.switches.probing), want_signal }
@@ -461,7 +467,7 @@ mod tests {
         assert_eq!(planned.plan.source, PlanSource::Probe(ProbeDecision::Probe));
         assert_eq!(planned.plan.mode, Mode::Cleartext);
         // A pending lookup is not wanted again.
-        let pending = Signal::Pending(5);
+        let pending = Signal::Pending { since: 5, refresh: false };
         assert!(!plan(PlanInputs { policy: None, signal: Some(&pending), probes: NEW, switches: ON }).want_signal);
     }
 

@@ -351,8 +351,14 @@ mod tests {
 /// What is known of one nameserver's `_dns` SVCB signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// A lookup is under way (started at this Unix second).
-    Pending(u64),
+    /// A lookup is under way.
+    Pending {
+        /// The Unix second it started.
+        since: u64,
+        /// Whether the signal was known before (it expired): a refresh, not a first
+        /// contact.
+        refresh: bool,
+    },
     /// Usable records, in SvcPriority order; empty when the name has none (NODATA,
     /// NXDOMAIN, or every record was refused).
     Known {
@@ -393,7 +399,7 @@ impl Signal {
                     + dane.iter().map(|(_, n)| 48 + crate::cache::charge::name_heap(n)).sum::<usize>()
                     + refused.iter().map(|e| 48 + e.to_string().len()).sum::<usize>()
             }
-            Self::Pending(_) => base,
+            Self::Pending { .. } => base,
         }
     }
 
@@ -421,35 +427,61 @@ pub struct SignalCache {
     /// A strict signal was stored or dropped since the state was last saved.
     strict_changed: std::sync::atomic::AtomicBool,
     /// Which signal lookup waits for which nameserver's signal (see [`Self::start_wait`]).
-    waits: std::sync::Mutex<std::collections::HashMap<Name, Name>>,
+    waits: std::sync::Mutex<WaitGraph>,
 }
 
-/// A wait for a signal that would close a cycle of signal lookups (R5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignalCycle;
+/// Waits of signal lookups for other signals, across workers.
+#[derive(Debug, Default)]
+struct WaitGraph {
+    /// Waiter (the nameserver whose signal a lookup is for) -> the nameserver it waits
+    /// for, with the token of the wait that recorded it.
+    edges: std::collections::HashMap<Name, (Name, u64)>,
+    /// How many signal lookups wait, one for the next, before a lookup of this name (a
+    /// lookup nobody waits for is at depth 0).
+    depth: std::collections::HashMap<Name, u8>,
+    next_token: u64,
+}
+
+/// Why a signal lookup must not wait for another signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitRefused {
+    /// The wait would close a cycle of signal lookups (R5).
+    Cycle,
+    /// Already [`MAX_WAIT_DEPTH`] lookups wait one for the next before this one (a
+    /// hostile zone naming ever new nameservers cannot chain waits without end).
+    TooDeep,
+}
 
 /// A registered wait of one signal lookup; the edge goes when it is dropped (also when
-/// the waiting resolution is cancelled).
+/// the waiting resolution is cancelled), but only its own: a second lookup of the same
+/// name recorded later keeps its edge.
 #[derive(Debug)]
 pub struct WaitGuard<'a> {
     cache: &'a SignalCache,
-    waiter: Option<Name>,
+    edge: Option<(Name, u64)>,
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        if let Some(w) = &self.waiter {
-            self.cache.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(w);
+        if let Some((waiter, token)) = &self.edge {
+            let mut g = self.cache.waits.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(g.edges.get(waiter), Some((_, t)) if t == token)
+                && let Some((on, _)) = g.edges.remove(waiter)
+            {
+                g.depth.remove(&on);
+            }
         }
     }
 }
 
 /// Waits of signal lookups recorded at most: each is one lookup under way (bounded by the
-/// workers' resolution caps); this bounds the map whatever happens. Past it a wait is not
-/// recorded, and a cycle through it ends by the wait's timeout.
+/// workers' resolution caps); this bounds the graph whatever happens. Past it a wait is
+/// not recorded, and a cycle through it ends by the wait's timeout.
 const MAX_WAIT_EDGES: usize = 65_536;
 /// Links followed at most when looking for a cycle; a longer chain is treated as one.
 const MAX_WAIT_CHAIN: usize = 64;
+/// Signal lookups that may wait one for the next (client query -> lookup -> lookup ...).
+pub const MAX_WAIT_DEPTH: u8 = 4;
 
 /// Bytes of strict signals kept outside the cache at most. A strict signal in force is
 /// never dropped for room: past the budget, new strict signals live in the evicting cache
@@ -478,29 +510,41 @@ impl SignalCache {
     /// `waiter`'s signal, or a client query (`None`), which nothing waits for. A lookup
     /// that would wait for itself, directly or through the lookups `on` waits for (any
     /// number of zones: A's signal served by B whose signal is served by A), would wait
-    /// until its timeout: that is a [`SignalCycle`], and it must go on without waiting.
-    /// The check and the record are one step under one lock, so of two lookups closing a
-    /// cycle at once one sees it, across workers.
-    pub fn start_wait(&self, waiter: Option<&Name>, on: &Name) -> Result<WaitGuard<'_>, SignalCycle> {
-        let Some(waiter) = waiter else { return Ok(WaitGuard { cache: self, waiter: None }) };
-        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+    /// until its timeout: that is a [`WaitRefused::Cycle`], and it must go on without
+    /// waiting; so must a lookup that [`MAX_WAIT_DEPTH`] others already wait for one after
+    /// the other. The check and the record are one step under one lock, so of two
+    /// lookups closing a cycle at once one sees it, across workers.
+    pub fn start_wait(&self, waiter: Option<&Name>, on: &Name) -> Result<WaitGuard<'_>, WaitRefused> {
+        let Some(waiter) = waiter else { return Ok(WaitGuard { cache: self, edge: None }) };
+        let mut g = self.waits.lock().unwrap_or_else(|p| p.into_inner());
         let mut cur = on;
-        for _ in 0..MAX_WAIT_CHAIN {
-            if cur == waiter {
-                return Err(SignalCycle);
-            }
-            match waits.get(cur) {
-                Some(next) => cur = next,
-                None => {
-                    if waits.len() >= MAX_WAIT_EDGES {
-                        return Ok(WaitGuard { cache: self, waiter: None });
-                    }
-                    waits.insert(waiter.clone(), on.clone());
-                    return Ok(WaitGuard { cache: self, waiter: Some(waiter.clone()) });
+        let mut links = 0;
+        while cur != waiter {
+            match g.edges.get(cur) {
+                Some((next, _)) if links < MAX_WAIT_CHAIN => {
+                    cur = next;
+                    links += 1;
                 }
+                Some(_) => return Err(WaitRefused::Cycle),
+                None => break,
             }
         }
-        Err(SignalCycle)
+        if cur == waiter {
+            return Err(WaitRefused::Cycle);
+        }
+        let depth = g.depth.get(waiter).copied().unwrap_or(0);
+        if depth >= MAX_WAIT_DEPTH {
+            return Err(WaitRefused::TooDeep);
+        }
+        if g.edges.len() >= MAX_WAIT_EDGES {
+            return Ok(WaitGuard { cache: self, edge: None });
+        }
+        g.next_token += 1;
+        let token = g.next_token;
+        g.edges.insert(waiter.clone(), (on.clone(), token));
+        let d = g.depth.entry(on.clone()).or_insert(0);
+        *d = (*d).max(depth + 1);
+        Ok(WaitGuard { cache: self, edge: Some((waiter.clone(), token)) })
     }
 
     /// Whether a strict signal was stored or dropped since the last call (the state file
@@ -548,7 +592,7 @@ impl SignalCache {
     /// The live signal of `ns`; `None` when unknown or expired.
     pub fn get(&self, ns: &Name, now: u64) -> Option<Signal> {
         let live = |sig: &Signal| match sig {
-            Signal::Pending(t) => now.saturating_sub(*t) < PENDING_FOR,
+            Signal::Pending { since, .. } => now.saturating_sub(*since) < PENDING_FOR,
             Signal::Known { until, .. } => now < *until,
         };
         let mut s = self.shard(ns);
@@ -562,19 +606,35 @@ impl SignalCache {
     /// Marks a lookup as started; false when one is already under way or the signal is
     /// known (so each name is looked up once at a time, across workers). An expired strict
     /// signal (secure, with DANE) stays in force while it is refreshed: a refresh that is
-    /// blocked or slow must not downgrade the server to cleartext.
+    /// blocked or slow must not downgrade the server to cleartext. Another expired signal
+    /// gives way to a pending lookup marked as a refresh (no first contact for queries to
+    /// wait on).
     pub fn begin(&self, ns: &Name, now: u64) -> bool {
         if self.get(ns, now).is_some() {
             return false;
         }
-        match self.last(ns).filter(|s| s.strict_at(now)) {
-            Some(Signal::Known { records, secure, dane, cycle, refused, strict_until, .. }) => {
+        match self.last(ns) {
+            Some(Signal::Known { records, secure, dane, cycle, refused, strict_until, .. }) if now < strict_until => {
                 let until = (now + PENDING_FOR).min(strict_until);
                 self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until, strict_until });
             }
-            _ => self.shard(ns).insert(ns.clone(), Signal::Pending(now), Signal::Pending(now).charge(ns)),
+            last => {
+                let refresh = matches!(last, Some(Signal::Known { .. }));
+                let pending = Signal::Pending { since: now, refresh };
+                let cost = pending.charge(ns);
+                self.shard(ns).insert(ns.clone(), pending, cost);
+            }
         }
         true
+    }
+
+    /// Forgets that a lookup of `ns`'s signal is under way (it will not run): the next
+    /// query that needs it asks again.
+    pub fn abandon(&self, ns: &Name) {
+        let mut s = self.shard(ns);
+        if matches!(s.get(ns), Some(Signal::Pending { .. })) {
+            s.remove(ns);
+        }
     }
 
     /// The signal of `ns` even if expired (for the no-downgrade rule of strict signals).
@@ -655,12 +715,15 @@ mod cache_tests {
         assert!(c.last(&ns).is_some_and(|s| s.strict_at(5_000)), "past the TTL, within the signatures");
         assert!(c.last(&ns).is_some_and(|s| !s.strict_at(10_000)), "past the signatures");
         assert!(c.begin(&ns, 10_000), "a refresh starts");
-        assert!(matches!(c.get(&ns, 10_000), Some(Signal::Pending(_))), "and the strict state is gone meanwhile");
+        assert!(
+            matches!(c.get(&ns, 10_000), Some(Signal::Pending { refresh: true, .. })),
+            "and the strict state is gone meanwhile"
+        );
     }
 
     /// A strict state learned from a secure signal stays in force while it is refreshed,
     /// so a refresh that is slow or blocked cannot downgrade the server; other expired
-    /// signals give way to a pending lookup.
+    /// signals give way to a pending lookup, marked as a refresh.
     #[test]
     fn an_expired_strict_signal_stays_in_force_during_its_refresh() {
         let c = SignalCache::new(100);
@@ -671,7 +734,10 @@ mod cache_tests {
         assert!(matches!(c.get(&strict, 200), Some(Signal::Known { secure: true, ref dane, .. }) if !dane.is_empty()));
         assert!(!c.begin(&strict, 201), "one refresh at a time");
         assert!(c.begin(&hint, 200));
-        assert!(matches!(c.get(&hint, 200), Some(Signal::Pending(_))));
+        assert!(matches!(c.get(&hint, 200), Some(Signal::Pending { refresh: true, .. })));
+        let new: Name = "ns1.new.lab.".parse().unwrap();
+        assert!(c.begin(&new, 200));
+        assert!(matches!(c.get(&new, 200), Some(Signal::Pending { refresh: false, .. })), "a first contact");
     }
 
     /// Filling the cache evicts signals, but never a strict one.
@@ -738,31 +804,50 @@ mod cache_tests {
     }
 
     /// Waits between signal lookups: a wait that would close a cycle of any length is
-    /// refused, the others are recorded while their guard lives.
+    /// refused, the others are recorded while their guard lives, chains of waits are
+    /// bounded, and a guard removes only its own edge.
     #[test]
     fn a_wait_that_closes_a_cycle_of_signal_lookups_is_refused() {
         let c = SignalCache::new(16);
         let n = |s: &str| Name::from_ascii(s).unwrap();
         let (a, b, z) = (n("ns1.a.lab."), n("ns1.b.lab."), n("ns1.z.lab."));
-        assert_eq!(c.start_wait(Some(&a), &a).unwrap_err(), SignalCycle, "a lookup needing itself");
+        let cycle = Err(WaitRefused::Cycle);
+        assert_eq!(c.start_wait(Some(&a), &a).map(|_| ()), cycle, "a lookup needing itself");
         // Two zones: A waits for B; B would wait for A.
         let ab = c.start_wait(Some(&a), &b).unwrap();
-        assert_eq!(c.start_wait(Some(&b), &a).unwrap_err(), SignalCycle);
+        assert_eq!(c.start_wait(Some(&b), &a).map(|_| ()), cycle);
         // Three: A -> B -> Z, Z would wait for A.
         let bz = c.start_wait(Some(&b), &z).unwrap();
-        assert_eq!(c.start_wait(Some(&z), &a).unwrap_err(), SignalCycle);
+        assert_eq!(c.start_wait(Some(&z), &a).map(|_| ()), cycle);
         // A client query waits for anyone, and is never part of a cycle.
-        let client = c.start_wait(None, &a).unwrap();
-        drop(client);
+        drop(c.start_wait(None, &a).unwrap());
         // Once B's wait is over, Z may wait for A (A waits for B, which waits for nothing).
         drop(bz);
         let za = c.start_wait(Some(&z), &a).unwrap();
         drop((ab, za));
-        assert!(c.waits.lock().unwrap().is_empty(), "every edge goes with its guard");
-        // A chain longer than the walk is treated as a cycle (never an endless walk).
-        let names: Vec<Name> = (0..=MAX_WAIT_CHAIN).map(|i| n(&format!("ns{i}.lab."))).collect();
-        let guards: Vec<_> = names.windows(2).map(|w| c.start_wait(Some(&w[0]), &w[1]).unwrap()).collect();
-        assert_eq!(c.start_wait(Some(&n("other.lab.")), &names[0]).unwrap_err(), SignalCycle);
+        assert!(c.waits.lock().unwrap().edges.is_empty(), "every edge goes with its guard");
+        assert!(c.waits.lock().unwrap().depth.is_empty());
+        // A second lookup of the same name: the first one's guard leaves its edge alone.
+        let first = c.start_wait(Some(&a), &b).unwrap();
+        let second = c.start_wait(Some(&a), &z).unwrap();
+        drop(first);
+        assert_eq!(c.start_wait(Some(&z), &a).map(|_| ()), cycle, "A still waits for Z");
+        drop(second);
+        // A chain of ever new nameservers: each lookup waits for the next, MAX_WAIT_DEPTH
+        // deep at most.
+        let names: Vec<Name> = (0..10).map(|i| n(&format!("ns{i}.chain.lab."))).collect();
+        let mut guards = Vec::new();
+        let mut refused = None;
+        for (i, w) in names.windows(2).enumerate() {
+            match c.start_wait(Some(&w[0]), &w[1]) {
+                Ok(g) => guards.push(g),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some((usize::from(MAX_WAIT_DEPTH), WaitRefused::TooDeep)));
         drop(guards);
     }
 }

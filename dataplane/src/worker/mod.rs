@@ -512,16 +512,18 @@ impl Worker {
             ctx.executor.run_ready();
             // Signal lookups the resolver asked for run as tasks of their own.
             for _ in 0..4 {
-                let wanted = ctx.resolver.take_wanted_signals();
+                let mut wanted = ctx.resolver.take_wanted_signals();
                 if wanted.is_empty() {
                     break;
                 }
+                // A signal lookup is a resolution like any other: it takes a turn of the
+                // worker's capacity; past it, the lookup waits for a later turn (queries may
+                // be waiting for it).
+                let free = ctx.settings.max_resolutions.saturating_sub(ctx.resolutions.get());
+                let later = wanted.split_off(wanted.len().min(free as usize));
+                let full = !later.is_empty();
+                ctx.resolver.defer_wanted_signals(later);
                 for ns in wanted {
-                    // A signal lookup is a resolution like any other: it takes a turn of the
-                    // worker's capacity (past it, the lookup waits for a later query).
-                    if ctx.resolutions.get() >= ctx.settings.max_resolutions {
-                        break;
-                    }
                     ctx.resolutions.set(ctx.resolutions.get() + 1);
                     let task_ctx = ctx.clone();
                     ctx.executor.spawn(async move {
@@ -530,6 +532,9 @@ impl Worker {
                     });
                 }
                 ctx.executor.run_ready();
+                if full {
+                    break;
+                }
             }
             resolving += tasks_from.elapsed();
             // Connections paused by the pipelining cap read again once answers left; what

@@ -287,3 +287,20 @@ fn a_secure_tlsa_set_authenticates_until_its_signatures_expire_not_its_ttl() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `signal_wait = "signed"` waits for nameservers that may lie in a signed zone: under a
+/// signed zone while nothing says otherwise, and not below a delegation proven unsigned
+/// (`sub.example.`), nor where validation does not reach.
+#[test]
+fn signal_wait_signed_waits_only_where_a_signal_could_be_secure() {
+    let (r, _net) = zones().sign().resolver(&Config::default());
+    assert!(r.maybe_signed(&n("ns.example.")), "nothing cached yet: the anchored root is signed");
+    resolve(&r, "www.example.", RecordType::A);
+    assert!(r.maybe_signed(&n("ns.example.")), "example. has a secure DS");
+    resolve(&r, "a.b.c.sub.example.", RecordType::A);
+    assert!(!r.maybe_signed(&n("ns.sub.example.")), "sub.example. is proven unsigned");
+    assert!(!r.maybe_signed(&n("deeper.ns.sub.example.")));
+    assert!(r.maybe_signed(&n("ns.other.example.")), "beside it, still under signed example.");
+    let (off, _) = resolver(base_zones(), &Config::default());
+    assert!(!off.maybe_signed(&n("ns.example.")), "no trust anchor, no secure signal");
+}

@@ -420,3 +420,22 @@ fn signal_wait_cycles_through_two_and_three_zones_resolve_and_are_reported() {
         assert!(r.stats.signal_cycles.get() >= 1, "{ring:?}");
     }
 }
+
+/// Only a first contact waits: a signal past its TTL is refreshed beside the queries.
+#[test]
+fn signal_wait_a_refresh_is_never_waited_for() {
+    let mut zones = base_zones();
+    zones[1].records.push(svcb("_dns.ns.example.", b"\x02ns\x07example\x00", b"\x03dot"));
+    let mut cfg = Config::default();
+    cfg.transport.signal_wait = crate::config::SignalWait::All;
+    let (r, net) = resolver(zones, &cfg);
+    let r = run_signal_lookups_while_sleeping(r, &net);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let waits = r.stats.signal_waits.get();
+    assert!(waits >= 1);
+    // Past every TTL (signals and records: 3600 s), by a minute.
+    net.now.set(net.now.get() + Duration::from_secs(3660));
+    block_on(r.resolve(&n("x.ent.example."), RecordType::A)).unwrap();
+    assert_eq!((r.stats.signal_waits.get(), r.stats.signal_wait_timeouts.get()), (waits, 0));
+    assert!(r.take_wanted_signals().contains(&n("ns.example.")), "refreshed beside the query");
+}
