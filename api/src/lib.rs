@@ -52,6 +52,10 @@ pub struct StatsSnapshot {
     /// Upstream queries sent over DoH.
     #[serde(default)]
     pub upstream_doh: u64,
+    /// Encrypted upstream queries handed to the worker that owns the connection to their
+    /// server (`transport.connections_per_server`).
+    #[serde(default)]
+    pub upstream_handoffs: u64,
     /// QUIC handshakes to upstream servers (DoQ).
     pub doq_handshakes: u64,
     /// Full TLS handshakes to upstream servers.

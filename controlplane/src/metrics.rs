@@ -123,6 +123,12 @@ pub fn render(s: &Stats) -> String {
             ("doh", t.upstream_doh),
         ],
     );
+    counter(
+        o,
+        "adox_upstream_handoffs_total",
+        "Encrypted upstream queries handed to the worker that owns the connection to their server.",
+        t.upstream_handoffs,
+    );
     labelled(
         o,
         "adox_upstream_exchanges_total",

@@ -411,6 +411,7 @@ impl DataPlane {
             sockets.push((udp, tcp));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (router, mut inboxes) = crate::worker::handoff::Router::new(workers, cfg.transport.connections_per_server);
         let mut stats = Vec::new();
         let mut stops = Vec::new();
         let mut threads = Vec::new();
@@ -436,6 +437,8 @@ impl DataPlane {
                 dot_max_outstanding: cfg.transport.dot_max_outstanding,
                 outgoing,
                 upstream_max_connections: cfg.transport.max_connections,
+                router: router.clone(),
+                inbox: inboxes.remove(0),
             };
             let pin = cfg.server.pin_workers;
             let shared = shared.clone();

@@ -87,6 +87,7 @@ worker_stats!(
     upstream_dot,
     upstream_doq,
     upstream_doh,
+    upstream_handoffs,
     doq_handshakes,
     tls_full,
     tls_resumed,

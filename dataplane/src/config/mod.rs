@@ -137,6 +137,10 @@ pub mod bounds {
     /// Encrypted upstream connections one worker keeps open at most, per transport (DoT,
     /// DoQ): a flood of fresh server addresses cannot take every descriptor.
     pub const UPSTREAM_MAX_CONNECTIONS: Bound = b("transport.max_connections", 4_096, 16, 1_000_000);
+    /// Workers that own encrypted connections to one server (address and port): queries
+    /// starting on the others are handed to them. The number of workers or more: every
+    /// worker keeps its own connections.
+    pub const CONNECTIONS_PER_SERVER: Bound = b("transport.connections_per_server", 1, 1, 1024);
     /// Servers whose TLS session tickets are kept (shared by all workers).
     pub const SESSION_CACHE_SERVERS: Bound = b("transport.session_cache_servers", 100_000, 16, 10_000_000);
     /// RFC 9539 E-persistence: how long a working encrypted transport is trusted (3 days).
@@ -197,6 +201,7 @@ pub mod bounds {
         DOT_IDLE_TIMEOUT_MS,
         DOT_MAX_OUTSTANDING,
         UPSTREAM_MAX_CONNECTIONS,
+        CONNECTIONS_PER_SERVER,
         SESSION_CACHE_SERVERS,
         PROBE_PERSISTENCE_S,
         PROBE_DAMPING_S,
@@ -316,7 +321,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 46] = [
+        let checks: [(Bound, u64); 47] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -351,6 +356,7 @@ impl Config {
             (bounds::DOT_IDLE_TIMEOUT_MS, t.dot_idle_timeout_ms),
             (bounds::DOT_MAX_OUTSTANDING, t.dot_max_outstanding as u64),
             (bounds::UPSTREAM_MAX_CONNECTIONS, t.max_connections as u64),
+            (bounds::CONNECTIONS_PER_SERVER, t.connections_per_server as u64),
             (bounds::SESSION_CACHE_SERVERS, t.session_cache_servers as u64),
             (bounds::PROBE_PERSISTENCE_S, t.probe_persistence_s),
             (bounds::PROBE_DAMPING_S, t.probe_damping_s),

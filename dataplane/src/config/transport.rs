@@ -23,6 +23,8 @@ pub struct TransportConfig {
     pub dot_max_outstanding: usize,
     /// See [`bounds::UPSTREAM_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`bounds::CONNECTIONS_PER_SERVER`].
+    pub connections_per_server: usize,
     /// See [`bounds::SESSION_CACHE_SERVERS`].
     pub session_cache_servers: usize,
     /// RFC 9539 opportunistic probing of servers that no policy covers. Default true.
@@ -72,6 +74,7 @@ impl Default for TransportConfig {
             dot_idle_timeout_ms: d(bounds::DOT_IDLE_TIMEOUT_MS),
             dot_max_outstanding: d(bounds::DOT_MAX_OUTSTANDING),
             max_connections: d(bounds::UPSTREAM_MAX_CONNECTIONS),
+            connections_per_server: d(bounds::CONNECTIONS_PER_SERVER),
             session_cache_servers: d(bounds::SESSION_CACHE_SERVERS),
             probing: true,
             probe_persistence_s: d(bounds::PROBE_PERSISTENCE_S),

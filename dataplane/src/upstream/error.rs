@@ -150,6 +150,9 @@ pub enum Busy {
     ConnectionFull,
     /// The worker has `transport.max_connections` connections of this transport open.
     Connections,
+    /// The worker owning the connection to this server has a full inbox of queries
+    /// handed to it by other workers.
+    Handoff,
 }
 
 /// Strict mode allowed no transport that worked for one server: nothing was sent in
@@ -203,7 +206,7 @@ pub enum UpstreamError {
     #[error("i/o error: {0}")]
     Local(std::io::ErrorKind),
     /// One of adox's own limits.
-    #[error("{}", match .0 { Busy::OutstandingPerServer => "outstanding limit for this server reached", Busy::ConnectionFull => "connection at its outstanding limit", Busy::Connections => "connection limit of the worker reached" })]
+    #[error("{}", match .0 { Busy::OutstandingPerServer => "outstanding limit for this server reached", Busy::ConnectionFull => "connection at its outstanding limit", Busy::Connections => "connection limit of the worker reached", Busy::Handoff => "the owning worker's inbox is full" })]
     Busy(Busy),
     /// The reply did not parse or did not match the question.
     #[error("bad response: {0}")]

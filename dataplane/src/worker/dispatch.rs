@@ -16,6 +16,7 @@ use mio::Interest;
 use super::doh::{DohDriver, DohKey};
 use super::doq::{DoqDriver, DoqKey};
 use super::dot::{DotDriver, DotKey};
+use super::handoff::Router;
 use super::outgoing::Outgoing;
 use super::reactor::{Executor, Reactor, Registered, until};
 use crate::resolver::{Environment, Upstream};
@@ -126,10 +127,16 @@ pub(crate) struct WorkerUpstream {
     pub(crate) doh: Rc<DohDriver>,
     pub(crate) executor: Rc<Executor>,
     pub(crate) outgoing: Outgoing,
+    /// The owners of encrypted connections (`handoff.rs`).
+    pub(crate) router: std::sync::Arc<Router>,
+    /// This worker's index.
+    pub(crate) index: usize,
+    pub(crate) stats: std::sync::Arc<crate::stats::WorkerStats>,
 }
 
-impl Upstream for WorkerUpstream {
-    async fn exchange(
+impl WorkerUpstream {
+    /// One exchange from this worker's own sockets and connection pools.
+    pub(crate) async fn exchange_here(
         &self,
         server: SocketAddr,
         query: &[u8],
@@ -151,6 +158,27 @@ impl Upstream for WorkerUpstream {
             }
         };
         done.unwrap_or(Err(UpstreamError::Timeout))
+    }
+}
+
+impl Upstream for WorkerUpstream {
+    /// Do53 from this worker; DoT, DoQ and DoH through the worker that owns the
+    /// connections to the server (this one, or another one it hands the query to).
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        wire: Wire,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        if !matches!(wire, Wire::Udp | Wire::Tcp) {
+            let owner = self.router.owner(server, self.index, self.random());
+            if owner != self.index {
+                self.stats.upstream_handoffs.bump();
+                return self.router.exchange(&self.reactor, (self.index, owner), server, query, wire, timeout).await;
+            }
+        }
+        self.exchange_here(server, query, wire, timeout).await
     }
 
     fn spawn(&self, task: Pin<Box<dyn Future<Output = ()>>>) {

@@ -9,6 +9,7 @@ mod doh;
 mod doq;
 mod dot;
 mod front;
+pub(crate) mod handoff;
 mod mailbox;
 mod outgoing;
 pub(crate) use outgoing::Outgoing;
@@ -89,6 +90,10 @@ pub(crate) struct WorkerSettings {
     pub dot_max_outstanding: usize,
     /// Encrypted upstream connections kept open at most, per transport.
     pub upstream_max_connections: usize,
+    /// Which worker owns the connections to which server, and every worker's inbox.
+    pub router: Arc<handoff::Router>,
+    /// This worker's inbox: encrypted queries other workers hand to it.
+    pub inbox: crossbeam_channel::Receiver<handoff::Job>,
 }
 
 /// Where the answer to a client query goes.
@@ -348,6 +353,7 @@ impl Worker {
             poll.registry().register(l, Token(base + i), Interest::READABLE)?;
         }
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
+        settings.router.register(settings.index, waker.clone());
         let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
         let executor = Rc::new(Executor::default());
         let limits = reactor::ConnectionLimits {
@@ -395,6 +401,9 @@ impl Worker {
             doh: doh.clone(),
             executor: executor.clone(),
             outgoing: settings.outgoing,
+            router: settings.router.clone(),
+            index: settings.index,
+            stats: stats.clone(),
         };
         let clients = TcpClients::new(
             poll.registry().try_clone()?,
@@ -477,6 +486,7 @@ impl Worker {
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
                 self.take_mail();
             }
+            self.take_handoffs();
             for idx in std::mem::take(&mut accept_retry) {
                 if self.accept(idx) {
                     accept_retry.push(idx);
@@ -560,6 +570,18 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Starts the encrypted queries other workers handed to this one (it owns the
+    /// connections to their servers), each a task that sends the answer back.
+    fn take_handoffs(&self) {
+        for job in self.ctx.settings.inbox.try_iter().take(handoff::INBOX) {
+            let upstream = self.ctx.resolver.upstream().clone();
+            self.ctx.executor.spawn(async move {
+                let result = upstream.exchange_here(job.server, &job.query, job.wire, job.timeout).await;
+                job.reply.complete(result);
+            });
+        }
     }
 
     /// Applies the packet-cache flushes posted since the last turn and starts the explain

@@ -212,6 +212,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_dot = s.upstream_dot,
         upstream_doq = s.upstream_doq,
         upstream_doh = s.upstream_doh,
+        upstream_handoffs = s.upstream_handoffs,
         doq_handshakes = s.doq_handshakes,
         tls_full = s.tls_full,
         tls_resumed = s.tls_resumed,
