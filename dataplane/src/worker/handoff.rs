@@ -7,6 +7,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -36,12 +37,13 @@ pub(crate) struct Job {
 type Answer = Result<Vec<u8>, UpstreamError>;
 
 /// Where the owner puts the answer, and whom it wakes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Reply {
     /// The answer once there, and the asking task's waker while it waits.
     state: Mutex<(Option<Answer>, Option<Waker>)>,
-    /// The asking worker's loop (it sleeps in `poll` until something wakes it).
-    loop_waker: OnceLock<Arc<mio::Waker>>,
+    /// The asking worker, whose loop is woken too (it may sleep in `poll`).
+    origin: usize,
+    router: Arc<Router>,
 }
 
 impl Reply {
@@ -55,9 +57,7 @@ impl Reply {
         if let Some(t) = task {
             t.wake();
         }
-        if let Some(w) = self.loop_waker.get() {
-            let _ = w.wake();
-        }
+        self.router.wake(self.origin);
     }
 }
 
@@ -66,6 +66,9 @@ impl Reply {
 pub(crate) struct Router {
     inboxes: Vec<crossbeam_channel::Sender<Job>>,
     wakers: Vec<OnceLock<Arc<mio::Waker>>>,
+    /// Whether a wake-up of each worker is already on its way: while it is, other senders
+    /// skip the system call (the worker clears it before it takes its inbox and answers).
+    woken: Vec<AtomicBool>,
     /// Owning workers per server (k), at most the number of workers.
     per_server: usize,
 }
@@ -76,7 +79,23 @@ impl Router {
     pub(crate) fn new(workers: usize, per_server: usize) -> (Arc<Self>, Vec<crossbeam_channel::Receiver<Job>>) {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| crossbeam_channel::bounded(INBOX)).unzip();
         let wakers = (0..workers).map(|_| OnceLock::new()).collect();
-        (Arc::new(Self { inboxes, wakers, per_server: per_server.clamp(1, workers.max(1)) }), receivers)
+        let woken = (0..workers).map(|_| AtomicBool::new(false)).collect();
+        (Arc::new(Self { inboxes, wakers, woken, per_server: per_server.clamp(1, workers.max(1)) }), receivers)
+    }
+
+    /// Wakes worker `i`'s loop, unless a wake-up is on its way already.
+    fn wake(&self, i: usize) {
+        if !self.woken[i].swap(true, Ordering::AcqRel)
+            && let Some(w) = self.wakers[i].get()
+        {
+            let _ = w.wake();
+        }
+    }
+
+    /// Called by worker `i` when it wakes, before it looks at its inbox and its tasks:
+    /// the next sender wakes it again.
+    pub(crate) fn awake(&self, i: usize) {
+        self.woken[i].store(false, Ordering::Release);
     }
 
     /// Records worker `index`'s loop waker (once, when it is built).
@@ -99,23 +118,17 @@ impl Router {
         if mine { here } else { (first + (pick % self.per_server as u64) as usize) % n }
     }
 
-    /// Hands `job` to worker `to` and wakes it; the asking worker's waker goes with the
-    /// reply.
-    fn send(&self, to: usize, from: usize, job: Job) -> Result<(), UpstreamError> {
-        if let Some(w) = self.wakers[from].get() {
-            let _ = job.reply.loop_waker.set(w.clone());
-        }
+    /// Hands `job` to worker `to` and wakes it.
+    fn send(&self, to: usize, job: Job) -> Result<(), UpstreamError> {
         self.inboxes[to].try_send(job).map_err(|_| UpstreamError::Busy(Busy::Handoff))?;
-        if let Some(w) = self.wakers[to].get() {
-            let _ = w.wake();
-        }
+        self.wake(to);
         Ok(())
     }
 
     /// Sends one query through worker `to` and waits for its answer (at most the
     /// query's timeout and a small margin).
     pub(crate) async fn exchange(
-        &self,
+        self: &Arc<Self>,
         reactor: &super::reactor::Reactor,
         (from, to): (usize, usize),
         server: SocketAddr,
@@ -123,9 +136,9 @@ impl Router {
         wire: Wire,
         timeout: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
-        let reply = Arc::new(Reply::default());
+        let reply = Arc::new(Reply { state: Mutex::default(), origin: from, router: self.clone() });
         let job = Job { server, query: query.to_vec(), wire, timeout, reply: reply.clone() };
-        self.send(to, from, job)?;
+        self.send(to, job)?;
         let answer = std::future::poll_fn(|cx| {
             let mut s = reply.state.lock().unwrap_or_else(|p| p.into_inner());
             match s.0.take() {
@@ -180,12 +193,12 @@ mod tests {
             query: vec![0; 12],
             wire: Wire::Udp,
             timeout: Duration::from_secs(1),
-            reply: Arc::new(Reply::default()),
+            reply: Arc::new(Reply { state: Mutex::default(), origin: 0, router: r.clone() }),
         };
         for _ in 0..INBOX {
-            r.send(1, 0, job()).unwrap();
+            r.send(1, job()).unwrap();
         }
-        assert_eq!(r.send(1, 0, job()).unwrap_err(), UpstreamError::Busy(Busy::Handoff));
+        assert_eq!(r.send(1, job()).unwrap_err(), UpstreamError::Busy(Busy::Handoff));
         assert_eq!(rx[1].len(), INBOX);
     }
 }

@@ -483,6 +483,9 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             ctx.reactor.set_now(now);
+            // Before the inbox and the tasks: a hand-off or an answer posted from now on
+            // wakes this loop again.
+            ctx.settings.router.awake(ctx.settings.index);
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
                 self.take_mail();
             }
