@@ -174,8 +174,18 @@ impl Upstream for WorkerUpstream {
         if !matches!(wire, Wire::Udp | Wire::Tcp) {
             let owner = self.router.owner(server, self.index, self.random());
             if owner != self.index {
-                self.stats.upstream_handoffs.bump();
-                return self.router.exchange(&self.reactor, (self.index, owner), server, query, wire, timeout).await;
+                let deadline = self.reactor.now() + timeout;
+                // An owner that cannot take it (a full inbox, its hand-off tasks or its
+                // connection at their bound) leaves the query to this worker.
+                if let Ok(handed) = self.router.hand((self.index, owner), server, query, wire.clone(), deadline) {
+                    self.stats.upstream_handoffs.bump();
+                    match self.router.wait(&self.reactor, handed).await {
+                        Err(UpstreamError::Busy(_)) => {}
+                        answer => return answer,
+                    }
+                }
+                let left = deadline.saturating_duration_since(self.reactor.now());
+                return self.exchange_here(server, query, wire, left).await;
             }
         }
         self.exchange_here(server, query, wire, timeout).await

@@ -324,6 +324,8 @@ pub(crate) struct Worker {
     tcp_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
     mailbox: Arc<Mailbox>,
+    /// Queries other workers handed to this one, being sent now.
+    handoff_tasks: Rc<Cell<u32>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -447,6 +449,7 @@ impl Worker {
                 tcp_listeners,
                 stop,
                 mailbox,
+                handoff_tasks: Rc::new(Cell::new(0)),
             },
             handle,
         ))
@@ -577,13 +580,32 @@ impl Worker {
 
     /// Starts the encrypted queries other workers handed to this one (it owns the
     /// connections to their servers), each a task that sends the answer back.
+    /// At most [`handoff::TAKE_PER_TURN`] per turn (more: the loop turns again at once),
+    /// [`handoff::MAX_TASKS`] under way; a query whose asker stopped waiting is not sent.
     fn take_handoffs(&self) {
-        for job in self.ctx.settings.inbox.try_iter().take(handoff::INBOX) {
-            let upstream = self.ctx.resolver.upstream().clone();
-            self.ctx.executor.spawn(async move {
-                let result = upstream.exchange_here(job.server, &job.query, job.wire, job.timeout).await;
+        let ctx = &self.ctx;
+        let inbox = &ctx.settings.inbox;
+        let now = ctx.reactor.now();
+        for job in inbox.try_iter().take(handoff::TAKE_PER_TURN) {
+            if job.abandoned(now) {
+                job.reply.complete(Err(crate::upstream::UpstreamError::Local(io::ErrorKind::TimedOut)));
+                continue;
+            }
+            if self.handoff_tasks.get() >= handoff::MAX_TASKS {
+                job.reply.complete(Err(crate::upstream::UpstreamError::Busy(crate::upstream::error::Busy::Handoff)));
+                continue;
+            }
+            self.handoff_tasks.set(self.handoff_tasks.get() + 1);
+            let (upstream, tasks) = (ctx.resolver.upstream().clone(), self.handoff_tasks.clone());
+            ctx.executor.spawn(async move {
+                let left = job.deadline.saturating_duration_since(upstream.reactor.now());
+                let result = upstream.exchange_here(job.server, &job.query, job.wire, left).await;
                 job.reply.complete(result);
+                tasks.set(tasks.get() - 1);
             });
+        }
+        if !inbox.is_empty() {
+            ctx.settings.router.wake(ctx.settings.index);
         }
     }
 
