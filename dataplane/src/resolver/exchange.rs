@@ -106,7 +106,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // Encrypted first for a signal lookup through its own server is an RFC 9539 probe
         // made before the query instead of beside it: counted as one, and its Do53
         // fallback is no downgrade.
-        let probing = plan.source == PlanSource::SignalCycle;
+        let probing = plan.source == PlanSource::EncryptedFirst;
         for t in to_try {
             let standard = plan.standard_port(t);
             if probing {
@@ -197,7 +197,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // the lookup, and the queries waiting for it, for a whole E-timeout (such a
         // cut-short timeout blames nobody; the RFC 9539 probe beside a later query decides).
         let limit = match plan.source {
-            PlanSource::SignalCycle => settings.dot_timeout.min(settings.signal_wait_for / 2),
+            PlanSource::EncryptedFirst => settings.dot_timeout.min(settings.signal_wait_for / 2),
             _ => settings.dot_timeout,
         };
         let timeout = limit.min(budget.deadline.saturating_duration_since(start));

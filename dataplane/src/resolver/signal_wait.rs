@@ -40,6 +40,9 @@ pub(crate) const MAX_WAITERS: usize = 1024;
 /// Nameservers a worker remembers having waited for in vain (while their lookup is still
 /// under way, further queries do not wait for it again); past it the memory starts over.
 const MAX_GAVE_UP: usize = 4096;
+/// How long a wait given up on stops later queries from waiting for the same lookup (a
+/// lookup is started again after as long: `signal::PENDING_FOR`).
+const GAVE_UP_FOR: Duration = Duration::from_secs(30);
 
 /// The queries of one worker waiting for signals, by nameserver name, woken when this
 /// worker's lookup of that signal ends.
@@ -51,7 +54,7 @@ pub(crate) struct SignalWaiters {
     next_id: Cell<u64>,
     /// Nameservers whose signal a query of this worker waited for until its bound: a
     /// lookup that slow (a server that drops the queries) is not waited for again.
-    gave_up: RefCell<std::collections::HashSet<Name>>,
+    gave_up: RefCell<HashMap<Name, std::time::Instant>>,
 }
 
 impl SignalWaiters {
@@ -168,7 +171,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 return encrypted_first(plan, dot);
             }
         };
-        let Some(learnt) = self.wait_for_signal(ns, budget).await else { return plan };
+        let dot = |r: &Self| r.shared.probes.decide(addr, Transport::Dot, r.upstream.unix_now());
+        // Not waited (too many waiting, or given up on lately): still encrypted first where
+        // nothing is known, never the cleartext plan of an unknown server.
+        let Some(learnt) = self.wait_for_signal(ns, budget).await else { return encrypted_first(plan, dot(self)) };
         if learnt {
             self.stats.signal_waits.bump();
         } else {
@@ -178,7 +184,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             nameserver: ns.clone(),
             outcome: if learnt { "learnt" } else { "timeout" },
         });
-        self.plan(zone, ns, addr)
+        let plan = self.plan(zone, ns, addr);
+        if learnt { plan } else { encrypted_first(plan, dot(self)) }
     }
 
     /// Waits until `ns`'s signal is known (true) or the wait's bound passes (false): at
@@ -188,10 +195,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     async fn wait_for_signal(&self, ns: &Name, budget: &Budget) -> Option<bool> {
         let known = || matches!(self.shared.signals.get(ns, self.upstream.unix_now()), Some(Signal::Known { .. }));
         let waiters = &self.signal_waiters;
-        if waiters.count.get() >= MAX_WAITERS || waiters.gave_up.borrow().contains(ns) {
+        let start = self.upstream.now();
+        // Given up on within the life of a pending lookup (its lookup may run elsewhere).
+        let gave_up = waiters.gave_up.borrow().get(ns).is_some_and(|t| start < *t + GAVE_UP_FOR);
+        if waiters.count.get() >= MAX_WAITERS || gave_up {
             return None;
         }
-        let start = self.upstream.now();
         let until = (start + self.shared.settings.signal_wait_for)
             .min(start + budget.deadline.saturating_duration_since(start) / 2);
         let id = waiters.next_id.get();
@@ -204,9 +213,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             if now >= until {
                 let mut gave_up = waiters.gave_up.borrow_mut();
                 if gave_up.len() >= MAX_GAVE_UP {
-                    gave_up.clear();
+                    gave_up.retain(|_, t| now < *t + GAVE_UP_FOR);
+                    if gave_up.len() >= MAX_GAVE_UP {
+                        gave_up.clear();
+                    }
                 }
-                gave_up.insert(ns.clone());
+                gave_up.insert(ns.clone(), now);
                 return Some(false);
             }
             let pause = Box::pin(self.upstream.sleep(LOOK_AGAIN.min(until - now)));

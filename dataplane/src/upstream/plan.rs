@@ -45,15 +45,16 @@ pub enum PlanSource {
     SecureSignal,
     /// Nothing matched: the configured default.
     Default,
-    /// A signal lookup that needs the very nameserver it decides for (directly or through
-    /// a cycle of signal lookups), which nothing is known of yet: encrypted first,
-    /// unauthenticated, rather than cleartext (see [`encrypted_first`]).
-    SignalCycle,
+    /// A server nothing is known of, which a signal lookup needs (directly or through a
+    /// cycle of signal lookups), or whose signal did not come in time for a query that
+    /// waited: encrypted first, unauthenticated, rather than cleartext (see
+    /// [`encrypted_first`]).
+    EncryptedFirst,
 }
 
 impl PlanSource {
     /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
-    /// `probe:skip`, `default`, `signal-cycle`.
+    /// `probe:skip`, `default`, `encrypted-first`.
     pub fn label(&self) -> String {
         match self {
             Self::Override(id) => format!("override:{id}"),
@@ -62,7 +63,7 @@ impl PlanSource {
             Self::Probe(ProbeDecision::Skip) => "probe:skip".into(),
             Self::InsecureSignal => "signal:insecure".into(),
             Self::SecureSignal => "signal:secure".into(),
-            Self::SignalCycle => "signal-cycle".into(),
+            Self::EncryptedFirst => "encrypted-first".into(),
             Self::Default => "default".into(),
         }
     }
@@ -284,9 +285,9 @@ fn probe_plan(decisions: [ProbeDecision; 2], probing: bool) -> TransportPlan {
 }
 
 /// For a signal lookup that must ask the nameserver it decides for before anything is
-/// known of it (the usual case: a nameserver's own zone holds its `_dns` record): in
-/// place of a cleartext plan made while the server is unknown to the probe table, DoT
-/// first, unauthenticated, then Do53. A strict server that speaks DoT then never sees
+/// known of it (the usual case: a nameserver's own zone holds its `_dns` record), and for
+/// a query whose wait for a signal ran out: in place of a cleartext plan made while the
+/// server is unknown to the probe table, DoT first, unauthenticated, then Do53. A strict server that speaks DoT then never sees
 /// even that first query in cleartext; one that does not costs a refused connection (or
 /// one E-timeout, then its damping window) of a lookup nobody waits for past
 /// `signal_wait_ms`. Any other plan stays as it is.
@@ -297,7 +298,7 @@ pub fn encrypted_first(plan: TransportPlan, dot: ProbeDecision) -> TransportPlan
     TransportPlan {
         mode: Mode::Opportunistic,
         transports: vec![Transport::Dot, Transport::Do53],
-        source: PlanSource::SignalCycle,
+        source: PlanSource::EncryptedFirst,
         ..plan
     }
 }
@@ -495,7 +496,7 @@ mod tests {
             (first.mode, first.transports.as_slice()),
             (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..])
         );
-        assert_eq!((first.auth, first.source.label().as_str()), (Auth::None, "signal-cycle"));
+        assert_eq!((first.auth, first.source.label().as_str()), (Auth::None, "encrypted-first"));
         assert_eq!(encrypted_first(unknown, ProbeDecision::Skip).mode, Mode::Cleartext, "DoT failed lately");
         let off = Switches { signals: true, probing: false };
         let default = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: off }).plan;

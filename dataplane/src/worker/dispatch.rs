@@ -174,10 +174,12 @@ impl Upstream for WorkerUpstream {
         if !matches!(wire, Wire::Udp | Wire::Tcp) {
             let owner = self.router.owner(server, self.index, self.random());
             if owner != self.index {
-                let deadline = self.reactor.now() + timeout;
+                let start = self.reactor.now();
+                let deadline = start + timeout;
                 // An owner that cannot take it (a full inbox, its hand-off tasks or its
                 // connection at their bound) leaves the query to this worker.
-                if let Ok(handed) = self.router.hand((self.index, owner), server, query, wire.clone(), deadline) {
+                if let Ok(handed) = self.router.hand((self.index, owner), server, query, wire.clone(), (start, timeout))
+                {
                     self.stats.upstream_handoffs.bump();
                     match self.router.wait(&self.reactor, handed).await {
                         Err(UpstreamError::Busy(_)) => {}
@@ -185,7 +187,8 @@ impl Upstream for WorkerUpstream {
                     }
                 }
                 let left = deadline.saturating_duration_since(self.reactor.now());
-                return self.exchange_here(server, query, wire, left).await;
+                let answer = self.exchange_here(server, query, wire, left).await;
+                return super::handoff::cut_short(answer, left, timeout);
             }
         }
         self.exchange_here(server, query, wire, timeout).await

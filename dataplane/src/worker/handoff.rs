@@ -43,6 +43,9 @@ pub(crate) struct Job {
     /// When the asking worker stops waiting (its exchange's timeout, from the moment it
     /// handed the query over).
     pub(crate) deadline: Instant,
+    /// That timeout: a server given less (the query waited in the inbox) is not blamed
+    /// for running out of it ([`cut_short`]).
+    pub(crate) timeout: Duration,
     pub(crate) reply: Arc<Reply>,
 }
 
@@ -55,6 +58,22 @@ impl Job {
 
 /// An exchange's outcome, as it crosses threads.
 type Answer = Result<Vec<u8>, UpstreamError>;
+
+/// A server's timeout within clearly less than the query's `full` time (`given`: it
+/// waited for its turn in an inbox, or on an owner that refused it) says nothing about
+/// the server: a local failure. (A wait of up to [`CUT_SHORT_SLACK`] still blames it: the
+/// usual hand-off takes microseconds.)
+pub(crate) fn cut_short(answer: Answer, given: Duration, full: Duration) -> Answer {
+    match answer {
+        Err(UpstreamError::Timeout) if given + CUT_SHORT_SLACK < full => {
+            Err(UpstreamError::Local(std::io::ErrorKind::TimedOut))
+        }
+        other => other,
+    }
+}
+
+/// See [`cut_short`].
+const CUT_SHORT_SLACK: Duration = Duration::from_millis(100);
 
 /// Where the owner puts the answer, and whom it wakes.
 #[derive(Debug)]
@@ -172,21 +191,22 @@ impl Router {
         wire: Wire,
         timeout: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
-        let handed = self.hand((from, to), server, query, wire, reactor.now() + timeout)?;
+        let handed = self.hand((from, to), server, query, wire, (reactor.now(), timeout))?;
         self.wait(reactor, handed).await
     }
 
-    /// Hands one query to worker `to`, to be answered by `deadline`.
+    /// Hands one query to worker `to`, to be answered within `timeout` from `now`.
     pub(crate) fn hand(
         self: &Arc<Self>,
         (from, to): (usize, usize),
         server: SocketAddr,
         query: &[u8],
         wire: Wire,
-        deadline: Instant,
+        (now, timeout): (Instant, Duration),
     ) -> Result<(Arc<Reply>, Instant), UpstreamError> {
         let reply = Arc::new(Reply { state: Mutex::default(), origin: from, router: Arc::downgrade(self) });
-        let job = Job { server, query: query.to_vec(), wire, deadline, reply: reply.clone() };
+        let deadline = now + timeout;
+        let job = Job { server, query: query.to_vec(), wire, deadline, timeout, reply: reply.clone() };
         self.send(to, job)?;
         Ok((reply, deadline))
     }
@@ -250,6 +270,7 @@ mod tests {
             query: vec![0; 12],
             wire: Wire::Udp,
             deadline,
+            timeout: Duration::from_secs(1),
             reply: Arc::new(Reply { state: Mutex::default(), origin: 0, router: Arc::downgrade(r) }),
         }
     }
@@ -304,6 +325,19 @@ mod tests {
             let timer_due = reactor.next_timeout().is_some_and(|d| d.is_zero());
             assert!(!events.is_empty() || timer_due, "the loop slept through its wake-up");
         }
+    }
+
+    /// A timeout after a long wait for the owner is nobody's fault; after the usual
+    /// microseconds it is the server's.
+    #[test]
+    fn a_timeout_cut_short_by_a_wait_blames_nobody() {
+        let full = Duration::from_secs(4);
+        let timeout = || Err(UpstreamError::Timeout);
+        let local = Err(UpstreamError::Local(std::io::ErrorKind::TimedOut));
+        assert_eq!(cut_short(timeout(), Duration::from_secs(1), full), local);
+        assert_eq!(cut_short(timeout(), full - Duration::from_micros(30), full), timeout());
+        assert_eq!(cut_short(Ok(vec![1]), Duration::ZERO, full), Ok(vec![1]));
+        assert_eq!(cut_short(Err(UpstreamError::Refused), Duration::ZERO, full), Err(UpstreamError::Refused));
     }
 
     /// A query handed to another thread comes back with the owner's answer, woken by the

@@ -600,7 +600,7 @@ impl Worker {
             ctx.executor.spawn(async move {
                 let left = job.deadline.saturating_duration_since(upstream.reactor.now());
                 let result = upstream.exchange_here(job.server, &job.query, job.wire, left).await;
-                job.reply.complete(result);
+                job.reply.complete(handoff::cut_short(result, left, job.timeout));
                 tasks.set(tasks.get() - 1);
             });
         }
