@@ -437,8 +437,10 @@ struct WaitGraph {
     /// for, with the token of the wait that recorded it.
     edges: std::collections::HashMap<Name, (Name, u64)>,
     /// How many signal lookups wait, one for the next, before a lookup of this name (a
-    /// lookup nobody waits for is at depth 0).
-    depth: std::collections::HashMap<Name, u8>,
+    /// lookup nobody waits for is at depth 0), and how many waits point at it: the entry
+    /// goes with the last of them (its depth is the deepest seen meanwhile: it errs on
+    /// the side of refusing a wait).
+    depth: std::collections::HashMap<Name, (u8, u32)>,
     next_token: u64,
 }
 
@@ -467,8 +469,12 @@ impl Drop for WaitGuard<'_> {
             let mut g = self.cache.waits.lock().unwrap_or_else(|p| p.into_inner());
             if matches!(g.edges.get(waiter), Some((_, t)) if t == token)
                 && let Some((on, _)) = g.edges.remove(waiter)
+                && let Some((_, n)) = g.depth.get_mut(&on)
             {
-                g.depth.remove(&on);
+                *n -= 1;
+                if *n == 0 {
+                    g.depth.remove(&on);
+                }
             }
         }
     }
@@ -532,7 +538,7 @@ impl SignalCache {
         if cur == waiter {
             return Err(WaitRefused::Cycle);
         }
-        let depth = g.depth.get(waiter).copied().unwrap_or(0);
+        let depth = g.depth.get(waiter).map_or(0, |(d, _)| *d);
         if depth >= MAX_WAIT_DEPTH {
             return Err(WaitRefused::TooDeep);
         }
@@ -542,8 +548,9 @@ impl SignalCache {
         g.next_token += 1;
         let token = g.next_token;
         g.edges.insert(waiter.clone(), (on.clone(), token));
-        let d = g.depth.entry(on.clone()).or_insert(0);
+        let (d, n) = g.depth.entry(on.clone()).or_insert((0, 0));
         *d = (*d).max(depth + 1);
+        *n += 1;
         Ok(WaitGuard { cache: self, edge: Some((waiter.clone(), token)) })
     }
 
@@ -849,5 +856,14 @@ mod cache_tests {
         }
         assert_eq!(refused, Some((usize::from(MAX_WAIT_DEPTH), WaitRefused::TooDeep)));
         drop(guards);
+        // Two waits on one lookup: the end of one leaves the other's depth in place.
+        let (x, y, w) = (n("ns1.x.lab."), n("ns1.y.lab."), n("ns1.w.lab."));
+        let deep: Vec<Name> = (0..usize::from(MAX_WAIT_DEPTH)).map(|i| n(&format!("d{i}.lab."))).collect();
+        let mut chain: Vec<_> = deep.windows(2).map(|p| c.start_wait(Some(&p[0]), &p[1]).unwrap()).collect();
+        chain.push(c.start_wait(Some(deep.last().unwrap()), &x).unwrap());
+        let sibling = c.start_wait(Some(&y), &x).unwrap();
+        drop(sibling);
+        assert_eq!(c.start_wait(Some(&x), &w).map(|_| ()), Err(WaitRefused::TooDeep), "x is still deep");
+        drop(chain);
     }
 }
