@@ -498,6 +498,15 @@ const SIGNAL_SHARDS: usize = 16;
 /// A lookup that has not finished after this long is started again.
 const PENDING_FOR: u64 = 30;
 
+/// Whether `sig` still decides at `now`: a lookup under way for less than [`PENDING_FOR`],
+/// or a signal within its TTL.
+fn live_at(sig: &Signal, now: u64) -> bool {
+    match sig {
+        Signal::Pending { since, .. } => now.saturating_sub(*since) < PENDING_FOR,
+        Signal::Known { until, .. } => now < *until,
+    }
+}
+
 impl SignalCache {
     /// A cache for about `names` nameserver names.
     pub fn new(names: usize) -> Self {
@@ -598,40 +607,45 @@ impl SignalCache {
 
     /// The live signal of `ns`; `None` when unknown or expired.
     pub fn get(&self, ns: &Name, now: u64) -> Option<Signal> {
-        let live = |sig: &Signal| match sig {
-            Signal::Pending { since, .. } => now.saturating_sub(*since) < PENDING_FOR,
-            Signal::Known { until, .. } => now < *until,
-        };
         let mut s = self.shard(ns);
         match s.get(ns) {
-            Some(sig) => live(sig).then(|| sig.clone()),
+            Some(sig) => live_at(sig, now).then(|| sig.clone()),
             // Evicted: a strict signal is still known.
-            None => self.strict.lock().unwrap_or_else(|p| p.into_inner()).0.get(ns).filter(|s| live(s)).cloned(),
+            None => {
+                self.strict.lock().unwrap_or_else(|p| p.into_inner()).0.get(ns).filter(|s| live_at(s, now)).cloned()
+            }
         }
     }
 
     /// Marks a lookup as started; false when one is already under way or the signal is
-    /// known (so each name is looked up once at a time, across workers). An expired strict
-    /// signal (secure, with DANE) stays in force while it is refreshed: a refresh that is
-    /// blocked or slow must not downgrade the server to cleartext. Another expired signal
-    /// gives way to a pending lookup marked as a refresh (no first contact for queries to
-    /// wait on).
+    /// known (so each name is looked up once at a time, across workers: the check and the
+    /// mark are one step under the name's shard lock). An expired strict signal (secure,
+    /// with DANE) stays in force while it is refreshed: a refresh that is blocked or slow
+    /// must not downgrade the server to cleartext. Another expired signal gives way to a
+    /// pending lookup marked as a refresh (no first contact for queries to wait on).
     pub fn begin(&self, ns: &Name, now: u64) -> bool {
-        if self.get(ns, now).is_some() {
+        // Lock order as in `get`: the shard, then the strict table.
+        let mut s = self.shard(ns);
+        let mut strict = self.strict.lock().unwrap_or_else(|p| p.into_inner());
+        let current = s.get(ns).cloned().or_else(|| strict.0.get(ns).cloned());
+        if current.as_ref().is_some_and(|c| live_at(c, now)) {
             return false;
         }
-        match self.last(ns) {
+        let next = match current {
             Some(Signal::Known { records, secure, dane, cycle, refused, strict_until, .. }) if now < strict_until => {
                 let until = (now + PENDING_FOR).min(strict_until);
-                self.put(ns, Signal::Known { records, secure, dane, cycle, refused, until, strict_until });
+                let kept = Signal::Known { records, secure, dane, cycle, refused, until, strict_until };
+                // The same signal with another TTL: the same charge in the strict table.
+                if let Some(entry) = strict.0.get_mut(ns) {
+                    *entry = kept.clone();
+                }
+                kept
             }
-            last => {
-                let refresh = matches!(last, Some(Signal::Known { .. }));
-                let pending = Signal::Pending { since: now, refresh };
-                let cost = pending.charge(ns);
-                self.shard(ns).insert(ns.clone(), pending, cost);
-            }
-        }
+            last => Signal::Pending { since: now, refresh: matches!(last, Some(Signal::Known { .. })) },
+        };
+        drop(strict);
+        let cost = next.charge(ns);
+        s.insert(ns.clone(), next, cost);
         true
     }
 
@@ -745,6 +759,33 @@ mod cache_tests {
         let new: Name = "ns1.new.lab.".parse().unwrap();
         assert!(c.begin(&new, 200));
         assert!(matches!(c.get(&new, 200), Some(Signal::Pending { refresh: false, .. })), "a first contact");
+    }
+
+    /// Workers racing to start the lookup of one name: exactly one of them does.
+    #[test]
+    fn a_lookup_is_begun_once_whatever_the_race() {
+        let c = std::sync::Arc::new(SignalCache::new(4096));
+        let names: std::sync::Arc<Vec<Name>> =
+            std::sync::Arc::new((0..2000).map(|i| format!("ns{i}.race.lab.").parse().unwrap()).collect());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (c, names) = (c.clone(), names.clone());
+                std::thread::spawn(move || {
+                    let mut order: Vec<usize> = (0..names.len()).collect();
+                    if t % 2 == 1 {
+                        order.reverse();
+                    }
+                    order.into_iter().filter(|&i| c.begin(&names[i], 100)).collect::<Vec<usize>>()
+                })
+            })
+            .collect();
+        let mut begun = vec![0u32; names.len()];
+        for t in threads {
+            for i in t.join().unwrap() {
+                begun[i] += 1;
+            }
+        }
+        assert!(begun.iter().all(|&n| n == 1), "names begun twice: {}", begun.iter().filter(|&&n| n > 1).count());
     }
 
     /// Filling the cache evicts signals, but never a strict one.
