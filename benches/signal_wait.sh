@@ -14,6 +14,7 @@
 #
 #   benches/signal_wait.sh                  # ROUNDS=5 DELAY_MS=0
 #   DELAY_MS=10 benches/signal_wait.sh      # 20 ms round trips
+#   ADOXD=/path/to/adoxd benches/signal_wait.sh   # another build (to compare two)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,7 +23,8 @@ DELAY_MS=${DELAY_MS:-0}
 MODES=(none signed all)
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
 
-cargo build --release -q -p adoxd
+ADOXD=${ADOXD:-target/release/adoxd}
+if [[ $ADOXD == target/release/adoxd ]]; then cargo build --release -q -p adoxd; fi
 started_lab=0
 if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
     deploy/lab/lab up "$LAB" >/dev/null
@@ -59,7 +61,7 @@ one() {
     local mode=$1 round=$2 dir="$WORK/$1-$2" name ms rcode times=() servfail=0 log
     mkdir -p "$dir/state"
     printf '[transport]\nsignal_wait = "%s"\n' "$mode" >"$dir/adox.toml"
-    target/release/adoxd --config "$dir/adox.toml" --root-hints "$LAB/root.hints" \
+    "$ADOXD" --config "$dir/adox.toml" --root-hints "$LAB/root.hints" \
         --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
         --listen 127.0.0.1:5370 --workers 1 --api off --state-dir "$dir/state" \
         --log-level info 2>"$dir/log" &
