@@ -726,3 +726,28 @@ fn one_encrypted_connection_per_server_across_workers_unless_k_says_more() {
         assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
     }
 }
+
+/// The same for DoQ (doq.lab.'s aioquic front) and DoH (bdoh.lab.'s BIND): with two
+/// workers and the default k = 1, one connection to the server per transport, and the
+/// other worker's queries handed over.
+#[test]
+fn doq_and_doh_keep_one_connection_per_server_across_workers() {
+    for (zone, addr, transport) in [("doq.lab", "127.53.7.1", "doq"), ("bdoh.lab", "127.53.25.1", "doh")] {
+        let policy = format!(
+            "[[policy]]\nzone = \"{zone}\"\nnameserver = \"ns1.{zone}\"\nmode = \"strict\"\ntransports = [\"{transport}\"]\nauth = \"pkix\"\n"
+        );
+        let (_d, cfg) = config(&policy, "probing = false\nsignals = false");
+        let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "2"]);
+        for i in 0..40 {
+            assert_eq!(d.query(&format!("n{i}.{zone}."), RecordType::A).rcode(), ResponseCode::NXDomain, "{zone}");
+        }
+        let srv = d.admin().get(&format!("/v1/servers/{addr}")).unwrap().json().unwrap();
+        let state = srv["transports"].as_array().unwrap().iter().find(|t| t["transport"] == transport).cloned();
+        let state = state.unwrap_or_else(|| panic!("{srv}"));
+        assert_eq!(state["open_connections"].as_u64(), Some(1), "{transport}: {srv}");
+        let log = d.terminate();
+        assert!(Adoxd::stat(&log, "upstream_handoffs") >= 1, "{transport}: {log}");
+        assert_eq!(Adoxd::stat(&log, "strict_failures"), 0, "{transport}");
+        assert!(Adoxd::stat(&log, &format!("upstream_{transport}")) >= 40, "{transport}");
+    }
+}
