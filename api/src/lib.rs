@@ -84,6 +84,13 @@ pub struct StatsSnapshot {
     /// Such waits that ran out (`transport.signal_wait_ms`): the query went out under
     /// what was known.
     pub signal_wait_timeouts: u64,
+    /// DELEG RRsets read from referrals (experimental `transport.deleg`) that validated
+    /// to the parent's keys: they name the child's servers and may make them strict.
+    pub deleg_secure: u64,
+    /// Such RRsets under an unsigned parent (or with validation off): opportunistic hints.
+    pub deleg_insecure: u64,
+    /// Such RRsets that failed validation: ignored.
+    pub deleg_bogus: u64,
     /// Resolutions whose answer validated to a trust anchor (AD).
     pub dnssec_secure: u64,
     /// Resolutions whose answer is provably unsigned, unanchored or not validated.

@@ -188,6 +188,14 @@ pub fn render(s: &Stats) -> String {
     );
     labelled(
         o,
+        "adox_deleg_total",
+        "counter",
+        "DELEG RRsets read from referrals (experimental transport.deleg), by DNSSEC status.",
+        "status",
+        &[("secure", t.deleg_secure), ("insecure", t.deleg_insecure), ("bogus", t.deleg_bogus)],
+    );
+    labelled(
+        o,
         "adox_dnssec_answers_total",
         "counter",
         "Resolutions by the DNSSEC status of their answer.",

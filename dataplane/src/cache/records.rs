@@ -246,6 +246,14 @@ impl RecordCache {
         self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, now);
     }
 
+    /// Stores that a referral carried no `rtype` records at `name` (a parent without DELEG
+    /// for its child): referral-ranked, so never served to a client, and never replacing
+    /// live secure data of the same rank. `ttl` is capped like positive data.
+    pub fn put_referral_absence(&self, name: &Name, rtype: u16, ttl: u32, security: Security, now: Instant) {
+        let ttl = ttl.min(self.max_ttl);
+        self.put(name, rtype, CachedData::NoData(Arc::new([])), None, Rank::Referral, security, ttl, now);
+    }
+
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
     /// [`NXDOMAIN_KEY`]. `ttl` is capped by the negative TTL cap.
     #[allow(clippy::too_many_arguments, reason = "one entry's fields")]

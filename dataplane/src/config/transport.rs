@@ -42,6 +42,10 @@ pub struct TransportConfig {
     pub signal_wait: SignalWait,
     /// See [`bounds::SIGNAL_WAIT_MS`].
     pub signal_wait_ms: u64,
+    /// Experimental DELEG (draft-ietf-deleg): queries carry the DE bit, and a DELEG RRset
+    /// in a referral (validated against the parent's keys) names the child zone's servers
+    /// and, through the private-use `alpn` key, their transports. Default false.
+    pub deleg: bool,
     /// How DoH queries are sent: `"post"` (the message as the body, the default) or
     /// `"get"` (base64url in the URI template's `dns` variable, RFC 8484 section 4.1).
     pub doh_method: crate::upstream::doh::DohMethod,
@@ -83,6 +87,7 @@ impl Default for TransportConfig {
             signals: true,
             signal_wait: SignalWait::Signed,
             signal_wait_ms: d(bounds::SIGNAL_WAIT_MS),
+            deleg: false,
             doh_method: crate::upstream::doh::DohMethod::Post,
             outgoing_v4: None,
             outgoing_v6: None,

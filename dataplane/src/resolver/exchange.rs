@@ -189,7 +189,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         };
         let _guard = self.reserve_exchange(addr, zone)?;
         let id = self.upstream.random_id();
-        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+        let query = build_query(id, sname, stype, settings.edns_udp_size, settings.deleg).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         // Encrypted first for a signal lookup (a probe made before the query) gets half of
@@ -256,7 +256,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let _guard = self.reserve_exchange(addr, zone)?;
         let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
         let id = self.upstream.random_id();
-        let query = build_query(id, sname, stype, settings.edns_udp_size).map_err(|_| {
+        let query = build_query(id, sname, stype, settings.edns_udp_size, settings.deleg).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         let server = SocketAddr::new(addr, 53);
@@ -322,6 +322,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let switches = Switches { signals: settings.signals, probing: settings.probing };
         let policy = policies.lookup(zone, ns_name, addr).map(|p| &**p);
         let probes = PROBED.map(|t| self.shared.probes.decide(addr, t, now));
+        let rule = self.deleg_rule(zone);
+        let deleg = rule.as_ref().and_then(|r| Some((r.for_server(ns_name, addr)?, r.secure)));
         let mut live = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
         if settings.signals && live.is_none() {
             // Unknown or expired: looked up (by the worker, as its own task) when a signal
@@ -329,24 +331,34 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // strict one must be refreshed, which decides meanwhile until its signatures
             // expire (R5: `SignalCache::begin`).
             let strict = self.shared.signals.last(ns_name).is_some_and(|s| s.strict_at(now));
-            let wanted = strict || plan::plan(PlanInputs { policy, signal: None, probes, switches }).want_signal;
+            let wanted = strict || plan::plan(PlanInputs { policy, signal: None, probes, switches, deleg }).want_signal;
             if wanted && self.shared.signals.begin(ns_name, now) {
                 self.wanted_signals.borrow_mut().push(ns_name.clone());
             }
             live = self.shared.signals.get(ns_name, now);
         }
-        let planned = plan::plan(PlanInputs { policy, signal: live.as_ref(), probes, switches });
+        let planned = plan::plan(PlanInputs { policy, signal: live.as_ref(), probes, switches, deleg });
         // A first contact: nothing known but a lookup under way that is no refresh (none
         // at all when the plan does not want one).
         let unknown = matches!(live, Some(Signal::Pending { refresh: false, .. }))
-            && plan::plan(PlanInputs { policy, signal: None, probes, switches }).want_signal;
+            && plan::plan(PlanInputs { policy, signal: None, probes, switches, deleg }).want_signal;
         (planned.plan, unknown)
     }
 }
 
+/// The DE (DELEG-aware) bit of the EDNS flags (draft-ietf-deleg), below DO.
+pub(crate) const EDNS_DE: u16 = 0x2000;
+
 /// An iterative query: RD clear, EDNS(0) with our buffer size and DO set (so RRSIGs are
-/// there for clients that ask and for validation).
-pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16) -> Result<Vec<u8>, UpstreamError> {
+/// there for clients that ask and for validation); with `deleg`, DE set too (the parent
+/// then puts DELEG records in its referrals).
+pub(crate) fn build_query(
+    id: u16,
+    name: &Name,
+    rtype: RecordType,
+    udp_size: u16,
+    deleg: bool,
+) -> Result<Vec<u8>, UpstreamError> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = false;
     let mut q = Query::query(name.clone(), rtype);
@@ -355,6 +367,9 @@ pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, udp_size: u16
     let mut edns = Edns::new();
     edns.set_max_payload(udp_size);
     edns.set_dnssec_ok(true);
+    if deleg {
+        edns.flags_mut().z |= EDNS_DE;
+    }
     m.set_edns(edns);
     m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
 }
@@ -399,18 +414,23 @@ mod tests {
 
     #[test]
     pub(super) fn query_has_no_rd_and_edns_do() {
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232).unwrap();
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232, false).unwrap();
         let m = Message::from_vec(&q).unwrap();
         assert!(!m.metadata.recursion_desired);
         let e = m.edns.unwrap();
         assert_eq!(e.max_payload(), 1232);
         assert!(e.flags().dnssec_ok);
+        assert_eq!(e.flags().z & EDNS_DE, 0, "DE only with transport.deleg");
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232, true).unwrap();
+        // The flags field of the OPT record: its last 4 bytes before RDLENGTH 0 are the TTL.
+        let flags = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
+        assert_eq!(flags, 0x8000 | EDNS_DE, "DO and DE on the wire");
     }
 
     #[test]
     pub(super) fn reply_checks() {
         let name: Name = "www.lab.".parse().unwrap();
-        let q = build_query(7, &name, RecordType::A, 1232).unwrap();
+        let q = build_query(7, &name, RecordType::A, 1232, false).unwrap();
         assert_eq!(
             check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
             UpstreamError::BadResponse("not a query response")

@@ -365,18 +365,27 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // their data is validated when a client asks for it).
             let validate = depth == 0;
             match reply {
-                Reply::Referral { child, ns: ns_records, glue: referral_glue, ds } => {
+                Reply::Referral { child, ns: ns_records, glue: referral_glue, ds, deleg } => {
                     referrals += 1;
                     if referrals > settings.max_referrals {
                         return Err(ResolveError::LimitExceeded(Limit::Referrals));
                     }
                     ns = ns_names(&ns_records);
+                    let ns_ttl = min_ttl(&ns_records).unwrap_or(0);
                     cache.put_rrset(&child, DELEGATION_KEY, ns_records.clone(), Rank::Referral, now);
                     cache.put_rrset(&child, u16::from(RecordType::NS), ns_records, Rank::Referral, now);
                     for (owner, rtype, set) in group_rrsets(&referral_glue) {
                         cache.put_rrset(&owner, u16::from(rtype), set, Rank::Glue, now);
                     }
                     glue = referral_glue;
+                    if settings.deleg
+                        && let Some(servers) = self.take_referral_deleg(&zone, &child, deleg, ns_ttl, budget).await?
+                    {
+                        // A DELEG-aware resolver follows the secure DELEG RRset, not the NS
+                        // RRset beside it (draft-ietf-deleg section 5).
+                        ns = servers.names;
+                        glue.extend(servers.glue);
+                    }
                     if validate && !ds.is_empty() {
                         self.take_referral_ds(&zone, &child, ds, budget).await?;
                     }
@@ -556,7 +565,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let now = self.upstream.now();
         let mut cur = if qtype == RecordType::DS && !name.is_root() { parent(name) } else { name.clone() };
         loop {
-            if let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
+            // With DELEG, a cut whose parent side (its DELEG RRset, or that there is none) is
+            // not known any more is fetched again from the parent: its NS RRset alone must
+            // not outlive what the parent says of the zone's transports.
+            let parent_side_known = !self.shared.settings.deleg
+                || cur.is_root()
+                || self.shared.records.get(&cur, crate::upstream::deleg::DELEG_TYPE, now).is_some();
+            if parent_side_known
+                && let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
                 && let Some(recs) = rrset_records(&hit.data)
             {
                 let names = ns_names(recs);

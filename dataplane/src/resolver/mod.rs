@@ -6,6 +6,7 @@
 //! behind `Arc` and used by every worker; per-worker state (outstanding-query counters)
 //! lives in the [`Resolver`] value each worker owns.
 
+mod deleg;
 mod discovery;
 pub mod error;
 pub(crate) mod exchange;
@@ -127,6 +128,8 @@ pub struct Settings {
     pub signal_wait: crate::config::SignalWait,
     /// The longest such a wait lasts.
     pub signal_wait_for: Duration,
+    /// Experimental DELEG: the DE bit on queries, DELEG records read from referrals.
+    pub deleg: bool,
 }
 
 impl Settings {
@@ -153,6 +156,7 @@ impl Settings {
             signals: cfg.transport.signals,
             signal_wait: cfg.transport.signal_wait,
             signal_wait_for: Duration::from_millis(cfg.transport.signal_wait_ms),
+            deleg: cfg.transport.deleg,
         }
     }
 }

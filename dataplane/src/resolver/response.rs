@@ -40,6 +40,9 @@ pub(crate) enum Reply {
         /// What a signed parent adds (RFC 4035 section 3.1.4): the child's DS RRset with
         /// its RRSIGs, or the NSEC/NSEC3 records (with RRSIGs) proving there is none.
         ds: Vec<Record>,
+        /// The child's DELEG records with their RRSIGs (a DE query to a DELEG-aware
+        /// parent), at most a few.
+        deleg: Vec<Record>,
     },
     /// The name exists, the type does not.
     NoData {
@@ -286,7 +289,17 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
             })
             .cloned()
             .collect();
-        return Reply::Referral { child, ns, glue, ds };
+        let deleg_type = crate::upstream::deleg::DELEG_TYPE;
+        let deleg = msg
+            .authorities
+            .iter()
+            .filter(|r| {
+                r.name == child && (u16::from(r.record_type()) == deleg_type || rrsig_covers(r) == Some(deleg_type))
+            })
+            .take(2 * crate::upstream::deleg::MAX_DELEG_RECORDS)
+            .cloned()
+            .collect();
+        return Reply::Referral { child, ns, glue, ds, deleg };
     }
     let (authority, neg_ttl) = negative_authority(msg, zone, sname);
     // NS records left in the authority section are not below the zone: an upward (or

@@ -2,7 +2,8 @@
 //! authoritative server and carries it there encrypted.
 //!
 //! - Decisions: [`policy`] (operator overrides), [`probe`] (RFC 9539 state per address
-//!   and transport), [`signal`] (the nameserver's own `_dns` SVCB and TLSA records), and
+//!   and transport), [`signal`] (the nameserver's own `_dns` SVCB and TLSA records),
+//!   [`deleg`] (the parent's experimental DELEG records for a child zone), and
 //!   [`plan`], the pure function that turns them into a [`plan::TransportPlan`].
 //! - Security: [`tls`] (rustls client configurations, TLS 1.3 only), [`dane`] (TLSA table
 //!   and verifier), [`sessions`] (the shared resumption stores).
@@ -15,6 +16,7 @@
 //! `worker/doq.rs`, `worker/doh.rs`) move the bytes, and `now` is an argument.
 
 pub mod dane;
+pub mod deleg;
 pub mod doh;
 pub(crate) mod doq;
 pub(crate) mod dot;

@@ -3,13 +3,15 @@
 //! the probe table's decisions) and the switches. It changes nothing: a signal it would
 //! need is returned as a wish ([`Planned::want_signal`]) for the caller to look up.
 //!
-//! Precedence (requirements.md): the operator's override, else the nameserver's own
+//! Precedence (requirements.md): the operator's override, else the zone's DELEG record
+//! (experimental, `transport.deleg`), else the nameserver's own
 //! signal (secure with TLSA: strict DANE; otherwise an opportunistic hint), else the RFC
 //! 9539 probe table.
 
 use adox_api::policy::{Auth, Mode, Policy, Transport};
 use hickory_proto::rr::Name;
 
+use super::deleg::DelegInfo;
 use super::probe::ProbeDecision;
 use super::signal::Signal;
 
@@ -43,6 +45,12 @@ pub enum PlanSource {
     /// A DNSSEC-secure `_dns` SVCB record: strict with DANE where a secure TLSA RRset
     /// exists for the transport, opportunistic otherwise.
     SecureSignal,
+    /// The parent's DELEG record for the zone (experimental): secure (validated against
+    /// the parent's keys: strict, PKIX) or not (an opportunistic hint).
+    Deleg {
+        /// DNSSEC-secure.
+        secure: bool,
+    },
     /// Nothing matched: the configured default.
     Default,
     /// A server nothing is known of, which a signal lookup needs (directly or through a
@@ -53,7 +61,7 @@ pub enum PlanSource {
 }
 
 impl PlanSource {
-    /// As explain shows it: `override:ID`, `signal:insecure`, `probe:use`, `probe:probe`,
+    /// As explain shows it: `override:ID`, `deleg:secure`, `deleg:insecure`, `signal:insecure`, `probe:use`, `probe:probe`,
     /// `probe:skip`, `default`, `encrypted-first`.
     pub fn label(&self) -> String {
         match self {
@@ -63,6 +71,8 @@ impl PlanSource {
             Self::Probe(ProbeDecision::Skip) => "probe:skip".into(),
             Self::InsecureSignal => "signal:insecure".into(),
             Self::SecureSignal => "signal:secure".into(),
+            Self::Deleg { secure: true } => "deleg:secure".into(),
+            Self::Deleg { secure: false } => "deleg:insecure".into(),
             Self::EncryptedFirst => "encrypted-first".into(),
             Self::Default => "default".into(),
         }
@@ -140,6 +150,9 @@ pub struct PlanInputs<'a> {
     pub probes: [ProbeDecision; 2],
     /// The switches.
     pub switches: Switches,
+    /// The DelegInfo of the zone's DELEG RRset that speaks for this nameserver, and
+    /// whether that RRset is DNSSEC-secure (only with `transport.deleg`).
+    pub deleg: Option<(&'a DelegInfo, bool)>,
 }
 
 /// A plan, and whether the nameserver's signal should be looked up (it is unknown and a
@@ -175,6 +188,13 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
             warning: p.warning(),
         };
         return Planned { plan, want_signal };
+    }
+    // The zone's owner, through its parent's DELEG record, decides alone where it names a
+    // transport: no signal is needed.
+    if let Some((info, secure)) = inputs.deleg
+        && let Some(plan) = deleg_plan(info, secure)
+    {
+        return Planned { plan, want_signal: false };
     }
     if inputs.switches.signals
         && let Some(mut plan) = inputs.signal.and_then(signal_plan)
@@ -251,6 +271,34 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
         port,
         doh,
         source: if *secure { PlanSource::SecureSignal } else { PlanSource::InsecureSignal },
+        warning: None,
+    })
+}
+
+/// The plan a DelegInfo asks for, if it names a transport adox speaks: secure, strict over
+/// those transports with PKIX authentication of the server's name (the DELEG record is the
+/// parent's signed word, as a DS is; DANE would need the server's own TLSA records);
+/// insecure, an opportunistic hint with Do53 after them.
+fn deleg_plan(info: &DelegInfo, secure: bool) -> Option<TransportPlan> {
+    if info.transports.is_empty() {
+        return None;
+    }
+    let doh = info.dohpath.as_deref().map(|p| DohTarget { port: DOH_PORT, path: p.into() });
+    let mut transports = info.transports.clone();
+    let (mode, auth) = if secure {
+        (Mode::Strict, Auth::Pkix)
+    } else {
+        transports.push(Transport::Do53);
+        (Mode::Opportunistic, Auth::None)
+    };
+    Some(TransportPlan {
+        mode,
+        transports,
+        auth,
+        tls_name: None,
+        port: DOT_PORT,
+        doh,
+        source: PlanSource::Deleg { secure },
         warning: None,
     })
 }
@@ -354,7 +402,7 @@ mod tests {
     fn an_override_wins_over_signal_and_probes() {
         let sig = known(true, vec![(Transport::Doq, n("ns.example."))]);
         let p = policy(Mode::Opportunistic, Auth::None);
-        let planned = plan(PlanInputs { policy: Some(&p), signal: Some(&sig), probes: NEW, switches: ON });
+        let planned = plan(PlanInputs { policy: Some(&p), signal: Some(&sig), probes: NEW, switches: ON, deleg: None });
         assert_eq!(planned.plan.source, PlanSource::Override("p-1".into()));
         assert_eq!(
             (planned.plan.mode, planned.plan.transports.as_slice()),
@@ -368,25 +416,30 @@ mod tests {
     #[test]
     fn a_zone_only_strict_pkix_override_carries_a_warning() {
         let mut p = policy(Mode::Strict, Auth::Pkix);
-        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON });
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None });
         assert!(planned.plan.warning.is_some_and(|w| w.contains("nameserver")));
         p.nameserver = Some("ns1.example.".into());
-        assert_eq!(plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan.warning, None);
+        assert_eq!(
+            plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None }).plan.warning,
+            None
+        );
     }
 
     #[test]
     fn a_dane_override_asks_for_the_signal_it_needs() {
         let p = policy(Mode::Strict, Auth::Dane);
-        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON });
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None });
         assert!(planned.want_signal);
         let off = Switches { signals: false, probing: true };
-        assert!(!plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: off }).want_signal);
+        assert!(
+            !plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: off, deleg: None }).want_signal
+        );
     }
 
     #[test]
     fn a_secure_signal_with_tlsa_is_strict_dane_over_the_transports_with_records() {
         let sig = known(true, vec![(Transport::Dot, n("ns.example."))]);
-        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!((p.mode, p.auth, p.source.clone()), (Mode::Strict, Auth::Dane, PlanSource::SecureSignal));
         assert_eq!(p.transports, vec![Transport::Dot]);
         assert_eq!(p.tls_name, Some(n("ns.example.")));
@@ -395,7 +448,7 @@ mod tests {
     #[test]
     fn an_insecure_signal_is_an_opportunistic_hint_that_keeps_do53() {
         let sig = known(false, vec![(Transport::Dot, n("ns.example."))]);
-        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!((p.mode, p.auth, p.source), (Mode::Opportunistic, Auth::None, PlanSource::InsecureSignal));
         assert_eq!(p.transports, vec![Transport::Doq, Transport::Dot, Transport::Do53]);
     }
@@ -417,7 +470,7 @@ mod tests {
             until: 100,
             strict_until: 100,
         };
-        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: Some(&sig), probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!((p.mode, p.auth, p.transports.as_slice()), (Mode::Strict, Auth::Dane, &[Transport::Doh][..]));
         assert_eq!(p.doh, Some(DohTarget { port: 443, path: "/q{?dns}".into() }));
         assert_eq!((p.port_of(Transport::Doh), p.port_of(Transport::Dot)), (443, 853));
@@ -431,7 +484,7 @@ mod tests {
             until: 100,
             strict_until: 100,
         };
-        let p = plan(PlanInputs { policy: None, signal: Some(&insecure), probes: NEW, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: Some(&insecure), probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!(p.transports, vec![Transport::Dot, Transport::Doh, Transport::Do53]);
         // h3 only: nothing adox speaks.
         let mut h3 = vec![0, 1, 0, 0, 1, 0, 3, 2, b'h', b'3', 0, 7, 0, 8];
@@ -445,7 +498,7 @@ mod tests {
             until: 100,
             strict_until: 100,
         };
-        let p = plan(PlanInputs { policy: None, signal: Some(&only_h3), probes: NEW, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: Some(&only_h3), probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!(p.source, PlanSource::Probe(ProbeDecision::Probe));
     }
 
@@ -454,34 +507,37 @@ mod tests {
     fn a_doh_override_carries_its_template() {
         let mut p = policy(Mode::Strict, Auth::Pkix);
         p.transports = vec![Transport::Doh];
-        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!(planned.doh, Some(DohTarget { port: 443, path: adox_api::policy::DEFAULT_DOH_PATH.into() }));
         p.doh_path = Some("/x{?dns}".into());
-        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        let planned = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!(planned.doh.map(|d| d.path), Some("/x{?dns}".into()));
     }
 
     #[test]
     fn an_unknown_signal_is_wanted_and_probing_decides_meanwhile() {
-        let planned = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON });
+        let planned = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON, deleg: None });
         assert!(planned.want_signal);
         assert_eq!(planned.plan.source, PlanSource::Probe(ProbeDecision::Probe));
         assert_eq!(planned.plan.mode, Mode::Cleartext);
         // A pending lookup is not wanted again.
         let pending = Signal::Pending { since: 5, refresh: false };
-        assert!(!plan(PlanInputs { policy: None, signal: Some(&pending), probes: NEW, switches: ON }).want_signal);
+        assert!(
+            !plan(PlanInputs { policy: None, signal: Some(&pending), probes: NEW, switches: ON, deleg: None })
+                .want_signal
+        );
     }
 
     #[test]
     fn rfc9539_decisions_make_the_plan() {
         let use_dot = [ProbeDecision::Skip, ProbeDecision::Use];
-        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: ON, deleg: None }).plan;
         assert_eq!((p.mode, p.transports.as_slice()), (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..]));
         let damped = [ProbeDecision::Skip, ProbeDecision::Skip];
-        let p = plan(PlanInputs { policy: None, signal: None, probes: damped, switches: ON }).plan;
+        let p = plan(PlanInputs { policy: None, signal: None, probes: damped, switches: ON, deleg: None }).plan;
         assert_eq!((p.mode, p.source), (Mode::Cleartext, PlanSource::Probe(ProbeDecision::Skip)));
         let off = Switches { signals: false, probing: false };
-        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: off }).plan;
+        let p = plan(PlanInputs { policy: None, signal: None, probes: use_dot, switches: off, deleg: None }).plan;
         assert_eq!((p.mode, p.source), (Mode::Cleartext, PlanSource::Default));
     }
 
@@ -490,7 +546,7 @@ mod tests {
     /// probing switched off all stay as they are.
     #[test]
     fn encrypted_first_only_replaces_an_unknown_cleartext_plan() {
-        let unknown = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON }).plan;
+        let unknown = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: ON, deleg: None }).plan;
         let first = encrypted_first(unknown.clone(), ProbeDecision::Probe);
         assert_eq!(
             (first.mode, first.transports.as_slice()),
@@ -499,10 +555,34 @@ mod tests {
         assert_eq!((first.auth, first.source.label().as_str()), (Auth::None, "encrypted-first"));
         assert_eq!(encrypted_first(unknown, ProbeDecision::Skip).mode, Mode::Cleartext, "DoT failed lately");
         let off = Switches { signals: true, probing: false };
-        let default = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: off }).plan;
+        let default = plan(PlanInputs { policy: None, signal: None, probes: NEW, switches: off, deleg: None }).plan;
         assert_eq!(encrypted_first(default.clone(), ProbeDecision::Probe), default, "probing is off");
         let p = policy(Mode::Cleartext, Auth::None);
-        let op = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON }).plan;
+        let op = plan(PlanInputs { policy: Some(&p), signal: None, probes: NEW, switches: ON, deleg: None }).plan;
         assert_eq!(encrypted_first(op.clone(), ProbeDecision::Probe), op, "the operator's cleartext");
+    }
+
+    /// The zone's DELEG record decides after the operator and before the nameserver's
+    /// signal; one that names no transport leaves the decision to the others.
+    #[test]
+    fn a_deleg_record_decides_after_the_override_and_before_the_signal() {
+        use crate::upstream::deleg::parse_deleg;
+        // server-name=ns.lab. key65280 (alpn)=dot
+        let dot = parse_deleg(b"\x00\x03\x00\x08\x02ns\x03lab\x00\xff\x00\x00\x04\x03dot").unwrap();
+        let plain = parse_deleg(b"\x00\x03\x00\x08\x02ns\x03lab\x00").unwrap();
+        let with = |deleg, signal, policy| plan(PlanInputs { policy, signal, probes: NEW, switches: ON, deleg });
+        let strict = with(Some((&dot, true)), None, None);
+        assert!(!strict.want_signal, "the owner's DELEG decides alone");
+        let p = strict.plan;
+        assert_eq!((p.mode, p.transports.as_slice(), p.auth), (Mode::Strict, &[Transport::Dot][..], Auth::Pkix));
+        assert_eq!(p.source.label(), "deleg:secure");
+        let p = with(Some((&dot, false)), None, None).plan;
+        assert_eq!((p.mode, p.transports.as_slice()), (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..]));
+        assert_eq!((p.auth, p.source.label().as_str()), (Auth::None, "deleg:insecure"));
+        let sig = known(true, vec![(Transport::Dot, n("ns.lab."))]);
+        assert_eq!(with(Some((&dot, true)), Some(&sig), None).plan.auth, Auth::Pkix, "DELEG before the signal");
+        assert_eq!(with(Some((&plain, true)), Some(&sig), None).plan.source, PlanSource::SecureSignal);
+        let op = policy(Mode::Cleartext, Auth::None);
+        assert_eq!(with(Some((&dot, true)), None, Some(&op)).plan.mode, Mode::Cleartext, "the operator first");
     }
 }

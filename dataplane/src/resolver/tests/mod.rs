@@ -8,6 +8,7 @@
 //! `transport` runs probing and signals on the fake clock, `scenario` replays scripted
 //! servers from text files (`scenarios/*.scn`).
 
+mod deleg;
 mod dnssec;
 mod scenario;
 mod signed;
@@ -110,6 +111,21 @@ impl FakeNet {
             m.authorities = ns;
             if dnssec {
                 m.authorities.extend(signed::referral_proof(zone, &cut));
+            }
+            // A DELEG-aware parent adds the child's DELEG RRset for a DE query.
+            let de = query.edns.as_ref().is_some_and(|e| e.flags().z & exchange::EDNS_DE != 0);
+            if de {
+                let deleg = u16::from(RecordType::from(crate::upstream::deleg::DELEG_TYPE));
+                m.authorities.extend(
+                    zone.records
+                        .iter()
+                        .filter(|r| {
+                            r.name == cut
+                                && (u16::from(r.record_type()) == deleg
+                                    || (dnssec && signed::covered(r).map(u16::from) == Some(deleg)))
+                        })
+                        .cloned(),
+                );
             }
             return m;
         }
@@ -305,7 +321,7 @@ fn resolver_with_dead(zones: Vec<Zone>, dead: HashSet<IpAddr>, cfg: &Config) -> 
         epoch: (start, FAKE_UNIX_START),
         rng: Cell::new(0x9E37_79B9_7F4A_7C15),
         log: RefCell::new(Vec::new()),
-        dot_capable: [ip("10.0.1.1")].into_iter().collect(),
+        dot_capable: [ip("10.0.1.1"), ip("10.0.9.1")].into_iter().collect(),
         dot_port: Cell::new(853),
         dot_log: RefCell::new(Vec::new()),
         on_sleep: RefCell::new(None),

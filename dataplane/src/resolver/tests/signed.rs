@@ -147,18 +147,27 @@ fn signed_here(zone: &Zone, cuts: &[Name], r: &Record) -> bool {
     let t = r.record_type();
     t != RecordType::RRSIG
         && !cuts.iter().any(|c| is_below(&r.name, c))
-        && !(cuts.contains(&r.name) && t != RecordType::DS && t != RecordType::NSEC)
+        && !(cuts.contains(&r.name)
+            && t != RecordType::DS
+            && t != RecordType::NSEC
+            && u16::from(t) != crate::upstream::deleg::DELEG_TYPE)
         && is_at_or_below(&r.name, &zone.apex)
 }
 
-/// A type bitmap of window 0 (every type used here is below 256).
+/// An NSEC type bitmap (RFC 4034 section 4.1.2): one block per window in use.
 fn bitmap(types: &[RecordType]) -> Vec<u8> {
-    let codes: Vec<u16> = types.iter().map(|t| u16::from(*t)).collect();
-    let len = codes.iter().max().map_or(1, |m| m / 8 + 1) as usize;
-    let mut out = vec![0, len as u8];
-    out.resize(2 + len, 0);
-    for c in codes {
-        out[2 + usize::from(c / 8)] |= 0x80 >> (c % 8);
+    let mut codes: Vec<u16> = types.iter().map(|t| u16::from(*t)).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let mut out = Vec::new();
+    for window in codes.chunk_by(|a, b| a >> 8 == b >> 8) {
+        let len = usize::from(window[window.len() - 1] & 0xff) / 8 + 1;
+        let mut bits = vec![0u8; len];
+        for c in window {
+            bits[usize::from(c & 0xff) / 8] |= 0x80 >> (c % 8);
+        }
+        out.extend([(window[0] >> 8) as u8, len as u8]);
+        out.extend(bits);
     }
     out
 }

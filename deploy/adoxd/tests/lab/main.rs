@@ -8,6 +8,7 @@ mod acl;
 mod api;
 mod cli;
 mod concurrency;
+mod deleg;
 mod deploy_files;
 mod dnssec;
 mod doh;
