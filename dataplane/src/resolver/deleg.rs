@@ -10,10 +10,14 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::iterate::MAX_NS_NAMES;
 use super::{Budget, ResolveError, Resolver, Upstream};
 use crate::cache::records::{CachedData, Rank};
 use crate::dnssec::Security;
 use crate::upstream::deleg::{DELEG_TYPE, DelegRule, parse_deleg_set};
+
+/// Addresses taken from a DELEG RRset per server name (glue holds no more in practice).
+const MAX_GLUE_PER_NAME: usize = 4;
 
 /// The servers a secure DELEG RRset names for a child zone, in place of its NS RRset.
 pub(crate) struct DelegServers {
@@ -76,16 +80,18 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         let rule = DelegRule { infos, secure };
         cache.put_checked(child, DELEG_TYPE, records.clone(), Rank::Referral, security, now);
-        let names = rule.server_names();
+        // As many names as a referral's NS RRset may contribute.
+        let names: Vec<Name> = rule.server_names().into_iter().take(MAX_NS_NAMES).collect();
         if !secure || names.is_empty() {
             return Ok(None);
         }
-        // A DelegInfo's addresses belong to its names when it gives both.
+        // A DelegInfo's addresses belong to its names when it gives both (as many as a
+        // referral's glue may hold).
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
         let mut glue = Vec::new();
         for info in rule.infos.iter().filter(|i| !i.names.is_empty()) {
-            for name in &info.names {
-                for addr in &info.addrs {
+            for name in info.names.iter().filter(|n| names.contains(n)) {
+                for addr in info.addrs.iter().take(MAX_GLUE_PER_NAME) {
                     let data = match addr {
                         IpAddr::V4(a) => RData::A(A(*a)),
                         IpAddr::V6(a) => RData::AAAA(AAAA(*a)),
