@@ -202,6 +202,12 @@ pub fn render(s: &Stats) -> String {
         "status",
         &[("secure", t.dnssec_secure), ("insecure", t.dnssec_insecure), ("bogus", t.dnssec_bogus)],
     );
+    counter(
+        o,
+        "adox_stale_answers_total",
+        "Client queries answered from expired data because no authority answered (RFC 8767).",
+        t.stale_answers,
+    );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(

@@ -12,6 +12,8 @@ pub enum Ede {
     UnsupportedDnskeyAlgorithm,
     /// 2: Unsupported DS Digest Type (the zone is treated as insecure).
     UnsupportedDsDigestType,
+    /// 3: Stale Answer (RFC 8767: expired data served because no authority answered).
+    StaleAnswer,
     /// 6: DNSSEC Bogus.
     DnssecBogus,
     /// 7: Signature Expired.
@@ -26,6 +28,8 @@ pub enum Ede {
     NsecMissing,
     /// 18: Prohibited (the client is not allowed).
     Prohibited,
+    /// 19: Stale NXDOMAIN Answer (RFC 8767, a stale NXDOMAIN).
+    StaleNxdomainAnswer,
     /// 20: Not Authoritative (a non-recursive query for a name not in the cache).
     NotAuthoritative,
     /// 22: No Reachable Authority (also: strict transport allowed no server).
@@ -45,6 +49,7 @@ impl Ede {
             Self::Other => 0,
             Self::UnsupportedDnskeyAlgorithm => 1,
             Self::UnsupportedDsDigestType => 2,
+            Self::StaleAnswer => 3,
             Self::DnssecBogus => 6,
             Self::SignatureExpired => 7,
             Self::SignatureNotYetValid => 8,
@@ -52,6 +57,7 @@ impl Ede {
             Self::RrsigsMissing => 10,
             Self::NsecMissing => 12,
             Self::Prohibited => 18,
+            Self::StaleNxdomainAnswer => 19,
             Self::NotAuthoritative => 20,
             Self::NoReachableAuthority => 22,
             Self::NetworkError => 23,
@@ -77,6 +83,7 @@ mod tests {
             (Ede::Other, 0),
             (Ede::UnsupportedDnskeyAlgorithm, 1),
             (Ede::UnsupportedDsDigestType, 2),
+            (Ede::StaleAnswer, 3),
             (Ede::DnssecBogus, 6),
             (Ede::SignatureExpired, 7),
             (Ede::SignatureNotYetValid, 8),

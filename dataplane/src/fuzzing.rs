@@ -29,6 +29,7 @@ pub fn client_query(data: &[u8]) {
         authority: vec![],
         cache_ttl: 60,
         security: crate::dnssec::Security::Secure,
+        stale: false,
     });
     let ttl = respond::build(&mut out, data, &q, &question, &answer, 1232);
     cache.store(&q, data, &out, 0, ttl);

@@ -95,15 +95,22 @@ pub fn build(
     match m.to_vec() {
         Ok(bytes) if bytes.len() + 11 <= usize::from(u16::MAX) => {
             *out = bytes;
-            // An insecure answer may say why (unsupported algorithm, NSEC3 iterations).
+            // A stale answer says so (RFC 8767 section 6, RFC 8914); an insecure one may
+            // say why (unsupported algorithm, NSEC3 iterations).
             let note = match &answer.security {
+                _ if answer.stale && answer.rcode == rcode::NXDOMAIN => {
+                    Some((crate::ede::Ede::StaleNxdomainAnswer, "stale NXDOMAIN: no authority answered"))
+                }
+                _ if answer.stale => Some((crate::ede::Ede::StaleAnswer, "stale answer: no authority answered")),
                 Security::Insecure(Some(n)) => Some((n.ede, n.text.as_str())),
                 _ => None,
             };
             if let Some(e) = edns_for(q, udp_size, note) {
                 wire::append_opt(out, &e);
             }
-            if answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN { answer.cache_ttl } else { 0 }
+            // A stale answer is never kept: the next query tries the authorities again.
+            let cacheable = !answer.stale && (answer.rcode == rcode::NOERROR || answer.rcode == rcode::NXDOMAIN);
+            if cacheable { answer.cache_ttl } else { 0 }
         }
         _ => {
             let edns =
@@ -208,6 +215,7 @@ mod tests {
             authority: vec![],
             cache_ttl: 60,
             security: Security::insecure(),
+            stale: false,
         };
         let mut out = Vec::new();
         let question = Question::parse(&msg, &q).unwrap();
@@ -239,6 +247,24 @@ mod tests {
         }
     }
 
+    /// RFC 8767 section 6 and RFC 8914: a stale answer carries EDE 3 (19 for an NXDOMAIN)
+    /// and is never kept in the packet cache.
+    #[test]
+    fn stale_answers_say_so_and_are_not_cached() {
+        for (rc, code) in [(rcode::NOERROR, 3u8), (rcode::NXDOMAIN, 19)] {
+            let msg = query(true);
+            let q = wire::parse_query(&msg).unwrap();
+            let question = Question::parse(&msg, &q).unwrap();
+            let a = Answer { rcode: rc, cache_ttl: 30, stale: true, ..Answer::default() };
+            let mut out = Vec::new();
+            assert_eq!(build(&mut out, &msg, &q, &question, &Ok(a), 1232), 0);
+            // The OPT record's last option: code 15 (EDE), then the INFO-CODE.
+            let at = out.windows(2).rposition(|w| w == [0, 15]).expect("an EDE option");
+            assert_eq!(out[at + 4..at + 6], [0, code], "{out:?}");
+            assert_eq!(Message::from_vec(&out).unwrap().metadata.response_code, ResponseCode::from(0, rc));
+        }
+    }
+
     /// RFC 4035 section 3.2.3 and 5.5, RFC 6840 section 5.7: AD for secure data to a
     /// client that set DO or AD; bogus data is SERVFAIL with its EDE unless CD is set.
     #[test]
@@ -249,6 +275,7 @@ mod tests {
             authority: vec![],
             cache_ttl: 60,
             security,
+            stale: false,
         };
         let run = |flags_byte: u8, do_bit: bool, security: Security| {
             let mut msg = query(true);

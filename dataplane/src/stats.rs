@@ -104,6 +104,7 @@ worker_stats!(
     deleg_secure,
     deleg_insecure,
     deleg_bogus,
+    stale_answers,
     dnssec_secure,
     dnssec_insecure,
     dnssec_bogus,

@@ -77,6 +77,9 @@ pub struct Hit {
     /// RRSIGs) proving that the name itself does not exist, for DO clients (RFC 4035
     /// section 3.1.3.3).
     pub proofs: Option<Arc<[Record]>>,
+    /// Past its TTL, read by [`RecordCache::get_stale`] (RFC 8767): `ttl_left` is then the
+    /// stale answer's TTL.
+    pub stale: bool,
 }
 
 #[derive(Debug)]
@@ -97,6 +100,9 @@ pub struct RecordCache {
     min_ttl: u32,
     max_ttl: u32,
     max_negative_ttl: u32,
+    /// How long past its TTL an entry is kept for serve-stale (zero: dropped when read
+    /// expired).
+    stale_for: Duration,
 }
 
 /// What an RRset costs the cache: the shared record slice (its `Arc` header and the
@@ -124,7 +130,16 @@ impl RecordCache {
     pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
         let per = (budget / SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
-        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl }
+        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl, stale_for: Duration::ZERO }
+    }
+
+    /// Keeping expired entries up to `secs` past their TTL for serve-stale (RFC 8767;
+    /// `cache.stale_max_s`). They still count against the budget and are evicted like any
+    /// other entry.
+    #[must_use]
+    pub fn with_stale(mut self, secs: u32) -> Self {
+        self.stale_for = Duration::from_secs(u64::from(secs));
+        self
     }
 
     /// With a floor under positive TTLs (`cache.min_ttl_s`; at most the cap).
@@ -152,20 +167,37 @@ impl RecordCache {
 
     /// Reads a live entry.
     pub fn get(&self, name: &Name, rtype: u16, now: Instant) -> Option<Hit> {
+        self.read(name, rtype, now, None)
+    }
+
+    /// Reads an entry, live or expired within the stale window (RFC 8767): an expired one
+    /// comes with `stale` set and `stale_ttl` as its TTL. Bogus data never comes stale.
+    pub fn get_stale(&self, name: &Name, rtype: u16, now: Instant, stale_ttl: u32) -> Option<Hit> {
+        self.read(name, rtype, now, Some(stale_ttl))
+    }
+
+    fn read(&self, name: &Name, rtype: u16, now: Instant, stale_ttl: Option<u32>) -> Option<Hit> {
         let key = (canonical(name), rtype);
         let mut shard = self.shard(&key);
         let e = shard.get(&key)?;
-        if e.expires <= now {
+        let (stale, ttl_left) = if e.expires > now {
+            (false, u32::try_from(e.expires.duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX))
+        } else if now < e.expires + self.stale_for {
+            match stale_ttl {
+                Some(ttl) if !matches!(e.security, Security::Bogus(_)) => (true, ttl),
+                _ => return None,
+            }
+        } else {
             shard.remove(&key);
             return None;
-        }
-        let left = e.expires.duration_since(now).as_secs().max(1);
+        };
         Some(Hit {
             data: e.data.clone(),
             rank: e.rank,
             security: e.security.clone(),
-            ttl_left: u32::try_from(left).unwrap_or(u32::MAX),
+            ttl_left,
             proofs: e.proofs.clone(),
+            stale,
         })
     }
 
@@ -323,6 +355,32 @@ mod tests {
 
     fn a(name: &str, ttl: u32) -> Record {
         Record::from_rdata(name.parse().unwrap(), ttl, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    /// RFC 8767: an expired entry stays readable as stale for the stale window only, with
+    /// the stale TTL; a plain read never sees it; bogus data is never stale.
+    #[test]
+    fn expired_entries_are_kept_for_serve_stale_within_the_window() {
+        let c = RecordCache::new(1 << 20, 3600, 10).with_stale(100);
+        let now = Instant::now();
+        let name: Name = "a.lab.".parse().unwrap();
+        c.put_rrset(&name, 1, vec![a("a.lab.", 60)], Rank::AuthAnswer, now);
+        let bogus =
+            Security::Bogus(Arc::new(crate::dnssec::Bogus { ede: crate::ede::Ede::DnssecBogus, text: "test".into() }));
+        c.put_checked(&name, 28, vec![a("a.lab.", 60)], Rank::AuthAnswer, bogus, now);
+        let live = c.get_stale(&name, 1, now, 30).unwrap();
+        assert!(!live.stale && live.ttl_left == 60);
+        let later = now + Duration::from_secs(90);
+        assert!(c.get(&name, 1, later).is_none(), "expired for plain reads");
+        let stale = c.get_stale(&name, 1, later, 30).unwrap();
+        assert!(stale.stale && stale.ttl_left == 30);
+        assert!(c.get_stale(&name, 28, later, 30).is_none(), "bogus data is never served stale");
+        assert!(c.get_stale(&name, 1, now + Duration::from_secs(161), 30).is_none(), "past the window");
+        assert_eq!(c.len(), 1, "the entry past the window was dropped when read");
+        // Without the window, an expired entry is dropped at once.
+        let off = RecordCache::new(1 << 20, 3600, 10);
+        off.put_rrset(&name, 1, vec![a("a.lab.", 60)], Rank::AuthAnswer, now);
+        assert!(off.get_stale(&name, 1, later, 30).is_none());
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub struct CacheConfig {
     pub max_ttl_s: u32,
     /// See [`bounds::MAX_NEGATIVE_TTL_S`].
     pub max_negative_ttl_s: u32,
+    /// Serve-stale (RFC 8767): answer from expired data when no authority answers.
+    /// Default true.
+    pub serve_stale: bool,
+    /// See [`bounds::STALE_MAX_S`].
+    pub stale_max_s: u32,
+    /// See [`bounds::STALE_TTL_S`].
+    pub stale_ttl_s: u32,
+    /// See [`bounds::STALE_CLIENT_TIMEOUT_MS`].
+    pub stale_client_timeout_ms: u64,
+    /// See [`bounds::STALE_RECHECK_S`].
+    pub stale_recheck_s: u32,
 }
 
 impl Default for CacheConfig {
@@ -30,6 +41,11 @@ impl Default for CacheConfig {
             min_ttl_s: d(bounds::MIN_TTL_S),
             max_ttl_s: d(bounds::MAX_TTL_S),
             max_negative_ttl_s: d(bounds::MAX_NEGATIVE_TTL_S),
+            serve_stale: true,
+            stale_max_s: d(bounds::STALE_MAX_S),
+            stale_ttl_s: d(bounds::STALE_TTL_S),
+            stale_client_timeout_ms: d(bounds::STALE_CLIENT_TIMEOUT_MS),
+            stale_recheck_s: d(bounds::STALE_RECHECK_S),
         }
     }
 }

@@ -100,6 +100,18 @@ pub mod bounds {
     pub const MAX_TTL_S: Bound = b("cache.max_ttl_s", 86_400, 1, 604_800);
     /// Longest TTL kept for negative answers (RFC 2308 section 5).
     pub const MAX_NEGATIVE_TTL_S: Bound = b("cache.max_negative_ttl_s", 3_600, 0, 86_400);
+    /// Serve-stale (RFC 8767): how long past its TTL a cached answer may still be served
+    /// when no authority answers (seconds; the cache keeps expired entries that long).
+    pub const STALE_MAX_S: Bound = b("cache.stale_max_s", 86_400, 1, 604_800);
+    /// The TTL of a stale answer (RFC 8767 section 4: 30 s).
+    pub const STALE_TTL_S: Bound = b("cache.stale_ttl_s", 30, 1, 3_600);
+    /// The client-response timer (RFC 8767 section 5: 1.8 s): a query still resolving
+    /// after this long is answered stale if it can be (0: stale at once, refreshed
+    /// behind the answer).
+    pub const STALE_CLIENT_TIMEOUT_MS: Bound = b("cache.stale_client_timeout_ms", 1_800, 0, 60_000);
+    /// The failure-recheck timer (RFC 8767 section 5: 30 s): after a resolution failed and
+    /// was answered stale, that question is answered stale without a new attempt.
+    pub const STALE_RECHECK_S: Bound = b("cache.stale_recheck_s", 30, 1, 3_600);
     /// EDNS(0) UDP payload size advertised upstream and to clients (DNS flag day 2020).
     pub const EDNS_UDP_SIZE: Bound = b("resolver.edns_udp_size", 1232, 512, 4096);
     /// Wall-clock budget for resolving one client query.
@@ -185,6 +197,10 @@ pub mod bounds {
         RECORD_CACHE_BYTES,
         MAX_TTL_S,
         MAX_NEGATIVE_TTL_S,
+        STALE_MAX_S,
+        STALE_TTL_S,
+        STALE_CLIENT_TIMEOUT_MS,
+        STALE_RECHECK_S,
         EDNS_UDP_SIZE,
         REQUEST_TIMEOUT_MS,
         INITIAL_RTO_MS,
@@ -321,7 +337,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 47] = [
+        let checks: [(Bound, u64); 51] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -339,6 +355,10 @@ impl Config {
             (bounds::MIN_TTL_S, u64::from(c.min_ttl_s)),
             (bounds::MAX_TTL_S, u64::from(c.max_ttl_s)),
             (bounds::MAX_NEGATIVE_TTL_S, u64::from(c.max_negative_ttl_s)),
+            (bounds::STALE_MAX_S, u64::from(c.stale_max_s)),
+            (bounds::STALE_TTL_S, u64::from(c.stale_ttl_s)),
+            (bounds::STALE_CLIENT_TIMEOUT_MS, c.stale_client_timeout_ms),
+            (bounds::STALE_RECHECK_S, u64::from(c.stale_recheck_s)),
             (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
             (bounds::REQUEST_TIMEOUT_MS, r.request_timeout_ms),
             (bounds::INITIAL_RTO_MS, r.initial_rto_ms),

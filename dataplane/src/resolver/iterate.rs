@@ -36,6 +36,8 @@ pub(crate) struct Step {
     /// For records synthesized from a wildcard: the NSEC/NSEC3 proof (with RRSIGs) that
     /// the name itself does not exist, for the authority section of a DO client's answer.
     pub(crate) proofs: Vec<Record>,
+    /// Read from expired data (serve-stale).
+    pub(crate) stale: bool,
 }
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Step, ResolveError>> + 'a>>;
@@ -107,6 +109,21 @@ fn wildcard_expanded(set: &[Record]) -> bool {
     })
 }
 
+/// Whether every RRSIG among cached data is still within its validity (RFC 4034 section
+/// 3.1.5, serial arithmetic): stale secure data stays secure only so long (RFC 8767
+/// section 6 leaves AD on stale data to the validator).
+fn signatures_live(data: &CachedData, unix_now: u64) -> bool {
+    let (CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r)) = data;
+    let now = unix_now as u32;
+    r.iter().all(|rec| match &rec.data {
+        RData::Unknown { code: RecordType::RRSIG, rdata } => rdata
+            .anything
+            .get(8..12)
+            .is_some_and(|b| (u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_sub(now) as i32) > 0),
+        _ => true,
+    })
+}
+
 fn min_ttl(records: &[Record]) -> Option<u32> {
     records.iter().map(|r| r.ttl).min()
 }
@@ -124,6 +141,18 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     pub async fn resolve_from_cache(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
         let mut budget = Budget::new(&self.shared, self.upstream.now());
         budget.cache_only = true;
+        self.resolve_in(qname, qtype, &budget).await
+    }
+
+    /// Answers from the cache only, expired entries included (serve-stale, RFC 8767; with
+    /// `cache.serve_stale`): `ResolveError::NotInCache` when some link is not there even
+    /// stale. Bogus data is never read stale, and stale secure data is secure only while
+    /// its signatures are. Completes without waiting on anything.
+    pub async fn resolve_stale(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
+        let Some(stale) = self.shared.settings.stale else { return Err(ResolveError::NotInCache) };
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
+        budget.cache_only = true;
+        budget.stale_ttl = Some(stale.ttl);
         self.resolve_in(qname, qtype, &budget).await
     }
 
@@ -161,10 +190,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut seen = vec![qname.clone()];
         let mut name = qname;
         let mut security = Security::Secure;
+        let mut stale = false;
         // Wildcard proofs of every link of a chain.
         let mut proofs: Vec<Record> = Vec::new();
         for _ in 0..=settings.max_chain {
             let step = self.lookup(&name, qtype, budget, 0).await?;
+            stale |= step.stale;
             answers.extend(step.records);
             for p in step.proofs {
                 if !proofs.contains(&p) {
@@ -184,9 +215,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     // the bogus data itself.
                     let cache_ttl = match security {
                         Security::Bogus(_) => cache_ttl.min(self.shared.validator.bogus_ttl),
+                        _ if stale => 0,
                         _ => cache_ttl,
                     };
-                    return Ok(Answer { rcode: step.rcode, answers, authority, cache_ttl, security });
+                    return Ok(Answer { rcode: step.rcode, answers, authority, cache_ttl, security, stale });
                 }
                 Some(next) => {
                     let next = canonical(&next);
@@ -214,7 +246,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             budget.step(self.upstream.now())?;
             // The client's own lookups (depth 0) need validated data; nameserver-address
             // lookups take whatever is cached.
-            let cached = self.cached_step(name, qtype, depth == 0);
+            let cached = self.cached_step(name, qtype, depth == 0, budget.stale_ttl);
             budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: cached.is_some() });
             if let Some(step) = cached {
                 return Ok(step);
@@ -228,30 +260,49 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     /// Answers from the record cache: the RRset, a CNAME, a negative entry, an NXDOMAIN at
     /// the name or above it (RFC 8020), or a DNAME above it. With `checked`, data not
-    /// validated yet counts as a miss.
-    fn cached_step(&self, name: &Name, qtype: RecordType, checked: bool) -> Option<Step> {
+    /// validated yet counts as a miss. With `stale_ttl`, expired entries count too (marked
+    /// stale, with that TTL; secure only while their signatures are).
+    fn cached_step(&self, name: &Name, qtype: RecordType, checked: bool, stale_ttl: Option<u32>) -> Option<Step> {
         let cache = &self.shared.records;
         let now = self.upstream.now();
+        let unix_now = self.upstream.unix_now();
+        let get = |name: &Name, rtype: u16| {
+            let mut hit = match stale_ttl {
+                Some(ttl) => cache.get_stale(name, rtype, now, ttl)?,
+                None => cache.get(name, rtype, now)?,
+            };
+            if hit.stale && hit.security == Security::Secure && !signatures_live(&hit.data, unix_now) {
+                hit.security = Security::insecure();
+            }
+            Some(hit)
+        };
         let usable = |hit: &Hit| hit.rank.answerable() && (!checked || hit.security.is_checked());
-        if let Some(hit) = cache.get(name, u16::from(qtype), now)
+        if let Some(hit) = get(name, u16::from(qtype))
             && usable(&hit)
         {
-            let security = hit.security;
+            let (security, stale) = (hit.security, hit.stale);
             return Some(match hit.data {
                 CachedData::RRset(r) => Step {
                     records: with_ttl(&r, hit.ttl_left),
                     proofs: hit.proofs.as_deref().map(|p| with_ttl(p, hit.ttl_left)).unwrap_or_default(),
                     security,
+                    stale,
                     ..Step::default()
                 },
-                CachedData::NoData(a) => Step { authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() },
-                CachedData::NxDomain(a) => {
-                    Step { rcode: rcode::NXDOMAIN, authority: with_ttl(&a, hit.ttl_left), security, ..Step::default() }
+                CachedData::NoData(a) => {
+                    Step { authority: with_ttl(&a, hit.ttl_left), security, stale, ..Step::default() }
                 }
+                CachedData::NxDomain(a) => Step {
+                    rcode: rcode::NXDOMAIN,
+                    authority: with_ttl(&a, hit.ttl_left),
+                    security,
+                    stale,
+                    ..Step::default()
+                },
             });
         }
         if qtype != RecordType::CNAME
-            && let Some(hit) = cache.get(name, u16::from(RecordType::CNAME), now)
+            && let Some(hit) = get(name, u16::from(RecordType::CNAME))
             && usable(&hit)
             && let Some(recs) = rrset_records(&hit.data)
         {
@@ -264,6 +315,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 next: Some(target),
                 security: hit.security.clone(),
                 proofs: hit.proofs.as_deref().map(|p| with_ttl(p, hit.ttl_left)).unwrap_or_default(),
+                stale: hit.stale,
                 ..Step::default()
             });
         }
@@ -274,7 +326,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // black out a whole subtree), as Unbound's harden-below-nxdomain.
             let below_ok =
                 |hit: &Hit| anc == *name || hit.security == Security::Secure || !self.shared.validator.covers(&anc);
-            if let Some(hit) = cache.get(&anc, NXDOMAIN_KEY, now)
+            if let Some(hit) = get(&anc, NXDOMAIN_KEY)
                 && (!checked || hit.security.is_checked())
                 && below_ok(&hit)
                 && let CachedData::NxDomain(a) = &hit.data
@@ -283,11 +335,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     rcode: rcode::NXDOMAIN,
                     authority: with_ttl(a, hit.ttl_left),
                     security: hit.security.clone(),
+                    stale: hit.stale,
                     ..Step::default()
                 });
             }
             if anc != *name
-                && let Some(hit) = cache.get(&anc, u16::from(RecordType::DNAME), now)
+                && let Some(hit) = get(&anc, u16::from(RecordType::DNAME))
                 && usable(&hit)
                 && let Some(recs) = rrset_records(&hit.data)
                 && let Some(target) = recs.iter().find_map(dname_target)
@@ -295,7 +348,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             {
                 let mut records = with_ttl(recs, hit.ttl_left);
                 records.push(Record::from_rdata(name.clone(), hit.ttl_left, RData::CNAME(CNAME(new.clone()))));
-                return Some(Step { records, next: Some(new), security: hit.security.clone(), ..Step::default() });
+                return Some(Step {
+                    records,
+                    next: Some(new),
+                    security: hit.security.clone(),
+                    stale: hit.stale,
+                    ..Step::default()
+                });
             }
             if anc.is_root() {
                 return None;
@@ -479,6 +538,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         next,
                         security,
                         proofs: answer_proofs,
+                        stale: false,
                     });
                 }
                 Reply::NoData { authority, neg_ttl } => {

@@ -123,6 +123,7 @@ impl LocalZones {
             authority,
             cache_ttl: LOCAL_TTL,
             security: crate::dnssec::Security::insecure(),
+            stale: false,
         })
     }
 }

@@ -130,6 +130,19 @@ pub struct Settings {
     pub signal_wait_for: Duration,
     /// Experimental DELEG: the DE bit on queries, DELEG records read from referrals.
     pub deleg: bool,
+    /// Serve-stale (RFC 8767), when on.
+    pub stale: Option<StaleSettings>,
+}
+
+/// Serve-stale's timers (`cache.serve_stale` and the `cache.stale_*` knobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSettings {
+    /// The TTL of a stale answer.
+    pub ttl: u32,
+    /// The client-response timer.
+    pub client_timeout: Duration,
+    /// The failure-recheck timer.
+    pub recheck: Duration,
 }
 
 impl Settings {
@@ -157,6 +170,11 @@ impl Settings {
             signal_wait: cfg.transport.signal_wait,
             signal_wait_for: Duration::from_millis(cfg.transport.signal_wait_ms),
             deleg: cfg.transport.deleg,
+            stale: cfg.cache.serve_stale.then(|| StaleSettings {
+                ttl: cfg.cache.stale_ttl_s,
+                client_timeout: Duration::from_millis(cfg.cache.stale_client_timeout_ms),
+                recheck: Duration::from_secs(u64::from(cfg.cache.stale_recheck_s)),
+            }),
         }
     }
 }
@@ -202,6 +220,9 @@ pub struct Answer {
     /// DNSSEC status of the whole answer (every link of a chain): AD when secure,
     /// SERVFAIL with its EDE when bogus (unless the client set CD).
     pub security: crate::dnssec::Security,
+    /// Some link came from expired data (serve-stale, RFC 8767): EDE 3 (19 for an
+    /// NXDOMAIN), and never kept in the packet cache.
+    pub stale: bool,
 }
 
 /// Work allowed for one client query; shared by every nested step.
@@ -233,6 +254,8 @@ pub(crate) struct Budget {
     signal_for: Option<Name>,
     /// A wait for a signal was skipped because it would have closed a cycle.
     signal_cycle: Cell<bool>,
+    /// Serve-stale's cache-only reading: expired entries count, with this TTL.
+    stale_ttl: Option<u32>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -252,6 +275,7 @@ impl Budget {
             cache_only: false,
             keys_in_progress: RefCell::new(Vec::new()),
             cut_walks: RefCell::new(Vec::new()),
+            stale_ttl: None,
             signal_for: None,
             signal_cycle: Cell::new(false),
         }

@@ -15,6 +15,7 @@ mod outgoing;
 pub(crate) use outgoing::Outgoing;
 pub(crate) use tcp::{MAX_RBUF, take_messages};
 mod reactor;
+mod stale;
 mod tcp;
 
 use std::cell::{Cell, RefCell};
@@ -145,6 +146,9 @@ struct WorkerCtx {
     client_load: RefCell<clients::ClientLoad>,
     /// Questions being resolved, with the client queries waiting for each.
     inflight: RefCell<std::collections::HashMap<(hickory_proto::rr::Name, hickory_proto::rr::RecordType), Vec<Waiter>>>,
+    /// Serve-stale's failure-recheck timers: questions whose resolution failed and was
+    /// answered stale, answered stale without a new attempt until then (RFC 8767).
+    stale_recheck: RefCell<stale::Recheck>,
     /// Set while reading UDP in overload: new cache misses are dropped.
     shedding: Cell<bool>,
     epoch: Instant,
@@ -218,6 +222,14 @@ impl WorkerCtx {
         }
         let (name, qtype) = (question.name.clone(), question.qtype);
         let key = (crate::names::canonical(&name), qtype);
+        // Failed lately and answered stale: stale again, without a new attempt, until the
+        // failure-recheck timer runs out (RFC 8767 section 5).
+        if self.stale_recheck.borrow_mut().pending(&key, self.reactor.now())
+            && let Some(answer) = self.stale_answer(&name, qtype)
+        {
+            respond::build(out, msg, &q, &question, &Ok(answer), udp_size);
+            return Handled::Reply;
+        }
         // Past capacity, a miss that would start a resolution is dropped at once (as Unbound
         // and PowerDNS drop past theirs): its client retries, the queue drains, and the work
         // already taken in finishes in time. Joining a resolution under way costs nothing.
@@ -254,7 +266,7 @@ impl WorkerCtx {
         self.inflight.borrow_mut().insert(key.clone(), vec![waiter]);
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
-            let result = ctx.resolver.resolve(&name, qtype).await;
+            let result = ctx.resolve_or_stale(&key, &name, qtype).await;
             match &result {
                 Err(e) => tracing::debug!(%name, ?qtype, error = %e, "resolution failed"),
                 Ok(a) => match &a.security {
@@ -267,19 +279,25 @@ impl WorkerCtx {
                 },
             }
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
-            let mut out = Vec::new();
-            for w in waiters {
-                ctx.resolutions.set(ctx.resolutions.get() - 1);
-                ctx.client_load.borrow_mut().release(w.client);
-                let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, &result, udp_size);
-                ctx.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, ctx.now_s(), ttl);
-                // Counted before the answer leaves, so that a client that reads the metrics
-                // right after its answer sees this resolution.
-                ctx.stats.observe_latency(ctx.reactor.now().saturating_duration_since(w.start));
-                ctx.send(w.reply_to, &w.msg, &w.q, &mut out);
-            }
+            ctx.answer(waiters, &result);
         });
         Handled::Spawned
+    }
+
+    /// Answers the client queries that waited for `result`, releasing their shares.
+    fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>) {
+        let udp_size = self.settings.edns_udp_size;
+        let mut out = Vec::new();
+        for w in waiters {
+            self.resolutions.set(self.resolutions.get() - 1);
+            self.client_load.borrow_mut().release(w.client);
+            let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, result, udp_size);
+            self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
+            // Counted before the answer leaves, so that a client that reads the metrics
+            // right after its answer sees this resolution.
+            self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
+            self.send(w.reply_to, &w.msg, &w.q, &mut out);
+        }
     }
 
     /// Sends a finished response to where the query came from.
@@ -432,6 +450,7 @@ impl Worker {
             resolutions: Cell::new(0),
             client_load: RefCell::new(clients::ClientLoad::new(clients::Shares::from_config(&settings.limits))),
             inflight: RefCell::new(std::collections::HashMap::new()),
+            stale_recheck: RefCell::new(stale::Recheck::default()),
             shedding: Cell::new(false),
             epoch: Instant::now(),
             settings,

@@ -12,6 +12,7 @@ mod deleg;
 mod dnssec;
 mod scenario;
 mod signed;
+mod stale;
 mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -348,7 +349,8 @@ fn run_signal_lookups_while_sleeping(r: Resolver<Fake>, net: &Fake) -> std::rc::
 fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
     Arc::new(Shared {
         records: RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s)
-            .with_min_ttl(cfg.cache.min_ttl_s),
+            .with_min_ttl(cfg.cache.min_ttl_s)
+            .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 }),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),

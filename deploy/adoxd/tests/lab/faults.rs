@@ -351,3 +351,48 @@ fn a_doh_server_saying_goaway_mid_burst_loses_no_query() {
     assert!(Adoxd::stat(&log, "tls_full") + Adoxd::stat(&log, "tls_resumed") >= 2, "a fresh connection after GOAWAY");
     assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
 }
+
+/// RFC 8767 serve-stale: a zone whose only server goes silent after its answer was cached
+/// (TTLs capped at 1 s) is answered from the expired data, with EDE 3 and the stale TTL,
+/// long before the 8 s the resolution may take and within the client-response timer
+/// (1.8 s); after that failure the failure-recheck timer answers stale without a new
+/// attempt; with the server back and the timer run out, fresh data returns without EDE.
+/// (The timer's race with a slower resolution is `worker::stale`'s unit tests: a silent
+/// server fails fast here, after three short retransmissions.)
+#[test]
+fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns() {
+    // Signals and probing off: nothing but the client's questions goes upstream.
+    let (_dir, cfg) =
+        temp_config("[cache]\nmax_ttl_s = 1\nstale_recheck_s = 3\n[transport]\nsignals = false\nprobing = false\n");
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let good = Hostile::start("good", "stale.lab.", "127.53.40.16");
+    let r = d.query("www.stale.lab.", RecordType::A);
+    assert_eq!((r.rdata(RecordType::A), r.ede()), (vec!["192.0.2.99".to_string()], None));
+    drop(good);
+    let silent = Hostile::start("silent", "stale.lab.", "127.53.40.16");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let t = Instant::now();
+    let r = d.query("www.stale.lab.", RecordType::A);
+    let took = t.elapsed();
+    assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"]);
+    assert_eq!(r.ede().map(|e| e.0), Some(3), "EDE 3, Stale Answer");
+    assert_eq!(r.msg.answers[0].ttl, 30, "the stale TTL");
+    assert!(took < Duration::from_millis(1_800), "not within the client-response timer: {took:?}");
+    // The failure-recheck timer (3 s): answered stale again, and nothing goes upstream.
+    std::thread::sleep(Duration::from_millis(500));
+    let upstream = || {
+        let text = d.admin().get("/metrics").unwrap().text();
+        let series = "adox_upstream_queries_total{transport=\"do53_udp\"} ";
+        text.lines().find_map(|l| l.strip_prefix(series)).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let before = upstream();
+    assert_eq!(d.query("www.stale.lab.", RecordType::A).ede().map(|e| e.0), Some(3));
+    assert_eq!(upstream(), before, "the recheck timer answered without a new attempt");
+    drop(silent);
+    let _good = Hostile::start("good", "stale.lab.", "127.53.40.16");
+    std::thread::sleep(Duration::from_millis(3_500));
+    let r = d.query("www.stale.lab.", RecordType::A);
+    assert_eq!((r.rdata(RecordType::A), r.ede()), (vec!["192.0.2.99".to_string()], None), "fresh again");
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "stale_answers") >= 2);
+}

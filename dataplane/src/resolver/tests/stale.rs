@@ -1,0 +1,90 @@
+//! Serve-stale's reading of the record cache (RFC 8767; the worker decides when to use it,
+//! `worker/stale.rs`): expired data within `cache.stale_max_s` answers with the stale TTL,
+//! marked stale; bogus data never; secure data keeps AD only while its signatures are
+//! valid; with the switch off there is nothing stale to read.
+
+use super::signed::{SignedZones, window};
+use super::*;
+use crate::dnssec::Security;
+use crate::wire::rcode;
+
+fn zones() -> SignedZones {
+    SignedZones::new(base_zones(), &[".", "example."])
+}
+
+fn config(max_ttl: u32) -> Config {
+    let mut cfg = Config::default();
+    cfg.cache.max_ttl_s = max_ttl;
+    cfg.cache.max_negative_ttl_s = max_ttl;
+    cfg.cache.stale_max_s = 3_600;
+    cfg
+}
+
+/// Every query to `server` is lost from now on.
+fn kill(net: &Fake, server: &str) {
+    net.drops.borrow_mut().insert(ip(server), u32::MAX);
+}
+
+fn stale(r: &Resolver<Fake>, name: &str) -> Result<Answer, ResolveError> {
+    block_on(r.resolve_stale(&n(name), RecordType::A))
+}
+
+#[test]
+fn expired_data_and_nxdomain_answer_stale_with_the_stale_ttl_while_the_authority_is_down() {
+    let (r, net) = zones().sign().resolver(&config(60));
+    assert!(!block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap().stale);
+    assert_eq!(block_on(r.resolve(&n("nx.example."), RecordType::A)).unwrap().rcode, rcode::NXDOMAIN);
+    // Live data read this way is not stale.
+    assert!(!stale(&r, "www.example.").unwrap().stale);
+    kill(&net, "10.0.1.1");
+    advance(&net, 61);
+    assert!(block_on(r.resolve(&n("www.example."), RecordType::A)).is_err(), "the authority is down");
+    let a = stale(&r, "www.example.").unwrap();
+    assert!(a.stale);
+    assert_eq!(a.answers.iter().find(|x| x.record_type() == RecordType::A).unwrap().ttl, 30);
+    assert_eq!(a.cache_ttl, 0, "never kept in the packet cache");
+    assert_eq!(a.security, Security::Secure, "its signatures are still valid");
+    let nx = stale(&r, "nx.example.").unwrap();
+    assert!(nx.stale && nx.rcode == rcode::NXDOMAIN);
+    // Past the stale window: nothing.
+    advance(&net, 3_600);
+    assert_eq!(stale(&r, "www.example."), Err(ResolveError::NotInCache));
+}
+
+/// RFC 4035 section 5.3.3 caps secure data at its signatures' expiry; served stale past
+/// it, the data is no longer secure (no AD).
+#[test]
+fn stale_secure_data_loses_ad_once_its_signatures_expire() {
+    let mut z = zones().sign();
+    z.resign("www.example.", RecordType::A, window(-86_400, 100));
+    let (r, net) = z.resolver(&config(3_600));
+    assert_eq!(block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap().security, Security::Secure);
+    kill(&net, "10.0.1.1");
+    advance(&net, 200);
+    let a = stale(&r, "www.example.").unwrap();
+    assert!(a.stale);
+    assert!(matches!(a.security, Security::Insecure(_)), "{:?}", a.security);
+}
+
+#[test]
+fn bogus_data_is_never_served_stale() {
+    let mut z = zones().sign();
+    z.resign("www.example.", RecordType::A, window(-20 * 86_400, -3 * 86_400));
+    let (r, net) = z.resolver(&config(3_600));
+    let bogus = block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert!(matches!(bogus.security, Security::Bogus(_)));
+    kill(&net, "10.0.1.1");
+    advance(&net, 120);
+    assert_eq!(stale(&r, "www.example."), Err(ResolveError::NotInCache));
+}
+
+#[test]
+fn with_serve_stale_off_nothing_is_read_stale() {
+    let mut cfg = config(60);
+    cfg.cache.serve_stale = false;
+    let (r, net) = resolver(base_zones(), &cfg);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    advance(&net, 61);
+    assert_eq!(stale(&r, "www.example."), Err(ResolveError::NotInCache));
+    assert_eq!(r.shared().records.get(&n("www.example."), 1, r.upstream().now()).map(|h| h.stale), None);
+}
