@@ -93,6 +93,9 @@ pub struct StatsSnapshot {
     pub deleg_bogus: u64,
     /// Client queries answered from expired data (serve-stale, RFC 8767; EDE 3 or 19).
     pub stale_answers: u64,
+    /// Answers refreshed in the background because they were asked for in the last tenth
+    /// of their TTL (prefetch).
+    pub prefetches: u64,
     /// Resolutions whose answer validated to a trust anchor (AD).
     pub dnssec_secure: u64,
     /// Resolutions whose answer is provably unsigned, unanchored or not validated.

@@ -208,6 +208,12 @@ pub fn render(s: &Stats) -> String {
         "Client queries answered from expired data because no authority answered (RFC 8767).",
         t.stale_answers,
     );
+    counter(
+        o,
+        "adox_prefetches_total",
+        "Answers refreshed in the background, asked for in the last tenth of their TTL.",
+        t.prefetches,
+    );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(

@@ -424,6 +424,7 @@ impl DataPlane {
                 udp_batch: cfg.server.udp_batch,
                 overload_after: std::time::Duration::from_millis(cfg.server.overload_after_ms),
                 packet_cache_bytes: cfg.cache.packet_cache_bytes as usize,
+                prefetch_per_s: if cfg.cache.prefetch { cfg.cache.prefetch_max_per_s } else { 0 },
                 max_resolutions: cfg.resolver.max_resolutions,
                 limits: cfg.limits.clone(),
                 tcp_max_connections: cfg.server.tcp_max_connections,

@@ -105,6 +105,7 @@ worker_stats!(
     deleg_insecure,
     deleg_bogus,
     stale_answers,
+    prefetches,
     dnssec_secure,
     dnssec_insecure,
     dnssec_bogus,

@@ -22,7 +22,13 @@ struct Entry {
     stored_s: u32,
     /// Seconds the entry stays valid: the smallest TTL in it.
     ttl_s: u32,
+    /// A hit in the last tenth of its TTL has been reported as due for a refresh.
+    prefetch_reported: bool,
 }
+
+/// Entries living shorter than this are never reported due for a refresh (a tenth of
+/// their TTL is under a second).
+pub const PREFETCH_MIN_TTL_S: u32 = 10;
 
 /// Builds the cache key for a query into `buf`; returns its length.
 fn key_of(q: &Query, msg: &[u8], buf: &mut [u8; MAX_KEY]) -> usize {
@@ -63,17 +69,36 @@ pub enum Lookup {
     Miss,
 }
 
+
 /// The cache.
 #[derive(Debug)]
 pub struct PacketCache {
     map: ClockCache<Box<[u8]>, Entry>,
     enabled: bool,
+    /// Report hits in the last tenth of an entry's TTL (`cache.prefetch`).
+    prefetch: bool,
+    /// See [`Self::take_due`].
+    due: bool,
 }
 
 impl PacketCache {
     /// A cache of about `budget` bytes; 0 disables it.
     pub fn new(budget: usize) -> Self {
-        Self { map: ClockCache::new(budget), enabled: budget > 0 }
+        Self { map: ClockCache::new(budget), enabled: budget > 0, prefetch: false, due: false }
+    }
+
+    /// Reporting the first hit of an entry in the last tenth of its TTL (prefetch).
+    #[must_use]
+    pub fn with_prefetch(mut self, on: bool) -> Self {
+        self.prefetch = on;
+        self
+    }
+
+    /// Whether the last [`Self::lookup`] hit an entry in the last tenth of its TTL, for the
+    /// first time: the caller may refresh it in the background (prefetch). Reading it
+    /// clears it.
+    pub fn take_due(&mut self) -> bool {
+        std::mem::take(&mut self.due)
     }
 
     /// Serves `q` (parsed from `msg`) into `out` if a live entry exists. `udp_limit` is the
@@ -101,6 +126,10 @@ impl PacketCache {
         if age >= e.ttl_s {
             self.map.remove(key);
             return Lookup::Miss;
+        }
+        if self.prefetch && !e.prefetch_reported && e.ttl_s >= PREFETCH_MIN_TTL_S && (e.ttl_s - age) * 10 <= e.ttl_s {
+            e.prefetch_reported = true;
+            self.due = true;
         }
         if udp_limit.is_some_and(|limit| e.wire.len() > limit) {
             let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
@@ -134,7 +163,8 @@ impl PacketCache {
         let klen = key_of(q, msg, &mut kbuf);
         // Heap owned: the key twice (map and slot), the wire and the TTL offsets.
         let cost = 2 * klen + response.len() + offsets.len() * 2;
-        let entry = Entry { wire: response.into(), ttl_offsets: offsets.into(), stored_s: now_s, ttl_s };
+        let entry =
+            Entry { wire: response.into(), ttl_offsets: offsets.into(), stored_s: now_s, ttl_s, prefetch_reported: false };
         self.map.insert(kbuf[..klen].into(), entry, cost);
     }
 
@@ -213,6 +243,37 @@ mod tests {
         // expired
         assert_eq!(c.lookup(&p2, &q2, 400, Some(512), 1232, &mut out), Lookup::Miss);
         assert!(c.is_empty());
+    }
+
+    /// Prefetch: the first hit in the last tenth of an entry's TTL is reported due, once;
+    /// short-lived entries and a cache without prefetch never are.
+    #[test]
+    fn the_first_hit_in_the_last_tenth_of_the_ttl_is_due_once() {
+        let mut c = PacketCache::new(1 << 20).with_prefetch(true);
+        let q = query(1, b"\x03www\x03lab\x00", false);
+        let p = parse_query(&q).unwrap();
+        c.store(&p, &q, &response(&q, p.question_end, 100, 1), 0, 100);
+        let mut out = Vec::new();
+        assert_eq!(c.lookup(&p, &q, 89, Some(512), 1232, &mut out), Lookup::Hit);
+        assert!(!c.take_due(), "11 s of 100 left");
+        assert_eq!(c.lookup(&p, &q, 90, Some(512), 1232, &mut out), Lookup::Hit);
+        assert!(c.take_due(), "10 s of 100 left");
+        assert!(!c.take_due(), "reading clears it");
+        c.lookup(&p, &q, 95, Some(512), 1232, &mut out);
+        assert!(!c.take_due(), "reported once per entry");
+        // Stored again (the refresh): due again in its own last tenth.
+        c.store(&p, &q, &response(&q, p.question_end, 100, 1), 95, 100);
+        c.lookup(&p, &q, 186, Some(512), 1232, &mut out);
+        assert!(c.take_due());
+        let q2 = query(1, b"\x05short\x03lab\x00", false);
+        let p2 = parse_query(&q2).unwrap();
+        c.store(&p2, &q2, &response(&q2, p2.question_end, 9, 1), 0, 9);
+        c.lookup(&p2, &q2, 8, Some(512), 1232, &mut out);
+        assert!(!c.take_due(), "a 9 s entry is never due");
+        let mut off = PacketCache::new(1 << 20);
+        off.store(&p, &q, &response(&q, p.question_end, 100, 1), 0, 100);
+        off.lookup(&p, &q, 95, Some(512), 1232, &mut out);
+        assert!(!off.take_due(), "prefetch off");
     }
 
     #[test]

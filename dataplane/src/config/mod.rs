@@ -112,6 +112,9 @@ pub mod bounds {
     /// The failure-recheck timer (RFC 8767 section 5: 30 s): after a resolution failed and
     /// was answered stale, that question is answered stale without a new attempt.
     pub const STALE_RECHECK_S: Bound = b("cache.stale_recheck_s", 30, 1, 3_600);
+    /// Prefetch refreshes started per second, per worker, at most (the rest of the due
+    /// entries simply expire and are resolved when next asked).
+    pub const PREFETCH_MAX_PER_S: Bound = b("cache.prefetch_max_per_s", 100, 1, 100_000);
     /// EDNS(0) UDP payload size advertised upstream and to clients (DNS flag day 2020).
     pub const EDNS_UDP_SIZE: Bound = b("resolver.edns_udp_size", 1232, 512, 4096);
     /// Wall-clock budget for resolving one client query.
@@ -201,6 +204,7 @@ pub mod bounds {
         STALE_TTL_S,
         STALE_CLIENT_TIMEOUT_MS,
         STALE_RECHECK_S,
+        PREFETCH_MAX_PER_S,
         EDNS_UDP_SIZE,
         REQUEST_TIMEOUT_MS,
         INITIAL_RTO_MS,
@@ -337,7 +341,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 51] = [
+        let checks: [(Bound, u64); 52] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -359,6 +363,7 @@ impl Config {
             (bounds::STALE_TTL_S, u64::from(c.stale_ttl_s)),
             (bounds::STALE_CLIENT_TIMEOUT_MS, c.stale_client_timeout_ms),
             (bounds::STALE_RECHECK_S, u64::from(c.stale_recheck_s)),
+            (bounds::PREFETCH_MAX_PER_S, u64::from(c.prefetch_max_per_s)),
             (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
             (bounds::REQUEST_TIMEOUT_MS, r.request_timeout_ms),
             (bounds::INITIAL_RTO_MS, r.initial_rto_ms),

@@ -144,6 +144,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.resolve_in(qname, qtype, &budget).await
     }
 
+    /// Resolves from the authorities even though the answer is cached (a prefetch, before
+    /// it expires): the question's own lookups skip the cache; delegations, keys and
+    /// addresses still come from it.
+    pub async fn refresh(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
+        budget.refresh = Some(qtype);
+        self.resolve_in(qname, qtype, &budget).await
+    }
+
     /// Answers from the cache only, expired entries included (serve-stale, RFC 8767; with
     /// `cache.serve_stale`): `ResolveError::NotInCache` when some link is not there even
     /// stale. Bogus data is never read stale, and stale secure data is secure only while
@@ -246,7 +255,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             budget.step(self.upstream.now())?;
             // The client's own lookups (depth 0) need validated data; nameserver-address
             // lookups take whatever is cached.
-            let cached = self.cached_step(name, qtype, depth == 0, budget.stale_ttl);
+            let refreshing = depth == 0 && budget.refresh == Some(qtype);
+            let cached = if refreshing { None } else { self.cached_step(name, qtype, depth == 0, budget.stale_ttl) };
             budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: cached.is_some() });
             if let Some(step) = cached {
                 return Ok(step);

@@ -256,6 +256,9 @@ pub(crate) struct Budget {
     signal_cycle: Cell<bool>,
     /// Serve-stale's cache-only reading: expired entries count, with this TTL.
     stale_ttl: Option<u32>,
+    /// A prefetch: the client's own lookups of this type (each link of a chain) go to
+    /// the authorities even when cached.
+    refresh: Option<hickory_proto::rr::RecordType>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -276,6 +279,7 @@ impl Budget {
             keys_in_progress: RefCell::new(Vec::new()),
             cut_walks: RefCell::new(Vec::new()),
             stale_ttl: None,
+            refresh: None,
             signal_for: None,
             signal_cycle: Cell::new(false),
         }

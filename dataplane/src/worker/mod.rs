@@ -63,6 +63,8 @@ pub(crate) struct WorkerSettings {
     pub overload_after: Duration,
     /// Packet cache size in bytes.
     pub packet_cache_bytes: usize,
+    /// Prefetch refreshes started per second at most (0: no prefetch).
+    pub prefetch_per_s: u32,
     /// Client resolutions in flight at most.
     pub max_resolutions: u32,
     /// Each client's share of them.
@@ -149,6 +151,8 @@ struct WorkerCtx {
     /// Serve-stale's failure-recheck timers: questions whose resolution failed and was
     /// answered stale, answered stale without a new attempt until then (RFC 8767).
     stale_recheck: RefCell<stale::Recheck>,
+    /// Prefetch refreshes started in the current second: (worker-clock second, count).
+    prefetch_budget: Cell<(u32, u32)>,
     /// Set while reading UDP in overload: new cache misses are dropped.
     shedding: Cell<bool>,
     epoch: Instant,
@@ -185,14 +189,16 @@ impl WorkerCtx {
             ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size)),
             ReplyTo::Tcp { .. } => None,
         };
-        match self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, udp_size, out) {
-            Lookup::Hit => {
+        let lookup = self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, udp_size, out);
+        match lookup {
+            Lookup::Hit | Lookup::HitTruncated => {
                 self.stats.cache_hits.bump();
-                return Handled::Reply;
-            }
-            Lookup::HitTruncated => {
-                self.stats.cache_hits.bump();
-                self.stats.truncated.bump();
+                if lookup == Lookup::HitTruncated {
+                    self.stats.truncated.bump();
+                }
+                if self.packet_cache.borrow_mut().take_due() {
+                    self.prefetch(msg, &q);
+                }
                 return Handled::Reply;
             }
             Lookup::Miss => self.stats.cache_misses.bump(),
@@ -282,6 +288,43 @@ impl WorkerCtx {
             ctx.answer(waiters, &result);
         });
         Handled::Spawned
+    }
+
+    /// Prefetch: refreshes the answer to `msg` (a hit in the last tenth of its TTL) in the
+    /// background and stores the new answer, within `cache.prefetch_max_per_s` and never
+    /// under load (overload shedding, or half the worker's resolutions in use). Clients
+    /// asking meanwhile join the refresh once their cached answer has expired.
+    fn prefetch(self: &Rc<Self>, msg: &[u8], q: &wire::Query) {
+        let now_s = self.now_s();
+        let (second, started) = self.prefetch_budget.get();
+        let started = if second == now_s { started } else { 0 };
+        if started >= self.settings.prefetch_per_s
+            || self.shedding.get()
+            || self.resolutions.get() >= self.settings.max_resolutions / 2
+        {
+            return;
+        }
+        let Some(question) = Question::parse(msg, q) else { return };
+        let key = (crate::names::canonical(&question.name), question.qtype);
+        if self.inflight.borrow().contains_key(&key) {
+            return;
+        }
+        self.prefetch_budget.set((now_s, started + 1));
+        self.stats.prefetches.bump();
+        self.inflight.borrow_mut().insert(key.clone(), Vec::new());
+        let (msg, q) = (msg.to_vec(), q.clone());
+        let ctx = Rc::clone(self);
+        self.executor.spawn(async move {
+            let result = ctx.resolver.refresh(&question.name, question.qtype).await;
+            if let Err(e) = &result {
+                tracing::debug!(name = %question.name, qtype = ?question.qtype, error = %e, "prefetch failed");
+            }
+            let mut out = Vec::new();
+            let ttl = respond::build(&mut out, &msg, &q, &question, &result, ctx.settings.edns_udp_size);
+            ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
+            let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
+            ctx.answer(waiters, &result);
+        });
     }
 
     /// Answers the client queries that waited for `result`, releasing their shares.
@@ -443,7 +486,10 @@ impl Worker {
             doq,
             doh,
             resolver: Resolver::new(shared, upstream, stats.clone()),
-            packet_cache: RefCell::new(PacketCache::new(settings.packet_cache_bytes)),
+            packet_cache: RefCell::new(
+                PacketCache::new(settings.packet_cache_bytes).with_prefetch(settings.prefetch_per_s > 0),
+            ),
+            prefetch_budget: Cell::new((0, 0)),
             stats,
             udp,
             clients: RefCell::new(clients),

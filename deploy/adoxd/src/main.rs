@@ -230,6 +230,7 @@ fn log_stats(plane: &DataPlane) {
         deleg_insecure = s.deleg_insecure,
         deleg_bogus = s.deleg_bogus,
         stale_answers = s.stale_answers,
+        prefetches = s.prefetches,
         dnssec_secure = s.dnssec_secure,
         dnssec_insecure = s.dnssec_insecure,
         dnssec_bogus = s.dnssec_bogus,

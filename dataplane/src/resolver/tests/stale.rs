@@ -1,7 +1,8 @@
 //! Serve-stale's reading of the record cache (RFC 8767; the worker decides when to use it,
 //! `worker/stale.rs`): expired data within `cache.stale_max_s` answers with the stale TTL,
 //! marked stale; bogus data never; secure data keeps AD only while its signatures are
-//! valid; with the switch off there is nothing stale to read.
+//! valid; with the switch off there is nothing stale to read. And prefetch's refresh,
+//! which goes to the authority although the answer is cached.
 
 use super::signed::{SignedZones, window};
 use super::*;
@@ -87,4 +88,21 @@ fn with_serve_stale_off_nothing_is_read_stale() {
     advance(&net, 61);
     assert_eq!(stale(&r, "www.example."), Err(ResolveError::NotInCache));
     assert_eq!(r.shared().records.get(&n("www.example."), 1, r.upstream().now()).map(|h| h.stale), None);
+}
+
+/// Prefetch's resolution (`Resolver::refresh`): the question goes to its authority even
+/// though it is cached, and the refreshed entry lives a full TTL again.
+#[test]
+fn a_refresh_asks_the_authority_although_the_answer_is_cached() {
+    let (r, net) = resolver(base_zones(), &config(60));
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let asked_www = |net: &Fake| asked(net, "10.0.1.1").iter().filter(|q| q.starts_with("www.example.")).count();
+    let before = asked_www(&net);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    assert_eq!(asked_www(&net), before, "a plain resolution is a cache hit");
+    advance(&net, 55);
+    let fresh = block_on(r.refresh(&n("www.example."), RecordType::A)).unwrap();
+    assert_eq!(asked_www(&net), before + 1, "the refresh went to the authority");
+    assert_eq!(fresh.cache_ttl, 60);
+    assert_eq!(r.shared().records.get(&n("www.example."), 1, r.upstream().now()).unwrap().ttl_left, 60);
 }

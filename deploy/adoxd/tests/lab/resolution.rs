@@ -229,3 +229,21 @@ fn a_non_recursive_query_is_answered_from_the_cache_only() {
     other.rd = false;
     assert_eq!(d.ask(&other).rcode(), ResponseCode::Refused);
 }
+
+/// Prefetch: an answer asked for in the last tenth of its TTL (TTLs capped at 20 s here)
+/// is refreshed in the background, so the next client after its original expiry still
+/// gets a cache hit; one resolution and one prefetch for three queries.
+#[test]
+fn prefetch_refreshes_a_popular_answer_before_it_expires() {
+    let (_dir, cfg) = crate::support::temp_config("[cache]\nmax_ttl_s = 20\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    let ask = || assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    ask();
+    std::thread::sleep(std::time::Duration::from_millis(18_400));
+    ask(); // 18 s old: in the last tenth, a hit that starts the refresh
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
+    ask(); // past the first answer's 20 s: served from the refreshed entry
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "prefetches"), 1);
+    assert_eq!((Adoxd::stat(&log, "cache_hits"), Adoxd::stat(&log, "cache_misses")), (2, 1));
+}
