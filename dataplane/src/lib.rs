@@ -31,6 +31,7 @@ pub mod dnssec;
 pub mod ede;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod log_limit;
 pub(crate) mod names;
 pub mod resolver;
 pub mod respond;

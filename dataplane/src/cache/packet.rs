@@ -69,7 +69,6 @@ pub enum Lookup {
     Miss,
 }
 
-
 /// The cache.
 #[derive(Debug)]
 pub struct PacketCache {
@@ -163,8 +162,13 @@ impl PacketCache {
         let klen = key_of(q, msg, &mut kbuf);
         // Heap owned: the key twice (map and slot), the wire and the TTL offsets.
         let cost = 2 * klen + response.len() + offsets.len() * 2;
-        let entry =
-            Entry { wire: response.into(), ttl_offsets: offsets.into(), stored_s: now_s, ttl_s, prefetch_reported: false };
+        let entry = Entry {
+            wire: response.into(),
+            ttl_offsets: offsets.into(),
+            stored_s: now_s,
+            ttl_s,
+            prefetch_reported: false,
+        };
         self.map.insert(kbuf[..klen].into(), entry, cost);
     }
 

@@ -28,7 +28,7 @@ pub use self::dnssec::DnssecConfig;
 pub use self::limits::LimitsConfig;
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
-pub use self::server::ServerConfig;
+pub use self::server::{LogFormat, ServerConfig};
 pub use self::transport::{SignalWait, TransportConfig};
 use crate::acl::parse_prefix;
 

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// Log level (error, warn, info, debug, trace) or a tracing filter. Default `info`.
     pub log_level: String,
+    /// `"text"` (the default) or `"json"`: one JSON object per line, for log shippers.
+    pub log_format: LogFormat,
     /// See [`bounds::TCP_IDLE_TIMEOUT_MS`].
     pub tcp_idle_timeout_ms: u64,
     /// See [`bounds::TCP_MAX_CONNECTIONS`].
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             pin_workers: true,
             state_dir: PathBuf::from("/var/lib/adox"),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
             tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
             tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),
@@ -52,6 +55,27 @@ impl Default for ServerConfig {
             tcp_message_timeout_ms: d(bounds::TCP_MESSAGE_TIMEOUT_MS),
             udp_batch: d(bounds::UDP_BATCH),
             overload_after_ms: d(bounds::OVERLOAD_AFTER_MS),
+        }
+    }
+}
+
+/// How log lines are written (`server.log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, the event's fields and `message`.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is not a log format (text or json)")),
         }
     }
 }

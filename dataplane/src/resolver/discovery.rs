@@ -122,7 +122,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Ok(Answer { security: Security::Bogus(b), .. }) => {
                 // A bogus signal is ignored (and reported in server state and metrics),
                 // never followed.
-                tracing::info!(nameserver = %ns, reason = %b.text, "SVCB signal is DNSSEC-bogus: ignored");
+                crate::rate_limited!(info, nameserver = %ns, reason = %b.text, "SVCB signal is DNSSEC-bogus: ignored");
                 bogus = Some(crate::upstream::signal::SignalError::Bogus(b.text.clone()));
                 (Vec::new(), self.shared.validator.bogus_ttl)
             }
@@ -145,7 +145,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         refused.extend(bogus);
         if !refused.is_empty() {
             self.stats.signals_refused.bump();
-            tracing::info!(nameserver = %ns, refused = ?refused, "SVCB records refused");
+            crate::rate_limited!(info, nameserver = %ns, refused = ?refused, "SVCB records refused");
         }
         if !records.is_empty() {
             self.stats.signals_learned.bump();
@@ -167,7 +167,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let cycle = self.served_by(&qname, ns) || svcb_cycle || tlsa_cycle;
         if cycle {
             self.stats.signal_cycles.bump();
-            tracing::info!(nameserver = %ns, "signal lookup depends on the nameserver it decides for");
+            // The ordinary case of a zone served by its own nameserver: not news.
+            tracing::debug!(nameserver = %ns, "signal lookup depends on the nameserver it decides for");
         }
         // A strict state lasts while every signature it rests on is valid.
         let strict_until =
@@ -180,7 +181,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // otherwise: a refresh that failed, or came back unsigned or bogus (blocked or
             // forged), for the SVCB or for a TLSA RRset, does not downgrade the server.
             // Tried again in a minute.
-            tracing::warn!(nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
+            crate::rate_limited!(warn, nameserver = %ns, "signal refresh not secure: the strict DANE state stays");
             if let Signal::Known { records, secure, dane, cycle, refused, strict_until, .. } = last {
                 let until = (now + 60).min(strict_until);
                 self.shared
@@ -225,7 +226,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     Security::Secure => {}
                     Security::Bogus(b) => {
                         self.stats.signals_refused.bump();
-                        tracing::info!(nameserver = %ns, tlsa = %owner, reason = %b.text, "TLSA is DNSSEC-bogus: ignored");
+                        crate::rate_limited!(info, nameserver = %ns, tlsa = %owner, reason = %b.text, "TLSA is DNSSEC-bogus: ignored");
                         certain = false;
                         continue;
                     }
@@ -249,12 +250,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     if let RData::Unknown { rdata, .. } = &r.data {
                         match crate::upstream::signal::parse_tlsa(&rdata.anything) {
                             Ok(t) => usable.push(t),
-                            Err(e) => tracing::info!(tlsa = %owner, reason = %e, "TLSA record not usable"),
+                            Err(e) => crate::rate_limited!(info, tlsa = %owner, reason = %e, "TLSA record not usable"),
                         }
                     }
                 }
                 if usable.is_empty() {
-                    tracing::warn!(tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
+                    crate::rate_limited!(warn, tlsa = %owner, "secure TLSA RRset without a usable record: DANE cannot authenticate");
                 }
                 let now = self.upstream.unix_now();
                 let expiry = now + u64::from(ttl.max(1));

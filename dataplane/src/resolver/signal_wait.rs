@@ -160,7 +160,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 let outcome = match refused {
                     WaitRefused::Cycle => {
                         budget.signal_cycle.set(true);
-                        tracing::info!(nameserver = %ns, waiting = ?budget.signal_for.as_ref().map(Name::to_ascii),
+                        // A zone holding its own nameserver's signal is the usual case.
+                        tracing::debug!(nameserver = %ns, waiting = ?budget.signal_for.as_ref().map(Name::to_ascii),
                             "signal lookups wait for each other: going on without waiting");
                         "cycle"
                     }

@@ -698,7 +698,7 @@ impl SignalCache {
                         self.strict_changed.store(true, std::sync::atomic::Ordering::Release);
                     }
                 } else if old == 0 {
-                    tracing::warn!(nameserver = %ns, "strict signal table full: this one is kept in the evicting cache only");
+                    crate::rate_limited!(warn, nameserver = %ns, "strict signal table full: this one is kept in the evicting cache only");
                 }
             } else if strict.remove(ns).is_some() {
                 *bytes -= old;

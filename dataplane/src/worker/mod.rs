@@ -279,7 +279,7 @@ impl WorkerCtx {
                     crate::dnssec::Security::Secure => ctx.stats.dnssec_secure.bump(),
                     crate::dnssec::Security::Bogus(b) => {
                         ctx.stats.dnssec_bogus.bump();
-                        tracing::info!(%name, ?qtype, ede = b.ede.code(), reason = %b.text, "DNSSEC bogus");
+                        crate::rate_limited!(info, %name, ?qtype, ede = b.ede.code(), reason = %b.text, "DNSSEC bogus");
                     }
                     _ => ctx.stats.dnssec_insecure.bump(),
                 },
@@ -770,7 +770,7 @@ impl Worker {
                 Err(e) if e.raw_os_error() == Some(libc::EPROTO) => continue,
                 // Out of descriptors or memory: try again shortly.
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
+                    crate::rate_limited!(warn, error = %e, "accept failed; retrying");
                     return true;
                 }
             }

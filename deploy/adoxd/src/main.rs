@@ -64,6 +64,10 @@ struct Cli {
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 
+    /// Log line format: text, or json (one object per line, for log shippers).
+    #[arg(long, value_name = "FORMAT", value_parser = str::parse::<adox_dataplane::config::LogFormat>)]
+    log_format: Option<adox_dataplane::config::LogFormat>,
+
     /// Open an upstream prefix that the default deny list (loopback, private, reserved
     /// space) would block, e.g. 127.0.0.0/8 for a lab. Repeatable; adds to the config.
     #[arg(long, value_name = "PREFIX", value_parser = acl::parse_prefix)]
@@ -129,6 +133,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(d) = &cli.state_dir {
         cfg.server.state_dir = d.clone();
+    }
+    if let Some(f) = cli.log_format {
+        cfg.server.log_format = f;
     }
     if let Some(l) = &cli.log_level {
         cfg.server.log_level = l.clone();
@@ -246,19 +253,31 @@ fn save_state(plane: &DataPlane) {
 }
 
 /// Installs the logger; returns the function the API uses to change its filter.
-fn init_logging(level: &str) -> adox_controlplane::SetLogLevel {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter_reloading();
-    let handle = builder.reload_handle();
-    builder.init();
-    std::sync::Arc::new(move |filter: &str| {
-        let f = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-        handle.reload(f).map_err(|e| e.to_string())
-    })
+fn init_logging(level: &str, format: adox_dataplane::config::LogFormat) -> adox_controlplane::SetLogLevel {
+    // The two formats are two builder types: the same steps for each.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder
+                .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            std::sync::Arc::new(move |filter: &str| {
+                let f = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+                handle.reload(f).map_err(|e| e.to_string())
+            })
+        }};
+    }
+    match format {
+        adox_dataplane::config::LogFormat::Text => {
+            install!(tracing_subscriber::fmt().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+        }
+        adox_dataplane::config::LogFormat::Json => install!(
+            tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_span_list(false)
+        ),
+    }
 }
 
 /// The API token files, read now (at start, and again on SIGHUP).
@@ -354,7 +373,7 @@ fn dnssec_notes(cfg: &Config) -> Vec<String> {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let cfg = build_config(cli)?;
-    let set_log_level = init_logging(&cfg.server.log_level);
+    let set_log_level = init_logging(&cfg.server.log_level, cfg.server.log_format);
     let stop = adox_dataplane::stop_on_signals().context("installing signal handlers")?;
     let reload = adox_dataplane::reload_on_sighup().context("installing signal handlers")?;
     let hints = match &cfg.resolver.root_hints {

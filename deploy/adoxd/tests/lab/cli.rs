@@ -39,6 +39,7 @@ fn help_documents_every_flag() {
         "--root-hints",
         "--state-dir",
         "--log-level",
+        "--log-format",
         "--allow-upstream",
         "--allow-client",
         "--outgoing-address",
@@ -111,4 +112,29 @@ fn ipv6_listener_answers_over_udp_and_tcp() {
     assert_eq!(d.query("localhost.", RecordType::AAAA).rdata(RecordType::AAAA), ["::1"]);
     let t = d.ask_tcp(&crate::support::Ask::new("localhost.", RecordType::A));
     assert_eq!(t.rdata(RecordType::A), ["127.0.0.1"]);
+}
+
+/// `--log-format json`: every line is one JSON object; and a flood of bogus answers (30
+/// names under expired.lab.) logs at most 10 "DNSSEC bogus" lines per 10 s (issue 13:
+/// a flood of broken zones cannot fill a disk).
+#[test]
+fn json_log_lines_and_per_query_problems_are_rate_limited() {
+    let d = Adoxd::lab(&["--log-format", "json", "--workers", "1"]);
+    for i in 0..30 {
+        assert_eq!(
+            d.query(&format!("n{i}.expired.lab."), RecordType::A).rcode(),
+            hickory_proto::op::ResponseCode::ServFail
+        );
+    }
+    let log = d.terminate();
+    let mut bogus = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{line}");
+        if v["message"] == "DNSSEC bogus" {
+            bogus += 1;
+            assert!(v["name"].as_str().is_some_and(|n| n.ends_with("expired.lab.")), "fields are flattened: {line}");
+        }
+    }
+    assert!((1..=10).contains(&bogus), "{bogus} bogus lines for 30 bogus answers");
 }

@@ -129,14 +129,19 @@ impl Adoxd {
             let _ = child.kill();
             panic!("adoxd did not become ready; log:\n{}", log.lock().unwrap());
         };
-        let listen = ready
-            .split_whitespace()
-            .find_map(|t| t.strip_prefix("listen="))
-            .and_then(|l| l.split(',').next())
+        // The ready line as text (`listen=... api=...`) or as JSON (`--log-format json`).
+        let field = |key: &str| -> Option<String> {
+            match serde_json::from_str::<serde_json::Value>(&ready) {
+                Ok(v) => v[key].as_str().map(str::to_string),
+                Err(_) => ready.split_whitespace().find_map(|t| t.strip_prefix(&format!("{key}="))).map(str::to_string),
+            }
+        };
+        let listen = field("listen")
+            .and_then(|l| l.split(',').next().map(str::to_string))
             .expect("listen= in ready line")
             .parse()
             .expect("listen address");
-        let api = ready.split_whitespace().find_map(|t| t.strip_prefix("api=")).and_then(|a| a.parse().ok());
+        let api = field("api").and_then(|a| a.parse().ok());
         Self { child, addr: listen, api, log, _state: state, _tokens: tokens }
     }
 
