@@ -56,6 +56,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The switch to `server.user` failed.
+    #[error("server.user: {0}")]
+    Privileges(String),
     /// A worker could not be created.
     #[error("worker {index}: {source}")]
     Worker {
@@ -410,6 +413,16 @@ impl DataPlane {
                 tcp.push(t);
             }
             sockets.push((udp, tcp));
+        }
+        // Every socket of the data plane is bound: root is no longer needed, and no worker
+        // thread has started yet.
+        if let Some(user) = &cfg.server.user {
+            match crate::sys::drop_privileges(user, cfg.server.group.as_deref()).map_err(StartError::Privileges)? {
+                crate::sys::PrivilegeDrop::Switched { uid, gid } => {
+                    tracing::info!(user = %user, uid, gid, "switched from root; no capability kept");
+                }
+                crate::sys::PrivilegeDrop::AlreadyThatUser => {}
+            }
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (router, mut inboxes) = crate::worker::handoff::Router::new(workers, cfg.transport.connections_per_server);

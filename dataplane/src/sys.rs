@@ -1,7 +1,7 @@
 //! The data plane's only `unsafe`: thin calls into libc that std does not offer.
 #![allow(
     unsafe_code,
-    reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg and setsockopt: the one fenced place for unsafe"
+    reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg, setsockopt and the set*id calls: the one fenced place for unsafe"
 )]
 
 /// Pins the calling thread to one CPU. Failure (for example a CPU outside the process's
@@ -275,5 +275,111 @@ impl SendBatch {
         }
         self.data.clear();
         self.spans.clear();
+    }
+}
+
+/// Looks a name up in the password database: (uid, primary gid).
+fn user_ids(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("user {name:?}: not a name"))?;
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the size given; the result is read
+    // only when `out` says an entry was found.
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 {
+        return Err(format!("user {name:?}: {}", std::io::Error::from_raw_os_error(rc)));
+    }
+    if out.is_null() {
+        return Err(format!("user {name:?} does not exist"));
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+/// Looks a name up in the group database.
+fn group_id(name: &str) -> Result<libc::gid_t, String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("group {name:?}: not a name"))?;
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in `user_ids`.
+    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 {
+        return Err(format!("group {name:?}: {}", std::io::Error::from_raw_os_error(rc)));
+    }
+    if out.is_null() {
+        return Err(format!("group {name:?} does not exist"));
+    }
+    Ok(gr.gr_gid)
+}
+
+/// The effective capability set of the calling thread, from `/proc/thread-self/status`.
+pub(crate) fn effective_capabilities() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/thread-self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| std::io::Error::other("no CapEff line"))
+}
+
+/// What [`drop_privileges`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrivilegeDrop {
+    /// The process already ran as that user and group: nothing to do.
+    AlreadyThatUser,
+    /// Switched from root to the user and group; no capability is left.
+    Switched {
+        /// The user's uid.
+        uid: u32,
+        /// The group's gid.
+        gid: u32,
+    },
+}
+
+/// Switches the whole process from root to `user` (and `group`, else the user's primary
+/// group; the supplementary groups become that one group). glibc applies set*id calls to
+/// every thread, and the kernel clears the permitted and effective capabilities of a thread
+/// whose uids all leave 0: nothing is kept, not even `CAP_NET_BIND_SERVICE` (the sockets
+/// are bound before this). Checked afterwards: root cannot be regained, and no capability
+/// is left. Run as another user than `user`, it is an error (an unprivileged process cannot
+/// switch); run as `user` already, there is nothing to do.
+pub(crate) fn drop_privileges(user: &str, group: Option<&str>) -> Result<PrivilegeDrop, String> {
+    let (uid, primary) = user_ids(user)?;
+    let gid = match group {
+        Some(g) => group_id(g)?,
+        None => primary,
+    };
+    // SAFETY: plain system calls without pointers (setgroups reads one gid from a live
+    // local).
+    unsafe {
+        if libc::geteuid() == uid && libc::getegid() == gid {
+            return Ok(PrivilegeDrop::AlreadyThatUser);
+        }
+        if libc::geteuid() != 0 {
+            return Err(format!(
+                "running as uid {}, not root: cannot switch to user {user:?} (start as root, or as that user)",
+                libc::geteuid()
+            ));
+        }
+        let last = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+        if libc::setgroups(1, &gid) != 0 {
+            return Err(last("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(last("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(last("setresuid"));
+        }
+        if uid != 0 && (libc::setuid(0) == 0 || libc::seteuid(0) == 0) {
+            return Err("root could be regained after the switch".into());
+        }
+    }
+    match effective_capabilities() {
+        Ok(0) => Ok(PrivilegeDrop::Switched { uid, gid }),
+        Ok(_) if uid == 0 => Ok(PrivilegeDrop::Switched { uid, gid }),
+        Ok(caps) => Err(format!("capabilities left after the switch: {caps:#x}")),
+        Err(e) => Err(format!("cannot read the capabilities left: {e}")),
     }
 }

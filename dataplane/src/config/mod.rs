@@ -415,6 +415,12 @@ impl Config {
         }
         crate::log_filter_is_valid(&s.log_level)
             .map_err(|reason| ConfigError::Invalid { field: "server.log_level".into(), reason })?;
+        if s.group.is_some() && s.user.is_none() {
+            return Err(ConfigError::Invalid { field: "server.group".into(), reason: "needs server.user".into() });
+        }
+        if s.user.as_deref().is_some_and(|u| u.is_empty() || u.contains('\0')) {
+            return Err(ConfigError::Invalid { field: "server.user".into(), reason: "not a user name".into() });
+        }
         self.client_prefixes()?;
         self.upstream_prefixes()?;
         t.outgoing_addrs()?;

@@ -23,6 +23,11 @@ pub struct ServerConfig {
     pub log_level: String,
     /// `"text"` (the default) or `"json"`: one JSON object per line, for log shippers.
     pub log_format: LogFormat,
+    /// Started as root: the user to switch to once the sockets are bound (no capability
+    /// is kept). Unset: no switch.
+    pub user: Option<String>,
+    /// With `user`: the group (default the user's primary group).
+    pub group: Option<String>,
     /// See [`bounds::TCP_IDLE_TIMEOUT_MS`].
     pub tcp_idle_timeout_ms: u64,
     /// See [`bounds::TCP_MAX_CONNECTIONS`].
@@ -48,6 +53,8 @@ impl Default for ServerConfig {
             state_dir: PathBuf::from("/var/lib/adox"),
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            user: None,
+            group: None,
             tcp_idle_timeout_ms: d(bounds::TCP_IDLE_TIMEOUT_MS),
             tcp_max_connections: d(bounds::TCP_MAX_CONNECTIONS),
             tcp_max_pipelined: d(bounds::TCP_MAX_PIPELINED),

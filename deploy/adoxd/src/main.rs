@@ -64,6 +64,16 @@ struct Cli {
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 
+    /// Started as root: the user to run as once the sockets are bound (no capability is
+    /// kept). Sets server.user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+
+    /// With --user: the group to run as (default the user's primary group). Sets
+    /// server.group.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+
     /// Log line format: text, or json (one object per line, for log shippers).
     #[arg(long, value_name = "FORMAT", value_parser = str::parse::<adox_dataplane::config::LogFormat>)]
     log_format: Option<adox_dataplane::config::LogFormat>,
@@ -136,6 +146,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(f) = cli.log_format {
         cfg.server.log_format = f;
+    }
+    if let Some(u) = &cli.user {
+        cfg.server.user = Some(u.clone());
+    }
+    if let Some(g) = &cli.group {
+        cfg.server.group = Some(g.clone());
     }
     if let Some(l) = &cli.log_level {
         cfg.server.log_level = l.clone();

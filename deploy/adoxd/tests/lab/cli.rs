@@ -40,6 +40,8 @@ fn help_documents_every_flag() {
         "--state-dir",
         "--log-level",
         "--log-format",
+        "--user",
+        "--group",
         "--allow-upstream",
         "--allow-client",
         "--outgoing-address",
@@ -137,4 +139,42 @@ fn json_log_lines_and_per_query_problems_are_rate_limited() {
         }
     }
     assert!((1..=10).contains(&bogus), "{bogus} bogus lines for 30 bogus answers");
+}
+
+/// Privilege drop (issue 13): started as root with `--user nobody`, adoxd binds port 53,
+/// then every thread (main, workers, API) runs as nobody with no capability at all
+/// (`/proc/PID/task/*/status`), and it still resolves.
+#[test]
+fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabilities() {
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = me.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(euid, "0", "the lab tests run as root");
+    let state = crate::support::tempdir::Dir::new();
+    let state_path = state.path().to_str().unwrap().to_string();
+    assert!(Command::new("chown").args(["nobody:nogroup", &state_path]).status().unwrap().success());
+    let d = Adoxd::lab(&["--user", "nobody", "--listen", "127.54.0.1:53", "--state-dir", &state_path]);
+    assert_eq!(d.addr.port(), 53);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), hickory_proto::op::ResponseCode::NoError);
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+        assert!(field("Uid:").split_whitespace().all(|u| u == "65534"), "{status}");
+        assert!(field("Gid:").split_whitespace().all(|g| g == "65534"), "{status}");
+        assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), 0, "{status}");
+        assert_eq!(u64::from_str_radix(&field("CapPrm:"), 16).unwrap(), 0, "{status}");
+        threads += 1;
+    }
+    assert!(threads >= 3, "the main thread, the workers and the API's");
+    let log = d.terminate();
+    assert!(log.contains("switched from root; no capability kept"), "{log}");
+}
+
+/// A user that does not exist stops the start with the reason.
+#[test]
+fn an_unknown_user_is_a_clear_error() {
+    let out = adoxd(&["--user", "no-such-user-adox", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.user: user \"no-such-user-adox\" does not exist"), "{err}");
 }
