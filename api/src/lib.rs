@@ -96,6 +96,9 @@ pub struct StatsSnapshot {
     /// Answers refreshed in the background because they were asked for in the last tenth
     /// of their TTL (prefetch).
     pub prefetches: u64,
+    /// Queries asked again without EDNS after a FORMERR/NOTIMP without OPT (DNS Flag Day
+    /// 2019 fallback).
+    pub edns_fallbacks: u64,
     /// Resolutions whose answer validated to a trust anchor (AD).
     pub dnssec_secure: u64,
     /// Resolutions whose answer is provably unsigned, unanchored or not validated.

@@ -214,6 +214,12 @@ pub fn render(s: &Stats) -> String {
         "Answers refreshed in the background, asked for in the last tenth of their TTL.",
         t.prefetches,
     );
+    counter(
+        o,
+        "adox_edns_fallbacks_total",
+        "Queries asked again without EDNS after a FORMERR or NOTIMP without OPT.",
+        t.edns_fallbacks,
+    );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(

@@ -106,6 +106,7 @@ worker_stats!(
     deleg_bogus,
     stale_answers,
     prefetches,
+    edns_fallbacks,
     dnssec_secure,
     dnssec_insecure,
     dnssec_bogus,

@@ -40,6 +40,11 @@ but the internet has all of them:
               preface and never answers a request
   dohgoaway   Do53 and DoH correct, but each DoH connection takes 3 requests,
               then GOAWAY (NO_ERROR) leaves the later streams unanswered
+  noedns      a server from before EDNS: FORMERR without an OPT record to any
+              query with one; correct answers to queries without
+  dropbig     correct, but a UDP answer over 512 octets is never sent (as
+              when a path drops fragments); TCP answers everything. TXT at
+              big.ZONE is about 800 octets.
 """
 
 import argparse
@@ -67,7 +72,8 @@ MAX_MESSAGE = 65535
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
-                                      "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway"])
+                                      "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway",
+                                      "noedns", "dropbig"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -104,6 +110,9 @@ class Zone:
             r.answer.append(dns.rrset.from_text(name, 300, "IN", "A", self.nameservers[name]))
         elif giant and name != self.origin and name not in self.nameservers and len(rrset := giant_rrset(name, rdtype)):
             r.answer.append(rrset)
+        elif rdtype == dns.rdatatype.TXT and name == dns.name.from_text("big", self.origin):
+            r.answer.append(dns.rrset.from_text_list(name, 300, "IN", "TXT",
+                                                     ['"%s"' % (chr(97 + i) * 250) for i in range(3)]))
         elif rdtype == dns.rdatatype.A and name != self.origin:
             r.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.99"))
         else:
@@ -191,7 +200,15 @@ def reply_for(mode, zone, data, over_tcp):
         r = dns.message.make_response(query)
         r.flags |= dns.flags.TC
         return r.to_wire()
+    if mode == "noedns" and query.edns >= 0:
+        r = dns.message.make_response(query)
+        r.use_edns(-1)
+        r.set_rcode(dns.rcode.FORMERR)
+        return r.to_wire()
     r = zone.answer(query, giant=(mode == "giant"))
+    if mode == "dropbig" and not over_tcp:
+        out = to_wire(r, MAX_MESSAGE)
+        return out if len(out) <= 512 else None
     if mode == "slow":
         time.sleep(2)
     if mode == "wrongid":

@@ -52,6 +52,30 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         Some(&mut slot.value)
     }
 
+    /// Looks up a key without marking it used (an entry read only to find it expired must
+    /// not be shielded from eviction); [`Self::mark`] marks it once it serves.
+    pub fn peek<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let idx = *self.map.get(key)?;
+        Some(&mut self.slots.get_mut(idx)?.as_mut()?.value)
+    }
+
+    /// Marks a key recently used.
+    pub fn mark<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(&idx) = self.map.get(key)
+            && let Some(Some(slot)) = self.slots.get_mut(idx)
+        {
+            slot.referenced = true;
+        }
+    }
+
     /// Inserts or replaces; evicts until the new entry fits. `cost` is the heap memory the
     /// key and value own (the fixed part is added here). An entry larger than the whole
     /// budget is not stored.

@@ -62,6 +62,15 @@ pub enum CachedData {
     NxDomain(Arc<[Record]>),
 }
 
+impl CachedData {
+    /// The records held: the RRset with its RRSIGs, or a denial's authority records.
+    pub fn records(&self) -> &[Record] {
+        match self {
+            Self::RRset(r) | Self::NoData(r) | Self::NxDomain(r) => r,
+        }
+    }
+}
+
 /// A live cache entry as read.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -179,7 +188,7 @@ impl RecordCache {
     fn read(&self, name: &Name, rtype: u16, now: Instant, stale_ttl: Option<u32>) -> Option<Hit> {
         let key = (canonical(name), rtype);
         let mut shard = self.shard(&key);
-        let e = shard.get(&key)?;
+        let e = shard.peek(&key)?;
         let (stale, ttl_left) = if e.expires > now {
             (false, u32::try_from(e.expires.duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX))
         } else if now < e.expires + self.stale_for {
@@ -191,14 +200,16 @@ impl RecordCache {
             shard.remove(&key);
             return None;
         };
-        Some(Hit {
+        let hit = Hit {
             data: e.data.clone(),
             rank: e.rank,
             security: e.security.clone(),
             ttl_left,
             proofs: e.proofs.clone(),
             stale,
-        })
+        };
+        shard.mark(&key);
+        Some(hit)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
@@ -213,10 +224,16 @@ impl RecordCache {
         ttl: u32,
         now: Instant,
     ) {
+        let key = (canonical(name), rtype);
         if ttl == 0 {
+            // Nothing to keep; but newer data must not leave older expired data to be
+            // served stale in its place.
+            let mut shard = self.shard(&key);
+            if shard.peek(&key).is_some_and(|old| old.expires <= now) {
+                shard.remove(&key);
+            }
             return;
         }
-        let key = (canonical(name), rtype);
         let cost = super::charge::name_heap(&key.0)
             + match &data {
                 CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => charge(r),
@@ -375,6 +392,11 @@ mod tests {
         let stale = c.get_stale(&name, 1, later, 30).unwrap();
         assert!(stale.stale && stale.ttl_left == 30);
         assert!(c.get_stale(&name, 28, later, 30).is_none(), "bogus data is never served stale");
+        // Newer data with TTL 0 is not kept, but the older expired data goes with it.
+        let other: Name = "b.lab.".parse().unwrap();
+        c.put_rrset(&other, 1, vec![a("b.lab.", 60)], Rank::AuthAnswer, now);
+        c.put_rrset(&other, 1, vec![a("b.lab.", 0)], Rank::AuthAnswer, later);
+        assert!(c.get_stale(&other, 1, later, 30).is_none(), "a TTL-0 answer displaces stale data");
         assert!(c.get_stale(&name, 1, now + Duration::from_secs(161), 30).is_none(), "past the window");
         assert_eq!(c.len(), 1, "the entry past the window was dropped when read");
         // Without the window, an expired entry is dropped at once.

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
+use super::servers::EdnsSupport;
 use super::trace::{TraceAttempt, TraceStep};
 use super::{Budget, Limit, PeerAuth, ResolveError, Resolver, Upstream, UpstreamError, Wire};
 use crate::upstream::error::{Busy, Fault, StrictFailure};
@@ -71,7 +72,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
         };
         match plan.mode {
-            Mode::Strict => self.stats.upstream_strict.bump(),
+            Mode::Strict => {
+                self.stats.upstream_strict.bump();
+                if let Some(met) = &budget.met_strict {
+                    met.set(true);
+                }
+            }
             Mode::Opportunistic => self.stats.upstream_opportunistic.bump(),
             Mode::Cleartext => self.stats.upstream_cleartext.bump(),
         }
@@ -189,7 +195,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         };
         let _guard = self.reserve_exchange(addr, zone)?;
         let id = self.upstream.random_id();
-        let query = build_query(id, sname, stype, settings.edns_udp_size, settings.deleg).map_err(|_| {
+        let query = build_query(id, sname, stype, settings.query_edns()).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         // Encrypted first for a signal lookup (a probe made before the query) gets half of
@@ -241,7 +247,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     }
 
     /// One query to one server over UDP, retried over TCP when truncated; checks the reply
-    /// against the question and updates the server's RTT state.
+    /// against the question and updates the server's RTT state. EDNS as DNS Flag Day 2019
+    /// left it: a FORMERR or NOTIMP without an OPT record from a server not known to speak
+    /// EDNS, and not serving a zone that may be signed, gets one retry without EDNS; if that
+    /// answers, the server is asked without EDNS from then on. A timeout never triggers it.
     pub(super) async fn exchange_do53(
         &self,
         zone: &Name,
@@ -254,13 +263,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let start = self.upstream.now();
         budget.spend(start).map_err(ExchangeError::Fatal)?;
         let _guard = self.reserve_exchange(addr, zone)?;
-        let rto = self.shared.servers.get(addr).rto(settings.initial_rto).min(budget.deadline - start);
-        let id = self.upstream.random_id();
-        let query = build_query(id, sname, stype, settings.edns_udp_size, settings.deleg).map_err(|_| {
-            ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
-        })?;
-        let server = SocketAddr::new(addr, 53);
-        self.stats.upstream_udp.bump();
+        let info = self.shared.servers.get(addr);
+        let rto = info.rto(settings.initial_rto).min(budget.deadline - start);
+        let mut edns = if info.edns == EdnsSupport::Lacks { QueryEdns::Off } else { settings.query_edns() };
         let fail = |e: UpstreamError| {
             // Local trouble (no descriptor, no route) says nothing about the server.
             if e.fault() == Fault::Upstream {
@@ -271,35 +276,103 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
             ExchangeError::Server(e)
         };
+        let msg = loop {
+            let (msg, rtt) = self.do53_attempt(addr, sname, stype, edns, rto, info, budget).await.map_err(fail)?;
+            let rcode = msg.metadata.response_code;
+            if edns != QueryEdns::Off
+                && msg.edns.is_none()
+                && matches!(rcode, ResponseCode::FormErr | ResponseCode::NotImp)
+                && info.edns != EdnsSupport::Speaks
+                && !self.maybe_signed(zone)
+            {
+                self.stats.edns_fallbacks.bump();
+                edns = QueryEdns::Off;
+                continue;
+            }
+            if matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+                // Only a usable answer counts as a success for server selection.
+                let shown = match (edns, msg.edns.is_some()) {
+                    (QueryEdns::Off, _) => Some(EdnsSupport::Lacks),
+                    (_, true) => Some(EdnsSupport::Speaks),
+                    _ => None,
+                };
+                self.shared.servers.update(addr, |s| {
+                    s.sample(rtt);
+                    if let Some(e) = shown {
+                        s.edns = e;
+                    }
+                });
+                if edns == QueryEdns::Off && info.edns != EdnsSupport::Lacks {
+                    tracing::debug!(%addr, "server answers only without EDNS: remembered");
+                }
+            }
+            break msg;
+        };
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            other => Err(fail(UpstreamError::Rcode(u16::from(other) as u8))),
+        }
+    }
+
+    /// One Do53 query (UDP, then TCP when truncated or too large for our buffer, and once
+    /// when a server that answered its last query with EDNS times out: large answers lost
+    /// on the way, such as dropped fragments, come whole over TCP; the EDNS buffer is never
+    /// lowered below our size). The checked reply and the round trip of its first attempt.
+    #[allow(clippy::too_many_arguments, reason = "one attempt's full context")]
+    async fn do53_attempt(
+        &self,
+        addr: IpAddr,
+        sname: &Name,
+        stype: RecordType,
+        edns: QueryEdns,
+        rto: std::time::Duration,
+        info: crate::resolver::servers::ServerInfo,
+        budget: &Budget,
+    ) -> Result<(Message, std::time::Duration), UpstreamError> {
+        let start = self.upstream.now();
+        let id = self.upstream.random_id();
+        let query =
+            build_query(id, sname, stype, edns).map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
+        let server = SocketAddr::new(addr, 53);
+        self.stats.upstream_udp.bump();
         let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
         let rtt = self.upstream.now().saturating_duration_since(start);
         // A datagram too large for our buffer counts as truncated: ask again over TCP.
-        let (mut msg, truncated) = match udp {
+        let alive = info.failures == 0 && info.edns == EdnsSupport::Speaks;
+        match udp {
             Ok(bytes) => {
-                let msg = check_reply(&bytes, id, sname, stype).map_err(fail)?;
-                let tc = msg.metadata.truncation;
-                (Some(msg), tc)
+                let msg = check_reply(&bytes, id, sname, stype)?;
+                if !msg.metadata.truncation {
+                    return Ok((msg, rtt));
+                }
             }
-            Err(UpstreamError::Oversized) => (None, true),
-            Err(e) => return Err(fail(e)),
-        };
-        if truncated {
-            // RFC 7766: retry the same server over TCP. TCP needs a handshake: allow more time.
-            self.stats.upstream_tcp.bump();
-            let now = self.upstream.now();
-            let tcp_timeout = (rto * 3).max(settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
-            let bytes = self.upstream.exchange(server, &query, Wire::Tcp, tcp_timeout).await.map_err(fail)?;
-            msg = Some(check_reply(&bytes, id, sname, stype).map_err(fail)?);
+            Err(UpstreamError::Oversized) => {}
+            Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => self.stats.upstream_timeouts.bump(),
+            Err(e) => return Err(e),
         }
-        let Some(msg) = msg else { return Err(fail(UpstreamError::BadResponse("no reply"))) };
-        match msg.metadata.response_code {
-            ResponseCode::NoError | ResponseCode::NXDomain => {
-                // Only a usable answer counts as a success for server selection.
-                self.shared.servers.update(addr, |s| s.sample(rtt));
-                Ok(msg)
-            }
-            other => Err(fail(UpstreamError::Rcode(u16::from(other) as u8))),
-        }
+        // Truncated, too large, or lost on the way: the same query over TCP.
+        self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await
+    }
+
+    /// The same query over TCP (RFC 7766), given more time for its handshake.
+    #[allow(clippy::too_many_arguments, reason = "one attempt's full context")]
+    async fn do53_tcp(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        id: u16,
+        sname: &Name,
+        stype: RecordType,
+        rto: std::time::Duration,
+        budget: &Budget,
+        rtt: std::time::Duration,
+    ) -> Result<(Message, std::time::Duration), UpstreamError> {
+        self.stats.upstream_tcp.bump();
+        let now = self.upstream.now();
+        let timeout =
+            (rto * 3).max(self.shared.settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
+        let bytes = self.upstream.exchange(server, query, Wire::Tcp, timeout).await?;
+        Ok((check_reply(&bytes, id, sname, stype)?, rtt))
     }
 
     /// The transport plan for one (zone, nameserver name, address), from the operator's
@@ -349,28 +422,38 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 /// The DE (DELEG-aware) bit of the EDNS flags (draft-ietf-deleg), below DO.
 pub(crate) const EDNS_DE: u16 = 0x2000;
 
-/// An iterative query: RD clear, EDNS(0) with our buffer size and DO set (so RRSIGs are
-/// there for clients that ask and for validation); with `deleg`, DE set too (the parent
-/// then puts DELEG records in its referrals).
-pub(crate) fn build_query(
-    id: u16,
-    name: &Name,
-    rtype: RecordType,
-    udp_size: u16,
-    deleg: bool,
-) -> Result<Vec<u8>, UpstreamError> {
+/// The EDNS(0) of an upstream query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueryEdns {
+    /// No OPT record (a server that lacks EDNS, DNS Flag Day 2019).
+    Off,
+    /// Our buffer size, DO set; with `deleg`, DE set too.
+    On {
+        /// Advertised UDP payload size.
+        udp_size: u16,
+        /// The DE bit (experimental DELEG).
+        deleg: bool,
+    },
+}
+
+/// An iterative query: RD clear and, unless `edns` is off, EDNS(0) with our buffer size and
+/// DO set (so RRSIGs are there for clients that ask and for validation); with DELEG on, DE
+/// set too (the parent then puts DELEG records in its referrals).
+pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, edns: QueryEdns) -> Result<Vec<u8>, UpstreamError> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = false;
     let mut q = Query::query(name.clone(), rtype);
     q.set_query_class(DNSClass::IN);
     m.add_query(q);
-    let mut edns = Edns::new();
-    edns.set_max_payload(udp_size);
-    edns.set_dnssec_ok(true);
-    if deleg {
-        edns.flags_mut().z |= EDNS_DE;
+    if let QueryEdns::On { udp_size, deleg } = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(udp_size);
+        opt.set_dnssec_ok(true);
+        if deleg {
+            opt.flags_mut().z |= EDNS_DE;
+        }
+        m.set_edns(opt);
     }
-    m.set_edns(edns);
     m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
 }
 
@@ -414,23 +497,26 @@ mod tests {
 
     #[test]
     pub(super) fn query_has_no_rd_and_edns_do() {
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232, false).unwrap();
+        let on = |deleg| QueryEdns::On { udp_size: 1232, deleg };
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(false)).unwrap();
         let m = Message::from_vec(&q).unwrap();
         assert!(!m.metadata.recursion_desired);
         let e = m.edns.unwrap();
         assert_eq!(e.max_payload(), 1232);
         assert!(e.flags().dnssec_ok);
         assert_eq!(e.flags().z & EDNS_DE, 0, "DE only with transport.deleg");
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, 1232, true).unwrap();
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(true)).unwrap();
         // The flags field of the OPT record: its last 4 bytes before RDLENGTH 0 are the TTL.
         let flags = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
         assert_eq!(flags, 0x8000 | EDNS_DE, "DO and DE on the wire");
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, QueryEdns::Off).unwrap();
+        assert!(Message::from_vec(&q).unwrap().edns.is_none(), "no OPT for a server without EDNS");
     }
 
     #[test]
     pub(super) fn reply_checks() {
         let name: Name = "www.lab.".parse().unwrap();
-        let q = build_query(7, &name, RecordType::A, 1232, false).unwrap();
+        let q = build_query(7, &name, RecordType::A, QueryEdns::On { udp_size: 1232, deleg: false }).unwrap();
         assert_eq!(
             check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
             UpstreamError::BadResponse("not a query response")

@@ -112,10 +112,9 @@ fn wildcard_expanded(set: &[Record]) -> bool {
 /// Whether every RRSIG among cached data is still within its validity (RFC 4034 section
 /// 3.1.5, serial arithmetic): stale secure data stays secure only so long (RFC 8767
 /// section 6 leaves AD on stale data to the validator).
-fn signatures_live(data: &CachedData, unix_now: u64) -> bool {
-    let (CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r)) = data;
+fn signatures_live(records: &[Record], unix_now: u64) -> bool {
     let now = unix_now as u32;
-    r.iter().all(|rec| match &rec.data {
+    records.iter().all(|rec| match &rec.data {
         RData::Unknown { code: RecordType::RRSIG, rdata } => rdata
             .anything
             .get(8..12)
@@ -144,6 +143,19 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.resolve_in(qname, qtype, &budget).await
     }
 
+    /// Resolves like [`Self::resolve`], setting `met_strict` once any exchange of it runs
+    /// under a strict transport plan (serve-stale then never stands in for it).
+    pub async fn resolve_watching(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        met_strict: std::rc::Rc<std::cell::Cell<bool>>,
+    ) -> Result<Answer, ResolveError> {
+        let mut budget = Budget::new(&self.shared, self.upstream.now());
+        budget.met_strict = Some(met_strict);
+        self.resolve_in(qname, qtype, &budget).await
+    }
+
     /// Resolves from the authorities even though the answer is cached (a prefetch, before
     /// it expires): the question's own lookups skip the cache; delegations, keys and
     /// addresses still come from it.
@@ -159,6 +171,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// its signatures are. Completes without waiting on anything.
     pub async fn resolve_stale(&self, qname: &Name, qtype: RecordType) -> Result<Answer, ResolveError> {
         let Some(stale) = self.shared.settings.stale else { return Err(ResolveError::NotInCache) };
+        // Live data first: what the cache holds fresh (a newer CNAME, NXDOMAIN or answer)
+        // beats anything older at the same name.
+        if let Ok(live) = self.resolve_from_cache(qname, qtype).await {
+            return Ok(live);
+        }
         let mut budget = Budget::new(&self.shared, self.upstream.now());
         budget.cache_only = true;
         budget.stale_ttl = Some(stale.ttl);
@@ -223,8 +240,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     // A bogus answer (SERVFAIL, or the data for CD) is kept as briefly as
                     // the bogus data itself.
                     let cache_ttl = match security {
-                        Security::Bogus(_) => cache_ttl.min(self.shared.validator.bogus_ttl),
                         _ if stale => 0,
+                        Security::Bogus(_) => cache_ttl.min(self.shared.validator.bogus_ttl),
                         _ => cache_ttl,
                     };
                     return Ok(Answer { rcode: step.rcode, answers, authority, cache_ttl, security, stale });
@@ -281,7 +298,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Some(ttl) => cache.get_stale(name, rtype, now, ttl)?,
                 None => cache.get(name, rtype, now)?,
             };
-            if hit.stale && hit.security == Security::Secure && !signatures_live(&hit.data, unix_now) {
+            if hit.stale
+                && hit.security == Security::Secure
+                && !(signatures_live(hit.data.records(), unix_now)
+                    && hit.proofs.as_deref().is_none_or(|p| signatures_live(p, unix_now)))
+            {
                 hit.security = Security::insecure();
             }
             Some(hit)
@@ -336,7 +357,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // black out a whole subtree), as Unbound's harden-below-nxdomain.
             let below_ok =
                 |hit: &Hit| anc == *name || hit.security == Security::Secure || !self.shared.validator.covers(&anc);
-            if let Some(hit) = get(&anc, NXDOMAIN_KEY)
+            // A stale NXDOMAIN speaks for its own name only: the names below it may exist by
+            // now (RFC 8020 walks live denials only).
+            let nxdomain = if anc == *name { get(&anc, NXDOMAIN_KEY) } else { cache.get(&anc, NXDOMAIN_KEY, now) };
+            if let Some(hit) = nxdomain
                 && (!checked || hit.security.is_checked())
                 && below_ok(&hit)
                 && let CachedData::NxDomain(a) = &hit.data

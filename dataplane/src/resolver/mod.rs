@@ -146,6 +146,11 @@ pub struct StaleSettings {
 }
 
 impl Settings {
+    /// The EDNS(0) of an upstream query to a server that speaks it.
+    pub(crate) fn query_edns(&self) -> exchange::QueryEdns {
+        exchange::QueryEdns::On { udp_size: self.edns_udp_size, deleg: self.deleg }
+    }
+
     /// Reads the resolver section of a validated configuration.
     pub fn from_config(cfg: &Config) -> Self {
         let r = &cfg.resolver;
@@ -259,6 +264,9 @@ pub(crate) struct Budget {
     /// A prefetch: the client's own lookups of this type (each link of a chain) go to
     /// the authorities even when cached.
     refresh: Option<hickory_proto::rr::RecordType>,
+    /// Set once an exchange of this resolution runs under a strict plan (serve-stale must
+    /// not stand in for it); shared with whoever watches the resolution.
+    met_strict: Option<std::rc::Rc<Cell<bool>>>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -280,6 +288,7 @@ impl Budget {
             cut_walks: RefCell::new(Vec::new()),
             stale_ttl: None,
             refresh: None,
+            met_strict: None,
             signal_for: None,
             signal_cycle: Cell::new(false),
         }

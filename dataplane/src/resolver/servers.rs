@@ -33,6 +33,21 @@ pub struct ServerInfo {
     pub failures: u32,
     /// Not tried again before this instant, unless every other choice is worse.
     pub held_until: Option<Instant>,
+    /// What the server has shown of EDNS(0).
+    pub edns: EdnsSupport,
+}
+
+/// A server's EDNS(0) support, as its replies have shown it (DNS Flag Day 2019).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EdnsSupport {
+    /// Nothing known yet.
+    #[default]
+    Unknown,
+    /// It has answered with an OPT record: never asked without EDNS.
+    Speaks,
+    /// It answered FORMERR or NOTIMP without an OPT record, then answered the same query
+    /// without EDNS: asked without EDNS from then on.
+    Lacks,
 }
 
 impl ServerInfo {

@@ -231,7 +231,7 @@ impl WorkerCtx {
         // Failed lately and answered stale: stale again, without a new attempt, until the
         // failure-recheck timer runs out (RFC 8767 section 5).
         if self.stale_recheck.borrow_mut().pending(&key, self.reactor.now())
-            && let Some(answer) = self.stale_answer(&name, qtype)
+            && let Some(answer) = self.stale_answer(&name, qtype, 1)
         {
             respond::build(out, msg, &q, &question, &Ok(answer), udp_size);
             return Handled::Reply;
@@ -329,18 +329,22 @@ impl WorkerCtx {
 
     /// Answers the client queries that waited for `result`, releasing their shares.
     fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>) {
-        let udp_size = self.settings.edns_udp_size;
-        let mut out = Vec::new();
         for w in waiters {
             self.resolutions.set(self.resolutions.get() - 1);
             self.client_load.borrow_mut().release(w.client);
-            let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, result, udp_size);
-            self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
-            // Counted before the answer leaves, so that a client that reads the metrics
-            // right after its answer sees this resolution.
-            self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
-            self.send(w.reply_to, &w.msg, &w.q, &mut out);
+            self.reply(w, result);
         }
+    }
+
+    /// Answers one waiting client query (its share is the caller's business).
+    fn reply(&self, w: Waiter, result: &Result<crate::resolver::Answer, ResolveError>) {
+        let mut out = Vec::new();
+        let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, result, self.settings.edns_udp_size);
+        self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
+        // Counted before the answer leaves, so that a client that reads the metrics right
+        // after its answer sees this resolution.
+        self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
+        self.send(w.reply_to, &w.msg, &w.q, &mut out);
     }
 
     /// Sends a finished response to where the query came from.

@@ -7,9 +7,13 @@
 //! (`cache.stale_recheck_s`) runs out.
 //!
 //! What never goes out stale: bogus data (the record cache does not hand it out), AD on
-//! data whose signatures have expired (`resolver::iterate`), and a strict transport
-//! failure: a server that must be reached encrypted and could not be is reported (SERVFAIL
-//! with EDE 22), not covered with older data.
+//! data whose signatures have expired (`resolver::iterate`), and anything in place of a
+//! resolution that met a strict transport plan: a server that must be reached encrypted
+//! and could not be is reported (SERVFAIL with EDE 22), not covered with older data.
+//!
+//! A resolution whose clients were answered stale goes on in the background: it keeps one
+//! resolution slot and its first client's share until it ends, so answering early never
+//! lets a client run more resolutions than its share.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +29,8 @@ use crate::resolver::{Answer, Environment, Limit, ResolveError, Upstream};
 type Key = (Name, RecordType);
 
 /// Questions under a failure-recheck timer, per worker: a flood of failing names cannot
-/// grow it past this (the oldest timers go first; past it, no timer is started).
+/// grow it past this (when full, run-out timers are swept at most once a second; past it,
+/// no timer is started).
 const MAX_RECHECK: usize = 16_384;
 
 /// After the first stale answer of a resolution, clients that join it wait at least this
@@ -37,6 +42,8 @@ const MIN_RESTALE: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub(super) struct Recheck {
     until: HashMap<Key, Instant>,
+    /// When the map, full, was last swept of run-out timers (at most once a second).
+    swept: Option<Instant>,
 }
 
 impl Recheck {
@@ -54,8 +61,9 @@ impl Recheck {
 
     /// Starts `key`'s timer, to run until `until`.
     fn start(&mut self, key: Key, until: Instant, now: Instant) {
-        if self.until.len() >= MAX_RECHECK {
+        if self.until.len() >= MAX_RECHECK && self.swept.is_none_or(|t| now >= t + Duration::from_secs(1)) {
             self.until.retain(|_, t| *t > now);
+            self.swept = Some(now);
         }
         if self.until.len() < MAX_RECHECK || self.until.contains_key(&key) {
             self.until.insert(key, until);
@@ -116,12 +124,12 @@ fn stale_may_answer(e: &ResolveError) -> bool {
 
 impl WorkerCtx {
     /// The answer the cache gives with expired data counted (with serve-stale on; `None`
-    /// when some link is not there even stale). A stale one is counted.
-    pub(super) fn stale_answer(&self, name: &Name, qtype: RecordType) -> Option<Answer> {
+    /// when some link is not there even stale). `for_clients` stale answers are counted.
+    pub(super) fn stale_answer(&self, name: &Name, qtype: RecordType, for_clients: usize) -> Option<Answer> {
         match poll_once(self.resolver.resolve_stale(name, qtype)) {
             Some(Ok(answer)) => {
                 if answer.stale {
-                    self.stats.stale_answers.bump();
+                    self.stats.stale_answers.add(for_clients as u64);
                 }
                 Some(answer)
             }
@@ -141,17 +149,45 @@ impl WorkerCtx {
         let Some(stale) = self.resolver.shared().settings.stale else {
             return self.resolver.resolve(name, qtype).await;
         };
+        let met_strict = std::rc::Rc::new(std::cell::Cell::new(false));
+        // The client whose slot and share the resolution keeps once its waiters have been
+        // answered stale (released when it ends).
+        let held: std::cell::Cell<Option<std::net::IpAddr>> = std::cell::Cell::new(None);
         let timer = |first: bool| {
             let wait = if first { stale.client_timeout } else { stale.client_timeout.max(MIN_RESTALE) };
             self.resolver.upstream().sleep(wait)
         };
         let answer_stale = || {
-            let Some(answer) = self.stale_answer(name, qtype) else { return false };
-            let waiting = self.inflight.borrow_mut().get_mut(key).map(std::mem::take).unwrap_or_default();
-            self.answer(waiting, &Ok(answer));
+            if met_strict.get() {
+                return false;
+            }
+            let waiting = self.inflight.borrow().get(key).map_or(0, Vec::len);
+            if waiting == 0 {
+                return true;
+            }
+            let Some(answer) = self.stale_answer(name, qtype, waiting) else { return false };
+            let mut waiters = self.inflight.borrow_mut().get_mut(key).map(std::mem::take).unwrap_or_default();
+            if held.get().is_none()
+                && let Some(first) = waiters.first()
+            {
+                // Its slot and share stay taken: answered, it no longer waits, but its
+                // resolution still runs.
+                held.set(Some(first.client));
+                let first = waiters.remove(0);
+                self.reply(first, &Ok(answer.clone()));
+            }
+            self.answer(waiters, &Ok(answer));
             true
         };
-        let result = race_with_stale(self.resolver.resolve(name, qtype), timer, answer_stale).await;
+        let resolution = self.resolver.resolve_watching(name, qtype, met_strict.clone());
+        let result = race_with_stale(resolution, timer, answer_stale).await;
+        if let Some(client) = held.get() {
+            self.resolutions.set(self.resolutions.get() - 1);
+            self.client_load.borrow_mut().release(client);
+        }
+        if met_strict.get() {
+            return result;
+        }
         self.stale_on_failure(key, name, qtype, result, stale.recheck)
     }
 
@@ -164,15 +200,18 @@ impl WorkerCtx {
         recheck: Duration,
     ) -> Result<Answer, ResolveError> {
         match result {
-            Err(e) if stale_may_answer(&e) => match self.stale_answer(name, qtype) {
-                Some(answer) => {
-                    tracing::debug!(%name, ?qtype, error = %e, "answered stale");
-                    let now = self.resolver.upstream().now();
-                    self.stale_recheck.borrow_mut().start(key.clone(), now + recheck, now);
-                    Ok(answer)
+            Err(e) if stale_may_answer(&e) => {
+                let waiting = self.inflight.borrow().get(key).map_or(0, Vec::len);
+                match self.stale_answer(name, qtype, waiting) {
+                    Some(answer) => {
+                        tracing::debug!(%name, ?qtype, error = %e, "answered stale");
+                        let now = self.resolver.upstream().now();
+                        self.stale_recheck.borrow_mut().start(key.clone(), now + recheck, now);
+                        Ok(answer)
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
             other => other,
         }
     }

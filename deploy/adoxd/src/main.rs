@@ -254,6 +254,7 @@ fn log_stats(plane: &DataPlane) {
         deleg_bogus = s.deleg_bogus,
         stale_answers = s.stale_answers,
         prefetches = s.prefetches,
+        edns_fallbacks = s.edns_fallbacks,
         dnssec_secure = s.dnssec_secure,
         dnssec_insecure = s.dnssec_insecure,
         dnssec_bogus = s.dnssec_bogus,

@@ -106,3 +106,37 @@ fn a_refresh_asks_the_authority_although_the_answer_is_cached() {
     assert_eq!(fresh.cache_ttl, 60);
     assert_eq!(r.shared().records.get(&n("www.example."), 1, r.upstream().now()).unwrap().ttl_left, 60);
 }
+
+/// A stale NXDOMAIN speaks for its own name only: the names below it may exist by now, so
+/// RFC 8020's walk up takes live denials only.
+#[test]
+fn a_stale_nxdomain_does_not_cover_the_names_below_it() {
+    let (r, net) = resolver(base_zones(), &config(60));
+    assert_eq!(block_on(r.resolve(&n("nx.example."), RecordType::A)).unwrap().rcode, rcode::NXDOMAIN);
+    advance(&net, 61);
+    kill(&net, "10.0.1.1");
+    assert!(stale(&r, "nx.example.").unwrap().stale, "the name itself");
+    assert_eq!(stale(&r, "below.nx.example."), Err(ResolveError::NotInCache), "not the names below it");
+}
+
+/// What the worker reads to keep serve-stale from standing in for a strict transport rule:
+/// a resolution that ran an exchange under a strict plan says so.
+#[test]
+fn a_resolution_under_a_strict_plan_says_so() {
+    let strict = adox_api::policy::PolicySpec {
+        zone: Some("example.".into()),
+        mode: Some(adox_api::policy::Mode::Strict),
+        transports: Some(vec![adox_api::policy::Transport::Dot]),
+        auth: Some(adox_api::policy::Auth::Pkix),
+        ..Default::default()
+    };
+    let cfg = Config { policies: vec![strict], ..config(60) };
+    let (r, _net) = resolver(base_zones(), &cfg);
+    r.shared().policies.store(crate::upstream::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
+    let met = std::rc::Rc::new(Cell::new(false));
+    block_on(r.resolve_watching(&n("www.example."), RecordType::A, met.clone())).unwrap();
+    assert!(met.get(), "example.'s servers are strict");
+    let met = std::rc::Rc::new(Cell::new(false));
+    block_on(r.resolve_watching(&n("a.root."), RecordType::A, met.clone())).unwrap();
+    assert!(!met.get(), "the root's are not");
+}

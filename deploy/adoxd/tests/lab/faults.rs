@@ -377,7 +377,8 @@ fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns
     assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"]);
     assert_eq!(r.ede().map(|e| e.0), Some(3), "EDE 3, Stale Answer");
     assert_eq!(r.msg.answers[0].ttl, 30, "the stale TTL");
-    assert!(took < Duration::from_millis(1_800), "not within the client-response timer: {took:?}");
+    // (1.8 s, and the time to send the answer)
+    assert!(took < Duration::from_millis(2_500), "not within the client-response timer: {took:?}");
     // The failure-recheck timer (3 s): answered stale again, and nothing goes upstream.
     std::thread::sleep(Duration::from_millis(500));
     let upstream = || {
@@ -395,4 +396,40 @@ fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns
     assert_eq!((r.rdata(RecordType::A), r.ede()), (vec!["192.0.2.99".to_string()], None), "fresh again");
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "stale_answers") >= 2);
+}
+
+/// The value of one counter in the API's metrics.
+fn metric(d: &Adoxd, series: &str) -> u64 {
+    let text = d.admin().get("/metrics").unwrap().text();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' '))).unwrap().trim().parse().unwrap()
+}
+
+/// DNS Flag Day 2019: a server that answers EDNS queries with FORMERR and no OPT record
+/// (an unsigned zone) is asked again without EDNS, and from then on without it: later
+/// queries need no fallback.
+#[test]
+fn flag_day_a_server_without_edns_is_asked_without_it_and_remembered() {
+    let _h = Hostile::start("noedns", "noedns.lab.", "127.53.40.17");
+    let d = one_worker(&[]);
+    assert_eq!(d.query("www.noedns.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.99"]);
+    let fallbacks = metric(&d, "adox_edns_fallbacks_total");
+    assert!(fallbacks >= 1, "the first exchange fell back");
+    for i in 0..3 {
+        assert_eq!(d.query(&format!("n{i}.noedns.lab."), RecordType::A).rdata(RecordType::A), ["192.0.2.99"]);
+    }
+    assert_eq!(metric(&d, "adox_edns_fallbacks_total"), fallbacks, "remembered: no further fallback");
+}
+
+/// A server whose large UDP answers are lost on the way (fragments dropped) but which
+/// answered before gets the query over TCP after the UDP timeout, not a smaller buffer.
+#[test]
+fn a_server_that_loses_large_udp_answers_is_asked_over_tcp() {
+    let _h = Hostile::start("dropbig", "dropbig.lab.", "127.53.40.18");
+    let d = one_worker(&[]);
+    assert_eq!(d.query("www.dropbig.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.99"]);
+    let tcp = metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}");
+    let r = d.query("big.dropbig.lab.", RecordType::TXT);
+    assert_eq!(r.rcode(), ResponseCode::NoError);
+    assert_eq!(r.rdata(RecordType::TXT).len(), 3, "the whole RRset");
+    assert!(metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}") > tcp, "asked over TCP");
 }
