@@ -13,6 +13,7 @@
 #
 #   benches/compare.sh                       # RATE=60000 DURATION=8 FLAT_DURATION=5
 #   RATE=40000 DURATION=10 benches/compare.sh
+#   ADOXD_BASE=/tmp/base-target/release/adoxd benches/compare.sh   # and an earlier build
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,9 +38,11 @@ if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
 fi
 pids=()
 STATE=
+STATE_BASE=
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     if [[ -n $STATE ]]; then rm -rf -- "$STATE"; fi
+    if [[ -n $STATE_BASE ]]; then rm -rf -- "$STATE_BASE"; fi
     deploy/lab/peer unbound down "$LAB" >/dev/null 2>&1 || true
     deploy/lab/peer pdns down "$LAB" >/dev/null 2>&1 || true
     if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
@@ -79,11 +82,24 @@ measure() {
 STATE=$(mktemp -d)
 taskset -c "$SERVER_CPU" target/release/adoxd --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
     --allow-upstream 127.0.0.0/8 \
-    --listen 127.0.0.1:5340 --workers 1 --log-level warn --state-dir "$STATE" &
+    --listen 127.0.0.1:5340 --workers 1 --log-level warn --api off --state-dir "$STATE" &
 pids+=($!)
 sleep 0.5
 measure adoxd 5340 "${pids[-1]}"
 kill "${pids[-1]}"
+
+# ADOXD_BASE=PATH: another adoxd build (an earlier commit) measured the same way, right
+# after this one, to tell a change's cost from the machine's drift.
+if [[ -n ${ADOXD_BASE:-} ]]; then
+    STATE_BASE=$(mktemp -d)
+    taskset -c "$SERVER_CPU" "$ADOXD_BASE" --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
+        --allow-upstream 127.0.0.0/8 \
+        --listen 127.0.0.1:5344 --workers 1 --log-level warn --api off --state-dir "$STATE_BASE" &
+    pids+=($!)
+    sleep 0.5
+    measure adoxd-base 5344 "${pids[-1]}"
+    kill "${pids[-1]}"
+fi
 
 deploy/lab/peer unbound up "$LAB" 5341 >/dev/null
 measure unbound 5341 "$(<"$LAB/run/peer-unbound.pid")"
