@@ -223,6 +223,41 @@ pub struct FlushRequest {
     pub zone: Option<String>,
 }
 
+/// `GET /v1/cache?name=N[&type=T]`: what the shared record cache holds for a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheView {
+    /// The name, normalized.
+    pub name: String,
+    /// One entry per type held (without `type`: the common types, NXDOMAIN and the
+    /// parent's delegation).
+    pub entries: Vec<CacheEntry>,
+}
+
+/// One record cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The type (`A`, `TYPE65280`), or `NXDOMAIN` for a cached NXDOMAIN, `delegation` for
+    /// the parent's NS RRset kept beside the zone's own.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// `rrset`, `nodata` or `nxdomain`.
+    pub kind: String,
+    /// The records (for a denial: its SOA and proofs), in presentation form.
+    pub records: Vec<String>,
+    /// Seconds of TTL left; 0 when stale.
+    pub ttl_left: u32,
+    /// Past its TTL, kept for serve-stale (RFC 8767).
+    pub stale: bool,
+    /// `secure`, `insecure`, `bogus` or `unchecked` (not validated yet).
+    pub dnssec: String,
+    /// Trust rank (RFC 2181 section 5.4.1): `answer-authoritative`, `answer`, `referral`,
+    /// `glue` or `hint`.
+    pub rank: String,
+    /// The authoritative server it came from, when the resolver recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
 /// What a flush dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushResult {

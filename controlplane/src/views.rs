@@ -170,6 +170,51 @@ fn rcode_text(rc: u8) -> String {
 }
 
 /// `GET /v1/explain`: one resolution's outcome and path.
+/// The record cache's entries at one name, as `GET /v1/cache` shows them.
+pub(crate) fn cache_view(
+    name: String,
+    entries: Vec<adox_dataplane::cache::records::Inspected>,
+) -> adox_api::rest::CacheView {
+    use adox_dataplane::cache::records::{CachedData, DELEGATION_KEY, NXDOMAIN_KEY, Rank};
+    use adox_dataplane::dnssec::Security;
+    let entries = entries
+        .into_iter()
+        .map(|e| adox_api::rest::CacheEntry {
+            rtype: match e.rtype {
+                NXDOMAIN_KEY => "NXDOMAIN".into(),
+                DELEGATION_KEY => "delegation".into(),
+                t => hickory_proto::rr::RecordType::from(t).to_string(),
+            },
+            kind: match &e.data {
+                CachedData::RRset(_) => "rrset",
+                CachedData::NoData(_) => "nodata",
+                CachedData::NxDomain(_) => "nxdomain",
+            }
+            .into(),
+            records: e.data.records().iter().map(|r| r.to_string()).collect(),
+            ttl_left: e.ttl_left,
+            stale: e.stale,
+            dnssec: match e.security {
+                Security::Secure => "secure",
+                Security::Insecure(_) => "insecure",
+                Security::Bogus(_) => "bogus",
+                Security::Unchecked => "unchecked",
+            }
+            .into(),
+            rank: match e.rank {
+                Rank::AuthAnswer => "answer-authoritative",
+                Rank::NonAuthAnswer => "answer",
+                Rank::Referral => "referral",
+                Rank::Glue => "glue",
+                Rank::Hint => "hint",
+            }
+            .into(),
+            server: e.from.map(|a| a.to_string()),
+        })
+        .collect();
+    adox_api::rest::CacheView { name, entries }
+}
+
 pub(crate) fn explain_body(e: Explained) -> Explain {
     let dnssec = e.dnssec.map(|s| match s {
         Security::Secure => DnssecStatus::Secure,

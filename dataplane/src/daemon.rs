@@ -175,6 +175,16 @@ impl PlaneHandle {
         a || b
     }
 
+    /// What the record cache holds at `name` (one type, or the common ones), live or kept
+    /// for serve-stale.
+    pub fn cache_entries(
+        &self,
+        name: &hickory_proto::rr::Name,
+        rtype: Option<u16>,
+    ) -> Vec<crate::cache::records::Inspected> {
+        self.shared.records.inspect(name, rtype, std::time::Instant::now())
+    }
+
     /// How long one client query may take (`resolver.request_timeout_ms`).
     pub fn request_timeout(&self) -> std::time::Duration {
         self.shared.settings.request_timeout

@@ -71,6 +71,16 @@ enum Cmd {
     },
     /// Counters.
     Stats,
+    /// What the record cache holds for a name: `cache show NAME [TYPE]`.
+    Cache {
+        /// `show`.
+        #[arg(value_parser = ["show"])]
+        action: String,
+        /// The name.
+        name: String,
+        /// The type (mnemonic or number); default: the common types.
+        qtype: Option<String>,
+    },
     /// Flush the cache: everything, one name, or a zone.
     Flush {
         /// Every type at this name.
@@ -474,6 +484,29 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_json(&r);
             } else {
                 print_explain(&parse(&r)?);
+            }
+        }
+        Cmd::Cache { action: _, name, qtype } => {
+            let mut path = format!("/v1/cache?name={}", encode(name));
+            if let Some(t) = qtype {
+                path.push_str(&format!("&type={}", encode(t)));
+            }
+            let r = call(&c, "GET", &path, None, &[])?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                let v: adox_api::rest::CacheView = parse(&r)?;
+                if v.entries.is_empty() {
+                    out!("nothing cached for {}", v.name);
+                }
+                for e in &v.entries {
+                    let state = if e.stale { "stale".to_string() } else { format!("{} s left", e.ttl_left) };
+                    let from = e.server.as_deref().map(|s| format!(", from {s}")).unwrap_or_default();
+                    out!("{} {} ({}, {}, {}, {}{})", v.name, e.rtype, e.kind, state, e.dnssec, e.rank, from);
+                    for rec in &e.records {
+                        out!("    {rec}");
+                    }
+                }
             }
         }
         Cmd::Stats => {

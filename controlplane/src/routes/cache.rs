@@ -1,4 +1,5 @@
 //! `POST /v1/cache/flush`: flushes a name, a zone or everything, in every worker.
+//! `GET /v1/cache`: what the shared record cache holds for a name.
 
 use adox_api::rest::{FlushRequest, FlushResult};
 use axum::body::Body;
@@ -67,4 +68,33 @@ pub(super) async fn flush(State(st): State<Shared>, headers: HeaderMap, body: Bo
     }
     tracing::info!(scope = %result.scope, name = ?result.name, "cache flushed through the API");
     Ok(json(StatusCode::OK, &result))
+}
+
+/// `GET /v1/cache?name=N[&type=T]`.
+pub(super) async fn show(
+    State(st): State<Shared>,
+    q: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response, ApiError> {
+    let q = q.map_err(super::problem::query_error)?;
+    let bad = |field: &str, detail: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-query", detail).field(field.to_string())
+    };
+    let name_text = q.get("name").ok_or_else(|| bad("name", "`name` is required".into()))?;
+    let (text, name) = adox_api::policy::normalize_name("name", name_text)
+        .ok()
+        .and_then(|n| hickory_proto::rr::Name::from_ascii(&n).ok().map(|name| (n, name)))
+        .ok_or_else(|| bad("name", format!("`{name_text}` is not a domain name")))?;
+    let rtype = match q.get("type") {
+        None => None,
+        Some(t) => Some(u16::from(
+            super::explain::parse_qtype(t)
+                .ok_or_else(|| bad("type", format!("`{t}` is not a record type (a mnemonic or a number)")))?,
+        )),
+    };
+    let plane = st.plane.clone();
+    let entries = blocking(move || plane.cache_entries(&name, rtype)).await?;
+    Ok(json(StatusCode::OK, &crate::views::cache_view(text, entries)))
 }

@@ -46,7 +46,7 @@ pub(super) async fn explain(
 }
 
 /// Parses a type as a mnemonic (`AAAA`, `svcb`) or a number (`28`, `TYPE28`).
-fn parse_qtype(s: &str) -> Option<hickory_proto::rr::RecordType> {
+pub(super) fn parse_qtype(s: &str) -> Option<hickory_proto::rr::RecordType> {
     use std::str::FromStr;
     let upper = s.trim().to_ascii_uppercase();
     let number = upper.strip_prefix("TYPE").unwrap_or(&upper);

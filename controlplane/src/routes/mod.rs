@@ -61,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/servers/{ip}"),
     ("delete", "/v1/servers/{ip}"),
     ("get", "/v1/explain"),
+    ("get", "/v1/cache"),
     ("post", "/v1/cache/flush"),
     ("get", "/v1/log-level"),
     ("put", "/v1/log-level"),
@@ -233,6 +234,7 @@ pub fn router(st: Shared) -> Router {
         .route("/servers", get(servers::list_servers))
         .route("/servers/{ip}", get(servers::get_server).delete(servers::reset_server))
         .route("/explain", get(explain::explain))
+        .route("/cache", get(cache::show))
         .route("/cache/flush", post(cache::flush))
         .route("/log-level", get(log_level::get_log_level).put(log_level::put_log_level))
         .route("/dnssec/negative-anchors", get(dnssec::get_negative_anchors).put(dnssec::put_negative_anchors))

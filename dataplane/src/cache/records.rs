@@ -9,6 +9,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,31 @@ impl CachedData {
     }
 }
 
+/// The keys [`RecordCache::inspect`] reads at a name when no type is given: the types
+/// resolvers meet most, then the NXDOMAIN and delegation keys and DELEG.
+pub const INSPECTED_TYPES: [u16; 22] =
+    [1, 28, 5, 39, 2, 6, 15, 16, 12, 33, 257, 43, 48, 46, 47, 50, 64, 65, 52, NXDOMAIN_KEY, DELEGATION_KEY, 61440];
+
+/// One entry as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    /// Its type key ([`NXDOMAIN_KEY`] for an NXDOMAIN, [`DELEGATION_KEY`] for a parent's
+    /// delegation).
+    pub rtype: u16,
+    /// The data.
+    pub data: CachedData,
+    /// Its trust rank.
+    pub rank: Rank,
+    /// Its DNSSEC status.
+    pub security: Security,
+    /// Seconds of TTL left (0 when stale).
+    pub ttl_left: u32,
+    /// Past its TTL, kept for serve-stale.
+    pub stale: bool,
+    /// The server it came from, when known.
+    pub from: Option<IpAddr>,
+}
+
 /// A live cache entry as read.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -98,6 +124,8 @@ struct Entry {
     security: Security,
     expires: Instant,
     proofs: Option<Arc<[Record]>>,
+    /// The server it came from, where the resolver said (answers and denials).
+    from: Option<IpAddr>,
 }
 
 type Key = (Name, u16);
@@ -222,7 +250,7 @@ impl RecordCache {
         rank: Rank,
         security: Security,
         ttl: u32,
-        now: Instant,
+        (now, from): (Instant, Option<IpAddr>),
     ) {
         let key = (canonical(name), rtype);
         if ttl == 0 {
@@ -253,7 +281,7 @@ impl RecordCache {
             return;
         }
         let expires = now + Duration::from_secs(u64::from(ttl));
-        shard.insert(key, Entry { data, rank, security, expires, proofs }, cost);
+        shard.insert(key, Entry { data, rank, security, expires, proofs, from }, cost);
     }
 
     /// Stores an RRset (plus covering RRSIGs), not validated; its TTL is the smallest in
@@ -272,7 +300,7 @@ impl RecordCache {
         security: Security,
         now: Instant,
     ) {
-        self.put_answer(name, rtype, records, Vec::new(), rank, security, now);
+        self.put_answer(name, rtype, records, Vec::new(), rank, security, now, None);
     }
 
     /// Like [`Self::put_checked`], with the proofs a wildcard expansion came with (kept
@@ -287,12 +315,13 @@ impl RecordCache {
         rank: Rank,
         security: Security,
         now: Instant,
+        from: Option<IpAddr>,
     ) {
         // The floor (cache.min_ttl_s) was applied by the resolver before any cap (bogus
         // data, signature expiry) lowered a TTL: here only the cap.
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
         let proofs = (!proofs.is_empty()).then(|| proofs.into());
-        self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, now);
+        self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, (now, from));
     }
 
     /// Stores that a referral carried no `rtype` records at `name` (a parent without DELEG
@@ -300,7 +329,7 @@ impl RecordCache {
     /// live secure data of the same rank. `ttl` is capped like positive data.
     pub fn put_referral_absence(&self, name: &Name, rtype: u16, ttl: u32, security: Security, now: Instant) {
         let ttl = ttl.min(self.max_ttl);
-        self.put(name, rtype, CachedData::NoData(Arc::new([])), None, Rank::Referral, security, ttl, now);
+        self.put(name, rtype, CachedData::NoData(Arc::new([])), None, Rank::Referral, security, ttl, (now, None));
     }
 
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
@@ -314,6 +343,7 @@ impl RecordCache {
         ttl: u32,
         security: Security,
         now: Instant,
+        from: Option<IpAddr>,
     ) {
         let ttl = ttl.min(self.max_negative_ttl);
         let data = if rtype == NXDOMAIN_KEY {
@@ -321,7 +351,39 @@ impl RecordCache {
         } else {
             CachedData::NoData(authority.into())
         };
-        self.put(name, rtype, data, None, Rank::AuthAnswer, security, ttl, now);
+        self.put(name, rtype, data, None, Rank::AuthAnswer, security, ttl, (now, from));
+    }
+
+    /// What the cache holds at `name` for `rtype`, or for each of [`INSPECTED_TYPES`]
+    /// (and the NXDOMAIN and delegation keys) when `None`: live entries, and expired ones
+    /// kept for serve-stale (marked stale). For operators (`GET /v1/cache`): nothing is
+    /// marked used, and no scan of the whole cache is made.
+    pub fn inspect(&self, name: &Name, rtype: Option<u16>, now: Instant) -> Vec<Inspected> {
+        let name = canonical(name);
+        let types: Vec<u16> = match rtype {
+            Some(t) => vec![t],
+            None => INSPECTED_TYPES.to_vec(),
+        };
+        let mut out = Vec::new();
+        for rtype in types {
+            let key = (name.clone(), rtype);
+            let mut shard = self.shard(&key);
+            let Some(e) = shard.peek(&key) else { continue };
+            let stale = e.expires <= now;
+            if stale && now >= e.expires + self.stale_for {
+                continue;
+            }
+            out.push(Inspected {
+                rtype,
+                data: e.data.clone(),
+                rank: e.rank,
+                security: e.security.clone(),
+                ttl_left: if stale { 0 } else { e.expires.duration_since(now).as_secs().max(1) as u32 },
+                stale,
+                from: e.from,
+            });
+        }
+        out
     }
 
     /// Drops everything at `name` (every type), with `subtree` everything below it too,
@@ -406,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn inspection_shows_every_type_at_a_name_with_its_source_and_staleness() {
+        let c = RecordCache::new(1 << 20, 3600, 600).with_stale(100);
+        let now = Instant::now();
+        let name: Name = "a.lab.".parse().unwrap();
+        let server: IpAddr = "192.0.2.53".parse().unwrap();
+        c.put_answer(&name, 1, vec![a("a.lab.", 60)], vec![], Rank::AuthAnswer, Security::Secure, now, Some(server));
+        c.put_negative(&name, 28, vec![], 300, Security::insecure(), now, None);
+        let seen = c.inspect(&name, None, now + Duration::from_secs(70));
+        assert_eq!(seen.len(), 2);
+        let a_rr = seen.iter().find(|e| e.rtype == 1).unwrap();
+        assert!(a_rr.stale && a_rr.ttl_left == 0 && a_rr.from == Some(server));
+        let aaaa = seen.iter().find(|e| e.rtype == 28).unwrap();
+        assert!(!aaaa.stale && aaaa.ttl_left == 230 && matches!(aaaa.data, CachedData::NoData(_)));
+        assert_eq!(c.inspect(&name, Some(28), now).len(), 1);
+        assert!(c.inspect(&name, None, now + Duration::from_secs(400)).is_empty(), "past the stale window");
+    }
+
+    #[test]
     fn ttl_counts_down_and_is_capped() {
         let c = RecordCache::new(1 << 20, 100, 10);
         let t0 = Instant::now();
@@ -414,7 +494,7 @@ mod tests {
         let h = c.get(&"www.LAB.".parse().unwrap(), 1, t0 + Duration::from_secs(30)).unwrap();
         assert_eq!(h.ttl_left, 70);
         assert!(c.get(&n, 1, t0 + Duration::from_secs(100)).is_none());
-        c.put_negative(&n, 28, vec![], 3600, Security::insecure(), t0);
+        c.put_negative(&n, 28, vec![], 3600, Security::insecure(), t0, None);
         assert_eq!(c.get(&n, 28, t0).unwrap().ttl_left, 10);
     }
 

@@ -421,7 +421,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             } else {
                 (name.clone(), qtype)
             };
-            let (reply, aa) = match self.query_zone(&zone, &ns, &glue, &sname, stype, budget, depth).await {
+            let (reply, aa, from) = match self.query_zone(&zone, &ns, &glue, &sname, stype, budget, depth).await {
                 Ok(r) => r,
                 // RFC 9156 section 3: servers that answer a minimised query with an error
                 // (SERVFAIL, REFUSED, FORMERR, NOTIMP) or with something that is neither an
@@ -554,7 +554,17 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         }
                         if cache_it {
                             let now = self.upstream.now();
-                            cache.put_answer(&owner, u16::from(rtype), set, set_proofs, rank, status.clone(), now);
+                            let source = Some(from);
+                            cache.put_answer(
+                                &owner,
+                                u16::from(rtype),
+                                set,
+                                set_proofs,
+                                rank,
+                                status.clone(),
+                                now,
+                                source,
+                            );
                         }
                         security = security.and(status);
                         validated_any = true;
@@ -576,10 +586,12 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     });
                 }
                 Reply::NoData { authority, neg_ttl } => {
-                    return self.negative_step(&zone, name, qtype, false, authority, neg_ttl, validate, budget).await;
+                    let denial = (false, authority, neg_ttl, from);
+                    return self.negative_step(&zone, name, qtype, denial, validate, budget).await;
                 }
                 Reply::NxDomain { authority, neg_ttl } => {
-                    return self.negative_step(&zone, name, qtype, true, authority, neg_ttl, validate, budget).await;
+                    let denial = (true, authority, neg_ttl, from);
+                    return self.negative_step(&zone, name, qtype, denial, validate, budget).await;
                 }
             }
         }
@@ -594,9 +606,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         zone: &Name,
         name: &Name,
         qtype: RecordType,
-        nxdomain: bool,
-        authority: Vec<Record>,
-        neg_ttl: u32,
+        (nxdomain, authority, neg_ttl, from): (bool, Vec<Record>, u32, std::net::IpAddr),
         validate: bool,
         budget: &Budget,
     ) -> Result<Step, ResolveError> {
@@ -615,7 +625,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let authority = cap_ttls(authority, neg_ttl);
         let key = if nxdomain { NXDOMAIN_KEY } else { u16::from(qtype) };
         let now = self.upstream.now();
-        self.shared.records.put_negative(name, key, authority.clone(), neg_ttl, security.clone(), now);
+        self.shared.records.put_negative(name, key, authority.clone(), neg_ttl, security.clone(), now, Some(from));
         let rcode = if nxdomain { rcode::NXDOMAIN } else { rcode::NOERROR };
         Ok(Step { rcode, authority, security, ..Step::default() })
     }
@@ -715,7 +725,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<(Name, Vec<Name>), ResolveError> {
         let root = Name::root();
         match self.query_zone(&root, &hint_names, &[], &root, RecordType::NS, budget, depth).await {
-            Ok((Reply::Answer { data, .. }, _)) => {
+            Ok((Reply::Answer { data, .. }, _, _)) => {
                 let names = ns_names(&data);
                 if names.is_empty() {
                     return Ok((root, hint_names));

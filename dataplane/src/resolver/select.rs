@@ -95,7 +95,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     }
 
     /// Sends (`sname`, `stype`) to the servers of `zone` until one gives a usable reply,
-    /// resolving nameserver addresses (bounded) when the known ones are exhausted.
+    /// resolving nameserver addresses (bounded) when the known ones are exhausted. Returns
+    /// the reply, its AA bit and the address that gave it.
     #[allow(clippy::too_many_arguments, reason = "one step's full context; a struct would only rename it")]
     pub(super) async fn query_zone(
         &self,
@@ -106,7 +107,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         stype: RecordType,
         budget: &Budget,
         depth: u32,
-    ) -> Result<(Reply, bool), ResolveError> {
+    ) -> Result<(Reply, bool, IpAddr), ResolveError> {
         let settings = &self.shared.settings;
         budget.step(self.upstream.now())?;
         budget.note(|| TraceStep::Zone {
@@ -161,7 +162,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                             {
                                 self.take_ns_answer_glue(&msg, zone, data);
                             }
-                            return Ok((reply, msg.metadata.authoritative));
+                            return Ok((reply, msg.metadata.authoritative, addr));
                         }
                     },
                     Err(ExchangeError::Fatal(e)) => return Err(e),

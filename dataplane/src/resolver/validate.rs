@@ -504,7 +504,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 return Ok(());
             };
             let ttl = proofs.iter().map(|r| r.ttl).min().unwrap_or(0).min(cap.unwrap_or(u32::MAX));
-            cache.put_negative(child, ds_type, proofs, ttl, Security::Secure, self.upstream.now());
+            cache.put_negative(child, ds_type, proofs, ttl, Security::Secure, self.upstream.now(), None);
         }
         Ok(())
     }

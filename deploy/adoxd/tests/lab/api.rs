@@ -524,3 +524,32 @@ fn a_request_for_another_host_is_refused() {
     assert!(ask(&api.to_string()).contains(" 200 "), "the API's own address");
     assert!(ask(&format!("localhost:{}", api.port())).contains(" 200 "), "localhost");
 }
+
+/// `GET /v1/cache` (issue 13): what the record cache holds for a name, with TTL left,
+/// DNSSEC status, trust rank, staleness and the server it came from; a read token may
+/// look; bad parameters name themselves.
+#[test]
+fn cache_show_lists_what_is_cached_with_its_status_and_source() {
+    let d = Adoxd::lab(&[]);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    assert_eq!(d.query("nx.alpha.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let c = d.api_client(Some(READ_TOKEN));
+    let (st, v) = send(&c, "GET", "/v1/cache?name=WWW.alpha.lab&type=a", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["name"], json!("www.alpha.lab."));
+    let e = &v["entries"][0];
+    assert_eq!((e["type"].as_str(), e["kind"].as_str()), (Some("A"), Some("rrset")), "{v}");
+    assert_eq!((e["dnssec"].as_str(), e["rank"].as_str()), (Some("secure"), Some("answer-authoritative")), "{v}");
+    assert_eq!(e["stale"], json!(false));
+    assert!(e["ttl_left"].as_u64().is_some_and(|t| t > 0), "{v}");
+    assert!(e["server"].as_str().is_some_and(|s| s.starts_with("127.53.1.")), "the alpha.lab. server: {v}");
+    assert!(e["records"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(" A ")), "{v}");
+    // Without a type: every type held at the name, the NXDOMAIN included.
+    let (_, nx) = send(&c, "GET", "/v1/cache?name=nx.alpha.lab", None);
+    let kinds: Vec<&str> = nx["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"nxdomain"), "{nx}");
+    let (_, none) = send(&c, "GET", "/v1/cache?name=never.asked.example", None);
+    assert_eq!(none["entries"], json!([]));
+    problem(&c, "GET", "/v1/cache", b"", 400, Some("name"));
+    problem(&c, "GET", "/v1/cache?name=www.alpha.lab&type=NOPE", b"", 400, Some("type"));
+}
