@@ -185,6 +185,14 @@ impl PlaneHandle {
         self.shared.records.inspect(name, rtype, std::time::Instant::now())
     }
 
+    /// Applies what of `cfg` can change while running (a reload): the client and upstream
+    /// address policies, swapped at once for every worker (a query in flight finishes
+    /// under the policy it started with). `cfg` must be valid.
+    pub fn reload_access(&self, cfg: &Config) -> Result<(), StartError> {
+        self.shared.access.store(Arc::new(access_policy(cfg)?));
+        Ok(())
+    }
+
     /// How long one client query may take (`resolver.request_timeout_ms`).
     pub fn request_timeout(&self) -> std::time::Duration {
         self.shared.settings.request_timeout
@@ -289,6 +297,12 @@ fn bind_pair(addr: &mut SocketAddr) -> Result<(std::net::UdpSocket, std::net::Tc
     }
 }
 
+/// The client and upstream address policy of a configuration.
+fn access_policy(cfg: &Config) -> Result<AccessPolicy, StartError> {
+    Ok(AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?)
+        .with_own_addresses(cfg.listen_addrs()?.into_iter().filter(|a| a.port() == 53).map(|a| a.ip())))
+}
+
 /// Builds the shared state from a validated configuration.
 pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
     let hints = match &cfg.resolver.root_hints {
@@ -306,8 +320,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&cfg.local_zones),
-        access: AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?)
-            .with_own_addresses(cfg.listen_addrs()?.into_iter().filter(|a| a.port() == 53).map(|a| a.ip())),
+        access: arc_swap::ArcSwap::from_pointee(access_policy(cfg)?),
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator: validator_settings(cfg)?,

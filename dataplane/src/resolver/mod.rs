@@ -196,7 +196,7 @@ pub struct Shared {
     /// Locally answered special-use names.
     pub local: LocalZones,
     /// Client and upstream address policy.
-    pub access: AccessPolicy,
+    pub access: arc_swap::ArcSwap<AccessPolicy>,
     /// Operator transport overrides.
     pub policies: Arc<crate::upstream::policy::PolicyStore>,
     /// RFC 9539 state per (address, encrypted transport).

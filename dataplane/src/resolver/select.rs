@@ -47,7 +47,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     _ => return,
                 };
                 found = true;
-                if !self.shared.access.upstream_allowed(ip) {
+                if !self.shared.access.load().upstream_allowed(ip) {
                     *blocked = true;
                 } else if taken < MAX_ADDRESSES_PER_NS && seen.insert(ip) {
                     // A hostile name with thousands of addresses gives a few, in linear time.
@@ -201,7 +201,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 budget.failed_ns.borrow_mut().push(name.clone());
             }
             for ip in found {
-                if !self.shared.access.upstream_allowed(ip) {
+                if !self.shared.access.load().upstream_allowed(ip) {
                     blocked = true;
                 } else if !tried.iter().any(|(a, _)| *a == ip) && !queue.iter().any(|(a, _)| *a == ip) {
                     queue.push_back((ip, name.clone()));

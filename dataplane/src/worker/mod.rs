@@ -170,7 +170,7 @@ impl WorkerCtx {
     /// Handles one client message: answers it into `out`, spawns its resolution, or drops it.
     fn handle(self: &Rc<Self>, msg: &[u8], peer: SocketAddr, reply_to: ReplyTo, out: &mut Vec<u8>) -> Handled {
         let udp_size = self.settings.edns_udp_size;
-        let allowed = self.shared().access.client_allowed(peer.ip());
+        let allowed = self.shared().access.load().client_allowed(peer.ip());
         let q = match front::classify(msg, allowed, udp_size) {
             Verdict::Query(q) => q,
             Verdict::Drop => {
@@ -758,7 +758,7 @@ impl Worker {
             match self.tcp_listeners[idx].accept() {
                 Ok((stream, peer)) => {
                     // A client outside the ACL gets nothing, not even a connection to hold.
-                    if !ctx.shared().access.client_allowed(peer.ip()) {
+                    if !ctx.shared().access.load().client_allowed(peer.ip()) {
                         ctx.stats.refused_acl.bump();
                         continue;
                     }

@@ -297,6 +297,86 @@ fn init_logging(level: &str, format: adox_dataplane::config::LogFormat) -> adox_
     }
 }
 
+/// SIGHUP: reads the configuration again (the same file and command line) and applies what
+/// can change while running: the client and upstream address policies (`[access]`), the
+/// log level, and the API token files (rotation). A file that does not load or validate is
+/// refused with the reason and the running configuration stays whole. Other changed
+/// sections are reported as needing a restart.
+fn reload_config(
+    cli: &Cli,
+    running: &mut Config,
+    plane: &adox_dataplane::PlaneHandle,
+    api: Option<&adox_controlplane::ControlPlane>,
+    set_log_level: &adox_controlplane::SetLogLevel,
+) {
+    let new = match build_config(cli).and_then(|c| c.validate().map(|()| c).map_err(anyhow::Error::from)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "configuration not reloaded; the running one stays");
+            return;
+        }
+    };
+    let mut applied: Vec<&str> = Vec::new();
+    if let Some(api) = api {
+        // A bad token file keeps the old tokens (and the rest of the reload goes on).
+        match read_tokens(&new) {
+            Ok(t) => {
+                tracing::info!(admin = t.admin.len(), read = t.read.len(), "API tokens reloaded");
+                api.set_tokens(t);
+                applied.push("api tokens");
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "API tokens not reloaded; the old ones stay"),
+        }
+    }
+    if format!("{:?}", new.access) != format!("{:?}", running.access) {
+        match plane.reload_access(&new) {
+            Ok(()) => {
+                running.access = new.access.clone();
+                applied.push("access");
+            }
+            Err(e) => tracing::warn!(error = %e, "access policy not reloaded; the running one stays"),
+        }
+    }
+    if new.server.log_level != running.server.log_level {
+        match set_log_level(&new.server.log_level) {
+            Ok(()) => {
+                running.server.log_level = new.server.log_level.clone();
+                applied.push("server.log_level");
+            }
+            Err(e) => tracing::warn!(error = %e, "log level not reloaded"),
+        }
+    }
+    // What this version cannot change while running: said, not silently ignored.
+    let mut restart: Vec<&str> = Vec::new();
+    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let mut server = new.server.clone();
+    server.log_level = running.server.log_level.clone();
+    let mut api_cfg = new.api.clone();
+    api_cfg.token_file = running.api.token_file.clone();
+    api_cfg.read_token_file = running.api.read_token_file.clone();
+    for (section, unchanged) in [
+        ("server", same(&server, &running.server)),
+        ("resolver", same(&new.resolver, &running.resolver)),
+        ("cache", same(&new.cache, &running.cache)),
+        ("limits", same(&new.limits, &running.limits)),
+        ("local_zones", same(&new.local_zones, &running.local_zones)),
+        ("transport", same(&new.transport, &running.transport)),
+        ("api", same(&api_cfg, &running.api)),
+        ("dnssec", same(&new.dnssec, &running.dnssec)),
+        ("policy", same(&new.policies, &running.policies)),
+    ] {
+        if !unchanged {
+            restart.push(section);
+        }
+    }
+    if restart.is_empty() {
+        tracing::info!(applied = %applied.join(","), "configuration reloaded");
+    } else {
+        tracing::warn!(applied = %applied.join(","), needs_restart = %restart.join(","),
+            "configuration reloaded in part: these sections changed and take effect at the next restart");
+    }
+}
+
 /// The API token files, read now (at start, and again on SIGHUP).
 fn read_tokens(cfg: &Config) -> anyhow::Result<adox_controlplane::Tokens> {
     let read = |p: &Option<PathBuf>| -> anyhow::Result<Vec<String>> {
@@ -432,7 +512,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let registry = std::sync::Arc::new(registry);
     // Token files are read before anything starts: a bad one stops the start.
-    let api_settings = cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level)).transpose()?;
+    let api_settings =
+        cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level.clone())).transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
     registry.attach(plane.handle().policy_store());
@@ -463,6 +544,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // find it), at most once a second (a flood of strict signals cannot turn into a
     // stream of rewrites), with one warning per minute when it cannot be written.
     let (mut last_strict_save, mut last_strict_warning) = (std::time::Instant::now(), None::<std::time::Instant>);
+    let mut running = cfg.clone();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if last_strict_save.elapsed() >= Duration::from_secs(1) {
@@ -474,17 +556,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "could not save the strict signal state");
             }
         }
-        if reload.swap(false, Ordering::SeqCst)
-            && let Some(api) = &api
-        {
-            // SIGHUP: re-read the token files (rotation); a bad file keeps the old tokens.
-            match read_tokens(&cfg) {
-                Ok(t) => {
-                    tracing::info!(admin = t.admin.len(), read = t.read.len(), "API tokens reloaded");
-                    api.set_tokens(t);
-                }
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "API tokens not reloaded; the old ones stay"),
-            }
+        if reload.swap(false, Ordering::SeqCst) {
+            reload_config(cli, &mut running, &plane.handle(), api.as_ref(), &set_log_level);
         }
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();

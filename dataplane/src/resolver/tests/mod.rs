@@ -354,7 +354,10 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
-        access: AccessPolicy::new(&[], &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()]),
+        access: arc_swap::ArcSwap::from_pointee(AccessPolicy::new(
+            &[],
+            &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()],
+        )),
         policies: Default::default(),
         signals: crate::upstream::signal::SignalCache::new(1000),
         // Validation only where a test gives a trust anchor (the fake root is not the real
