@@ -27,6 +27,11 @@ pub const NXDOMAIN_KEY: u16 = 0;
 /// clients may not ask for it (the front door refuses it): nothing else is cached under it.
 pub const DELEGATION_KEY: u16 = 41;
 
+/// Type value used as the key of the parent side's DELEG RRset (or its absence) at a child
+/// zone (experimental DELEG). IXFR (251) is never data, and clients may not ask for it
+/// (the front door refuses it): a client's query for DELEG itself cannot replace it.
+pub const DELEG_KEY: u16 = 251;
+
 /// Shards of the cache; a power of two.
 const SHARDS: usize = 64;
 
@@ -75,7 +80,7 @@ impl CachedData {
 /// The keys [`RecordCache::inspect`] reads at a name when no type is given: the types
 /// resolvers meet most, then the NXDOMAIN and delegation keys and DELEG.
 pub const INSPECTED_TYPES: [u16; 22] =
-    [1, 28, 5, 39, 2, 6, 15, 16, 12, 33, 257, 43, 48, 46, 47, 50, 64, 65, 52, NXDOMAIN_KEY, DELEGATION_KEY, 61440];
+    [1, 28, 5, 39, 2, 6, 15, 16, 12, 33, 257, 43, 48, 46, 47, 50, 64, 65, 52, NXDOMAIN_KEY, DELEGATION_KEY, DELEG_KEY];
 
 /// One entry as an operator sees it.
 #[derive(Debug, Clone)]

@@ -380,14 +380,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// the plan could use but nobody has looked up yet is queued for the worker, which
     /// looks it up as its own task: this query does not wait for it.
     pub(crate) fn plan(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> TransportPlan {
-        self.plan_and_wish(zone, ns_name, addr).0
+        self.plan_and_wish(zone, ns_name, addr, None).0
     }
 
     /// [`Self::plan`], and whether this is a first contact: the plan could depend on a
     /// signal never learnt (no signal, even an expired one, only perhaps a lookup under
     /// way; an operator override that needs no signal decides alone). A signal past its
     /// TTL is refreshed beside the queries, never waited for.
-    pub(super) fn plan_and_wish(&self, zone: &Name, ns_name: &Name, addr: IpAddr) -> (TransportPlan, bool) {
+    /// `walk_rule`: the DELEG rule the walk followed into `zone` (the cache's otherwise).
+    pub(super) fn plan_and_wish(
+        &self,
+        zone: &Name,
+        ns_name: &Name,
+        addr: IpAddr,
+        walk_rule: Option<&crate::upstream::deleg::DelegRule>,
+    ) -> (TransportPlan, bool) {
         use crate::upstream::signal::Signal;
         let now = self.upstream.unix_now();
         let settings = &self.shared.settings;
@@ -395,8 +402,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let switches = Switches { signals: settings.signals, probing: settings.probing };
         let policy = policies.lookup(zone, ns_name, addr).map(|p| &**p);
         let probes = PROBED.map(|t| self.shared.probes.decide(addr, t, now));
-        let rule = self.deleg_rule(zone);
-        let deleg = rule.as_ref().and_then(|r| Some((r.for_server(ns_name, addr)?, r.secure)));
+        let cached = if walk_rule.is_none() { self.deleg_rule(zone) } else { None };
+        let deleg = walk_rule.or(cached.as_ref()).and_then(|r| match r.for_server(ns_name, addr) {
+            Some((info, by_name)) => Some(plan::DelegFor::Server {
+                info,
+                secure: r.secure,
+                tls_name: if by_name { None } else { info.names.first() },
+            }),
+            None if r.secure && r.asks_encryption() => Some(plan::DelegFor::Uncovered),
+            None => None,
+        });
         let mut live = if settings.signals { self.shared.signals.get(ns_name, now) } else { None };
         if settings.signals && live.is_none() {
             // Unknown or expired: looked up (by the worker, as its own task) when a signal

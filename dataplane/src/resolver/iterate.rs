@@ -472,12 +472,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     }
                     glue = referral_glue;
                     if settings.deleg
-                        && let Some(servers) = self.take_referral_deleg(&zone, &child, deleg, ns_ttl, budget).await?
+                        && let Some((rule, servers)) =
+                            self.take_referral_deleg(&zone, &child, deleg, ns_ttl, budget).await?
                     {
                         // A DELEG-aware resolver follows the secure DELEG RRset, not the NS
                         // RRset beside it (draft-ietf-deleg section 5).
                         ns = servers.names;
                         glue.extend(servers.glue);
+                        budget.deleg_rules.borrow_mut().push((canonical(&child), rule));
                     }
                     if validate && !ds.is_empty() {
                         self.take_referral_ds(&zone, &child, ds, budget).await?;
@@ -674,12 +676,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // not outlive what the parent says of the zone's transports.
             let parent_side_known = !self.shared.settings.deleg
                 || cur.is_root()
-                || self.shared.records.get(&cur, crate::upstream::deleg::DELEG_TYPE, now).is_some();
+                || self.shared.records.get(&cur, crate::cache::records::DELEG_KEY, now).is_some();
             if parent_side_known
                 && let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
                 && let Some(recs) = rrset_records(&hit.data)
             {
-                let names = ns_names(recs);
+                // A live secure DELEG rule names the zone's servers, not its NS RRset.
+                let names = match self.deleg_rule(&cur).filter(|r| r.secure) {
+                    Some(rule) => super::deleg::servers_of(&rule, 0).names,
+                    None => ns_names(recs),
+                };
                 // A cut is usable if some nameserver has an address, or can be looked up
                 // outside the zone. Otherwise (in-zone names whose glue expired or was
                 // evicted) start from the cut above and fetch the referral again.

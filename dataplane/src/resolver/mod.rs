@@ -267,6 +267,9 @@ pub(crate) struct Budget {
     /// Set once an exchange of this resolution runs under a strict plan (serve-stale must
     /// not stand in for it); shared with whoever watches the resolution.
     met_strict: Option<std::rc::Rc<Cell<bool>>>,
+    /// The secure DELEG rules this walk followed, per child zone (at most one per
+    /// referral): its exchanges plan with them even if the cache could not keep them.
+    pub(crate) deleg_rules: RefCell<Vec<(Name, crate::upstream::deleg::DelegRule)>>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -289,6 +292,7 @@ impl Budget {
             stale_ttl: None,
             refresh: None,
             met_strict: None,
+            deleg_rules: RefCell::new(Vec::new()),
             signal_for: None,
             signal_cycle: Cell::new(false),
         }

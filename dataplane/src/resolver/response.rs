@@ -289,14 +289,14 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
             })
             .cloned()
             .collect();
-        let deleg_type = crate::upstream::deleg::DELEG_TYPE;
-        let deleg = msg
-            .authorities
-            .iter()
-            .filter(|r| {
-                r.name == child && (u16::from(r.record_type()) == deleg_type || rrsig_covers(r) == Some(deleg_type))
-            })
-            .take(2 * crate::upstream::deleg::MAX_DELEG_RECORDS)
+        // The child's DELEG records and the RRSIGs over them, a few of each (counted apart,
+        // so that many records cannot push the signatures out).
+        let (deleg_type, most) = (crate::upstream::deleg::DELEG_TYPE, crate::upstream::deleg::MAX_DELEG_RECORDS);
+        let at_child = || msg.authorities.iter().filter(|r| r.name == child);
+        let deleg = at_child()
+            .filter(|r| u16::from(r.record_type()) == deleg_type)
+            .take(most)
+            .chain(at_child().filter(|r| rrsig_covers(r) == Some(deleg_type)).take(most))
             .cloned()
             .collect();
         return Reply::Referral { child, ns, glue, ds, deleg };

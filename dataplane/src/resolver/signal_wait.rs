@@ -144,7 +144,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         budget: &Budget,
     ) -> TransportPlan {
         let (addr, ns) = target;
-        let (plan, unknown) = self.plan_and_wish(zone, ns, addr);
+        let walk_rule = budget.deleg_rules.borrow().iter().find(|(z, _)| z == zone).map(|(_, r)| r.clone());
+        let (plan, unknown) = self.plan_and_wish(zone, ns, addr, walk_rule.as_ref());
         let settings = &self.shared.settings;
         let wait = match settings.signal_wait {
             SignalWait::None => false,

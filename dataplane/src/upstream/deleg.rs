@@ -61,6 +61,9 @@ pub struct DelegInfo {
     pub transports: Vec<Transport>,
     /// The DoH URI template, when `h2` is offered.
     pub dohpath: Option<String>,
+    /// It has an `alpn` key: the owner asks for encryption, even where none of the
+    /// transports it lists is one adox speaks (then nothing may be sent, not cleartext).
+    pub asks_encryption: bool,
 }
 
 impl DelegInfo {
@@ -76,7 +79,13 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 
 /// Parses one DELEG RDATA.
 pub fn parse_deleg(rdata: &[u8]) -> Result<DelegInfo, SignalError> {
-    let mut info = DelegInfo { names: Vec::new(), addrs: Vec::new(), transports: Vec::new(), dohpath: None };
+    let mut info = DelegInfo {
+        names: Vec::new(),
+        addrs: Vec::new(),
+        transports: Vec::new(),
+        dohpath: None,
+        asks_encryption: false,
+    };
     let mut alpn: Vec<String> = Vec::new();
     let mut mandatory: Vec<u16> = Vec::new();
     let mut last_key: Option<u16> = None;
@@ -131,6 +140,7 @@ pub fn parse_deleg(rdata: &[u8]) -> Result<DelegInfo, SignalError> {
             key::ALPN => {
                 // The SVCB parser reads the list (lengths, empty ids, a bound on its size).
                 alpn = parse_alpn(value)?;
+                info.asks_encryption = true;
             }
             key::DOHPATH => {
                 let t = std::str::from_utf8(value).map_err(|_| SignalError::Malformed("dohpath not UTF-8"))?;
@@ -190,9 +200,21 @@ pub struct DelegRule {
 }
 
 impl DelegRule {
-    /// The DelegInfo that speaks for the nameserver `ns` at `addr`, if one does.
-    pub fn for_server(&self, ns: &Name, addr: IpAddr) -> Option<&DelegInfo> {
-        self.infos.iter().find(|i| i.covers(ns, addr))
+    /// The DelegInfo that speaks for the nameserver `ns` at `addr`, if one does, and whether
+    /// it names `ns` (rather than only its address). Of several, the strongest: one naming
+    /// the server before one giving its address, one asking for encryption before one that
+    /// does not (record order is not signed).
+    pub fn for_server(&self, ns: &Name, addr: IpAddr) -> Option<(&DelegInfo, bool)> {
+        self.infos
+            .iter()
+            .filter(|i| i.covers(ns, addr))
+            .map(|i| (i, i.names.contains(ns)))
+            .max_by_key(|(i, by_name)| (*by_name, i.asks_encryption))
+    }
+
+    /// Whether some DelegInfo asks for encryption.
+    pub fn asks_encryption(&self) -> bool {
+        self.infos.iter().any(|i| i.asks_encryption)
     }
 
     /// The nameserver names the DELEG RRset gives, in order, without repeats.
@@ -289,11 +311,16 @@ mod tests {
     fn a_rule_finds_the_info_of_a_server_by_name_or_address() {
         let a = parse_deleg(&[field(3, &name_wire("a.lab.")), field(65280, b"\x03dot")].concat()).unwrap();
         let b = parse_deleg(&field(1, &[192, 0, 2, 7])).unwrap();
-        let rule = DelegRule { infos: vec![a.clone(), b.clone()], secure: true };
+        let rule = DelegRule { infos: vec![b.clone(), a.clone()], secure: true };
         let other: Name = "b.lab.".parse().unwrap();
-        assert_eq!(rule.for_server(&"a.lab.".parse().unwrap(), "192.0.2.1".parse().unwrap()), Some(&a));
-        assert_eq!(rule.for_server(&other, "192.0.2.7".parse().unwrap()), Some(&b));
+        let a_name: Name = "a.lab.".parse().unwrap();
+        assert_eq!(rule.for_server(&a_name, "192.0.2.1".parse().unwrap()), Some((&a, true)));
+        assert_eq!(rule.for_server(&other, "192.0.2.7".parse().unwrap()), Some((&b, false)));
         assert_eq!(rule.for_server(&other, "192.0.2.8".parse().unwrap()), None);
-        assert_eq!(rule.server_names(), ["a.lab.".parse::<Name>().unwrap()]);
+        assert_eq!(rule.server_names(), std::slice::from_ref(&a_name));
+        // The info naming the server wins over one that only gives its address, whatever
+        // the order of the records.
+        assert_eq!(rule.for_server(&a_name, "192.0.2.7".parse().unwrap()), Some((&a, true)));
+        assert!(rule.asks_encryption() && !DelegRule { infos: vec![b], secure: true }.asks_encryption());
     }
 }

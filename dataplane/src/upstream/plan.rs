@@ -150,9 +150,27 @@ pub struct PlanInputs<'a> {
     pub probes: [ProbeDecision; 2],
     /// The switches.
     pub switches: Switches,
-    /// The DelegInfo of the zone's DELEG RRset that speaks for this nameserver, and
-    /// whether that RRset is DNSSEC-secure (only with `transport.deleg`).
-    pub deleg: Option<(&'a DelegInfo, bool)>,
+    /// What the zone's DELEG RRset says of this nameserver (only with `transport.deleg`).
+    pub deleg: Option<DelegFor<'a>>,
+}
+
+/// What a zone's DELEG RRset says of one of the servers a query may go to.
+#[derive(Debug, Clone, Copy)]
+pub enum DelegFor<'a> {
+    /// The DelegInfo that speaks for it; whether the RRset is DNSSEC-secure; the name to
+    /// authenticate (`None`: the nameserver's own, which the DelegInfo names).
+    Server {
+        /// The DelegInfo.
+        info: &'a DelegInfo,
+        /// DNSSEC-secure.
+        secure: bool,
+        /// A DelegInfo that gives only the server's address authenticates its own first
+        /// server name, not whatever name an NS RRset put at that address.
+        tls_name: Option<&'a Name>,
+    },
+    /// A secure RRset that asks for encryption and speaks for other servers only: this one
+    /// is not the zone's, and gets nothing (not cleartext).
+    Uncovered,
 }
 
 /// A plan, and whether the nameserver's signal should be looked up (it is unknown and a
@@ -189,11 +207,11 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
         };
         return Planned { plan, want_signal };
     }
-    // The zone's owner, through its parent's DELEG record, decides alone where it names a
-    // transport: no signal is needed.
-    if let Some((info, secure)) = inputs.deleg
-        && let Some(plan) = deleg_plan(info, secure)
-    {
+    // The zone's owner, through its parent's secure DELEG record, decides alone where it
+    // asks for encryption: no signal is needed. An insecure one is a hint, after the
+    // nameserver's own signal.
+    let deleg = inputs.deleg.and_then(deleg_plan);
+    if let Some(plan) = deleg.clone().filter(|p| p.mode == Mode::Strict) {
         return Planned { plan, want_signal: false };
     }
     if inputs.switches.signals
@@ -205,6 +223,9 @@ pub fn plan(inputs: PlanInputs<'_>) -> Planned {
                  the server's transport was known",
             );
         }
+        return Planned { plan, want_signal };
+    }
+    if let Some(plan) = deleg {
         return Planned { plan, want_signal };
     }
     Planned { plan: probe_plan(inputs.probes, inputs.switches.probing), want_signal }
@@ -275,30 +296,43 @@ fn signal_plan(signal: &Signal) -> Option<TransportPlan> {
     })
 }
 
-/// The plan a DelegInfo asks for, if it names a transport adox speaks: secure, strict over
-/// those transports with PKIX authentication of the server's name (the DELEG record is the
-/// parent's signed word, as a DS is; DANE would need the server's own TLSA records);
-/// insecure, an opportunistic hint with Do53 after them.
-fn deleg_plan(info: &DelegInfo, secure: bool) -> Option<TransportPlan> {
-    if info.transports.is_empty() {
+/// The plan a zone's DELEG RRset asks for. Secure and asking for encryption: strict over
+/// the transports it lists that adox speaks (none: nothing is sent, never cleartext), PKIX
+/// authentication of the server's name (the DELEG record is the parent's signed word, as a
+/// DS is; DANE would need the server's own TLSA records); a server the RRset does not
+/// speak for, when it asks for encryption for others: nothing. Insecure: an opportunistic
+/// hint with Do53 after its transports. `None`: nothing said of transport.
+fn deleg_plan(deleg: DelegFor<'_>) -> Option<TransportPlan> {
+    let strict = |transports: Vec<Transport>, tls_name: Option<Name>, doh: Option<DohTarget>| TransportPlan {
+        mode: Mode::Strict,
+        transports,
+        auth: Auth::Pkix,
+        tls_name,
+        port: DOT_PORT,
+        doh,
+        source: PlanSource::Deleg { secure: true },
+        warning: None,
+    };
+    let DelegFor::Server { info, secure, tls_name } = deleg else {
+        return Some(strict(Vec::new(), None, None));
+    };
+    let doh = info.dohpath.as_deref().map(|p| DohTarget { port: DOH_PORT, path: p.into() });
+    if secure && info.asks_encryption {
+        return Some(strict(info.transports.clone(), tls_name.cloned(), doh));
+    }
+    if secure || info.transports.is_empty() {
         return None;
     }
-    let doh = info.dohpath.as_deref().map(|p| DohTarget { port: DOH_PORT, path: p.into() });
     let mut transports = info.transports.clone();
-    let (mode, auth) = if secure {
-        (Mode::Strict, Auth::Pkix)
-    } else {
-        transports.push(Transport::Do53);
-        (Mode::Opportunistic, Auth::None)
-    };
+    transports.push(Transport::Do53);
     Some(TransportPlan {
-        mode,
+        mode: Mode::Opportunistic,
         transports,
-        auth,
+        auth: Auth::None,
         tls_name: None,
         port: DOT_PORT,
         doh,
-        source: PlanSource::Deleg { secure },
+        source: PlanSource::Deleg { secure: false },
         warning: None,
     })
 }
@@ -562,27 +596,37 @@ mod tests {
         assert_eq!(encrypted_first(op.clone(), ProbeDecision::Probe), op, "the operator's cleartext");
     }
 
-    /// The zone's DELEG record decides after the operator and before the nameserver's
-    /// signal; one that names no transport leaves the decision to the others.
+    /// The zone's secure DELEG record decides after the operator and before the
+    /// nameserver's signal; an insecure one after the signal; one that names no transport
+    /// leaves the decision to the others; one that asks for encryption fails closed.
     #[test]
     fn a_deleg_record_decides_after_the_override_and_before_the_signal() {
         use crate::upstream::deleg::parse_deleg;
         // server-name=ns.lab. key65280 (alpn)=dot
         let dot = parse_deleg(b"\x00\x03\x00\x08\x02ns\x03lab\x00\xff\x00\x00\x04\x03dot").unwrap();
         let plain = parse_deleg(b"\x00\x03\x00\x08\x02ns\x03lab\x00").unwrap();
+        // alpn=h3 only: asks for encryption adox cannot give.
+        let h3 = parse_deleg(b"\x00\x03\x00\x08\x02ns\x03lab\x00\xff\x00\x00\x03\x02h3").unwrap();
+        let server = |info, secure| Some(DelegFor::Server { info, secure, tls_name: None });
         let with = |deleg, signal, policy| plan(PlanInputs { policy, signal, probes: NEW, switches: ON, deleg });
-        let strict = with(Some((&dot, true)), None, None);
+        let strict = with(server(&dot, true), None, None);
         assert!(!strict.want_signal, "the owner's DELEG decides alone");
         let p = strict.plan;
         assert_eq!((p.mode, p.transports.as_slice(), p.auth), (Mode::Strict, &[Transport::Dot][..], Auth::Pkix));
         assert_eq!(p.source.label(), "deleg:secure");
-        let p = with(Some((&dot, false)), None, None).plan;
+        let p = with(server(&dot, false), None, None).plan;
         assert_eq!((p.mode, p.transports.as_slice()), (Mode::Opportunistic, &[Transport::Dot, Transport::Do53][..]));
         assert_eq!((p.auth, p.source.label().as_str()), (Auth::None, "deleg:insecure"));
         let sig = known(true, vec![(Transport::Dot, n("ns.lab."))]);
-        assert_eq!(with(Some((&dot, true)), Some(&sig), None).plan.auth, Auth::Pkix, "DELEG before the signal");
-        assert_eq!(with(Some((&plain, true)), Some(&sig), None).plan.source, PlanSource::SecureSignal);
+        assert_eq!(with(server(&dot, true), Some(&sig), None).plan.auth, Auth::Pkix, "secure DELEG before the signal");
+        assert_eq!(with(server(&dot, false), Some(&sig), None).plan.source, PlanSource::SecureSignal, "insecure after");
+        assert_eq!(with(server(&plain, true), Some(&sig), None).plan.source, PlanSource::SecureSignal);
         let op = policy(Mode::Cleartext, Auth::None);
-        assert_eq!(with(Some((&dot, true)), None, Some(&op)).plan.mode, Mode::Cleartext, "the operator first");
+        assert_eq!(with(server(&dot, true), None, Some(&op)).plan.mode, Mode::Cleartext, "the operator first");
+        // Failing closed: encryption asked in a form adox cannot speak, or by a rule that
+        // speaks for other servers only.
+        for closed in [with(server(&h3, true), None, None).plan, with(Some(DelegFor::Uncovered), None, None).plan] {
+            assert_eq!((closed.mode, closed.transports.len()), (Mode::Strict, 0), "{closed:?}");
+        }
     }
 }

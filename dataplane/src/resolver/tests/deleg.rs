@@ -5,7 +5,7 @@
 
 use adox_api::policy::Mode;
 
-use super::signed::{SignedZones, raw, window};
+use super::signed::{self, SignedZones, raw, window};
 use super::*;
 
 const SHARED: &str = "10.0.9.1";
@@ -83,17 +83,46 @@ fn without_the_switch_no_de_bit_goes_out_and_no_deleg_is_used() {
     assert_eq!(r.stats.deleg_secure.get() + r.stats.deleg_insecure.get(), 0);
 }
 
-/// A DELEG RRset whose signature does not validate is ignored (and counted): the
-/// delegation stands on its NS RRset, as with no DELEG at all.
+/// A DELEG RRset whose signature does not validate fails the delegation, as a bogus DS
+/// does: no fallback to the NS RRset beside it (that would be the downgrade an attacker
+/// on the path to the parent wants).
 #[test]
-fn a_bogus_deleg_record_is_ignored() {
+fn a_bogus_deleg_record_fails_the_delegation() {
     let mut z = zones(3600).sign();
     z.resign("enc.example.", RecordType::from(crate::upstream::deleg::DELEG_TYPE), window(-20 * 86_400, -3 * 86_400));
     let (r, net) = z.resolver(&deleg_config(true));
-    assert_eq!(block_on(r.resolve(&n("www.enc.example."), RecordType::A)).unwrap().answers.len(), 1);
+    assert!(matches!(block_on(r.resolve(&n("www.enc.example."), RecordType::A)), Err(ResolveError::InvalidData(_))));
     assert_eq!((r.stats.deleg_secure.get(), r.stats.deleg_insecure.get(), r.stats.deleg_bogus.get()), (0, 0, 1));
     let (dot, do53) = seen(&net, SHARED);
-    assert!(dot.is_empty() && do53.iter().any(|q| q.contains("enc.example")), "{dot:?} {do53:?}");
+    assert!(dot.is_empty() && do53.is_empty(), "nothing went to the child's server: {dot:?} {do53:?}");
+}
+
+/// The parent's DELEG RRset is its own data, like a DS: unsigned under a secure parent it
+/// is bogus, not an insecure hint.
+#[test]
+fn an_unsigned_deleg_record_under_a_secure_parent_is_bogus() {
+    let mut z = zones(3600).sign();
+    let deleg = RecordType::from(crate::upstream::deleg::DELEG_TYPE);
+    z.zone("example.").records.retain(|r| !(r.name == n("enc.example.") && signed::covered(r) == Some(deleg)));
+    let (r, _net) = z.resolver(&deleg_config(true));
+    assert!(matches!(block_on(r.resolve(&n("www.enc.example."), RecordType::A)), Err(ResolveError::InvalidData(_))));
+    assert_eq!(r.stats.deleg_bogus.get(), 1);
+}
+
+/// A client asking for the DELEG type itself gets the child's answer (the child's
+/// servers are asked), which never replaces the parent side's rule: the zone stays
+/// strict.
+#[test]
+fn a_client_query_for_deleg_cannot_erase_the_parents_rule() {
+    let (r, net) = zones(3600).sign().resolver(&deleg_config(true));
+    block_on(r.resolve(&n("www.enc.example."), RecordType::A)).unwrap();
+    let deleg = RecordType::from(crate::upstream::deleg::DELEG_TYPE);
+    let _ = block_on(r.resolve(&n("enc.example."), deleg));
+    block_on(r.resolve(&n("other.enc.example."), RecordType::A)).unwrap_or_default();
+    let plan = r.plan(&n("enc.example."), &n("ns.shared.example."), ip(SHARED));
+    assert_eq!((plan.mode, plan.source.label().as_str()), (Mode::Strict, "deleg:secure"));
+    let (_, do53) = seen(&net, SHARED);
+    assert!(!do53.iter().any(|q| q.contains("enc.example")), "cleartext for the DoT zone: {do53:?}");
 }
 
 /// The zone's NS RRset from the child outlives the parent's DELEG RRset: once the DELEG
@@ -114,4 +143,30 @@ fn an_expired_deleg_state_sends_the_walk_back_to_the_parent() {
     let (_, do53) = seen(&net, SHARED);
     assert!(!do53.iter().any(|q| q.contains("enc.example")), "still never in cleartext: {do53:?}");
     assert_eq!(r.stats.deleg_secure.get(), 2);
+}
+
+/// A DELEG RRset naming other servers than the NS RRset beside it: the walk follows the
+/// DELEG names, on the referral and from the cache later, and the zone stays strict.
+#[test]
+fn the_deleg_server_names_are_followed_from_the_cache_too() {
+    let mut z = zones(3600);
+    let ex = z.zone("example.");
+    let deleg = RecordType::from(crate::upstream::deleg::DELEG_TYPE);
+    ex.records.retain(|r| !(r.name == n("enc.example.") && r.record_type() == deleg));
+    let name = b"\x02ns\x05deleg\x07example\x00";
+    let mut rdata = vec![0, 3, 0, name.len() as u8];
+    rdata.extend_from_slice(name);
+    rdata.extend_from_slice(&[0xff, 0x00, 0, 4, 3, b'd', b'o', b't']);
+    ex.records.push(raw(&n("enc.example."), 3600, deleg, rdata));
+    ex.records.push(a("ns.deleg.example.", SHARED));
+    let (r, net) = z.sign().resolver(&deleg_config(true));
+    block_on(r.resolve(&n("www.enc.example."), RecordType::A)).unwrap();
+    // From the cache: the cut's NS RRset is ns.shared.example.; DELEG names ns.deleg.example.
+    assert_eq!(block_on(r.resolve(&n("nx.enc.example."), RecordType::A)).unwrap().rcode, crate::wire::rcode::NXDOMAIN);
+    let (dot, do53) = seen(&net, SHARED);
+    assert!(dot.iter().any(|q| q.contains("nx.enc.example")), "DoT to the DELEG server: {dot:?}");
+    assert!(!do53.iter().any(|q| q.contains("enc.example")), "cleartext for the DoT zone: {do53:?}");
+    // A server of the zone that the secure rule does not speak for gets nothing.
+    let plan = r.plan(&n("enc.example."), &n("ns.shared.example."), ip("10.0.9.9"));
+    assert_eq!((plan.mode, plan.transports.len()), (Mode::Strict, 0));
 }
