@@ -122,6 +122,11 @@ impl AccessPolicy {
         self
     }
 
+    /// The resolver's own service addresses (never queried as authorities).
+    pub fn own_addresses(&self) -> &[IpAddr] {
+        &self.own
+    }
+
     /// May this client query us?
     pub fn client_allowed(&self, addr: IpAddr) -> bool {
         self.clients.contains(addr)

@@ -186,10 +186,13 @@ impl PlaneHandle {
     }
 
     /// Applies what of `cfg` can change while running (a reload): the client and upstream
-    /// address policies, swapped at once for every worker (a query in flight finishes
-    /// under the policy it started with). `cfg` must be valid.
+    /// address policies, swapped at once for every worker (each check reads the policy in
+    /// force at that moment). The resolver's own addresses are those it is bound to, not
+    /// the new file's (listen addresses change only with a restart). `cfg` must be valid.
     pub fn reload_access(&self, cfg: &Config) -> Result<(), StartError> {
-        self.shared.access.store(Arc::new(access_policy(cfg)?));
+        let own = self.shared.access.load().own_addresses().to_vec();
+        let policy = AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?).with_own_addresses(own);
+        self.shared.access.store(Arc::new(policy));
         Ok(())
     }
 
@@ -442,6 +445,17 @@ impl DataPlane {
         if let Some(user) = &cfg.server.user {
             match crate::sys::drop_privileges(user, cfg.server.group.as_deref()).map_err(StartError::Privileges)? {
                 crate::sys::PrivilegeDrop::Switched { uid, gid } => {
+                    // Learned state is saved there from now on, as this user: a directory
+                    // root made (or owns) would lose it silently.
+                    let dir = &cfg.server.state_dir;
+                    let probe = dir.join(format!(".adox-write-check-{}", std::process::id()));
+                    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| {
+                        StartError::Privileges(format!(
+                            "user {user:?} cannot write the state directory {}: {e} (make it theirs: chown {user} {})",
+                            dir.display(),
+                            dir.display()
+                        ))
+                    })?;
                     tracing::info!(user = %user, uid, gid, "switched from root; no capability kept");
                 }
                 crate::sys::PrivilegeDrop::AlreadyThatUser => {}

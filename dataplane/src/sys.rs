@@ -278,15 +278,25 @@ impl SendBatch {
     }
 }
 
+/// The largest buffer the password and group lookups grow to (on ERANGE).
+const MAX_DB_BUFFER: usize = 4 << 20;
+
 /// Looks a name up in the password database: (uid, primary gid).
 fn user_ids(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
     let cname = std::ffi::CString::new(name).map_err(|_| format!("user {name:?}: not a name"))?;
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0u8; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live memory of the size given; the result is read
-    // only when `out` says an entry was found.
-    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut rc;
+    loop {
+        // SAFETY: every pointer refers to live memory of the size given; the result is
+        // read only when `out` says an entry was found.
+        rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+        if rc != libc::ERANGE || buf.len() >= MAX_DB_BUFFER {
+            break;
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
     if rc != 0 {
         return Err(format!("user {name:?}: {}", std::io::Error::from_raw_os_error(rc)));
     }
@@ -300,10 +310,17 @@ fn user_ids(name: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
 fn group_id(name: &str) -> Result<libc::gid_t, String> {
     let cname = std::ffi::CString::new(name).map_err(|_| format!("group {name:?}: not a name"))?;
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0u8; 16 * 1024];
     let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in `user_ids`.
-    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut rc;
+    loop {
+        // SAFETY: as in `user_ids`. (A group with many members needs a larger buffer.)
+        rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+        if rc != libc::ERANGE || buf.len() >= MAX_DB_BUFFER {
+            break;
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
     if rc != 0 {
         return Err(format!("group {name:?}: {}", std::io::Error::from_raw_os_error(rc)));
     }

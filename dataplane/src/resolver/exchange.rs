@@ -265,7 +265,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let _guard = self.reserve_exchange(addr, zone)?;
         let info = self.shared.servers.get(addr);
         let rto = info.rto(settings.initial_rto).min(budget.deadline - start);
-        let mut edns = if info.edns == EdnsSupport::Lacks { QueryEdns::Off } else { settings.query_edns() };
+        // Without EDNS only for a server found lacking it lately, and never for a zone that
+        // may be signed (its answers need DO): an address can serve both kinds.
+        let lacks = matches!(info.edns, EdnsSupport::Lacks { until } if start < until) && !self.maybe_signed(zone);
+        let mut edns = if lacks { QueryEdns::Off } else { settings.query_edns() };
         let fail = |e: UpstreamError| {
             // Local trouble (no descriptor, no route) says nothing about the server.
             if e.fault() == Fault::Upstream {
@@ -292,7 +295,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             if matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
                 // Only a usable answer counts as a success for server selection.
                 let shown = match (edns, msg.edns.is_some()) {
-                    (QueryEdns::Off, _) => Some(EdnsSupport::Lacks),
+                    (QueryEdns::Off, _) if !lacks => {
+                        Some(EdnsSupport::Lacks { until: self.upstream.now() + super::servers::EDNS_LACKS_FOR })
+                    }
+                    (QueryEdns::Off, _) => None,
                     (_, true) => Some(EdnsSupport::Speaks),
                     _ => None,
                 };
@@ -302,8 +308,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                         s.edns = e;
                     }
                 });
-                if edns == QueryEdns::Off && info.edns != EdnsSupport::Lacks {
-                    tracing::debug!(%addr, "server answers only without EDNS: remembered");
+                if edns == QueryEdns::Off && !lacks {
+                    tracing::debug!(%addr, "server answers only without EDNS: remembered for a while");
                 }
             }
             break msg;
@@ -347,10 +353,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
             }
             Err(UpstreamError::Oversized) => {}
-            Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => self.stats.upstream_timeouts.bump(),
+            Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => {
+                // The server's round trip is what TCP takes, not the timeout just spent.
+                self.stats.upstream_timeouts.bump();
+                let tcp_start = self.upstream.now();
+                let (msg, _) = self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await?;
+                return Ok((msg, self.upstream.now().saturating_duration_since(tcp_start)));
+            }
             Err(e) => return Err(e),
         }
-        // Truncated, too large, or lost on the way: the same query over TCP.
+        // Truncated or too large: the same query over TCP.
         self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await
     }
 

@@ -143,16 +143,21 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.resolve_in(qname, qtype, &budget).await
     }
 
-    /// Resolves like [`Self::resolve`], setting `met_strict` once any exchange of it runs
-    /// under a strict transport plan (serve-stale then never stands in for it).
+    /// Resolves like [`Self::resolve`] (like [`Self::refresh`] with `refresh`), setting
+    /// `met_strict` once any exchange of it runs under a strict transport plan (serve-stale
+    /// then never stands in for it).
     pub async fn resolve_watching(
         &self,
         qname: &Name,
         qtype: RecordType,
         met_strict: std::rc::Rc<std::cell::Cell<bool>>,
+        refresh: bool,
     ) -> Result<Answer, ResolveError> {
         let mut budget = Budget::new(&self.shared, self.upstream.now());
         budget.met_strict = Some(met_strict);
+        if refresh {
+            budget.refresh = Some(qtype);
+        }
         self.resolve_in(qname, qtype, &budget).await
     }
 

@@ -46,9 +46,18 @@ pub enum EdnsSupport {
     /// It has answered with an OPT record: never asked without EDNS.
     Speaks,
     /// It answered FORMERR or NOTIMP without an OPT record, then answered the same query
-    /// without EDNS: asked without EDNS from then on.
-    Lacks,
+    /// without EDNS: asked without EDNS until then (and tried with EDNS again after; never
+    /// for a zone that may be signed).
+    Lacks {
+        /// When the server is tried with EDNS again.
+        until: Instant,
+    },
 }
+
+/// How long a server found to lack EDNS is asked without it before it is tried with EDNS
+/// again (as Unbound keeps it, about a quarter of an hour): a spoofed FORMERR cannot
+/// strip EDNS from an address for good.
+pub const EDNS_LACKS_FOR: Duration = Duration::from_secs(900);
 
 impl ServerInfo {
     /// Retransmission timeout for the next query: SRTT + 4 * RTTVAR, clamped.

@@ -197,7 +197,7 @@ impl WorkerCtx {
                     self.stats.truncated.bump();
                 }
                 if self.packet_cache.borrow_mut().take_due() {
-                    self.prefetch(msg, &q);
+                    self.prefetch(msg, &q, peer.ip());
                 }
                 return Handled::Reply;
             }
@@ -272,7 +272,7 @@ impl WorkerCtx {
         self.inflight.borrow_mut().insert(key.clone(), vec![waiter]);
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
-            let result = ctx.resolve_or_stale(&key, &name, qtype).await;
+            let result = ctx.resolve_or_stale(&key, &name, qtype, false).await;
             match &result {
                 Err(e) => tracing::debug!(%name, ?qtype, error = %e, "resolution failed"),
                 Ok(a) => match &a.security {
@@ -292,9 +292,11 @@ impl WorkerCtx {
 
     /// Prefetch: refreshes the answer to `msg` (a hit in the last tenth of its TTL) in the
     /// background and stores the new answer, within `cache.prefetch_max_per_s` and never
-    /// under load (overload shedding, or half the worker's resolutions in use). Clients
-    /// asking meanwhile join the refresh once their cached answer has expired.
-    fn prefetch(self: &Rc<Self>, msg: &[u8], q: &wire::Query) {
+    /// under load (overload shedding, or half the worker's resolutions in use). It is
+    /// charged like the asking client's own resolution (a slot and the client's share), so
+    /// a client cannot run more through prefetches than its share. Clients asking meanwhile
+    /// join the refresh once their cached answer has expired, with serve-stale's timers.
+    fn prefetch(self: &Rc<Self>, msg: &[u8], q: &wire::Query, client: std::net::IpAddr) {
         let now_s = self.now_s();
         let (second, started) = self.prefetch_budget.get();
         let started = if second == now_s { started } else { 0 };
@@ -306,16 +308,17 @@ impl WorkerCtx {
         }
         let Some(question) = Question::parse(msg, q) else { return };
         let key = (crate::names::canonical(&question.name), question.qtype);
-        if self.inflight.borrow().contains_key(&key) {
+        if self.inflight.borrow().contains_key(&key) || self.client_load.borrow_mut().take(client, true).is_err() {
             return;
         }
+        self.resolutions.set(self.resolutions.get() + 1);
         self.prefetch_budget.set((now_s, started + 1));
         self.stats.prefetches.bump();
         self.inflight.borrow_mut().insert(key.clone(), Vec::new());
         let (msg, q) = (msg.to_vec(), q.clone());
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
-            let result = ctx.resolver.refresh(&question.name, question.qtype).await;
+            let result = ctx.resolve_or_stale(&key, &question.name, question.qtype, true).await;
             if let Err(e) = &result {
                 tracing::debug!(name = %question.name, qtype = ?question.qtype, error = %e, "prefetch failed");
             }
@@ -324,6 +327,8 @@ impl WorkerCtx {
             ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
             ctx.answer(waiters, &result);
+            ctx.resolutions.set(ctx.resolutions.get() - 1);
+            ctx.client_load.borrow_mut().release(client);
         });
     }
 

@@ -137,17 +137,23 @@ impl WorkerCtx {
         }
     }
 
-    /// Resolves `name`/`qtype`, answering the clients waiting for it (`inflight[key]`)
-    /// stale when the client-response timer fires first, and returns the result for those
-    /// still waiting at the end: the resolution's, or stale data in place of its failure.
+    /// Resolves `name`/`qtype` (from the authorities although cached, with `refresh`: a
+    /// prefetch), answering the clients waiting for it (`inflight[key]`) stale when the
+    /// client-response timer fires first, and returns the result for those still waiting at
+    /// the end: the resolution's, or stale data in place of its failure.
     pub(super) async fn resolve_or_stale(
         &self,
         key: &Key,
         name: &Name,
         qtype: RecordType,
+        refresh: bool,
     ) -> Result<Answer, ResolveError> {
         let Some(stale) = self.resolver.shared().settings.stale else {
-            return self.resolver.resolve(name, qtype).await;
+            return if refresh {
+                self.resolver.refresh(name, qtype).await
+            } else {
+                self.resolver.resolve(name, qtype).await
+            };
         };
         let met_strict = std::rc::Rc::new(std::cell::Cell::new(false));
         // The client whose slot and share the resolution keeps once its waiters have been
@@ -179,7 +185,7 @@ impl WorkerCtx {
             self.answer(waiters, &Ok(answer));
             true
         };
-        let resolution = self.resolver.resolve_watching(name, qtype, met_strict.clone());
+        let resolution = self.resolver.resolve_watching(name, qtype, met_strict.clone(), refresh);
         let result = race_with_stale(resolution, timer, answer_stale).await;
         if let Some(client) = held.get() {
             self.resolutions.set(self.resolutions.get() - 1);

@@ -516,6 +516,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level.clone())).transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
+    if let Some(user) = &cfg.server.user {
+        // Running as `user` now: what SIGHUP reads again must be readable, or a reload
+        // (a token revocation) would fail with the old state kept.
+        let again = [cli.config.as_ref(), cfg.api.token_file.as_ref(), cfg.api.read_token_file.as_ref()];
+        for f in again.into_iter().flatten() {
+            std::fs::File::open(f).with_context(|| {
+                format!(
+                    "user {user:?} cannot read {} (read again on SIGHUP): make it readable by that user",
+                    f.display()
+                )
+            })?;
+        }
+    }
     registry.attach(plane.handle().policy_store());
     if !negative_anchors.is_empty() {
         tracing::info!(count = negative_anchors.len(), "negative trust anchors set through the API loaded");

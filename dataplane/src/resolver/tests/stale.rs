@@ -134,9 +134,9 @@ fn a_resolution_under_a_strict_plan_says_so() {
     let (r, _net) = resolver(base_zones(), &cfg);
     r.shared().policies.store(crate::upstream::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
     let met = std::rc::Rc::new(Cell::new(false));
-    block_on(r.resolve_watching(&n("www.example."), RecordType::A, met.clone())).unwrap();
+    block_on(r.resolve_watching(&n("www.example."), RecordType::A, met.clone(), false)).unwrap();
     assert!(met.get(), "example.'s servers are strict");
     let met = std::rc::Rc::new(Cell::new(false));
-    block_on(r.resolve_watching(&n("a.root."), RecordType::A, met.clone())).unwrap();
+    block_on(r.resolve_watching(&n("a.root."), RecordType::A, met.clone(), false)).unwrap();
     assert!(!met.get(), "the root's are not");
 }

@@ -151,8 +151,27 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     assert_eq!(euid, "0", "the lab tests run as root");
     let state = crate::support::tempdir::Dir::new();
     let state_path = state.path().to_str().unwrap().to_string();
-    assert!(Command::new("chown").args(["nobody:nogroup", &state_path]).status().unwrap().success());
-    let d = Adoxd::lab(&["--user", "nobody", "--listen", "127.54.0.1:53", "--state-dir", &state_path]);
+    // What adoxd writes or reads again as that user is that user's: the state directory
+    // and the token files (SIGHUP reads them again).
+    let tokens = crate::support::tempdir::Dir::new();
+    let (admin, read) = (tokens.path().join("admin.tokens"), tokens.path().join("read.tokens"));
+    crate::support::write_secret(&admin, &format!("{}\n", crate::support::ADMIN_TOKEN));
+    crate::support::write_secret(&read, &format!("{}\n", crate::support::READ_TOKEN));
+    for p in [state_path.as_str(), admin.to_str().unwrap(), read.to_str().unwrap()] {
+        assert!(Command::new("chown").args(["nobody:nogroup", p]).status().unwrap().success());
+    }
+    let d = Adoxd::lab(&[
+        "--user",
+        "nobody",
+        "--listen",
+        "127.54.0.1:53",
+        "--state-dir",
+        &state_path,
+        "--api-token-file",
+        admin.to_str().unwrap(),
+        "--api-read-token-file",
+        read.to_str().unwrap(),
+    ]);
     assert_eq!(d.addr.port(), 53);
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), hickory_proto::op::ResponseCode::NoError);
     let mut threads = 0;
@@ -168,6 +187,21 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     assert!(threads >= 3, "the main thread, the workers and the API's");
     let log = d.terminate();
     assert!(log.contains("switched from root; no capability kept"), "{log}");
+}
+
+/// A state directory the user cannot write stops the start with the reason (learned
+/// state would otherwise be lost silently).
+#[test]
+fn a_state_directory_the_user_cannot_write_is_a_clear_error() {
+    let state = crate::support::tempdir::Dir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .args(["--user", "nobody", "--listen", "127.54.0.2:53", "--api", "off", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("user \"nobody\" cannot write the state directory"), "{err}");
 }
 
 /// A user that does not exist stops the start with the reason.
