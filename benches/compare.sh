@@ -14,6 +14,7 @@
 #   benches/compare.sh                       # RATE=60000 DURATION=8 FLAT_DURATION=5
 #   RATE=40000 DURATION=10 benches/compare.sh
 #   ADOXD_BASE=/tmp/base-target/release/adoxd benches/compare.sh   # and an earlier build
+#   ADOXD_BASE=target/release/adoxd ADOXD_BASE_ARGS="--config off.toml" benches/compare.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -89,11 +90,13 @@ measure adoxd 5340 "${pids[-1]}"
 kill "${pids[-1]}"
 
 # ADOXD_BASE=PATH: another adoxd build (an earlier commit) measured the same way, right
-# after this one, to tell a change's cost from the machine's drift.
+# after this one, to tell a change's cost from the machine's drift; ADOXD_BASE_ARGS adds
+# arguments to it (e.g. "--config off.toml": the same build with a feature switched off).
 if [[ -n ${ADOXD_BASE:-} ]]; then
     STATE_BASE=$(mktemp -d)
-    taskset -c "$SERVER_CPU" "$ADOXD_BASE" --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
-        --allow-upstream 127.0.0.0/8 \
+    # shellcheck disable=SC2086 # ADOXD_BASE_ARGS: words on purpose
+    taskset -c "$SERVER_CPU" "$ADOXD_BASE" ${ADOXD_BASE_ARGS:-} --root-hints "$LAB/root.hints" \
+        --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
         --listen 127.0.0.1:5344 --workers 1 --log-level warn --api off --state-dir "$STATE_BASE" &
     pids+=($!)
     sleep 0.5
