@@ -20,7 +20,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use adox_api::policy::Transport;
 
-use super::signal::{SignalError, SvcbRecord};
+use super::signal::{SignalError, SvcbRecord, for_each_param, mandatory_keys};
 
 /// The DELEG record type (IANA, draft-ietf-deleg).
 pub const DELEG_TYPE: u16 = 61440;
@@ -73,10 +73,6 @@ impl DelegInfo {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
-}
-
 /// Parses one DELEG RDATA.
 pub fn parse_deleg(rdata: &[u8]) -> Result<DelegInfo, SignalError> {
     let mut info = DelegInfo {
@@ -88,24 +84,10 @@ pub fn parse_deleg(rdata: &[u8]) -> Result<DelegInfo, SignalError> {
     };
     let mut alpn: Vec<String> = Vec::new();
     let mut mandatory: Vec<u16> = Vec::new();
-    let mut last_key: Option<u16> = None;
     let mut include = false;
-    let mut at = 0;
-    while at < rdata.len() {
-        let k = u16_at(rdata, at).ok_or(SignalError::Malformed("truncated key"))?;
-        let len = usize::from(u16_at(rdata, at + 2).ok_or(SignalError::Malformed("truncated length"))?);
-        let value = rdata.get(at + 4..at + 4 + len).ok_or(SignalError::Malformed("value runs past the end"))?;
-        if last_key.is_some_and(|l| k <= l) {
-            return Err(SignalError::KeyOrder);
-        }
-        last_key = Some(k);
+    for_each_param(rdata, 0, |k, value| {
         match k {
-            key::MANDATORY => {
-                if value.is_empty() || value.len() % 2 != 0 {
-                    return Err(SignalError::Malformed("mandatory list"));
-                }
-                mandatory = value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            }
+            key::MANDATORY => mandatory = mandatory_keys(value)?,
             key::SERVER_IPV4 => {
                 if value.is_empty() || value.len() % 4 != 0 {
                     return Err(SignalError::Malformed("server-ipv4"));
@@ -151,8 +133,8 @@ pub fn parse_deleg(rdata: &[u8]) -> Result<DelegInfo, SignalError> {
             }
             _ => {}
         }
-        at += 4 + len;
-    }
+        Ok(())
+    })?;
     for m in mandatory {
         if !KNOWN_KEYS.contains(&m) {
             return Err(SignalError::UnknownMandatory(m));

@@ -129,18 +129,15 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
 }
 
-/// Parses one SVCB RDATA.
-pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
-    let priority = u16_at(rdata, 0).ok_or(SignalError::Malformed("no SvcPriority"))?;
-    let mut d = BinDecoder::new(&rdata[2..]);
-    let target = Name::read(&mut d).map_err(|_| SignalError::Malformed("bad TargetName"))?;
-    let mut at = rdata.len() - d.len();
-    if priority == 0 {
-        return Err(SignalError::AliasMode);
-    }
+/// Walks SvcParams (RFC 9460 section 2.2) from offset `at` to the end of `rdata`, giving
+/// `f` each key and value; keys must be strictly increasing. DELEG's DelegInfos use the
+/// same form (`upstream::deleg`).
+pub(super) fn for_each_param(
+    rdata: &[u8],
+    mut at: usize,
+    mut f: impl FnMut(u16, &[u8]) -> Result<(), SignalError>,
+) -> Result<(), SignalError> {
     let mut last_key: Option<u16> = None;
-    let mut rec = SvcbRecord { priority, target, alpn: Vec::new(), port: None, dohpath: None };
-    let mut mandatory: Vec<u16> = Vec::new();
     while at < rdata.len() {
         let k = u16_at(rdata, at).ok_or(SignalError::Malformed("truncated key"))?;
         let len = usize::from(u16_at(rdata, at + 2).ok_or(SignalError::Malformed("truncated length"))?);
@@ -149,13 +146,34 @@ pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
             return Err(SignalError::KeyOrder);
         }
         last_key = Some(k);
+        f(k, value)?;
+        at += 4 + len;
+    }
+    Ok(())
+}
+
+/// A `mandatory` value: the keys it lists.
+pub(super) fn mandatory_keys(value: &[u8]) -> Result<Vec<u16>, SignalError> {
+    if value.is_empty() || !value.len().is_multiple_of(2) {
+        return Err(SignalError::Malformed("mandatory list"));
+    }
+    Ok(value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect())
+}
+
+/// Parses one SVCB RDATA.
+pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
+    let priority = u16_at(rdata, 0).ok_or(SignalError::Malformed("no SvcPriority"))?;
+    let mut d = BinDecoder::new(&rdata[2..]);
+    let target = Name::read(&mut d).map_err(|_| SignalError::Malformed("bad TargetName"))?;
+    let at = rdata.len() - d.len();
+    if priority == 0 {
+        return Err(SignalError::AliasMode);
+    }
+    let mut rec = SvcbRecord { priority, target, alpn: Vec::new(), port: None, dohpath: None };
+    let mut mandatory: Vec<u16> = Vec::new();
+    for_each_param(rdata, at, |k, value| {
         match k {
-            key::MANDATORY => {
-                if value.is_empty() || value.len() % 2 != 0 {
-                    return Err(SignalError::Malformed("mandatory list"));
-                }
-                mandatory = value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            }
+            key::MANDATORY => mandatory = mandatory_keys(value)?,
             key::ALPN => {
                 let mut i = 0;
                 while i < value.len() {
@@ -197,8 +215,8 @@ pub fn parse_svcb(rdata: &[u8]) -> Result<SvcbRecord, SignalError> {
             // ignored unless mandatory.
             _ => {}
         }
-        at += 4 + len;
-    }
+        Ok(())
+    })?;
     for m in mandatory {
         if m == key::MANDATORY || !KNOWN_KEYS.contains(&m) {
             return Err(SignalError::UnknownMandatory(m));

@@ -381,11 +381,7 @@ fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns
     assert!(took < Duration::from_millis(2_500), "not within the client-response timer: {took:?}");
     // The failure-recheck timer (3 s): answered stale again, and nothing goes upstream.
     std::thread::sleep(Duration::from_millis(500));
-    let upstream = || {
-        let text = d.admin().get("/metrics").unwrap().text();
-        let series = "adox_upstream_queries_total{transport=\"do53_udp\"} ";
-        text.lines().find_map(|l| l.strip_prefix(series)).unwrap().trim().parse::<u64>().unwrap()
-    };
+    let upstream = || metric(&d, "adox_upstream_queries_total{transport=\"do53_udp\"}");
     let before = upstream();
     assert_eq!(d.query("www.stale.lab.", RecordType::A).ede().map(|e| e.0), Some(3));
     assert_eq!(upstream(), before, "the recheck timer answered without a new attempt");
