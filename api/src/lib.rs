@@ -99,6 +99,9 @@ pub struct StatsSnapshot {
     /// Queries asked again without EDNS after a FORMERR/NOTIMP without OPT (DNS Flag Day
     /// 2019 fallback).
     pub edns_fallbacks: u64,
+    /// Negative answers synthesized from validated NSEC spans without asking anyone
+    /// (RFC 8198 aggressive use of the DNSSEC-validated cache).
+    pub aggressive_nsec: u64,
     /// Resolutions whose answer validated to a trust anchor (AD).
     pub dnssec_secure: u64,
     /// Resolutions whose answer is provably unsigned, unanchored or not validated.

@@ -220,6 +220,12 @@ pub fn render(s: &Stats) -> String {
         "Queries asked again without EDNS after a FORMERR or NOTIMP without OPT.",
         t.edns_fallbacks,
     );
+    counter(
+        o,
+        "adox_aggressive_nsec_total",
+        "Negative answers synthesized from validated NSEC spans without an upstream query (RFC 8198).",
+        t.aggressive_nsec,
+    );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(

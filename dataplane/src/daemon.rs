@@ -319,7 +319,8 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
             cfg.cache.max_negative_ttl_s,
         )
         .with_min_ttl(cfg.cache.min_ttl_s)
-        .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 }),
+        .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 })
+        .with_nsec_spans(cfg.dnssec.nsec_span_bytes(cfg.cache.record_cache_bytes)),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&cfg.local_zones),

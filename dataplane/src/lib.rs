@@ -21,6 +21,7 @@ pub mod cache {
     //! Caches: the per-worker packet cache over the shared record cache.
     pub mod charge;
     pub mod clock;
+    pub mod nsec_spans;
     pub mod packet;
     pub mod records;
 }

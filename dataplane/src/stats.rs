@@ -107,6 +107,7 @@ worker_stats!(
     stale_answers,
     prefetches,
     edns_fallbacks,
+    aggressive_nsec,
     dnssec_secure,
     dnssec_insecure,
     dnssec_bogus,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::{Name, Record};
 
 use crate::cache::clock::ClockCache;
+use crate::cache::nsec_spans::NsecSpans;
 use crate::dnssec::Security;
 use crate::names::canonical;
 
@@ -145,6 +146,8 @@ pub struct RecordCache {
     /// How long past its TTL an entry is kept for serve-stale (zero: dropped when read
     /// expired).
     stale_for: Duration,
+    /// Validated NSEC spans for aggressive negative caching (RFC 8198).
+    spans: NsecSpans,
 }
 
 /// What an RRset costs the cache: the shared record slice (its `Arc` header and the
@@ -172,7 +175,20 @@ impl RecordCache {
     pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
         let per = (budget / SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
-        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl, stale_for: Duration::ZERO }
+        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl, stale_for: Duration::ZERO, spans: NsecSpans::new(0) }
+    }
+
+    /// Keeping validated NSEC spans in up to `bytes` besides the budget
+    /// (`dnssec.aggressive_nsec`: a sixteenth of the record cache's budget).
+    #[must_use]
+    pub fn with_nsec_spans(mut self, bytes: usize) -> Self {
+        self.spans = NsecSpans::new(bytes);
+        self
+    }
+
+    /// The validated NSEC spans (RFC 8198).
+    pub fn spans(&self) -> &NsecSpans {
+        &self.spans
     }
 
     /// Keeping expired entries up to `secs` past their TTL for serve-stale (RFC 8767;
@@ -392,8 +408,9 @@ impl RecordCache {
     }
 
     /// Drops everything at `name` (every type), with `subtree` everything below it too,
-    /// or everything when `None`.
+    /// or everything when `None`; NSEC spans of the zones that could deny such names too.
     pub fn flush(&self, name: Option<&Name>, subtree: bool) {
+        self.spans.flush(name);
         let name = name.map(canonical);
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());

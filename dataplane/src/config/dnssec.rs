@@ -29,6 +29,9 @@ pub struct DnssecConfig {
     pub max_nsec3_hashes: u32,
     /// See [`bounds::BOGUS_TTL_S`].
     pub bogus_ttl_s: u32,
+    /// Aggressive use of validated NSEC records (RFC 8198): names inside a span a secure
+    /// denial proved empty are denied from the cache. Default true.
+    pub aggressive_nsec: bool,
 }
 
 impl Default for DnssecConfig {
@@ -42,6 +45,7 @@ impl Default for DnssecConfig {
             max_sig_checks: d(bounds::MAX_SIG_CHECKS),
             max_nsec3_hashes: d(bounds::MAX_NSEC3_HASHES),
             bogus_ttl_s: d(bounds::BOGUS_TTL_S),
+            aggressive_nsec: true,
         }
     }
 }
@@ -50,6 +54,12 @@ impl DnssecConfig {
     /// Whether answers are validated.
     pub fn validating(&self) -> bool {
         self.mode == "validate"
+    }
+
+    /// Bytes kept for validated NSEC spans (RFC 8198): a sixteenth of the record cache's
+    /// budget, besides it; none when aggressive use or validation is off.
+    pub fn nsec_span_bytes(&self, record_cache_bytes: u64) -> usize {
+        if self.aggressive_nsec && self.validating() { (record_cache_bytes / 16) as usize } else { 0 }
     }
 
     /// The negative trust anchors, parsed.

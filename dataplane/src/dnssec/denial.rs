@@ -124,11 +124,22 @@ fn nsec_covering<'a>(nsecs: &'a [(Name, Nsec)], name: &Name) -> Option<&'a (Name
     nsecs.iter().find(|(o, n)| nsec_covers(o, &n.next, name) && nsec_usable_for(o, n, name))
 }
 
+/// The wildcard whose absence an NSEC covering `qname` (`owner` to `next`) leaves to be
+/// proven for an NXDOMAIN: the one at the closest encloser it shows. Aggressive negative
+/// caching (RFC 8198) looks up the span that may cover it.
+pub fn nsec_wildcard_to_deny(qname: &Name, owner: &Name, next: &Name) -> Option<Name> {
+    wildcard_of(&nsec_closest_encloser(qname, owner, next))
+}
+
 /// NXDOMAIN with NSEC: `qname` is covered, and so is the wildcard at its closest encloser.
 pub fn nsec_nxdomain(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
     let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
         return Proof::Bogus("no NSEC covers the name");
     };
+    // A next name below the asked one: it exists, as an empty non-terminal.
+    if crate::names::is_below(&nsec.next, qname) {
+        return Proof::Bogus("the name is an empty non-terminal");
+    }
     let ce = nsec_closest_encloser(qname, owner, &nsec.next);
     let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
     if nsecs.iter().any(|(o, _)| *o == wild) {
@@ -439,6 +450,16 @@ mod tests {
         assert_eq!(nsec_nxdomain(&n("ml.example."), &partial), Proof::Bogus("no NSEC covers the wildcard"));
         // An existing name is not denied.
         assert_eq!(nsec_nxdomain(&n("ai.example."), &z), Proof::Bogus("no NSEC covers the name"));
+    }
+
+    /// An NSEC whose next name lies below the asked name shows that name as an empty
+    /// non-terminal: it proves NODATA there, never NXDOMAIN (which would deny the names
+    /// below it too, RFC 8020).
+    #[test]
+    fn an_empty_non_terminal_is_never_denied_as_nxdomain() {
+        let nsecs = vec![nsec("example.", "x.ent.example.", &[2, 6, 46, 47, 48])];
+        assert_eq!(nsec_nxdomain(&n("ent.example."), &nsecs), Proof::Bogus("the name is an empty non-terminal"));
+        assert_eq!(nsec_nodata(&n("ent.example."), 1, &nsecs), Proof::Secure);
     }
 
     #[test]

@@ -278,7 +278,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // The client's own lookups (depth 0) need validated data; nameserver-address
             // lookups take whatever is cached.
             let refreshing = depth == 0 && budget.refresh == Some(qtype);
-            let cached = if refreshing { None } else { self.cached_step(name, qtype, depth == 0, budget.stale_ttl) };
+            // Then a denial from validated NSEC spans (RFC 8198), but never in place of a
+            // refresh or in a stale walk (which wants what the cache holds, marked stale).
+            let cached = if refreshing {
+                None
+            } else {
+                self.cached_step(name, qtype, depth == 0, budget.stale_ttl)
+                    .or_else(|| budget.stale_ttl.is_none().then(|| self.synthesized_denial(name, qtype)).flatten())
+            };
             budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: cached.is_some() });
             if let Some(step) = cached {
                 return Ok(step);
@@ -633,6 +640,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let key = if nxdomain { NXDOMAIN_KEY } else { u16::from(qtype) };
         let now = self.upstream.now();
         self.shared.records.put_negative(name, key, authority.clone(), neg_ttl, security.clone(), now, Some(from));
+        if validate && security == Security::Secure {
+            self.learn_spans(&authority, neg_ttl, now);
+        }
         let rcode = if nxdomain { rcode::NXDOMAIN } else { rcode::NOERROR };
         Ok(Step { rcode, authority, security, ..Step::default() })
     }

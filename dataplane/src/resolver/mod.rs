@@ -6,6 +6,7 @@
 //! behind `Arc` and used by every worker; per-worker state (outstanding-query counters)
 //! lives in the [`Resolver`] value each worker owns.
 
+mod aggressive;
 mod deleg;
 mod discovery;
 pub mod error;

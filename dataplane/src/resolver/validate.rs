@@ -16,7 +16,7 @@ use crate::dnssec::{Security, crypto};
 use crate::ede::Ede;
 
 /// The RDATA octets of a DNSSEC record, which hickory keeps raw.
-fn raw(r: &Record) -> Option<&[u8]> {
+pub(super) fn raw(r: &Record) -> Option<&[u8]> {
     match &r.data {
         RData::Unknown { rdata, .. } => Some(&rdata.anything),
         _ => None,

@@ -255,6 +255,7 @@ fn log_stats(plane: &DataPlane) {
         stale_answers = s.stale_answers,
         prefetches = s.prefetches,
         edns_fallbacks = s.edns_fallbacks,
+        aggressive_nsec = s.aggressive_nsec,
         dnssec_secure = s.dnssec_secure,
         dnssec_insecure = s.dnssec_insecure,
         dnssec_bogus = s.dnssec_bogus,

@@ -74,6 +74,75 @@ fn rfc4035_5_4_nsec_proves_nxdomain_and_nodata_securely() {
     }
 }
 
+/// RFC 8198 aggressive use of validated NSEC: after one secure NXDOMAIN, another name in
+/// the same span (whose wildcard the cached spans deny too) is a secure NXDOMAIN from the
+/// cache, with the SOA and both NSECs as proof; after one secure NODATA, another type
+/// missing from the same NSEC bitmap is a NODATA from the cache. Nothing is asked. A name
+/// outside the cached spans, a type the bitmap lists, a name below a delegation and the
+/// switch turned off all go upstream.
+#[test]
+fn rfc8198_names_in_a_validated_nsec_span_are_denied_from_the_cache() {
+    let (r, net) = zones().sign().resolver(&Config::default());
+    let example = |net: &Fake| asked(net, "10.0.1.1").len();
+    assert_eq!(resolve(&r, "nothing.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    let before = example(&net);
+    let nx = resolve(&r, "nosuch.example.", RecordType::AAAA);
+    assert_eq!((nx.rcode, nx.security.clone()), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert_eq!(example(&net), before, "denied from the cached spans");
+    assert_eq!(r.stats.aggressive_nsec.get(), 1);
+    let types: Vec<RecordType> = nx.authority.iter().map(Record::record_type).collect();
+    assert_eq!(types.iter().filter(|t| **t == RecordType::NSEC).count(), 2, "{types:?}");
+    assert!(types.contains(&RecordType::SOA) && types.contains(&RecordType::RRSIG), "{types:?}");
+    assert!(nx.cache_ttl > 0);
+    // NODATA from the NSEC at www.example.
+    assert_eq!(resolve(&r, "www.example.", RecordType::TXT).answers.len(), 0);
+    let before = example(&net);
+    let nodata = resolve(&r, "www.example.", RecordType::MX);
+    assert_eq!(
+        (nodata.rcode, nodata.answers.len(), nodata.security),
+        (crate::wire::rcode::NOERROR, 0, Security::Secure)
+    );
+    assert_eq!(example(&net), before);
+    assert_eq!(r.stats.aggressive_nsec.get(), 2);
+    // The type the bitmap lists, and a name the cached spans do not cover (between ns.
+    // and sub.; zzz. would be: the last NSEC, www. to the apex, is cached): asked.
+    assert_eq!(of_type(&resolve(&r, "www.example.", RecordType::A), RecordType::A).len(), 1);
+    assert!(example(&net) > before);
+    let before = example(&net);
+    assert_eq!(resolve(&r, "rrr.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    assert!(example(&net) > before, "no cached span covers it");
+    assert_eq!(r.stats.aggressive_nsec.get(), 2);
+    // Off: asked again.
+    let mut cfg = Config::default();
+    cfg.dnssec.aggressive_nsec = false;
+    let (r, net) = zones().sign().resolver(&cfg);
+    resolve(&r, "nothing.example.", RecordType::A);
+    let before = example(&net);
+    assert_eq!(resolve(&r, "nosuch.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    assert!(example(&net) > before);
+    assert_eq!(r.stats.aggressive_nsec.get(), 0);
+}
+
+/// A delegation's NSEC in the parent says nothing about names below the cut (RFC 6840
+/// section 4.1), so the cached spans never deny them; and a flush drops the spans.
+#[test]
+fn rfc8198_spans_never_deny_below_a_delegation_and_a_flush_drops_them() {
+    let (r, net) = zones().sign().resolver(&Config::default());
+    // Learn the span at sub.example. (the unsigned delegation) through a NODATA next to it.
+    assert_eq!(resolve(&r, "sub.example.", RecordType::DS).answers.len(), 0);
+    assert_eq!(resolve(&r, "nothing.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    let sub = |net: &Fake| asked(net, "10.0.2.1").len();
+    let before = sub(&net);
+    let ans = resolve(&r, "a.b.c.sub.example.", RecordType::A);
+    assert_eq!(of_type(&ans, RecordType::A).len(), 1, "the child's data, not a synthesized denial");
+    assert!(sub(&net) > before);
+    // A flush of a name in the zone drops its spans: the next denial is asked for.
+    r.shared().records.flush(Some(&n("nosuch.example.")), false);
+    let before = asked(&net, "10.0.1.1").len();
+    resolve(&r, "nosuch.example.", RecordType::A);
+    assert!(asked(&net, "10.0.1.1").len() > before);
+}
+
 /// RFC 4035 section 5.3.1 and RFC 8914 EDE 6 (DNSSEC Bogus): a record changed after
 /// signing, or a signature altered, does not verify. The data is bogus, cached as bogus
 /// for `bogus_ttl` only, and never served as secure.

@@ -350,7 +350,8 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
     Arc::new(Shared {
         records: RecordCache::new(1 << 24, cfg.cache.max_ttl_s, cfg.cache.max_negative_ttl_s)
             .with_min_ttl(cfg.cache.min_ttl_s)
-            .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 }),
+            .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 })
+            .with_nsec_spans(cfg.dnssec.nsec_span_bytes(1 << 24)),
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&LocalZonesConfig::default()),
