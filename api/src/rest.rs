@@ -285,6 +285,73 @@ pub struct NegativeAnchorsUpdate {
     pub anchors: Vec<String>,
 }
 
+/// What a configured zone does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZoneKind {
+    /// Questions at and below the zone go to `servers` with RD set (they recurse).
+    Forward,
+    /// Resolution at and below the zone starts at `servers` (authoritative), without RD.
+    Stub,
+    /// Answered from `records` here.
+    Local,
+}
+
+/// How a local zone answers names it has no records for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalKind {
+    /// NXDOMAIN (NODATA for a name that has other types), as Unbound's `static`.
+    #[default]
+    Static,
+    /// Every name in the zone gets the apex's records (a walled garden), as Unbound's
+    /// `redirect`.
+    Redirect,
+}
+
+/// One forward, stub or local zone (`[[zones]]` in the configuration, or through
+/// `PUT /v1/zones`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSpec {
+    /// The zone's name.
+    pub name: String,
+    /// `forward`, `stub` or `local`.
+    pub kind: ZoneKind,
+    /// Forward and stub: server addresses, each `ADDRESS` or `ADDRESS#NAME` (the name
+    /// authenticates the server under an encrypted transport policy and appears in
+    /// explain output).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Not validated (a negative trust anchor at the zone): for internal zones the public
+    /// chain of trust denies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Local: how names without records are answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalKind>,
+    /// Local: records in zone-file syntax, `NAME [TTL] [IN] TYPE RDATA`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<String>,
+}
+
+/// `GET /v1/zones` (and the answer to `PUT`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zones {
+    /// From the configuration (`[[zones]]`): read-only here.
+    pub config: Vec<ZoneSpec>,
+    /// Set through the API; kept in the state directory across restarts.
+    pub api: Vec<ZoneSpec>,
+}
+
+/// `PUT /v1/zones`: the new list of API-set zones (replaces it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonesUpdate {
+    /// The zones.
+    pub zones: Vec<ZoneSpec>,
+}
+
 /// `GET` and `PUT /v1/log-level`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -58,6 +58,8 @@ pub struct ApiSettings {
     /// Where the negative trust anchors set through the API are kept (`None`: no state
     /// directory, and changes are refused).
     pub negative_anchors_file: Option<std::path::PathBuf>,
+    /// Where the zones set through the API are kept (`None`: changes are refused).
+    pub zones_file: Option<std::path::PathBuf>,
     /// Names the API may be reached by besides IP literals and `localhost` (`api.hostnames`).
     pub hostnames: Vec<String>,
 }

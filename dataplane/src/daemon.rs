@@ -120,6 +120,40 @@ impl PlaneHandle {
         done
     }
 
+    /// Replaces the zones set through the API (`PUT /v1/zones`): compiled with the
+    /// configuration's first (a bad list changes nothing), then in force, with the caches
+    /// at and below every zone added, removed or changed flushed. `Ok(false)` when some
+    /// worker did not confirm its flush in time.
+    pub fn set_zones(&self, api: Vec<adox_api::rest::ZoneSpec>) -> Result<bool, crate::resolver::zones::ZoneError> {
+        let old = self.shared.zones.load_full();
+        let table = self.check_zones(&api)?;
+        let changed: Vec<hickory_proto::rr::Name> =
+            old.names().into_iter().chain(table.names()).filter(|n| old.get(n) != table.get(n)).collect();
+        self.shared.validator.zone_negative_anchors.store(Arc::new(table.insecure()));
+        self.shared.zones.store(Arc::new(table));
+        let mut done = true;
+        for n in changed {
+            done &= self.flush(&Flush::Zone(n));
+        }
+        Ok(done)
+    }
+
+    /// The table `api` would make with the configuration's zones, or why it cannot be.
+    pub fn check_zones(
+        &self,
+        api: &[adox_api::rest::ZoneSpec],
+    ) -> Result<crate::resolver::zones::ZoneTable, crate::resolver::zones::ZoneError> {
+        let table = crate::resolver::zones::ZoneTable::compile(&self.shared.zones.load().specs().0, api)?;
+        let access = self.shared.access.load();
+        table.check_servers(|ip| access.upstream_allowed(ip))?;
+        Ok(table)
+    }
+
+    /// The zones: from the configuration, and set through the API.
+    pub fn zones(&self) -> (Vec<adox_api::rest::ZoneSpec>, Vec<adox_api::rest::ZoneSpec>) {
+        self.shared.zones.load().specs().clone()
+    }
+
     /// The negative trust anchors: from the configuration, and set through the API.
     pub fn negative_anchors(&self) -> (Vec<hickory_proto::rr::Name>, Vec<hickory_proto::rr::Name>) {
         let v = &self.shared.validator;
@@ -312,6 +346,13 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         Some(p) => RootHints::load(p)?,
         None => RootHints::builtin(),
     };
+    let zones = cfg.zone_table()?;
+    let access = access_policy(cfg)?;
+    zones
+        .check_servers(|ip| access.upstream_allowed(ip))
+        .map_err(|e| crate::config::ConfigError::Invalid { field: format!("zones{}", e.field), reason: e.reason })?;
+    let validator = validator_settings(cfg)?;
+    validator.zone_negative_anchors.store(Arc::new(zones.insecure()));
     Ok(Shared {
         records: RecordCache::new(
             cfg.cache.record_cache_bytes as usize,
@@ -324,10 +365,10 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         servers: ServerTable::default(),
         hints,
         local: LocalZones::new(&cfg.local_zones),
-        access: arc_swap::ArcSwap::from_pointee(access_policy(cfg)?),
+        access: arc_swap::ArcSwap::from_pointee(access),
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
-        validator: validator_settings(cfg)?,
+        validator,
         tlsa: Default::default(),
         probes: Arc::new(ProbeTable::new(
             cfg.transport.session_cache_servers,
@@ -336,6 +377,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
                 damping: std::time::Duration::from_secs(cfg.transport.probe_damping_s),
             },
         )),
+        zones: arc_swap::ArcSwap::from_pointee(zones),
         settings: Settings::from_config(cfg),
     })
 }
@@ -357,6 +399,7 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
         anchors,
         negative_anchors: d.negative_anchors()?,
         runtime_negative_anchors: Default::default(),
+        zone_negative_anchors: Default::default(),
         sha1: d.sha1_algorithms,
         nsec3_max_iterations: d.nsec3_max_iterations,
         max_sig_checks: d.max_sig_checks,

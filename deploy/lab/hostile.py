@@ -42,6 +42,8 @@ but the internet has all of them:
               then GOAWAY (NO_ERROR) leaves the later streams unanswered
   noedns      a server from before EDNS: FORMERR without an OPT record to any
               query with one; correct answers to queries without
+  recursor    as good, for queries with RD set only (as a recursive server a
+              forward zone points at); REFUSED without RD
   dropbig     correct, but a UDP answer over 512 octets is never sent (as
               when a path drops fragments); TCP answers everything. TXT at
               big.ZONE is about 800 octets.
@@ -73,7 +75,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
                                       "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway",
-                                      "noedns", "dropbig"])
+                                      "noedns", "dropbig", "recursor"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -199,6 +201,10 @@ def reply_for(mode, zone, data, over_tcp):
             return None
         r = dns.message.make_response(query)
         r.flags |= dns.flags.TC
+        return r.to_wire()
+    if mode == "recursor" and not query.flags & dns.flags.RD:
+        r = dns.message.make_response(query)
+        r.set_rcode(dns.rcode.REFUSED)
         return r.to_wire()
     if mode == "noedns" and query.edns >= 0:
         r = dns.message.make_response(query)

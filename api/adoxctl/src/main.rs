@@ -104,6 +104,15 @@ enum Cmd {
         /// Zones below which nothing is validated.
         names: Vec<String>,
     },
+    /// Show the forward, stub and local zones, or with `set FILE`, replace those set
+    /// through the API with the JSON list in FILE (`-`: standard input; `[]` removes them).
+    Zones {
+        /// `set` to replace the list.
+        #[arg(value_parser = ["set"])]
+        action: Option<String>,
+        /// The JSON file: a list of zones, as `GET /v1/zones` shows them.
+        file: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,14 +424,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             }
             PolicyCmd::Export => print_json(&call(&c, "GET", "/v1/policies/export", None, &[])?),
             PolicyCmd::Import { file, replace } => {
-                let text = if file == "-" {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                        .map_err(|e| Failure::Usage(e.to_string()))?;
-                    s
-                } else {
-                    std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{file}: {e}")))?
-                };
+                let text = read_input(file)?;
                 // Checked here first, so a typo is reported before anything is sent.
                 let body: Value =
                     serde_json::from_str(&text).map_err(|e| Failure::Usage(format!("{file}: not JSON: {e}")))?;
@@ -577,6 +579,39 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 table(&["NAME", "SOURCE"], &rows);
             }
         }
+        Cmd::Zones { action, file } => {
+            let r = match (action, file) {
+                (Some(_), Some(file)) => {
+                    let text = read_input(file)?;
+                    let zones: Value =
+                        serde_json::from_str(&text).map_err(|e| Failure::Usage(format!("{file}: not JSON: {e}")))?;
+                    call(&c, "PUT", "/v1/zones", Some(&json!({ "zones": zones })), &[])?
+                }
+                (Some(_), None) => return Err(Failure::Usage("zones set FILE: give the file (- for stdin)".into())),
+                (None, _) => call(&c, "GET", "/v1/zones", None, &[])?,
+            };
+            if cli.json {
+                print_json(&r);
+            } else {
+                let z: adox_api::rest::Zones = parse(&r)?;
+                let rows: Vec<[String; 4]> = z
+                    .config
+                    .iter()
+                    .map(|z| (z, "config"))
+                    .chain(z.api.iter().map(|z| (z, "api")))
+                    .map(|(z, source)| {
+                        let kind = serde_json::to_value(z.kind).ok().and_then(|v| v.as_str().map(String::from));
+                        let what = if z.servers.is_empty() {
+                            format!("{} records", z.records.len())
+                        } else {
+                            z.servers.join(" ")
+                        };
+                        [z.name.clone(), kind.unwrap_or_default(), what, source.to_string()]
+                    })
+                    .collect();
+                table(&["ZONE", "KIND", "SERVERS/DATA", "SOURCE"], &rows);
+            }
+        }
         Cmd::LogLevel { level } => {
             let r = match level {
                 Some(l) => call(&c, "PUT", "/v1/log-level", Some(&json!({ "level": l })), &[])?,
@@ -590,4 +625,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The text of FILE, or of standard input for `-`.
+fn read_input(file: &str) -> Result<String, Failure> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{file}: {e}")))
+    }
 }

@@ -11,7 +11,7 @@
 //! and token checks in front of them. Beside it: `problem` (errors as problem details),
 //! `body` (reading and taking apart request bodies), and one module per resource with its
 //! handlers: `policies`, `servers`, `cache` (flush), `explain`, `dnssec` (negative trust
-//! anchors), `log_level`, `health` (`/livez`, `/readyz`) and `stats` (`/v1/stats`,
+//! anchors), `zones` (forward, stub and local zones), `log_level`, `health` (`/livez`, `/readyz`) and `stats` (`/v1/stats`,
 //! `/metrics`). The bodies they answer with out of data-plane state are built in `views`.
 
 mod body;
@@ -24,6 +24,7 @@ mod policies;
 mod problem;
 mod servers;
 mod stats;
+mod zones;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -67,6 +68,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/log-level"),
     ("get", "/v1/dnssec/negative-anchors"),
     ("put", "/v1/dnssec/negative-anchors"),
+    ("get", "/v1/zones"),
+    ("put", "/v1/zones"),
 ];
 
 /// Clients remembered by the rate limiter; beyond this, idle ones are forgotten.
@@ -238,6 +241,7 @@ pub fn router(st: Shared) -> Router {
         .route("/cache/flush", post(cache::flush))
         .route("/log-level", get(log_level::get_log_level).put(log_level::put_log_level))
         .route("/dnssec/negative-anchors", get(dnssec::get_negative_anchors).put(dnssec::put_negative_anchors))
+        .route("/zones", get(zones::get_zones).put(zones::put_zones))
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), guard));
     Router::new()
         .route("/livez", get(health::livez))
@@ -365,6 +369,7 @@ mod tests {
                 log_level: "info".into(),
                 set_log_level: Arc::new(|_| Ok(())),
                 negative_anchors_file: None,
+                zones_file: None,
                 readiness_notes: vec![],
                 tls: None,
                 hostnames: vec!["x".into()],

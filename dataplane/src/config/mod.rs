@@ -309,6 +309,8 @@ pub struct Config {
     /// Operator transport overrides, as `[[policy]]` tables (the REST API's field names).
     #[serde(rename = "policy")]
     pub policies: Vec<adox_api::policy::PolicySpec>,
+    /// Forward, stub and local zones, as `[[zones]]` tables (the REST API's field names).
+    pub zones: Vec<adox_api::rest::ZoneSpec>,
 }
 /// Parses a listen address: `ADDR:PORT`, IPv6 as `[::1]:5300`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -425,6 +427,7 @@ impl Config {
         self.upstream_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;
+        self.zone_table()?;
         self.api.listen_addr()?;
         if !matches!(v.mode.as_str(), "validate" | "off") {
             return Err(ConfigError::Invalid {
@@ -440,6 +443,12 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The `[[zones]]` tables, compiled.
+    pub fn zone_table(&self) -> Result<crate::resolver::zones::ZoneTable, ConfigError> {
+        crate::resolver::zones::ZoneTable::compile(&self.zones, &[])
+            .map_err(|e| ConfigError::Invalid { field: format!("zones{}", e.field), reason: e.reason })
     }
 
     /// The `[[policy]]` tables, validated and normalized; ids are `cfg-N` (N from 1, in

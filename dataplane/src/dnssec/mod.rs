@@ -90,6 +90,8 @@ pub struct ValidatorSettings {
     pub negative_anchors: Vec<Name>,
     /// Negative trust anchors set through the API, replaced whole (read per validation).
     pub runtime_negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
+    /// Zones configured insecure (`[[zones]]` and `PUT /v1/zones` with `insecure`).
+    pub zone_negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
     /// Validate RSASHA1 (5) and RSASHA1-NSEC3-SHA1 (7); when off they count as unsupported.
     pub sha1: bool,
     /// NSEC3 iterations above this make a denial insecure (EDE 27).
@@ -110,6 +112,7 @@ impl ValidatorSettings {
             anchors: None,
             negative_anchors: Vec::new(),
             runtime_negative_anchors: Default::default(),
+            zone_negative_anchors: Default::default(),
             sha1: true,
             nsec3_max_iterations: 150,
             max_sig_checks: 64,
@@ -124,6 +127,7 @@ impl ValidatorSettings {
             && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
             && !self.negative_anchors.iter().any(|n| n.zone_of(name))
             && !self.runtime_negative_anchors.load().iter().any(|n| n.zone_of(name))
+            && !self.zone_negative_anchors.load().iter().any(|n| n.zone_of(name))
     }
 }
 

@@ -310,7 +310,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             return;
         }
         let id = self.upstream.random_id();
-        let Ok(query) = build_query(id, sname, stype, settings.query_edns()) else { return };
+        let Ok(query) = build_query(id, sname, stype, settings.query_edns(), false) else { return };
         self.stats.probes_started.bump();
         self.probes_in_flight.set(self.probes_in_flight.get() + 1);
         let (upstream, shared, stats, in_flight) =

@@ -195,7 +195,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         };
         let _guard = self.reserve_exchange(addr, zone)?;
         let id = self.upstream.random_id();
-        let query = build_query(id, sname, stype, settings.query_edns()).map_err(|_| {
+        let rd = self.shared.zones.load().forwards(zone);
+        let query = build_query(id, sname, stype, settings.query_edns(), rd).map_err(|_| {
             ExchangeError::Fatal(ResolveError::InvalidData(format!("cannot encode a query for {sname}")))
         })?;
         // Encrypted first for a signal lookup (a probe made before the query) gets half of
@@ -269,6 +270,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // may be signed (its answers need DO): an address can serve both kinds.
         let lacks = matches!(info.edns, EdnsSupport::Lacks { until } if start < until) && !self.maybe_signed(zone);
         let mut edns = if lacks { QueryEdns::Off } else { settings.query_edns() };
+        // A forward zone's servers recurse for us.
+        let rd = self.shared.zones.load().forwards(zone);
         let fail = |e: UpstreamError| {
             // Local trouble (no descriptor, no route) says nothing about the server.
             if e.fault() == Fault::Upstream {
@@ -280,7 +283,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             ExchangeError::Server(e)
         };
         let msg = loop {
-            let (msg, rtt) = self.do53_attempt(addr, sname, stype, edns, rto, info, budget).await.map_err(fail)?;
+            let (msg, rtt) =
+                self.do53_attempt(addr, sname, stype, (edns, rd), rto, info, budget).await.map_err(fail)?;
             let rcode = msg.metadata.response_code;
             if edns != QueryEdns::Off
                 && msg.edns.is_none()
@@ -330,7 +334,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         addr: IpAddr,
         sname: &Name,
         stype: RecordType,
-        edns: QueryEdns,
+        (edns, rd): (QueryEdns, bool),
         rto: std::time::Duration,
         info: crate::resolver::servers::ServerInfo,
         budget: &Budget,
@@ -338,7 +342,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let start = self.upstream.now();
         let id = self.upstream.random_id();
         let query =
-            build_query(id, sname, stype, edns).map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
+            build_query(id, sname, stype, edns, rd).map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
         let server = SocketAddr::new(addr, 53);
         self.stats.upstream_udp.bump();
         let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
@@ -463,12 +467,18 @@ pub(crate) enum QueryEdns {
     },
 }
 
-/// An iterative query: RD clear and, unless `edns` is off, EDNS(0) with our buffer size and
+/// A query: RD clear (iterative) unless `rd` (to a forward zone's servers) and, unless `edns` is off, EDNS(0) with our buffer size and
 /// DO set (so RRSIGs are there for clients that ask and for validation); with DELEG on, DE
 /// set too (the parent then puts DELEG records in its referrals).
-pub(crate) fn build_query(id: u16, name: &Name, rtype: RecordType, edns: QueryEdns) -> Result<Vec<u8>, UpstreamError> {
+pub(crate) fn build_query(
+    id: u16,
+    name: &Name,
+    rtype: RecordType,
+    edns: QueryEdns,
+    rd: bool,
+) -> Result<Vec<u8>, UpstreamError> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = false;
+    m.metadata.recursion_desired = rd;
     let mut q = Query::query(name.clone(), rtype);
     q.set_query_class(DNSClass::IN);
     m.add_query(q);
@@ -525,25 +535,25 @@ mod tests {
     #[test]
     pub(super) fn query_has_no_rd_and_edns_do() {
         let on = |deleg| QueryEdns::On { udp_size: 1232, deleg };
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(false)).unwrap();
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(false), false).unwrap();
         let m = Message::from_vec(&q).unwrap();
         assert!(!m.metadata.recursion_desired);
         let e = m.edns.unwrap();
         assert_eq!(e.max_payload(), 1232);
         assert!(e.flags().dnssec_ok);
         assert_eq!(e.flags().z & EDNS_DE, 0, "DE only with transport.deleg");
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(true)).unwrap();
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, on(true), false).unwrap();
         // The flags field of the OPT record: its last 4 bytes before RDLENGTH 0 are the TTL.
         let flags = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
         assert_eq!(flags, 0x8000 | EDNS_DE, "DO and DE on the wire");
-        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, QueryEdns::Off).unwrap();
+        let q = build_query(7, &"www.lab.".parse().unwrap(), RecordType::A, QueryEdns::Off, false).unwrap();
         assert!(Message::from_vec(&q).unwrap().edns.is_none(), "no OPT for a server without EDNS");
     }
 
     #[test]
     pub(super) fn reply_checks() {
         let name: Name = "www.lab.".parse().unwrap();
-        let q = build_query(7, &name, RecordType::A, QueryEdns::On { udp_size: 1232, deleg: false }).unwrap();
+        let q = build_query(7, &name, RecordType::A, QueryEdns::On { udp_size: 1232, deleg: false }, false).unwrap();
         assert_eq!(
             check_reply(&q, 7, &name, RecordType::A).unwrap_err(),
             UpstreamError::BadResponse("not a query response")

@@ -10,6 +10,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::response::{Reply, apply_dname, dname_target, rrsig_covers};
 use super::trace::TraceStep;
+use super::zones::Served;
 use super::{Answer, Budget, Limit, ResolveError, Resolver, Upstream};
 use crate::cache::records::{CachedData, DELEGATION_KEY, Hit, NXDOMAIN_KEY, Rank, RecordCache, with_ttl};
 use crate::dnssec::Security;
@@ -275,6 +276,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> StepFuture<'a> {
         Box::pin(async move {
             budget.step(self.upstream.now())?;
+            // Local zones answer from their records, before any cache.
+            if let Some(step) = self.shared.zones.load().local_step(name, qtype) {
+                budget.note(|| TraceStep::Lookup { name: name.clone(), qtype, depth, from_cache: true });
+                return Ok(step);
+            }
             // The client's own lookups (depth 0) need validated data; nameserver-address
             // lookups take whatever is cached.
             let refreshing = depth == 0 && budget.refresh == Some(qtype);
@@ -412,16 +418,30 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// Walks down from the closest known zone cut.
     async fn iterate(&self, name: &Name, qtype: RecordType, budget: &Budget, depth: u32) -> Result<Step, ResolveError> {
         let settings = &self.shared.settings;
-        let (mut zone, mut ns) = self.closest_delegation(name, qtype, budget, depth).await?;
+        // A forward or stub zone starts at its configured servers (a DS, at its parent).
+        let home = if qtype == RecordType::DS && !name.is_root() { parent(name) } else { name.clone() };
+        let configured = self.shared.zones.load().closest(&home).and_then(|z| match &z.served {
+            Served::Forward(s) => Some((z.name.clone(), s.clone(), true)),
+            Served::Stub(s) => Some((z.name.clone(), s.clone(), false)),
+            Served::Local { .. } => None,
+        });
+        let configured_start = configured.is_some();
+        let (mut zone, mut ns, mut glue, forward) = match configured {
+            Some((zone, servers, forward)) => (zone, servers.names, servers.glue, forward),
+            None => {
+                let (zone, ns) = self.closest_delegation(name, qtype, budget, depth).await?;
+                (zone, ns, Vec::new(), false)
+            }
+        };
         let target_labels = labels(name);
-        let mut minimise = settings.qname_minimisation;
+        // Forwarders get the whole name: they resolve it themselves.
+        let mut minimise = settings.qname_minimisation && !forward;
         let mut minimised_sent = 0u32;
         let mut cursor = labels(&zone);
         let mut referrals = 0u32;
-        // Whether the parent's delegation was tried after the zone's own NS RRset failed.
-        let mut parent_side_tried = false;
-        // The current referral's glue, used even if the cache could not keep it.
-        let mut glue: Vec<Record> = Vec::new();
+        // Whether the parent's delegation was tried after the zone's own NS RRset failed
+        // (never for a configured zone: its servers are the operator's choice).
+        let mut parent_side_tried = configured_start;
         loop {
             let cursor_before = cursor;
             let next_labels = cursor.max(labels(&zone)) + 1;

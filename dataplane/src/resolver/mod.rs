@@ -22,6 +22,7 @@ mod signal_wait;
 mod tests;
 pub mod trace;
 pub(crate) mod validate;
+pub mod zones;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -206,6 +207,8 @@ pub struct Shared {
     pub signals: crate::upstream::signal::SignalCache,
     /// DNSSEC validation: switches, trust anchors, limits.
     pub validator: crate::dnssec::ValidatorSettings,
+    /// Forward, stub and local zones (configuration and API), replaced whole.
+    pub zones: arc_swap::ArcSwap<zones::ZoneTable>,
     /// Secure TLSA records learnt from nameservers' signals, read by DANE handshakes.
     pub tlsa: Arc<crate::upstream::dane::TlsaTable>,
     /// Knobs.

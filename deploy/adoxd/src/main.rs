@@ -430,6 +430,7 @@ fn api_settings(
         readiness_notes: dnssec_notes(cfg),
         tls,
         negative_anchors_file: Some(negative_anchors_file(cfg)),
+        zones_file: Some(zones_file(cfg)),
         hostnames: cfg.api.hostnames.clone(),
     })
 }
@@ -454,6 +455,25 @@ fn load_negative_anchors(cfg: &Config) -> anyhow::Result<Vec<hickory_proto::rr::
         .iter()
         .map(|s| hickory_proto::rr::Name::from_ascii(s).map_err(|e| anyhow::anyhow!("{}: `{s}`: {e}", path.display())))
         .collect()
+}
+
+/// Where the zones set through the API are kept.
+fn zones_file(cfg: &Config) -> PathBuf {
+    cfg.server.state_dir.join("zones.json")
+}
+
+/// The zones an operator set through the API before the last stop; a damaged file stops
+/// the start (adox never runs without zones an operator set).
+fn load_zones(cfg: &Config) -> anyhow::Result<Vec<adox_api::rest::ZoneSpec>> {
+    let path = zones_file(cfg);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let list: adox_api::rest::ZonesUpdate =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a zone list", path.display()))?;
+    Ok(list.zones)
 }
 
 /// What the operator must know about validation: said at start and in `/readyz`.
@@ -516,6 +536,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let api_settings =
         cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level.clone())).transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
+    let api_zones = load_zones(&cfg).context("zones (state directory)")?;
     let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
     if let Some(user) = &cfg.server.user {
         // Running as `user` now: what SIGHUP reads again must be readable, or a reload
@@ -534,6 +555,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if !negative_anchors.is_empty() {
         tracing::info!(count = negative_anchors.len(), "negative trust anchors set through the API loaded");
         plane.handle().set_negative_anchors(negative_anchors);
+    }
+    if !api_zones.is_empty() {
+        tracing::info!(count = api_zones.len(), "zones set through the API loaded");
+        plane.handle().set_zones(api_zones).map_err(|e| anyhow::anyhow!("zones (state directory): {e}"))?;
     }
     let api = match api_settings {
         Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry)?),

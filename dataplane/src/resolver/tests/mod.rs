@@ -368,6 +368,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
             None => crate::dnssec::ValidatorSettings::off(),
         },
         tlsa: Default::default(),
+        zones: arc_swap::ArcSwap::from_pointee(cfg.zone_table().unwrap()),
         probes: Arc::new(crate::upstream::probe::ProbeTable::new(
             1000,
             crate::upstream::probe::ProbeWindows {

@@ -20,10 +20,10 @@ use crate::support::{Adoxd, Ask, Response, lab_dir, temp_config, udp_exchange};
 
 /// A `deploy/lab/hostile.py` server, killed when dropped (and gone with its standard input
 /// if the test process dies first).
-struct Hostile(Child);
+pub(crate) struct Hostile(Child);
 
 impl Hostile {
-    fn start(mode: &str, zone: &str, address: &str) -> Self {
+    pub(crate) fn start(mode: &str, zone: &str, address: &str) -> Self {
         Self::start_with(mode, zone, address, &[])
     }
 

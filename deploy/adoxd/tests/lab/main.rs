@@ -21,3 +21,4 @@ mod resolution;
 mod special_use;
 mod support;
 mod tcp;
+mod zones;
