@@ -50,6 +50,10 @@ struct Cli {
     #[arg(long, value_name = "MODE", value_parser = ["validate", "off"])]
     dnssec: Option<String>,
 
+    /// Aggressive use of validated NSEC records (RFC 8198): on (default) or off.
+    #[arg(long, value_name = "ON|OFF", value_parser = ["on", "off"])]
+    aggressive_nsec: Option<String>,
+
     /// PEM file of CA certificates for authenticating nameservers over DoT (PKIX);
     /// default: the built-in web PKI roots.
     #[arg(long, value_name = "FILE")]
@@ -140,6 +144,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(m) = &cli.dnssec {
         cfg.dnssec.mode = m.clone();
+    }
+    if let Some(a) = &cli.aggressive_nsec {
+        cfg.dnssec.aggressive_nsec = a == "on";
     }
     if let Some(d) = &cli.state_dir {
         cfg.server.state_dir = d.clone();
