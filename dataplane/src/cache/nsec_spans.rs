@@ -181,7 +181,9 @@ impl NsecSpans {
                 continue;
             }
             let key = (zone_key.clone(), order_key(&owner));
-            let cost = SPAN_OVERHEAD + 2 * key.1.len() + super::records::charge(&records);
+            // The records, and about as much again for the parsed NSEC (next name, bitmap),
+            // the keys and the zone's name.
+            let cost = SPAN_OVERHEAD + 2 * key.1.len() + zone.len() + 2 * super::records::charge(&records);
             let expires = expires_of(&records);
             let stored = Stored { zone: zone.clone(), owner, nsec, records: Arc::from(records), expires, cost };
             inner.used += cost;
@@ -208,25 +210,23 @@ impl NsecSpans {
         if !self.enabled() {
             return None;
         }
-        let guard = self.lock();
-        if guard.zones.is_empty() {
+        if self.lock().zones.is_empty() {
             return None;
         }
-        let mut n = canonical(name);
-        loop {
-            if let Some(z) = guard.zones.get(&n)
-                && z.expires > now
-                && z.spans > 0
-            {
-                let soa = (z.records.clone(), ttl_left(z.expires, now));
-                let zone_key = order_key(&n);
-                return Some(ZoneView { guard, zone: n, zone_key, now, soa });
-            }
-            if n.is_root() {
-                return None;
-            }
-            n = n.base_name();
+        // The names to look for, built before the lock is taken (deepest first).
+        let mut ancestors = vec![canonical(name)];
+        while let Some(n) = ancestors.last().filter(|n| !n.is_root()) {
+            let up = n.base_name();
+            ancestors.push(up);
         }
+        let guard = self.lock();
+        let (zone, soa) = ancestors.into_iter().find_map(|n| {
+            let z = guard.zones.get(&n).filter(|z| z.expires > now && z.spans > 0)?;
+            let soa = (z.records.clone(), ttl_left(z.expires, now));
+            Some((n, soa))
+        })?;
+        let zone_key = order_key(&zone);
+        Some(ZoneView { guard, zone, zone_key, now, soa })
     }
 
     /// Drops the spans of every zone at or below `name` and of every zone above it (whose

@@ -128,7 +128,23 @@ fn nsec_covering<'a>(nsecs: &'a [(Name, Nsec)], name: &Name) -> Option<&'a (Name
 /// proven for an NXDOMAIN: the one at the closest encloser it shows. Aggressive negative
 /// caching (RFC 8198) looks up the span that may cover it.
 pub fn nsec_wildcard_to_deny(qname: &Name, owner: &Name, next: &Name) -> Option<Name> {
-    wildcard_of(&nsec_closest_encloser(qname, owner, next))
+    wildcard_of(&nxdomain_encloser(qname, owner, next)?)
+}
+
+/// The closest encloser an NSEC covering `qname` (`owner` to `next`) shows for an
+/// NXDOMAIN, or `None` when `next` lies below `qname`: then `qname` exists, as an empty
+/// non-terminal. Except the immediate successor `\000.qname` of RFC 4470's minimally
+/// covering NSECs (online signers), which only a literal `\000` child would match and
+/// which says nothing of where `qname`'s ancestors end: the owner side shows that.
+fn nxdomain_encloser(qname: &Name, owner: &Name, next: &Name) -> Option<Name> {
+    let successor = labels(next) == labels(qname) + 1 && next.iter().next() == Some(&[0u8][..]);
+    if successor && next.base_name() == *qname {
+        return Some(common_ancestor(qname, owner));
+    }
+    if crate::names::is_below(next, qname) {
+        return None;
+    }
+    Some(nsec_closest_encloser(qname, owner, next))
 }
 
 /// NXDOMAIN with NSEC: `qname` is covered, and so is the wildcard at its closest encloser.
@@ -136,11 +152,9 @@ pub fn nsec_nxdomain(qname: &Name, nsecs: &[(Name, Nsec)]) -> Proof {
     let Some((owner, nsec)) = nsec_covering(nsecs, qname) else {
         return Proof::Bogus("no NSEC covers the name");
     };
-    // A next name below the asked one: it exists, as an empty non-terminal.
-    if crate::names::is_below(&nsec.next, qname) {
+    let Some(ce) = nxdomain_encloser(qname, owner, &nsec.next) else {
         return Proof::Bogus("the name is an empty non-terminal");
-    }
-    let ce = nsec_closest_encloser(qname, owner, &nsec.next);
+    };
     let Some(wild) = wildcard_of(&ce) else { return Proof::Bogus("bad closest encloser") };
     if nsecs.iter().any(|(o, _)| *o == wild) {
         return Proof::Bogus("the wildcard exists");
@@ -460,6 +474,14 @@ mod tests {
         let nsecs = vec![nsec("example.", "x.ent.example.", &[2, 6, 46, 47, 48])];
         assert_eq!(nsec_nxdomain(&n("ent.example."), &nsecs), Proof::Bogus("the name is an empty non-terminal"));
         assert_eq!(nsec_nodata(&n("ent.example."), 1, &nsecs), Proof::Secure);
+        // RFC 4470 section 4: an online signer's NSEC from just before the name to its
+        // immediate successor covers it, and proves NXDOMAIN.
+        let succ = Name::from_labels(vec![vec![0u8], b"nx".to_vec(), b"example".to_vec()]).unwrap();
+        let nsecs = vec![
+            (n("nw.example."), Nsec { next: succ, types: bitmap(&[46, 47]) }),
+            (n("example."), Nsec { next: n("a.example."), types: bitmap(&[2, 6, 46, 47, 48]) }),
+        ];
+        assert_eq!(nsec_nxdomain(&n("nx.example."), &nsecs), Proof::Secure);
     }
 
     #[test]

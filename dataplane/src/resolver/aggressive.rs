@@ -9,12 +9,12 @@
 //! (bounded, but an attacker picks the names), and opt-out spans prove nothing (RFC 8198
 //! section 5.1 leaves NSEC3 optional; Unbound does NSEC only too).
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::iterate::Step;
 use super::{Resolver, Upstream};
 use crate::cache::nsec_spans::NewSpan;
-use crate::cache::records::with_ttl;
+use crate::cache::records::{CachedData, with_ttl};
 use crate::dnssec::Security;
 use crate::dnssec::denial::{self, Proof};
 use crate::dnssec::rdata::{Nsec, Rrsig};
@@ -50,19 +50,48 @@ pub(super) fn spans_of(authority: &[Record]) -> Option<(Name, Vec<Record>, Vec<N
     (!spans.is_empty()).then_some((zone, soa, spans))
 }
 
+/// Whether the cached records hold exactly the `rtype` records of `set`.
+fn same_data(cached: &[Record], set: &[Record], rtype: RecordType) -> bool {
+    let of = |s: &[Record]| -> Vec<RData> {
+        let mut v: Vec<RData> = s.iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect();
+        v.sort_by_key(|d| format!("{d:?}"));
+        v
+    };
+    of(cached) == of(set)
+}
+
 impl<U: Upstream + Clone + 'static> Resolver<U> {
-    /// Keeps the NSEC spans of a secure denial for later questions.
+    /// The record cache's secure copy of (`owner`, `rtype`) when it holds the same data as
+    /// `set`, with its TTL left: validation leaves every proof RRset there with the
+    /// signatures it verified, while the response's own RRSIGs may not have been checked
+    /// (a proof recognised from the cache is not verified again).
+    fn verified_copy(&self, owner: &Name, rtype: RecordType, set: &[Record]) -> Option<Vec<Record>> {
+        let hit = self.shared.records.get(owner, u16::from(rtype), self.upstream.now())?;
+        match &hit.data {
+            CachedData::RRset(cached) if hit.security == Security::Secure && same_data(cached, set, rtype) => {
+                Some(with_ttl(cached, hit.ttl_left))
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the NSEC spans of a secure denial for later questions, each with the
+    /// signatures validation verified (spans whose verified copy is gone are skipped).
     pub(super) fn learn_spans(&self, authority: &[Record], ttl: u32, now: std::time::Instant) {
         let spans = self.shared.records.spans();
         if !spans.enabled() {
             return;
         }
-        if let Some((zone, soa, found)) = spans_of(authority)
-            && soa.iter().any(|r| r.record_type() == RecordType::SOA)
-            && soa.iter().any(|r| r.record_type() == RecordType::RRSIG)
-        {
-            spans.learn(&zone, soa, found, ttl, now);
-        }
+        let Some((zone, soa, found)) = spans_of(authority) else { return };
+        let Some(soa) = self.verified_copy(&zone, RecordType::SOA, &soa) else { return };
+        let found: Vec<NewSpan> = found
+            .into_iter()
+            .filter_map(|(owner, nsec, records)| {
+                let verified = self.verified_copy(&owner, RecordType::NSEC, &records)?;
+                Some((owner, nsec, verified))
+            })
+            .collect();
+        spans.learn(&zone, soa, found, ttl, now);
     }
 
     /// A denial of (`name`, `qtype`) proven by validated NSEC spans, if the cache holds
@@ -73,8 +102,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if !spans.enabled() || !self.shared.validator.covers(name) {
             return None;
         }
-        // A DS is the parent zone's data.
-        let home = if qtype == RecordType::DS && !name.is_root() { name.base_name() } else { name.clone() };
+        // A DS (and a DELEG) is the parent zone's data.
+        let parent_side = qtype == RecordType::DS || u16::from(qtype) == crate::upstream::deleg::DELEG_TYPE;
+        let home = if parent_side && !name.is_root() { name.base_name() } else { name.clone() };
         let view = spans.zone_for(&home, self.upstream.now())?;
         let mut used = vec![view.at_or_before(name)?];
         if used[0].owner != *name
@@ -87,10 +117,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
         let (soa, soa_ttl) = view.soa.clone();
         drop(view);
+        // No bitmap lists a meta type (ANY above all): an NSEC at the name says nothing of
+        // what ANY would return, so only NXDOMAIN is synthesized for them (as Unbound).
+        let meta = (128..=255).contains(&u16::from(qtype));
         let nsecs: Vec<(Name, Nsec)> = used.iter().map(|s| (s.owner.clone(), s.nsec.clone())).collect();
         let rcode = if denial::nsec_nxdomain(name, &nsecs) == Proof::Secure {
             rcode::NXDOMAIN
-        } else if denial::nsec_nodata(name, u16::from(qtype), &nsecs) == Proof::Secure {
+        } else if !meta && denial::nsec_nodata(name, u16::from(qtype), &nsecs) == Proof::Secure {
             rcode::NOERROR
         } else {
             return None;

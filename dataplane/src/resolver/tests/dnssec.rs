@@ -104,6 +104,11 @@ fn rfc8198_names_in_a_validated_nsec_span_are_denied_from_the_cache() {
     );
     assert_eq!(example(&net), before);
     assert_eq!(r.stats.aggressive_nsec.get(), 2);
+    // ANY: no bitmap lists it, so the NSEC at the name proves nothing about it.
+    let before = example(&net);
+    let _ = block_on(r.resolve(&n("www.example."), RecordType::ANY));
+    assert!(example(&net) > before, "ANY is asked, never denied from a span");
+    assert_eq!(r.stats.aggressive_nsec.get(), 2);
     // The type the bitmap lists, and a name the cached spans do not cover (between ns.
     // and sub.; zzz. would be: the last NSEC, www. to the apex, is cached): asked.
     assert_eq!(of_type(&resolve(&r, "www.example.", RecordType::A), RecordType::A).len(), 1);
