@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::acl::AccessPolicy;
 use crate::cache::records::RecordCache;
 use crate::config::Config;
+use crate::resolver::zones::{ZoneError, ZoneTable};
 use crate::resolver::{LocalZones, RootHints, ServerTable, Settings, Shared};
 use crate::stats::WorkerStats;
 use crate::upstream::policy::{PolicyStore, PolicyTable};
@@ -18,6 +19,7 @@ use crate::upstream::probe::{ProbeTable, ProbeWindows};
 use crate::upstream::sessions::SessionStore;
 use crate::upstream::tls::TlsConfigs;
 use crate::worker::{Worker, WorkerHandle, WorkerSettings};
+use adox_api::rest::ZoneSpec;
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,36 +123,79 @@ impl PlaneHandle {
     }
 
     /// Replaces the zones set through the API (`PUT /v1/zones`): compiled with the
-    /// configuration's first (a bad list changes nothing), then in force, with the caches
-    /// at and below every zone added, removed or changed flushed. `Ok(false)` when some
-    /// worker did not confirm its flush in time.
-    pub fn set_zones(&self, api: Vec<adox_api::rest::ZoneSpec>) -> Result<bool, crate::resolver::zones::ZoneError> {
-        let old = self.shared.zones.load_full();
-        let table = self.check_zones(&api)?;
-        let changed: Vec<hickory_proto::rr::Name> =
-            old.names().into_iter().chain(table.names()).filter(|n| old.get(n) != table.get(n)).collect();
-        self.shared.validator.zone_negative_anchors.store(Arc::new(table.insecure()));
-        self.shared.zones.store(Arc::new(table));
-        let mut done = true;
-        for n in changed {
-            done &= self.flush(&Flush::Zone(n));
-        }
-        Ok(done)
+    /// configuration's first (a bad list changes nothing), then in force
+    /// ([`Self::install_zones`]). `Ok(false)` when some worker did not confirm its flush in
+    /// time.
+    pub fn set_zones(&self, api: Vec<ZoneSpec>) -> Result<bool, ZoneError> {
+        let table = self.check_zones(&self.shared.zones.load().specs().0, &api)?;
+        Ok(self.install_zones(table))
     }
 
-    /// The table `api` would make with the configuration's zones, or why it cannot be.
-    pub fn check_zones(
-        &self,
-        api: &[adox_api::rest::ZoneSpec],
-    ) -> Result<crate::resolver::zones::ZoneTable, crate::resolver::zones::ZoneError> {
-        let table = crate::resolver::zones::ZoneTable::compile(&self.shared.zones.load().specs().0, api)?;
+    /// Puts the configuration's `[[zones]]` (read again on SIGHUP) in force beside the
+    /// API's, or says why not (the running zones stay).
+    pub fn reload_config_zones(&self, config: &[ZoneSpec]) -> Result<bool, ZoneError> {
+        let table = self.check_zones(config, &self.shared.zones.load().specs().1)?;
+        Ok(self.install_zones(table))
+    }
+
+    /// The table the configuration's zones `config` and the API's `api` make, checked
+    /// against the upstream ACL in force, or why they cannot be.
+    pub fn check_zones(&self, config: &[ZoneSpec], api: &[ZoneSpec]) -> Result<ZoneTable, ZoneError> {
+        let table = ZoneTable::compile(config, api)?;
         let access = self.shared.access.load();
         table.check_servers(|ip| access.upstream_allowed(ip))?;
         Ok(table)
     }
 
+    /// Puts a checked zone table in force: the insecure zones become negative trust
+    /// anchors, the record cache at and below every zone added, removed or changed is
+    /// flushed, and every packet cache whole (an answer may reach a changed zone through a
+    /// CNAME). Resolutions that started under the old table may still store what it gave
+    /// them, so the same flush runs again once the longest of them has ended. False when
+    /// some worker did not confirm the flush in time.
+    pub fn install_zones(&self, table: ZoneTable) -> bool {
+        let old = self.shared.zones.load_full();
+        let changed: Vec<hickory_proto::rr::Name> =
+            old.names().into_iter().chain(table.names()).filter(|n| old.get(n) != table.get(n)).collect();
+        self.shared.validator.zone_negative_anchors.store(Arc::new(table.insecure()));
+        self.shared.zones.store(Arc::new(table));
+        if changed.is_empty() {
+            return true;
+        }
+        let done = self.flush_zones(&changed);
+        let (again, wait) = (self.clone(), self.shared.settings.request_timeout);
+        let _ = std::thread::Builder::new().name("adox-zone-flush".into()).spawn(move || {
+            std::thread::sleep(wait);
+            again.flush_zones(&changed);
+        });
+        done
+    }
+
+    /// Drops the record cache at and below each zone, and every packet cache.
+    fn flush_zones(&self, zones: &[hickory_proto::rr::Name]) -> bool {
+        for z in zones {
+            self.shared.records.flush(Some(z), true);
+        }
+        let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(None)).collect();
+        self.flushed_within(&tickets)
+    }
+
+    /// Waits until every worker applied its flush request (true), or [`FLUSH_WAIT`].
+    fn flushed_within(&self, tickets: &[u64]) -> bool {
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        loop {
+            if self.workers.iter().zip(tickets).all(|(w, n)| w.flushed(*n)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The zones: from the configuration, and set through the API.
-    pub fn zones(&self) -> (Vec<adox_api::rest::ZoneSpec>, Vec<adox_api::rest::ZoneSpec>) {
+    pub fn zones(&self) -> (Vec<ZoneSpec>, Vec<ZoneSpec>) {
         self.shared.zones.load().specs().clone()
     }
 
@@ -226,6 +271,11 @@ impl PlaneHandle {
     pub fn reload_access(&self, cfg: &Config) -> Result<(), StartError> {
         let own = self.shared.access.load().own_addresses().to_vec();
         let policy = AccessPolicy::new(&cfg.client_prefixes()?, &cfg.upstream_prefixes()?).with_own_addresses(own);
+        // A forward or stub zone whose servers the new ACL would forbid could never be
+        // asked: the reload is refused rather than the zone silently broken.
+        self.shared.zones.load().check_servers(|ip| policy.upstream_allowed(ip)).map_err(|e| {
+            crate::config::ConfigError::Invalid { field: format!("zones{}", e.field), reason: e.reason }
+        })?;
         self.shared.access.store(Arc::new(policy));
         Ok(())
     }
@@ -257,16 +307,7 @@ impl PlaneHandle {
             (v, subtree)
         });
         let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(wire.clone())).collect();
-        let deadline = std::time::Instant::now() + FLUSH_WAIT;
-        loop {
-            if self.workers.iter().zip(&tickets).all(|(w, n)| w.flushed(*n)) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        self.flushed_within(&tickets)
     }
 
     /// Resolves `name` on a worker with the path recorded (the API's explain); `None` when

@@ -16,6 +16,14 @@ fn view(st: &Shared) -> Zones {
     Zones { config, api }
 }
 
+/// How a change went.
+enum Outcome {
+    Refused(adox_dataplane::resolver::zones::ZoneError),
+    NotSaved(std::io::Error),
+    /// In force; false when some worker did not confirm its cache flush in time.
+    Done(bool),
+}
+
 pub(super) async fn get_zones(State(st): State<Shared>) -> Response {
     json(StatusCode::OK, &view(&st))
 }
@@ -35,26 +43,36 @@ pub(super) async fn put_zones(State(st): State<Shared>, headers: HeaderMap, body
             "no writable state directory: zones cannot be kept, so changes are refused",
         ));
     };
-    // Checked before anything is written: the file never holds a list that cannot apply.
-    st.plane.check_zones(&update.zones).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", e.to_string())
-            .field(format!("zones{}", e.field))
-    })?;
     let body = serde_json::to_vec_pretty(&update)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let plane = st.plane.clone();
     let names: Vec<String> = update.zones.iter().map(|z| z.name.clone()).collect();
-    let saved = blocking(move || {
-        // One change at a time: the file and the zones in force end up the same.
+    let outcome = blocking(move || {
+        // One change at a time, checked, saved and put in force under one lock: the file
+        // never holds a list that cannot apply, and it is what runs.
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        crate::store::write_atomic(&path, &body)?;
-        // Checked above against the same configuration: it applies.
-        plane.set_zones(update.zones).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok::<(), std::io::Error>(())
+        let table = match plane.check_zones(&plane.zones().0, &update.zones) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Refused(e),
+        };
+        if let Err(e) = crate::store::write_atomic(&path, &body) {
+            return Outcome::NotSaved(e);
+        }
+        Outcome::Done(plane.install_zones(table))
     })
     .await?;
-    saved.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "persistence", e.to_string()))?;
+    match outcome {
+        Outcome::Refused(e) => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", e.to_string())
+                .field(format!("zones{}", e.field)));
+        }
+        Outcome::NotSaved(e) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "persistence", e.to_string()));
+        }
+        Outcome::Done(true) => {}
+        Outcome::Done(false) => tracing::warn!("zones set, but some worker did not confirm its cache flush in time"),
+    }
     tracing::info!(zones = %names.join(","), "zones set through the API");
     Ok(json(StatusCode::OK, &view(&st)))
 }

@@ -106,6 +106,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let parent_side = qtype == RecordType::DS || u16::from(qtype) == crate::upstream::deleg::DELEG_TYPE;
         let home = if parent_side && !name.is_root() { name.base_name() } else { name.clone() };
         let view = spans.zone_for(&home, self.upstream.now())?;
+        // Spans of a zone above a forward or stub zone (the public side) deny nothing in it.
+        if self.shared.zones.load().configured_apex(name).is_some_and(|apex| crate::names::is_below(apex, view.zone()))
+        {
+            return None;
+        }
         let mut used = vec![view.at_or_before(name)?];
         if used[0].owner != *name
             && let Some(wild) = denial::nsec_wildcard_to_deny(name, &used[0].owner, &used[0].nsec.next)

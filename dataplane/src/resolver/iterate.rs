@@ -214,7 +214,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
 
     async fn resolve_in(&self, qname: &Name, qtype: RecordType, budget: &Budget) -> Result<Answer, ResolveError> {
         let qname = canonical(qname);
-        if let Some(a) = self.shared.local.answer(&qname, qtype) {
+        // A zone the operator configured (a forward zone for 10.in-addr.arpa., say) wins
+        // over the built-in special-use zones.
+        if self.shared.zones.load().closest(&qname).is_none()
+            && let Some(a) = self.shared.local.answer(&qname, qtype)
+        {
             return Ok(a);
         }
         let settings = &self.shared.settings;
@@ -368,8 +372,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 ..Step::default()
             });
         }
+        // Nothing cached above a forward or stub zone speaks for names inside it.
+        let apex = self.shared.zones.load().configured_apex(name).cloned();
         let mut anc = name.clone();
         loop {
+            if apex.as_ref().is_some_and(|a| is_below(a, &anc)) {
+                return None;
+            }
             // RFC 8020 below a cached NXDOMAIN; above the name itself only a secure one
             // counts where validation applies (one forged or unprovable NXDOMAIN must not
             // black out a whole subtree), as Unbound's harden-below-nxdomain.
@@ -657,7 +666,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let authority =
             if validate { super::validate::vouched_denial(authority, name, qtype, zone) } else { authority };
         let authority = cap_ttls(authority, neg_ttl);
-        let key = if nxdomain { NXDOMAIN_KEY } else { u16::from(qtype) };
+        // The parent side's NXDOMAIN for a forward or stub zone's apex (its DS, asked of
+        // the public tree) is kept for the DS only: it must not deny the zone itself.
+        let public_side =
+            nxdomain && qtype == RecordType::DS && self.shared.zones.load().configured_apex(name) == Some(name);
+        let key = if nxdomain && !public_side { NXDOMAIN_KEY } else { u16::from(qtype) };
         let now = self.upstream.now();
         self.shared.records.put_negative(name, key, authority.clone(), neg_ttl, security.clone(), now, Some(from));
         if validate && security == Security::Secure {

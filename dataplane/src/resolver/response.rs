@@ -312,6 +312,34 @@ pub(crate) fn classify(msg: &Message, zone: &Name, sname: &Name, stype: RecordTy
     Reply::NoData { authority, neg_ttl }
 }
 
+/// A reply from a forward zone's server (asked with RD: it recursed for us). Its
+/// negative answers are not authoritative and may carry the SOA of a zone above the
+/// forward zone (a forward zone for `dev.corp.example` on a server whose zone is
+/// `corp.example`): any SOA at or above the name makes them answers. A referral means
+/// the server did not recurse: lame.
+pub(crate) fn classify_forwarded(msg: &Message, zone: &Name, sname: &Name, stype: RecordType) -> Reply {
+    match classify(msg, zone, sname, stype) {
+        Reply::Referral { .. } => Reply::Lame,
+        Reply::Lame if msg.answers.is_empty() => {
+            let soa_owner = msg
+                .authorities
+                .iter()
+                .find(|r| r.record_type() == RecordType::SOA && is_at_or_below(sname, &r.name))
+                .map(|r| r.name.clone());
+            let (authority, neg_ttl) = match &soa_owner {
+                Some(owner) => negative_authority(msg, owner, sname),
+                None => (Vec::new(), 0),
+            };
+            match msg.metadata.response_code {
+                ResponseCode::NXDomain => Reply::NxDomain { authority, neg_ttl },
+                ResponseCode::NoError => Reply::NoData { authority, neg_ttl },
+                _ => Reply::Lame,
+            }
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,5 +499,33 @@ mod tests {
         let mut m = msg(false, ResponseCode::NoError);
         m.authorities.push(Record::from_rdata(n("alpha.lab."), 300, RData::NS(NS(n("ns1.alpha.lab.")))));
         assert_eq!(classify(&m, &n("lab."), &n("alpha.lab."), RecordType::DS), Reply::Lame);
+    }
+
+    /// A forwarder's negative answers are not authoritative and may carry the SOA of a
+    /// zone above the forward zone: still answers. A referral from it is lame.
+    #[test]
+    fn forwarded_negatives_are_answers_and_referrals_lame() {
+        let soa = Record::from_rdata(
+            n("corp.example."),
+            300,
+            RData::SOA(SOA::new(n("ns.corp.example."), n("h.corp.example."), 1, 2, 3, 4, 60)),
+        );
+        let mut m = msg(false, ResponseCode::NXDomain);
+        m.add_authority(soa.clone());
+        let zone = n("dev.corp.example.");
+        assert!(matches!(classify(&m, &zone, &n("x.dev.corp.example."), RecordType::A), Reply::Lame));
+        match classify_forwarded(&m, &zone, &n("x.dev.corp.example."), RecordType::A) {
+            Reply::NxDomain { authority, neg_ttl } => assert_eq!((authority.len(), neg_ttl), (1, 60)),
+            other => panic!("{other:?}"),
+        }
+        let mut m = msg(false, ResponseCode::NoError);
+        m.add_authority(soa);
+        assert!(matches!(
+            classify_forwarded(&m, &zone, &n("x.dev.corp.example."), RecordType::A),
+            Reply::NoData { .. }
+        ));
+        let mut m = msg(false, ResponseCode::NoError);
+        m.add_authority(Record::from_rdata(n("x.dev.corp.example."), 60, RData::NS(NS(n("ns.x.dev.corp.example.")))));
+        assert!(matches!(classify_forwarded(&m, &zone, &n("a.x.dev.corp.example."), RecordType::A), Reply::Lame));
     }
 }

@@ -9,8 +9,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::exchange::ExchangeError;
 use super::iterate::{group_rrsets, ns_names, rrset_records};
-use super::response::{Reply, classify};
+use super::response::{Reply, classify, classify_forwarded};
 use super::trace::TraceStep;
+use super::zones::Served;
 use super::{Budget, Limit, ResolveError, Resolver, Upstream, UpstreamError};
 use crate::cache::records::Rank;
 use crate::names::canonical;
@@ -33,6 +34,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// when it could not be cached, e.g. TTL 0) and from the cache (any rank); only those
     /// the upstream ACL allows.
     pub(super) fn known_addresses(&self, ns: &[Name], glue: &[Record], blocked: &mut bool) -> (Vec<Target>, Vec<Name>) {
+        self.addresses_of(ns, glue, true, blocked)
+    }
+
+    /// [`Self::known_addresses`], from the glue alone unless `cached` (a forward or stub
+    /// zone's servers are the addresses the operator gave, never what a name of theirs
+    /// resolves to elsewhere).
+    fn addresses_of(&self, ns: &[Name], glue: &[Record], cached: bool, blocked: &mut bool) -> (Vec<Target>, Vec<Name>) {
         let now = self.upstream.now();
         let mut addrs: Vec<Target> = Vec::new();
         let mut seen: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
@@ -56,7 +64,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
             };
             glue.iter().filter(|g| canonical(&g.name) == *n).for_each(&mut consider);
-            for rtype in [RecordType::A, RecordType::AAAA] {
+            for rtype in [RecordType::A, RecordType::AAAA].into_iter().filter(|_| cached) {
                 if let Some(hit) = self.shared.records.get(n, u16::from(rtype), now)
                     && let Some(recs) = rrset_records(&hit.data)
                 {
@@ -117,7 +125,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             nameservers: ns.to_vec(),
         });
         let mut blocked = false;
-        let (mut candidates, unknown) = self.known_addresses(ns, glue, &mut blocked);
+        // A forward or stub zone asked at its own servers (not a child it referred to).
+        let (configured, forwarded) = match self.shared.zones.load().get(zone).map(|z| &z.served) {
+            Some(Served::Forward(_)) => (true, true),
+            Some(Served::Stub(_)) => (true, false),
+            _ => (false, false),
+        };
+        let (mut candidates, unknown) = self.addresses_of(ns, glue, !configured, &mut blocked);
         self.order_by_rtt(&mut candidates);
         // Names inside the zone without glue can only be found through the zone itself.
         // Names that already failed in this client query are not tried again.
@@ -150,7 +164,14 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     }
                 };
                 match self.exchange(zone, (addr, &ns_name), sname, stype, budget).await {
-                    Ok(msg) => match classify(&msg, zone, sname, stype) {
+                    Ok(msg) => match self.shared.zones.load().wall_off(
+                        zone,
+                        if forwarded {
+                            classify_forwarded(&msg, zone, sname, stype)
+                        } else {
+                            classify(&msg, zone, sname, stype)
+                        },
+                    ) {
                         Reply::Lame => {
                             self.shared.servers.update(addr, |s| s.fail(self.upstream.now(), settings.initial_rto));
                             last = Some((addr, UpstreamError::Lame));

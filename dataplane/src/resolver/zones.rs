@@ -14,6 +14,7 @@ use hickory_proto::rr::rdata::{CNAME, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::iterate::Step;
+use super::response::Reply;
 use crate::names::canonical;
 use crate::wire::rcode;
 
@@ -80,7 +81,7 @@ pub enum Served {
 }
 
 /// One configured zone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ConfiguredZone {
     /// Its name (canonical).
     pub name: Name,
@@ -99,6 +100,13 @@ pub struct ZoneTable {
     by_name: HashMap<Name, usize>,
     /// What it was compiled from: the configuration's zones and the API's.
     specs: (Vec<ZoneSpec>, Vec<ZoneSpec>),
+}
+
+impl PartialEq for ConfiguredZone {
+    /// The same zone doing the same thing (where it stands in its list aside).
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.served == other.served && self.insecure == other.insecure
+    }
 }
 
 fn bad(field: String, reason: impl Into<String>) -> ZoneError {
@@ -126,10 +134,11 @@ fn parse_server(s: &str, field: &str) -> Result<(Name, IpAddr), ZoneError> {
         )
     })?;
     let name = match name {
+        Some(n) if n.trim().is_empty() => return Err(bad(field.into(), "empty server name after `#`")),
         Some(n) => parse_name(n.trim(), field)?,
         None => {
             let label = addr.to_string().replace(['.', ':'], "-");
-            parse_name(&format!("{label}.server.invalid."), field)?
+            parse_name(&format!("ip-{label}.server.invalid."), field)?
         }
     };
     Ok((name, addr))
@@ -168,9 +177,33 @@ fn parse_record(line: &str, zone: &Name, field: &str) -> Result<Record, ZoneErro
     if !LOCAL_TYPES.contains(&rtype) {
         return Err(bad(field.into(), format!("type {rtype} is not served from local data")));
     }
-    let data = RData::try_from_str(rtype, &rdata.join(" "))
-        .map_err(|e| bad(field.into(), format!("bad {rtype} data `{}`: {e}", rdata.join(" "))))?;
-    Ok(Record::from_rdata(owner, ttl, data))
+    let text = rdata.join(" ");
+    let data =
+        RData::try_from_str(rtype, &text).map_err(|e| bad(field.into(), format!("bad {rtype} data `{text}`: {e}")))?;
+    // Names in the data are relative to the zone unless they end with a dot.
+    let absolute = |n: &Name| -> Result<Name, ZoneError> {
+        if n.is_fqdn() {
+            Ok(n.clone())
+        } else {
+            n.clone().append_domain(zone).map_err(|e| bad(field.into(), format!("`{n}`: {e}")))
+        }
+    };
+    let data = match data {
+        RData::CNAME(CNAME(t)) => RData::CNAME(CNAME(absolute(&t)?)),
+        RData::NS(hickory_proto::rr::rdata::NS(t)) => RData::NS(hickory_proto::rr::rdata::NS(absolute(&t)?)),
+        RData::PTR(hickory_proto::rr::rdata::PTR(t)) => RData::PTR(hickory_proto::rr::rdata::PTR(absolute(&t)?)),
+        RData::MX(mx) => RData::MX(hickory_proto::rr::rdata::MX::new(mx.preference, absolute(&mx.exchange)?)),
+        RData::SRV(s) => {
+            RData::SRV(hickory_proto::rr::rdata::SRV::new(s.priority, s.weight, s.port, absolute(&s.target)?))
+        }
+        other => other,
+    };
+    let record = Record::from_rdata(owner, ttl, data);
+    // What cannot be written out (a TXT string over 255 octets) is refused here, not at
+    // every answer.
+    hickory_proto::serialize::binary::BinEncodable::to_bytes(&record)
+        .map_err(|e| bad(field.into(), format!("cannot be encoded: {e}")))?;
+    Ok(record)
 }
 
 impl ConfiguredZone {
@@ -259,7 +292,8 @@ impl ConfiguredZone {
                 ..Step::default()
             });
         }
-        let data: Vec<Record> = at(records, owner).filter(|r| r.record_type() == qtype).map(rename).collect();
+        let data: Vec<Record> =
+            at(records, owner).filter(|r| qtype == RecordType::ANY || r.record_type() == qtype).map(rename).collect();
         let insecure = crate::dnssec::Security::insecure();
         if !data.is_empty() {
             return Some(Step { records: data, security: insecure, ..Step::default() });
@@ -286,8 +320,13 @@ impl ZoneTable {
             let (list, spec) = spec;
             let at = if list == "zones" { format!("[{i}]") } else { format!("[{}]", i - config.len()) };
             let z = ConfiguredZone::compile(spec, &at)?;
-            if t.by_name.contains_key(&z.name) {
-                return Err(bad(format!("{at}.name"), format!("{} is configured twice", z.name.to_ascii())));
+            if let Some(&first) = t.by_name.get(&z.name) {
+                let both = if first < config.len() && list != "zones" {
+                    "in the configuration's [[zones]] and through the API"
+                } else {
+                    "twice in the same list"
+                };
+                return Err(bad(format!("{at}.name"), format!("{} is configured {both}", z.name.to_ascii())));
             }
             t.by_name.insert(z.name.clone(), t.zones.len());
             t.zones.push(z);
@@ -325,6 +364,47 @@ impl ZoneTable {
                 return None;
             }
             n = n.base_name();
+        }
+    }
+
+    /// The apex of the closest forward or stub zone at or above `name`: what the cache
+    /// holds above it (a public NXDOMAIN for `internal.`, NSEC spans of the public zone
+    /// that denies the internal one) never speaks for names inside it.
+    pub fn configured_apex(&self, name: &Name) -> Option<&Name> {
+        let z = self.closest(name)?;
+        matches!(z.served, Served::Forward(_) | Served::Stub(_)).then_some(&z.name)
+    }
+
+    /// A reply from a server of `zone`, with what it says about names inside a forward or
+    /// stub zone that `zone` is not part of cut off: only that zone's own servers speak for it
+    /// (a public zone's CNAME into an internal one ends at the internal name, which is
+    /// then asked of the internal servers).
+    pub(crate) fn wall_off(&self, zone: &Name, reply: Reply) -> Reply {
+        if self.zones.is_empty() {
+            return reply;
+        }
+        // Inside a configured zone, only its servers (or those of zones below it) speak;
+        // the DS at its apex is the parent's to give.
+        let walled = |r: &Record| {
+            self.configured_apex(&r.name).is_some_and(|apex| {
+                let ds = r.record_type() == RecordType::DS || super::response::rrsig_covers(r) == Some(43);
+                let parent_side = ds && r.name == *apex;
+                !(apex.zone_of(zone) || parent_side)
+            })
+        };
+        match reply {
+            Reply::Answer { mut chain, mut data, mut next, proofs } => {
+                if let Some(cut) = chain.iter().position(walled) {
+                    next = Some(chain[cut].name.clone());
+                    chain.truncate(cut);
+                    data.clear();
+                } else if data.iter().any(walled) {
+                    next = data.first().map(|r| r.name.clone());
+                    data.clear();
+                }
+                Reply::Answer { chain, data, next, proofs }
+            }
+            other => other,
         }
     }
 
@@ -405,7 +485,7 @@ mod tests {
         assert!(!t.forwards(&n("intra.example.")));
         let z = t.closest(&n("a.b.CORP.example.")).unwrap();
         let Served::Forward(s) = &z.served else { panic!() };
-        assert_eq!(s.names, [n("10-1-1-1.server.invalid."), n("dns.corp.example.")]);
+        assert_eq!(s.names, [n("ip-10-1-1-1.server.invalid."), n("dns.corp.example.")]);
         assert_eq!(s.glue.len(), 2);
         for (bad_spec, needle) in [
             (ZoneSpec { servers: vec![], ..fwd.clone() }, "[0].servers: a forward zone needs 1 to 16 servers"),
@@ -433,7 +513,58 @@ mod tests {
             assert!(e.starts_with(needle), "{e}");
         }
         let e = ZoneTable::compile(&[fwd.clone()], &[ZoneSpec { name: "CORP.example.".into(), ..fwd }]).unwrap_err();
-        assert_eq!(e.to_string(), "[0].name: corp.example. is configured twice");
+        assert_eq!(
+            e.to_string(),
+            "[0].name: corp.example. is configured in the configuration's [[zones]] and through the API"
+        );
+        // IPv6 servers, names in data relative to the zone, what cannot be encoded.
+        let v6 = ZoneSpec { servers: vec!["::1".into(), "fe80::1#".into()], ..spec("six.example.", ZoneKind::Stub) };
+        assert!(
+            ZoneTable::compile(std::slice::from_ref(&v6), &[]).unwrap_err().to_string().contains("empty server name")
+        );
+        ZoneTable::compile(&[ZoneSpec { servers: vec!["::1".into()], ..v6 }], &[]).unwrap();
+        let mut rel = spec("intra.example.", ZoneKind::Local);
+        rel.records = vec!["alias CNAME www".into(), "@ MX 10 mail".into()];
+        let t = ZoneTable::compile(&[rel.clone()], &[]).unwrap();
+        let s = t.local_step(&n("alias.intra.example."), RecordType::A).unwrap();
+        assert_eq!(s.next, Some(n("www.intra.example.")));
+        rel.records = vec![format!("long TXT {}", "x".repeat(300))];
+        let e = ZoneTable::compile(&[rel], &[]).unwrap_err().to_string();
+        assert!(e.starts_with("[0].records[0]"), "{e}");
+    }
+
+    /// A public zone's answer that leads into a forward zone ends at the internal name:
+    /// only the forward zone's servers speak for it.
+    #[test]
+    fn answers_from_outside_stop_at_a_forward_zone() {
+        let mut fwd = spec("corp.internal.", ZoneKind::Forward);
+        fwd.servers = vec!["10.1.1.1".into()];
+        let t = ZoneTable::compile(&[fwd], &[]).unwrap();
+        let cname = |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
+        let a = |owner: &str| {
+            Record::from_rdata(n(owner), 60, RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into()))
+        };
+        let reply = Reply::Answer {
+            chain: vec![cname("www.example.", "host.corp.internal.")],
+            data: vec![a("host.corp.internal.")],
+            next: None,
+            proofs: vec![],
+        };
+        let Reply::Answer { chain, data, next, .. } = t.wall_off(&n("example."), reply) else { panic!() };
+        assert_eq!((chain.len(), data.len(), next), (1, 0, Some(n("host.corp.internal."))));
+        let reply = Reply::Answer {
+            chain: vec![cname("www.example.", "x.corp.internal."), cname("x.corp.internal.", "y.example.")],
+            data: vec![a("y.example.")],
+            next: None,
+            proofs: vec![],
+        };
+        let Reply::Answer { chain, data, next, .. } = t.wall_off(&Name::root(), reply) else { panic!() };
+        assert_eq!((chain.len(), data.len(), next), (1, 0, Some(n("x.corp.internal."))));
+        // The forward zone's own servers are believed.
+        let reply = Reply::Answer { chain: vec![], data: vec![a("host.corp.internal.")], next: None, proofs: vec![] };
+        let Reply::Answer { data, .. } = t.wall_off(&n("corp.internal."), reply) else { panic!() };
+        assert_eq!(data.len(), 1);
+        assert_eq!(t.configured_apex(&n("a.b.corp.internal.")), Some(&n("corp.internal.")));
     }
 
     #[test]

@@ -345,6 +345,15 @@ fn reload_config(
             Err(e) => tracing::warn!(error = %e, "access policy not reloaded; the running one stays"),
         }
     }
+    if new.zones != running.zones {
+        match plane.reload_config_zones(&new.zones) {
+            Ok(_) => {
+                running.zones = new.zones.clone();
+                applied.push("zones");
+            }
+            Err(e) => tracing::warn!(error = %e, "zones not reloaded; the running ones stay"),
+        }
+    }
     if new.server.log_level != running.server.log_level {
         match set_log_level(&new.server.log_level) {
             Ok(()) => {

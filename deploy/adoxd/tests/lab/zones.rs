@@ -36,6 +36,12 @@ kind = "local"
 records = ["www 300 IN A 192.0.2.7", "alias CNAME www.alpha.lab."]
 
 [[zones]]
+name = "10.in-addr.arpa."
+kind = "forward"
+servers = ["127.53.40.23"]
+insecure = true
+
+[[zones]]
 name = "alpha.lab."
 kind = "forward"
 servers = ["127.53.1.2"]
@@ -55,9 +61,16 @@ servers = ["127.53.19.1"]
 fn forward_stub_and_local_zones_answer_as_configured() {
     let _fwd = Hostile::start("recursor", "corp.internal.", "127.53.40.19");
     let _stub = Hostile::start("good", "stub.internal.", "127.53.40.20");
+    let _reverse = Hostile::start("recursor", "10.in-addr.arpa.", "127.53.40.23");
     let (_dir, cfg) = temp_config(ZONES);
-    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap(), "--aggressive-nsec", "on"]);
     let dnssec = |name: &str| d.ask(&Ask::new(name, A).dnssec());
+    // What the public tree says first must not deny the internal zones: the root's secure
+    // NXDOMAIN for `internal.` (and its NSEC spans, with aggressive use on), and the
+    // parent side's NXDOMAIN for a forward zone's DS.
+    assert_eq!(dnssec("internal.").rcode(), ResponseCode::NXDomain);
+    assert_eq!(dnssec("nothing.internal.").rcode(), ResponseCode::NXDomain);
+    assert_eq!(d.ask(&Ask::new("corp.internal.", RecordType::DS).dnssec()).rcode(), ResponseCode::NXDomain);
     for (name, want) in [
         ("www.corp.internal.", "192.0.2.99"),
         ("deep.er.corp.internal.", "192.0.2.99"),
@@ -65,6 +78,8 @@ fn forward_stub_and_local_zones_answer_as_configured() {
         ("anything.walled.internal.", "192.0.2.80"),
         ("walled.internal.", "192.0.2.80"),
         ("www.intra.internal.", "192.0.2.7"),
+        // A forward zone wins over the built-in RFC 6303 zone it lies in.
+        ("1.0.0.10.in-addr.arpa.", "192.0.2.99"),
     ] {
         let r = dnssec(name);
         assert_eq!((r.rcode(), r.rdata(A), r.ad()), (ResponseCode::NoError, vec![want.to_string()], false), "{name}");
