@@ -61,6 +61,9 @@ pub enum StartError {
     /// The switch to `server.user` failed.
     #[error("server.user: {0}")]
     Privileges(String),
+    /// The sockets taken over from a running adoxd do not fit this configuration.
+    #[error("takeover: {0}")]
+    Takeover(String),
     /// A worker could not be created.
     #[error("worker {index}: {source}")]
     Worker {
@@ -83,6 +86,36 @@ pub struct DataPlane {
     stops: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     state_path: std::path::PathBuf,
+    /// Copies of the workers' listening sockets, handed to a new adoxd on request.
+    listening: Vec<crate::handover::WorkerSockets>,
+}
+
+/// Copies of one worker's sockets (the same socket objects).
+fn clone_sockets((udp, tcp): &crate::handover::WorkerSockets) -> std::io::Result<crate::handover::WorkerSockets> {
+    Ok((
+        udp.iter().map(std::net::UdpSocket::try_clone).collect::<Result<_, _>>()?,
+        tcp.iter().map(std::net::TcpListener::try_clone).collect::<Result<_, _>>()?,
+    ))
+}
+
+/// The sockets an old process's workers read, spread over `workers` new ones: each old
+/// worker's sockets go to one new worker (several to one when there are fewer), and new
+/// workers beyond the old count read copies of an old worker's (every socket is read by
+/// someone; no socket joins or leaves a SO_REUSEPORT group).
+fn spread(
+    old: Vec<crate::handover::WorkerSockets>,
+    workers: usize,
+) -> std::io::Result<Vec<crate::handover::WorkerSockets>> {
+    let have = old.len();
+    let mut out: Vec<crate::handover::WorkerSockets> = (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
+    for (j, (udp, tcp)) in old.into_iter().enumerate() {
+        out[j % workers].0.extend(udp);
+        out[j % workers].1.extend(tcp);
+    }
+    for i in have..workers {
+        out[i] = clone_sockets(&out[i % have])?;
+    }
+    Ok(out)
 }
 
 /// What a cache flush drops.
@@ -491,6 +524,16 @@ impl DataPlane {
     /// Starts with `policies` in force from the first query (the configuration's and those
     /// the control plane saved), so that a restart never runs a moment without them.
     pub fn start_with_policies(cfg: &Config, policies: &[adox_api::policy::Policy]) -> Result<Self, StartError> {
+        Self::start_inheriting(cfg, policies, None)
+    }
+
+    /// [`Self::start_with_policies`], reading the listening sockets a running adoxd handed
+    /// over (its listen addresses must be this configuration's) instead of binding.
+    pub fn start_inheriting(
+        cfg: &Config,
+        policies: &[adox_api::policy::Policy],
+        inherited: Option<crate::handover::Inherited>,
+    ) -> Result<Self, StartError> {
         cfg.validate()?;
         let shared = Arc::new(shared_state(cfg)?);
         shared.policies.store(PolicyTable::compile(policies).map_err(StartError::Policy)?);
@@ -514,17 +557,42 @@ impl DataPlane {
         outgoing.check().map_err(|(addr, source)| StartError::Outgoing { addr, source })?;
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
-        let mut sockets = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let mut udp = Vec::new();
-            let mut tcp = Vec::new();
-            for addr in listen.iter_mut() {
-                let (u, t) = bind_pair(addr)?;
-                udp.push(u);
-                tcp.push(t);
+        let sockets = match inherited {
+            Some(inherited) => {
+                let fits = inherited.listen.len() == listen.len()
+                    && listen
+                        .iter()
+                        .zip(&inherited.listen)
+                        .all(|(want, got)| want == got || (want.port() == 0 && want.ip() == got.ip()));
+                if !fits {
+                    return Err(StartError::Takeover(format!(
+                        "the running adoxd listens on {:?}, this configuration on {:?}: restart instead",
+                        inherited.listen, listen
+                    )));
+                }
+                listen = inherited.listen;
+                spread(inherited.workers, workers).map_err(|e| StartError::Takeover(e.to_string()))?
             }
-            sockets.push((udp, tcp));
-        }
+            None => {
+                let mut sockets = Vec::with_capacity(workers);
+                for _ in 0..workers {
+                    let mut udp = Vec::new();
+                    let mut tcp = Vec::new();
+                    for addr in listen.iter_mut() {
+                        let (u, t) = bind_pair(addr)?;
+                        udp.push(u);
+                        tcp.push(t);
+                    }
+                    sockets.push((udp, tcp));
+                }
+                sockets
+            }
+        };
+        let listening = sockets
+            .iter()
+            .map(clone_sockets)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Takeover(format!("cannot keep copies of the listening sockets: {e}")))?;
         // Every socket of the data plane is bound: root is no longer needed, and no worker
         // thread has started yet.
         if let Some(user) = &cfg.server.user {
@@ -624,7 +692,7 @@ impl DataPlane {
             stops.push(stop);
             threads.push(handle);
         }
-        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path })
+        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path, listening })
     }
 
     /// Counters summed over workers.
@@ -678,6 +746,25 @@ impl DataPlane {
         let path = dir.join(crate::upstream::strict_state::STRICT_STATE_FILE);
         crate::upstream::strict_state::save(&self.shared.signals, &self.shared.tlsa, &path, crate::clock::unix_now())
             .map(|_| ())
+    }
+
+    /// Serves hand-over requests at `path` (see [`crate::handover`]): once the state
+    /// returned says `done`, a new adoxd has taken the sockets and is ready, and this one
+    /// must [`Self::drain_and_stop`].
+    pub fn serve_handover(&self, path: &std::path::Path) -> std::io::Result<Arc<crate::handover::Handover>> {
+        let copies = self.listening.iter().map(clone_sockets).collect::<Result<Vec<_>, _>>()?;
+        crate::handover::serve(path, self.local_addrs.clone(), copies)
+    }
+
+    /// After a hand-over: every worker stops reading, answers the clients still waiting
+    /// on it, and stops; this waits for them.
+    pub fn drain_and_stop(&mut self) {
+        for s in &self.stops {
+            s.drain();
+        }
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
     }
 
     /// Stops every worker and waits for them (the state stays readable afterwards).

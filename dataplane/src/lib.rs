@@ -32,6 +32,7 @@ pub mod dnssec;
 pub mod ede;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handover;
 pub mod log_limit;
 pub(crate) mod names;
 pub mod resolver;

@@ -1,7 +1,7 @@
 //! The data plane's only `unsafe`: thin calls into libc that std does not offer.
 #![allow(
     unsafe_code,
-    reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg, setsockopt and the set*id calls: the one fenced place for unsafe"
+    reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg, sendmsg/recvmsg with SCM_RIGHTS, setsockopt and the set*id calls: the one fenced place for unsafe"
 )]
 
 /// Pins the calling thread to one CPU. Failure (for example a CPU outside the process's
@@ -399,4 +399,82 @@ pub(crate) fn drop_privileges(user: &str, group: Option<&str>) -> Result<Privile
         Ok(caps) => Err(format!("capabilities left after the switch: {caps:#x}")),
         Err(e) => Err(format!("cannot read the capabilities left: {e}")),
     }
+}
+
+/// Sends `fds` over a unix stream in one message (`SCM_RIGHTS`, one payload octet).
+pub(crate) fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    let payload = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: 1 };
+    let bytes = size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for one header with `bytes` of data
+    // (CMSG_SPACE), so CMSG_FIRSTHDR is non-null and CMSG_DATA points inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), bytes);
+    }
+    // SAFETY: msg is fully initialised above.
+    let n = unsafe { libc::sendmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Receives one message of up to `max` descriptors, owned from here on.
+pub(crate) fn recv_fds(
+    sock: &std::os::unix::net::UnixStream,
+    max: usize,
+) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    let mut payload = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: 1 };
+    let bytes = max * size_of::<std::os::fd::RawFd>();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg points at live buffers of the sizes given; MSG_CMSG_CLOEXEC marks the
+    // descriptors close-on-exec as they arrive.
+    let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the old process hung up"));
+    }
+    let mut out = Vec::new();
+    // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG macros walk it
+    // within those bounds, and each SCM_RIGHTS descriptor is new in this process (owned
+    // exactly once here).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                for i in 0..len / size_of::<std::os::fd::RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<std::os::fd::RawFd>().add(i));
+                    out.push(<std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(std::io::Error::other("descriptors cut short (MSG_CTRUNC)"));
+    }
+    Ok(out)
 }

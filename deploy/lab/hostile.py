@@ -42,6 +42,8 @@ but the internet has all of them:
               then GOAWAY (NO_ERROR) leaves the later streams unanswered
   noedns      a server from before EDNS: FORMERR without an OPT record to any
               query with one; correct answers to queries without
+  lag         correct answers, each 300 ms late (under the resolver's first
+              retransmission timeout: slow, never lost)
   recursor    as good, for queries with RD set only (as a recursive server a
               forward zone points at); REFUSED without RD
   dropbig     correct, but a UDP answer over 512 octets is never sent (as
@@ -75,7 +77,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
                                       "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway",
-                                      "noedns", "dropbig", "recursor"])
+                                      "noedns", "dropbig", "recursor", "lag"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -217,6 +219,8 @@ def reply_for(mode, zone, data, over_tcp):
         return out if len(out) <= 512 else None
     if mode == "slow":
         time.sleep(2)
+    if mode == "lag":
+        time.sleep(0.3)
     if mode == "wrongid":
         r.id = (query.id + 1 + random.randrange(0xFFFE)) % 0x10000
     limit = MAX_MESSAGE if over_tcp else max(512, query.payload if query.edns >= 0 else 512)
@@ -226,7 +230,7 @@ def reply_for(mode, zone, data, over_tcp):
 def serve_udp(mode, zone, sock):
     while True:
         data, peer = sock.recvfrom(65535)
-        if mode == "slow":
+        if mode in ("slow", "lag"):
             threading.Thread(target=lambda d=data, p=peer: send_udp(sock, mode, zone, d, p), daemon=True).start()
         else:
             send_udp(sock, mode, zone, data, peer)

@@ -41,6 +41,7 @@ pub(super) struct Mailbox {
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerHandle {
     pub(super) stop: Arc<AtomicBool>,
+    pub(super) drain: Arc<AtomicBool>,
     pub(super) waker: Arc<mio::Waker>,
     pub(super) mailbox: Arc<Mailbox>,
 }
@@ -49,6 +50,13 @@ impl WorkerHandle {
     /// Asks the worker to finish its loop.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+
+    /// Asks the worker to stop taking queries (another process reads the same sockets
+    /// now) and to finish its loop once every client waiting on it has its answer.
+    pub(crate) fn drain(&self) {
+        self.drain.store(true, Ordering::Release);
         let _ = self.waker.wake();
     }
 

@@ -49,6 +49,9 @@ const CONN_TOKEN_BASE: usize = 1 << 30;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How often idle TCP connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Longest a worker handing over to a new process waits for its clients' answers
+/// (above `resolver.request_timeout_ms`'s default of 8 s).
+const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// Per-worker settings that are not the resolver's.
 #[derive(Debug, Clone)]
@@ -393,6 +396,8 @@ pub(crate) struct Worker {
     ctx: Rc<WorkerCtx>,
     tcp_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
+    /// Hand-over to a new process: read no more, finish what is under way, then stop.
+    drain: Arc<AtomicBool>,
     mailbox: Arc<Mailbox>,
     /// Queries other workers handed to this one, being sent now.
     handoff_tasks: Rc<Cell<u32>>,
@@ -511,8 +516,9 @@ impl Worker {
             settings,
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(AtomicBool::new(false));
         let mailbox = Arc::new(Mailbox::default());
-        let handle = WorkerHandle { stop: stop.clone(), waker, mailbox: mailbox.clone() };
+        let handle = WorkerHandle { stop: stop.clone(), drain: drain.clone(), waker, mailbox: mailbox.clone() };
         Ok((
             Self {
                 poll,
@@ -522,6 +528,7 @@ impl Worker {
                 ctx,
                 tcp_listeners,
                 stop,
+                drain,
                 mailbox,
                 handoff_tasks: Rc::new(Cell::new(0)),
             },
@@ -543,7 +550,23 @@ impl Worker {
         let mut accept_retry: Vec<usize> = Vec::new();
         // Time spent running resolutions (tasks and timers) since the last wait.
         let mut resolving = Duration::ZERO;
+        // When the hand-over began (draining: nothing more is read).
+        let mut draining_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
+            if self.drain.load(Ordering::Acquire) {
+                let now = Instant::now();
+                let since = *draining_since.get_or_insert_with(|| {
+                    unfinished.clear();
+                    accept_retry.clear();
+                    now
+                });
+                // Every client waiting on this worker has had its answer (sent in the turn
+                // that completed it), or the longest a query may take has passed.
+                if ctx.inflight.borrow().is_empty() || now.duration_since(since) > DRAIN_MAX {
+                    break;
+                }
+            }
+            let draining = draining_since.is_some();
             let timeout = if unfinished.is_empty() && ctx.clients.borrow().resume.is_empty() {
                 Some(ctx.reactor.next_timeout().unwrap_or(SWEEP_EVERY).min(SWEEP_EVERY))
             } else {
@@ -572,7 +595,7 @@ impl Worker {
                     accept_retry.push(idx);
                 }
             }
-            let pending = std::mem::take(&mut unfinished);
+            let pending = if draining { Vec::new() } else { std::mem::take(&mut unfinished) };
             for idx in pending {
                 if self.read_udp(idx, &mut out) {
                     unfinished.push(idx);
@@ -581,6 +604,9 @@ impl Worker {
             for ev in events.iter() {
                 let t = ev.token().0;
                 if ev.token() == STOP_TOKEN {
+                    continue;
+                } else if draining && t < n_udp + self.tcp_listeners.len() {
+                    // The new process reads these sockets now.
                     continue;
                 } else if t < n_udp {
                     if !unfinished.contains(&t) && self.read_udp(t, &mut out) {

@@ -63,6 +63,12 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Take over the listening sockets of the adoxd running with the same state
+    /// directory (zero-downtime restart or upgrade): it stops its API, hands its sockets
+    /// over, answers what it still owes and exits; no query is dropped.
+    #[arg(long)]
+    takeover: bool,
+
     /// Log level (error, warn, info, debug, trace) or a filter such as
     /// adox_dataplane=debug,info.
     #[arg(long, value_name = "LEVEL")]
@@ -526,6 +532,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     for note in dnssec_notes(&cfg) {
         tracing::warn!("{note}");
     }
+    // A takeover comes first: the running adoxd stops its API and saves its state before
+    // handing its sockets over, so everything read below is what it last had.
+    let handover_path = cfg.server.state_dir.join(adox_dataplane::handover::HANDOVER_SOCKET);
+    let (inherited, link) = if cli.takeover {
+        let (inherited, link) = adox_dataplane::handover::take_over(&handover_path).context("takeover")?;
+        tracing::info!(
+            workers = inherited.workers.len(),
+            listen = ?inherited.listen,
+            "took over the listening sockets of the running adoxd"
+        );
+        (Some(inherited), Some(link))
+    } else {
+        (None, None)
+    };
     // Saved policies are in force from the first query: the store is opened first.
     let registry = match adox_controlplane::PolicyRegistry::open(&cfg.server.state_dir, cfg.policies()?) {
         Ok((registry, loaded)) => {
@@ -553,7 +573,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level.clone())).transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let api_zones = load_zones(&cfg).context("zones (state directory)")?;
-    let mut plane = DataPlane::start_with_policies(&cfg, &registry.all())?;
+    let mut plane = DataPlane::start_inheriting(&cfg, &registry.all(), inherited)?;
     if let Some(user) = &cfg.server.user {
         // Running as `user` now: what SIGHUP reads again must be readable, or a reload
         // (a token revocation) would fail with the old state kept.
@@ -576,10 +596,32 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tracing::info!(count = api_zones.len(), "zones set through the API loaded");
         plane.handle().set_zones(api_zones).map_err(|e| anyhow::anyhow!("zones (state directory): {e}"))?;
     }
-    let api = match api_settings {
+    if let Some(link) = link {
+        // Serving now: the old process stops reading, answers what it owes and exits.
+        link.confirm().context("takeover: telling the running adoxd")?;
+    }
+    let mut api = match api_settings {
         Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry)?),
         None => None,
     };
+    // Ready to hand the sockets on in turn (after a takeover, once the old process has let
+    // go of the socket file).
+    let mut handover = None;
+    for _ in 0..100 {
+        match plane.serve_handover(&handover_path) {
+            Ok(h) => {
+                handover = Some(h);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && cli.takeover => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %handover_path.display(), "no takeover socket: a restart with --takeover will not find this process");
+                break;
+            }
+        }
+    }
     let listen: Vec<String> = plane.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen.join(","),
@@ -600,8 +642,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // stream of rewrites), with one warning per minute when it cannot be written.
     let (mut last_strict_save, mut last_strict_warning) = (std::time::Instant::now(), None::<std::time::Instant>);
     let mut running = cfg.clone();
+    let mut handed_over = false;
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
+        if let Some(h) = &handover {
+            if h.requested.load(Ordering::SeqCst) && !h.quiet.load(Ordering::SeqCst) {
+                // A new adoxd is taking over: no API change from here on that it would not
+                // read, and the learned state as of now for it to load.
+                if let Some(mut a) = api.take() {
+                    a.stop();
+                }
+                save_state(&plane);
+                h.quiet.store(true, Ordering::SeqCst);
+            }
+            if h.done.load(Ordering::SeqCst) {
+                handed_over = true;
+                break;
+            }
+        }
         if last_strict_save.elapsed() >= Duration::from_secs(1) {
             last_strict_save = std::time::Instant::now();
             if let Err(e) = plane.save_strict_state_if_changed()
@@ -619,6 +677,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             log_stats(&plane);
             save_state(&plane);
         }
+    }
+    if handed_over {
+        // The new process reads the sockets and saves the state from now on.
+        tracing::info!("handed over: answering what is under way, then stopping");
+        plane.drain_and_stop();
+        log_stats(&plane);
+        return Ok(());
     }
     tracing::info!("stopping");
     if let Some(mut api) = api {

@@ -18,6 +18,7 @@ mod faults;
 mod malformed;
 mod oracle;
 mod resolution;
+mod restart;
 mod special_use;
 mod support;
 mod tcp;

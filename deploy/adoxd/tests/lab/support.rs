@@ -181,6 +181,11 @@ impl Adoxd {
         self.log.lock().unwrap().clone()
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hup(&self) {
+        Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+    }
+
     /// Stops adoxd with SIGTERM (a clean shutdown), waits for it and returns its log.
     pub fn terminate(mut self) -> String {
         let pid = self.child.id().to_string();
@@ -204,6 +209,18 @@ impl Adoxd {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status, if it did.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// A query with RD and EDNS (1232, no DO) over UDP, retried up to 3 times on loss.
