@@ -352,6 +352,31 @@ pub struct ZonesUpdate {
     pub zones: Vec<ZoneSpec>,
 }
 
+/// `POST /v1/reload` (and what a SIGHUP did, in the log): the configuration file read
+/// again and what changed put in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Why nothing was reloaded (the file is unreadable or invalid: the running
+    /// configuration stays whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Sections (or parts) changed and now in force.
+    pub applied: Vec<String>,
+    /// Sections changed but refused, each with the reason (the running one stays).
+    pub refused: Vec<RefusedSection>,
+    /// Sections changed that take effect at the next restart only.
+    pub needs_restart: Vec<String>,
+}
+
+/// A section a reload did not put in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedSection {
+    /// The section.
+    pub section: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// `GET` and `PUT /v1/log-level`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

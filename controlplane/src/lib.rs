@@ -28,6 +28,10 @@ pub use store::PolicyRegistry;
 /// reason when the filter is refused.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Reads the configuration file again and puts what changed in force, as SIGHUP does
+/// (the daemon owns the running configuration).
+pub type Reload = Arc<dyn Fn() -> adox_api::rest::ReloadReport + Send + Sync>;
+
 /// How the API runs.
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -51,6 +55,8 @@ pub struct ApiSettings {
     pub log_level: String,
     /// Sets the log filter.
     pub set_log_level: SetLogLevel,
+    /// Reloads the configuration (`POST /v1/reload`); `None`: the route answers 503.
+    pub reload: Option<Reload>,
     /// Remarks `/readyz` passes on (for example missing trust anchors).
     pub readiness_notes: Vec<String>,
     /// TLS for the API (see [`tls::server_config`]); `None`: plain HTTP.

@@ -164,6 +164,26 @@ impl PlaneHandle {
         Ok(self.install_zones(table))
     }
 
+    /// Puts a reloaded `[local_zones]` in force; every packet cache is dropped (local
+    /// answers live there).
+    pub fn reload_local_zones(&self, cfg: &crate::config::LocalZonesConfig) -> bool {
+        self.shared.local.store(Arc::new(LocalZones::new(cfg)));
+        let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(None)).collect();
+        self.flushed_within(&tickets)
+    }
+
+    /// Puts the configuration's negative trust anchors (reloaded) in force, flushing the
+    /// caches below each name added or removed.
+    pub fn reload_config_negative_anchors(&self, names: Vec<hickory_proto::rr::Name>) -> bool {
+        let names: Vec<hickory_proto::rr::Name> = names.iter().map(crate::names::canonical).collect();
+        let old = self.shared.validator.negative_anchors.swap(Arc::new(names.clone()));
+        let mut done = true;
+        for n in names.iter().filter(|n| !old.contains(n)).chain(old.iter().filter(|n| !names.contains(n))) {
+            done &= self.flush(&Flush::Zone(n.clone()));
+        }
+        done
+    }
+
     /// Puts the configuration's `[[zones]]` (read again on SIGHUP) in force beside the
     /// API's, or says why not (the running zones stay).
     pub fn reload_config_zones(&self, config: &[ZoneSpec]) -> Result<bool, ZoneError> {
@@ -235,7 +255,7 @@ impl PlaneHandle {
     /// The negative trust anchors: from the configuration, and set through the API.
     pub fn negative_anchors(&self) -> (Vec<hickory_proto::rr::Name>, Vec<hickory_proto::rr::Name>) {
         let v = &self.shared.validator;
-        (v.negative_anchors.clone(), v.runtime_negative_anchors.load().as_ref().clone())
+        (v.negative_anchors.load().as_ref().clone(), v.runtime_negative_anchors.load().as_ref().clone())
     }
 
     /// Counters summed over workers.
@@ -438,7 +458,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         .with_nsec_spans(cfg.dnssec.nsec_span_bytes(cfg.cache.record_cache_bytes)),
         servers: ServerTable::default(),
         hints,
-        local: LocalZones::new(&cfg.local_zones),
+        local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&cfg.local_zones)),
         access: arc_swap::ArcSwap::from_pointee(access),
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
@@ -471,7 +491,7 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
     Ok(crate::dnssec::ValidatorSettings {
         enabled: d.validating(),
         anchors,
-        negative_anchors: d.negative_anchors()?,
+        negative_anchors: Arc::new(arc_swap::ArcSwap::from_pointee(d.negative_anchors()?)),
         runtime_negative_anchors: Default::default(),
         zone_negative_anchors: Default::default(),
         sha1: d.sha1_algorithms,

@@ -90,6 +90,8 @@ enum Cmd {
         #[arg(long)]
         zone: Option<String>,
     },
+    /// Read the configuration file again and put what changed in force (as SIGHUP).
+    Reload,
     /// Show or set the log level.
     LogLevel {
         /// New level or filter (error, warn, info, debug, trace, or target=level,...).
@@ -610,6 +612,21 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     })
                     .collect();
                 table(&["ZONE", "KIND", "SERVERS/DATA", "SOURCE"], &rows);
+            }
+        }
+        Cmd::Reload => {
+            let r = call(&c, "POST", "/v1/reload", None, &[])?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                let rep: adox_api::rest::ReloadReport = parse(&r)?;
+                out!("applied: {}", if rep.applied.is_empty() { "-".into() } else { rep.applied.join(", ") });
+                for f in &rep.refused {
+                    out!("refused: {}: {}", f.section, f.reason);
+                }
+                if !rep.needs_restart.is_empty() {
+                    out!("needs a restart: {}", rep.needs_restart.join(", "));
+                }
             }
         }
         Cmd::LogLevel { level } => {

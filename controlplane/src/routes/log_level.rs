@@ -1,4 +1,5 @@
-//! `/v1/log-level`: reads or changes the daemon's log filter at run time.
+//! `/v1/log-level`: reads or changes the daemon's log filter at run time; `/v1/reload`:
+//! reads the whole configuration file again, as SIGHUP does.
 
 use adox_api::rest::LogLevel;
 use axum::body::Body;
@@ -34,4 +35,18 @@ pub(super) async fn put_log_level(
     *st.log_level.lock().unwrap_or_else(|p| p.into_inner()) = level.clone();
     tracing::info!(%level, "log level changed through the API");
     Ok(json(StatusCode::OK, &LogLevel { level }))
+}
+
+/// Reads the configuration file again and puts what changed in force (the daemon's own
+/// SIGHUP path): 200 with what was applied, refused and left for a restart; 422 when the
+/// file is unreadable or invalid (nothing changed).
+pub(super) async fn reload(State(st): State<Shared>) -> Result<Response, ApiError> {
+    let Some(reload) = st.settings.reload.clone() else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "this daemon cannot reload"));
+    };
+    let report = super::blocking(move || reload()).await?;
+    if let Some(e) = &report.error {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", e.clone()));
+    }
+    Ok(json(StatusCode::OK, &report))
 }

@@ -70,6 +70,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/dnssec/negative-anchors"),
     ("get", "/v1/zones"),
     ("put", "/v1/zones"),
+    ("post", "/v1/reload"),
 ];
 
 /// Clients remembered by the rate limiter; beyond this, idle ones are forgotten.
@@ -242,6 +243,7 @@ pub fn router(st: Shared) -> Router {
         .route("/log-level", get(log_level::get_log_level).put(log_level::put_log_level))
         .route("/dnssec/negative-anchors", get(dnssec::get_negative_anchors).put(dnssec::put_negative_anchors))
         .route("/zones", get(zones::get_zones).put(zones::put_zones))
+        .route("/reload", post(log_level::reload))
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), guard));
     Router::new()
         .route("/livez", get(health::livez))
@@ -368,6 +370,7 @@ mod tests {
                 max_import_bytes: 1 << 20,
                 log_level: "info".into(),
                 set_log_level: Arc::new(|_| Ok(())),
+                reload: None,
                 negative_anchors_file: None,
                 zones_file: None,
                 readiness_notes: vec![],

@@ -87,7 +87,7 @@ pub struct ValidatorSettings {
     pub anchors: Option<TrustAnchors>,
     /// Negative trust anchors (RFC 7646) from the configuration: names at or below these
     /// are not validated.
-    pub negative_anchors: Vec<Name>,
+    pub negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
     /// Negative trust anchors set through the API, replaced whole (read per validation).
     pub runtime_negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
     /// Zones configured insecure (`[[zones]]` and `PUT /v1/zones` with `insecure`).
@@ -110,7 +110,7 @@ impl ValidatorSettings {
         Self {
             enabled: false,
             anchors: None,
-            negative_anchors: Vec::new(),
+            negative_anchors: Default::default(),
             runtime_negative_anchors: Default::default(),
             zone_negative_anchors: Default::default(),
             sha1: true,
@@ -125,7 +125,7 @@ impl ValidatorSettings {
     pub fn covers(&self, name: &Name) -> bool {
         self.enabled
             && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
-            && !self.negative_anchors.iter().any(|n| n.zone_of(name))
+            && !self.negative_anchors.load().iter().any(|n| n.zone_of(name))
             && !self.runtime_negative_anchors.load().iter().any(|n| n.zone_of(name))
             && !self.zone_negative_anchors.load().iter().any(|n| n.zone_of(name))
     }
@@ -152,7 +152,7 @@ mod tests {
         let mut v = ValidatorSettings::off();
         v.enabled = true;
         v.anchors = Some(TrustAnchors::built_in());
-        v.negative_anchors = vec!["broken.example.".parse().unwrap()];
+        v.negative_anchors.store(Arc::new(vec!["broken.example.".parse().unwrap()]));
         assert!(v.covers(&"www.example.".parse().unwrap()));
         assert!(!v.covers(&"www.broken.example.".parse().unwrap()));
         v.anchors = None;

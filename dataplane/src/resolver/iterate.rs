@@ -217,7 +217,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         // A zone the operator configured (a forward zone for 10.in-addr.arpa., say) wins
         // over the built-in special-use zones.
         if self.shared.zones.load().closest(&qname).is_none()
-            && let Some(a) = self.shared.local.answer(&qname, qtype)
+            && let Some(a) = self.shared.local.load().answer(&qname, qtype)
         {
             return Ok(a);
         }

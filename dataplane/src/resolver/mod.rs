@@ -195,8 +195,8 @@ pub struct Shared {
     pub servers: ServerTable,
     /// Root hints.
     pub hints: RootHints,
-    /// Locally answered special-use names.
-    pub local: LocalZones,
+    /// Locally answered special-use names (`[local_zones]`, swapped on reload).
+    pub local: arc_swap::ArcSwap<LocalZones>,
     /// Client and upstream address policy.
     pub access: arc_swap::ArcSwap<AccessPolicy>,
     /// Operator transport overrides.

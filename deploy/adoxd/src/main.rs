@@ -322,82 +322,100 @@ fn reload_config(
     plane: &adox_dataplane::PlaneHandle,
     api: Option<&adox_controlplane::ControlPlane>,
     set_log_level: &adox_controlplane::SetLogLevel,
-) {
+) -> adox_api::rest::ReloadReport {
+    let mut report = adox_api::rest::ReloadReport::default();
     let new = match build_config(cli).and_then(|c| c.validate().map(|()| c).map_err(anyhow::Error::from)) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "configuration not reloaded; the running one stays");
-            return;
+            report.error = Some(format!("{e:#}"));
+            return report;
         }
     };
-    let mut applied: Vec<&str> = Vec::new();
+    let refuse = |report: &mut adox_api::rest::ReloadReport, section: &str, reason: String| {
+        tracing::warn!(error = %reason, "{section} not reloaded; the running one stays");
+        report.refused.push(adox_api::rest::RefusedSection { section: section.to_string(), reason });
+    };
     if let Some(api) = api {
         // A bad token file keeps the old tokens (and the rest of the reload goes on).
         match read_tokens(&new) {
             Ok(t) => {
                 tracing::info!(admin = t.admin.len(), read = t.read.len(), "API tokens reloaded");
                 api.set_tokens(t);
-                applied.push("api tokens");
+                report.applied.push("api tokens".into());
             }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "API tokens not reloaded; the old ones stay"),
+            Err(e) => refuse(&mut report, "api tokens", format!("{e:#}")),
         }
     }
     if format!("{:?}", new.access) != format!("{:?}", running.access) {
         match plane.reload_access(&new) {
             Ok(()) => {
                 running.access = new.access.clone();
-                applied.push("access");
+                report.applied.push("access".into());
             }
-            Err(e) => tracing::warn!(error = %e, "access policy not reloaded; the running one stays"),
+            Err(e) => refuse(&mut report, "access", e.to_string()),
         }
     }
     if new.zones != running.zones {
         match plane.reload_config_zones(&new.zones) {
             Ok(_) => {
                 running.zones = new.zones.clone();
-                applied.push("zones");
+                report.applied.push("zones".into());
             }
-            Err(e) => tracing::warn!(error = %e, "zones not reloaded; the running ones stay"),
+            Err(e) => refuse(&mut report, "zones", e.to_string()),
         }
+    }
+    if format!("{:?}", new.local_zones) != format!("{:?}", running.local_zones) {
+        plane.reload_local_zones(&new.local_zones);
+        running.local_zones = new.local_zones.clone();
+        report.applied.push("local_zones".into());
+    }
+    if new.dnssec.negative_trust_anchors != running.dnssec.negative_trust_anchors {
+        // Validated with the file: the names parse.
+        plane.reload_config_negative_anchors(new.dnssec.negative_anchors().unwrap_or_default());
+        running.dnssec.negative_trust_anchors = new.dnssec.negative_trust_anchors.clone();
+        report.applied.push("dnssec.negative_trust_anchors".into());
     }
     if new.server.log_level != running.server.log_level {
         match set_log_level(&new.server.log_level) {
             Ok(()) => {
                 running.server.log_level = new.server.log_level.clone();
-                applied.push("server.log_level");
+                report.applied.push("server.log_level".into());
             }
-            Err(e) => tracing::warn!(error = %e, "log level not reloaded"),
+            Err(e) => refuse(&mut report, "server.log_level", e),
         }
     }
     // What this version cannot change while running: said, not silently ignored.
-    let mut restart: Vec<&str> = Vec::new();
     let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     let mut server = new.server.clone();
     server.log_level = running.server.log_level.clone();
     let mut api_cfg = new.api.clone();
     api_cfg.token_file = running.api.token_file.clone();
     api_cfg.read_token_file = running.api.read_token_file.clone();
+    let mut dnssec = new.dnssec.clone();
+    dnssec.negative_trust_anchors = running.dnssec.negative_trust_anchors.clone();
     for (section, unchanged) in [
         ("server", same(&server, &running.server)),
         ("resolver", same(&new.resolver, &running.resolver)),
         ("cache", same(&new.cache, &running.cache)),
         ("limits", same(&new.limits, &running.limits)),
-        ("local_zones", same(&new.local_zones, &running.local_zones)),
         ("transport", same(&new.transport, &running.transport)),
         ("api", same(&api_cfg, &running.api)),
-        ("dnssec", same(&new.dnssec, &running.dnssec)),
+        ("dnssec", same(&dnssec, &running.dnssec)),
         ("policy", same(&new.policies, &running.policies)),
     ] {
         if !unchanged {
-            restart.push(section);
+            report.needs_restart.push(section.into());
         }
     }
-    if restart.is_empty() {
-        tracing::info!(applied = %applied.join(","), "configuration reloaded");
+    if report.needs_restart.is_empty() && report.refused.is_empty() {
+        tracing::info!(applied = %report.applied.join(","), "configuration reloaded");
     } else {
-        tracing::warn!(applied = %applied.join(","), needs_restart = %restart.join(","),
-            "configuration reloaded in part: these sections changed and take effect at the next restart");
+        tracing::warn!(applied = %report.applied.join(","), needs_restart = %report.needs_restart.join(","),
+            refused = %report.refused.iter().map(|r| r.section.as_str()).collect::<Vec<_>>().join(","),
+            "configuration reloaded in part: sections refused keep their running values, the others take effect at the next restart");
     }
+    report
 }
 
 /// The API token files, read now (at start, and again on SIGHUP).
@@ -420,6 +438,7 @@ fn api_settings(
     cfg: &Config,
     listen: std::net::SocketAddr,
     set_log_level: adox_controlplane::SetLogLevel,
+    reload: adox_controlplane::Reload,
 ) -> anyhow::Result<adox_controlplane::ApiSettings> {
     let adox_controlplane::Tokens { admin: admin_tokens, read: read_tokens } = read_tokens(cfg)?;
     let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
@@ -449,6 +468,7 @@ fn api_settings(
         max_import_bytes: cfg.api.max_import_bytes,
         log_level: cfg.server.log_level.clone(),
         set_log_level,
+        reload: Some(reload),
         readiness_notes: dnssec_notes(cfg),
         tls,
         negative_anchors_file: Some(negative_anchors_file(cfg)),
@@ -569,8 +589,26 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let registry = std::sync::Arc::new(registry);
     // Token files are read before anything starts: a bad one stops the start.
-    let api_settings =
-        cfg.api.listen_addr()?.map(|addr| api_settings(&cfg, addr, set_log_level.clone())).transpose()?;
+    // `POST /v1/reload` asks the main loop (which owns the running configuration) and
+    // waits for its report.
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<adox_api::rest::ReloadReport>>();
+    let reload_tx = std::sync::Mutex::new(reload_tx);
+    let api_reload: adox_controlplane::Reload = std::sync::Arc::new(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = reload_tx.lock().unwrap_or_else(|p| p.into_inner()).send(tx).is_ok();
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(report) if sent => report,
+            _ => adox_api::rest::ReloadReport {
+                error: Some("the daemon did not answer the reload request".into()),
+                ..Default::default()
+            },
+        }
+    });
+    let api_settings = cfg
+        .api
+        .listen_addr()?
+        .map(|addr| api_settings(&cfg, addr, set_log_level.clone(), api_reload.clone()))
+        .transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let api_zones = load_zones(&cfg).context("zones (state directory)")?;
     let mut plane = DataPlane::start_inheriting(&cfg, &registry.all(), inherited)?;
@@ -671,6 +709,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         if reload.swap(false, Ordering::SeqCst) {
             reload_config(cli, &mut running, &plane.handle(), api.as_ref(), &set_log_level);
+        }
+        while let Ok(reply) = reload_rx.try_recv() {
+            let _ = reply.send(reload_config(cli, &mut running, &plane.handle(), api.as_ref(), &set_log_level));
         }
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();

@@ -354,7 +354,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
             .with_nsec_spans(cfg.dnssec.nsec_span_bytes(1 << 24)),
         servers: ServerTable::default(),
         hints,
-        local: LocalZones::new(&LocalZonesConfig::default()),
+        local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&LocalZonesConfig::default())),
         access: arc_swap::ArcSwap::from_pointee(AccessPolicy::new(
             &[],
             &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()],

@@ -497,7 +497,7 @@ fn sighup_reloads_the_token_files_and_a_bad_file_keeps_the_old_tokens() {
     // A broken file is refused and the tokens in force stay.
     std::fs::write(&admin, "short\n").unwrap();
     hup();
-    assert!(d.log().contains("API tokens not reloaded"), "{}", d.log());
+    assert!(d.log().contains("api tokens not reloaded"), "{}", d.log());
     assert_eq!(with("second-admin-token-0123456789"), 200);
     d.terminate();
 }

@@ -174,3 +174,35 @@ fn a_reload_under_load_loses_no_query() {
     assert!(log.contains("configuration reloaded") && log.contains("access") && log.contains("zones"), "{log}");
     drop(dir);
 }
+
+/// `POST /v1/reload` reads the file again: what can change live (`[local_zones]`, the
+/// configuration's negative trust anchors) is in force at once, a section that needs a
+/// restart is named, and a bad file is refused with the reason and changes nothing.
+#[test]
+fn a_reload_through_the_api_applies_what_it_can_and_names_the_rest() {
+    let (_dir, cfg) = temp_config("[local_zones]\ntest = true\n");
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let soa_owner = |r: &Response| r.msg.authorities.first().map(|a| a.name.to_ascii());
+    let r = d.query("www.test.", RecordType::A);
+    assert_eq!((r.rcode(), soa_owner(&r)), (ResponseCode::NXDomain, Some("test.".into())), "answered locally");
+    assert_eq!(d.query("www.expired.lab.", RecordType::A).rcode(), ResponseCode::ServFail);
+    std::fs::write(
+        &cfg,
+        "[local_zones]\ntest = false\n\n[dnssec]\nnegative_trust_anchors = [\"expired.lab\"]\n\n[cache]\nmax_ttl_s = 600\n",
+    )
+    .unwrap();
+    let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json().unwrap();
+    let applied: Vec<&str> = report["applied"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(applied.contains(&"local_zones") && applied.contains(&"dnssec.negative_trust_anchors"), "{report}");
+    assert_eq!(report["needs_restart"], serde_json::json!(["cache"]));
+    let r = d.query("www.test.", RecordType::A);
+    assert_eq!((r.rcode(), soa_owner(&r)), (ResponseCode::NXDomain, Some(".".into())), "now from the lab root");
+    assert_eq!(d.query("www.expired.lab.", RecordType::A).rcode(), ResponseCode::NoError, "not validated now");
+    std::fs::write(&cfg, "[cache]\nmax_ttl_s = 0\n").unwrap();
+    let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("cache.max_ttl_s"), "{}", r.text());
+    assert_eq!(d.query("www.expired.lab.", RecordType::A).rcode(), ResponseCode::NoError, "the running one stays");
+}
