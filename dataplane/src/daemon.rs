@@ -577,21 +577,19 @@ impl DataPlane {
         outgoing.check().map_err(|(addr, source)| StartError::Outgoing { addr, source })?;
         let workers = cfg.worker_count();
         let mut listen = cfg.listen_addrs()?;
-        let sockets = match inherited {
+        // The sockets in groups of one per listen address: those of each worker the old
+        // process started with, or those bound here, one group per worker. The groups
+        // are what a later hand-over passes on, whatever the worker count now.
+        let groups = match inherited {
             Some(inherited) => {
-                let fits = inherited.listen.len() == listen.len()
-                    && listen
-                        .iter()
-                        .zip(&inherited.listen)
-                        .all(|(want, got)| want == got || (want.port() == 0 && want.ip() == got.ip()));
-                if !fits {
+                if !crate::handover::same_listen(&listen, &inherited.listen) {
                     return Err(StartError::Takeover(format!(
                         "the running adoxd listens on {:?}, this configuration on {:?}: restart instead",
                         inherited.listen, listen
                     )));
                 }
                 listen = inherited.listen;
-                spread(inherited.workers, workers).map_err(|e| StartError::Takeover(e.to_string()))?
+                inherited.workers
             }
             None => {
                 let mut sockets = Vec::with_capacity(workers);
@@ -608,11 +606,12 @@ impl DataPlane {
                 sockets
             }
         };
-        let listening = sockets
+        let listening = groups
             .iter()
             .map(clone_sockets)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Takeover(format!("cannot keep copies of the listening sockets: {e}")))?;
+        let sockets = spread(groups, workers).map_err(|e| StartError::Takeover(e.to_string()))?;
         // Every socket of the data plane is bound: root is no longer needed, and no worker
         // thread has started yet.
         if let Some(user) = &cfg.server.user {

@@ -7,16 +7,21 @@
 //!
 //! The exchange, one line of text each way around the descriptors:
 //!
-//! 1. new → old: `adox-takeover 1`
-//! 2. old → new: a JSON header (`{"version":1,"workers":W,"listen":[...]}`), then the
-//!    descriptors worker by worker, address by address, UDP then TCP, at most
-//!    [`FDS_PER_MESSAGE`] per message
-//! 3. new → old, once its workers run: `ready`; the old process then drains and exits.
+//! 1. new → old: `adox-takeover 1 ["ADDR:PORT",...]` (the listen addresses it wants)
+//! 2. old → new: `refused: REASON` (other listen addresses, another user: the old
+//!    process carries on as it was), or a JSON header
+//!    (`{"version":1,"workers":G,"listen":[...]}`) and the descriptors group by group
+//!    (one group per worker it started with), address by address, UDP then TCP, at most
+//!    [`FDS_PER_MESSAGE`] per message. Before it sends them, the old process stops its
+//!    API and saves its learned state (`quiet`), so that the new one reads everything.
+//! 3. new → old, once its workers and API run: `ready`; the old process then drains and
+//!    exits. If anything fails after `quiet`, the old process starts its API again.
 //!
-//! The socket lives in the state directory, mode 0600: only the user adoxd runs as (or
-//! root) can take its sockets, and that user could take them anyway.
+//! The socket lives in the state directory, mode 0600, and both ends check that the
+//! other runs as the same user (`SO_PEERCRED`): a takeover by root of a daemon running as
+//! `adox` would leave a resolver running as root and files `adox` cannot read.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
@@ -33,6 +38,9 @@ pub const HANDOVER_SOCKET: &str = "handover.sock";
 
 /// Descriptors sent in one message (the kernel takes up to 253).
 const FDS_PER_MESSAGE: usize = 64;
+
+/// Socket groups (the old process's workers) taken at most.
+const MAX_GROUPS: usize = 1024;
 
 /// Descriptors taken at most (a header cannot make the new process wait for more).
 const MAX_FDS: usize = 4096;
@@ -75,41 +83,87 @@ impl Link {
     }
 }
 
-/// Takes the listening sockets of the adoxd running with the hand-over socket at `path`.
-pub fn take_over(path: &Path) -> std::io::Result<(Inherited, Link)> {
+/// The same user at both ends, or why not.
+fn same_user(conn: &UnixStream) -> std::io::Result<()> {
+    let (peer, own) = crate::sys::peer_and_own_uid(conn)?;
+    if peer == own {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the other adoxd runs as uid {peer}, this one as uid {own}: take over as the same user"),
+        ))
+    }
+}
+
+/// Reads one line of at most `limit` octets, one octet at a time (a buffered reader could
+/// swallow the octet that carries descriptors).
+fn read_line(conn: &UnixStream, limit: usize) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match (&*conn).read(&mut byte) {
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the other side hung up")),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() >= limit => return Err(std::io::Error::other("line too long")),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(line).map_err(|_| std::io::Error::other("not text"))
+}
+
+/// Whether the sockets at `have` serve the addresses `want` (a wanted port 0: any).
+pub(crate) fn same_listen(want: &[SocketAddr], have: &[SocketAddr]) -> bool {
+    want.len() == have.len() && want.iter().zip(have).all(|(w, h)| w == h || (w.port() == 0 && w.ip() == h.ip()))
+}
+
+/// Takes the listening sockets of the adoxd running with the hand-over socket at `path`,
+/// for these listen addresses.
+pub fn take_over(path: &Path, listen: &[SocketAddr]) -> std::io::Result<(Inherited, Link)> {
     let link = UnixStream::connect(path).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("{}: {e} (is an adoxd with this state directory running?)", path.display()),
         )
     })?;
+    same_user(&link)?;
     link.set_read_timeout(Some(STEP_TIMEOUT))?;
     link.set_write_timeout(Some(STEP_TIMEOUT))?;
-    (&link).write_all(format!("{REQUEST}\n").as_bytes())?;
-    // The header is read one byte at a time: a buffered reader could swallow the byte
-    // that carries the first descriptors.
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while byte[0] != b'\n' {
-        if (&link).read(&mut byte)? == 0 || line.len() > 64 * 1024 {
-            return Err(std::io::Error::other("the old process sent no header"));
-        }
-        line.push(byte[0]);
+    let wanted = serde_json::to_string(listen).map_err(std::io::Error::other)?;
+    (&link).write_all(format!("{REQUEST} {wanted}\n").as_bytes())?;
+    let line = read_line(&link, 64 * 1024)?;
+    if let Some(reason) = line.strip_prefix("refused: ") {
+        return Err(std::io::Error::other(format!("the running adoxd refused: {reason}")));
     }
-    let header: Header =
-        serde_json::from_slice(&line).map_err(|e| std::io::Error::other(format!("bad header: {e}")))?;
-    let count = header.workers * header.listen.len() * 2;
-    if header.version != 1 || count == 0 || count > MAX_FDS {
-        return Err(std::io::Error::other(format!(
-            "unexpected hand-over: version {}, {} workers, {} addresses",
-            header.version,
-            header.workers,
-            header.listen.len()
-        )));
+    let header: Header = serde_json::from_str(&line).map_err(|e| std::io::Error::other(format!("bad header: {e}")))?;
+    let count = header
+        .workers
+        .checked_mul(header.listen.len())
+        .and_then(|n| n.checked_mul(2))
+        .filter(|&n| header.version == 1 && header.workers <= MAX_GROUPS && n > 0 && n <= MAX_FDS)
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "unexpected hand-over: version {}, {} groups, {} addresses",
+                header.version,
+                header.workers,
+                header.listen.len()
+            ))
+        })?;
+    if !same_listen(listen, &header.listen) {
+        return Err(std::io::Error::other(format!("the running adoxd listens on {:?}", header.listen)));
     }
     let mut fds = Vec::with_capacity(count);
     while fds.len() < count {
-        fds.extend(crate::sys::recv_fds(&link, FDS_PER_MESSAGE)?);
+        let got = crate::sys::recv_fds(&link, FDS_PER_MESSAGE)?;
+        if got.is_empty() {
+            return Err(std::io::Error::other("a message without descriptors"));
+        }
+        fds.extend(got);
     }
     if fds.len() != count {
         return Err(std::io::Error::other(format!("expected {count} descriptors, got {}", fds.len())));
@@ -118,10 +172,19 @@ pub fn take_over(path: &Path) -> std::io::Result<(Inherited, Link)> {
     let mut workers = Vec::with_capacity(header.workers);
     for _ in 0..header.workers {
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
-        for _ in &header.listen {
-            let (u, t) = (fds.next(), fds.next());
-            let (Some(u), Some(t)) = (u, t) else { unreachable!("count checked above") };
+        for addr in &header.listen {
+            let (Some(u), Some(t)) = (fds.next(), fds.next()) else {
+                return Err(std::io::Error::other("descriptors cut short"));
+            };
+            // Each must be the socket the header says: the right kind, bound there.
+            let kind = |fd: &std::os::fd::OwnedFd| socket2::SockRef::from(fd).r#type();
+            if kind(&u)? != socket2::Type::DGRAM || kind(&t)? != socket2::Type::STREAM {
+                return Err(std::io::Error::other("a descriptor is not the socket the header says"));
+            }
             let (u, t) = (UdpSocket::from(u), TcpListener::from(t));
+            if u.local_addr()? != *addr || t.local_addr()? != *addr {
+                return Err(std::io::Error::other(format!("a socket is not bound to {addr}")));
+            }
             u.set_nonblocking(true)?;
             t.set_nonblocking(true)?;
             udp.push(u);
@@ -143,6 +206,9 @@ pub struct Handover {
     pub quiet: AtomicBool,
     /// The new process has the sockets and serves: drain and exit.
     pub done: AtomicBool,
+    /// A hand-over failed after `quiet`: the daemon starts its API again (and clears
+    /// `requested`, `quiet` and this).
+    pub failed: AtomicBool,
 }
 
 /// How long the serving thread waits for the daemon to go quiet.
@@ -176,9 +242,13 @@ pub fn serve(path: &Path, listen: Vec<SocketAddr>, sockets: Vec<WorkerSockets>) 
                     return;
                 }
                 Err(e) if shared.quiet.load(Ordering::SeqCst) => {
-                    tracing::error!(error = %e, "hand-over failed after the API stopped: DNS is still served; restart adoxd to get the API back");
+                    tracing::warn!(error = %e, "hand-over failed after the API stopped: still serving, the API starts again");
+                    shared.failed.store(true, Ordering::SeqCst);
                 }
-                Err(e) => tracing::warn!(error = %e, "hand-over failed: still serving"),
+                Err(e) => {
+                    shared.requested.store(false, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "hand-over refused: still serving");
+                }
             }
         }
     })?;
@@ -194,15 +264,31 @@ fn hand_over(
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(STEP_TIMEOUT))?;
     conn.set_write_timeout(Some(STEP_TIMEOUT))?;
-    let mut reader = BufReader::new(conn.try_clone()?).take(256);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if line.trim_end() != REQUEST {
-        return Err(std::io::Error::other(format!("unexpected request {:?}", line.trim_end())));
+    let refuse = |reason: String| -> std::io::Result<()> {
+        let _ = (&*conn).write_all(format!("refused: {reason}\n").as_bytes());
+        Err(std::io::Error::other(reason))
+    };
+    if let Err(e) = same_user(conn) {
+        return refuse(e.to_string());
+    }
+    let line = read_line(conn, 64 * 1024)?;
+    let Some(wanted) = line.strip_prefix(REQUEST).map(str::trim) else {
+        return refuse(format!("unexpected request {:?}", line.chars().take(64).collect::<String>()));
+    };
+    let wanted: Vec<SocketAddr> = match serde_json::from_str(wanted) {
+        Ok(w) => w,
+        Err(e) => return refuse(format!("bad listen list: {e}")),
+    };
+    if !same_listen(&wanted, listen) {
+        return refuse(format!("this adoxd listens on {listen:?}, the new one wants {wanted:?}: restart instead"));
     }
     state.requested.store(true, Ordering::SeqCst);
     let asked = std::time::Instant::now();
-    while !state.quiet.load(Ordering::SeqCst) && asked.elapsed() < QUIET_WAIT {
+    while !state.quiet.load(Ordering::SeqCst) {
+        if asked.elapsed() > QUIET_WAIT {
+            // Its API may still take changes the new process would not read: no takeover.
+            return refuse("the running adoxd could not stop its API in time".into());
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     let header = Header { version: 1, workers: sockets.len(), listen: listen.to_vec() };
@@ -214,10 +300,8 @@ fn hand_over(
     for chunk in fds.chunks(FDS_PER_MESSAGE) {
         crate::sys::send_fds(conn, chunk)?;
     }
-    let mut line = String::new();
-    reader.set_limit(256);
-    reader.read_line(&mut line)?;
-    if line.trim_end() != READY {
+    // The new process starts its workers and API, and then says so (the step timeout).
+    if read_line(conn, 64)? != READY {
         return Err(std::io::Error::other("the new process did not get ready"));
     }
     Ok(())
@@ -235,8 +319,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(HANDOVER_SOCKET);
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).unwrap();
         let state =
             serve(&path, vec![addr], vec![(vec![udp.try_clone().unwrap()], vec![tcp.try_clone().unwrap()])]).unwrap();
         // The daemon's side: quiet as soon as asked.
@@ -248,7 +332,9 @@ mod tests {
             daemon.quiet.store(true, Ordering::SeqCst);
         });
         assert!(serve(&path, vec![], vec![]).is_err(), "a live hand-over socket is not taken");
-        let (inherited, link) = take_over(&path).unwrap();
+        assert!(take_over(&path, &["127.0.0.1:1".parse().unwrap()]).unwrap_err().to_string().contains("refused"));
+        assert!(!state.quiet.load(Ordering::SeqCst), "a refused request changes nothing");
+        let (inherited, link) = take_over(&path, &[addr]).unwrap();
         assert_eq!(inherited.listen, [addr]);
         let taken = inherited.workers[0].0[0].try_clone().unwrap();
         taken.set_nonblocking(false).unwrap();

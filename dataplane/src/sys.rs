@@ -408,7 +408,8 @@ pub(crate) fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd
     let bytes = size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-    let mut control = vec![0u8; space];
+    // u64 words: aligned for a cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
     // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -424,9 +425,18 @@ pub(crate) fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd
         (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
         std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), bytes);
     }
-    // SAFETY: msg is fully initialised above.
-    let n = unsafe { libc::sendmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    loop {
+        // SAFETY: msg is fully initialised above.
+        let n = unsafe { libc::sendmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        // A signal (SIGHUP) interrupts a call with a timeout set even under SA_RESTART.
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Receives one message of up to `max` descriptors, owned from here on.
@@ -439,7 +449,8 @@ pub(crate) fn recv_fds(
     let bytes = max * size_of::<std::os::fd::RawFd>();
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-    let mut control = vec![0u8; space];
+    // u64 words: aligned for a cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
     // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -448,10 +459,17 @@ pub(crate) fn recv_fds(
     msg.msg_controllen = space as _;
     // SAFETY: msg points at live buffers of the sizes given; MSG_CMSG_CLOEXEC marks the
     // descriptors close-on-exec as they arrive.
-    let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let n = loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(sock), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
     if n == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the old process hung up"));
     }
@@ -464,7 +482,7 @@ pub(crate) fn recv_fds(
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                let len = ((*cmsg).cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
                 for i in 0..len / size_of::<std::os::fd::RawFd>() {
                     let fd = std::ptr::read_unaligned(data.cast::<std::os::fd::RawFd>().add(i));
                     out.push(<std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd));
@@ -477,4 +495,26 @@ pub(crate) fn recv_fds(
         return Err(std::io::Error::other("descriptors cut short (MSG_CTRUNC)"));
     }
     Ok(out)
+}
+
+/// The effective user id of the process at the other end of a unix stream
+/// (`SO_PEERCRED`), and this process's own.
+pub(crate) fn peer_and_own_uid(sock: &std::os::unix::net::UnixStream) -> std::io::Result<(u32, u32)> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: geteuid cannot fail.
+    Ok((cred.uid, unsafe { libc::geteuid() }))
 }

@@ -1,13 +1,13 @@
 //! `/v1/zones`: forward, stub and local zones set through the API, kept in the state
 //! directory; those of the configuration are shown beside them, read-only.
 
-use adox_api::rest::{Zones, ZonesUpdate};
+use adox_api::rest::{ZoneSpec, Zones, ZonesUpdate};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::body::read_json;
+use super::body::{object, read_json, typed};
 use super::problem::ApiError;
 use super::{Shared, blocking, json};
 
@@ -33,9 +33,26 @@ pub(super) async fn get_zones(State(st): State<Shared>) -> Response {
 /// at and below every changed zone flushed.
 pub(super) async fn put_zones(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let v = read_json(&headers, body, st.settings.max_body_bytes).await?;
-    let update: ZonesUpdate = serde_json::from_value(v).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", format!("not a zone list: {e}"))
-    })?;
+    // Zone by zone, so that an error names the zone it is in.
+    let obj = object(&v, "")?;
+    if let Some(k) = obj.keys().find(|k| *k != "zones") {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-field", format!("unknown field `{k}`"))
+            .field(k.clone()));
+    }
+    let Some(list) = obj.get("zones").and_then(serde_json::Value::as_array) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "`zones` must be a list of zones",
+        )
+        .field("zones"));
+    };
+    let zones = list
+        .iter()
+        .enumerate()
+        .map(|(i, z)| typed::<ZoneSpec>(z, format!("zones[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let update = ZonesUpdate { zones };
     let Some(path) = st.settings.zones_file.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -49,9 +49,9 @@ const CONN_TOKEN_BASE: usize = 1 << 30;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How often idle TCP connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// Longest a worker handing over to a new process waits for its clients' answers
-/// (above `resolver.request_timeout_ms`'s default of 8 s).
-const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How much longer than the longest client query (`resolver.request_timeout_ms`) a
+/// worker handing over to a new process waits for its clients' answers.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-worker settings that are not the resolver's.
 #[derive(Debug, Clone)]
@@ -561,8 +561,15 @@ impl Worker {
                     now
                 });
                 // Every client waiting on this worker has had its answer (sent in the turn
-                // that completed it), or the longest a query may take has passed.
-                if ctx.inflight.borrow().is_empty() || now.duration_since(since) > DRAIN_MAX {
+                // that completed it), every TCP connection has been written out and
+                // closed, no query another worker handed over is under way here; or the
+                // longest a query may take has passed.
+                let idle = ctx.inflight.borrow().is_empty()
+                    && self.handoff_tasks.get() == 0
+                    && ctx.settings.inbox.is_empty()
+                    && ctx.clients.borrow_mut().wind_down();
+                let limit = ctx.resolver.shared().settings.request_timeout + DRAIN_GRACE;
+                if idle || now.duration_since(since) > limit {
                     break;
                 }
             }

@@ -301,6 +301,25 @@ impl TcpClients {
         self.after_read(id);
     }
 
+    /// Handing over to a new process: connections with nothing in flight, nothing left to
+    /// write and no whole message unread are closed (the write side first: their clients
+    /// reconnect, to the new process). True once none is left.
+    pub(super) fn wind_down(&mut self) -> bool {
+        let done: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.pending == 0 && c.backlog() == 0 && !c.has_frame())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(c) = self.conns.get(&id) {
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
+            self.close(id);
+        }
+        self.conns.is_empty()
+    }
+
     /// Closes connections with nothing in flight that had no whole message nor answer for
     /// longer than the idle timeout (also those whose client stopped reading its answers),
     /// and those whose started message did not complete within the message timeout.

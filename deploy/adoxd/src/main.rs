@@ -552,11 +552,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     for note in dnssec_notes(&cfg) {
         tracing::warn!("{note}");
     }
+    // Everything that can be checked without the running adoxd's state is checked before
+    // a takeover asks it to stop its API: a bad file fails here, and it carries on.
+    cfg.validate()?;
+    // Token files are read before anything starts: a bad one stops the start.
+    // `POST /v1/reload` asks the main loop (which owns the running configuration) and
+    // waits for its report.
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<adox_api::rest::ReloadReport>>();
+    let reload_tx = std::sync::Mutex::new(reload_tx);
+    let api_reload: adox_controlplane::Reload = std::sync::Arc::new(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = reload_tx.lock().unwrap_or_else(|p| p.into_inner()).send(tx).is_ok();
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(report) if sent => report,
+            _ => adox_api::rest::ReloadReport {
+                error: Some("the daemon did not answer the reload request".into()),
+                ..Default::default()
+            },
+        }
+    });
+    let api_settings = cfg
+        .api
+        .listen_addr()?
+        .map(|addr| api_settings(&cfg, addr, set_log_level.clone(), api_reload.clone()))
+        .transpose()?;
     // A takeover comes first: the running adoxd stops its API and saves its state before
     // handing its sockets over, so everything read below is what it last had.
     let handover_path = cfg.server.state_dir.join(adox_dataplane::handover::HANDOVER_SOCKET);
     let (inherited, link) = if cli.takeover {
-        let (inherited, link) = adox_dataplane::handover::take_over(&handover_path).context("takeover")?;
+        let (inherited, link) =
+            adox_dataplane::handover::take_over(&handover_path, &cfg.listen_addrs()?).context("takeover")?;
         tracing::info!(
             workers = inherited.workers.len(),
             listen = ?inherited.listen,
@@ -588,27 +613,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("policy store (state directory)")),
     };
     let registry = std::sync::Arc::new(registry);
-    // Token files are read before anything starts: a bad one stops the start.
-    // `POST /v1/reload` asks the main loop (which owns the running configuration) and
-    // waits for its report.
-    let (reload_tx, reload_rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<adox_api::rest::ReloadReport>>();
-    let reload_tx = std::sync::Mutex::new(reload_tx);
-    let api_reload: adox_controlplane::Reload = std::sync::Arc::new(move || {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sent = reload_tx.lock().unwrap_or_else(|p| p.into_inner()).send(tx).is_ok();
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(report) if sent => report,
-            _ => adox_api::rest::ReloadReport {
-                error: Some("the daemon did not answer the reload request".into()),
-                ..Default::default()
-            },
-        }
-    });
-    let api_settings = cfg
-        .api
-        .listen_addr()?
-        .map(|addr| api_settings(&cfg, addr, set_log_level.clone(), api_reload.clone()))
-        .transpose()?;
     let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
     let api_zones = load_zones(&cfg).context("zones (state directory)")?;
     let mut plane = DataPlane::start_inheriting(&cfg, &registry.all(), inherited)?;
@@ -634,14 +638,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tracing::info!(count = api_zones.len(), "zones set through the API loaded");
         plane.handle().set_zones(api_zones).map_err(|e| anyhow::anyhow!("zones (state directory): {e}"))?;
     }
-    if let Some(link) = link {
-        // Serving now: the old process stops reading, answers what it owes and exits.
-        link.confirm().context("takeover: telling the running adoxd")?;
-    }
+    // Kept to start the API again if a takeover of this process fails half-way.
+    let (api_settings_again, registry_again) = (api_settings.clone(), registry.clone());
     let mut api = match api_settings {
         Some(s) => Some(adox_controlplane::ControlPlane::start(s, plane.handle(), registry)?),
         None => None,
     };
+    if let Some(link) = link {
+        // Serving now, API included: the old process stops reading, answers what it owes
+        // and exits. If it cannot be told (it died meanwhile), this one serves anyway.
+        if let Err(e) = link.confirm() {
+            tracing::warn!(error = %e, "takeover: could not tell the old adoxd (gone?); serving");
+        }
+    }
     // Ready to hand the sockets on in turn (after a takeover, once the old process has let
     // go of the socket file).
     let mut handover = None;
@@ -682,8 +691,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut running = cfg.clone();
     let mut handed_over = false;
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(25));
         if let Some(h) = &handover {
+            if h.failed.swap(false, Ordering::SeqCst) {
+                // The takeover failed after this process went quiet: its API again.
+                h.requested.store(false, Ordering::SeqCst);
+                h.quiet.store(false, Ordering::SeqCst);
+                if let Some(s) = api_settings_again.clone() {
+                    match adox_controlplane::ControlPlane::start(s, plane.handle(), registry_again.clone()) {
+                        Ok(a) => {
+                            tracing::info!(api = %a.local_addr, "API started again after the failed takeover");
+                            api = Some(a);
+                        }
+                        Err(e) => tracing::error!(error = %e, "API not started again after the failed takeover"),
+                    }
+                }
+            }
             if h.requested.load(Ordering::SeqCst) && !h.quiet.load(Ordering::SeqCst) {
                 // A new adoxd is taking over: no API change from here on that it would not
                 // read, and the learned state as of now for it to load.
@@ -698,7 +721,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 break;
             }
         }
-        if last_strict_save.elapsed() >= Duration::from_secs(1) {
+        // While a new process takes over, it owns the state files.
+        let quiet = handover.as_ref().is_some_and(|h| h.quiet.load(Ordering::SeqCst));
+        if !quiet && last_strict_save.elapsed() >= Duration::from_secs(1) {
             last_strict_save = std::time::Instant::now();
             if let Err(e) = plane.save_strict_state_if_changed()
                 && last_strict_warning.is_none_or(|t| t.elapsed() >= STATS_EVERY)
@@ -716,7 +741,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();
             log_stats(&plane);
-            save_state(&plane);
+            if !quiet {
+                save_state(&plane);
+            }
         }
     }
     if handed_over {

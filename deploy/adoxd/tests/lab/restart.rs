@@ -206,3 +206,51 @@ fn a_reload_through_the_api_applies_what_it_can_and_names_the_rest() {
     assert!(r.text().contains("cache.max_ttl_s"), "{}", r.text());
     assert_eq!(d.query("www.expired.lab.", RecordType::A).rcode(), ResponseCode::NoError, "the running one stays");
 }
+
+/// Takeovers in a row across worker counts (2, then 1, then 2 again: the sockets travel in
+/// the groups the first process bound) lose no query; a takeover that asks for other
+/// listen addresses is refused before the running adoxd stops anything, and it serves on,
+/// API included.
+#[test]
+fn takeovers_across_worker_counts_lose_no_query_and_a_mismatched_one_is_refused() {
+    let _lag = Hostile::start("lag", "lag.internal.", "127.53.40.26");
+    let (_cfg_dir, cfg) = temp_config(&LAG_ZONE.replace("127.53.40.24", "127.53.40.26"));
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let state = tempdir::Dir::new();
+    let state_dir = state.path().to_str().unwrap();
+    let args = |workers: &'static str, takeover: bool| {
+        let mut a = vec!["--listen", &listen, "--state-dir", state_dir, "--config", cfg.to_str().unwrap()];
+        a.extend(["--workers", workers]);
+        if takeover {
+            a.push("--takeover");
+        }
+        a
+    };
+    let mut first = Adoxd::lab(&args("2", false));
+    let load = Load::start(first.addr);
+    std::thread::sleep(Duration::from_millis(500));
+    // Other listen addresses: refused, and the running process carries on.
+    let other = format!("127.0.0.1:{}", UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let hints = crate::support::lab_dir().join("root.hints");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
+        .args(["--listen", &other, "--state-dir", state_dir, "--api", "off", "--takeover"])
+        .arg("--root-hints")
+        .arg(&hints)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(first.admin().get("/readyz").unwrap().status, 200, "the API is still up");
+    let mut second = Adoxd::lab(&args("1", true));
+    assert!(first.exited_within(Duration::from_secs(15)).expect("the first exits").success());
+    std::thread::sleep(Duration::from_millis(500));
+    let third = Adoxd::lab(&args("2", true));
+    assert!(second.exited_within(Duration::from_secs(15)).expect("the second exits").success());
+    std::thread::sleep(Duration::from_millis(800));
+    let (sent, answered, servfail) = load.stop();
+    eprintln!("two takeovers (2 -> 1 -> 2 workers) under load: {sent} sent, {answered} answered, {servfail} SERVFAIL");
+    assert_eq!((answered, servfail), (sent, 0));
+    let log = third.terminate();
+    assert!(Adoxd::stat(&log, "queries_udp") > 100, "the third process served");
+}
