@@ -445,6 +445,16 @@ impl Config {
         Ok(())
     }
 
+    /// A forward or stub zone whose servers the upstream ACL forbids could never be asked:
+    /// checked on the whole configuration (file and command line), by `check-config` and
+    /// at start, not on the file alone (`--allow-upstream` may open them).
+    pub fn check_zone_servers(&self) -> Result<(), ConfigError> {
+        let upstream = crate::acl::AccessPolicy::new(&self.client_prefixes()?, &self.upstream_prefixes()?);
+        self.zone_table()?
+            .check_servers(|ip| upstream.upstream_allowed(ip))
+            .map_err(|e| ConfigError::Invalid { field: format!("zones{}", e.field), reason: e.reason })
+    }
+
     /// The `[[zones]]` tables, compiled.
     pub fn zone_table(&self) -> Result<crate::resolver::zones::ZoneTable, ConfigError> {
         crate::resolver::zones::ZoneTable::compile(&self.zones, &[])
@@ -519,6 +529,17 @@ mod tests {
         Config::default().validate().unwrap();
         let empty = Config::from_toml("").unwrap();
         assert_eq!(empty.server.listen, vec!["127.0.0.1:5300".to_string()]);
+    }
+
+    /// A forward zone whose server the upstream ACL forbids is refused by check-config,
+    /// and accepted once the ACL opens it.
+    #[test]
+    fn zone_servers_must_be_allowed_upstream() {
+        let zone = "[[zones]]\nname = \"corp.example.\"\nkind = \"forward\"\nservers = [\"10.53.0.1\"]\n";
+        let e = Config::from_toml(zone).unwrap().check_zone_servers().unwrap_err().to_string();
+        assert!(e.starts_with("zones[0].servers[0]") && e.contains("allow_upstream"), "{e}");
+        let open = format!("[access]\nallow_upstream = [\"10.53.0.0/24\"]\n\n{zone}");
+        Config::from_toml(&open).unwrap().check_zone_servers().unwrap();
     }
 
     #[test]

@@ -198,7 +198,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
+        return match Config::load(file).and_then(|c| c.check_zone_servers().map(|()| c)) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 std::process::ExitCode::SUCCESS
