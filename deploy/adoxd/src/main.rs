@@ -754,6 +754,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!("stopping");
+    if handover.is_some() {
+        // Nobody serves takeovers here any more.
+        let _ = std::fs::remove_file(&handover_path);
+    }
     if let Some(mut api) = api {
         api.stop();
     }
