@@ -146,8 +146,18 @@ impl PlaneHandle {
     /// Replaces the negative trust anchors set through the API, then flushes the caches
     /// below each name added or removed (their validation status changes at once).
     pub fn set_negative_anchors(&self, names: Vec<hickory_proto::rr::Name>) -> bool {
+        self.swap_anchors(&self.shared.validator.runtime_negative_anchors, names)
+    }
+
+    /// Puts `names` in `slot` (one list of negative trust anchors) and flushes the caches
+    /// below each name added or removed.
+    fn swap_anchors(
+        &self,
+        slot: &arc_swap::ArcSwap<Vec<hickory_proto::rr::Name>>,
+        names: Vec<hickory_proto::rr::Name>,
+    ) -> bool {
         let names: Vec<hickory_proto::rr::Name> = names.iter().map(crate::names::canonical).collect();
-        let old = self.shared.validator.runtime_negative_anchors.swap(Arc::new(names.clone()));
+        let old = slot.swap(Arc::new(names.clone()));
         let mut done = true;
         for n in names.iter().filter(|n| !old.contains(n)).chain(old.iter().filter(|n| !names.contains(n))) {
             done &= self.flush(&Flush::Zone(n.clone()));
@@ -168,20 +178,13 @@ impl PlaneHandle {
     /// answers live there).
     pub fn reload_local_zones(&self, cfg: &crate::config::LocalZonesConfig) -> bool {
         self.shared.local.store(Arc::new(LocalZones::new(cfg)));
-        let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(None)).collect();
-        self.flushed_within(&tickets)
+        self.flush_packet_caches()
     }
 
     /// Puts the configuration's negative trust anchors (reloaded) in force, flushing the
     /// caches below each name added or removed.
     pub fn reload_config_negative_anchors(&self, names: Vec<hickory_proto::rr::Name>) -> bool {
-        let names: Vec<hickory_proto::rr::Name> = names.iter().map(crate::names::canonical).collect();
-        let old = self.shared.validator.negative_anchors.swap(Arc::new(names.clone()));
-        let mut done = true;
-        for n in names.iter().filter(|n| !old.contains(n)).chain(old.iter().filter(|n| !names.contains(n))) {
-            done &= self.flush(&Flush::Zone(n.clone()));
-        }
-        done
+        self.swap_anchors(&self.shared.validator.negative_anchors, names)
     }
 
     /// Puts the configuration's `[[zones]]` (read again on SIGHUP) in force beside the
@@ -229,6 +232,11 @@ impl PlaneHandle {
         for z in zones {
             self.shared.records.flush(Some(z), true);
         }
+        self.flush_packet_caches()
+    }
+
+    /// Drops every worker's packet cache whole.
+    fn flush_packet_caches(&self) -> bool {
         let tickets: Vec<u64> = self.workers.iter().map(|w| w.flush_packet_cache(None)).collect();
         self.flushed_within(&tickets)
     }

@@ -477,6 +477,15 @@ fn api_settings(
     })
 }
 
+/// A file the API keeps in the state directory: its text, `None` when there is none yet.
+fn read_state_file(path: &std::path::Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 /// Where the negative trust anchors set through the API are kept.
 fn negative_anchors_file(cfg: &Config) -> PathBuf {
     cfg.server.state_dir.join("negative-anchors.json")
@@ -486,11 +495,7 @@ fn negative_anchors_file(cfg: &Config) -> PathBuf {
 /// damaged file stops the start (adox never runs without anchors an operator set).
 fn load_negative_anchors(cfg: &Config) -> anyhow::Result<Vec<hickory_proto::rr::Name>> {
     let path = negative_anchors_file(cfg);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-    };
+    let Some(text) = read_state_file(&path)? else { return Ok(vec![]) };
     let list: adox_api::rest::NegativeAnchorsUpdate =
         serde_json::from_str(&text).with_context(|| format!("{}: not a negative trust anchor list", path.display()))?;
     list.anchors
@@ -508,11 +513,7 @@ fn zones_file(cfg: &Config) -> PathBuf {
 /// the start (adox never runs without zones an operator set).
 fn load_zones(cfg: &Config) -> anyhow::Result<Vec<adox_api::rest::ZoneSpec>> {
     let path = zones_file(cfg);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-    };
+    let Some(text) = read_state_file(&path)? else { return Ok(vec![]) };
     let list: adox_api::rest::ZonesUpdate =
         serde_json::from_str(&text).with_context(|| format!("{}: not a zone list", path.display()))?;
     Ok(list.zones)
