@@ -208,6 +208,28 @@ pub struct Stats {
     pub policies: u64,
     /// Per worker.
     pub workers: Vec<WorkerLoad>,
+    /// The keys of each trust anchor RFC 5011 maintains (none when the anchors stand as
+    /// configured).
+    #[serde(default)]
+    pub trust_anchor_keys: Vec<TrustAnchorKey>,
+    /// RFC 5011 fetches of anchored zones' keys that a trusted key signed.
+    #[serde(default)]
+    pub trust_anchor_refreshes_ok: u64,
+    /// RFC 5011 fetches that failed or that no trusted key signed.
+    #[serde(default)]
+    pub trust_anchor_refreshes_failed: u64,
+}
+
+/// One key of a managed trust anchor (RFC 5011).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustAnchorKey {
+    /// The anchored zone.
+    pub zone: String,
+    /// The key's tag (without the REVOKE bit).
+    pub key_tag: u16,
+    /// `addpend` (waiting out the add hold-down), `valid`, `missing` (trusted, not
+    /// published) or `revoked`.
+    pub state: String,
 }
 
 /// `POST /v1/cache/flush`: give `name` (that name, every type), `zone` (the name and

@@ -267,6 +267,28 @@ pub fn render(s: &Stats) -> String {
             f.sample("adox_worker_cache_misses_total", &[("worker", &w.worker.to_string())], w.cache_misses);
         }
     }
+    {
+        let name = "adox_trust_anchor_keys";
+        let mut f = Family::new(o, name, "gauge", "Keys of the trust anchors RFC 5011 maintains, by zone and state.");
+        let mut counts: Vec<(&str, &str, u64)> = Vec::new();
+        for k in &s.trust_anchor_keys {
+            match counts.iter_mut().find(|(z, st, _)| *z == k.zone && *st == k.state) {
+                Some(c) => c.2 += 1,
+                None => counts.push((&k.zone, &k.state, 1)),
+            }
+        }
+        for (zone, state, n) in counts {
+            f.sample(name, &[("zone", zone), ("state", state)], n);
+        }
+    }
+    labelled(
+        o,
+        "adox_trust_anchor_refreshes_total",
+        "counter",
+        "RFC 5011 fetches of anchored zones' keys: signed by a trusted key, or failed or not signed so.",
+        "result",
+        &[("validated", s.trust_anchor_refreshes_ok), ("failed", s.trust_anchor_refreshes_failed)],
+    );
     Family::new(o, "adox_policies", "gauge", "Operator transport policies in force.").sample(
         "adox_policies",
         &[],
@@ -293,6 +315,9 @@ mod tests {
             record_cache_bytes: 0,
             policies: 0,
             workers: vec![],
+            trust_anchor_keys: vec![],
+            trust_anchor_refreshes_ok: 0,
+            trust_anchor_refreshes_failed: 0,
         };
         s.totals.resolution_latency[0] = 2;
         s.totals.resolution_latency[3] = 1;

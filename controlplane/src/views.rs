@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use adox_api::rest::{
     Attempt, DnssecStatus, Explain, ExplainStep, NegativeAnchors, PlanView, ServerList, ServerState, SignalRecord,
-    SignalState, Stats, TransportState, TransportStatus, WorkerLoad,
+    SignalState, Stats, TransportState, TransportStatus, TrustAnchorKey, WorkerLoad,
 };
 use adox_dataplane::PlaneHandle;
 use adox_dataplane::dnssec::Security;
@@ -31,7 +31,22 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
             cache_misses: w.cache_misses.get(),
         })
         .collect();
+    let managed = plane.managed_anchors().unwrap_or_default();
     Stats {
+        trust_anchor_keys: managed
+            .points
+            .iter()
+            .flat_map(|p| {
+                let zone = p.zone.to_ascii();
+                p.keys.iter().map(move |(key_tag, state)| TrustAnchorKey {
+                    zone: zone.clone(),
+                    key_tag: *key_tag,
+                    state: state.as_str().to_string(),
+                })
+            })
+            .collect(),
+        trust_anchor_refreshes_ok: managed.fetches_ok,
+        trust_anchor_refreshes_failed: managed.fetches_failed,
         uptime_s: started.elapsed().as_secs(),
         totals: plane.stats(),
         record_cache_entries: plane.record_cache_usage().0 as u64,

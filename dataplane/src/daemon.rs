@@ -260,6 +260,12 @@ impl PlaneHandle {
         self.shared.zones.load().specs().clone()
     }
 
+    /// The RFC 5011 state of the managed trust anchors (`None`: the anchors stand as
+    /// configured).
+    pub fn managed_anchors(&self) -> Option<crate::dnssec::managed::Summary> {
+        self.shared.managed.as_ref().map(|m| m.summary())
+    }
+
     /// The negative trust anchors: from the configuration, and set through the API.
     pub fn negative_anchors(&self) -> (Vec<hickory_proto::rr::Name>, Vec<hickory_proto::rr::Name>) {
         let v = &self.shared.validator;
@@ -455,7 +461,9 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         .map_err(|e| crate::config::ConfigError::Invalid { field: format!("zones{}", e.field), reason: e.reason })?;
     let validator = validator_settings(cfg)?;
     validator.zone_negative_anchors.store(Arc::new(zones.insecure()));
+    let managed = managed_anchors(cfg, &validator)?;
     Ok(Shared {
+        managed,
         records: RecordCache::new(
             cfg.cache.record_cache_bytes as usize,
             cfg.cache.max_ttl_s,
@@ -498,7 +506,7 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
     };
     Ok(crate::dnssec::ValidatorSettings {
         enabled: d.validating(),
-        anchors,
+        anchors: Arc::new(arc_swap::ArcSwapOption::from(anchors.map(Arc::new))),
         negative_anchors: Arc::new(arc_swap::ArcSwap::from_pointee(d.negative_anchors()?)),
         runtime_negative_anchors: Default::default(),
         zone_negative_anchors: Default::default(),
@@ -508,6 +516,39 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
         max_nsec3_hashes: d.max_nsec3_hashes,
         bogus_ttl: d.bogus_ttl_s,
     })
+}
+
+/// RFC 5011 maintenance of the anchors in `validator` when the configuration asks for it
+/// ([`crate::config::DnssecConfig::anchors_managed`]), with the state saved in
+/// `state_dir` loaded: a rollover learned before a restart holds after it. A damaged
+/// state file stops the start (adox never guesses which keys to trust).
+pub fn managed_anchors(
+    cfg: &Config,
+    validator: &crate::dnssec::ValidatorSettings,
+) -> Result<Option<Arc<crate::dnssec::managed::ManagedAnchors>>, StartError> {
+    let Some(seed) = validator.anchors.load_full() else { return Ok(None) };
+    if !cfg.dnssec.anchors_managed() {
+        return Ok(None);
+    }
+    let now = crate::clock::unix_now();
+    let managed = crate::dnssec::managed::ManagedAnchors::new(
+        &seed,
+        cfg.dnssec.rfc5011_timers(),
+        cfg.dnssec.sha1_algorithms,
+        validator.anchors.clone(),
+        now,
+    );
+    let path = cfg.server.state_dir.join(crate::dnssec::managed::MANAGED_STATE_FILE);
+    match managed.load(&path, now) {
+        Ok(true) => tracing::info!(path = %path.display(), "managed trust anchor state loaded (RFC 5011)"),
+        Ok(false) => {}
+        Err(e) => {
+            return Err(StartError::TrustAnchor(format!(
+                "{e} (remove the file to start again from the configured anchors)"
+            )));
+        }
+    }
+    Ok(Some(Arc::new(managed)))
 }
 
 /// The client configurations of the encrypted transports, one per ALPN.
@@ -750,20 +791,50 @@ impl DataPlane {
             std::fs::create_dir_all(dir)?;
         }
         self.shared.probes.save(&self.state_path)?;
-        self.save_strict_state()
+        self.save_strict_state()?;
+        self.save_managed_anchors()
     }
 
-    /// Saves the strict signals if one was learned or dropped since the last save (called
-    /// often: a restart must find what was learned just before it).
-    pub fn save_strict_state_if_changed(&self) -> std::io::Result<()> {
-        if !self.shared.signals.take_strict_changed() {
-            return Ok(());
-        }
-        let saved = self.save_strict_state();
-        if saved.is_err() {
-            self.shared.signals.mark_strict_changed();
-        }
-        saved
+    /// Saves what changed since the last save (called often: a restart must find what was
+    /// learned just before it): the strict signals, if one was learned or dropped, and the
+    /// RFC 5011 anchor state, if a fetch of an anchored zone's keys changed it. When an
+    /// anchored zone lost its last trusted key, every cache is flushed too (it holds data
+    /// validated under that zone's keys).
+    pub fn save_changed_state(&self) -> std::io::Result<()> {
+        let strict = if self.shared.signals.take_strict_changed() {
+            let saved = self.save_strict_state();
+            if saved.is_err() {
+                self.shared.signals.mark_strict_changed();
+            }
+            saved
+        } else {
+            Ok(())
+        };
+        let managed = match &self.shared.managed {
+            Some(m) => {
+                if m.take_zone_dropped() && !self.handle().flush(&Flush::All) {
+                    tracing::warn!("a worker did not confirm the flush after a trust anchor was revoked");
+                }
+                if m.take_changed() {
+                    let saved = self.save_managed_anchors();
+                    if saved.is_err() {
+                        m.mark_changed();
+                    }
+                    saved
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        };
+        strict.and(managed)
+    }
+
+    fn save_managed_anchors(&self) -> std::io::Result<()> {
+        let Some(m) = &self.shared.managed else { return Ok(()) };
+        let dir = self.state_path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        m.save(&dir.join(crate::dnssec::managed::MANAGED_STATE_FILE))
     }
 
     fn save_strict_state(&self) -> std::io::Result<()> {

@@ -32,6 +32,18 @@ pub struct DnssecConfig {
     /// Aggressive use of validated NSEC records (RFC 8198): names inside a span a secure
     /// denial proved empty are denied from the cache. Default true.
     pub aggressive_nsec: bool,
+    /// RFC 5011 maintenance of the built-in root anchors, and of the anchor file's when
+    /// `trust_anchor_managed`. Default true.
+    pub rfc5011: bool,
+    /// The anchors of `trust_anchor_file` follow their zones' key rollovers (RFC 5011)
+    /// instead of standing as written. Default false.
+    pub trust_anchor_managed: bool,
+    /// See [`bounds::RFC5011_ADD_HOLDDOWN_S`].
+    pub rfc5011_add_holddown_s: u64,
+    /// See [`bounds::RFC5011_REMOVE_HOLDDOWN_S`].
+    pub rfc5011_remove_holddown_s: u64,
+    /// See [`bounds::RFC5011_MIN_REFRESH_S`].
+    pub rfc5011_min_refresh_s: u64,
 }
 
 impl Default for DnssecConfig {
@@ -46,6 +58,11 @@ impl Default for DnssecConfig {
             max_nsec3_hashes: d(bounds::MAX_NSEC3_HASHES),
             bogus_ttl_s: d(bounds::BOGUS_TTL_S),
             aggressive_nsec: true,
+            rfc5011: true,
+            trust_anchor_managed: false,
+            rfc5011_add_holddown_s: d(bounds::RFC5011_ADD_HOLDDOWN_S),
+            rfc5011_remove_holddown_s: d(bounds::RFC5011_REMOVE_HOLDDOWN_S),
+            rfc5011_min_refresh_s: d(bounds::RFC5011_MIN_REFRESH_S),
         }
     }
 }
@@ -60,6 +77,21 @@ impl DnssecConfig {
     /// budget, besides it; none when aggressive use or validation is off.
     pub fn nsec_span_bytes(&self, record_cache_bytes: u64) -> usize {
         if self.aggressive_nsec && self.validating() { (record_cache_bytes / 16) as usize } else { 0 }
+    }
+
+    /// Whether RFC 5011 maintains the anchors in use: the built-in ones (no anchor file)
+    /// or a file set as managed.
+    pub fn anchors_managed(&self) -> bool {
+        self.validating() && self.rfc5011 && (self.trust_anchor_file.is_none() || self.trust_anchor_managed)
+    }
+
+    /// RFC 5011's timers.
+    pub fn rfc5011_timers(&self) -> crate::dnssec::managed::Timers {
+        crate::dnssec::managed::Timers {
+            add_holddown: self.rfc5011_add_holddown_s,
+            remove_holddown: self.rfc5011_remove_holddown_s,
+            min_refresh: self.rfc5011_min_refresh_s,
+        }
     }
 
     /// The negative trust anchors, parsed.

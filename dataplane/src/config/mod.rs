@@ -181,6 +181,14 @@ pub mod bounds {
     pub const MAX_NSEC3_HASHES: Bound = b("dnssec.max_nsec3_hashes", 64, 1, 10_000);
     /// How long bogus data is cached before it is fetched again.
     pub const BOGUS_TTL_S: Bound = b("dnssec.bogus_ttl_s", 60, 1, 86_400);
+    /// RFC 5011 add hold-down: a new key of an anchored zone is trusted once it has been
+    /// seen this long (30 days; or the DNSKEY RRset's original TTL if longer).
+    pub const RFC5011_ADD_HOLDDOWN_S: Bound = b("dnssec.rfc5011_add_holddown_s", 2_592_000, 1, 31_536_000);
+    /// RFC 5011 remove hold-down: a revoked key is remembered this long (30 days).
+    pub const RFC5011_REMOVE_HOLDDOWN_S: Bound = b("dnssec.rfc5011_remove_holddown_s", 2_592_000, 1, 31_536_000);
+    /// RFC 5011 section 2.3: the floor of the refresh and retry intervals of an anchored
+    /// zone's keys (one hour; the intervals themselves follow the RRset's TTL).
+    pub const RFC5011_MIN_REFRESH_S: Bound = b("dnssec.rfc5011_min_refresh_s", 3_600, 1, 86_400);
 
     /// All knobs, for documentation and `--help`.
     pub const ALL: &[Bound] = &[
@@ -234,6 +242,9 @@ pub mod bounds {
         MAX_SIG_CHECKS,
         MAX_NSEC3_HASHES,
         BOGUS_TTL_S,
+        RFC5011_ADD_HOLDDOWN_S,
+        RFC5011_REMOVE_HOLDDOWN_S,
+        RFC5011_MIN_REFRESH_S,
     ];
 }
 
@@ -343,7 +354,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 52] = [
+        let checks: [(Bound, u64); 55] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -396,6 +407,9 @@ impl Config {
             (bounds::MAX_SIG_CHECKS, u64::from(v.max_sig_checks)),
             (bounds::MAX_NSEC3_HASHES, u64::from(v.max_nsec3_hashes)),
             (bounds::BOGUS_TTL_S, u64::from(v.bogus_ttl_s)),
+            (bounds::RFC5011_ADD_HOLDDOWN_S, v.rfc5011_add_holddown_s),
+            (bounds::RFC5011_REMOVE_HOLDDOWN_S, v.rfc5011_remove_holddown_s),
+            (bounds::RFC5011_MIN_REFRESH_S, v.rfc5011_min_refresh_s),
         ];
         for (b, v) in checks {
             b.check(v)?;

@@ -62,6 +62,16 @@ impl TrustAnchors {
         Ok(Self { anchors, source: Source::File(path.to_string()) })
     }
 
+    /// Anchors from elsewhere (RFC 5011 maintenance).
+    pub fn new(anchors: Vec<Anchor>, source: Source) -> Self {
+        Self { anchors, source }
+    }
+
+    /// Every zone's anchor.
+    pub fn iter(&self) -> impl Iterator<Item = &Anchor> {
+        self.anchors.iter()
+    }
+
     /// The anchor closest above (or at) `name`.
     pub fn closest(&self, name: &Name) -> Option<&Anchor> {
         self.anchors.iter().filter(|a| a.zone.zone_of(name)).max_by_key(|a| a.zone.num_labels())

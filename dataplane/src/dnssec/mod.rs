@@ -6,6 +6,7 @@
 pub mod anchors;
 pub mod crypto;
 pub mod denial;
+pub mod managed;
 pub mod rdata;
 pub mod verify;
 
@@ -84,7 +85,8 @@ pub struct ValidatorSettings {
     pub enabled: bool,
     /// Trust anchors (`None`: validation is on but nothing can be anchored, e.g. custom
     /// root hints without `--trust-anchor`: everything is insecure, as reported at start).
-    pub anchors: Option<TrustAnchors>,
+    /// Replaced whole when RFC 5011 maintenance ([`managed`]) learns a rollover.
+    pub anchors: Arc<arc_swap::ArcSwapOption<TrustAnchors>>,
     /// Negative trust anchors (RFC 7646) from the configuration: names at or below these
     /// are not validated.
     pub negative_anchors: Arc<arc_swap::ArcSwap<Vec<Name>>>,
@@ -109,7 +111,7 @@ impl ValidatorSettings {
     pub fn off() -> Self {
         Self {
             enabled: false,
-            anchors: None,
+            anchors: Default::default(),
             negative_anchors: Default::default(),
             runtime_negative_anchors: Default::default(),
             zone_negative_anchors: Default::default(),
@@ -124,7 +126,7 @@ impl ValidatorSettings {
     /// Whether data at `name` is to be validated: on, anchored, not under an NTA (RFC 7646).
     pub fn covers(&self, name: &Name) -> bool {
         self.enabled
-            && self.anchors.as_ref().is_some_and(|a| a.closest(name).is_some())
+            && self.anchors.load().as_ref().is_some_and(|a| a.closest(name).is_some())
             && !self.negative_anchors.load().iter().any(|n| n.zone_of(name))
             && !self.runtime_negative_anchors.load().iter().any(|n| n.zone_of(name))
             && !self.zone_negative_anchors.load().iter().any(|n| n.zone_of(name))
@@ -151,11 +153,11 @@ mod tests {
     fn negative_trust_anchors_and_unanchored_names_are_not_validated() {
         let mut v = ValidatorSettings::off();
         v.enabled = true;
-        v.anchors = Some(TrustAnchors::built_in());
+        v.anchors.store(Some(Arc::new(TrustAnchors::built_in())));
         v.negative_anchors.store(Arc::new(vec!["broken.example.".parse().unwrap()]));
         assert!(v.covers(&"www.example.".parse().unwrap()));
         assert!(!v.covers(&"www.broken.example.".parse().unwrap()));
-        v.anchors = None;
+        v.anchors.store(None);
         assert!(!v.covers(&"www.example.".parse().unwrap()));
     }
 }

@@ -7,6 +7,8 @@ use hickory_proto::rr::Name;
 const ZONE_KEY: u16 = 0x0100;
 /// DNSKEY flag: revoked (RFC 5011 section 3).
 const REVOKE: u16 = 0x0080;
+/// DNSKEY flag: Secure Entry Point (RFC 4034 section 2.1.1; RFC 3757).
+const SEP: u16 = 0x0001;
 /// NSEC3 flag: opt-out (RFC 5155 section 3.1.2.1).
 const OPT_OUT: u8 = 0x01;
 
@@ -46,6 +48,24 @@ impl Dnskey {
     /// Whether this key may sign zone data: zone flag, protocol 3, not revoked.
     pub fn usable(&self) -> bool {
         self.flags & ZONE_KEY != 0 && self.flags & REVOKE == 0 && self.protocol == 3
+    }
+
+    /// A zone key (protocol 3) with the REVOKE bit set (RFC 5011 section 3).
+    pub fn is_revoked_zone_key(&self) -> bool {
+        self.flags & ZONE_KEY != 0 && self.flags & REVOKE != 0 && self.protocol == 3
+    }
+
+    /// Whether the Secure Entry Point flag is set (RFC 4034 section 2.1.1): the keys
+    /// RFC 5011 tracks.
+    pub fn is_sep(&self) -> bool {
+        self.flags & SEP != 0
+    }
+
+    /// The same key without the REVOKE bit (what it was before its owner revoked it).
+    pub fn unrevoked(&self) -> Option<Self> {
+        let mut rdata = self.rdata.clone();
+        rdata[0..2].copy_from_slice(&(self.flags & !REVOKE).to_be_bytes());
+        Self::parse(&rdata)
     }
 }
 

@@ -147,6 +147,38 @@ pub fn verify_rrset(
     sha1: bool,
     checks_left: &Cell<u32>,
 ) -> Result<Verified, Failure> {
+    verify_with(owner, rtype, records, sigs, signer, keys, Dnskey::usable, now, sha1, checks_left)
+}
+
+/// RFC 5011 section 2.1: a revoked key counts only through its own signature over the
+/// DNSKEY RRset of its zone that carries it (with the REVOKE bit set), and is good for
+/// nothing else. Verifies that self-signature (`revoked` must have the bit set).
+pub fn verify_revocation(
+    zone: &Name,
+    records: &[&Record],
+    sigs: &[Rrsig],
+    revoked: &Dnskey,
+    now: u64,
+    sha1: bool,
+    checks_left: &Cell<u32>,
+) -> Result<Verified, Failure> {
+    let keys = std::slice::from_ref(revoked);
+    verify_with(zone, 48, records, sigs, zone, keys, |k| k.is_revoked_zone_key(), now, sha1, checks_left)
+}
+
+#[allow(clippy::too_many_arguments, reason = "verify_rrset's inputs and which keys may sign")]
+fn verify_with(
+    owner: &Name,
+    rtype: u16,
+    records: &[&Record],
+    sigs: &[Rrsig],
+    signer: &Name,
+    keys: &[Dnskey],
+    key_ok: impl Fn(&Dnskey) -> bool,
+    now: u64,
+    sha1: bool,
+    checks_left: &Cell<u32>,
+) -> Result<Verified, Failure> {
     if sigs.is_empty() || records.is_empty() {
         return Err(Failure::NoSignature);
     }
@@ -179,7 +211,7 @@ pub fn verify_rrset(
         let candidates = keys.iter().filter(|k| {
             k.key_tag == sig.key_tag
                 && k.algorithm == sig.algorithm
-                && k.usable()
+                && key_ok(k)
                 && crypto::key_supported(k.algorithm, &k.public_key)
         });
         let mut data: Option<Vec<u8>> = None;

@@ -207,6 +207,8 @@ pub struct Shared {
     pub signals: crate::upstream::signal::SignalCache,
     /// DNSSEC validation: switches, trust anchors, limits.
     pub validator: crate::dnssec::ValidatorSettings,
+    /// RFC 5011 maintenance of the trust anchors (`None`: they stand as configured).
+    pub managed: Option<Arc<crate::dnssec::managed::ManagedAnchors>>,
     /// Forward, stub and local zones (configuration and API), replaced whole.
     pub zones: arc_swap::ArcSwap<zones::ZoneTable>,
     /// Secure TLSA records learnt from nameservers' signals, read by DANE handshakes.

@@ -49,8 +49,8 @@ pub(crate) enum Keys {
 type KeysFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Keys, ResolveError>> + 'a>>;
 
 /// What vouches for a zone's DNSKEY RRset.
-enum Trust<'a> {
-    Anchor(&'a Anchor),
+enum Trust {
+    Anchor(Anchor),
     Ds(Vec<Ds>),
     Not(Security),
 }
@@ -216,10 +216,10 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     }
 
     /// What vouches for `zone`'s keys: its trust anchor, or its validated DS RRset.
-    async fn trust_of(&self, zone: &Name, budget: &Budget) -> Result<Trust<'_>, ResolveError> {
+    async fn trust_of(&self, zone: &Name, budget: &Budget) -> Result<Trust, ResolveError> {
         let v = &self.shared.validator;
-        if let Some(anchor) = v.anchors.as_ref().and_then(|a| a.at(zone)) {
-            return Ok(Trust::Anchor(anchor));
+        if let Some(anchor) = v.anchors.load().as_ref().and_then(|a| a.at(zone)) {
+            return Ok(Trust::Anchor(anchor.clone()));
         }
         if zone.is_root() {
             return Ok(Trust::Not(Security::insecure()));

@@ -335,6 +335,44 @@ impl WorkerCtx {
         });
     }
 
+    /// RFC 5011 active refresh (section 2.3), on the first worker: fetches the keys of an
+    /// anchored zone whose refresh time has come, from its servers (not the cache), and
+    /// hands the answer to the managed anchors, which check it against the keys they trust.
+    fn refresh_trust_anchors(self: &Rc<Self>) {
+        let Some(managed) = &self.shared().managed else { return };
+        if self.settings.index != 0 {
+            return;
+        }
+        let Some(zone) = managed.due(crate::clock::unix_now()) else { return };
+        use crate::dnssec::managed::KeyState;
+        let (ctx, managed) = (Rc::clone(self), managed.clone());
+        self.executor.spawn(async move {
+            let result = ctx.resolver.refresh(&zone, hickory_proto::rr::RecordType::DNSKEY).await;
+            let records = match &result {
+                Ok(a) => Some(a.answers.as_slice()),
+                Err(e) => {
+                    crate::rate_limited!(warn, zone = %zone, error = %e, "trust anchor refresh (RFC 5011) failed");
+                    None
+                }
+            };
+            let observed = managed.observe(&zone, records, crate::clock::unix_now());
+            for (tag, state) in &observed.changes {
+                match state {
+                    Some(s @ (KeyState::AddPend | KeyState::Valid)) => {
+                        tracing::info!(zone = %zone, key_tag = tag, state = s.as_str(), "trust anchor key (RFC 5011)");
+                    }
+                    Some(s) => {
+                        tracing::warn!(zone = %zone, key_tag = tag, state = s.as_str(), "trust anchor key (RFC 5011)");
+                    }
+                    None => tracing::info!(zone = %zone, key_tag = tag, "trust anchor key forgotten (RFC 5011)"),
+                }
+            }
+            if records.is_some() && !observed.validated {
+                crate::rate_limited!(warn, zone = %zone, "trust anchor refresh (RFC 5011): no trusted key signs the DNSKEY RRset");
+            }
+        });
+    }
+
     /// Answers the client queries that waited for `result`, releasing their shares.
     fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>) {
         for w in waiters {
@@ -680,6 +718,9 @@ impl Worker {
                 ctx.dot.sweep_idle(now);
                 ctx.doq.sweep_idle(now);
                 ctx.doh.sweep_idle(now);
+                if !draining {
+                    ctx.refresh_trust_anchors();
+                }
             }
         }
         Ok(())

@@ -726,11 +726,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let quiet = handover.as_ref().is_some_and(|h| h.quiet.load(Ordering::SeqCst));
         if !quiet && last_strict_save.elapsed() >= Duration::from_secs(1) {
             last_strict_save = std::time::Instant::now();
-            if let Err(e) = plane.save_strict_state_if_changed()
+            if let Err(e) = plane.save_changed_state()
                 && last_strict_warning.is_none_or(|t| t.elapsed() >= STATS_EVERY)
             {
                 last_strict_warning = Some(std::time::Instant::now());
-                tracing::warn!(error = %e, "could not save the strict signal state");
+                tracing::warn!(error = %e, "could not save learned state (strict signals, managed trust anchors)");
             }
         }
         if reload.swap(false, Ordering::SeqCst) {

@@ -10,6 +10,7 @@
 
 mod deleg;
 mod dnssec;
+mod managed;
 mod scenario;
 mod signed;
 mod stale;
@@ -367,6 +368,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
             Some(_) => crate::daemon::validator_settings(cfg).unwrap(),
             None => crate::dnssec::ValidatorSettings::off(),
         },
+        managed: None,
         tlsa: Default::default(),
         zones: arc_swap::ArcSwap::from_pointee(cfg.zone_table().unwrap()),
         probes: Arc::new(crate::upstream::probe::ProbeTable::new(

@@ -73,7 +73,18 @@ impl ZoneKey {
     }
 
     fn dnskey(&self) -> Record {
-        raw(&self.apex, 3600, RecordType::DNSKEY, self.rdata.clone())
+        self.dnskey_with_ttl(3600)
+    }
+
+    /// Its DNSKEY record, with `ttl`.
+    pub(super) fn dnskey_with_ttl(&self, ttl: u32) -> Record {
+        raw(&self.apex, ttl, RecordType::DNSKEY, self.rdata.clone())
+    }
+
+    /// Sets the REVOKE bit (RFC 5011 section 3): the key tag changes with it, and so do
+    /// its DNSKEY record and the signatures it makes.
+    pub(super) fn revoke(&mut self) {
+        self.rdata[1] |= 0x80;
     }
 
     /// The SHA-256 DS RDATA of this key.

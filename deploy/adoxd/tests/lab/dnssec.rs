@@ -346,3 +346,159 @@ fn rfc8198_a_random_subdomain_flood_under_a_signed_zone_is_denied_from_validated
     assert!(upstream >= 300, "off: every name goes upstream ({upstream})");
     assert_eq!(synthesized, 0);
 }
+
+/// A private root (`deploy/lab/rollroot`: NSD, keys and signatures by BIND's tools) that
+/// rolls and revokes its KSK while adoxd runs with its first KSK as a managed anchor.
+struct RollingRoot {
+    dir: crate::support::tempdir::Dir,
+}
+
+const ROLLROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/rollroot");
+/// Its server's address (apart from the shared lab's).
+const ROLLROOT_ADDR: &str = "127.53.50.1";
+
+impl RollingRoot {
+    fn up() -> Self {
+        let dir = crate::support::tempdir::Dir::new();
+        let me = Self { dir };
+        me.run(&["up", ROLLROOT_ADDR]);
+        me
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(ROLLROOT).args(args).arg(self.root()).output().unwrap();
+        assert!(out.status.success(), "rollroot {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The key tags of KSK-1 and KSK-2.
+    fn tags(&self) -> (u16, u16) {
+        let out = self.run(&["tags"]);
+        let mut t = out.split_whitespace().map(|s| s.parse::<u16>().unwrap());
+        (t.next().unwrap(), t.next().unwrap())
+    }
+
+    /// adoxd on this root with KSK-1's DS as a managed anchor, second-scale RFC 5011
+    /// timers, and its state in `state`.
+    fn adoxd(&self, state: &std::path::Path, config: &std::path::Path) -> Adoxd {
+        let (hints, anchor) = (self.root().join("root.hints"), self.root().join("anchor.ds"));
+        let outgoing = crate::support::outgoing_address().to_string();
+        Adoxd::start(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--root-hints",
+            hints.to_str().unwrap(),
+            "--trust-anchor",
+            anchor.to_str().unwrap(),
+            "--allow-upstream",
+            "127.0.0.0/8",
+            "--outgoing-address",
+            &outgoing,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--workers",
+            "2",
+        ])
+    }
+}
+
+impl Drop for RollingRoot {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(ROLLROOT).arg("down").arg(self.root()).output();
+    }
+}
+
+/// The keys in adoxd's RFC 5011 state file: (tag, state, since, until).
+fn managed_keys(state: &std::path::Path) -> Vec<(u16, String, u64, u64)> {
+    let Ok(text) = std::fs::read_to_string(state.join("managed-anchors.json")) else { return Vec::new() };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["zones"][0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key_tag"].as_u64().unwrap() as u16,
+                k["state"].as_str().unwrap().to_string(),
+                k["since"].as_u64().unwrap(),
+                k["until"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (at most 30 s) until the state file shows `tag` in `state` (`None`: not there).
+fn wait_key(dir: &std::path::Path, tag: u16, state: Option<&str>) -> Vec<(u16, String, u64, u64)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let keys = managed_keys(dir);
+        let now = keys.iter().find(|k| k.0 == tag).map(|k| k.1.as_str());
+        if now == state {
+            return keys;
+        }
+        assert!(std::time::Instant::now() < deadline, "key {tag} never reached {state:?}: {keys:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// RFC 5011 against a real rollover: a private root rolls its KSK (KSK-2 published, KSK-1
+/// revoked, then removed) while adoxd runs with KSK-1's DS as a managed anchor (add and
+/// remove hold-downs of 4 s, refresh floor 1 s; the 30-day defaults are
+/// `resolver::tests::managed`). KSK-2 is trusted only after the add hold-down, KSK-1 is
+/// revoked by its own signature and forgotten after the remove hold-down, answers stay
+/// secure throughout, and a restart with the same (now obsolete) anchor file validates
+/// from the state in `state_dir`; without that state the same anchor makes it bogus.
+#[test]
+fn rfc5011_a_root_ksk_rollover_is_followed_and_survives_a_restart() {
+    let root = RollingRoot::up();
+    let (ksk1, ksk2) = root.tags();
+    let state = crate::support::tempdir::Dir::new();
+    let (_cfg_dir, cfg) = temp_config(
+        "[dnssec]\ntrust_anchor_managed = true\nrfc5011_add_holddown_s = 4\nrfc5011_remove_holddown_s = 4\n\
+         rfc5011_min_refresh_s = 1\n",
+    );
+    let d = root.adoxd(state.path(), &cfg);
+    assert_secure(&with_do(&d, "probe.", RecordType::TXT), ResponseCode::NoError, "before the rollover");
+    wait_key(state.path(), ksk1, Some("valid"));
+
+    // KSK-2 published: pending for the add hold-down, then trusted.
+    root.run(&["phase", "add"]);
+    let keys = wait_key(state.path(), ksk2, Some("addpend"));
+    let trusted_from = keys.iter().find(|k| k.0 == ksk2).unwrap().3;
+    let keys = wait_key(state.path(), ksk2, Some("valid"));
+    let since = keys.iter().find(|k| k.0 == ksk2).unwrap().2;
+    assert!(since >= trusted_from, "KSK-2 trusted at {since}, before its hold-down ended at {trusted_from}");
+    let stats = d.admin().get("/v1/stats").unwrap().json().unwrap();
+    let valid = stats["trust_anchor_keys"].as_array().unwrap().iter().filter(|k| k["state"] == "valid").count();
+    assert_eq!(valid, 2, "{stats}");
+    let metrics = d.admin().get("/metrics").unwrap().text();
+    assert!(metrics.contains("adox_trust_anchor_keys{zone=\".\",state=\"valid\"} 2"), "{metrics}");
+
+    // KSK-1 revoked (it signs the RRset with the REVOKE bit): trusted no more at once,
+    // forgotten after the remove hold-down; KSK-2 carries the validation.
+    root.run(&["phase", "revoke"]);
+    wait_key(state.path(), ksk1, Some("revoked"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_secure(&with_do(&d, "probe.", RecordType::TXT), ResponseCode::NoError, "KSK-1 revoked");
+    wait_key(state.path(), ksk1, None);
+    root.run(&["phase", "remove"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_secure(&with_do(&d, "probe.", RecordType::TXT), ResponseCode::NoError, "KSK-1 removed");
+    let log = d.terminate();
+    assert!(log.contains(&format!("trust anchor key (RFC 5011) zone=. key_tag={ksk1} state=\"revoked\"")), "{log}");
+
+    // A restart with the same anchor file (KSK-1's DS, matching nothing now): the state
+    // from state_dir anchors the root at KSK-2.
+    let again = root.adoxd(state.path(), &cfg);
+    assert_secure(&with_do(&again, "probe.", RecordType::TXT), ResponseCode::NoError, "after a restart");
+    drop(again);
+    // Control: the same anchor without that state is KSK-1 alone, and the root is bogus.
+    let fresh = crate::support::tempdir::Dir::new();
+    let d = root.adoxd(fresh.path(), &cfg);
+    let r = with_do(&d, "probe.", RecordType::TXT);
+    assert_eq!(r.rcode(), ResponseCode::ServFail, "KSK-1's DS alone no longer validates the root: {:?}", r.ede());
+}
