@@ -260,6 +260,64 @@ impl PlaneHandle {
         self.shared.zones.load().specs().clone()
     }
 
+    /// A reload's cache budgets and client shares: the record cache's (and its NSEC
+    /// spans') here, each worker's packet cache and shares through its mailbox; a smaller
+    /// budget evicts at once. False when a worker did not confirm within [`FLUSH_WAIT`].
+    pub fn reload_caches_and_limits(&self, cfg: &Config) -> bool {
+        let bytes = cfg.cache.record_cache_bytes;
+        self.shared.records.set_budget(bytes as usize, cfg.dnssec.nsec_span_bytes(bytes));
+        let live = crate::worker::LiveSettings {
+            packet_cache_bytes: cfg.cache.packet_cache_bytes as usize,
+            limits: cfg.limits.clone(),
+        };
+        let tickets: Vec<u64> = self.workers.iter().map(|w| w.set_live(live.clone())).collect();
+        self.flushed_within(&tickets)
+    }
+
+    /// Root hints read again (a reload): when they changed they are in force for the next
+    /// priming, and every cache is flushed (what it holds was learned from the old root).
+    /// `Ok(false)` when they are the same.
+    pub fn reload_root_hints(&self, cfg: &Config) -> Result<bool, StartError> {
+        let hints = match &cfg.resolver.root_hints {
+            Some(p) => RootHints::load(p)?,
+            None => RootHints::builtin(),
+        };
+        if **self.shared.hints.load() == hints {
+            return Ok(false);
+        }
+        self.shared.hints.store(Arc::new(hints));
+        if !self.flush(&Flush::All) {
+            tracing::warn!("a worker did not confirm the flush after new root hints");
+        }
+        Ok(true)
+    }
+
+    /// Trust anchors read again (a reload): when they changed they are in force at once
+    /// (managed ones start their RFC 5011 state afresh from them), and every cache is
+    /// flushed. `Ok(false)` when they are the same; an error when the file cannot be read,
+    /// or RFC 5011 maintenance would start or stop (that takes a restart).
+    pub fn reload_trust_anchors(&self, cfg: &Config) -> Result<bool, String> {
+        let new = configured_anchors(cfg).map_err(|e| e.to_string())?;
+        let managed_now = new.is_some() && cfg.dnssec.anchors_managed();
+        let changed = match (&self.shared.managed, new) {
+            (Some(m), Some(seed)) if managed_now => m.reseed(&seed, crate::clock::unix_now()),
+            (None, new) if !managed_now => {
+                let anchors = &self.shared.validator.anchors;
+                if anchors.load().as_deref() == new.as_ref() {
+                    false
+                } else {
+                    anchors.store(new.map(Arc::new));
+                    true
+                }
+            }
+            _ => return Err("RFC 5011 maintenance starts or stops: that takes a restart".into()),
+        };
+        if changed && !self.flush(&Flush::All) {
+            tracing::warn!("a worker did not confirm the flush after new trust anchors");
+        }
+        Ok(changed)
+    }
+
     /// The RFC 5011 state of the managed trust anchors (`None`: the anchors stand as
     /// configured).
     pub fn managed_anchors(&self) -> Option<crate::dnssec::managed::Summary> {
@@ -473,7 +531,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 })
         .with_nsec_spans(cfg.dnssec.nsec_span_bytes(cfg.cache.record_cache_bytes)),
         servers: ServerTable::default(),
-        hints,
+        hints: arc_swap::ArcSwap::from_pointee(hints),
         local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&cfg.local_zones)),
         access: arc_swap::ArcSwap::from_pointee(access),
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
@@ -497,13 +555,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
 /// [`Config::dnssec_unanchored`] says so at start and in `/readyz`).
 pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettings, StartError> {
     let d = &cfg.dnssec;
-    let anchors = match &d.trust_anchor_file {
-        Some(p) => {
-            Some(crate::dnssec::TrustAnchors::from_file(&p.display().to_string()).map_err(StartError::TrustAnchor)?)
-        }
-        None if cfg.resolver.root_hints.is_some() => None,
-        None => Some(crate::dnssec::TrustAnchors::built_in()),
-    };
+    let anchors = configured_anchors(cfg)?;
     Ok(crate::dnssec::ValidatorSettings {
         enabled: d.validating(),
         anchors: Arc::new(arc_swap::ArcSwapOption::from(anchors.map(Arc::new))),
@@ -515,6 +567,18 @@ pub fn validator_settings(cfg: &Config) -> Result<crate::dnssec::ValidatorSettin
         max_sig_checks: d.max_sig_checks,
         max_nsec3_hashes: d.max_nsec3_hashes,
         bogus_ttl: d.bogus_ttl_s,
+    })
+}
+
+/// The anchors `cfg` names: `dnssec.trust_anchor_file`'s, else the built-in root anchors
+/// unless custom root hints make them useless (then none).
+fn configured_anchors(cfg: &Config) -> Result<Option<crate::dnssec::TrustAnchors>, StartError> {
+    Ok(match &cfg.dnssec.trust_anchor_file {
+        Some(p) => {
+            Some(crate::dnssec::TrustAnchors::from_file(&p.display().to_string()).map_err(StartError::TrustAnchor)?)
+        }
+        None if cfg.resolver.root_hints.is_some() => None,
+        None => Some(crate::dnssec::TrustAnchors::built_in()),
     })
 }
 

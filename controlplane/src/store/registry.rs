@@ -142,6 +142,32 @@ impl PolicyRegistry {
     pub fn attach(&self, live: Arc<PolicyStore>) {
         let _ = self.live.set(live);
     }
+    /// Replaces the configuration's policies (a reload), keeping the API's, and publishes
+    /// the result; `Ok(false)` when they did not change. Checked whole first: a policy
+    /// the table refuses changes nothing.
+    pub fn replace_config(&self, config: Vec<Policy>) -> Result<bool, PolicyError> {
+        let mut inner = self.lock();
+        if inner.config == config {
+            return Ok(false);
+        }
+        let mut table = PolicyTable::compile(&config)?;
+        for p in inner.api.values() {
+            table.insert(p)?;
+        }
+        // As at start: a configuration policy keeps its selector.
+        let mut selectors: HashMap<Selector, String> = config.iter().map(|p| (selector(p), p.id.clone())).collect();
+        for p in inner.api.values() {
+            selectors.entry(selector(p)).or_insert_with(|| p.id.clone());
+        }
+        inner.table = table;
+        inner.selectors = selectors;
+        inner.config = config;
+        if let Some(live) = self.live.get() {
+            inner.publish(live);
+        }
+        Ok(true)
+    }
+
     /// Every policy in force: the configuration's, then the API's in creation order.
     pub fn all(&self) -> Vec<Policy> {
         let inner = self.lock();
@@ -298,6 +324,27 @@ mod tests {
             matches!(r.create(&spec("a.lab", Mode::Opportunistic)), Err(StoreError::Conflict { existing, .. }) if existing == "cfg-1"),
             "deleting the API policy left the configuration's selector in the index"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reload replaces the configuration's policies in the live table and keeps the
+    /// API's; a selector that only the old configuration held is free for the API again.
+    #[test]
+    fn a_reload_replaces_the_config_policies_and_keeps_the_api_ones() {
+        let dir = tempdir("reload");
+        let live = shared();
+        let old = spec("old.lab", Mode::Strict).normalize("cfg-1".into(), true).unwrap();
+        let (r, _) = PolicyRegistry::open(&dir, vec![old.clone()]).unwrap();
+        r.attach(live.clone());
+        r.create(&spec("api.lab", Mode::Cleartext)).unwrap();
+        assert!(!r.replace_config(vec![old]).unwrap(), "unchanged");
+        let new = spec("new.lab", Mode::Opportunistic).normalize("cfg-1".into(), true).unwrap();
+        assert!(r.replace_config(vec![new]).unwrap());
+        let zones: Vec<_> = r.all().iter().map(|p| p.zone.clone().unwrap()).collect();
+        assert_eq!(zones, ["new.lab.", "api.lab."]);
+        assert_eq!(live.load().len(), 2, "published");
+        r.create(&spec("old.lab", Mode::Cleartext)).unwrap();
+        assert!(matches!(r.create(&spec("new.lab", Mode::Cleartext)), Err(StoreError::Conflict { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -149,6 +149,14 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         }
     }
 
+    /// A new budget (a reload); entries beyond a smaller one are evicted now.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+        while self.used > self.budget && !self.map.is_empty() {
+            self.evict_one();
+        }
+    }
+
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         let doomed: Vec<K> =
@@ -203,6 +211,11 @@ mod tests {
             assert!(c.get(&i).is_some(), "referenced key {i} was evicted");
         }
         assert_eq!(c.evictions(), 5);
+        // A smaller budget (a reload) evicts at once; a larger one keeps what is there.
+        c.set_budget(4 * per);
+        assert_eq!((c.len(), c.used_bytes()), (4, 4 * per));
+        c.set_budget(20 * per);
+        assert_eq!(c.len(), 4);
     }
 
     #[test]

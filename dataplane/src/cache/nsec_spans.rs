@@ -92,7 +92,7 @@ const SPAN_OVERHEAD: usize = 160;
 #[derive(Debug)]
 pub struct NsecSpans {
     inner: Mutex<Inner>,
-    budget: usize,
+    budget: std::sync::atomic::AtomicUsize,
 }
 
 /// What a denial synthesized from spans may use: the zone, its SOA, and its spans read on
@@ -136,12 +136,25 @@ impl ZoneView<'_> {
 impl NsecSpans {
     /// A store of about `budget` bytes (0: off).
     pub fn new(budget: usize) -> Self {
-        Self { inner: Mutex::default(), budget }
+        Self { inner: Mutex::default(), budget: std::sync::atomic::AtomicUsize::new(budget) }
+    }
+
+    fn budget(&self) -> usize {
+        self.budget.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new budget (a reload; 0 turns spans off); spans beyond it are evicted now.
+    pub fn set_budget(&self, budget: usize) {
+        self.budget.store(budget, std::sync::atomic::Ordering::Relaxed);
+        let mut inner = self.lock();
+        while inner.used > budget && !inner.spans.is_empty() {
+            inner.evict_one();
+        }
     }
 
     /// Whether spans are kept at all.
     pub fn enabled(&self) -> bool {
-        self.budget > 0
+        self.budget() > 0
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -200,7 +213,7 @@ impl NsecSpans {
                 inner.used -= cost;
             }
         }
-        while inner.used > self.budget && !inner.spans.is_empty() {
+        while inner.used > self.budget() && !inner.spans.is_empty() {
             inner.evict_one();
         }
     }

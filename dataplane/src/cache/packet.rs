@@ -86,6 +86,12 @@ impl PacketCache {
         Self { map: ClockCache::new(budget), enabled: budget > 0, prefetch: false, due: false }
     }
 
+    /// A new budget (a reload; 0 disables the cache); a smaller one evicts now.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.map.set_budget(budget);
+        self.enabled = budget > 0;
+    }
+
     /// Reporting the first hit of an entry in the last tenth of its TTL (prefetch).
     #[must_use]
     pub fn with_prefetch(mut self, on: bool) -> Self {

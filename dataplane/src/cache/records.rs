@@ -432,6 +432,16 @@ impl RecordCache {
         self.len() == 0
     }
 
+    /// A new budget (a reload), spread over the shards as at start, and the NSEC spans'
+    /// beside it; a smaller one evicts now.
+    pub fn set_budget(&self, budget: usize, nsec_span_bytes: usize) {
+        let per = (budget / SHARDS).max(1);
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per);
+        }
+        self.spans.set_budget(nsec_span_bytes);
+    }
+
     /// Bytes charged (all shards).
     pub fn used_bytes(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum()

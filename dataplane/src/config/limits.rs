@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{bounds, d};
 
 /// `[limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct LimitsConfig {

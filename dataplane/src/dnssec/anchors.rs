@@ -37,7 +37,7 @@ pub enum Source {
 }
 
 /// The configured anchors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustAnchors {
     anchors: Vec<Anchor>,
     /// Where they came from.

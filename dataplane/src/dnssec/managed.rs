@@ -164,10 +164,10 @@ pub struct Summary {
 pub struct ManagedAnchors {
     timers: Timers,
     sha1: bool,
-    source: Source,
-    /// A digest of the seed anchors, kept in the state file.
-    seed_digest: String,
     points: Mutex<Vec<Point>>,
+    /// A digest of the seed anchors (kept in the state file), and where they came from.
+    /// Locked after `points` when both are.
+    seed: Mutex<(String, Source)>,
     /// The anchors in force, read by every validation.
     published: std::sync::Arc<arc_swap::ArcSwapOption<TrustAnchors>>,
     /// The state changed since the last save.
@@ -189,26 +189,11 @@ impl ManagedAnchors {
         published: std::sync::Arc<arc_swap::ArcSwapOption<TrustAnchors>>,
         now: u64,
     ) -> Self {
-        let points = seed
-            .iter()
-            .map(|a| Point {
-                zone: a.zone.clone(),
-                seed: a.clone(),
-                initialized: false,
-                keys: Vec::new(),
-                next_fetch: now,
-                fetching: None,
-                last_ttl: None,
-                last_expiry: None,
-                last_success: None,
-            })
-            .collect();
         let m = Self {
             timers,
             sha1,
-            source: seed.source.clone(),
-            seed_digest: seed_digest(seed),
-            points: Mutex::new(points),
+            points: Mutex::new(points_of(seed, now)),
+            seed: Mutex::new((seed_digest(seed), seed.source.clone())),
             published,
             changed: AtomicBool::new(false),
             zone_dropped: AtomicBool::new(false),
@@ -223,6 +208,29 @@ impl ManagedAnchors {
         self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn seed(&self) -> std::sync::MutexGuard<'_, (String, Source)> {
+        self.seed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// New seed anchors (a reload): when they differ from the running seed, the state
+    /// starts afresh from them, as a start with other anchors would, and is published at
+    /// once; `false` when they are the same.
+    pub fn reseed(&self, seed: &TrustAnchors, now: u64) -> bool {
+        let digest = seed_digest(seed);
+        let mut points = self.lock();
+        {
+            let mut current = self.seed();
+            if current.0 == digest {
+                return false;
+            }
+            *current = (digest, seed.source.clone());
+        }
+        *points = points_of(seed, now);
+        self.changed.store(true, Ordering::Release);
+        self.publish(&points);
+        true
+    }
+
     /// Puts the anchors of `points` in force.
     fn publish(&self, points: &[Point]) {
         let anchors = points
@@ -235,7 +243,8 @@ impl ManagedAnchors {
                 (!keys.is_empty()).then(|| Anchor { zone: p.zone.clone(), ds: Vec::new(), keys })
             })
             .collect();
-        self.published.store(Some(std::sync::Arc::new(TrustAnchors::new(anchors, self.source.clone()))));
+        let source = self.seed().1.clone();
+        self.published.store(Some(std::sync::Arc::new(TrustAnchors::new(anchors, source))));
     }
 
     /// The zone whose keys are due to be fetched at `now`, marked as being fetched (one
@@ -334,7 +343,7 @@ impl ManagedAnchors {
         let file = {
             let points = self.lock();
             StateFile {
-                seed: self.seed_digest.clone(),
+                seed: self.seed().0.clone(),
                 zones: points
                     .iter()
                     .map(|p| SavedPoint {
@@ -378,10 +387,10 @@ impl ManagedAnchors {
             Err(e) => return Err(e),
         }
         let file: StateFile = serde_json::from_str(&std::fs::read_to_string(path)?).map_err(|e| bad(e.to_string()))?;
-        if file.seed != self.seed_digest {
+        let mut points = self.lock();
+        if file.seed != self.seed().0 {
             return Ok(false);
         }
-        let mut points = self.lock();
         // Everything is checked before anything is applied.
         let mut loaded = Vec::new();
         for saved in &file.zones {
@@ -569,6 +578,23 @@ impl Point {
     fn forget_revoked(&mut self, now: u64) {
         self.keys.retain(|t| !(t.state == KeyState::Revoked && now >= t.until));
     }
+}
+
+/// One point per anchored zone of `seed`, due for a fetch at `now`.
+fn points_of(seed: &TrustAnchors, now: u64) -> Vec<Point> {
+    seed.iter()
+        .map(|a| Point {
+            zone: a.zone.clone(),
+            seed: a.clone(),
+            initialized: false,
+            keys: Vec::new(),
+            next_fetch: now,
+            fetching: None,
+            last_ttl: None,
+            last_expiry: None,
+            last_success: None,
+        })
+        .collect()
 }
 
 /// Section 2.3: the active refresh interval, MAX(1 hour, MIN(15 days, 1/2 original TTL,

@@ -15,7 +15,7 @@ pub const BUILTIN: &str = include_str!("named.root");
 pub type AddressSets = Vec<(Name, RecordType, Vec<Record>)>;
 
 /// Parsed root hints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootHints {
     /// Root nameserver names.
     pub names: Vec<Name>,

@@ -753,7 +753,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             cur = parent(&cur);
         }
         // Nothing cached for the root: load the hints, then prime (RFC 8109).
-        let (ns, addrs) = self.shared.hints.records(self.shared.records.max_ttl());
+        let (ns, addrs) = self.shared.hints.load().records(self.shared.records.max_ttl());
         let names = ns_names(&ns);
         self.shared.records.put_rrset(&Name::root(), u16::from(RecordType::NS), ns, Rank::Hint, now);
         for (owner, rtype, set) in addrs {

@@ -193,8 +193,8 @@ pub struct Shared {
     pub records: RecordCache,
     /// RTT and failure state per server address.
     pub servers: ServerTable,
-    /// Root hints.
-    pub hints: RootHints,
+    /// Root hints (replaced whole on a reload).
+    pub hints: arc_swap::ArcSwap<RootHints>,
     /// Locally answered special-use names (`[local_zones]`, swapped on reload).
     pub local: arc_swap::ArcSwap<LocalZones>,
     /// Client and upstream address policy.

@@ -49,6 +49,18 @@ impl ClientLoad {
         Self { shares, per_client: HashMap::new(), per_prefix: HashMap::new() }
     }
 
+    /// New shares (a reload). The in-flight counts stay; with new prefix lengths the
+    /// networks are counted again from the addresses, so every release still finds its
+    /// entry.
+    pub(super) fn set_shares(&mut self, shares: Shares) {
+        self.shares = shares;
+        let mut per_prefix: HashMap<IpAddr, u32> = HashMap::new();
+        for (ip, n) in &self.per_client {
+            *per_prefix.entry(self.prefix(*ip)).or_insert(0) += n;
+        }
+        self.per_prefix = per_prefix;
+    }
+
     /// The network `ip` belongs to (the address with its host bits cleared).
     fn prefix(&self, ip: IpAddr) -> IpAddr {
         match ip {
@@ -141,6 +153,23 @@ mod tests {
             assert!(t.take(ip("192.0.2.1"), false).is_ok());
         }
         assert_eq!(t.take(ip("192.0.2.1"), true), Err(Limit::ResolutionsPerClient));
+    }
+
+    /// New shares on a reload: the counts in flight stay and bind at once, and with a new
+    /// prefix length every release still finds its network (the table drains to empty).
+    #[test]
+    fn new_shares_apply_to_what_is_in_flight() {
+        let mut t = ClientLoad::new(SHARES);
+        for a in ["192.0.2.1", "192.0.2.2", "192.0.3.1"] {
+            t.take(ip(a), true).unwrap();
+        }
+        t.set_shares(Shares { per_client: 1, per_prefix: 3, prefix_v4: 16, prefix_v6: 56 });
+        assert_eq!(t.take(ip("192.0.2.1"), true), Err(Limit::ResolutionsPerClient));
+        assert_eq!(t.take(ip("192.0.4.1"), true), Err(Limit::ResolutionsPerPrefix), "one /16 now");
+        for a in ["192.0.2.1", "192.0.2.2", "192.0.3.1"] {
+            t.release(ip(a));
+        }
+        assert_eq!((t.clients(), t.per_prefix.len()), (0, 0));
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub(crate) struct ExplainJob {
     pub reply: std::sync::mpsc::Sender<respond::Explained>,
 }
 
+/// Worker knobs a reload changes: the packet cache's budget and the client shares.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveSettings {
+    /// `cache.packet_cache_bytes`.
+    pub packet_cache_bytes: usize,
+    /// `[limits]`.
+    pub limits: crate::config::LimitsConfig,
+}
+
 /// Requests other threads leave for a worker, read after its next wake-up.
 #[derive(Debug, Default)]
 pub(super) struct Mailbox {
@@ -30,6 +39,8 @@ pub(super) struct Mailbox {
     pub(super) flushes: std::sync::Mutex<Vec<(u64, PacketFlush)>>,
     /// Explain requests.
     pub(super) explains: std::sync::Mutex<Vec<ExplainJob>>,
+    /// New knobs from a reload (the last one wins).
+    pub(super) live: std::sync::Mutex<Option<LiveSettings>>,
     /// Number of the last request posted (read on every loop turn: one relaxed load).
     pub(super) requested: std::sync::atomic::AtomicU64,
     /// Number of the last request this worker took.
@@ -84,6 +95,19 @@ impl WorkerHandle {
         self.mailbox.requested.store(n, Ordering::Release);
         drop(flushes);
         let _ = self.waker.wake();
+    }
+
+    /// Gives the worker new knobs (a reload); returns the request's number for
+    /// [`Self::flushed`].
+    pub(crate) fn set_live(&self, live: LiveSettings) -> u64 {
+        *self.mailbox.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+        // Numbered under the flush lock, so numbers stay in order with flushes.
+        let flushes = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
+        self.mailbox.requested.store(n, Ordering::Release);
+        drop(flushes);
+        let _ = self.waker.wake();
+        n
     }
 
     /// Whether the worker has applied flush request `n`.

@@ -37,7 +37,7 @@ use crate::wire::{self, rcode};
 use dispatch::WorkerUpstream;
 use front::Verdict;
 use mailbox::Mailbox;
-pub(crate) use mailbox::{ExplainJob, WorkerHandle};
+pub(crate) use mailbox::{ExplainJob, LiveSettings, WorkerHandle};
 use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
 
@@ -770,6 +770,10 @@ impl Worker {
         }
         list.clear();
         drop(list);
+        if let Some(live) = self.mailbox.live.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.ctx.packet_cache.borrow_mut().set_budget(live.packet_cache_bytes);
+            self.ctx.client_load.borrow_mut().set_shares(clients::Shares::from_config(&live.limits));
+        }
         let jobs = std::mem::take(&mut *self.mailbox.explains.lock().unwrap_or_else(|p| p.into_inner()));
         for job in jobs {
             let ctx = self.ctx.clone();

@@ -320,6 +320,7 @@ fn reload_config(
     cli: &Cli,
     running: &mut Config,
     plane: &adox_dataplane::PlaneHandle,
+    registry: &adox_controlplane::PolicyRegistry,
     api: Option<&adox_controlplane::ControlPlane>,
     set_log_level: &adox_controlplane::SetLogLevel,
 ) -> adox_api::rest::ReloadReport {
@@ -375,6 +376,54 @@ fn reload_config(
         plane.reload_config_negative_anchors(new.dnssec.negative_anchors().unwrap_or_default());
         running.dnssec.negative_trust_anchors = new.dnssec.negative_trust_anchors.clone();
         report.applied.push("dnssec.negative_trust_anchors".into());
+    }
+    if new.policies != running.policies {
+        // Validated with the file: every policy normalizes.
+        match new
+            .policies()
+            .map_err(|e| e.to_string())
+            .and_then(|p| registry.replace_config(p).map_err(|e| e.to_string()))
+        {
+            Ok(_) => {
+                running.policies = new.policies.clone();
+                report.applied.push("policy".into());
+            }
+            Err(e) => refuse(&mut report, "policy", e),
+        }
+    }
+    if new.cache.record_cache_bytes != running.cache.record_cache_bytes
+        || new.cache.packet_cache_bytes != running.cache.packet_cache_bytes
+        || new.limits != running.limits
+    {
+        if !plane.reload_caches_and_limits(&new) {
+            tracing::warn!(
+                "a worker did not confirm its new cache budget and shares in time; it applies them when it can"
+            );
+        }
+        running.cache.record_cache_bytes = new.cache.record_cache_bytes;
+        running.cache.packet_cache_bytes = new.cache.packet_cache_bytes;
+        running.limits = new.limits.clone();
+        report.applied.push("cache sizes and limits".into());
+    }
+    // Root hints and trust anchors are files: read again on every reload (an operator may
+    // have changed the file, not its name).
+    match plane.reload_root_hints(&new) {
+        Ok(changed) => {
+            running.resolver.root_hints = new.resolver.root_hints.clone();
+            if changed {
+                report.applied.push("resolver.root_hints".into());
+            }
+        }
+        Err(e) => refuse(&mut report, "resolver.root_hints", e.to_string()),
+    }
+    match plane.reload_trust_anchors(&new) {
+        Ok(changed) => {
+            running.dnssec.trust_anchor_file = new.dnssec.trust_anchor_file.clone();
+            if changed {
+                report.applied.push("dnssec trust anchors".into());
+            }
+        }
+        Err(e) => refuse(&mut report, "dnssec trust anchors", e),
     }
     if new.server.log_level != running.server.log_level {
         match set_log_level(&new.server.log_level) {
@@ -734,10 +783,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         if reload.swap(false, Ordering::SeqCst) {
-            reload_config(cli, &mut running, &plane.handle(), api.as_ref(), &set_log_level);
+            reload_config(cli, &mut running, &plane.handle(), &registry_again, api.as_ref(), &set_log_level);
         }
         while let Ok(reply) = reload_rx.try_recv() {
-            let _ = reply.send(reload_config(cli, &mut running, &plane.handle(), api.as_ref(), &set_log_level));
+            let _ = reply.send(reload_config(
+                cli,
+                &mut running,
+                &plane.handle(),
+                &registry_again,
+                api.as_ref(),
+                &set_log_level,
+            ));
         }
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();

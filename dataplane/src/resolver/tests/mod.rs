@@ -354,7 +354,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
             .with_stale(if cfg.cache.serve_stale { cfg.cache.stale_max_s } else { 0 })
             .with_nsec_spans(cfg.dnssec.nsec_span_bytes(1 << 24)),
         servers: ServerTable::default(),
-        hints,
+        hints: arc_swap::ArcSwap::from_pointee(hints),
         local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&LocalZonesConfig::default())),
         access: arc_swap::ArcSwap::from_pointee(AccessPolicy::new(
             &[],

@@ -349,7 +349,7 @@ fn rfc8198_a_random_subdomain_flood_under_a_signed_zone_is_denied_from_validated
 
 /// A private root (`deploy/lab/rollroot`: NSD, keys and signatures by BIND's tools) that
 /// rolls and revokes its KSK while adoxd runs with its first KSK as a managed anchor.
-struct RollingRoot {
+pub(crate) struct RollingRoot {
     dir: crate::support::tempdir::Dir,
 }
 
@@ -358,14 +358,14 @@ const ROLLROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/ro
 const ROLLROOT_ADDR: &str = "127.53.50.1";
 
 impl RollingRoot {
-    fn up() -> Self {
+    pub(crate) fn up() -> Self {
         let dir = crate::support::tempdir::Dir::new();
         let me = Self { dir };
         me.run(&["up", ROLLROOT_ADDR]);
         me
     }
 
-    fn root(&self) -> std::path::PathBuf {
+    pub(crate) fn root(&self) -> std::path::PathBuf {
         self.dir.path().join("root")
     }
 

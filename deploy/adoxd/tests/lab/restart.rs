@@ -254,3 +254,89 @@ fn takeovers_across_worker_counts_lose_no_query_and_a_mismatched_one_is_refused(
     let log = third.terminate();
     assert!(Adoxd::stat(&log, "queries_udp") > 100, "the third process served");
 }
+
+/// A reload applies the rest of what can change live: the configuration's `[[policy]]`
+/// tables (API policies kept), cache budgets (a smaller record cache evicts at once),
+/// `[limits]`, and the root hints and trust anchor files, read again: here adoxd moves
+/// from the lab's root to a private one (`deploy/lab/rollroot`) and its anchor, and
+/// validates a name only that root has.
+#[test]
+fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
+    let private = crate::dnssec::RollingRoot::up();
+    let lab = crate::support::lab_dir();
+    let config = |hints: &std::path::Path, anchor: &std::path::Path, mode: &str, cache: u64, per_client: u32| {
+        format!(
+            "[resolver]\nroot_hints = {hints:?}\n\n[dnssec]\ntrust_anchor_file = {anchor:?}\n\n\
+             [cache]\nrecord_cache_bytes = {cache}\npacket_cache_bytes = {cache}\n\n\
+             [limits]\nmax_resolutions_per_client = {per_client}\n\n\
+             [[policy]]\nzone = \"alpha.lab\"\nmode = \"{mode}\"\n"
+        )
+    };
+    let (_dir, cfg) =
+        temp_config(&config(&lab.join("root.hints"), &lab.join("trust-anchor.ds"), "opportunistic", 64 << 20, 64));
+    let outgoing = crate::support::outgoing_address().to_string();
+    let d = Adoxd::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--allow-upstream",
+        "127.0.0.0/8",
+        "--outgoing-address",
+        &outgoing,
+        "--workers",
+        "2",
+        "--aggressive-nsec",
+        "off",
+    ]);
+    let api_policy = serde_json::json!({"zone": "beta.lab", "mode": "cleartext"});
+    assert_eq!(d.admin().send_json("POST", "/v1/policies", &api_policy).unwrap().status, 201);
+    assert_eq!(d.query("probe.", RecordType::TXT).rcode(), ResponseCode::NXDomain, "the lab root has no probe.");
+    for i in 0..800 {
+        d.query(&format!("n{i}.alpha.lab."), RecordType::A);
+    }
+    let stats = |d: &Adoxd| d.admin().get("/v1/stats").unwrap().json().unwrap();
+    let before = stats(&d)["record_cache_bytes"].as_u64().unwrap();
+    let small: u64 = 1 << 20;
+    assert!(before > small, "the cache holds more than the new budget before the reload: {before}");
+
+    let reload = |d: &Adoxd| {
+        let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let report = r.json().unwrap();
+        assert_eq!(report["needs_restart"], serde_json::json!([]), "{report}");
+        assert_eq!(report["refused"], serde_json::json!([]), "{report}");
+        report["applied"].as_array().unwrap().iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>()
+    };
+    // The cache budgets alone: the smaller record cache evicts at once.
+    std::fs::write(&cfg, config(&lab.join("root.hints"), &lab.join("trust-anchor.ds"), "opportunistic", small, 64))
+        .unwrap();
+    assert_eq!(reload(&d), ["api tokens", "cache sizes and limits"]);
+    let after = stats(&d)["record_cache_bytes"].as_u64().unwrap();
+    assert!(after <= small && after > 0, "{after}");
+    assert_eq!(d.query("n1.alpha.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+
+    let root = private.root();
+    std::fs::write(&cfg, config(&root.join("root.hints"), &root.join("anchor.ds"), "strict", small, 2)).unwrap();
+    let applied = reload(&d);
+    for section in ["policy", "cache sizes and limits", "resolver.root_hints", "dnssec trust anchors"] {
+        assert!(applied.iter().any(|a| a == section), "{section} not applied: {applied:?}");
+    }
+    // The private root, validated with its own anchor.
+    let r = d.ask(&Ask::new("probe.", RecordType::TXT).dnssec());
+    assert_eq!(r.rcode(), ResponseCode::NoError, "{:?}", r.ede());
+    assert!(r.ad(), "validated with the new anchor");
+    // The configuration's policy changed in place; the API's stayed.
+    let list = d.admin().get("/v1/policies").unwrap().json().unwrap();
+    let modes: Vec<(String, String)> = list["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["zone"].as_str().unwrap().to_string(), p["mode"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        modes,
+        [("alpha.lab.".to_string(), "strict".to_string()), ("beta.lab.".to_string(), "cleartext".to_string())]
+    );
+    // The same file again changes nothing (the files are read, compared, and kept).
+    let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
+    assert_eq!(r.json().unwrap()["applied"].as_array().unwrap().iter().filter(|v| *v != "api tokens").count(), 0);
+}
