@@ -145,6 +145,8 @@ pub struct ControlPlane {
     /// The address actually bound.
     pub local_addr: SocketAddr,
     tokens: Arc<std::sync::RwLock<Tokens>>,
+    /// The TLS configuration in force (`None`: plain HTTP).
+    tls: Option<tls::CurrentConfig>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -159,7 +161,8 @@ impl ControlPlane {
         let local_addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let tls = settings.tls.clone();
+        let tls: Option<tls::CurrentConfig> = settings.tls.clone().map(|c| Arc::new(std::sync::RwLock::new(c)));
+        let tls_in_force = tls.clone();
         let state = Arc::new(routes::AppState::new(settings, plane, registry));
         let tokens = state.tokens();
         let app = routes::router(state);
@@ -181,12 +184,25 @@ impl ControlPlane {
                 }
             });
         })?;
-        Ok(Self { local_addr, tokens, shutdown: Some(tx), thread: Some(thread) })
+        Ok(Self { local_addr, tokens, tls: tls_in_force, shutdown: Some(tx), thread: Some(thread) })
     }
 
     /// Replaces the tokens (a reload): requests from now on are checked against these.
     pub fn set_tokens(&self, tokens: Tokens) {
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+    }
+
+    /// Replaces the TLS certificate and key (a reload, e.g. after a renewal): handshakes
+    /// from now on use `config`; connections already open keep theirs. False when the API
+    /// serves plain HTTP (turning TLS on takes a restart).
+    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
+        match &self.tls {
+            Some(current) => {
+                *current.write().unwrap_or_else(|p| p.into_inner()) = config;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops serving and waits for the thread.

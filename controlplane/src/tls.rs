@@ -41,6 +41,10 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
+/// The server configuration in force, replaced whole when a reload reads the certificate
+/// and key again (each handshake takes the one current when it starts).
+pub type CurrentConfig = Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>;
+
 /// A listener whose connections have finished their TLS handshake.
 #[derive(Debug)]
 pub struct TlsListener {
@@ -50,10 +54,9 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Accepts on `tcp` and runs handshakes with `config`; call inside the runtime.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(tcp: TcpListener, config: CurrentConfig) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
-        let acceptor = TlsAcceptor::from(config);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
@@ -67,7 +70,8 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (acceptor, done) = (acceptor.clone(), tx.clone());
+                let current = config.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let (acceptor, done) = (TlsAcceptor::from(current), tx.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

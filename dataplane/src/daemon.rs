@@ -88,6 +88,8 @@ pub struct DataPlane {
     state_path: std::path::PathBuf,
     /// Copies of the workers' listening sockets, handed to a new adoxd on request.
     listening: Vec<crate::handover::WorkerSockets>,
+    /// The upstream PKIX verifier (replaced on a reload).
+    pkix: Arc<crate::upstream::tls::PkixRoots>,
 }
 
 /// Copies of one worker's sockets (the same socket objects).
@@ -137,6 +139,7 @@ pub struct PlaneHandle {
     shared: Arc<Shared>,
     stats: Vec<Arc<WorkerStats>>,
     workers: Vec<WorkerHandle>,
+    pkix: Arc<crate::upstream::tls::PkixRoots>,
 }
 
 /// How long a flush waits for every worker to confirm it.
@@ -272,6 +275,19 @@ impl PlaneHandle {
         };
         let tickets: Vec<u64> = self.workers.iter().map(|w| w.set_live(live.clone())).collect();
         self.flushed_within(&tickets)
+    }
+
+    /// `transport.ca_file` read again (a reload; absent: the built-in roots): upstream
+    /// PKIX handshakes from now on are checked against these roots, and no TLS session
+    /// made under the old ones is resumed. Connections already open keep going until they
+    /// close. `Ok(false)` when they are the roots in force; an unreadable file changes
+    /// nothing.
+    pub fn reload_upstream_roots(&self, cfg: &Config) -> Result<bool, StartError> {
+        let roots = match &cfg.transport.ca_file {
+            Some(p) => crate::upstream::tls::roots_from_file(p)?,
+            None => crate::upstream::tls::builtin_roots(),
+        };
+        Ok(self.pkix.replace(Arc::new(roots))?)
     }
 
     /// Root hints read again (a reload): when they changed they are in force for the next
@@ -624,6 +640,8 @@ pub struct UpstreamTls {
     pub doq: TlsConfigs,
     /// DoH over HTTP/2 (`h2`).
     pub doh: TlsConfigs,
+    /// The PKIX verifier the three share (replaced on a reload).
+    pub pkix: Arc<crate::upstream::tls::PkixRoots>,
 }
 
 /// The DoT, DoQ and DoH client configurations: PKIX roots from `transport.ca_file` (or the
@@ -637,12 +655,17 @@ pub fn tls_configs(cfg: &Config, tlsa: &Arc<crate::upstream::dane::TlsaTable>) -
     let store = || Arc::new(SessionStore::new(cfg.transport.session_cache_servers));
     let (dot_store, doq_store, doh_store) = (store(), store(), store());
     let (dot_dane, doq_dane, doh_dane) = (store(), store(), store());
-    // A changed TLSA RRset drops the sessions DANE authenticated under the old one.
+    // A changed TLSA RRset drops the sessions DANE authenticated under the old one, new
+    // roots those of the other two kinds (they share a store).
     tlsa.attach_sessions(vec![dot_dane.clone(), doq_dane.clone(), doh_dane.clone()]);
+    let pkix = Arc::new(crate::upstream::tls::PkixRoots::new(roots)?);
+    pkix.attach_sessions(vec![dot_store.clone(), doq_store.clone(), doh_store.clone()]);
+    let doh_proto = crate::upstream::dane::DOH_PROTO;
     Ok(UpstreamTls {
-        dot: TlsConfigs::new(b"dot", roots.clone(), dot_store, dot_dane, tlsa.clone(), "tcp")?,
-        doq: TlsConfigs::new(b"doq", roots.clone(), doq_store, doq_dane, tlsa.clone(), "quic")?,
-        doh: TlsConfigs::new(b"h2", roots, doh_store, doh_dane, tlsa.clone(), crate::upstream::dane::DOH_PROTO)?,
+        dot: TlsConfigs::with_pkix(b"dot", pkix.clone(), dot_store, dot_dane, tlsa.clone(), "tcp")?,
+        doq: TlsConfigs::with_pkix(b"doq", pkix.clone(), doq_store, doq_dane, tlsa.clone(), "quic")?,
+        doh: TlsConfigs::with_pkix(b"h2", pkix.clone(), doh_store, doh_dane, tlsa.clone(), doh_proto)?,
+        pkix,
     })
 }
 
@@ -824,7 +847,7 @@ impl DataPlane {
             stops.push(stop);
             threads.push(handle);
         }
-        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path, listening })
+        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path, listening, pkix: tls.pkix })
     }
 
     /// Counters summed over workers.
@@ -844,7 +867,12 @@ impl DataPlane {
 
     /// A handle for the control plane.
     pub fn handle(&self) -> PlaneHandle {
-        PlaneHandle { shared: self.shared.clone(), stats: self.stats.clone(), workers: self.stops.clone() }
+        PlaneHandle {
+            shared: self.shared.clone(),
+            stats: self.stats.clone(),
+            workers: self.stops.clone(),
+            pkix: self.pkix.clone(),
+        }
     }
 
     /// Saves learned state (the probe table and the strict signals) into the state

@@ -61,6 +61,13 @@ impl SessionStore {
         });
     }
 
+    /// Forgets every ticket (the roots that authenticated them changed).
+    pub fn clear(&self) {
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, _| false);
+        }
+    }
+
     /// Servers with something stored.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()

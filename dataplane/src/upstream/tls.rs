@@ -37,7 +37,58 @@ impl CertificateCheck for AnyCertificate {
 
 /// PKIX: a chain to the configured roots, valid for the name (webpki).
 #[derive(Debug)]
-struct Pkix(Arc<rustls::client::WebPkiServerVerifier>);
+struct Pkix(Arc<PkixRoots>);
+
+/// The PKIX verifier of every DoT, DoQ and DoH configuration, replaced whole when a reload
+/// reads `transport.ca_file` again; the session stores whose tickets it vouched for are
+/// emptied then (a resumed handshake checks no certificate).
+#[derive(Debug)]
+pub struct PkixRoots {
+    verifier: arc_swap::ArcSwap<rustls::client::WebPkiServerVerifier>,
+    sessions: std::sync::Mutex<Vec<Arc<SessionStore>>>,
+    /// The roots in force, as text (to tell whether a reload changes them).
+    roots: std::sync::Mutex<String>,
+}
+
+impl PkixRoots {
+    /// A verifier for `roots`.
+    pub fn new(roots: Arc<RootCertStore>) -> Result<Self, TlsSetupError> {
+        Ok(Self {
+            roots: std::sync::Mutex::new(format!("{:?}", roots.roots)),
+            verifier: arc_swap::ArcSwap::new(verifier(roots)?),
+            sessions: Default::default(),
+        })
+    }
+
+    /// The stores to empty when the roots change.
+    pub fn attach_sessions(&self, stores: Vec<Arc<SessionStore>>) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).extend(stores);
+    }
+
+    /// New roots: handshakes from now on are checked against them, and no session made
+    /// under the old ones is resumed. Connections already open keep going. `Ok(false)`
+    /// (and nothing cleared) when they are the roots in force.
+    pub fn replace(&self, roots: Arc<RootCertStore>) -> Result<bool, TlsSetupError> {
+        let text = format!("{:?}", roots.roots);
+        let mut current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == text {
+            return Ok(false);
+        }
+        self.verifier.store(verifier(roots)?);
+        *current = text;
+        for s in self.sessions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            s.clear();
+        }
+        Ok(true)
+    }
+}
+
+fn verifier(roots: Arc<RootCertStore>) -> Result<Arc<rustls::client::WebPkiServerVerifier>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))
+}
 
 impl CertificateCheck for Pkix {
     fn check(
@@ -47,7 +98,7 @@ impl CertificateCheck for Pkix {
         server_name: &ServerName<'_>,
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        self.0.verify_server_cert(end_entity, intermediates, server_name, &[], now).map(|_| ())
+        self.0.verifier.load().verify_server_cert(end_entity, intermediates, server_name, &[], now).map(|_| ())
     }
 }
 
@@ -115,6 +166,19 @@ impl TlsConfigs {
         tlsa: Arc<TlsaTable>,
         proto: &'static str,
     ) -> Result<Self, TlsSetupError> {
+        Self::with_pkix(alpn, Arc::new(PkixRoots::new(roots)?), sessions, dane_sessions, tlsa, proto)
+    }
+
+    /// [`Self::new`] with a PKIX verifier shared with other configurations (and replaced
+    /// for all of them on a reload).
+    pub fn with_pkix(
+        alpn: &[u8],
+        pkix: Arc<PkixRoots>,
+        sessions: Arc<SessionStore>,
+        dane_sessions: Arc<SessionStore>,
+        tlsa: Arc<TlsaTable>,
+        proto: &'static str,
+    ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // DoQ notes full handshakes (see `verifier::take_verified`); DoT asks rustls directly.
         let note = proto == "quic";
@@ -130,13 +194,10 @@ impl TlsConfigs {
             cfg.enable_sni = true;
             Ok(Arc::new(cfg))
         };
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
         let dane = DaneCheck::new(provider.clone(), tlsa, proto);
         Ok(Self {
             unauthenticated: build(Arc::new(Verifier::new(provider.clone(), AnyCertificate, note)), &sessions)?,
-            pkix: build(Arc::new(Verifier::new(provider.clone(), Pkix(webpki), note)), &sessions)?,
+            pkix: build(Arc::new(Verifier::new(provider.clone(), Pkix(pkix), note)), &sessions)?,
             dane: build(Arc::new(Verifier::new(provider.clone(), dane, note)), &dane_sessions)?,
         })
     }

@@ -347,6 +347,20 @@ fn reload_config(
             }
             Err(e) => refuse(&mut report, "api tokens", format!("{e:#}")),
         }
+        // The certificate and key are read again (a renewal keeps their paths); a pair
+        // that does not load keeps the running one.
+        if let (Some(cert), Some(key)) = (&new.api.tls_cert_file, &new.api.tls_key_file) {
+            match adox_controlplane::tls::server_config(cert, key) {
+                Ok(config) => {
+                    if api.set_tls(config) {
+                        running.api.tls_cert_file = new.api.tls_cert_file.clone();
+                        running.api.tls_key_file = new.api.tls_key_file.clone();
+                        report.applied.push("api TLS certificate".into());
+                    }
+                }
+                Err(e) => refuse(&mut report, "api TLS certificate", e),
+            }
+        }
     }
     if format!("{:?}", new.access) != format!("{:?}", running.access) {
         match plane.reload_access(&new) {
@@ -415,6 +429,15 @@ fn reload_config(
             }
         }
         Err(e) => refuse(&mut report, "resolver.root_hints", e.to_string()),
+    }
+    match plane.reload_upstream_roots(&new) {
+        Ok(changed) => {
+            running.transport.ca_file = new.transport.ca_file.clone();
+            if changed {
+                report.applied.push("transport.ca_file".into());
+            }
+        }
+        Err(e) => refuse(&mut report, "transport.ca_file", e.to_string()),
     }
     match plane.reload_trust_anchors(&new) {
         Ok(changed) => {

@@ -432,19 +432,7 @@ fn explain_shows_zone_cuts_plans_with_their_source_and_what_was_tried() {
 #[test]
 fn the_api_over_tls_verifies_and_refuses_plain_http() {
     let dir = crate::support::tempdir::Dir::new();
-    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api.key"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=adox-api", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl made a certificate");
+    let (cert, key) = api_certificate(dir.path(), "adox-api");
     let cfg = dir.path().join("adox.toml");
     std::fs::write(
         &cfg,
@@ -552,4 +540,76 @@ fn cache_show_lists_what_is_cached_with_its_status_and_source() {
     assert_eq!(none["entries"], json!([]));
     problem(&c, "GET", "/v1/cache", b"", 400, Some("name"));
     problem(&c, "GET", "/v1/cache?name=www.alpha.lab&type=NOPE", b"", 400, Some("type"));
+}
+
+/// A self-signed certificate for 127.0.0.1, made with openssl, as (cert, key).
+fn api_certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl made a certificate");
+    (cert, key)
+}
+
+/// A reload reads the TLS files again: the API serves a renewed certificate from the next
+/// handshake (clients that trust only the old one are refused), and upstream PKIX
+/// handshakes use the new `transport.ca_file` (a strict PKIX zone that failed under the
+/// wrong roots resolves under the lab CA). A file that does not load keeps the running
+/// one.
+#[test]
+fn a_reload_reads_the_api_certificate_and_the_upstream_ca_again() {
+    let dir = crate::support::tempdir::Dir::new();
+    let (old_cert, old_key) = api_certificate(dir.path(), "old");
+    let (new_cert, new_key) = api_certificate(dir.path(), "new");
+    let lab_ca = crate::support::lab_dir().join("tls/ca.pem");
+    let cfg = dir.path().join("adox.toml");
+    let write = |cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[api]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n\n[transport]\nca_file = {ca:?}\n\n\
+                 [[policy]]\nzone = \"dot.lab\"\nmode = \"strict\"\ntransports = [\"dot\"]\nauth = \"pkix\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    // Upstream roots that do not vouch for the lab's servers: the old API certificate.
+    write(&old_cert, &old_key, &old_cert);
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let url = format!("https://{}", d.api.unwrap());
+    let client = |ca: &std::path::Path| {
+        adoxctl::Client::with_ca(&url, Some(crate::support::ADMIN_TOKEN.into()), Some(ca)).unwrap()
+    };
+    assert_eq!(client(&old_cert).get("/v1/stats").unwrap().status, 200);
+    assert!(client(&new_cert).get("/v1/stats").is_err());
+    assert_eq!(d.query("www.dot.lab.", RecordType::A).rcode(), ResponseCode::ServFail, "untrusted roots");
+
+    write(&new_cert, &new_key, &lab_ca);
+    let r = client(&old_cert).send_json("POST", "/v1/reload", &json!({})).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json().unwrap();
+    let applied = report["applied"].to_string();
+    assert!(applied.contains("api TLS certificate") && applied.contains("transport.ca_file"), "{report}");
+    assert_eq!(report["needs_restart"], json!([]), "{report}");
+    assert_eq!(client(&new_cert).get("/v1/stats").unwrap().status, 200, "the renewed certificate");
+    assert!(client(&old_cert).get("/v1/stats").is_err(), "the old one is gone");
+    client(&new_cert).send_json("POST", "/v1/cache/flush", &json!({})).unwrap();
+    let r = d.query("www.dot.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NoError, "{:?}", r.ede());
+
+    // A key that does not match its certificate: refused, the renewed pair stays.
+    write(&new_cert, &old_key, &lab_ca);
+    let r = client(&new_cert).send_json("POST", "/v1/reload", &json!({})).unwrap();
+    let report = r.json().unwrap();
+    assert_eq!(report["refused"][0]["section"], "api TLS certificate", "{report}");
+    assert_eq!(client(&new_cert).get("/v1/stats").unwrap().status, 200);
 }
