@@ -122,6 +122,14 @@ impl AccessPolicy {
         self
     }
 
+    /// The same policy with `addrs` as the resolver's own service addresses (a reload
+    /// changed the listen addresses).
+    pub fn with_own_replaced(&self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut p = self.clone();
+        p.own.clear();
+        p.with_own_addresses(addrs)
+    }
+
     /// The resolver's own service addresses (never queried as authorities).
     pub fn own_addresses(&self) -> &[IpAddr] {
         &self.own

@@ -83,21 +83,15 @@ pub struct DataPlane {
     stats: Vec<Arc<WorkerStats>>,
     /// Addresses actually bound (with the real port when 0 was asked).
     local_addrs: Vec<SocketAddr>,
+    /// The listen addresses as configured (port 0 kept), in the order of `local_addrs`.
+    listen_conf: Vec<SocketAddr>,
     stops: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     state_path: std::path::PathBuf,
     /// Copies of the workers' listening sockets, handed to a new adoxd on request.
-    listening: Vec<crate::handover::WorkerSockets>,
+    listening: crate::handover::ListenSet,
     /// The upstream PKIX verifier (replaced on a reload).
     pkix: Arc<crate::upstream::tls::PkixRoots>,
-}
-
-/// Copies of one worker's sockets (the same socket objects).
-fn clone_sockets((udp, tcp): &crate::handover::WorkerSockets) -> std::io::Result<crate::handover::WorkerSockets> {
-    Ok((
-        udp.iter().map(std::net::UdpSocket::try_clone).collect::<Result<_, _>>()?,
-        tcp.iter().map(std::net::TcpListener::try_clone).collect::<Result<_, _>>()?,
-    ))
 }
 
 /// The sockets an old process's workers read, spread over `workers` new ones: each old
@@ -115,7 +109,7 @@ fn spread(
         out[j % workers].1.extend(tcp);
     }
     for i in have..workers {
-        out[i] = clone_sockets(&out[i % have])?;
+        out[i] = crate::handover::dup(&out[i % have])?;
     }
     Ok(out)
 }
@@ -712,7 +706,8 @@ impl DataPlane {
         let outgoing = crate::worker::Outgoing { v4, v6 };
         outgoing.check().map_err(|(addr, source)| StartError::Outgoing { addr, source })?;
         let workers = cfg.worker_count();
-        let mut listen = cfg.listen_addrs()?;
+        let listen_conf = cfg.listen_addrs()?;
+        let mut listen = listen_conf.clone();
         // The sockets in groups of one per listen address: those of each worker the old
         // process started with, or those bound here, one group per worker. The groups
         // are what a later hand-over passes on, whatever the worker count now.
@@ -744,7 +739,7 @@ impl DataPlane {
         };
         let listening = groups
             .iter()
-            .map(clone_sockets)
+            .map(crate::handover::dup)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Takeover(format!("cannot keep copies of the listening sockets: {e}")))?;
         let sockets = spread(groups, workers).map_err(|e| StartError::Takeover(e.to_string()))?;
@@ -847,7 +842,18 @@ impl DataPlane {
             stops.push(stop);
             threads.push(handle);
         }
-        Ok(Self { shared, stats, local_addrs: listen, stops, threads, state_path, listening, pkix: tls.pkix })
+        let listening = Arc::new(std::sync::Mutex::new((listen.clone(), listening)));
+        Ok(Self {
+            shared,
+            stats,
+            local_addrs: listen,
+            listen_conf,
+            stops,
+            threads,
+            state_path,
+            listening,
+            pkix: tls.pkix,
+        })
     }
 
     /// Counters summed over workers.
@@ -942,8 +948,82 @@ impl DataPlane {
     /// returned says `done`, a new adoxd has taken the sockets and is ready, and this one
     /// must [`Self::drain_and_stop`].
     pub fn serve_handover(&self, path: &std::path::Path) -> std::io::Result<Arc<crate::handover::Handover>> {
-        let copies = self.listening.iter().map(clone_sockets).collect::<Result<Vec<_>, _>>()?;
-        crate::handover::serve(path, self.local_addrs.clone(), copies)
+        crate::handover::serve(path, self.listening.clone())
+    }
+
+    /// The listen addresses of `cfg` (a reload): new ones are bound first, in every
+    /// worker (as at start: one socket pair per group, SO_REUSEPORT) and read from then
+    /// on; then the removed ones stop being read (a UDP socket closes once every query
+    /// read from it can have had its answer; a TCP listener at once, its connections go
+    /// on). The resolver's own addresses follow. `Ok(false)` when nothing changed; an
+    /// address that cannot be bound changes nothing.
+    pub fn reload_listen(&mut self, cfg: &Config) -> Result<bool, StartError> {
+        let wanted = cfg.listen_addrs()?;
+        let added: Vec<SocketAddr> = wanted.iter().filter(|a| !self.listen_conf.contains(a)).copied().collect();
+        let removed: Vec<usize> =
+            (0..self.listen_conf.len()).filter(|i| !wanted.contains(&self.listen_conf[*i])).collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(false);
+        }
+        let workers = self.stops.len();
+        let mut set = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        let groups = set.1.len();
+        // Bind everything before anything changes: (bound address, sockets per group).
+        let mut bound: Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)> = Vec::new();
+        for addr in &added {
+            let mut at = *addr;
+            let mut pairs = Vec::with_capacity(groups);
+            for _ in 0..groups {
+                pairs.push(bind_pair(&mut at)?);
+            }
+            bound.push((at, pairs));
+        }
+        // Worker w reads the groups j with j % workers == w, and a copy of group w % groups
+        // when there are more workers than groups (as `spread` gave them out at start).
+        let mut changes: Vec<Vec<crate::worker::ListenerChange>> = (0..workers).map(|_| Vec::new()).collect();
+        for (at, pairs) in &bound {
+            for (j, (u, t)) in pairs.iter().enumerate() {
+                let mut to: Vec<usize> = vec![j % workers];
+                to.extend((groups..workers).filter(|w| w % groups == j));
+                for w in to {
+                    let copy = |e| StartError::Bind { addr: *at, proto: "copy", source: e };
+                    let (u, t) = (u.try_clone().map_err(copy)?, t.try_clone().map_err(copy)?);
+                    changes[w].push(crate::worker::ListenerChange::Add(u, t));
+                }
+            }
+        }
+        for &i in &removed {
+            for c in &mut changes {
+                c.push(crate::worker::ListenerChange::Remove(self.local_addrs[i]));
+            }
+        }
+        for (at, pairs) in bound {
+            for (j, (u, t)) in pairs.into_iter().enumerate() {
+                set.1[j].0.push(u);
+                set.1[j].1.push(t);
+            }
+            self.local_addrs.push(at);
+        }
+        self.listen_conf.extend(added);
+        for &i in removed.iter().rev() {
+            for g in &mut set.1 {
+                g.0.remove(i);
+                g.1.remove(i);
+            }
+            self.local_addrs.remove(i);
+            self.listen_conf.remove(i);
+        }
+        set.0 = self.local_addrs.clone();
+        drop(set);
+        let tickets: Vec<u64> = self.stops.iter().zip(changes).map(|(w, c)| w.change_listeners(c)).collect();
+        if !self.handle().flushed_within(&tickets) {
+            tracing::warn!("a worker did not confirm its new listeners in time; it takes them when it can");
+        }
+        // Never an upstream: the addresses this resolver serves on port 53 now.
+        let own = self.local_addrs.iter().filter(|a| a.port() == 53).map(|a| a.ip());
+        let access = self.shared.access.load().with_own_replaced(own);
+        self.shared.access.store(Arc::new(access));
+        Ok(true)
     }
 
     /// After a hand-over: every worker stops reading, answers the clients still waiting

@@ -61,6 +61,19 @@ struct Header {
 /// One worker's listening sockets: per listen address, its UDP socket and TCP listener.
 pub type WorkerSockets = (Vec<UdpSocket>, Vec<TcpListener>);
 
+/// The listen addresses (as bound) and the socket groups a hand-over passes on, one
+/// socket pair per address in each group; a reload that changes the listen addresses
+/// updates it.
+pub type ListenSet = Arc<std::sync::Mutex<(Vec<SocketAddr>, Vec<WorkerSockets>)>>;
+
+/// Copies of one group's sockets (the same socket objects).
+pub fn dup((udp, tcp): &WorkerSockets) -> std::io::Result<WorkerSockets> {
+    Ok((
+        udp.iter().map(UdpSocket::try_clone).collect::<Result<_, _>>()?,
+        tcp.iter().map(TcpListener::try_clone).collect::<Result<_, _>>()?,
+    ))
+}
+
 /// The sockets a new process took over.
 #[derive(Debug)]
 pub struct Inherited {
@@ -217,7 +230,7 @@ const QUIET_WAIT: Duration = Duration::from_secs(5);
 /// Serves hand-over requests at `path` (in its own thread) with these sockets (copies of
 /// the workers' own). The daemon watches the returned state: it goes quiet when asked,
 /// and drains and exits once `done`.
-pub fn serve(path: &Path, listen: Vec<SocketAddr>, sockets: Vec<WorkerSockets>) -> std::io::Result<Arc<Handover>> {
+pub fn serve(path: &Path, set: ListenSet) -> std::io::Result<Arc<Handover>> {
     // A file left by a process that is gone is removed; a live one is not taken over.
     if UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
@@ -234,6 +247,18 @@ pub fn serve(path: &Path, listen: Vec<SocketAddr>, sockets: Vec<WorkerSockets>) 
     std::thread::Builder::new().name("adox-handover".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
+            // What is listened on at this moment (a reload may have changed it).
+            let now = {
+                let set = set.lock().unwrap_or_else(|p| p.into_inner());
+                set.1.iter().map(dup).collect::<std::io::Result<Vec<_>>>().map(|groups| (set.0.clone(), groups))
+            };
+            let (listen, sockets) = match now {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!(error = %e, "hand-over refused: cannot copy the listening sockets");
+                    continue;
+                }
+            };
             match hand_over(&conn, &listen, &sockets, &shared) {
                 Ok(()) => {
                     tracing::info!("a new adoxd took over the sockets: draining");
@@ -311,6 +336,10 @@ fn hand_over(
 mod tests {
     use super::*;
 
+    fn set(listen: Vec<SocketAddr>, groups: Vec<WorkerSockets>) -> ListenSet {
+        Arc::new(std::sync::Mutex::new((listen, groups)))
+    }
+
     /// The sockets arrive whole: what one side sends on its copy, the other receives on
     /// the descriptor it took over.
     #[test]
@@ -322,7 +351,8 @@ mod tests {
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).unwrap();
         let state =
-            serve(&path, vec![addr], vec![(vec![udp.try_clone().unwrap()], vec![tcp.try_clone().unwrap()])]).unwrap();
+            serve(&path, set(vec![addr], vec![(vec![udp.try_clone().unwrap()], vec![tcp.try_clone().unwrap()])]))
+                .unwrap();
         // The daemon's side: quiet as soon as asked.
         let daemon = state.clone();
         std::thread::spawn(move || {
@@ -331,7 +361,7 @@ mod tests {
             }
             daemon.quiet.store(true, Ordering::SeqCst);
         });
-        assert!(serve(&path, vec![], vec![]).is_err(), "a live hand-over socket is not taken");
+        assert!(serve(&path, set(vec![], vec![])).is_err(), "a live hand-over socket is not taken");
         assert!(take_over(&path, &["127.0.0.1:1".parse().unwrap()]).unwrap_err().to_string().contains("refused"));
         assert!(!state.quiet.load(Ordering::SeqCst), "a refused request changes nothing");
         let (inherited, link) = take_over(&path, &[addr]).unwrap();

@@ -31,6 +31,16 @@ pub(crate) struct LiveSettings {
     pub limits: crate::config::LimitsConfig,
 }
 
+/// A listen address a reload added (this worker's sockets for it, already bound) or
+/// removed (the bound address).
+#[derive(Debug)]
+pub(crate) enum ListenerChange {
+    /// Read these from now on.
+    Add(std::net::UdpSocket, std::net::TcpListener),
+    /// Stop reading this address.
+    Remove(std::net::SocketAddr),
+}
+
 /// Requests other threads leave for a worker, read after its next wake-up.
 #[derive(Debug, Default)]
 pub(super) struct Mailbox {
@@ -39,6 +49,8 @@ pub(super) struct Mailbox {
     pub(super) flushes: std::sync::Mutex<Vec<(u64, PacketFlush)>>,
     /// Explain requests.
     pub(super) explains: std::sync::Mutex<Vec<ExplainJob>>,
+    /// Listen addresses added or removed by a reload, in order.
+    pub(super) listeners: std::sync::Mutex<Vec<ListenerChange>>,
     /// New knobs from a reload (the last one wins).
     pub(super) live: std::sync::Mutex<Option<LiveSettings>>,
     /// Number of the last request posted (read on every loop turn: one relaxed load).
@@ -102,6 +114,18 @@ impl WorkerHandle {
     pub(crate) fn set_live(&self, live: LiveSettings) -> u64 {
         *self.mailbox.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
         // Numbered under the flush lock, so numbers stay in order with flushes.
+        let flushes = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
+        self.mailbox.requested.store(n, Ordering::Release);
+        drop(flushes);
+        let _ = self.waker.wake();
+        n
+    }
+
+    /// Gives the worker listen-address changes (a reload); returns the request's number
+    /// for [`Self::flushed`].
+    pub(crate) fn change_listeners(&self, changes: Vec<ListenerChange>) -> u64 {
+        self.mailbox.listeners.lock().unwrap_or_else(|p| p.into_inner()).extend(changes);
         let flushes = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.mailbox.requested.load(Ordering::Relaxed) + 1;
         self.mailbox.requested.store(n, Ordering::Release);

@@ -37,7 +37,7 @@ use crate::wire::{self, rcode};
 use dispatch::WorkerUpstream;
 use front::Verdict;
 use mailbox::Mailbox;
-pub(crate) use mailbox::{ExplainJob, LiveSettings, WorkerHandle};
+pub(crate) use mailbox::{ExplainJob, ListenerChange, LiveSettings, WorkerHandle};
 use reactor::{Executor, IO_TOKEN_BASE, Reactor};
 use tcp::TcpClients;
 
@@ -45,6 +45,8 @@ use tcp::TcpClients;
 const STOP_TOKEN: Token = Token(usize::MAX - 1);
 /// First token of client TCP connections; listeners use 0..2*listeners.
 const CONN_TOKEN_BASE: usize = 1 << 30;
+/// Tokens of TCP listeners (slot + this); UDP sockets have their slot as token, below it.
+const LISTENER_TOKEN_BASE: usize = 1 << 20;
 /// How soon a listener that ran out of descriptors is tried again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How often idle TCP connections are swept.
@@ -144,7 +146,9 @@ struct WorkerCtx {
     packet_cache: RefCell<PacketCache>,
     stats: Arc<WorkerStats>,
     settings: WorkerSettings,
-    udp: Vec<UdpSocket>,
+    /// The listening UDP sockets by slot (the slot is the poll token and what a reply
+    /// names); a slot whose address a reload removed stays until its replies are sent.
+    udp: RefCell<Vec<Option<UdpSocket>>>,
     clients: RefCell<TcpClients>,
     resolutions: Cell<u32>,
     /// Resolutions in flight per client address and network.
@@ -403,7 +407,9 @@ impl WorkerCtx {
                 }
                 self.stats.count_rcode(out);
                 // UDP is best effort: a full socket buffer drops the answer, as it would the query.
-                let _ = self.udp[listener].send_to(out, peer);
+                if let Some(sock) = self.udp.borrow().get(listener).and_then(Option::as_ref) {
+                    let _ = sock.send_to(out, peer);
+                }
             }
             ReplyTo::Tcp { conn } => {
                 self.stats.count_rcode(out);
@@ -432,7 +438,12 @@ pub(crate) struct Worker {
     /// How busy this worker's thread is (overload).
     load: front::LoadMeter,
     ctx: Rc<WorkerCtx>,
-    tcp_listeners: Vec<TcpListener>,
+    /// The TCP listeners by slot (token [`LISTENER_TOKEN_BASE`] + slot); `None` once a
+    /// reload removed its address.
+    tcp_listeners: Vec<Option<TcpListener>>,
+    /// UDP slots whose address a reload removed: not read any more, closed at the instant
+    /// given (when every query read from them has had its answer).
+    udp_retiring: Vec<(usize, Instant)>,
     stop: Arc<AtomicBool>,
     /// Hand-over to a new process: read no more, finish what is under way, then stop.
     drain: Arc<AtomicBool>,
@@ -463,10 +474,11 @@ impl Worker {
         for (i, s) in udp.iter_mut().enumerate() {
             poll.registry().register(s, Token(i), Interest::READABLE)?;
         }
-        let base = udp.len();
         for (i, l) in tcp_listeners.iter_mut().enumerate() {
-            poll.registry().register(l, Token(base + i), Interest::READABLE)?;
+            poll.registry().register(l, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
         }
+        let udp = RefCell::new(udp.into_iter().map(Some).collect());
+        let tcp_listeners = tcp_listeners.into_iter().map(Some).collect();
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP_TOKEN)?);
         settings.router.register(settings.index, waker.clone());
         let reactor = Rc::new(Reactor::new(poll.registry().try_clone()?));
@@ -565,6 +577,7 @@ impl Worker {
                 send: crate::sys::SendBatch::new(),
                 ctx,
                 tcp_listeners,
+                udp_retiring: Vec::new(),
                 stop,
                 drain,
                 mailbox,
@@ -579,7 +592,6 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut out = Vec::with_capacity(4096);
         let ctx = self.ctx.clone();
-        let n_udp = ctx.udp.len();
         // Sockets whose batch budget ran out before WouldBlock: with edge-triggered
         // readiness no new event will come for them, so they are read again next turn.
         let mut unfinished: Vec<usize> = Vec::new();
@@ -633,6 +645,9 @@ impl Worker {
             ctx.settings.router.awake(ctx.settings.index);
             if self.mailbox.requested.load(Ordering::Acquire) != self.mailbox.applied.load(Ordering::Relaxed) {
                 self.take_mail();
+                // A listener a reload removed is read no more.
+                unfinished.retain(|i| self.reading_udp(*i));
+                accept_retry.retain(|i| self.tcp_listeners.get(*i).is_some_and(Option::is_some));
             }
             self.take_handoffs();
             for idx in std::mem::take(&mut accept_retry) {
@@ -650,15 +665,15 @@ impl Worker {
                 let t = ev.token().0;
                 if ev.token() == STOP_TOKEN {
                     continue;
-                } else if draining && t < n_udp + self.tcp_listeners.len() {
+                } else if draining && t < CONN_TOKEN_BASE {
                     // The new process reads these sockets now.
                     continue;
-                } else if t < n_udp {
+                } else if t < LISTENER_TOKEN_BASE {
                     if !unfinished.contains(&t) && self.read_udp(t, &mut out) {
                         unfinished.push(t);
                     }
-                } else if t < n_udp + self.tcp_listeners.len() {
-                    let idx = t - n_udp;
+                } else if t < CONN_TOKEN_BASE {
+                    let idx = t - LISTENER_TOKEN_BASE;
                     if self.accept(idx) && !accept_retry.contains(&idx) {
                         accept_retry.push(idx);
                     }
@@ -718,6 +733,7 @@ impl Worker {
                 ctx.dot.sweep_idle(now);
                 ctx.doq.sweep_idle(now);
                 ctx.doh.sweep_idle(now);
+                self.close_retired_udp(now);
                 if !draining {
                     ctx.refresh_trust_anchors();
                 }
@@ -759,7 +775,75 @@ impl Worker {
 
     /// Applies the packet-cache flushes posted since the last turn and starts the explain
     /// requests (each a task of its own).
-    fn take_mail(&self) {
+    /// Whether UDP slot `idx` is open and read (not retiring).
+    fn reading_udp(&self, idx: usize) -> bool {
+        self.ctx.udp.borrow().get(idx).is_some_and(Option::is_some) && !self.udp_retiring.iter().any(|(i, _)| *i == idx)
+    }
+
+    /// Listen addresses a reload added (their sockets, bound by the data plane) or
+    /// removed: new sockets are read from now on; a removed address's TCP listener closes
+    /// at once (its connections go on), its UDP socket is read no more and closes once
+    /// every query read from it can have had its answer.
+    fn change_listeners(&mut self, changes: Vec<ListenerChange>) {
+        let registry = self.poll.registry();
+        for change in changes {
+            match change {
+                ListenerChange::Add(udp, tcp) => {
+                    let mut udp = UdpSocket::from_std(udp);
+                    let mut tcp = TcpListener::from_std(tcp);
+                    let slot = self.ctx.udp.borrow().len();
+                    if let Err(e) = registry.register(&mut udp, Token(slot), Interest::READABLE) {
+                        tracing::warn!(error = %e, "new UDP listener not registered");
+                        continue;
+                    }
+                    self.ctx.udp.borrow_mut().push(Some(udp));
+                    let slot = self.tcp_listeners.len();
+                    if let Err(e) = registry.register(&mut tcp, Token(LISTENER_TOKEN_BASE + slot), Interest::READABLE) {
+                        tracing::warn!(error = %e, "new TCP listener not registered");
+                        continue;
+                    }
+                    self.tcp_listeners.push(Some(tcp));
+                }
+                ListenerChange::Remove(addr) => {
+                    let close_at =
+                        self.ctx.reactor.now() + self.ctx.resolver.shared().settings.request_timeout + DRAIN_GRACE;
+                    for (i, slot) in self.ctx.udp.borrow_mut().iter_mut().enumerate() {
+                        if let Some(sock) = slot
+                            && sock.local_addr().ok() == Some(addr)
+                            && !self.udp_retiring.iter().any(|(r, _)| *r == i)
+                        {
+                            let _ = registry.deregister(sock);
+                            self.udp_retiring.push((i, close_at));
+                        }
+                    }
+                    for slot in &mut self.tcp_listeners {
+                        if let Some(l) = slot
+                            && l.local_addr().ok() == Some(addr)
+                        {
+                            let _ = registry.deregister(l);
+                            *slot = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the UDP sockets of removed addresses whose replies are all sent.
+    fn close_retired_udp(&mut self, now: Instant) {
+        let udp = &self.ctx.udp;
+        self.udp_retiring.retain(|(i, at)| {
+            if now < *at {
+                return true;
+            }
+            if let Some(slot) = udp.borrow_mut().get_mut(*i) {
+                *slot = None;
+            }
+            false
+        });
+    }
+
+    fn take_mail(&mut self) {
         let mut list = self.mailbox.flushes.lock().unwrap_or_else(|p| p.into_inner());
         // Requests are numbered under this lock, and an explain job is queued before it is
         // numbered: every request up to `last` is in the two lists now.
@@ -770,6 +854,10 @@ impl Worker {
         }
         list.clear();
         drop(list);
+        let listeners = std::mem::take(&mut *self.mailbox.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        if !listeners.is_empty() {
+            self.change_listeners(listeners);
+        }
         if let Some(live) = self.mailbox.live.lock().unwrap_or_else(|p| p.into_inner()).take() {
             self.ctx.packet_cache.borrow_mut().set_budget(live.packet_cache_bytes);
             self.ctx.client_load.borrow_mut().set_shares(clients::Shares::from_config(&live.limits));
@@ -791,7 +879,10 @@ impl Worker {
     fn read_udp(&mut self, idx: usize, out: &mut Vec<u8>) -> bool {
         use std::os::fd::AsRawFd;
         let ctx = self.ctx.clone();
-        let fd = ctx.udp[idx].as_raw_fd();
+        if !self.reading_udp(idx) {
+            return false;
+        }
+        let Some(fd) = ctx.udp.borrow()[idx].as_ref().map(|s| s.as_raw_fd()) else { return false };
         let mut handled = 0;
         let mut more = true;
         ctx.shedding.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
@@ -838,7 +929,8 @@ impl Worker {
     fn accept(&mut self, idx: usize) -> bool {
         let ctx = &self.ctx;
         loop {
-            match self.tcp_listeners[idx].accept() {
+            let Some(listener) = self.tcp_listeners.get(idx).and_then(Option::as_ref) else { return false };
+            match listener.accept() {
                 Ok((stream, peer)) => {
                     // A client outside the ACL gets nothing, not even a connection to hold.
                     if !ctx.shared().access.load().client_allowed(peer.ip()) {

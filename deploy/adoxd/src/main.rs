@@ -319,12 +319,13 @@ fn init_logging(level: &str, format: adox_dataplane::config::LogFormat) -> adox_
 fn reload_config(
     cli: &Cli,
     running: &mut Config,
-    plane: &adox_dataplane::PlaneHandle,
+    data_plane: &mut DataPlane,
     registry: &adox_controlplane::PolicyRegistry,
     api: Option<&adox_controlplane::ControlPlane>,
     set_log_level: &adox_controlplane::SetLogLevel,
 ) -> adox_api::rest::ReloadReport {
     let mut report = adox_api::rest::ReloadReport::default();
+    let plane = &data_plane.handle();
     let new = match build_config(cli).and_then(|c| c.validate().map(|()| c).map_err(anyhow::Error::from)) {
         Ok(c) => c,
         Err(e) => {
@@ -447,6 +448,17 @@ fn reload_config(
             }
         }
         Err(e) => refuse(&mut report, "dnssec trust anchors", e),
+    }
+    if new.server.listen != running.server.listen {
+        match data_plane.reload_listen(&new) {
+            Ok(_) => {
+                let listen: Vec<String> = data_plane.local_addrs().iter().map(|a| a.to_string()).collect();
+                tracing::info!(listen = %listen.join(","), "listen addresses reloaded");
+                running.server.listen = new.server.listen.clone();
+                report.applied.push("server.listen".into());
+            }
+            Err(e) => refuse(&mut report, "server.listen", e.to_string()),
+        }
     }
     if new.server.log_level != running.server.log_level {
         match set_log_level(&new.server.log_level) {
@@ -806,17 +818,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         if reload.swap(false, Ordering::SeqCst) {
-            reload_config(cli, &mut running, &plane.handle(), &registry_again, api.as_ref(), &set_log_level);
+            reload_config(cli, &mut running, &mut plane, &registry_again, api.as_ref(), &set_log_level);
         }
         while let Ok(reply) = reload_rx.try_recv() {
-            let _ = reply.send(reload_config(
-                cli,
-                &mut running,
-                &plane.handle(),
-                &registry_again,
-                api.as_ref(),
-                &set_log_level,
-            ));
+            let _ =
+                reply.send(reload_config(cli, &mut running, &mut plane, &registry_again, api.as_ref(), &set_log_level));
         }
         if last_report.elapsed() >= STATS_EVERY {
             last_report = std::time::Instant::now();

@@ -340,3 +340,83 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
     assert_eq!(r.json().unwrap()["applied"].as_array().unwrap().iter().filter(|v| *v != "api tokens").count(), 0);
 }
+
+/// A reload that changes the listen addresses under load: a new address is answered at
+/// once while the old one goes on answering (new sockets before old ones close), and when
+/// the old one is removed, the slow queries it had already read (300 ms misses) are still
+/// answered; then it answers no more. No query to an address in service is lost.
+#[test]
+fn a_reload_moves_the_listen_address_under_load_and_loses_no_query() {
+    let _lag = Hostile::start("lag", "lag.internal.", "127.53.40.27");
+    let free = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (first, second) = (free(), free());
+    let zone = LAG_ZONE.replace("127.53.40.24", "127.53.40.27");
+    let config = |listen: &[SocketAddr]| {
+        let list: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
+        format!("[server]\nlisten = [{}]\n\n{zone}", list.join(", "))
+    };
+    let (_dir, cfg) = temp_config(&config(&[first]));
+    let outgoing = crate::support::outgoing_address().to_string();
+    let lab = crate::support::lab_dir();
+    let (hints, anchor) = (lab.join("root.hints"), lab.join("trust-anchor.ds"));
+    let d = Adoxd::start_listening_as_configured(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--root-hints",
+        hints.to_str().unwrap(),
+        "--trust-anchor",
+        anchor.to_str().unwrap(),
+        "--allow-upstream",
+        "127.0.0.0/8",
+        "--outgoing-address",
+        &outgoing,
+        "--workers",
+        "2",
+        "--aggressive-nsec",
+        "off",
+    ]);
+    assert_eq!(d.addr, first);
+    let reload = || {
+        let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let report = r.json().unwrap();
+        assert!(report["applied"].as_array().unwrap().iter().any(|a| a == "server.listen"), "{report}");
+        assert_eq!(report["needs_restart"], serde_json::json!([]), "{report}");
+    };
+    let on_first = Load::start(first);
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&cfg, config(&[first, second])).unwrap();
+    reload();
+    let on_second = Load::start(second);
+    std::thread::sleep(Duration::from_millis(800));
+    let (sent, answered, _) = on_first.stop();
+    assert_eq!(answered, sent, "the first address, through the reload that added the second");
+
+    // Slow misses read from the first address, then the address removed.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    for i in 0..8u16 {
+        let mut ask = Ask::new(&format!("gone{i}.lag.internal."), RecordType::A);
+        ask.id = i;
+        client.send_to(&ask.wire(), first).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(&cfg, config(&[second])).unwrap();
+    reload();
+    let mut buf = vec![0u8; 4096];
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 8 {
+        let Ok((n, _)) = client.recv_from(&mut buf) else { break };
+        ids.insert(Response::parse(buf[..n].to_vec()).msg.metadata.id);
+    }
+    assert_eq!(ids.len(), 8, "queries read before the removal are answered: {ids:?}");
+    std::thread::sleep(Duration::from_millis(800));
+    let (sent, answered, _) = on_second.stop();
+    assert_eq!(answered, sent, "the second address, through both reloads");
+    // The first address answers no more.
+    client.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    client.send_to(&Ask::new("www.alpha.lab.", RecordType::A).wire(), first).unwrap();
+    assert!(client.recv_from(&mut buf).is_err(), "the removed address still answers");
+    let stats = d.admin().get("/v1/stats").unwrap().json().unwrap();
+    assert!(stats["totals"]["queries_udp"].as_u64().unwrap() > 100, "{stats}");
+}

@@ -85,9 +85,19 @@ impl Adoxd {
 
     /// Starts adoxd with exactly `args` plus `--listen 127.0.0.1:0` (unless given).
     pub fn start(args: &[&str]) -> Self {
+        Self::spawn(args, !args.contains(&"--listen"))
+    }
+
+    /// Starts adoxd with `args`, listening where its configuration file says (no
+    /// `--listen`, which would also override the file on a reload).
+    pub fn start_listening_as_configured(args: &[&str]) -> Self {
+        Self::spawn(args, false)
+    }
+
+    fn spawn(args: &[&str], loopback_any_port: bool) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_adoxd"));
         cmd.args(args);
-        if !args.contains(&"--listen") {
+        if loopback_any_port {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         if !args.contains(&"--log-level") {
