@@ -147,6 +147,8 @@ pub struct ControlPlane {
     tokens: Arc<std::sync::RwLock<Tokens>>,
     /// The TLS configuration in force (`None`: plain HTTP).
     tls: Option<tls::CurrentConfig>,
+    /// The certificate and key files' contents last loaded by a reload.
+    tls_files: std::sync::Mutex<Option<Vec<u8>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -184,7 +186,14 @@ impl ControlPlane {
                 }
             });
         })?;
-        Ok(Self { local_addr, tokens, tls: tls_in_force, shutdown: Some(tx), thread: Some(thread) })
+        Ok(Self {
+            local_addr,
+            tokens,
+            tls: tls_in_force,
+            tls_files: std::sync::Mutex::new(None),
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Replaces the tokens (a reload): requests from now on are checked against these.
@@ -192,17 +201,24 @@ impl ControlPlane {
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
     }
 
-    /// Replaces the TLS certificate and key (a reload, e.g. after a renewal): handshakes
-    /// from now on use `config`; connections already open keep theirs. False when the API
-    /// serves plain HTTP (turning TLS on takes a restart).
-    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
-        match &self.tls {
-            Some(current) => {
-                *current.write().unwrap_or_else(|p| p.into_inner()) = config;
-                true
-            }
-            None => false,
+    /// Reads the TLS certificate and key again (a reload, e.g. after a renewal): when
+    /// their contents changed, handshakes from now on use them; connections already open
+    /// keep theirs. `Ok(None)` when the API serves plain HTTP (turning TLS on takes a
+    /// restart), `Ok(Some(false))` when the files are the ones in force; an error (and the
+    /// running pair stays) when they do not load.
+    pub fn reload_tls(&self, cert: &std::path::Path, key: &std::path::Path) -> Result<Option<bool>, String> {
+        let Some(current) = &self.tls else { return Ok(None) };
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut files = read(cert)?;
+        files.extend(read(key)?);
+        let mut loaded = self.tls_files.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.as_ref() == Some(&files) {
+            return Ok(Some(false));
         }
+        let config = tls::server_config(cert, key)?;
+        *current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *loaded = Some(files);
+        Ok(Some(true))
     }
 
     /// Stops serving and waits for the thread.

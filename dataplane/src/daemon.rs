@@ -114,6 +114,13 @@ fn spread(
     Ok(out)
 }
 
+/// Whether `wanted` (a listen address of a new configuration) names the listener
+/// configured as `conf` and bound at `bound`: as written, as bound (an `IP:0` that got
+/// port P, now written `IP:P`), or as `IP:0` again.
+fn same_listener(conf: SocketAddr, bound: SocketAddr, wanted: &SocketAddr) -> bool {
+    *wanted == conf || *wanted == bound || (wanted.port() == 0 && wanted.ip() == bound.ip())
+}
+
 /// What a cache flush drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flush {
@@ -284,48 +291,44 @@ impl PlaneHandle {
         Ok(self.pkix.replace(Arc::new(roots))?)
     }
 
-    /// Root hints read again (a reload): when they changed they are in force for the next
-    /// priming, and every cache is flushed (what it holds was learned from the old root).
-    /// `Ok(false)` when they are the same.
-    pub fn reload_root_hints(&self, cfg: &Config) -> Result<bool, StartError> {
+    /// The root hints and the trust anchors read again (a reload), checked together and
+    /// applied together (new hints under the old anchors, or the reverse, would make every
+    /// answer bogus): when either changed it is in force at once (managed anchors start
+    /// their RFC 5011 state afresh from a new seed) and every cache is flushed. Returns
+    /// whether the hints and whether the anchors changed; an error, and nothing changed,
+    /// when a file cannot be read or RFC 5011 maintenance would start or stop (that takes
+    /// a restart).
+    pub fn reload_root_and_anchors(&self, cfg: &Config) -> Result<(bool, bool), String> {
         let hints = match &cfg.resolver.root_hints {
-            Some(p) => RootHints::load(p)?,
+            Some(p) => RootHints::load(p).map_err(|e| e.to_string())?,
             None => RootHints::builtin(),
         };
-        if **self.shared.hints.load() == hints {
-            return Ok(false);
+        let anchors = configured_anchors(cfg).map_err(|e| e.to_string())?;
+        let managed_now = anchors.is_some() && cfg.dnssec.anchors_managed();
+        if self.shared.managed.is_some() != managed_now {
+            return Err("RFC 5011 maintenance would start or stop, which takes a restart: the root hints and the \
+                        trust anchors stay as they are"
+                .into());
         }
-        self.shared.hints.store(Arc::new(hints));
-        if !self.flush(&Flush::All) {
-            tracing::warn!("a worker did not confirm the flush after new root hints");
+        let hints_changed = **self.shared.hints.load() != hints;
+        if hints_changed {
+            self.shared.hints.store(Arc::new(hints));
         }
-        Ok(true)
-    }
-
-    /// Trust anchors read again (a reload): when they changed they are in force at once
-    /// (managed ones start their RFC 5011 state afresh from them), and every cache is
-    /// flushed. `Ok(false)` when they are the same; an error when the file cannot be read,
-    /// or RFC 5011 maintenance would start or stop (that takes a restart).
-    pub fn reload_trust_anchors(&self, cfg: &Config) -> Result<bool, String> {
-        let new = configured_anchors(cfg).map_err(|e| e.to_string())?;
-        let managed_now = new.is_some() && cfg.dnssec.anchors_managed();
-        let changed = match (&self.shared.managed, new) {
-            (Some(m), Some(seed)) if managed_now => m.reseed(&seed, crate::clock::unix_now()),
-            (None, new) if !managed_now => {
-                let anchors = &self.shared.validator.anchors;
-                if anchors.load().as_deref() == new.as_ref() {
-                    false
-                } else {
-                    anchors.store(new.map(Arc::new));
-                    true
+        let anchors_changed = match (&self.shared.managed, anchors) {
+            (Some(m), Some(seed)) => m.reseed(&seed, crate::clock::unix_now()),
+            (_, anchors) => {
+                let slot = &self.shared.validator.anchors;
+                let changed = slot.load().as_deref() != anchors.as_ref();
+                if changed {
+                    slot.store(anchors.map(Arc::new));
                 }
+                changed
             }
-            _ => return Err("RFC 5011 maintenance starts or stops: that takes a restart".into()),
         };
-        if changed && !self.flush(&Flush::All) {
-            tracing::warn!("a worker did not confirm the flush after new trust anchors");
+        if (hints_changed || anchors_changed) && !self.flush(&Flush::All) {
+            tracing::warn!("a worker did not confirm the flush after new root hints or trust anchors");
         }
-        Ok(changed)
+        Ok((hints_changed, anchors_changed))
     }
 
     /// The RFC 5011 state of the managed trust anchors (`None`: the anchors stand as
@@ -959,14 +962,26 @@ impl DataPlane {
     /// address that cannot be bound changes nothing.
     pub fn reload_listen(&mut self, cfg: &Config) -> Result<bool, StartError> {
         let wanted = cfg.listen_addrs()?;
-        let added: Vec<SocketAddr> = wanted.iter().filter(|a| !self.listen_conf.contains(a)).copied().collect();
-        let removed: Vec<usize> =
-            (0..self.listen_conf.len()).filter(|i| !wanted.contains(&self.listen_conf[*i])).collect();
+        // A listener stays when the new list names it as configured or as bound (an
+        // `IP:0` that got port P, now written `IP:P`, or the reverse).
+        let n = self.listen_conf.len();
+        let named = |i: usize, w: &SocketAddr| same_listener(self.listen_conf[i], self.local_addrs[i], w);
+        let added: Vec<SocketAddr> = wanted.iter().filter(|w| !(0..n).any(|i| named(i, w))).copied().collect();
+        let removed: Vec<usize> = (0..n).filter(|i| !wanted.iter().any(|w| named(*i, w))).collect();
         if added.is_empty() && removed.is_empty() {
+            if self.listen_conf != wanted {
+                // The same listeners, written or ordered otherwise: kept in the new order (a
+                // later takeover compares them in order).
+                let listening = self.listening.clone();
+                let mut set = listening.lock().unwrap_or_else(|p| p.into_inner());
+                self.put_in_order(&wanted, &mut set);
+                return Ok(true);
+            }
             return Ok(false);
         }
         let workers = self.stops.len();
-        let mut set = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        let listening = self.listening.clone();
+        let mut set = listening.lock().unwrap_or_else(|p| p.into_inner());
         let groups = set.1.len();
         // Bind everything before anything changes: (bound address, sockets per group).
         let mut bound: Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)> = Vec::new();
@@ -1013,7 +1028,7 @@ impl DataPlane {
             self.local_addrs.remove(i);
             self.listen_conf.remove(i);
         }
-        set.0 = self.local_addrs.clone();
+        self.put_in_order(&wanted, &mut set);
         drop(set);
         let tickets: Vec<u64> = self.stops.iter().zip(changes).map(|(w, c)| w.change_listeners(c)).collect();
         if !self.handle().flushed_within(&tickets) {
@@ -1024,6 +1039,40 @@ impl DataPlane {
         let access = self.shared.access.load().with_own_replaced(own);
         self.shared.access.store(Arc::new(access));
         Ok(true)
+    }
+
+    /// Puts the listeners (configured and bound addresses, and every group's sockets) in
+    /// the order of `wanted`, which names each of them once; the configured form becomes
+    /// `wanted`'s.
+    fn put_in_order(
+        &mut self,
+        wanted: &[SocketAddr],
+        set: &mut (Vec<SocketAddr>, Vec<crate::handover::WorkerSockets>),
+    ) {
+        fn pick<T>(v: Vec<T>, order: &[usize]) -> Vec<T> {
+            let mut slots: Vec<Option<T>> = v.into_iter().map(Some).collect();
+            order.iter().filter_map(|i| slots.get_mut(*i).and_then(Option::take)).collect()
+        }
+        let n = self.listen_conf.len();
+        let order: Vec<usize> = wanted
+            .iter()
+            .filter_map(|w| (0..n).find(|i| same_listener(self.listen_conf[*i], self.local_addrs[*i], w)))
+            .collect();
+        let mut distinct = order.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if order.len() != n || distinct.len() != n {
+            // Not one name per listener (cannot happen for a valid list): order kept.
+            set.0 = self.local_addrs.clone();
+            return;
+        }
+        self.local_addrs = pick(std::mem::take(&mut self.local_addrs), &order);
+        self.listen_conf = wanted.to_vec();
+        for g in &mut set.1 {
+            g.0 = pick(std::mem::take(&mut g.0), &order);
+            g.1 = pick(std::mem::take(&mut g.1), &order);
+        }
+        set.0 = self.local_addrs.clone();
     }
 
     /// After a hand-over: every worker stops reading, answers the clients still waiting

@@ -24,6 +24,15 @@ pub mod cache {
     pub mod nsec_spans;
     pub mod packet;
     pub mod records;
+
+    /// Frees `what` (a cache emptied at once by a reload, possibly gigabytes) on a thread
+    /// of its own, away from the locks and event loops that emptied it.
+    pub(crate) fn drop_elsewhere<T: Send + 'static>(what: T) {
+        let spawned = std::thread::Builder::new().name("adox-free".into()).spawn(move || drop(what));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to free an emptied cache on; it is freed here");
+        }
+    }
 }
 pub mod clock;
 pub mod config;

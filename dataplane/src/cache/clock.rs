@@ -149,12 +149,20 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         }
     }
 
-    /// A new budget (a reload); entries beyond a smaller one are evicted now.
-    pub fn set_budget(&mut self, budget: usize) {
+    /// A new budget (a reload); entries beyond a smaller one are evicted now. Past twice
+    /// the new budget, evicting one by one would hold the caller for long (a 64 GiB
+    /// cache cut to a few MiB): the cache starts empty instead, and the old contents are
+    /// returned for the caller to free away from its lock and its event loop.
+    #[must_use]
+    pub fn set_budget(&mut self, budget: usize) -> Option<Self> {
+        if self.used > budget.saturating_mul(2) {
+            return Some(std::mem::replace(self, Self::new(budget)));
+        }
         self.budget = budget;
         while self.used > self.budget && !self.map.is_empty() {
             self.evict_one();
         }
+        None
     }
 
     /// Keeps only the entries for which `keep` returns true.
@@ -212,10 +220,13 @@ mod tests {
         }
         assert_eq!(c.evictions(), 5);
         // A smaller budget (a reload) evicts at once; a larger one keeps what is there.
-        c.set_budget(4 * per);
-        assert_eq!((c.len(), c.used_bytes()), (4, 4 * per));
-        c.set_budget(20 * per);
-        assert_eq!(c.len(), 4);
+        assert!(c.set_budget(6 * per).is_none());
+        assert_eq!((c.len(), c.used_bytes()), (6, 6 * per));
+        assert!(c.set_budget(20 * per).is_none());
+        assert_eq!(c.len(), 6);
+        // Past twice the new budget: emptied at once, the old contents handed back.
+        let old = c.set_budget(2 * per).expect("the old contents");
+        assert_eq!((old.len(), c.len(), c.used_bytes()), (6, 0, 0));
     }
 
     #[test]

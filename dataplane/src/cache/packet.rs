@@ -88,7 +88,9 @@ impl PacketCache {
 
     /// A new budget (a reload; 0 disables the cache); a smaller one evicts now.
     pub fn set_budget(&mut self, budget: usize) {
-        self.map.set_budget(budget);
+        if let Some(old) = self.map.set_budget(budget) {
+            crate::cache::drop_elsewhere(old);
+        }
         self.enabled = budget > 0;
     }
 

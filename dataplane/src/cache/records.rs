@@ -436,10 +436,14 @@ impl RecordCache {
     /// beside it; a smaller one evicts now.
     pub fn set_budget(&self, budget: usize, nsec_span_bytes: usize) {
         let per = (budget / SHARDS).max(1);
+        let mut emptied = Vec::new();
         for s in self.shards.iter() {
-            s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per);
+            emptied.extend(s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per));
         }
         self.spans.set_budget(nsec_span_bytes);
+        if !emptied.is_empty() {
+            crate::cache::drop_elsewhere(emptied);
+        }
     }
 
     /// Bytes charged (all shards).

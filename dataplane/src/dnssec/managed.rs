@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::anchors::{Anchor, Source, TrustAnchors, vouched_keys};
 use super::rdata::{Dnskey, Rrsig};
-use super::verify::{absolute, verify_revocation, verify_rrset};
+use super::verify::{verify_revocation, verify_rrset};
 
 /// The file, in `state_dir`.
 pub const MANAGED_STATE_FILE: &str = "managed-anchors.json";
@@ -389,7 +389,19 @@ impl ManagedAnchors {
         let file: StateFile = serde_json::from_str(&std::fs::read_to_string(path)?).map_err(|e| bad(e.to_string()))?;
         let mut points = self.lock();
         if file.seed != self.seed().0 {
+            tracing::warn!(
+                path = %path.display(),
+                "managed trust anchor state made from other anchors than the configured ones: starting again from \
+                 the configured anchors (what was learned, revocations included, is forgotten)"
+            );
             return Ok(false);
+        }
+        {
+            use std::os::unix::fs::MetadataExt;
+            let mode = std::fs::metadata(path)?.mode() & 0o777;
+            if mode & 0o022 != 0 {
+                return Err(bad(format!("others may write it (mode {mode:o}): it decides which keys are trusted")));
+            }
         }
         // Everything is checked before anything is applied.
         let mut loaded = Vec::new();
@@ -402,13 +414,32 @@ impl ManagedAnchors {
             if saved.keys.len() > MAX_KEYS {
                 return Err(bad(format!("{}: {} keys, at most {MAX_KEYS}", saved.zone, saved.keys.len())));
             }
-            let mut keys = Vec::new();
+            if !saved.initialized && !saved.keys.is_empty() {
+                return Err(bad(format!("{}: keys before the first fetch", saved.zone)));
+            }
+            let mut keys: Vec<Tracked> = Vec::new();
             for k in &saved.keys {
                 let key = unhex(&k.rdata)
                     .and_then(|r| Dnskey::parse(&r))
                     .filter(|d| d.usable() && d.key_tag == k.key_tag)
                     .ok_or_else(|| bad(format!("{}: key {}: not that DNSKEY", saved.zone, k.key_tag)))?;
+                if keys.iter().any(|t| t.key.rdata == key.rdata) {
+                    return Err(bad(format!("{}: key {} twice", saved.zone, k.key_tag)));
+                }
+                // A pending key's hold-down cannot have been shorter than the configured one.
+                let pending_too_short =
+                    k.state == KeyState::AddPend && k.until < k.since.saturating_add(self.timers.add_holddown);
+                if k.since > now + 86_400 || pending_too_short {
+                    return Err(bad(format!("{}: key {}: timers that no fetch set", saved.zone, k.key_tag)));
+                }
                 keys.push(Tracked { key, state: k.state, since: k.since, until: k.until });
+            }
+            if saved.initialized && !keys.iter().any(|t| t.state.trusted()) {
+                tracing::error!(
+                    zone = %saved.zone,
+                    "managed trust anchor state: no trusted key left for this zone (all revoked): names at and below \
+                     it are insecure; remove the state file to start again from the configured anchors"
+                );
             }
             let mut point = p.clone();
             point.initialized = saved.initialized;
@@ -470,13 +501,15 @@ impl Point {
 
         // Revocations first: a key revoked by its owner is not trusted from now on,
         // whether or not the rest of the RRset validates.
-        for revoked in published.iter().filter(|k| k.is_revoked_zone_key()).take(MAX_REVOCATIONS) {
-            let Some(plain) = revoked.unrevoked() else { continue };
+        // Only revocations of keys this point tracks (or its seed vouches for) are checked,
+        // so junk revoked keys ahead of a real one cannot use up the checks.
+        let revocations = published.iter().filter(|k| k.is_revoked_zone_key()).filter_map(|revoked| {
+            let plain = revoked.unrevoked()?;
             let tracked = self.keys.iter().position(|t| t.key.rdata == plain.rdata && t.state != KeyState::Revoked);
-            let seeded = tracked.is_none() && self.seed_trusts(&plain, &allowance);
-            if tracked.is_none() && !seeded {
-                continue;
-            }
+            (tracked.is_some() || self.seed_trusts(&plain, &allowance)).then_some((revoked, plain, tracked))
+        });
+        let revocations: Vec<_> = revocations.take(MAX_REVOCATIONS).collect();
+        for (revoked, plain, tracked) in revocations {
             if verify_revocation(&self.zone, &set, &sigs, revoked, now, sha1, &allowance).is_err() {
                 continue;
             }
@@ -521,21 +554,23 @@ impl Point {
             trusted.clone()
         };
         let dnskey = u16::from(RecordType::DNSKEY);
-        if verify_rrset(&self.zone, dnskey, &set, &sigs, &self.zone, &signers, now, sha1, &allowance).is_err() {
+        let Ok(verified) = verify_rrset(&self.zone, dnskey, &set, &sigs, &self.zone, &signers, now, sha1, &allowance)
+        else {
             return Observed::default();
-        }
+        };
         if !self.initialized {
             self.initialize(&trusted, &published, now);
         }
-        let ttl =
-            sigs.iter().map(|s| u64::from(s.original_ttl)).min().or_else(|| set.iter().map(|r| u64::from(r.ttl)).min());
-        let expiry = sigs.iter().map(|s| absolute(s.expiration, now)).filter(|e| *e > 0).min().map(|e| e as u64);
-        self.last_ttl = ttl;
+        // The timers come from the signature that verified, never from one that did not.
+        let (original_ttl, expiration) = verified.signature;
+        let ttl = u64::from(original_ttl);
+        let expiry = u64::try_from(expiration).ok().filter(|e| *e > now);
+        self.last_ttl = Some(ttl);
         self.last_expiry = expiry;
 
         let present: Vec<&Dnskey> = published.iter().filter(|k| k.usable() && k.is_sep()).collect();
         let is_present = |k: &Dnskey| present.iter().any(|p| p.rdata == k.rdata);
-        let add_until = now + timers.add_holddown.max(ttl.unwrap_or(0));
+        let add_until = now + timers.add_holddown.max(ttl);
         self.keys.retain_mut(|t| match t.state {
             KeyState::AddPend if !is_present(&t.key) => false, // back to Start
             KeyState::AddPend if now >= t.until => {
@@ -553,12 +588,15 @@ impl Point {
             _ => true,
         });
         for k in present {
+            if self.keys.iter().any(|t| t.key.rdata == k.rdata) {
+                continue;
+            }
             if self.keys.len() >= MAX_KEYS {
+                crate::rate_limited!(warn, zone = %self.zone, key_tag = k.key_tag,
+                    "trust anchor (RFC 5011): a new key is not tracked, the zone has its most keys tracked already");
                 break;
             }
-            if !self.keys.iter().any(|t| t.key.rdata == k.rdata) {
-                self.keys.push(Tracked { key: k.clone(), state: KeyState::AddPend, since: now, until: add_until });
-            }
+            self.keys.push(Tracked { key: k.clone(), state: KeyState::AddPend, since: now, until: add_until });
         }
         Observed { validated: true, ..Observed::default() }
     }
@@ -607,6 +645,10 @@ pub fn refresh_interval(ttl: Option<u64>, to_expiry: Option<u64>, timers: &Timer
 /// Section 2.3: the retry time after a failed fetch, MAX(1 hour, MIN(1 day, 1/10
 /// original TTL, 1/10 time to expiry)), with `min_refresh` in place of the hour.
 pub fn retry_interval(ttl: Option<u64>, to_expiry: Option<u64>, timers: &Timers) -> u64 {
+    if ttl.is_none() && to_expiry.is_none() {
+        // Nothing fetched yet (e.g. at boot before the network is up): the floor.
+        return timers.min_refresh;
+    }
     let bound = [Some(86_400), ttl.map(|t| t / 10), to_expiry.map(|e| e / 10)].into_iter().flatten().min();
     bound.unwrap_or(86_400).max(timers.min_refresh)
 }
@@ -702,7 +744,7 @@ mod tests {
         // Signatures about to expire bring the next fetch closer.
         assert_eq!(refresh_interval(Some(172_800), Some(20_000), &t), 10_000);
         assert_eq!(retry_interval(Some(172_800), Some(14 * 86_400), &t), 17_280);
-        assert_eq!(retry_interval(None, None, &t), 86_400);
+        assert_eq!(retry_interval(None, None, &t), 3_600, "nothing known yet: the floor");
         assert_eq!(retry_interval(Some(600), None, &t), 3_600);
         let short = Timers { min_refresh: 1, ..t };
         assert_eq!(refresh_interval(Some(2), None, &short), 1);

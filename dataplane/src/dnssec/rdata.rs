@@ -64,7 +64,7 @@ impl Dnskey {
     /// The same key without the REVOKE bit (what it was before its owner revoked it).
     pub fn unrevoked(&self) -> Option<Self> {
         let mut rdata = self.rdata.clone();
-        rdata[0..2].copy_from_slice(&(self.flags & !REVOKE).to_be_bytes());
+        rdata.get_mut(0..2)?.copy_from_slice(&(self.flags & !REVOKE).to_be_bytes());
         Self::parse(&rdata)
     }
 }

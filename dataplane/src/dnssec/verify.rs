@@ -63,6 +63,9 @@ pub struct Verified {
     /// For a wildcard expansion: the wildcard's parent (the closest encloser), whose
     /// next-closer name must be proven absent.
     pub wildcard_parent: Option<Name>,
+    /// The verifying signature's original TTL and expiration (absolute Unix time): what
+    /// RFC 5011's timers are computed from (never from a signature that did not verify).
+    pub signature: (u32, i64),
 }
 
 /// Allowed clock skew around a signature's validity window: a tenth of the window,
@@ -228,7 +231,11 @@ fn verify_with(
                 let left = u32::try_from((expiration - t).max(0)).unwrap_or(u32::MAX);
                 let wildcard_parent =
                     (usize::from(sig.labels) < owner_labels).then(|| owner.trim_to(usize::from(sig.labels)));
-                return Ok(Verified { ttl_cap: sig.original_ttl.min(left), wildcard_parent });
+                return Ok(Verified {
+                    ttl_cap: sig.original_ttl.min(left),
+                    wildcard_parent,
+                    signature: (sig.original_ttl, expiration),
+                });
             }
             failure = worse(failure, Failure::Invalid);
         }
@@ -345,7 +352,7 @@ mod tests {
                 true,
                 &left,
             );
-            assert_eq!(ok, Ok(Verified { ttl_cap: 300, wildcard_parent: None }), "alg {alg}");
+            assert!(matches!(ok, Ok(Verified { ttl_cap: 300, wildcard_parent: None, .. })), "alg {alg}: {ok:?}");
             // One changed record: the signature fails.
             let r3 = a("www.lab.", 3);
             let bad = verify_rrset(

@@ -436,8 +436,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         );
         match verified {
             Err(f) => Ok((status_of(f, &signer, &what)?, None)),
-            Ok(Verified { ttl_cap, wildcard_parent: None }) => Ok((Security::Secure, Some(ttl_cap))),
-            Ok(Verified { ttl_cap, wildcard_parent: Some(parent) }) => {
+            Ok(Verified { ttl_cap, wildcard_parent: None, .. }) => Ok((Security::Secure, Some(ttl_cap))),
+            Ok(Verified { ttl_cap, wildcard_parent: Some(parent), .. }) => {
                 // RFC 4035 section 5.3.4: the expanded name itself must be proven absent,
                 // by the zone's signed NSEC or NSEC3 records; none at all is bogus.
                 let (nsecs, nsec3s, proof_cap, status) = self.verified_denials(&signer, &keys, proofs, budget)?;

@@ -351,12 +351,14 @@ fn reload_config(
         // The certificate and key are read again (a renewal keeps their paths); a pair
         // that does not load keeps the running one.
         if let (Some(cert), Some(key)) = (&new.api.tls_cert_file, &new.api.tls_key_file) {
-            match adox_controlplane::tls::server_config(cert, key) {
-                Ok(config) => {
-                    if api.set_tls(config) {
+            match api.reload_tls(cert, key) {
+                Ok(served) => {
+                    if let Some(changed) = served {
                         running.api.tls_cert_file = new.api.tls_cert_file.clone();
                         running.api.tls_key_file = new.api.tls_key_file.clone();
-                        report.applied.push("api TLS certificate".into());
+                        if changed {
+                            report.applied.push("api TLS certificate".into());
+                        }
                     }
                 }
                 Err(e) => refuse(&mut report, "api TLS certificate", e),
@@ -410,7 +412,10 @@ fn reload_config(
         || new.cache.packet_cache_bytes != running.cache.packet_cache_bytes
         || new.limits != running.limits
     {
-        if !plane.reload_caches_and_limits(&new) {
+        // The NSEC spans' share follows the running [dnssec] (a change there needs a restart).
+        let mut sized = new.clone();
+        sized.dnssec = running.dnssec.clone();
+        if !plane.reload_caches_and_limits(&sized) {
             tracing::warn!(
                 "a worker did not confirm its new cache budget and shares in time; it applies them when it can"
             );
@@ -422,14 +427,23 @@ fn reload_config(
     }
     // Root hints and trust anchors are files: read again on every reload (an operator may
     // have changed the file, not its name).
-    match plane.reload_root_hints(&new) {
-        Ok(changed) => {
+    match plane.reload_root_and_anchors(&new) {
+        Ok((hints, anchors)) => {
             running.resolver.root_hints = new.resolver.root_hints.clone();
-            if changed {
+            running.dnssec.trust_anchor_file = new.dnssec.trust_anchor_file.clone();
+            if hints {
                 report.applied.push("resolver.root_hints".into());
             }
+            if anchors {
+                report.applied.push("dnssec trust anchors".into());
+            }
+            if hints || anchors {
+                for note in dnssec_notes(&new) {
+                    tracing::warn!("{note}");
+                }
+            }
         }
-        Err(e) => refuse(&mut report, "resolver.root_hints", e.to_string()),
+        Err(e) => refuse(&mut report, "root hints and trust anchors", e),
     }
     match plane.reload_upstream_roots(&new) {
         Ok(changed) => {
@@ -439,15 +453,6 @@ fn reload_config(
             }
         }
         Err(e) => refuse(&mut report, "transport.ca_file", e.to_string()),
-    }
-    match plane.reload_trust_anchors(&new) {
-        Ok(changed) => {
-            running.dnssec.trust_anchor_file = new.dnssec.trust_anchor_file.clone();
-            if changed {
-                report.applied.push("dnssec trust anchors".into());
-            }
-        }
-        Err(e) => refuse(&mut report, "dnssec trust anchors", e),
     }
     if new.server.listen != running.server.listen {
         match data_plane.reload_listen(&new) {
@@ -518,7 +523,7 @@ fn read_tokens(cfg: &Config) -> anyhow::Result<adox_controlplane::Tokens> {
 
 /// The API's settings from the configuration (token files read now: a bad file stops
 /// the start, with its line).
-fn api_settings(
+fn build_api_settings(
     cfg: &Config,
     listen: std::net::SocketAddr,
     set_log_level: adox_controlplane::SetLogLevel,
@@ -605,15 +610,27 @@ fn load_zones(cfg: &Config) -> anyhow::Result<Vec<adox_api::rest::ZoneSpec>> {
 
 /// What the operator must know about validation: said at start and in `/readyz`.
 fn dnssec_notes(cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
     if cfg.dnssec_unanchored() {
-        vec![
+        notes.push(
             "dnssec: custom root hints and no trust anchor (--trust-anchor): the built-in root anchors cannot \
              validate this root, so nothing is validated"
                 .to_string(),
-        ]
-    } else {
-        vec![]
+        );
     }
+    let d = &cfg.dnssec;
+    let month = 30 * 86_400;
+    if d.anchors_managed()
+        && (d.rfc5011_add_holddown_s < month || d.rfc5011_remove_holddown_s < month || d.rfc5011_min_refresh_s < 3_600)
+    {
+        notes.push(format!(
+            "dnssec: RFC 5011 timers below the RFC's (add hold-down {} s, remove hold-down {} s, refresh floor {} s; \
+             the RFC's are 30 days, 30 days and an hour): a key stolen from an anchored zone could become a trust \
+             anchor that soon; for tests only",
+            d.rfc5011_add_holddown_s, d.rfc5011_remove_holddown_s, d.rfc5011_min_refresh_s
+        ));
+    }
+    notes
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -659,7 +676,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let api_settings = cfg
         .api
         .listen_addr()?
-        .map(|addr| api_settings(&cfg, addr, set_log_level.clone(), api_reload.clone()))
+        .map(|addr| build_api_settings(&cfg, addr, set_log_level.clone(), api_reload.clone()))
         .transpose()?;
     // A takeover comes first: the running adoxd stops its API and saves its state before
     // handing its sockets over, so everything read below is what it last had.
@@ -782,7 +799,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 // The takeover failed after this process went quiet: its API again.
                 h.requested.store(false, Ordering::SeqCst);
                 h.quiet.store(false, Ordering::SeqCst);
-                if let Some(s) = api_settings_again.clone() {
+                // With what the reloads since the start put in force (tokens, TLS files),
+                // or as started if that no longer loads.
+                let rebuilt = match running.api.listen_addr() {
+                    Ok(Some(addr)) => {
+                        build_api_settings(&running, addr, set_log_level.clone(), api_reload.clone()).ok()
+                    }
+                    _ => None,
+                };
+                if let Some(s) = rebuilt.or_else(|| api_settings_again.clone()) {
                     match adox_controlplane::ControlPlane::start(s, plane.handle(), registry_again.clone()) {
                         Ok(a) => {
                             tracing::info!(api = %a.local_addr, "API started again after the failed takeover");
@@ -815,6 +840,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             {
                 last_strict_warning = Some(std::time::Instant::now());
                 tracing::warn!(error = %e, "could not save learned state (strict signals, managed trust anchors)");
+            }
+        }
+        // A takeover under way owns the sockets and the state files: no reload meanwhile.
+        let taking_over =
+            handover.as_ref().is_some_and(|h| h.requested.load(Ordering::SeqCst) || h.quiet.load(Ordering::SeqCst));
+        if taking_over {
+            if reload.swap(false, Ordering::SeqCst) {
+                tracing::warn!("configuration not reloaded: a takeover is under way");
+            }
+            while let Ok(reply) = reload_rx.try_recv() {
+                let report = adox_api::rest::ReloadReport {
+                    error: Some("a takeover is under way: nothing reloaded".into()),
+                    ..Default::default()
+                };
+                let _ = reply.send(report);
             }
         }
         if reload.swap(false, Ordering::SeqCst) {

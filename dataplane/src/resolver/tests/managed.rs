@@ -222,7 +222,24 @@ fn the_state_file_is_checked_before_it_is_used() {
     assert_eq!(trusted(&other_published), Some((vec![], 1)));
     let (same, _) = seeded(&k1);
     assert!(same.load(&path, T0).unwrap());
+    // Others may not write it: it decides what is trusted.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(same.load(&path, T0).unwrap_err().to_string().contains("others may write it"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
+    // A pending key whose hold-down is shorter than the configured one: refused.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut pending = v.clone();
+    pending["zones"][0]["keys"][0]["state"] = "addpend".into();
+    pending["zones"][0]["keys"][0]["until"] = (T0 + 60).into();
+    std::fs::write(&path, pending.to_string()).unwrap();
+    assert!(same.load(&path, T0).unwrap_err().to_string().contains("timers that no fetch set"));
+    let mut twice = v;
+    let key = twice["zones"][0]["keys"][0].clone();
+    twice["zones"][0]["keys"].as_array_mut().unwrap().push(key);
+    std::fs::write(&path, twice.to_string()).unwrap();
+    assert!(same.load(&path, T0).unwrap_err().to_string().contains("twice"));
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     assert!(same.load(&path, T0).is_err(), "half a file");
     let key_hex: String = k1.rdata.iter().map(|b| format!("{b:02x}")).collect();

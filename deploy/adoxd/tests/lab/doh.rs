@@ -25,10 +25,11 @@ fn exchange_step(d: &Adoxd, name: &str, zone: &str) -> serde_json::Value {
 fn r7_a_secure_doh_signal_is_strict_dane_over_http2_and_never_cleartext() {
     let (_d, cfg) = temp_config("[transport]\nprobing = false\n");
     let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    // Port 443 from the first query on: the handshake is on the wire.
+    let doh = Capture::start("r7-doh-443", "host 127.53.24.1 and tcp port 443");
     assert_eq!(d.query("www.doh.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.240"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let cap = Capture::start("r7-doh-dane", "host 127.53.24.1 and port 53");
-    let doh = Capture::start("r7-doh-443", "host 127.53.24.1 and tcp port 443");
     for i in 0..5 {
         assert_eq!(d.query(&format!("n{i}.doh.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
     }
@@ -37,7 +38,11 @@ fn r7_a_secure_doh_signal_is_strict_dane_over_http2_and_never_cleartext() {
     assert_eq!(big.rcode(), ResponseCode::NoError);
     assert!(big.answer_set().iter().any(|r| r.contains("0123456789abcdef")), "{:?}", big.answer_set());
     assert!(cap.stop().is_empty(), "cleartext to the strict DoH server");
-    assert!(!doh.stop().is_empty(), "the queries went to port 443");
+    let payloads = doh.stop_tcp_payloads();
+    assert!(!payloads.is_empty(), "the queries went to port 443");
+    let (offers, versions) = crate::encrypted::tls_hellos(&payloads);
+    assert!(!offers.is_empty() && offers.iter().all(|o| o == &["h2"]), "HTTP/2 only is offered: {offers:?}");
+    assert!(!versions.is_empty() && versions.iter().all(|v| *v == 0x0304), "TLS 1.3 chosen: {versions:x?}");
     let x = exchange_step(&d, "n9.doh.lab", "doh.lab.");
     assert_eq!(x["plan"]["source"], "signal:secure", "{x}");
     assert_eq!((x["plan"]["mode"].as_str(), x["plan"]["auth"].as_str()), (Some("strict"), Some("dane")), "{x}");
