@@ -22,6 +22,7 @@ A correct client refuses the flood at the first frame over its limits
 connection, and holds nothing for the rest.
 """
 
+import os
 import socket
 import ssl
 import struct
@@ -98,7 +99,7 @@ def answer(mode, conn, stream):
         conn.sendall(frame(CONTINUATION, 0, stream, c))
 
 
-def serve_goaway(tls, reply):
+def serve_goaway(tls, reply, note):
     bodies, taken = {}, 0
     for kind, flags, stream, payload in read_frames(tls):
         if kind == SETTINGS and not flags & ACK:
@@ -107,7 +108,9 @@ def serve_goaway(tls, reply):
             bodies[stream] = bodies.get(stream, b"") + payload
             if flags & END_STREAM and taken < REQUESTS_PER_CONNECTION:
                 taken += 1
-                answer_bytes = reply(bodies.pop(stream)) or b""
+                query = bodies.pop(stream)
+                note(len(query))
+                answer_bytes = reply(query) or b""
                 tls.sendall(frame(HEADERS, END_HEADERS, stream, RESPONSE_HEAD))
                 tls.sendall(frame(DATA, END_STREAM, stream, answer_bytes))
                 if taken == REQUESTS_PER_CONNECTION:
@@ -115,11 +118,11 @@ def serve_goaway(tls, reply):
                     tls.sendall(frame(GOAWAY, 0, 0, struct.pack(">II", stream, 0)))
 
 
-def serve_conn(mode, tls, reply):
+def serve_conn(mode, tls, reply, note):
     try:
         tls.sendall(frame(SETTINGS, 0, 0, b""))
         if mode == "dohgoaway":
-            serve_goaway(tls, reply)
+            serve_goaway(tls, reply, note)
             return
         for kind, flags, stream, _payload in read_frames(tls):
             if kind == SETTINGS and not flags & ACK:
@@ -157,6 +160,14 @@ def start(mode, zone_origin, address, lab_dir, reply):
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((address, 443))
     listener.listen(128)
+    # The size of each query as decrypted here (DoH padding is checked against it).
+    log_path = os.path.join(lab_dir, "logs", "hostile-doh-%s.log" % address)
+    open(log_path, "w").close()
+    log_lock = threading.Lock()
+
+    def note(octets):
+        with log_lock, open(log_path, "a") as f:
+            f.write("query %d octets\n" % octets)
 
     def run():
         held = files  # the key files live as long as the server
@@ -167,7 +178,7 @@ def start(mode, zone_origin, address, lab_dir, reply):
             except (OSError, ssl.SSLError):
                 conn.close()
                 continue
-            threading.Thread(target=serve_conn, args=(mode, tls, reply), daemon=True).start()
+            threading.Thread(target=serve_conn, args=(mode, tls, reply, note), daemon=True).start()
         del held
 
     threading.Thread(target=run, daemon=True).start()

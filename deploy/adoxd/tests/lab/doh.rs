@@ -152,3 +152,21 @@ fn a_doh_certificate_failure_is_reported_as_such() {
     assert_eq!(r.ede(), Some((22, "strict ns1.bdoh.lab.@127.53.25.1 doh: cert-untrusted".to_string())));
     assert!(cap.stop().is_empty(), "cleartext to the strict server");
 }
+
+/// DoH sessions are resumed (RFC 8446 tickets, kept per transport as RFC 9539 asks): with
+/// connections closed after 200 ms idle, each later query opens a new connection to the
+/// BIND DoH server, and those handshakes resume the session instead of a full handshake.
+#[test]
+fn doh_connections_after_an_idle_close_resume_the_session() {
+    let (_d, cfg) = temp_config("[transport]\nprobing = false\ndot_idle_timeout_ms = 200\n");
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.doh.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.240"]);
+    for i in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert_eq!(d.query(&format!("r{i}.doh.lab."), RecordType::A).rcode(), ResponseCode::NXDomain);
+    }
+    let log = d.terminate();
+    assert!(Adoxd::stat(&log, "upstream_doh") >= 3, "{log}");
+    assert!(Adoxd::stat(&log, "tls_resumed") >= 3, "every reconnect resumed: {log}");
+    assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+}

@@ -350,6 +350,12 @@ fn a_doh_server_saying_goaway_mid_burst_loses_no_query() {
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "tls_full") + Adoxd::stat(&log, "tls_resumed") >= 2, "a fresh connection after GOAWAY");
     assert_eq!(Adoxd::stat(&log, "strict_failures"), 0);
+    // Every DoH query was padded (RFC 8467 block padding, 128 octets), as the server
+    // saw it decrypted.
+    let seen = std::fs::read_to_string(lab_dir().join("logs/hostile-doh-127.53.40.15.log")).unwrap();
+    let sizes: Vec<usize> = seen.lines().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
+    assert!(sizes.len() >= 6, "{seen}");
+    assert!(sizes.iter().all(|n| n % 128 == 0), "unpadded DoH queries: {sizes:?}");
 }
 
 /// RFC 8767 serve-stale: a zone whose only server goes silent after its answer was cached
