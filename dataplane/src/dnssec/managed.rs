@@ -10,6 +10,8 @@
 //! - a trusted key published with the REVOKE bit and signing the RRset itself (section
 //!   2.1) is Revoked at once, trusted no more, and forgotten after the remove hold-down.
 //!
+//! The first fetch comes `min_refresh` after the start (an hour by default; the seed
+//! anchors validate meanwhile), so a resolver started and stopped again sends nothing.
 //! A seed DS vouches only for the first fetch: the keys it matches then are Valid, and
 //! the zone is anchored by its keys from then on. A zone whose keys are all revoked has
 //! no anchor any more (its names are insecure, as in Unbound), and that is logged as an
@@ -192,7 +194,7 @@ impl ManagedAnchors {
         let m = Self {
             timers,
             sha1,
-            points: Mutex::new(points_of(seed, now)),
+            points: Mutex::new(points_of(seed, now + timers.min_refresh)),
             seed: Mutex::new((seed_digest(seed), seed.source.clone())),
             published,
             changed: AtomicBool::new(false),
@@ -225,7 +227,7 @@ impl ManagedAnchors {
             }
             *current = (digest, seed.source.clone());
         }
-        *points = points_of(seed, now);
+        *points = points_of(seed, now + self.timers.min_refresh);
         self.changed.store(true, Ordering::Release);
         self.publish(&points);
         true
@@ -446,7 +448,10 @@ impl ManagedAnchors {
             point.keys = keys;
             // Never later than the saved time, never before now (a fetch at once after a
             // long stop).
-            point.next_fetch = saved.next_fetch.min(now + refresh_interval(None, None, &self.timers)).max(now);
+            point.next_fetch = saved
+                .next_fetch
+                .min(now + refresh_interval(None, None, &self.timers))
+                .max(now + self.timers.min_refresh);
             point.last_success = saved.last_success;
             point.last_ttl = saved.last_ttl;
             point.last_expiry = saved.last_expiry;
@@ -618,15 +623,15 @@ impl Point {
     }
 }
 
-/// One point per anchored zone of `seed`, due for a fetch at `now`.
-fn points_of(seed: &TrustAnchors, now: u64) -> Vec<Point> {
+/// One point per anchored zone of `seed`, due for its first fetch at `first`.
+fn points_of(seed: &TrustAnchors, first: u64) -> Vec<Point> {
     seed.iter()
         .map(|a| Point {
             zone: a.zone.clone(),
             seed: a.clone(),
             initialized: false,
             keys: Vec::new(),
-            next_fetch: now,
+            next_fetch: first,
             fetching: None,
             last_ttl: None,
             last_expiry: None,
