@@ -121,6 +121,11 @@ pub fn tls_hellos(payloads: &[Vec<u8>]) -> (Vec<Vec<String>>, Vec<u16>) {
     (offers, versions)
 }
 
+/// A capture filter for the SYNs that open TCP connections to `addr`:`port`.
+fn syn_to(addr: &str, port: u16) -> String {
+    format!("host {addr} and tcp dst port {port} and tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0")
+}
+
 /// A config trusting the lab CA, with the given `[[policy]]` tables appended.
 pub fn config(policies: &str, extra_transport: &str) -> (crate::support::tempdir::Dir, std::path::PathBuf) {
     let ca = lab_dir().join("tls/ca.pem");
@@ -796,11 +801,19 @@ fn one_encrypted_connection_per_server_across_workers_unless_k_says_more() {
     for (k, workers, connections) in [(1, "2", 1), (2, "2", 2), (2, "3", 2)] {
         let (_d, cfg) = config(&strict("dot.lab"), &format!("connections_per_server = {k}"));
         let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", workers]);
+        // The server's side: every connection adoxd opens to it starts with a SYN.
+        let syns = Capture::start(&format!("k{k}-{workers}-syn"), &syn_to("127.53.6.1", 853));
         // Each query from a fresh source port: the kernel spreads them over the workers
         // (all 60 on the owners only: odds of (2/3)^60 with three workers).
         for i in 0..60 {
             assert_eq!(d.query(&format!("n{i}.dot.lab."), RecordType::A).rcode(), ResponseCode::NXDomain, "k={k}");
         }
+        let opened = syns.stop();
+        assert_eq!(
+            opened.len() as u64,
+            connections,
+            "k={k}, {workers} workers: connections the server saw: {opened:?}"
+        );
         let srv = d.admin().get("/v1/servers/127.53.6.1").unwrap().json().unwrap();
         let dot = srv["transports"].as_array().unwrap().iter().find(|t| t["transport"] == "dot").cloned();
         let dot = dot.unwrap_or_else(|| panic!("{srv}"));
@@ -827,8 +840,14 @@ fn doq_and_doh_keep_one_connection_per_server_across_workers() {
         );
         let (_d, cfg) = config(&policy, "probing = false\nsignals = false");
         let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "2"]);
+        // DoH runs over TCP: the server's side sees each connection's SYN.
+        let syns = (transport == "doh").then(|| Capture::start("doh-k1-syn", &syn_to(addr, 443)));
         for i in 0..40 {
             assert_eq!(d.query(&format!("n{i}.{zone}."), RecordType::A).rcode(), ResponseCode::NXDomain, "{zone}");
+        }
+        if let Some(syns) = syns {
+            let opened = syns.stop();
+            assert_eq!(opened.len(), 1, "DoH connections the server saw: {opened:?}");
         }
         let srv = d.admin().get(&format!("/v1/servers/{addr}")).unwrap().json().unwrap();
         let state = srv["transports"].as_array().unwrap().iter().find(|t| t["transport"] == transport).cloned();
