@@ -145,6 +145,8 @@ pub struct ControlPlane {
     /// The address actually bound.
     pub local_addr: SocketAddr,
     tokens: Arc<std::sync::RwLock<Tokens>>,
+    /// What `/readyz` says an operator should know.
+    notes: Arc<std::sync::RwLock<Vec<String>>>,
     /// The TLS configuration in force (`None`: plain HTTP).
     tls: Option<tls::CurrentConfig>,
     /// The certificate and key files' contents last loaded by a reload.
@@ -167,6 +169,7 @@ impl ControlPlane {
         let tls_in_force = tls.clone();
         let state = Arc::new(routes::AppState::new(settings, plane, registry));
         let tokens = state.tokens();
+        let notes = state.notes();
         let app = routes::router(state);
         let thread = std::thread::Builder::new().name("adox-api".into()).spawn(move || {
             runtime.block_on(async move {
@@ -191,9 +194,15 @@ impl ControlPlane {
             tokens,
             tls: tls_in_force,
             tls_files: std::sync::Mutex::new(None),
+            notes,
             shutdown: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Replaces what `/readyz` says an operator should know (a reload changed it).
+    pub fn set_readiness_notes(&self, notes: Vec<String>) {
+        *self.notes.write().unwrap_or_else(|p| p.into_inner()) = notes;
     }
 
     /// Replaces the tokens (a reload): requests from now on are checked against these.

@@ -14,5 +14,6 @@ pub(super) async fn livez() -> Response {
 pub(super) async fn readyz(State(st): State<Shared>) -> Response {
     // The control plane starts once every worker runs, so it is ready when it answers;
     // the notes say what an operator should know (they do not make it unready).
-    json(StatusCode::OK, &Health { status: "ready".into(), detail: st.settings.readiness_notes.clone() })
+    let notes = st.notes().read().unwrap_or_else(|p| p.into_inner()).clone();
+    json(StatusCode::OK, &Health { status: "ready".into(), detail: notes })
 }

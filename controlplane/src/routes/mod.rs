@@ -85,6 +85,8 @@ pub struct AppState {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     log_level: Mutex<String>,
     tokens: Arc<std::sync::RwLock<crate::Tokens>>,
+    /// What `/readyz` says an operator should know (a reload may change it).
+    notes: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -101,6 +103,7 @@ impl AppState {
             admin: settings.admin_tokens.clone(),
             read: settings.read_tokens.clone(),
         }));
+        let notes = Arc::new(std::sync::RwLock::new(settings.readiness_notes.clone()));
         Self {
             settings,
             plane,
@@ -109,12 +112,19 @@ impl AppState {
             buckets: Mutex::new(HashMap::new()),
             log_level,
             tokens,
+            notes,
         }
     }
 
     /// The tokens in force, shared with the [`crate::ControlPlane`] that reloads them.
     pub fn tokens(&self) -> Arc<std::sync::RwLock<crate::Tokens>> {
         self.tokens.clone()
+    }
+
+    /// The readiness notes in force, shared with the [`crate::ControlPlane`] that
+    /// replaces them on a reload.
+    pub fn notes(&self) -> Arc<std::sync::RwLock<Vec<String>>> {
+        self.notes.clone()
     }
 
     /// Whether `token` may read, and whether it may write.

@@ -438,8 +438,12 @@ fn reload_config(
                 report.applied.push("dnssec trust anchors".into());
             }
             if hints || anchors {
-                for note in dnssec_notes(&new) {
+                let notes = dnssec_notes(&new);
+                for note in &notes {
                     tracing::warn!("{note}");
+                }
+                if let Some(api) = api {
+                    api.set_readiness_notes(notes);
                 }
             }
         }

@@ -339,6 +339,13 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     // The same file again changes nothing (the files are read, compared, and kept).
     let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();
     assert_eq!(r.json().unwrap()["applied"].as_array().unwrap().iter().filter(|v| *v != "api tokens").count(), 0);
+    // The anchor file dropped under custom root hints: nothing can be validated any more,
+    // and /readyz says so from then on, as it would at start.
+    let readyz = |d: &Adoxd| d.admin().get("/readyz").unwrap().json().unwrap()["detail"].to_string();
+    assert!(!readyz(&d).contains("nothing is validated"), "{}", readyz(&d));
+    std::fs::write(&cfg, format!("[resolver]\nroot_hints = {:?}\n", root.join("root.hints"))).unwrap();
+    assert!(reload(&d).iter().any(|a| a == "dnssec trust anchors"));
+    assert!(readyz(&d).contains("nothing is validated"), "{}", readyz(&d));
 }
 
 /// A reload that changes the listen addresses under load: a new address is answered at
