@@ -354,14 +354,14 @@ pub(crate) struct RollingRoot {
 }
 
 const ROLLROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lab/rollroot");
-/// Its server's address (apart from the shared lab's).
-const ROLLROOT_ADDR: &str = "127.53.50.1";
 
 impl RollingRoot {
-    pub(crate) fn up() -> Self {
+    /// A private root served at `addr` (apart from the shared lab's; one per test, since
+    /// tests run at the same time: 127.53.50.0/24).
+    pub(crate) fn up(addr: &str) -> Self {
         let dir = crate::support::tempdir::Dir::new();
         let me = Self { dir };
-        me.run(&["up", ROLLROOT_ADDR]);
+        me.run(&["up", addr]);
         me
     }
 
@@ -386,22 +386,15 @@ impl RollingRoot {
     /// timers, and its state in `state`.
     fn adoxd(&self, state: &std::path::Path, config: &std::path::Path) -> Adoxd {
         let (hints, anchor) = (self.root().join("root.hints"), self.root().join("anchor.ds"));
-        let outgoing = crate::support::outgoing_address().to_string();
-        Adoxd::start(&[
+        Adoxd::lab(&[
             "--config",
             config.to_str().unwrap(),
             "--root-hints",
             hints.to_str().unwrap(),
             "--trust-anchor",
             anchor.to_str().unwrap(),
-            "--allow-upstream",
-            "127.0.0.0/8",
-            "--outgoing-address",
-            &outgoing,
             "--state-dir",
             state.to_str().unwrap(),
-            "--workers",
-            "2",
         ])
     }
 }
@@ -454,7 +447,7 @@ fn wait_key(dir: &std::path::Path, tag: u16, state: Option<&str>) -> Vec<(u16, S
 /// from the state in `state_dir`; without that state the same anchor makes it bogus.
 #[test]
 fn rfc5011_a_root_ksk_rollover_is_followed_and_survives_a_restart() {
-    let root = RollingRoot::up();
+    let root = RollingRoot::up("127.53.50.1");
     let (ksk1, ksk2) = root.tags();
     let state = crate::support::tempdir::Dir::new();
     let (_cfg_dir, cfg) = temp_config(

@@ -262,11 +262,12 @@ fn takeovers_across_worker_counts_lose_no_query_and_a_mismatched_one_is_refused(
 /// validates a name only that root has.
 #[test]
 fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
-    let private = crate::dnssec::RollingRoot::up();
+    let private = crate::dnssec::RollingRoot::up("127.53.50.2");
     let lab = crate::support::lab_dir();
     let config = |hints: &std::path::Path, anchor: &std::path::Path, mode: &str, cache: u64, per_client: u32| {
         format!(
-            "[resolver]\nroot_hints = {hints:?}\n\n[dnssec]\ntrust_anchor_file = {anchor:?}\n\n\
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [resolver]\nroot_hints = {hints:?}\n\n[dnssec]\ntrust_anchor_file = {anchor:?}\n\n\
              [cache]\nrecord_cache_bytes = {cache}\npacket_cache_bytes = {cache}\n\n\
              [limits]\nmax_resolutions_per_client = {per_client}\n\n\
              [[policy]]\nzone = \"alpha.lab\"\nmode = \"{mode}\"\n"
@@ -274,19 +275,7 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     };
     let (_dir, cfg) =
         temp_config(&config(&lab.join("root.hints"), &lab.join("trust-anchor.ds"), "opportunistic", 64 << 20, 64));
-    let outgoing = crate::support::outgoing_address().to_string();
-    let d = Adoxd::start(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--allow-upstream",
-        "127.0.0.0/8",
-        "--outgoing-address",
-        &outgoing,
-        "--workers",
-        "2",
-        "--aggressive-nsec",
-        "off",
-    ]);
+    let d = Adoxd::lab_from_config(&["--config", cfg.to_str().unwrap()]);
     let api_policy = serde_json::json!({"zone": "beta.lab", "mode": "cleartext"});
     assert_eq!(d.admin().send_json("POST", "/v1/policies", &api_policy).unwrap().status, 201);
     assert_eq!(d.query("probe.", RecordType::TXT).rcode(), ResponseCode::NXDomain, "the lab root has no probe.");
@@ -343,7 +332,9 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     // and /readyz says so from then on, as it would at start.
     let readyz = |d: &Adoxd| d.admin().get("/readyz").unwrap().json().unwrap()["detail"].to_string();
     assert!(!readyz(&d).contains("nothing is validated"), "{}", readyz(&d));
-    std::fs::write(&cfg, format!("[resolver]\nroot_hints = {:?}\n", root.join("root.hints"))).unwrap();
+    let hints_only =
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\n\n[resolver]\nroot_hints = {:?}\n", root.join("root.hints"));
+    std::fs::write(&cfg, hints_only).unwrap();
     assert!(reload(&d).iter().any(|a| a == "dnssec trust anchors"));
     assert!(readyz(&d).contains("nothing is validated"), "{}", readyz(&d));
 }
@@ -358,30 +349,17 @@ fn a_reload_moves_the_listen_address_under_load_and_loses_no_query() {
     let free = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (first, second) = (free(), free());
     let zone = LAG_ZONE.replace("127.53.40.24", "127.53.40.27");
-    let config = |listen: &[SocketAddr]| {
-        let list: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
-        format!("[server]\nlisten = [{}]\n\n{zone}", list.join(", "))
-    };
-    let (_dir, cfg) = temp_config(&config(&[first]));
-    let outgoing = crate::support::outgoing_address().to_string();
     let lab = crate::support::lab_dir();
     let (hints, anchor) = (lab.join("root.hints"), lab.join("trust-anchor.ds"));
-    let d = Adoxd::start_listening_as_configured(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--root-hints",
-        hints.to_str().unwrap(),
-        "--trust-anchor",
-        anchor.to_str().unwrap(),
-        "--allow-upstream",
-        "127.0.0.0/8",
-        "--outgoing-address",
-        &outgoing,
-        "--workers",
-        "2",
-        "--aggressive-nsec",
-        "off",
-    ]);
+    let config = |listen: &[SocketAddr]| {
+        let list: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[server]\nlisten = [{}]\n\n[resolver]\nroot_hints = {hints:?}\n\n[dnssec]\ntrust_anchor_file = {anchor:?}\n\n{zone}",
+            list.join(", ")
+        )
+    };
+    let (_dir, cfg) = temp_config(&config(&[first]));
+    let d = Adoxd::lab_from_config(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(d.addr, first);
     let reload = || {
         let r = d.admin().send_json("POST", "/v1/reload", &serde_json::json!({})).unwrap();

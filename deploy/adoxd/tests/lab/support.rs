@@ -56,13 +56,28 @@ pub struct Adoxd {
 }
 
 impl Adoxd {
-    /// Starts adoxd on the lab's root with upstream 127.0.0.0/8 opened, plus `extra` args.
+    /// Starts adoxd on the lab's root with upstream 127.0.0.0/8 opened, plus `extra` args
+    /// (`--root-hints` and `--trust-anchor` among them replace the lab's).
     pub fn lab(extra: &[&str]) -> Self {
+        Self::lab_with(extra, true)
+    }
+
+    /// Like [`Self::lab`], but the root hints, the trust anchor and the listen addresses
+    /// are the configuration file's (`--config` in `extra`), so that a reload can change
+    /// them: none of them is given on the command line, which would override the file.
+    pub fn lab_from_config(extra: &[&str]) -> Self {
+        Self::lab_with(extra, false)
+    }
+
+    fn lab_with(extra: &[&str], lab_root_and_listen: bool) -> Self {
         let hints = lab_dir().join("root.hints");
         let anchor = lab_dir().join("trust-anchor.ds");
-        let mut args = vec!["--root-hints", hints.to_str().unwrap(), "--allow-upstream", "127.0.0.0/8"];
+        let mut args = vec!["--allow-upstream", "127.0.0.0/8"];
+        if lab_root_and_listen && !extra.contains(&"--root-hints") {
+            args.extend_from_slice(&["--root-hints", hints.to_str().unwrap()]);
+        }
         // The lab root's KSK is the trust anchor (validation is on by default).
-        if !extra.contains(&"--trust-anchor") {
+        if lab_root_and_listen && !extra.contains(&"--trust-anchor") {
             args.extend_from_slice(&["--trust-anchor", anchor.to_str().unwrap()]);
         }
         if !extra.contains(&"--workers") {
@@ -80,18 +95,12 @@ impl Adoxd {
             args.extend_from_slice(&["--outgoing-address", &source]);
         }
         args.extend_from_slice(extra);
-        Self::start(&args)
+        Self::spawn(&args, lab_root_and_listen && !args.contains(&"--listen"))
     }
 
     /// Starts adoxd with exactly `args` plus `--listen 127.0.0.1:0` (unless given).
     pub fn start(args: &[&str]) -> Self {
         Self::spawn(args, !args.contains(&"--listen"))
-    }
-
-    /// Starts adoxd with `args`, listening where its configuration file says (no
-    /// `--listen`, which would also override the file on a reload).
-    pub fn start_listening_as_configured(args: &[&str]) -> Self {
-        Self::spawn(args, false)
     }
 
     fn spawn(args: &[&str], loopback_any_port: bool) -> Self {
