@@ -85,11 +85,8 @@ EOF
 }
 
 start_adoxd() {
-    # RFC 8198 off: its NSEC spans would answer most of the unique NXDOMAIN misses from
-    # the cache, and the soak is about misses that go upstream (benches/nxflood.sh
-    # measures aggressive NSEC).
     taskset -c 0 "$ADOXD" --config "$WORK/adox.toml" --root-hints "$LAB/root.hints" \
-        --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 --aggressive-nsec off \
+        --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
         --listen "127.0.0.1:$PORT" --api "127.0.0.1:$API" --api-token-file "$WORK/admin.tokens" \
         --workers 1 --log-level info --state-dir "$WORK/state" 2>>"$WORK/adoxd.log" &
     pid=$!
