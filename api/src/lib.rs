@@ -114,6 +114,34 @@ pub struct StatsSnapshot {
     /// of the resolver in flight already (`[limits]`).
     #[serde(default)]
     pub client_share_exceeded: u64,
+    /// UDP queries over `limits.queries_per_second_per_client`.
+    #[serde(default)]
+    pub rate_limited_client: u64,
+    /// UDP queries over `limits.queries_per_second_per_prefix`.
+    #[serde(default)]
+    pub rate_limited_prefix: u64,
+    /// UDP queries over `limits.responses_per_second` (the same question from one network).
+    #[serde(default)]
+    pub rate_limited_response: u64,
+    /// Queries over a rate answered with an empty truncated response (`slip`).
+    #[serde(default)]
+    pub rate_limit_slipped: u64,
+    /// Queries over a rate dropped without an answer.
+    #[serde(default)]
+    pub rate_limit_dropped: u64,
+    /// Queries over a rate answered REFUSED.
+    #[serde(default)]
+    pub rate_limit_refused: u64,
+    /// Client queries with a DNS cookie but no server cookie (RFC 7873).
+    #[serde(default)]
+    pub cookies_client_only: u64,
+    /// Client queries with a valid server cookie: their address is proven.
+    #[serde(default)]
+    pub cookies_valid: u64,
+    /// Client queries with a server cookie that is not valid (stale, forged, another
+    /// address's, another secret's): answered with a fresh one.
+    #[serde(default)]
+    pub cookies_invalid: u64,
     /// New cache misses dropped because the worker was past its capacity (no idle time
     /// for `server.overload_after_ms`); hits were still answered.
     #[serde(default)]

@@ -234,6 +234,30 @@ pub fn render(s: &Stats) -> String {
         "Cache misses answered SERVFAIL because their client or its network had its share in flight.",
         t.client_share_exceeded,
     );
+    labelled(
+        o,
+        "adox_rate_limited_total",
+        "counter",
+        "UDP queries over a rate of [limits], by the rate (a query over several counts once).",
+        "limit",
+        &[("client", t.rate_limited_client), ("prefix", t.rate_limited_prefix), ("response", t.rate_limited_response)],
+    );
+    labelled(
+        o,
+        "adox_rate_limit_actions_total",
+        "counter",
+        "What queries over a rate got: an empty truncated answer (slip), nothing, or REFUSED.",
+        "action",
+        &[("slip", t.rate_limit_slipped), ("drop", t.rate_limit_dropped), ("refused", t.rate_limit_refused)],
+    );
+    labelled(
+        o,
+        "adox_client_cookies_total",
+        "counter",
+        "Client queries with a DNS cookie, by what it proved (RFC 7873, RFC 9018).",
+        "result",
+        &[("client_only", t.cookies_client_only), ("valid", t.cookies_valid), ("invalid", t.cookies_invalid)],
+    );
     counter(
         o,
         "adox_overload_shed_total",

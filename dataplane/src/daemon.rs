@@ -278,6 +278,18 @@ impl PlaneHandle {
         self.flushed_within(&tickets)
     }
 
+    /// A reload's client query rates (`[limits]`, when changed): in force from the next
+    /// query, their counts started over. An error changes nothing.
+    pub fn reload_rates(&self, cfg: &Config) -> Result<(), StartError> {
+        Ok(self.shared.admission.reload_rates(cfg)?)
+    }
+
+    /// A reload's `[cookies]` (the secret file read again): whether the secrets in force
+    /// changed. An error changes nothing.
+    pub fn reload_cookies(&self, cfg: &Config) -> Result<bool, StartError> {
+        Ok(self.shared.admission.reload_cookies(cfg, crate::clock::unix_now())?)
+    }
+
     /// `transport.ca_file` read again (a reload; absent: the built-in roots): upstream
     /// PKIX handshakes from now on are checked against these roots, and no TLS session
     /// made under the old ones is resumed. Connections already open keep going until they
@@ -547,6 +559,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         hints: arc_swap::ArcSwap::from_pointee(hints),
         local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&cfg.local_zones)),
         access: arc_swap::ArcSwap::from_pointee(access),
+        admission: crate::admission::Admission::new(cfg, crate::clock::unix_now())?,
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator,

@@ -17,6 +17,7 @@
 //! only `unsafe` is in `sys`.
 
 pub mod acl;
+pub mod admission;
 pub mod cache {
     //! Caches: the per-worker packet cache over the shared record cache.
     pub mod charge;

@@ -79,8 +79,9 @@ pub struct ClientEdns {
     pub udp_size: u16,
     /// DNSSEC OK bit.
     pub dnssec_ok: bool,
-    /// Whether the query carried a DNS cookie option (never replayed from cache).
-    pub has_cookie: bool,
+    /// Where the query's COOKIE option data is in the message (RFC 7873: a client cookie
+    /// of 8 octets, then a server cookie of 8 to 32), as (offset, length).
+    pub cookie: Option<(u16, u8)>,
 }
 
 /// A parsed client query: offsets into the original datagram plus the decoded fields.
@@ -207,7 +208,7 @@ pub fn parse_query(buf: &[u8]) -> Result<Query, QueryError> {
             return Err(QueryError::FormErr);
         }
         let version = (ttl_hi & 0xFF) as u8;
-        let mut has_cookie = false;
+        let mut cookie = None;
         let mut o = 0;
         while o < rdata.len() {
             let code = u16_at(rdata, o).ok_or(QueryError::FormErr)?;
@@ -216,11 +217,15 @@ pub fn parse_query(buf: &[u8]) -> Result<Query, QueryError> {
                 return Err(QueryError::FormErr);
             }
             if code == OPT_COOKIE {
-                has_cookie = true;
+                // RFC 7873 section 5.2.2: any other length, or a second cookie, is FORMERR.
+                if !(olen == 8 || (16..=40).contains(&olen)) || cookie.is_some() {
+                    return Err(QueryError::FormErr);
+                }
+                cookie = Some(((at + o + 4) as u16, olen as u8));
             }
             o += 4 + olen;
         }
-        let parsed = ClientEdns { udp_size: udp_size.max(512), dnssec_ok: ttl_lo & 0x8000 != 0, has_cookie };
+        let parsed = ClientEdns { udp_size: udp_size.max(512), dnssec_ok: ttl_lo & 0x8000 != 0, cookie };
         if version != 0 {
             return Err(QueryError::BadVers);
         }
@@ -262,6 +267,46 @@ pub fn append_opt(buf: &mut Vec<u8>, edns: &ResponseEdns<'_>) {
         buf.extend_from_slice(text);
     }
     bump_count(buf, 10);
+}
+
+/// Appends an EDNS option (code, length and data, in wire form) to the OPT record of a
+/// response, when the OPT record is its last record (as in every response adox builds);
+/// false, and nothing changed, otherwise.
+pub fn append_option(msg: &mut Vec<u8>, option: &[u8]) -> bool {
+    let Some(opt_at) = last_record(msg) else { return false };
+    if u16_at(msg, opt_at + 1) != Some(TYPE_OPT) || msg.get(opt_at) != Some(&0) {
+        return false;
+    }
+    let rdlen_at = opt_at + 9;
+    let Some(rdlen) = u16_at(msg, rdlen_at) else { return false };
+    let Some(new_len) = usize::from(rdlen).checked_add(option.len()).and_then(|n| u16::try_from(n).ok()) else {
+        return false;
+    };
+    // A DNS message is at most 65,535 octets (TCP's length prefix).
+    if msg.len() + option.len() > usize::from(u16::MAX) {
+        return false;
+    }
+    msg[rdlen_at..rdlen_at + 2].copy_from_slice(&new_len.to_be_bytes());
+    msg.extend_from_slice(option);
+    true
+}
+
+/// Where the last resource record of a message starts, if the message parses to its end.
+fn last_record(msg: &[u8]) -> Option<usize> {
+    let qd = u16_at(msg, 4)?;
+    let rr = u32::from(u16_at(msg, 6)?) + u32::from(u16_at(msg, 8)?) + u32::from(u16_at(msg, 10)?);
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    let mut last = None;
+    for _ in 0..rr {
+        last = Some(at);
+        let end = skip_name(msg, at)?;
+        let rdlen = usize::from(u16_at(msg, end + 8)?);
+        at = end + 10 + rdlen;
+    }
+    (at == msg.len()).then_some(last?)
 }
 
 fn bump_count(buf: &mut [u8], at: usize) {
@@ -440,8 +485,54 @@ mod tests {
         let p = parse_query(&q).unwrap();
         let e = p.edns.unwrap();
         assert_eq!(e.udp_size, 4096);
-        assert!(e.dnssec_ok && e.has_cookie);
+        assert!(e.dnssec_ok);
+        let (at, len) = e.cookie.unwrap();
+        assert_eq!(&q[usize::from(at)..usize::from(at) + usize::from(len)], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(p.udp_limit(1232), 1232);
+    }
+
+    /// RFC 7873 section 5.2.2: a COOKIE option of a length other than 8 or 16 to 40, or
+    /// two of them, is FORMERR.
+    #[test]
+    fn malformed_cookies_are_formerr() {
+        let with = |lens: &[usize]| {
+            let mut rdata = Vec::new();
+            for &l in lens {
+                rdata.extend_from_slice(&[0, 10, 0, l as u8]);
+                rdata.extend(std::iter::repeat_n(7u8, l));
+            }
+            let mut opt = vec![0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0];
+            opt.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            opt.extend_from_slice(&rdata);
+            parse_query(&query(b"\x00", 1, Some(&opt)))
+        };
+        for ok in [8, 16, 40] {
+            assert!(with(&[ok]).is_ok(), "{ok}");
+        }
+        for bad in [0, 7, 9, 15, 41] {
+            assert_eq!(with(&[bad]).unwrap_err(), QueryError::FormErr, "{bad}");
+        }
+        assert_eq!(with(&[8, 8]).unwrap_err(), QueryError::FormErr);
+    }
+
+    #[test]
+    fn an_option_goes_into_the_responses_opt_record() {
+        let mut out = Vec::new();
+        let q = query(b"\x01a\x00", 1, None);
+        let edns = ResponseEdns { udp_size: 1232, dnssec_ok: false, rcode_high: 0, ede: Some((Ede::Prohibited, "x")) };
+        header_only_response(&mut out, &q, q.len(), rcode::REFUSED, 0, Some(&edns));
+        let before = out.len();
+        assert!(append_option(&mut out, &[0, 10, 0, 2, 0xAB, 0xCD]));
+        assert_eq!(out.len(), before + 6);
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        let opt = m.edns.as_ref().unwrap();
+        assert!(opt.options().options.iter().any(|(c, _)| u16::from(*c) == 10));
+        assert!(opt.options().options.iter().any(|(c, _)| u16::from(*c) == 15), "the EDE is kept");
+        // No OPT record: nothing changes.
+        header_only_response(&mut out, &q, q.len(), rcode::REFUSED, 0, None);
+        let plain = out.clone();
+        assert!(!append_option(&mut out, &[0, 10, 0, 0]));
+        assert_eq!(out, plain);
     }
 
     #[test]

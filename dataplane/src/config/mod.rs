@@ -8,6 +8,7 @@
 mod access;
 mod api;
 mod cache;
+mod cookies;
 mod dnssec;
 mod limits;
 mod local_zones;
@@ -24,8 +25,9 @@ use serde::Deserialize;
 pub use self::access::AccessConfig;
 pub use self::api::ApiConfig;
 pub use self::cache::CacheConfig;
+pub use self::cookies::CookiesConfig;
 pub use self::dnssec::DnssecConfig;
-pub use self::limits::LimitsConfig;
+pub use self::limits::{LimitsConfig, RateAction};
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
 pub use self::server::{LogFormat, ServerConfig};
@@ -89,6 +91,24 @@ pub mod bounds {
     pub const CLIENT_PREFIX_V4: Bound = b("limits.client_prefix_v4", 24, 0, 32);
     /// IPv6 prefix length that makes one client network.
     pub const CLIENT_PREFIX_V6: Bound = b("limits.client_prefix_v6", 56, 0, 128);
+    /// UDP queries per second one client address may send (0: no limit); TCP and clients
+    /// with a valid DNS cookie are exempt (their source address is proven).
+    pub const QUERIES_PER_SECOND_PER_CLIENT: Bound = b("limits.queries_per_second_per_client", 0, 0, 1_000_000);
+    /// UDP queries per second one client network (the prefix lengths above) may send (0: no
+    /// limit).
+    pub const QUERIES_PER_SECOND_PER_PREFIX: Bound = b("limits.queries_per_second_per_prefix", 0, 0, 1_000_000);
+    /// Identical answers (same question) per second to one client network over UDP (0: no
+    /// limit): response-rate limiting against reflection at a spoofed victim.
+    pub const RESPONSES_PER_SECOND: Bound = b("limits.responses_per_second", 0, 0, 1_000_000);
+    /// With `rate_limit_action = "slip"`: one query in this many over a rate gets an empty
+    /// truncated answer (1: every one; a TC answer is no larger than the query).
+    pub const SLIP: Bound = b("limits.slip", 1, 1, 100);
+    /// Slots of each rate table (rounded up to a power of two; 8 octets each, fixed at
+    /// start: a flood from random addresses cannot grow it).
+    pub const RATE_TABLE_SLOTS: Bound = b("limits.rate_table_slots", 65_536, 1_024, 16_777_216);
+    /// How often a generated cookie secret is replaced (the previous one is still
+    /// accepted until the next replacement).
+    pub const COOKIE_ROTATE_S: Bound = b("cookies.rotate_s", 86_400, 3_600, 31_536_000);
     /// Per-worker packet cache size.
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
@@ -202,6 +222,12 @@ pub mod bounds {
         MAX_RESOLUTIONS_PER_PREFIX,
         CLIENT_PREFIX_V4,
         CLIENT_PREFIX_V6,
+        QUERIES_PER_SECOND_PER_CLIENT,
+        QUERIES_PER_SECOND_PER_PREFIX,
+        RESPONSES_PER_SECOND,
+        SLIP,
+        RATE_TABLE_SLOTS,
+        COOKIE_ROTATE_S,
         UDP_BATCH,
         OVERLOAD_AFTER_MS,
         PACKET_CACHE_BYTES,
@@ -307,8 +333,10 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// Cache sizes and TTL caps.
     pub cache: CacheConfig,
-    /// Each client's share of the resolver.
+    /// Each client's share of the resolver and its query rates.
     pub limits: LimitsConfig,
+    /// DNS cookies for clients.
+    pub cookies: CookiesConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -354,7 +382,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 55] = [
+        let checks: [(Bound, u64); 61] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -365,6 +393,12 @@ impl Config {
             (bounds::MAX_RESOLUTIONS_PER_PREFIX, u64::from(self.limits.max_resolutions_per_prefix)),
             (bounds::CLIENT_PREFIX_V4, u64::from(self.limits.client_prefix_v4)),
             (bounds::CLIENT_PREFIX_V6, u64::from(self.limits.client_prefix_v6)),
+            (bounds::QUERIES_PER_SECOND_PER_CLIENT, u64::from(self.limits.queries_per_second_per_client)),
+            (bounds::QUERIES_PER_SECOND_PER_PREFIX, u64::from(self.limits.queries_per_second_per_prefix)),
+            (bounds::RESPONSES_PER_SECOND, u64::from(self.limits.responses_per_second)),
+            (bounds::SLIP, u64::from(self.limits.slip)),
+            (bounds::RATE_TABLE_SLOTS, u64::from(self.limits.rate_table_slots)),
+            (bounds::COOKIE_ROTATE_S, self.cookies.rotate_s),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
@@ -439,6 +473,8 @@ impl Config {
         }
         self.client_prefixes()?;
         self.upstream_prefixes()?;
+        self.limits.rate_action()?;
+        self.limits.exempt_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;
         self.zone_table()?;

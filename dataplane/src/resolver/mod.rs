@@ -199,6 +199,8 @@ pub struct Shared {
     pub local: arc_swap::ArcSwap<LocalZones>,
     /// Client and upstream address policy.
     pub access: arc_swap::ArcSwap<AccessPolicy>,
+    /// Client query rates and DNS cookies, read at the front door.
+    pub admission: crate::admission::Admission,
     /// Operator transport overrides.
     pub policies: Arc<crate::upstream::policy::PolicyStore>,
     /// RFC 9539 state per (address, encrypted transport).

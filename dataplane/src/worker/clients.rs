@@ -3,11 +3,11 @@
 //! for further cache misses while its earlier ones run, so one customer flooding misses
 //! cannot starve the misses of others; cache hits are never counted. The table holds an
 //! entry only while a client has something in flight, so it never holds more entries than
-//! the worker has resolutions (`resolver.max_resolutions`). The per-client rate limits to
-//! come use the same keys and the same `[limits]` section.
+//! the worker has resolutions (`resolver.max_resolutions`). The query rates of the same
+//! `[limits]` section, on the same keys, are in `crate::admission`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::config::LimitsConfig;
 use crate::resolver::Limit;
@@ -61,20 +61,9 @@ impl ClientLoad {
         self.per_prefix = per_prefix;
     }
 
-    /// The network `ip` belongs to (the address with its host bits cleared).
+    /// The network `ip` belongs to.
     fn prefix(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(a) => {
-                let len = u32::from(self.shares.prefix_v4.min(32));
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let len = u32::from(self.shares.prefix_v6.min(128));
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        }
+        crate::admission::network_of(ip, self.shares.prefix_v4, self.shares.prefix_v6)
     }
 
     /// Takes one resolution for `ip`, or says which share it has used up. Shares are
@@ -176,7 +165,7 @@ mod tests {
     fn entries_live_only_while_something_is_in_flight() {
         let mut t = ClientLoad::new(SHARES);
         for i in 0..200u8 {
-            let a = IpAddr::V4(Ipv4Addr::new(10, i, 0, 1));
+            let a = IpAddr::V4(std::net::Ipv4Addr::new(10, i, 0, 1));
             t.take(a, true).unwrap();
             t.release(a);
         }

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::admission::{Over, cookies, cookies::Verdict as CookieVerdict};
 use crate::cache::packet::{Lookup, PacketCache};
+use crate::config::RateAction;
 use crate::resolver::{Limit, ResolveError, Resolver, Shared};
 use crate::respond::{self, Question};
 use crate::stats::WorkerStats;
@@ -162,6 +164,8 @@ struct WorkerCtx {
     prefetch_budget: Cell<(u32, u32)>,
     /// Set while reading UDP in overload: new cache misses are dropped.
     shedding: Cell<bool>,
+    /// Queries over a rate so far, for `limits.slip`.
+    slip: Cell<u32>,
     epoch: Instant,
 }
 
@@ -188,12 +192,160 @@ impl WorkerCtx {
                 if r.refused_acl {
                     self.stats.refused_acl.bump();
                 }
+                // Refusals cost the address and network rates too (no cookie proves a
+                // sender here), past which they are not sent: no free reflection.
+                if let ReplyTo::Udp { .. } = reply_to
+                    && let Some(rates) = self.shared().admission.rates().as_ref()
+                    && let Err(over) = rates.check_addr(peer.ip(), self.reactor.now())
+                {
+                    self.count_over(over);
+                    self.stats.rate_limit_dropped.bump();
+                    return Handled::Dropped;
+                }
                 wire::header_only_response(out, msg, r.question_end, r.rcode, 0, r.edns.as_ref());
                 return Handled::Reply;
             }
         };
+        let cookie = self.client_cookie(msg, &q, peer.ip());
+        if let Some((verdict, _)) = &cookie {
+            match verdict {
+                CookieVerdict::ClientOnly => self.stats.cookies_client_only.bump(),
+                CookieVerdict::Valid { .. } => self.stats.cookies_valid.bump(),
+                CookieVerdict::Invalid => self.stats.cookies_invalid.bump(),
+            }
+        }
+        let proven =
+            matches!(reply_to, ReplyTo::Tcp { .. }) || matches!(cookie, Some((CookieVerdict::Valid { .. }, _)));
+        let handled = match self.over_rate(msg, &q, peer.ip(), proven, out) {
+            Some(h) => h,
+            None => self.handle_query(msg, &q, peer, reply_to, out, cookie.is_some()),
+        };
+        if handled == Handled::Reply {
+            self.finish(out, msg, &q, reply_to, cookie.as_ref().map(|(_, o)| o));
+        }
+        handled
+    }
+
+    /// The client's COOKIE option judged (when cookies are on and it sent one), with the
+    /// option to answer with.
+    fn client_cookie(
+        &self,
+        msg: &[u8],
+        q: &wire::Query,
+        client: std::net::IpAddr,
+    ) -> Option<(CookieVerdict, [u8; cookies::OPTION_LEN])> {
+        let (at, len) = q.edns?.cookie?;
+        let jar = self.shared().admission.cookies();
+        let option = msg.get(usize::from(at)..usize::from(at) + usize::from(len))?;
+        jar.as_ref()?.secrets.check(option, client, crate::clock::unix_now() as u32)
+    }
+
+    /// A UDP query from a client whose address nothing proves (TCP and a valid server
+    /// cookie do), over one of `[limits]`' rates: what it gets instead of an answer.
+    fn over_rate(
+        &self,
+        msg: &[u8],
+        q: &wire::Query,
+        client: std::net::IpAddr,
+        proven: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<Handled> {
+        if proven {
+            return None;
+        }
+        let rates = self.shared().admission.rates();
+        let rates = rates.as_ref()?;
+        let over = rates.check(client, &msg[q.qname.clone()], q.qtype, self.reactor.now()).err()?;
+        self.count_over(over);
+        let edns = |ede| {
+            q.edns.map(|c| wire::ResponseEdns {
+                udp_size: self.settings.edns_udp_size,
+                dnssec_ok: c.dnssec_ok,
+                rcode_high: 0,
+                ede,
+            })
+        };
+        match rates.action {
+            RateAction::Slip(every) => {
+                let n = self.slip.get().wrapping_add(1);
+                self.slip.set(n);
+                if !n.is_multiple_of(every) {
+                    self.stats.rate_limit_dropped.bump();
+                    return Some(Handled::Dropped);
+                }
+                // Empty and truncated: the size of the query (its question, our OPT and
+                // the client's cookie if it sent one), and a real client asks again over
+                // TCP, which no rate limits.
+                self.stats.rate_limit_slipped.bump();
+                wire::header_only_response(
+                    out,
+                    msg,
+                    q.question_end,
+                    rcode::NOERROR,
+                    wire::flag::TC,
+                    edns(None).as_ref(),
+                );
+                Some(Handled::Reply)
+            }
+            RateAction::Drop => {
+                self.stats.rate_limit_dropped.bump();
+                Some(Handled::Dropped)
+            }
+            RateAction::Refused => {
+                self.stats.rate_limit_refused.bump();
+                let e = edns(Some((crate::ede::Ede::Prohibited, "query rate limit")));
+                wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, e.as_ref());
+                Some(Handled::Reply)
+            }
+        }
+    }
+
+    fn count_over(&self, over: Over) {
+        match over {
+            Over::Client => self.stats.rate_limited_client.bump(),
+            Over::Prefix => self.stats.rate_limited_prefix.bump(),
+            Over::Response => self.stats.rate_limited_response.bump(),
+        }
+    }
+
+    /// Last touches to a response about to leave: over UDP it is cut to the client's size
+    /// (leaving room for the cookie), then the client's cookie option goes in.
+    fn finish(
+        &self,
+        out: &mut Vec<u8>,
+        msg: &[u8],
+        q: &wire::Query,
+        reply_to: ReplyTo,
+        cookie: Option<&[u8; cookies::OPTION_LEN]>,
+    ) {
+        let room = if cookie.is_some() { cookies::OPTION_LEN } else { 0 };
+        if let ReplyTo::Udp { .. } = reply_to {
+            let udp_size = self.settings.edns_udp_size;
+            if respond::fit_udp(out, msg, q, q.udp_limit(udp_size) - room, udp_size) {
+                self.stats.truncated.bump();
+            }
+        }
+        if let Some(option) = cookie {
+            wire::append_option(out, option);
+        }
+    }
+
+    /// A query let in: answered from the packet cache, locally, or by a resolution.
+    /// `cookie`: room for a cookie option must be left in a UDP answer.
+    fn handle_query(
+        self: &Rc<Self>,
+        msg: &[u8],
+        q: &wire::Query,
+        peer: SocketAddr,
+        reply_to: ReplyTo,
+        out: &mut Vec<u8>,
+        cookie: bool,
+    ) -> Handled {
+        let q = q.clone();
+        let udp_size = self.settings.edns_udp_size;
+        let room = if cookie { cookies::OPTION_LEN } else { 0 };
         let limit = match reply_to {
-            ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size)),
+            ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size) - room),
             ReplyTo::Tcp { .. } => None,
         };
         let lookup = self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, udp_size, out);
@@ -390,21 +542,20 @@ impl WorkerCtx {
     fn reply(&self, w: Waiter, result: &Result<crate::resolver::Answer, ResolveError>) {
         let mut out = Vec::new();
         let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, result, self.settings.edns_udp_size);
+        // Stored without the client's cookie: each asker gets its own.
         self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
         // Counted before the answer leaves, so that a client that reads the metrics right
         // after its answer sees this resolution.
         self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
-        self.send(w.reply_to, &w.msg, &w.q, &mut out);
+        let cookie = self.client_cookie(&w.msg, &w.q, w.client);
+        self.finish(&mut out, &w.msg, &w.q, w.reply_to, cookie.as_ref().map(|(_, o)| o));
+        self.send(w.reply_to, &out);
     }
 
     /// Sends a finished response to where the query came from.
-    fn send(&self, reply_to: ReplyTo, msg: &[u8], q: &wire::Query, out: &mut Vec<u8>) {
+    fn send(&self, reply_to: ReplyTo, out: &[u8]) {
         match reply_to {
             ReplyTo::Udp { listener, peer } => {
-                if respond::fit_udp(out, msg, q, q.udp_limit(self.settings.edns_udp_size), self.settings.edns_udp_size)
-                {
-                    self.stats.truncated.bump();
-                }
                 self.stats.count_rcode(out);
                 // UDP is best effort: a full socket buffer drops the answer, as it would the query.
                 if let Some(sock) = self.udp.borrow().get(listener).and_then(Option::as_ref) {
@@ -562,6 +713,7 @@ impl Worker {
             inflight: RefCell::new(std::collections::HashMap::new()),
             stale_recheck: RefCell::new(stale::Recheck::default()),
             shedding: Cell::new(false),
+            slip: Cell::new(0),
             epoch: Instant::now(),
             settings,
         });
@@ -736,6 +888,9 @@ impl Worker {
                 self.close_retired_udp(now);
                 if !draining {
                     ctx.refresh_trust_anchors();
+                }
+                if ctx.settings.index == 0 {
+                    ctx.shared().admission.rotate_cookie_secret(crate::clock::unix_now());
                 }
             }
         }

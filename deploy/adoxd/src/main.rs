@@ -408,9 +408,29 @@ fn reload_config(
             Err(e) => refuse(&mut report, "policy", e),
         }
     }
+    // Cookies: the secret file is read again on every reload. A bad one keeps the running
+    // secret.
+    match plane.reload_cookies(&new) {
+        Ok(changed) => {
+            if changed || new.cookies != running.cookies {
+                report.applied.push("cookies".into());
+            }
+            running.cookies = new.cookies.clone();
+        }
+        Err(e) => refuse(&mut report, "cookies", e.to_string()),
+    }
+    // Query rates, rebuilt only when [limits] changed (their counts start over). Refused
+    // whole: the running rates and shares stay.
+    let mut limits_refused = false;
+    if new.limits != running.limits
+        && let Err(e) = plane.reload_rates(&new)
+    {
+        refuse(&mut report, "limits", e.to_string());
+        limits_refused = true;
+    }
     if new.cache.record_cache_bytes != running.cache.record_cache_bytes
         || new.cache.packet_cache_bytes != running.cache.packet_cache_bytes
-        || new.limits != running.limits
+        || (new.limits != running.limits && !limits_refused)
     {
         // The NSEC spans' share follows the running [dnssec] (a change there needs a restart).
         let mut sized = new.clone();
@@ -422,7 +442,9 @@ fn reload_config(
         }
         running.cache.record_cache_bytes = new.cache.record_cache_bytes;
         running.cache.packet_cache_bytes = new.cache.packet_cache_bytes;
-        running.limits = new.limits.clone();
+        if !limits_refused {
+            running.limits = new.limits.clone();
+        }
         report.applied.push("cache sizes and limits".into());
     }
     // Root hints and trust anchors are files: read again on every reload (an operator may
@@ -491,7 +513,7 @@ fn reload_config(
         ("server", same(&server, &running.server)),
         ("resolver", same(&new.resolver, &running.resolver)),
         ("cache", same(&new.cache, &running.cache)),
-        ("limits", same(&new.limits, &running.limits)),
+        ("limits", limits_refused || same(&new.limits, &running.limits)),
         ("transport", same(&new.transport, &running.transport)),
         ("api", same(&api_cfg, &running.api)),
         ("dnssec", same(&dnssec, &running.dnssec)),

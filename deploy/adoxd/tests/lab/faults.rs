@@ -16,7 +16,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::encrypted::Capture;
-use crate::support::{Adoxd, Ask, Response, lab_dir, temp_config, udp_exchange};
+use crate::support::{Adoxd, Ask, Response, lab_dir, rss, temp_config, udp_exchange};
 
 /// A `deploy/lab/hostile.py` server, killed when dropped (and gone with its standard input
 /// if the test process dies first).
@@ -183,18 +183,6 @@ fn a_stalled_tls_handshake_is_servfail_under_strict_and_never_wedges_the_worker(
         !tls.stop().is_empty(),
         "the capture sees this adoxd's DoT attempts (so its silence on 53 means something)"
     );
-}
-
-/// VmRSS of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// A server whose every name holds the largest RRset of the asked type that fits a message

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, reason = "test code")]
 
 mod acl;
+mod admission;
 mod api;
 mod cli;
 mod concurrency;

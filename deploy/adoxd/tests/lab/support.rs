@@ -326,6 +326,8 @@ pub struct Ask {
     pub ad: bool,
     /// CD in the query: the client validates itself.
     pub cd: bool,
+    /// A COOKIE option's data (RFC 7873: client cookie, then any server cookie).
+    pub cookie: Option<Vec<u8>>,
 }
 
 impl Ask {
@@ -339,7 +341,13 @@ impl Ask {
             rd: true,
             ad: false,
             cd: false,
+            cookie: None,
         }
+    }
+    /// With a COOKIE option (`data`: the client cookie, then any server cookie).
+    pub fn cookie(mut self, data: &[u8]) -> Self {
+        self.cookie = Some(data.to_vec());
+        self
     }
     /// With DO set (DNSSEC records wanted).
     pub fn dnssec(mut self) -> Self {
@@ -360,6 +368,9 @@ impl Ask {
             let mut e = Edns::new();
             e.set_max_payload(size);
             e.set_dnssec_ok(self.dnssec_ok);
+            if let Some(c) = &self.cookie {
+                e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, c.clone()));
+            }
             m.set_edns(e);
         }
         m.to_vec().unwrap()
@@ -410,7 +421,12 @@ impl Response {
     }
     /// The Extended DNS Error (INFO-CODE, EXTRA-TEXT), read from the raw OPT record.
     pub fn ede(&self) -> Option<(u16, String)> {
-        find_ede(&self.raw)
+        let body = find_option(&self.raw, 15)?;
+        Some((u16::from_be_bytes([body[0], body[1]]), String::from_utf8_lossy(&body[2..]).into_owned()))
+    }
+    /// The COOKIE option's data, read from the raw OPT record.
+    pub fn cookie(&self) -> Option<Vec<u8>> {
+        find_option(&self.raw, 10)
     }
     pub fn tc(&self) -> bool {
         self.msg.metadata.truncation
@@ -432,7 +448,8 @@ fn rdata_text(r: &hickory_proto::rr::Record) -> String {
     }
 }
 
-fn find_ede(msg: &[u8]) -> Option<(u16, String)> {
+/// The data of the first EDNS option `wanted` in a message's OPT record.
+fn find_option(msg: &[u8], wanted: u16) -> Option<Vec<u8>> {
     use adox_dataplane::wire::skip_name;
     let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
     let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
@@ -452,9 +469,8 @@ fn find_ede(msg: &[u8]) -> Option<(u16, String)> {
                 let code = u16::from_be_bytes([rdata[o], rdata[o + 1]]);
                 let len = u16::from_be_bytes([rdata[o + 2], rdata[o + 3]]) as usize;
                 let body = &rdata[o + 4..o + 4 + len];
-                if code == 15 {
-                    let info = u16::from_be_bytes([body[0], body[1]]);
-                    return Some((info, String::from_utf8_lossy(&body[2..]).into_owned()));
+                if code == wanted {
+                    return Some(body.to_vec());
                 }
                 o += 4 + len;
             }
@@ -490,4 +506,16 @@ pub mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// VmRSS of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
 }
