@@ -142,6 +142,14 @@ pub struct StatsSnapshot {
     /// address's, another secret's): answered with a fresh one.
     #[serde(default)]
     pub cookies_invalid: u64,
+    /// Do53 replies BADCOOKIE from authoritative servers (asked again with the new server
+    /// cookie, then over TCP).
+    #[serde(default)]
+    pub upstream_badcookies: u64,
+    /// Do53 replies discarded because their COOKIE option did not echo adox's client
+    /// cookie (RFC 7873 section 5.3).
+    #[serde(default)]
+    pub upstream_cookie_mismatches: u64,
     /// New cache misses dropped because the worker was past its capacity (no idle time
     /// for `server.overload_after_ms`); hits were still answered.
     #[serde(default)]

@@ -258,6 +258,14 @@ pub fn render(s: &Stats) -> String {
         "result",
         &[("client_only", t.cookies_client_only), ("valid", t.cookies_valid), ("invalid", t.cookies_invalid)],
     );
+    labelled(
+        o,
+        "adox_upstream_cookie_events_total",
+        "counter",
+        "Do53 replies from authoritative servers that answered BADCOOKIE, or did not echo adox's client cookie (discarded).",
+        "event",
+        &[("badcookie", t.upstream_badcookies), ("mismatch", t.upstream_cookie_mismatches)],
+    );
     counter(
         o,
         "adox_overload_shed_total",

@@ -122,6 +122,8 @@ worker_stats!(
     cookies_client_only,
     cookies_valid,
     cookies_invalid,
+    upstream_badcookies,
+    upstream_cookie_mismatches,
     overload_shed,
     tcp_accepted,
     tcp_rejected,

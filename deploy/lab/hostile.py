@@ -49,6 +49,13 @@ but the internet has all of them:
   dropbig     correct, but a UDP answer over 512 octets is never sent (as
               when a path drops fragments); TCP answers everything. TXT at
               big.ZONE is about 800 octets.
+  badcookie   a server that insists on DNS cookies (RFC 7873): a UDP query
+              with a client cookie but not its server cookie (16 octets,
+              fixed) gets BADCOOKIE with that server cookie; with it, the
+              answer (and the cookie). TCP and cookie-less queries: answered.
+  wrongcookie correct answers, but over UDP its COOKIE option echoes a client
+              cookie other than the one asked with (a forged or broken reply);
+              TCP answers correctly
 """
 
 import argparse
@@ -60,6 +67,7 @@ import sys
 import threading
 import time
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -77,7 +85,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
                                       "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway",
-                                      "noedns", "dropbig", "recursor", "lag"])
+                                      "noedns", "dropbig", "recursor", "lag", "badcookie", "wrongcookie"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -187,6 +195,10 @@ def to_wire(msg, limit):
         return msg.to_wire()
 
 
+# The server cookie of the cookie modes.
+SERVER_COOKIE = b"adox-lab-cookie!"
+
+
 def reply_for(mode, zone, data, over_tcp):
     """The bytes to send back for one query, or None for none."""
     try:
@@ -208,6 +220,17 @@ def reply_for(mode, zone, data, over_tcp):
         r = dns.message.make_response(query)
         r.set_rcode(dns.rcode.REFUSED)
         return r.to_wire()
+    if mode in ("badcookie", "wrongcookie") and not over_tcp:
+        cookie = next((o for o in query.options if o.otype == dns.edns.OptionType.COOKIE), None)
+        if cookie is not None:
+            bad = mode == "badcookie" and cookie.server != SERVER_COOKIE
+            r = dns.message.make_response(query) if bad else zone.answer(query, giant=False)
+            client = bytes(b ^ 0xFF for b in cookie.client) if mode == "wrongcookie" else cookie.client
+            r.use_edns(0, options=[dns.edns.CookieOption(client, SERVER_COOKIE)])
+            if bad:
+                # After use_edns, which would clear the extended RCODE bits.
+                r.set_rcode(dns.rcode.BADCOOKIE)
+            return r.to_wire()
     if mode == "noedns" and query.edns >= 0:
         r = dns.message.make_response(query)
         r.use_edns(-1)

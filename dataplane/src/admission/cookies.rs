@@ -149,6 +149,76 @@ fn hash(secret: &[u8; 16], client_cookie: &[u8; 8], head: &[u8; 8], client: IpAd
     h.finish().to_le_bytes()
 }
 
+/// The client cookie adox sends to the authoritative server `server` (RFC 7873 section
+/// 4.1, RFC 9018 section 3): a SipHash-2-4 of the server's address under adox's own
+/// client secret. One per server, so no server can link adox's queries to another
+/// server's; stable while the process lives, so a server's cookie for it stays valid.
+pub(crate) fn client_cookie(secret: &[u8; 16], server: IpAddr) -> [u8; CLIENT_COOKIE_LEN] {
+    let mut h = siphasher::sip::SipHasher24::new_with_key(secret);
+    match server.to_canonical() {
+        IpAddr::V4(a) => h.write(&a.octets()),
+        IpAddr::V6(a) => h.write(&a.octets()),
+    }
+    h.finish().to_le_bytes()
+}
+
+/// A server cookie an authoritative server gave adox (8 to 32 octets), kept per server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCookie {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl ServerCookie {
+    /// From a COOKIE option's server part; `None` unless 8 to 32 octets.
+    pub(crate) fn new(data: &[u8]) -> Option<Self> {
+        if !(8..=32).contains(&data.len()) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..data.len()].copy_from_slice(data);
+        Some(Self { len: data.len() as u8, bytes })
+    }
+
+    /// The cookie's octets (empty when none was learnt).
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The COOKIE option of a query to a server: its client cookie, then the server cookie
+/// it gave last (if any).
+pub(crate) fn query_option(client: &[u8; CLIENT_COOKIE_LEN], server: &ServerCookie) -> Vec<u8> {
+    let len = CLIENT_COOKIE_LEN + server.as_slice().len();
+    let mut o = Vec::with_capacity(4 + len);
+    o.extend_from_slice(&crate::wire::OPT_COOKIE.to_be_bytes());
+    o.extend_from_slice(&(len as u16).to_be_bytes());
+    o.extend_from_slice(client);
+    o.extend_from_slice(server.as_slice());
+    o
+}
+
+/// What a server's reply says about the cookie adox sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyCookie {
+    /// No COOKIE option: a server without cookies.
+    None,
+    /// Our client cookie echoed with a server cookie to keep.
+    Server(ServerCookie),
+    /// A COOKIE option that does not echo our client cookie, or is malformed: a forged
+    /// or broken reply (RFC 7873 section 5.3: discarded).
+    Mismatch,
+}
+
+/// Judges a reply's COOKIE option data (`None`: the reply had none).
+pub(crate) fn reply_cookie(option: Option<&[u8]>, sent: &[u8; CLIENT_COOKIE_LEN]) -> ReplyCookie {
+    let Some(data) = option else { return ReplyCookie::None };
+    if data.len() < 16 || data.len() > 40 || !constant_time_eq(&data[..CLIENT_COOKIE_LEN], sent) {
+        return ReplyCookie::Mismatch;
+    }
+    ServerCookie::new(&data[CLIENT_COOKIE_LEN..]).map_or(ReplyCookie::Mismatch, ReplyCookie::Server)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -212,6 +282,25 @@ mod tests {
         assert_ne!(&opt[12..], sc.as_slice(), "renewed under the new secret");
         let third = Secrets::random(Some(second.current));
         assert_eq!(third.check(&option(&cc, &sc), ip, 5002).unwrap().0, Verdict::Invalid);
+    }
+
+    #[test]
+    fn client_cookies_differ_per_server_and_replies_must_echo_them() {
+        let secret = [5u8; 16];
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let ca = client_cookie(&secret, a);
+        assert_ne!(ca, client_cookie(&secret, b));
+        assert_eq!(ca, client_cookie(&secret, "::ffff:192.0.2.1".parse().unwrap()));
+        assert_eq!(reply_cookie(None, &ca), ReplyCookie::None);
+        let good = [ca.as_slice(), &[1; 16]].concat();
+        assert_eq!(reply_cookie(Some(&good), &ca), ReplyCookie::Server(ServerCookie::new(&[1; 16]).unwrap()));
+        let other = [client_cookie(&secret, b).as_slice(), &[1; 16]].concat();
+        assert_eq!(reply_cookie(Some(&other), &ca), ReplyCookie::Mismatch, "another client cookie");
+        assert_eq!(reply_cookie(Some(&ca), &ca), ReplyCookie::Mismatch, "no server cookie in a reply");
+        assert_eq!(reply_cookie(Some(&[ca.as_slice(), &[1; 33]].concat()), &ca), ReplyCookie::Mismatch);
+        let o = query_option(&ca, &ServerCookie::new(&[7; 16]).unwrap());
+        assert_eq!((&o[..4], o.len()), (&[0u8, 10, 0, 24][..], 28));
+        assert_eq!(query_option(&ca, &ServerCookie::default()).len(), 12, "a first contact: the client cookie");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! it from those rates. Both are swapped whole on a reload; the rate tables are fixed in
 //! size when made, so no flood can grow them.
 
-pub(crate) mod cookies;
+pub mod cookies;
 mod ratelimit;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -133,13 +133,29 @@ pub(crate) struct CookieJar {
     rotate_at: Option<u64>,
 }
 
-/// The front door's shared state.
-#[derive(Debug, Default)]
+/// The front door's shared state, and the cookies adox itself sends upstream.
+#[derive(Debug)]
 pub struct Admission {
     rates: ArcSwapOption<Rates>,
     cookies: ArcSwapOption<CookieJar>,
     /// `cookies.rotate_s` of a generated secret.
     rotate_s: std::sync::atomic::AtomicU64,
+    /// `cookies.upstream`: DNS cookies in queries to authoritative servers over Do53.
+    upstream: std::sync::atomic::AtomicBool,
+    /// The secret of adox's own client cookies (made at start, never shown).
+    client_secret: [u8; 16],
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            rates: ArcSwapOption::empty(),
+            cookies: ArcSwapOption::empty(),
+            rotate_s: Default::default(),
+            upstream: Default::default(),
+            client_secret: rand::random(),
+        }
+    }
 }
 
 impl Admission {
@@ -178,7 +194,8 @@ impl Admission {
             _ => None,
         };
         self.rotate_s.store(c.rotate_s, std::sync::atomic::Ordering::Relaxed);
-        let mut changed = false;
+        let upstream_was = self.upstream.swap(c.upstream, std::sync::atomic::Ordering::Relaxed);
+        let mut changed = upstream_was != c.upstream;
         // rcu: a rotation by a worker in between is not undone.
         self.cookies.rcu(|running| {
             let next = if !c.enabled {
@@ -198,10 +215,18 @@ impl Admission {
                     })),
                 }
             };
-            changed = running.as_ref().map(|j| &j.secrets) != next.as_ref().map(|j| &j.secrets);
+            changed |= running.as_ref().map(|j| &j.secrets) != next.as_ref().map(|j| &j.secrets);
             next
         });
         Ok(changed)
+    }
+
+    /// adox's client cookie for the authoritative server `server`, when `cookies.upstream`
+    /// is on.
+    pub(crate) fn upstream_cookie(&self, server: IpAddr) -> Option<[u8; cookies::CLIENT_COOKIE_LEN]> {
+        self.upstream
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| cookies::client_cookie(&self.client_secret, server))
     }
 
     /// The rates in force, if any.

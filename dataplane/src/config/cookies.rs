@@ -22,10 +22,15 @@ pub struct CookiesConfig {
     pub secret_file: Option<PathBuf>,
     /// See [`bounds::COOKIE_ROTATE_S`].
     pub rotate_s: u64,
+    /// Send DNS cookies to authoritative servers over Do53 (a client cookie per server
+    /// address, and the server cookie it gave back), discard replies that do not echo
+    /// ours, and answer BADCOOKIE by asking once more with the new server cookie, then
+    /// over TCP. Default true.
+    pub upstream: bool,
 }
 
 impl Default for CookiesConfig {
     fn default() -> Self {
-        Self { enabled: true, secret_file: None, rotate_s: d(bounds::COOKIE_ROTATE_S) }
+        Self { enabled: true, secret_file: None, rotate_s: d(bounds::COOKIE_ROTATE_S), upstream: true }
     }
 }

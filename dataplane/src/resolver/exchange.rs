@@ -327,7 +327,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     /// One Do53 query (UDP, then TCP when truncated or too large for our buffer, and once
     /// when a server that answered its last query with EDNS times out: large answers lost
     /// on the way, such as dropped fragments, come whole over TCP; the EDNS buffer is never
-    /// lowered below our size). The checked reply and the round trip of its first attempt.
+    /// lowered below our size). With `cookies.upstream`, the query carries adox's client
+    /// cookie for the server and the server cookie it gave last (RFC 7873). The checked
+    /// reply and the round trip of its last UDP attempt.
     #[allow(clippy::too_many_arguments, reason = "one attempt's full context")]
     async fn do53_attempt(
         &self,
@@ -339,35 +341,90 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         info: crate::resolver::servers::ServerInfo,
         budget: &Budget,
     ) -> Result<(Message, std::time::Duration), UpstreamError> {
-        let start = self.upstream.now();
-        let id = self.upstream.random_id();
-        let query =
-            build_query(id, sname, stype, edns, rd).map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
         let server = SocketAddr::new(addr, 53);
-        self.stats.upstream_udp.bump();
-        let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
-        let rtt = self.upstream.now().saturating_duration_since(start);
         // A datagram too large for our buffer counts as truncated: ask again over TCP.
         let alive = info.failures == 0 && info.edns == EdnsSupport::Speaks;
-        match udp {
-            Ok(bytes) => {
-                let msg = check_reply(&bytes, id, sname, stype)?;
-                if !msg.metadata.truncation {
-                    return Ok((msg, rtt));
+        // One more UDP query after a BADCOOKIE (with the server cookie it brought), then TCP.
+        let mut badcookie_retry = true;
+        loop {
+            let start = self.upstream.now();
+            let id = self.upstream.random_id();
+            let mut query = build_query(id, sname, stype, edns, rd)
+                .map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
+            let cookie = self.add_cookie(&mut query, addr, edns);
+            self.stats.upstream_udp.bump();
+            let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
+            let rtt = self.upstream.now().saturating_duration_since(start);
+            match udp {
+                Ok(bytes) => {
+                    let msg = check_reply(&bytes, id, sname, stype)?;
+                    if let Some(sent) = cookie
+                        && !self.learn_cookie(addr, &msg, &sent)
+                    {
+                        // Not our cookie echoed: discarded (RFC 7873 section 5.3). A
+                        // forger cannot follow us to TCP; a broken server still answers.
+                    } else if msg.metadata.response_code == ResponseCode::BADCOOKIE {
+                        self.stats.upstream_badcookies.bump();
+                        if std::mem::take(&mut badcookie_retry) {
+                            continue;
+                        }
+                        // BADCOOKIE again: TCP needs no cookie (RFC 7873 section 5.3).
+                    } else if !msg.metadata.truncation {
+                        return Ok((msg, rtt));
+                    }
                 }
+                Err(UpstreamError::Oversized) => {}
+                Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => {
+                    // The server's round trip is what TCP takes, not the timeout just spent.
+                    self.stats.upstream_timeouts.bump();
+                    let tcp_start = self.upstream.now();
+                    let (msg, _) = self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await?;
+                    return Ok((msg, self.upstream.now().saturating_duration_since(tcp_start)));
+                }
+                Err(e) => return Err(e),
             }
-            Err(UpstreamError::Oversized) => {}
-            Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => {
-                // The server's round trip is what TCP takes, not the timeout just spent.
-                self.stats.upstream_timeouts.bump();
-                let tcp_start = self.upstream.now();
-                let (msg, _) = self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await?;
-                return Ok((msg, self.upstream.now().saturating_duration_since(tcp_start)));
-            }
-            Err(e) => return Err(e),
+            // Truncated, too large, BADCOOKIE twice, or a reply that did not echo our
+            // cookie: the same query over TCP.
+            return self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await;
         }
-        // Truncated or too large: the same query over TCP.
-        self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await
+    }
+
+    /// Puts adox's cookie for `addr` (and the server cookie it gave last) in a Do53
+    /// query with EDNS, when `cookies.upstream` is on; the client cookie sent.
+    fn add_cookie(&self, query: &mut Vec<u8>, addr: IpAddr, edns: QueryEdns) -> Option<[u8; 8]> {
+        if edns == QueryEdns::Off {
+            return None;
+        }
+        let client = self.shared.admission.upstream_cookie(addr)?;
+        let server = self.shared.servers.get(addr).cookie;
+        crate::wire::append_option(query, &crate::admission::cookies::query_option(&client, &server)).then_some(client)
+    }
+
+    /// Checks a reply's COOKIE option against the client cookie sent and keeps the server
+    /// cookie it brings; false for a reply that does not echo ours (off-path forgery, or a
+    /// broken server), which the caller discards.
+    fn learn_cookie(&self, addr: IpAddr, msg: &Message, sent: &[u8; 8]) -> bool {
+        use crate::admission::cookies::{ReplyCookie, reply_cookie};
+        let option = msg.edns.as_ref().and_then(|e| {
+            e.options().options.iter().find_map(|(_, o)| match o {
+                hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, data) => Some(data.as_slice()),
+                _ => None,
+            })
+        });
+        match reply_cookie(option, sent) {
+            ReplyCookie::None => true,
+            ReplyCookie::Server(c) => {
+                if self.shared.servers.get(addr).cookie != c {
+                    self.shared.servers.update(addr, |s| s.cookie = c);
+                }
+                true
+            }
+            ReplyCookie::Mismatch => {
+                self.stats.upstream_cookie_mismatches.bump();
+                crate::rate_limited!(info, %addr, "a Do53 reply did not echo our DNS cookie: discarded, asking over TCP");
+                false
+            }
+        }
     }
 
     /// The same query over TCP (RFC 7766), given more time for its handshake.

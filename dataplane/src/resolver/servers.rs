@@ -35,6 +35,8 @@ pub struct ServerInfo {
     pub held_until: Option<Instant>,
     /// What the server has shown of EDNS(0).
     pub edns: EdnsSupport,
+    /// The server cookie it gave last (RFC 7873), sent back with the next query.
+    pub cookie: crate::admission::cookies::ServerCookie,
 }
 
 /// A server's EDNS(0) support, as its replies have shown it (DNS Flag Day 2019).

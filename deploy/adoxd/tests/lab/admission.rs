@@ -306,3 +306,64 @@ fn a_flood_from_random_source_addresses_does_not_grow_memory() {
     assert!(limited >= 100_000, "{limited} queries over the per-client rate of 120,000");
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
 }
+
+/// A stub zone served by `deploy/lab/hostile.py` in `mode` at `addr`.
+fn hostile_stub(zone: &str, addr: &str) -> String {
+    format!("[[zones]]\nname = \"{zone}\"\nkind = \"stub\"\nservers = [\"{addr}\"]\ninsecure = true\n")
+}
+
+/// adoxd's own cookies to authoritative servers (RFC 7873 section 5.1): BIND 9 (beta.lab.)
+/// sees a client cookie on adoxd's first query and its own valid server cookie on every
+/// later one (its query log's K and V flags).
+#[test]
+fn queries_to_bind_carry_a_client_cookie_then_bind_s_valid_server_cookie() {
+    let d = Adoxd::lab(&["--workers", "1"]);
+    let tag = crate::support::rand_id();
+    let names: Vec<String> = (0..3).map(|i| format!("ck{tag}-{i}.beta.lab.")).collect();
+    for n in &names {
+        assert_eq!(d.query(n, RecordType::A).rcode(), ResponseCode::NXDomain, "{n}");
+    }
+    assert_eq!(metric(&d, "adox_upstream_cookie_events_total{event=\"mismatch\"}"), 0);
+    // BIND's query log: "query: NAME IN A -E(0)DK (...)" (K: a client cookie without a
+    // valid server cookie; V: a valid server cookie). The first query adoxd sent BIND was
+    // for beta.lab. itself (its keys or a minimised name): these come after it.
+    let log = std::fs::read_to_string(crate::support::lab_dir().join("logs/beta.queries.log")).unwrap();
+    for n in &names {
+        let n = n.trim_end_matches('.');
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("query: {n} IN A")))
+            .unwrap_or_else(|| panic!("BIND logged no query for {n}"));
+        let flags = line.split(&format!("query: {n} IN A ")).nth(1).unwrap().split_whitespace().next().unwrap();
+        assert!(flags.contains('V'), "{n}: BIND saw no valid server cookie: {line}");
+    }
+}
+
+/// A server that insists on cookies answers the first query BADCOOKIE with its server
+/// cookie: adoxd asks once more with it and gets the answer; later queries carry it from
+/// the start. A server whose replies do not echo adoxd's client cookie (forged, or broken)
+/// has them discarded, and the answer comes over TCP.
+#[test]
+fn badcookie_is_answered_with_the_new_cookie_and_a_reply_with_the_wrong_cookie_goes_to_tcp() {
+    let _bad = crate::faults::Hostile::start("badcookie", "badcookie.internal.", "127.53.40.30");
+    let _wrong = crate::faults::Hostile::start("wrongcookie", "wrongcookie.internal.", "127.53.40.31");
+    let (_dir, cfg) = temp_config(&format!(
+        "{}{}",
+        hostile_stub("badcookie.internal.", "127.53.40.30"),
+        hostile_stub("wrongcookie.internal.", "127.53.40.31")
+    ));
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let r = d.query("www.badcookie.internal.", RecordType::A);
+    assert_eq!((r.rcode(), r.rdata(RecordType::A)), (ResponseCode::NoError, vec!["192.0.2.99".to_string()]));
+    let first = metric(&d, "adox_upstream_cookie_events_total{event=\"badcookie\"}");
+    assert!(first >= 1, "the first contact met BADCOOKIE");
+    let r = d.query("ftp.badcookie.internal.", RecordType::A);
+    assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"]);
+    assert_eq!(metric(&d, "adox_upstream_cookie_events_total{event=\"badcookie\"}"), first, "the cookie was kept");
+
+    let tcp_before = metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}");
+    let r = d.query("www.wrongcookie.internal.", RecordType::A);
+    assert_eq!((r.rcode(), r.rdata(RecordType::A)), (ResponseCode::NoError, vec!["192.0.2.99".to_string()]));
+    assert!(metric(&d, "adox_upstream_cookie_events_total{event=\"mismatch\"}") >= 1);
+    assert!(metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}") > tcp_before, "answered over TCP");
+}
