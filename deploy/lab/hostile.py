@@ -56,6 +56,10 @@ but the internet has all of them:
   wrongcookie correct answers, but over UDP its COOKIE option echoes a client
               cookie other than the one asked with (a forged or broken reply);
               TCP answers correctly
+  dropcookie  correct answers; over UDP a query with a client cookie alone
+              gets a server cookie, one that returns it gets an answer with no
+              COOKIE option (the shape of a forged reply, or of a server that
+              stopped cookies); TCP answers carry no cookie
 """
 
 import argparse
@@ -85,7 +89,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["good", "silent", "slow", "wrongid", "truncate", "tlsreset", "tlsstall", "giant",
                                       "doqstreams", "doqbloat", "dohbloat", "dohheaders", "dohsilent", "dohgoaway",
-                                      "noedns", "dropbig", "recursor", "lag", "badcookie", "wrongcookie"])
+                                      "noedns", "dropbig", "recursor", "lag", "badcookie", "wrongcookie",
+                                      "dropcookie"])
     p.add_argument("zone")
     p.add_argument("address")
     p.add_argument("nameservers", nargs="?", help="NS=ADDR,... (default ns1=ADDRESS)")
@@ -219,6 +224,12 @@ def reply_for(mode, zone, data, over_tcp):
     if mode == "recursor" and not query.flags & dns.flags.RD:
         r = dns.message.make_response(query)
         r.set_rcode(dns.rcode.REFUSED)
+        return r.to_wire()
+    if mode == "dropcookie":
+        cookie = next((o for o in query.options if o.otype == dns.edns.OptionType.COOKIE), None)
+        r = zone.answer(query, giant=False)
+        if cookie is not None and not cookie.server and not over_tcp:
+            r.use_edns(0, options=[dns.edns.CookieOption(cookie.client, SERVER_COOKIE)])
         return r.to_wire()
     if mode in ("badcookie", "wrongcookie") and not over_tcp:
         cookie = next((o for o in query.options if o.otype == dns.edns.OptionType.COOKIE), None)

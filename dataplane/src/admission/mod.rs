@@ -134,7 +134,6 @@ pub(crate) struct CookieJar {
 }
 
 /// The front door's shared state, and the cookies adox itself sends upstream.
-#[derive(Debug)]
 pub struct Admission {
     rates: ArcSwapOption<Rates>,
     cookies: ArcSwapOption<CookieJar>,
@@ -144,6 +143,13 @@ pub struct Admission {
     upstream: std::sync::atomic::AtomicBool,
     /// The secret of adox's own client cookies (made at start, never shown).
     client_secret: [u8; 16],
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets stay out of logs.
+        f.debug_struct("Admission").field("rates", &self.rates).finish_non_exhaustive()
+    }
 }
 
 impl Default for Admission {

@@ -346,6 +346,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let alive = info.failures == 0 && info.edns == EdnsSupport::Speaks;
         // One more UDP query after a BADCOOKIE (with the server cookie it brought), then TCP.
         let mut badcookie_retry = true;
+        let mut rto = rto;
         loop {
             let start = self.upstream.now();
             let id = self.upstream.random_id();
@@ -355,17 +356,22 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             self.stats.upstream_udp.bump();
             let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
             let rtt = self.upstream.now().saturating_duration_since(start);
+            // What the TCP query below is asked for: a reply discarded for its cookie
+            // says nothing of the server's round trip (a forger chose it).
+            let mut discarded = false;
             match udp {
                 Ok(bytes) => {
                     let msg = check_reply(&bytes, id, sname, stype)?;
-                    if let Some(sent) = cookie
-                        && !self.learn_cookie(addr, &msg, &sent)
+                    if let Some((sent, had)) = cookie
+                        && !self.learn_cookie(addr, &msg, &sent, had)
                     {
-                        // Not our cookie echoed: discarded (RFC 7873 section 5.3). A
-                        // forger cannot follow us to TCP; a broken server still answers.
+                        // Discarded (RFC 7873 section 5.3): a forger cannot follow us to
+                        // TCP, and a broken server still answers there.
+                        discarded = true;
                     } else if msg.metadata.response_code == ResponseCode::BADCOOKIE {
                         self.stats.upstream_badcookies.bump();
                         if std::mem::take(&mut badcookie_retry) {
+                            rto = rto.min(budget.deadline.saturating_duration_since(self.upstream.now()));
                             continue;
                         }
                         // BADCOOKIE again: TCP needs no cookie (RFC 7873 section 5.3).
@@ -377,41 +383,49 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Err(UpstreamError::Timeout) if alive && edns != QueryEdns::Off => {
                     // The server's round trip is what TCP takes, not the timeout just spent.
                     self.stats.upstream_timeouts.bump();
-                    let tcp_start = self.upstream.now();
-                    let (msg, _) = self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await?;
-                    return Ok((msg, self.upstream.now().saturating_duration_since(tcp_start)));
+                    discarded = true;
                 }
                 Err(e) => return Err(e),
             }
-            // Truncated, too large, BADCOOKIE twice, or a reply that did not echo our
-            // cookie: the same query over TCP.
-            return self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await;
+            // Truncated, too large, BADCOOKIE twice, a reply discarded for its cookie, or a
+            // lost answer from a live server: the same query over TCP.
+            let tcp_start = self.upstream.now();
+            let (msg, rtt) = self.do53_tcp(server, &query, id, sname, stype, rto, budget, rtt).await?;
+            if let Some((_, true)) = cookie
+                && !has_cookie(&msg)
+            {
+                // Its answer over TCP has no cookie either: the server stopped giving them.
+                self.shared.servers.update(addr, |s| s.cookie = Default::default());
+            }
+            let rtt = if discarded { self.upstream.now().saturating_duration_since(tcp_start) } else { rtt };
+            return Ok((msg, rtt));
         }
     }
 
     /// Puts adox's cookie for `addr` (and the server cookie it gave last) in a Do53
-    /// query with EDNS, when `cookies.upstream` is on; the client cookie sent.
-    fn add_cookie(&self, query: &mut Vec<u8>, addr: IpAddr, edns: QueryEdns) -> Option<[u8; 8]> {
+    /// query with EDNS, when `cookies.upstream` is on; the client cookie sent, and whether
+    /// a server cookie went with it.
+    fn add_cookie(&self, query: &mut Vec<u8>, addr: IpAddr, edns: QueryEdns) -> Option<([u8; 8], bool)> {
         if edns == QueryEdns::Off {
             return None;
         }
         let client = self.shared.admission.upstream_cookie(addr)?;
         let server = self.shared.servers.get(addr).cookie;
-        crate::wire::append_option(query, &crate::admission::cookies::query_option(&client, &server)).then_some(client)
+        crate::wire::append_option(query, &crate::admission::cookies::query_option(&client, &server))
+            .then_some((client, !server.as_slice().is_empty()))
     }
 
     /// Checks a reply's COOKIE option against the client cookie sent and keeps the server
-    /// cookie it brings; false for a reply that does not echo ours (off-path forgery, or a
-    /// broken server), which the caller discards.
-    fn learn_cookie(&self, addr: IpAddr, msg: &Message, sent: &[u8; 8]) -> bool {
+    /// cookie it brings; false for a reply to discard: one that does not echo ours, or has
+    /// no cookie at all from a server that gave us one (`had`), or a BADCOOKIE without a
+    /// cookie (off-path forgery, or a broken server).
+    fn learn_cookie(&self, addr: IpAddr, msg: &Message, sent: &[u8; 8], had: bool) -> bool {
         use crate::admission::cookies::{ReplyCookie, reply_cookie};
-        let option = msg.edns.as_ref().and_then(|e| {
-            e.options().options.iter().find_map(|(_, o)| match o {
-                hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, data) => Some(data.as_slice()),
-                _ => None,
-            })
-        });
-        match reply_cookie(option, sent) {
+        let verdict = match reply_cookie(cookie_option(msg), sent) {
+            ReplyCookie::None if had || msg.metadata.response_code == ResponseCode::BADCOOKIE => ReplyCookie::Mismatch,
+            v => v,
+        };
+        match verdict {
             ReplyCookie::None => true,
             ReplyCookie::Server(c) => {
                 if self.shared.servers.get(addr).cookie != c {
@@ -421,7 +435,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
             ReplyCookie::Mismatch => {
                 self.stats.upstream_cookie_mismatches.bump();
-                crate::rate_limited!(info, %addr, "a Do53 reply did not echo our DNS cookie: discarded, asking over TCP");
+                crate::rate_limited!(info, %addr, "a Do53 reply without our DNS cookie: discarded, asking over TCP");
                 false
             }
         }
@@ -549,6 +563,20 @@ pub(crate) fn build_query(
         m.set_edns(opt);
     }
     m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
+}
+
+/// The data of a message's COOKIE option, if it has one.
+fn cookie_option(msg: &Message) -> Option<&[u8]> {
+    msg.edns.as_ref().and_then(|e| {
+        e.options().options.iter().find_map(|(_, o)| match o {
+            hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, data) => Some(data.as_slice()),
+            _ => None,
+        })
+    })
+}
+
+fn has_cookie(msg: &Message) -> bool {
+    cookie_option(msg).is_some()
 }
 
 /// Parses a reply and checks that it answers our query: QR, ID, opcode and question.

@@ -318,6 +318,8 @@ fn hostile_stub(zone: &str, addr: &str) -> String {
 #[test]
 fn queries_to_bind_carry_a_client_cookie_then_bind_s_valid_server_cookie() {
     let d = Adoxd::lab(&["--workers", "1"]);
+    // A first contact with BIND (it gives adoxd its server cookie).
+    assert_eq!(d.query("www.beta.lab.", RecordType::A).rcode(), ResponseCode::NoError);
     let tag = crate::support::rand_id();
     let names: Vec<String> = (0..3).map(|i| format!("ck{tag}-{i}.beta.lab.")).collect();
     for n in &names {
@@ -353,6 +355,8 @@ fn badcookie_is_answered_with_the_new_cookie_and_a_reply_with_the_wrong_cookie_g
         hostile_stub("wrongcookie.internal.", "127.53.40.31")
     ));
     let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let tcp = || metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}");
+    let tcp_at_start = tcp();
     let r = d.query("www.badcookie.internal.", RecordType::A);
     assert_eq!((r.rcode(), r.rdata(RecordType::A)), (ResponseCode::NoError, vec!["192.0.2.99".to_string()]));
     let first = metric(&d, "adox_upstream_cookie_events_total{event=\"badcookie\"}");
@@ -360,10 +364,32 @@ fn badcookie_is_answered_with_the_new_cookie_and_a_reply_with_the_wrong_cookie_g
     let r = d.query("ftp.badcookie.internal.", RecordType::A);
     assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"]);
     assert_eq!(metric(&d, "adox_upstream_cookie_events_total{event=\"badcookie\"}"), first, "the cookie was kept");
+    assert_eq!(tcp(), tcp_at_start, "answered over UDP with the new cookie, not over TCP");
 
-    let tcp_before = metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}");
+    let tcp_before = tcp();
     let r = d.query("www.wrongcookie.internal.", RecordType::A);
     assert_eq!((r.rcode(), r.rdata(RecordType::A)), (ResponseCode::NoError, vec!["192.0.2.99".to_string()]));
     assert!(metric(&d, "adox_upstream_cookie_events_total{event=\"mismatch\"}") >= 1);
-    assert!(metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}") > tcp_before, "answered over TCP");
+    assert!(tcp() > tcp_before, "answered over TCP");
+}
+
+/// A server that gave adoxd a cookie and then answers without one: over UDP that is the
+/// shape of an off-path forgery (RFC 7873 section 5.3), so the reply is discarded and the
+/// query asked over TCP; when the TCP answer has no cookie either, the server has stopped
+/// giving them and adoxd stops expecting one (the next UDP answer without a server cookie
+/// sent is taken).
+#[test]
+fn a_cookieless_reply_from_a_server_that_gave_a_cookie_is_discarded_for_tcp() {
+    let _h = crate::faults::Hostile::start("dropcookie", "dropcookie.internal.", "127.53.40.32");
+    let (_dir, cfg) = temp_config(&hostile_stub("dropcookie.internal.", "127.53.40.32"));
+    let d = Adoxd::lab(&["--workers", "1", "--config", cfg.to_str().unwrap()]);
+    let tcp = || metric(&d, "adox_upstream_queries_total{transport=\"do53_tcp\"}");
+    let mismatches = || metric(&d, "adox_upstream_cookie_events_total{event=\"mismatch\"}");
+    let ask = |n: &str| d.query(&format!("{n}.dropcookie.internal."), RecordType::A).rdata(RecordType::A);
+    assert_eq!(ask("one"), ["192.0.2.99"], "a first contact: its cookie learnt");
+    let (tcp0, mm0) = (tcp(), mismatches());
+    assert_eq!(ask("two"), ["192.0.2.99"]);
+    assert_eq!((tcp() - tcp0, mismatches() - mm0), (1, 1), "the cookieless UDP reply discarded, TCP asked");
+    assert_eq!(ask("three"), ["192.0.2.99"]);
+    assert_eq!(tcp() - tcp0, 1, "no server cookie expected any more: UDP");
 }
