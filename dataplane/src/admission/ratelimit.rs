@@ -98,32 +98,46 @@ impl RateTable {
     }
 }
 
-/// The random-keyed hash of the tables (std's SipHash-1-3 with per-process keys).
-#[derive(Debug, Default)]
-pub(crate) struct KeyHash(std::collections::hash_map::RandomState);
+/// The random-keyed hashes of the tables: addresses by a folded multiply under two
+/// per-process random keys (a handful of instructions, on every UDP query while a rate is
+/// on), questions by std's SipHash-1-3 with per-process keys. Nobody outside knows the
+/// keys, so nobody can aim collisions at a victim's slots.
+#[derive(Debug)]
+pub(crate) struct KeyHash {
+    keys: [u64; 2],
+    sip: std::collections::hash_map::RandomState,
+}
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        Self { keys: [rand::random::<u64>() | 1, rand::random::<u64>() | 1], sip: Default::default() }
+    }
+}
+
+/// The high and low halves of a 64 x 64 bit product, folded.
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a).wrapping_mul(u128::from(b));
+    (p as u64) ^ ((p >> 64) as u64)
+}
 
 impl KeyHash {
-    fn start(&self, kind: u8, ip: IpAddr) -> impl Hasher {
-        let mut h = self.0.build_hasher();
-        h.write_u8(kind);
-        match ip {
-            IpAddr::V4(a) => h.write(&a.octets()),
-            IpAddr::V6(a) => h.write(&a.octets()),
-        }
-        h
-    }
-
-    /// The hash of an address (or a network's address).
+    /// The hash of an address (or a network's address) for table `kind`.
     pub(crate) fn addr(&self, kind: u8, ip: IpAddr) -> u64 {
-        self.start(kind, ip).finish()
+        let x = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)) | (1 << 127),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let lo = fold((x as u64) ^ self.keys[0], u64::from(kind).wrapping_add(self.keys[1]));
+        fold(lo ^ ((x >> 64) as u64), self.keys[1] ^ self.keys[0].rotate_left(32))
     }
 
     /// The hash of a network and a question (its name lowercased).
     pub(crate) fn question(&self, net: IpAddr, qname: &[u8], qtype: u16) -> u64 {
-        let mut h = self.start(2, net);
-        for b in qname {
-            h.write_u8(b.to_ascii_lowercase());
-        }
+        let mut lower = [0u8; crate::wire::MAX_NAME_LEN];
+        let n = crate::wire::lowercase_name(qname, &mut lower);
+        let mut h = self.sip.build_hasher();
+        h.write_u64(self.addr(2, net));
+        h.write(&lower[..n]);
         h.write_u16(qtype);
         h.finish()
     }
@@ -194,6 +208,26 @@ mod tests {
             t.take(keys.addr(0, IpAddr::from(i.to_be_bytes())), 0);
         }
         assert_eq!((before, t.bytes()), (1024 * 8, 1024 * 8));
+    }
+
+    /// Neighbouring addresses (a /24's hosts, a /64's) spread over the table's slots.
+    #[test]
+    fn address_hashes_spread_neighbours_over_the_slots() {
+        let k = KeyHash::default();
+        let mask = 1023u64;
+        for (kind, base) in [(0u8, "192.0.2.0"), (1, "2001:db8::")] {
+            let base: IpAddr = base.parse().unwrap();
+            let mut slots = std::collections::HashSet::new();
+            for i in 0..256u32 {
+                let ip = match base {
+                    IpAddr::V4(a) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(a) + i)),
+                    IpAddr::V6(a) => IpAddr::from(std::net::Ipv6Addr::from(u128::from(a) + u128::from(i))),
+                };
+                slots.insert(k.addr(kind, ip) & mask);
+            }
+            assert!(slots.len() > 200, "{base}: 256 addresses in {} of 1024 slots", slots.len());
+        }
+        assert_ne!(k.addr(0, "192.0.2.1".parse().unwrap()), k.addr(1, "192.0.2.1".parse().unwrap()));
     }
 
     #[test]
