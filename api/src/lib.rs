@@ -150,6 +150,12 @@ pub struct StatsSnapshot {
     /// cookie (RFC 7873 section 5.3).
     #[serde(default)]
     pub upstream_cookie_mismatches: u64,
+    /// dnstap messages queued for the collector.
+    #[serde(default)]
+    pub dnstap_queued: u64,
+    /// dnstap messages dropped because the buffer was full (a slow or absent collector).
+    #[serde(default)]
+    pub dnstap_dropped: u64,
     /// New cache misses dropped because the worker was past its capacity (no idle time
     /// for `server.overload_after_ms`); hits were still answered.
     #[serde(default)]

@@ -266,6 +266,14 @@ pub fn render(s: &Stats) -> String {
         "event",
         &[("badcookie", t.upstream_badcookies), ("mismatch", t.upstream_cookie_mismatches)],
     );
+    labelled(
+        o,
+        "adox_dnstap_messages_total",
+        "counter",
+        "dnstap messages queued for the collector, or dropped because its buffer was full.",
+        "result",
+        &[("queued", t.dnstap_queued), ("dropped", t.dnstap_dropped)],
+    );
     counter(
         o,
         "adox_overload_shed_total",

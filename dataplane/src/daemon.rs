@@ -560,6 +560,18 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
         local: arc_swap::ArcSwap::from_pointee(LocalZones::new(&cfg.local_zones)),
         access: arc_swap::ArcSwap::from_pointee(access),
         admission: crate::admission::Admission::new(cfg, crate::clock::unix_now())?,
+        dnstap: match cfg.dnstap.collector()? {
+            Some(c) => Some(
+                crate::dnstap::Dnstap::start(
+                    c,
+                    cfg.dnstap.types(),
+                    cfg.dnstap.identity.clone(),
+                    cfg.dnstap.buffer_bytes as usize,
+                )
+                .map_err(|e| crate::config::ConfigError::Invalid { field: "dnstap".into(), reason: e.to_string() })?,
+            ),
+            None => None,
+        },
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator,
@@ -1097,6 +1109,7 @@ impl DataPlane {
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
+        self.stop_dnstap();
     }
 
     /// Stops every worker and waits for them (the state stays readable afterwards).
@@ -1106,6 +1119,14 @@ impl DataPlane {
         }
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
+        }
+        self.stop_dnstap();
+    }
+
+    /// Writes out what the dnstap queue holds and closes the stream (STOP, FINISH).
+    fn stop_dnstap(&self) {
+        if let Some(d) = &self.shared.dnstap {
+            d.shutdown();
         }
     }
 }

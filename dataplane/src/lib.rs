@@ -39,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dnssec;
+pub mod dnstap;
 pub mod ede;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -124,6 +124,8 @@ worker_stats!(
     cookies_invalid,
     upstream_badcookies,
     upstream_cookie_mismatches,
+    dnstap_queued,
+    dnstap_dropped,
     overload_shed,
     tcp_accepted,
     tcp_rejected,

@@ -10,6 +10,7 @@ mod api;
 mod cache;
 mod cookies;
 mod dnssec;
+mod dnstap;
 mod limits;
 mod local_zones;
 mod resolver;
@@ -27,6 +28,7 @@ pub use self::api::ApiConfig;
 pub use self::cache::CacheConfig;
 pub use self::cookies::CookiesConfig;
 pub use self::dnssec::DnssecConfig;
+pub use self::dnstap::DnstapConfig;
 pub use self::limits::{LimitsConfig, RateAction};
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
@@ -109,6 +111,9 @@ pub mod bounds {
     /// How often a generated cookie secret is replaced (the previous one is still
     /// accepted until the next replacement).
     pub const COOKIE_ROTATE_S: Bound = b("cookies.rotate_s", 86_400, 3_600, 31_536_000);
+    /// Encoded dnstap messages waiting for the collector at most; past it new messages are
+    /// dropped (and counted), so a slow collector never slows answers.
+    pub const DNSTAP_BUFFER_BYTES: Bound = b("dnstap.buffer_bytes", 16 << 20, 64 << 10, 4 << 30);
     /// Per-worker packet cache size.
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
@@ -228,6 +233,7 @@ pub mod bounds {
         SLIP,
         RATE_TABLE_SLOTS,
         COOKIE_ROTATE_S,
+        DNSTAP_BUFFER_BYTES,
         UDP_BATCH,
         OVERLOAD_AFTER_MS,
         PACKET_CACHE_BYTES,
@@ -337,6 +343,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// DNS cookies for clients.
     pub cookies: CookiesConfig,
+    /// Message logging to a dnstap collector.
+    pub dnstap: DnstapConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -382,7 +390,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 61] = [
+        let checks: [(Bound, u64); 62] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -399,6 +407,7 @@ impl Config {
             (bounds::SLIP, u64::from(self.limits.slip)),
             (bounds::RATE_TABLE_SLOTS, u64::from(self.limits.rate_table_slots)),
             (bounds::COOKIE_ROTATE_S, self.cookies.rotate_s),
+            (bounds::DNSTAP_BUFFER_BYTES, self.dnstap.buffer_bytes),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
@@ -474,6 +483,7 @@ impl Config {
         self.client_prefixes()?;
         self.upstream_prefixes()?;
         self.limits.rate_action()?;
+        self.dnstap.collector()?;
         self.limits.exempt_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;

@@ -217,7 +217,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             _ => Wire::Dot { auth },
         };
         let server = SocketAddr::new(addr, plan.port_of(transport));
-        let bytes = match self.upstream.exchange(server, &query, wire, timeout).await {
+        let bytes = match self.send(server, &query, wire, timeout).await {
             Ok(b) => b,
             // The client query's own budget cut the wait short: the server had less than its
             // due, so the timeout says nothing about it (and must not damp its address).
@@ -354,7 +354,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 .map_err(|_| UpstreamError::BadResponse("query not encodable"))?;
             let cookie = self.add_cookie(&mut query, addr, edns);
             self.stats.upstream_udp.bump();
-            let udp = self.upstream.exchange(server, &query, Wire::Udp, rto).await;
+            let udp = self.send(server, &query, Wire::Udp, rto).await;
             let rtt = self.upstream.now().saturating_duration_since(start);
             // What the TCP query below is asked for: a reply discarded for its cookie
             // says nothing of the server's round trip (a forger chose it).
@@ -399,6 +399,60 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             }
             let rtt = if discarded { self.upstream.now().saturating_duration_since(tcp_start) } else { rtt };
             return Ok((msg, rtt));
+        }
+    }
+
+    /// One query to one server over `wire` (`Upstream::exchange`), told to the dnstap
+    /// collector as a RESOLVER_QUERY and, when answered, a RESOLVER_RESPONSE, each with
+    /// the transport it took.
+    async fn send(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+        wire: Wire,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        use crate::dnstap::{Event, Kind, Protocol};
+        let Some(tap) = self.shared.dnstap.as_deref() else {
+            return self.upstream.exchange(server, query, wire, timeout).await;
+        };
+        let protocol = match wire {
+            Wire::Udp => Protocol::Udp,
+            Wire::Tcp => Protocol::Tcp,
+            Wire::Dot { .. } => Protocol::Dot,
+            Wire::Doq { .. } => Protocol::Doq,
+            Wire::Doh { .. } => Protocol::Doh,
+        };
+        // The wall clock, for the collector's timestamps only (nothing here decides by it).
+        let sent = std::time::SystemTime::now();
+        let mut event = Event {
+            kind: Kind::ResolverQuery,
+            protocol,
+            query_addr: None,
+            response_addr: Some(server),
+            query_time: Some(sent),
+            response_time: None,
+            query: Some(query),
+            response: None,
+        };
+        self.count_tap(tap.offer(&event));
+        let reply = self.upstream.exchange(server, query, wire, timeout).await;
+        if let Ok(bytes) = &reply
+            && tap.wants(Kind::ResolverResponse)
+        {
+            event.kind = Kind::ResolverResponse;
+            event.response_time = Some(std::time::SystemTime::now());
+            event.response = Some(bytes);
+            self.count_tap(tap.offer(&event));
+        }
+        reply
+    }
+
+    fn count_tap(&self, offered: crate::dnstap::Offered) {
+        match offered {
+            crate::dnstap::Offered::Queued => self.stats.dnstap_queued.bump(),
+            crate::dnstap::Offered::Dropped => self.stats.dnstap_dropped.bump(),
+            crate::dnstap::Offered::Off => {}
         }
     }
 
@@ -458,7 +512,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let now = self.upstream.now();
         let timeout =
             (rto * 3).max(self.shared.settings.initial_rto).min(budget.deadline.saturating_duration_since(now));
-        let bytes = self.upstream.exchange(server, query, Wire::Tcp, timeout).await?;
+        let bytes = self.send(server, query, Wire::Tcp, timeout).await?;
         Ok((check_reply(&bytes, id, sname, stype)?, rtt))
     }
 

@@ -201,6 +201,8 @@ pub struct Shared {
     pub access: arc_swap::ArcSwap<AccessPolicy>,
     /// Client query rates and DNS cookies, read at the front door.
     pub admission: crate::admission::Admission,
+    /// The dnstap stream, when `[dnstap]` names a collector.
+    pub dnstap: Option<Arc<crate::dnstap::Dnstap>>,
     /// Operator transport overrides.
     pub policies: Arc<crate::upstream::policy::PolicyStore>,
     /// RFC 9539 state per (address, encrypted transport).

@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::admission::{Over, cookies, cookies::Verdict as CookieVerdict};
 use crate::cache::packet::{Lookup, PacketCache};
 use crate::config::RateAction;
+use crate::dnstap::Kind;
 use crate::resolver::{Limit, ResolveError, Resolver, Shared};
 use crate::respond::{self, Question};
 use crate::stats::WorkerStats;
@@ -126,8 +127,8 @@ enum Handled {
 
 /// A client query waiting for a resolution.
 struct Waiter {
-    /// The client, whose share of the resolutions this waiter holds.
-    client: std::net::IpAddr,
+    /// The client (its address holds a share of the resolutions).
+    peer: SocketAddr,
     msg: Vec<u8>,
     q: wire::Query,
     /// The question as the client wrote it (its case is echoed).
@@ -192,6 +193,7 @@ impl WorkerCtx {
                 if r.refused_acl {
                     self.stats.refused_acl.bump();
                 }
+                self.tap_client(Kind::ClientQuery, reply_to, peer, msg, None, self.reactor.now());
                 // Refusals cost the address and network rates too (no cookie proves a
                 // sender here), past which they are not sent: no free reflection.
                 if let ReplyTo::Udp { .. } = reply_to
@@ -203,9 +205,11 @@ impl WorkerCtx {
                     return Handled::Dropped;
                 }
                 wire::header_only_response(out, msg, r.question_end, r.rcode, 0, r.edns.as_ref());
+                self.tap_client(Kind::ClientResponse, reply_to, peer, msg, Some(out), self.reactor.now());
                 return Handled::Reply;
             }
         };
+        self.tap_client(Kind::ClientQuery, reply_to, peer, msg, None, self.reactor.now());
         let cookie = self.client_cookie(msg, &q, peer.ip());
         if let Some((verdict, _)) = &cookie {
             match verdict {
@@ -222,8 +226,46 @@ impl WorkerCtx {
         };
         if handled == Handled::Reply {
             self.finish(out, msg, &q, reply_to, cookie.as_ref().map(|(_, o)| o));
+            self.tap_client(Kind::ClientResponse, reply_to, peer, msg, Some(out), self.reactor.now());
         }
         handled
+    }
+
+    /// Tells the dnstap collector of a client query (`response` `None`) or of the answer
+    /// to it, when dnstap is on and wants that type. `asked`: when the query arrived.
+    fn tap_client(
+        &self,
+        kind: Kind,
+        reply_to: ReplyTo,
+        peer: SocketAddr,
+        query: &[u8],
+        response: Option<&[u8]>,
+        asked: Instant,
+    ) {
+        let Some(tap) = self.shared().dnstap.as_deref() else { return };
+        if !tap.wants(kind) {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let query_time = now.checked_sub(self.reactor.now().saturating_duration_since(asked)).unwrap_or(now);
+        let event = crate::dnstap::Event {
+            kind,
+            protocol: match reply_to {
+                ReplyTo::Udp { .. } => crate::dnstap::Protocol::Udp,
+                ReplyTo::Tcp { .. } => crate::dnstap::Protocol::Tcp,
+            },
+            query_addr: Some(peer),
+            response_addr: None,
+            query_time: Some(query_time),
+            response_time: response.map(|_| now),
+            query: response.is_none().then_some(query),
+            response,
+        };
+        match tap.offer(&event) {
+            crate::dnstap::Offered::Queued => self.stats.dnstap_queued.bump(),
+            crate::dnstap::Offered::Dropped => self.stats.dnstap_dropped.bump(),
+            crate::dnstap::Offered::Off => {}
+        }
     }
 
     /// The client's COOKIE option judged (when cookies are on and it sent one), with the
@@ -420,7 +462,7 @@ impl WorkerCtx {
             return Handled::Reply;
         }
         self.resolutions.set(self.resolutions.get() + 1);
-        let waiter = Waiter { client: peer.ip(), msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
+        let waiter = Waiter { peer, msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
         if let Some(waiters) = self.inflight.borrow_mut().get_mut(&key) {
@@ -533,7 +575,7 @@ impl WorkerCtx {
     fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>) {
         for w in waiters {
             self.resolutions.set(self.resolutions.get() - 1);
-            self.client_load.borrow_mut().release(w.client);
+            self.client_load.borrow_mut().release(w.peer.ip());
             self.reply(w, result);
         }
     }
@@ -547,8 +589,9 @@ impl WorkerCtx {
         // Counted before the answer leaves, so that a client that reads the metrics right
         // after its answer sees this resolution.
         self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
-        let cookie = self.client_cookie(&w.msg, &w.q, w.client);
+        let cookie = self.client_cookie(&w.msg, &w.q, w.peer.ip());
         self.finish(&mut out, &w.msg, &w.q, w.reply_to, cookie.as_ref().map(|(_, o)| o));
+        self.tap_client(Kind::ClientResponse, w.reply_to, w.peer, &w.msg, Some(&out), w.start);
         self.send(w.reply_to, &out);
     }
 

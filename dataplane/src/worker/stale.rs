@@ -178,7 +178,7 @@ impl WorkerCtx {
             {
                 // Its slot and share stay taken: answered, it no longer waits, but its
                 // resolution still runs.
-                held.set(Some(first.client));
+                held.set(Some(first.peer.ip()));
                 let first = waiters.remove(0);
                 self.reply(first, &Ok(answer.clone()));
             }

@@ -361,6 +361,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
             &[crate::acl::parse_prefix("10.0.0.0/8").unwrap()],
         )),
         admission: Default::default(),
+        dnstap: None,
         policies: Default::default(),
         signals: crate::upstream::signal::SignalCache::new(1000),
         // Validation only where a test gives a trust anchor (the fake root is not the real

@@ -12,6 +12,7 @@ mod concurrency;
 mod deleg;
 mod deploy_files;
 mod dnssec;
+mod dnstap;
 mod doh;
 mod encrypted;
 mod fairness;
