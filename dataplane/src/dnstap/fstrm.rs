@@ -74,7 +74,14 @@ fn read_control(s: &mut dyn Stream) -> std::io::Result<u32> {
 
 fn connect(c: &Collector) -> std::io::Result<Box<dyn Stream>> {
     let mut s: Box<dyn Stream> = match c {
-        Collector::Unix(p) => Box::new(std::os::unix::net::UnixStream::connect(p)?),
+        Collector::Unix(p) => {
+            // A connect to a listener whose backlog is full waits for room: bounded, so a
+            // frozen collector cannot hold the writer (and a shutdown) for ever.
+            let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+            sock.connect(&socket2::SockAddr::unix(p)?)?;
+            Box::new(std::os::unix::net::UnixStream::from(sock))
+        }
         Collector::Tcp(a) => Box::new(std::net::TcpStream::connect_timeout(a, HANDSHAKE_TIMEOUT)?),
     };
     s.set_timeouts(Some(HANDSHAKE_TIMEOUT))?;
@@ -98,9 +105,17 @@ pub(super) fn run(
 ) {
     let mut conn: Option<Box<dyn Stream>> = None;
     let mut next_try = std::time::Instant::now();
+    // Set when stopping: what is still queued then gets a second to reach the collector.
+    let mut drain_until: Option<std::time::Instant> = None;
     let take = |frame: &Vec<u8>| queued.fetch_sub(frame.len(), Ordering::Relaxed);
     loop {
         let stopping = stop.load(Ordering::Acquire);
+        if stopping
+            && *drain_until.get_or_insert_with(|| std::time::Instant::now() + Duration::from_secs(1))
+                < std::time::Instant::now()
+        {
+            break;
+        }
         if conn.is_none() {
             if std::time::Instant::now() >= next_try {
                 match connect(collector) {

@@ -124,6 +124,10 @@ impl Dnstap {
         if !self.wants(event.kind) {
             return Offered::Off;
         }
+        // Full (a collector away): nothing to encode.
+        if self.queued.load(Ordering::Relaxed) >= self.max_bytes {
+            return Offered::Dropped;
+        }
         let frame = encode::frame(&self.identity, &self.version, event);
         let len = frame.len();
         // Reserve the octets first: many workers offer at once.
@@ -139,7 +143,7 @@ impl Dnstap {
     }
 
     /// Stops the writer: what is queued is written if the collector takes it within a
-    /// second, then the stream is closed (STOP, FINISH).
+    /// second (the rest is lost), then the stream is closed (STOP, FINISH).
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -321,7 +321,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 Transport::Doq => Wire::Doq { auth: PeerAuth::None },
                 _ => Wire::Dot { auth: PeerAuth::None },
             };
-            let result = upstream.exchange(SocketAddr::new(addr, DOT_PORT), &query, wire, timeout).await;
+            let server = SocketAddr::new(addr, DOT_PORT);
+            let result =
+                super::exchange::tapped_exchange(&upstream, &shared, &stats, server, &query, wire, timeout).await;
             let checked = result.and_then(|b| check_reply(&b, id, &sname, stype));
             match checked {
                 Ok(_) => {

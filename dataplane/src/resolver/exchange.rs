@@ -402,9 +402,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         }
     }
 
-    /// One query to one server over `wire` (`Upstream::exchange`), told to the dnstap
-    /// collector as a RESOLVER_QUERY and, when answered, a RESOLVER_RESPONSE, each with
-    /// the transport it took.
+    /// One query to one server over `wire`, told to the dnstap collector
+    /// ([`tapped_exchange`]).
     async fn send(
         &self,
         server: SocketAddr,
@@ -412,48 +411,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         wire: Wire,
         timeout: std::time::Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
-        use crate::dnstap::{Event, Kind, Protocol};
-        let Some(tap) = self.shared.dnstap.as_deref() else {
-            return self.upstream.exchange(server, query, wire, timeout).await;
-        };
-        let protocol = match wire {
-            Wire::Udp => Protocol::Udp,
-            Wire::Tcp => Protocol::Tcp,
-            Wire::Dot { .. } => Protocol::Dot,
-            Wire::Doq { .. } => Protocol::Doq,
-            Wire::Doh { .. } => Protocol::Doh,
-        };
-        // The wall clock, for the collector's timestamps only (nothing here decides by it).
-        let sent = std::time::SystemTime::now();
-        let mut event = Event {
-            kind: Kind::ResolverQuery,
-            protocol,
-            query_addr: None,
-            response_addr: Some(server),
-            query_time: Some(sent),
-            response_time: None,
-            query: Some(query),
-            response: None,
-        };
-        self.count_tap(tap.offer(&event));
-        let reply = self.upstream.exchange(server, query, wire, timeout).await;
-        if let Ok(bytes) = &reply
-            && tap.wants(Kind::ResolverResponse)
-        {
-            event.kind = Kind::ResolverResponse;
-            event.response_time = Some(std::time::SystemTime::now());
-            event.response = Some(bytes);
-            self.count_tap(tap.offer(&event));
-        }
-        reply
-    }
-
-    fn count_tap(&self, offered: crate::dnstap::Offered) {
-        match offered {
-            crate::dnstap::Offered::Queued => self.stats.dnstap_queued.bump(),
-            crate::dnstap::Offered::Dropped => self.stats.dnstap_dropped.bump(),
-            crate::dnstap::Offered::Off => {}
-        }
+        tapped_exchange(&self.upstream, &self.shared, &self.stats, server, query, wire, timeout).await
     }
 
     /// Puts adox's cookie for `addr` (and the server cookie it gave last) in a Do53
@@ -617,6 +575,59 @@ pub(crate) fn build_query(
         m.set_edns(opt);
     }
     m.to_vec().map_err(|_| UpstreamError::BadResponse("query not encodable"))
+}
+
+/// One query to one server over `wire` (`Upstream::exchange`), told to the dnstap
+/// collector as a RESOLVER_QUERY and, when answered, a RESOLVER_RESPONSE, each with the
+/// transport it took. Every upstream query goes through here (RFC 9539 probes included).
+pub(super) async fn tapped_exchange<U: Upstream>(
+    upstream: &U,
+    shared: &super::Shared,
+    stats: &crate::stats::WorkerStats,
+    server: SocketAddr,
+    query: &[u8],
+    wire: Wire,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, UpstreamError> {
+    use crate::dnstap::{Event, Kind, Offered, Protocol};
+    let Some(tap) = shared.dnstap.as_deref() else {
+        return upstream.exchange(server, query, wire, timeout).await;
+    };
+    let count = |o: Offered| match o {
+        Offered::Queued => stats.dnstap_queued.bump(),
+        Offered::Dropped => stats.dnstap_dropped.bump(),
+        Offered::Off => {}
+    };
+    let protocol = match wire {
+        Wire::Udp => Protocol::Udp,
+        Wire::Tcp => Protocol::Tcp,
+        Wire::Dot { .. } => Protocol::Dot,
+        Wire::Doq { .. } => Protocol::Doq,
+        Wire::Doh { .. } => Protocol::Doh,
+    };
+    // The wall clock, for the collector's timestamps only (nothing here decides by it).
+    let sent = std::time::SystemTime::now();
+    let mut event = Event {
+        kind: Kind::ResolverQuery,
+        protocol,
+        query_addr: None,
+        response_addr: Some(server),
+        query_time: Some(sent),
+        response_time: None,
+        query: Some(query),
+        response: None,
+    };
+    count(tap.offer(&event));
+    let reply = upstream.exchange(server, query, wire, timeout).await;
+    if let Ok(bytes) = &reply
+        && tap.wants(Kind::ResolverResponse)
+    {
+        event.kind = Kind::ResolverResponse;
+        event.response_time = Some(std::time::SystemTime::now());
+        event.response = Some(bytes);
+        count(tap.offer(&event));
+    }
+    reply
 }
 
 /// The data of a message's COOKIE option, if it has one.

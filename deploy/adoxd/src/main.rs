@@ -521,6 +521,7 @@ fn reload_config(
         ("api", same(&api_cfg, &running.api)),
         ("dnssec", same(&dnssec, &running.dnssec)),
         ("policy", same(&new.policies, &running.policies)),
+        ("dnstap", same(&new.dnstap, &running.dnstap)),
     ] {
         if !unchanged {
             report.needs_restart.push(section.into());

@@ -111,15 +111,17 @@ fn a_real_collector_sees_client_and_resolver_messages_with_each_transport() {
     assert_eq!(count("CR", "127.0.0.1 UDP", "\"www.alpha.lab.\""), 1, "{ldns}");
     assert_eq!(count("CQ", "127.0.0.1 TCP", "\"www.alpha.lab.\""), 1, "{ldns}");
     assert_eq!(count("CR", "127.0.0.1 TCP", "\"www.alpha.lab.\""), 1, "{ldns}");
-    assert!(count("RQ", "127.53.1.1 UDP", "\"www.alpha.lab.\"") >= 1, "{ldns}");
-    assert!(count("RR", "127.53.1.1 UDP", "\"www.alpha.lab.\"") >= 1, "{ldns}");
+    // alpha.lab. has two servers, 127.53.1.1 and 127.53.1.2: either may be asked.
+    assert!(count("RQ", "UDP", "\"www.alpha.lab.\"") >= 1, "{ldns}");
+    assert!(count("RR", "UDP", "\"www.alpha.lab.\"") >= 1, "{ldns}");
     assert!(yaml.contains("identity: \"adox-lab\""), "{yaml}");
 
     // The Go tool: each resolver message's transport, by the server's address and port.
     let msgs = resolver_messages(&yaml);
-    let has = |t: &str, proto: &str, server: &str| msgs.iter().any(|m| m.0 == t && m.1 == proto && m.2 == server);
+    let has =
+        |t: &str, proto: &str, server: &str| msgs.iter().any(|m| m.0 == t && m.1 == proto && m.2.starts_with(server));
     for t in ["RESOLVER_QUERY", "RESOLVER_RESPONSE"] {
-        assert!(has(t, "UDP", "127.53.1.1:53"), "{t} over UDP to alpha.lab.'s server: {msgs:?}");
+        assert!(has(t, "UDP", "127.53.1."), "{t} over UDP to one of alpha.lab.'s servers: {msgs:?}");
         assert!(has(t, "DOT", "127.53.6.1:853"), "{t} over DoT to dot.lab.'s server: {msgs:?}");
         assert!(has(t, "DOQ", "127.53.7.1:853") || has(t, "7", "127.53.7.1:853"), "{t} over DoQ: {msgs:?}");
         assert!(has(t, "DOH", "127.53.25.1:443"), "{t} over DoH to bdoh.lab.'s server: {msgs:?}");
