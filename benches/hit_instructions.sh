@@ -16,6 +16,9 @@
 #   valid     the defaults, every query with a valid server cookie for 127.0.0.1 (made
 #             by adoxd for this client before the count starts)
 #   rates     per-client, per-network and response rates on, never exceeded
+#   dnstap    [dnstap] to fstrm_capture (writing to a file in a temporary directory),
+#             client and resolver messages on
+#   dnstap-resolver  the same with client_queries and client_responses off
 #
 #   benches/hit_instructions.sh                   # PASSES=20 (3,300 queries per variant) at RATE=200
 #   VARIANTS="off rates" benches/hit_instructions.sh
@@ -26,7 +29,7 @@ PASSES=${PASSES:-20}
 RATE=${RATE:-200}
 VARIANTS=${VARIANTS:-"off default cookies valid rates"}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
-for t in valgrind callgrind_control dnsperf kdig; do
+for t in valgrind callgrind_control dnsperf kdig fstrm_capture; do
     command -v "$t" >/dev/null || { echo "hit_instructions.sh: needs $t (valgrind, dnsperf, knot-dnsutils)" >&2; exit 1; }
 done
 
@@ -39,8 +42,10 @@ if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
 fi
 WORK=$(mktemp -d)
 pid=
+capture=
 cleanup() {
     if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    if [[ -n $capture ]]; then kill "$capture" 2>/dev/null || true; fi
     rm -rf -- "$WORK"
     if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
 }
@@ -49,13 +54,22 @@ trap cleanup EXIT
 printf '[cookies]\nenabled = false\n' >"$WORK/off.toml"
 printf '[limits]\nqueries_per_second_per_client = 1000000\nqueries_per_second_per_prefix = 1000000\nresponses_per_second = 1000000\n' >"$WORK/rates.toml"
 : >"$WORK/default.toml"
-config() { case $1 in off | rates) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
+printf '[dnstap]\nsocket_path = "%s"\n' "$WORK/dnstap.sock" >"$WORK/dnstap.toml"
+printf '[dnstap]\nsocket_path = "%s"\nclient_queries = false\nclient_responses = false\n' "$WORK/dnstap.sock" \
+    >"$WORK/dnstap-resolver.toml"
+config() { case $1 in off | rates | dnstap | dnstap-resolver) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
 
 port=5390
 rows=()
 for v in $VARIANTS; do
     port=$((port + 1))
     mkdir -p "$WORK/state-$v"
+    if [[ $v == dnstap* ]]; then
+        rm -f "$WORK/dnstap.sock"
+        fstrm_capture -t protobuf:dnstap.Dnstap -u "$WORK/dnstap.sock" -w "$WORK/$v.fstrm" >/dev/null 2>&1 &
+        capture=$!
+        sleep 0.5
+    fi
     valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$v.%p" target/release/adoxd --config "$(config "$v")" \
         --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 \
         --listen "127.0.0.1:$port" --workers 1 --log-level error --api off --state-dir "$WORK/state-$v" \
@@ -82,6 +96,11 @@ for v in $VARIANTS; do
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     pid=
+    if [[ -n $capture ]]; then
+        kill -INT "$capture"
+        wait "$capture" 2>/dev/null || true
+        capture=
+    fi
     # The inclusive cost of the worker's UDP read (parse, cache, answer, send) only: the
     # loop's idle turns and timers cost by time, which callgrind stretches unevenly.
     ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$WORK"/cg-"$v".*.1 2>/dev/null |
