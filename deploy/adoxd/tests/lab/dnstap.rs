@@ -3,7 +3,7 @@
 //! and the Go `dnstap` tool (golang-github-dnstap-golang-dnstap-cli) the upstream
 //! transport of each resolver message: Do53 over UDP and TCP, DoT, DoQ and DoH. A collector
 //! that is not there costs answers nothing: messages past the buffer are dropped and
-//! counted.
+//! counted; one that comes later (over TCP) gets what the buffer kept.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,12 +26,7 @@ impl Collector {
     fn start() -> Self {
         let dir = crate::support::tempdir::Dir::new();
         let (socket, file) = (dir.path().join("dnstap.sock"), dir.path().join("dnstap.fstrm"));
-        let child = Command::new("fstrm_capture")
-            .args(["-t", "protobuf:dnstap.Dnstap", "-u", socket.to_str().unwrap(), "-w", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fstrm_capture (Debian package fstrm-bin)");
+        let child = capture(&["-u", socket.to_str().unwrap()], &file);
         for _ in 0..50 {
             if socket.exists() {
                 break;
@@ -40,6 +35,20 @@ impl Collector {
         }
         assert!(socket.exists(), "fstrm_capture did not open {}", socket.display());
         Self { child, _dir: dir, socket, file }
+    }
+
+    /// `fstrm_capture` on TCP 127.0.0.1:`port`.
+    fn start_tcp(port: u16) -> Self {
+        let dir = crate::support::tempdir::Dir::new();
+        let file = dir.path().join("dnstap.fstrm");
+        let child = capture(&["-a", "127.0.0.1", "-p", &port.to_string()], &file);
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, socket: dir.path().join("unused"), _dir: dir, file }
     }
 
     /// Stops the capture; `dnstap-ldns -q` lines and the Go tool's YAML of the file.
@@ -54,6 +63,17 @@ impl Collector {
         let f = self.file.to_str().unwrap();
         (run("dnstap-ldns", &["-r", f, "-q"]), run("dnstap", &["-r", f, "-y"]))
     }
+}
+
+fn capture(listen: &[&str], file: &std::path::Path) -> Child {
+    Command::new("fstrm_capture")
+        .args(["-t", "protobuf:dnstap.Dnstap"])
+        .args(listen)
+        .args(["-w", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fstrm_capture (Debian package fstrm-bin)")
 }
 
 /// The resolver messages of the Go tool's YAML, as (type, socket_protocol, response
@@ -155,4 +175,33 @@ fn an_absent_collector_costs_answers_nothing_and_drops_are_counted() {
     let log = d.terminate();
     assert!(Adoxd::stat(&log, "dnstap_dropped") > 0, "64 KiB cannot hold 800 client messages");
     assert!(Adoxd::stat(&log, "dnstap_queued") > 0);
+}
+
+/// A TCP collector that starts after adoxd: what adoxd saw meanwhile waits in the buffer,
+/// the writer connects within a second or two, and the collector gets both the earlier
+/// and the later messages.
+#[test]
+fn a_tcp_collector_that_starts_late_gets_what_was_buffered_and_what_follows() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_dir, cfg) = temp_config(&format!(
+        "[dnstap]\ntcp = \"127.0.0.1:{port}\"\nresolver_queries = false\nresolver_responses = false\n"
+    ));
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.10"]);
+    let collector = Collector::start_tcp(port);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.query("www.beta.lab.", RecordType::A).rcode(), ResponseCode::NoError);
+    let log = d.terminate();
+    assert_eq!(Adoxd::stat(&log, "dnstap_dropped"), 0);
+    let (ldns, _) = collector.stop();
+    for name in ["\"www.alpha.lab.\"", "\"www.beta.lab.\""] {
+        for kind in [" CQ ", " CR "] {
+            assert_eq!(
+                ldns.lines().filter(|l| l.contains(kind) && l.contains(name)).count(),
+                1,
+                "{kind}{name}: {ldns}"
+            );
+        }
+    }
+    assert!(!ldns.contains(" RQ "), "resolver messages were switched off: {ldns}");
 }
