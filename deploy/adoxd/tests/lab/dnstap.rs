@@ -55,6 +55,7 @@ impl Collector {
     fn stop(mut self) -> (String, String) {
         Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
         self.child.wait().unwrap();
+        // (Drop's kill and wait then find it gone.)
         let run = |cmd: &str, args: &[&str]| {
             let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
             assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
@@ -62,6 +63,14 @@ impl Collector {
         };
         let f = self.file.to_str().unwrap();
         (run("dnstap-ldns", &["-r", f, "-q"]), run("dnstap", &["-r", f, "-y"]))
+    }
+}
+
+/// A test that fails before [`Collector::stop`] leaves no `fstrm_capture` behind.
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
