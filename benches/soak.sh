@@ -158,19 +158,22 @@ t0=$(date +%s)
 ) >"$WORK/rss.txt" &
 sampler=$!
 
-# Policy writes: POST every 2 s, DELETE every other one; acknowledged ids are kept.
+# Policy writes: POST every 2 s, DELETE every other one; acknowledged ids are kept. The
+# writer stops itself between writes when asked (a stop file): killing it mid-request would
+# leave a write done on the server but not recorded here, which the check below would count
+# as lost or unexpected.
 (
     i=0
-    while true; do
+    while [[ ! -e $WORK/stop-writer ]]; do
         body="{\"zone\":\"p$i.soak.invalid\",\"mode\":\"cleartext\",\"comment\":\"soak\"}"
-        out=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        out=$(curl -s --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
             -w '\n%{http_code}' -X POST --data "$body" "http://127.0.0.1:$API/v1/policies" || true)
         code=${out##*$'\n'}
         id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <<<"${out%$'\n'*}" 2>/dev/null || true)
         if [[ $code == 201 && -n $id ]]; then
             echo "+ $id" >>"$WORK/writes.txt"
             if ((i % 2)); then
-                code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+                code=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
                     -X DELETE "http://127.0.0.1:$API/v1/policies/$id" || true)
                 if [[ $code == 204 ]]; then echo "- $id" >>"$WORK/writes.txt"; fi
             fi
@@ -195,7 +198,7 @@ while (($(date +%s) < end)); do
     servfail=$((servfail + $(json "$out" servfail)))
     seg=$((seg + 1))
 done
-kill "$writer" 2>/dev/null || true
+touch "$WORK/stop-writer"
 wait "$writer" 2>/dev/null || true
 writer=
 sleep 1
