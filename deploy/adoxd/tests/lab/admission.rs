@@ -108,13 +108,7 @@ fn reload(d: &Adoxd, cfg: &std::path::Path, text: &str) {
 
 /// The value of one sample in the metrics.
 fn metric(d: &Adoxd, series: &str) -> u64 {
-    let text = d.admin().get("/metrics").unwrap().text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {series} in metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    crate::support::sample(&d.admin().get("/metrics").unwrap().text(), series)
 }
 
 /// One client at ten times its rate (100 a second, over two workers and four source

@@ -12,7 +12,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use crate::encrypted::{Capture, config};
-use crate::support::{Adoxd, Ask, READ_TOKEN};
+use crate::support::{Adoxd, Ask, READ_TOKEN, sample};
 
 /// Sends a JSON body and returns (status, parsed body or Null).
 fn send(c: &adoxctl::Client, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -29,16 +29,6 @@ fn problem(c: &adoxctl::Client, method: &str, path: &str, body: &[u8], status: u
     let v = r.json().unwrap();
     assert_eq!(v["status"], json!(status));
     assert_eq!(v["field"].as_str(), field, "{v}");
-}
-
-/// The value of one sample in a Prometheus exposition.
-fn sample(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {series} in metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]

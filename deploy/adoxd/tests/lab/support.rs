@@ -519,3 +519,13 @@ pub fn rss(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// The value of one sample in a Prometheus exposition.
+pub fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
