@@ -218,6 +218,38 @@ pub struct Stats {
     /// RFC 5011 fetches that failed or that no trusted key signed.
     #[serde(default)]
     pub trust_anchor_refreshes_failed: u64,
+    /// Each Response Policy Zone, in the order they are tried (`[rpz]`).
+    #[serde(default)]
+    pub policy_zones: Vec<PolicyZoneStats>,
+    /// NOTIFY messages for policy zones taken from their primaries.
+    #[serde(default)]
+    pub rpz_notifies_accepted: u64,
+    /// NOTIFY messages refused (not a policy zone of that sender).
+    #[serde(default)]
+    pub rpz_notifies_refused: u64,
+}
+
+/// One Response Policy Zone's state and counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyZoneStats {
+    /// The zone's name.
+    pub zone: String,
+    /// The SOA serial in force (absent before the first load or transfer).
+    pub serial: Option<u32>,
+    /// Triggers in force.
+    pub rules: u64,
+    /// The EDE its rewrites carry (15, 16 or 17).
+    pub ede: u16,
+    /// Queries rewritten (or passed through) by a QNAME trigger.
+    pub hits_qname: u64,
+    /// Answers rewritten (or passed through) by an RPZ-IP trigger.
+    pub hits_ip: u64,
+    /// Loads and transfers that brought a new copy.
+    pub transfers_ok: u64,
+    /// Loads and transfers that failed.
+    pub transfers_failed: u64,
+    /// Transfers that found the zone current.
+    pub transfers_current: u64,
 }
 
 /// One key of a managed trust anchor (RFC 5011).

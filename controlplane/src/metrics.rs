@@ -274,6 +274,51 @@ pub fn render(s: &Stats) -> String {
         "result",
         &[("queued", t.dnstap_queued), ("dropped", t.dnstap_dropped)],
     );
+    if !s.policy_zones.is_empty() {
+        let zones = &s.policy_zones;
+        let mut f = Family::new(
+            o,
+            "adox_rpz_hits_total",
+            "counter",
+            "Queries rewritten (or passed through) by a Response Policy Zone, by zone and trigger.",
+        );
+        for z in zones {
+            f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "qname")], z.hits_qname);
+            f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "ip")], z.hits_ip);
+        }
+        let mut f = Family::new(o, "adox_rpz_rules", "gauge", "Triggers in force, by policy zone.");
+        for z in zones {
+            f.sample("adox_rpz_rules", &[("zone", &z.zone)], z.rules);
+        }
+        let mut f = Family::new(
+            o,
+            "adox_rpz_serial",
+            "gauge",
+            "SOA serial in force, by policy zone (absent before its first load).",
+        );
+        for z in zones.iter().filter(|z| z.serial.is_some()) {
+            f.sample("adox_rpz_serial", &[("zone", &z.zone)], z.serial.unwrap_or_default());
+        }
+        let mut f = Family::new(
+            o,
+            "adox_rpz_transfers_total",
+            "counter",
+            "Policy zone loads and transfers, by zone and result (updated, failed, current).",
+        );
+        for z in zones {
+            f.sample("adox_rpz_transfers_total", &[("zone", &z.zone), ("result", "updated")], z.transfers_ok);
+            f.sample("adox_rpz_transfers_total", &[("zone", &z.zone), ("result", "failed")], z.transfers_failed);
+            f.sample("adox_rpz_transfers_total", &[("zone", &z.zone), ("result", "current")], z.transfers_current);
+        }
+        labelled(
+            o,
+            "adox_rpz_notifies_total",
+            "counter",
+            "NOTIFY messages for policy zones: accepted from a zone's primary, or refused.",
+            "result",
+            &[("accepted", s.rpz_notifies_accepted), ("refused", s.rpz_notifies_refused)],
+        );
+    }
     counter(
         o,
         "adox_overload_shed_total",
@@ -358,12 +403,28 @@ mod tests {
             trust_anchor_keys: vec![],
             trust_anchor_refreshes_ok: 0,
             trust_anchor_refreshes_failed: 0,
+            policy_zones: vec![adox_api::rest::PolicyZoneStats {
+                zone: "rpz.example.".into(),
+                serial: Some(9),
+                rules: 3,
+                ede: 15,
+                hits_qname: 4,
+                hits_ip: 1,
+                transfers_ok: 2,
+                transfers_failed: 0,
+                transfers_current: 5,
+            }],
+            rpz_notifies_accepted: 2,
+            rpz_notifies_refused: 0,
         };
         s.totals.resolution_latency[0] = 2;
         s.totals.resolution_latency[3] = 1;
         s.totals.queries_udp = 7;
         let text = render(&s);
         assert!(text.contains("adox_client_queries_total{protocol=\"udp\"} 7\n"));
+        assert!(text.contains("adox_rpz_hits_total{zone=\"rpz.example.\",trigger=\"qname\"} 4\n"));
+        assert!(text.contains("adox_rpz_serial{zone=\"rpz.example.\"} 9\n"));
+        assert!(text.contains("adox_rpz_transfers_total{zone=\"rpz.example.\",result=\"current\"} 5\n"));
         assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"0.001\"} 2\n"));
         assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"0.025\"} 3\n"));
         assert!(text.contains("adox_resolution_duration_seconds_bucket{le=\"+Inf\"} 3\n"));

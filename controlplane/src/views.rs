@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use adox_api::rest::{
@@ -47,6 +48,9 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
             .collect(),
         trust_anchor_refreshes_ok: managed.fetches_ok,
         trust_anchor_refreshes_failed: managed.fetches_failed,
+        policy_zones: policy_zones(plane),
+        rpz_notifies_accepted: plane.rpz().map_or(0, |r| r.notifies[0].load(Relaxed)),
+        rpz_notifies_refused: plane.rpz().map_or(0, |r| r.notifies[1].load(Relaxed)),
         uptime_s: started.elapsed().as_secs(),
         totals: plane.stats(),
         record_cache_entries: plane.record_cache_usage().0 as u64,
@@ -54,6 +58,28 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
         policies: plane.policy_store().load().len() as u64,
         workers,
     }
+}
+
+/// Each policy zone's state and counters.
+fn policy_zones(plane: &PlaneHandle) -> Vec<adox_api::rest::PolicyZoneStats> {
+    use adox_dataplane::rpz::{HIT_IP, HIT_QNAME, XFR_CURRENT, XFR_FAILED, XFR_OK};
+    let Some(rpz) = plane.rpz() else { return Vec::new() };
+    let content = rpz.content();
+    rpz.zones
+        .iter()
+        .zip(content.iter())
+        .map(|(z, c)| adox_api::rest::PolicyZoneStats {
+            zone: z.name.to_ascii(),
+            serial: c.serial,
+            rules: c.table.len() as u64,
+            ede: z.ede.code(),
+            hits_qname: z.hits[HIT_QNAME].load(Relaxed),
+            hits_ip: z.hits[HIT_IP].load(Relaxed),
+            transfers_ok: z.transfers[XFR_OK].load(Relaxed),
+            transfers_failed: z.transfers[XFR_FAILED].load(Relaxed),
+            transfers_current: z.transfers[XFR_CURRENT].load(Relaxed),
+        })
+        .collect()
 }
 
 /// `GET /v1/servers` and `GET /v1/servers/{ip}`: what is known of each authoritative

@@ -284,6 +284,20 @@ impl PlaneHandle {
         Ok(self.shared.admission.reload_rates(cfg)?)
     }
 
+    /// The Response Policy Zones, when `[rpz]` lists any.
+    pub fn rpz(&self) -> Option<&crate::rpz::Rpz> {
+        self.shared.rpz.as_deref()
+    }
+
+    /// A reload's policy zone files, read again: how many loaded, or the first that did
+    /// not (it keeps its running content).
+    pub fn reload_rpz_files(&self) -> Result<usize, String> {
+        match &self.shared.rpz {
+            Some(r) => r.reload_files().map_err(|(i, e)| format!("rpz.zone[{i}].file: {e}")),
+            None => Ok(0),
+        }
+    }
+
     /// A reload's `[cookies]` (the secret file read again): whether the secrets in force
     /// changed. An error changes nothing.
     pub fn reload_cookies(&self, cfg: &Config) -> Result<bool, StartError> {
@@ -572,6 +586,7 @@ pub fn shared_state(cfg: &Config) -> Result<Shared, StartError> {
             ),
             None => None,
         },
+        rpz: crate::rpz::Rpz::start(&cfg.rpz)?,
         policies: Arc::new(PolicyStore::new(PolicyTable::compile(&cfg.policies()?).map_err(StartError::Policy)?)),
         signals: crate::upstream::signal::SignalCache::new(cfg.transport.session_cache_servers),
         validator,
@@ -1127,6 +1142,9 @@ impl DataPlane {
     fn stop_dnstap(&self) {
         if let Some(d) = &self.shared.dnstap {
             d.shutdown();
+        }
+        if let Some(r) = &self.shared.rpz {
+            r.stop();
         }
     }
 }

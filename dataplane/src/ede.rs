@@ -26,6 +26,12 @@ pub enum Ede {
     RrsigsMissing,
     /// 12: NSEC Missing.
     NsecMissing,
+    /// 15: Blocked (a policy zone of the operator's own policy).
+    Blocked,
+    /// 16: Censored (a policy zone for an external requirement, such as a court order).
+    Censored,
+    /// 17: Filtered (a policy zone of filtering the client asked for).
+    Filtered,
     /// 18: Prohibited (the client is not allowed).
     Prohibited,
     /// 19: Stale NXDOMAIN Answer (RFC 8767, a stale NXDOMAIN).
@@ -56,6 +62,9 @@ impl Ede {
             Self::DnskeyMissing => 9,
             Self::RrsigsMissing => 10,
             Self::NsecMissing => 12,
+            Self::Blocked => 15,
+            Self::Censored => 16,
+            Self::Filtered => 17,
             Self::Prohibited => 18,
             Self::StaleNxdomainAnswer => 19,
             Self::NotAuthoritative => 20,
@@ -90,6 +99,9 @@ mod tests {
             (Ede::DnskeyMissing, 9),
             (Ede::RrsigsMissing, 10),
             (Ede::NsecMissing, 12),
+            (Ede::Blocked, 15),
+            (Ede::Censored, 16),
+            (Ede::Filtered, 17),
             (Ede::Prohibited, 18),
             (Ede::NotAuthoritative, 20),
             (Ede::NoReachableAuthority, 22),

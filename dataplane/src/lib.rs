@@ -48,6 +48,7 @@ pub mod log_limit;
 pub(crate) mod names;
 pub mod resolver;
 pub mod respond;
+pub mod rpz;
 pub mod state_file;
 pub mod stats;
 mod sys;

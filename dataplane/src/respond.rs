@@ -41,6 +41,42 @@ fn edns_for<'a>(q: &Query, udp_size: u16, ede: Option<(crate::ede::Ede, &'a str)
     q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede })
 }
 
+/// Writes a response policy's answer (RPZ) into `out`: never AD (policy, not the zone's
+/// owner, wrote it), with the policy zone's EDE. It is not kept in the packet cache.
+pub fn policy(
+    out: &mut Vec<u8>,
+    msg: &[u8],
+    q: &Query,
+    question: &Question,
+    p: &crate::rpz::PolicyAnswer,
+    udp_size: u16,
+) {
+    let dnssec_ok = q.dnssec_ok();
+    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = q.rd();
+    m.metadata.recursion_available = true;
+    m.metadata.checking_disabled = q.cd();
+    m.metadata.response_code = ResponseCode::from(0, p.rcode);
+    let mut hq = HQuery::query(question.name.clone(), question.qtype);
+    hq.set_query_class(hickory_proto::rr::DNSClass::from(q.qclass));
+    m.add_query(hq);
+    let qt = u16::from(question.qtype);
+    m.answers =
+        p.answers.iter().filter(|r| keep_for_client(u16::from(r.record_type()), qt, dnssec_ok)).cloned().collect();
+    match m.to_vec() {
+        Ok(bytes) if bytes.len() + 11 + p.ede.1.len() <= usize::from(u16::MAX) => {
+            *out = bytes;
+            if let Some(e) = edns_for(q, udp_size, Some((p.ede.0, &p.ede.1))) {
+                wire::append_opt(out, &e);
+            }
+        }
+        _ => {
+            let edns = edns_for(q, udp_size, Some((p.ede.0, &p.ede.1)));
+            wire::header_only_response(out, msg, q.question_end, rcode::SERVFAIL, 0, edns.as_ref());
+        }
+    }
+}
+
 /// Writes the response for `result` into `out`; returns how long it may be cached (0:
 /// not at all). `udp_size` is our advertised EDNS size.
 pub fn build(
@@ -119,6 +155,12 @@ pub fn build(
             0
         }
     }
+}
+
+/// An empty truncated answer (TC): the client asks again over TCP (an RPZ TCP-only rule).
+pub fn truncated(out: &mut Vec<u8>, msg: &[u8], q: &Query, udp_size: u16) {
+    let edns = edns_for(q, udp_size, None);
+    wire::header_only_response(out, msg, q.question_end, rcode::NOERROR, flag::TC, edns.as_ref());
 }
 
 /// If `out` is larger than the client's UDP limit, replaces it with a truncated response

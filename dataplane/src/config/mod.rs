@@ -14,6 +14,7 @@ mod dnstap;
 mod limits;
 mod local_zones;
 mod resolver;
+mod rpz;
 mod server;
 mod transport;
 
@@ -32,6 +33,7 @@ pub use self::dnstap::DnstapConfig;
 pub use self::limits::{LimitsConfig, RateAction};
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
+pub use self::rpz::{RpzConfig, RpzZoneConfig, parse_primary};
 pub use self::server::{LogFormat, ServerConfig};
 pub use self::transport::{SignalWait, TransportConfig};
 use crate::acl::parse_prefix;
@@ -114,6 +116,10 @@ pub mod bounds {
     /// Encoded dnstap messages waiting for the collector at most; past it new messages are
     /// dropped (and counted), so a slow collector never slows answers.
     pub const DNSTAP_BUFFER_BYTES: Bound = b("dnstap.buffer_bytes", 16 << 20, 64 << 10, 4 << 30);
+    /// Longest one policy zone transfer may take (`[rpz]`), connection included.
+    pub const RPZ_TRANSFER_TIMEOUT_S: Bound = b("rpz.transfer_timeout_s", 120, 1, 3_600);
+    /// Records one policy zone transfer may carry; a primary that sends more is refused.
+    pub const RPZ_MAX_RECORDS: Bound = b("rpz.max_records", 5_000_000, 1, 20_000_000);
     /// Per-worker packet cache size.
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
@@ -234,6 +240,8 @@ pub mod bounds {
         RATE_TABLE_SLOTS,
         COOKIE_ROTATE_S,
         DNSTAP_BUFFER_BYTES,
+        RPZ_TRANSFER_TIMEOUT_S,
+        RPZ_MAX_RECORDS,
         UDP_BATCH,
         OVERLOAD_AFTER_MS,
         PACKET_CACHE_BYTES,
@@ -345,6 +353,8 @@ pub struct Config {
     pub cookies: CookiesConfig,
     /// Message logging to a dnstap collector.
     pub dnstap: DnstapConfig,
+    /// Response Policy Zones.
+    pub rpz: RpzConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -390,7 +400,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 62] = [
+        let checks: [(Bound, u64); 64] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -408,6 +418,8 @@ impl Config {
             (bounds::RATE_TABLE_SLOTS, u64::from(self.limits.rate_table_slots)),
             (bounds::COOKIE_ROTATE_S, self.cookies.rotate_s),
             (bounds::DNSTAP_BUFFER_BYTES, self.dnstap.buffer_bytes),
+            (bounds::RPZ_TRANSFER_TIMEOUT_S, self.rpz.transfer_timeout_s),
+            (bounds::RPZ_MAX_RECORDS, self.rpz.max_records),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
@@ -484,6 +496,8 @@ impl Config {
         self.upstream_prefixes()?;
         self.limits.rate_action()?;
         self.dnstap.collector()?;
+        self.rpz.zones()?;
+        self.rpz.notify()?;
         self.limits.exempt_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;

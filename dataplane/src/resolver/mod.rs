@@ -203,6 +203,8 @@ pub struct Shared {
     pub admission: crate::admission::Admission,
     /// The dnstap stream, when `[dnstap]` names a collector.
     pub dnstap: Option<Arc<crate::dnstap::Dnstap>>,
+    /// Response Policy Zones, when `[rpz]` lists any.
+    pub rpz: Option<Arc<crate::rpz::Rpz>>,
     /// Operator transport overrides.
     pub policies: Arc<crate::upstream::policy::PolicyStore>,
     /// RFC 9539 state per (address, encrypted transport).

@@ -12,6 +12,7 @@ mod front;
 pub(crate) mod handoff;
 mod mailbox;
 mod outgoing;
+mod policy;
 pub(crate) use outgoing::Outgoing;
 pub(crate) use tcp::{MAX_RBUF, take_messages};
 mod reactor;
@@ -390,6 +391,11 @@ impl WorkerCtx {
             ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size) - room),
             ReplyTo::Tcp { .. } => None,
         };
+        if let Some(rpz) = self.shared().rpz.clone()
+            && let Some(handled) = self.query_policy(&rpz, msg, &q, peer, reply_to, out)
+        {
+            return handled;
+        }
         let lookup = self.packet_cache.borrow_mut().lookup(&q, msg, self.now_s(), limit, udp_size, out);
         match lookup {
             Lookup::Hit | Lookup::HitTruncated => {
@@ -422,7 +428,10 @@ impl WorkerCtx {
                     wire::header_only_response(out, msg, q.question_end, rcode::REFUSED, 0, edns.as_ref());
                 }
                 Some(result) => {
-                    respond::build(out, msg, &q, &question, &result, udp_size);
+                    let udp = matches!(reply_to, ReplyTo::Udp { .. });
+                    if self.respond(out, msg, &q, &question, &result, udp).is_none() {
+                        return Handled::Dropped;
+                    }
                 }
             }
             return Handled::Reply;
@@ -434,7 +443,10 @@ impl WorkerCtx {
         if self.stale_recheck.borrow_mut().pending(&key, self.reactor.now())
             && let Some(answer) = self.stale_answer(&name, qtype, 1)
         {
-            respond::build(out, msg, &q, &question, &Ok(answer), udp_size);
+            let udp = matches!(reply_to, ReplyTo::Udp { .. });
+            if self.respond(out, msg, &q, &question, &Ok(answer), udp).is_none() {
+                return Handled::Dropped;
+            }
             return Handled::Reply;
         }
         // Past capacity, a miss that would start a resolution is dropped at once (as Unbound
@@ -445,23 +457,10 @@ impl WorkerCtx {
             self.stats.overload_shed.bump();
             return Handled::Dropped;
         }
-        // The worker's capacity, then the client's and its network's share of it: one
-        // customer flooding misses cannot take the others' turns.
-        // Shares bind once half the worker's capacity is in use.
-        let contended = self.resolutions.get() >= self.settings.max_resolutions / 2;
-        let share = if self.resolutions.get() >= self.settings.max_resolutions {
-            Err(Limit::Resolutions)
-        } else {
-            self.client_load.borrow_mut().take(peer.ip(), contended)
-        };
-        if let Err(limit) = share {
-            if limit != Limit::Resolutions {
-                self.stats.client_share_exceeded.bump();
-            }
+        if let Err(limit) = self.take_resolution(peer.ip()) {
             respond::build(out, msg, &q, &question, &Err(ResolveError::LimitExceeded(limit)), udp_size);
             return Handled::Reply;
         }
-        self.resolutions.set(self.resolutions.get() + 1);
         let waiter = Waiter { peer, msg: msg.to_vec(), q, question, reply_to, start: self.reactor.now() };
         // Identical questions already being resolved on this worker wait for that result
         // instead of sending their own upstream queries.
@@ -489,6 +488,30 @@ impl WorkerCtx {
             ctx.answer(waiters, &result);
         });
         Handled::Spawned
+    }
+
+    /// Takes a turn of the worker's capacity for a resolution, then the client's and its
+    /// network's share of it: one customer flooding misses cannot take the others' turns.
+    /// Shares bind once half the worker's capacity is in use.
+    fn take_resolution(&self, client: std::net::IpAddr) -> Result<(), Limit> {
+        let contended = self.resolutions.get() >= self.settings.max_resolutions / 2;
+        let share = if self.resolutions.get() >= self.settings.max_resolutions {
+            Err(Limit::Resolutions)
+        } else {
+            self.client_load.borrow_mut().take(client, contended)
+        };
+        match share {
+            Ok(()) => {
+                self.resolutions.set(self.resolutions.get() + 1);
+                Ok(())
+            }
+            Err(limit) => {
+                if limit != Limit::Resolutions {
+                    self.stats.client_share_exceeded.bump();
+                }
+                Err(limit)
+            }
+        }
     }
 
     /// Prefetch: refreshes the answer to `msg` (a hit in the last tenth of its TTL) in the
@@ -524,8 +547,9 @@ impl WorkerCtx {
                 tracing::debug!(name = %question.name, qtype = ?question.qtype, error = %e, "prefetch failed");
             }
             let mut out = Vec::new();
-            let ttl = respond::build(&mut out, &msg, &q, &question, &result, ctx.settings.edns_udp_size);
-            ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
+            if let Some(ttl) = ctx.respond(&mut out, &msg, &q, &question, &result, true) {
+                ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
+            }
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
             ctx.answer(waiters, &result);
             ctx.resolutions.set(ctx.resolutions.get() - 1);
@@ -583,9 +607,19 @@ impl WorkerCtx {
     /// Answers one waiting client query (its share is the caller's business).
     fn reply(&self, w: Waiter, result: &Result<crate::resolver::Answer, ResolveError>) {
         let mut out = Vec::new();
-        let ttl = respond::build(&mut out, &w.msg, &w.q, &w.question, result, self.settings.edns_udp_size);
+        let udp = matches!(w.reply_to, ReplyTo::Udp { .. });
+        let Some(ttl) = self.respond(&mut out, &w.msg, &w.q, &w.question, result, udp) else {
+            self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
+            return;
+        };
         // Stored without the client's cookie: each asker gets its own.
         self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
+        self.deliver(w, out);
+    }
+
+    /// Sends a finished answer to a client that waited for it: its cookie, its UDP size,
+    /// dnstap.
+    fn deliver(&self, w: Waiter, mut out: Vec<u8>) {
         // Counted before the answer leaves, so that a client that reads the metrics right
         // after its answer sees this resolution.
         self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
@@ -791,6 +825,7 @@ impl Worker {
         // readiness no new event will come for them, so they are read again next turn.
         let mut unfinished: Vec<usize> = Vec::new();
         let mut last_sweep = Instant::now();
+        let mut policy_seen = 0u64;
         // Listeners that hit a resource limit while accepting.
         let mut accept_retry: Vec<usize> = Vec::new();
         // Time spent running resolutions (tasks and timers) since the last wait.
@@ -844,6 +879,7 @@ impl Worker {
                 unfinished.retain(|i| self.reading_udp(*i));
                 accept_retry.retain(|i| self.tcp_listeners.get(*i).is_some_and(Option::is_some));
             }
+            ctx.follow_policy_changes(&mut policy_seen);
             self.take_handoffs();
             for idx in std::mem::take(&mut accept_retry) {
                 if self.accept(idx) {

@@ -422,6 +422,15 @@ fn reload_config(
         }
         Err(e) => refuse(&mut report, "cookies", e.to_string()),
     }
+    // Policy zone files are read again on every reload ([rpz] itself needs a restart). A
+    // file that does not load keeps that zone's running content.
+    if new.rpz == running.rpz {
+        match plane.reload_rpz_files() {
+            Ok(0) => {}
+            Ok(_) => report.applied.push("rpz".into()),
+            Err(e) => refuse(&mut report, "rpz", e),
+        }
+    }
     // Query rates, rebuilt only when [limits] changed (their counts start over). Refused
     // whole: the running rates and shares stay.
     let mut limits_refused = false;
@@ -522,6 +531,7 @@ fn reload_config(
         ("dnssec", same(&dnssec, &running.dnssec)),
         ("policy", same(&new.policies, &running.policies)),
         ("dnstap", same(&new.dnstap, &running.dnstap)),
+        ("rpz", same(&new.rpz, &running.rpz)),
     ] {
         if !unchanged {
             report.needs_restart.push(section.into());

@@ -362,6 +362,7 @@ fn shared_state(cfg: &Config, hints: RootHints) -> Arc<Shared> {
         )),
         admission: Default::default(),
         dnstap: None,
+        rpz: None,
         policies: Default::default(),
         signals: crate::upstream::signal::SignalCache::new(1000),
         // Validation only where a test gives a trust anchor (the fake root is not the real

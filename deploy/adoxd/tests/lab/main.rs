@@ -21,6 +21,7 @@ mod malformed;
 mod oracle;
 mod resolution;
 mod restart;
+mod rpz;
 mod special_use;
 mod support;
 mod tcp;
