@@ -64,7 +64,8 @@ pub fn policy(
     m.answers =
         p.answers.iter().filter(|r| keep_for_client(u16::from(r.record_type()), qt, dnssec_ok)).cloned().collect();
     match m.to_vec() {
-        Ok(bytes) if bytes.len() + 11 + p.ede.1.len() <= usize::from(u16::MAX) => {
+        // The OPT record with the EDE option: 11 + 4 + 2 + the text.
+        Ok(bytes) if bytes.len() + 17 + p.ede.1.len() <= usize::from(u16::MAX) => {
             *out = bytes;
             if let Some(e) = edns_for(q, udp_size, Some((p.ede.0, &p.ede.1))) {
                 wire::append_opt(out, &e);

@@ -196,8 +196,10 @@ impl Rpz {
         if let Err((i, e)) = rpz.reload_files() {
             return Err(crate::config::ConfigError::Invalid { field: format!("rpz.zone[{i}].file"), reason: e.0 });
         }
-        let notify = cfg.notify()?.map(UdpSocket::bind).transpose().map_err(|e| {
-            crate::config::ConfigError::Invalid { field: "rpz.notify_listen".into(), reason: e.to_string() }
+        // SO_REUSEPORT: during a hand-over (`--takeover`) the old process still holds it.
+        let notify = cfg.notify()?.map(bind_notify).transpose().map_err(|e| crate::config::ConfigError::Invalid {
+            field: "rpz.notify_listen".into(),
+            reason: e.to_string(),
         })?;
         let limits = xfr::Limits {
             max_records: usize::try_from(cfg.max_records).unwrap_or(usize::MAX),
@@ -221,7 +223,7 @@ impl Rpz {
                     z.transfers[XFR_OK].fetch_add(1, Ordering::Relaxed);
                     tracing::info!(zone = %z.name, file = %path.display(), serial = content.serial.unwrap_or_default(),
                         rules = content.table.len(), skipped = content.skipped, "policy zone loaded");
-                    self.publish(i, Arc::new(content));
+                    self.publish(i, Arc::new(content), true);
                     loaded += 1;
                 }
                 Err(e) => {
@@ -245,9 +247,9 @@ impl Rpz {
         self.content.load_full()
     }
 
-    /// Publishes zone `i`'s new content; workers see it on their next query and empty
-    /// their packet caches.
-    pub fn publish(&self, i: usize, zone: Arc<PolicyZone>) {
+    /// Publishes zone `i`'s new content; workers see it on their next query and, when
+    /// `changed` (its rules, not only its serial), empty their packet caches.
+    pub fn publish(&self, i: usize, zone: Arc<PolicyZone>, changed: bool) {
         self.content.rcu(|cur| {
             let mut next = Vec::clone(cur);
             if let Some(slot) = next.get_mut(i) {
@@ -255,7 +257,9 @@ impl Rpz {
             }
             next
         });
-        self.generation.fetch_add(1, Ordering::Release);
+        if changed {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// The change number (see [`Rpz::publish`]).
@@ -377,6 +381,15 @@ impl Rpz {
     }
 }
 
+/// The NOTIFY socket, shared with a process handing over (SO_REUSEPORT).
+fn bind_notify(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 /// The lowercased wire form of a name, for [`Rpz::check_qname`].
 pub fn wire_name(name: &Name) -> Vec<u8> {
     let mut buf = [0u8; 256];
@@ -415,6 +428,10 @@ mod tests {
         }
     }
 
+    fn set(rpz: &Rpz, i: usize, z: Arc<PolicyZone>) {
+        rpz.publish(i, z, true);
+    }
+
     fn cname(t: &str) -> RData {
         RData::CNAME(CNAME(n(t)))
     }
@@ -426,8 +443,9 @@ mod tests {
     #[test]
     fn the_first_zone_that_matches_decides_and_exact_names_beat_wildcards() {
         let rpz = Rpz::new(vec![info("first.", Ede::Censored), info("second.", Ede::Blocked)]);
-        rpz.publish(0, zone(&[("court.example", cname(".")), ("*.wild.example", cname("*."))]));
-        rpz.publish(
+        set(&rpz, 0, zone(&[("court.example", cname(".")), ("*.wild.example", cname("*."))]));
+        set(
+            &rpz,
             1,
             zone(&[
                 ("court.example", cname("rpz-passthru.")),
@@ -444,7 +462,7 @@ mod tests {
         assert_eq!(check("other."), None);
         assert_eq!(rpz.zones[0].hits[HIT_QNAME].load(Ordering::Relaxed), 3);
         let g = rpz.generation();
-        rpz.publish(0, zone(&[]));
+        set(&rpz, 0, zone(&[]));
         assert!(rpz.generation() > g);
         assert_eq!(check("court.example."), Some((1, Rule::Action(Action::Passthru, 300))));
     }
@@ -452,7 +470,8 @@ mod tests {
     #[test]
     fn answers_are_checked_along_the_chain_and_by_address() {
         let rpz = Rpz::new(vec![info("rpz.lab.", Ede::Blocked)]);
-        rpz.publish(
+        set(
+            &rpz,
             0,
             zone(&[
                 ("evil.cdn", cname(".")),
@@ -488,7 +507,8 @@ mod tests {
     #[test]
     fn local_data_answers_its_type_and_a_cname_is_chased() {
         let rpz = Rpz::new(vec![info("rpz.lab.", Ede::Filtered)]);
-        rpz.publish(
+        set(
+            &rpz,
             0,
             zone(&[
                 ("addr.example", a("192.0.2.53")),

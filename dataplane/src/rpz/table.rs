@@ -13,6 +13,10 @@ use hickory_proto::rr::RData;
 /// Buckets per table (a power of two).
 const BUCKETS: usize = 4096;
 
+/// Local data records one trigger keeps at most (more are ignored): each is looked at on
+/// every query the trigger matches.
+pub const MAX_LOCAL_RECORDS: usize = 64;
+
 /// What a trigger matches (the first octet of its key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -248,8 +252,11 @@ fn lens_slot(tag: u8, family: u8) -> Option<usize> {
 }
 
 impl Table {
+    /// The bucket of a key: middle bits of its hash (a bucket's map probes from the low
+    /// bits and tags with the top seven; taking either here would put every key of a
+    /// bucket on one probe sequence).
     fn bucket_of(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) & (BUCKETS - 1)
+        ((self.hasher.hash_one(key) >> 32) as usize) & (BUCKETS - 1)
     }
 
     /// The rule at `key`.
@@ -333,7 +340,7 @@ impl Table {
                 if let Rule::Local(new) = rule {
                     let list = Arc::make_mut(list);
                     for r in new.iter() {
-                        if !list.contains(r) {
+                        if list.len() < MAX_LOCAL_RECORDS && !list.contains(r) {
                             list.push(r.clone());
                         }
                     }

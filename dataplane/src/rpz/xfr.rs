@@ -54,8 +54,8 @@ enum Stream {
     Start,
     /// The first SOA, the primary's serial; what follows decides the kind.
     First(Record, u32),
-    /// A whole zone (AXFR, or IXFR answered in full), until the closing SOA.
-    Whole(PolicyZone),
+    /// A whole zone (AXFR, or IXFR answered in full), until the closing SOA (the serial).
+    Whole(PolicyZone, u32),
     /// IXFR changes on a copy of ours; `deleting` between a change's old and new SOA.
     Changes { zone: PolicyZone, deleting: bool, target: u32, changes: usize },
     /// Complete.
@@ -69,12 +69,34 @@ fn soa_serial(r: &Record) -> Option<u32> {
     }
 }
 
+/// Fills `buf` from the primary by `deadline`, each read at most half a second, so that
+/// neither a primary sending a byte at a time nor a stop request waits past it.
+fn read_full(tcp: &mut TcpStream, buf: &mut [u8], deadline: Instant, stop: &AtomicBool) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stop.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        tcp.set_read_timeout(Some(left.min(Duration::from_millis(500))))?;
+        match tcp.read(&mut buf[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// One transfer from `primary`: AXFR when `ours` is `None`, else IXFR from `ours`.
 fn transfer(
     primary: SocketAddr,
     origin: &Name,
     ours: Option<&PolicyZone>,
     limits: Limits,
+    stop: &AtomicBool,
 ) -> Result<Outcome, ZoneError> {
     let deadline = Instant::now() + limits.timeout;
     let mut tcp = TcpStream::connect_timeout(&primary, limits.timeout.min(Duration::from_secs(10)))
@@ -103,13 +125,8 @@ fn transfer(
     let mut records = 0usize;
     let mut buf = vec![0u8; 65_535];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(err(format!("transfer from {primary} took longer than {:?}", limits.timeout)));
-        }
-        tcp.set_read_timeout(Some(left)).ok();
         let mut len = [0u8; 2];
-        if let Err(e) = tcp.read_exact(&mut len) {
+        if let Err(e) = read_full(&mut tcp, &mut len, deadline, stop) {
             // A lone SOA no newer than ours is the whole answer to an IXFR: current.
             if let Stream::First(_, s) = &stream
                 && serial.is_some_and(|o| !newer(*s, o))
@@ -119,7 +136,8 @@ fn transfer(
             return Err(err(format!("transfer from {primary} ended early: {e}")));
         }
         let len = usize::from(u16::from_be_bytes(len));
-        tcp.read_exact(&mut buf[..len]).map_err(|e| err(format!("transfer from {primary}: {e}")))?;
+        read_full(&mut tcp, &mut buf[..len], deadline, stop)
+            .map_err(|e| err(format!("transfer from {primary}: {e}")))?;
         let m = Message::from_vec(&buf[..len]).map_err(|e| err(format!("bad message from {primary}: {e}")))?;
         if m.id != q.id || m.message_type != MessageType::Response {
             return Err(err(format!("{primary} answered with a message that is not the answer")));
@@ -133,6 +151,14 @@ fn transfer(
                 return Err(err(format!("{primary} sent more than rpz.max_records ({}) records", limits.max_records)));
             }
             stream = step(stream, r, origin, ours)?;
+            if let Stream::Whole(z, _) | Stream::Changes { zone: z, .. } = &stream
+                && z.table.len() > limits.max_records
+            {
+                return Err(err(format!(
+                    "zone from {primary} holds more than rpz.max_records ({})",
+                    limits.max_records
+                )));
+            }
             if let Stream::Done(_) = stream {
                 break;
             }
@@ -155,33 +181,46 @@ fn step(stream: Stream, r: Record, origin: &Name, ours: Option<&PolicyZone>) -> 
                 .ok_or_else(|| err("the transfer does not start with the zone's SOA"))?;
             Stream::First(r, s)
         }
-        Stream::First(first, target) => match (serial, ours) {
-            (Some(s), Some(ours)) => {
+        Stream::First(first, target) => {
+            // Never back: a primary behind ours (a lagging secondary) changes nothing.
+            if let Some(o) = ours.and_then(|z| z.serial)
+                && !newer(target, o)
+            {
+                return Err(err(format!("the primary is at serial {target}, not newer than ours ({o})")));
+            }
+            match serial {
+                // SOA, SOA at the same serial: an empty zone, whole.
+                Some(s) if s == target => Stream::Done(Outcome::Updated {
+                    zone: Box::new(PolicyZone::from_records(origin, [&first])?),
+                    changes: 0,
+                    whole: true,
+                }),
                 // An IXFR's first change starts at our serial.
-                if Some(s) != ours.serial {
-                    return Err(err(format!("IXFR changes start at serial {s}, not at ours")));
+                Some(s) => match ours {
+                    Some(ours) if Some(s) == ours.serial => {
+                        Stream::Changes { zone: ours.clone(), deleting: true, target, changes: 0 }
+                    }
+                    _ => return Err(err(format!("IXFR changes start at serial {s}, not at ours"))),
+                },
+                None => {
+                    let mut zone = PolicyZone::default();
+                    zone.apply(origin, &first, true);
+                    zone.apply(origin, &r, true);
+                    Stream::Whole(zone, target)
                 }
-                Stream::Changes { zone: ours.clone(), deleting: true, target, changes: 0 }
             }
-            (Some(_), None) => Stream::Done(Outcome::Updated {
-                zone: Box::new(PolicyZone::from_records(origin, [&first])?),
-                changes: 0,
-                whole: true,
-            }),
-            (None, _) => {
-                let mut zone = PolicyZone::default();
-                zone.apply(origin, &first, true);
-                zone.apply(origin, &r, true);
-                Stream::Whole(zone)
+        }
+        Stream::Whole(zone, target) if serial.is_some() => {
+            // The closing SOA is the first one again, at the apex.
+            if serial != Some(target) || r.name != *origin {
+                return Err(err("a whole-zone transfer does not end with its first SOA"));
             }
-        },
-        Stream::Whole(zone) if serial.is_some() => {
             let changes = zone.table.len();
             Stream::Done(Outcome::Updated { zone: Box::new(zone), changes, whole: true })
         }
-        Stream::Whole(mut zone) => {
+        Stream::Whole(mut zone, target) => {
             zone.apply(origin, &r, true);
-            Stream::Whole(zone)
+            Stream::Whole(zone, target)
         }
         Stream::Changes { mut zone, deleting, target, changes } => match serial {
             Some(_) if deleting => {
@@ -191,7 +230,9 @@ fn step(stream: Stream, r: Record, origin: &Name, ours: Option<&PolicyZone>) -> 
             Some(s) if s == target && zone.serial == Some(target) => {
                 Stream::Done(Outcome::Updated { zone: Box::new(zone), changes, whole: false })
             }
-            Some(_) => Stream::Changes { zone, deleting: true, target, changes },
+            // The next change starts where the last one ended.
+            Some(s) if Some(s) == zone.serial => Stream::Changes { zone, deleting: true, target, changes },
+            Some(s) => return Err(err(format!("IXFR change from serial {s} does not follow the one before"))),
             None => {
                 zone.apply(origin, &r, !deleting);
                 Stream::Changes { zone, deleting, target, changes: changes + 1 }
@@ -269,7 +310,7 @@ fn run(rpz: &Rpz, mut zones: Vec<Schedule>, notify: Option<UdpSocket>, limits: L
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         for z in zones.iter_mut().filter(|z| z.due <= now) {
-            refresh(rpz, z, limits);
+            refresh(rpz, z, limits, stop);
             if stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -299,7 +340,11 @@ fn on_notify(rpz: &Rpz, zones: &mut [Schedule], sock: &UdpSocket, msg: &[u8], fr
     let zone = m.queries.first().and_then(|q| {
         zones
             .iter_mut()
-            .find(|z| rpz.zones[z.index].name == *q.name() && z.primaries.iter().any(|p| p.ip() == from.ip()))
+            // (On a dual-stack socket an IPv4 primary arrives as ::ffff:a.b.c.d.)
+            .find(|z| {
+                rpz.zones[z.index].name == *q.name()
+                    && z.primaries.iter().any(|p| p.ip().to_canonical() == from.ip().to_canonical())
+            })
     });
     let Some(z) = zone else {
         rpz.notifies[1].fetch_add(1, Ordering::Relaxed);
@@ -321,19 +366,27 @@ fn on_notify(rpz: &Rpz, zones: &mut [Schedule], sock: &UdpSocket, msg: &[u8], fr
 /// Brings one zone up to date from its primaries (the first that answers), publishes a
 /// new copy, and sets the next refresh: the SOA's refresh (or `refresh_s`) after a
 /// success, its retry (doubling, at most an hour) after failures.
-fn refresh(rpz: &Rpz, z: &mut Schedule, limits: Limits) {
+fn refresh(rpz: &Rpz, z: &mut Schedule, limits: Limits, stop: &AtomicBool) {
     let info = &rpz.zones[z.index];
     let started = Instant::now();
     z.last_try = Some(started);
     let mut last_error = None;
     let mut result = None;
-    for p in &z.primaries {
-        match transfer(*p, &info.name, z.working.as_ref(), limits) {
-            Ok(o) => {
-                result = Some((o, *p));
-                break;
+    'primaries: for p in &z.primaries {
+        // IXFR from what we have; when that fails (a primary without the history, a
+        // broken change sequence), the whole zone by AXFR from the same primary.
+        let tries: &[Option<&PolicyZone>] = if z.working.is_some() { &[z.working.as_ref(), None] } else { &[None] };
+        for ours in tries {
+            if stop.load(Ordering::Relaxed) {
+                return;
             }
-            Err(e) => last_error = Some((e, *p)),
+            match transfer(*p, &info.name, *ours, limits, stop) {
+                Ok(o) => {
+                    result = Some((o, *p));
+                    break 'primaries;
+                }
+                Err(e) => last_error = Some((e, *p)),
+            }
         }
     }
     let (refresh, retry) = z.working.as_ref().map_or((0, 0), |w| w.refresh_retry);
@@ -355,7 +408,8 @@ fn refresh(rpz: &Rpz, z: &mut Schedule, limits: Limits) {
                 took_ms = started.elapsed().as_millis() as u64,
                 "policy zone transferred"
             );
-            rpz.publish(z.index, Arc::new(PolicyZone::clone(&zone)));
+            // A change of serial alone rewrites nothing: the packet caches stay.
+            rpz.publish(z.index, Arc::new(PolicyZone::clone(&zone)), whole || changes > 0);
             z.working = Some(*zone);
         }
         None => {
@@ -431,8 +485,23 @@ mod tests {
             panic!()
         };
         assert_eq!(full.table.len(), 1);
-        // Changes from a serial we do not have are refused; so is a stream without SOA.
+        // An empty zone, whole, in answer to an IXFR.
+        let Stream::Done(Outcome::Updated { zone: empty, whole: true, .. }) =
+            feed(vec![soa(5), soa(5)], Some(&zone)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((empty.serial, empty.table.len()), (Some(5), 0));
+        // Refused: changes from a serial we do not have; a gap between changes (1 -> 2,
+        // then 4 -> 5); a primary behind us, whole or not; a whole zone that ends on
+        // another serial; a stream without SOA.
         assert!(feed(vec![soa(3), soa(2), block("a.rpz.")], Some(&zone)).is_err());
+        let gap = vec![soa(5), soa(1), soa(2), block("c.rpz."), soa(4), soa(5), soa(5)];
+        assert!(feed(gap, Some(&zone)).is_err());
+        let mut ahead = PolicyZone::clone(&zone);
+        ahead.serial = Some(7);
+        assert!(feed(vec![soa(6), block("z.rpz."), soa(6)], Some(&ahead)).is_err());
+        assert!(feed(vec![soa(2), block("z.rpz."), soa(3)], None).is_err());
         assert!(feed(vec![block("a.rpz.")], None).is_err());
     }
 }

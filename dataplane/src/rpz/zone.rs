@@ -107,8 +107,9 @@ pub fn trigger_of(owner: &Name, origin: &Name) -> Result<Trigger, Skip> {
     };
     match last.as_slice() {
         b"rpz-ip" => parse_net(inner).map(|(a, l)| Trigger::Net(Tag::Ip, a, l)).map_err(Skip::Malformed),
-        b"rpz-nsip" => parse_net(inner).map(|(a, l)| Trigger::Net(Tag::Nsip, a, l)).map_err(Skip::Malformed),
-        b"rpz-nsdname" => Ok(name_trigger(Tag::Nsdname, Tag::NsdnameWild, inner)),
+        // Read (so that a malformed one is reported) but not applied yet: counted as skipped.
+        b"rpz-nsip" => parse_net(inner).map_err(Skip::Malformed).and(Err(Skip::Unsupported("rpz-nsip"))),
+        b"rpz-nsdname" => Err(Skip::Unsupported("rpz-nsdname")),
         b"rpz-client-ip" => Err(Skip::Unsupported("rpz-client-ip")),
         _ => Ok(name_trigger(Tag::Qname, Tag::QnameWild, &labels)),
     }
@@ -160,7 +161,14 @@ impl PolicyZone {
             }
         };
         let Some(key) = key else { return };
-        let rule = Rule::of(record.ttl, &record.data);
+        let mut rule = Rule::of(record.ttl, &record.data);
+        // The legacy PASSTHRU: a CNAME to the trigger's own name.
+        if let RData::CNAME(c) = &record.data
+            && c.0.iter().count() + origin.iter().count() == record.name.iter().count()
+            && c.0.iter().zip(record.name.iter()).all(|(a, b)| a.eq_ignore_ascii_case(b))
+        {
+            rule = Rule::Action(super::table::Action::Passthru, record.ttl);
+        }
         if add {
             self.table.add(&key, rule);
         } else {
@@ -208,7 +216,6 @@ mod tests {
         assert_eq!(t("Bad.Example.rpz.lab."), Ok(Trigger::Name(Tag::Qname, b"\x03bad\x07example\x00".to_vec())));
         assert_eq!(t("*.example.rpz.lab."), Ok(Trigger::Name(Tag::QnameWild, b"\x07example\x00".to_vec())));
         assert_eq!(t("32.1.2.0.192.rpz-ip.rpz.lab."), Ok(Trigger::Net(Tag::Ip, "192.0.2.1".parse().unwrap(), 32)));
-        assert_eq!(t("24.0.2.0.192.rpz-nsip.rpz.lab."), Ok(Trigger::Net(Tag::Nsip, "192.0.2.0".parse().unwrap(), 24)));
         assert_eq!(
             t("128.1.zz.db8.2001.rpz-ip.rpz.lab."),
             Ok(Trigger::Net(Tag::Ip, "2001:db8::1".parse().unwrap(), 128))
@@ -217,8 +224,8 @@ mod tests {
             t("48.zz.2.db8.2001.rpz-ip.rpz.lab."),
             Ok(Trigger::Net(Tag::Ip, "2001:db8:2::".parse().unwrap(), 48))
         );
-        assert_eq!(t("ns.evil.rpz-nsdname.rpz.lab."), Ok(Trigger::Name(Tag::Nsdname, b"\x02ns\x04evil\x00".to_vec())));
-        assert_eq!(t("*.evil.rpz-nsdname.rpz.lab."), Ok(Trigger::Name(Tag::NsdnameWild, b"\x04evil\x00".to_vec())));
+        assert_eq!(t("ns.evil.rpz-nsdname.rpz.lab."), Err(Skip::Unsupported("rpz-nsdname")));
+        assert_eq!(t("24.0.2.0.192.rpz-nsip.rpz.lab."), Err(Skip::Unsupported("rpz-nsip")));
         assert_eq!(t("rpz.lab."), Err(Skip::Apex));
         assert_eq!(t("other.lab."), Err(Skip::Outside));
         assert_eq!(t("32.1.2.0.192.rpz-client-ip.rpz.lab."), Err(Skip::Unsupported("rpz-client-ip")));
@@ -244,14 +251,20 @@ mod tests {
             "$TTL 60\n@ SOA ns.rpz.lab. admin.rpz.lab. 7 3600 600 86400 60\n@ NS ns.rpz.lab.\n\
              bad.example CNAME .\n*.bad.example CNAME *.\nok.bad.example CNAME rpz-passthru.\n\
              garden.example CNAME walled.garden.lab.\naddr.example A 192.0.2.1\naddr.example AAAA 2001:db8::1\n\
-             32.1.2.0.192.rpz-ip CNAME rpz-drop.\n32.9.2.0.192.rpz-client-ip CNAME rpz-drop.\n",
+             32.1.2.0.192.rpz-ip CNAME rpz-drop.\n32.9.2.0.192.rpz-client-ip CNAME rpz-drop.\n\
+             legacy.example CNAME legacy.example.\n",
         )
         .unwrap();
         let z = PolicyZone::from_file(&n("rpz.lab."), &path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(z.serial, Some(7));
         assert_eq!(z.refresh_retry, (3600, 600));
-        assert_eq!(z.table.len(), 6, "bad, *.bad, ok.bad, garden, addr and one address trigger");
+        assert_eq!(z.table.len(), 7, "bad, *.bad, ok.bad, garden, addr, legacy and one address trigger");
+        let legacy = Key::name(Tag::Qname, b"\x06legacy\x07example\x00").unwrap();
+        assert!(
+            matches!(z.table.get(&legacy), Some(Rule::Action(super::super::table::Action::Passthru, _))),
+            "a CNAME to the trigger's own name is the legacy PASSTHRU"
+        );
         assert_eq!(z.skipped, 1, "the client-ip trigger");
         let addr = Key::name(Tag::Qname, b"\x04addr\x07example\x00").unwrap();
         assert!(matches!(z.table.get(&addr), Some(Rule::Local(l)) if l.len() == 2));

@@ -391,8 +391,8 @@ impl WorkerCtx {
             ReplyTo::Udp { .. } => Some(q.udp_limit(udp_size) - room),
             ReplyTo::Tcp { .. } => None,
         };
-        if let Some(rpz) = self.shared().rpz.clone()
-            && let Some(handled) = self.query_policy(&rpz, msg, &q, peer, reply_to, out)
+        if let Some(rpz) = self.shared().rpz.as_deref()
+            && let Some(handled) = self.query_policy(rpz, msg, &q, peer, reply_to, out)
         {
             return handled;
         }
@@ -609,7 +609,11 @@ impl WorkerCtx {
         let mut out = Vec::new();
         let udp = matches!(w.reply_to, ReplyTo::Udp { .. });
         let Some(ttl) = self.respond(&mut out, &w.msg, &w.q, &w.question, result, udp) else {
+            // DROP: no answer; a TCP connection's query no longer holds it.
             self.stats.observe_latency(self.reactor.now().saturating_duration_since(w.start));
+            if let ReplyTo::Tcp { conn } = w.reply_to {
+                self.clients.borrow_mut().abandon(conn);
+            }
             return;
         };
         // Stored without the client's cookie: each asker gets its own.

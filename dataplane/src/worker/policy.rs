@@ -40,7 +40,9 @@ impl WorkerCtx {
                 }
                 ReplyTo::Tcp { .. } => None,
             },
-            Disposition::Answer(p) => match p.chase.clone() {
+            // The garden's target is resolved like a miss: not for a query without RD
+            // (it must not make the resolver go out), nor while the worker sheds misses.
+            Disposition::Answer(p) => match p.chase.clone().filter(|_| q.rd() && !self.shedding.get()) {
                 Some(target) => Some(self.chase(msg, q, question, p, target, peer, reply_to, out)),
                 None => {
                     respond::policy(out, msg, q, &question, &p, self.settings.edns_udp_size);

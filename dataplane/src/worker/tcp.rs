@@ -250,6 +250,14 @@ impl TcpClients {
         }
     }
 
+    /// A pending query of this connection that gets no answer (an RPZ DROP): it holds the
+    /// connection no more (closed if finished, read again if it can take more).
+    pub(super) fn abandon(&mut self, id: usize) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        c.pending = c.pending.saturating_sub(1);
+        self.after_read(id);
+    }
+
     /// Queues a response (`from_task`: it answers a pending query) and writes what it can.
     pub(super) fn deliver(&mut self, id: usize, msg: &[u8], from_task: bool) {
         let Some(c) = self.conns.get_mut(&id) else { return };

@@ -213,3 +213,56 @@ fn a_policy_zone_from_a_bind_primary_applies_its_actions_and_follows_ixfr_within
     assert!(metrics.contains("adox_rpz_serial{zone=\"rpz.test.\"} 2"), "{metrics}");
     drop(primary);
 }
+
+#[test]
+fn a_policy_zone_file_is_read_again_on_reload_and_a_dropped_answer_frees_its_tcp_connection() {
+    let dir = tempdir::Dir::new();
+    let zone = dir.path().join("policy.rpz");
+    let write = |records: &str| {
+        std::fs::write(
+            &zone,
+            format!("$TTL 60\n@ SOA localhost. admin.policy. 1 3600 600 86400 60\n@ NS localhost.\n{records}"),
+        )
+        .unwrap();
+    };
+    // The end of start.alpha.lab's CNAME chain is dropped: the rule fires on the answer.
+    write("end.c.b.a.deep.lab CNAME rpz-drop.\nwww.alpha.lab CNAME .\n");
+    let (_cfg_dir, cfg) = temp_config(&format!(
+        "[server]\ntcp_max_pipelined = 1\n[[rpz.zone]]\nname = \"policy.\"\nfile = \"{}\"\n",
+        zone.display()
+    ));
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).ede().map(|e| e.0), Some(15), "blocked is the default EDE");
+    let q = Ask::new("start.alpha.lab.", RecordType::A).wire();
+    assert!(crate::support::udp_exchange(d.addr, &q, Duration::from_millis(800)).is_none(), "dropped over UDP");
+    // Over TCP, one query in flight per connection: the dropped one must not hold it.
+    let mut tcp = std::net::TcpStream::connect(d.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    crate::support::write_frame(&mut tcp, &Ask::new("start.alpha.lab.", RecordType::A).wire());
+    assert!(crate::support::read_frame(&mut tcp).is_none(), "dropped over TCP");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    crate::support::write_frame(&mut tcp, &Ask::new("www.beta.lab.", RecordType::A).wire());
+    let r =
+        crate::support::Response::parse(crate::support::read_frame(&mut tcp).expect("the connection is read again"));
+    assert_eq!(r.rdata(RecordType::A), ["192.0.2.20"]);
+
+    // The file changes; a reload reads it: the drop is gone, www is NODATA now.
+    write("www.alpha.lab CNAME *.\n");
+    d.hup();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.query("www.alpha.lab.", RecordType::A).rcode() != ResponseCode::NoError {
+        assert!(Instant::now() < deadline, "the reload did not apply the file:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = d.query("www.alpha.lab.", RecordType::A);
+    assert!(r.msg.answers.is_empty());
+    assert_eq!(d.query("start.alpha.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.30"]);
+    // A file that no longer parses keeps the zone's rules, and says so.
+    write("www.alpha.lab CNAME\n");
+    d.hup();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.query("www.alpha.lab.", RecordType::A).msg.answers.is_empty());
+    assert_eq!(d.query("www.alpha.lab.", RecordType::A).ede().map(|e| e.0), Some(15));
+    assert!(zone_stats(&d)["transfers_failed"].as_u64() >= Some(1), "{}", zone_stats(&d));
+}
