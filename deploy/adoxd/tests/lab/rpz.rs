@@ -266,3 +266,93 @@ fn a_policy_zone_file_is_read_again_on_reload_and_a_dropped_answer_frees_its_tcp
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).ede().map(|e| e.0), Some(15));
     assert!(zone_stats(&d)["transfers_failed"].as_u64() >= Some(1), "{}", zone_stats(&d));
 }
+
+/// A primary that misbehaves on every transfer: `flood` answers with an SOA and then
+/// messages of 200 records without end; `trickle` sends its answer one octet every 300 ms.
+fn hostile_primary(flood: bool) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::rdata::{CNAME, SOA};
+    use hickory_proto::rr::{Name, RData, Record};
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut len = [0u8; 2];
+                if conn.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if conn.read_exact(&mut q).is_err() {
+                    return;
+                }
+                let Ok(q) = Message::from_vec(&q) else { return };
+                let origin = q.queries[0].name().clone();
+                let soa = SOA::new(Name::from_ascii("localhost.").unwrap(), origin.clone(), 9, 3600, 600, 86400, 60);
+                let frame = |records: Vec<Record>| {
+                    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
+                    m.add_query(q.queries[0].clone());
+                    m.answers = records;
+                    let wire = m.to_vec().unwrap();
+                    let mut f = (wire.len() as u16).to_be_bytes().to_vec();
+                    f.extend_from_slice(&wire);
+                    f
+                };
+                let mut first = vec![Record::from_rdata(origin.clone(), 60, RData::SOA(soa))];
+                let mut n = 0u64;
+                // Bounded like every lab peer: ten minutes at most.
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while Instant::now() < deadline {
+                    let mut records = std::mem::take(&mut first);
+                    for _ in 0..200 {
+                        n += 1;
+                        let owner = Name::from_ascii(format!("n{n}.example.")).unwrap().append_domain(&origin).unwrap();
+                        records.push(Record::from_rdata(owner, 60, RData::CNAME(CNAME(Name::root()))));
+                    }
+                    let f = frame(records);
+                    let sent = if flood {
+                        conn.write_all(&f)
+                    } else {
+                        f.iter().try_for_each(|b| {
+                            std::thread::sleep(Duration::from_millis(300));
+                            conn.write_all(std::slice::from_ref(b))
+                        })
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_primary_that_floods_or_trickles_a_transfer_is_cut_off_and_adoxd_stays_up() {
+    let (flood, trickle) = (hostile_primary(true), hostile_primary(false));
+    let (_cfg_dir, cfg) = temp_config(&format!(
+        "[rpz]\nmax_records = 5000\ntransfer_timeout_s = 2\n\
+         [[rpz.zone]]\nname = \"flood.\"\nprimaries = [\"{flood}\"]\n\
+         [[rpz.zone]]\nname = \"trickle.\"\nprimaries = [\"{trickle}\"]\n"
+    ));
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let stats = |i: usize| d.admin().get("/v1/stats").unwrap().json().unwrap()["policy_zones"][i].clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stats(0)["transfers_failed"].as_u64() < Some(1) || stats(1)["transfers_failed"].as_u64() < Some(1) {
+        assert!(Instant::now() < deadline, "the transfers were not cut off: {} {}\n{}", stats(0), stats(1), d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..2 {
+        assert_eq!((stats(i)["rules"].as_u64(), stats(i)["serial"].as_u64()), (Some(0), None), "{}", stats(i));
+    }
+    let log = d.log();
+    assert!(log.contains("more than rpz.max_records (5000)"), "{log}");
+    // Answers go on meanwhile, and a stop does not wait for a transfer.
+    assert_eq!(d.query("www.beta.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.20"]);
+    let stop = Instant::now();
+    d.terminate();
+    assert!(stop.elapsed() < Duration::from_secs(5), "adoxd took {:?} to stop", stop.elapsed());
+}
