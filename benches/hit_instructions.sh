@@ -19,6 +19,9 @@
 #   dnstap    [dnstap] to fstrm_capture (writing to a file in a temporary directory),
 #             client and resolver messages on
 #   dnstap-resolver  the same with client_queries and client_responses off
+#   rpz       a policy zone file of RPZ_NAMES QNAME triggers (100,000; one in ten a
+#             wildcard three labels deep, as benches/rpz_load.sh makes them), none of
+#             which the stream matches: the per-query check before the packet cache
 #
 #   benches/hit_instructions.sh                   # PASSES=20 (3,300 queries per variant) at RATE=200
 #   VARIANTS="off rates" benches/hit_instructions.sh
@@ -57,7 +60,12 @@ printf '[limits]\nqueries_per_second_per_client = 1000000\nqueries_per_second_pe
 printf '[dnstap]\nsocket_path = "%s"\n' "$WORK/dnstap.sock" >"$WORK/dnstap.toml"
 printf '[dnstap]\nsocket_path = "%s"\nclient_queries = false\nclient_responses = false\n' "$WORK/dnstap.sock" \
     >"$WORK/dnstap-resolver.toml"
-config() { case $1 in off | rates | dnstap | dnstap-resolver) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
+{
+    printf '$TTL 300\n@ SOA localhost. admin.rpz.bench. 1 3600 600 86400 60\n@ NS localhost.\n'
+    awk -v n="${RPZ_NAMES:-100000}" 'BEGIN { for (i = 0; i < n; i++) if (i % 10 == 9) printf "*.w%d.block.example CNAME *.\n", i; else printf "n%d.block.example CNAME .\n", i }'
+} >"$WORK/rpz.db"
+printf '[[rpz.zone]]\nname = "rpz.bench."\nfile = "%s"\n' "$WORK/rpz.db" >"$WORK/rpz.toml"
+config() { case $1 in off | rates | dnstap | dnstap-resolver | rpz) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
 
 port=5390
 rows=()

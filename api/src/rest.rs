@@ -547,4 +547,8 @@ pub struct Explain {
     /// The path, in order. Empty when the whole answer came from the cache: flush the name
     /// first to see the path again.
     pub steps: Vec<ExplainStep>,
+    /// The response policy (RPZ) that rewrites what a client gets: the policy zone, the
+    /// trigger and where it matched, and the action (absent when none applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }

@@ -304,5 +304,6 @@ pub(crate) fn explain_body(e: Explained) -> Explain {
         dnssec,
         answers: e.answers.iter().map(ToString::to_string).collect(),
         steps,
+        policy: e.policy,
     }
 }

@@ -194,6 +194,8 @@ pub struct Explained {
     pub answers: Vec<hickory_proto::rr::Record>,
     /// The path, in order. Empty when the whole answer came from the cache.
     pub steps: Vec<crate::resolver::trace::TraceStep>,
+    /// The response policy (RPZ) that rewrites what a client gets, in words.
+    pub policy: Option<String>,
 }
 
 /// The explain result of one resolution.
@@ -224,6 +226,7 @@ pub fn explain(
         dnssec: result.as_ref().ok().map(|a| a.security.clone()),
         answers,
         steps,
+        policy: None,
     }
 }
 

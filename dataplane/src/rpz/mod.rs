@@ -277,12 +277,17 @@ impl Rpz {
     /// Policy for a query name (`wire`: lowercased wire form), before any cache: the first
     /// zone with a QNAME trigger for it. Counted.
     pub fn check_qname(&self, wire: &[u8]) -> Option<Hit> {
-        let content = self.content.load();
-        let hit = content.iter().enumerate().find_map(|(i, z)| {
-            qname_rule(&z.table, wire).map(|r| Hit { zone: i, trigger: HIT_QNAME, rule: r.clone() })
-        })?;
+        let hit = self.find_qname(wire)?;
         self.count(hit.zone, hit.trigger);
         Some(hit)
+    }
+
+    fn find_qname(&self, wire: &[u8]) -> Option<Hit> {
+        let content = self.content.load();
+        content
+            .iter()
+            .enumerate()
+            .find_map(|(i, z)| qname_rule(&z.table, wire).map(|r| Hit { zone: i, trigger: HIT_QNAME, rule: r.clone() }))
     }
 
     /// Policy for an answer to `qname`: QNAME triggers on its CNAME chain, RPZ-IP on its
@@ -290,6 +295,13 @@ impl Rpz {
     /// the rewrite (the chain up to the matched name). A PASSTHRU for the query name
     /// itself ends the search (nothing applies). Counted.
     pub fn check_answer(&self, qname: &Name, answer: &Answer) -> Option<(Hit, Name, usize)> {
+        let found = self.find_answer(qname, answer)?;
+        self.count(found.0.zone, found.0.trigger);
+        (!matches!(found.0.rule, Rule::Action(Action::Passthru, _))).then_some(found)
+    }
+
+    /// [`Rpz::check_answer`]'s search, uncounted, a PASSTHRU included.
+    fn find_answer(&self, qname: &Name, answer: &Answer) -> Option<(Hit, Name, usize)> {
         let content = self.content.load();
         if content.iter().all(|z| z.table.is_empty()) {
             return None;
@@ -310,9 +322,7 @@ impl Rpz {
             for (name, at) in &names {
                 let len = lower_wire(name, &mut buf);
                 if let Some(rule) = qname_rule(&z.table, &buf[..len]) {
-                    let hit = Hit { zone: zi, trigger: HIT_QNAME, rule: rule.clone() };
-                    self.count(zi, HIT_QNAME);
-                    return (!matches!(rule, Rule::Action(Action::Passthru, _))).then(|| (hit, name.clone(), *at));
+                    return Some((Hit { zone: zi, trigger: HIT_QNAME, rule: rule.clone() }, name.clone(), *at));
                 }
             }
             if z.table.has(Tag::Ip) {
@@ -323,16 +333,43 @@ impl Rpz {
                         _ => continue,
                     };
                     if let Some(rule) = ip_rule(&z.table, addr) {
-                        self.count(zi, HIT_IP);
                         let first = answer.answers.iter().position(|x| x.name == r.name).unwrap_or(i);
-                        let hit = Hit { zone: zi, trigger: HIT_IP, rule: rule.clone() };
-                        return (!matches!(rule, Rule::Action(Action::Passthru, _)))
-                            .then(|| (hit, r.name.clone(), first));
+                        return Some((Hit { zone: zi, trigger: HIT_IP, rule: rule.clone() }, r.name.clone(), first));
                     }
                 }
             }
         }
         None
+    }
+
+    /// For explain: the policy that decides what a client asking `name` gets (the query
+    /// name's QNAME triggers first, then the answer's), in words; `None` when none applies.
+    /// Not counted.
+    pub fn explain(&self, name: &Name, result: &Result<Answer, crate::resolver::ResolveError>) -> Option<String> {
+        let (hit, at) = match self.find_qname(&wire_name(name)) {
+            Some(hit) => (hit, name.clone()),
+            None => {
+                let (hit, at, _) = self.find_answer(name, result.as_ref().ok()?)?;
+                (hit, at)
+            }
+        };
+        let action = match &hit.rule {
+            Rule::Action(Action::Nxdomain, _) => "NXDOMAIN".to_string(),
+            Rule::Action(Action::Nodata, _) => "NODATA".to_string(),
+            Rule::Action(Action::Passthru, _) => "PASSTHRU (the real answer)".to_string(),
+            Rule::Action(Action::Drop, _) => "DROP (no answer)".to_string(),
+            Rule::Action(Action::TcpOnly, _) => "TCP-only (truncated over UDP)".to_string(),
+            Rule::Local(list) => match list.iter().find_map(|(_, d)| match d {
+                RData::CNAME(c) => Some(c),
+                _ => None,
+            }) {
+                Some(c) => format!("local data: CNAME {}", c.0),
+                None => format!("local data: {} records", list.len()),
+            },
+        };
+        let zone = &self.zones[hit.zone];
+        let trigger = if hit.trigger == HIT_IP { "rpz-ip" } else { "qname" };
+        Some(format!("policy zone {} ({trigger} trigger at {at}, EDE {}): {action}", zone.name, zone.ede.code()))
     }
 
     /// What a hit does to the question `(owner, qtype)`; `prefix`: answer records kept

@@ -1105,7 +1105,9 @@ impl Worker {
             let ctx = self.ctx.clone();
             self.ctx.executor.spawn(async move {
                 let (result, steps) = ctx.resolver.explain(&job.name, job.qtype).await;
-                let _ = job.reply.send(respond::explain(&job.name, job.qtype, &result, steps));
+                let mut explained = respond::explain(&job.name, job.qtype, &result, steps);
+                explained.policy = ctx.shared().rpz.as_deref().and_then(|rpz| rpz.explain(&job.name, &result));
+                let _ = job.reply.send(explained);
             });
         }
         self.mailbox.applied.store(last, Ordering::Release);

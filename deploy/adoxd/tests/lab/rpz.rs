@@ -179,6 +179,15 @@ fn a_policy_zone_from_a_bind_primary_applies_its_actions_and_follows_ixfr_within
     assert_eq!(r.rdata(RecordType::CNAME).len(), 2);
     assert!(r.rdata(RecordType::A).is_empty());
 
+    // Explain names the policy zone, the trigger and the action.
+    let explain = |name: &str| d.admin().get(&format!("/v1/explain?name={name}&type=A")).unwrap().json().unwrap();
+    let e = explain("www.alpha.lab.");
+    let policy = e["policy"].as_str().unwrap_or_default();
+    assert!(policy.contains("rpz.test.") && policy.contains("qname") && policy.contains("NXDOMAIN"), "{e}");
+    let e = explain("start.alpha.lab.");
+    assert!(e["policy"].as_str().unwrap_or_default().contains("end.c.b.a.deep.lab."), "{e}");
+    assert!(explain("www.beta.lab.").get("policy").is_none());
+
     // mail.alpha.lab is answered, and now in the packet cache.
     assert_eq!(d.query("mail.alpha.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.25"]);
     let hits_before = zone_stats(&d)["hits_qname"].as_u64().unwrap();
