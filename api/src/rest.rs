@@ -244,6 +244,12 @@ pub struct PolicyZoneStats {
     pub hits_qname: u64,
     /// Answers rewritten (or passed through) by an RPZ-IP trigger.
     pub hits_ip: u64,
+    /// Answers rewritten (or passed through) by an RPZ-NSDNAME trigger.
+    #[serde(default)]
+    pub hits_nsdname: u64,
+    /// Answers rewritten (or passed through) by an RPZ-NSIP trigger.
+    #[serde(default)]
+    pub hits_nsip: u64,
     /// Loads and transfers that brought a new copy.
     pub transfers_ok: u64,
     /// Loads and transfers that failed.

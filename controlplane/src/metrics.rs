@@ -285,6 +285,8 @@ pub fn render(s: &Stats) -> String {
         for z in zones {
             f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "qname")], z.hits_qname);
             f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "ip")], z.hits_ip);
+            f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "nsdname")], z.hits_nsdname);
+            f.sample("adox_rpz_hits_total", &[("zone", &z.zone), ("trigger", "nsip")], z.hits_nsip);
         }
         let mut f = Family::new(o, "adox_rpz_rules", "gauge", "Triggers in force, by policy zone.");
         for z in zones {
@@ -410,6 +412,8 @@ mod tests {
                 ede: 15,
                 hits_qname: 4,
                 hits_ip: 1,
+                hits_nsdname: 0,
+                hits_nsip: 0,
                 transfers_ok: 2,
                 transfers_failed: 0,
                 transfers_current: 5,

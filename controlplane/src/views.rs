@@ -62,7 +62,7 @@ pub(crate) fn stats_of(plane: &PlaneHandle, started: Instant) -> Stats {
 
 /// Each policy zone's state and counters.
 fn policy_zones(plane: &PlaneHandle) -> Vec<adox_api::rest::PolicyZoneStats> {
-    use adox_dataplane::rpz::{HIT_IP, HIT_QNAME, XFR_CURRENT, XFR_FAILED, XFR_OK};
+    use adox_dataplane::rpz::{HIT_IP, HIT_NSDNAME, HIT_NSIP, HIT_QNAME, XFR_CURRENT, XFR_FAILED, XFR_OK};
     let Some(rpz) = plane.rpz() else { return Vec::new() };
     let content = rpz.content();
     rpz.zones
@@ -75,6 +75,8 @@ fn policy_zones(plane: &PlaneHandle) -> Vec<adox_api::rest::PolicyZoneStats> {
             ede: z.ede.code(),
             hits_qname: z.hits[HIT_QNAME].load(Relaxed),
             hits_ip: z.hits[HIT_IP].load(Relaxed),
+            hits_nsdname: z.hits[HIT_NSDNAME].load(Relaxed),
+            hits_nsip: z.hits[HIT_NSIP].load(Relaxed),
             transfers_ok: z.transfers[XFR_OK].load(Relaxed),
             transfers_failed: z.transfers[XFR_FAILED].load(Relaxed),
             transfers_current: z.transfers[XFR_CURRENT].load(Relaxed),

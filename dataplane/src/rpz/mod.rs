@@ -5,13 +5,14 @@
 //!
 //! Where policy applies (as Unbound does): QNAME triggers on the query name before the
 //! packet cache, on every query, so a change reaches names already cached at once;
-//! QNAME triggers on the names of the answer's CNAME chain and RPZ-IP triggers on its
-//! addresses when an answer is made, before the packet cache keeps it, and every worker
+//! QNAME triggers on the names of the answer's CNAME chain, RPZ-IP triggers on its
+//! addresses, NSDNAME and NSIP on the nameservers of its zone (as the record cache holds
+//! them) when an answer is made, before the packet cache keeps it, and every worker
 //! empties its packet cache when a policy zone changes (the shared record cache keeps
 //! what the authorities said, so a refill costs no upstream query). Zones are tried in
-//! the configured order, the first that matches decides; within a zone QNAME before
-//! RPZ-IP, an exact name before a wildcard, the longest wildcard and the longest prefix
-//! first. A rewritten answer is never marked authentic (AD) and carries the zone's EDE.
+//! the configured order, the first that matches decides; within a zone QNAME, RPZ-IP,
+//! NSDNAME, NSIP, an exact name before a wildcard, the longest wildcard and the longest
+//! prefix first. A rewritten answer is never marked authentic (AD) and carries the zone's EDE.
 
 pub mod table;
 pub mod xfr;
@@ -51,8 +52,8 @@ pub struct ZoneInfo {
     pub source: Source,
     /// `refresh_s` (0: the SOA's refresh).
     pub refresh_s: u32,
-    /// Rewrites (and passthrus) per trigger: qname, ip.
-    pub hits: [AtomicU64; 2],
+    /// Rewrites (and passthrus) per trigger: qname, ip, nsdname, nsip.
+    pub hits: [AtomicU64; 4],
     /// Transfers and loads: succeeded, failed, found the zone current.
     pub transfers: [AtomicU64; 3],
 }
@@ -61,6 +62,17 @@ pub struct ZoneInfo {
 pub const HIT_QNAME: usize = 0;
 /// Index of [`ZoneInfo::hits`].
 pub const HIT_IP: usize = 1;
+/// Index of [`ZoneInfo::hits`].
+pub const HIT_NSDNAME: usize = 2;
+/// Index of [`ZoneInfo::hits`].
+pub const HIT_NSIP: usize = 3;
+
+/// The names of the triggers, by hit index.
+pub const TRIGGERS: [&str; 4] = ["qname", "rpz-ip", "rpz-nsdname", "rpz-nsip"];
+
+/// The nameservers of the zone an answer came from (names, and the addresses cached for
+/// them), for RPZ-NSDNAME and RPZ-NSIP triggers; asked for only when a zone has one.
+pub type NameserversOf<'a> = &'a dyn Fn(&Name) -> (Vec<Name>, Vec<IpAddr>);
 /// Index of [`ZoneInfo::transfers`].
 pub const XFR_OK: usize = 0;
 /// Index of [`ZoneInfo::transfers`].
@@ -143,10 +155,15 @@ fn lower_wire(name: &Name, buf: &mut [u8; 256]) -> usize {
 
 /// The QNAME rule of a table for a lowercased wire name: exact, else the longest wildcard.
 fn qname_rule<'a>(table: &'a table::Table, wire: &[u8]) -> Option<&'a Rule> {
-    if let Some(r) = Key::name(Tag::Qname, wire).and_then(|k| table.get(&k)) {
+    name_rule(table, Tag::Qname, Tag::QnameWild, wire)
+}
+
+/// The rule of a name trigger kind (`exact`, `wild`) for a lowercased wire name.
+fn name_rule<'a>(table: &'a table::Table, exact: Tag, wild: Tag, wire: &[u8]) -> Option<&'a Rule> {
+    if let Some(r) = Key::name(exact, wire).and_then(|k| table.get(&k)) {
         return Some(r);
     }
-    if !table.has(Tag::QnameWild) {
+    if !table.has(wild) {
         return None;
     }
     // Each name above this one, longest first, looked up only at depths some wildcard has.
@@ -157,8 +174,8 @@ fn qname_rule<'a>(table: &'a table::Table, wire: &[u8]) -> Option<&'a Rule> {
     {
         at += 1 + usize::from(len);
         labels = labels.saturating_sub(1);
-        if table.wild_at(Tag::QnameWild, labels)
-            && let Some(r) = wire.get(at..).and_then(|w| Key::name(Tag::QnameWild, w)).and_then(|k| table.get(&k))
+        if table.wild_at(wild, labels)
+            && let Some(r) = wire.get(at..).and_then(|w| Key::name(wild, w)).and_then(|k| table.get(&k))
         {
             return Some(r);
         }
@@ -166,9 +183,9 @@ fn qname_rule<'a>(table: &'a table::Table, wire: &[u8]) -> Option<&'a Rule> {
     None
 }
 
-/// The RPZ-IP rule of a table for an address: the longest prefix.
-fn ip_rule(table: &table::Table, addr: IpAddr) -> Option<&Rule> {
-    table.prefix_lens(Tag::Ip, addr.is_ipv6()).iter().find_map(|len| table.get(&Key::net(Tag::Ip, addr, *len)))
+/// The rule of an address trigger kind (RPZ-IP, NSIP) for an address: the longest prefix.
+fn net_rule(table: &table::Table, tag: Tag, addr: IpAddr) -> Option<&Rule> {
+    table.prefix_lens(tag, addr.is_ipv6()).iter().find_map(|len| table.get(&Key::net(tag, addr, *len)))
 }
 
 impl Rpz {
@@ -294,14 +311,14 @@ impl Rpz {
     /// addresses, zone by zone. Returns the hit and how many answer records stay before
     /// the rewrite (the chain up to the matched name). A PASSTHRU for the query name
     /// itself ends the search (nothing applies). Counted.
-    pub fn check_answer(&self, qname: &Name, answer: &Answer) -> Option<(Hit, Name, usize)> {
-        let found = self.find_answer(qname, answer)?;
+    pub fn check_answer(&self, qname: &Name, answer: &Answer, ns: NameserversOf<'_>) -> Option<(Hit, Name, usize)> {
+        let found = self.find_answer(qname, answer, ns)?;
         self.count(found.0.zone, found.0.trigger);
         (!matches!(found.0.rule, Rule::Action(Action::Passthru, _))).then_some(found)
     }
 
     /// [`Rpz::check_answer`]'s search, uncounted, a PASSTHRU included.
-    fn find_answer(&self, qname: &Name, answer: &Answer) -> Option<(Hit, Name, usize)> {
+    fn find_answer(&self, qname: &Name, answer: &Answer, ns: NameserversOf<'_>) -> Option<(Hit, Name, usize)> {
         let content = self.content.load();
         if content.iter().all(|z| z.table.is_empty()) {
             return None;
@@ -318,6 +335,7 @@ impl Rpz {
             }
         }
         let mut buf = [0u8; 256];
+        let mut servers: Option<(Vec<Name>, Vec<IpAddr>)> = None;
         for (zi, z) in content.iter().enumerate() {
             for (name, at) in &names {
                 let len = lower_wire(name, &mut buf);
@@ -332,9 +350,26 @@ impl Rpz {
                         RData::AAAA(a) => IpAddr::V6(a.0),
                         _ => continue,
                     };
-                    if let Some(rule) = ip_rule(&z.table, addr) {
+                    if let Some(rule) = net_rule(&z.table, Tag::Ip, addr) {
                         let first = answer.answers.iter().position(|x| x.name == r.name).unwrap_or(i);
                         return Some((Hit { zone: zi, trigger: HIT_IP, rule: rule.clone() }, r.name.clone(), first));
+                    }
+                }
+            }
+            // The nameservers of the zone that holds the answer's last name (looked up once,
+            // for the first zone that has such triggers); the whole answer is rewritten.
+            let ns_triggers = z.table.has(Tag::Nsdname) || z.table.has(Tag::NsdnameWild) || z.table.has(Tag::Nsip);
+            if ns_triggers {
+                let (names_ns, addrs) = servers.get_or_insert_with(|| ns(&names[names.len() - 1].0));
+                for n in names_ns.iter() {
+                    let len = lower_wire(n, &mut buf);
+                    if let Some(rule) = name_rule(&z.table, Tag::Nsdname, Tag::NsdnameWild, &buf[..len]) {
+                        return Some((Hit { zone: zi, trigger: HIT_NSDNAME, rule: rule.clone() }, qname.clone(), 0));
+                    }
+                }
+                for a in addrs.iter() {
+                    if let Some(rule) = net_rule(&z.table, Tag::Nsip, *a) {
+                        return Some((Hit { zone: zi, trigger: HIT_NSIP, rule: rule.clone() }, qname.clone(), 0));
                     }
                 }
             }
@@ -345,11 +380,16 @@ impl Rpz {
     /// For explain: the policy that decides what a client asking `name` gets (the query
     /// name's QNAME triggers first, then the answer's), in words; `None` when none applies.
     /// Not counted.
-    pub fn explain(&self, name: &Name, result: &Result<Answer, crate::resolver::ResolveError>) -> Option<String> {
+    pub fn explain(
+        &self,
+        name: &Name,
+        result: &Result<Answer, crate::resolver::ResolveError>,
+        ns: NameserversOf<'_>,
+    ) -> Option<String> {
         let (hit, at) = match self.find_qname(&wire_name(name)) {
             Some(hit) => (hit, name.clone()),
             None => {
-                let (hit, at, _) = self.find_answer(name, result.as_ref().ok()?)?;
+                let (hit, at, _) = self.find_answer(name, result.as_ref().ok()?, ns)?;
                 (hit, at)
             }
         };
@@ -368,7 +408,7 @@ impl Rpz {
             },
         };
         let zone = &self.zones[hit.zone];
-        let trigger = if hit.trigger == HIT_IP { "rpz-ip" } else { "qname" };
+        let trigger = TRIGGERS[hit.trigger];
         Some(format!("policy zone {} ({trigger} trigger at {at}, EDE {}): {action}", zone.name, zone.ede.code()))
     }
 
@@ -376,7 +416,7 @@ impl Rpz {
     /// before it (the chain that led there).
     pub fn disposition(&self, hit: &Hit, owner: &Name, qtype: RecordType, prefix: Vec<Record>) -> Disposition {
         let zone = &self.zones[hit.zone];
-        let what = if hit.trigger == HIT_IP { "rpz-ip" } else { "qname" };
+        let what = TRIGGERS[hit.trigger];
         let ede = (zone.ede, format!("policy zone {} ({what})", zone.name));
         let prefix_ttl = prefix.iter().map(|r| r.ttl).min();
         let answer = |rcode: u8, answers: Vec<Record>, ttl: u32, chase: Option<Name>| {
@@ -504,6 +544,34 @@ mod tests {
         assert_eq!(check("court.example."), Some((1, Rule::Action(Action::Passthru, 300))));
     }
 
+    fn none(_: &Name) -> (Vec<Name>, Vec<IpAddr>) {
+        (Vec::new(), Vec::new())
+    }
+
+    #[test]
+    fn nameserver_triggers_match_the_servers_of_the_answers_zone() {
+        let rpz = Rpz::new(vec![info("rpz.lab.", Ede::Blocked)]);
+        set(&rpz, 0, zone(&[("ns1.evil.rpz-nsdname", cname(".")), ("24.0.100.51.198.rpz-nsip", cname("*."))]));
+        let answer = Answer {
+            answers: vec![rr("www.example.", cname("cdn.example.")), rr("cdn.example.", a("203.0.113.1"))],
+            ..Default::default()
+        };
+        let asked = std::cell::RefCell::new(Vec::new());
+        let evil = |q: &Name| {
+            asked.borrow_mut().push(q.clone());
+            (vec![n("ns1.evil.")], vec![])
+        };
+        let (hit, at, keep) = rpz.check_answer(&n("www.example."), &answer, &evil).unwrap();
+        assert_eq!((hit.trigger, at, keep), (HIT_NSDNAME, n("www.example."), 0), "the whole answer is rewritten");
+        assert_eq!(*asked.borrow(), [n("cdn.example.")], "the servers of the zone of the chain's last name");
+        let by_addr = |_: &Name| (vec![n("ns.ok.")], vec!["198.51.100.77".parse().unwrap()]);
+        let (hit, _, _) = rpz.check_answer(&n("www.example."), &answer, &by_addr).unwrap();
+        assert_eq!(hit.trigger, HIT_NSIP);
+        let clean = |_: &Name| (vec![n("ns.ok.")], vec!["192.0.2.1".parse().unwrap()]);
+        assert!(rpz.check_answer(&n("www.example."), &answer, &clean).is_none());
+        assert_eq!(rpz.zones[0].hits[HIT_NSDNAME].load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn answers_are_checked_along_the_chain_and_by_address() {
         let rpz = Rpz::new(vec![info("rpz.lab.", Ede::Blocked)]);
@@ -521,7 +589,7 @@ mod tests {
             answers: vec![rr("www.example.", cname("evil.cdn.")), rr("evil.cdn.", a("198.51.100.1"))],
             ..Default::default()
         };
-        let (hit, at, keep) = rpz.check_answer(&n("www.example."), &chain).unwrap();
+        let (hit, at, keep) = rpz.check_answer(&n("www.example."), &chain, &none).unwrap();
         assert_eq!((hit.rule.clone(), at.clone(), keep), (Rule::Action(Action::Nxdomain, 300), n("evil.cdn."), 1));
         match rpz.disposition(&hit, &at, RecordType::A, chain.answers[..keep].to_vec()) {
             Disposition::Answer(p) => {
@@ -532,13 +600,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let by_addr = Answer { answers: vec![rr("host.example.", a("192.0.2.9"))], ..Default::default() };
-        let (hit, _, keep) = rpz.check_answer(&n("host.example."), &by_addr).unwrap();
+        let (hit, _, keep) = rpz.check_answer(&n("host.example."), &by_addr, &none).unwrap();
         assert_eq!((hit.trigger, keep), (HIT_IP, 0));
         let longest = Answer { answers: vec![rr("host.example.", a("192.0.2.7"))], ..Default::default() };
-        assert!(rpz.check_answer(&n("host.example."), &longest).is_none(), "the /32 passthru beats the /24");
-        assert!(rpz.check_answer(&n("allowed.example."), &by_addr).is_none(), "a passthru on the name ends the search");
+        assert!(rpz.check_answer(&n("host.example."), &longest, &none).is_none(), "the /32 passthru beats the /24");
+        assert!(
+            rpz.check_answer(&n("allowed.example."), &by_addr, &none).is_none(),
+            "a passthru on the name ends the search"
+        );
         let clean = Answer { answers: vec![rr("host.example.", a("203.0.113.1"))], ..Default::default() };
-        assert!(rpz.check_answer(&n("host.example."), &clean).is_none());
+        assert!(rpz.check_answer(&n("host.example."), &clean, &none).is_none());
     }
 
     #[test]

@@ -107,9 +107,8 @@ pub fn trigger_of(owner: &Name, origin: &Name) -> Result<Trigger, Skip> {
     };
     match last.as_slice() {
         b"rpz-ip" => parse_net(inner).map(|(a, l)| Trigger::Net(Tag::Ip, a, l)).map_err(Skip::Malformed),
-        // Read (so that a malformed one is reported) but not applied yet: counted as skipped.
-        b"rpz-nsip" => parse_net(inner).map_err(Skip::Malformed).and(Err(Skip::Unsupported("rpz-nsip"))),
-        b"rpz-nsdname" => Err(Skip::Unsupported("rpz-nsdname")),
+        b"rpz-nsip" => parse_net(inner).map(|(a, l)| Trigger::Net(Tag::Nsip, a, l)).map_err(Skip::Malformed),
+        b"rpz-nsdname" => Ok(name_trigger(Tag::Nsdname, Tag::NsdnameWild, inner)),
         b"rpz-client-ip" => Err(Skip::Unsupported("rpz-client-ip")),
         _ => Ok(name_trigger(Tag::Qname, Tag::QnameWild, &labels)),
     }
@@ -224,8 +223,9 @@ mod tests {
             t("48.zz.2.db8.2001.rpz-ip.rpz.lab."),
             Ok(Trigger::Net(Tag::Ip, "2001:db8:2::".parse().unwrap(), 48))
         );
-        assert_eq!(t("ns.evil.rpz-nsdname.rpz.lab."), Err(Skip::Unsupported("rpz-nsdname")));
-        assert_eq!(t("24.0.2.0.192.rpz-nsip.rpz.lab."), Err(Skip::Unsupported("rpz-nsip")));
+        assert_eq!(t("ns.evil.rpz-nsdname.rpz.lab."), Ok(Trigger::Name(Tag::Nsdname, b"\x02ns\x04evil\x00".to_vec())));
+        assert_eq!(t("*.evil.rpz-nsdname.rpz.lab."), Ok(Trigger::Name(Tag::NsdnameWild, b"\x04evil\x00".to_vec())));
+        assert_eq!(t("24.0.2.0.192.rpz-nsip.rpz.lab."), Ok(Trigger::Net(Tag::Nsip, "192.0.2.0".parse().unwrap(), 24)));
         assert_eq!(t("rpz.lab."), Err(Skip::Apex));
         assert_eq!(t("other.lab."), Err(Skip::Outside));
         assert_eq!(t("32.1.2.0.192.rpz-client-ip.rpz.lab."), Err(Skip::Unsupported("rpz-client-ip")));

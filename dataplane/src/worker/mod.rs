@@ -1106,7 +1106,11 @@ impl Worker {
             self.ctx.executor.spawn(async move {
                 let (result, steps) = ctx.resolver.explain(&job.name, job.qtype).await;
                 let mut explained = respond::explain(&job.name, job.qtype, &result, steps);
-                explained.policy = ctx.shared().rpz.as_deref().and_then(|rpz| rpz.explain(&job.name, &result));
+                explained.policy = ctx
+                    .shared()
+                    .rpz
+                    .as_deref()
+                    .and_then(|rpz| rpz.explain(&job.name, &result, &|n| ctx.nameservers_of(n)));
                 let _ = job.reply.send(explained);
             });
         }

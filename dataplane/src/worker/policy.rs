@@ -108,7 +108,7 @@ impl WorkerCtx {
         let udp_size = self.settings.edns_udp_size;
         if let (Some(rpz), Ok(answer)) = (self.shared().rpz.as_deref(), result)
             && (q.cd() || !matches!(answer.security, crate::dnssec::Security::Bogus(_)))
-            && let Some((hit, at, keep)) = rpz.check_answer(&question.name, answer)
+            && let Some((hit, at, keep)) = rpz.check_answer(&question.name, answer, &|n| self.nameservers_of(n))
         {
             let prefix = answer.answers[..keep.min(answer.answers.len())].to_vec();
             match rpz.disposition(&hit, &at, question.qtype, prefix) {
@@ -129,6 +129,48 @@ impl WorkerCtx {
             }
         }
         Some(respond::build(out, msg, q, question, result, udp_size))
+    }
+
+    /// The nameservers of the zone `name` is in, as the record cache knows them (the
+    /// deepest cached NS RRset at or above it, at most 20 names) and their cached
+    /// addresses: what RPZ-NSDNAME and RPZ-NSIP triggers match.
+    pub(super) fn nameservers_of(&self, name: &Name) -> (Vec<Name>, Vec<std::net::IpAddr>) {
+        use hickory_proto::rr::{RData, RecordType};
+        let records = &self.shared().records;
+        let now = self.reactor.now();
+        let mut cur = name.clone();
+        loop {
+            if let Some(hit) = records.get(&cur, u16::from(RecordType::NS), now) {
+                let names: Vec<Name> = hit
+                    .data
+                    .records()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::NS(ns) => Some(ns.0.clone()),
+                        _ => None,
+                    })
+                    .take(20)
+                    .collect();
+                if !names.is_empty() {
+                    let mut addrs = Vec::new();
+                    for n in &names {
+                        for t in [RecordType::A, RecordType::AAAA] {
+                            let Some(hit) = records.get(n, u16::from(t), now) else { continue };
+                            addrs.extend(hit.data.records().iter().filter_map(|r| match &r.data {
+                                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                                RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+                                _ => None,
+                            }));
+                        }
+                    }
+                    return (names, addrs);
+                }
+            }
+            if cur.is_root() {
+                return (Vec::new(), Vec::new());
+            }
+            cur = cur.base_name();
+        }
     }
 
     /// Empties the packet cache when a policy zone changed since the last look (once per

@@ -365,3 +365,29 @@ fn a_primary_that_floods_or_trickles_a_transfer_is_cut_off_and_adoxd_stays_up() 
     d.terminate();
     assert!(stop.elapsed() < Duration::from_secs(5), "adoxd took {:?} to stop", stop.elapsed());
 }
+
+#[test]
+fn nsdname_and_nsip_triggers_match_the_servers_of_the_zone_that_answered() {
+    let dir = tempdir::Dir::new();
+    let zone = dir.path().join("ns.rpz");
+    // beta.lab's server by name (NXDOMAIN), alpha.lab's by address (127.53.1.1, NODATA).
+    std::fs::write(
+        &zone,
+        "$TTL 60\n@ SOA localhost. admin.ns. 1 3600 600 86400 60\n@ NS localhost.\n\
+         ns1.beta.lab.rpz-nsdname CNAME .\n32.1.1.53.127.rpz-nsip CNAME *.\n",
+    )
+    .unwrap();
+    let (_cfg_dir, cfg) = temp_config(&format!("[[rpz.zone]]\nname = \"ns.\"\nfile = \"{}\"\n", zone.display()));
+    let d = Adoxd::lab(&["--config", cfg.to_str().unwrap()]);
+    let r = d.query("www.beta.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NXDomain, "{:?}", r.msg);
+    assert_eq!(r.ede().map(|e| e.0), Some(15));
+    assert!(r.ede().unwrap().1.contains("rpz-nsdname"), "{:?}", r.ede());
+    let r = d.query("mail.alpha.lab.", RecordType::A);
+    assert_eq!((r.rcode(), r.msg.answers.len()), (ResponseCode::NoError, 0), "{:?}", r.msg);
+    assert!(r.ede().unwrap().1.contains("rpz-nsip"), "{:?}", r.ede());
+    // Other zones' servers match neither.
+    assert_eq!(d.query("www.c.b.a.deep.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.31"]);
+    let s = zone_stats(&d);
+    assert!(s["hits_nsdname"].as_u64() >= Some(1) && s["hits_nsip"].as_u64() >= Some(1), "{s}");
+}
