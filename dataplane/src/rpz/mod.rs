@@ -184,7 +184,10 @@ fn name_rule<'a>(table: &'a table::Table, exact: Tag, wild: Tag, wire: &[u8]) ->
 }
 
 /// The rule of an address trigger kind (RPZ-IP, NSIP) for an address: the longest prefix.
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, which a dual-stack client reaches
+/// over IPv4) is matched as the IPv4 address it is.
 fn net_rule(table: &table::Table, tag: Tag, addr: IpAddr) -> Option<&Rule> {
+    let addr = addr.to_canonical();
     table.prefix_lens(tag, addr.is_ipv6()).iter().find_map(|len| table.get(&Key::net(tag, addr, *len)))
 }
 
@@ -608,6 +611,9 @@ mod tests {
             rpz.check_answer(&n("allowed.example."), &by_addr, &none).is_none(),
             "a passthru on the name ends the search"
         );
+        let mapped = RData::AAAA(hickory_proto::rr::rdata::AAAA("::ffff:192.0.2.9".parse().unwrap()));
+        let mapped = Answer { answers: vec![rr("host.example.", mapped)], ..Default::default() };
+        assert!(rpz.check_answer(&n("host.example."), &mapped, &none).is_some(), "an IPv4-mapped AAAA is its IPv4");
         let clean = Answer { answers: vec![rr("host.example.", a("203.0.113.1"))], ..Default::default() };
         assert!(rpz.check_answer(&n("host.example."), &clean, &none).is_none());
     }

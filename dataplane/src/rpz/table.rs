@@ -204,6 +204,16 @@ pub struct Table {
     /// (a name of 127 labels costs no 127 lookups).
     wild_counts: HashMap<(u8, u8), usize>,
     wild_depths: [u128; 2],
+    /// Records held (an action is one, local data one per record): what
+    /// `rpz.max_records` bounds.
+    records: usize,
+}
+
+fn size_of_rule(rule: &Rule) -> usize {
+    match rule {
+        Rule::Action(..) => 1,
+        Rule::Local(list) => list.len(),
+    }
 }
 
 /// The labels of a wire name (the root has none).
@@ -237,6 +247,7 @@ impl Default for Table {
             prefix_lens: Default::default(),
             wild_counts: HashMap::new(),
             wild_depths: [0; 2],
+            records: 0,
         }
     }
 }
@@ -271,6 +282,11 @@ impl Table {
     /// Rules in the table.
     pub fn len(&self) -> usize {
         self.counts.iter().sum()
+    }
+
+    /// Records held (see the field).
+    pub fn records(&self) -> usize {
+        self.records
     }
 
     /// Whether the table has no rule.
@@ -335,19 +351,23 @@ impl Table {
     pub fn add(&mut self, key: &Key, rule: Rule) {
         let k = key.as_bytes();
         let bucket = self.bucket_mut(k);
+        let mut added = size_of_rule(&rule) as isize;
         let fresh = match bucket.get_mut(k) {
             Some(Rule::Local(list)) if matches!(rule, Rule::Local(_)) => {
                 if let Rule::Local(new) = rule {
                     let list = Arc::make_mut(list);
+                    let before = list.len();
                     for r in new.iter() {
                         if list.len() < MAX_LOCAL_RECORDS && !list.contains(r) {
                             list.push(r.clone());
                         }
                     }
+                    added = (list.len() - before) as isize;
                 }
                 false
             }
             Some(existing) => {
+                added -= size_of_rule(existing) as isize;
                 *existing = rule;
                 false
             }
@@ -356,6 +376,7 @@ impl Table {
                 true
             }
         };
+        self.records = self.records.saturating_add_signed(added);
         if fresh {
             self.counted(k, 1);
         }
@@ -369,20 +390,21 @@ impl Table {
             return false;
         }
         let bucket = self.bucket_mut(k);
-        let (removed, empty) = match (bucket.get_mut(k), rule) {
+        let (gone_records, empty) = match (bucket.get_mut(k), rule) {
             (Some(Rule::Local(list)), Rule::Local(gone)) => {
                 let before = list.len();
                 Arc::make_mut(list).retain(|r| !gone.contains(r));
-                (list.len() < before, list.is_empty())
+                (before - list.len(), list.is_empty())
             }
-            (Some(Rule::Action(a, _)), Rule::Action(b, _)) if a == b => (true, true),
-            _ => (false, false),
+            (Some(Rule::Action(a, _)), Rule::Action(b, _)) if a == b => (1, true),
+            _ => (0, false),
         };
         if empty {
             bucket.remove(k);
             self.counted(k, -1);
         }
-        removed
+        self.records = self.records.saturating_sub(gone_records);
+        gone_records > 0
     }
 }
 
@@ -411,7 +433,7 @@ mod tests {
         let garden = Key::name(Tag::Qname, &wire("garden.example.")).unwrap();
         t.add(&garden, a.clone());
         t.add(&garden, b.clone());
-        assert_eq!(t.len(), 2);
+        assert_eq!((t.len(), t.records()), (2, 3));
         assert_eq!(published.len(), 1, "a published table does not see later changes");
         assert!(published.get(&garden).is_none());
         match t.get(&garden) {

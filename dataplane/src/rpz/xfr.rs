@@ -90,14 +90,31 @@ fn read_full(tcp: &mut TcpStream, buf: &mut [u8], deadline: Instant, stop: &Atom
     Ok(())
 }
 
+/// A transfer that failed; `changes`: because of what an IXFR's changes said (a history
+/// the primary does not have right), which the whole zone by AXFR may cure.
+#[derive(Debug)]
+struct Failed {
+    error: ZoneError,
+    changes: bool,
+}
+
+impl From<ZoneError> for Failed {
+    fn from(error: ZoneError) -> Self {
+        Self { error, changes: false }
+    }
+}
+
 /// One transfer from `primary`: AXFR when `ours` is `None`, else IXFR from `ours`.
+/// `floor`: the serial we are at; a primary not newer than it is current (nothing is
+/// read past its first SOA, so a lagging primary never takes us back).
 fn transfer(
     primary: SocketAddr,
     origin: &Name,
     ours: Option<&PolicyZone>,
+    floor: Option<u32>,
     limits: Limits,
     stop: &AtomicBool,
-) -> Result<Outcome, ZoneError> {
+) -> Result<Outcome, Failed> {
     let deadline = Instant::now() + limits.timeout;
     let mut tcp = TcpStream::connect_timeout(&primary, limits.timeout.min(Duration::from_secs(10)))
         .map_err(|e| err(format!("connect to {primary}: {e}")))?;
@@ -133,31 +150,39 @@ fn transfer(
             {
                 return Ok(Outcome::Current);
             }
-            return Err(err(format!("transfer from {primary} ended early: {e}")));
+            return Err(Failed::from(err(format!("transfer from {primary} ended early: {e}"))));
         }
         let len = usize::from(u16::from_be_bytes(len));
         read_full(&mut tcp, &mut buf[..len], deadline, stop)
             .map_err(|e| err(format!("transfer from {primary}: {e}")))?;
         let m = Message::from_vec(&buf[..len]).map_err(|e| err(format!("bad message from {primary}: {e}")))?;
         if m.id != q.id || m.message_type != MessageType::Response {
-            return Err(err(format!("{primary} answered with a message that is not the answer")));
+            return Err(Failed::from(err(format!("{primary} answered with a message that is not the answer"))));
         }
         if m.response_code != ResponseCode::NoError {
-            return Err(err(format!("{primary} answered {}", m.response_code)));
+            return Err(Failed::from(err(format!("{primary} answered {}", m.response_code))));
         }
         for r in m.answers {
             records += 1;
             if records > limits.max_records {
-                return Err(err(format!("{primary} sent more than rpz.max_records ({}) records", limits.max_records)));
+                return Err(Failed::from(err(format!(
+                    "{primary} sent more than rpz.max_records ({}) records",
+                    limits.max_records
+                ))));
             }
-            stream = step(stream, r, origin, ours)?;
-            if let Stream::Whole(z, _) | Stream::Changes { zone: z, .. } = &stream
-                && z.table.len() > limits.max_records
+            stream = step(stream, r, origin, ours).map_err(|error| Failed { error, changes: ours.is_some() })?;
+            if let Stream::First(_, s) = &stream
+                && floor.is_some_and(|f| !newer(*s, f))
             {
-                return Err(err(format!(
+                return Ok(Outcome::Current);
+            }
+            if let Stream::Whole(z, _) | Stream::Changes { zone: z, .. } = &stream
+                && z.table.records() > limits.max_records
+            {
+                return Err(Failed::from(err(format!(
                     "zone from {primary} holds more than rpz.max_records ({})",
                     limits.max_records
-                )));
+                ))));
             }
             if let Stream::Done(_) = stream {
                 break;
@@ -375,17 +400,25 @@ fn refresh(rpz: &Rpz, z: &mut Schedule, limits: Limits, stop: &AtomicBool) {
     'primaries: for p in &z.primaries {
         // IXFR from what we have; when that fails (a primary without the history, a
         // broken change sequence), the whole zone by AXFR from the same primary.
-        let tries: &[Option<&PolicyZone>] = if z.working.is_some() { &[z.working.as_ref(), None] } else { &[None] };
-        for ours in tries {
+        // Only then: a timeout or a refusal is not cured by asking for more.
+        let floor = z.working.as_ref().and_then(|w| w.serial);
+        let mut ours = z.working.as_ref();
+        loop {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match transfer(*p, &info.name, *ours, limits, stop) {
+            match transfer(*p, &info.name, ours, floor, limits, stop) {
                 Ok(o) => {
                     result = Some((o, *p));
                     break 'primaries;
                 }
-                Err(e) => last_error = Some((e, *p)),
+                Err(Failed { error, changes }) => {
+                    last_error = Some((error, *p));
+                    if !(changes && ours.is_some()) {
+                        break;
+                    }
+                    ours = None;
+                }
             }
         }
     }

@@ -160,6 +160,20 @@ impl PolicyZone {
             }
         };
         let Some(key) = key else { return };
+        // Local data of the kinds policy answers with, each small: a primary cannot make a
+        // trigger hold kilobytes.
+        let local_ok = match &record.data {
+            RData::CNAME(_) | RData::A(_) | RData::AAAA(_) | RData::MX(_) | RData::SRV(_) | RData::PTR(_) => true,
+            RData::TXT(t) => t.txt_data.iter().map(|d| d.len() + 1).sum::<usize>() <= 512,
+            _ => false,
+        };
+        if !local_ok {
+            if add {
+                self.skipped += 1;
+                crate::rate_limited!(info, owner = %record.name, rtype = %rtype, "policy zone record skipped: local data of this kind or size is not applied");
+            }
+            return;
+        }
         let mut rule = Rule::of(record.ttl, &record.data);
         // The legacy PASSTHRU: a CNAME to the trigger's own name.
         if let RData::CNAME(c) = &record.data
@@ -252,7 +266,7 @@ mod tests {
              bad.example CNAME .\n*.bad.example CNAME *.\nok.bad.example CNAME rpz-passthru.\n\
              garden.example CNAME walled.garden.lab.\naddr.example A 192.0.2.1\naddr.example AAAA 2001:db8::1\n\
              32.1.2.0.192.rpz-ip CNAME rpz-drop.\n32.9.2.0.192.rpz-client-ip CNAME rpz-drop.\n\
-             legacy.example CNAME legacy.example.\n",
+             legacy.example CNAME legacy.example.\nhinfo.example HINFO \"cpu\" \"os\"\n",
         )
         .unwrap();
         let z = PolicyZone::from_file(&n("rpz.lab."), &path).unwrap();
@@ -265,7 +279,7 @@ mod tests {
             matches!(z.table.get(&legacy), Some(Rule::Action(super::super::table::Action::Passthru, _))),
             "a CNAME to the trigger's own name is the legacy PASSTHRU"
         );
-        assert_eq!(z.skipped, 1, "the client-ip trigger");
+        assert_eq!(z.skipped, 2, "the client-ip trigger, and local data of a kind policy does not answer with");
         let addr = Key::name(Tag::Qname, b"\x04addr\x07example\x00").unwrap();
         assert!(matches!(z.table.get(&addr), Some(Rule::Local(l)) if l.len() == 2));
         assert!(PolicyZone::from_file(&n("rpz.lab."), Path::new("/nonexistent/rpz")).is_err());

@@ -132,14 +132,16 @@ impl WorkerCtx {
     }
 
     /// The nameservers of the zone `name` is in, as the record cache knows them (the
-    /// deepest cached NS RRset at or above it, at most 20 names) and their cached
-    /// addresses: what RPZ-NSDNAME and RPZ-NSIP triggers match.
+    /// deepest cached NS RRset at or above it, at most 20 names; never a TLD's or the
+    /// root's, whose servers every name shares) and their cached addresses (at most four
+    /// of each family per name, 64 in all: an authority's huge RRsets cost no more):
+    /// what RPZ-NSDNAME and RPZ-NSIP triggers match.
     pub(super) fn nameservers_of(&self, name: &Name) -> (Vec<Name>, Vec<std::net::IpAddr>) {
         use hickory_proto::rr::{RData, RecordType};
         let records = &self.shared().records;
         let now = self.reactor.now();
         let mut cur = name.clone();
-        loop {
+        while cur.num_labels() > 1 {
             if let Some(hit) = records.get(&cur, u16::from(RecordType::NS), now) {
                 let names: Vec<Name> = hit
                     .data
@@ -152,25 +154,28 @@ impl WorkerCtx {
                     .take(20)
                     .collect();
                 if !names.is_empty() {
-                    let mut addrs = Vec::new();
+                    let mut addrs: Vec<std::net::IpAddr> = Vec::new();
                     for n in &names {
                         for t in [RecordType::A, RecordType::AAAA] {
                             let Some(hit) = records.get(n, u16::from(t), now) else { continue };
-                            addrs.extend(hit.data.records().iter().filter_map(|r| match &r.data {
+                            let found = hit.data.records().iter().filter_map(|r| match &r.data {
                                 RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
                                 RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
                                 _ => None,
-                            }));
+                            });
+                            for a in found.take(4) {
+                                if addrs.len() < 64 && !addrs.contains(&a) {
+                                    addrs.push(a);
+                                }
+                            }
                         }
                     }
                     return (names, addrs);
                 }
             }
-            if cur.is_root() {
-                return (Vec::new(), Vec::new());
-            }
             cur = cur.base_name();
         }
+        (Vec::new(), Vec::new())
     }
 
     /// Empties the packet cache when a policy zone changed since the last look (once per
