@@ -17,6 +17,26 @@ fn example_configurations_pass_check_config() {
     }
 }
 
+/// The Kubernetes ConfigMap's adox.toml (the block under `adox.toml: |`) passes
+/// `check-config`, so the manifests never ship a configuration adoxd refuses.
+#[test]
+fn the_kubernetes_configmap_configuration_passes_check_config() {
+    let yaml = std::fs::read_to_string(deploy("k8s/configmap.yaml")).unwrap();
+    let toml: String = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "adox.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(toml.contains("[server]") && toml.contains("[api]"), "{toml}");
+    let dir = crate::support::tempdir::Dir::new();
+    let path = dir.path().join("adox.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_adoxd")).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{toml}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(deploy("systemd/adoxd.service")).unwrap();
