@@ -7,6 +7,8 @@
 pub mod cookies;
 mod ratelimit;
 
+pub(crate) use ratelimit::fold;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;

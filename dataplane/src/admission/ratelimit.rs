@@ -114,8 +114,9 @@ impl Default for KeyHash {
     }
 }
 
-/// The high and low halves of a 64 x 64 bit product, folded.
-fn fold(a: u64, b: u64) -> u64 {
+/// The high and low halves of a 64 x 64 bit product, folded (also the policy zones'
+/// key hash, `rpz::table`).
+pub(crate) fn fold(a: u64, b: u64) -> u64 {
     let p = u128::from(a).wrapping_mul(u128::from(b));
     (p as u64) ^ ((p >> 64) as u64)
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use hickory_proto::rr::RData;
 
+use crate::admission::fold;
+
 /// Buckets per table (a power of two).
 const BUCKETS: usize = 4096;
 
@@ -103,11 +105,6 @@ impl Default for KeyHasher {
 pub struct FoldHasher {
     state: u64,
     k1: u64,
-}
-
-fn fold(a: u64, b: u64) -> u64 {
-    let p = u128::from(a).wrapping_mul(u128::from(b));
-    (p as u64) ^ ((p >> 64) as u64)
 }
 
 impl Hasher for FoldHasher {
