@@ -62,6 +62,10 @@ pub struct ImportResult {
     pub removed: usize,
     /// API policies held afterwards.
     pub total: usize,
+    /// Transactions the import was written in (fleet mode, where each is atomic but the
+    /// import as a whole is not); absent in local mode, where the import is one change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<usize>,
 }
 
 /// RFC 9539 state of one (server address, encrypted transport).
@@ -335,6 +339,41 @@ pub struct NegativeAnchors {
     pub config: Vec<String>,
     /// Set through the API; kept in the state directory across restarts.
     pub api: Vec<String>,
+}
+
+/// `GET /v1/fleet`: where this node's API state lives and how current it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// `local` (the state directory) or `etcd`.
+    pub backend: String,
+    /// etcd client URLs (etcd only).
+    pub endpoints: Vec<String>,
+    /// Key prefix (etcd only).
+    pub key_prefix: String,
+    /// Whether the watch on etcd is up (always true for `local`).
+    pub connected: bool,
+    /// Since when, seconds since the epoch.
+    pub connected_since_unix: Option<u64>,
+    /// The etcd revision this node's state is as of: nodes with the same one agree.
+    pub applied_revision: i64,
+    /// API policies in force.
+    pub policies: usize,
+    /// API negative trust anchors in force.
+    pub negative_anchors: usize,
+    /// The last error talking to etcd.
+    pub last_error: Option<String>,
+    /// When, seconds since the epoch.
+    pub last_error_unix: Option<u64>,
+    /// Times the whole prefix was loaded (start, compaction).
+    pub full_loads: u64,
+    /// Times the watch was set up again after an error.
+    pub watch_restarts: u64,
+    /// Changes applied from the watch.
+    pub events_applied: u64,
+    /// API writes etcd accepted through this node.
+    pub writes_ok: u64,
+    /// API writes refused for want of etcd (503).
+    pub writes_failed: u64,
 }
 
 /// `PUT /v1/dnssec/negative-anchors`: the new list of API-set anchors (replaces it).

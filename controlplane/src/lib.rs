@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use adox_dataplane::PlaneHandle;
 
+pub mod fleet;
 pub mod metrics;
 pub mod routes;
 pub mod store;
@@ -68,6 +69,8 @@ pub struct ApiSettings {
     pub zones_file: Option<std::path::PathBuf>,
     /// Names the API may be reached by besides IP literals and `localhost` (`api.hostnames`).
     pub hostnames: Vec<String>,
+    /// Fleet mode: policy and negative-anchor writes go to etcd (`None`: local mode).
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 impl std::fmt::Debug for ApiSettings {

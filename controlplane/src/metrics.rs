@@ -48,6 +48,33 @@ fn labelled(out: &mut String, name: &str, kind: &str, help: &str, label: &str, v
     }
 }
 
+/// The fleet backend's metrics (fleet mode only).
+pub fn render_fleet(out: &mut String, f: &adox_api::rest::FleetStatus) {
+    Family::new(out, "adox_fleet_connected", "gauge", "1 while the watch on etcd is up.").sample(
+        "adox_fleet_connected",
+        &[],
+        u8::from(f.connected),
+    );
+    Family::new(out, "adox_fleet_applied_revision", "gauge", "The etcd revision this node's API state is as of.")
+        .sample("adox_fleet_applied_revision", &[], f.applied_revision);
+    labelled(
+        out,
+        "adox_fleet_writes_total",
+        "counter",
+        "API writes through this node: accepted by etcd, or refused for want of it (503).",
+        "result",
+        &[("ok", f.writes_ok), ("unavailable", f.writes_failed)],
+    );
+    counter(
+        out,
+        "adox_fleet_watch_restarts_total",
+        "Times the watch on etcd was set up again after an error.",
+        f.watch_restarts,
+    );
+    counter(out, "adox_fleet_full_loads_total", "Times the whole fleet state was loaded from etcd.", f.full_loads);
+    counter(out, "adox_fleet_events_total", "Changes applied from the etcd watch.", f.events_applied);
+}
+
 /// Renders every metric.
 pub fn render(s: &Stats) -> String {
     let t = &s.totals;

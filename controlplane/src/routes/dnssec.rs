@@ -10,10 +10,8 @@ use serde_json::Value;
 use super::body::{object, read_json, typed};
 use super::problem::ApiError;
 use super::{Shared, blocking, json};
+use crate::fleet::MAX_NEGATIVE_ANCHORS;
 use crate::views::negative_anchors_view;
-
-/// Negative trust anchors settable through the API at most.
-const MAX_NEGATIVE_ANCHORS: usize = 10_000;
 
 pub(super) async fn get_negative_anchors(State(st): State<Shared>) -> Response {
     json(StatusCode::OK, &negative_anchors_view(&st.plane))
@@ -57,6 +55,12 @@ pub(super) async fn put_negative_anchors(
             texts.push(text);
             names.push(name);
         }
+    }
+    if let Some(f) = &st.settings.fleet {
+        // Fleet mode: etcd holds the list; this node applies it from its watch.
+        f.set_negative_anchors(texts.clone()).await.map_err(super::problem::store_error)?;
+        tracing::info!(anchors = %texts.join(","), "negative trust anchors set through the API (fleet)");
+        return Ok(json(StatusCode::OK, &negative_anchors_view(&st.plane)));
     }
     let Some(path) = st.settings.negative_anchors_file.clone() else {
         return Err(ApiError::new(

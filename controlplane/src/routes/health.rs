@@ -14,6 +14,9 @@ pub(super) async fn livez() -> Response {
 pub(super) async fn readyz(State(st): State<Shared>) -> Response {
     // The control plane starts once every worker runs, so it is ready when it answers;
     // the notes say what an operator should know (they do not make it unready).
-    let notes = st.notes().read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut notes = st.notes().read().unwrap_or_else(|p| p.into_inner()).clone();
+    // etcd's state is reported, never made a reason to be unready: a readiness probe must
+    // not pull every node out of service when etcd loses its quorum.
+    notes.extend(st.settings.fleet.as_ref().and_then(|f| f.readiness_note()));
     json(StatusCode::OK, &Health { status: "ready".into(), detail: notes })
 }

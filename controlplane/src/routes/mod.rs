@@ -11,13 +11,14 @@
 //! and token checks in front of them. Beside it: `problem` (errors as problem details),
 //! `body` (reading and taking apart request bodies), and one module per resource with its
 //! handlers: `policies`, `servers`, `cache` (flush), `explain`, `dnssec` (negative trust
-//! anchors), `zones` (forward, stub and local zones), `log_level`, `health` (`/livez`, `/readyz`) and `stats` (`/v1/stats`,
+//! anchors), `zones` (forward, stub and local zones), `log_level`, `fleet` (`/v1/fleet`), `health` (`/livez`, `/readyz`) and `stats` (`/v1/stats`,
 //! `/metrics`). The bodies they answer with out of data-plane state are built in `views`.
 
 mod body;
 mod cache;
 mod dnssec;
 mod explain;
+mod fleet;
 mod health;
 mod log_level;
 mod policies;
@@ -71,6 +72,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/zones"),
     ("put", "/v1/zones"),
     ("post", "/v1/reload"),
+    ("get", "/v1/fleet"),
 ];
 
 /// Clients remembered by the rate limiter; beyond this, idle ones are forgotten.
@@ -254,6 +256,7 @@ pub fn router(st: Shared) -> Router {
         .route("/dnssec/negative-anchors", get(dnssec::get_negative_anchors).put(dnssec::put_negative_anchors))
         .route("/zones", get(zones::get_zones).put(zones::put_zones))
         .route("/reload", post(log_level::reload))
+        .route("/fleet", get(fleet::status))
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), guard));
     Router::new()
         .route("/livez", get(health::livez))
@@ -386,6 +389,7 @@ mod tests {
                 readiness_notes: vec![],
                 tls: None,
                 hostnames: vec!["x".into()],
+                fleet: None,
             };
             let mut api = crate::ControlPlane::start(settings, plane.handle(), Arc::new(registry)).unwrap();
             let addr = api.local_addr;

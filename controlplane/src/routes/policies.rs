@@ -57,8 +57,13 @@ pub(super) async fn create_policy(
 ) -> Result<Response, ApiError> {
     let v = read_json(&headers, body, st.settings.max_body_bytes).await?;
     let spec = spec_from(&v, "")?;
-    let reg = st.registry.clone();
-    let p = blocking(move || reg.create(&spec)).await?.map_err(store_error)?;
+    let p = match &st.settings.fleet {
+        Some(f) => f.create(&spec).await.map_err(store_error)?,
+        None => {
+            let reg = st.registry.clone();
+            blocking(move || reg.create(&spec)).await?.map_err(store_error)?
+        }
+    };
     let mut r = with_etag(json(StatusCode::CREATED, &p), &p);
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/policies/{}", p.id)) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -85,9 +90,14 @@ pub(super) async fn put_policy(
         )
         .field("id"));
     }
-    let reg = st.registry.clone();
     let m = if_match(&headers);
-    let p = blocking(move || reg.replace(&id, &spec, m.as_deref())).await?.map_err(store_error)?;
+    let p = match &st.settings.fleet {
+        Some(f) => f.replace(&id, &spec, m.as_deref()).await.map_err(store_error)?,
+        None => {
+            let reg = st.registry.clone();
+            blocking(move || reg.replace(&id, &spec, m.as_deref())).await?.map_err(store_error)?
+        }
+    };
     Ok(with_etag(json(StatusCode::OK, &p), &p))
 }
 
@@ -97,9 +107,14 @@ pub(super) async fn delete_policy(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(path_error)?;
-    let reg = st.registry.clone();
     let m = if_match(&headers);
-    blocking(move || reg.delete(&id, m.as_deref())).await?.map_err(store_error)?;
+    match &st.settings.fleet {
+        Some(f) => f.delete(&id, m.as_deref()).await.map_err(store_error)?,
+        None => {
+            let reg = st.registry.clone();
+            blocking(move || reg.delete(&id, m.as_deref())).await?.map_err(store_error)?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -150,7 +165,12 @@ pub(super) async fn import_policies(
         .enumerate()
         .map(|(i, p)| spec_from(p, &format!("policies[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    let reg = st.registry.clone();
-    let res = blocking(move || reg.import(mode, &specs)).await?.map_err(store_error)?;
+    let res = match &st.settings.fleet {
+        Some(f) => f.import(mode, &specs).await.map_err(store_error)?,
+        None => {
+            let reg = st.registry.clone();
+            blocking(move || reg.import(mode, &specs)).await?.map_err(store_error)?
+        }
+    };
     Ok(json(StatusCode::OK, &res))
 }

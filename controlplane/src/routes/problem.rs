@@ -73,6 +73,9 @@ pub(super) fn store_error(e: StoreError) -> ApiError {
             pe.reason.clone(),
         )
         .field(format!("{}{}", prefix(i), pe.field)),
+        StoreError::Unavailable(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "fleet-unavailable", e.to_string())
+        }
         StoreError::Io(_) => {
             tracing::error!(error = %e, "policy store");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "persistence", e.to_string())

@@ -13,7 +13,10 @@ pub(super) async fn stats(State(st): State<Shared>) -> Response {
 }
 
 pub(super) async fn prometheus(State(st): State<Shared>) -> Response {
-    let text = metrics::render(&stats_of(&st.plane, st.started));
+    let mut text = metrics::render(&stats_of(&st.plane, st.started));
+    if let Some(f) = &st.settings.fleet {
+        metrics::render_fleet(&mut text, &f.status());
+    }
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r

@@ -75,7 +75,7 @@ fn no_state_dir() -> std::io::Error {
 }
 
 /// What `load` found, for the start-up log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadReport {
     /// API policies loaded.
     pub policies: usize,

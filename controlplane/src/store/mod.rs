@@ -25,6 +25,7 @@ pub(crate) use journal::write_atomic;
 pub use journal::{COMPACT_AFTER, JOURNAL_FILE, LoadReport, SNAPSHOT_FILE};
 use registry::Selector;
 pub use registry::etag;
+pub(crate) use registry::{FleetChange, api_id, check_etag, selector};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,10 @@ pub enum StoreError {
     /// The policy is invalid; `index` is its place in an import.
     #[error("{0}")]
     Invalid(PolicyError, Option<usize>),
+    /// The fleet's store (etcd) did not decide the change in time: it may or may not
+    /// have been made, and the caller should read before retrying.
+    #[error("{0}")]
+    Unavailable(String),
     /// The state directory could not be written: nothing changed.
     #[error("could not persist the change: {0}")]
     Io(#[from] std::io::Error),

@@ -20,9 +20,9 @@ use super::{Inner, PolicyRegistry, StoreError};
 /// Prefix of the ids the API assigns (`p-1`, `p-2`, ...).
 const API_ID_PREFIX: &str = "p-";
 /// What a policy matches: (zone, nameserver, address).
-pub(super) type Selector = (Option<String>, Option<String>, Option<String>);
+pub(crate) type Selector = (Option<String>, Option<String>, Option<String>);
 
-pub(super) fn selector(p: &Policy) -> Selector {
+pub(crate) fn selector(p: &Policy) -> Selector {
     (p.zone.clone(), p.nameserver.clone(), p.address.clone())
 }
 
@@ -107,11 +107,16 @@ impl Inner {
 }
 
 fn check_if_match(p: &Policy, if_match: Option<&str>) -> Result<(), StoreError> {
+    check_etag(&p.id, &etag(p), if_match)
+}
+
+/// `If-Match` against policy `id`'s current ETag.
+pub(crate) fn check_etag(id: &str, current: &str, if_match: Option<&str>) -> Result<(), StoreError> {
     match if_match {
         None => Ok(()),
         Some(m) if m.trim() == "*" => Ok(()),
-        Some(m) if m.split(',').any(|t| t.trim() == etag(p)) => Ok(()),
-        Some(_) => Err(StoreError::Stale { id: p.id.clone(), current: etag(p) }),
+        Some(m) if m.split(',').any(|t| t.trim() == current) => Ok(()),
+        Some(_) => Err(StoreError::Stale { id: id.to_string(), current: current.to_string() }),
     }
 }
 
@@ -280,9 +285,91 @@ impl PolicyRegistry {
             let removed = if clear { before } else { 0 };
             let total = if clear { specs.len() } else { before + created };
             inner.revision = rev;
-            Ok((Change::Batch { clear, changes }, ImportResult { mode, created, updated, removed, total }))
+            Ok((
+                Change::Batch { clear, changes },
+                ImportResult { mode, created, updated, removed, total, chunks: None },
+            ))
         })
     }
+}
+
+/// Fleet mode (`[fleet] backend = "etcd"`): etcd holds the API's policies and decides
+/// every change; this store is the node's view of it, changed only by what the fleet's
+/// watch delivers (see `crate::fleet`), and publishes it to the data plane as in local mode.
+impl PolicyRegistry {
+    /// A store for fleet mode: the configuration's policies and the API's as last seen
+    /// (the fleet snapshot in the state directory), with no journal.
+    pub fn for_fleet(config: Vec<Policy>, api: Vec<Policy>) -> Result<Self, PolicyError> {
+        let r = Self::without_state(config)?;
+        r.apply_fleet(false, api.into_iter().map(FleetChange::Put).collect());
+        Ok(r)
+    }
+
+    /// The API's policies (what the fleet snapshot keeps).
+    pub fn api_policies(&self) -> Vec<Policy> {
+        self.lock().api.values().cloned().collect()
+    }
+
+    /// Applies what etcd says changed (`clear`: the whole set is replaced), then publishes.
+    /// A policy the table refuses is skipped with a warning: a bad record written into
+    /// etcd by hand must not stop the fleet.
+    pub(crate) fn apply_fleet(&self, clear: bool, changes: Vec<FleetChange>) {
+        let mut inner = self.lock();
+        if clear {
+            let _ = inner.apply(Change::Batch { clear: true, changes: vec![] });
+        }
+        for c in changes {
+            match c {
+                FleetChange::Put(p) => {
+                    let id = p.id.clone();
+                    if let Err(e) = inner.apply(Change::Put(p)) {
+                        tracing::warn!(%id, error = %e, "fleet: policy from etcd refused; skipped");
+                    }
+                }
+                FleetChange::Delete(id) => {
+                    let _ = inner.apply(Change::Delete(id));
+                }
+            }
+        }
+        if let Some(live) = self.live.get() {
+            inner.publish(live);
+        }
+    }
+
+    /// What a fleet write must check on this node before it goes to etcd: a configuration
+    /// policy's id is read-only, and its selector is taken (configuration policies are each
+    /// node's own, so etcd cannot check them).
+    pub(crate) fn check_fleet_write(&self, id: Option<&str>, p: Option<&Policy>) -> Result<(), StoreError> {
+        let inner = self.lock();
+        if let Some(id) = id {
+            if inner.config.iter().any(|c| c.id == id) {
+                return Err(StoreError::ReadOnly(id.into()));
+            }
+            if number_of(id).is_none() {
+                return Err(StoreError::NotFound(id.into()));
+            }
+        }
+        if let Some(p) = p
+            && let Some(c) = inner.config.iter().find(|c| selector(c) == selector(p))
+        {
+            return Err(StoreError::Conflict { existing: c.id.clone(), index: None });
+        }
+        Ok(())
+    }
+}
+
+/// One change the fleet's watch delivers, in etcd's order.
+#[derive(Debug)]
+pub(crate) enum FleetChange {
+    /// A policy created or replaced.
+    Put(Policy),
+    /// A policy removed (by id).
+    Delete(String),
+}
+
+/// The number of an API id, for the fleet's id allocation (`p-N`).
+pub(crate) fn api_id(n: u64) -> String {
+    format!("{API_ID_PREFIX}{n}")
 }
 
 #[cfg(test)]

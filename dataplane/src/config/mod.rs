@@ -11,6 +11,7 @@ mod cache;
 mod cookies;
 mod dnssec;
 mod dnstap;
+mod fleet;
 mod limits;
 mod local_zones;
 mod resolver;
@@ -30,6 +31,7 @@ pub use self::cache::CacheConfig;
 pub use self::cookies::CookiesConfig;
 pub use self::dnssec::DnssecConfig;
 pub use self::dnstap::DnstapConfig;
+pub use self::fleet::FleetConfig;
 pub use self::limits::{LimitsConfig, RateAction};
 pub use self::local_zones::LocalZonesConfig;
 pub use self::resolver::ResolverConfig;
@@ -120,6 +122,8 @@ pub mod bounds {
     pub const RPZ_TRANSFER_TIMEOUT_S: Bound = b("rpz.transfer_timeout_s", 120, 1, 3_600);
     /// Records one policy zone transfer may carry; a primary that sends more is refused.
     pub const RPZ_MAX_RECORDS: Bound = b("rpz.max_records", 5_000_000, 1, 20_000_000);
+    /// How long an API write waits for etcd (fleet mode) before it answers 503.
+    pub const FLEET_ETCD_TIMEOUT_MS: Bound = b("fleet.etcd_timeout_ms", 3_000, 100, 60_000);
     /// Per-worker packet cache size.
     pub const PACKET_CACHE_BYTES: Bound = b("cache.packet_cache_bytes", 32 << 20, 0, 64 << 30);
     /// Shared record cache size.
@@ -242,6 +246,7 @@ pub mod bounds {
         DNSTAP_BUFFER_BYTES,
         RPZ_TRANSFER_TIMEOUT_S,
         RPZ_MAX_RECORDS,
+        FLEET_ETCD_TIMEOUT_MS,
         UDP_BATCH,
         OVERLOAD_AFTER_MS,
         PACKET_CACHE_BYTES,
@@ -355,6 +360,8 @@ pub struct Config {
     pub dnstap: DnstapConfig,
     /// Response Policy Zones.
     pub rpz: RpzConfig,
+    /// Where a fleet keeps what is set through the API.
+    pub fleet: FleetConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -400,7 +407,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 64] = [
+        let checks: [(Bound, u64); 65] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -420,6 +427,7 @@ impl Config {
             (bounds::DNSTAP_BUFFER_BYTES, self.dnstap.buffer_bytes),
             (bounds::RPZ_TRANSFER_TIMEOUT_S, self.rpz.transfer_timeout_s),
             (bounds::RPZ_MAX_RECORDS, self.rpz.max_records),
+            (bounds::FLEET_ETCD_TIMEOUT_MS, self.fleet.etcd_timeout_ms),
             (bounds::UDP_BATCH, s.udp_batch as u64),
             (bounds::OVERLOAD_AFTER_MS, s.overload_after_ms),
             (bounds::PACKET_CACHE_BYTES, c.packet_cache_bytes),
@@ -498,6 +506,7 @@ impl Config {
         self.dnstap.collector()?;
         self.rpz.zones()?;
         self.rpz.notify()?;
+        self.fleet.check()?;
         self.limits.exempt_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;

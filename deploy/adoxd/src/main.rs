@@ -532,6 +532,7 @@ fn reload_config(
         ("policy", same(&new.policies, &running.policies)),
         ("dnstap", same(&new.dnstap, &running.dnstap)),
         ("rpz", same(&new.rpz, &running.rpz)),
+        ("fleet", same(&new.fleet, &running.fleet)),
     ] {
         if !unchanged {
             report.needs_restart.push(section.into());
@@ -603,6 +604,37 @@ fn build_api_settings(
         negative_anchors_file: Some(negative_anchors_file(cfg)),
         zones_file: Some(zones_file(cfg)),
         hostnames: cfg.api.hostnames.clone(),
+        fleet: None,
+    })
+}
+
+/// How to reach etcd (`[fleet]`), its files read now: a missing one stops the start.
+fn fleet_settings(cfg: &Config) -> anyhow::Result<adox_controlplane::fleet::FleetSettings> {
+    let f = &cfg.fleet;
+    let read =
+        |p: &std::path::Path, field: &str| std::fs::read(p).with_context(|| format!("fleet.{field}: {}", p.display()));
+    let identity = match (&f.etcd_cert_file, &f.etcd_key_file) {
+        (Some(c), Some(k)) => Some((read(c, "etcd_cert_file")?, read(k, "etcd_key_file")?)),
+        _ => None,
+    };
+    let user = match (&f.etcd_user, &f.etcd_password_file) {
+        (Some(u), Some(p)) => {
+            let text =
+                String::from_utf8(read(p, "etcd_password_file")?).context("fleet.etcd_password_file: not UTF-8")?;
+            let password = text.lines().next().unwrap_or("").to_string();
+            anyhow::ensure!(!password.is_empty(), "fleet.etcd_password_file: {}: empty", p.display());
+            Some((u.clone(), password))
+        }
+        _ => None,
+    };
+    Ok(adox_controlplane::fleet::FleetSettings {
+        endpoints: f.etcd_endpoints.clone(),
+        key_prefix: f.key_prefix.clone(),
+        timeout: Duration::from_millis(f.etcd_timeout_ms),
+        ca_pem: f.etcd_ca_file.as_deref().map(|p| read(p, "etcd_ca_file")).transpose()?,
+        identity_pem: identity,
+        user,
+        state_dir: cfg.server.state_dir.clone(),
     })
 }
 
@@ -733,8 +765,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
+    // Fleet mode: the state last applied from etcd, read before anything starts (a node
+    // that cannot reach etcd serves it); the settings' files are read now, so a bad one
+    // stops the start.
+    let fleet_start = if cfg.fleet.is_etcd() {
+        let settings = fleet_settings(&cfg)?;
+        std::fs::create_dir_all(&cfg.server.state_dir)
+            .with_context(|| format!("{} (state directory, fleet mode)", cfg.server.state_dir.display()))?;
+        let snapshot = adox_controlplane::fleet::Snapshot::load(&cfg.server.state_dir)
+            .map_err(anyhow::Error::msg)
+            .context("fleet state (state directory)")?
+            .unwrap_or_default();
+        tracing::info!(
+            endpoints = %settings.endpoints.join(","),
+            key_prefix = %settings.key_prefix,
+            revision = snapshot.revision,
+            policies = snapshot.policies.len(),
+            "fleet mode: API policies and negative trust anchors live in etcd; starting with the state last applied"
+        );
+        Some((settings, snapshot))
+    } else {
+        None
+    };
     // Saved policies are in force from the first query: the store is opened first.
-    let registry = match adox_controlplane::PolicyRegistry::open(&cfg.server.state_dir, cfg.policies()?) {
+    let opened = match &fleet_start {
+        Some((_, snapshot)) => adox_controlplane::PolicyRegistry::for_fleet(cfg.policies()?, snapshot.policies.clone())
+            .map(|r| (r, adox_controlplane::store::LoadReport::default()))
+            .map_err(|e| std::io::Error::other(format!("fleet state: {e}"))),
+        None => adox_controlplane::PolicyRegistry::open(&cfg.server.state_dir, cfg.policies()?),
+    };
+    let registry = match opened {
         Ok((registry, loaded)) => {
             if loaded.policies > 0 || loaded.dropped_torn_line {
                 tracing::info!(
@@ -755,7 +815,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("policy store (state directory)")),
     };
     let registry = std::sync::Arc::new(registry);
-    let negative_anchors = load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?;
+    let negative_anchors = match &fleet_start {
+        Some((_, snapshot)) => snapshot
+            .negative_anchors
+            .iter()
+            .map(|s| hickory_proto::rr::Name::from_ascii(s).map_err(|e| anyhow::anyhow!("fleet state: `{s}`: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => load_negative_anchors(&cfg).context("negative trust anchors (state directory)")?,
+    };
     let api_zones = load_zones(&cfg).context("zones (state directory)")?;
     let mut plane = DataPlane::start_inheriting(&cfg, &registry.all(), inherited)?;
     if let Some(user) = &cfg.server.user {
@@ -780,6 +847,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tracing::info!(count = api_zones.len(), "zones set through the API loaded");
         plane.handle().set_zones(api_zones).map_err(|e| anyhow::anyhow!("zones (state directory): {e}"))?;
     }
+    let fleet = match fleet_start {
+        Some((settings, snapshot)) => Some(
+            adox_controlplane::fleet::Fleet::start(settings, registry.clone(), plane.handle(), snapshot.revision)
+                .context("fleet sync thread")?,
+        ),
+        None => None,
+    };
+    let api_settings = api_settings.map(|mut s| {
+        s.fleet = fleet.clone();
+        s
+    });
     // Kept to start the API again if a takeover of this process fails half-way.
     let (api_settings_again, registry_again) = (api_settings.clone(), registry.clone());
     let mut api = match api_settings {
@@ -926,6 +1004,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Some(mut api) = api {
         api.stop();
+    }
+    if let Some(f) = &fleet {
+        f.stop();
     }
     log_stats(&plane);
     plane.stop();

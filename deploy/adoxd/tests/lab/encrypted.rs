@@ -21,8 +21,12 @@ impl Capture {
     /// Captures what matches `filter` and involves this test's adoxd (its
     /// [`outgoing_address`]), so that other tests running at the same time never show up.
     pub fn start(name: &str, filter: &str) -> Self {
-        let filter = format!("({filter}) and host {}", crate::support::outgoing_address());
-        let out = Command::new(CAPTURE).args(["start", name, &filter, lab_dir().to_str().unwrap()]).output().unwrap();
+        Self::start_raw(name, &format!("({filter}) and host {}", crate::support::outgoing_address()))
+    }
+
+    /// Captures exactly what matches `filter` (the caller names the source addresses).
+    pub fn start_raw(name: &str, filter: &str) -> Self {
+        let out = Command::new(CAPTURE).args(["start", name, filter, lab_dir().to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "capture start: {}", String::from_utf8_lossy(&out.stderr));
         Self { name: name.into() }
     }

@@ -17,6 +17,7 @@ mod doh;
 mod encrypted;
 mod fairness;
 mod faults;
+mod fleet;
 mod malformed;
 mod oracle;
 mod resolution;

@@ -1,0 +1,343 @@
+//! The sync thread: load the prefix, watch it, apply each change, save what was applied;
+//! reconnect with backoff, resume from the last revision, load again after a compaction.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use adox_api::policy::Policy;
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions};
+
+use super::{Fleet, SNAPSHOT_FILE, Snapshot};
+use crate::store::FleetChange;
+
+/// Backoff between connection attempts: from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// How often an idle watch asks etcd where it is (the applied revision then follows the
+/// store's, so nodes that agree show the same one).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// The state directory's copy is written at most this often.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Largest message etcd may send us (a full load of a large prefix).
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// What one key under the prefix is.
+enum Entry {
+    Policy(String),
+    NegativeAnchors,
+    Other,
+}
+
+fn entry(fleet: &Fleet, key: &[u8]) -> Entry {
+    let Ok(key) = std::str::from_utf8(key) else { return Entry::Other };
+    let Some(rest) = key.strip_prefix(fleet.settings.key_prefix.as_str()).and_then(|r| r.strip_prefix('/')) else {
+        return Entry::Other;
+    };
+    if let Some(id) = rest.strip_prefix("policies/") {
+        return Entry::Policy(id.to_string());
+    }
+    if rest == "negative-anchors" {
+        return Entry::NegativeAnchors;
+    }
+    Entry::Other
+}
+
+/// A policy as etcd holds it, checked as the API checks a body: its ETag is the key's mod
+/// revision. `None` (with a warning) for a record that is not a valid policy.
+fn policy_of(id: &str, value: &[u8], mod_revision: i64) -> Option<Policy> {
+    let parsed: Result<Policy, String> =
+        serde_json::from_slice::<Policy>(value).map_err(|e| e.to_string()).and_then(|p| {
+            let mut n = p.spec().normalize(id.to_string(), false).map_err(|e| format!("{}: {}", e.field, e.reason))?;
+            n.revision = u64::try_from(mod_revision).unwrap_or(0);
+            Ok(n)
+        });
+    match parsed {
+        Ok(p) if p.id == id => Some(p),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "fleet: a policy record in etcd is not valid; ignored");
+            None
+        }
+    }
+}
+
+/// The negative anchors in a record; `None` (with a warning) when it is not a valid list.
+fn anchors_of(value: &[u8]) -> Option<Vec<hickory_proto::rr::Name>> {
+    let list: adox_api::rest::NegativeAnchorsUpdate = match serde_json::from_slice(value) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "fleet: the negative-anchor record in etcd is not valid; ignored");
+            return None;
+        }
+    };
+    list.anchors
+        .iter()
+        .take(super::writes::MAX_NEGATIVE_ANCHORS)
+        .map(|s| hickory_proto::rr::Name::from_ascii(s).ok())
+        .collect::<Option<Vec<_>>>()
+        .or_else(|| {
+            tracing::warn!("fleet: the negative-anchor record in etcd has a bad name; ignored");
+            None
+        })
+}
+
+async fn connect(fleet: &Fleet) -> Result<Client, String> {
+    let s = &fleet.settings;
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(s.timeout)
+        .with_timeout(s.timeout)
+        .with_keep_alive(Duration::from_secs(5), s.timeout)
+        // A member cut off from the quorum ends our watch instead of keeping it silent.
+        .with_require_leader(true);
+    if let Some((user, password)) = &s.user {
+        opts = opts.with_user(user.clone(), password.clone());
+    }
+    if s.ca_pem.is_some() || s.identity_pem.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &s.ca_pem {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &s.identity_pem {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    tokio::time::timeout(s.timeout, Client::connect(&s.endpoints, Some(opts)))
+        .await
+        .map_err(|_| "connecting to etcd timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Loads the whole prefix and replaces the node's state with it; the revision it is as of.
+async fn full_load(fleet: &Fleet, client: &mut Client) -> Result<i64, String> {
+    let prefix = format!("{}/", fleet.settings.key_prefix);
+    let resp = tokio::time::timeout(
+        fleet.settings.timeout.max(Duration::from_secs(30)),
+        client.kv_client().max_decoding_message_size(MAX_MESSAGE).get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await
+    .map_err(|_| "loading the fleet state timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut policies = Vec::new();
+    let mut anchors = Vec::new();
+    for kv in resp.kvs() {
+        match entry(fleet, kv.key()) {
+            Entry::Policy(id) => policies.extend(policy_of(&id, kv.value(), kv.mod_revision()).map(FleetChange::Put)),
+            Entry::NegativeAnchors => anchors = anchors_of(kv.value()).unwrap_or_default(),
+            Entry::Other => {}
+        }
+    }
+    let count = policies.len();
+    let registry = fleet.registry.clone();
+    tokio::task::spawn_blocking(move || registry.apply_fleet(true, policies)).await.map_err(|e| e.to_string())?;
+    fleet.plane.set_negative_anchors(anchors);
+    {
+        let mut s = fleet.state();
+        s.full_loads += 1;
+        s.applied_revision = revision;
+    }
+    fleet.applied.send_replace(revision);
+    tracing::info!(revision, policies = count, "fleet: state loaded from etcd");
+    Ok(revision)
+}
+
+/// Saves the applied state to the state directory (atomically).
+async fn save(fleet: &Arc<Fleet>) {
+    let snapshot = Snapshot {
+        format: 1,
+        revision: fleet.applied_revision(),
+        policies: fleet.registry.api_policies(),
+        negative_anchors: fleet.plane.negative_anchors().1.iter().map(|n| n.to_ascii()).collect(),
+    };
+    let path = fleet.settings.state_dir.join(SNAPSHOT_FILE);
+    let saved = tokio::task::spawn_blocking(move || {
+        let body = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        crate::store::write_atomic(&path, &body)
+    })
+    .await;
+    if let Ok(Err(e)) = saved {
+        tracing::warn!(error = %e, "fleet: could not save the fleet state to the state directory");
+    }
+}
+
+/// How a watch ended.
+enum WatchEnd {
+    Stopped,
+    /// etcd compacted past the revision we need: load everything again.
+    Compacted,
+    Failed(String),
+}
+
+/// Watches the prefix from `from` (inclusive) and applies what it delivers.
+async fn watch(
+    fleet: &Arc<Fleet>,
+    client: &mut Client,
+    from: i64,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> WatchEnd {
+    let prefix = format!("{}/", fleet.settings.key_prefix);
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from).with_progress_notify();
+    let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+    let mut stream = match tokio::time::timeout(fleet.settings.timeout, watcher.watch(prefix, Some(opts))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return WatchEnd::Failed(e.to_string()),
+        Err(_) => return WatchEnd::Failed("setting up the watch timed out".into()),
+    };
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    let mut last_message = Instant::now();
+    let mut dirty = false;
+    let mut last_save = Instant::now();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => {
+                if dirty { save(fleet).await; }
+                return WatchEnd::Stopped;
+            }
+            _ = progress.tick() => {
+                // A quiet watch on a member that lost its peers says nothing: ask, and
+                // give up on it when no answer came for a while.
+                if last_message.elapsed() > fleet.settings.timeout + PROGRESS_EVERY {
+                    return WatchEnd::Failed("etcd stopped answering the watch".into());
+                }
+                if let Err(e) = stream.request_progress().await {
+                    return WatchEnd::Failed(e.to_string());
+                }
+                if dirty && last_save.elapsed() >= SAVE_EVERY {
+                    save(fleet).await;
+                    dirty = false;
+                    last_save = Instant::now();
+                }
+                continue;
+            }
+            m = stream.message() => m,
+        };
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => return WatchEnd::Failed("etcd closed the watch".into()),
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        };
+        last_message = Instant::now();
+        if resp.compact_revision() > 0 {
+            return WatchEnd::Compacted;
+        }
+        if resp.canceled() {
+            return WatchEnd::Failed(format!("etcd cancelled the watch: {}", resp.cancel_reason()));
+        }
+        if resp.created() {
+            let mut s = fleet.state();
+            s.connected = true;
+            s.connected_since = Some(SystemTime::now());
+        }
+        let mut changes = Vec::new();
+        let mut anchors = None;
+        let mut top = 0;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            top = top.max(kv.mod_revision());
+            match (entry(fleet, kv.key()), ev.event_type()) {
+                // A record that is not a valid policy takes the place of the old one: gone.
+                (Entry::Policy(id), EventType::Put) => changes.push(
+                    policy_of(&id, kv.value(), kv.mod_revision()).map_or(FleetChange::Delete(id), FleetChange::Put),
+                ),
+                (Entry::Policy(id), EventType::Delete) => changes.push(FleetChange::Delete(id)),
+                (Entry::NegativeAnchors, EventType::Put) => anchors = anchors_of(kv.value()).or(anchors),
+                (Entry::NegativeAnchors, EventType::Delete) => anchors = Some(vec![]),
+                (Entry::Other, _) => {}
+            }
+        }
+        let events = resp.events().len() as u64;
+        if !changes.is_empty() {
+            let registry = fleet.registry.clone();
+            if tokio::task::spawn_blocking(move || registry.apply_fleet(false, changes)).await.is_err() {
+                return WatchEnd::Failed("applying a change failed".into());
+            }
+        }
+        if let Some(a) = anchors {
+            fleet.plane.set_negative_anchors(a);
+        }
+        // Events are applied through `top`; a progress report (no events) says everything
+        // up to its header's revision was delivered.
+        let through = if events > 0 { top } else { resp.header().map_or(0, |h| h.revision()) };
+        let mut s = fleet.state();
+        s.events_applied += events;
+        if through > s.applied_revision {
+            s.applied_revision = through;
+            drop(s);
+            fleet.applied.send_replace(through);
+        }
+        dirty |= events > 0;
+    }
+}
+
+/// The sync thread's body.
+pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = BACKOFF.0;
+    let mut need_load = true;
+    let mut client: Option<Client> = None;
+    while !*stop.borrow() {
+        if client.is_none() {
+            match connect(&fleet).await {
+                Ok(c) => {
+                    *fleet.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+                    client = Some(c);
+                }
+                Err(e) => {
+                    fail(&fleet, &e, backoff, &mut stop).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else { continue };
+        if need_load {
+            match full_load(&fleet, c).await {
+                Ok(_) => {
+                    need_load = false;
+                    save(&fleet).await;
+                }
+                Err(e) => {
+                    fail(&fleet, &e, backoff, &mut stop).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+        }
+        let from = fleet.applied_revision() + 1;
+        match watch(&fleet, c, from, &mut stop).await {
+            WatchEnd::Stopped => break,
+            WatchEnd::Compacted => {
+                tracing::warn!(from, "fleet: etcd compacted past our revision; loading the whole state again");
+                need_load = true;
+                backoff = BACKOFF.0;
+            }
+            WatchEnd::Failed(e) => {
+                let was_up = fleet.connected();
+                fleet.state().watch_restarts += 1;
+                if was_up {
+                    backoff = BACKOFF.0;
+                }
+                fail(&fleet, &e, backoff, &mut stop).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+        }
+    }
+    save(&fleet).await;
+}
+
+/// Records a failure and waits `backoff` (or until stopped).
+async fn fail(fleet: &Fleet, e: &str, backoff: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let was_up = {
+        let mut s = fleet.state();
+        std::mem::replace(&mut s.connected, false)
+    };
+    fleet.note_error(e);
+    if was_up {
+        tracing::warn!(error = %e, revision = fleet.applied_revision(), "fleet: lost etcd; serving the state as of this revision");
+    } else {
+        tracing::debug!(error = %e, "fleet: etcd not reachable");
+    }
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(backoff) => {}
+    }
+}

@@ -1,0 +1,325 @@
+//! Fleet mode against a real etcd cluster (Debian's etcd 3.4, three members on loopback)
+//! and three adoxd nodes: a policy pushed through one node is in force on all three
+//! (proven by a capture of each node's upstream traffic), ETags are etcd revisions across
+//! nodes, a lost quorum keeps every node serving while writes answer 503, and a node that
+//! was down catches up.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+use crate::encrypted::Capture;
+use crate::support::{Adoxd, lab_dir, tempdir};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A three-member etcd cluster on 127.0.0.1, each member in a directory of its own.
+struct Etcd {
+    dir: tempdir::Dir,
+    /// (client port, peer port) per member.
+    ports: Vec<(u16, u16)>,
+    members: Vec<Option<Child>>,
+}
+
+impl Etcd {
+    fn start() -> Self {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut e = Self { dir: tempdir::Dir::new(), ports, members: vec![None, None, None] };
+        for i in 0..3 {
+            e.start_member(i);
+        }
+        e.wait_healthy();
+        e
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect()
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let cluster: Vec<String> =
+            self.ports.iter().enumerate().map(|(k, (_, p))| format!("m{k}=http://127.0.0.1:{p}")).collect();
+        let (c, p) = self.ports[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-token", "adox-fleet-test", "--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"])
+            .env("ETCD_UNSUPPORTED_ARCH", "")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server) runs");
+        self.members[i] = Some(child);
+    }
+
+    fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until a write through the whole cluster works (a leader and a quorum).
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoints().join(","), "--command-timeout=2s", "put", "/health-check", "1"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd cluster not healthy: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.stop_member(i);
+        }
+    }
+}
+
+/// One adoxd of the fleet: its own upstream source address (so a capture tells the nodes
+/// apart) and its own state directory (kept across a restart).
+struct Node {
+    d: Option<Adoxd>,
+    source: String,
+    state: PathBuf,
+    cfg: PathBuf,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let d = Adoxd::lab(&[
+            "--config",
+            self.cfg.to_str().unwrap(),
+            "--outgoing-address",
+            &self.source,
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ]);
+        self.d = Some(d);
+    }
+    fn d(&self) -> &Adoxd {
+        self.d.as_ref().expect("node running")
+    }
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let bytes = body.map(Value::to_string);
+        let r = self.d().admin().request(method, path, &[], bytes.as_deref().map(str::as_bytes)).unwrap();
+        (r.status, r.json().unwrap_or(Value::Null))
+    }
+    fn ids(&self) -> Vec<String> {
+        let (st, v) = self.send("GET", "/v1/policies", None);
+        assert_eq!(st, 200);
+        v["policies"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+    }
+    fn fleet(&self) -> Value {
+        self.send("GET", "/v1/fleet", None).1
+    }
+    /// Captures this node's cleartext to dot.lab's server while it resolves a fresh name.
+    fn cleartext_to_dot_lab(&self, tag: &str) -> Vec<String> {
+        let filter = format!("host 127.53.6.1 and port 53 and host {}", self.source);
+        let cap = Capture::start_raw(tag, &filter);
+        let name = format!("fleet-{tag}-{}.dot.lab.", crate::support::rand_id());
+        assert_eq!(self.d().query(&name, RecordType::A).rcode(), ResponseCode::NXDomain, "{tag}");
+        cap.stop()
+    }
+}
+
+/// Polls until `ok` holds, up to `limit`; the time it took.
+fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
+fn fleet_config(dir: &Path, endpoints: &[String]) -> PathBuf {
+    let ca = lab_dir().join("tls/ca.pem");
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let text = format!(
+        "[transport]\nca_file = \"{}\"\nprobing = false\nsignals = false\n\n[fleet]\nbackend = \"etcd\"\n\
+         etcd_endpoints = [{}]\nkey_prefix = \"/adox-test\"\netcd_timeout_ms = 1000\n",
+        ca.display(),
+        list.join(", ")
+    );
+    let path = dir.join("adox.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+#[allow(clippy::too_many_lines, reason = "one fleet's life, step by step")]
+fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up() {
+    let mut etcd = Etcd::start();
+    let work = tempdir::Dir::new();
+    let cfg = fleet_config(work.path(), &etcd.endpoints());
+    let base = crate::support::outgoing_address().octets();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let state = work.path().join(format!("state{i}"));
+            std::fs::create_dir_all(&state).unwrap();
+            // 127.118.0.0/16 is no other test's (their sources are in 127.54-127.117).
+            let source = format!("127.118.{}.{}", base[3], 10 + i);
+            Node { d: None, source, state, cfg: cfg.clone() }
+        })
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    for n in &nodes {
+        within(Duration::from_secs(10), "watch up", || n.fleet()["connected"] == json!(true));
+        assert!(!n.cleartext_to_dot_lab("before").is_empty(), "before the push each node asks dot.lab over Do53");
+    }
+
+    // A strict DoT policy pushed through node 0 is in force on all three within 1 s.
+    let (st, p) = nodes[0].send(
+        "POST",
+        "/v1/policies",
+        Some(&json!({"zone": "dot.lab", "mode": "strict", "transports": ["dot"], "auth": "pkix"})),
+    );
+    assert_eq!(st, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    for n in &nodes {
+        within(Duration::from_secs(1).saturating_sub(t0.elapsed()), "the policy on every node", || {
+            n.ids().contains(&id)
+        });
+    }
+    eprintln!("fleet: one policy in force on 3 nodes after {:?}", t0.elapsed());
+    for (i, n) in nodes.iter().enumerate() {
+        let packets = n.cleartext_to_dot_lab(&format!("after-{i}"));
+        assert!(packets.is_empty(), "node {i}: cleartext to dot.lab after the strict push: {packets:?}");
+    }
+
+    // ETags are etcd revisions: a writer on another node with an old one gets 412.
+    let etag = nodes[1].d().admin().get(&format!("/v1/policies/{id}")).unwrap().header("etag").unwrap().to_string();
+    assert_eq!(etag, format!("\"r{}\"", p["revision"]), "the same ETag on every node");
+    let body = json!({"zone": "dot.lab", "mode": "strict", "transports": ["dot"], "auth": "pkix", "comment": "n2"});
+    let r = nodes[2]
+        .d()
+        .admin()
+        .request("PUT", &format!("/v1/policies/{id}"), &[("If-Match", &etag)], Some(body.to_string().as_bytes()))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = nodes[1]
+        .d()
+        .admin()
+        .request("PUT", &format!("/v1/policies/{id}"), &[("If-Match", &etag)], Some(body.to_string().as_bytes()))
+        .unwrap();
+    assert_eq!(r.status, 412, "a lost update: {}", r.text());
+    // A selector is unique across the fleet, whichever node is asked.
+    let (st, _) = nodes[1].send("POST", "/v1/policies", Some(&json!({"zone": "dot.lab", "mode": "cleartext"})));
+    assert_eq!(st, 409);
+
+    // 10,000 policies imported through one node converge on all three.
+    let bundle: Vec<Value> =
+        (0..10_000).map(|k| json!({"zone": format!("z{k}.bulk.lab"), "mode": "opportunistic"})).collect();
+    let t0 = Instant::now();
+    let (st, res) = nodes[0].send("POST", "/v1/policies/import", Some(&json!({"policies": bundle})));
+    assert_eq!(st, 200, "{res}");
+    assert_eq!((res["created"].as_u64(), res["chunks"].as_u64()), (Some(10_000), Some(167)), "{res}");
+    let written = t0.elapsed();
+    for n in &nodes {
+        within(Duration::from_secs(30), "10,000 policies on every node", || n.ids().len() == 10_001);
+    }
+    eprintln!("fleet: 10,000 policies written in {written:?}, on all 3 nodes after {:?}", t0.elapsed());
+
+    // Two members down: no quorum. Every node keeps answering with its policies; writes
+    // answer 503 within etcd_timeout_ms; readiness stays (it is about DNS service).
+    etcd.stop_member(1);
+    etcd.stop_member(2);
+    let t0 = Instant::now();
+    let (st, v) = nodes[0].send("POST", "/v1/policies", Some(&json!({"zone": "down.lab", "mode": "cleartext"})));
+    assert_eq!(st, 503, "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "503 after {:?}", t0.elapsed());
+    assert_eq!(v["type"], json!("https://adox.invalid/problems/fleet-unavailable"), "{v}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.ids().len(), 10_001, "node {i} keeps its policies");
+        assert!(n.cleartext_to_dot_lab(&format!("noquorum-{i}")).is_empty(), "node {i}: the policy still holds");
+        assert_eq!(n.d().api_client(None).get("/readyz").unwrap().status, 200);
+    }
+    within(Duration::from_secs(10), "nodes see the outage", || {
+        nodes.iter().all(|n| n.fleet()["connected"] == json!(false))
+    });
+    let ready = nodes[2].d().api_client(None).get("/readyz").unwrap().text();
+    assert!(ready.contains("fleet: etcd not reachable"), "{ready}");
+
+    // Quorum back: writes work again and every node converges, nothing lost or doubled.
+    etcd.start_member(1);
+    etcd.start_member(2);
+    etcd.wait_healthy();
+    let t0 = Instant::now();
+    let late = loop {
+        let (st, v) = nodes[1].send("POST", "/v1/policies", Some(&json!({"zone": "back.lab", "mode": "cleartext"})));
+        if st == 201 {
+            break v["id"].as_str().unwrap().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "writes did not come back: {st} {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for n in &nodes {
+        within(Duration::from_secs(15), "convergence after the outage", || n.ids().contains(&late));
+    }
+    let ids0 = nodes[0].ids();
+    assert_eq!(ids0.len(), 10_002, "nothing lost or duplicated");
+    assert_eq!(ids0.iter().collect::<std::collections::BTreeSet<_>>().len(), ids0.len(), "no id twice");
+
+    // Node 2 killed; 100 changes pushed through node 0; node 2 restarted catches up.
+    nodes[2].d.take().unwrap().kill9();
+    for k in 0..50 {
+        let (st, _) = nodes[0].send(
+            "POST",
+            "/v1/policies",
+            Some(&json!({"zone": format!("k{k}.late.lab"), "mode": "cleartext"})),
+        );
+        assert_eq!(st, 201);
+        let (st, _) = nodes[0].send("DELETE", &format!("/v1/policies/{}", ids0[100 + k]), None);
+        assert_eq!(st, 204);
+    }
+    nodes[2].start();
+    within(Duration::from_secs(15), "the restarted node catches up", || {
+        let (a, b) = (nodes[0].fleet(), nodes[2].fleet());
+        a["applied_revision"] == b["applied_revision"] && nodes[0].ids() == nodes[2].ids()
+    });
+    assert_eq!(nodes[2].ids().len(), 10_002);
+
+    // etcd gone entirely: a node restarted now serves the state it last saw.
+    for i in 0..3 {
+        etcd.stop_member(i);
+    }
+    nodes[1].d.take().unwrap().terminate();
+    nodes[1].start();
+    assert_eq!(nodes[1].ids(), nodes[0].ids(), "started from its saved fleet state");
+    assert!(nodes[1].cleartext_to_dot_lab("restart-no-etcd").is_empty(), "the strict policy holds");
+    assert_eq!(nodes[1].fleet()["connected"], json!(false));
+    for n in &mut nodes {
+        if let Some(d) = n.d.take() {
+            d.terminate();
+        }
+    }
+}
