@@ -21,7 +21,7 @@ macro_rules! out {
 
 use adox_api::policy::Policy;
 use adox_api::rest::{
-    Explain, ExplainStep, FlushResult, ImportResult, PolicyList, Problem, ServerList, ServerState, Stats,
+    Explain, ExplainStep, FleetStatus, FlushResult, ImportResult, PolicyList, Problem, ServerList, ServerState, Stats,
 };
 use adoxctl::{Client, Reply};
 use clap::{Args, Parser, Subcommand};
@@ -43,8 +43,13 @@ struct Cli {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Every node of a fleet, side by side: their API URLs, comma-separated (the same
+    /// token and CA for each) [env: ADOX_FLEET_URLS]. Shows each node's readiness, fleet
+    /// backend, the etcd revision it applied, policies and counters, so drift shows.
+    #[arg(long, value_delimiter = ',', conflicts_with = "url")]
+    fleet: Vec<String>,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +377,98 @@ fn print_explain(e: &Explain) {
     }
 }
 
+/// `adoxctl --fleet`: one row per node, from its own API. A node that cannot be reached
+/// is a row saying so (and exit status 1), not the end of the table.
+fn fleet_view(
+    urls: &[String],
+    token: Option<String>,
+    ca: Option<&std::path::Path>,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for url in urls {
+        let node = (|| -> Result<(bool, FleetStatus, Stats), String> {
+            let c = Client::with_ca(url, token.clone(), ca)?;
+            let ready = c.get("/readyz").map_err(|e| e.to_string())?.status == 200;
+            let get = |path: &str| -> Result<Reply, String> {
+                let r = c.get(path).map_err(|e| e.to_string())?;
+                if r.status != 200 {
+                    return Err(format!("{path}: HTTP {}", r.status));
+                }
+                Ok(r)
+            };
+            let fleet: FleetStatus = serde_json::from_slice(&get("/v1/fleet")?.body).map_err(|e| e.to_string())?;
+            let stats: Stats = serde_json::from_slice(&get("/v1/stats")?.body).map_err(|e| e.to_string())?;
+            Ok((ready, fleet, stats))
+        })();
+        match node {
+            Ok((ready, f, s)) => {
+                let t = &s.totals;
+                let queries = t.queries_udp + t.queries_tcp;
+                let hits = if queries == 0 {
+                    "-".into()
+                } else {
+                    format!("{:.1}%", 100.0 * t.cache_hits as f64 / queries as f64)
+                };
+                rows.push([
+                    url.clone(),
+                    if ready { "ready".into() } else { "not ready".into() },
+                    f.backend.clone(),
+                    if f.backend == "local" {
+                        "-".into()
+                    } else if f.connected {
+                        "up".into()
+                    } else {
+                        "DOWN".into()
+                    },
+                    if f.backend == "local" { "-".into() } else { f.applied_revision.to_string() },
+                    f.policies.to_string(),
+                    f.negative_anchors.to_string(),
+                    queries.to_string(),
+                    hits,
+                    t.rcode_servfail.to_string(),
+                    f.last_error.clone().filter(|_| !f.connected).unwrap_or_else(|| "-".into()),
+                ]);
+                all.push(json!({"url": url, "ready": ready, "fleet": f, "stats": s}));
+            }
+            Err(e) => {
+                failed += 1;
+                let mut row: [String; 11] = std::array::from_fn(|_| "-".to_string());
+                row[0].clone_from(url);
+                row[1] = "UNREACHABLE".into();
+                row[10] = e.clone();
+                rows.push(row);
+                all.push(json!({"url": url, "error": e}));
+            }
+        }
+    }
+    if as_json {
+        out!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    } else {
+        table(
+            &[
+                "NODE", "HEALTH", "BACKEND", "ETCD", "REVISION", "POLICIES", "NTAS", "QUERIES", "HITS", "SERVFAIL",
+                "ERROR",
+            ],
+            &rows,
+        );
+        let revisions: std::collections::BTreeSet<&str> =
+            rows.iter().filter(|r| r[2] == "etcd").map(|r| r[4].as_str()).collect();
+        if revisions.len() > 1 {
+            out!(
+                "drift: the nodes applied different revisions ({})",
+                revisions.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Refused(format!("{failed} of {} nodes could not be read", urls.len())));
+    }
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     let url = cli
         .url
@@ -380,9 +477,25 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         .unwrap_or_else(|| "http://127.0.0.1:5380".into());
     let token = cli.token.clone().or_else(|| std::env::var("ADOX_API_TOKEN").ok());
     let ca = cli.ca_file.clone().or_else(|| std::env::var_os("ADOX_API_CA").map(Into::into));
+    let mut fleet = cli.fleet.clone();
+    if fleet.is_empty()
+        && cli.command.is_none()
+        && let Ok(v) = std::env::var("ADOX_FLEET_URLS")
+    {
+        fleet = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    }
+    let Some(command) = &cli.command else {
+        if fleet.is_empty() {
+            return Err(Failure::Usage("a command is needed, or --fleet URL,URL,... (see --help)".into()));
+        }
+        return fleet_view(&fleet, token, ca.as_deref(), cli.json);
+    };
+    if !fleet.is_empty() {
+        return Err(Failure::Usage("--fleet shows the nodes side by side and takes no command".into()));
+    }
     let c = Client::with_ca(&url, token, ca.as_deref()).map_err(Failure::Usage)?;
     let print_json = |r: &Reply| out!("{}", r.text().trim_end());
-    match &cli.command {
+    match command {
         Cmd::Policies(p) => match p {
             PolicyCmd::List => {
                 let r = call(&c, "GET", "/v1/policies", None, &[])?;

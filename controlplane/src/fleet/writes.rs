@@ -17,6 +17,10 @@ pub(crate) const MAX_NEGATIVE_ANCHORS: usize = 10_000;
 /// Policies per import transaction: each takes at most two operations (the policy and
 /// its selector) and one compare, plus the id counter; etcd allows 128 of each by default.
 pub(crate) const IMPORT_CHUNK: usize = 60;
+/// What the gRPC transport says when it could not connect: the request was not sent.
+const NOT_CONNECTED: &str = "tcp connect error";
+/// Pause before sending such a request again.
+const RESEND_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Attempts at a transaction another node's write raced with.
 const RETRIES: usize = 16;
 
@@ -233,7 +237,7 @@ async fn import_chunk(c: &mut Client, keys: &Keys, chunk: &[Policy]) -> Result<(
 impl Fleet {
     /// Runs `op` on the sync thread's runtime within `etcd_timeout_ms`, then waits (within
     /// what is left of it) until this node applied the revision it returns.
-    async fn write<T, F>(self: &Arc<Self>, op: impl FnOnce(Client, Keys) -> F) -> Result<T, StoreError>
+    async fn write<T, F>(self: &Arc<Self>, op: impl Fn(Client, Keys) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<(T, u64), StoreError>> + Send + 'static,
         T: Send + 'static,
@@ -241,19 +245,29 @@ impl Fleet {
         let (client, runtime) = self.client().map_err(StoreError::Unavailable)?;
         let keys = Keys { prefix: self.settings.key_prefix.clone() };
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
-        let task = runtime.spawn(op(client, keys));
-        let abort = task.abort_handle();
-        let result = match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(StoreError::Unavailable("the etcd request was interrupted".into())),
-            Err(_) => {
-                abort.abort();
-                Err(StoreError::Unavailable(format!(
-                    "etcd did not answer within {} ms (fleet.etcd_timeout_ms): the change may or may not have \
-                     been made; read it back before trying again",
-                    self.settings.timeout.as_millis()
-                )))
+        let result = loop {
+            let task = runtime.spawn(op(client.clone(), keys.clone()));
+            let abort = task.abort_handle();
+            let r = match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(StoreError::Unavailable("the etcd request was interrupted".into())),
+                Err(_) => {
+                    abort.abort();
+                    Err(StoreError::Unavailable(format!(
+                        "etcd did not answer within {} ms (fleet.etcd_timeout_ms): the change may or may not have \
+                         been made; read it back before trying again",
+                        self.settings.timeout.as_millis()
+                    )))
+                }
+            };
+            // The balancer picked a member whose connection is down (it restarts, say): the
+            // request never left, so it is safe to send again, to whichever member is up.
+            let not_sent = matches!(&r, Err(StoreError::Unavailable(m)) if m.contains(NOT_CONNECTED));
+            if not_sent && tokio::time::Instant::now() + RESEND_AFTER < deadline {
+                tokio::time::sleep(RESEND_AFTER).await;
+                continue;
             }
+            break r;
         };
         match result {
             Ok((v, revision)) => {
@@ -280,10 +294,13 @@ impl Fleet {
     pub async fn create(self: &Arc<Self>, spec: &PolicySpec) -> Result<Policy, StoreError> {
         let p = spec.normalize(api_id(1), false).map_err(|e| StoreError::Invalid(e, None))?;
         self.registry.check_fleet_write(None, Some(&p))?;
-        self.write(move |c, keys| async move {
-            let p = create(c, keys, p).await?;
-            let rev = p.revision;
-            Ok((p, rev))
+        self.write(|c, keys| {
+            let p = p.clone();
+            async move {
+                let p = create(c, keys, p).await?;
+                let rev = p.revision;
+                Ok((p, rev))
+            }
         })
         .await
     }
@@ -299,10 +316,13 @@ impl Fleet {
         let p = spec.normalize(id.to_string(), false).map_err(|e| StoreError::Invalid(e, None))?;
         self.registry.check_fleet_write(None, Some(&p))?;
         let if_match = if_match.map(str::to_string);
-        self.write(move |c, keys| async move {
-            let p = replace(c, keys, p, if_match).await?;
-            let rev = p.revision;
-            Ok((p, rev))
+        self.write(|c, keys| {
+            let (p, if_match) = (p.clone(), if_match.clone());
+            async move {
+                let p = replace(c, keys, p, if_match).await?;
+                let rev = p.revision;
+                Ok((p, rev))
+            }
         })
         .await
     }
@@ -311,7 +331,11 @@ impl Fleet {
     pub async fn delete(self: &Arc<Self>, id: &str, if_match: Option<&str>) -> Result<(), StoreError> {
         self.registry.check_fleet_write(Some(id), None)?;
         let (id, if_match) = (id.to_string(), if_match.map(str::to_string));
-        self.write(move |c, keys| async move { Ok(((), delete(c, keys, id, if_match).await?)) }).await
+        self.write(|c, keys| {
+            let (id, if_match) = (id.clone(), if_match.clone());
+            async move { Ok(((), delete(c, keys, id, if_match).await?)) }
+        })
+        .await
     }
 
     /// `POST /v1/policies/import`: checked whole first (a bad bundle changes nothing), then
@@ -356,9 +380,12 @@ impl Fleet {
         for (k, chunk) in policies.chunks(IMPORT_CHUNK).enumerate() {
             let chunk = chunk.to_vec();
             let done = self
-                .write(move |mut c, keys| async move {
-                    let (created, updated, rev) = import_chunk(&mut c, &keys, &chunk).await?;
-                    Ok(((created, updated), rev))
+                .write(|mut c, keys| {
+                    let chunk = chunk.clone();
+                    async move {
+                        let (created, updated, rev) = import_chunk(&mut c, &keys, &chunk).await?;
+                        Ok(((created, updated), rev))
+                    }
                 })
                 .await
                 .map_err(|e| match e {
@@ -379,9 +406,12 @@ impl Fleet {
     pub async fn set_negative_anchors(self: &Arc<Self>, texts: Vec<String>) -> Result<(), StoreError> {
         let body = serde_json::to_vec(&adox_api::rest::NegativeAnchorsUpdate { anchors: texts })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        self.write(move |mut c, keys| async move {
-            let r = c.put(keys.anchors(), body, None).await.map_err(etcd)?;
-            Ok(((), r.header().map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))))
+        self.write(|mut c, keys| {
+            let body = body.clone();
+            async move {
+                let r = c.put(keys.anchors(), body, None).await.map_err(etcd)?;
+                Ok(((), r.header().map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))))
+            }
         })
         .await
     }

@@ -292,14 +292,14 @@ fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up(
     // Node 2 killed; 100 changes pushed through node 0; node 2 restarted catches up.
     nodes[2].d.take().unwrap().kill9();
     for k in 0..50 {
-        let (st, _) = nodes[0].send(
+        let (st, v) = nodes[0].send(
             "POST",
             "/v1/policies",
             Some(&json!({"zone": format!("k{k}.late.lab"), "mode": "cleartext"})),
         );
-        assert_eq!(st, 201);
-        let (st, _) = nodes[0].send("DELETE", &format!("/v1/policies/{}", ids0[100 + k]), None);
-        assert_eq!(st, 204);
+        assert_eq!(st, 201, "{v}");
+        let (st, v) = nodes[0].send("DELETE", &format!("/v1/policies/{}", ids0[100 + k]), None);
+        assert_eq!(st, 204, "{v}");
     }
     nodes[2].start();
     within(Duration::from_secs(15), "the restarted node catches up", || {
@@ -307,6 +307,23 @@ fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up(
         a["applied_revision"] == b["applied_revision"] && nodes[0].ids() == nodes[2].ids()
     });
     assert_eq!(nodes[2].ids().len(), 10_002);
+    // `adoxctl --fleet` puts the three side by side: same revision, no drift reported.
+    let adoxctl = Path::new(env!("CARGO_BIN_EXE_adoxd")).with_file_name("adoxctl");
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.d().api.unwrap())).collect();
+    let revision = nodes[0].fleet()["applied_revision"].to_string();
+    within(Duration::from_secs(5), "adoxctl --fleet shows one revision", || {
+        let out = Command::new(&adoxctl)
+            .args(["--fleet", &urls.join(",")])
+            .env("ADOX_API_TOKEN", crate::support::ADMIN_TOKEN)
+            .output()
+            .expect("adoxctl is built with the workspace");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        out.status.success()
+            && rows.len() == 3
+            && rows.iter().all(|r| r.contains(" etcd ") && r.contains(" up ") && r.contains(&format!(" {revision} ")))
+            && !text.contains("drift")
+    });
 
     // etcd gone entirely: a node restarted now serves the state it last saw.
     for i in 0..3 {
