@@ -102,6 +102,12 @@ impl Snapshot {
 #[derive(Debug, Default)]
 struct State {
     connected: bool,
+    /// The revision through which changes are applied: a full load's, or the last event's.
+    /// The watch resumes after it, and writers wait for it.
+    event_revision: i64,
+    /// What `/v1/fleet` shows: `event_revision`, or a progress report's revision (etcd says
+    /// no change under the prefix came since), whichever is later. Display only: etcd 3.4
+    /// can report progress ahead of events still queued (etcd#15220).
     applied_revision: i64,
     last_error: Option<String>,
     last_error_at: Option<SystemTime>,
@@ -148,7 +154,7 @@ impl Fleet {
             settings,
             registry,
             plane,
-            state: Mutex::new(State { applied_revision: revision, ..State::default() }),
+            state: Mutex::new(State { event_revision: revision, applied_revision: revision, ..State::default() }),
             applied: tokio::sync::watch::channel(revision).0,
             client: Mutex::new(None),
             runtime: Mutex::new(None),
@@ -177,9 +183,9 @@ impl Fleet {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The revision this node has applied.
-    pub fn applied_revision(&self) -> i64 {
-        self.state().applied_revision
+    /// The revision through which this node applied etcd's changes.
+    pub fn event_revision(&self) -> i64 {
+        self.state().event_revision
     }
 
     /// Whether the watch on etcd is up.
@@ -199,7 +205,7 @@ impl Fleet {
             connected: s.connected,
             connected_since_unix: unix(s.connected_since),
             applied_revision: s.applied_revision,
-            policies: self.registry.api_policies().len(),
+            policies: self.registry.api_policy_count(),
             negative_anchors: self.plane.negative_anchors().1.len(),
             last_error: s.last_error.clone(),
             last_error_unix: unix(s.last_error_at),

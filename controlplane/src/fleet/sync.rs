@@ -17,6 +17,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::fro
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// The state directory's copy is written at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a client that logs in as an etcd user logs in again (tokens last 300 s by
+/// default, and the client does not renew them itself).
+const TOKEN_REFRESH: Duration = Duration::from_secs(120);
 /// Largest message etcd may send us (a full load of a large prefix).
 const MAX_MESSAGE: usize = 256 << 20;
 
@@ -69,15 +72,22 @@ fn anchors_of(value: &[u8]) -> Option<Vec<hickory_proto::rr::Name>> {
             return None;
         }
     };
-    list.anchors
-        .iter()
-        .take(super::writes::MAX_NEGATIVE_ANCHORS)
-        .map(|s| hickory_proto::rr::Name::from_ascii(s).ok())
-        .collect::<Option<Vec<_>>>()
-        .or_else(|| {
+    if list.anchors.len() > super::writes::MAX_NEGATIVE_ANCHORS {
+        tracing::warn!(count = list.anchors.len(), "fleet: the negative-anchor record in etcd is too long; ignored");
+        return None;
+    }
+    let mut names: Vec<hickory_proto::rr::Name> = Vec::with_capacity(list.anchors.len());
+    let mut seen = std::collections::HashSet::new();
+    for s in &list.anchors {
+        let Ok(n) = hickory_proto::rr::Name::from_ascii(s) else {
             tracing::warn!("fleet: the negative-anchor record in etcd has a bad name; ignored");
-            None
-        })
+            return None;
+        };
+        if seen.insert(n.to_lowercase()) {
+            names.push(n);
+        }
+    }
+    Some(names)
 }
 
 async fn connect(fleet: &Fleet) -> Result<Client, String> {
@@ -119,21 +129,25 @@ async fn full_load(fleet: &Fleet, client: &mut Client) -> Result<i64, String> {
     .map_err(|e| e.to_string())?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let mut policies = Vec::new();
-    let mut anchors = Vec::new();
+    // No record: none set. A bad one is ignored here as by the watch (the list stays).
+    let mut anchors = Some(Vec::new());
     for kv in resp.kvs() {
         match entry(fleet, kv.key()) {
             Entry::Policy(id) => policies.extend(policy_of(&id, kv.value(), kv.mod_revision()).map(FleetChange::Put)),
-            Entry::NegativeAnchors => anchors = anchors_of(kv.value()).unwrap_or_default(),
+            Entry::NegativeAnchors => anchors = anchors_of(kv.value()),
             Entry::Other => {}
         }
     }
     let count = policies.len();
     let registry = fleet.registry.clone();
     tokio::task::spawn_blocking(move || registry.apply_fleet(true, policies)).await.map_err(|e| e.to_string())?;
-    fleet.plane.set_negative_anchors(anchors);
+    if let Some(a) = anchors {
+        set_anchors(fleet, a).await;
+    }
     {
         let mut s = fleet.state();
         s.full_loads += 1;
+        s.event_revision = revision;
         s.applied_revision = revision;
     }
     fleet.applied.send_replace(revision);
@@ -141,11 +155,18 @@ async fn full_load(fleet: &Fleet, client: &mut Client) -> Result<i64, String> {
     Ok(revision)
 }
 
+/// Puts negative anchors in force off this thread: it flushes the caches below each
+/// changed name, which can take a while on a large cache.
+async fn set_anchors(fleet: &Fleet, names: Vec<hickory_proto::rr::Name>) {
+    let plane = fleet.plane.clone();
+    let _ = tokio::task::spawn_blocking(move || plane.set_negative_anchors(names)).await;
+}
+
 /// Saves the applied state to the state directory (atomically).
 async fn save(fleet: &Arc<Fleet>) {
     let snapshot = Snapshot {
         format: 1,
-        revision: fleet.applied_revision(),
+        revision: fleet.event_revision(),
         policies: fleet.registry.api_policies(),
         negative_anchors: fleet.plane.negative_anchors().1.iter().map(|n| n.to_ascii()).collect(),
     };
@@ -165,6 +186,9 @@ enum WatchEnd {
     Stopped,
     /// etcd compacted past the revision we need: load everything again.
     Compacted,
+    /// Time to log in again (etcd users' tokens expire, 5 minutes by default): a new
+    /// client, and the watch resumes where it was.
+    Refresh,
     Failed(String),
 }
 
@@ -184,6 +208,7 @@ async fn watch(
         Err(_) => return WatchEnd::Failed("setting up the watch timed out".into()),
     };
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    let started = Instant::now();
     let mut last_message = Instant::now();
     let mut dirty = false;
     let mut last_save = Instant::now();
@@ -206,6 +231,10 @@ async fn watch(
                     save(fleet).await;
                     dirty = false;
                     last_save = Instant::now();
+                }
+                if fleet.settings.user.is_some() && started.elapsed() >= TOKEN_REFRESH {
+                    if dirty { save(fleet).await; }
+                    return WatchEnd::Refresh;
                 }
                 continue;
             }
@@ -253,17 +282,21 @@ async fn watch(
             }
         }
         if let Some(a) = anchors {
-            fleet.plane.set_negative_anchors(a);
+            set_anchors(fleet, a).await;
         }
-        // Events are applied through `top`; a progress report (no events) says everything
-        // up to its header's revision was delivered.
-        let through = if events > 0 { top } else { resp.header().map_or(0, |h| h.revision()) };
         let mut s = fleet.state();
         s.events_applied += events;
-        if through > s.applied_revision {
-            s.applied_revision = through;
+        if events > 0 && top > s.event_revision {
+            // Applied through `top`: the watch resumes after it, writers waiting see it.
+            s.event_revision = top;
+            s.applied_revision = s.applied_revision.max(top);
             drop(s);
-            fleet.applied.send_replace(through);
+            fleet.applied.send_replace(top);
+        } else if events == 0 && !resp.created() {
+            // A progress report: nothing under the prefix changed up to its revision (the
+            // created reply's header is etcd's current revision, not a promise: skipped).
+            let progress = resp.header().map_or(0, |h| h.revision());
+            s.applied_revision = s.applied_revision.max(progress);
         }
         dirty |= events > 0;
     }
@@ -276,7 +309,11 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
     let mut client: Option<Client> = None;
     while !*stop.borrow() {
         if client.is_none() {
-            match connect(&fleet).await {
+            let connected = tokio::select! {
+                r = connect(&fleet) => r,
+                _ = stop.changed() => break,
+            };
+            match connected {
                 Ok(c) => {
                     *fleet.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
                     client = Some(c);
@@ -290,7 +327,11 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
         }
         let Some(c) = client.as_mut() else { continue };
         if need_load {
-            match full_load(&fleet, c).await {
+            let loaded = tokio::select! {
+                r = full_load(&fleet, c) => r,
+                _ = stop.changed() => break,
+            };
+            match loaded {
                 Ok(_) => {
                     need_load = false;
                     save(&fleet).await;
@@ -298,18 +339,25 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
                 Err(e) => {
                     fail(&fleet, &e, backoff, &mut stop).await;
                     backoff = (backoff * 2).min(BACKOFF.1);
+                    client = None;
                     continue;
                 }
             }
         }
-        let from = fleet.applied_revision() + 1;
+        let from = fleet.event_revision() + 1;
         match watch(&fleet, c, from, &mut stop).await {
             WatchEnd::Stopped => break,
             WatchEnd::Compacted => {
                 tracing::warn!(from, "fleet: etcd compacted past our revision; loading the whole state again");
                 need_load = true;
-                backoff = BACKOFF.0;
+                // Not a tight loop of full loads if etcd keeps saying so.
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF.1);
             }
+            WatchEnd::Refresh => client = None,
             WatchEnd::Failed(e) => {
                 let was_up = fleet.connected();
                 fleet.state().watch_restarts += 1;
@@ -318,6 +366,8 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
                 }
                 fail(&fleet, &e, backoff, &mut stop).await;
                 backoff = (backoff * 2).min(BACKOFF.1);
+                // A new client: a new connection, and with etcd users a new token.
+                client = None;
             }
         }
     }
@@ -326,13 +376,16 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
 
 /// Records a failure and waits `backoff` (or until stopped).
 async fn fail(fleet: &Fleet, e: &str, backoff: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let was_up = {
+    let (was_up, new_error) = {
         let mut s = fleet.state();
-        std::mem::replace(&mut s.connected, false)
+        (std::mem::replace(&mut s.connected, false), s.last_error.as_deref() != Some(e))
     };
     fleet.note_error(e);
     if was_up {
-        tracing::warn!(error = %e, revision = fleet.applied_revision(), "fleet: lost etcd; serving the state as of this revision");
+        tracing::warn!(error = %e, revision = fleet.event_revision(), "fleet: lost etcd; serving the state as of this revision");
+    } else if new_error {
+        // Each new reason once (a bad endpoint, certificate or password shows at start).
+        tracing::warn!(error = %e, "fleet: etcd not reachable; retrying");
     } else {
         tracing::debug!(error = %e, "fleet: etcd not reachable");
     }

@@ -15,7 +15,8 @@ use crate::store::{StoreError, api_id, check_etag, selector};
 /// Negative trust anchors settable through the API at most (local and fleet mode).
 pub(crate) const MAX_NEGATIVE_ANCHORS: usize = 10_000;
 /// Policies per import transaction: each takes at most two operations (the policy and
-/// its selector) and one compare, plus the id counter; etcd allows 128 of each by default.
+/// its selector) and two compares (selector and id free), plus the id counter; etcd
+/// allows 128 of each by default.
 pub(crate) const IMPORT_CHUNK: usize = 60;
 /// What the gRPC transport says when it could not connect: the request was not sent.
 const NOT_CONNECTED: &str = "tcp connect error";
@@ -104,7 +105,7 @@ async fn create(mut c: Client, keys: Keys, mut p: Policy) -> Result<Policy, Stor
                 Compare::create_revision(key.clone(), CompareOp::Equal, 0),
             ])
             .and_then([
-                TxnOp::put(keys.counter(), (n + 1).to_string(), None),
+                TxnOp::put(keys.counter(), n.saturating_add(1).to_string(), None),
                 TxnOp::put(key.clone(), record(&p)?, None),
                 TxnOp::put(sel.clone(), p.id.clone(), None),
             ])
@@ -123,7 +124,7 @@ async fn create(mut c: Client, keys: Keys, mut p: Policy) -> Result<Policy, Stor
             return Err(StoreError::Conflict { existing, index: None });
         }
         if got(1).is_some() {
-            floor = n + 1;
+            floor = n.saturating_add(1);
         }
     }
     Err(StoreError::Unavailable("etcd: too many concurrent writers; try again".into()))
@@ -217,8 +218,10 @@ async fn import_chunk(c: &mut Client, keys: &Keys, chunk: &[Policy]) -> Result<(
                 }
                 None => {
                     p.id = api_id(n);
-                    n += 1;
+                    n = n.saturating_add(1);
                     when.push(Compare::create_revision(sel.clone(), CompareOp::Equal, 0));
+                    // The id is free (a counter set back by hand must not overwrite a policy).
+                    when.push(Compare::create_revision(keys.policy(&p.id), CompareOp::Equal, 0));
                     ops.push(TxnOp::put(sel, p.id.clone(), None));
                     created += 1;
                 }

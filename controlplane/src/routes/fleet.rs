@@ -15,7 +15,7 @@ pub(super) async fn status(State(st): State<Shared>) -> Response {
         None => FleetStatus {
             backend: "local".into(),
             connected: true,
-            policies: st.registry.api_policies().len(),
+            policies: st.registry.api_policy_count(),
             negative_anchors: st.plane.negative_anchors().1.len(),
             ..FleetStatus::default()
         },

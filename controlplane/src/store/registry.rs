@@ -50,7 +50,7 @@ impl Inner {
                 self.table.insert(&p)?;
                 // A configuration policy keeps its selector (see `open`).
                 self.selectors.entry(selector(&p)).or_insert_with(|| p.id.clone());
-                self.next_id = self.next_id.max(n + 1);
+                self.next_id = self.next_id.max(n.saturating_add(1));
                 self.revision = self.revision.max(p.revision);
                 self.api.insert(n, p);
             }
@@ -303,6 +303,11 @@ impl PolicyRegistry {
         let r = Self::without_state(config)?;
         r.apply_fleet(false, api.into_iter().map(FleetChange::Put).collect());
         Ok(r)
+    }
+
+    /// How many API policies there are.
+    pub fn api_policy_count(&self) -> usize {
+        self.lock().api.len()
     }
 
     /// The API's policies (what the fleet snapshot keeps).

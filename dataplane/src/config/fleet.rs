@@ -73,6 +73,13 @@ impl FleetConfig {
         for (i, e) in self.etcd_endpoints.iter().enumerate() {
             let field = format!("etcd_endpoints[{i}]");
             let rest = if let Some(r) = e.strip_prefix("https://") {
+                // Members' certificates are checked against etcd_ca_file only (no web PKI).
+                if self.etcd_ca_file.is_none() {
+                    return Err(invalid(
+                        "etcd_ca_file",
+                        format!("`{e}` is https://: the CA of the members' certificates is needed"),
+                    ));
+                }
                 r
             } else if let Some(r) = e.strip_prefix("http://") {
                 if tls {
@@ -85,7 +92,12 @@ impl FleetConfig {
             let (host, port) = rest
                 .rsplit_once(':')
                 .ok_or_else(|| invalid(&field, format!("`{e}`: the port is missing (etcd's is 2379)")))?;
-            if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+            let bracketed = host.starts_with('[') && host.ends_with(']');
+            if host.is_empty()
+                || host.contains('/')
+                || (host.contains(':') && !bracketed)
+                || port.parse::<u16>().map_or(true, |p| p == 0)
+            {
                 return Err(invalid(&field, format!("`{e}` is not http://HOST:PORT or https://HOST:PORT")));
             }
         }
@@ -133,8 +145,13 @@ mod tests {
                 "backend = \"etcd\"\netcd_endpoints = [\"http://h:1\"]\netcd_cert_file = \"/c\"",
                 "fleet.etcd_endpoints[0]",
             ),
-            ("backend = \"etcd\"\netcd_endpoints = [\"https://h:1\"]\netcd_cert_file = \"/c\"", "fleet.etcd_key_file"),
-            ("backend = \"etcd\"\netcd_endpoints = [\"https://h:1\"]\netcd_user = \"u\"", "fleet.etcd_password_file"),
+            (
+                "backend = \"etcd\"\netcd_endpoints = [\"https://h:1\"]\netcd_ca_file = \"/a\"\netcd_cert_file = \"/c\"",
+                "fleet.etcd_key_file",
+            ),
+            ("backend = \"etcd\"\netcd_endpoints = [\"http://h:1\"]\netcd_user = \"u\"", "fleet.etcd_password_file"),
+            ("backend = \"etcd\"\netcd_endpoints = [\"https://h:1\"]", "fleet.etcd_ca_file"),
+            ("backend = \"etcd\"\netcd_endpoints = [\"http://::1:2379\"]", "fleet.etcd_endpoints[0]"),
             ("backend = \"etcd\"\netcd_endpoints = [\"http://h:1\"]\netcd_timeout_ms = 10", "fleet.etcd_timeout_ms"),
         ];
         for (body, field) in cases {

@@ -920,9 +920,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 // With what the reloads since the start put in force (tokens, TLS files),
                 // or as started if that no longer loads.
                 let rebuilt = match running.api.listen_addr() {
-                    Ok(Some(addr)) => {
-                        build_api_settings(&running, addr, set_log_level.clone(), api_reload.clone()).ok()
-                    }
+                    Ok(Some(addr)) => build_api_settings(&running, addr, set_log_level.clone(), api_reload.clone())
+                        .ok()
+                        .map(|mut s| {
+                            s.fleet = fleet.clone();
+                            s
+                        }),
                     _ => None,
                 };
                 if let Some(s) = rebuilt.or_else(|| api_settings_again.clone()) {
