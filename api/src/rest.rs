@@ -374,6 +374,12 @@ pub struct FleetStatus {
     pub writes_ok: u64,
     /// API writes refused for want of etcd (503).
     pub writes_failed: u64,
+    /// Probe results this node published for the others (`share_probes`).
+    #[serde(default)]
+    pub probes_published: u64,
+    /// Other nodes' probe results this node took (newer than its own).
+    #[serde(default)]
+    pub probes_taken: u64,
 }
 
 /// `PUT /v1/dnssec/negative-anchors`: the new list of API-set anchors (replaces it).

@@ -73,6 +73,14 @@ pub fn render_fleet(out: &mut String, f: &adox_api::rest::FleetStatus) {
     );
     counter(out, "adox_fleet_full_loads_total", "Times the whole fleet state was loaded from etcd.", f.full_loads);
     counter(out, "adox_fleet_events_total", "Changes applied from the etcd watch.", f.events_applied);
+    labelled(
+        out,
+        "adox_fleet_shared_probes_total",
+        "counter",
+        "RFC 9539 probe results shared through etcd (share_probes): published by this node, taken from others.",
+        "direction",
+        &[("published", f.probes_published), ("taken", f.probes_taken)],
+    );
 }
 
 /// Renders every metric.

@@ -405,6 +405,12 @@ impl PlaneHandle {
         }
     }
 
+    /// Takes a probe result another node of the fleet learned (see
+    /// [`crate::upstream::probe::ProbeTable::merge_shared`]).
+    pub fn merge_shared_probe(&self, p: &crate::upstream::probe::SharedProbe, now: u64) -> bool {
+        self.shared.probes.merge_shared(p, now)
+    }
+
     /// The nameservers' known `_dns` signals at Unix second `now`.
     pub fn signals(&self, now: u64) -> Vec<(hickory_proto::rr::Name, crate::upstream::signal::Signal)> {
         self.shared.signals.entries(now)

@@ -21,6 +21,7 @@
 //! Keys under the prefix: `policies/<id>` (the policy's JSON), `selectors/<hex>` (the id
 //! holding a selector), `next-policy-id`, `negative-anchors` (the list's JSON).
 
+mod learned;
 mod sync;
 mod writes;
 
@@ -57,6 +58,9 @@ pub struct FleetSettings {
     pub user: Option<(String, String)>,
     /// Where the applied state is saved.
     pub state_dir: PathBuf,
+    /// `share_probes`: the probe windows (persistence, damping) in seconds, the leases
+    /// of published successes and failures; `None`: probe results are not shared.
+    pub probe_windows: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for FleetSettings {
@@ -75,6 +79,9 @@ impl std::fmt::Debug for FleetSettings {
 pub struct Snapshot {
     /// Format of this file.
     pub format: u32,
+    /// The fleet's key prefix: a snapshot of another fleet is never served.
+    #[serde(default)]
+    pub key_prefix: String,
     /// The etcd revision the state is as of.
     pub revision: i64,
     /// The API's policies.
@@ -85,16 +92,26 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads `fleet.json` from the state directory; `None` when there is none. A damaged
-    /// file is an error (as for the local journal: adox never runs on half a state).
-    pub fn load(state_dir: &std::path::Path) -> Result<Option<Self>, String> {
+    /// file, or one of another fleet (`key_prefix`), is an error: adox never runs on half
+    /// a state, nor on another fleet's policies.
+    pub fn load(state_dir: &std::path::Path, key_prefix: &str) -> Result<Option<Self>, String> {
         let path = state_dir.join(SNAPSHOT_FILE);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| format!("{}: not a fleet snapshot: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+        let snapshot: Self = match std::fs::read(&path) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| format!("{}: not a fleet snapshot: {e}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if !snapshot.key_prefix.is_empty() && snapshot.key_prefix != key_prefix {
+            return Err(format!(
+                "{}: the state of the fleet at key prefix {:?}, not {key_prefix:?} (fleet.key_prefix changed?): \
+                 remove the file to start from what etcd holds",
+                path.display(),
+                snapshot.key_prefix
+            ));
         }
+        Ok(Some(snapshot))
     }
 }
 
@@ -133,6 +150,8 @@ pub struct Fleet {
     runtime: Mutex<Option<tokio::runtime::Handle>>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Shared probe results (`share_probes`).
+    learned: Mutex<learned::Learned>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -160,6 +179,7 @@ impl Fleet {
             runtime: Mutex::new(None),
             stop,
             thread: Mutex::new(None),
+            learned: Mutex::new(learned::Learned::default()),
         });
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         *fleet.runtime.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.handle().clone());
@@ -195,6 +215,12 @@ impl Fleet {
 
     /// `/v1/fleet`.
     pub fn status(&self) -> FleetStatus {
+        // One lock at a time (a second guard of the same mutex in one expression would
+        // wait for the first forever).
+        let (probes_published, probes_taken) = {
+            let l = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+            (l.published, l.taken)
+        };
         let s = self.state();
         let unix =
             |t: Option<SystemTime>| t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs());
@@ -214,6 +240,8 @@ impl Fleet {
             events_applied: s.events_applied,
             writes_ok: s.writes_ok,
             writes_failed: s.writes_failed,
+            probes_published,
+            probes_taken,
         }
     }
 

@@ -27,6 +27,8 @@ const MAX_MESSAGE: usize = 256 << 20;
 enum Entry {
     Policy(String),
     NegativeAnchors,
+    /// Another node's probe result (`share_probes`).
+    Probe,
     Other,
 }
 
@@ -40,6 +42,9 @@ fn entry(fleet: &Fleet, key: &[u8]) -> Entry {
     }
     if rest == "negative-anchors" {
         return Entry::NegativeAnchors;
+    }
+    if rest.starts_with("learned/probes/") {
+        return Entry::Probe;
     }
     Entry::Other
 }
@@ -135,7 +140,8 @@ async fn full_load(fleet: &Fleet, client: &mut Client) -> Result<i64, String> {
         match entry(fleet, kv.key()) {
             Entry::Policy(id) => policies.extend(policy_of(&id, kv.value(), kv.mod_revision()).map(FleetChange::Put)),
             Entry::NegativeAnchors => anchors = anchors_of(kv.value()),
-            Entry::Other => {}
+            Entry::Probe if fleet.settings.probe_windows.is_some() => super::learned::take(fleet, kv.value()),
+            Entry::Probe | Entry::Other => {}
         }
     }
     let count = policies.len();
@@ -166,6 +172,7 @@ async fn set_anchors(fleet: &Fleet, names: Vec<hickory_proto::rr::Name>) {
 async fn save(fleet: &Arc<Fleet>) {
     let snapshot = Snapshot {
         format: 1,
+        key_prefix: fleet.settings.key_prefix.clone(),
         revision: fleet.event_revision(),
         policies: fleet.registry.api_policies(),
         negative_anchors: fleet.plane.negative_anchors().1.iter().map(|n| n.to_ascii()).collect(),
@@ -184,7 +191,7 @@ async fn save(fleet: &Arc<Fleet>) {
 /// How a watch ended.
 enum WatchEnd {
     Stopped,
-    /// etcd compacted past the revision we need: load everything again.
+    /// etcd compacted past the revision we need, or went back: load everything again.
     Compacted,
     /// Time to log in again (etcd users' tokens expire, 5 minutes by default): a new
     /// client, and the watch resumes where it was.
@@ -209,6 +216,7 @@ async fn watch(
     };
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     let started = Instant::now();
+    let mut last_publish = Instant::now();
     let mut last_message = Instant::now();
     let mut dirty = false;
     let mut last_save = Instant::now();
@@ -232,6 +240,14 @@ async fn watch(
                     dirty = false;
                     last_save = Instant::now();
                 }
+                if fleet.settings.probe_windows.is_some() && last_publish.elapsed() >= super::learned::PUBLISH_EVERY {
+                    last_publish = Instant::now();
+                    match tokio::time::timeout(fleet.settings.timeout, super::learned::publish(fleet, client)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(error = %e, "fleet: probe results not published; next round"),
+                        Err(_) => tracing::debug!("fleet: publishing probe results timed out; next round"),
+                    }
+                }
                 if fleet.settings.user.is_some() && started.elapsed() >= TOKEN_REFRESH {
                     if dirty { save(fleet).await; }
                     return WatchEnd::Refresh;
@@ -247,6 +263,18 @@ async fn watch(
         };
         last_message = Instant::now();
         if resp.compact_revision() > 0 {
+            return WatchEnd::Compacted;
+        }
+        // etcd's revision behind ours: it was restored from a backup (or is another
+        // cluster). Revisions we wait for may never come: load everything again.
+        if let Some(h) = resp.header()
+            && h.revision() < fleet.event_revision()
+        {
+            tracing::warn!(
+                etcd = h.revision(),
+                ours = fleet.event_revision(),
+                "fleet: etcd's revision went back (restored from a backup?); loading the whole state again"
+            );
             return WatchEnd::Compacted;
         }
         if resp.canceled() {
@@ -271,7 +299,10 @@ async fn watch(
                 (Entry::Policy(id), EventType::Delete) => changes.push(FleetChange::Delete(id)),
                 (Entry::NegativeAnchors, EventType::Put) => anchors = anchors_of(kv.value()).or(anchors),
                 (Entry::NegativeAnchors, EventType::Delete) => anchors = Some(vec![]),
-                (Entry::Other, _) => {}
+                (Entry::Probe, EventType::Put) if fleet.settings.probe_windows.is_some() => {
+                    super::learned::take(fleet, kv.value());
+                }
+                (Entry::Probe | Entry::Other, _) => {}
             }
         }
         let events = resp.events().len() as u64;
@@ -348,7 +379,7 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receive
         match watch(&fleet, c, from, &mut stop).await {
             WatchEnd::Stopped => break,
             WatchEnd::Compacted => {
-                tracing::warn!(from, "fleet: etcd compacted past our revision; loading the whole state again");
+                tracing::warn!(from, "fleet: etcd cannot replay from our revision; loading the whole state again");
                 need_load = true;
                 // Not a tight loop of full loads if etcd keeps saying so.
                 tokio::select! {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use adox_api::policy::{Policy, PolicySpec};
 use adox_api::rest::{ImportMode, ImportResult};
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::{Fleet, selector_key};
-use crate::store::{StoreError, api_id, check_etag, selector};
+use crate::store::{Selector, StoreError, api_id, check_etag, selector};
 
 /// Negative trust anchors settable through the API at most (local and fleet mode).
 pub(crate) const MAX_NEGATIVE_ANCHORS: usize = 10_000;
@@ -64,6 +64,16 @@ impl Keys {
     fn anchors(&self) -> String {
         format!("{}/negative-anchors", self.prefix)
     }
+}
+
+/// Deletes selector key `sel` if it still names `id` (a nested transaction): a selector
+/// another policy took meanwhile stays.
+fn release_selector(sel: String, id: &str) -> TxnOp {
+    TxnOp::txn(
+        Txn::new()
+            .when([Compare::value(sel.clone(), CompareOp::Equal, id.as_bytes().to_vec())])
+            .and_then([TxnOp::delete(sel, None)]),
+    )
 }
 
 /// The id counter: its value and the compare that it is still that.
@@ -146,7 +156,7 @@ async fn replace(mut c: Client, keys: Keys, mut p: Policy, if_match: Option<Stri
         if moved {
             when.push(Compare::create_revision(new_sel.clone(), CompareOp::Equal, 0));
             if let Some(s) = old_sel {
-                ops.push(TxnOp::delete(s, None));
+                ops.push(release_selector(s, &p.id));
             }
             ops.push(TxnOp::put(new_sel.clone(), p.id.clone(), None));
         }
@@ -175,7 +185,7 @@ async fn delete(mut c: Client, keys: Keys, id: String, if_match: Option<String>)
         check_etag(&id, &etag_of(seen), if_match.as_deref())?;
         let mut ops = vec![TxnOp::delete(key.clone(), None)];
         if let Some(o) = &old {
-            ops.push(TxnOp::delete(keys.selector(o), None));
+            ops.push(release_selector(keys.selector(o), &id));
         }
         let r = c
             .txn(Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, seen)]).and_then(ops))
@@ -235,6 +245,68 @@ async fn import_chunk(c: &mut Client, keys: &Keys, chunk: &[Policy]) -> Result<(
         }
     }
     Err(StoreError::Unavailable("etcd: too many concurrent writers; try again".into()))
+}
+
+/// An import bundle checked as the local store checks it: each policy valid, no selector
+/// twice, none a configuration policy's.
+fn check_bundle(registry: &crate::PolicyRegistry, specs: &[PolicySpec]) -> Result<Vec<Policy>, StoreError> {
+    let mut policies = Vec::with_capacity(specs.len());
+    let mut seen = HashSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let p = spec.normalize(api_id(1), false).map_err(|e| StoreError::Invalid(e, Some(i)))?;
+        if !seen.insert(selector(&p)) {
+            return Err(StoreError::Conflict {
+                existing: format!("policies[{i}] repeats an earlier selector"),
+                index: Some(i),
+            });
+        }
+        registry.check_fleet_write(None, Some(&p)).map_err(|e| match e {
+            StoreError::Conflict { existing, .. } => StoreError::Conflict { existing, index: Some(i) },
+            e => e,
+        })?;
+        policies.push(p);
+    }
+    Ok(policies)
+}
+
+/// What an import's replace removes: every API policy whose selector is not in `keep`,
+/// as (id, mod revision read, the policy if it parses).
+async fn others_than(c: &mut Client, keys: &Keys, keep: &HashSet<Selector>) -> Result<Vec<Other>, StoreError> {
+    let prefix = format!("{}/policies/", keys.prefix);
+    let got = c.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await.map_err(etcd)?;
+    let mut others = Vec::new();
+    for kv in got.kvs() {
+        let id = String::from_utf8_lossy(kv.key().strip_prefix(prefix.as_bytes()).unwrap_or_default()).into_owned();
+        let old: Option<Policy> = serde_json::from_slice(kv.value()).ok();
+        if old.as_ref().is_none_or(|o| !keep.contains(&selector(o))) {
+            others.push(Other { id, seen: kv.mod_revision(), policy: old });
+        }
+    }
+    Ok(others)
+}
+
+/// A policy an import's replace removes.
+#[derive(Clone)]
+struct Other {
+    id: String,
+    seen: i64,
+    policy: Option<Policy>,
+}
+
+/// Removes one chunk of [`Other`]s, each only if unchanged since it was read; the
+/// transaction's revision, or `None` when another writer changed one meanwhile.
+async fn remove(c: &mut Client, keys: &Keys, chunk: &[Other]) -> Result<Option<u64>, StoreError> {
+    let mut when = Vec::new();
+    let mut ops = Vec::new();
+    for o in chunk {
+        when.push(Compare::mod_revision(keys.policy(&o.id), CompareOp::Equal, o.seen));
+        ops.push(TxnOp::delete(keys.policy(&o.id), None));
+        if let Some(p) = &o.policy {
+            ops.push(release_selector(keys.selector(p), &o.id));
+        }
+    }
+    let r = c.txn(Txn::new().when(when).and_then(ops)).await.map_err(etcd)?;
+    Ok(r.succeeded().then(|| revision_of(&r)))
 }
 
 impl Fleet {
@@ -342,44 +414,22 @@ impl Fleet {
     }
 
     /// `POST /v1/policies/import`: checked whole first (a bad bundle changes nothing), then
-    /// written in transactions of [`IMPORT_CHUNK`] policies. Each is atomic; the import is
-    /// not: an error after the first says how far it got. The import as a whole has
-    /// `etcd_timeout_ms` per transaction.
-    pub async fn import(self: &Arc<Self>, mode: ImportMode, specs: &[PolicySpec]) -> Result<ImportResult, StoreError> {
-        let mut policies = Vec::with_capacity(specs.len());
-        let mut seen = HashSet::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let p = spec.normalize(api_id(1), false).map_err(|e| StoreError::Invalid(e, Some(i)))?;
-            if !seen.insert(selector(&p)) {
-                return Err(StoreError::Conflict {
-                    existing: format!("policies[{i}] repeats an earlier selector"),
-                    index: Some(i),
-                });
-            }
-            self.registry.check_fleet_write(None, Some(&p)).map_err(|e| match e {
-                StoreError::Conflict { existing, .. } => StoreError::Conflict { existing, index: Some(i) },
-                e => e,
-            })?;
-            policies.push(p);
-        }
+    /// written in transactions of [`IMPORT_CHUNK`] policies; with `replace`, the policies
+    /// the bundle does not hold are removed after. Each transaction is atomic; the import
+    /// is not: an error after the first says how far it got. Each transaction has
+    /// `etcd_timeout_ms`.
+    pub async fn import(
+        self: &Arc<Self>,
+        mode: ImportMode,
+        specs: Vec<PolicySpec>,
+    ) -> Result<ImportResult, StoreError> {
+        // Up to a million policies: checked off the API's thread.
+        let registry = self.registry.clone();
+        let policies = tokio::task::spawn_blocking(move || check_bundle(&registry, &specs))
+            .await
+            .map_err(|_| StoreError::Unavailable("the import check was interrupted".into()))??;
         let chunks = policies.len().div_ceil(IMPORT_CHUNK);
         let mut result = ImportResult { mode, created: 0, updated: 0, removed: 0, total: 0, chunks: Some(chunks) };
-        if mode == ImportMode::Replace {
-            result.removed = self
-                .write(|mut c, keys| async move {
-                    let txn = Txn::new().and_then([
-                        TxnOp::delete(format!("{}/policies/", keys.prefix), Some(DeleteOptions::new().with_prefix())),
-                        TxnOp::delete(format!("{}/selectors/", keys.prefix), Some(DeleteOptions::new().with_prefix())),
-                    ]);
-                    let r = c.txn(txn).await.map_err(etcd)?;
-                    let removed = r.op_responses().first().map_or(0, |o| match o {
-                        TxnOpResponse::Delete(d) => usize::try_from(d.deleted()).unwrap_or(0),
-                        _ => 0,
-                    });
-                    Ok((removed, revision_of(&r)))
-                })
-                .await?;
-        }
         for (k, chunk) in policies.chunks(IMPORT_CHUNK).enumerate() {
             let chunk = chunk.to_vec();
             let done = self
@@ -401,7 +451,47 @@ impl Fleet {
             result.created += done.0;
             result.updated += done.1;
         }
-        result.total = self.registry.api_policies().len();
+        if mode == ImportMode::Replace {
+            // Only now, with the new set in force: the policies it does not hold go, a
+            // transaction per chunk. (The other way round, the fleet would run without
+            // its policies in between.)
+            let keep: HashSet<Selector> = policies.iter().map(selector).collect();
+            let others = self
+                .write(|mut c, keys| {
+                    let keep = keep.clone();
+                    async move { Ok((others_than(&mut c, &keys, &keep).await?, 0)) }
+                })
+                .await?;
+            for chunk in others.chunks(IMPORT_CHUNK) {
+                let removed = self
+                    .write(|mut c, keys| {
+                        let chunk = chunk.to_vec();
+                        async move {
+                            let rev = remove(&mut c, &keys, &chunk).await?;
+                            Ok((rev.is_some(), rev.unwrap_or(0)))
+                        }
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Unavailable(m) => StoreError::Unavailable(format!(
+                            "{m} (the new policies are in force; {} of {} others were removed)",
+                            result.removed,
+                            others.len()
+                        )),
+                        e => e,
+                    })?;
+                if !removed {
+                    return Err(StoreError::Unavailable(format!(
+                        "the new policies are in force, but {} of {} others were removed: another writer changed \
+                         one meanwhile; import again to finish",
+                        result.removed,
+                        others.len()
+                    )));
+                }
+                result.removed += chunk.len();
+            }
+        }
+        result.total = self.registry.api_policy_count();
         Ok(result)
     }
 

@@ -166,7 +166,7 @@ pub(super) async fn import_policies(
         .map(|(i, p)| spec_from(p, &format!("policies[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
     let res = match &st.settings.fleet {
-        Some(f) => f.import(mode, &specs).await.map_err(store_error)?,
+        Some(f) => f.import(mode, specs).await.map_err(store_error)?,
         None => {
             let reg = st.registry.clone();
             blocking(move || reg.import(mode, &specs)).await?.map_err(store_error)?

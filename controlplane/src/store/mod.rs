@@ -23,9 +23,8 @@ use adox_dataplane::upstream::policy::PolicyTable;
 
 pub(crate) use journal::write_atomic;
 pub use journal::{COMPACT_AFTER, JOURNAL_FILE, LoadReport, SNAPSHOT_FILE};
-use registry::Selector;
 pub use registry::etag;
-pub(crate) use registry::{FleetChange, api_id, check_etag, selector};
+pub(crate) use registry::{FleetChange, Selector, api_id, check_etag, selector};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]

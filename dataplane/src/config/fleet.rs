@@ -31,6 +31,10 @@ pub struct FleetConfig {
     pub etcd_password_file: Option<PathBuf>,
     /// See [`bounds::FLEET_ETCD_TIMEOUT_MS`].
     pub etcd_timeout_ms: u64,
+    /// Publish this node's RFC 9539 probe results in etcd (with a lease of the probe
+    /// window) and take the other nodes', so a server one node probed is not probed again
+    /// by the rest. Off by default: one etcd key per server and transport.
+    pub share_probes: bool,
 }
 
 impl Default for FleetConfig {
@@ -45,6 +49,7 @@ impl Default for FleetConfig {
             etcd_user: None,
             etcd_password_file: None,
             etcd_timeout_ms: d(bounds::FLEET_ETCD_TIMEOUT_MS),
+            share_probes: false,
         }
     }
 }

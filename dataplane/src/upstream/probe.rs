@@ -71,6 +71,45 @@ pub struct ProbeRecord {
     pub open_connections: u32,
 }
 
+/// A probe result as another node of a fleet learned it (fleet mode's shared learned
+/// state): the outcome and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedProbe {
+    /// The server address.
+    pub addr: IpAddr,
+    /// The encrypted transport.
+    pub transport: Transport,
+    /// `success`, `failed` or `timeout`.
+    pub status: ProbeStatus,
+    /// When, Unix seconds.
+    pub at: u64,
+    /// The failure's short reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl ProbeRecord {
+    /// The result this record holds, for sharing: `None` while unknown or probing.
+    pub fn shared(&self) -> Option<SharedProbe> {
+        let at = match self.status {
+            ProbeStatus::Success => self.last_success?,
+            ProbeStatus::Failed | ProbeStatus::Timeout => self.last_failure?,
+            ProbeStatus::Unknown | ProbeStatus::Probing => return None,
+        };
+        Some(SharedProbe {
+            addr: self.addr,
+            transport: self.transport,
+            status: self.status,
+            at,
+            reason: self.last_failure_reason.clone().filter(|_| self.status != ProbeStatus::Success),
+        })
+    }
+}
+
+/// Longest failure reason taken from another node.
+const SHARED_REASON_MAX: usize = 64;
+
 /// What the table says to do for one (address, transport) now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeDecision {
@@ -225,6 +264,34 @@ impl ProbeTable {
         });
     }
 
+    /// Takes another node's result if it is newer than what this node knows and no probe
+    /// of its own is under way; false when it was not taken. A result from the future
+    /// (beyond a minute of clock skew at `now`) or without an outcome is refused.
+    pub fn merge_shared(&self, p: &SharedProbe, now: u64) -> bool {
+        if p.at > now.saturating_add(60)
+            || !matches!(p.status, ProbeStatus::Success | ProbeStatus::Failed | ProbeStatus::Timeout)
+        {
+            return false;
+        }
+        let mut taken = false;
+        self.update(p.addr, p.transport, |r| {
+            let known = r.last_success.max(r.last_failure).unwrap_or(0);
+            if r.status == ProbeStatus::Probing || p.at <= known {
+                return;
+            }
+            r.status = p.status;
+            if p.status == ProbeStatus::Success {
+                r.last_success = Some(p.at);
+            } else {
+                r.last_failure = Some(p.at);
+                r.last_failure_reason =
+                    Some(p.reason.as_deref().unwrap_or("shared").chars().take(SHARED_REASON_MAX).collect());
+            }
+            taken = true;
+        });
+        taken
+    }
+
     /// Every record (for the API and for saving), with its open connections.
     pub fn records(&self) -> Vec<ProbeRecord> {
         let mut out = Vec::new();
@@ -324,6 +391,38 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_shared_result_is_taken_only_when_newer_and_no_probe_runs() {
+        let t = table();
+        let a = ip("192.0.2.7");
+        let ok =
+            SharedProbe { addr: a, transport: Transport::Dot, status: ProbeStatus::Success, at: 1000, reason: None };
+        assert!(t.merge_shared(&ok, 1000));
+        assert_eq!(t.decide(a, Transport::Dot, 1001), ProbeDecision::Use, "another node's success spares the probe");
+        assert!(!t.merge_shared(&SharedProbe { at: 900, ..ok.clone() }, 1000), "older than what is known");
+        t.failure(a, Transport::Dot, 1100, &UpstreamError::Timeout);
+        assert!(!t.merge_shared(&SharedProbe { at: 1050, ..ok.clone() }, 1200), "our later failure stands");
+        assert!(!t.merge_shared(&SharedProbe { at: 99_999, ..ok.clone() }, 1200), "from the future");
+        let b = ip("192.0.2.8");
+        assert!(t.start_probe(b, Transport::Doq, 1200));
+        assert!(
+            !t.merge_shared(&SharedProbe { addr: b, transport: Transport::Doq, ..ok.clone() }, 1200),
+            "our probe runs"
+        );
+        let bad = SharedProbe { status: ProbeStatus::Probing, ..ok };
+        assert!(!t.merge_shared(&bad, 1200), "no outcome");
+        let long = SharedProbe {
+            addr: b,
+            transport: Transport::Dot,
+            status: ProbeStatus::Failed,
+            at: 1200,
+            reason: Some("x".repeat(500)),
+        };
+        assert!(t.merge_shared(&long, 1200));
+        assert_eq!(t.get(b, Transport::Dot).unwrap().last_failure_reason.unwrap().len(), SHARED_REASON_MAX);
+        assert_eq!(t.decide(b, Transport::Dot, 1201), ProbeDecision::Skip, "a shared failure damps here too");
     }
 
     #[test]

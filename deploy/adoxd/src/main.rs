@@ -635,6 +635,7 @@ fn fleet_settings(cfg: &Config) -> anyhow::Result<adox_controlplane::fleet::Flee
         identity_pem: identity,
         user,
         state_dir: cfg.server.state_dir.clone(),
+        probe_windows: f.share_probes.then_some((cfg.transport.probe_persistence_s, cfg.transport.probe_damping_s)),
     })
 }
 
@@ -772,7 +773,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let settings = fleet_settings(&cfg)?;
         std::fs::create_dir_all(&cfg.server.state_dir)
             .with_context(|| format!("{} (state directory, fleet mode)", cfg.server.state_dir.display()))?;
-        let snapshot = adox_controlplane::fleet::Snapshot::load(&cfg.server.state_dir)
+        let snapshot = adox_controlplane::fleet::Snapshot::load(&cfg.server.state_dir, &settings.key_prefix)
             .map_err(anyhow::Error::msg)
             .context("fleet state (state directory)")?
             .unwrap_or_default();

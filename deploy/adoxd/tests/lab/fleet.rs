@@ -159,17 +159,93 @@ fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration
 }
 
 fn fleet_config(dir: &Path, endpoints: &[String]) -> PathBuf {
+    fleet_config_with(dir, endpoints, "probing = false", "key_prefix = \"/adox-test\"")
+}
+
+/// A fleet node's configuration: `transport` and `fleet` lines added to their tables.
+fn fleet_config_with(dir: &Path, endpoints: &[String], transport: &str, fleet: &str) -> PathBuf {
     let ca = lab_dir().join("tls/ca.pem");
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let text = format!(
-        "[transport]\nca_file = \"{}\"\nprobing = false\nsignals = false\n\n[fleet]\nbackend = \"etcd\"\n\
-         etcd_endpoints = [{}]\nkey_prefix = \"/adox-test\"\netcd_timeout_ms = 1000\n",
+        "[transport]\nca_file = \"{}\"\nsignals = false\n{transport}\n\n[fleet]\nbackend = \"etcd\"\n\
+         etcd_endpoints = [{}]\netcd_timeout_ms = 1000\n{fleet}\n",
         ca.display(),
         list.join(", ")
     );
-    let path = dir.join("adox.toml");
+    let path = dir.join(format!("adox-{}.toml", crate::support::rand_id()));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Three fresh nodes on `cfg`, each resolving the same names in turn (the next starts
+/// when the previous one's probes are over and published); the probes each started.
+fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> Vec<u64> {
+    let base = crate::support::outgoing_address().octets();
+    let zones = [
+        "alpha.lab",
+        "beta.lab",
+        "dot.lab",
+        "doq.lab",
+        "mixed.lab",
+        "shared.lab",
+        "plain.lab",
+        "tls12.lab",
+        "bdot.lab",
+    ];
+    let mut started = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let state = work.join(format!("{tag}-state{i}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let source = format!("127.118.{}.{}", base[3], 20 + i);
+        let mut n = Node { d: None, source, state, cfg: cfg.to_path_buf() };
+        n.start();
+        within(Duration::from_secs(10), "watch up", || n.fleet()["connected"] == json!(true));
+        // The results the nodes before published are in by now (taken from the watch).
+        std::thread::sleep(Duration::from_millis(500));
+        for z in zones {
+            let name = format!("shared-probes-{}.{z}.", crate::support::rand_id());
+            assert!(matches!(
+                n.d().query(&name, RecordType::A).rcode(),
+                ResponseCode::NXDomain | ResponseCode::NoError
+            ));
+        }
+        // Probes run beside the queries: wait until none is under way, then for a round of
+        // publishing.
+        within(Duration::from_secs(15), "probes over", || {
+            let (_, v) = n.send("GET", "/v1/servers", None);
+            !v.to_string().contains("\"probing\"")
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        let (_, stats) = n.send("GET", "/v1/stats", None);
+        started.push(stats["totals"]["probes_started"].as_u64().unwrap());
+        nodes.push(n);
+    }
+    for n in &mut nodes {
+        if let Some(d) = n.d.take() {
+            d.terminate();
+        }
+    }
+    started
+}
+
+/// Issue 15 item 3, measured: with `share_probes`, the second and third node of a fleet
+/// take the first one's probe results and probe (almost) nothing themselves.
+#[test]
+fn shared_probe_results_spare_the_other_nodes_their_probes() {
+    let etcd = Etcd::start();
+    let work = tempdir::Dir::new();
+    let off = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-off\"");
+    let on = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-on\"\nshare_probes = true");
+    let alone = probes_per_node(work.path(), &off, "off");
+    let shared = probes_per_node(work.path(), &on, "on");
+    eprintln!("fleet: probes started per node, same names in turn: not shared {alone:?}, shared {shared:?}");
+    assert!(alone.iter().all(|n| *n >= 5), "each node probes on its own: {alone:?}");
+    assert!(shared[0] >= 5, "the first node probes: {shared:?}");
+    assert!(
+        shared[1] + shared[2] <= (alone[1] + alone[2]) / 4,
+        "the others took the first node's results: {shared:?} against {alone:?}"
+    );
 }
 
 #[test]
@@ -324,6 +400,46 @@ fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up(
             && rows.iter().all(|r| r.contains(" etcd ") && r.contains(" up ") && r.contains(&format!(" {revision} ")))
             && !text.contains("drift")
     });
+
+    // A replace import writes the new set first and removes the rest after: the strict
+    // policy, whose selector stays (same id, updated), is never missing on any node.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, api, path) = (stop.clone(), nodes[2].d().api.unwrap(), format!("/v1/policies/{id}"));
+        std::thread::spawn(move || {
+            let c = adoxctl::Client::new(&format!("http://{api}"), Some(crate::support::ADMIN_TOKEN.into())).unwrap();
+            let (mut seen, mut missing) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen += 1;
+                match c.get(&path).unwrap().status {
+                    200 => {}
+                    404 => missing += 1,
+                    other => panic!("GET {path}: {other}"),
+                }
+                // Under the API's rate limit (200 requests a second by default).
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (seen, missing)
+        })
+    };
+    let bundle = json!({"policies": [
+        {"zone": "dot.lab", "mode": "strict", "transports": ["dot"], "auth": "pkix", "comment": "kept"},
+        {"zone": "new.lab", "mode": "cleartext"},
+    ]});
+    let (st, res) = nodes[0].send("POST", "/v1/policies/import?mode=replace", Some(&bundle));
+    assert_eq!(st, 200, "{res}");
+    assert_eq!(
+        (res["created"].as_u64(), res["updated"].as_u64(), res["removed"].as_u64()),
+        (Some(1), Some(1), Some(10_001)),
+        "{res}"
+    );
+    for n in &nodes {
+        within(Duration::from_secs(15), "the replace on every node", || n.ids().len() == 2);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, missing) = watcher.join().unwrap();
+    assert!(seen > 10 && missing == 0, "the strict policy was missing {missing} times of {seen} during the replace");
+    assert!(nodes[2].ids().contains(&id), "it kept its id");
 
     // etcd gone entirely: a node restarted now serves the state it last saw.
     for i in 0..3 {
