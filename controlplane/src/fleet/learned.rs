@@ -29,14 +29,15 @@ const PER_TXN: usize = 100;
 const KNOWN_MAX: usize = 1_000_000;
 /// Largest record taken.
 const RECORD_MAX: usize = 512;
-/// A lease is reused this long (its keys then expire up to this much early).
+/// A lease is reused this long at most (half its time to live if that is shorter).
 const LEASE_REUSE: Duration = Duration::from_secs(600);
 
 /// What the sync thread keeps about shared probe results.
 #[derive(Debug, Default)]
 pub(super) struct Learned {
-    /// The newest result time per (address, transport) that etcd holds (ours or theirs).
-    known: HashMap<(IpAddr, Transport), u64>,
+    /// The newest result per (address, transport) that etcd holds (ours or theirs): its
+    /// status and time.
+    known: HashMap<(IpAddr, Transport), (ProbeStatus, u64)>,
     /// Leases for successes and failures, with when they were granted.
     leases: [Option<(i64, Instant)>; 2],
     pub(super) published: u64,
@@ -61,8 +62,21 @@ impl Learned {
         if self.known.len() >= KNOWN_MAX {
             self.known.clear();
         }
-        let at = self.known.entry((p.addr, p.transport)).or_insert(0);
-        *at = (*at).max(p.at);
+        let e = self.known.entry((p.addr, p.transport)).or_insert((p.status, p.at));
+        if p.at >= e.1 {
+            *e = (p.status, p.at);
+        }
+    }
+
+    /// Whether etcd should hear of `p`: a new outcome, or the same one again once half its
+    /// window has passed (its lease then still outlives it). Not every success: each
+    /// encrypted query that works renews one.
+    fn worth_publishing(&self, p: &SharedProbe, windows: (u64, u64)) -> bool {
+        let window = if p.status == ProbeStatus::Success { windows.0 } else { windows.1 };
+        match self.known.get(&(p.addr, p.transport)) {
+            None => true,
+            Some((status, at)) => (*status != p.status && p.at > *at) || p.at > at.saturating_add(window / 2),
+        }
     }
 }
 
@@ -75,9 +89,13 @@ pub(super) fn take(fleet: &Fleet, value: &[u8]) {
         tracing::debug!("fleet: a shared probe record in etcd is not valid; ignored");
         return;
     };
+    let now = now();
+    if p.at > now.saturating_add(60) {
+        return; // From the future: neither taken nor remembered.
+    }
     let mut l = fleet.learned.lock().unwrap_or_else(|e| e.into_inner());
     l.remember(&p);
-    if fleet.plane.merge_shared_probe(&p, now()) {
+    if fleet.plane.merge_shared_probe(&p, now) {
         l.taken += 1;
     }
 }
@@ -93,7 +111,7 @@ pub(super) async fn publish(fleet: &Fleet, client: &mut Client) -> Result<(), St
         records
             .iter()
             .filter_map(adox_dataplane::upstream::probe::ProbeRecord::shared)
-            .filter(|p| l.known.get(&(p.addr, p.transport)).is_none_or(|at| *at < p.at))
+            .filter(|p| l.worth_publishing(p, (persistence, damping)))
             .take(PUBLISH_MAX)
             .collect()
     };
@@ -106,7 +124,11 @@ pub(super) async fn publish(fleet: &Fleet, client: &mut Client) -> Result<(), St
             let value = serde_json::to_vec(p).map_err(|e| e.to_string())?;
             ops.push(TxnOp::put(key(&fleet.settings.key_prefix, p), value, Some(PutOptions::new().with_lease(lease))));
         }
-        client.txn(Txn::new().and_then(ops)).await.map_err(|e| e.to_string())?;
+        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
+            // A lease etcd no longer has (expired, or etcd restored): new ones next round.
+            fleet.learned.lock().unwrap_or_else(|e| e.into_inner()).leases = [None, None];
+            return Err(e.to_string());
+        }
         let mut l = fleet.learned.lock().unwrap_or_else(|e| e.into_inner());
         for p in chunk {
             l.remember(p);
@@ -118,12 +140,15 @@ pub(super) async fn publish(fleet: &Fleet, client: &mut Client) -> Result<(), St
 
 /// The lease for successes (`kind` 0) or failures (1), granted anew every [`LEASE_REUSE`].
 async fn lease(fleet: &Fleet, client: &mut Client, kind: usize, ttl_s: u64) -> Result<i64, String> {
+    let ttl_s = ttl_s.max(60);
+    // Reused for at most half its life, so a key put under it lives at least that long.
+    let reuse = LEASE_REUSE.min(Duration::from_secs(ttl_s / 2));
     if let Some((id, at)) = fleet.learned.lock().unwrap_or_else(|e| e.into_inner()).leases[kind]
-        && at.elapsed() < LEASE_REUSE
+        && at.elapsed() < reuse
     {
         return Ok(id);
     }
-    let ttl = i64::try_from(ttl_s.max(60)).unwrap_or(i64::MAX);
+    let ttl = i64::try_from(ttl_s).unwrap_or(i64::MAX);
     let id = client.lease_grant(ttl, None).await.map_err(|e| e.to_string())?.id();
     fleet.learned.lock().unwrap_or_else(|e| e.into_inner()).leases[kind] = Some((id, Instant::now()));
     Ok(id)

@@ -215,6 +215,8 @@ async fn watch(
         Err(_) => return WatchEnd::Failed("setting up the watch timed out".into()),
     };
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    // After a slow round (publishing), no burst of missed ticks ahead of waiting messages.
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_message = Instant::now();
@@ -265,17 +267,26 @@ async fn watch(
         if resp.compact_revision() > 0 {
             return WatchEnd::Compacted;
         }
-        // etcd's revision behind ours: it was restored from a backup (or is another
-        // cluster). Revisions we wait for may never come: load everything again.
+        // etcd's revision behind ours: restored from a backup (revisions we wait for may
+        // never come), or only a member a little behind the one the full load read from.
+        // A quorum read tells them apart. (A created reply's header is not checked: it is
+        // the serving member's.)
         if let Some(h) = resp.header()
+            && !resp.created()
             && h.revision() < fleet.event_revision()
         {
-            tracing::warn!(
-                etcd = h.revision(),
-                ours = fleet.event_revision(),
-                "fleet: etcd's revision went back (restored from a backup?); loading the whole state again"
-            );
-            return WatchEnd::Compacted;
+            let key = format!("{}/next-policy-id", fleet.settings.key_prefix);
+            let current = tokio::time::timeout(fleet.settings.timeout, client.get(key, None)).await;
+            if let Ok(Ok(r)) = current
+                && r.header().is_some_and(|h| h.revision() < fleet.event_revision())
+            {
+                tracing::warn!(
+                    etcd = r.header().map_or(0, |h| h.revision()),
+                    ours = fleet.event_revision(),
+                    "fleet: etcd's revision went back (restored from a backup?); loading the whole state again"
+                );
+                return WatchEnd::Compacted;
+            }
         }
         if resp.canceled() {
             return WatchEnd::Failed(format!("etcd cancelled the watch: {}", resp.cancel_reason()));
@@ -287,11 +298,15 @@ async fn watch(
         }
         let mut changes = Vec::new();
         let mut anchors = None;
+        // Whether fleet.json needs saving (shared probe results are not in it).
+        let mut state_changed = false;
         let mut top = 0;
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             top = top.max(kv.mod_revision());
-            match (entry(fleet, kv.key()), ev.event_type()) {
+            let e = entry(fleet, kv.key());
+            state_changed |= matches!(e, Entry::Policy(_) | Entry::NegativeAnchors);
+            match (e, ev.event_type()) {
                 // A record that is not a valid policy takes the place of the old one: gone.
                 (Entry::Policy(id), EventType::Put) => changes.push(
                     policy_of(&id, kv.value(), kv.mod_revision()).map_or(FleetChange::Delete(id), FleetChange::Put),
@@ -329,7 +344,7 @@ async fn watch(
             let progress = resp.header().map_or(0, |h| h.revision());
             s.applied_revision = s.applied_revision.max(progress);
         }
-        dirty |= events > 0;
+        dirty |= state_changed;
     }
 }
 

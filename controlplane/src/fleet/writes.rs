@@ -22,6 +22,8 @@ pub(crate) const IMPORT_CHUNK: usize = 60;
 const NOT_CONNECTED: &str = "tcp connect error";
 /// Pause before sending such a request again.
 const RESEND_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+/// Largest reply taken for a read of every policy (tonic's default is 4 MiB).
+const RANGE_MAX: usize = 256 << 20;
 /// Attempts at a transaction another node's write raced with.
 const RETRIES: usize = 16;
 
@@ -273,7 +275,12 @@ fn check_bundle(registry: &crate::PolicyRegistry, specs: &[PolicySpec]) -> Resul
 /// as (id, mod revision read, the policy if it parses).
 async fn others_than(c: &mut Client, keys: &Keys, keep: &HashSet<Selector>) -> Result<Vec<Other>, StoreError> {
     let prefix = format!("{}/policies/", keys.prefix);
-    let got = c.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await.map_err(etcd)?;
+    let got = c
+        .kv_client()
+        .max_decoding_message_size(RANGE_MAX)
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(etcd)?;
     let mut others = Vec::new();
     for kv in got.kvs() {
         let id = String::from_utf8_lossy(kv.key().strip_prefix(prefix.as_bytes()).unwrap_or_default()).into_owned();

@@ -264,12 +264,16 @@ impl ProbeTable {
         });
     }
 
-    /// Takes another node's result if it is newer than what this node knows and no probe
-    /// of its own is under way; false when it was not taken. A result from the future
-    /// (beyond a minute of clock skew at `now`) or without an outcome is refused.
+    /// Takes another node's result where this node would probe now (nothing known, or
+    /// what it saw itself is out of its window) and the result is newer than what it
+    /// knows; false when it was not taken. What this node saw itself within its window
+    /// stands (so one node's blocked path cannot switch the others, and two nodes' results
+    /// cannot chase each other). A result from the future (beyond a minute of clock skew
+    /// at `now`) or without an outcome is refused.
     pub fn merge_shared(&self, p: &SharedProbe, now: u64) -> bool {
         if p.at > now.saturating_add(60)
             || !matches!(p.status, ProbeStatus::Success | ProbeStatus::Failed | ProbeStatus::Timeout)
+            || self.decide(p.addr, p.transport, now) != ProbeDecision::Probe
         {
             return false;
         }
@@ -394,24 +398,31 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_result_is_taken_only_when_newer_and_no_probe_runs() {
+    fn a_shared_result_is_taken_only_where_this_node_would_probe() {
         let t = table();
         let a = ip("192.0.2.7");
         let ok =
             SharedProbe { addr: a, transport: Transport::Dot, status: ProbeStatus::Success, at: 1000, reason: None };
-        assert!(t.merge_shared(&ok, 1000));
+        assert!(t.merge_shared(&ok, 1000), "nothing known here");
         assert_eq!(t.decide(a, Transport::Dot, 1001), ProbeDecision::Use, "another node's success spares the probe");
-        assert!(!t.merge_shared(&SharedProbe { at: 900, ..ok.clone() }, 1000), "older than what is known");
-        t.failure(a, Transport::Dot, 1100, &UpstreamError::Timeout);
-        assert!(!t.merge_shared(&SharedProbe { at: 1050, ..ok.clone() }, 1200), "our later failure stands");
-        assert!(!t.merge_shared(&SharedProbe { at: 99_999, ..ok.clone() }, 1200), "from the future");
+        let fail = SharedProbe { status: ProbeStatus::Timeout, at: 1100, ..ok.clone() };
+        assert!(!t.merge_shared(&fail, 1200), "what this node knows within its window stands");
+        assert_eq!(t.decide(a, Transport::Dot, 1201), ProbeDecision::Use);
+        // Our own failure, within the damping window, is not undone by another's success.
+        t.failure(a, Transport::Dot, 1300, &UpstreamError::Timeout);
+        assert!(!t.merge_shared(&SharedProbe { at: 1400, ..ok.clone() }, 1400));
+        // Out of the window (a day later) this node would probe: a newer result is taken.
+        let later = 1300 + 86_400 + 10;
+        assert!(!t.merge_shared(&SharedProbe { at: 1200, ..ok.clone() }, later), "older than what is known");
+        assert!(!t.merge_shared(&SharedProbe { at: later + 3600, ..ok.clone() }, later), "from the future");
+        assert!(t.merge_shared(&SharedProbe { at: later, ..ok.clone() }, later));
         let b = ip("192.0.2.8");
         assert!(t.start_probe(b, Transport::Doq, 1200));
         assert!(
             !t.merge_shared(&SharedProbe { addr: b, transport: Transport::Doq, ..ok.clone() }, 1200),
             "our probe runs"
         );
-        let bad = SharedProbe { status: ProbeStatus::Probing, ..ok };
+        let bad = SharedProbe { addr: b, status: ProbeStatus::Probing, ..ok };
         assert!(!t.merge_shared(&bad, 1200), "no outcome");
         let long = SharedProbe {
             addr: b,

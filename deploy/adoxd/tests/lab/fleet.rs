@@ -178,8 +178,9 @@ fn fleet_config_with(dir: &Path, endpoints: &[String], transport: &str, fleet: &
 }
 
 /// Three fresh nodes on `cfg`, each resolving the same names in turn (the next starts
-/// when the previous one's probes are over and published); the probes each started.
-fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> Vec<u64> {
+/// when the previous one's probes are over and published); the probes each started and
+/// the results each published.
+fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>) {
     let base = crate::support::outgoing_address().octets();
     let zones = [
         "alpha.lab",
@@ -193,6 +194,7 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> Vec<u64> {
         "bdot.lab",
     ];
     let mut started = Vec::new();
+    let mut published = Vec::new();
     let mut nodes = Vec::new();
     for i in 0..3 {
         let state = work.join(format!("{tag}-state{i}"));
@@ -219,6 +221,13 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> Vec<u64> {
         std::thread::sleep(Duration::from_millis(2500));
         let (_, stats) = n.send("GET", "/v1/stats", None);
         started.push(stats["totals"]["probes_started"].as_u64().unwrap());
+        // Again, so that a node that kept republishing would show it.
+        for z in zones {
+            let name = format!("shared-probes-again-{}.{z}.", crate::support::rand_id());
+            n.d().query(&name, RecordType::A);
+        }
+        std::thread::sleep(Duration::from_millis(2500));
+        published.push(n.fleet()["probes_published"].as_u64().unwrap());
         nodes.push(n);
     }
     for n in &mut nodes {
@@ -226,7 +235,7 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> Vec<u64> {
             d.terminate();
         }
     }
-    started
+    (started, published)
 }
 
 /// Issue 15 item 3, measured: with `share_probes`, the second and third node of a fleet
@@ -237,9 +246,17 @@ fn shared_probe_results_spare_the_other_nodes_their_probes() {
     let work = tempdir::Dir::new();
     let off = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-off\"");
     let on = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-on\"\nshare_probes = true");
-    let alone = probes_per_node(work.path(), &off, "off");
-    let shared = probes_per_node(work.path(), &on, "on");
-    eprintln!("fleet: probes started per node, same names in turn: not shared {alone:?}, shared {shared:?}");
+    let (alone, none) = probes_per_node(work.path(), &off, "off");
+    let (shared, published) = probes_per_node(work.path(), &on, "on");
+    eprintln!(
+        "fleet: probes started per node, same names in turn: not shared {alone:?}, shared {shared:?}; \
+         results published {published:?}"
+    );
+    assert_eq!(none, [0, 0, 0], "nothing published with share_probes off");
+    // A result is published when its outcome is new, not at every encrypted query that
+    // renews a success: the first node publishes about what it probed, the others little.
+    assert!(published[0] > 0 && published[0] <= shared[0] + 2, "{published:?} for {shared:?}");
+    assert!(published[1] + published[2] <= shared[1] + shared[2] + 4, "{published:?} for {shared:?}");
     assert!(alone.iter().all(|n| *n >= 5), "each node probes on its own: {alone:?}");
     assert!(shared[0] >= 5, "the first node probes: {shared:?}");
     assert!(
