@@ -473,3 +473,183 @@ fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up(
         }
     }
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `etcdctl` against a TLS member with the client certificate (and `user`).
+fn etcdctl(dir: &Path, endpoint: &str, user: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").current_dir(dir).args(["--endpoints", endpoint]);
+    cmd.args(["--cacert", "ca.pem", "--cert", "client.pem", "--key", "client.key", "--command-timeout=5s"]);
+    if let Some(u) = user {
+        cmd.args(["--user", u]);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+/// `[fleet]` with every security option an operator has: https endpoints checked against
+/// `etcd_ca_file`, a client certificate, and an etcd user whose role may only use the
+/// fleet's prefix. A wrong password keeps the node serving and refusing writes.
+#[test]
+fn a_fleet_over_tls_with_a_client_certificate_and_an_etcd_user() {
+    let dir = tempdir::Dir::new();
+    let d = dir.path();
+    // A CA, the member's certificate for 127.0.0.1, and adox's client certificate.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=adox test etcd CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(d.join(format!("{name}.ext")), ext.replace("\\n", "\n")).unwrap();
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("https://127.0.0.1:{client}");
+    let log = std::fs::File::create(d.join("etcd.log")).unwrap();
+    let mut member = Command::new("etcd")
+        .current_dir(d)
+        .args(["--name", "tls", "--data-dir", "data"])
+        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{peer}")])
+        .args([
+            "--cert-file",
+            "server.pem",
+            "--key-file",
+            "server.key",
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            "ca.pem",
+        ])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    within(Duration::from_secs(20), "etcd over TLS up", || {
+        etcdctl(d, &endpoint, None, &["endpoint", "health"]).status.success()
+    });
+    // Users: root (needed to turn auth on) and adox, whose role has the prefix only.
+    for args in [
+        &["user", "add", "root:root-password-123"][..],
+        &["user", "add", "adox:adox-password-123"],
+        &["role", "add", "adox"],
+        &["role", "grant-permission", "adox", "--prefix=true", "readwrite", "/adox-tls/"],
+        &["user", "grant-role", "adox", "adox"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl(d, &endpoint, None, args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let password = d.join("adox.password");
+    crate::support::write_secret(&password, "adox-password-123\n");
+    let wrong = d.join("wrong.password");
+    crate::support::write_secret(&wrong, "not-the-password\n");
+    let ca = lab_dir().join("tls/ca.pem");
+    let cfg = |password: &Path| {
+        let path = d.join(format!("adox-{}.toml", crate::support::rand_id()));
+        let text = format!(
+            "[transport]\nca_file = \"{}\"\nprobing = false\nsignals = false\n\n[fleet]\nbackend = \"etcd\"\n\
+             etcd_endpoints = [\"{endpoint}\"]\nkey_prefix = \"/adox-tls\"\netcd_ca_file = \"{}\"\n\
+             etcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\netcd_user = \"adox\"\netcd_password_file = \"{}\"\n",
+            ca.display(),
+            d.join("ca.pem").display(),
+            d.join("client.pem").display(),
+            d.join("client.key").display(),
+            password.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = Adoxd::lab(&["--config", cfg(&password).to_str().unwrap()]);
+    let c = good.admin();
+    within(Duration::from_secs(10), "watch up over TLS", || {
+        c.get("/v1/fleet").unwrap().json().unwrap()["connected"] == json!(true)
+    });
+    let r = c.send_json("POST", "/v1/policies", &json!({"zone": "tls.lab", "mode": "cleartext"})).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    // etcd holds it under the prefix, readable with adox's credentials.
+    let out = etcdctl(
+        d,
+        &endpoint,
+        Some("adox:adox-password-123"),
+        &["get", "--prefix", "/adox-tls/policies/", "--keys-only"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/adox-tls/policies/p-1"), "{out:?}");
+
+    // The wrong password: the node serves (and says why in /v1/fleet), writes are 503.
+    let bad = Adoxd::lab(&["--config", cfg(&wrong).to_str().unwrap()]);
+    let b = bad.admin();
+    within(Duration::from_secs(10), "the login error shown", || {
+        let v = b.get("/v1/fleet").unwrap().json().unwrap();
+        v["connected"] == json!(false) && v["last_error"].as_str().is_some_and(|e| e.contains("authentication failed"))
+    });
+    let r = b.send_json("POST", "/v1/policies", &json!({"zone": "other.lab", "mode": "cleartext"})).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(bad.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError, "DNS does not wait on etcd");
+    bad.terminate();
+    good.terminate();
+    let _ = member.kill();
+    let _ = member.wait();
+}
