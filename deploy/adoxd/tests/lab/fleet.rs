@@ -474,6 +474,63 @@ fn a_fleet_on_etcd_shares_policies_survives_a_lost_quorum_and_a_node_catches_up(
     }
 }
 
+/// A node whose etcd member was away while the fleet changed and etcd compacted its
+/// history cannot resume its watch: it loads the whole state again.
+#[test]
+fn a_node_that_missed_a_compacted_history_loads_the_state_again() {
+    let mut etcd = Etcd::start();
+    let work = tempdir::Dir::new();
+    let all = fleet_config(work.path(), &etcd.endpoints());
+    // Node b talks to member 2 only.
+    let only_m2 =
+        fleet_config_with(work.path(), &etcd.endpoints()[2..], "probing = false", "key_prefix = \"/adox-test\"");
+    let base = crate::support::outgoing_address().octets();
+    let node = |cfg: &Path, i: u8| {
+        let state = work.path().join(format!("compact{i}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let mut n = Node { d: None, source: format!("127.118.{}.{}", base[3], 40 + i), state, cfg: cfg.to_path_buf() };
+        n.start();
+        n
+    };
+    let a = node(&all, 0);
+    let b = node(&only_m2, 1);
+    within(Duration::from_secs(10), "both watching", || {
+        a.fleet()["connected"] == json!(true) && b.fleet()["connected"] == json!(true)
+    });
+    let loads = b.fleet()["full_loads"].as_u64().unwrap();
+    etcd.stop_member(2);
+    within(Duration::from_secs(10), "b sees its member gone", || b.fleet()["connected"] == json!(false));
+    // A write while the two left elect a leader may answer 503 ("leader changed"): after.
+    etcd.wait_healthy();
+    for k in 0..5 {
+        let (st, v) =
+            a.send("POST", "/v1/policies", Some(&json!({"zone": format!("c{k}.compact.lab"), "mode": "cleartext"})));
+        assert_eq!(st, 201, "{v}");
+    }
+    // Compact everything up to now, through the members that are up.
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints()[..2].join(","), "-w", "json", "endpoint", "status"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let revision = v[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints()[..2].join(","), "compact", &revision.to_string(), "--physical"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "compact: {}", String::from_utf8_lossy(&out.stderr));
+    etcd.start_member(2);
+    within(Duration::from_secs(30), "b loads the state again and has the 5 policies", || {
+        let f = b.fleet();
+        f["connected"] == json!(true) && b.ids().len() == 5
+    });
+    assert!(b.fleet()["full_loads"].as_u64().unwrap() > loads, "a full load, not a resumed watch");
+    assert!(b.d().log().contains("cannot replay from our revision"), "the compaction was seen");
+    assert_eq!(a.ids(), b.ids());
+}
+
 /// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
