@@ -11,7 +11,13 @@
 #      2-core machine measures the load generator about as much as the server.
 # Prints a table with ratios to adoxd. Needs root (the lab) and the lab's packages.
 #
+# LOADGEN=both (default) also measures step 1 with dnsperf, an independent load
+# generator (one socket, its own pacing), ROUNDS times at the same RATE, median by CPU:
+# a second table with CPU per answered query, loss and dnsperf's average latency (it
+# reports no percentiles). LOADGEN=adox-load or LOADGEN=dnsperf for one of them.
+#
 #   benches/compare.sh                       # RATE=60000 DURATION=8 FLAT_DURATION=5
+#   LOADGEN=dnsperf RATE=40000 benches/compare.sh
 #   RATE=40000 DURATION=10 benches/compare.sh
 #   ADOXD_BASE=/tmp/base-target/release/adoxd benches/compare.sh   # and an earlier build
 #   ADOXD_BASE=target/release/adoxd ADOXD_BASE_ARGS="--config off.toml" benches/compare.sh
@@ -25,6 +31,8 @@ MAX_OUTSTANDING=${MAX_OUTSTANDING:-500}
 ROUNDS=${ROUNDS:-3}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
 QUERIES=${QUERIES:-deploy/lab/names.txt}
+LOADGEN=${LOADGEN:-both}
+case $LOADGEN in both | adox-load | dnsperf) ;; *) echo "compare.sh: LOADGEN is both, adox-load or dnsperf" >&2; exit 2 ;; esac
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 TCK=$(getconf CLK_TCK)
@@ -53,7 +61,26 @@ trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
-# measure NAME PORT PID: warm, fixed rate, flat out; appends a row to $rows.
+# dnsperf_rounds NAME PORT PID: ROUNDS fixed-rate runs with dnsperf; appends the median
+# round by CPU per answered query to $drows.
+drows=()
+dnsperf_rounds() {
+    local name=$1 port=$2 pid=$3 c0 c1 out sent recv lost avg results=()
+    for ((r = 0; r < ROUNDS; r++)); do
+        c0=$(cpu_ticks "$pid")
+        out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$QUERIES" -Q "$RATE" -l "$DURATION" -t 2 -q 1000 2>&1)
+        c1=$(cpu_ticks "$pid")
+        sent=$(sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' <<<"$out")
+        recv=$(sed -n 's/^ *Queries completed: *\([0-9]*\).*/\1/p' <<<"$out")
+        lost=$(sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' <<<"$out")
+        avg=$(sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' <<<"$out" | awk '{ printf "%d", $1 * 1e6 }')
+        results+=("$(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="$recv" 'BEGIN { printf "%.2f", t * 1e6 / k / n }') $sent $recv $lost $avg")
+    done
+    drows+=("$name $(printf '%s\n' "${results[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")")
+}
+
+# measure NAME PORT PID: warm, fixed rate, flat out; appends a row to $rows (and, with
+# dnsperf, to $drows).
 rows=()
 measure() {
     local name=$1 port=$2 pid=$3 c0 c1 fixed flat recv r best="" best_p99=""
@@ -61,6 +88,12 @@ measure() {
     # Warm-up: every name a few times, slowly, until all are cached.
     taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --rate 500 --duration 2 --timeout-ms 3000 >/dev/null
     taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$port" --queries "$QUERIES" --rate 2000 --duration 1 >/dev/null
+    if [[ $LOADGEN != adox-load ]]; then
+        dnsperf_rounds "$name" "$port" "$pid"
+    fi
+    if [[ $LOADGEN == dnsperf ]]; then
+        return
+    fi
     # ROUNDS fixed-load runs; the row kept is the median run by p99 (CPU per query of
     # that same run), so one noisy round on a shared machine does not decide.
     local results=()
@@ -118,14 +151,26 @@ sleep 0.2
 measure echo-floor 5343 "${pids[-1]}"
 
 echo
-echo "cache-hit cost, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, adox-load on cpu $LOAD_CPU"
-echo "fixed load: $RATE qps for $DURATION s, $ROUNDS rounds (median by p99 shown); flat out: $MAX_OUTSTANDING in flight for $FLAT_DURATION s; queries: $QUERIES"
-printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' server "cpu_us/q" "x adox" sent answered lost p50_us p99_us p999_us servfail "flat_qps" "x adox"
-base_cpu=$(cut -d' ' -f2 <<<"${rows[0]}")
-base_qps=$(cut -d' ' -f10 <<<"${rows[0]}")
-for r in "${rows[@]}"; do
-    read -r name cpu sent recv lost p50 p99 p999 sf qps <<<"$r"
-    printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' "$name" "$cpu" \
-        "$(awk -v a="$cpu" -v b="$base_cpu" 'BEGIN { printf "%.2f", a / b }')" "$sent" "$recv" "$lost" "$p50" "$p99" "$p999" "$sf" "$qps" \
-        "$(awk -v a="$qps" -v b="$base_qps" 'BEGIN { printf "%.2f", a / b }')"
-done
+echo "cache-hit cost, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, load generator on cpu $LOAD_CPU; queries: $QUERIES"
+if ((${#rows[@]})); then
+    echo "adox-load: fixed load $RATE qps for $DURATION s, $ROUNDS rounds (median by p99 shown); flat out: $MAX_OUTSTANDING in flight for $FLAT_DURATION s"
+    printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' server "cpu_us/q" "x adox" sent answered lost p50_us p99_us p999_us servfail "flat_qps" "x adox"
+    base_cpu=$(cut -d' ' -f2 <<<"${rows[0]}")
+    base_qps=$(cut -d' ' -f10 <<<"${rows[0]}")
+    for r in "${rows[@]}"; do
+        read -r name cpu sent recv lost p50 p99 p999 sf qps <<<"$r"
+        printf '%-14s %9s %7s %9s %9s %6s %7s %7s %8s %8s %10s %7s\n' "$name" "$cpu" \
+            "$(awk -v a="$cpu" -v b="$base_cpu" 'BEGIN { printf "%.2f", a / b }')" "$sent" "$recv" "$lost" "$p50" "$p99" "$p999" "$sf" "$qps" \
+            "$(awk -v a="$qps" -v b="$base_qps" 'BEGIN { printf "%.2f", a / b }')"
+    done
+fi
+if ((${#drows[@]})); then
+    echo "dnsperf: fixed load $RATE qps for $DURATION s, $ROUNDS rounds (median by CPU shown)"
+    printf '%-14s %9s %7s %9s %9s %6s %7s\n' server "cpu_us/q" "x adox" sent answered lost avg_us
+    base_cpu=$(cut -d' ' -f2 <<<"${drows[0]}")
+    for r in "${drows[@]}"; do
+        read -r name cpu sent recv lost avg <<<"$r"
+        printf '%-14s %9s %7s %9s %9s %6s %7s\n' "$name" "$cpu" \
+            "$(awk -v a="$cpu" -v b="$base_cpu" 'BEGIN { printf "%.2f", a / b }')" "$sent" "$recv" "$lost" "$avg"
+    done
+fi
