@@ -148,8 +148,8 @@ pub(crate) fn bind_address_no_port(fd: std::os::fd::RawFd) -> std::io::Result<()
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
-/// One recvmmsg/sendmmsg header for a single buffer: written whole (no reserved bytes
-/// left to chance), no control data.
+/// One recvmmsg/sendmmsg header for a single buffer, starting from all-zero fields, no
+/// control data.
 fn mmsghdr(name: *mut libc::c_void, namelen: libc::socklen_t, iov: &mut libc::iovec) -> libc::mmsghdr {
     // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths); the fields that
     // matter are set next. One header, not a whole batch of them.
@@ -238,7 +238,9 @@ impl RecvBatch {
             let h = unsafe { h.assume_init_ref() };
             self.lens[i] = (h.msg_len as usize).min(MMSG_MSG_MAX);
             self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            self.addrs[i] = from_storage(&self.names[i]);
+            // A datagram the kernel gave no address for is `None`, never the address the
+            // slot held for an earlier call (the slots are no longer zeroed per call).
+            self.addrs[i] = (h.msg_hdr.msg_namelen > 0).then(|| from_storage(&self.names[i])).flatten();
         }
         self.n = n;
         Ok(n)
