@@ -191,7 +191,7 @@ fn an_absent_collector_costs_answers_nothing_and_drops_are_counted() {
 /// and the later messages.
 #[test]
 fn a_tcp_collector_that_starts_late_gets_what_was_buffered_and_what_follows() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::free_port();
     let (_dir, cfg) = temp_config(&format!(
         "[dnstap]\ntcp = \"127.0.0.1:{port}\"\nresolver_queries = false\nresolver_responses = false\n"
     ));

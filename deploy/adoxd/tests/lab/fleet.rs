@@ -4,7 +4,6 @@
 //! nodes, a lost quorum keeps every node serving while writes answer 503, and a node that
 //! was down catches up.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,11 +13,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use crate::encrypted::Capture;
-use crate::support::{Adoxd, lab_dir, tempdir};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::{Adoxd, free_port, lab_dir, tempdir};
 
 /// A three-member etcd cluster on 127.0.0.1, each member in a directory of its own.
 struct Etcd {

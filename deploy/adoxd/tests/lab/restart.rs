@@ -107,7 +107,7 @@ impl Load {
 fn a_takeover_under_load_loses_no_query() {
     let _lag = Hostile::start("lag", "lag.internal.", "127.53.40.24");
     let (_cfg_dir, cfg) = temp_config(LAG_ZONE);
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let state = tempdir::Dir::new();
     let state_dir = state.path().to_str().unwrap();
@@ -215,7 +215,7 @@ fn a_reload_through_the_api_applies_what_it_can_and_names_the_rest() {
 fn takeovers_across_worker_counts_lose_no_query_and_a_mismatched_one_is_refused() {
     let _lag = Hostile::start("lag", "lag.internal.", "127.53.40.26");
     let (_cfg_dir, cfg) = temp_config(&LAG_ZONE.replace("127.53.40.24", "127.53.40.26"));
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let state = tempdir::Dir::new();
     let state_dir = state.path().to_str().unwrap();
@@ -231,7 +231,7 @@ fn takeovers_across_worker_counts_lose_no_query_and_a_mismatched_one_is_refused(
     let load = Load::start(first.addr);
     std::thread::sleep(Duration::from_millis(500));
     // Other listen addresses: refused, and the running process carries on.
-    let other = format!("127.0.0.1:{}", UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let other = format!("127.0.0.1:{}", crate::support::free_port());
     let hints = crate::support::lab_dir().join("root.hints");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adoxd"))
         .args(["--listen", &other, "--state-dir", state_dir, "--api", "off", "--takeover"])
@@ -346,7 +346,7 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
 #[test]
 fn a_reload_moves_the_listen_address_under_load_and_loses_no_query() {
     let _lag = Hostile::start("lag", "lag.internal.", "127.53.40.27");
-    let free = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = || SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
     let (first, second) = (free(), free());
     let zone = LAG_ZONE.replace("127.53.40.24", "127.53.40.27");
     let lab = crate::support::lab_dir();

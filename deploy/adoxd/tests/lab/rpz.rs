@@ -4,14 +4,13 @@
 //! an update on the primary blocks and unblocks names within seconds of the NOTIFY, by
 //! IXFR, also for answers already in its packet cache.
 
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::support::{Adoxd, Ask, temp_config, tempdir};
+use crate::support::{Adoxd, Ask, free_port, temp_config, tempdir};
 
 /// A BIND primary for one policy zone on 127.0.0.1 at a free port (named listens only on
 /// addresses of an interface, and the lab's own are taken), sending NOTIFY to
@@ -99,16 +98,6 @@ impl Drop for Primary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (now).
-fn free_port() -> u16 {
-    loop {
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

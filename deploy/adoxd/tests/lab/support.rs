@@ -377,6 +377,26 @@ impl Ask {
     }
 }
 
+/// A port on 127.0.0.1 free for both UDP and TCP, for a process started later to bind.
+/// It comes from below the kernel's ephemeral range (`ip_local_port_range`): a port from
+/// inside it (what binding port 0 gives) can be taken by any outgoing TCP connection of a
+/// test running beside this one between the pick and the bind (seen in CI: "Address
+/// already in use" for adoxd's TCP listener). Random, so parallel tests rarely pick alike.
+pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (from, span) = (10_000u16, low.saturating_sub(10_000).max(1000));
+    for _ in 0..1000 {
+        let port = from + rand_id() % span;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {from}..{}", from + span)
+}
+
 pub fn rand_id() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
