@@ -5,39 +5,65 @@
 //! to LRU's; `benches/cache_eviction.rs` measures both on the same trace.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
+
+use hashbrown::HashTable;
 
 #[derive(Debug)]
 struct Slot<K, V> {
     key: K,
     value: V,
-    cost: usize,
+    /// Bytes charged, overhead included (an entry never nears 4 GiB: the largest is a
+    /// 64 KiB message and its parsed records).
+    cost: u32,
     referenced: bool,
 }
 
-/// The cache. `K` is stored twice (map and slot), so keep keys small.
+/// The cache. Each key is stored once, in its slot: the hash table holds only slot
+/// indices (4 bytes and a control byte an entry), and finds keys through the slots.
 #[derive(Debug)]
 pub struct ClockCache<K, V> {
-    map: HashMap<K, usize>,
+    table: HashTable<u32>,
+    hasher: RandomState,
     slots: Vec<Option<Slot<K, V>>>,
-    free: Vec<usize>,
+    free: Vec<u32>,
     hand: usize,
     used: usize,
     budget: usize,
     evictions: u64,
 }
 
-impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
-    /// Bytes charged per entry on top of the caller's cost: the slot, the map entry (key
-    /// and index) and the hash table's control byte and spare capacity (load factor 7/8).
+impl<K: Hash + Eq, V> ClockCache<K, V> {
+    /// Bytes charged per entry on top of the caller's cost: the slot, and the hash
+    /// table's index, control byte and spare capacity (load factor 7/8).
     pub fn overhead() -> usize {
-        size_of::<Option<Slot<K, V>>>() + (size_of::<(K, usize)>() + 1) * 8 / 7
+        size_of::<Option<Slot<K, V>>>() + (size_of::<u32>() + 1) * 8 / 7
     }
 
     /// A cache holding at most `budget` bytes (as estimated by the callers' costs).
     pub fn new(budget: usize) -> Self {
-        Self { map: HashMap::new(), slots: Vec::new(), free: Vec::new(), hand: 0, used: 0, budget, evictions: 0 }
+        Self {
+            table: HashTable::new(),
+            hasher: RandomState::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hand: 0,
+            used: 0,
+            budget,
+            evictions: 0,
+        }
+    }
+
+    /// The slot index of `key`, if present.
+    fn find<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slots = &self.slots;
+        self.table
+            .find(self.hasher.hash_one(key), |&i| slots[i as usize].as_ref().is_some_and(|s| s.key.borrow() == key))
+            .map(|&i| i as usize)
     }
 
     /// Looks up a key and marks it recently used.
@@ -46,10 +72,23 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let idx = *self.map.get(key)?;
-        let slot = self.slots.get_mut(idx)?.as_mut()?;
+        let idx = self.find(key)?;
+        let slot = self.slots[idx].as_mut()?;
         slot.referenced = true;
         Some(&mut slot.value)
+    }
+
+    /// Looks up a key and marks it recently used, with the key as stored (a key that
+    /// carries data besides what it is compared by).
+    pub fn get_key_value<Q>(&mut self, key: &Q) -> Option<(&K, &mut V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let idx = self.find(key)?;
+        let slot = self.slots[idx].as_mut()?;
+        slot.referenced = true;
+        Some((&slot.key, &mut slot.value))
     }
 
     /// Looks up a key without marking it used (an entry read only to find it expired must
@@ -59,8 +98,8 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let idx = *self.map.get(key)?;
-        Some(&mut self.slots.get_mut(idx)?.as_mut()?.value)
+        let idx = self.find(key)?;
+        Some(&mut self.slots[idx].as_mut()?.value)
     }
 
     /// Marks a key recently used.
@@ -69,8 +108,8 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some(&idx) = self.map.get(key)
-            && let Some(Some(slot)) = self.slots.get_mut(idx)
+        if let Some(idx) = self.find(key)
+            && let Some(slot) = self.slots[idx].as_mut()
         {
             slot.referenced = true;
         }
@@ -82,24 +121,31 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
         let cost = cost + Self::overhead();
         self.remove(&key);
-        if cost > self.budget {
+        if cost > self.budget || cost > u32::MAX as usize {
             return;
         }
-        while self.used + cost > self.budget && !self.map.is_empty() {
+        while self.used + cost > self.budget && !self.table.is_empty() {
             self.evict_one();
         }
-        let slot = Slot { key: key.clone(), value, cost, referenced: false };
+        let hash = self.hasher.hash_one(&key);
+        let slot = Slot { key, value, cost: cost as u32, referenced: false };
         let idx = match self.free.pop() {
             Some(i) => {
-                self.slots[i] = Some(slot);
+                self.slots[i as usize] = Some(slot);
                 i
             }
             None => {
+                if self.slots.len() >= u32::MAX as usize {
+                    return; // 4 billion entries: never with any budget a machine has
+                }
                 self.slots.push(Some(slot));
-                self.slots.len() - 1
+                (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(key, idx);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table.insert_unique(hash, idx, |&i| {
+            slots[i as usize].as_ref().map_or(0, |s| hasher.hash_one(&s.key))
+        });
         self.used += cost;
     }
 
@@ -121,10 +167,18 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let idx = self.map.remove(key)?;
+        let idx = self.find(key)?;
+        self.remove_slot(idx, self.hasher.hash_one(key))
+    }
+
+    /// Removes the entry in slot `idx`, whose key hashes to `hash`.
+    fn remove_slot(&mut self, idx: usize, hash: u64) -> Option<V> {
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i as usize == idx) {
+            entry.remove();
+        }
         let slot = self.slots.get_mut(idx)?.take()?;
-        self.used -= slot.cost;
-        self.free.push(idx);
+        self.used -= slot.cost as usize;
+        self.free.push(idx as u32);
         Some(slot.value)
     }
 
@@ -140,8 +194,8 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
                 if slot.referenced {
                     slot.referenced = false;
                 } else {
-                    let key = slot.key.clone();
-                    self.remove(&key);
+                    let hash = self.hasher.hash_one(&slot.key);
+                    self.remove_slot(idx, hash);
                     self.evictions += 1;
                     return;
                 }
@@ -159,7 +213,7 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
             return Some(std::mem::replace(self, Self::new(budget)));
         }
         self.budget = budget;
-        while self.used > self.budget && !self.map.is_empty() {
+        while self.used > self.budget && !self.table.is_empty() {
             self.evict_one();
         }
         None
@@ -167,21 +221,22 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
 
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
-        let doomed: Vec<K> =
-            self.slots.iter().flatten().filter(|s| !keep(&s.key, &s.value)).map(|s| s.key.clone()).collect();
-        for k in doomed {
-            self.remove(&k);
+        let doomed: Vec<(usize, u64)> = (self.slots.iter().enumerate())
+            .filter_map(|(i, s)| s.as_ref().filter(|s| !keep(&s.key, &s.value)).map(|s| (i, self.hasher.hash_one(&s.key))))
+            .collect();
+        for (idx, hash) in doomed {
+            self.remove_slot(idx, hash);
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
     /// Bytes charged (estimates plus overhead).

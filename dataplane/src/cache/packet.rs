@@ -14,10 +14,68 @@ use crate::wire::{self, MAX_NAME_LEN, Query, ResponseEdns, flag};
 /// Largest key: 1 flags octet + 2 qtype + 2 qclass + 255 name.
 const MAX_KEY: usize = 5 + MAX_NAME_LEN;
 
+/// One stored answer in a single allocation, which is also its key in the map: the key
+/// (what it is found and compared by), the TTL offsets and the wire. Layout: key length
+/// and offset count (u16 each, native order), the key, the offsets (u16 each), the wire.
+#[derive(Debug)]
+struct Stored(Box<[u8]>);
+
+impl Stored {
+    fn new(key: &[u8], offsets: &[u16], wire: &[u8]) -> Option<Self> {
+        let (klen, n) = (u16::try_from(key.len()).ok()?, u16::try_from(offsets.len()).ok()?);
+        let mut b = Vec::with_capacity(4 + key.len() + 2 * offsets.len() + wire.len());
+        b.extend_from_slice(&klen.to_ne_bytes());
+        b.extend_from_slice(&n.to_ne_bytes());
+        b.extend_from_slice(key);
+        offsets.iter().for_each(|o| b.extend_from_slice(&o.to_ne_bytes()));
+        b.extend_from_slice(wire);
+        Some(Self(b.into_boxed_slice()))
+    }
+
+    fn lens(&self) -> (usize, usize) {
+        let b = &self.0;
+        (usize::from(u16::from_ne_bytes([b[0], b[1]])), usize::from(u16::from_ne_bytes([b[2], b[3]])))
+    }
+
+    fn key(&self) -> &[u8] {
+        let (klen, _) = self.lens();
+        &self.0[4..4 + klen]
+    }
+
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        let (klen, n) = self.lens();
+        self.0[4 + klen..4 + klen + 2 * n].chunks_exact(2).map(|c| usize::from(u16::from_ne_bytes([c[0], c[1]])))
+    }
+
+    fn wire(&self) -> &[u8] {
+        let (klen, n) = self.lens();
+        &self.0[4 + klen + 2 * n..]
+    }
+}
+
+// Found, hashed and compared by the key alone, exactly as the `[u8]` it borrows as.
+impl std::borrow::Borrow<[u8]> for Stored {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl std::hash::Hash for Stored {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key().hash(h);
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Stored {}
+
 #[derive(Debug)]
 struct Entry {
-    wire: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
     /// Worker-clock second when stored.
     stored_s: u32,
     /// Seconds the entry stays valid: the smallest TTL in it.
@@ -72,7 +130,7 @@ pub enum Lookup {
 /// The cache.
 #[derive(Debug)]
 pub struct PacketCache {
-    map: ClockCache<Box<[u8]>, Entry>,
+    map: ClockCache<Stored, Entry>,
     enabled: bool,
     /// Report hits in the last tenth of an entry's TTL (`cache.prefetch`).
     prefetch: bool,
@@ -126,7 +184,7 @@ impl PacketCache {
         let mut kbuf = [0u8; MAX_KEY];
         let klen = key_of(q, msg, &mut kbuf);
         let key = &kbuf[..klen];
-        let Some(e) = self.map.get(key) else {
+        let Some((stored, e)) = self.map.get_key_value(key) else {
             return Lookup::Miss;
         };
         let age = now_s.saturating_sub(e.stored_s);
@@ -138,19 +196,19 @@ impl PacketCache {
             e.prefetch_reported = true;
             self.due = true;
         }
-        if udp_limit.is_some_and(|limit| e.wire.len() > limit) {
+        let wire = stored.wire();
+        if udp_limit.is_some_and(|limit| wire.len() > limit) {
             let edns = q.edns.map(|c| ResponseEdns { udp_size, dnssec_ok: c.dnssec_ok, rcode_high: 0, ede: None });
-            let rcode = e.wire[3] & 0x0F;
+            let rcode = wire[3] & 0x0F;
             wire::header_only_response(out, msg, q.question_end, rcode, flag::TC, edns.as_ref());
             return Lookup::HitTruncated;
         }
         out.clear();
-        out.extend_from_slice(&e.wire);
+        out.extend_from_slice(wire);
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
         // Echo the client's qname case (stored wire holds the first asker's case).
         out[q.qname.clone()].copy_from_slice(&msg[q.qname.clone()]);
-        for &off in e.ttl_offsets.iter() {
-            let o = usize::from(off);
+        for o in stored.ttl_offsets() {
             let ttl = u32::from_be_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
             out[o..o + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
         }
@@ -168,16 +226,12 @@ impl PacketCache {
         };
         let mut kbuf = [0u8; MAX_KEY];
         let klen = key_of(q, msg, &mut kbuf);
-        // Heap owned: the key twice (map and slot), the wire and the TTL offsets.
-        let cost = 2 * klen + response.len() + offsets.len() * 2;
-        let entry = Entry {
-            wire: response.into(),
-            ttl_offsets: offsets.into(),
-            stored_s: now_s,
-            ttl_s,
-            prefetch_reported: false,
+        let Some(stored) = Stored::new(&kbuf[..klen], &offsets, response) else {
+            return;
         };
-        self.map.insert(kbuf[..klen].into(), entry, cost);
+        // Heap owned: the one allocation (its allocator header included).
+        let cost = stored.0.len() + 16;
+        self.map.insert(stored, Entry { stored_s: now_s, ttl_s, prefetch_reported: false }, cost);
     }
 
     /// Drops every entry whose qname equals `name` (wire form, lowercase), and with
@@ -185,8 +239,8 @@ impl PacketCache {
     pub fn flush(&mut self, name: Option<&[u8]>, subtree: bool) {
         match name {
             None => self.map.retain(|_, _| false),
-            Some(n) if subtree => self.map.retain(|k, _| !crate::names::wire_is_subdomain(&k[5..], n)),
-            Some(n) => self.map.retain(|k, _| &k[5..] != n),
+            Some(n) if subtree => self.map.retain(|k, _| !crate::names::wire_is_subdomain(&k.key()[5..], n)),
+            Some(n) => self.map.retain(|k, _| &k.key()[5..] != n),
         }
     }
 
