@@ -60,9 +60,18 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    /// [`Self::find`] with the key's hash already made.
+    fn find_hashed<Q>(&self, hash: u64, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slots = &self.slots;
         self.table
-            .find(self.hasher.hash_one(key), |&i| slots[i as usize].as_ref().is_some_and(|s| s.key.borrow() == key))
+            .find(hash, |&i| slots[i as usize].as_ref().is_some_and(|s| s.key.borrow() == key))
             .map(|&i| i as usize)
     }
 
@@ -120,14 +129,16 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
     /// budget is not stored.
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
         let cost = cost + Self::overhead();
-        self.remove(&key);
+        let hash = self.hasher.hash_one(&key);
+        if let Some(idx) = self.find_hashed(hash, &key) {
+            self.remove_slot(idx, hash);
+        }
         if cost > self.budget || cost > u32::MAX as usize {
             return;
         }
         while self.used + cost > self.budget && !self.table.is_empty() {
             self.evict_one();
         }
-        let hash = self.hasher.hash_one(&key);
         let slot = Slot { key, value, cost: cost as u32, referenced: false };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -143,9 +154,7 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table.insert_unique(hash, idx, |&i| {
-            slots[i as usize].as_ref().map_or(0, |s| hasher.hash_one(&s.key))
-        });
+        self.table.insert_unique(hash, idx, |&i| slots[i as usize].as_ref().map_or(0, |s| hasher.hash_one(&s.key)));
         self.used += cost;
     }
 
@@ -167,15 +176,15 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let idx = self.find(key)?;
-        self.remove_slot(idx, self.hasher.hash_one(key))
+        let hash = self.hasher.hash_one(key);
+        let idx = self.find_hashed(hash, key)?;
+        self.remove_slot(idx, hash)
     }
 
     /// Removes the entry in slot `idx`, whose key hashes to `hash`.
     fn remove_slot(&mut self, idx: usize, hash: u64) -> Option<V> {
-        if let Ok(entry) = self.table.find_entry(hash, |&i| i as usize == idx) {
-            entry.remove();
-        }
+        let found = self.table.find_entry(hash, |&i| i as usize == idx).map(|e| e.remove()).is_ok();
+        debug_assert!(found, "slot {idx} was not in the table under its key's hash");
         let slot = self.slots.get_mut(idx)?.take()?;
         self.used -= slot.cost as usize;
         self.free.push(idx as u32);
@@ -222,7 +231,9 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         let doomed: Vec<(usize, u64)> = (self.slots.iter().enumerate())
-            .filter_map(|(i, s)| s.as_ref().filter(|s| !keep(&s.key, &s.value)).map(|s| (i, self.hasher.hash_one(&s.key))))
+            .filter_map(|(i, s)| {
+                s.as_ref().filter(|s| !keep(&s.key, &s.value)).map(|s| (i, self.hasher.hash_one(&s.key)))
+            })
             .collect();
         for (idx, hash) in doomed {
             self.remove_slot(idx, hash);

@@ -7,8 +7,7 @@
 //! answer is never replaced by glue or referral data while it lives, and only answer data
 //! is served to clients.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +163,9 @@ fn key_of<'b>(name: &Name, rtype: u16, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b
 #[derive(Debug)]
 pub struct RecordCache {
     shards: Box<[Mutex<ClockCache<Key, Entry>>]>,
+    /// Picks a key's shard; keyed at random, so that nobody can aim names at one shard
+    /// (a sixty-fourth of the budget, and one lock).
+    shard_hasher: RandomState,
     min_ttl: u32,
     max_ttl: u32,
     max_negative_ttl: u32,
@@ -199,7 +201,15 @@ impl RecordCache {
     pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
         let per = (budget / SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
-        Self { shards, min_ttl: 0, max_ttl, max_negative_ttl, stale_for: Duration::ZERO, spans: NsecSpans::new(0) }
+        Self {
+            shards,
+            shard_hasher: RandomState::new(),
+            min_ttl: 0,
+            max_ttl,
+            max_negative_ttl,
+            stale_for: Duration::ZERO,
+            spans: NsecSpans::new(0),
+        }
     }
 
     /// Keeping validated NSEC spans in up to `bytes` besides the budget
@@ -239,9 +249,7 @@ impl RecordCache {
     }
 
     fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ClockCache<Key, Entry>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let idx = (h.finish() as usize) & (SHARDS - 1);
+        let idx = (self.shard_hasher.hash_one(key) as usize) & (SHARDS - 1);
         // A poisoned shard only means another worker panicked mid-update of a plain map;
         // the map itself is still consistent, so keep serving.
         self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
@@ -310,7 +318,8 @@ impl RecordCache {
             return;
         }
         // The key's allocation (with its allocator header), the data and the proofs.
-        let cost = key.len() + 16
+        let cost = key.len()
+            + 16
             + match &data {
                 CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => charge(r),
             }
@@ -617,11 +626,18 @@ mod tests {
     fn flush_by_zone() {
         let c = RecordCache::new(1 << 20, 3600, 10);
         let t0 = Instant::now();
-        for n in ["a.lab.", "b.a.lab.", "a.other."] {
+        for n in ["a.lab.", "b.a.lab.", "xa.lab.", "a.other."] {
             c.put_rrset(&n.parse().unwrap(), 1, vec![a(n, 60)], Rank::AuthAnswer, t0);
         }
-        c.flush(Some(&"a.lab.".parse().unwrap()), true);
-        assert_eq!(c.len(), 1);
+        // One name (any case): only it goes; below it and beside it stay.
+        c.flush(Some(&"A.Lab.".parse().unwrap()), false);
+        assert!(c.get(&"a.lab.".parse().unwrap(), 1, t0).is_none());
+        assert_eq!(c.len(), 3);
+        c.put_rrset(&"a.lab.".parse().unwrap(), 1, vec![a("a.lab.", 60)], Rank::AuthAnswer, t0);
+        // A subtree: the name and what lies below it, on label boundaries only.
+        c.flush(Some(&"a.LAB.".parse().unwrap()), true);
+        assert!(c.get(&"xa.lab.".parse().unwrap(), 1, t0).is_some());
+        assert_eq!(c.len(), 2);
         c.flush(None, true);
         assert!(c.is_empty());
     }
