@@ -10,6 +10,9 @@
 #   cookies   the defaults, every query with a client cookie (dnsperf -E): a SipHash and
 #             the option appended to each answer
 #   rates     per-client, per-network and response rates on, never exceeded
+#   fleet     the defaults in fleet mode ([fleet] backend = "etcd") against a one-member
+#             etcd on 127.0.0.1 (Debian's etcd-server), holding 1,000 policies; skipped
+#             with a note when etcd is not installed (FLEET=off skips it too)
 #   base      ADOXD_BASE=PATH (an earlier build) with its defaults, when given
 #
 #   benches/features.sh                           # RATE=40000 DURATION=6 ROUNDS=5
@@ -37,6 +40,9 @@ WORK=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # The servers first (a fleet node writes its state file when etcd goes), then etcd.
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ -n ${etcd_pid:-} ]]; then kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; fi
     rm -rf -- "$WORK"
     if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
 }
@@ -45,30 +51,64 @@ trap cleanup EXIT
 printf '[cookies]\nenabled = false\n' >"$WORK/off.toml"
 printf '[limits]\nqueries_per_second_per_client = 1000000\nqueries_per_second_per_prefix = 1000000\nresponses_per_second = 1000000\n' >"$WORK/rates.toml"
 : >"$WORK/default.toml"
+# Fleet mode: a one-member etcd with 1,000 policies under the prefix, which the fleet
+# node loads and watches (nothing on its query path waits on etcd).
+etcd_pid=
+if [[ ${FLEET:-on} != off ]] && command -v etcd >/dev/null; then
+    etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:23790 \
+        --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
+        --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster bench=http://127.0.0.1:23800 \
+        >"$WORK/etcd.log" 2>&1 &
+    etcd_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:23790 endpoint health >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    printf '[fleet]\nbackend = "etcd"\netcd_endpoints = ["http://127.0.0.1:23790"]\nkey_prefix = "/bench"\n' >"$WORK/fleet.toml"
+elif [[ ${FLEET:-on} != off ]]; then
+    echo "features.sh: no etcd (Debian package etcd-server): the fleet variant is skipped" >&2
+fi
 # dnsperf's query file: the lab's names, as "name type".
 cp deploy/lab/names.txt "$WORK/queries.txt"
 
 names=()
 ports=()
 procs=()
-start() { # NAME BINARY PORT CONFIG
+start() { # NAME BINARY PORT CONFIG [API ARG...]
     mkdir -p "$WORK/state-$1"
-    taskset -c "$SERVER_CPU" "$2" --config "$4" --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
-        --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$3" --workers 1 --log-level warn --api off \
-        --state-dir "$WORK/state-$1" &
+    local name=$1 bin=$2 port=$3 config=$4 api=(--api off)
+    shift 4
+    (($#)) && api=("$@")
+    taskset -c "$SERVER_CPU" "$bin" --config "$config" --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
+        --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$port" --workers 1 --log-level warn "${api[@]}" \
+        --state-dir "$WORK/state-$name" &
     pids+=($!)
-    names+=("$1")
-    ports+=("$3")
+    names+=("$name")
+    ports+=("$port")
     procs+=($!)
 }
 start off target/release/adoxd 5350 "$WORK/off.toml"
 start default target/release/adoxd 5351 "$WORK/default.toml"
 start cookies target/release/adoxd 5352 "$WORK/default.toml"
 start rates target/release/adoxd 5353 "$WORK/rates.toml"
+if [[ -n $etcd_pid ]]; then
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/token"
+    chmod 600 "$WORK/token"
+    start fleet target/release/adoxd 5355 "$WORK/fleet.toml" --api 127.0.0.1:5356 --api-token-file "$WORK/token"
+fi
 if [[ -n ${ADOXD_BASE:-} ]]; then
     start base "$ADOXD_BASE" 5354 "$WORK/default.toml"
 fi
 sleep 1
+if [[ -n $etcd_pid ]]; then
+    # 1,000 policies through the fleet node's API (into etcd, back through its watch).
+    bundle=$(awk 'BEGIN { printf "{\"policies\":["; for (i = 0; i < 1000; i++) printf "%s{\"zone\":\"z%d.example\",\"mode\":\"opportunistic\"}", (i ? "," : ""), i; printf "]}" }')
+    curl -sf -X POST -H "Authorization: Bearer $(<"$WORK/token")" -H 'Content-Type: application/json' \
+        --data "$bundle" "http://127.0.0.1:5356/v1/policies/import" >/dev/null ||
+        { echo "features.sh: importing policies into the fleet node failed" >&2; exit 1; }
+    curl -s http://127.0.0.1:5356/metrics | grep -q '^adox_fleet_connected 1' ||
+        { echo "features.sh: the fleet node is not connected to etcd" >&2; exit 1; }
+fi
 
 extra() { [[ $1 == cookies ]] && echo "-E 10:0123456789abcdef" || true; }
 perf() { # NAME PORT RATE SECONDS -> completed queries
