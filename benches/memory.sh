@@ -62,20 +62,24 @@ stop() {
 
 # one NAME ZONE MODE PASSES: appends "name zone mode miss_us qps answered lost servfail
 # upstream1 upstream2 rss0 rss1 bytes_per_name" to rows.
+# UDP datagrams the kernel dropped, machine-wide, for a full receive buffer.
+udp_rcvbuf_errors() { awk '$1 == "Udp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
+
 one() {
-    local name=$1 zone=$2 mode=$3 passes=$4 rss0 rss1 c0 c1 u0 u1 u2 miss qps ans lost sf bpn="-" up2="-" rss1_mib="-"
+    local name=$1 zone=$2 mode=$3 passes=$4 k0 rss0 rss1 c0 c1 u0 u1 u2 miss qps ans lost sf bpn="-" up2="-" rss1_mib="-"
     start "$name" "$mode"
     dig @127.0.0.1 -p "$PORT" +time=5 +tries=1 +short "n0.$zone." A >/dev/null
     sleep 1
     rss0=$(rss_kib "$SERVER_PID")
     c0=$(cpu_ticks "$SERVER_PID")
     u0=$(upstream_queries)
+    k0=$(udp_rcvbuf_errors)
     dnsperf_run "$BENCH_TMP/$zone.txt" -q "$OUTSTANDING"
     c1=$(cpu_ticks "$SERVER_PID")
     u1=$(upstream_queries)
     if ((DP_LOST > 0)) && [[ $name == adoxd ]]; then
         # Lost queries: what adoxd says about them (kept in the run's output).
-        echo "memory.sh: $DP_LOST lost on $zone.; adoxd's counters:" >&2
+        echo "memory.sh: $DP_LOST lost on $zone.; datagrams the kernel dropped for full receive buffers meanwhile: $(($(udp_rcvbuf_errors) - k0)); adoxd's counters:" >&2
         curl -s "http://127.0.0.1:$API/metrics" |
             grep -E '^adox_(dropped|overload|rcode|upstream_timeouts|upstream_queries|probe|signal|resolution_duration_seconds_count|cache_entries)' >&2 || true
     fi
