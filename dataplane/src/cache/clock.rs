@@ -81,10 +81,7 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let idx = self.find(key)?;
-        let slot = self.slots[idx].as_mut()?;
-        slot.referenced = true;
-        Some(&mut slot.value)
+        self.get_key_value(key).map(|(_, v)| v)
     }
 
     /// Looks up a key and marks it recently used, with the key as stored (a key that
