@@ -362,6 +362,7 @@ mod tests {
         assert!(v.iter().all(|x| *x == v[0]), "one writer's whole content");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
