@@ -39,6 +39,13 @@ pub struct StatsSnapshot {
     pub refused_acl: u64,
     /// Answers sent truncated (TC) over UDP.
     pub truncated: u64,
+    /// UDP queries answered on the AF_XDP path, in the query's own frame (`[xdp]`).
+    #[serde(default)]
+    pub xdp_answered: u64,
+    /// UDP datagrams the kernel redirected to an AF_XDP socket but dropped (its RX ring
+    /// full, no free frame), as the sockets count them; read every half second.
+    #[serde(default)]
+    pub xdp_dropped: u64,
     /// Upstream queries sent over UDP.
     pub upstream_udp: u64,
     /// Upstream queries sent over TCP.

@@ -364,6 +364,18 @@ pub fn render(s: &Stats) -> String {
     );
     counter(o, "adox_refused_acl_total", "Client queries refused by the access list.", t.refused_acl);
     counter(o, "adox_truncated_total", "Answers sent truncated over UDP.", t.truncated);
+    counter(
+        o,
+        "adox_xdp_answered_total",
+        "UDP queries answered on the AF_XDP path, in the query's own frame.",
+        t.xdp_answered,
+    );
+    counter(
+        o,
+        "adox_xdp_dropped_total",
+        "UDP datagrams redirected to an AF_XDP socket that the kernel dropped (RX ring full, no free frame).",
+        t.xdp_dropped,
+    );
     labelled(
         o,
         "adox_tcp_connections_total",

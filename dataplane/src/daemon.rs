@@ -64,6 +64,9 @@ pub enum StartError {
     /// The sockets taken over from a running adoxd do not fit this configuration.
     #[error("takeover: {0}")]
     Takeover(String),
+    /// The AF_XDP path (`[xdp]`) could not be set up.
+    #[error("xdp: {0}")]
+    Xdp(std::io::Error),
     /// A worker could not be created.
     #[error("worker {index}: {source}")]
     Worker {
@@ -92,6 +95,8 @@ pub struct DataPlane {
     listening: crate::handover::ListenSet,
     /// The upstream PKIX verifier (replaced on a reload).
     pkix: Arc<crate::upstream::tls::PkixRoots>,
+    /// The XDP program while `[xdp]` is on: it leaves the interface when dropped.
+    xdp: Option<crate::xdp::Program>,
 }
 
 /// The sockets an old process's workers read, spread over `workers` new ones: each old
@@ -760,6 +765,7 @@ impl DataPlane {
         // The sockets in groups of one per listen address: those of each worker the old
         // process started with, or those bound here, one group per worker. The groups
         // are what a later hand-over passes on, whatever the worker count now.
+        let taking_over = inherited.is_some();
         let groups = match inherited {
             Some(inherited) => {
                 if !crate::handover::same_listen(&listen, &inherited.listen) {
@@ -792,6 +798,18 @@ impl DataPlane {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Takeover(format!("cannot keep copies of the listening sockets: {e}")))?;
         let sockets = spread(groups, workers).map_err(|e| StartError::Takeover(e.to_string()))?;
+        // The program and sockets are made while this process still has its capabilities.
+        // A takeover cannot share the interface's XDP program with the running adoxd.
+        let (xdp, mut xdp_ports) = if cfg.xdp.enabled {
+            if taking_over {
+                return Err(StartError::Takeover("[xdp] is on: restart instead".into()));
+            }
+            let (program, ports) =
+                crate::xdp::start(&cfg.xdp.interface, cfg.xdp.queues, &listen).map_err(StartError::Xdp)?;
+            (Some(program), ports.into_iter().map(Some).collect())
+        } else {
+            (None, Vec::new())
+        };
         // Every socket of the data plane is bound: root is no longer needed, and no worker
         // thread has started yet.
         if let Some(user) = &cfg.server.user {
@@ -847,6 +865,7 @@ impl DataPlane {
             let pin = cfg.server.pin_workers;
             let shared = shared.clone();
             let ws2 = ws.clone();
+            let xsk = xdp_ports.get_mut(index).and_then(Option::take);
             // The worker is built on its own thread (it holds Rc state); a channel reports
             // whether construction worked.
             let (tx, rx) = std::sync::mpsc::channel();
@@ -856,7 +875,7 @@ impl DataPlane {
                     if pin && let Err(e) = crate::sys::pin_current_thread(index % cores) {
                         tracing::warn!(worker = index, error = %e, "could not pin worker to a core");
                     }
-                    match Worker::new(settings, shared, ws2, udp, tcp) {
+                    match Worker::new(settings, shared, ws2, udp, tcp, xsk) {
                         Ok((worker, stop)) => {
                             let _ = tx.send(Ok(stop));
                             // A worker that dies would leave its SO_REUSEPORT socket open and
@@ -902,6 +921,7 @@ impl DataPlane {
             state_path,
             listening,
             pkix: tls.pkix,
+            xdp,
         })
     }
 
@@ -1024,6 +1044,12 @@ impl DataPlane {
                 return Ok(true);
             }
             return Ok(false);
+        }
+        if self.xdp.is_some() {
+            // The XDP program serves the addresses it was given at start.
+            return Err(StartError::Xdp(std::io::Error::other(
+                "[xdp] is on: a change of server.listen needs a restart",
+            )));
         }
         let workers = self.stops.len();
         let listening = self.listening.clone();

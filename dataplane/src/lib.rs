@@ -14,7 +14,7 @@
 //! - [`acl`], [`config`], [`stats`], [`daemon`] (start and stop).
 //!
 //! Invariants: nothing from the network can panic a worker (parsers return errors); the
-//! only `unsafe` is in `sys`.
+//! only `unsafe` is in `sys` (and, with the `xdp` feature, in `xdp`'s rings and libbpf calls).
 
 pub mod acl;
 pub mod admission;
@@ -55,6 +55,7 @@ mod sys;
 pub mod upstream;
 pub mod wire;
 pub(crate) mod worker;
+pub mod xdp;
 
 pub use config::Config;
 pub use daemon::{DataPlane, Flush, PlaneHandle};

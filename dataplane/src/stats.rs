@@ -81,6 +81,8 @@ worker_stats!(
     dropped,
     refused_acl,
     truncated,
+    xdp_answered,
+    xdp_dropped,
     upstream_udp,
     upstream_tcp,
     upstream_timeouts,

@@ -1,4 +1,5 @@
-//! The data plane's only `unsafe`: thin calls into libc that std does not offer.
+//! Thin calls into libc that std does not offer: with `xdp/` (its own FFI), the data
+//! plane's only `unsafe`.
 #![allow(
     unsafe_code,
     reason = "FFI to sched_setaffinity, sigaction, recvmmsg, sendmmsg, sendmsg/recvmsg with SCM_RIGHTS, setsockopt and the set*id calls: the one fenced place for unsafe"

@@ -157,8 +157,14 @@ fn main() {
         eprintln!("adox-load: {e}");
         std::process::exit(1)
     });
-    let bind: SocketAddr =
-        if args.server.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { "[::1]:0".parse().unwrap_or_else(|_| usage()) };
+    // Loopback for a server on loopback (as always); any address for one elsewhere (a
+    // veth peer in benches/xdp.sh), the route choosing the source.
+    let bind: SocketAddr = match (args.server.is_ipv4(), args.server.ip().is_loopback()) {
+        (true, true) => ([127, 0, 0, 1], 0).into(),
+        (true, false) => ([0, 0, 0, 0], 0).into(),
+        (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+        (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
     let fail = |what: &str, e: io::Error| -> ! {
         eprintln!("adox-load: {what}: {e}");
         std::process::exit(1)

@@ -18,6 +18,7 @@ mod resolver;
 mod rpz;
 mod server;
 mod transport;
+mod xdp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub use self::resolver::ResolverConfig;
 pub use self::rpz::{RpzConfig, RpzZoneConfig, parse_primary};
 pub use self::server::{LogFormat, ServerConfig};
 pub use self::transport::{SignalWait, TransportConfig};
+pub use self::xdp::XdpConfig;
 use crate::acl::parse_prefix;
 
 /// A numeric knob: its TOML path, default and inclusive range.
@@ -362,6 +364,8 @@ pub struct Config {
     pub rpz: RpzConfig,
     /// Where a fleet keeps what is set through the API.
     pub fleet: FleetConfig,
+    /// The experimental AF_XDP path for cache hits.
+    pub xdp: XdpConfig,
     /// Special-use names answered locally.
     pub local_zones: LocalZonesConfig,
     /// Encrypted upstream transports.
@@ -507,6 +511,7 @@ impl Config {
         self.rpz.zones()?;
         self.rpz.notify()?;
         self.fleet.check()?;
+        self.xdp.check(self.worker_count(), &self.listen_addrs()?)?;
         self.limits.exempt_prefixes()?;
         t.outgoing_addrs()?;
         self.policies()?;

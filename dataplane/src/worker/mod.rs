@@ -18,6 +18,8 @@ pub(crate) use tcp::{MAX_RBUF, take_messages};
 mod reactor;
 mod stale;
 mod tcp;
+#[cfg(feature = "xdp")]
+mod xdp;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -47,6 +49,8 @@ use tcp::TcpClients;
 
 /// Token of the cross-thread waker that asks the worker to stop.
 const STOP_TOKEN: Token = Token(usize::MAX - 1);
+/// Token of the worker's AF_XDP socket (`[xdp]`).
+const XDP_TOKEN: usize = usize::MAX - 2;
 /// First token of client TCP connections; listeners use 0..2*listeners.
 const CONN_TOKEN_BASE: usize = 1 << 30;
 /// Tokens of TCP listeners (slot + this); UDP sockets have their slot as token, below it.
@@ -682,6 +686,9 @@ pub(crate) struct Worker {
     mailbox: Arc<Mailbox>,
     /// Queries other workers handed to this one, being sent now.
     handoff_tasks: Rc<Cell<u32>>,
+    /// The AF_XDP queue this worker serves (`[xdp]`).
+    #[cfg(feature = "xdp")]
+    xdp: Option<xdp::XdpQueue>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -699,8 +706,13 @@ impl Worker {
         stats: Arc<WorkerStats>,
         udp: Vec<std::net::UdpSocket>,
         tcp: Vec<std::net::TcpListener>,
+        xsk: Option<crate::xdp::Port>,
     ) -> io::Result<(Self, WorkerHandle)> {
         let poll = Poll::new()?;
+        #[cfg(feature = "xdp")]
+        let mut xdp = xsk.map(|port| xdp::XdpQueue::new(port, poll.registry())).transpose()?;
+        #[cfg(not(feature = "xdp"))]
+        let _ = xsk;
         let mut udp: Vec<UdpSocket> = udp.into_iter().map(UdpSocket::from_std).collect();
         let mut tcp_listeners: Vec<TcpListener> = tcp.into_iter().map(TcpListener::from_std).collect();
         for (i, s) in udp.iter_mut().enumerate() {
@@ -802,6 +814,10 @@ impl Worker {
         let drain = Arc::new(AtomicBool::new(false));
         let mailbox = Arc::new(Mailbox::default());
         let handle = WorkerHandle { stop: stop.clone(), drain: drain.clone(), waker, mailbox: mailbox.clone() };
+        #[cfg(feature = "xdp")]
+        if let Some(q) = &mut xdp {
+            q.learn_slots(&ctx);
+        }
         Ok((
             Self {
                 poll,
@@ -815,6 +831,8 @@ impl Worker {
                 drain,
                 mailbox,
                 handoff_tasks: Rc::new(Cell::new(0)),
+                #[cfg(feature = "xdp")]
+                xdp,
             },
             handle,
         ))
@@ -838,6 +856,12 @@ impl Worker {
         let mut draining_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             if self.drain.load(Ordering::Acquire) {
+                // Closing the AF_XDP socket takes it out of the program's map: its queue's
+                // queries go to the kernel's sockets, which the new process reads.
+                #[cfg(feature = "xdp")]
+                {
+                    self.xdp = None;
+                }
                 let now = Instant::now();
                 let since = *draining_since.get_or_insert_with(|| {
                     unfinished.clear();
@@ -858,7 +882,7 @@ impl Worker {
                 }
             }
             let draining = draining_since.is_some();
-            let timeout = if unfinished.is_empty() && ctx.clients.borrow().resume.is_empty() {
+            let timeout = if unfinished.is_empty() && ctx.clients.borrow().resume.is_empty() && !self.xdp_unfinished() {
                 Some(ctx.reactor.next_timeout().unwrap_or(SWEEP_EVERY).min(SWEEP_EVERY))
             } else {
                 Some(Duration::ZERO)
@@ -896,10 +920,19 @@ impl Worker {
                     unfinished.push(idx);
                 }
             }
+            #[cfg(feature = "xdp")]
+            if !draining && self.xdp_unfinished() {
+                self.read_xdp(&mut out);
+            }
             for ev in events.iter() {
                 let t = ev.token().0;
                 if ev.token() == STOP_TOKEN {
                     continue;
+                } else if t == XDP_TOKEN {
+                    #[cfg(feature = "xdp")]
+                    if !draining && !self.xdp_unfinished() {
+                        self.read_xdp(&mut out);
+                    }
                 } else if draining && t < CONN_TOKEN_BASE {
                     // The new process reads these sockets now.
                     continue;
@@ -968,6 +1001,11 @@ impl Worker {
                 ctx.dot.sweep_idle(now);
                 ctx.doq.sweep_idle(now);
                 ctx.doh.sweep_idle(now);
+                #[cfg(feature = "xdp")]
+                if let Some(q) = &mut self.xdp {
+                    q.flush();
+                    ctx.stats.xdp_dropped.set(q.dropped());
+                }
                 self.close_retired_udp(now);
                 if !draining {
                     ctx.refresh_trust_anchors();
@@ -978,6 +1016,14 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The AF_XDP queue's read budget ran out before its RX ring was empty.
+    fn xdp_unfinished(&self) -> bool {
+        #[cfg(feature = "xdp")]
+        return self.xdp.as_ref().is_some_and(|q| q.more);
+        #[cfg(not(feature = "xdp"))]
+        false
     }
 
     /// Starts the encrypted queries other workers handed to this one (it owns the
@@ -1064,6 +1110,10 @@ impl Worker {
                     }
                 }
             }
+        }
+        #[cfg(feature = "xdp")]
+        if let Some(q) = &mut self.xdp {
+            q.learn_slots(&self.ctx);
         }
     }
 

@@ -533,6 +533,7 @@ fn reload_config(
         ("dnstap", same(&new.dnstap, &running.dnstap)),
         ("rpz", same(&new.rpz, &running.rpz)),
         ("fleet", same(&new.fleet, &running.fleet)),
+        ("xdp", same(&new.xdp, &running.xdp)),
     ] {
         if !unchanged {
             report.needs_restart.push(section.into());

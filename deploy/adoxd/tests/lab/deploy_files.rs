@@ -38,16 +38,21 @@ fn the_kubernetes_configmap_configuration_passes_check_config() {
 }
 
 #[test]
-fn systemd_unit_passes_systemd_analyze_verify() {
-    let unit = std::fs::read_to_string(deploy("systemd/adoxd.service")).unwrap();
-    let unit = unit.replace("/usr/local/bin/adoxd", env!("CARGO_BIN_EXE_adoxd"));
-    let dir = crate::support::tempdir::Dir::new();
-    let path = dir.path().join("adoxd.service");
-    std::fs::write(&path, unit).unwrap();
-    let out =
-        Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (package systemd)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify: {text}");
+fn systemd_units_pass_systemd_analyze_verify() {
+    for name in ["adoxd.service", "adoxd-xdp.service"] {
+        let unit = std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
+        let unit = unit.replace("/usr/local/bin/adoxd", env!("CARGO_BIN_EXE_adoxd"));
+        let dir = crate::support::tempdir::Dir::new();
+        let path = dir.path().join(name);
+        std::fs::write(&path, unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (package systemd)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify {name}: {text}");
+    }
 }
 
 /// The container image is no open resolver behind NAT: where every client may appear with

@@ -26,4 +26,6 @@ mod rpz;
 mod special_use;
 mod support;
 mod tcp;
+#[cfg(feature = "xdp")]
+mod xdp;
 mod zones;

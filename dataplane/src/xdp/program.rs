@@ -1,0 +1,144 @@
+//! adox's XDP program (`redirect.bpf.c`, built by clang at build time), loaded and attached
+//! by libbpf through a BPF link: the program leaves the interface when the link closes,
+//! also when adoxd dies, so a stopped adoxd never leaves traffic redirected to nobody.
+#![allow(unsafe_code, reason = "libbpf calls")]
+
+use std::ffi::{CString, c_int, c_void};
+use std::io;
+use std::net::SocketAddr;
+
+use super::ffi;
+
+/// The object clang built from `redirect.bpf.c`.
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redirect.bpf.o"));
+
+/// The key of the program's `services` map (`struct service`).
+#[repr(C)]
+struct ServiceKey {
+    addr: [u8; 16],
+    port: u16,
+    family: u16,
+}
+
+/// The program, loaded and attached to one interface.
+pub(crate) struct Program {
+    obj: *mut ffi::Opaque,
+    link: *mut ffi::Opaque,
+    xsks: c_int,
+    /// Where it is attached.
+    pub interface: String,
+}
+
+// Made and dropped on the main thread; its descriptors are used from the main thread only.
+// SAFETY: libbpf's object is not touched by two threads at once.
+unsafe impl Send for Program {}
+// SAFETY: as above.
+unsafe impl Sync for Program {}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program").field("interface", &self.interface).finish()
+    }
+}
+
+fn last_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Program {
+    /// Loads the program, tells it the service addresses (UDP datagrams to any of them are
+    /// redirected; an unspecified address stands for every address of its family) and
+    /// attaches it to `interface`. Needs CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN).
+    pub(crate) fn attach(interface: &str, services: &[SocketAddr]) -> io::Result<Self> {
+        let name = CString::new(interface).map_err(|_| io::Error::other("interface name with a NUL"))?;
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(last_error(&format!("interface {interface:?}")));
+        }
+        // SAFETY: a static buffer libbpf copies; null options.
+        let obj = unsafe { ffi::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len(), std::ptr::null()) };
+        if obj.is_null() {
+            return Err(last_error("opening the XDP program"));
+        }
+        let mut program = Self { obj, link: std::ptr::null_mut(), xsks: -1, interface: interface.into() };
+        // SAFETY: an object just opened.
+        let rc = unsafe { ffi::bpf_object__load(obj) };
+        if rc < 0 {
+            let e = io::Error::from_raw_os_error(-rc);
+            return Err(io::Error::new(e.kind(), format!("loading the XDP program (CAP_BPF?): {e}")));
+        }
+        let map_fd = |name: &str| -> io::Result<c_int> {
+            let c = CString::new(name).map_err(io::Error::other)?;
+            // SAFETY: a loaded object and a NUL-terminated name.
+            let fd = unsafe { ffi::bpf_object__find_map_fd_by_name(obj, c.as_ptr()) };
+            if fd < 0 { Err(io::Error::other(format!("the XDP program has no map {name}"))) } else { Ok(fd) }
+        };
+        let services_fd = map_fd("services")?;
+        program.xsks = map_fd("xsks")?;
+        for s in services {
+            let mut key = ServiceKey { addr: [0; 16], port: s.port().to_be(), family: 4 };
+            match s {
+                SocketAddr::V4(a) => key.addr[..4].copy_from_slice(&a.ip().octets()),
+                SocketAddr::V6(a) => {
+                    key.addr = a.ip().octets();
+                    key.family = 6;
+                }
+            }
+            let one: u8 = 1;
+            // SAFETY: key and value of the map's sizes.
+            let rc = unsafe {
+                ffi::bpf_map_update_elem(
+                    services_fd,
+                    (&raw const key).cast::<c_void>(),
+                    (&raw const one).cast::<c_void>(),
+                    ffi::BPF_ANY,
+                )
+            };
+            if rc < 0 {
+                return Err(last_error("the XDP program's service map"));
+            }
+        }
+        let prog_name = c"adox_redirect";
+        // SAFETY: a loaded object and a NUL-terminated name.
+        let prog = unsafe { ffi::bpf_object__find_program_by_name(obj, prog_name.as_ptr()) };
+        if prog.is_null() {
+            return Err(io::Error::other("the XDP object has no program adox_redirect"));
+        }
+        #[allow(clippy::cast_possible_wrap, reason = "interface indexes are small")]
+        // SAFETY: a loaded program.
+        let link = unsafe { ffi::bpf_program__attach_xdp(prog, ifindex as c_int) };
+        if link.is_null() {
+            return Err(last_error(&format!("attaching the XDP program to {interface} (CAP_NET_ADMIN?)")));
+        }
+        program.link = link;
+        Ok(program)
+    }
+
+    /// Sends the datagrams of `queue` to the AF_XDP socket `fd`.
+    pub(crate) fn serve_queue(&self, queue: u32, fd: c_int) -> io::Result<()> {
+        // SAFETY: a u32 key and a u32 value, as the XSKMAP takes.
+        let rc = unsafe {
+            ffi::bpf_map_update_elem(
+                self.xsks,
+                (&raw const queue).cast::<c_void>(),
+                (&raw const fd).cast::<c_void>(),
+                ffi::BPF_ANY,
+            )
+        };
+        if rc < 0 { Err(last_error(&format!("the XDP socket map, queue {queue}"))) } else { Ok(()) }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: made once in `attach`, freed once here, link before object.
+        unsafe {
+            if !self.link.is_null() {
+                ffi::bpf_link__destroy(self.link);
+            }
+            ffi::bpf_object__close(self.obj);
+        }
+    }
+}
