@@ -60,6 +60,12 @@ impl XdpConfig {
                 ),
             ));
         }
+        if listen.len() > crate::xdp::MAX_SERVICES {
+            return Err(ConfigError::Invalid {
+                field: "server.listen".into(),
+                reason: format!("at most {} addresses with [xdp] on", crate::xdp::MAX_SERVICES),
+            });
+        }
         // A wildcard listener would have the program take every datagram to its port,
         // whatever host it is for (forwarded traffic, containers on the same NIC).
         if let Some(any) = listen.iter().find(|a| a.ip().is_unspecified()) {

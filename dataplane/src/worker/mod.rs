@@ -1003,7 +1003,7 @@ impl Worker {
                 ctx.doh.sweep_idle(now);
                 #[cfg(feature = "xdp")]
                 if let Some(q) = &mut self.xdp {
-                    q.flush();
+                    let _ = q.flush();
                     ctx.stats.xdp_dropped.set(q.dropped());
                 }
                 self.close_retired_udp(now);

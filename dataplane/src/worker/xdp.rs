@@ -16,6 +16,8 @@ use crate::xdp::{Port, frame};
 
 /// RX descriptors taken at a time.
 const BATCH: u32 = 64;
+/// The largest DNS answer sent in its frame; larger ones go through the socket.
+const SAFE_PAYLOAD: usize = 1232;
 
 /// The worker's AF_XDP socket and what it needs to answer through the UDP sockets.
 #[derive(Debug)]
@@ -42,9 +44,17 @@ impl XdpQueue {
 
     /// Sends what the TX ring holds and takes back finished frames (the periodic sweep's
     /// safety net: nothing is left waiting for the next query to arrive).
-    pub(super) fn flush(&mut self) {
-        self.port.flush();
+    /// True when the kernel took frames from the TX ring (so more may follow at once).
+    pub(super) fn flush(&mut self) -> bool {
+        let progress = match self.port.flush() {
+            Ok(progress) => progress,
+            Err(e) => {
+                crate::rate_limited!(warn, error = %e, queue = self.port.queue, "AF_XDP socket cannot send");
+                false
+            }
+        };
         self.port.wake_fill();
+        progress
     }
 
     /// The kernel's count of datagrams it redirected here but dropped.
@@ -98,9 +108,10 @@ impl Worker {
             }
         }
         ctx.shedding.set(false);
-        q.flush();
-        // Answers the kernel has not taken yet: the next turn sends them (without waiting).
-        if q.port.tx_pending() {
+        // Answers the kernel has not taken yet, while it is taking them: the next turn
+        // sends more without waiting. A TX ring that does not move (a link down, a stopped
+        // queue) is left to the sweep, not spun on.
+        if q.flush() && q.port.tx_pending() {
             q.more = true;
         }
     }
@@ -111,7 +122,9 @@ impl Worker {
 fn answer_frame(ctx: &Rc<WorkerCtx>, q: &mut XdpQueue, addr: u64, len: u32, out: &mut Vec<u8>) {
     let Some(buf) = q.port.frame(addr) else { return };
     let len = (len as usize).min(buf.len());
-    if buf.get(..6) != Some(&q.mac[..]) {
+    // For our MAC address (the program checks it too), from a unicast one: an answer to a
+    // broadcast or multicast source address would go to every host of the segment.
+    if len < 12 || buf[..6] != q.mac || buf[6] & 1 != 0 || buf[6..12] == [0; 6] {
         ctx.stats.dropped.bump();
         q.port.refill(addr);
         return;
@@ -130,7 +143,10 @@ fn answer_frame(ctx: &Rc<WorkerCtx>, q: &mut XdpQueue, addr: u64, len: u32, out:
     };
     let reply_to = ReplyTo::Udp { listener, peer: d.peer };
     if ctx.handle(d.payload(buf), d.peer, reply_to, out) == Handled::Reply {
-        let room = buf.len().min(q.mtu + 14);
+        // Within the link's MTU; and not past 1,232 octets of DNS (RFC 9715's safe size):
+        // the frame goes out with DF and no path MTU is learnt here, where the socket
+        // path would fragment a larger answer.
+        let room = buf.len().min(q.mtu + 14).min(d.payload_at + SAFE_PAYLOAD);
         if let Some(n) = frame::answer_in_place(&mut buf[..room], &d, out)
             && q.port.send(addr, n as u32)
         {

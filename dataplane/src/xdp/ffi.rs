@@ -109,6 +109,7 @@ unsafe extern "C" {
     pub(super) fn bpf_program__attach_xdp(prog: *const Opaque, ifindex: c_int) -> *mut Opaque;
     pub(super) fn bpf_link__destroy(link: *mut Opaque) -> c_int;
     pub(super) fn bpf_map_update_elem(fd: c_int, key: *const c_void, value: *const c_void, flags: u64) -> c_int;
+    pub(super) fn bpf_map_freeze(fd: c_int) -> c_int;
 }
 
 #[link(name = "xdp")]

@@ -166,9 +166,9 @@ pub(crate) fn answer_in_place(buf: &mut [u8], d: &Datagram, dns: &[u8]) -> Optio
             let ip = &mut buf[ETH_LEN..udp_at];
             let total = IPV4_LEN as u16 + udp_len;
             ip[2..4].copy_from_slice(&total.to_be_bytes());
-            // Not the query's ECN mark (a CE would be reflected); no fragment id, DF set
-            // (the answer fits the link's MTU, checked by the caller).
-            ip[1] &= !0x03;
+            // Not the query's DSCP and ECN mark (a CE would be reflected); no fragment id,
+            // DF set (the answer fits the link's MTU, checked by the caller).
+            ip[1] = 0;
             ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
             ip[8] = HOPS;
             let (src, dst) = ip[12..20].split_at_mut(4);
@@ -181,8 +181,9 @@ pub(crate) fn answer_in_place(buf: &mut [u8], d: &Datagram, dns: &[u8]) -> Optio
         SocketAddr::V6(_) => {
             let ip = &mut buf[ETH_LEN..udp_at];
             ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            // Not the query's ECN mark (the traffic class's two low bits).
-            ip[1] &= !0x30;
+            // Not the query's traffic class (DSCP and ECN); the flow label stays.
+            ip[0] &= 0xf0;
+            ip[1] &= 0x0f;
             ip[7] = HOPS;
             let (src, dst) = ip[8..40].split_at_mut(16);
             src.swap_with_slice(dst);
@@ -297,7 +298,11 @@ mod tests {
             assert_eq!((back.peer, back.local), (server, client), "addresses and ports swapped");
             assert_eq!(back.payload(out), &answer[..]);
             assert!(udp_checks_out(out), "UDP checksum of {client}");
-            assert_eq!(out[15] & if client.is_ipv4() { 0x03 } else { 0x30 }, 0, "ECN cleared");
+            if client.is_ipv4() {
+                assert_eq!(out[15], 0, "TOS cleared");
+            } else {
+                assert_eq!((out[14] & 0x0f, out[15] & 0xf0), (0, 0), "traffic class cleared");
+            }
             if client.is_ipv4() {
                 let mut sum: u32 = out[14..34].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
                 while sum > 0xffff {

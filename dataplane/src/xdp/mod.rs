@@ -27,6 +27,9 @@ pub(crate) use xsk::Port;
 /// True when this adoxd was built with the `xdp` feature.
 pub const BUILT: bool = cfg!(feature = "xdp");
 
+/// Listen addresses the program's `services` map holds (`redirect.bpf.c`).
+pub const MAX_SERVICES: usize = 64;
+
 /// What the worker needs to know of the interface.
 #[cfg(feature = "xdp")]
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,9 @@ pub(crate) struct LinkInfo {
     pub mac: [u8; 6],
     /// Its MTU: larger answers leave through the socket.
     pub mtu: usize,
+    /// Queues it has in both directions (`/sys/class/net/IF/queues`): a socket on a queue
+    /// without its TX twin would send nothing in copy mode.
+    pub queues: u32,
 }
 
 #[cfg(feature = "xdp")]
@@ -59,7 +65,16 @@ impl LinkInfo {
             *m = u8::from_str_radix(p, 16).map_err(|_| bad("address"))?;
         }
         let mtu = sys("mtu")?.trim().parse().map_err(|_| bad("mtu"))?;
-        Ok(Self { mac, mtu })
+        let count = |prefix: &str| -> std::io::Result<u32> {
+            let dir = format!("/sys/class/net/{interface}/queues");
+            let n = std::fs::read_dir(&dir)?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count();
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        let queues = count("rx-")?.min(count("tx-")?);
+        Ok(Self { mac, mtu, queues })
     }
 }
 
@@ -71,8 +86,17 @@ pub(crate) fn start(
     queues: u32,
     services: &[std::net::SocketAddr],
 ) -> std::io::Result<(Program, Vec<Port>)> {
+    if services.len() > MAX_SERVICES {
+        return Err(std::io::Error::other(format!("at most {MAX_SERVICES} listen addresses with [xdp] on")));
+    }
     let link = LinkInfo::read(interface)?;
-    let program = Program::attach(interface, services)?;
+    if queues > link.queues {
+        return Err(std::io::Error::other(format!(
+            "interface {interface:?} has {} receive/transmit queue pairs, [xdp] queues = {queues}",
+            link.queues
+        )));
+    }
+    let mut program = Program::attach(interface, services, link.mac)?;
     let mut ports = Vec::new();
     for queue in 0..queues {
         let port = Port::bind(interface, queue, link).map_err(|e| {
@@ -87,6 +111,7 @@ pub(crate) fn start(
         );
         ports.push(port);
     }
+    program.seal()?;
     Ok((program, ports))
 }
 

@@ -1,6 +1,9 @@
 //! adox's XDP program (`redirect.bpf.c`, built by clang at build time), loaded and attached
 //! by libbpf through a BPF link: the program leaves the interface when the link closes,
 //! also when adoxd dies, so a stopped adoxd never leaves traffic redirected to nobody.
+//! Once its maps are filled and the sockets are in, [`Program::seal`] freezes the maps it
+//! reads and closes every descriptor but the link's: a compromised adoxd cannot point the
+//! program at other traffic.
 #![allow(unsafe_code, reason = "libbpf calls")]
 
 use std::ffi::{CString, c_int, c_void};
@@ -22,9 +25,12 @@ struct ServiceKey {
 
 /// The program, loaded and attached to one interface.
 pub(crate) struct Program {
+    /// The loaded object (its maps' and program's descriptors); null once sealed.
     obj: *mut ffi::Opaque,
     link: *mut ffi::Opaque,
     xsks: c_int,
+    /// The maps frozen by `seal`.
+    frozen: [c_int; 2],
     /// Where it is attached.
     pub interface: String,
 }
@@ -50,7 +56,7 @@ impl Program {
     /// Loads the program, tells it the service addresses (UDP datagrams to any of them are
     /// redirected; an unspecified address stands for every address of its family) and
     /// attaches it to `interface`. Needs CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN).
-    pub(crate) fn attach(interface: &str, services: &[SocketAddr]) -> io::Result<Self> {
+    pub(crate) fn attach(interface: &str, services: &[SocketAddr], mac: [u8; 6]) -> io::Result<Self> {
         let name = CString::new(interface).map_err(|_| io::Error::other("interface name with a NUL"))?;
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -62,7 +68,8 @@ impl Program {
         if obj.is_null() {
             return Err(last_error("opening the XDP program"));
         }
-        let mut program = Self { obj, link: std::ptr::null_mut(), xsks: -1, interface: interface.into() };
+        let mut program =
+            Self { obj, link: std::ptr::null_mut(), xsks: -1, frozen: [-1, -1], interface: interface.into() };
         // SAFETY: an object just opened.
         let rc = unsafe { ffi::bpf_object__load(obj) };
         if rc < 0 {
@@ -76,7 +83,24 @@ impl Program {
             if fd < 0 { Err(io::Error::other(format!("the XDP program has no map {name}"))) } else { Ok(fd) }
         };
         let services_fd = map_fd("services")?;
+        let mac_fd = map_fd("own_mac")?;
         program.xsks = map_fd("xsks")?;
+        program.frozen = [services_fd, mac_fd];
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&mac);
+        let zero: u32 = 0;
+        // SAFETY: a u32 key and a u64 value, the map's sizes.
+        let rc = unsafe {
+            ffi::bpf_map_update_elem(
+                mac_fd,
+                (&raw const zero).cast::<c_void>(),
+                (&raw const value).cast::<c_void>(),
+                ffi::BPF_ANY,
+            )
+        };
+        if rc < 0 {
+            return Err(last_error("the XDP program's MAC map"));
+        }
         for s in services {
             let mut key = ServiceKey { addr: [0; 16], port: s.port().to_be(), family: 4 };
             match s {
@@ -129,6 +153,24 @@ impl Program {
         };
         if rc < 0 { Err(last_error(&format!("the XDP socket map, queue {queue}"))) } else { Ok(()) }
     }
+
+    /// Freezes the maps the program reads (no process can change them any more) and closes
+    /// the object, keeping only the link: the socket map loses its last writer here (a
+    /// socket still leaves it when closed).
+    pub(crate) fn seal(&mut self) -> io::Result<()> {
+        for fd in self.frozen {
+            // SAFETY: a map descriptor of the loaded object.
+            if unsafe { ffi::bpf_map_freeze(fd) } < 0 {
+                return Err(last_error("freezing the XDP program's maps"));
+            }
+        }
+        // SAFETY: the object, closed once (null afterwards); the link holds the program.
+        unsafe { ffi::bpf_object__close(self.obj) };
+        self.obj = std::ptr::null_mut();
+        self.xsks = -1;
+        self.frozen = [-1, -1];
+        Ok(())
+    }
 }
 
 impl Drop for Program {
@@ -138,7 +180,9 @@ impl Drop for Program {
             if !self.link.is_null() {
                 ffi::bpf_link__destroy(self.link);
             }
-            ffi::bpf_object__close(self.obj);
+            if !self.obj.is_null() {
+                ffi::bpf_object__close(self.obj);
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 // service address and port go to the AF_XDP socket of the queue they arrived on, where
 // an adoxd worker answers packet-cache hits in place. Everything else, and anything this
 // program does not fully understand (VLAN tags, IPv4 options or fragments, IPv6
-// extension headers), goes on to the kernel's stack with XDP_PASS, as does a datagram
-// for a queue without a socket (the redirect's fallback).
+// extension headers), goes on to the kernel's stack with XDP_PASS, as do frames for
+// another MAC address (a VRRP virtual MAC, a macvlan) and a datagram for a queue without
+// a socket (the redirect's fallback).
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -28,6 +29,14 @@ struct {
 	__type(key, struct service);
 	__type(value, __u8);
 } services SEC(".maps");
+
+// The interface's MAC address (its first six octets), set at load.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} own_mac SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -55,6 +64,14 @@ int adox_redirect(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > end)
 		return XDP_PASS;
+	__u32 zero = 0;
+	unsigned char *mac = bpf_map_lookup_elem(&own_mac, &zero);
+	if (!mac)
+		return XDP_PASS;
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		if (eth->h_dest[i] != mac[i])
+			return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)

@@ -288,23 +288,40 @@ impl Port {
     /// copy mode is always) and takes back the frames it finished sending. In copy mode a
     /// wake-up sends at most 32 frames and answers EAGAIN when more are left: it is sent
     /// again (a bounded number of times) until the kernel has taken the whole TX ring.
-    pub(crate) fn flush(&mut self) {
-        if self.in_flight == 0 {
-            return;
-        }
-        for _ in 0..RING / 16 {
-            if !self.tx.needs_wakeup() {
-                break;
+    /// True when the kernel took frames from the TX ring meanwhile (false also when there
+    /// was nothing to send); an error other than "try again" (the link is down, the
+    /// device gone) is returned for the caller to report.
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
+        let mut result = Ok(false);
+        if self.tx_pending() {
+            let before = atomic(self.tx.consumer).load(Ordering::Acquire);
+            for _ in 0..RING / 16 {
+                if !self.tx.needs_wakeup() {
+                    break;
+                }
+                let taken = atomic(self.tx.consumer).load(Ordering::Acquire);
+                // SAFETY: a zero-length send on our socket is the kick AF_XDP defines.
+                let rc = unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+                let error = (rc < 0).then(io::Error::last_os_error);
+                let again = error
+                    .as_ref()
+                    .is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)));
+                if let Some(e) = error.filter(|_| !again) {
+                    result = Err(e);
+                    break;
+                }
+                // Done, or the kernel took nothing this time (its queue is stopped): the
+                // next turn or the sweep tries again.
+                if !self.tx_pending() || atomic(self.tx.consumer).load(Ordering::Acquire) == taken {
+                    break;
+                }
             }
-            // SAFETY: a zero-length send on our socket is the kick AF_XDP defines.
-            let rc = unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
-            let again = rc < 0
-                && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR));
-            if !again || !self.tx_pending() {
-                break;
+            if result.is_ok() {
+                result = Ok(atomic(self.tx.consumer).load(Ordering::Acquire) != before);
             }
         }
         self.complete();
+        result
     }
 
     /// Datagrams the kernel redirected to this socket but dropped: no room on the RX ring,

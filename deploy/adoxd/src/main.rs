@@ -755,6 +755,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // A takeover comes first: the running adoxd stops its API and saves its state before
     // handing its sockets over, so everything read below is what it last had.
     let handover_path = cfg.server.state_dir.join(adox_dataplane::handover::HANDOVER_SOCKET);
+    // The interface holds one XDP program: a takeover would fail only after the running
+    // adoxd stopped its API. Refused before anything is asked of it.
+    if cli.takeover && cfg.xdp.enabled {
+        anyhow::bail!("--takeover with [xdp] on: the interface holds one XDP program; restart instead");
+    }
     let (inherited, link) = if cli.takeover {
         let (inherited, link) =
             adox_dataplane::handover::take_over(&handover_path, &cfg.listen_addrs()?).context("takeover")?;

@@ -192,7 +192,9 @@ fn fleet_config_with(dir: &Path, endpoints: &[String], transport: &str, fleet: &
 /// Three fresh nodes on `cfg`, each resolving the same names in turn (the next starts
 /// when the previous one's probes are over and published); the probes each started and
 /// the results each published.
-fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>) {
+/// Per node: probes started after the first round, probes started by the end of the
+/// second, results published by then.
+fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let base = crate::support::outgoing_address().octets();
     let zones = [
         "alpha.lab",
@@ -206,6 +208,7 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>) {
         "bdot.lab",
     ];
     let mut started = Vec::new();
+    let mut started_by_end = Vec::new();
     let mut published = Vec::new();
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -240,6 +243,10 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>) {
         }
         std::thread::sleep(Duration::from_millis(2500));
         published.push(n.fleet()["probes_published"].as_u64().unwrap());
+        // A probe the second round started (one that failed in the first and is tried
+        // again, on a loaded machine) publishes too: compare with every probe made.
+        let (_, stats) = n.send("GET", "/v1/stats", None);
+        started_by_end.push(stats["totals"]["probes_started"].as_u64().unwrap());
         nodes.push(n);
     }
     for n in &mut nodes {
@@ -247,7 +254,7 @@ fn probes_per_node(work: &Path, cfg: &Path, tag: &str) -> (Vec<u64>, Vec<u64>) {
             d.terminate();
         }
     }
-    (started, published)
+    (started, started_by_end, published)
 }
 
 /// Issue 15 item 3, measured: with `share_probes`, the second and third node of a fleet
@@ -258,17 +265,17 @@ fn shared_probe_results_spare_the_other_nodes_their_probes() {
     let work = tempdir::Dir::new();
     let off = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-off\"");
     let on = fleet_config_with(work.path(), &etcd.endpoints(), "", "key_prefix = \"/adox-on\"\nshare_probes = true");
-    let (alone, none) = probes_per_node(work.path(), &off, "off");
-    let (shared, published) = probes_per_node(work.path(), &on, "on");
+    let (alone, _, none) = probes_per_node(work.path(), &off, "off");
+    let (shared, by_end, published) = probes_per_node(work.path(), &on, "on");
     eprintln!(
         "fleet: probes started per node, same names in turn: not shared {alone:?}, shared {shared:?}; \
-         results published {published:?}"
+         results published {published:?} (probes by the end {by_end:?})"
     );
     assert_eq!(none, [0, 0, 0], "nothing published with share_probes off");
     // A result is published when its outcome is new, not at every encrypted query that
     // renews a success: the first node publishes about what it probed, the others little.
-    assert!(published[0] > 0 && published[0] <= shared[0] + 2, "{published:?} for {shared:?}");
-    assert!(published[1] + published[2] <= shared[1] + shared[2] + 4, "{published:?} for {shared:?}");
+    assert!(published[0] > 0 && published[0] <= by_end[0] + 2, "{published:?} for {by_end:?}");
+    assert!(published[1] + published[2] <= by_end[1] + by_end[2] + 4, "{published:?} for {by_end:?}");
     assert!(alone.iter().all(|n| *n >= 5), "each node probes on its own: {alone:?}");
     assert!(shared[0] >= 5, "the first node probes: {shared:?}");
     assert!(

@@ -301,7 +301,8 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     assert_eq!(reload(&d), ["api tokens", "cache sizes and limits"]);
     let after = stats(&d)["record_cache_bytes"].as_u64().unwrap();
     assert!(after <= small && after > 0, "{after}");
-    assert_eq!(d.query("n1.alpha.lab.", RecordType::A).rcode(), ResponseCode::NXDomain);
+    let r = d.query("n1.alpha.lab.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NXDomain, "EDE {:?}; log:\n{}", r.ede(), d.log());
 
     let root = private.root();
     std::fs::write(&cfg, config(&root.join("root.hints"), &root.join("anchor.ds"), "strict", small, 2)).unwrap();

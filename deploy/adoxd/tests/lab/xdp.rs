@@ -228,8 +228,8 @@ s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sen
         // A neighbour claiming a loopback source (the default ACL allows loopback): the
         // kernel drops such martians, and so does this path.
         frame(&link, to, &query, |f| f[26..30].copy_from_slice(&[127, 0, 0, 1])),
-        // A frame for another MAC address.
-        frame(&link, to, &query, |f| f[0] ^= 0x02),
+        // From a broadcast MAC address (its answer would go to every host).
+        frame(&link, to, &query, |f| f[6..12].fill(0xff)),
         // A runt DNS message.
         frame(&link, to, &query[..5], |_| {}),
     ];
@@ -241,6 +241,13 @@ s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sen
     assert_eq!(hit.rdata(RecordType::A), vec!["192.0.2.10"], "still answering");
     assert_eq!(counter(&d, "dropped") - dropped, 7, "each bad frame dropped once");
     assert_eq!(counter(&d, "queries_udp") - queries, 2, "the runt and the good query were DNS traffic");
+    // A frame for another MAC address (a VRRP virtual MAC, say) is the kernel's to judge:
+    // the program passes it, adoxd never sees it.
+    let (dropped, queries) = (counter(&d, "dropped"), counter(&d, "queries_udp"));
+    let other = frame(&link, to, &query, |f| f[0] ^= 0x02);
+    link.python(SEND_FRAMES, &[&peer, &other]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((counter(&d, "dropped"), counter(&d, "queries_udp")), (dropped, queries), "not redirected");
 
     // A sound frame sent by hand, with no UDP checksum (allowed over IPv4): answered.
     let answered = counter(&d, "xdp_answered");
@@ -357,6 +364,19 @@ fn the_path_runs_without_capabilities_after_the_switch_and_leaves_with_a_killed_
         |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().to_string();
     assert_ne!(field("Uid:"), "0", "switched user");
     assert_eq!(field("CapEff:"), "0000000000000000", "no capability kept");
+    // Sealed: no descriptor of a BPF map is left (the program's maps are frozen and the
+    // object closed; the link and the AF_XDP sockets remain).
+    let mut kinds = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fdinfo", d.pid())).unwrap().flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        for key in ["map_type:", "link_type:", "prog_type:"] {
+            if info.contains(key) {
+                kinds.push(key);
+            }
+        }
+    }
+    assert!(!kinds.contains(&"map_type:") && !kinds.contains(&"prog_type:"), "{kinds:?}");
+    assert!(kinds.contains(&"link_type:"), "the link stays: {kinds:?}");
     let to = link.v6(port);
     let ask = Ask::new("www.alpha.lab.", RecordType::AAAA);
     link.ask(to, &ask, false);
