@@ -2,7 +2,9 @@
 # benches/workload.sh: an ISP-like query stream (Zipf popularity over a large namespace)
 # through adoxd, Unbound and PowerDNS Recursor, side by side in one run.
 #
-# The world (benches/world.py, 2,000 zones of 100 names, 40 % signed) serves ~422,000
+# The world (benches/world.py, 2,000 zones of 100 names, 40 % signed, 10 % on a nameserver
+# that signals DoT with a secure SVCB and DANE: adoxd asks those zones over DoT, strictly;
+# Unbound and PowerDNS over Do53, as they do by default) serves ~422,000
 # distinct queries: A and AAAA of every name, each zone's MX, and names that do not exist.
 # One stream is drawn from it with Zipf popularity (EXPONENT, default 0.9) and cut in
 # three: WARM queries to fill the cache, then two parts of COUNT queries, the first sent
@@ -36,7 +38,8 @@ trap bench_cleanup EXIT
 
 cargo build --release -q -p adoxd -p adox-benches
 LOAD=target/release/adox-load
-[[ -f $WORLD/world.env ]] || benches/world.py build "$WORLD"
+# A world from before the DoT share (no dot_pct) is built again.
+grep -q '^dot_pct=' "$WORLD/world.env" 2>/dev/null || benches/world.py build "$WORLD"
 benches/world.py up "$WORLD"
 benches/world.py stream "$WORLD" "$BENCH_TMP/q" --warm "$WARM" --count "$COUNT" --parts 2 --exponent "$EXPONENT" 2>&1 |
     tee "$BENCH_TMP/stream.txt" >&2
@@ -78,13 +81,21 @@ for s in $SERVERS; do
     echo "workload.sh: ${rows[-1]}" >&2
 
     case $s in
-    adoxd) kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true ;;
+    adoxd)
+        dot=$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^adox_upstream_queries_total\{transport="dot"\}/ { print $2 }')
+        all=$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^adox_upstream_queries_total/ { n += $2 } END { print n + 0 }')
+        dot_note="adoxd sent ${dot:-0} of its $all upstream queries over DoT (the zones on ns2.zipf.)"
+        echo "workload.sh: $dot_note" >&2
+        kill "$SERVER_PID"
+        wait "$SERVER_PID" 2>/dev/null || true
+        ;;
     *) stop_peer "$s" ;;
     esac
 done
 
 echo
 echo "ISP-like workload, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, load on cpu $LOAD_CPU; $RATE qps"
+[[ -n ${dot_note:-} ]] && echo "  $dot_note"
 sed 's/^world.py: /  /' "$BENCH_TMP/stream.txt"
 printf '%-8s %-10s %9s %7s %8s %9s %6s %8s %7s %7s %7s %7s %6s\n' server loadgen "cpu_us/q" "x adox" sent answered lost servfail p50_us p99_us avg_us "up/q" "hit%"
 declare -A base

@@ -9,13 +9,18 @@ traffic. This builds a separate world with its own signed root, served by NSD on
   zipf.             127.54.0.2   signed; delegates ZONES leaf zones zNNNNN.zipf.
   zNNNNN.zipf.      127.54.1.1   NAMES names each (A; every third also AAAA), an MX at
                                  the apex; SIGNED_PCT % of them signed (NSEC, ECDSA P-256)
+                    127.54.1.2   DOT_PCT % of the leaf zones are delegated to ns2.zipf.
+                                 instead, which also serves DoT on port 853 and signals it:
+                                 a secure `_dns.ns2.zipf.` SVCB (alpn=dot) and a TLSA record
+                                 (DANE-EE) for its certificate, in the signed zipf.
   mem.              127.54.2.1   MEM_NAMES names nK.mem., one A each (unsigned)
   smem.             127.54.2.1   the same names under a signed zone
 
 Every TTL is TTL_S (default 86400): within a run nothing expires, so the hit ratio of a
 stream is set by how many of its queries are first occurrences (printed by `stream`).
 
-  benches/world.py build DIR [--zones 2000] [--names 100] [--signed-pct 40] [--mem-names 0]
+  benches/world.py build DIR [--zones 2000] [--names 100] [--signed-pct 40] [--dot-pct 10]
+                             [--mem-names 0]
   benches/world.py up DIR        # adds the addresses to lo, starts NSD (root only)
   benches/world.py down DIR
   benches/world.py stream DIR OUT --count N [--warm W] [--parts K] [--exponent 0.9] [--seed 1]
@@ -26,6 +31,7 @@ run/, logs/), so `deploy/lab/peer unbound up DIR PORT` iterates over this world.
 """
 
 import argparse
+import hashlib
 import bisect
 import itertools
 import os
@@ -40,10 +46,12 @@ from pathlib import Path
 
 ALG = "ECDSAP256SHA256"
 ROOT_ADDR, TLD_ADDR, LEAF_ADDR, MEM_ADDR = "127.54.0.1", "127.54.0.2", "127.54.1.1", "127.54.2.1"
+DOT_ADDR = "127.54.1.2"  # ns2.zipf.: the leaf zones that signal DoT
 SERVERS = {  # NSD process name: its address
     "root": ROOT_ADDR,
     "tld": TLD_ADDR,
     "leaf": LEAF_ADDR,
+    "leafdot": DOT_ADDR,
     "mem": MEM_ADDR,
 }
 
@@ -100,6 +108,24 @@ def is_signed(i, pct):
     return (i * 37 % 100) < pct  # spread across the index, not the first pct zones
 
 
+def is_dot(i, pct):
+    return (i * 53 % 100) < pct  # another spread: DoT zones are signed and unsigned alike
+
+
+def dot_cert(d):
+    """A key and self-signed certificate for ns2.zipf. (P-256) in DIR/tls; returns the
+    TLSA 3 1 1 data (SHA-256 of the public key), which is how resolvers authenticate it."""
+    tls = d / "tls"
+    tls.mkdir()
+    key, pem = tls / "ns2.key", tls / "ns2.pem"
+    run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
+    run("openssl", "req", "-new", "-x509", "-key", str(key), "-out", str(pem), "-days", "365",
+        "-subj", "/CN=ns2.zipf", "-addext", f"subjectAltName=DNS:ns2.zipf,IP:{DOT_ADDR}")
+    spki = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"],
+                          capture_output=True, check=True).stdout
+    return hashlib.sha256(spki).hexdigest()
+
+
 def build(a):
     d = Path(a.dir).resolve()
     if d.exists():
@@ -145,13 +171,18 @@ def build(a):
             else:
                 mem_files[z] = str(p)
 
-    # zipf.: delegations to the leaves (one server, glue in zipf.), DS for the signed.
+    # zipf.: delegations to the leaves (ns1, or ns2 for the DoT share; glue in zipf.), DS
+    # for the signed, and ns2's DoT signal with the TLSA record of its certificate.
+    tlsa = dot_cert(d)
     tld = zones_dir / "zipf.zone"
     with tld.open("w") as f:
         f.write(soa("zipf.", "ns.zipf.", ttl))
         f.write(f"ns.zipf. {ttl} IN A {TLD_ADDR}\nns1.zipf. {ttl} IN A {LEAF_ADDR}\n")
-        for z in leaves:
-            f.write(f"{z} {ttl} IN NS ns1.zipf.\n")
+        f.write(f"ns2.zipf. {ttl} IN A {DOT_ADDR}\n")
+        f.write(f"_dns.ns2.zipf. {ttl} IN SVCB 1 ns2.zipf. alpn=dot\n")
+        f.write(f"_853._tcp.ns2.zipf. {ttl} IN TLSA 3 1 1 {tlsa}\n")
+        for i, z in enumerate(leaves):
+            f.write(f"{z} {ttl} IN NS {'ns2' if is_dot(i, a.dot_pct) else 'ns1'}.zipf.\n")
             if z in ds:
                 f.write(ds[z])
     ds["zipf."] = sign("zipf.", tld, keys / "zipf.", window)
@@ -173,7 +204,8 @@ def build(a):
     served = {
         "root": [(".", f"{root}.signed")],
         "tld": [("zipf.", f"{tld}.signed")],
-        "leaf": list(zip(leaves, leaf_files)),
+        "leaf": [(z, f) for i, (z, f) in enumerate(zip(leaves, leaf_files)) if not is_dot(i, a.dot_pct)],
+        "leafdot": [(z, f) for i, (z, f) in enumerate(zip(leaves, leaf_files)) if is_dot(i, a.dot_pct)],
         "mem": list(mem_files.items()),
     }
     for name, zl in served.items():
@@ -181,9 +213,11 @@ def build(a):
             write_nsd_conf(d, name, SERVERS[name], zl)
     (d / ".adox-lab").write_text("a benches/world.py world (deploy/lab/peer accepts it)\n")
     (d / "world.env").write_text(f"zones={a.zones}\nnames={a.names}\nsigned_pct={a.signed_pct}\n"
+                                 f"dot_pct={a.dot_pct}\n"
                                  f"mem_names={a.mem_names}\nttl={ttl}\n")
     signed = sum(1 for z in leaves if z in ds)
-    print(f"world.py: built {d}: {a.zones} leaf zones ({signed} signed), "
+    dot = sum(1 for i in range(a.zones) if is_dot(i, a.dot_pct))
+    print(f"world.py: built {d}: {a.zones} leaf zones ({signed} signed, {dot} on ns2 with DoT), "
           f"{a.zones * a.names} leaf names, mem_names={a.mem_names} in {time.monotonic() - t0:.0f} s",
           file=sys.stderr)
 
@@ -191,9 +225,15 @@ def build(a):
 def write_nsd_conf(d, name, addr, zones):
     work = d / "run" / name
     work.mkdir(parents=True, exist_ok=True)
+    # ns2 also serves DoT (NSD serves TLS only on an address listed with @853).
+    tls = (f"""    ip-address: {addr}@853
+    tls-port: 853
+    tls-service-key: "{d}/tls/ns2.key"
+    tls-service-pem: "{d}/tls/ns2.pem"
+""" if name == "leafdot" else "")
     text = f"""server:
     ip-address: {addr}
-    port: 53
+{tls}    port: 53
     do-ip4: yes
     do-ip6: no
     server-count: 1
@@ -342,6 +382,7 @@ def main():
     b.add_argument("--zones", type=int, default=2000)
     b.add_argument("--names", type=int, default=100)
     b.add_argument("--signed-pct", type=int, default=40)
+    b.add_argument("--dot-pct", type=int, default=10)
     b.add_argument("--mem-names", type=int, default=0)
     b.add_argument("--ttl", type=int, default=86400)
     for c in ("up", "down"):
@@ -360,8 +401,9 @@ def main():
     m.add_argument("--zone", default="mem.", choices=["mem.", "smem."])
     a = p.parse_args()
     if a.cmd == "build":
-        if not (0 < a.zones <= 99999 and 0 < a.names <= 100000 and 0 <= a.signed_pct <= 100 and a.mem_names >= 0):
-            die("--zones 1..99999, --names 1..100000, --signed-pct 0..100, --mem-names >= 0")
+        if not (0 < a.zones <= 99999 and 0 < a.names <= 100000 and 0 <= a.signed_pct <= 100
+                and 0 <= a.dot_pct <= 100 and a.mem_names >= 0):
+            die("--zones 1..99999, --names 1..100000, --signed-pct 0..100, --dot-pct 0..100, --mem-names >= 0")
         build(a)
     elif a.cmd == "up":
         up(a)
