@@ -6,7 +6,7 @@
 //! program at other traffic.
 #![allow(unsafe_code, reason = "libbpf calls")]
 
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::{CString, c_int};
 use std::io;
 use std::net::SocketAddr;
 
@@ -52,6 +52,19 @@ fn last_error(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Sets `key` to `value` in the map `fd`.
+///
+/// # Safety
+/// `K` and `V` are exactly the map's key and value sizes: the kernel reads that many
+/// octets behind each pointer.
+unsafe fn update<K, V>(fd: c_int, key: &K, value: &V, what: &str) -> io::Result<()> {
+    // SAFETY: live values, of the sizes the caller vouches for.
+    let rc = unsafe {
+        ffi::bpf_map_update_elem(fd, std::ptr::from_ref(key).cast(), std::ptr::from_ref(value).cast(), ffi::BPF_ANY)
+    };
+    if rc < 0 { Err(last_error(what)) } else { Ok(()) }
+}
+
 impl Program {
     /// Loads the program, tells it the service addresses (UDP datagrams to any of them are
     /// redirected; an unspecified address stands for every address of its family) and
@@ -88,19 +101,8 @@ impl Program {
         program.frozen = [services_fd, mac_fd];
         let mut value = [0u8; 8];
         value[..6].copy_from_slice(&mac);
-        let zero: u32 = 0;
         // SAFETY: a u32 key and a u64 value, the map's sizes.
-        let rc = unsafe {
-            ffi::bpf_map_update_elem(
-                mac_fd,
-                (&raw const zero).cast::<c_void>(),
-                (&raw const value).cast::<c_void>(),
-                ffi::BPF_ANY,
-            )
-        };
-        if rc < 0 {
-            return Err(last_error("the XDP program's MAC map"));
-        }
+        unsafe { update(mac_fd, &0u32, &value, "the XDP program's MAC map") }?;
         for s in services {
             let mut key = ServiceKey { addr: [0; 16], port: s.port().to_be(), family: 4 };
             match s {
@@ -110,19 +112,8 @@ impl Program {
                     key.family = 6;
                 }
             }
-            let one: u8 = 1;
-            // SAFETY: key and value of the map's sizes.
-            let rc = unsafe {
-                ffi::bpf_map_update_elem(
-                    services_fd,
-                    (&raw const key).cast::<c_void>(),
-                    (&raw const one).cast::<c_void>(),
-                    ffi::BPF_ANY,
-                )
-            };
-            if rc < 0 {
-                return Err(last_error("the XDP program's service map"));
-            }
+            // SAFETY: `struct service` and a u8, the map's sizes.
+            unsafe { update(services_fd, &key, &1u8, "the XDP program's service map") }?;
         }
         let prog_name = c"adox_redirect";
         // SAFETY: a loaded object and a NUL-terminated name.
@@ -143,15 +134,7 @@ impl Program {
     /// Sends the datagrams of `queue` to the AF_XDP socket `fd`.
     pub(crate) fn serve_queue(&self, queue: u32, fd: c_int) -> io::Result<()> {
         // SAFETY: a u32 key and a u32 value, as the XSKMAP takes.
-        let rc = unsafe {
-            ffi::bpf_map_update_elem(
-                self.xsks,
-                (&raw const queue).cast::<c_void>(),
-                (&raw const fd).cast::<c_void>(),
-                ffi::BPF_ANY,
-            )
-        };
-        if rc < 0 { Err(last_error(&format!("the XDP socket map, queue {queue}"))) } else { Ok(()) }
+        unsafe { update(self.xsks, &queue, &fd, &format!("the XDP socket map, queue {queue}")) }
     }
 
     /// Freezes the maps the program reads (no process can change them any more) and closes
