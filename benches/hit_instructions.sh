@@ -10,7 +10,8 @@
 # variant (at 1,500 qps the batching varied and moved the figures by 10 %).
 #
 # Variants (one worker each):
-#   off       [cookies] enabled = false, no rate
+#   off       [cookies] enabled = false, no rate (serve-stale on, its default)
+#   nostale   as off, with [cache] serve_stale = false: serve-stale's cost is off / nostale
 #   default   the defaults (cookies on; these queries carry none)
 #   cookies   the defaults, every query with a client cookie (dnsperf -E): SipHash, option
 #   valid     the defaults, every query with a valid server cookie for 127.0.0.1 (made
@@ -55,6 +56,7 @@ cleanup() {
 trap cleanup EXIT
 
 printf '[cookies]\nenabled = false\n' >"$WORK/off.toml"
+printf '[cookies]\nenabled = false\n[cache]\nserve_stale = false\n' >"$WORK/nostale.toml"
 printf '[limits]\nqueries_per_second_per_client = 1000000\nqueries_per_second_per_prefix = 1000000\nresponses_per_second = 1000000\n' >"$WORK/rates.toml"
 : >"$WORK/default.toml"
 printf '[dnstap]\nsocket_path = "%s"\n' "$WORK/dnstap.sock" >"$WORK/dnstap.toml"
@@ -65,7 +67,7 @@ printf '[dnstap]\nsocket_path = "%s"\nclient_queries = false\nclient_responses =
     awk -v n="${RPZ_NAMES:-100000}" 'BEGIN { for (i = 0; i < n; i++) if (i % 10 == 9) printf "*.w%d.block.example CNAME *.\n", i; else printf "n%d.block.example CNAME .\n", i }'
 } >"$WORK/rpz.db"
 printf '[[rpz.zone]]\nname = "rpz.bench."\nfile = "%s"\n' "$WORK/rpz.db" >"$WORK/rpz.toml"
-config() { case $1 in off | rates | dnstap | dnstap-resolver | rpz) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
+config() { case $1 in off | nostale | rates | dnstap | dnstap-resolver | rpz) echo "$WORK/$1.toml" ;; *) echo "$WORK/default.toml" ;; esac; }
 
 port=5390
 rows=()

@@ -76,7 +76,7 @@ packet_cache_bytes = 4294967296
 # depth) would turn that into dropped queries.
 overload_after_ms = 60000
 EOF
-    taskset -c "$SERVER_CPU" target/release/adoxd --config "$BENCH_TMP/adoxd.toml" \
+    taskset -c "$SERVER_CPU" "${ADOXD:-target/release/adoxd}" --config "$BENCH_TMP/adoxd.toml" \
         --root-hints "$WORLD/root.hints" --trust-anchor "$WORLD/trust-anchor.ds" \
         --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$port" --workers 1 --log-level warn \
         --api "127.0.0.1:$api" --state-dir "$state" "$@" &

@@ -23,6 +23,7 @@ pub mod cache {
     pub mod charge;
     pub mod clock;
     pub mod nsec_spans;
+    pub mod packed;
     pub mod packet;
     pub mod records;
 

@@ -451,6 +451,11 @@ pub fn raw_type_of(private: u16) -> Option<u16> {
     RAW_TYPES.iter().find(|(_, p)| *p == private).map(|(t, _)| *t)
 }
 
+/// The private-use stand-in of one of `RAW_TYPES`.
+pub fn raw_stand_in(rtype: u16) -> Option<u16> {
+    RAW_TYPES.iter().find(|(t, _)| *t == rtype).map(|(_, p)| *p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 /// One heap allocation of `len` bytes, with the allocator's rounding.
-fn alloc(len: usize) -> usize {
+pub(crate) fn alloc(len: usize) -> usize {
     if len == 0 { 0 } else { len + len / 4 + 16 }
 }
 

@@ -42,9 +42,16 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
 
     /// A cache holding at most `budget` bytes (as estimated by the callers' costs).
     pub fn new(budget: usize) -> Self {
+        Self::with_hasher(budget, RandomState::new())
+    }
+
+    /// A cache whose keys hash with `hasher`: a caller that shards over several caches
+    /// hashes a key once, picks the shard from the hash, and hands the hash on
+    /// ([`Self::peek_hashed`] and the other `_hashed` calls).
+    pub fn with_hasher(budget: usize, hasher: RandomState) -> Self {
         Self {
             table: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher,
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,
@@ -61,6 +68,11 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    /// The hash this cache files `key` under.
+    pub fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// [`Self::find`] with the key's hash already made.
@@ -108,6 +120,33 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         Some(&mut self.slots[idx].as_mut()?.value)
     }
 
+    /// [`Self::peek`] with the key's hash already made ([`Self::hash`]); the entry found
+    /// can be marked used without a second lookup.
+    pub fn peek_hashed<Q>(&mut self, hash: u64, key: &Q) -> Option<Peeked<'_, V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        debug_assert_eq!(hash, self.hasher.hash_one(key));
+        let idx = self.find_hashed(hash, key)?;
+        let slot = self.slots[idx].as_mut()?;
+        Some(Peeked {
+            value: &mut slot.value,
+            referenced: &mut slot.referenced,
+            cost: &mut slot.cost,
+            used: &mut self.used,
+            overhead: Self::overhead(),
+        })
+    }
+
+    /// Evicts until the bytes charged are within the budget again (after a
+    /// [`Peeked::recharge`] raised them).
+    pub fn settle(&mut self) {
+        while self.used > self.budget && !self.table.is_empty() {
+            self.evict_one();
+        }
+    }
+
     /// Marks a key recently used.
     pub fn mark<Q>(&mut self, key: &Q)
     where
@@ -125,8 +164,13 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
     /// key and value own (the fixed part is added here). An entry larger than the whole
     /// budget is not stored.
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
+        self.insert_hashed(self.hasher.hash_one(&key), key, value, cost);
+    }
+
+    /// [`Self::insert`] with the key's hash already made ([`Self::hash`]).
+    pub fn insert_hashed(&mut self, hash: u64, key: K, value: V, cost: usize) {
+        debug_assert_eq!(hash, self.hasher.hash_one(&key));
         let cost = cost + Self::overhead();
-        let hash = self.hasher.hash_one(&key);
         if let Some(idx) = self.find_hashed(hash, &key) {
             self.remove_slot(idx, hash);
         }
@@ -173,7 +217,16 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        self.remove_hashed(self.hasher.hash_one(key), key)
+    }
+
+    /// [`Self::remove`] with the key's hash already made ([`Self::hash`]).
+    pub fn remove_hashed<Q>(&mut self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        debug_assert_eq!(hash, self.hasher.hash_one(key));
         let idx = self.find_hashed(hash, key)?;
         self.remove_slot(idx, hash)
     }
@@ -216,7 +269,7 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
     #[must_use]
     pub fn set_budget(&mut self, budget: usize) -> Option<Self> {
         if self.used > budget.saturating_mul(2) {
-            return Some(std::mem::replace(self, Self::new(budget)));
+            return Some(std::mem::replace(self, Self::with_hasher(budget, self.hasher.clone())));
         }
         self.budget = budget;
         while self.used > self.budget && !self.table.is_empty() {
@@ -255,6 +308,44 @@ impl<K: Hash + Eq, V> ClockCache<K, V> {
     /// Entries evicted to make room since creation.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+}
+
+/// An entry found by [`ClockCache::peek_hashed`], not marked used yet.
+#[derive(Debug)]
+pub struct Peeked<'a, V> {
+    value: &'a mut V,
+    referenced: &'a mut bool,
+    cost: &'a mut u32,
+    used: &'a mut usize,
+    overhead: usize,
+}
+
+impl<V> Peeked<'_, V> {
+    /// Marks the entry recently used (it served).
+    pub fn mark(self) {
+        *self.referenced = true;
+    }
+
+    /// The value, to change in place.
+    pub fn value_mut(&mut self) -> &mut V {
+        self.value
+    }
+
+    /// Charges the entry `cost` bytes (as [`ClockCache::insert`] would) instead of its
+    /// charge so far; [`ClockCache::settle`] evicts if that took the cache past its
+    /// budget.
+    pub fn recharge(&mut self, cost: usize) {
+        let cost = u32::try_from(cost + self.overhead).unwrap_or(u32::MAX);
+        *self.used = *self.used - *self.cost as usize + cost as usize;
+        *self.cost = cost;
+    }
+}
+
+impl<V> std::ops::Deref for Peeked<'_, V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        self.value
     }
 }
 
@@ -304,6 +395,27 @@ mod tests {
         assert!(c.is_empty());
         c.insert("huge".into(), vec![], 2 << 20);
         assert!(c.is_empty(), "an entry larger than the budget is not stored");
+    }
+
+    /// An entry charged more in place (`recharge`) counts at once, and `settle` evicts
+    /// others (unmarked first) until the cache is within its budget again.
+    #[test]
+    fn a_recharged_entry_counts_and_settle_evicts_back_under_the_budget() {
+        let per = ClockCache::<u32, u32>::overhead() + 4;
+        let mut c: ClockCache<u32, u32> = ClockCache::new(10 * per);
+        for i in 0..10 {
+            c.insert(i, i, 4);
+        }
+        let hash = c.hash(&3);
+        let mut e = c.peek_hashed(hash, &3).unwrap();
+        *e.value_mut() = 33;
+        e.recharge(4 + 2 * per);
+        e.mark();
+        assert_eq!(c.used_bytes(), 12 * per);
+        c.settle();
+        assert_eq!((c.used_bytes(), c.len()), (10 * per, 8));
+        assert_eq!(c.get(&3), Some(&mut 33), "the marked entry stays");
+        assert!(c.peek_hashed(c.hash(&99), &99).is_none());
     }
 
     #[test]

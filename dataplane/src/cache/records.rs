@@ -16,6 +16,7 @@ use hickory_proto::rr::{Name, Record};
 
 use crate::cache::clock::ClockCache;
 use crate::cache::nsec_spans::NsecSpans;
+use crate::cache::packed::Packed;
 use crate::dnssec::Security;
 
 /// Type value used as the key of an NXDOMAIN entry (no real type is 0).
@@ -121,20 +122,105 @@ pub struct Hit {
     pub stale: bool,
 }
 
+/// Which of [`CachedData`]'s kinds an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An RRset.
+    RRset,
+    /// NODATA.
+    NoData,
+    /// NXDOMAIN.
+    NxDomain,
+}
+
+/// A live entry as [`RecordCache::meta`] reads it: everything but its records.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// What it holds.
+    pub kind: Kind,
+    /// Its trust rank.
+    pub rank: Rank,
+    /// Its DNSSEC status.
+    pub security: Security,
+}
+
+impl Kind {
+    fn with(self, records: Arc<[Record]>) -> CachedData {
+        match self {
+            Self::RRset => CachedData::RRset(records),
+            Self::NoData => CachedData::NoData(records),
+            Self::NxDomain => CachedData::NxDomain(records),
+        }
+    }
+}
+
+/// An entry.
 #[derive(Debug)]
 struct Entry {
-    data: CachedData,
+    kind: Kind,
+    held: Held,
     rank: Rank,
     security: Security,
     expires: Instant,
-    proofs: Option<Arc<[Record]>>,
     /// The server it came from, where the resolver said (answers and denials).
     from: Option<IpAddr>,
+}
+
+/// An entry's records and its proofs, parsed.
+type RecordsAndProofs = (Arc<[Record]>, Option<Arc<[Record]>>);
+
+/// An entry's records and proofs: in wire form as stored (`packed.rs`: about half the
+/// memory of a cached name), parsed when read, and kept parsed from their second read on.
+/// What is read again and again is what every miss under a zone reads (its delegation, its
+/// servers' addresses, its keys or the proof that it has none); a name's own answer is
+/// mostly never read again, since the packet cache serves it.
+#[derive(Debug)]
+enum Held {
+    Packed { records: Packed, proofs: Option<Packed>, read_before: bool },
+    Parsed { records: Arc<[Record]>, proofs: Option<Arc<[Record]>> },
+}
+
+impl Held {
+    /// The heap held (`charge.rs` for the parsed form).
+    fn heap(&self) -> usize {
+        match self {
+            Self::Packed { records, proofs, .. } => records.heap() + proofs.as_ref().map_or(0, Packed::heap),
+            Self::Parsed { records, proofs } => charge(records) + proofs.as_deref().map_or(0, charge),
+        }
+    }
+
+    /// The records and the proofs, parsed, and whether this read kept them parsed (the
+    /// heap held changed); `None` if the wire does not parse (never, for what
+    /// [`Packed::pack`] wrote).
+    fn read(&mut self) -> Option<(RecordsAndProofs, bool)> {
+        match self {
+            Self::Parsed { records, proofs } => Some(((records.clone(), proofs.clone()), false)),
+            Self::Packed { records, proofs, read_before } => {
+                let records: Arc<[Record]> = records.unpack()?.into();
+                let proofs: Option<Arc<[Record]>> = match proofs {
+                    Some(p) => Some(p.unpack()?.into()),
+                    None => None,
+                };
+                if !*read_before {
+                    *read_before = true;
+                    return Some(((records, proofs), false));
+                }
+                *self = Self::Parsed { records: records.clone(), proofs: proofs.clone() };
+                Some(((records, proofs), true))
+            }
+        }
+    }
 }
 
 /// An entry's key: the type (big-endian), then the owner name in lowercase wire form. Held
 /// once per entry (16 bytes and a small allocation, where a `(Name, u16)` took 88 inline).
 type Key = Box<[u8]>;
+
+/// What an entry is charged beside the cache's own overhead: the key's allocation (with
+/// its allocator header) and the heap its records hold.
+fn entry_cost(key: &[u8], heap: usize) -> usize {
+    key.len() + 16 + heap
+}
 
 /// Room for the longest key: the type, and a name of 255 octets.
 const KEY_MAX: usize = 2 + 255;
@@ -163,9 +249,10 @@ fn key_of<'b>(name: &Name, rtype: u16, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b
 #[derive(Debug)]
 pub struct RecordCache {
     shards: Box<[Mutex<ClockCache<Key, Entry>>]>,
-    /// Picks a key's shard; keyed at random, so that nobody can aim names at one shard
-    /// (a sixty-fourth of the budget, and one lock).
-    shard_hasher: RandomState,
+    /// Every shard's hasher: a key is hashed once, for its shard and within it. Keyed at
+    /// random, so that nobody can aim names at one shard (a sixty-fourth of the budget,
+    /// and one lock).
+    hasher: RandomState,
     min_ttl: u32,
     max_ttl: u32,
     max_negative_ttl: u32,
@@ -200,10 +287,11 @@ impl RecordCache {
     /// A cache of about `budget` bytes with the given TTL caps (seconds).
     pub fn new(budget: usize, max_ttl: u32, max_negative_ttl: u32) -> Self {
         let per = (budget / SHARDS).max(1);
-        let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::new(per))).collect();
+        let hasher = RandomState::new();
+        let shards = (0..SHARDS).map(|_| Mutex::new(ClockCache::with_hasher(per, hasher.clone()))).collect();
         Self {
             shards,
-            shard_hasher: RandomState::new(),
+            hasher,
             min_ttl: 0,
             max_ttl,
             max_negative_ttl,
@@ -248,11 +336,15 @@ impl RecordCache {
         ttl.clamp(self.min_ttl, self.max_ttl)
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ClockCache<Key, Entry>> {
-        let idx = (self.shard_hasher.hash_one(key) as usize) & (SHARDS - 1);
+    /// The key's hash and its shard, locked. The shard comes from hash bits that the
+    /// shard's own table does not use for anything below 2^40 buckets (it takes the low
+    /// bits for the bucket and the top seven for its control bytes).
+    fn shard(&self, key: &[u8]) -> (u64, std::sync::MutexGuard<'_, ClockCache<Key, Entry>>) {
+        let hash = self.hasher.hash_one(key);
+        let idx = (hash >> 40) as usize & (SHARDS - 1);
         // A poisoned shard only means another worker panicked mid-update of a plain map;
         // the map itself is still consistent, so keep serving.
-        self.shards[idx].lock().unwrap_or_else(|p| p.into_inner())
+        (hash, self.shards[idx].lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Reads a live entry.
@@ -266,11 +358,45 @@ impl RecordCache {
         self.read(name, rtype, now, Some(stale_ttl))
     }
 
+    /// What a live entry is, without parsing its records: for the callers that only ask
+    /// whether something is cached, or how trusted it is.
+    pub fn meta(&self, name: &Name, rtype: u16, now: Instant) -> Option<Meta> {
+        self.lookup(name, rtype, now, None, |e| {
+            Some((Meta { kind: e.kind, rank: e.rank, security: e.security.clone() }, None))
+        })
+        .map(|(meta, _, _)| meta)
+    }
+
+    /// Whether a live entry is cached at (`name`, `rtype`).
+    pub fn contains(&self, name: &Name, rtype: u16, now: Instant) -> bool {
+        self.lookup(name, rtype, now, None, |_| Some(((), None))).is_some()
+    }
+
     fn read(&self, name: &Name, rtype: u16, now: Instant, stale_ttl: Option<u32>) -> Option<Hit> {
+        let ((data, proofs, rank, security), stale, ttl_left) = self.lookup(name, rtype, now, stale_ttl, |e| {
+            let ((records, proofs), reheld) = e.held.read()?;
+            let view = (e.kind.with(records), proofs, e.rank, e.security.clone());
+            Some((view, reheld.then(|| e.held.heap())))
+        })?;
+        Some(Hit { data, rank, security, ttl_left, proofs, stale })
+    }
+
+    /// Finds the entry at (`name`, `rtype`), live or (with `stale_ttl`) stale, and gives
+    /// `f`'s view of it with whether it is stale and its TTL left. An entry past the stale
+    /// window, or that `f` cannot read, is dropped; one that serves is marked used. `f`
+    /// may change how the entry holds its records, and then says the heap it holds now.
+    fn lookup<R>(
+        &self,
+        name: &Name,
+        rtype: u16,
+        now: Instant,
+        stale_ttl: Option<u32>,
+        f: impl FnOnce(&mut Entry) -> Option<(R, Option<usize>)>,
+    ) -> Option<(R, bool, u32)> {
         let mut kbuf = [0u8; KEY_MAX];
         let key = key_of(name, rtype, &mut kbuf)?;
-        let mut shard = self.shard(key);
-        let e = shard.peek(key)?;
+        let (hash, mut shard) = self.shard(key);
+        let mut e = shard.peek_hashed(hash, key)?;
         let (stale, ttl_left) = if e.expires > now {
             (false, u32::try_from(e.expires.duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX))
         } else if now < e.expires + self.stale_for {
@@ -279,19 +405,19 @@ impl RecordCache {
                 _ => return None,
             }
         } else {
-            shard.remove(key);
+            shard.remove_hashed(hash, key);
             return None;
         };
-        let hit = Hit {
-            data: e.data.clone(),
-            rank: e.rank,
-            security: e.security.clone(),
-            ttl_left,
-            proofs: e.proofs.clone(),
-            stale,
+        let Some((view, heap)) = f(e.value_mut()) else {
+            shard.remove_hashed(hash, key);
+            return None;
         };
-        shard.mark(key);
-        Some(hit)
+        if let Some(heap) = heap {
+            e.recharge(entry_cost(key, heap));
+        }
+        e.mark();
+        shard.settle();
+        Some((view, stale, ttl_left))
     }
 
     #[allow(clippy::too_many_arguments, reason = "one entry's fields")]
@@ -299,8 +425,7 @@ impl RecordCache {
         &self,
         name: &Name,
         rtype: u16,
-        data: CachedData,
-        proofs: Option<Arc<[Record]>>,
+        (kind, records, proofs): (Kind, &[Record], &[Record]),
         rank: Rank,
         security: Security,
         ttl: u32,
@@ -311,34 +436,38 @@ impl RecordCache {
         if ttl == 0 {
             // Nothing to keep; but newer data must not leave older expired data to be
             // served stale in its place.
-            let mut shard = self.shard(key);
-            if shard.peek(key).is_some_and(|old| old.expires <= now) {
-                shard.remove(key);
+            let (hash, mut shard) = self.shard(key);
+            if shard.peek_hashed(hash, key).is_some_and(|old| old.expires <= now) {
+                shard.remove_hashed(hash, key);
             }
             return;
         }
-        // The key's allocation (with its allocator header), the data and the proofs.
-        let cost = key.len()
-            + 16
-            + match &data {
-                CachedData::RRset(r) | CachedData::NoData(r) | CachedData::NxDomain(r) => charge(r),
-            }
-            + proofs.as_deref().map_or(0, charge);
-        let mut shard = self.shard(key);
+        let Some(records) = Packed::pack(records) else { return };
+        let proofs = match proofs {
+            [] => None,
+            p => Some(match Packed::pack(p) {
+                Some(p) => p,
+                None => return,
+            }),
+        };
+        let held = Held::Packed { records, proofs, read_before: false };
+        let cost = entry_cost(key, held.heap());
+        let (hash, mut shard) = self.shard(key);
         // Live data is never replaced by data of a lower rank, nor validated data by the
         // same data unvalidated (a nameserver-address lookup re-fetching a validated name),
         // nor secure data by anything but secure data (a forged reply to another question
         // must not evict it; RFC 4035 section 4.5, as Unbound).
-        if let Some(old) = shard.get(key)
+        if let Some(old) = shard.peek_hashed(hash, key)
             && old.expires > now
             && (old.rank > rank
                 || (old.rank == rank && old.security.is_checked() && !security.is_checked())
                 || (old.rank == rank && old.security == Security::Secure && security != Security::Secure))
         {
+            old.mark();
             return;
         }
         let expires = now + Duration::from_secs(u64::from(ttl));
-        shard.insert(key.into(), Entry { data, rank, security, expires, proofs, from }, cost);
+        shard.insert_hashed(hash, key.into(), Entry { kind, held, rank, security, expires, from }, cost);
     }
 
     /// Stores an RRset (plus covering RRSIGs), not validated; its TTL is the smallest in
@@ -377,8 +506,7 @@ impl RecordCache {
         // The floor (cache.min_ttl_s) was applied by the resolver before any cap (bogus
         // data, signature expiry) lowered a TTL: here only the cap.
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0).min(self.max_ttl);
-        let proofs = (!proofs.is_empty()).then(|| proofs.into());
-        self.put(name, rtype, CachedData::RRset(records.into()), proofs, rank, security, ttl, (now, from));
+        self.put(name, rtype, (Kind::RRset, &records, &proofs), rank, security, ttl, (now, from));
     }
 
     /// Stores that a referral carried no `rtype` records at `name` (a parent without DELEG
@@ -386,7 +514,7 @@ impl RecordCache {
     /// live secure data of the same rank. `ttl` is capped like positive data.
     pub fn put_referral_absence(&self, name: &Name, rtype: u16, ttl: u32, security: Security, now: Instant) {
         let ttl = ttl.min(self.max_ttl);
-        self.put(name, rtype, CachedData::NoData(Arc::new([])), None, Rank::Referral, security, ttl, (now, None));
+        self.put(name, rtype, (Kind::NoData, &[], &[]), Rank::Referral, security, ttl, (now, None));
     }
 
     /// Stores a negative answer: NODATA for (name, rtype), or NXDOMAIN when `rtype` is
@@ -403,12 +531,8 @@ impl RecordCache {
         from: Option<IpAddr>,
     ) {
         let ttl = ttl.min(self.max_negative_ttl);
-        let data = if rtype == NXDOMAIN_KEY {
-            CachedData::NxDomain(authority.into())
-        } else {
-            CachedData::NoData(authority.into())
-        };
-        self.put(name, rtype, data, None, Rank::AuthAnswer, security, ttl, (now, from));
+        let kind = if rtype == NXDOMAIN_KEY { Kind::NxDomain } else { Kind::NoData };
+        self.put(name, rtype, (kind, &authority, &[]), Rank::AuthAnswer, security, ttl, (now, from));
     }
 
     /// What the cache holds at `name` for `rtype`, or for each of [`INSPECTED_TYPES`]
@@ -424,15 +548,22 @@ impl RecordCache {
         for rtype in types {
             let mut kbuf = [0u8; KEY_MAX];
             let Some(key) = key_of(name, rtype, &mut kbuf) else { continue };
-            let mut shard = self.shard(key);
-            let Some(e) = shard.peek(key) else { continue };
+            let (hash, mut shard) = self.shard(key);
+            let Some(e) = shard.peek_hashed(hash, key) else { continue };
             let stale = e.expires <= now;
             if stale && now >= e.expires + self.stale_for {
                 continue;
             }
+            let data = match &e.held {
+                Held::Parsed { records, .. } => records.clone(),
+                Held::Packed { records, .. } => match records.unpack() {
+                    Some(r) => r.into(),
+                    None => continue,
+                },
+            };
             out.push(Inspected {
                 rtype,
-                data: e.data.clone(),
+                data: e.kind.with(data),
                 rank: e.rank,
                 security: e.security.clone(),
                 ttl_left: if stale { 0 } else { e.expires.duration_since(now).as_secs().max(1) as u32 },
@@ -562,6 +693,54 @@ mod tests {
         assert!(!aaaa.stale && aaaa.ttl_left == 230 && matches!(aaaa.data, CachedData::NoData(_)));
         assert_eq!(c.inspect(&name, Some(28), now).len(), 1);
         assert!(c.inspect(&name, None, now + Duration::from_secs(400)).is_empty(), "past the stale window");
+    }
+
+    fn rrsig(owner: &str) -> Record {
+        let rdata = hickory_proto::rr::rdata::NULL::with((0..100u8).collect());
+        Record::from_rdata(
+            owner.parse().unwrap(),
+            60,
+            RData::Unknown { code: hickory_proto::rr::RecordType::RRSIG, rdata },
+        )
+    }
+
+    /// A stored RRset is held in wire form (a signed name's A record and RRSIG in about a
+    /// third of their parsed charge), read back whole, and kept parsed from its second read
+    /// on, charged as such; `meta` and `contains` read without parsing.
+    #[test]
+    fn entries_are_held_as_wire_and_kept_parsed_once_read_again() {
+        let c = RecordCache::new(1 << 20, 3600, 10);
+        let now = Instant::now();
+        let name: Name = "n123456.smem.".parse().unwrap();
+        let set = vec![a("n123456.smem.", 60), rrsig("n123456.smem.")];
+        let proofs = vec![rrsig("*.smem.")];
+        let base = c.used_bytes();
+        c.put_answer(&name, 1, set.clone(), proofs.clone(), Rank::AuthAnswer, Security::Secure, now, None);
+        let packed = c.used_bytes() - base;
+        let parsed = charge(&set) + charge(&proofs);
+        let wire = Packed::pack(&set).unwrap().heap() + Packed::pack(&proofs).unwrap().heap();
+        assert!(wire * 3 < parsed, "records held in {wire} bytes, parsed {parsed}");
+        let meta = c.meta(&name, 1, now).unwrap();
+        assert_eq!((meta.kind, meta.rank, meta.security), (Kind::RRset, Rank::AuthAnswer, Security::Secure));
+        assert!(c.contains(&name, 1, now) && !c.contains(&name, 28, now));
+        assert_eq!(c.used_bytes() - base, packed, "meta and contains parse nothing");
+        for read in 1..=3 {
+            let hit = c.get(&name, 1, now).unwrap();
+            assert_eq!(hit.data.records(), &set[..]);
+            assert_eq!(hit.proofs.as_deref(), Some(&proofs[..]));
+            let held = c.used_bytes() - base;
+            if read == 1 {
+                assert_eq!(held, packed, "read once: still wire");
+            } else {
+                assert_eq!(held, packed - wire + parsed, "read again: parsed, charged as such");
+            }
+        }
+        // Negative entries and an empty one come back as stored too.
+        let soa = vec![a("smem.", 30)];
+        c.put_negative(&name, NXDOMAIN_KEY, soa.clone(), 30, Security::Secure, now, None);
+        assert!(matches!(c.get(&name, NXDOMAIN_KEY, now).unwrap().data, CachedData::NxDomain(r) if *r == soa[..]));
+        c.put_referral_absence(&name, DELEG_KEY, 30, Security::Secure, now);
+        assert!(matches!(c.get(&name, DELEG_KEY, now).unwrap().data, CachedData::NoData(r) if r.is_empty()));
     }
 
     #[test]

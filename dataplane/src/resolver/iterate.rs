@@ -724,7 +724,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             // not outlive what the parent says of the zone's transports.
             let parent_side_known = !self.shared.settings.deleg
                 || cur.is_root()
-                || self.shared.records.get(&cur, crate::cache::records::DELEG_KEY, now).is_some();
+                || self.shared.records.contains(&cur, crate::cache::records::DELEG_KEY, now);
             if parent_side_known
                 && let Some(hit) = self.shared.records.get(&cur, u16::from(RecordType::NS), now)
                 && let Some(recs) = rrset_records(&hit.data)

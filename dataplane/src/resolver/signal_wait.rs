@@ -22,7 +22,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::trace::TraceStep;
 use super::{Budget, Resolver, Upstream};
-use crate::cache::records::CachedData;
+use crate::cache::records::Kind;
 use crate::config::SignalWait;
 use crate::dnssec::Security;
 use crate::names::{canonical, parent};
@@ -241,13 +241,13 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let mut cur = canonical(name);
         loop {
             for rtype in [RecordType::DS, RecordType::DNSKEY] {
-                let Some(hit) = records.get(&cur, u16::from(rtype), now) else { continue };
-                match (&hit.security, &hit.data) {
+                let Some(meta) = records.meta(&cur, u16::from(rtype), now) else { continue };
+                match (&meta.security, meta.kind) {
                     (Security::Insecure(_), _) => return false,
-                    (Security::Secure, CachedData::RRset(_)) => return true,
+                    (Security::Secure, Kind::RRset) => return true,
                     // A proven absence of DS at a zone cut: an unsigned child.
-                    (Security::Secure, CachedData::NoData(_))
-                        if rtype == RecordType::DS && records.get(&cur, u16::from(RecordType::NS), now).is_some() =>
+                    (Security::Secure, Kind::NoData)
+                        if rtype == RecordType::DS && records.contains(&cur, u16::from(RecordType::NS), now) =>
                     {
                         return false;
                     }

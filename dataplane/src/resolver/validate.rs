@@ -205,7 +205,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let now = self.upstream.now();
         let mut cur = zone.base_name();
         loop {
-            if self.shared.records.get(&cur, u16::from(RecordType::NS), now).is_some() {
+            if self.shared.records.contains(&cur, u16::from(RecordType::NS), now) {
                 return Some(cur);
             }
             if cur.is_root() {
@@ -473,7 +473,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<(), ResolveError> {
         let ds_type = u16::from(RecordType::DS);
         let now = self.upstream.now();
-        if !self.validating(child) || self.shared.records.get(child, ds_type, now).is_some() {
+        if !self.validating(child) || self.shared.records.contains(child, ds_type, now) {
             return Ok(());
         }
         // Only the parent's own signatures count here: anything signed by another zone is

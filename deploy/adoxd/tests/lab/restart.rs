@@ -279,7 +279,8 @@ fn a_reload_applies_policies_cache_sizes_limits_root_hints_and_anchors() {
     let api_policy = serde_json::json!({"zone": "beta.lab", "mode": "cleartext"});
     assert_eq!(d.admin().send_json("POST", "/v1/policies", &api_policy).unwrap().status, 201);
     assert_eq!(d.query("probe.", RecordType::TXT).rcode(), ResponseCode::NXDomain, "the lab root has no probe.");
-    for i in 0..800 {
+    // About 750 bytes each (the record cache holds records in wire form): well past 1 MiB.
+    for i in 0..2000 {
         d.query(&format!("n{i}.alpha.lab."), RecordType::A);
     }
     let stats = |d: &Adoxd| d.admin().get("/v1/stats").unwrap().json().unwrap();
