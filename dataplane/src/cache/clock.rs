@@ -416,6 +416,12 @@ mod tests {
         assert_eq!((c.used_bytes(), c.len()), (10 * per, 8));
         assert_eq!(c.get(&3), Some(&mut 33), "the marked entry stays");
         assert!(c.peek_hashed(c.hash(&99), &99).is_none());
+        // A cache emptied at once by a smaller budget keeps its hasher: a caller's hash
+        // still finds what goes in after (debug builds check each given hash).
+        let hash = c.hash(&5);
+        assert!(c.set_budget(per).is_some());
+        c.insert_hashed(hash, 5, 55, 4);
+        assert_eq!(c.peek_hashed(hash, &5).map(|e| *e), Some(55));
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl Packed {
         self.0.is_empty()
     }
 
+    /// Octets of wire.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Bytes held on the heap, with the allocator's rounding (`charge.rs`).
     pub fn heap(&self) -> usize {
         super::charge::alloc(self.0.len())
@@ -81,6 +86,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn octets(records: &[Record]) -> Vec<Vec<u8>> {
+        records.iter().map(|r| r.to_bytes().unwrap()).collect()
+    }
+
     /// Every shape the cache holds comes back as it went in: owner case, TTLs, types
     /// hickory parses, types it keeps raw (RRSIG), an empty RDATA, several owners.
     #[test]
@@ -94,7 +103,7 @@ mod tests {
                 300,
                 RData::Unknown { code: RecordType::RRSIG, rdata: NULL::with(rrsig_rdata) },
             ),
-            Record::from_rdata(n("example."), 60, RData::NS(NS(n("NS1.example.")))),
+            Record::from_rdata(n("example."), 60, RData::NS(NS(Name::from_ascii("NS1.Example.").unwrap()))),
             Record::from_rdata(
                 n("example."),
                 60,
@@ -106,6 +115,8 @@ mod tests {
         let packed = Packed::pack(&records).unwrap();
         let back = packed.unpack().unwrap();
         assert_eq!(back, records);
+        // hickory's equality ignores TTLs and case: compare each record's own octets.
+        assert_eq!(octets(&back), octets(&records));
         assert_eq!(back[0].name.to_string(), "WwW.Example.", "owner case kept");
         assert_eq!(back[0].ttl, 300);
         assert_eq!(back[1].ttl, 299);
@@ -119,6 +130,8 @@ mod tests {
             (RecordType::TLSA, vec![3, 1, 1, 0xab, 0xcd]),
             (RecordType::SVCB, vec![0, 1, 3, b'n', b's', b'1', 0, 0, 1, 0, 4, 3, b'd', b'o', b't']),
             (RecordType::CAA, vec![0, 5, b'i', b's', b's', b'u', b'e', b'X']),
+            (RecordType::HTTPS, vec![0, 1, 0, 0, 1, 0, 3, 2, b'h', b'2']),
+            (RecordType::CERT, vec![0, 1, 0, 0, 8, 0xde, 0xad]),
         ] {
             let r = Record::from_rdata(
                 n("_853._tcp.ns1.example."),
@@ -126,6 +139,7 @@ mod tests {
                 RData::Unknown { code: rtype, rdata: NULL::with(rdata) },
             );
             let back = Packed::pack(std::slice::from_ref(&r)).unwrap().unpack().unwrap();
+            assert_eq!(octets(&back), octets(std::slice::from_ref(&r)), "{rtype}");
             assert_eq!(back, vec![r], "{rtype}");
         }
     }
@@ -142,6 +156,17 @@ mod tests {
         assert_eq!(p2.0.len() - p1.0.len(), 2 + 10 + 4);
         assert!(Packed::pack(&[]).unwrap().is_empty());
         assert_eq!(Packed::pack(&[]).unwrap().unpack().unwrap(), vec![]);
+    }
+
+    /// Past 64 KiB of wire nothing is packed (the caller keeps such records parsed).
+    #[test]
+    fn more_than_64_kib_is_refused() {
+        let owner = n("big.example.");
+        let many: Vec<Record> = (0..5000u32)
+            .map(|i| Record::from_rdata(owner.clone(), 60, RData::A(A::from(std::net::Ipv4Addr::from(i)))))
+            .collect();
+        assert!(Packed::pack(&many).is_none());
+        assert!(Packed::pack(&many[..1000]).is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -180,7 +181,32 @@ enum Held {
     Parsed { records: Arc<[Record]>, proofs: Option<Arc<[Record]>> },
 }
 
+/// Entries whose wire form is larger than this are held parsed from the start: parsing
+/// them on a read would hold their shard's lock for long (an RRset of hundreds of records).
+const PACKED_MAX: usize = 4096;
+
+/// A parsed entry is kept parsed only while it takes at most this share of its shard's
+/// budget: parsed records can take twenty times their wire size (an A record: 16 octets on
+/// the wire, 272 parsed), and one entry charged anew must not empty its shard.
+const PARSED_SHARE_OF_SHARD: usize = 16;
+
 impl Held {
+    /// `records` and `proofs` in wire form; parsed when the wire form is too large to parse
+    /// on every read, or cannot be written (a buffer past 64 KiB: hickory stops
+    /// compressing after 120 names).
+    fn new(records: &[Record], proofs: &[Record]) -> Self {
+        let packed = Packed::pack(records).zip(match proofs {
+            [] => Some(None),
+            p => Packed::pack(p).map(Some),
+        });
+        match packed {
+            Some((records, proofs)) if records.len() + proofs.as_ref().map_or(0, Packed::len) <= PACKED_MAX => {
+                Self::Packed { records, proofs, read_before: false }
+            }
+            _ => Self::Parsed { records: records.into(), proofs: (!proofs.is_empty()).then(|| proofs.into()) },
+        }
+    }
+
     /// The heap held (`charge.rs` for the parsed form).
     fn heap(&self) -> usize {
         match self {
@@ -190,9 +216,10 @@ impl Held {
     }
 
     /// The records and the proofs, parsed, and whether this read kept them parsed (the
-    /// heap held changed); `None` if the wire does not parse (never, for what
+    /// heap held changed: only on a second read, and only if the parsed form's charge is at
+    /// most `keep_parsed_max`); `None` if the wire does not parse (never, for what
     /// [`Packed::pack`] wrote).
-    fn read(&mut self) -> Option<(RecordsAndProofs, bool)> {
+    fn read(&mut self, keep_parsed_max: usize) -> Option<(RecordsAndProofs, bool)> {
         match self {
             Self::Parsed { records, proofs } => Some(((records.clone(), proofs.clone()), false)),
             Self::Packed { records, proofs, read_before } => {
@@ -201,7 +228,8 @@ impl Held {
                     Some(p) => Some(p.unpack()?.into()),
                     None => None,
                 };
-                if !*read_before {
+                let parsed = charge(&records) + proofs.as_deref().map_or(0, charge);
+                if !*read_before || parsed > keep_parsed_max {
                     *read_before = true;
                     return Some(((records, proofs), false));
                 }
@@ -253,6 +281,8 @@ pub struct RecordCache {
     /// random, so that nobody can aim names at one shard (a sixty-fourth of the budget,
     /// and one lock).
     hasher: RandomState,
+    /// Each shard's budget (changed by a reload).
+    shard_budget: AtomicUsize,
     min_ttl: u32,
     max_ttl: u32,
     max_negative_ttl: u32,
@@ -292,6 +322,7 @@ impl RecordCache {
         Self {
             shards,
             hasher,
+            shard_budget: AtomicUsize::new(per),
             min_ttl: 0,
             max_ttl,
             max_negative_ttl,
@@ -373,8 +404,9 @@ impl RecordCache {
     }
 
     fn read(&self, name: &Name, rtype: u16, now: Instant, stale_ttl: Option<u32>) -> Option<Hit> {
+        let keep_parsed_max = self.shard_budget.load(Ordering::Relaxed) / PARSED_SHARE_OF_SHARD;
         let ((data, proofs, rank, security), stale, ttl_left) = self.lookup(name, rtype, now, stale_ttl, |e| {
-            let ((records, proofs), reheld) = e.held.read()?;
+            let ((records, proofs), reheld) = e.held.read(keep_parsed_max)?;
             let view = (e.kind.with(records), proofs, e.rank, e.security.clone());
             Some((view, reheld.then(|| e.held.heap())))
         })?;
@@ -442,15 +474,7 @@ impl RecordCache {
             }
             return;
         }
-        let Some(records) = Packed::pack(records) else { return };
-        let proofs = match proofs {
-            [] => None,
-            p => Some(match Packed::pack(p) {
-                Some(p) => p,
-                None => return,
-            }),
-        };
-        let held = Held::Packed { records, proofs, read_before: false };
+        let held = Held::new(records, proofs);
         let cost = entry_cost(key, held.heap());
         let (hash, mut shard) = self.shard(key);
         // Live data is never replaced by data of a lower rank, nor validated data by the
@@ -610,6 +634,7 @@ impl RecordCache {
     /// beside it; a smaller one evicts now.
     pub fn set_budget(&self, budget: usize, nsec_span_bytes: usize) {
         let per = (budget / SHARDS).max(1);
+        self.shard_budget.store(per, Ordering::Relaxed);
         let mut emptied = Vec::new();
         for s in self.shards.iter() {
             emptied.extend(s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per));
@@ -709,7 +734,7 @@ mod tests {
     /// on, charged as such; `meta` and `contains` read without parsing.
     #[test]
     fn entries_are_held_as_wire_and_kept_parsed_once_read_again() {
-        let c = RecordCache::new(1 << 20, 3600, 10);
+        let c = RecordCache::new(1 << 24, 3600, 10);
         let now = Instant::now();
         let name: Name = "n123456.smem.".parse().unwrap();
         let set = vec![a("n123456.smem.", 60), rrsig("n123456.smem.")];
@@ -741,6 +766,37 @@ mod tests {
         assert!(matches!(c.get(&name, NXDOMAIN_KEY, now).unwrap().data, CachedData::NxDomain(r) if *r == soa[..]));
         c.put_referral_absence(&name, DELEG_KEY, 30, Security::Secure, now);
         assert!(matches!(c.get(&name, DELEG_KEY, now).unwrap().data, CachedData::NoData(r) if r.is_empty()));
+    }
+
+    /// What is not held as wire: an entry too large to parse under the shard's lock on every
+    /// read (held parsed from the start, charged as such), and, in a small cache, an entry
+    /// whose parsed form would take more than its share of the shard (read again and again,
+    /// it stays wire).
+    #[test]
+    fn large_entries_are_held_parsed_and_small_shards_keep_entries_as_wire() {
+        let c = RecordCache::new(1 << 24, 3600, 10);
+        let now = Instant::now();
+        let name: Name = "big.lab.".parse().unwrap();
+        let big: Vec<Record> = (0..300u32)
+            .map(|i| Record::from_rdata(name.clone(), 60, RData::A(A::from(std::net::Ipv4Addr::from(i)))))
+            .collect();
+        assert!(Packed::pack(&big).unwrap().len() > PACKED_MAX);
+        c.put_rrset(&name, 1, big.clone(), Rank::AuthAnswer, now);
+        let held = c.used_bytes();
+        assert!(held > charge(&big), "held parsed: {held} bytes");
+        assert_eq!(c.get(&name, 1, now).unwrap().data.records(), &big[..]);
+        assert_eq!(c.used_bytes(), held);
+
+        let small = RecordCache::new(64 * 8192, 3600, 10);
+        let set = vec![a("a.lab.", 60), rrsig("a.lab.")];
+        assert!(charge(&set) > 8192 / PARSED_SHARE_OF_SHARD);
+        let a_lab: Name = "a.lab.".parse().unwrap();
+        small.put_rrset(&a_lab, 1, set.clone(), Rank::AuthAnswer, now);
+        let wire = small.used_bytes();
+        for _ in 0..3 {
+            assert_eq!(small.get(&a_lab, 1, now).unwrap().data.records(), &set[..]);
+        }
+        assert_eq!(small.used_bytes(), wire, "kept as wire");
     }
 
     #[test]
