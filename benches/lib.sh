@@ -20,6 +20,8 @@ bench_cleanup() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Of those, the ticks spent in the kernel.
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # per_answer TICKS ANSWERS: microseconds of CPU per answer.
 per_answer() { awk -v t="$1" -v k="$TCK" -v n="$2" 'BEGIN { printf "%.1f", n ? t * 1e6 / k / n : 0 }'; }

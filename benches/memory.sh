@@ -80,22 +80,22 @@ pass_in_chunks() {
     DP_ANSWERED=$answered DP_LOST=$lost DP_SERVFAIL=$servfail
 }
 
-# one NAME ZONE MODE PASSES: appends "name zone mode miss_us qps answered lost servfail
+# one NAME ZONE MODE PASSES: appends "name zone mode miss_us user/sys_us answered lost servfail
 # upstream1 upstream2 rss0 rss1 bytes_per_name" to rows.
 # UDP datagrams the kernel dropped, machine-wide, for a full receive buffer.
 udp_rcvbuf_errors() { awk '$1 == "Udp:" && $6 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp; }
 
 one() {
-    local name=$1 zone=$2 mode=$3 passes=$4 k0 rss0 rss1 c0 c1 u0 u1 u2 miss qps ans lost sf bpn="-" up2="-" rss1_mib="-"
+    local name=$1 zone=$2 mode=$3 passes=$4 k0 rss0 rss1 c0 c1 s0 s1 u0 u1 u2 miss split ans lost sf bpn="-" up2="-" rss1_mib="-"
     start "$name" "$mode"
     dig @127.0.0.1 -p "$PORT" +time=5 +tries=1 +short "n0.$zone." A >/dev/null
     sleep 1
     rss0=$(rss_kib "$SERVER_PID")
-    c0=$(cpu_ticks "$SERVER_PID")
+    c0=$(cpu_ticks "$SERVER_PID") s0=$(sys_ticks "$SERVER_PID")
     u0=$(upstream_queries)
     k0=$(udp_rcvbuf_errors)
     pass_in_chunks "$BENCH_TMP/$zone.txt"
-    c1=$(cpu_ticks "$SERVER_PID")
+    c1=$(cpu_ticks "$SERVER_PID") s1=$(sys_ticks "$SERVER_PID")
     u1=$(upstream_queries)
     if ((DP_LOST > 0)) && [[ $name == adoxd ]]; then
         # Lost queries: what adoxd says about them (kept in the run's output).
@@ -104,7 +104,9 @@ one() {
             grep -E '^adox_(dropped|overload|rcode|upstream_timeouts|upstream_queries|probe|signal|resolution_duration_seconds_count|cache_entries)' >&2 || true
     fi
     miss=$(per_answer $((c1 - c0)) "$DP_ANSWERED")
-    qps=$DP_QPS ans=$DP_ANSWERED lost=$DP_LOST sf=$DP_SERVFAIL
+    # The miss cost split: user space / kernel.
+    split="$(per_answer $((c1 - c0 - (s1 - s0))) "$DP_ANSWERED")/$(per_answer $((s1 - s0)) "$DP_ANSWERED")"
+    ans=$DP_ANSWERED lost=$DP_LOST sf=$DP_SERVFAIL
     if ((passes == 2)); then
         dnsperf_run "$BENCH_TMP/$zone.txt" -q "$OUTSTANDING"
         u2=$(upstream_queries)
@@ -117,7 +119,7 @@ one() {
         fi
     fi
     stop "$name"
-    rows+=("$name $zone. $mode $miss $qps $ans $lost $sf $((u1 - u0)) $up2 $((rss0 / 1024)) $rss1_mib $bpn")
+    rows+=("$name $zone. $mode $miss $split $ans $lost $sf $((u1 - u0)) $up2 $((rss0 / 1024)) $rss1_mib $bpn")
     echo "memory.sh: ${rows[-1]}" >&2
 }
 
@@ -132,14 +134,14 @@ done
 echo
 echo "memory per cached name and cache-miss cost, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, dnsperf on cpu $LOAD_CPU"
 echo "$NAMES distinct names per zone, one A record each; dnsperf closed loop of $OUTSTANDING; upstream = queries to the world's servers"
-printf '%-8s %-6s %-9s %8s %7s %9s %6s %8s %9s %9s %8s %8s %9s %7s\n' server zone dnssec "miss_us" "x adox" answered lost servfail "up/q" "up_pass2" "rss0_MiB" "rss1_MiB" "B/name" "x adox"
+printf '%-8s %-6s %-9s %8s %7s %11s %9s %6s %8s %9s %9s %8s %8s %9s %7s\n' server zone dnssec "miss_us" "x adox" "usr/sys_us" answered lost servfail "up/q" "up_pass2" "rss0_MiB" "rss1_MiB" "B/name" "x adox"
 declare -A base_miss base_bpn
 for r in "${rows[@]}"; do
-    read -r name zone mode miss qps ans lost sf up1 up2 rss0 rss1 bpn <<<"$r"
+    read -r name zone mode miss split ans lost sf up1 up2 rss0 rss1 bpn <<<"$r"
     key="$zone-$mode"
     [[ $name == adoxd ]] && base_miss[$key]=$miss && base_bpn[$key]=$bpn
-    printf '%-8s %-6s %-9s %8s %7s %9s %6s %8s %9s %9s %8s %8s %9s %7s\n' "$name" "$zone" "$mode" "$miss" \
+    printf '%-8s %-6s %-9s %8s %7s %11s %9s %6s %8s %9s %9s %8s %8s %9s %7s\n' "$name" "$zone" "$mode" "$miss" \
         "$(awk -v a="$miss" -v b="${base_miss[$key]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
-        "$ans" "$lost" "$sf" "$(awk -v u="$up1" -v n="$ans" 'BEGIN { printf "%.2f", n ? u / n : 0 }')" "$up2" "$rss0" "$rss1" "$bpn" \
+        "$split" "$ans" "$lost" "$sf" "$(awk -v u="$up1" -v n="$ans" 'BEGIN { printf "%.2f", n ? u / n : 0 }')" "$up2" "$rss0" "$rss1" "$bpn" \
         "$(awk -v a="$bpn" -v b="${base_bpn[$key]:-x}" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else print "-" }')"
 done
