@@ -262,6 +262,12 @@ pub fn render(s: &Stats) -> String {
         t.aggressive_nsec,
     );
     counter(o, "adox_coalesced_total", "Client queries that joined a resolution already under way.", t.coalesced);
+    counter(
+        o,
+        "adox_failures_cached_total",
+        "Failed resolutions kept in the packet cache for cache.failure_ttl_s (RFC 9520).",
+        t.failures_cached,
+    );
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);
     counter(
         o,

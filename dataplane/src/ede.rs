@@ -26,6 +26,9 @@ pub enum Ede {
     RrsigsMissing,
     /// 12: NSEC Missing.
     NsecMissing,
+    /// 13: Cached Error (a failure kept for `cache.failure_ttl_s`, RFC 9520; beside the
+    /// failure's own code).
+    CachedError,
     /// 15: Blocked (a policy zone of the operator's own policy).
     Blocked,
     /// 16: Censored (a policy zone for an external requirement, such as a court order).
@@ -62,6 +65,7 @@ impl Ede {
             Self::DnskeyMissing => 9,
             Self::RrsigsMissing => 10,
             Self::NsecMissing => 12,
+            Self::CachedError => 13,
             Self::Blocked => 15,
             Self::Censored => 16,
             Self::Filtered => 17,
@@ -99,6 +103,7 @@ mod tests {
             (Ede::DnskeyMissing, 9),
             (Ede::RrsigsMissing, 10),
             (Ede::NsecMissing, 12),
+            (Ede::CachedError, 13),
             (Ede::Blocked, 15),
             (Ede::Censored, 16),
             (Ede::Filtered, 17),

@@ -114,6 +114,7 @@ worker_stats!(
     dnssec_insecure,
     dnssec_bogus,
     coalesced,
+    failures_cached,
     client_share_exceeded,
     rate_limited_client,
     rate_limited_prefix,

@@ -260,13 +260,25 @@ pub fn append_opt(buf: &mut Vec<u8>, edns: &ResponseEdns<'_>) {
     buf.extend_from_slice(&(if edns.dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
     buf.extend_from_slice(&(ede_len as u16).to_be_bytes());
     if let Some((code, text)) = edns.ede {
-        let text = &text.as_bytes()[..text.len().min(512)];
-        buf.extend_from_slice(&OPT_EDE.to_be_bytes());
-        buf.extend_from_slice(&((2 + text.len()) as u16).to_be_bytes());
-        buf.extend_from_slice(&code.code().to_be_bytes());
-        buf.extend_from_slice(text);
+        push_ede(buf, code, text);
     }
     bump_count(buf, 10);
+}
+
+/// Writes an Extended DNS Error option (RFC 8914); the text is cut at 512 octets.
+fn push_ede(buf: &mut Vec<u8>, code: Ede, text: &str) {
+    let text = &text.as_bytes()[..text.len().min(512)];
+    buf.extend_from_slice(&OPT_EDE.to_be_bytes());
+    buf.extend_from_slice(&((2 + text.len()) as u16).to_be_bytes());
+    buf.extend_from_slice(&code.code().to_be_bytes());
+    buf.extend_from_slice(text);
+}
+
+/// An Extended DNS Error option (RFC 8914) in wire form, for [`append_option`].
+pub fn ede_option(code: Ede, text: &str) -> Vec<u8> {
+    let mut o = Vec::with_capacity(6 + text.len().min(512));
+    push_ede(&mut o, code, text);
+    o
 }
 
 /// Appends an EDNS option (code, length and data, in wire form) to the OPT record of a

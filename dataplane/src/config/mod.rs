@@ -149,6 +149,10 @@ pub mod bounds {
     /// The failure-recheck timer (RFC 8767 section 5: 30 s): after a resolution failed and
     /// was answered stale, that question is answered stale without a new attempt.
     pub const STALE_RECHECK_S: Bound = b("cache.stale_recheck_s", 30, 1, 3_600);
+    /// How long a resolution failure is kept in the packet cache (RFC 9520 section 3: at
+    /// least 1 s, at most 5 minutes; Unbound keeps one 5 s, BIND 1 s): a name that cannot
+    /// be resolved costs a cache hit per repeat, not a new walk. 0 keeps none.
+    pub const FAILURE_TTL_S: Bound = b("cache.failure_ttl_s", 5, 0, 300);
     /// Prefetch refreshes started per second, per worker, at most (the rest of the due
     /// entries simply expire and are resolved when next asked).
     pub const PREFETCH_MAX_PER_S: Bound = b("cache.prefetch_max_per_s", 100, 1, 100_000);
@@ -259,6 +263,7 @@ pub mod bounds {
         STALE_TTL_S,
         STALE_CLIENT_TIMEOUT_MS,
         STALE_RECHECK_S,
+        FAILURE_TTL_S,
         PREFETCH_MAX_PER_S,
         EDNS_UDP_SIZE,
         REQUEST_TIMEOUT_MS,
@@ -411,7 +416,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 65] = [
+        let checks: [(Bound, u64); 66] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -443,6 +448,7 @@ impl Config {
             (bounds::STALE_TTL_S, u64::from(c.stale_ttl_s)),
             (bounds::STALE_CLIENT_TIMEOUT_MS, c.stale_client_timeout_ms),
             (bounds::STALE_RECHECK_S, u64::from(c.stale_recheck_s)),
+            (bounds::FAILURE_TTL_S, u64::from(c.failure_ttl_s)),
             (bounds::PREFETCH_MAX_PER_S, u64::from(c.prefetch_max_per_s)),
             (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
             (bounds::REQUEST_TIMEOUT_MS, r.request_timeout_ms),

@@ -117,6 +117,39 @@ impl ResolveError {
         };
         (code, self.to_string())
     }
+
+    /// Whether this failure says something about the name's authorities or data rather
+    /// than about this resolver's load or this query: such a failure is kept in the packet
+    /// cache for `cache.failure_ttl_s` (RFC 9520 section 3), so clients repeating a name
+    /// that cannot be resolved (dead or lame servers, a strict server that fails
+    /// authentication, a zone that exhausts the signature budget) cost a cache hit, not a
+    /// new walk, handshake or burst of upstream queries each. Not kept: the limits that
+    /// measure our own load or a client's share (they lift as soon as the load does), and a
+    /// non-recursive query's miss.
+    pub fn is_cacheable(&self) -> bool {
+        match self {
+            Self::NoReachableAuthority { .. }
+            | Self::NoAllowedAddress { .. }
+            | Self::StrictUnreachable { .. }
+            | Self::ChainLoop(_)
+            | Self::InvalidData(_) => true,
+            Self::LimitExceeded(limit) => match limit {
+                Limit::QueriesPerRequest
+                | Limit::Depth
+                | Limit::Chain
+                | Limit::Referrals
+                | Limit::RequestTimeout
+                | Limit::SigChecks
+                | Limit::Nsec3Hashes => true,
+                Limit::OutstandingPerServer
+                | Limit::OutstandingPerZone
+                | Limit::Resolutions
+                | Limit::ResolutionsPerClient
+                | Limit::ResolutionsPerPrefix => false,
+            },
+            Self::NotInCache => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +169,17 @@ mod tests {
         assert_eq!(ResolveError::LimitExceeded(Limit::Depth).ede().0, Ede::Other);
         assert!(ResolveError::LimitExceeded(Limit::Depth).ede().1.contains("max_depth"));
         assert_eq!(ResolveError::NoAllowedAddress { zone: z }.ede().0, Ede::NoReachableAuthority);
+    }
+
+    #[test]
+    fn failures_of_the_authorities_are_cached_those_of_our_load_are_not() {
+        let z: Name = "lab.".parse().unwrap();
+        let lame = ResolveError::NoReachableAuthority { zone: z, server: None, last: "timeout".into(), replied: false };
+        assert!(lame.is_cacheable());
+        assert!(ResolveError::LimitExceeded(Limit::SigChecks).is_cacheable());
+        assert!(ResolveError::LimitExceeded(Limit::RequestTimeout).is_cacheable());
+        assert!(!ResolveError::LimitExceeded(Limit::OutstandingPerZone).is_cacheable());
+        assert!(!ResolveError::LimitExceeded(Limit::ResolutionsPerClient).is_cacheable());
+        assert!(!ResolveError::NotInCache.is_cacheable());
     }
 }

@@ -134,6 +134,9 @@ pub struct Settings {
     pub deleg: bool,
     /// Serve-stale (RFC 8767), when on.
     pub stale: Option<StaleSettings>,
+    /// How long a failure the authorities caused is kept in the packet cache (seconds;
+    /// 0: not at all). See `ResolveError::is_cacheable`.
+    pub failure_ttl: u32,
 }
 
 /// Serve-stale's timers (`cache.serve_stale` and the `cache.stale_*` knobs).
@@ -182,6 +185,7 @@ impl Settings {
                 client_timeout: Duration::from_millis(cfg.cache.stale_client_timeout_ms),
                 recheck: Duration::from_secs(u64::from(cfg.cache.stale_recheck_s)),
             }),
+            failure_ttl: cfg.cache.failure_ttl_s,
         }
     }
 }

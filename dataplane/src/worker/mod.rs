@@ -622,7 +622,25 @@ impl WorkerCtx {
         };
         // Stored without the client's cookie: each asker gets its own.
         self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
+        if let Err(e) = result {
+            self.keep_failure(&w, &out, e);
+        }
         self.deliver(w, out);
+    }
+
+    /// Keeps a failed resolution's SERVFAIL in the packet cache for `cache.failure_ttl_s`
+    /// when the failure is the authorities' (RFC 9520 section 3), with EDE 13 (Cached
+    /// Error) after its own: repeats of the name are cache hits until it runs out.
+    fn keep_failure(&self, w: &Waiter, response: &[u8], e: &ResolveError) {
+        let ttl = self.resolver.shared().settings.failure_ttl;
+        if ttl == 0 || !e.is_cacheable() {
+            return;
+        }
+        let mut kept = response.to_vec();
+        // Without EDNS the client gets the bare SERVFAIL, as the first time.
+        wire::append_option(&mut kept, &wire::ede_option(crate::ede::Ede::CachedError, "cached failure"));
+        self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, self.now_s(), ttl);
+        self.stats.failures_cached.bump();
     }
 
     /// Sends a finished answer to a client that waited for it: its cookie, its UDP size,

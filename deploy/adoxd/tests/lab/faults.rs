@@ -388,6 +388,61 @@ fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns
     assert!(Adoxd::stat(&log, "stale_answers") >= 2);
 }
 
+/// RFC 9520 section 3: a failed resolution (the zone's only server silent) is kept in the
+/// packet cache for `cache.failure_ttl_s`: a repeat is answered SERVFAIL from the cache with
+/// EDE 13 (Cached Error) after the failure's own 22, and starts no resolution and sends
+/// nothing upstream; once the time has run out (the server answering again) the name is
+/// resolved afresh. With `failure_ttl_s = 0` every repeat is a new resolution.
+#[test]
+fn rfc9520_a_failure_is_kept_for_failure_ttl_then_the_name_is_resolved_again() {
+    let silent = Hostile::start("silent", "flaky.lab.", "127.53.40.28");
+    let quiet = "[transport]\nsignals = false\nprobing = false\n";
+    let (_dir0, off) = temp_config(&format!("[cache]\nfailure_ttl_s = 0\n{quiet}"));
+    let (_dir, on) = temp_config(&format!("[cache]\nfailure_ttl_s = 2\n{quiet}"));
+    let not_kept = one_worker(&["--config", off.to_str().unwrap()]);
+    let d = one_worker(&["--config", on.to_str().unwrap()]);
+    let misses = |d: &Adoxd| metric(d, "adox_cache_misses_total");
+    let upstream = |d: &Adoxd| metric(d, "adox_upstream_queries_total{transport=\"do53_udp\"}");
+
+    // (Each failure takes the silent server's retransmissions: the checks of one adoxd
+    // follow its first failure at once, well within the 2 s.)
+    let first = |d: &Adoxd| {
+        let r = d.query("www.flaky.lab.", RecordType::A);
+        assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]), "the first failure");
+    };
+    first(&not_kept);
+    let (m0, u0) = (misses(&not_kept), upstream(&not_kept));
+    let r = not_kept.query("www.flaky.lab.", RecordType::A);
+    assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]), "not kept: a new failure");
+    assert_eq!(misses(&not_kept), m0 + 1, "not kept: resolved again");
+    assert!(upstream(&not_kept) > u0, "not kept: the silent server was asked again");
+    assert_eq!(metric(&not_kept, "adox_failures_cached_total"), 0);
+
+    first(&d);
+    let (m0, u0) = (misses(&d), upstream(&d));
+    for _ in 0..3 {
+        let r = d.query("www.flaky.lab.", RecordType::A);
+        assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22, 13]), "kept: from the cache");
+    }
+    assert_eq!((misses(&d), upstream(&d)), (m0, u0), "a kept failure starts nothing");
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 1);
+
+    drop(silent);
+    let _good = Hostile::start("good", "flaky.lab.", "127.53.40.28");
+    // The kept failure runs out after 2 s; the server's own back-off may fail one more try
+    // (kept again for 2 s): bounded at 12 s.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let answer = loop {
+        std::thread::sleep(Duration::from_millis(2_100));
+        let r = d.query("www.flaky.lab.", RecordType::A);
+        if r.rcode() == ResponseCode::NoError || Instant::now() > deadline {
+            break r;
+        }
+    };
+    assert_eq!((answer.rdata(RecordType::A), answer.ede_codes()), (vec!["192.0.2.99".to_string()], vec![]));
+    assert!(misses(&d) > m0, "resolved afresh once the failure ran out");
+}
+
 /// The value of one counter in the API's metrics.
 fn metric(d: &Adoxd, series: &str) -> u64 {
     let text = d.admin().get("/metrics").unwrap().text();

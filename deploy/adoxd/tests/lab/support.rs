@@ -444,6 +444,10 @@ impl Response {
         let body = find_option(&self.raw, 15)?;
         Some((u16::from_be_bytes([body[0], body[1]]), String::from_utf8_lossy(&body[2..]).into_owned()))
     }
+    /// The INFO-CODE of every EDE option, in order.
+    pub fn ede_codes(&self) -> Vec<u16> {
+        find_options(&self.raw, 15).iter().map(|b| u16::from_be_bytes([b[0], b[1]])).collect()
+    }
     /// The COOKIE option's data, read from the raw OPT record.
     pub fn cookie(&self) -> Option<Vec<u8>> {
         find_option(&self.raw, 10)
@@ -470,15 +474,23 @@ fn rdata_text(r: &hickory_proto::rr::Record) -> String {
 
 /// The data of the first EDNS option `wanted` in a message's OPT record.
 fn find_option(msg: &[u8], wanted: u16) -> Option<Vec<u8>> {
+    find_options(msg, wanted).into_iter().next()
+}
+
+/// The data of every EDNS option `wanted`, in order.
+fn find_options(msg: &[u8], wanted: u16) -> Vec<Vec<u8>> {
     use adox_dataplane::wire::skip_name;
     let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
     let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    let mut found = Vec::new();
     let mut at = 12;
     for _ in 0..qd {
-        at = skip_name(msg, at)? + 4;
+        let Some(end) = skip_name(msg, at) else { return found };
+        at = end + 4;
     }
     for i in 0..an + ns + ar {
-        at = skip_name(msg, at)?;
+        let Some(end) = skip_name(msg, at) else { return found };
+        at = end;
         let rtype = u16::from_be_bytes([msg[at], msg[at + 1]]);
         let rdlen = u16::from_be_bytes([msg[at + 8], msg[at + 9]]) as usize;
         let rdata = &msg[at + 10..at + 10 + rdlen];
@@ -490,13 +502,13 @@ fn find_option(msg: &[u8], wanted: u16) -> Option<Vec<u8>> {
                 let len = u16::from_be_bytes([rdata[o + 2], rdata[o + 3]]) as usize;
                 let body = &rdata[o + 4..o + 4 + len];
                 if code == wanted {
-                    return Some(body.to_vec());
+                    found.push(body.to_vec());
                 }
                 o += 4 + len;
             }
         }
     }
-    None
+    found
 }
 
 /// Writes a config file into a fresh temporary directory and returns its path.
