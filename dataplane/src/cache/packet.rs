@@ -216,22 +216,23 @@ impl PacketCache {
     }
 
     /// Stores a complete response to `q`. `ttl_s` is how long it may be served (smallest
-    /// TTL in it, or the negative TTL); 0 stores nothing.
-    pub fn store(&mut self, q: &Query, msg: &[u8], response: &[u8], now_s: u32, ttl_s: u32) {
+    /// TTL in it, or the negative TTL); 0 stores nothing. Returns whether it was stored.
+    pub fn store(&mut self, q: &Query, msg: &[u8], response: &[u8], now_s: u32, ttl_s: u32) -> bool {
         if !self.enabled || ttl_s == 0 {
-            return;
+            return false;
         }
         let Some(offsets) = wire::ttl_offsets(response) else {
-            return;
+            return false;
         };
         let mut kbuf = [0u8; MAX_KEY];
         let klen = key_of(q, msg, &mut kbuf);
         let Some(stored) = Stored::new(&kbuf[..klen], &offsets, response) else {
-            return;
+            return false;
         };
         // Heap owned: the one allocation (its allocator header included).
         let cost = stored.0.len() + 16;
         self.map.insert(stored, Entry { stored_s: now_s, ttl_s, prefetch_reported: false }, cost);
+        true
     }
 
     /// Drops every entry whose qname equals `name` (wire form, lowercase), and with

@@ -74,8 +74,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         match plan.mode {
             Mode::Strict => {
                 self.stats.upstream_strict.bump();
-                if let Some(met) = &budget.met_strict {
-                    met.set(true);
+                if let Some(w) = &budget.watch {
+                    w.met_strict.set(true);
                 }
             }
             Mode::Opportunistic => self.stats.upstream_opportunistic.bump(),
@@ -132,6 +132,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                 }
                 Err(ExchangeError::Fatal(e)) => return Err(ExchangeError::Fatal(e)),
                 Err(ExchangeError::Server(e)) => {
+                    budget.note_failure(&e);
                     // Only transport failures say something about the server's encryption.
                     // A DoH query under a signal's URI template speaks of that path, not of
                     // the server's DoH (a hostile zone can name any address with a path
@@ -186,6 +187,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let (addr, ns_name) = target;
         let settings = &self.shared.settings;
         let start = self.upstream.now();
+        // Reserved first: a server skipped as busy costs the query none of its budget.
+        let _guard = self.reserve_exchange(addr, zone)?;
         budget.spend(start).map_err(ExchangeError::Fatal)?;
         let name = plan.tls_name.clone().unwrap_or_else(|| ns_name.clone());
         let auth = match plan.auth {
@@ -193,7 +196,6 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Auth::Pkix => PeerAuth::Pkix(name),
             Auth::Dane => PeerAuth::Dane(name),
         };
-        let _guard = self.reserve_exchange(addr, zone)?;
         let id = self.upstream.random_id();
         let rd = self.shared.zones.load().forwards(zone);
         let query = build_query(id, sname, stype, settings.query_edns(), rd).map_err(|_| {
@@ -262,8 +264,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<Message, ExchangeError> {
         let settings = &self.shared.settings;
         let start = self.upstream.now();
-        budget.spend(start).map_err(ExchangeError::Fatal)?;
+        // Reserved first: a server skipped as busy costs the query none of its budget.
         let _guard = self.reserve_exchange(addr, zone)?;
+        budget.spend(start).map_err(ExchangeError::Fatal)?;
         let info = self.shared.servers.get(addr);
         let rto = info.rto(settings.initial_rto).min(budget.deadline - start);
         // Without EDNS only for a server found lacking it lately, and never for a zone that

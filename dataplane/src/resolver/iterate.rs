@@ -144,18 +144,18 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         self.resolve_in(qname, qtype, &budget).await
     }
 
-    /// Resolves like [`Self::resolve`] (like [`Self::refresh`] with `refresh`), setting
-    /// `met_strict` once any exchange of it runs under a strict transport plan (serve-stale
-    /// then never stands in for it).
+    /// Resolves like [`Self::resolve`] (like [`Self::refresh`] with `refresh`), telling
+    /// `watch` of its way: a strict transport plan met (serve-stale then never stands in
+    /// for it), an exchange failed for a reason of our own (its failure is not kept).
     pub async fn resolve_watching(
         &self,
         qname: &Name,
         qtype: RecordType,
-        met_strict: std::rc::Rc<std::cell::Cell<bool>>,
+        watch: std::rc::Rc<super::Watch>,
         refresh: bool,
     ) -> Result<Answer, ResolveError> {
         let mut budget = Budget::new(&self.shared, self.upstream.now());
-        budget.met_strict = Some(met_strict);
+        budget.watch = Some(watch);
         if refresh {
             budget.refresh = Some(qtype);
         }

@@ -280,12 +280,23 @@ pub(crate) struct Budget {
     /// A prefetch: the client's own lookups of this type (each link of a chain) go to
     /// the authorities even when cached.
     refresh: Option<hickory_proto::rr::RecordType>,
-    /// Set once an exchange of this resolution runs under a strict plan (serve-stale must
-    /// not stand in for it); shared with whoever watches the resolution.
-    met_strict: Option<std::rc::Rc<Cell<bool>>>,
+    /// What whoever watches the resolution (the worker) learns of its way.
+    watch: Option<std::rc::Rc<Watch>>,
     /// The secure DELEG rules this walk followed, per child zone (at most one per
     /// referral): its exchanges plan with them even if the cache could not keep them.
     pub(crate) deleg_rules: RefCell<Vec<(Name, crate::upstream::deleg::DelegRule)>>,
+}
+
+/// What the worker learns of a resolution's way besides its result
+/// (`Resolver::resolve_watching`).
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// An exchange of it ran under a strict plan: serve-stale must not stand in for it.
+    pub met_strict: Cell<bool>,
+    /// An exchange of it failed for a reason of this resolver's own (an outstanding limit,
+    /// a full connection pool, no descriptor or route; `UpstreamError::is_local_load`): its
+    /// failure may say nothing about the name, and is not kept (`cache.failure_ttl_s`).
+    pub local_fault: Cell<bool>,
 }
 
 /// Steps allowed per upstream query of the budget.
@@ -307,10 +318,20 @@ impl Budget {
             cut_walks: RefCell::new(Vec::new()),
             stale_ttl: None,
             refresh: None,
-            met_strict: None,
+            watch: None,
             deleg_rules: RefCell::new(Vec::new()),
             signal_for: None,
             signal_cycle: Cell::new(false),
+        }
+    }
+
+    /// Notes an exchange's failure: one of our own load marks the resolution for its
+    /// watcher.
+    fn note_failure(&self, e: &UpstreamError) {
+        if e.is_local_load()
+            && let Some(w) = &self.watch
+        {
+            w.local_fault.set(true);
         }
     }
 

@@ -188,6 +188,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
                     },
                     Err(ExchangeError::Fatal(e)) => return Err(e),
                     Err(ExchangeError::Server(e)) => {
+                        budget.note_failure(&e);
                         replied |= matches!(e, UpstreamError::Rcode(_));
                         // A timeout may be a lost datagram or a slow server: it is tried again,
                         // after the others, with the longer timeout its failure just earned

@@ -237,6 +237,14 @@ impl UpstreamError {
         }
     }
 
+    /// Whether it comes of this resolver's own load or host (an outstanding limit, a full
+    /// connection pool, an evicted connection, no descriptor or route), so that the
+    /// resolution's failure may say nothing about the name. Not a wait the client query's
+    /// own deadline cut short (`Local(TimedOut)`): that is the name's slowness.
+    pub fn is_local_load(&self) -> bool {
+        self.fault() == Fault::Local && *self != Self::Local(std::io::ErrorKind::TimedOut)
+    }
+
     /// Whether the same server deserves one more try in this step, after the others: a
     /// timeout may be one lost datagram.
     pub fn retry_same_server(&self) -> bool {

@@ -476,7 +476,7 @@ impl WorkerCtx {
         self.inflight.borrow_mut().insert(key.clone(), vec![waiter]);
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
-            let result = ctx.resolve_or_stale(&key, &name, qtype, false).await;
+            let (result, failure_is_the_names) = ctx.resolve_or_stale(&key, &name, qtype, false).await;
             match &result {
                 Err(e) => tracing::debug!(%name, ?qtype, error = %e, "resolution failed"),
                 Ok(a) => match &a.security {
@@ -489,7 +489,7 @@ impl WorkerCtx {
                 },
             }
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
-            ctx.answer(waiters, &result);
+            ctx.answer(waiters, &result, failure_is_the_names);
         });
         Handled::Spawned
     }
@@ -546,7 +546,7 @@ impl WorkerCtx {
         let (msg, q) = (msg.to_vec(), q.clone());
         let ctx = Rc::clone(self);
         self.executor.spawn(async move {
-            let result = ctx.resolve_or_stale(&key, &question.name, question.qtype, true).await;
+            let (result, _) = ctx.resolve_or_stale(&key, &question.name, question.qtype, true).await;
             if let Err(e) = &result {
                 tracing::debug!(name = %question.name, qtype = ?question.qtype, error = %e, "prefetch failed");
             }
@@ -554,8 +554,10 @@ impl WorkerCtx {
             if let Some(ttl) = ctx.respond(&mut out, &msg, &q, &question, &result, true) {
                 ctx.packet_cache.borrow_mut().store(&q, &msg, &out, ctx.now_s(), ttl);
             }
+            // A refresh's failure is never kept: the clients that joined it may have a
+            // live answer in the record cache that the refresh did not read.
             let waiters = ctx.inflight.borrow_mut().remove(&key).unwrap_or_default();
-            ctx.answer(waiters, &result);
+            ctx.answer(waiters, &result, false);
             ctx.resolutions.set(ctx.resolutions.get() - 1);
             ctx.client_load.borrow_mut().release(client);
         });
@@ -600,16 +602,17 @@ impl WorkerCtx {
     }
 
     /// Answers the client queries that waited for `result`, releasing their shares.
-    fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>) {
+    /// `keep_failure`: a failure may be kept in the packet cache (see [`Self::keep_failure`]).
+    fn answer(&self, waiters: Vec<Waiter>, result: &Result<crate::resolver::Answer, ResolveError>, keep_failure: bool) {
         for w in waiters {
             self.resolutions.set(self.resolutions.get() - 1);
             self.client_load.borrow_mut().release(w.peer.ip());
-            self.reply(w, result);
+            self.reply(w, result, keep_failure);
         }
     }
 
     /// Answers one waiting client query (its share is the caller's business).
-    fn reply(&self, w: Waiter, result: &Result<crate::resolver::Answer, ResolveError>) {
+    fn reply(&self, w: Waiter, result: &Result<crate::resolver::Answer, ResolveError>, keep_failure: bool) {
         let mut out = Vec::new();
         let udp = matches!(w.reply_to, ReplyTo::Udp { .. });
         let Some(ttl) = self.respond(&mut out, &w.msg, &w.q, &w.question, result, udp) else {
@@ -622,25 +625,30 @@ impl WorkerCtx {
         };
         // Stored without the client's cookie: each asker gets its own.
         self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
-        if let Err(e) = result {
+        if let Err(e) = result
+            && keep_failure
+        {
             self.keep_failure(&w, &out, e);
         }
         self.deliver(w, out);
     }
 
     /// Keeps a failed resolution's SERVFAIL in the packet cache for `cache.failure_ttl_s`
-    /// when the failure is the authorities' (RFC 9520 section 3), with EDE 13 (Cached
-    /// Error) after its own: repeats of the name are cache hits until it runs out.
+    /// when the failure is the name's own (RFC 9520 section 3), with EDE 13 (Cached Error)
+    /// after its own code: repeats of the name are cache hits until it runs out. Never
+    /// while the worker sheds load (a failure then may be ours), nor for a resolution
+    /// whose way met a fault of ours (the caller's `keep_failure`), nor for a refresh.
     fn keep_failure(&self, w: &Waiter, response: &[u8], e: &ResolveError) {
         let ttl = self.resolver.shared().settings.failure_ttl;
-        if ttl == 0 || !e.is_cacheable() {
+        if ttl == 0 || !e.is_cacheable() || self.shedding.get() {
             return;
         }
         let mut kept = response.to_vec();
         // Without EDNS the client gets the bare SERVFAIL, as the first time.
         wire::append_option(&mut kept, &wire::ede_option(crate::ede::Ede::CachedError, "cached failure"));
-        self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, self.now_s(), ttl);
-        self.stats.failures_cached.bump();
+        if self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, self.now_s(), ttl) {
+            self.stats.failures_cached.bump();
+        }
     }
 
     /// Sends a finished answer to a client that waited for it: its cookie, its UDP size,

@@ -140,22 +140,21 @@ impl WorkerCtx {
     /// Resolves `name`/`qtype` (from the authorities although cached, with `refresh`: a
     /// prefetch), answering the clients waiting for it (`inflight[key]`) stale when the
     /// client-response timer fires first, and returns the result for those still waiting at
-    /// the end: the resolution's, or stale data in place of its failure.
+    /// the end (the resolution's, or stale data in place of its failure) and whether a
+    /// failure is the name's own: no exchange on its way failed for a reason of ours
+    /// (`Watch::local_fault`).
     pub(super) async fn resolve_or_stale(
         &self,
         key: &Key,
         name: &Name,
         qtype: RecordType,
         refresh: bool,
-    ) -> Result<Answer, ResolveError> {
+    ) -> (Result<Answer, ResolveError>, bool) {
+        let watch = std::rc::Rc::new(crate::resolver::Watch::default());
         let Some(stale) = self.resolver.shared().settings.stale else {
-            return if refresh {
-                self.resolver.refresh(name, qtype).await
-            } else {
-                self.resolver.resolve(name, qtype).await
-            };
+            let result = self.resolver.resolve_watching(name, qtype, watch.clone(), refresh).await;
+            return (result, !watch.local_fault.get());
         };
-        let met_strict = std::rc::Rc::new(std::cell::Cell::new(false));
         // The client whose slot and share the resolution keeps once its waiters have been
         // answered stale (released when it ends).
         let held: std::cell::Cell<Option<std::net::IpAddr>> = std::cell::Cell::new(None);
@@ -164,7 +163,7 @@ impl WorkerCtx {
             self.resolver.upstream().sleep(wait)
         };
         let answer_stale = || {
-            if met_strict.get() {
+            if watch.met_strict.get() {
                 return false;
             }
             let waiting = self.inflight.borrow().get(key).map_or(0, Vec::len);
@@ -180,21 +179,22 @@ impl WorkerCtx {
                 // resolution still runs.
                 held.set(Some(first.peer.ip()));
                 let first = waiters.remove(0);
-                self.reply(first, &Ok(answer.clone()));
+                self.reply(first, &Ok(answer.clone()), false);
             }
-            self.answer(waiters, &Ok(answer));
+            self.answer(waiters, &Ok(answer), false);
             true
         };
-        let resolution = self.resolver.resolve_watching(name, qtype, met_strict.clone(), refresh);
+        let resolution = self.resolver.resolve_watching(name, qtype, watch.clone(), refresh);
         let result = race_with_stale(resolution, timer, answer_stale).await;
         if let Some(client) = held.get() {
             self.resolutions.set(self.resolutions.get() - 1);
             self.client_load.borrow_mut().release(client);
         }
-        if met_strict.get() {
-            return result;
+        let the_names = !watch.local_fault.get();
+        if watch.met_strict.get() {
+            return (result, the_names);
         }
-        self.stale_on_failure(key, name, qtype, result, stale.recheck)
+        (self.stale_on_failure(key, name, qtype, result, stale.recheck), the_names)
     }
 
     fn stale_on_failure(

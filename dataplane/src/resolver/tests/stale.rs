@@ -133,10 +133,33 @@ fn a_resolution_under_a_strict_plan_says_so() {
     let cfg = Config { policies: vec![strict], ..config(60) };
     let (r, _net) = resolver(base_zones(), &cfg);
     r.shared().policies.store(crate::upstream::policy::PolicyTable::compile(&cfg.policies().unwrap()).unwrap());
-    let met = std::rc::Rc::new(Cell::new(false));
-    block_on(r.resolve_watching(&n("www.example."), RecordType::A, met.clone(), false)).unwrap();
-    assert!(met.get(), "example.'s servers are strict");
-    let met = std::rc::Rc::new(Cell::new(false));
-    block_on(r.resolve_watching(&n("a.root."), RecordType::A, met.clone(), false)).unwrap();
-    assert!(!met.get(), "the root's are not");
+    let watch = std::rc::Rc::new(Watch::default());
+    block_on(r.resolve_watching(&n("www.example."), RecordType::A, watch.clone(), false)).unwrap();
+    assert!(watch.met_strict.get(), "example.'s servers are strict");
+    let watch = std::rc::Rc::new(Watch::default());
+    block_on(r.resolve_watching(&n("a.root."), RecordType::A, watch.clone(), false)).unwrap();
+    assert!(!watch.met_strict.get(), "the root's are not");
+}
+
+/// What the worker reads before it keeps a failure (`cache.failure_ttl_s`): a resolution
+/// that failed because its zone's only server was busy with our own queries says so; one
+/// whose server is simply gone does not.
+#[test]
+fn a_failure_of_our_own_load_says_so() {
+    let mut cfg = config(60);
+    cfg.resolver.max_outstanding_per_server = 1;
+    cfg.cache.serve_stale = false;
+    let (r, net) = resolver(base_zones(), &cfg);
+    block_on(r.resolve(&n("www.example."), RecordType::A)).unwrap();
+    let held = r.reserve(ip("10.0.1.1"), &n("example.")).unwrap();
+    let watch = std::rc::Rc::new(Watch::default());
+    let busy = block_on(r.resolve_watching(&n("busy.example."), RecordType::A, watch.clone(), false));
+    assert!(matches!(busy, Err(ResolveError::NoReachableAuthority { .. })), "{busy:?}");
+    assert!(watch.local_fault.get(), "the only server was busy with our own queries");
+    drop(held);
+    kill(&net, "10.0.1.1");
+    let watch = std::rc::Rc::new(Watch::default());
+    let gone = block_on(r.resolve_watching(&n("gone.example."), RecordType::A, watch.clone(), false));
+    assert!(matches!(gone, Err(ResolveError::NoReachableAuthority { .. })), "{gone:?}");
+    assert!(!watch.local_fault.get(), "a server that does not answer is the name's trouble");
 }

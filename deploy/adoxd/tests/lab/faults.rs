@@ -443,6 +443,33 @@ fn rfc9520_a_failure_is_kept_for_failure_ttl_then_the_name_is_resolved_again() {
     assert!(misses(&d) > m0, "resolved afresh once the failure ran out");
 }
 
+/// A failure that comes of adoxd's own load is never kept: with one outstanding query
+/// allowed per server and the zone's only server answering 2 s late, a name asked while
+/// another's query holds that slot fails at once (SERVFAIL), and is resolved when asked
+/// again once the server is free, not answered from a kept failure.
+#[test]
+fn rfc9520_a_failure_of_our_own_load_is_not_kept() {
+    let _slow = Hostile::start("slow", "busy.lab.", "127.53.40.29");
+    let (_dir, cfg) = temp_config(
+        "[cache]\nfailure_ttl_s = 60\n[resolver]\nmax_outstanding_per_server = 1\n\
+         [transport]\nsignals = false\nprobing = false\n",
+    );
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    // The delegation and the server's address, cached.
+    assert_eq!(d.query("www.busy.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.99"]);
+    let (addr, ask) = (d.addr, Ask::new("a.busy.lab.", RecordType::A).wire());
+    let holder = std::thread::spawn(move || udp_exchange(addr, &ask, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = d.query("b.busy.lab.", RecordType::A);
+    assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]), "no slot for a second query");
+    assert!(r.ede().unwrap().1.contains("outstanding limit"), "{:?}", r.ede());
+    let held = Response::parse(holder.join().unwrap().expect("an answer for the name holding the slot"));
+    assert_eq!(held.rdata(RecordType::A), ["192.0.2.99"]);
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 0, "nothing kept");
+    let r = d.query("b.busy.lab.", RecordType::A);
+    assert_eq!((r.rdata(RecordType::A), r.ede_codes()), (vec!["192.0.2.99".to_string()], vec![]));
+}
+
 /// The value of one counter in the API's metrics.
 fn metric(d: &Adoxd, series: &str) -> u64 {
     let text = d.admin().get("/metrics").unwrap().text();
