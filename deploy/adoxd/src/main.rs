@@ -240,6 +240,7 @@ fn log_stats(plane: &DataPlane) {
         upstream_tcp = s.upstream_tcp,
         upstream_timeouts = s.upstream_timeouts,
         coalesced = s.coalesced,
+        failures_cached = s.failures_cached,
         client_share_exceeded = s.client_share_exceeded,
         rate_limited = s.rate_limited_client + s.rate_limited_prefix + s.rate_limited_response,
         dnstap_queued = s.dnstap_queued,
