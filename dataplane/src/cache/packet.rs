@@ -215,6 +215,16 @@ impl PacketCache {
         Lookup::Hit
     }
 
+    /// Whether a live entry answers `q` (parsed from `msg`); it is not marked used.
+    pub fn holds(&mut self, q: &Query, msg: &[u8], now_s: u32) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let mut kbuf = [0u8; MAX_KEY];
+        let klen = key_of(q, msg, &mut kbuf);
+        self.map.peek(&kbuf[..klen]).is_some_and(|e| now_s.saturating_sub(e.stored_s) < e.ttl_s)
+    }
+
     /// Stores a complete response to `q`. `ttl_s` is how long it may be served (smallest
     /// TTL in it, or the negative TTL); 0 stores nothing. Returns whether it was stored.
     pub fn store(&mut self, q: &Query, msg: &[u8], response: &[u8], now_s: u32, ttl_s: u32) -> bool {
@@ -341,6 +351,20 @@ mod tests {
         off.store(&p, &q, &response(&q, p.question_end, 100, 1), 0, 100);
         off.lookup(&p, &q, 95, Some(512), 1232, &mut out);
         assert!(!off.take_due(), "prefetch off");
+    }
+
+    #[test]
+    fn holds_sees_a_live_entry_under_the_same_flags_only() {
+        let mut c = PacketCache::new(1 << 20);
+        let q = query(1, b"\x01a\x00", false);
+        let p = parse_query(&q).unwrap();
+        assert!(!c.holds(&p, &q, 0));
+        assert!(c.store(&p, &q, &response(&q, p.question_end, 5, 1), 0, 5));
+        assert!(c.holds(&p, &q, 4));
+        assert!(!c.holds(&p, &q, 5), "expired");
+        let q2 = query(1, b"\x01a\x00", true);
+        assert!(!c.holds(&parse_query(&q2).unwrap(), &q2, 1), "other EDNS, other entry");
+        assert!(!PacketCache::new(0).holds(&p, &q, 0), "a cache that is off holds nothing");
     }
 
     #[test]

@@ -640,7 +640,13 @@ impl WorkerCtx {
     /// whose way met a fault of ours (the caller's `keep_failure`), nor for a refresh.
     fn keep_failure(&self, w: &Waiter, response: &[u8], e: &ResolveError) {
         let ttl = self.resolver.shared().settings.failure_ttl;
-        if ttl == 0 || !e.is_cacheable() || self.shedding.get() {
+        // Clients that waited for the same resolution with the same flags share one entry:
+        // kept once, counted once.
+        if ttl == 0
+            || !e.is_cacheable()
+            || self.shedding.get()
+            || self.packet_cache.borrow_mut().holds(&w.q, &w.msg, self.now_s())
+        {
             return;
         }
         let mut kept = response.to_vec();
