@@ -117,8 +117,9 @@ pub struct StatsSnapshot {
     pub dnssec_bogus: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
-    /// Failed resolutions kept in the packet cache (`cache.failure_ttl_s`, RFC 9520): their
-    /// repeats are answered SERVFAIL from the cache, with EDE 13.
+    /// Failures kept in the packet cache (`cache.failure_ttl_s`, RFC 9520), one entry per
+    /// question and flag set: their repeats are answered SERVFAIL from the cache, with
+    /// EDE 13.
     #[serde(default)]
     pub failures_cached: u64,
     /// Cache misses answered SERVFAIL because their client, or its network, had its share

@@ -187,8 +187,6 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let (addr, ns_name) = target;
         let settings = &self.shared.settings;
         let start = self.upstream.now();
-        // Reserved first: a server skipped as busy costs the query none of its budget.
-        let _guard = self.reserve_exchange(addr, zone)?;
         budget.spend(start).map_err(ExchangeError::Fatal)?;
         let name = plan.tls_name.clone().unwrap_or_else(|| ns_name.clone());
         let auth = match plan.auth {
@@ -196,6 +194,7 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             Auth::Pkix => PeerAuth::Pkix(name),
             Auth::Dane => PeerAuth::Dane(name),
         };
+        let _guard = self.reserve_exchange(addr, zone)?;
         let id = self.upstream.random_id();
         let rd = self.shared.zones.load().forwards(zone);
         let query = build_query(id, sname, stype, settings.query_edns(), rd).map_err(|_| {
@@ -264,9 +263,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
     ) -> Result<Message, ExchangeError> {
         let settings = &self.shared.settings;
         let start = self.upstream.now();
-        // Reserved first: a server skipped as busy costs the query none of its budget.
-        let _guard = self.reserve_exchange(addr, zone)?;
         budget.spend(start).map_err(ExchangeError::Fatal)?;
+        let _guard = self.reserve_exchange(addr, zone)?;
         let info = self.shared.servers.get(addr);
         let rto = info.rto(settings.initial_rto).min(budget.deadline - start);
         // Without EDNS only for a server found lacking it lately, and never for a zone that

@@ -282,6 +282,9 @@ pub(crate) struct Budget {
     refresh: Option<hickory_proto::rr::RecordType>,
     /// What whoever watches the resolution (the worker) learns of its way.
     watch: Option<std::rc::Rc<Watch>>,
+    /// An exchange of this resolution failed for a reason of our own
+    /// (`UpstreamError::is_local_load`).
+    local_fault: Cell<bool>,
     /// The secure DELEG rules this walk followed, per child zone (at most one per
     /// referral): its exchanges plan with them even if the cache could not keep them.
     pub(crate) deleg_rules: RefCell<Vec<(Name, crate::upstream::deleg::DelegRule)>>,
@@ -319,19 +322,21 @@ impl Budget {
             stale_ttl: None,
             refresh: None,
             watch: None,
+            local_fault: Cell::new(false),
             deleg_rules: RefCell::new(Vec::new()),
             signal_for: None,
             signal_cycle: Cell::new(false),
         }
     }
 
-    /// Notes an exchange's failure: one of our own load marks the resolution for its
-    /// watcher.
+    /// Notes an exchange's failure: one of our own load marks the resolution, and tells
+    /// its watcher.
     fn note_failure(&self, e: &UpstreamError) {
-        if e.is_local_load()
-            && let Some(w) = &self.watch
-        {
-            w.local_fault.set(true);
+        if e.is_local_load() {
+            self.local_fault.set(true);
+            if let Some(w) = &self.watch {
+                w.local_fault.set(true);
+            }
         }
     }
 

@@ -184,6 +184,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let step = match self.lookup(zone, RecordType::DNSKEY, budget, 0).await {
             Ok(s) => s,
             Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+            // Keys we could not fetch for a reason of our own (a busy server, a full pool)
+            // say nothing of the zone: the query fails, and nothing is cached as bogus.
+            Err(e) if budget.local_fault.get() => return Err(e),
             Err(e) => {
                 return Ok(Keys::Not(Security::bogus(
                     Ede::DnskeyMissing,
@@ -234,6 +237,8 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let step = match self.lookup(zone, RecordType::DS, budget, 0).await {
             Ok(s) => s,
             Err(e @ ResolveError::LimitExceeded(_)) => return Err(e),
+            // As for the keys above: a DS we could not fetch for a reason of our own.
+            Err(e) if budget.local_fault.get() => return Err(e),
             Err(e) => {
                 return Ok(Trust::Not(Security::bogus(
                     Ede::DnskeyMissing,

@@ -237,12 +237,20 @@ impl UpstreamError {
         }
     }
 
-    /// Whether it comes of this resolver's own load or host (an outstanding limit, a full
-    /// connection pool, an evicted connection, no descriptor or route), so that the
-    /// resolution's failure may say nothing about the name. Not a wait the client query's
-    /// own deadline cut short (`Local(TimedOut)`): that is the name's slowness.
+    /// Whether it comes of this resolver's own load or host, so that the resolution's
+    /// failure may say nothing about the name: an outstanding or connection limit, a
+    /// connection our pool evicted, a wait on another worker or cut short by the query's
+    /// own deadline (`Local(TimedOut)`), no descriptor or buffer. Not an unreachable
+    /// network or host (an IPv6 address on an IPv4-only host is the name's address, and
+    /// a zone can list one on purpose), and not a DoH server refusing streams
+    /// (`Http2Retry`: the server's doing).
     pub fn is_local_load(&self) -> bool {
-        self.fault() == Fault::Local && *self != Self::Local(std::io::ErrorKind::TimedOut)
+        use std::io::ErrorKind;
+        match self {
+            Self::Busy(_) | Self::Transport(TransportFailure::Evicted) => true,
+            Self::Local(kind) => !matches!(kind, ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable),
+            _ => false,
+        }
     }
 
     /// Whether the same server deserves one more try in this step, after the others: a
@@ -344,5 +352,18 @@ mod tests {
             UpstreamError::Strict(Box::new(strict)).to_string(),
             "strict ns1.example.@192.0.2.1 doq: dane-mismatch"
         );
+    }
+
+    #[test]
+    fn our_load_is_limits_pools_and_waits_not_routes_or_servers() {
+        use std::io::ErrorKind;
+        assert!(UpstreamError::Busy(Busy::Handoff).is_local_load());
+        assert!(UpstreamError::from(TransportFailure::Evicted).is_local_load());
+        assert!(UpstreamError::Local(ErrorKind::TimedOut).is_local_load(), "a wait on another worker");
+        assert!(UpstreamError::Local(ErrorKind::OutOfMemory).is_local_load());
+        assert!(!UpstreamError::Local(ErrorKind::NetworkUnreachable).is_local_load(), "the name's address");
+        assert!(!UpstreamError::Local(ErrorKind::HostUnreachable).is_local_load());
+        assert!(!UpstreamError::from(TransportFailure::Http2Retry).is_local_load(), "the server refuses streams");
+        assert!(!UpstreamError::Timeout.is_local_load() && !UpstreamError::Refused.is_local_load());
     }
 }

@@ -170,6 +170,9 @@ struct WorkerCtx {
     prefetch_budget: Cell<(u32, u32)>,
     /// Set while reading UDP in overload: new cache misses are dropped.
     shedding: Cell<bool>,
+    /// The load meter's verdict at the last read (kept between reads, unlike `shedding`):
+    /// failures that end meanwhile are not kept in the packet cache.
+    overloaded: Cell<bool>,
     /// Queries over a rate so far, for `limits.slip`.
     slip: Cell<u32>,
     epoch: Instant,
@@ -636,17 +639,15 @@ impl WorkerCtx {
     /// Keeps a failed resolution's SERVFAIL in the packet cache for `cache.failure_ttl_s`
     /// when the failure is the name's own (RFC 9520 section 3), with EDE 13 (Cached Error)
     /// after its own code: repeats of the name are cache hits until it runs out. Never
-    /// while the worker sheds load (a failure then may be ours), nor for a resolution
-    /// whose way met a fault of ours (the caller's `keep_failure`), nor for a refresh.
+    /// while the worker is overloaded or has half its resolutions in use (a failure then
+    /// may be ours), nor for a resolution whose way met a fault of ours (the caller's
+    /// `keep_failure`), nor for a refresh.
     fn keep_failure(&self, w: &Waiter, response: &[u8], e: &ResolveError) {
         let ttl = self.resolver.shared().settings.failure_ttl;
+        let loaded = self.overloaded.get() || self.resolutions.get() >= self.settings.max_resolutions / 2;
         // Clients that waited for the same resolution with the same flags share one entry:
         // kept once, counted once.
-        if ttl == 0
-            || !e.is_cacheable()
-            || self.shedding.get()
-            || self.packet_cache.borrow_mut().holds(&w.q, &w.msg, self.now_s())
-        {
+        if ttl == 0 || !e.is_cacheable() || loaded || self.packet_cache.borrow_mut().holds(&w.q, &w.msg, self.now_s()) {
             return;
         }
         let mut kept = response.to_vec();
@@ -838,6 +839,7 @@ impl Worker {
             inflight: RefCell::new(std::collections::HashMap::new()),
             stale_recheck: RefCell::new(stale::Recheck::default()),
             shedding: Cell::new(false),
+            overloaded: Cell::new(false),
             slip: Cell::new(0),
             epoch: Instant::now(),
             settings,
@@ -1211,7 +1213,8 @@ impl Worker {
         let Some(fd) = ctx.udp.borrow()[idx].as_ref().map(|s| s.as_raw_fd()) else { return false };
         let mut handled = 0;
         let mut more = true;
-        ctx.shedding.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
+        ctx.overloaded.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
+        ctx.shedding.set(ctx.overloaded.get());
         while handled < ctx.settings.udp_batch {
             let n = match self.recv.recv(fd) {
                 Ok(n) => n,

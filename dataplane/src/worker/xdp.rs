@@ -88,7 +88,8 @@ impl Worker {
         let ctx = self.ctx.clone();
         let Some(q) = self.xdp.as_mut() else { return };
         q.port.complete();
-        ctx.shedding.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
+        ctx.overloaded.set(self.load.overloaded(ctx.reactor.now(), ctx.settings.overload_after));
+        ctx.shedding.set(ctx.overloaded.get());
         q.more = true;
         let mut handled = 0;
         while handled < ctx.settings.udp_batch {

@@ -163,3 +163,26 @@ fn a_failure_of_our_own_load_says_so() {
     assert!(matches!(gone, Err(ResolveError::NoReachableAuthority { .. })), "{gone:?}");
     assert!(!watch.local_fault.get(), "a server that does not answer is the name's trouble");
 }
+
+/// Keys that could not be fetched for a reason of our own (the zone's only server busy
+/// with our own queries) are no verdict on the zone: the lookup fails and nothing is
+/// cached as bogus. A server that does not answer still makes them bogus (DNSKEY missing).
+#[test]
+fn keys_not_fetched_for_our_own_load_are_not_cached_as_bogus() {
+    use crate::resolver::Budget;
+    use crate::resolver::validate::Keys;
+    let mut cfg = config(60);
+    cfg.resolver.max_outstanding_per_server = 1;
+    let (r, net) = zones().sign().resolver(&cfg);
+    let (example, dnskey) = (n("example."), u16::from(RecordType::DNSKEY));
+    let held = r.reserve(ip("10.0.1.1"), &example).unwrap();
+    let budget = Budget::new(r.shared(), r.upstream().now());
+    let keys = block_on(r.zone_keys(&example, &budget));
+    assert!(matches!(keys, Err(ResolveError::NoReachableAuthority { .. })), "{keys:?}");
+    assert!(r.shared().records.meta(&example, dnskey, r.upstream().now()).is_none(), "nothing cached as bogus");
+    drop(held);
+    kill(&net, "10.0.1.1");
+    let budget = Budget::new(r.shared(), r.upstream().now());
+    let keys = block_on(r.zone_keys(&example, &budget));
+    assert!(matches!(keys, Ok(Keys::Not(Security::Bogus(_)))), "{keys:?}");
+}
