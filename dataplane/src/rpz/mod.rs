@@ -461,8 +461,12 @@ impl Rpz {
     }
 }
 
-/// The NOTIFY socket, shared with a process handing over (SO_REUSEPORT).
-fn bind_notify(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// The NOTIFY socket, shared with a process handing over (SO_REUSEPORT). Port 0 is
+/// resolved first by [`crate::daemon::free_port`], so as not to join another's port.
+fn bind_notify(mut addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    if addr.port() == 0 {
+        addr.set_port(crate::daemon::free_port(addr)?);
+    }
     let s =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_reuse_port(true)?;

@@ -392,10 +392,12 @@ fn the_path_runs_without_capabilities_after_the_switch_and_leaves_with_a_killed_
 /// feature is refused by the configuration check: `config::xdp`'s unit test).
 #[test]
 fn a_missing_interface_is_a_clear_start_error() {
-    let (_dir, cfg) = temp_config("[xdp]\nenabled = true\ninterface = \"adox-none0\"\n");
+    let (dir, cfg) = temp_config("[xdp]\nenabled = true\ninterface = \"adox-none0\"\n");
     let lab = crate::support::lab_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_adoxd"))
         .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0", "--api", "off", "--workers", "1"])
+        .arg("--state-dir")
+        .arg(dir.path())
         .arg("--root-hints")
         .arg(lab.join("root.hints"))
         .arg("--trust-anchor")
