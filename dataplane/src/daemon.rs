@@ -509,7 +509,12 @@ pub const PROBE_STATE_FILE: &str = "probes.json";
 fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
+    // SO_REUSEADDR lets a listener bind over connections in TIME_WAIT. On a UDP socket it
+    // would let any other user's SO_REUSEADDR socket share the port; SO_REUSEPORT (the
+    // same user only) is all the workers and a restart need.
+    if ty == Type::STREAM {
+        s.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -526,14 +531,18 @@ fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> 
     Ok(s)
 }
 
-/// A free port at `addr`'s address for a UDP socket and a TCP listener alike, found by
-/// plain sockets (no SO_REUSEPORT, no SO_REUSEADDR) closed again at once. The kernel's
-/// choice of port 0 for a SO_REUSEPORT socket counts every port held with SO_REUSEPORT by
-/// the same user as free, so another process could end up sharing (and answering) this
-/// one's queries; a plain socket is given a port no one holds. The caller binds the port
-/// it gets, and takes another if it was taken in between (`AddrInUse`).
-pub(crate) fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
-    let plain = |ty: Type, proto: Protocol, at: SocketAddr| -> std::io::Result<Socket> {
+/// A free port at `addr`'s address for a UDP socket (and a TCP listener too, with
+/// `with_tcp`), found by plain sockets (no SO_REUSEPORT, no SO_REUSEADDR) closed again at
+/// once. The kernel's choice of port 0 for a SO_REUSEPORT socket counts every port held
+/// with SO_REUSEPORT by the same user as free, so another process could end up sharing
+/// (and answering) this one's queries; a plain socket is given a port no one holds. The
+/// caller binds the port it gets, and takes another if it was taken in between
+/// (`AddrInUse`).
+pub(crate) fn free_port(addr: SocketAddr, with_tcp: bool) -> std::io::Result<u16> {
+    let plain = |ty: Type, proto: Protocol, port: u16| -> std::io::Result<Socket> {
+        // `addr` with the port changed: an IPv6 scope (link-local) stays.
+        let mut at = addr;
+        at.set_port(port);
         let s = Socket::new(Domain::for_address(at), ty, Some(proto))?;
         if at.is_ipv6() {
             s.set_only_v6(true)?;
@@ -541,26 +550,37 @@ pub(crate) fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
         s.bind(&at.into())?;
         Ok(s)
     };
-    let udp = plain(Type::DGRAM, Protocol::UDP, SocketAddr::new(addr.ip(), 0))?;
+    let udp = plain(Type::DGRAM, Protocol::UDP, 0)?;
     let port = udp.local_addr()?.as_socket().map_or(0, |a| a.port());
     if port == 0 {
         return Err(std::io::Error::other("the kernel gave no port"));
     }
-    plain(Type::STREAM, Protocol::TCP, SocketAddr::new(addr.ip(), port))?;
+    if with_tcp {
+        plain(Type::STREAM, Protocol::TCP, port)?;
+    }
     Ok(port)
 }
+
+/// Whether a bind to a port [`free_port`] found failed because someone took the port in
+/// between, and another may be tried (at most `MAX_PORT_TRIES` times).
+pub(crate) fn port_taken_meanwhile(e: &std::io::Error, tries: u32) -> bool {
+    e.kind() == std::io::ErrorKind::AddrInUse && tries < MAX_PORT_TRIES
+}
+
+/// Ports tried for one "any free port" listener before its bind error is reported.
+const MAX_PORT_TRIES: u32 = 32;
 
 /// Binds the UDP socket and TCP listener of one listen address. Port 0 means "any free
 /// port": [`free_port`] picks one (a port taken before both sockets hold it is given up
 /// and another tried); `addr` then holds the port for later workers.
 fn bind_pair(addr: &mut SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), StartError> {
     let any_port = addr.port() == 0;
-    let retry = |e: &std::io::Error, tries: u32| any_port && e.kind() == std::io::ErrorKind::AddrInUse && tries < 32;
+    let retry = |e: &std::io::Error, tries: u32| any_port && port_taken_meanwhile(e, tries);
     let mut tries = 0;
     loop {
         let mut a = *addr;
         if any_port {
-            match free_port(a) {
+            match free_port(a, true) {
                 Ok(port) => a.set_port(port),
                 Err(e) if retry(&e, tries) => {
                     tries += 1;

@@ -463,15 +463,25 @@ impl Rpz {
 
 /// The NOTIFY socket, shared with a process handing over (SO_REUSEPORT). Port 0 is
 /// resolved first by [`crate::daemon::free_port`], so as not to join another's port.
-fn bind_notify(mut addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    if addr.port() == 0 {
-        addr.set_port(crate::daemon::free_port(addr)?);
+fn bind_notify(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let mut tries = 0;
+    loop {
+        let mut at = addr;
+        if addr.port() == 0 {
+            at.set_port(crate::daemon::free_port(addr, false)?);
+        }
+        let s =
+            socket2::Socket::new(socket2::Domain::for_address(at), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        if at.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        match s.bind(&at.into()) {
+            Ok(()) => return Ok(s.into()),
+            Err(e) if addr.port() == 0 && crate::daemon::port_taken_meanwhile(&e, tries) => tries += 1,
+            Err(e) => return Err(e),
+        }
     }
-    let s =
-        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    s.set_reuse_port(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
 }
 
 /// The lowercased wire form of a name, for [`Rpz::check_qname`].
