@@ -9,8 +9,14 @@
 # (utime + stime) per answered query, and for adoxd the upstream queries per client query.
 # Needs root (the lab) and the lab's packages.
 #
+# Run past 300 s (the lab's negative TTL, its SOA minimum), the flood crosses the first
+# expiry of the spans: each has to be learnt again from one denial, so the upstream
+# queries show how many names went upstream meanwhile.
+#
 #   benches/nxflood.sh                 # RATE=2000 DURATION=10
 #   RATE=5000 DURATION=10 benches/nxflood.sh
+#   SERVERS=aggr-on RATE=5000 DURATION=330 benches/nxflood.sh   # across the spans' expiry
+#   ADOXD=/tmp/adoxd-other SERVERS=aggr-on ...                  # another build
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +24,8 @@ RATE=${RATE:-2000}
 DURATION=${DURATION:-10}
 ZONE=${ZONE:-alpha.lab.}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
+SERVERS=${SERVERS:-aggr-on aggr-off unbound}
+ADOXD=${ADOXD:-target/release/adoxd}
 TCK=$(getconf CLK_TCK)
 
 cargo build --release -q -p adoxd
@@ -69,7 +77,7 @@ flood() {
 # adoxd ON|OFF PORT: one worker, validating with the lab's anchor; its stop line gives
 # the upstream queries.
 adoxd() {
-    target/release/adoxd --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
+    "$ADOXD" --root-hints "$LAB/root.hints" --trust-anchor "$LAB/trust-anchor.ds" \
         --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$2" --workers 1 --log-level info --api off \
         --state-dir "$WORK" --aggressive-nsec "$1" 2>"$WORK/adoxd-$1.log" &
     pids+=($!)
@@ -80,19 +88,26 @@ adoxd() {
     local up clients
     up=$(grep ' stats ' "$WORK/adoxd-$1.log" | tail -1 | tr ' ' '\n' | awk -F= '$1 ~ /^upstream_(udp|tcp|dot|doq|doh)$/ {s += $2} END {print s + 0}')
     clients=$(grep ' stats ' "$WORK/adoxd-$1.log" | tail -1 | tr ' ' '\n' | awk -F= '$1 == "queries_udp" {print $2}')
-    rows[-1]+=" $(awk -v u="$up" -v c="$clients" 'BEGIN { printf "%.3f", u / c }')"
+    rows[-1]+=" $up $(awk -v u="$up" -v c="$clients" 'BEGIN { printf "%.4f", u / c }')"
 }
 
-adoxd on 5350 1
-adoxd off 5351 2
-deploy/lab/peer unbound up "$LAB" 5352 >/dev/null
-flood unbound 5352 "$(<"$LAB/run/peer-unbound.pid")" 3
-rows[-1]+=" -"
+for s in $SERVERS; do
+    case $s in
+        aggr-on) adoxd on 5350 1 ;;
+        aggr-off) adoxd off 5351 2 ;;
+        unbound)
+            deploy/lab/peer unbound up "$LAB" 5352 >/dev/null
+            flood unbound 5352 "$(<"$LAB/run/peer-unbound.pid")" 3
+            rows[-1]+=" - -"
+            ;;
+        *) echo "nxflood.sh: unknown server $s (aggr-on, aggr-off, unbound)" >&2; exit 1 ;;
+    esac
+done
 
 echo
 echo "random-subdomain flood under $ZONE, $(date -u +%F), $(nproc) cores: $RATE qps for $DURATION s (dnsperf), fresh names per server"
-printf '%-16s %9s %6s %9s %8s %9s %14s\n' server answered lost nxdomain servfail "cpu_us/q" "upstream/query"
+printf '%-16s %9s %6s %9s %8s %9s %9s %14s\n' server answered lost nxdomain servfail "cpu_us/q" upstream "upstream/query"
 for r in "${rows[@]}"; do
     # shellcheck disable=SC2086 # the row's words on purpose
-    printf '%-16s %9s %6s %9s %8s %9s %14s\n' $r
+    printf '%-16s %9s %6s %9s %8s %9s %9s %14s\n' $r
 done

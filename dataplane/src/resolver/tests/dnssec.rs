@@ -128,6 +128,39 @@ fn rfc8198_names_in_a_validated_nsec_span_are_denied_from_the_cache() {
     assert_eq!(r.stats.aggressive_nsec.get(), 0);
 }
 
+/// A cached proof in its last tenth is verified afresh and kept for its full TTL again, so
+/// the denial that brings it teaches the spans: in the last second of a span (its TTL left
+/// rounds to 0) one name goes upstream and the next is denied from the cache again, with a
+/// full TTL. Reusing the old copy to its end gave that denial a TTL of about 1 s, nothing
+/// lasting was learnt, and every name of the span went upstream until the copy was gone.
+/// (Whichever of the zone's NSEC and SOA copies is nearer its end is verified again.)
+#[test]
+fn rfc8198_a_proof_near_its_end_is_verified_again_and_the_span_learnt_afresh() {
+    let (r, net) = zones().sign().resolver(&Config::default());
+    let example = |net: &Fake| asked(net, "10.0.1.1").len();
+    let first = resolve(&r, "nothing.example.", RecordType::A);
+    let nsec_ttl = first.authority.iter().filter(|r| r.record_type() == RecordType::NSEC).map(|r| r.ttl).min();
+    let span_ttl = nsec_ttl.unwrap().min(first.cache_ttl);
+    assert!(span_ttl > 10, "{span_ttl}");
+    // Half a second before the span and its proofs run out.
+    net.now.set(net.now.get() + Duration::from_millis(u64::from(span_ttl) * 1000 - 500));
+    let before = example(&net);
+    let again = resolve(&r, "nosuch.example.", RecordType::A);
+    assert_eq!((again.rcode, again.security.clone()), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert_eq!(example(&net), before + 1, "the span's last second: asked once");
+    assert!(again.cache_ttl + 1 >= span_ttl, "a full TTL, not the old copy's last second: {}", again.cache_ttl);
+    let before = example(&net);
+    let next = resolve(&r, "nope.example.", RecordType::A);
+    assert_eq!((next.rcode, next.security), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert_eq!(example(&net), before, "denied from the span learnt afresh");
+    // Past the old copies' end: the span still denies, for the rest of its new TTL.
+    advance(&net, 2);
+    let later = resolve(&r, "nor.example.", RecordType::A);
+    assert_eq!((later.rcode, later.security), (crate::wire::rcode::NXDOMAIN, Security::Secure));
+    assert_eq!(example(&net), before, "the span was learnt for a full TTL");
+    assert!(later.cache_ttl + 4 >= span_ttl, "{}", later.cache_ttl);
+}
+
 /// A delegation's NSEC in the parent says nothing about names below the cut (RFC 6840
 /// section 4.1), so the cached spans never deny them; and a flush drops the spans.
 #[test]
