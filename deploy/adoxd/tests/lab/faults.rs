@@ -470,6 +470,63 @@ fn rfc9520_a_failure_of_our_own_load_is_not_kept() {
     assert_eq!((r.rdata(RecordType::A), r.ede_codes()), (vec!["192.0.2.99".to_string()], vec![]));
 }
 
+/// A prefetch's failure is never kept: only a client's own resolution fails for the name
+/// (the clients that joined a refresh may have had a live answer it did not read). With
+/// answers cached for 20 s (`cache.max_ttl_s`), the first hit in their last tenth starts a
+/// refresh; the zone's server, silent by then, lets it fail; a client asking once the
+/// answer has expired joins it and gets its SERVFAIL, and the next client's question is a
+/// new resolution, not a kept failure. Serve-stale is off, so failures reach the clients.
+#[test]
+fn rfc9520_a_failed_prefetch_is_not_kept() {
+    let good = Hostile::start("good", "refresh.lab.", "127.53.40.33");
+    let (_dir, cfg) = temp_config(
+        "[cache]\nmax_ttl_s = 20\nfailure_ttl_s = 60\nserve_stale = false\n\
+         [transport]\nsignals = false\nprobing = false\n",
+    );
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let name = "www.refresh.lab.";
+    let hit = |d: &Adoxd| {
+        let r = d.query(name, RecordType::A);
+        assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"], "a hit");
+        r.msg.answers[0].ttl
+    };
+    let t0 = Instant::now();
+    assert_eq!(hit(&d), 20);
+    drop(good);
+    let _silent = Hostile::start("silent", "refresh.lab.", "127.53.40.33");
+    // The answer's TTL counts down with the worker's clock in whole seconds: find the
+    // moment 9 s are left (hits before the last tenth, 2 s, start nothing). Then 1 s is
+    // left from 8 s later and the answer is gone from 9 s later.
+    std::thread::sleep(Duration::from_millis(9_500).saturating_sub(t0.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let nine_left = loop {
+        let left = hit(&d);
+        assert!(left > 2 && Instant::now() < deadline, "{left} s left");
+        if left <= 9 {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(metric(&d, "adox_prefetches_total"), 0);
+    // Late in the answer's last second: the refresh starts (and takes about 1.2 s to fail:
+    // the silent server's retransmissions).
+    std::thread::sleep((nine_left + Duration::from_millis(8_600)).saturating_duration_since(Instant::now()));
+    assert_eq!(hit(&d), 1);
+    assert_eq!(metric(&d, "adox_prefetches_total"), 1, "a refresh started");
+    // Expired now, the refresh still waiting on the silent server: this client joins it.
+    std::thread::sleep((nine_left + Duration::from_millis(9_300)).saturating_duration_since(Instant::now()));
+    let coalesced = metric(&d, "adox_coalesced_total");
+    let joined = d.query(name, RecordType::A);
+    assert_eq!(metric(&d, "adox_coalesced_total"), coalesced + 1, "joined the refresh under way");
+    assert_eq!((joined.rcode(), joined.ede_codes()), (ResponseCode::ServFail, vec![22]), "the refresh's failure");
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 0, "a refresh's failure is not kept");
+    let misses = metric(&d, "adox_cache_misses_total");
+    let again = d.query(name, RecordType::A);
+    assert_eq!((again.rcode(), again.ede_codes()), (ResponseCode::ServFail, vec![22]), "asked afresh, not kept");
+    assert_eq!(metric(&d, "adox_cache_misses_total"), misses + 1, "a resolution of its own");
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 1, "a client's own failure is kept");
+}
+
 /// The value of one counter in the API's metrics.
 fn metric(d: &Adoxd, series: &str) -> u64 {
     let text = d.admin().get("/metrics").unwrap().text();
