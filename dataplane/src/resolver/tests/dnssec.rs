@@ -161,6 +161,33 @@ fn rfc8198_a_proof_near_its_end_is_verified_again_and_the_span_learnt_afresh() {
     assert!(later.cache_ttl + 4 >= span_ttl, "{}", later.cache_ttl);
 }
 
+/// A cached proof is judged by the TTL it was stored with, not by the one in the new
+/// answer: with `cache.max_ttl_s` below a tenth of the zone's NSEC TTL, a copy with most
+/// of its (capped) life left is still used (not verified and stored again), and one in
+/// its last tenth is verified and stored afresh.
+#[test]
+fn a_cached_proof_is_judged_by_the_ttl_it_was_stored_with() {
+    let mut cfg = Config::default();
+    cfg.cache.max_ttl_s = 20;
+    // Every denial from upstream, so that each one checks its proofs.
+    cfg.dnssec.aggressive_nsec = false;
+    let (r, net) = zones().sign().resolver(&cfg);
+    let first = resolve(&r, "nothing.example.", RecordType::A);
+    let nsec = first.authority.iter().find(|r| r.record_type() == RecordType::NSEC).unwrap();
+    assert!(nsec.ttl > 200, "the zone's NSEC TTL, far above ten times the cap: {}", nsec.ttl);
+    let owner = nsec.name.to_ascii();
+    // (The fake network's round trips move the clock by milliseconds: a TTL left reads
+    // one second short of the whole seconds advanced.)
+    let left = |r: &Resolver<Fake>| cached(r, &owner, RecordType::NSEC).map(|(s, ttl)| (s == Security::Secure, ttl));
+    assert!(matches!(left(&r), Some((true, 19 | 20))), "stored for the cap: {:?}", left(&r));
+    advance(&net, 5);
+    assert_eq!(resolve(&r, "nosuch.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    assert!(matches!(left(&r), Some((true, 14 | 15))), "the copy was used: {:?}", left(&r));
+    advance(&net, 14);
+    assert_eq!(resolve(&r, "nope.example.", RecordType::A).rcode, crate::wire::rcode::NXDOMAIN);
+    assert!(matches!(left(&r), Some((true, 19 | 20))), "its last tenth: stored afresh: {:?}", left(&r));
+}
+
 /// A delegation's NSEC in the parent says nothing about names below the cut (RFC 6840
 /// section 4.1), so the cached spans never deny them; and a flush drops the spans.
 #[test]
