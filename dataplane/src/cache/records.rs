@@ -273,6 +273,15 @@ fn key_of<'b>(name: &Name, rtype: u16, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b
     Some(&buf[..at + 1])
 }
 
+/// Drops from `map` the keys at `zone` (below it too with `subtree`), or all of them.
+fn flush_keys<V>(map: &mut ClockCache<Key, V>, zone: Option<&[u8]>, subtree: bool) {
+    match zone {
+        None => map.retain(|_, _| false),
+        Some(z) if subtree => map.retain(|k, _| !crate::names::wire_is_subdomain(&k[2..], z)),
+        Some(z) => map.retain(|k, _| &k[2..] != z),
+    }
+}
+
 /// The cache.
 #[derive(Debug)]
 pub struct RecordCache {
@@ -291,6 +300,8 @@ pub struct RecordCache {
     stale_for: Duration,
     /// Validated NSEC spans for aggressive negative caching (RFC 8198).
     spans: NsecSpans,
+    /// Zones proven insecure, until the proof's TTL ends: [`Self::insecure_cut`].
+    insecure_cuts: Mutex<ClockCache<Key, Instant>>,
 }
 
 /// What an RRset costs the cache: the shared record slice (its `Arc` header and the
@@ -328,6 +339,7 @@ impl RecordCache {
             max_negative_ttl,
             stale_for: Duration::ZERO,
             spans: NsecSpans::new(0),
+            insecure_cuts: Mutex::new(ClockCache::new(per)),
         }
     }
 
@@ -611,13 +623,42 @@ impl RecordCache {
             None => None,
         };
         for s in self.shards.iter() {
-            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            match zone {
-                None => s.retain(|_, _| false),
-                Some(z) if subtree => s.retain(|k, _| !crate::names::wire_is_subdomain(&k[2..], z)),
-                Some(z) => s.retain(|k, _| &k[2..] != z),
-            }
+            flush_keys(&mut s.lock().unwrap_or_else(|p| p.into_inner()), zone, subtree);
         }
+        flush_keys(&mut self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()), zone, subtree);
+    }
+
+    /// Whether `zone` is proven insecure: a validated denial of its DS at a delegation
+    /// ([`Self::put_insecure_cut`]) still within its TTL. Every miss below an unsigned zone
+    /// asks this, and the proof itself (the parent's keys, the denial read and checked
+    /// again) costs about a tenth of such a miss; the answer is kept apart from the
+    /// records, so that no client asking for the DS is served anything but the denial.
+    pub fn insecure_cut(&self, zone: &Name, now: Instant) -> bool {
+        let mut buf = [0u8; KEY_MAX];
+        let Some(key) = key_of(zone, 0, &mut buf) else { return false };
+        let mut cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner());
+        match cuts.get(key) {
+            Some(&mut until) if until > now => true,
+            Some(_) => {
+                cuts.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps that `zone` is proven insecure for `ttl` seconds (the denial's TTL left),
+    /// within the negative TTL cap; bounded by a shard's budget, least used first out.
+    pub fn put_insecure_cut(&self, zone: &Name, ttl: u32, now: Instant) {
+        let ttl = ttl.min(self.max_negative_ttl);
+        let mut buf = [0u8; KEY_MAX];
+        let Some(key) = key_of(zone, 0, &mut buf) else { return };
+        if ttl == 0 {
+            return;
+        }
+        let until = now + Duration::from_secs(u64::from(ttl));
+        let cost = entry_cost(key, 0);
+        self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).insert(key.into(), until, cost);
     }
 
     /// Entries held (all shards).
@@ -640,6 +681,9 @@ impl RecordCache {
             emptied.extend(s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per));
         }
         self.spans.set_budget(nsec_span_bytes);
+        // A small map (keys and instants): dropped here, once its lock is let go.
+        let old_cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per);
+        drop(old_cuts);
         if !emptied.is_empty() {
             crate::cache::drop_elsewhere(emptied);
         }
@@ -647,7 +691,8 @@ impl RecordCache {
 
     /// Bytes charged (all shards).
     pub fn used_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum()
+        let cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).used_bytes();
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum::<usize>() + cuts
     }
 
     /// The configured positive TTL cap.

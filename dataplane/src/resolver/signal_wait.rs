@@ -146,13 +146,16 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         let (addr, ns) = target;
         let walk_rule = budget.deleg_rules.borrow().iter().find(|(z, _)| z == zone).map(|(_, r)| r.clone());
         let (plan, unknown) = self.plan_and_wish(zone, ns, addr, walk_rule.as_ref());
-        let settings = &self.shared.settings;
-        let wait = match settings.signal_wait {
+        if !unknown || budget.cache_only {
+            return plan;
+        }
+        // Asked only at a first contact: it walks the cache up from the name.
+        let wait = match self.shared.settings.signal_wait {
             SignalWait::None => false,
             SignalWait::All => true,
             SignalWait::Signed => self.maybe_signed(ns),
         };
-        if !unknown || !wait || budget.cache_only {
+        if !wait {
             return plan;
         }
         let _edge = match self.shared.signals.start_wait(budget.signal_for.as_ref(), ns) {

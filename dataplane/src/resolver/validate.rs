@@ -244,6 +244,11 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if zone.is_root() {
             return Ok(Trust::Not(Security::insecure()));
         }
+        // Proven insecure before, and the proof still lives: what follows would only read
+        // and check it again.
+        if self.shared.records.insecure_cut(zone, self.upstream.now()) {
+            return Ok(Trust::Not(Security::insecure()));
+        }
         // The parent's status first (top-down, as the chain is built): a child of an
         // insecure or bogus zone is insecure or bogus without a DS query of its own.
         if let Some(parent) = self.cached_cut_above(zone)
@@ -295,7 +300,15 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             let proof_zone = nsec3s.first().map(|(o, _)| o.base_name()).unwrap_or_else(|| zone.base_name());
             return Ok(
                 match denial::delegation_without_ds(zone, &proof_zone, &nsecs, &nsec3s, &self.nsec3_limits(budget)) {
-                    Some(true) => Trust::Not(Security::insecure()),
+                    Some(true) => {
+                        // Kept for as long as the proof lives (a stale one is not kept).
+                        if let Some(ttl) = step.authority.iter().map(|r| r.ttl).min()
+                            && !step.stale
+                        {
+                            self.shared.records.put_insecure_cut(zone, ttl, self.upstream.now());
+                        }
+                        Trust::Not(Security::insecure())
+                    }
                     _ => Trust::Not(Security::bogus(
                         Ede::DnssecBogus,
                         format!("{}: not a zone cut, or no proof that it is one", zone.to_ascii()),
