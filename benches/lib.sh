@@ -32,6 +32,7 @@ per_answer() { awk -v t="$1" -v k="$TCK" -v n="$2" 'BEGIN { printf "%.1f", n ? t
 UPSTREAM_RULE=(-d 127.54.0.0/16 -p udp --dport 53 -m comment --comment adox-bench-upstream)
 UPSTREAM_RULE_TCP=(-d 127.54.0.0/16 -p tcp --dport 53 --syn -m comment --comment adox-bench-upstream)
 upstream_counter_on() {
+    command -v iptables >/dev/null || { echo "benches: needs iptables to count upstream queries (apt-get install iptables)" >&2; exit 1; }
     upstream_counter_off
     iptables -I OUTPUT "${UPSTREAM_RULE[@]}"
     iptables -I OUTPUT "${UPSTREAM_RULE_TCP[@]}"

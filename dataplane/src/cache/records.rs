@@ -28,6 +28,9 @@ pub const NXDOMAIN_KEY: u16 = 0;
 /// clients may not ask for it (the front door refuses it): nothing else is cached under it.
 pub const DELEGATION_KEY: u16 = 41;
 
+/// The DS type: its denial at a zone cut can carry the insecure-delegation mark.
+const DS_TYPE: u16 = 43;
+
 /// Type value used as the key of the parent side's DELEG RRset (or its absence) at a child
 /// zone (experimental DELEG). IXFR (251) is never data, and clients may not ask for it
 /// (the front door refuses it): a client's query for DELEG itself cannot replace it.
@@ -165,6 +168,8 @@ struct Entry {
     expires: Instant,
     /// The server it came from, where the resolver said (answers and denials).
     from: Option<IpAddr>,
+    /// A secure DS denial the validator found to prove an insecure delegation.
+    insecure_cut: bool,
 }
 
 /// An entry's records and its proofs, parsed.
@@ -273,15 +278,6 @@ fn key_of<'b>(name: &Name, rtype: u16, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b
     Some(&buf[..at + 1])
 }
 
-/// Drops from `map` the keys at `zone` (below it too with `subtree`), or all of them.
-fn flush_keys<V>(map: &mut ClockCache<Key, V>, zone: Option<&[u8]>, subtree: bool) {
-    match zone {
-        None => map.retain(|_, _| false),
-        Some(z) if subtree => map.retain(|k, _| !crate::names::wire_is_subdomain(&k[2..], z)),
-        Some(z) => map.retain(|k, _| &k[2..] != z),
-    }
-}
-
 /// The cache.
 #[derive(Debug)]
 pub struct RecordCache {
@@ -300,8 +296,6 @@ pub struct RecordCache {
     stale_for: Duration,
     /// Validated NSEC spans for aggressive negative caching (RFC 8198).
     spans: NsecSpans,
-    /// Zones proven insecure, until the proof's TTL ends: [`Self::insecure_cut`].
-    insecure_cuts: Mutex<ClockCache<Key, Instant>>,
 }
 
 /// What an RRset costs the cache: the shared record slice (its `Arc` header and the
@@ -339,7 +333,6 @@ impl RecordCache {
             max_negative_ttl,
             stale_for: Duration::ZERO,
             spans: NsecSpans::new(0),
-            insecure_cuts: Mutex::new(ClockCache::new(per)),
         }
     }
 
@@ -503,7 +496,12 @@ impl RecordCache {
             return;
         }
         let expires = now + Duration::from_secs(u64::from(ttl));
-        shard.insert_hashed(hash, key.into(), Entry { kind, held, rank, security, expires, from }, cost);
+        shard.insert_hashed(
+            hash,
+            key.into(),
+            Entry { kind, held, rank, security, expires, from, insecure_cut: false },
+            cost,
+        );
     }
 
     /// Stores an RRset (plus covering RRSIGs), not validated; its TTL is the smallest in
@@ -623,42 +621,31 @@ impl RecordCache {
             None => None,
         };
         for s in self.shards.iter() {
-            flush_keys(&mut s.lock().unwrap_or_else(|p| p.into_inner()), zone, subtree);
-        }
-        flush_keys(&mut self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()), zone, subtree);
-    }
-
-    /// Whether `zone` is proven insecure: a validated denial of its DS at a delegation
-    /// ([`Self::put_insecure_cut`]) still within its TTL. Every miss below an unsigned zone
-    /// asks this, and the proof itself (the parent's keys, the denial read and checked
-    /// again) costs about a tenth of such a miss; the answer is kept apart from the
-    /// records, so that no client asking for the DS is served anything but the denial.
-    pub fn insecure_cut(&self, zone: &Name, now: Instant) -> bool {
-        let mut buf = [0u8; KEY_MAX];
-        let Some(key) = key_of(zone, 0, &mut buf) else { return false };
-        let mut cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner());
-        match cuts.get(key) {
-            Some(&mut until) if until > now => true,
-            Some(_) => {
-                cuts.remove(key);
-                false
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            match zone {
+                None => s.retain(|_, _| false),
+                Some(z) if subtree => s.retain(|k, _| !crate::names::wire_is_subdomain(&k[2..], z)),
+                Some(z) => s.retain(|k, _| &k[2..] != z),
             }
-            None => false,
         }
     }
 
-    /// Keeps that `zone` is proven insecure for `ttl` seconds (the denial's TTL left),
-    /// within the negative TTL cap; bounded by a shard's budget, least used first out.
-    pub fn put_insecure_cut(&self, zone: &Name, ttl: u32, now: Instant) {
-        let ttl = ttl.min(self.max_negative_ttl);
-        let mut buf = [0u8; KEY_MAX];
-        let Some(key) = key_of(zone, 0, &mut buf) else { return };
-        if ttl == 0 {
-            return;
-        }
-        let until = now + Duration::from_secs(u64::from(ttl));
-        let cost = entry_cost(key, 0);
-        self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).insert(key.into(), until, cost);
+    /// Whether `zone` is proven insecure: its DS denial is cached, secure, and was found
+    /// to prove a delegation without DS ([`Self::mark_insecure_cut`]). Every miss below an
+    /// unsigned zone asks this; reading the parent's keys and checking the denial again
+    /// cost about a tenth of such a miss. The mark lives in the denial's own entry, so it
+    /// goes with it: expiry, eviction, a flush, or a DS stored in its place.
+    pub fn insecure_cut(&self, zone: &Name, now: Instant) -> bool {
+        self.lookup(zone, DS_TYPE, now, None, |e| Some((e.insecure_cut, None))).is_some_and(|(cut, _, _)| cut)
+    }
+
+    /// Marks the live secure DS denial cached at `zone` as proving an insecure delegation
+    /// (the validator checked that it does); nothing when there is none.
+    pub fn mark_insecure_cut(&self, zone: &Name, now: Instant) {
+        self.lookup(zone, DS_TYPE, now, None, |e| {
+            e.insecure_cut = e.kind == Kind::NoData && e.security == Security::Secure;
+            Some(((), None))
+        });
     }
 
     /// Entries held (all shards).
@@ -681,9 +668,6 @@ impl RecordCache {
             emptied.extend(s.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per));
         }
         self.spans.set_budget(nsec_span_bytes);
-        // A small map (keys and instants): dropped here, once its lock is let go.
-        let old_cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).set_budget(per);
-        drop(old_cuts);
         if !emptied.is_empty() {
             crate::cache::drop_elsewhere(emptied);
         }
@@ -691,8 +675,7 @@ impl RecordCache {
 
     /// Bytes charged (all shards).
     pub fn used_bytes(&self) -> usize {
-        let cuts = self.insecure_cuts.lock().unwrap_or_else(|p| p.into_inner()).used_bytes();
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum::<usize>() + cuts
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used_bytes()).sum()
     }
 
     /// The configured positive TTL cap.
@@ -763,6 +746,35 @@ mod tests {
         assert!(!aaaa.stale && aaaa.ttl_left == 230 && matches!(aaaa.data, CachedData::NoData(_)));
         assert_eq!(c.inspect(&name, Some(28), now).len(), 1);
         assert!(c.inspect(&name, None, now + Duration::from_secs(400)).is_empty(), "past the stale window");
+    }
+
+    /// The insecure-delegation mark rides on a live secure DS denial only, and goes with
+    /// it: a DS stored in its place (a newly signed child) or its expiry ends it.
+    #[test]
+    fn the_insecure_cut_mark_lives_and_dies_with_its_ds_denial() {
+        let c = RecordCache::new(1 << 20, 3600, 300);
+        let now = Instant::now();
+        let zone: Name = "child.lab.".parse().unwrap();
+        c.mark_insecure_cut(&zone, now);
+        assert!(!c.insecure_cut(&zone, now), "no denial, no mark");
+        c.put_negative(&zone, DS_TYPE, vec![], 100, Security::insecure(), now, None);
+        c.mark_insecure_cut(&zone, now);
+        assert!(!c.insecure_cut(&zone, now), "an insecure denial proves nothing");
+        c.put_negative(&zone, DS_TYPE, vec![], 100, Security::Secure, now, None);
+        c.mark_insecure_cut(&zone, now);
+        assert!(c.insecure_cut(&zone, now));
+        assert!(c.insecure_cut(&zone, now + Duration::from_secs(99)));
+        assert!(!c.insecure_cut(&zone, now + Duration::from_secs(101)), "expired with its denial");
+        let ds = Record::from_rdata(
+            zone.clone(),
+            100,
+            RData::Unknown {
+                code: hickory_proto::rr::RecordType::DS,
+                rdata: hickory_proto::rr::rdata::NULL::with(vec![1; 36]),
+            },
+        );
+        c.put_checked(&zone, DS_TYPE, vec![ds], Rank::AuthAnswer, Security::Secure, now);
+        assert!(!c.insecure_cut(&zone, now), "a DS in its place ends it");
     }
 
     fn rrsig(owner: &str) -> Record {

@@ -244,8 +244,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
         if zone.is_root() {
             return Ok(Trust::Not(Security::insecure()));
         }
-        // Proven insecure before, and the proof still lives: what follows would only read
-        // and check it again.
+        // Proven insecure before by the DS denial still cached: what follows would only
+        // read and check it again. (As Unbound's key cache: the proof stands for its TTL,
+        // even should the parent's keys turn bogus meanwhile.)
         if self.shared.records.insecure_cut(zone, self.upstream.now()) {
             return Ok(Trust::Not(Security::insecure()));
         }
@@ -301,12 +302,9 @@ impl<U: Upstream + Clone + 'static> Resolver<U> {
             return Ok(
                 match denial::delegation_without_ds(zone, &proof_zone, &nsecs, &nsec3s, &self.nsec3_limits(budget)) {
                     Some(true) => {
-                        // Kept for as long as the proof lives (a stale one is not kept).
-                        if let Some(ttl) = step.authority.iter().map(|r| r.ttl).min()
-                            && !step.stale
-                        {
-                            self.shared.records.put_insecure_cut(zone, ttl, self.upstream.now());
-                        }
+                        // Marked on the cached denial, to go with it (a denial synthesized
+                        // from NSEC spans, or read stale, has no live entry to mark).
+                        self.shared.records.mark_insecure_cut(zone, self.upstream.now());
                         Trust::Not(Security::insecure())
                     }
                     _ => Trust::Not(Security::bogus(
