@@ -27,10 +27,17 @@ impl Outgoing {
     }
 
     /// A UDP socket connected to `server`, so the kernel drops datagrams from anyone else.
+    /// Without a configured source address there is no bind: connect picks the address
+    /// and an ephemeral port, at random as bind to port 0 would (one system call fewer
+    /// per upstream query).
     pub(crate) fn udp(self, server: SocketAddr) -> io::Result<mio::net::UdpSocket> {
-        let sock = mio::net::UdpSocket::bind(self.local_for(server))?;
-        sock.connect(server)?;
-        Ok(sock)
+        let local = self.local_for(server);
+        let sock = Socket::new(Domain::for_address(server), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+        if !local.ip().is_unspecified() {
+            sock.bind(&local.into())?;
+        }
+        sock.connect(&server.into())?;
+        Ok(mio::net::UdpSocket::from_std(sock.into()))
     }
 
     /// A TCP connection to `server`, still being set up (non-blocking connect).
@@ -84,9 +91,18 @@ mod tests {
         let _t = out.tcp(listener.local_addr().unwrap()).unwrap();
         let (_, from) = listener.accept().unwrap();
         assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 77]));
-        // Unset: the kernel's choice (127.0.0.1 toward a loopback server).
-        let u = Outgoing::default().udp(server.local_addr().unwrap()).unwrap();
-        assert_eq!(u.local_addr().unwrap().ip(), IpAddr::from([127, 0, 0, 1]));
+        // Unset: the kernel's choice (127.0.0.1 toward a loopback server), on an ephemeral
+        // port chosen at connect (RFC 5452: a new one per socket).
+        let ports: std::collections::HashSet<u16> = (0..32)
+            .map(|_| {
+                let u = Outgoing::default().udp(server.local_addr().unwrap()).unwrap();
+                let local = u.local_addr().unwrap();
+                assert_eq!(local.ip(), IpAddr::from([127, 0, 0, 1]));
+                assert_ne!(local.port(), 0);
+                local.port()
+            })
+            .collect();
+        assert!(ports.len() > 24, "{} distinct ports of 32", ports.len());
     }
 
     #[test]

@@ -174,7 +174,9 @@ impl Drop for Sleep<'_> {
     }
 }
 
-/// A socket registered with the reactor; deregistered when dropped.
+/// A socket registered with the reactor, and closed with it: dropping it closes the only
+/// descriptor of the socket, which takes it out of the epoll set (epoll(7)), so no
+/// `EPOLL_CTL_DEL` is made (one system call fewer per upstream query).
 pub(super) struct Registered<'a, S: Source> {
     reactor: &'a Reactor,
     pub(super) source: S,
@@ -182,6 +184,8 @@ pub(super) struct Registered<'a, S: Source> {
 }
 
 impl<'a, S: Source> Registered<'a, S> {
+    /// `source` must be the socket's only descriptor (never duplicated): its close is
+    /// what deregisters it.
     pub(super) fn new(reactor: &'a Reactor, mut source: S, interest: Interest) -> io::Result<Self> {
         let token = reactor.register(&mut source, interest)?;
         Ok(Self { reactor, source, token })
@@ -194,8 +198,9 @@ impl<'a, S: Source> Registered<'a, S> {
 
 impl<S: Source> Drop for Registered<'_, S> {
     fn drop(&mut self) {
+        // The waker goes now; the registration goes with the descriptor, closed when
+        // `source` is dropped right after this.
         self.reactor.wakers.borrow_mut().remove(&self.token);
-        let _ = self.reactor.registry.deregister(&mut self.source);
     }
 }
 
