@@ -19,6 +19,7 @@
 #   benches/memory.sh                 # NAMES=1000000 (the world's mem. zone)
 #   NAMES=200000 benches/memory.sh    # the first 200,000 names only (a quicker look)
 #   SERVERS="adoxd unbound" benches/memory.sh
+#   CASES=mem/validate benches/memory.sh   # the unsigned zone only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,6 +27,8 @@ WORLD=${WORLD:-/tmp/adox-world}
 NAMES=${NAMES:-1000000}
 OUTSTANDING=${OUTSTANDING:-100}
 SERVERS=${SERVERS:-adoxd unbound pdns}
+# zone/mode pairs, in order: validate runs both passes (miss cost and memory), off the first.
+CASES=${CASES:-mem/validate smem/validate smem/off}
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 trap bench_cleanup EXIT
@@ -123,12 +126,11 @@ one() {
     echo "memory.sh: ${rows[-1]}" >&2
 }
 
-for s in $SERVERS; do
-    one "$s" mem validate 2
-    one "$s" smem validate 2
-done
-for s in $SERVERS; do
-    one "$s" smem off 1
+for case in $CASES; do
+    zone=${case%/*} mode=${case#*/}
+    for s in $SERVERS; do
+        if [[ $mode == validate ]]; then one "$s" "$zone" validate 2; else one "$s" "$zone" off 1; fi
+    done
 done
 
 echo

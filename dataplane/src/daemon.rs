@@ -575,35 +575,26 @@ const MAX_PORT_TRIES: u32 = 32;
 /// and another tried); `addr` then holds the port for later workers.
 fn bind_pair(addr: &mut SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), StartError> {
     let any_port = addr.port() == 0;
-    let retry = |e: &std::io::Error, tries: u32| any_port && port_taken_meanwhile(e, tries);
+    // One try: a free port when any will do, then UDP and TCP on it; a failure names
+    // the protocol it is about.
+    let attempt = |a: &mut SocketAddr| -> Result<(Socket, Socket), (&'static str, std::io::Error)> {
+        if any_port {
+            a.set_port(free_port(*a, true).map_err(|e| ("udp", e))?);
+        }
+        let u = bind(*a, Type::DGRAM, Protocol::UDP).map_err(|e| ("udp", e))?;
+        let t = bind(*a, Type::STREAM, Protocol::TCP).map_err(|e| ("tcp", e))?;
+        Ok((u, t))
+    };
     let mut tries = 0;
     loop {
         let mut a = *addr;
-        if any_port {
-            match free_port(a, true) {
-                Ok(port) => a.set_port(port),
-                Err(e) if retry(&e, tries) => {
-                    tries += 1;
-                    continue;
-                }
-                Err(source) => return Err(StartError::Bind { addr: a, proto: "udp", source }),
-            }
-        }
-        let u = match bind(a, Type::DGRAM, Protocol::UDP) {
-            Ok(u) => u,
-            Err(e) if retry(&e, tries) => {
-                tries += 1;
-                continue;
-            }
-            Err(source) => return Err(StartError::Bind { addr: a, proto: "udp", source }),
-        };
-        match bind(a, Type::STREAM, Protocol::TCP) {
-            Ok(t) => {
+        match attempt(&mut a) {
+            Ok((u, t)) => {
                 *addr = a;
                 return Ok((u.into(), t.into()));
             }
-            Err(e) if retry(&e, tries) => tries += 1,
-            Err(source) => return Err(StartError::Bind { addr: a, proto: "tcp", source }),
+            Err((_, e)) if any_port && port_taken_meanwhile(&e, tries) => tries += 1,
+            Err((proto, source)) => return Err(StartError::Bind { addr: a, proto, source }),
         }
     }
 }
