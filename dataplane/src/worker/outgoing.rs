@@ -36,7 +36,11 @@ impl Outgoing {
         if !local.ip().is_unspecified() {
             sock.bind(&local.into())?;
         }
-        sock.connect(&server.into())?;
+        sock.connect(&server.into()).map_err(|e| {
+            // Out of ephemeral ports, connect says EAGAIN where bind said EADDRINUSE: keep
+            // the one that says what ran out.
+            if e.raw_os_error() == Some(libc::EAGAIN) { io::Error::from(io::ErrorKind::AddrInUse) } else { e }
+        })?;
         Ok(mio::net::UdpSocket::from_std(sock.into()))
     }
 
@@ -92,7 +96,8 @@ mod tests {
         let (_, from) = listener.accept().unwrap();
         assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 77]));
         // Unset: the kernel's choice (127.0.0.1 toward a loopback server), on an ephemeral
-        // port chosen at connect (RFC 5452: a new one per socket).
+        // port chosen at connect, a new one per socket (distinct here; the kernel's pick is
+        // random, RFC 5452).
         let ports: std::collections::HashSet<u16> = (0..32)
             .map(|_| {
                 let u = Outgoing::default().udp(server.local_addr().unwrap()).unwrap();
