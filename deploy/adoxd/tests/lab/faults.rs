@@ -470,6 +470,40 @@ fn rfc9520_a_failure_of_our_own_load_is_not_kept() {
     assert_eq!((r.rdata(RecordType::A), r.ede_codes()), (vec!["192.0.2.99".to_string()], vec![]));
 }
 
+/// A failure met while half the worker's resolutions are in use is never kept: it may be
+/// of our own making (RFC 9520 section 3 caches the name's failures, not ours). With
+/// `resolver.max_resolutions = 4` and three names of a silent zone asked at once, the
+/// first to fail finds two others still in flight (half of four) and is not kept; the
+/// two after it are.
+#[test]
+fn rfc9520_a_failure_while_half_the_resolutions_are_in_use_is_not_kept() {
+    let _silent = Hostile::start("silent", "backlog.lab.", "127.53.40.34");
+    let (_dir, cfg) = temp_config(
+        "[cache]\nfailure_ttl_s = 60\n[resolver]\nmax_resolutions = 4\n\
+         [transport]\nsignals = false\nprobing = false\n",
+    );
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    // (Asked together from the start: a failure first would mark the server down, and
+    // the next names would fail at once, one after the other.)
+    let addr = d.addr;
+    let askers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|l| {
+            let ask = Ask::new(&format!("{l}.backlog.lab."), RecordType::A).wire();
+            std::thread::spawn(move || udp_exchange(addr, &ask, Duration::from_secs(10)))
+        })
+        .collect();
+    for a in askers {
+        let r = Response::parse(a.join().unwrap().expect("an answer"));
+        assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]), "each fails on its own");
+    }
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 2, "the first of the three was not kept");
+    // Alone, a failure is kept.
+    let r = d.query("d.backlog.lab.", RecordType::A);
+    assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]));
+    assert_eq!(metric(&d, "adox_failures_cached_total"), 3, "alone: kept");
+}
+
 /// A prefetch's failure is never kept: only a client's own resolution fails for the name
 /// (the clients that joined a refresh may have had a live answer it did not read). With
 /// answers cached for 20 s (`cache.max_ttl_s`), the first hit in their last tenth starts a
