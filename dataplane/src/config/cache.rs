@@ -33,6 +33,8 @@ pub struct CacheConfig {
     pub stale_recheck_s: u32,
     /// See [`bounds::FAILURE_TTL_S`]; 0 keeps no failure.
     pub failure_ttl_s: u32,
+    /// See [`bounds::FAILURE_MAX_TTL_S`].
+    pub failure_max_ttl_s: u32,
     /// Prefetch: an answer asked for in the last tenth of its TTL is refreshed in the
     /// background. Default true.
     pub prefetch: bool,
@@ -54,6 +56,7 @@ impl Default for CacheConfig {
             stale_client_timeout_ms: d(bounds::STALE_CLIENT_TIMEOUT_MS),
             stale_recheck_s: d(bounds::STALE_RECHECK_S),
             failure_ttl_s: d(bounds::FAILURE_TTL_S),
+            failure_max_ttl_s: d(bounds::FAILURE_MAX_TTL_S),
             prefetch: true,
             prefetch_max_per_s: d(bounds::PREFETCH_MAX_PER_S),
         }

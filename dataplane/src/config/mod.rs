@@ -153,6 +153,11 @@ pub mod bounds {
     /// least 1 s, at most 5 minutes; Unbound keeps one 5 s, BIND 1 s): a name that cannot
     /// be resolved costs a cache hit per repeat, not a new walk. 0 keeps none.
     pub const FAILURE_TTL_S: Bound = b("cache.failure_ttl_s", 5, 0, 300);
+    /// The longest a failure is kept once it repeats: each failure of a name that follows
+    /// the end of its last kept one within as long again is kept twice as long, up to this
+    /// (RFC 9520 section 3.2: backoff, at most 5 minutes). At or below `failure_ttl_s`,
+    /// no growth.
+    pub const FAILURE_MAX_TTL_S: Bound = b("cache.failure_max_ttl_s", 60, 0, 300);
     /// Prefetch refreshes started per second, per worker, at most (the rest of the due
     /// entries simply expire and are resolved when next asked).
     pub const PREFETCH_MAX_PER_S: Bound = b("cache.prefetch_max_per_s", 100, 1, 100_000);
@@ -416,7 +421,7 @@ impl Config {
         let t = &self.transport;
         let a = &self.api;
         let v = &self.dnssec;
-        let checks: [(Bound, u64); 66] = [
+        let checks: [(Bound, u64); 67] = [
             (bounds::WORKERS, s.workers as u64),
             (bounds::TCP_IDLE_TIMEOUT_MS, s.tcp_idle_timeout_ms),
             (bounds::TCP_MAX_CONNECTIONS, s.tcp_max_connections as u64),
@@ -449,6 +454,7 @@ impl Config {
             (bounds::STALE_CLIENT_TIMEOUT_MS, c.stale_client_timeout_ms),
             (bounds::STALE_RECHECK_S, u64::from(c.stale_recheck_s)),
             (bounds::FAILURE_TTL_S, u64::from(c.failure_ttl_s)),
+            (bounds::FAILURE_MAX_TTL_S, u64::from(c.failure_max_ttl_s)),
             (bounds::PREFETCH_MAX_PER_S, u64::from(c.prefetch_max_per_s)),
             (bounds::EDNS_UDP_SIZE, u64::from(r.edns_udp_size)),
             (bounds::REQUEST_TIMEOUT_MS, r.request_timeout_ms),

@@ -137,6 +137,8 @@ pub struct Settings {
     /// How long a failure the authorities caused is kept in the packet cache (seconds;
     /// 0: not at all). See `ResolveError::is_cacheable`.
     pub failure_ttl: u32,
+    /// The longest a repeating failure is kept (`cache.failure_max_ttl_s`).
+    pub failure_max_ttl: u32,
 }
 
 /// Serve-stale's timers (`cache.serve_stale` and the `cache.stale_*` knobs).
@@ -186,6 +188,7 @@ impl Settings {
                 recheck: Duration::from_secs(u64::from(cfg.cache.stale_recheck_s)),
             }),
             failure_ttl: cfg.cache.failure_ttl_s,
+            failure_max_ttl: cfg.cache.failure_max_ttl_s,
         }
     }
 }

@@ -8,6 +8,7 @@ mod dispatch;
 mod doh;
 mod doq;
 mod dot;
+mod failures;
 mod front;
 pub(crate) mod handoff;
 mod mailbox;
@@ -152,6 +153,8 @@ struct WorkerCtx {
     doh: Rc<doh::DohDriver>,
     resolver: Resolver<WorkerUpstream>,
     packet_cache: RefCell<PacketCache>,
+    /// Backoff of failures kept in the packet cache (RFC 9520 section 3.2).
+    failure_strikes: RefCell<failures::FailureStrikes>,
     stats: Arc<WorkerStats>,
     settings: WorkerSettings,
     /// The listening UDP sockets by slot (the slot is the poll token and what a reply
@@ -628,22 +631,25 @@ impl WorkerCtx {
         };
         // Stored without the client's cookie: each asker gets its own.
         self.packet_cache.borrow_mut().store(&w.q, &w.msg, &out, self.now_s(), ttl);
-        if let Err(e) = result
-            && keep_failure
-        {
-            self.keep_failure(&w, &out, e);
+        match result {
+            Err(e) if keep_failure => self.keep_failure(&w, &out, e),
+            Err(_) => {}
+            Ok(_) => self.failure_strikes.borrow_mut().forget((&w.msg[w.q.qname.clone()], w.q.qtype)),
         }
         self.deliver(w, out);
     }
 
     /// Keeps a failed resolution's SERVFAIL in the packet cache for `cache.failure_ttl_s`
     /// when the failure is the name's own (RFC 9520 section 3), with EDE 13 (Cached Error)
-    /// after its own code: repeats of the name are cache hits until it runs out. Never
+    /// after its own code: repeats of the name are cache hits until it runs out. A failure
+    /// that repeats is kept longer each time, up to `cache.failure_max_ttl_s`
+    /// ([`failures`]). Never
     /// while the worker is overloaded or has half its resolutions in use (a failure then
     /// may be ours), nor for a resolution whose way met a fault of ours (the caller's
     /// `keep_failure`), nor for a refresh.
     fn keep_failure(&self, w: &Waiter, response: &[u8], e: &ResolveError) {
-        let ttl = self.resolver.shared().settings.failure_ttl;
+        let settings = &self.resolver.shared().settings;
+        let ttl = settings.failure_ttl;
         let loaded = self.overloaded.get() || self.resolutions.get() >= self.settings.max_resolutions / 2;
         // Clients that waited for the same resolution with the same flags share one entry:
         // kept once, counted once.
@@ -653,6 +659,8 @@ impl WorkerCtx {
         let mut kept = response.to_vec();
         // Without EDNS the client gets the bare SERVFAIL, as the first time.
         wire::append_option(&mut kept, &wire::ede_option(crate::ede::Ede::CachedError, "cached failure"));
+        let question = (&w.msg[w.q.qname.clone()], w.q.qtype);
+        let ttl = self.failure_strikes.borrow_mut().keep(question, self.now_s(), ttl, settings.failure_max_ttl);
         if self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, self.now_s(), ttl) {
             self.stats.failures_cached.bump();
         }
@@ -830,6 +838,7 @@ impl Worker {
             packet_cache: RefCell::new(
                 PacketCache::new(settings.packet_cache_bytes).with_prefetch(settings.prefetch_per_s > 0),
             ),
+            failure_strikes: RefCell::new(failures::FailureStrikes::new()),
             prefetch_budget: Cell::new((0, 0)),
             stats,
             udp,

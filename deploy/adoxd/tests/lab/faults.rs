@@ -504,6 +504,67 @@ fn rfc9520_a_failure_while_half_the_resolutions_are_in_use_is_not_kept() {
     assert_eq!(metric(&d, "adox_failures_cached_total"), 3, "alone: kept");
 }
 
+/// RFC 9520 section 3.2, backoff: a name that keeps failing is kept longer each time, up
+/// to `cache.failure_max_ttl_s`, and a success starts it again at `failure_ttl_s`. With
+/// 1 s and a cap of 4 s, against a zone whose server is not there (each resolution fails
+/// at once: port unreachable), failures asked again as soon as they run out are kept about
+/// 1, 2, 4 and 4 s (the worker's clock counts whole seconds: each lasts up to a second
+/// less); once the server has answered and gone again, the next is kept 1 s.
+#[test]
+fn rfc9520_a_repeating_failure_is_kept_longer_each_time_and_a_success_starts_again() {
+    let (_dir, cfg) = temp_config(
+        "[cache]\nfailure_ttl_s = 1\nfailure_max_ttl_s = 4\nmax_ttl_s = 1\nserve_stale = false\n\
+         [transport]\nsignals = false\nprobing = false\n",
+    );
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let name = "www.backoff.lab.";
+    let misses = || metric(&d, "adox_cache_misses_total");
+    // How long each of `n` failures in a row is kept: from its answer to the first query
+    // (polled every 50 ms) that is resolved again, which is the next failure.
+    let lives = |n: usize| -> Vec<f64> {
+        let r = d.query(name, RecordType::A);
+        assert_eq!((r.rcode(), r.ede_codes()), (ResponseCode::ServFail, vec![22]), "a fresh failure");
+        let (mut m, mut t, mut out) = (misses(), Instant::now(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let r = d.query(name, RecordType::A);
+            let now_m = misses();
+            if now_m > m {
+                assert_eq!(r.ede_codes(), vec![22], "resolved again, and failed");
+                out.push(t.elapsed().as_secs_f64());
+                (m, t) = (now_m, Instant::now());
+            } else {
+                assert_eq!(r.ede_codes(), vec![22, 13], "kept");
+            }
+        }
+        out
+    };
+    let kept = lives(4);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept[0] < 1.5, "1 s: {kept:?}");
+    assert!(kept[1] > 0.9 && kept[1] < 2.5, "2 s: {kept:?}");
+    assert!(kept[2] > 2.9 && kept[2] < 4.5, "4 s: {kept:?}");
+    assert!(kept[3] > 2.9 && kept[3] < 4.5, "the cap, 4 s: {kept:?}");
+    // The server comes: once the kept failure runs out, the name resolves.
+    let good = Hostile::start("good", "backoff.lab.", "127.53.40.35");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let r = d.query(name, RecordType::A);
+        if r.rcode() == ResponseCode::NoError {
+            assert_eq!(r.rdata(RecordType::A), ["192.0.2.99"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resolved: {:?}", r.ede_codes());
+    }
+    // It goes again; its answer (1 s) runs out; the next failure starts from 1 s.
+    drop(good);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let kept = lives(1);
+    assert!(kept.len() == 1 && kept[0] < 1.5, "after a success, 1 s again: {kept:?}");
+}
+
 /// A prefetch's failure is never kept: only a client's own resolution fails for the name
 /// (the clients that joined a refresh may have had a live answer it did not read). With
 /// answers cached for 20 s (`cache.max_ttl_s`), the first hit in their last tenth starts a
