@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # benches/failflood.sh: clients repeating questions that cannot be resolved, against adoxd
-# with its failure cache (RFC 9520, `cache.failure_ttl_s`, default 5 s) on and off, and
+# with its failure cache (RFC 9520, `cache.failure_ttl_s`, default 5 s) on with its
+# backoff (`cache.failure_max_ttl_s`, default 60 s), on without backoff, and off, and
 # Unbound (its own default), one after the other in one run, with dnsperf as the load.
 #
 # The questions: five names under down.lab. (its only server's port is unreachable) and
@@ -60,16 +61,17 @@ flood() {
     rows+=("$name ${done_:-0} ${sf:-0} $(awk -v t=$((c1 - c0)) -v k="$TCK" -v n="${done_:-1}" 'BEGIN { printf "%.1f", t * 1e6 / k / n }')")
 }
 
-# adoxd TTL PORT: one worker, validating with the lab's anchor, failures kept TTL seconds;
-# its stop line gives the upstream queries.
+# adoxd LABEL PORT CACHE: one worker, validating with the lab's anchor, with CACHE (the
+# [cache] lines, printf escapes) as its failure cache; its stop line gives the upstream
+# queries.
 adoxd() {
-    printf '[cache]\nfailure_ttl_s = %s\n' "$1" >"$WORK/adox-$1.toml"
+    printf '[cache]\n%b\n' "$3" >"$WORK/adox-$1.toml"
     taskset -c "$SERVER_CPU" target/release/adoxd --config "$WORK/adox-$1.toml" --root-hints "$LAB/root.hints" \
         --trust-anchor "$LAB/trust-anchor.ds" --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$2" \
         --workers 1 --log-level info --api off --state-dir "$WORK" 2>"$WORK/adoxd-$1.log" &
     pids+=($!)
     sleep 0.5
-    flood "adoxd-ttl-$1" "$2" "${pids[-1]}"
+    flood "adoxd-$1" "$2" "${pids[-1]}"
     kill -TERM "${pids[-1]}"
     wait "${pids[-1]}" || true
     local up clients kept
@@ -79,16 +81,17 @@ adoxd() {
     rows[-1]+=" $(awk -v u="$up" -v c="$clients" 'BEGIN { printf "%.4f", c ? u / c : 0 }') ${kept:-0}"
 }
 
-adoxd 5 5353
-adoxd 0 5354
+adoxd backoff 5353 'failure_ttl_s = 5'
+adoxd flat-5s 5356 'failure_ttl_s = 5\nfailure_max_ttl_s = 5'
+adoxd off 5354 'failure_ttl_s = 0'
 deploy/lab/peer unbound up "$LAB" 5355 >/dev/null
 flood unbound 5355 "$(<"$LAB/run/peer-unbound.pid")"
 rows[-1]+=" - -"
 
 echo
 echo "questions that cannot be resolved, asked over and over: $(date -u +%F), $(nproc) cores: $RATE qps for $DURATION s (dnsperf), 10 questions (5 under down.lab., 5 under tlsapkix.lab.)"
-printf '%-14s %9s %8s %9s %14s %6s\n' server answered servfail "cpu_us/q" "upstream/query" kept
+printf '%-15s %9s %8s %9s %14s %6s\n' server answered servfail "cpu_us/q" "upstream/query" kept
 for r in "${rows[@]}"; do
     # shellcheck disable=SC2086 # the row's words on purpose
-    printf '%-14s %9s %8s %9s %14s %6s\n' $r
+    printf '%-15s %9s %8s %9s %14s %6s\n' $r
 done

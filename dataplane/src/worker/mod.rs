@@ -634,6 +634,8 @@ impl WorkerCtx {
         match result {
             Err(e) if keep_failure => self.keep_failure(&w, &out, e),
             Err(_) => {}
+            // A stale answer says nothing of the name's servers: its backoff goes on.
+            Ok(a) if a.stale => {}
             Ok(_) => self.failure_strikes.borrow_mut().forget((&w.msg[w.q.qname.clone()], w.q.qtype)),
         }
         self.deliver(w, out);
@@ -659,9 +661,9 @@ impl WorkerCtx {
         let mut kept = response.to_vec();
         // Without EDNS the client gets the bare SERVFAIL, as the first time.
         wire::append_option(&mut kept, &wire::ede_option(crate::ede::Ede::CachedError, "cached failure"));
-        let question = (&w.msg[w.q.qname.clone()], w.q.qtype);
-        let ttl = self.failure_strikes.borrow_mut().keep(question, self.now_s(), ttl, settings.failure_max_ttl);
-        if self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, self.now_s(), ttl) {
+        let (question, now_s) = ((&w.msg[w.q.qname.clone()], w.q.qtype), self.now_s());
+        let store = |ttl| self.packet_cache.borrow_mut().store(&w.q, &w.msg, &kept, now_s, ttl);
+        if self.failure_strikes.borrow_mut().keep(question, now_s, (ttl, settings.failure_max_ttl), store) {
             self.stats.failures_cached.bump();
         }
     }
