@@ -117,7 +117,8 @@ pub struct StatsSnapshot {
     pub dnssec_bogus: u64,
     /// Client queries that joined an identical resolution already under way.
     pub coalesced: u64,
-    /// Failures kept in the packet cache (`cache.failure_ttl_s`, RFC 9520), one entry per
+    /// Failures kept in the packet cache (RFC 9520): for `cache.failure_ttl_s`, twice as
+    /// long for each repeat of the name up to `cache.failure_max_ttl_s`; one entry per
     /// question and flag set: their repeats are answered SERVFAIL from the cache, with
     /// EDE 13.
     #[serde(default)]

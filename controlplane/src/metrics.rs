@@ -265,7 +265,7 @@ pub fn render(s: &Stats) -> String {
     counter(
         o,
         "adox_failures_cached_total",
-        "Failures kept in the packet cache for cache.failure_ttl_s (RFC 9520), one entry per question and flag set.",
+        "Failures kept in the packet cache (RFC 9520): for cache.failure_ttl_s, twice as long for each repeat of the name up to cache.failure_max_ttl_s; one entry per question and flag set.",
         t.failures_cached,
     );
     counter(o, "adox_dropped_total", "Client messages dropped without an answer.", t.dropped);

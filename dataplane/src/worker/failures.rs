@@ -90,6 +90,23 @@ impl FailureStrikes {
             self.strikes.remove(key);
         }
     }
+
+    /// An operator's flush (the packet cache's, with the same arguments): the names it
+    /// covers start again at the base, as their kept failures are gone with it. `name` is
+    /// lowercase wire form; `None` flushes all.
+    pub(super) fn flush(&mut self, name: Option<&[u8]>, subtree: bool) {
+        if self.strikes.is_empty() {
+            return;
+        }
+        fn owner(key: &[u8]) -> &[u8] {
+            &key[..key.len() - 2]
+        }
+        match name {
+            None => self.strikes.retain(|_, _| false),
+            Some(n) if subtree => self.strikes.retain(|k, _| !crate::names::wire_is_subdomain(owner(k), n)),
+            Some(n) => self.strikes.retain(|k, _| owner(k) != n),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -112,9 +129,9 @@ mod tests {
     #[test]
     fn repeated_failures_are_kept_twice_as_long_up_to_the_cap() {
         let mut s = FailureStrikes::new();
-        let k: (&[u8], u16) = (b"\x03www\x04Lab\x00", 1);
+        let k: (&[u8], u16) = (b"\x03www\x03Lab\x00", 1);
         let (mut b1, mut b2) = ([0u8; KEY_MAX], [0u8; KEY_MAX]);
-        assert_eq!(key(k.0, k.1, &mut b1), key(b"\x03WWW\x04lab\x00", 1, &mut b2), "one key whatever the case");
+        assert_eq!(key(k.0, k.1, &mut b1), key(b"\x03WWW\x03lab\x00", 1, &mut b2), "one key whatever the case");
         let mut now = 1000;
         let mut lives = Vec::new();
         for _ in 0..6 {
@@ -130,10 +147,33 @@ mod tests {
         // A success forgets; another type is apart.
         s.forget(k);
         assert_eq!(kept(&mut s, k, now + 15, 5, 60), 5);
-        assert_eq!(kept(&mut s, (b"\x03www\x04lab\x00", 28), now + 15, 5, 60), 5, "AAAA is its own");
+        assert_eq!(kept(&mut s, (b"\x03www\x03lab\x00", 28), now + 15, 5, 60), 5, "AAAA is its own");
         // No growth with the cap at or below the base.
         let mut flat = FailureStrikes::new();
         assert_eq!((kept(&mut flat, k, 0, 5, 0), kept(&mut flat, k, 5, 5, 0), kept(&mut flat, k, 10, 5, 5)), (5, 5, 5));
+    }
+
+    /// A flush of a name, of its subtree, or of all starts the names it covers again at
+    /// the base, and leaves the others' backoff alone.
+    #[test]
+    fn a_flush_starts_the_names_it_covers_again() {
+        let mut s = FailureStrikes::new();
+        type Question = (&'static [u8], u16);
+        let (www, mail, other): (Question, Question, Question) =
+            ((b"\x03www\x03lab\x00", 1), (b"\x04mail\x03lab\x00", 28), (b"\x03www\x05other\x00", 1));
+        // Each phase starts long after the last one's strikes ran out: two failures (5 s,
+        // 10 s), then a flush, then the third failure, at `t + 15`: 20 s unless flushed.
+        let third_after = |s: &mut FailureStrikes, t: u32, flush: &dyn Fn(&mut FailureStrikes)| {
+            for q in [www, mail, other] {
+                assert_eq!((kept(s, q, t, 5, 60), kept(s, q, t + 5, 5, 60)), (5, 10));
+            }
+            flush(s);
+            [www, mail, other].map(|q| kept(s, q, t + 15, 5, 60))
+        };
+        assert_eq!(third_after(&mut s, 0, &|s| s.flush(Some(b"\x03www\x03lab\x00"), false)), [5, 20, 20], "the name");
+        assert_eq!(third_after(&mut s, 100, &|s| s.flush(Some(b"\x03lab\x00"), false)), [20, 20, 20], "not below it");
+        assert_eq!(third_after(&mut s, 200, &|s| s.flush(Some(b"\x03lab\x00"), true)), [5, 5, 20], "the subtree");
+        assert_eq!(third_after(&mut s, 300, &|s| s.flush(None, false)), [5, 5, 5], "all");
     }
 
     /// One failure shared by clients with other flags (each its own packet-cache entry) is
@@ -142,7 +182,7 @@ mod tests {
     #[test]
     fn one_failure_is_one_strike_whatever_the_clients_flags() {
         let mut s = FailureStrikes::new();
-        let k: (&[u8], u16) = (b"\x03www\x04lab\x00", 1);
+        let k: (&[u8], u16) = (b"\x03www\x03lab\x00", 1);
         assert_eq!(kept(&mut s, k, 100, 5, 60), 5);
         assert_eq!(kept(&mut s, k, 100, 5, 60), 5, "CD set, same second: the same 5 s");
         assert_eq!(kept(&mut s, k, 103, 5, 60), 2, "DO set, later: what is left");

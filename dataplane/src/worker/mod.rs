@@ -1183,7 +1183,9 @@ impl Worker {
         let last = self.mailbox.requested.load(Ordering::Acquire);
         for (_, name) in list.iter() {
             let name = name.as_ref().map(|(n, subtree)| (n.as_slice(), *subtree));
-            self.ctx.packet_cache.borrow_mut().flush(name.map(|n| n.0), name.is_some_and(|n| n.1));
+            let (name, subtree) = (name.map(|n| n.0), name.is_some_and(|n| n.1));
+            self.ctx.packet_cache.borrow_mut().flush(name, subtree);
+            self.ctx.failure_strikes.borrow_mut().flush(name, subtree);
         }
         list.clear();
         drop(list);

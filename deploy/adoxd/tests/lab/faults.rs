@@ -509,7 +509,8 @@ fn rfc9520_a_failure_while_half_the_resolutions_are_in_use_is_not_kept() {
 /// 1 s and a cap of 4 s, against a zone whose server is not there (each resolution fails
 /// at once: port unreachable), failures asked again as soon as they run out are kept about
 /// 1, 2, 4 and 4 s (the worker's clock counts whole seconds: each lasts up to a second
-/// less); once the server has answered and gone again, the next is kept 1 s.
+/// less); after a flush of the name, and once the server has answered and gone again,
+/// the next is kept 1 s.
 #[test]
 fn rfc9520_a_repeating_failure_is_kept_longer_each_time_and_a_success_starts_again() {
     let (_dir, cfg) = temp_config(
@@ -546,6 +547,11 @@ fn rfc9520_a_repeating_failure_is_kept_longer_each_time_and_a_success_starts_aga
     assert!(kept[1] > 0.9 && kept[1] < 2.5, "2 s: {kept:?}");
     assert!(kept[2] > 2.9 && kept[2] < 4.5, "4 s: {kept:?}");
     assert!(kept[3] > 2.9 && kept[3] < 4.5, "the cap, 4 s: {kept:?}");
+    // An operator's flush of the name drops its kept failure and starts its backoff again.
+    let flushed = d.admin().send_json("POST", "/v1/cache/flush", &serde_json::json!({"name": name})).unwrap();
+    assert_eq!(flushed.status, 200);
+    let kept = lives(1);
+    assert!(kept.len() == 1 && kept[0] < 1.5, "after a flush, 1 s again: {kept:?}");
     // The server comes: once the kept failure runs out, the name resolves.
     let good = Hostile::start("good", "backoff.lab.", "127.53.40.35");
     let deadline = Instant::now() + Duration::from_secs(20);
