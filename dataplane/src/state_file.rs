@@ -31,6 +31,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Gives the files root owns in the state directory `dir` to `uid`:`gid`, when `dir` is
+/// theirs (run as root, before a switch to that user): the policy store opened before the
+/// switch, or files of an earlier run as root, would otherwise stay root's, and a later
+/// start as that user alone could not write them. Only regular files with one link: a
+/// symlink or a hard link placed in the directory (which the user can write) never hands
+/// the user a file elsewhere. Nothing is done in a directory that is not the user's.
+pub(crate) fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |what: &Path, e: std::io::Error| format!("state directory {}: {e}", what.display());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.uid() == uid => {}
+        // Not theirs (the write check after the switch says so), or not there yet.
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(dir, e)),
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let path = entry.map_err(|e| fail(dir, e))?.path();
+        let m = std::fs::symlink_metadata(&path).map_err(|e| fail(&path, e))?;
+        if m.file_type().is_file() && m.uid() == 0 && m.nlink() == 1 {
+            // lchown: should the entry have become a link since, the link changes hands,
+            // not what it points to.
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| fail(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -394,8 +394,13 @@ pub(crate) enum PrivilegeDrop {
 /// whose uids all leave 0: nothing is kept, not even `CAP_NET_BIND_SERVICE` (the sockets
 /// are bound before this). Checked afterwards: root cannot be regained, and no capability
 /// is left. Run as another user than `user`, it is an error (an unprivileged process cannot
-/// switch); run as `user` already, there is nothing to do.
-pub(crate) fn drop_privileges(user: &str, group: Option<&str>) -> Result<PrivilegeDrop, String> {
+/// switch); run as `user` already, there is nothing to do. `before` runs as root just
+/// before the switch, given the uid and gid switched to.
+pub(crate) fn drop_privileges(
+    user: &str,
+    group: Option<&str>,
+    before: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Result<PrivilegeDrop, String> {
     let (uid, primary) = user_ids(user)?;
     let gid = match group {
         Some(g) => group_id(g)?,
@@ -413,6 +418,7 @@ pub(crate) fn drop_privileges(user: &str, group: Option<&str>) -> Result<Privile
                 libc::geteuid()
             ));
         }
+        before(uid, gid)?;
         let last = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
         if libc::setgroups(1, &gid) != 0 {
             return Err(last("setgroups"));

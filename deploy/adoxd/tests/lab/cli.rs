@@ -153,7 +153,10 @@ fn json_log_lines_and_per_query_problems_are_rate_limited() {
 
 /// Privilege drop (issue 13): started as root with `--user nobody`, adoxd binds port 53,
 /// then every thread (main, workers, API) runs as nobody with no capability at all
-/// (`/proc/PID/task/*/status`), and it still resolves.
+/// (`/proc/PID/task/*/status`), and it still resolves. The files root left in the state
+/// directory (the policy journal, opened before the switch; a file of an earlier run as
+/// root) are nobody's, so a later start as nobody alone can write them; a hard link or a
+/// symlink placed there to a file elsewhere hands nothing over.
 #[test]
 fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabilities() {
     let me = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -170,6 +173,13 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     for p in [state_path.as_str(), admin.to_str().unwrap(), read.to_str().unwrap()] {
         assert!(Command::new("chown").args(["nobody:nogroup", p]).status().unwrap().success());
     }
+    let elsewhere = crate::support::tempdir::Dir::new();
+    let (linked, pointed) = (elsewhere.path().join("linked"), elsewhere.path().join("pointed"));
+    std::fs::write(&linked, b"root's").unwrap();
+    std::fs::write(&pointed, b"root's").unwrap();
+    std::fs::hard_link(&linked, state.path().join("hard-link")).unwrap();
+    std::os::unix::fs::symlink(&pointed, state.path().join("symlink")).unwrap();
+    std::fs::write(state.path().join("left-by-root"), b"").unwrap();
     let d = Adoxd::lab(&[
         "--user",
         "nobody",
@@ -197,6 +207,12 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     assert!(threads >= 3, "the main thread, the workers and the API's");
     let log = d.terminate();
     assert!(log.contains("switched from root; no capability kept"), "{log}");
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
+    for f in ["policies.journal", "left-by-root"] {
+        assert_eq!(owner(&state.path().join(f)), 65534, "{f} is nobody's");
+    }
+    assert_eq!((owner(&linked), owner(&pointed)), (0, 0), "files elsewhere stay root's");
 }
 
 /// A state directory the user cannot write stops the start with the reason (learned
