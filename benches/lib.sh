@@ -6,6 +6,8 @@
 
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# Where the servers listen and the generators send (benches/veth.sh moves both).
+SERVER_ADDR=${SERVER_ADDR:-127.0.0.1}
 TCK=$(getconf CLK_TCK)
 BENCH_TMP=$(mktemp -d /tmp/adox-bench.XXXXXX)
 bench_pids=()
@@ -19,9 +21,18 @@ bench_cleanup() {
     rm -rf -- "$BENCH_TMP"
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# (Fields counted after the command's name, which may hold spaces: "nsd: server 1".)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# The CPU ticks of the world's NSD processes (each server's main, xfrd and worker processes).
+nsd_ticks() {
+    local p t=0
+    for p in $(pgrep -f "^nsd -d -c $WORLD/conf/"); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
+# load_cmd CMD...: a load generator, pinned to LOAD_CPU (benches/veth.sh: in its namespace).
+load_cmd() { taskset -c "$LOAD_CPU" "$@"; }
 # Of those, the ticks spent in the kernel.
-sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+sys_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $13}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # per_answer TICKS ANSWERS: microseconds of CPU per answer.
 per_answer() { awk -v t="$1" -v k="$TCK" -v n="$2" 'BEGIN { printf "%.1f", n ? t * 1e6 / k / n : 0 }'; }
@@ -64,7 +75,8 @@ cache_counts() {
     esac
 }
 
-# start_adoxd PORT API_PORT [ARG...]: adoxd on the world's root, pinned; sets SERVER_PID.
+# start_adoxd PORT API_PORT [ARG...]: adoxd on the world's root, pinned, on SERVER_ADDR,
+# with ADOXD_CONF_EXTRA (TOML lines) added to its configuration; sets SERVER_PID.
 start_adoxd() {
     local port=$1 api=$2 state
     shift 2
@@ -78,16 +90,17 @@ packet_cache_bytes = 4294967296
 # overload shedding (which Unbound and PowerDNS have no equivalent of at this
 # depth) would turn that into dropped queries.
 overload_after_ms = 60000
+${ADOXD_CONF_EXTRA:-}
 EOF
     taskset -c "$SERVER_CPU" "${ADOXD:-target/release/adoxd}" --config "$BENCH_TMP/adoxd.toml" \
         --root-hints "$WORLD/root.hints" --trust-anchor "$WORLD/trust-anchor.ds" \
-        --allow-upstream 127.0.0.0/8 --listen "127.0.0.1:$port" --workers 1 --log-level warn \
+        --allow-upstream 127.0.0.0/8 --listen "$SERVER_ADDR:$port" --workers 1 --log-level warn \
         --api "127.0.0.1:$api" --state-dir "$state" "$@" &
     SERVER_PID=$!
     bench_pids+=("$SERVER_PID")
     local i
     for ((i = 0; i < 100; i++)); do
-        dig @127.0.0.1 -p "$port" +time=1 +tries=1 +short . SOA >/dev/null 2>&1 && return
+        dig @"$SERVER_ADDR" -p "$port" +time=1 +tries=1 +short . SOA >/dev/null 2>&1 && return
         sleep 0.1
     done
     echo "adoxd did not start" >&2
@@ -103,6 +116,8 @@ start_peer() {
         {
             printf 'server:\n    msg-cache-size: 4g\n    rrset-cache-size: 8g\n    key-cache-size: 256m\n'
             printf '    neg-cache-size: 256m\n    num-queries-per-thread: 4096\n'
+            [[ $SERVER_ADDR == 127.0.0.1 ]] ||
+                printf '    interface: %s\n    access-control: %s/16 allow\n' "$SERVER_ADDR" "${SERVER_ADDR%.*.*}.0.0"
             [[ $mode == off ]] && printf '    module-config: "iterator"\n'
             printf 'remote-control:\n    control-enable: yes\n    control-use-cert: no\n'
             printf '    control-interface: %s/unbound.ctl\n' "$BENCH_TMP"
@@ -124,12 +139,12 @@ start_peer() {
 
 stop_peer() { deploy/lab/peer "$1" down "$WORLD" >/dev/null; }
 
-# dnsperf_run FILE [DNSPERF_ARG...]: runs dnsperf once over FILE on LOAD_CPU against
-# 127.0.0.1:$PORT; sets DP_SENT DP_ANSWERED DP_LOST DP_AVG_US DP_SERVFAIL DP_QPS.
+# dnsperf_run FILE [DNSPERF_ARG...]: runs dnsperf once over FILE (`load_cmd`) against
+# SERVER_ADDR:$PORT; sets DP_SENT DP_ANSWERED DP_LOST DP_AVG_US DP_SERVFAIL DP_QPS.
 dnsperf_run() {
     local file=$1 out
     shift
-    out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$file" -n 1 -t 5 "$@" 2>&1)
+    out=$(load_cmd dnsperf -s "$SERVER_ADDR" -p "$PORT" -d "$file" -n 1 -t 5 "$@" 2>&1)
     DP_SENT=$(sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' <<<"$out")
     DP_ANSWERED=$(sed -n 's/^ *Queries completed: *\([0-9]*\).*/\1/p' <<<"$out")
     DP_LOST=$(sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' <<<"$out")

@@ -17,11 +17,24 @@
 # (adox-load: p50/p99; dnsperf: its average), SERVFAILs, upstream queries per client query
 # (an iptables rule counts the queries to the world's servers) and the share answered
 # from the answer cache as the server counts it (adoxd's packet cache, Unbound's message
-# cache, PowerDNS's packet cache).
+# cache, PowerDNS's packet cache). Also the machine's busy CPU per answered query (both
+# cores: every thread's runtime, benches/veth.sh) and, within it, the world's NSD
+# processes' share.
+#
+# NET=veth runs the same over a (virtual) Ethernet link (benches/veth.sh; clang,
+# libbpf-dev, libxdp-dev): the generators in a network namespace of their own, adox-load
+# pacing by sleeping; SERVERS default to "floor adoxd adoxd-xdp unbound": adoxd's socket
+# path, its AF_XDP path (`[xdp]`, built with --features xdp) and Unbound, and the XDP echo
+# floor (each query bounced at the driver, no DNS work). There the process's own CPU
+# misses the kernel's receive work, done in softirq on the generator's core (the AF_XDP
+# path's copy into its ring included), so the figure compared is the resolver's share of
+# the machine: machine CPU per answer, minus the floor's (the generator and the link),
+# minus the NSD processes' (the world's servers' own work).
 #
 #   benches/workload.sh                       # RATE=10000 WARM=1000000 COUNT=600000
 #   EXPONENT=1.0 benches/workload.sh
 #   SERVERS="adoxd unbound" RATE=20000 benches/workload.sh
+#   NET=veth benches/workload.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,12 +44,32 @@ WARM=${WARM:-1000000}
 WARM_RATE=${WARM_RATE:-20000}
 COUNT=${COUNT:-600000}
 EXPONENT=${EXPONENT:-0.9}
-SERVERS=${SERVERS:-adoxd unbound pdns}
+NET=${NET:-loopback}
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
-trap bench_cleanup EXIT
-
-cargo build --release -q -p adoxd -p adox-benches
+# shellcheck source=benches/veth.sh
+source benches/veth.sh
+case $NET in
+loopback)
+    SERVERS=${SERVERS:-adoxd unbound pdns}
+    trap bench_cleanup EXIT
+    cargo build --release -q -p adoxd -p adox-benches
+    load_cmd() { timed "$BENCH_TMP/gen" taskset -c "$LOAD_CPU" "$@"; }
+    ;;
+veth)
+    SERVERS=${SERVERS:-floor adoxd adoxd-xdp unbound}
+    trap 'bench_cleanup; veth_down' EXIT
+    cargo build --release -q -p adoxd -p adox-benches --features adoxd/xdp
+    # 1: adoxd's socket path and Unbound; 2: adoxd's AF_XDP path; 3: the floor.
+    veth_up 3 "$BENCH_TMP"
+    veth_floor 3
+    load_cmd() { timed "$BENCH_TMP/gen" in_ns "$@"; }
+    ;;
+*)
+    echo "workload.sh: NET is loopback or veth" >&2
+    exit 2
+    ;;
+esac
 LOAD=target/release/adox-load
 # A world from before the DoT share (no dot_pct) is built again.
 grep -q '^dot_pct=' "$WORLD/world.env" 2>/dev/null || benches/world.py build "$WORLD"
@@ -50,41 +83,86 @@ API=5363
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 hit_pct() { awk -v h0="$1" -v m0="$2" -v h1="$3" -v m1="$4" 'BEGIN { n = h1 - h0 + m1 - m0; printf "%.1f", n ? 100 * (h1 - h0) / n : 0 }'; }
 
+# Over veth, adox-load sleeps between sends: the machine's CPU counts the generator's, and
+# a spinning one would count as busy whatever it sent.
+pace=()
+[[ $NET == veth ]] && pace=(--pace sleep)
+
+# The counters around a measured part, "server_ticks threads_file nsd_ticks upstream";
+# the floor has no process and no cache. SIDE: a or b.
+counters() {
+    machine_snapshot "$BENCH_TMP/threads.$2"
+    echo "$([[ $1 == floor ]] && echo 0 || cpu_ticks "$SERVER_PID") $BENCH_TMP/threads.$2 $(nsd_ticks) $(upstream_queries)"
+}
+# measured ANSWERED BEFORE AFTER: "cpu machine nsd upstream/q" per answer; machine is every
+# thread's runtime and the generator's (`load_cmd` timed it).
+measured() {
+    local c0 t0 n0 u0 c1 t1 n1 u1
+    read -r c0 t0 n0 u0 <<<"$2"
+    read -r c1 t1 n1 u1 <<<"$3"
+    echo "$(per_answer $((c1 - c0)) "$1") \
+$(awk -v t=$(($(machine_ns "$t0" "$t1") + $(<"$BENCH_TMP/gen"))) -v n="$1" 'BEGIN { printf "%.1f", n ? t / 1e3 / n : 0 }') \
+$(per_answer $((n1 - n0)) "$1") $(awk -v u=$((u1 - u0)) -v n="$1" 'BEGIN { printf "%.3f", n ? u / n : 0 }')"
+}
+
 rows=()
 for s in $SERVERS; do
-    case $s in
-    adoxd) start_adoxd "$PORT" "$API" ;;
-    *) start_peer "$s" "$PORT" ;;
+    addr=$SERVER_ADDR
+    case $NET.$s in
+    veth.adoxd | veth.unbound | veth.pdns) addr=10.97.1.2 ;;
+    veth.adoxd-xdp) addr=10.97.2.2 ;;
+    veth.floor) addr=10.97.3.2 ;;
+    loopback.floor | loopback.adoxd-xdp)
+        echo "workload.sh: $s needs NET=veth" >&2
+        exit 2
+        ;;
     esac
-    # Warm-up: dnsperf goes through the file once (up to 500 in flight).
-    dnsperf_run "$BENCH_TMP/q.warm" -Q "$WARM_RATE" -q 500
-    echo "workload.sh: $s warmed: $DP_ANSWERED answered, $DP_LOST lost, $DP_SERVFAIL SERVFAIL" >&2
+    port=$PORT
+    case $s in
+    floor) port=5363 ;; # the echo program's port
+    adoxd) SERVER_ADDR=$addr start_adoxd "$PORT" "$API" ;;
+    adoxd-xdp) SERVER_ADDR=$addr ADOXD_CONF_EXTRA=$'[xdp]\nenabled = true\ninterface = "xb2"' start_adoxd "$PORT" "$API" ;;
+    *) SERVER_ADDR=$addr start_peer "$s" "$PORT" ;;
+    esac
+    if [[ $s != floor ]]; then
+        # Warm-up: dnsperf goes through the file once (up to 500 in flight).
+        SERVER_ADDR=$addr dnsperf_run "$BENCH_TMP/q.warm" -Q "$WARM_RATE" -q 500
+        echo "workload.sh: $s warmed: $DP_ANSWERED answered, $DP_LOST lost, $DP_SERVFAIL SERVFAIL" >&2
+    fi
 
     # Part 1: adox-load, once through the part at RATE.
     read -r h0 m0 <<<"$(cache_counts "$s" "$API")"
-    c0=$(cpu_ticks "$SERVER_PID") u0=$(upstream_queries)
-    out=$(taskset -c "$LOAD_CPU" "$LOAD" --server "127.0.0.1:$PORT" --queries "$BENCH_TMP/q.1" --rate "$RATE" \
-        --duration $((COUNT / RATE)) --timeout-ms 5000 --json)
-    c1=$(cpu_ticks "$SERVER_PID") u1=$(upstream_queries)
+    k0=$(counters "$s" a)
+    load_cmd "$LOAD" --server "$addr:$port" --queries "$BENCH_TMP/q.1" --rate "$RATE" \
+        --duration $((COUNT / RATE)) --timeout-ms 5000 "${pace[@]}" --json >"$BENCH_TMP/out.1"
+    out=$(<"$BENCH_TMP/out.1")
+    k1=$(counters "$s" b)
     read -r h1 m1 <<<"$(cache_counts "$s" "$API")"
     ans=$(json "$out" received)
-    rows+=("$s adox-load $(per_answer $((c1 - c0)) "$ans") $(json "$out" sent) $ans $(json "$out" lost) $(json "$out" servfail) $(json "$out" p50_us) $(json "$out" p99_us) - $(awk -v u=$((u1 - u0)) -v n="$ans" 'BEGIN { printf "%.3f", u / n }') $(hit_pct "$h0" "$m0" "$h1" "$m1")")
+    read -r cpu machine nsd upq <<<"$(measured "$ans" "$k0" "$k1")"
+    rows+=("$s adox-load $cpu $machine $nsd $(json "$out" sent) $ans $(json "$out" lost) $(json "$out" servfail) $(json "$out" p50_us) $(json "$out" p99_us) - $upq $(hit_pct "$h0" "$m0" "$h1" "$m1")")
     echo "workload.sh: ${rows[-1]}" >&2
 
     # Part 2: dnsperf, once through the next part at RATE.
     read -r h0 m0 <<<"$(cache_counts "$s" "$API")"
-    c0=$(cpu_ticks "$SERVER_PID") u0=$(upstream_queries)
-    dnsperf_run "$BENCH_TMP/q.2" -Q "$RATE" -q 1000
-    c1=$(cpu_ticks "$SERVER_PID") u1=$(upstream_queries)
+    k0=$(counters "$s" a)
+    PORT=$port SERVER_ADDR=$addr dnsperf_run "$BENCH_TMP/q.2" -Q "$RATE" -q 1000
+    k1=$(counters "$s" b)
     read -r h1 m1 <<<"$(cache_counts "$s" "$API")"
-    rows+=("$s dnsperf $(per_answer $((c1 - c0)) "$DP_ANSWERED") $DP_SENT $DP_ANSWERED $DP_LOST $DP_SERVFAIL - - $DP_AVG_US $(awk -v u=$((u1 - u0)) -v n="$DP_ANSWERED" 'BEGIN { printf "%.3f", u / n }') $(hit_pct "$h0" "$m0" "$h1" "$m1")")
+    read -r cpu machine nsd upq <<<"$(measured "$DP_ANSWERED" "$k0" "$k1")"
+    rows+=("$s dnsperf $cpu $machine $nsd $DP_SENT $DP_ANSWERED $DP_LOST $DP_SERVFAIL - - $DP_AVG_US $upq $(hit_pct "$h0" "$m0" "$h1" "$m1")")
     echo "workload.sh: ${rows[-1]}" >&2
 
     case $s in
-    adoxd)
+    floor) ;;
+    adoxd*)
         dot=$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^adox_upstream_queries_total\{transport="dot"\}/ { print $2 }')
         all=$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^adox_upstream_queries_total/ { n += $2 } END { print n + 0 }')
-        dot_note="adoxd sent ${dot:-0} of its $all upstream queries over DoT (the zones on ns2.zipf.)"
+        dot_note="$s sent ${dot:-0} of its $all upstream queries over DoT (the zones on ns2.zipf.)"
+        if [[ $s == adoxd-xdp ]]; then
+            in_frames=$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^adox_xdp_answered_total/ { print $2 }')
+            dot_note+="; it answered ${in_frames:-0} queries in their own frames (AF_XDP)"
+        fi
         echo "workload.sh: $dot_note" >&2
         kill "$SERVER_PID"
         wait "$SERVER_PID" 2>/dev/null || true
@@ -94,15 +172,29 @@ for s in $SERVERS; do
 done
 
 echo
-echo "ISP-like workload, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, load on cpu $LOAD_CPU; $RATE qps"
+echo "ISP-like workload, $(date -u +%F), $(nproc) cores; server on cpu $SERVER_CPU, load on cpu $LOAD_CPU; $RATE qps; NET=$NET"
 [[ -n ${dot_note:-} ]] && echo "  $dot_note"
 sed 's/^world.py: /  /' "$BENCH_TMP/stream.txt"
-printf '%-8s %-10s %9s %7s %8s %9s %6s %8s %7s %7s %7s %7s %6s\n' server loadgen "cpu_us/q" "x adox" sent answered lost servfail p50_us p99_us avg_us "up/q" "hit%"
-declare -A base
+# cpu_us/q: the server process's CPU per answer; machine: both cores' busy CPU per answer,
+# the generator's included; nsd: the world's servers' share of it; resolver (over veth):
+# machine minus nsd minus the floor's machine figure. "x adox" compares cpu_us/q on
+# loopback, resolver over veth, each to adoxd's (its socket path) with the same generator.
+printf '%-9s %-9s %8s %8s %6s %8s %6s %7s %8s %6s %5s %6s %7s %6s %6s %5s\n' server loadgen "cpu_us/q" machine nsd resolver "x adox" sent answered lost sf p50_us p99_us avg_us "up/q" "hit%"
+declare -A base floor_m
 for r in "${rows[@]}"; do
-    read -r name gen cpu sent ans lost sf p50 p99 avg upq hit <<<"$r"
-    [[ $name == adoxd ]] && base[$gen]=$cpu
-    printf '%-8s %-10s %9s %7s %8s %9s %6s %8s %7s %7s %7s %7s %6s\n' "$name" "$gen" "$cpu" \
-        "$(awk -v a="$cpu" -v b="${base[$gen]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+    read -r name gen cpu machine nsd _ <<<"$r"
+    [[ $name == floor ]] && floor_m[$gen]=$machine
+done
+for r in "${rows[@]}"; do
+    read -r name gen cpu machine nsd sent ans lost sf p50 p99 avg upq hit <<<"$r"
+    resolver=$(awk -v m="$machine" -v n="$nsd" -v f="${floor_m[$gen]:-0}" 'BEGIN { printf "%.1f", m - n - f }')
+    [[ $name == floor ]] && resolver=0
+    [[ $NET == loopback ]] && resolver=- # the generator's share is in machine
+    key=$cpu
+    [[ $NET == veth ]] && key=$resolver
+    [[ $name == adoxd ]] && base[$gen]=$key
+    [[ $name == floor ]] && hit=-
+    printf '%-9s %-9s %8s %8s %6s %8s %6s %7s %8s %6s %5s %6s %7s %6s %6s %5s\n' "$name" "$gen" "$cpu" "$machine" "$nsd" "$resolver" \
+        "$(awk -v a="$key" -v b="${base[$gen]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
         "$sent" "$ans" "$lost" "$sf" "$p50" "$p99" "$avg" "$upq" "$hit"
 done

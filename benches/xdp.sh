@@ -12,8 +12,9 @@
 #              back at the driver (QR set) without any DNS work, :5363
 # The servers have one thread each, pinned to SERVER_CPU. After a warm-up pass, each round
 # offers RATE qps for DURATION s to each target in turn; the figure is the machine's busy
-# CPU time (/proc/stat, all cores: user, nice, system, irq, softirq, steal) per answered
-# query, the generator's and the kernel's included; the median of ROUNDS rounds; minus the
+# CPU time (every thread's runtime and the generator's, benches/veth.sh: /proc/stat's ticks
+# miss most of a server's short wake-ups on this kernel) per answered query, the
+# generator's and the kernel's included; the median of ROUNDS rounds; minus the
 # floor's, it is what answering costs above a bare bounce. Only the queries adoxd answers
 # NOERROR or NXDOMAIN after the warm-up are asked (cache hits). LOADGEN=both (default),
 # dnsperf or adox-load. Needs root, clang, libbpf-dev, libxdp-dev, the lab's packages.
@@ -32,15 +33,12 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 LAB=${ADOX_LAB_DIR:-/tmp/adox-lab}
 QUERIES=${QUERIES:-deploy/lab/names.txt}
-NS=adox-xb
-TCK=$(getconf CLK_TCK)
 
 cargo build --release -q -p adoxd -p adox-benches --features adoxd/xdp
 LOAD=target/release/adox-load
 TMP=$(mktemp -d /tmp/adox-xdp-bench.XXXXXX)
-for prog in echo pass; do
-    clang -O2 -g -target bpf -I "/usr/include/$(uname -m)-linux-gnu" -c "benches/xdp/$prog.bpf.c" -o "$TMP/$prog.o"
-done
+# shellcheck source=benches/veth.sh
+source benches/veth.sh
 
 started_lab=0
 if ! deploy/lab/lab status "$LAB" >/dev/null 2>&1; then
@@ -51,29 +49,14 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     deploy/lab/peer unbound down "$LAB" >/dev/null 2>&1 || true
-    ip netns del "$NS" 2>/dev/null || true
-    for i in 1 2 3; do ip link del "xb$i" 2>/dev/null || true; done
+    veth_down
     if ((started_lab)); then deploy/lab/lab down "$LAB" >/dev/null 2>&1 || true; fi
     rm -rf -- "$TMP"
 }
 trap cleanup EXIT
 
-ip netns del "$NS" 2>/dev/null || true
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-for i in 1 2 3; do
-    ip link del "xb$i" 2>/dev/null || true
-    ip link add "xb$i" type veth peer name "xbc$i"
-    ip link set "xbc$i" netns "$NS"
-    ip addr add "10.97.$i.2/24" dev "xb$i"
-    ip link set "xb$i" up
-    ip -n "$NS" addr add "10.97.$i.1/24" dev "xbc$i"
-    ip -n "$NS" link set "xbc$i" up
-    # The generator's end takes XDP_TX frames only with an XDP program of its own (or GRO):
-    # the same pass-through program on all three, so every answer arrives the same way.
-    ip -n "$NS" link set dev "xbc$i" xdpdrv obj "$TMP/pass.o" sec xdp
-done
-ip link set dev xb3 xdpdrv obj "$TMP/echo.o" sec xdp
+veth_up 3 "$TMP"
+veth_floor 3
 
 # adoxd twice: the socket path and the AF_XDP path (the same build).
 start_adoxd() {
@@ -96,8 +79,6 @@ taskset -a -cp "$SERVER_CPU" "$PID_unbound" >/dev/null
 sleep 1
 
 targets=("floor 10.97.3.2 5363" "adoxd-socket 10.97.1.2 5360" "adoxd-xdp 10.97.2.2 5361" "unbound 10.97.1.2 5362")
-in_ns() { taskset -c "$LOAD_CPU" ip netns exec "$NS" "$@"; }
-busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 json() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
 for t in "${targets[@]}"; do
@@ -113,7 +94,7 @@ done
 HITS=$TMP/hits.txt
 while read -r qname qtype; do
     [[ -z $qname || $qname == \#* ]] && continue
-    if ip netns exec "$NS" dig @10.97.1.2 -p 5360 "$qname" "$qtype" +tries=1 +time=2 |
+    if ip netns exec "$VETH_NS" dig @10.97.1.2 -p 5360 "$qname" "$qtype" +tries=1 +time=2 |
         grep -qE 'status: (NOERROR|NXDOMAIN)'; then
         echo "$qname $qtype"
     fi
@@ -123,23 +104,23 @@ QUERIES=$HITS
 
 # one GEN NAME ADDR PORT: a fixed-rate run; prints "us_per_answer sent answered lost".
 one() {
-    local gen=$1 addr=$3 port=$4 b0 b1 out sent recv lost
-    b0=$(busy)
+    local gen=$1 addr=$3 port=$4 out sent recv lost
+    machine_snapshot "$TMP/threads.a"
     if [[ $gen == dnsperf ]]; then
-        out=$(in_ns dnsperf -s "$addr" -p "$port" -d "$QUERIES" -Q "$RATE" -l "$DURATION" -t 2 -q 1000 2>&1)
+        out=$(timed "$TMP/gen" in_ns dnsperf -s "$addr" -p "$port" -d "$QUERIES" -Q "$RATE" -l "$DURATION" -t 2 -q 1000 2>&1)
         sent=$(sed -n 's/^ *Queries sent: *\([0-9]*\).*/\1/p' <<<"$out")
         recv=$(sed -n 's/^ *Queries completed: *\([0-9]*\).*/\1/p' <<<"$out")
         lost=$(sed -n 's/^ *Queries lost: *\([0-9]*\).*/\1/p' <<<"$out")
     else
         # Sleeping between sends: a spinning generator would count as busy whatever it sent.
-        out=$(in_ns "$LOAD" --server "$addr:$port" --queries "$QUERIES" --rate "$RATE" --duration "$DURATION" --pace sleep --json)
+        out=$(timed "$TMP/gen" in_ns "$LOAD" --server "$addr:$port" --queries "$QUERIES" --rate "$RATE" --duration "$DURATION" --pace sleep --json)
         sent=$(json "$out" sent)
         recv=$(json "$out" received)
         lost=$(json "$out" lost)
     fi
-    b1=$(busy)
-    awk -v t=$((b1 - b0)) -v k="$TCK" -v n="$recv" -v s="$sent" -v l="$lost" \
-        'BEGIN { printf "%.2f %d %d %d\n", n ? t * 1e6 / k / n : 0, s, n, l }'
+    machine_snapshot "$TMP/threads.b"
+    awk -v t=$(($(machine_ns "$TMP/threads.a" "$TMP/threads.b") + $(<"$TMP/gen"))) -v n="$recv" -v s="$sent" -v l="$lost" \
+        'BEGIN { printf "%.2f %d %d %d\n", n ? t / 1e3 / n : 0, s, n, l }'
 }
 
 gens=()
@@ -159,7 +140,7 @@ udp=$(curl -s http://127.0.0.1:5391/metrics | awk '/^adox_client_queries_total\{
 mode=$(grep -o 'mode="[a-z-]*"' "$TMP/adoxd-xdp.log" | head -1)
 
 echo
-echo "AF_XDP cache-hit cost, $(date -u +%F), $(nproc) cores, kernel $(uname -r); servers on cpu $SERVER_CPU, generator on cpu $LOAD_CPU in netns $NS over veth"
+echo "AF_XDP cache-hit cost, $(date -u +%F), $(nproc) cores, kernel $(uname -r); servers on cpu $SERVER_CPU, generator on cpu $LOAD_CPU in netns $VETH_NS over veth"
 echo "offered $RATE qps for $DURATION s per run, $ROUNDS interleaved rounds, median by machine CPU per answer; queries: $QUERIES"
 echo "adoxd-xdp: AF_XDP socket bound with ${mode:-no mode logged}; it answered ${in_frames:-?} of ${udp:-?} UDP queries in their frames"
 for gen in "${gens[@]}"; do
