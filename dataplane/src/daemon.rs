@@ -862,10 +862,13 @@ impl DataPlane {
         // Every socket of the data plane is bound: root is no longer needed, and no worker
         // thread has started yet.
         if let Some(user) = &cfg.server.user {
-            // Files root left in the state directory (the policy store, opened before this;
+            // adoxd's own state files that root owns (the policy store, opened before this;
             // an earlier run as root) become the user's, so a later start as that user
             // alone (`User=` in a unit) can write them.
-            let hand_over = |uid, gid| crate::state_file::hand_over(&cfg.server.state_dir, uid, gid);
+            let hand_over = |uid, gid| {
+                crate::state_file::hand_over(&cfg.server.state_dir, uid, gid);
+                Ok(())
+            };
             match crate::sys::drop_privileges(user, cfg.server.group.as_deref(), hand_over)
                 .map_err(StartError::Privileges)?
             {

@@ -31,37 +31,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Gives the files root owns in the state directory `dir` to `uid`:`gid`, when `dir` is
-/// theirs (run as root, before a switch to that user): the policy store opened before the
-/// switch, or files of an earlier run as root, would otherwise stay root's, and a later
-/// start as that user alone could not write them. Only regular files with one link: a
-/// symlink or a hard link placed in the directory (which the user can write) never hands
-/// the user a file elsewhere. Nothing is done in a directory that is not the user's.
-pub(crate) fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+/// Every file adoxd keeps in the state directory (`server.state_dir`). Only these are
+/// handed to `server.user` ([`hand_over`]): an operator's own files kept there stay as
+/// they are.
+pub const FILES: &[&str] = &[
+    "policies.json",
+    "policies.journal",
+    "negative-anchors.json",
+    "zones.json",
+    "probes.json",
+    "strict-signals.json",
+    "managed-anchors.json",
+    "fleet.json",
+];
+
+/// Gives adoxd's own [`FILES`] in the state directory `dir` that root owns to
+/// `uid`:`gid`, when `dir` is theirs (run as root, just before the switch to that user):
+/// the policy store, opened before the switch, or the files of an earlier run as root,
+/// would otherwise stay root's, and a later start as that user alone could not write
+/// them. Only regular files with one link, each checked and changed through a descriptor
+/// of its own ([`crate::sys::give_roots_lone_file`]): a symlink or a hard link placed in
+/// the directory (which the user can write), or a name swapped for one meanwhile, never
+/// hands the user a file elsewhere. What cannot be handed over is logged, and the start
+/// goes on (this run writes through the descriptors it holds).
+pub(crate) fn hand_over(dir: &Path, uid: u32, gid: u32) {
     use std::os::unix::fs::MetadataExt;
-    let fail = |what: &Path, e: std::io::Error| format!("state directory {}: {e}", what.display());
-    match std::fs::metadata(dir) {
-        Ok(m) if m.uid() == uid => {}
-        // Not theirs (the write check after the switch says so), or not there yet.
-        Ok(_) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(dir, e)),
+    if uid == 0 {
+        return;
     }
-    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-        let path = entry.map_err(|e| fail(dir, e))?.path();
-        let m = std::fs::symlink_metadata(&path).map_err(|e| fail(&path, e))?;
-        if m.file_type().is_file() && m.uid() == 0 && m.nlink() == 1 {
-            // lchown: should the entry have become a link since, the link changes hands,
-            // not what it points to.
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| fail(&path, e))?;
+    let warn = |what: &Path, e: std::io::Error| {
+        tracing::warn!(path = %what.display(), error = %e, "state file left root's: a start as the user alone may not write it");
+    };
+    let d = match File::open(dir) {
+        Ok(d) => d,
+        // Not there yet: the write check after the switch says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return warn(dir, e),
+    };
+    // Checked on the descriptor the files are then opened from.
+    match d.metadata() {
+        Ok(m) if m.is_dir() && m.uid() == uid => {}
+        Ok(_) => return,
+        Err(e) => return warn(dir, e),
+    }
+    for name in FILES {
+        if let Err(e) = crate::sys::give_roots_lone_file(&d, std::ffi::OsStr::new(name), uid, gid) {
+            warn(&dir.join(name), e);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The data plane's state files are among those handed to the user (the control
+    /// plane's are checked there).
+    #[test]
+    fn the_data_planes_state_files_are_listed() {
+        for f in [
+            crate::daemon::PROBE_STATE_FILE,
+            crate::upstream::strict_state::STRICT_STATE_FILE,
+            crate::dnssec::managed::MANAGED_STATE_FILE,
+        ] {
+            assert!(FILES.contains(&f), "{f}");
+        }
+    }
 
     /// A symlink planted where a temporary file could be leads nowhere: the write goes to
     /// a fresh file, the link's target is untouched, and no temporary file is left.

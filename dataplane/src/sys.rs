@@ -364,6 +364,47 @@ fn group_id(name: &str) -> Result<libc::gid_t, String> {
     Ok(gr.gr_gid)
 }
 
+/// Gives `name` in the directory `dir` to `uid`:`gid` when it is a regular file with one
+/// link that root owns; true when it changed hands, false when it is something else or
+/// gone. The name is opened without following a link (`O_PATH | O_NOFOLLOW`), checked on
+/// that descriptor, and changed through it (`fchownat` with `AT_EMPTY_PATH`): the file
+/// checked is the file changed, whatever is done to the name meanwhile.
+pub(crate) fn give_roots_lone_file(
+    dir: &std::fs::File,
+    name: &std::ffi::OsStr,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let cname = std::ffi::CString::new(name.as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a C string that lives across the call and a directory descriptor we hold.
+    let fd =
+        unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::NotFound { Ok(false) } else { Err(e) };
+    }
+    // SAFETY: a descriptor openat just returned, owned from here on.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the stat it is given, which is read only when it succeeded.
+    let st = unsafe {
+        if libc::fstat(file.as_raw_fd(), st.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st.assume_init()
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != 0 || st.st_nlink != 1 {
+        return Ok(false);
+    }
+    // SAFETY: an empty C string and the descriptor just checked.
+    if unsafe { libc::fchownat(file.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// The effective capability set of the calling thread, from `/proc/thread-self/status`.
 pub(crate) fn effective_capabilities() -> std::io::Result<u64> {
     let status = std::fs::read_to_string("/proc/thread-self/status")?;

@@ -333,6 +333,14 @@ impl PolicyRegistry {
 mod tests {
     use super::*;
     use crate::store::etag;
+
+    /// The control plane's state files are among those handed to `server.user`.
+    #[test]
+    fn the_control_planes_state_files_are_listed() {
+        for f in [SNAPSHOT_FILE, JOURNAL_FILE, crate::fleet::SNAPSHOT_FILE] {
+            assert!(adox_dataplane::state_file::FILES.contains(&f), "{f}");
+        }
+    }
     use crate::store::test_support::{shared, spec, tempdir};
     use adox_api::policy::Mode;
 

@@ -153,10 +153,11 @@ fn json_log_lines_and_per_query_problems_are_rate_limited() {
 
 /// Privilege drop (issue 13): started as root with `--user nobody`, adoxd binds port 53,
 /// then every thread (main, workers, API) runs as nobody with no capability at all
-/// (`/proc/PID/task/*/status`), and it still resolves. The files root left in the state
-/// directory (the policy journal, opened before the switch; a file of an earlier run as
-/// root) are nobody's, so a later start as nobody alone can write them; a hard link or a
-/// symlink placed there to a file elsewhere hands nothing over.
+/// (`/proc/PID/task/*/status`), and it still resolves. adoxd's own state files that root
+/// owns (the policy journal, opened before the switch; one of an earlier run as root) are
+/// nobody's, so a later start as nobody alone can write them; an operator's file stays
+/// root's, and a hard link or a symlink placed under a state file's name hands nothing
+/// over.
 #[test]
 fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabilities() {
     let me = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -175,11 +176,13 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     }
     let elsewhere = crate::support::tempdir::Dir::new();
     let (linked, pointed) = (elsewhere.path().join("linked"), elsewhere.path().join("pointed"));
-    std::fs::write(&linked, b"root's").unwrap();
-    std::fs::write(&pointed, b"root's").unwrap();
-    std::fs::hard_link(&linked, state.path().join("hard-link")).unwrap();
-    std::os::unix::fs::symlink(&pointed, state.path().join("symlink")).unwrap();
-    std::fs::write(state.path().join("left-by-root"), b"").unwrap();
+    // (Contents adoxd reads at start without complaint.)
+    std::fs::write(&linked, br#"{"zones": []}"#).unwrap();
+    std::fs::write(&pointed, br#"{"anchors": []}"#).unwrap();
+    std::fs::hard_link(&linked, state.path().join("zones.json")).unwrap();
+    std::os::unix::fs::symlink(&pointed, state.path().join("negative-anchors.json")).unwrap();
+    std::fs::write(state.path().join("fleet.json"), b"").unwrap();
+    std::fs::write(state.path().join("operator.conf"), b"").unwrap();
     let d = Adoxd::lab(&[
         "--user",
         "nobody",
@@ -209,9 +212,10 @@ fn started_as_root_with_a_user_every_thread_runs_as_that_user_without_capabiliti
     assert!(log.contains("switched from root; no capability kept"), "{log}");
     use std::os::unix::fs::MetadataExt;
     let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
-    for f in ["policies.journal", "left-by-root"] {
+    for f in ["policies.journal", "fleet.json"] {
         assert_eq!(owner(&state.path().join(f)), 65534, "{f} is nobody's");
     }
+    assert_eq!(owner(&state.path().join("operator.conf")), 0, "not adoxd's: root's");
     assert_eq!((owner(&linked), owner(&pointed)), (0, 0), "files elsewhere stay root's");
 }
 
