@@ -129,6 +129,8 @@ start_peer() {
             # "process" (the lab's) validates only for clients that ask (DO or AD);
             # dnsperf does not, and adoxd and Unbound validate every answer.
             if [[ $mode == off ]]; then printf 'dnssec=off\n'; else printf 'dnssec=validate\n'; fi
+            # (Its default allow-from already has 10.0.0.0/8.)
+            [[ $SERVER_ADDR == 127.0.0.1 ]] || printf 'local-address=127.0.0.1, %s\n' "$SERVER_ADDR"
         } >"$extra"
         ;;
     esac

@@ -23,9 +23,9 @@
 #
 # NET=veth runs the same over a (virtual) Ethernet link (benches/veth.sh; clang,
 # libbpf-dev, libxdp-dev): the generators in a network namespace of their own, adox-load
-# pacing by sleeping; SERVERS default to "floor adoxd adoxd-xdp unbound": adoxd's socket
-# path, its AF_XDP path (`[xdp]`, built with --features xdp) and Unbound, and the XDP echo
-# floor (each query bounced at the driver, no DNS work). There the process's own CPU
+# pacing by sleeping; SERVERS default to "floor adoxd adoxd-xdp unbound pdns": adoxd's
+# socket path, its AF_XDP path (`[xdp]`, built with --features xdp), Unbound and PowerDNS,
+# and the XDP echo floor (each query bounced at the driver, no DNS work). There the process's own CPU
 # misses the kernel's receive work, done in softirq on the generator's core (the AF_XDP
 # path's copy into its ring included), so the figure compared is the resolver's share of
 # the machine: machine CPU per answer, minus the floor's (the generator and the link),
@@ -57,10 +57,10 @@ loopback)
     load_cmd() { timed "$BENCH_TMP/gen" taskset -c "$LOAD_CPU" "$@"; }
     ;;
 veth)
-    SERVERS=${SERVERS:-floor adoxd adoxd-xdp unbound}
+    SERVERS=${SERVERS:-floor adoxd adoxd-xdp unbound pdns}
     trap 'bench_cleanup; veth_down' EXIT
     cargo build --release -q -p adoxd -p adox-benches --features adoxd/xdp
-    # 1: adoxd's socket path and Unbound; 2: adoxd's AF_XDP path; 3: the floor.
+    # 1: adoxd's socket path, Unbound and PowerDNS; 2: adoxd's AF_XDP path; 3: the floor.
     veth_up 3 "$BENCH_TMP"
     veth_floor 3
     load_cmd() { timed "$BENCH_TMP/gen" in_ns "$@"; }
