@@ -81,6 +81,13 @@ fn one_worker(extra: &[&str]) -> Adoxd {
     Adoxd::lab(&args)
 }
 
+/// One worker with `config` as its configuration file (kept while the guard lives).
+fn one_worker_with(config: &str) -> (crate::support::tempdir::Dir, Adoxd) {
+    let (dir, cfg) = temp_config(config);
+    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    (dir, d)
+}
+
 #[test]
 fn a_zone_whose_only_server_is_down_is_servfail_with_ede_no_reachable_authority() {
     let d = one_worker(&[]);
@@ -145,8 +152,7 @@ fn strict(zone: &str, transport: &str) -> String {
 #[test]
 fn a_tls_reset_is_servfail_under_strict_without_cleartext_and_answered_opportunistically() {
     let _h = Hostile::start("tlsreset", "tlsreset.lab.", "127.53.40.6");
-    let (_dir, cfg) = temp_config(&strict_dot("tlsreset.lab"));
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) = one_worker_with(&strict_dot("tlsreset.lab"));
     let cap = Capture::start("fault-tlsreset", "host 127.53.40.6 and port 53");
     let tls = Capture::start("fault-tlsreset-853", "host 127.53.40.6 and tcp port 853");
     let r = meanwhile_others_answer(&d, "www.tlsreset.lab.", RecordType::A);
@@ -169,8 +175,7 @@ fn a_tls_reset_is_servfail_under_strict_without_cleartext_and_answered_opportuni
 #[test]
 fn a_stalled_tls_handshake_is_servfail_under_strict_and_never_wedges_the_worker() {
     let _h = Hostile::start("tlsstall", "tlsstall.lab.", "127.53.40.7");
-    let (_dir, cfg) = temp_config(&strict_dot("tlsstall.lab"));
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) = one_worker_with(&strict_dot("tlsstall.lab"));
     let cap = Capture::start("fault-tlsstall", "host 127.53.40.7 and port 53");
     let tls = Capture::start("fault-tlsstall-853", "host 127.53.40.7 and tcp port 853");
     for name in ["www.tlsstall.lab.", "other.tlsstall.lab."] {
@@ -196,8 +201,7 @@ fn giant_rrsets_of_every_type_stay_within_the_cache_budgets() {
     /// Allocator slack, in-flight answers (64 KB each) and buffers beyond the two caches.
     const OVERHEAD: u64 = 24 << 20;
     let _h = Hostile::start("giant", "giant.lab.", "127.53.40.8");
-    let (_dir, cfg) = temp_config(&format!("[cache]\nrecord_cache_bytes = {CACHE}\npacket_cache_bytes = {CACHE}\n"));
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) = one_worker_with(&format!("[cache]\nrecord_cache_bytes = {CACHE}\npacket_cache_bytes = {CACHE}\n"));
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
     let before = rss(d.pid());
     let types = [
@@ -248,8 +252,7 @@ fn a_flood_is_cut_off(mode: &str, address: &str, reasons: &[&str]) {
     let zone = format!("{mode}.lab");
     let _h = Hostile::start(mode, &format!("{zone}."), address);
     let (transport, port) = if mode.starts_with("doh") { ("doh", "tcp port 443") } else { ("doq", "udp port 853") };
-    let (_dir, cfg) = temp_config(&strict(&zone, transport));
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) = one_worker_with(&strict(&zone, transport));
     assert_eq!(d.query("www.alpha.lab.", RecordType::A).rcode(), ResponseCode::NoError);
     let before = rss(d.pid());
     let cap = Capture::start(&format!("fault-{mode}"), &format!("host {address} and port 53"));
@@ -321,8 +324,7 @@ fn a_doh_server_that_never_answers_is_a_strict_timeout() {
 fn a_doh_server_saying_goaway_mid_burst_loses_no_query() {
     let zone = "dohgoaway.lab";
     let _h = Hostile::start("dohgoaway", &format!("{zone}."), "127.53.40.15");
-    let (_dir, cfg) = temp_config(&strict(zone, "doh"));
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) = one_worker_with(&strict(zone, "doh"));
     let addr = d.addr;
     let askers: Vec<_> = (0..6)
         .map(|i| {
@@ -356,9 +358,8 @@ fn a_doh_server_saying_goaway_mid_burst_loses_no_query() {
 #[test]
 fn rfc8767_a_dead_zone_is_answered_stale_and_fresh_again_when_its_server_returns() {
     // Signals and probing off: nothing but the client's questions goes upstream.
-    let (_dir, cfg) =
-        temp_config("[cache]\nmax_ttl_s = 1\nstale_recheck_s = 3\n[transport]\nsignals = false\nprobing = false\n");
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
+    let (_dir, d) =
+        one_worker_with("[cache]\nmax_ttl_s = 1\nstale_recheck_s = 3\n[transport]\nsignals = false\nprobing = false\n");
     let good = Hostile::start("good", "stale.lab.", "127.53.40.16");
     let r = d.query("www.stale.lab.", RecordType::A);
     assert_eq!((r.rdata(RecordType::A), r.ede()), (vec!["192.0.2.99".to_string()], None));
@@ -450,11 +451,10 @@ fn rfc9520_a_failure_is_kept_for_failure_ttl_then_the_name_is_resolved_again() {
 #[test]
 fn rfc9520_a_failure_of_our_own_load_is_not_kept() {
     let _slow = Hostile::start("slow", "busy.lab.", "127.53.40.29");
-    let (_dir, cfg) = temp_config(
+    let (_dir, d) = one_worker_with(
         "[cache]\nfailure_ttl_s = 60\n[resolver]\nmax_outstanding_per_server = 1\n\
          [transport]\nsignals = false\nprobing = false\n",
     );
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     // The delegation and the server's address, cached.
     assert_eq!(d.query("www.busy.lab.", RecordType::A).rdata(RecordType::A), ["192.0.2.99"]);
     let (addr, ask) = (d.addr, Ask::new("a.busy.lab.", RecordType::A).wire());
@@ -478,11 +478,10 @@ fn rfc9520_a_failure_of_our_own_load_is_not_kept() {
 #[test]
 fn rfc9520_a_failure_while_half_the_resolutions_are_in_use_is_not_kept() {
     let _silent = Hostile::start("silent", "backlog.lab.", "127.53.40.34");
-    let (_dir, cfg) = temp_config(
+    let (_dir, d) = one_worker_with(
         "[cache]\nfailure_ttl_s = 60\n[resolver]\nmax_resolutions = 4\n\
          [transport]\nsignals = false\nprobing = false\n",
     );
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     // (Asked together from the start: a failure first would mark the server down, and
     // the next names would fail at once, one after the other.)
     let addr = d.addr;
@@ -513,11 +512,10 @@ fn rfc9520_a_failure_while_half_the_resolutions_are_in_use_is_not_kept() {
 /// the next is kept 1 s.
 #[test]
 fn rfc9520_a_repeating_failure_is_kept_longer_each_time_and_a_success_starts_again() {
-    let (_dir, cfg) = temp_config(
+    let (_dir, d) = one_worker_with(
         "[cache]\nfailure_ttl_s = 1\nfailure_max_ttl_s = 4\nmax_ttl_s = 1\nserve_stale = false\n\
          [transport]\nsignals = false\nprobing = false\n",
     );
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     let name = "www.backoff.lab.";
     let misses = || metric(&d, "adox_cache_misses_total");
     // How long each of `n` failures in a row is kept: from its answer to the first query
@@ -580,11 +578,10 @@ fn rfc9520_a_repeating_failure_is_kept_longer_each_time_and_a_success_starts_aga
 #[test]
 fn rfc9520_a_failed_prefetch_is_not_kept() {
     let good = Hostile::start("good", "refresh.lab.", "127.53.40.33");
-    let (_dir, cfg) = temp_config(
+    let (_dir, d) = one_worker_with(
         "[cache]\nmax_ttl_s = 20\nfailure_ttl_s = 60\nserve_stale = false\n\
          [transport]\nsignals = false\nprobing = false\n",
     );
-    let d = one_worker(&["--config", cfg.to_str().unwrap()]);
     let name = "www.refresh.lab.";
     let hit = |d: &Adoxd| {
         let r = d.query(name, RecordType::A);
